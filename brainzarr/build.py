@@ -1,0 +1,306 @@
+"""Samples -> voxels -> store: the out-of-core, resumable build.
+
+The build is two dask passes over blocks of voxel rows (one store chunk of rows each):
+
+1. **statistics**: every block computes its raw voxel values (``W @ samples``, see
+   :mod:`brainzarr.assign`) and returns the tails of each gene; a tree of merges turns them
+   into exact clamp percentiles (:class:`~brainzarr.preprocess.TailAccumulator`).
+2. **write**: every block recomputes its raw values, clamps and scales them to [0, 1] and
+   writes its whole row of chunks, then marks itself done in ``build_chunk_done``.
+
+Each task owns whole chunks (no two writers share one; misaligned writes lose data:
+zarr-python #3682, xarray #8371), chunk files are written atomically by zarr's local store,
+and a block is marked done only after all its chunks are written. Running the same build
+again skips finished blocks, so an interrupted build resumes and ends with the same bytes.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+import dask
+import numpy as np
+import xarray as xr
+import zarr
+
+from .assign import Assignment
+from .grid import Grid, grid_from_mask, mni152_grid
+from .parallel import compute_tasks
+from .preprocess import TailAccumulator, clamp_scale, make_split
+from .sources import load_source
+from .store import SCHEMA_VERSION, StoreError, check_schema, quiet_zarr
+
+__all__ = ["build_store", "StoreExistsError", "DEFAULT_CHUNKS"]
+
+#: (voxels, genes) per chunk: 4096 x 128 float32 = 2 MB. A row batch of 4096 voxels reads one
+#: row of chunks; a gene's whole-brain map reads one column (n_voxels / 4096 chunks).
+DEFAULT_CHUNKS = (4096, 128)
+_MERGE_FANIN = 8
+
+
+class StoreExistsError(FileExistsError):
+    """The output exists and was built with other settings."""
+
+
+def _versions() -> dict:
+    out = {}
+    for pkg in ("brainzarr", "numpy", "scipy", "xarray", "zarr", "dask", "abagen", "nilearn", "nibabel", "pandas"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int = 8, mask=None,
+                genes=None, assignment: str = "nearest", k: int = 10, same_hemisphere: bool = False,
+                split: str = "random", test_fraction: float = 0.2, block_mm: float = 16.0,
+                seed: int = 0, clamp_percentiles=(0.01, 99.9), chunks=DEFAULT_CHUNKS,
+                client=None, overwrite: bool = False, progress: bool | None = None,
+                **source_options) -> Path:
+    """Build (or resume building) a voxel x gene store.
+
+    Parameters
+    ----------
+    out : str or Path
+        The store to write (a directory, e.g. ``store/s8.zarr``).
+    source : {'synthetic', 'abagen', 'parcellated'} or xarray.Dataset
+        Where sample-level expression comes from, or a sample table (see
+        :mod:`brainzarr.sources.table`).
+    resolution : int
+        Grid spacing in mm of nilearn's MNI152 brain mask (ignored when ``mask`` is given).
+    mask : str, Path or Nifti1Image, optional
+        A mask NIfTI in MNI space defining the voxels instead.
+    genes : None, int, str or list of str
+        All genes, n evenly spaced genes, or these symbols (comma-separated string or list).
+    assignment : {'nearest', 'idw'}
+        How voxels take sample values ('atlas' is used for parcellated sources).
+    k : int
+        Neighbours of 'idw'.
+    same_hemisphere : bool
+        Voxels take values only from samples of their own hemisphere.
+    split : {'random', 'blocked'}
+        Which split the ``split`` coordinate holds (both are stored as ``split_random`` and
+        ``split_blocked``).
+    test_fraction, block_mm : float
+        Size of the test set; edge of the blocked split's cubes in mm.
+    seed : int
+        Seeds the synthetic source and the splits; recorded in provenance.
+    clamp_percentiles : (float, float)
+        Per-gene clamp before scaling to [0, 1].
+    chunks : (int, int)
+        Chunk shape (voxels, genes) of ``expression``.
+    client : distributed.Client, optional
+        Run the passes on this cluster.
+    overwrite : bool
+        Replace an existing store built with other settings.
+    **source_options
+        Passed to the source (e.g. ``data_dir``, ``donors`` for 'abagen'; ``table``,
+        ``atlas`` for 'parcellated').
+
+    Returns
+    -------
+    Path
+        The store, ready for :func:`brainzarr.open_store`.
+    """
+    out = Path(out)
+    grid = grid_from_mask(mask) if mask is not None else mni152_grid(resolution)
+    samples = source if isinstance(source, xr.Dataset) else load_source(source, genes=genes, seed=seed,
+                                                                        **source_options)
+    voxel_labels = None
+    if "region_labels" in samples.attrs:  # a region table: every voxel takes its region's row
+        grid, voxel_labels = _restrict_to_atlas(grid, samples)
+        assign = Assignment("atlas", region_labels=samples["label"].values)
+    else:
+        if assignment == "atlas":
+            raise ValueError("assignment 'atlas' is for region tables (--source parcellated)")
+        assign = Assignment(assignment, np.column_stack([samples[c].values for c in "xyz"]),
+                            samples["hemisphere"].values, k=k, same_hemisphere=same_hemisphere,
+                            affine=grid.affine)
+    chunks = (min(int(chunks[0]), grid.n_voxels), min(int(chunks[1]), samples.sizes["gene"]))
+    config = {
+        "schema": SCHEMA_VERSION,
+        "source": {"name": samples.attrs.get("source", "table"),
+                   "options": json.loads(samples.attrs.get("options", "{}")),
+                   "n_samples": int(samples.sizes["sample"]),
+                   "donors": sorted(set(samples["donor"].values.tolist()))},
+        "grid": grid.to_attrs() | {"n_voxels": grid.n_voxels},
+        "genes": {"n": int(samples.sizes["gene"]),
+                  "sha1": hashlib.sha1("\n".join(samples["gene"].values.tolist()).encode()).hexdigest()},
+        "assignment": assign.provenance(),
+        "preprocessing": {"clamp_percentiles": [float(p) for p in clamp_percentiles], "scale": [0.0, 1.0]},
+        "split": {"scheme": split, "test_fraction": float(test_fraction), "seed": int(seed),
+                  "block_mm": float(block_mm)},
+        "seed": int(seed),
+        "chunks": list(chunks),
+    }
+    config_hash = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    resume = _prepare_output(out, config_hash, overwrite)
+    if resume == "complete":
+        return out
+    if resume is None:
+        splits = {s: make_split(s, grid.xyz, test_fraction=test_fraction, seed=seed, block_mm=block_mm)
+                  for s in ("random", "blocked")}
+        provenance = config | {"build_config_hash": config_hash, "versions": _versions(),
+                               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        _create_template(out, grid, samples, splits, split, chunks, provenance)
+
+    values = np.ascontiguousarray(samples["expression"].values, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError("the sample table has missing (NaN) or infinite values")
+    n_vox, n_genes = grid.n_voxels, values.shape[1]
+    blocks = [(a, min(a + chunks[0], n_vox)) for a in range(0, n_vox, chunks[0])]
+    xyz, hemi = grid.xyz, grid.hemisphere
+    block_args = [dict(xyz=xyz[a:b], hemisphere=hemi[a:b],
+                       labels=None if voxel_labels is None else voxel_labels[a:b]) for a, b in blocks]
+    values_ref = client.scatter(values, broadcast=True) if client is not None else dask.delayed(values)
+
+    root = zarr.open_group(str(out), mode="r+", zarr_format=3)
+    if not root.attrs.get("clamp_done", False):
+        acc = TailAccumulator(n_vox, clamp_percentiles)
+        leaves = [dask.delayed(_block_tails)(assign, values_ref, args, acc, chunks[1]) for args in block_args]
+        low, high, _ = compute_tasks([_merge_tree(leaves, acc)], client=client, track=leaves,
+                                     desc="clamp percentiles", progress=progress)[0]
+        acc.merge(low, high, n_rows=n_vox)
+        lo, hi = acc.result()
+        root["clamp_low"][:] = lo.astype(np.float32)
+        root["clamp_high"][:] = hi.astype(np.float32)
+        root.attrs.update({"clamp_done": True})
+
+    lo, hi = root["clamp_low"][:], root["clamp_high"][:]
+    done = root["build_chunk_done"][:]
+    todo = [c for c in range(len(blocks)) if not done[c]]
+    writes = [dask.delayed(_write_block)(str(out), c, blocks[c], assign, values_ref, block_args[c],
+                                         lo, hi, chunks[1]) for c in todo]
+    compute_tasks(writes, client=client, desc=f"writing {out.name}", progress=progress)
+    if not root["build_chunk_done"][:].all():
+        raise RuntimeError("some blocks were not written; run the build again to finish them")
+    root.attrs.update({"build_complete": True})
+    return out
+
+
+def _prepare_output(out: Path, config_hash: str, overwrite: bool):
+    """None: create anew; 'resume': finish an interrupted build; 'complete': nothing to do."""
+    if not out.exists():
+        return None
+    if overwrite:
+        shutil.rmtree(out)
+        return None
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+        return None
+    try:
+        attrs = check_schema(out)
+    except StoreError as exc:
+        raise StoreExistsError(f"{out} exists and is not a brainzarr store ({exc}); choose another "
+                               "path or pass --overwrite") from None
+    if attrs.get("provenance", {}).get("build_config_hash") != config_hash:
+        raise StoreExistsError(f"{out} exists and was built with other settings; pass --overwrite to "
+                               "replace it, or choose another path")
+    return "complete" if attrs.get("build_complete") else "resume"
+
+
+def _create_template(out: Path, grid: Grid, samples: xr.Dataset, splits: dict, split: str,
+                     chunks, provenance: dict) -> None:
+    n_vox, n_genes = grid.n_voxels, samples.sizes["gene"]
+    ijk, xyz = grid.ijk, grid.xyz
+    grid_attrs = grid.to_attrs()
+    n_blocks = -(-n_vox // chunks[0])
+    gene_coords = {name: ("gene", samples[name].values) for name, var in samples.coords.items()
+                   if var.dims == ("gene",) and name != "gene"}
+    ds = xr.Dataset(
+        {
+            "expression": (("voxel", "gene"), dask.array.full((n_vox, n_genes), np.nan, dtype=np.float32,
+                                                              chunks=chunks)),
+            "clamp_low": ("gene", np.full(n_genes, np.nan, dtype=np.float32)),
+            "clamp_high": ("gene", np.full(n_genes, np.nan, dtype=np.float32)),
+            "build_chunk_done": ("voxel_chunk", np.zeros(n_blocks, dtype=np.uint8)),
+        },
+        coords={
+            "voxel": np.arange(n_vox, dtype=np.int64),
+            "gene": samples["gene"].values.astype(str),
+            **gene_coords,
+            "i": ("voxel", ijk[:, 0]), "j": ("voxel", ijk[:, 1]), "k": ("voxel", ijk[:, 2]),
+            "x": ("voxel", xyz[:, 0]), "y": ("voxel", xyz[:, 1]), "z": ("voxel", xyz[:, 2]),
+            "hemisphere": ("voxel", grid.hemisphere.astype("<U1")),
+            "split": ("voxel", splits[split]),
+            "split_random": ("voxel", splits["random"]),
+            "split_blocked": ("voxel", splits["blocked"]),
+        },
+        attrs={"brainzarr_schema_version": SCHEMA_VERSION, **grid_attrs,
+               "provenance": provenance, "build_complete": False, "clamp_done": False},
+    )
+    ds["i"].attrs.update({"affine": grid_attrs["affine"], "grid_shape": grid_attrs["grid_shape"],
+                          "space": grid_attrs["space"], "resolution_mm": grid_attrs["resolution_mm"]})
+    ds["expression"].attrs.update({"long_name": "gene expression", "units": "scaled to [0, 1]"})
+    for c, unit in zip("xyz", ("mm", "mm", "mm")):
+        ds[c].attrs.update({"units": unit, "long_name": f"MNI {c}"})
+    encoding = {"expression": {"chunks": chunks}, "build_chunk_done": {"chunks": (1,)}}
+    tmp = out.with_name(out.name + ".creating")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with quiet_zarr():
+        ds.to_zarr(str(tmp), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
+    tmp.rename(out)  # a store appears whole or not at all
+
+
+def _restrict_to_atlas(grid: Grid, table: xr.Dataset):
+    """Keep the grid's voxels that fall in a region of the table; return (grid, labels)."""
+    from .sources.parcellated import atlas_on_grid
+
+    labels_vol = atlas_on_grid(table.attrs["atlas"], grid)
+    keep = grid.mask & np.isin(labels_vol, table["label"].values)
+    if not keep.any():
+        raise ValueError("no voxel of the mask lies in a region of the table")
+    new = Grid(keep, grid.affine, space=grid.space, name=f"{grid.name} within {table.attrs['atlas']}")
+    return new, labels_vol[tuple(new.ijk.T)]
+
+
+def _gene_slices(n_genes, step):
+    return [slice(g, min(g + step, n_genes)) for g in range(0, n_genes, step)]
+
+
+def _block_tails(assign, values, args, acc: TailAccumulator, gene_step):
+    lows, highs = [], []
+    w = assign.weights(args["xyz"], args["hemisphere"], args["labels"])
+    for gs in _gene_slices(values.shape[1], gene_step * 8):
+        low, high = acc.tails(np.asarray(w @ values[:, gs], dtype=np.float32))
+        lows.append(low)
+        highs.append(high)
+    return np.concatenate(lows, axis=1), np.concatenate(highs, axis=1), len(args["xyz"])
+
+
+def _merge_tree(leaves, acc: TailAccumulator):
+    """Merge tail results in a tree of fan-in 8 so few results are held at once."""
+    level = leaves
+    while True:
+        level = [dask.delayed(_merge_group)(acc.n_low, acc.n_high, *level[i:i + _MERGE_FANIN])
+                 for i in range(0, len(level), _MERGE_FANIN)]
+        if len(level) == 1:
+            return level[0]
+
+
+def _merge_group(n_low, n_high, *parts):
+    low = _smallest_rows(np.concatenate([p[0] for p in parts], axis=0), n_low)
+    high = -_smallest_rows(-np.concatenate([p[1] for p in parts], axis=0), n_high)
+    return low, high, sum(p[2] for p in parts)
+
+
+def _smallest_rows(stacked, m):
+    return stacked if len(stacked) <= m else np.partition(stacked, m - 1, axis=0)[:m]
+
+
+def _write_block(path: str, chunk_index: int, rows, assign, values, args, low, high, gene_step) -> int:
+    a, b = rows
+    with quiet_zarr():
+        group = zarr.open_group(path, mode="r+", zarr_format=3)
+        expression = group["expression"]
+        w = assign.weights(args["xyz"], args["hemisphere"], args["labels"])
+        for gs in _gene_slices(values.shape[1], gene_step):
+            raw = np.asarray(w @ values[:, gs], dtype=np.float32)
+            expression[a:b, gs] = clamp_scale(raw, low[gs], high[gs])
+        group["build_chunk_done"][chunk_index] = 1
+    return chunk_index

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``brainzarr`` CLI: one module each, with ``register(subparsers)``."""

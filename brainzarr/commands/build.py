@@ -1,0 +1,111 @@
+"""``brainzarr build``: samples -> voxels -> store."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..sources import SOURCES
+
+
+def add_build_arguments(p, *, out_required=True):
+    """Arguments shared by every command that builds a store."""
+    p.add_argument("--source", choices=SOURCES, default="synthetic", help="where expression comes from")
+    p.add_argument("--resolution", type=int, default=8, help="grid spacing in mm (MNI152 brain mask)")
+    p.add_argument("--mask", help="a mask NIfTI in MNI space (instead of the MNI152 brain mask)")
+    p.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all)")
+    p.add_argument("--assignment", choices=("nearest", "idw"), default="nearest",
+                   help="samples -> voxels: mean of samples inside else nearest, or IDW of k nearest")
+    p.add_argument("--k", type=int, default=10, help="neighbours of --assignment idw")
+    p.add_argument("--same-hemisphere", action="store_true", help="use only samples of the voxel's hemisphere")
+    p.add_argument("--split", choices=("random", "blocked"), default="random", help="train/test split scheme")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--block-mm", type=float, default=16.0, help="cube edge of the blocked split")
+    p.add_argument("--seed", type=int, default=0, help="seeds the synthetic source and the splits")
+    p.add_argument("--chunks", default="4096,128", help="chunk shape voxels,genes")
+    p.add_argument("--out", required=out_required, help="the store to write, e.g. store/s8.zarr")
+    p.add_argument("--overwrite", action="store_true", help="replace a store built with other settings")
+    p.add_argument("--workers", type=int, help="run on a local dask.distributed cluster of this many workers")
+    p.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
+    g = p.add_argument_group("--source abagen")
+    g.add_argument("--data-dir", help="folder holding microarray/normalized_microarray_donor*/")
+    g.add_argument("--donors", help="comma-separated donor ids (default: every donor folder present)")
+    g.add_argument("--download", action="store_true", help="let abagen download missing donors (network)")
+    g.add_argument("--probe-selection", default="diff_stability")
+    g.add_argument("--ibf-threshold", type=float, default=0.5)
+    g.add_argument("--lr-mirror", default="bidirectional", help="bidirectional, leftright, rightleft or none")
+    g = p.add_argument_group("--source parcellated")
+    g.add_argument("--table", help="region x gene CSV (first column: atlas label)")
+    g.add_argument("--atlas", help="the atlas NIfTI of the table's labels")
+
+
+def parse_genes(text):
+    if text is None:
+        return None
+    return int(text) if text.strip().isdigit() else text
+
+
+def source_options(args) -> dict:
+    if args.source == "abagen":
+        if not args.data_dir and not args.download:
+            raise ValueError("--source abagen needs --data-dir (or --download to fetch the data)")
+        return {"data_dir": args.data_dir, "download": args.download,
+                "donors": args.donors.split(",") if args.donors else None,
+                "probe_selection": args.probe_selection, "ibf_threshold": args.ibf_threshold,
+                "lr_mirror": None if args.lr_mirror.lower() == "none" else args.lr_mirror}
+    if args.source == "parcellated":
+        if not args.table or not args.atlas:
+            raise ValueError("--source parcellated needs --table and --atlas")
+        return {"table": args.table, "atlas": args.atlas}
+    return {}
+
+
+def dask_client(args):
+    """A dask.distributed Client when asked for (--workers N or --scheduler ADDR), else None."""
+    if args.scheduler:
+        from distributed import Client
+
+        return Client(args.scheduler)
+    if args.workers:
+        from distributed import Client, LocalCluster
+
+        return Client(LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None))
+    return None
+
+
+def run_build(args, *, progress=True) -> Path:
+    from ..build import build_store
+
+    try:
+        chunks = tuple(int(c) for c in args.chunks.split(","))
+        assert len(chunks) == 2 and min(chunks) > 0
+    except (ValueError, AssertionError):
+        raise ValueError(f"--chunks must be two positive integers voxels,genes; got {args.chunks!r}") from None
+    client = dask_client(args)
+    try:
+        return build_store(args.out, source=args.source, resolution=args.resolution, mask=args.mask,
+                           genes=parse_genes(args.genes), assignment=args.assignment, k=args.k,
+                           same_hemisphere=args.same_hemisphere, split=args.split,
+                           test_fraction=args.test_fraction, block_mm=args.block_mm, seed=args.seed,
+                           chunks=chunks, client=client, overwrite=args.overwrite, progress=progress,
+                           **source_options(args))
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _run(args):
+    from .info import describe
+
+    start = time.perf_counter()
+    out = run_build(args)
+    print(f"built {out} in {time.perf_counter() - start:.1f} s")
+    print(describe(out))
+
+
+def register(sub):
+    p = sub.add_parser("build", help="build a voxel x gene store (resumes an interrupted build)",
+                       description="Build a voxel x gene store. Running the same command again after an "
+                                   "interruption resumes it.")
+    add_build_arguments(p)
+    p.set_defaults(func=_run)

@@ -1,0 +1,56 @@
+"""``brainzarr export``: any voxel-indexed array of a store -> NIfTI."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def select_variable(store, var: str, genes=None):
+    """The DataArray ``var`` of a store: 'expression' or '<group>/<variable>' of a result."""
+    from ..sources.table import resolve_genes
+    from ..store import open_store, read_group, voxel_coords
+
+    ds = open_store(store)
+    if "/" in var:
+        group, name = var.rsplit("/", 1)
+        result = read_group(store, group)
+        if name not in result:
+            raise KeyError(f"{group} has no variable {name}; it has {', '.join(map(str, result.data_vars))}")
+        da = result[name]
+        if "voxel" not in da.dims:
+            raise ValueError(f"{var} has no voxel dimension (dims {da.dims}); only voxel arrays export to NIfTI")
+        missing = {k: v for k, v in voxel_coords(ds).items() if k not in da.coords}
+        da = da.assign_coords(missing)
+    else:
+        if var not in ds:
+            raise KeyError(f"the store has no variable {var}; try 'expression' or a result such as "
+                           "representations/<method>/k<dim>/embedding")
+        da = ds[var]
+    if "gene" in da.dims:
+        if genes is None:
+            if da.sizes["gene"] > 1:
+                raise ValueError(f"{var} has {da.sizes['gene']:,} genes; choose with --gene "
+                                 "(comma-separated genes make a 4-D file)")
+        else:
+            chosen = resolve_genes(genes, da["gene"].values)
+            da = da.sel(gene=chosen[0]) if len(chosen) == 1 else da.sel(gene=chosen)
+    return da
+
+
+def _run(args):
+    from ..nifti import to_nifti
+
+    da = select_variable(args.store, args.var, args.gene)
+    background = np.nan if args.background.lower() == "nan" else float(args.background)
+    img = to_nifti(da, background=background)
+    img.to_filename(args.output)
+    print(f"wrote {args.output}  shape {img.shape}")
+
+
+def register(sub):
+    p = sub.add_parser("export", help="write a voxel array of a store as NIfTI")
+    p.add_argument("store")
+    p.add_argument("var", help="'expression' or a result variable, e.g. representations/pca/k8/embedding")
+    p.add_argument("--gene", help="gene symbol(s), comma-separated for a 4-D file")
+    p.add_argument("-o", "--output", required=True, help="output .nii or .nii.gz")
+    p.add_argument("--background", default="0", help="value outside the brain: 0 (default) or nan")
+    p.set_defaults(func=_run)

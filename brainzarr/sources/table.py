@@ -1,0 +1,101 @@
+"""The sample table every source returns: ``expression (sample, gene)`` with sample coordinates.
+
+Coordinates on ``sample``: ``x, y, z`` (MNI mm), ``donor``, ``hemisphere`` ('L', 'R' or
+'M'), ``structure``; on ``gene``: the symbol. ``attrs["source"]`` names the source and
+``attrs["options"]`` holds its options (JSON), both copied into a store's provenance.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["make_sample_table", "resolve_genes", "validate_sample_table", "UnknownGeneError"]
+
+
+class UnknownGeneError(ValueError):
+    """A requested gene symbol is not in the source."""
+
+
+def hemisphere_of(x) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    return np.where(np.isclose(x, 0.0), "M", np.where(x < 0, "L", "R"))
+
+
+def make_sample_table(values, genes, xyz, *, donor, structure=None, hemisphere=None,
+                      sample_id=None, source: str, options: dict | None = None) -> xr.Dataset:
+    """Assemble a validated sample table from plain arrays."""
+    values = np.asarray(values, dtype=np.float32)
+    xyz = np.asarray(xyz, dtype=float)
+    n = len(values)
+    table = xr.Dataset(
+        {"expression": (("sample", "gene"), values)},
+        coords={
+            "sample": np.arange(n) if sample_id is None else np.asarray(sample_id),
+            "gene": np.asarray(genes).astype(str),
+            "x": ("sample", xyz[:, 0]),
+            "y": ("sample", xyz[:, 1]),
+            "z": ("sample", xyz[:, 2]),
+            "donor": ("sample", np.asarray(donor).astype(str)),
+            "hemisphere": ("sample", hemisphere_of(xyz[:, 0]) if hemisphere is None
+                           else np.asarray(hemisphere).astype(str)),
+            "structure": ("sample", np.full(n, "unknown") if structure is None
+                          else np.asarray(structure).astype(str)),
+        },
+        attrs={"source": source, "options": json.dumps(options or {}, default=str)},
+    )
+    validate_sample_table(table)
+    return table
+
+
+def validate_sample_table(table: xr.Dataset) -> None:
+    """Raise ValueError unless ``table`` has the sample-table schema."""
+    if "expression" not in table or table["expression"].dims != ("sample", "gene"):
+        raise ValueError("a sample table needs expression with dims (sample, gene)")
+    missing = [c for c in ("x", "y", "z", "donor", "hemisphere", "structure", "gene") if c not in table.coords]
+    if missing:
+        raise ValueError(f"a sample table needs the coordinates {missing}")
+    if table.sizes["sample"] == 0 or table.sizes["gene"] == 0:
+        raise ValueError("the sample table is empty")
+    genes = table["gene"].values
+    if len(set(genes)) != len(genes):
+        raise ValueError("gene symbols in a sample table must be unique")
+    if not np.all(np.isfinite(np.column_stack([table[c].values for c in "xyz"]))):
+        raise ValueError("sample coordinates must be finite")
+
+
+def resolve_genes(genes, available) -> list[str]:
+    """Turn a gene request into symbols of ``available``.
+
+    Parameters
+    ----------
+    genes : None, int, str or list of str
+        None: all; int n: n genes evenly spaced through ``available`` (so a small store still
+        spans the alphabet and every chromosome); str: comma-separated symbols; list: symbols.
+    available : sequence of str
+    """
+    available = [str(g) for g in available]
+    if genes is None:
+        return available
+    if isinstance(genes, (int, np.integer)) and not isinstance(genes, bool):
+        if not 1 <= genes <= len(available):
+            raise ValueError(f"asked for {genes} genes; this source has 1 to {len(available)}")
+        pick = np.unique(np.linspace(0, len(available) - 1, int(genes)).round().astype(int))
+        return [available[i] for i in pick]
+    if isinstance(genes, str):
+        genes = [g.strip() for g in genes.split(",") if g.strip()]
+    genes = [str(g) for g in genes]
+    if not genes:
+        raise ValueError("the gene list is empty")
+    known = set(available)
+    unknown = [g for g in genes if g not in known]
+    if unknown:
+        hints = [f"{g} (did you mean {', '.join(m)}?)" if (m := difflib.get_close_matches(g, available, 2)) else g
+                 for g in unknown[:5]]
+        raise UnknownGeneError(f"unknown gene(s): {'; '.join(hints)}"
+                               + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
+    if len(set(genes)) != len(genes):
+        raise ValueError("the gene list has duplicates")
+    return genes
