@@ -94,6 +94,15 @@ class Assignment:
             out["same_hemisphere"] = bool(self.same_hemisphere)
         return out
 
+    # the block protocol of brainzarr.build: prepare(block) once per block of voxels, then
+    # compute(state, values, gene_slice) per slice of genes
+    def prepare(self, block: dict) -> sp.csr_matrix:
+        return self.weights(block["xyz"], block["hemisphere"], block["labels"])
+
+    @staticmethod
+    def compute(weights: sp.csr_matrix, values: np.ndarray, gene_slice: slice) -> np.ndarray:
+        return np.asarray(weights @ values[:, gene_slice], dtype=np.float32)
+
     def weights(self, voxel_xyz, voxel_hemisphere=None, voxel_labels=None) -> sp.csr_matrix:
         """Sparse (n_voxels, n_rows) float32 weights, rows summing to 1."""
         if self.method == "atlas":

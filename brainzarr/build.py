@@ -8,6 +8,12 @@ The build is two dask passes over blocks of voxel rows (one store chunk of rows 
 2. **write**: every block recomputes its raw values, clamps and scales them to [0, 1] and
    writes its whole row of chunks, then marks itself done in ``build_chunk_done``.
 
+The per-block computation is a *block source*: ``prepare(block)`` gets a dict with the block's
+voxel ``xyz``, ``hemisphere`` and atlas ``labels`` and returns a state (for
+:class:`~brainzarr.assign.Assignment`, the sparse weights); ``compute(state, values,
+gene_slice)`` returns the block's raw values for a slice of genes, where ``values`` is the
+sample table's (samples, genes) matrix. Other block sources (an INR) plug in the same way.
+
 Each task owns whole chunks (no two writers share one; misaligned writes lose data:
 zarr-python #3682, xarray #8371), chunk files are written atomically by zarr's local store,
 and a block is marked done only after all its chunks are written. Running the same build
@@ -77,8 +83,10 @@ def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int 
         A mask NIfTI in MNI space defining the voxels instead.
     genes : None, int, str or list of str
         All genes, n evenly spaced genes, or these symbols (comma-separated string or list).
-    assignment : {'nearest', 'idw'}
-        How voxels take sample values ('atlas' is used for parcellated sources).
+    assignment : {'nearest', 'idw'} or block source
+        How voxels take sample values ('atlas' is used for parcellated sources), or an object
+        with ``prepare(block) -> state``, ``compute(state, values, gene_slice) -> (n, g)
+        float32`` and ``provenance() -> dict`` (see the module docstring).
     k : int
         Neighbours of 'idw'.
     same_hemisphere : bool
@@ -115,6 +123,8 @@ def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int 
     if "region_labels" in samples.attrs:  # a region table: every voxel takes its region's row
         grid, voxel_labels = _restrict_to_atlas(grid, samples)
         assign = Assignment("atlas", region_labels=samples["label"].values)
+    elif not isinstance(assignment, str):
+        assign = assignment  # a block source of its own (e.g. a fitted INR), see the module docstring
     else:
         if assignment == "atlas":
             raise ValueError("assignment 'atlas' is for region tables (--source parcellated)")
@@ -162,7 +172,8 @@ def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int 
     root = zarr.open_group(str(out), mode="r+", zarr_format=3)
     if not root.attrs.get("clamp_done", False):
         acc = TailAccumulator(n_vox, clamp_percentiles)
-        leaves = [dask.delayed(_block_tails)(assign, values_ref, args, acc, chunks[1]) for args in block_args]
+        leaves = [dask.delayed(_block_tails)(assign, values_ref, args, acc, n_genes, chunks[1])
+                  for args in block_args]
         low, high, _ = compute_tasks([_merge_tree(leaves, acc)], client=client, track=leaves,
                                      desc="clamp percentiles", progress=progress)[0]
         acc.merge(low, high, n_rows=n_vox)
@@ -175,7 +186,7 @@ def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int 
     done = root["build_chunk_done"][:]
     todo = [c for c in range(len(blocks)) if not done[c]]
     writes = [dask.delayed(_write_block)(str(out), c, blocks[c], assign, values_ref, block_args[c],
-                                         lo, hi, chunks[1]) for c in todo]
+                                         lo, hi, n_genes, chunks[1]) for c in todo]
     compute_tasks(writes, client=client, desc=f"writing {out.name}", progress=progress)
     if not root["build_chunk_done"][:].all():
         raise RuntimeError("some blocks were not written; run the build again to finish them")
@@ -263,11 +274,11 @@ def _gene_slices(n_genes, step):
     return [slice(g, min(g + step, n_genes)) for g in range(0, n_genes, step)]
 
 
-def _block_tails(assign, values, args, acc: TailAccumulator, gene_step):
+def _block_tails(assign, values, args, acc: TailAccumulator, n_genes, gene_step):
     lows, highs = [], []
-    w = assign.weights(args["xyz"], args["hemisphere"], args["labels"])
-    for gs in _gene_slices(values.shape[1], gene_step * 8):
-        low, high = acc.tails(np.asarray(w @ values[:, gs], dtype=np.float32))
+    state = assign.prepare(args)
+    for gs in _gene_slices(n_genes, gene_step * 8):
+        low, high = acc.tails(assign.compute(state, values, gs))
         lows.append(low)
         highs.append(high)
     return np.concatenate(lows, axis=1), np.concatenate(highs, axis=1), len(args["xyz"])
@@ -293,14 +304,14 @@ def _smallest_rows(stacked, m):
     return stacked if len(stacked) <= m else np.partition(stacked, m - 1, axis=0)[:m]
 
 
-def _write_block(path: str, chunk_index: int, rows, assign, values, args, low, high, gene_step) -> int:
+def _write_block(path: str, chunk_index: int, rows, assign, values, args, low, high, n_genes,
+                 gene_step) -> int:
     a, b = rows
     with quiet_zarr():
         group = zarr.open_group(path, mode="r+", zarr_format=3)
         expression = group["expression"]
-        w = assign.weights(args["xyz"], args["hemisphere"], args["labels"])
-        for gs in _gene_slices(values.shape[1], gene_step):
-            raw = np.asarray(w @ values[:, gs], dtype=np.float32)
-            expression[a:b, gs] = clamp_scale(raw, low[gs], high[gs])
+        state = assign.prepare(args)
+        for gs in _gene_slices(n_genes, gene_step):
+            expression[a:b, gs] = clamp_scale(assign.compute(state, values, gs), low[gs], high[gs])
         group["build_chunk_done"][chunk_index] = 1
     return chunk_index
