@@ -1,0 +1,37 @@
+"""Representations of the voxel x gene matrix, one estimator each (see :mod:`.base`).
+
+``from brainzarr.models import PCA, NMF, KernelPCA, TSNE, UMAP, AutoEncoder`` — imported
+lazily, so using PCA does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .base import Representation, iter_row_blocks, rmse
+
+#: method name (as in store paths and ``--methods``) -> (module, class)
+METHODS = {
+    "pca": ("pca", "PCA"),
+    "kpca": ("kpca", "KernelPCA"),
+    "nmf": ("nmf", "NMF"),
+    "tsne": ("tsne", "TSNE"),
+    "umap": ("umap_", "UMAP"),
+    "ae": ("autoencoder", "AutoEncoder"),
+}
+_CLASSES = {cls: mod for mod, cls in METHODS.values()}
+
+__all__ = ["METHODS", "get_model_class", "Representation", "iter_row_blocks", "rmse", *_CLASSES]
+
+
+def get_model_class(method: str) -> type[Representation]:
+    """The estimator class of a method name ('pca', 'kpca', 'nmf', 'tsne', 'umap', 'ae')."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    module, name = METHODS[method]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __getattr__(name):
+    if name in _CLASSES:
+        return getattr(importlib.import_module(f"{__name__}.{_CLASSES[name]}"), name)
+    raise AttributeError(name)
