@@ -1,0 +1,140 @@
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from brainzarr import build_store, open_store, store_grid
+from brainzarr.assign import Assignment
+from brainzarr.build import StoreExistsError
+from brainzarr.grid import mni152_grid
+from brainzarr.preprocess import blocked_split, random_split
+from brainzarr.sources.synthetic import load_synthetic
+
+
+def checksum(path) -> str:
+    ds = open_store(path)
+    return hashlib.sha256(np.ascontiguousarray(ds["expression"].values).tobytes()).hexdigest()
+
+
+def expected_expression(table, grid, assignment, **kw):
+    """The build's result computed in memory, with numpy's percentiles."""
+    a = Assignment(assignment, np.column_stack([table[c].values for c in "xyz"]), table["hemisphere"].values,
+                   affine=grid.affine, **kw)
+    raw = np.asarray(a.weights(grid.xyz, grid.hemisphere) @ table["expression"].values, dtype=np.float32)
+    lo = np.percentile(raw, 0.01, axis=0).astype(np.float32)
+    hi = np.percentile(raw, 99.9, axis=0).astype(np.float32)
+    return (np.clip(raw, lo, hi) - lo) / (hi - lo)
+
+
+@pytest.mark.parametrize("assignment, kw", [("nearest", {}), ("idw", {"k": 10}),
+                                            ("idw", {"k": 4, "same_hemisphere": True})])
+def test_build_equals_in_memory_computation(tmp_path, assignment, kw):
+    table = load_synthetic(40, seed=2)
+    out = build_store(tmp_path / "s.zarr", resolution=8, genes=40, seed=2, assignment=assignment,
+                      chunks=(1000, 16), **kw)
+    ds = open_store(out)
+    grid = mni152_grid(8)
+    assert ds.sizes == {"voxel": 3666, "gene": 40}
+    assert ds["expression"].chunks == ((1000, 1000, 1000, 666), (16, 16, 8))
+    np.testing.assert_allclose(ds["expression"].values, expected_expression(table, grid, assignment, **kw),
+                               atol=2e-6)
+    assert ds["expression"].min() == 0 and ds["expression"].max() == 1
+    prov = ds.attrs["provenance"]
+    assert prov["assignment"]["method"] == assignment
+    assert prov["source"]["options"]["seed"] == 2 and prov["seed"] == 2
+    assert "zarr" in prov["versions"] and prov["preprocessing"]["clamp_percentiles"] == [0.01, 99.9]
+
+
+def test_store_coordinates_and_splits(small_store):
+    ds = open_store(small_store)
+    grid = store_grid(ds)
+    ref = mni152_grid(8)
+    np.testing.assert_array_equal(grid.ijk, ref.ijk)
+    np.testing.assert_allclose(np.column_stack([ds[c].values for c in "xyz"]), ref.xyz)
+    np.testing.assert_array_equal(ds["split_random"].values, random_split(3666, seed=1))
+    np.testing.assert_array_equal(ds["split_blocked"].values, blocked_split(ref.xyz, seed=1))
+    np.testing.assert_array_equal(ds["split"].values, ds["split_random"].values)
+    assert ds.attrs["grid_shape"] == list(ref.shape) and np.allclose(ds.attrs["affine"], ref.affine)
+    # grid info travels with selections
+    assert ds["expression"].isel(gene=0)["i"].attrs["grid_shape"] == list(ref.shape)
+    assert ds["expression"].data.chunks[0][0] == 3666  # at most one chunk of voxels
+    assert {"clamp_low", "clamp_high"} <= set(ds.data_vars)
+
+
+def test_blocked_split_choice(tmp_path):
+    out = build_store(tmp_path / "b.zarr", resolution=8, genes=5, split="blocked", block_mm=24, seed=5)
+    ds = open_store(out)
+    np.testing.assert_array_equal(ds["split"].values, blocked_split(mni152_grid(8).xyz, block_mm=24, seed=5))
+    assert ds.attrs["provenance"]["split"] == {"scheme": "blocked", "test_fraction": 0.2, "seed": 5,
+                                               "block_mm": 24.0}
+
+
+def test_rebuild_is_a_noop_other_settings_need_overwrite(tmp_path):
+    out = build_store(tmp_path / "s.zarr", resolution=8, genes=10, seed=1)
+    before = checksum(out)
+    mtime = os.path.getmtime(out / "zarr.json")
+    build_store(out, resolution=8, genes=10, seed=1)
+    assert os.path.getmtime(out / "zarr.json") == mtime
+    with pytest.raises(StoreExistsError, match="other settings"):
+        build_store(out, resolution=8, genes=10, seed=2)
+    build_store(out, resolution=8, genes=10, seed=2, overwrite=True)
+    assert checksum(out) != before
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file.txt").write_text("x")
+    with pytest.raises(StoreExistsError, match="not a brainzarr store"):
+        build_store(tmp_path / "junk", resolution=8, genes=10)
+
+
+def test_build_under_distributed_matches_local(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    local = build_store(tmp_path / "local.zarr", resolution=8, genes=30, seed=4, chunks=(512, 8))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        remote = build_store(tmp_path / "remote.zarr", resolution=8, genes=30, seed=4, chunks=(512, 8),
+                             client=client)
+    assert checksum(local) == checksum(remote)
+
+
+BUILD_SCRIPT = """
+import sys
+from brainzarr import build_store
+build_store(sys.argv[1], resolution=4, genes=1500, seed=7, chunks=(512, 64), assignment="idw")
+"""
+
+
+def _done_blocks(path):
+    try:
+        return int(zarr.open_group(str(path), mode="r")["build_chunk_done"][:].sum())
+    except Exception:
+        return -1  # not created yet
+
+
+@pytest.mark.parametrize("kill_after_blocks", [-1, 12])
+def test_resume_after_kill_gives_identical_store(tmp_path, kill_after_blocks):
+    """SIGKILL the build (during the statistics pass, or after some blocks), run it again."""
+    out = tmp_path / "killed.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", BUILD_SCRIPT, str(out)])
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        done = _done_blocks(out)
+        if (kill_after_blocks < 0 and done == 0) or (kill_after_blocks >= 0 and done >= kill_after_blocks):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_blocks = -(-29_398 // 512)
+    done = _done_blocks(out)
+    assert 0 <= done < n_blocks, "the build finished before it could be killed"
+    with pytest.raises(Exception, match="did not finish"):
+        open_store(out)
+    build_store(out, resolution=4, genes=1500, seed=7, chunks=(512, 64), assignment="idw")
+    reference = build_store(tmp_path / "clean.zarr", resolution=4, genes=1500, seed=7, chunks=(512, 64),
+                            assignment="idw")
+    assert checksum(out) == checksum(reference)
+    assert not list(tmp_path.glob("*.creating"))

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from brainzarr.sources import UnknownGeneError, load_source
+from brainzarr.sources.abagen_data import DONOR_SAMPLES, corrected_coordinates, study_gene_symbols
+from brainzarr.sources.synthetic import LATENT_FACTORS, TISSUES, SyntheticModel, load_synthetic, tissue_class
+
+
+@pytest.fixture(scope="module")
+def table():
+    return load_synthetic(400, seed=3)
+
+
+def test_real_sites_donors_and_symbols(table):
+    assert table.sizes == {"sample": 3702, "gene": 400, "factor": len(LATENT_FACTORS)}
+    counts = table["donor"].to_series().value_counts().to_dict()
+    assert counts == DONOR_SAMPLES
+    sites = corrected_coordinates()
+    np.testing.assert_allclose(table["x"].values, sites["x"].values)
+    assert set(table["gene"].values) <= set(study_gene_symbols())
+    assert len(study_gene_symbols()) == 15_633
+
+
+def test_values_look_like_srs_normalised_ahba(table):
+    v = table["expression"].values
+    assert 0 < v.min() and v.max() < 1
+    assert 0.45 < np.median(v) < 0.55
+    assert 0.09 < v.std() < 0.15
+
+
+def test_seeded_and_consistent_across_gene_subsets(table):
+    again = load_synthetic(400, seed=3)
+    np.testing.assert_array_equal(again["expression"].values, table["expression"].values)
+    genes = list(table["gene"].values[[5, 50, 300]])
+    subset = load_synthetic(genes, seed=3)
+    np.testing.assert_array_equal(subset["expression"].values, table["expression"].sel(gene=genes).values)
+    other = load_synthetic(genes, seed=4)
+    assert not np.allclose(other["expression"].values, subset["expression"].values)
+
+
+def test_truth_is_evaluable_anywhere_and_explains_the_samples(table):
+    model = SyntheticModel(seed=3)
+    xyz = np.column_stack([table[c].values for c in "xyz"])
+    genes = list(table["gene"].values)
+    truth = model.expression(xyz, genes)
+    observed = table["expression"].values
+    # noise is smaller than the signal and centred on the truth
+    resid = observed - truth
+    assert abs(resid.mean()) < 0.01
+    assert resid.std() < truth.std(axis=0).mean()
+    np.testing.assert_allclose(model.latent(xyz), table["latent"].values, atol=1e-5)
+    # anywhere: also off the sample sites, smooth over a millimetre
+    p = np.array([[10.0, 20.0, 30.0], [10.5, 20.0, 30.0]])
+    vals = model.expression(p, genes[:10])
+    assert vals.shape == (2, 10) and np.abs(vals[0] - vals[1]).max() < 0.05
+
+
+def test_latent_structure_is_low_dimensional_and_nonlinear(table):
+    # the population truth at the sites lies near a <=10-D nonlinear manifold: a linear
+    # 10-D subspace explains most but not all of its variance
+    model = SyntheticModel(seed=3)
+    xyz = np.column_stack([table[c].values for c in "xyz"])
+    truth = model.expression(xyz, list(table["gene"].values))
+    centred = truth - truth.mean(axis=0)
+    s = np.linalg.svd(centred, compute_uv=False) ** 2
+    explained10 = s[:10].sum() / s.sum()
+    assert 0.9 < explained10 < 0.9999
+
+
+def test_tissue_classes():
+    cls = tissue_class(np.array([[0, -60, -35], [-40, 10, 40], [12, -5, 5], [0, 0, 300]]))
+    assert [TISSUES[c] for c in cls[[0, 3]]] == ["cerebellum", "white_matter"]
+    assert TISSUES[cls[2]] in ("deep_grey", "white_matter")
+
+
+def test_gene_requests():
+    t = load_source("synthetic", genes="APOE,SST", seed=0)
+    assert list(t["gene"].values) == ["APOE", "SST"]
+    with pytest.raises(UnknownGeneError, match="APOEE.*did you mean APOE"):
+        load_source("synthetic", genes="APOEE", seed=0)
+    with pytest.raises(ValueError, match="1 to 15633"):
+        load_source("synthetic", genes=20_000)
+    with pytest.raises(ValueError, match="unknown donor"):
+        load_synthetic(5, donors=["123"])
+    assert set(load_synthetic(5, donors=["9861"])["donor"].values) == {"9861"}
+    with pytest.raises(ValueError, match="unknown source"):
+        load_source("nope")
