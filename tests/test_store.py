@@ -1,0 +1,86 @@
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from brainzarr import ResultExistsError, StoreError, list_groups, open_store, read_group, write_group
+from brainzarr.store import group_writer
+
+
+def test_open_store_is_dask_backed_and_labelled(small_store):
+    ds = open_store(small_store)
+    assert ds["expression"].dims == ("voxel", "gene")
+    assert hasattr(ds["expression"].data, "dask")
+    assert ds["expression"].dtype == np.float32
+    assert ds.attrs["brainzarr_schema_version"] == 1
+    apoe = ds["expression"].isel(gene=3)
+    assert apoe.dims == ("voxel",)
+
+
+def test_not_a_store(tmp_path):
+    with pytest.raises(StoreError, match="no store"):
+        open_store(tmp_path / "missing.zarr")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(StoreError, match="not a Zarr v3 group"):
+        open_store(tmp_path / "dir")
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w", zarr_format=3)
+    with pytest.raises(StoreError, match="not a brainzarr store"):
+        open_store(tmp_path / "plain.zarr")
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_other_schema_version_and_broken_schema(small_store, tmp_path):
+    other = _copy(small_store, tmp_path / "v2.zarr")
+    meta = json.loads((other / "zarr.json").read_text())
+    meta["attributes"]["brainzarr_schema_version"] = 99
+    (other / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="schema version 99"):
+        open_store(other)
+    broken = _copy(small_store, tmp_path / "broken.zarr")
+    import shutil
+
+    shutil.rmtree(broken / "hemisphere")
+    with pytest.raises(StoreError, match="missing hemisphere"):
+        open_store(broken)
+
+
+def test_write_and_read_a_labelled_result(small_store):
+    ds = open_store(small_store)
+    mean_map = ds["expression"].mean("gene").rename("mean_expression")
+    write_group(small_store, "representations/test/k1", mean_map, attrs={"note": "mean"})
+    back = read_group(small_store, "representations/test/k1")
+    np.testing.assert_allclose(back["mean_expression"].values, mean_map.values, rtol=1e-6)
+    assert back.attrs["note"] == "mean"
+    assert back["i"].attrs["grid_shape"] == ds.attrs["grid_shape"]  # grid travels with results
+    plain = xr.open_zarr(str(small_store), group="representations/test/k1", consolidated=False)
+    assert "mean_expression" in plain
+    assert "representations/test/k1" in list_groups(small_store)
+    with pytest.raises(ResultExistsError, match="overwrite"):
+        write_group(small_store, "representations/test/k1", mean_map)
+    write_group(small_store, "representations/test/k1", (mean_map * 2).rename("mean_expression"), overwrite=True)
+    np.testing.assert_allclose(read_group(small_store, "representations/test/k1")["mean_expression"].values,
+                               2 * mean_map.values, rtol=1e-6)
+    with pytest.raises(KeyError, match="no group"):
+        read_group(small_store, "representations/none/k2")
+    assert open_store(small_store).sizes["voxel"] == 3666  # the store is still readable
+
+
+def test_interrupted_result_write_keeps_the_previous_result(small_store):
+    ds = open_store(small_store)
+    first = ds["expression"].isel(gene=0).rename("first").to_dataset()
+    write_group(small_store, "representations/test/k2", first)
+    with pytest.raises(RuntimeError, match="boom"):
+        with group_writer(small_store, "representations/test/k2", overwrite=True) as scratch:
+            first.to_zarr(str(scratch), mode="w", zarr_format=3, consolidated=False)
+            raise RuntimeError("boom")
+    back = read_group(small_store, "representations/test/k2")
+    np.testing.assert_array_equal(back["first"].values, first["first"].values)
+    assert not [p for p in (small_store / "representations/test").iterdir() if p.name.startswith(".")]
