@@ -12,8 +12,8 @@ At any MNI point ``p = (x, y, z)`` mm a latent vector ``u(p)`` of 10 factors is 
 * three smooth random fields ``f_m(p) = sqrt(2/R) sum_r cos(w_r . p + b_r)`` with
   ``w_r ~ N(0, I / l^2)`` (random Fourier features of a Gaussian-kernel field of length scale
   ``l = length_scale_mm``), unit variance;
-* a one-hot tissue class (cortex, white matter, deep grey, cerebellum): cortex and white
-  matter from nilearn's MNI152 grey/white-matter masks, deep grey and cerebellum by box
+* a one-hot tissue class (cortex, white matter, deep grey, cerebellum): grey matter from
+  nilearn's 1 mm MNI152 grey-matter mask, deep grey and cerebellum by box
   rules in MNI space (:func:`tissue_class`).
 
 Genes are a nonlinear function of ``u``: a hidden layer ``h = tanh(A u + a)`` (width
@@ -47,11 +47,10 @@ _N_FOURIER = 64
 
 @lru_cache(maxsize=1)
 def _tissue_masks():
-    from nilearn.datasets import load_mni152_gm_mask, load_mni152_wm_mask
+    from nilearn.datasets import load_mni152_gm_mask
 
-    gm = load_mni152_gm_mask(resolution=2)
-    wm = load_mni152_wm_mask(resolution=2)
-    return np.asarray(gm.dataobj) > 0, np.asarray(wm.dataobj) > 0, gm.affine
+    gm = load_mni152_gm_mask(resolution=1)  # nilearn's native resolution: no resampling
+    return np.asarray(gm.dataobj) > 0, gm.affine
 
 
 def tissue_class(xyz) -> np.ndarray:
@@ -64,7 +63,7 @@ def tissue_class(xyz) -> np.ndarray:
     from ..grid import xyz_to_ijk
 
     xyz = np.atleast_2d(np.asarray(xyz, dtype=float))
-    gm, _, affine = _tissue_masks()
+    gm, affine = _tissue_masks()
     ijk = xyz_to_ijk(xyz, affine)
     inside = np.all((ijk >= 0) & (ijk < np.array(gm.shape)), axis=1)
     grey = np.zeros(len(xyz), dtype=bool)
