@@ -1,0 +1,72 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from brainzarr import open_store
+from brainzarr.cli import main
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_build_info_and_rebuild(tmp_path, capsys):
+    out = tmp_path / "s.zarr"
+    code, stdout, _ = run(["build", "--source", "synthetic", "--resolution", "8", "--genes", "12", "--seed", "1",
+                           "--out", str(out), "--assignment", "idw", "--split", "blocked"], capsys)
+    assert code == 0 and "3,666 voxels x 12 genes" in stdout
+    ds = open_store(out)
+    assert ds.attrs["provenance"]["assignment"]["method"] == "idw"
+    assert ds.attrs["provenance"]["split"]["scheme"] == "blocked"
+    code, stdout, _ = run(["info", str(out)], capsys)
+    assert code == 0 and "8 mm" in stdout and "train" in stdout
+    code, _, err = run(["build", "--resolution", "8", "--genes", "13", "--out", str(out)], capsys)
+    assert code == 1 and "other settings" in err and "--overwrite" in err
+
+
+def test_named_genes(tmp_path, capsys):
+    out = tmp_path / "g.zarr"
+    code, _, _ = run(["build", "--genes", "APOE,SST", "--out", str(out)], capsys)
+    assert code == 0
+    assert list(open_store(out)["gene"].values) == ["APOE", "SST"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build", "--genes", "APOEX", "--out", "{tmp}/x.zarr"], "unknown gene(s): APOEX"),
+    (["build", "--source", "abagen", "--out", "{tmp}/x.zarr"], "needs --data-dir"),
+    (["build", "--source", "abagen", "--data-dir", "{tmp}/nothing", "--donors", "9861", "--out", "{tmp}/x.zarr"],
+     "9861"),
+    (["build", "--source", "parcellated", "--out", "{tmp}/x.zarr"], "needs --table and --atlas"),
+    (["build", "--chunks", "12", "--out", "{tmp}/x.zarr"], "--chunks"),
+    (["build", "--mask", "{tmp}/none.nii.gz", "--out", "{tmp}/x.zarr"], "mask file not found"),
+    (["info", "{tmp}"], "not a Zarr v3 group"),
+    (["info", "{tmp}/none.zarr"], "no store"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, _, err = run(argv, capsys)
+    assert code != 0
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_console_script_reports_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "brainzarr.cli", "info", str(tmp_path / "none.zarr")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"brainzarr info: error: no store at {tmp_path / 'none.zarr'}"
+    proc = subprocess.run([sys.executable, "-m", "brainzarr.cli", "build", "--resolution", "x"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "invalid int value" in proc.stderr
+
+
+def test_build_on_a_local_cluster(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    out = tmp_path / "d.zarr"
+    code, _, _ = run(["build", "--genes", "6", "--workers", "2", "--out", str(out)], capsys)
+    assert code == 0
+    assert np.isfinite(open_store(out)["expression"].values).all()
