@@ -108,6 +108,14 @@ def _pick_genes(reannot: pd.DataFrame, rng, n_background: int):
     return stable, triple, lowq, background
 
 
+def _write_headerless(path: Path, probe_id, values, fmt: str) -> None:
+    """The Allen layout: no header, probe id then one column per sample (fast writer)."""
+    line = "%d" + ("," + fmt) * values.shape[1] + "\n"
+    with open(path, "w") as f:
+        f.write("".join([line % (p, *row) for p, row in zip(np.asarray(probe_id).tolist(),
+                                                               values.tolist())]))
+
+
 def write_donor_folders(root, donors=("9861", "10021"), *, n_samples: int = 24,
                         reannotated: bool = True, n_background: int = 150,
                         n_extra_probes: int = 40, seed: int = 0) -> FixtureTruth:
@@ -220,9 +228,8 @@ def write_donor_folders(root, donors=("9861", "10021"), *, n_samples: int = 24,
 
         folder = root / "microarray" / f"normalized_microarray_donor{d}"
         folder.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(expr, index=pid).to_csv(folder / "MicroarrayExpression.csv", header=False,
-                                             float_format="%.5f")
-        pd.DataFrame(pa, index=pid).to_csv(folder / "PACall.csv", header=False)
+        _write_headerless(folder / "MicroarrayExpression.csv", pid, expr, "%.5f")
+        _write_headerless(folder / "PACall.csv", pid, pa, "%d")
         probes.to_csv(folder / "Probes.csv", index=False)
         annot.to_csv(folder / "SampleAnnot.csv", index=False)
         ontology.to_csv(folder / "Ontology.csv", index=False)

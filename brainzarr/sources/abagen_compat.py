@@ -11,7 +11,7 @@ This module re-implements ``collapse_probes(..., donor_probes='aggregate')`` for
   as read from ``MicroarrayExpression.csv`` (float64, filtered probes only) plus, for every
   row of the donor's (possibly mirrored) annotation, the matrix column it takes its values
   from and its ``structure_id``. abagen duplicates the columns of mirrored samples; here
-  duplicates are only indices, so mirroring costs no memory until the final sample table.
+  duplicates are only indices, so mirroring costs memory only in blocks.
 * ``diff_stability`` (:func:`diff_stability`): per donor, each probe's expression is averaged
   over the annotation rows sharing a ``structure_id`` (the AHBA ontology structure of the
   sample, after mirroring the hemisphere-swapped structure: *not* atlas regions, so nothing
@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 from scipy.stats import rankdata
 
 __all__ = ["PROBE_SELECTIONS", "DonorProbes", "CollapsedProbes", "region_average",
@@ -98,23 +97,28 @@ class CollapsedProbes:
     score: np.ndarray
 
 
-def region_average(donor: DonorProbes) -> tuple[np.ndarray, np.ndarray]:
+def region_average(donor: DonorProbes, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Average each probe over the annotation rows of each ``structure_id``.
 
-    Equivalent to abagen's ``_groupby_structure_id`` (``microarray.groupby(sid, axis=1).mean()``
-    on the column-duplicated matrix), without duplicating columns.
+    Exactly abagen's ``_groupby_structure_id`` (``microarray.groupby(sid, axis=1).mean()`` on
+    the column-duplicated matrix) written as a row groupby of the transpose, in blocks of
+    ``chunk`` probes so that the duplicated matrix never exists whole. The sums run in
+    annotation order as in abagen, which matters: with bidirectional mirroring a left and a
+    right structure hold the same samples in a different order, and their means then differ
+    (or not) in the last bit, which decides tied ranks in :func:`diff_stability`.
 
     Returns
     -------
     means : (P, R) ndarray
     regions : (R,) ndarray, sorted structure ids
     """
-    regions, region_of_row = np.unique(donor.structure_id, return_inverse=True)
-    counts = np.bincount(region_of_row, minlength=len(regions)).astype(float)
-    weights = sparse.csr_matrix(
-        (1.0 / counts[region_of_row], (donor.columns, region_of_row)),
-        shape=(donor.values.shape[1], len(regions)))  # duplicate entries are summed
-    means = np.asarray((weights.T @ donor.values.T).T)
+    regions = np.unique(donor.structure_id)
+    n_probes = donor.values.shape[0]
+    means = np.empty((n_probes, len(regions)))
+    for start in range(0, n_probes, chunk):
+        block = donor.values[start:start + chunk][:, donor.columns].T  # annotation rows x probes
+        grouped = pd.DataFrame(block).groupby(donor.structure_id, sort=True).mean()
+        means[start:start + chunk] = grouped.to_numpy().T
     return means, regions
 
 
