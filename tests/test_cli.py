@@ -70,3 +70,15 @@ def test_build_on_a_local_cluster(tmp_path, capsys):
     code, _, _ = run(["build", "--genes", "6", "--workers", "2", "--out", str(out)], capsys)
     assert code == 0
     assert np.isfinite(open_store(out)["expression"].values).all()
+
+
+def test_readme_commands_and_ci_agree():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    lines = (root / "README.md").read_text().splitlines()
+    fence = lines.index("```bash")
+    demo_cmd, test_cmd = lines[fence + 1], lines[fence + 2]
+    assert demo_cmd.endswith("brainzarr demo") and "torch==2.13.0" in demo_cmd
+    assert test_cmd.endswith("pytest") and "torch==2.13.0" in test_cmd
+    assert test_cmd in (root / ".ci" / "run").read_text().splitlines()
