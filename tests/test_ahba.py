@@ -225,6 +225,18 @@ def test_reannotation_needs_every_probe(small):
         load_ahba(small.root)
 
 
+def test_unknown_well_without_corrected_coordinates(small, tmp_path):
+    shutil.copytree(small.root / "microarray", tmp_path / "microarray")
+    path = tmp_path / "microarray" / "normalized_microarray_donor10021" / "SampleAnnot.csv"
+    annot = pd.read_csv(path)
+    annot.loc[0, "well_id"] = 99_999_999
+    annot.to_csv(path, index=False)
+    with pytest.raises(ValueError, match="AHBA donor 10021: .* corrected MNI"):
+        load_ahba(tmp_path, reannotated=False)
+    t = load_ahba(tmp_path, reannotated=False, corrected_mni=False)
+    assert 99_999_999 in t["well_id"].values
+
+
 def test_own_annotation_with_a_small_probe_set(small):
     t = load_ahba(small.root, reannotated=False)
     genes = set(t["gene"].values)

@@ -278,7 +278,12 @@ def load_ahba(data_dir=None, *, donors=None, genes=None, ibf_threshold=0.5,
 
         # 3. intensity-based filter (PACall read donor by donor)
         pacall = {d: str(files[d]["PACall.csv"]) for d in donor_ids}
-        probe_info = probes_.filter_probes(pacall, annotation, probe_info, threshold=ibf_threshold)
+        try:
+            probe_info = probes_.filter_probes(pacall, annotation, probe_info,
+                                               threshold=ibf_threshold)
+        except KeyError as err:
+            raise ValueError("a PACall.csv lacks rows for probes of Probes.csv, or columns for "
+                             f"samples of SampleAnnot.csv (donors {', '.join(donor_ids)})") from err
         if len(probe_info) == 0:
             raise ValueError(f"no probe passes the intensity-based filter at {ibf_threshold}")
         _say(verbose, f"{len(probe_info)} probes pass the intensity filter at {ibf_threshold}")
@@ -346,7 +351,8 @@ def load_ahba(data_dir=None, *, donors=None, genes=None, ibf_threshold=0.5,
         "donor_probes": "aggregate", "lr_mirror": lr_mirror, "sample_norm": sample_norm,
         "gene_norm": gene_norm, "norm_matched": False, "region_agg": None,
         "corrected_mni": bool(corrected_mni), "reannotated": bool(reannotated),
-        "n_probes_after_filter": int(len(probe_info)), "abagen_version": abagen.__version__,
+        "n_probes_after_filter": int(len(probe_info)),
+        "n_genes_dropped_nonfinite": int((~finite).sum()), "abagen_version": abagen.__version__,
     }
     table = make_sample_table(values, chosen, xyz, donor=annot["donor"].to_numpy(),
                               structure=structure, hemisphere=hemisphere, sample_id=sample_id,
