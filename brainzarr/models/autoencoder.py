@@ -1,0 +1,569 @@
+"""The reference study's deep auto-encoder (PyTorch), trained from the store out-of-core.
+
+Architecture (Ruffle et al. 2024, its public notebook): an encoder
+``genes -> 500 -> 250 -> 125 -> k`` where every layer is Linear -> BatchNorm1d -> ELU, a
+mirrored decoder ``k -> 125 -> 250 -> 500`` (same layers) and an output layer Linear ->
+sigmoid back to the genes (the data are scaled to [0, 1]). Adam (lr 1e-3), batches of 128,
+loss = mean squared error + ``weight_decay`` x the mean square of all non-bias weights, early
+stopping on a seeded validation part of the training rows. Every size is a parameter.
+
+Data. ``fit`` takes the training rows (NumPy, dask or DataArray). When they fit in memory
+(the GPU's when training on CUDA, else a quarter of the host's available memory;
+``in_memory`` forces either way) they are read once and batches are drawn there
+(:class:`~.loaders.MemoryLoader`); otherwise chunk-shuffled batches are streamed from the
+store with background prefetch (:class:`~.loaders.StreamingLoader`). The validation rows
+(at most :data:`MAX_VAL_BYTES`, sub-sampled beyond) are held in memory either way.
+
+Reproducibility. The initial weights come from ``random_state``; epoch ``e``'s batch order
+from ``(random_state, e)``; the validation rows from ``random_state``. On CPU training is
+deterministic (same seed, same data, same thread count -> same weights). On CUDA it runs in
+mixed precision (bfloat16 where supported, else float16 with loss scaling) and is not
+bit-reproducible.
+
+Checkpoints. With ``checkpoint_dir``, ``checkpoint.pt`` is written atomically after every
+epoch (weights, optimiser, loss scaler, epoch, early-stopping state, best weights so far,
+history, RNG states); ``fit`` with the same directory continues from the last finished
+epoch and ends with the same weights as an uninterrupted run (on CPU). The final weights
+are written to ``weights.pt``. Both load with ``torch.load(path, weights_only=True)``.
+
+The fitted network is also stored as plain arrays (every state-dict tensor, batch-norm
+running statistics included) by :meth:`to_dataset`, and rebuilt by :meth:`from_dataset`.
+torch is imported only when an auto-encoder is built or trained.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..parallel import progress_enabled
+from .base import Representation
+from .loaders import MemoryLoader, StreamingLoader, available_memory, load_rows
+
+__all__ = ["AutoEncoder", "build_network", "resolve_device", "MAX_VAL_BYTES"]
+
+#: validation rows held in memory at most (sub-sampled beyond): 256 MiB of float32 rows
+MAX_VAL_BYTES = 256 << 20
+#: rows per forward pass in transform / inverse_transform / validation
+EVAL_ROWS = 4096
+#: fraction of free memory the training rows may take to be held there
+HOST_FRACTION, GPU_FRACTION = 0.25, 0.5
+CHECKPOINT, WEIGHTS = "checkpoint.pt", "weights.pt"
+_CHECKPOINT_FORMAT = 1
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("the auto-encoder needs PyTorch: pip install 'brainzarr[models]'") from exc
+    return torch
+
+
+def resolve_device(device="auto"):
+    """The torch device to train on: 'auto' takes CUDA when available, else the CPU."""
+    torch = _torch()
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available to torch {torch.__version__}; "
+                         "use device='cpu' or 'auto'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda'")
+    return dev
+
+
+def _amp_dtype(device, mixed_precision: bool):
+    """Autocast dtype on CUDA (bfloat16 where supported, else float16); None means float32."""
+    torch = _torch()
+    if not mixed_precision or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def layer_widths(n_features: int, n_components: int, hidden) -> list[int]:
+    """Widths of every layer, input to output: genes, hidden..., k, reversed hidden..., genes."""
+    hidden = [int(h) for h in hidden]
+    return [int(n_features), *hidden, int(n_components), *hidden[::-1], int(n_features)]
+
+
+def build_network(n_features: int, n_components: int, hidden=(500, 250, 125)):
+    """The auto-encoder as ``ModuleDict(encoder=..., decoder=...)``.
+
+    Encoder and decoder hidden layers (and the code layer) are Linear -> BatchNorm1d -> ELU;
+    the output layer is Linear -> Sigmoid.
+    """
+    torch = _torch()
+    nn = torch.nn
+    widths = layer_widths(n_features, n_components, hidden)
+    middle = len(hidden) + 1
+
+    def block(a, b):
+        return [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ELU()]
+
+    enc = [m for a, b in zip(widths[:middle], widths[1:middle + 1]) for m in block(a, b)]
+    dec = [m for a, b in zip(widths[middle:-2], widths[middle + 1:-1]) for m in block(a, b)]
+    dec += [nn.Linear(widths[-2], widths[-1]), nn.Sigmoid()]
+    return nn.ModuleDict({"encoder": nn.Sequential(*enc), "decoder": nn.Sequential(*dec)})
+
+
+def _state_dims(net, widths: list[int]) -> dict[str, tuple[str, ...]]:
+    """Dimension names of every state-dict entry: 'gene', 'component' or 'units_<layer>'."""
+    torch = _torch()
+    middle = (len(widths) - 1) // 2
+
+    def dim(p):
+        return "gene" if p in (0, len(widths) - 1) else "component" if p == middle else f"units_{p}"
+
+    dims, position = {}, 0
+    for part in ("encoder", "decoder"):
+        for index, module in enumerate(net[part]):
+            prefix = f"{part}.{index}."
+            if isinstance(module, torch.nn.Linear):
+                position += 1
+                dims[prefix + "weight"] = (dim(position), dim(position - 1))
+                dims[prefix + "bias"] = (dim(position),)
+            elif isinstance(module, torch.nn.BatchNorm1d):
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    dims[prefix + name] = (dim(position),)
+                dims[prefix + "num_batches_tracked"] = ()
+    return dims
+
+
+def _array_name(key: str) -> str:
+    return "net_" + key.replace(".", "_")
+
+
+def _atomic_save(obj, path: Path) -> None:
+    torch = _torch()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _clone_state(net) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
+class AutoEncoder(Representation):
+    """Deep auto-encoder with batch norm and ELU (the reference study's), trained out-of-core.
+
+    Parameters
+    ----------
+    n_components : int
+        Width of the code (the embedding).
+    hidden : tuple of int
+        Encoder hidden widths (mirrored in the decoder). The study's (500, 250, 125) narrows
+        to 125 units before the code, so a code wider than ``hidden[-1]`` passes through a
+        125-unit layer in the decoder: widen ``hidden`` for such codes.
+    lr : float
+        Adam learning rate.
+    batch_size : int
+    weight_decay : float
+        Weight of the mean square of the non-bias weights added to the loss.
+    max_epochs : int
+        Upper bound on epochs.
+    patience : int
+        Stop after this many epochs without a lower validation loss; the best epoch's
+        weights are kept.
+    val_fraction : float
+        Fraction of the training rows held out for early stopping (0: stop on the training
+        loss). At most :data:`MAX_VAL_BYTES` of rows are used.
+    device : {'auto', 'cpu', 'cuda'}
+    mixed_precision : bool
+        Autocast on CUDA (ignored on CPU).
+    in_memory : {'auto', True, False}
+        Hold the training rows in (GPU or host) memory, or stream them from the store.
+    block_rows, read_rows, shuffle_buffer, prefetch
+        Streaming loader settings (:class:`~.loaders.StreamingLoader`).
+    checkpoint_dir : str, optional
+        Write a checkpoint every epoch and resume from it.
+    random_state : int
+        Seeds the weights, the validation rows and the batch order.
+    progress : bool, optional
+        Show a progress bar (default: :func:`brainzarr.parallel.progress_enabled`).
+
+    Attributes
+    ----------
+    net_ : torch.nn.ModuleDict
+        The fitted network (eval mode) on ``device_``.
+    history_ : dict
+        ``train_loss`` and ``val_loss`` per epoch (MSE, without the weight penalty).
+    best_epoch_, n_epochs_ : int
+        The epoch whose weights were kept (1-based) and the number of epochs run.
+    in_memory_ : bool
+        Whether training held the rows in memory.
+    """
+
+    method = "ae"
+
+    def __init__(self, n_components: int = 2, *, hidden=(500, 250, 125), lr: float = 1e-3,
+                 batch_size: int = 128, weight_decay: float = 1e-4, max_epochs: int = 200,
+                 patience: int = 20, val_fraction: float = 0.1, device: str = "auto",
+                 mixed_precision: bool = True, in_memory="auto", block_rows: int = 32,
+                 read_rows=None, shuffle_buffer=None, prefetch: int = 2, checkpoint_dir=None,
+                 random_state: int = 0, progress=None):
+        self.n_components = n_components
+        self.hidden = hidden
+        self.lr = lr
+        self.batch_size = batch_size
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.device = device
+        self.mixed_precision = mixed_precision
+        self.in_memory = in_memory
+        self.block_rows = block_rows
+        self.read_rows = read_rows
+        self.shuffle_buffer = shuffle_buffer
+        self.prefetch = prefetch
+        self.checkpoint_dir = checkpoint_dir
+        self.random_state = random_state
+        self.progress = progress
+
+    # ------------------------------------------------------------------ public extras
+    def fit(self, X, y=None, *, callback=None):
+        """Train on X (rows, genes): NumPy, dask or DataArray (see the class docstring).
+
+        Parameters
+        ----------
+        callback : callable, optional
+            ``callback(model, info)`` after every epoch (once its checkpoint is written);
+            ``info`` holds epoch, train_loss, val_loss, best_val, bad_epochs. Returning True
+            stops training (the best weights are kept); an exception interrupts it, and a
+            later ``fit`` with the same ``checkpoint_dir`` resumes.
+        """
+        self._callback = callback
+        try:
+            return super().fit(X, y)
+        finally:
+            self._callback = None
+
+    def training_throughput(self, n_features: int, *, n_batches: int = 20) -> float:
+        """Rows/s the network consumes in training steps (forward, backward, Adam), data
+        already on the device: what a loader must keep up with."""
+        torch = _torch()
+        device = resolve_device(self.device)
+        net, opt, scaler, amp = self._setup(n_features, device)
+        gen = torch.Generator().manual_seed(int(self.random_state))
+        batch = torch.rand(int(self.batch_size), n_features, generator=gen).to(device)
+        self._train_step(net, opt, scaler, amp, batch)  # warm-up
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(n_batches):
+            self._train_step(net, opt, scaler, amp, batch)
+        _sync(device)
+        return n_batches * int(self.batch_size) / (time.perf_counter() - t0)
+
+    def save_weights(self, path) -> Path:
+        """Write the fitted weights and sizes (loadable with ``torch.load(weights_only=True)``)."""
+        path = Path(path)
+        _atomic_save(self._weights_payload(_clone_state(self.net_)), path)
+        return path
+
+    @classmethod
+    def load_weights(cls, path, **params):
+        """An auto-encoder from :meth:`save_weights`' (or ``weights.pt``'s) file."""
+        torch = _torch()
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        config = dict(payload["config"])
+        model = cls(**{**config.pop("params"), **params})
+        model.n_features_in_ = int(config["n_features_in"])
+        net = build_network(model.n_features_in_, model.n_components, model.hidden)
+        net.load_state_dict(payload["state_dict"])
+        model._install(net)
+        return model
+
+    # ------------------------------------------------------------------ Representation
+    def _check_params(self):
+        if list(self.hidden) and min(int(h) for h in self.hidden) < 1:
+            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 (batch norm needs two rows)")
+        if self.max_epochs < 1 or self.patience < 1:
+            raise ValueError("max_epochs and patience must be at least 1")
+        if self.in_memory not in ("auto", True, False):
+            raise ValueError(f"in_memory must be 'auto', True or False, got {self.in_memory!r}")
+
+    def _setup(self, n_features, device):
+        """Network (seeded), optimiser, loss scaler and autocast dtype."""
+        torch = _torch()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.random_state))
+            net = build_network(n_features, self.n_components, self.hidden)
+        net = net.to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        amp = _amp_dtype(device, self.mixed_precision)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+        self._penalised = [p for name, p in net.named_parameters() if not name.endswith("bias")]
+        self._n_penalised = sum(p.numel() for p in self._penalised)
+        return net, opt, scaler, amp
+
+    def _train_step(self, net, opt, scaler, amp, batch):
+        torch = _torch()
+        net.train()
+        with torch.autocast(batch.device.type, dtype=amp, enabled=amp is not None):
+            recon = net["decoder"](net["encoder"](batch))
+        mse = torch.mean((recon.float() - batch) ** 2)
+        penalty = sum(p.pow(2).sum() for p in self._penalised) / self._n_penalised
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(mse + self.weight_decay * penalty).backward()
+        scaler.step(opt)
+        scaler.update()
+        return mse.detach()
+
+    def _mse(self, net, data, amp) -> float:
+        """Mean squared reconstruction error of rows held in memory (eval mode)."""
+        torch = _torch()
+        net.eval()
+        total = torch.zeros((), dtype=torch.float64, device=data.device)
+        with torch.no_grad(), torch.autocast(data.device.type, dtype=amp, enabled=amp is not None):
+            for i in range(0, len(data), EVAL_ROWS):
+                x = data[i:i + EVAL_ROWS]
+                total += ((net["decoder"](net["encoder"](x)).float() - x) ** 2).sum(dtype=torch.float64)
+        return float(total) / max(data.numel(), 1)
+
+    def _plan_in_memory(self, nbytes: int, device) -> bool:
+        if self.in_memory != "auto":
+            return bool(self.in_memory)
+        if device.type == "cuda":
+            free, _ = _torch().cuda.mem_get_info(device)
+            return nbytes <= GPU_FRACTION * free
+        return nbytes <= HOST_FRACTION * available_memory()
+
+    def _split_rows(self, n_rows: int, n_features: int):
+        """Sorted validation and training row indices (seeded)."""
+        n_val = int(round(self.val_fraction * n_rows))
+        n_val = min(n_val, max(1, MAX_VAL_BYTES // (4 * n_features)), n_rows - 2)
+        if n_val < 1:
+            return np.empty(0, dtype=np.int64), np.arange(n_rows)
+        perm = np.random.default_rng([int(self.random_state), 3]).permutation(n_rows)
+        return np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+    def _fit(self, X):
+        torch = _torch()
+        self._check_params()
+        n_rows, n_features = (int(s) for s in X.shape)
+        if n_rows < 3:
+            raise ValueError(f"the auto-encoder needs at least 3 training rows, got {n_rows}")
+        device = resolve_device(self.device)
+        val_idx, train_idx = self._split_rows(n_rows, n_features)
+        in_memory = self._plan_in_memory(4 * n_rows * n_features, device)
+        loader, val = self._data(X, device, in_memory, val_idx, train_idx)
+        net, opt, scaler, amp = self._setup(n_features, device)
+        state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "stopped": False,
+                 "history": {"train_loss": [], "val_loss": []}, "best_state": _clone_state(net)}
+        fingerprint = self._fingerprint(n_rows, n_features, in_memory, len(val_idx))
+        ckpt = self._checkpoint_path()
+        if ckpt is not None and ckpt.exists():
+            state = self._resume(ckpt, fingerprint, net, opt, scaler, device)
+
+        with self._deterministic(device), _progress_bar(self, state["epoch"]) as bar:
+            while not state["stopped"] and state["epoch"] < self.max_epochs:
+                epoch = state["epoch"]
+                total = torch.zeros((), dtype=torch.float64, device=device)
+                seen = 0
+                for batch in loader.epoch(epoch):
+                    if len(batch) < 2:  # batch norm cannot train on one row
+                        continue
+                    batch = torch.as_tensor(batch).to(device, non_blocking=True)
+                    total += self._train_step(net, opt, scaler, amp, batch).double() * len(batch)
+                    seen += len(batch)
+                train_loss = float(total) / max(seen, 1)
+                val_loss = self._mse(net, val, amp) if len(val) else train_loss
+                self._update(state, net, train_loss, val_loss)
+                if ckpt is not None:
+                    _atomic_save(self._checkpoint(state, fingerprint, net, opt, scaler), ckpt)
+                bar.update(1)
+                bar.set_postfix(train=f"{train_loss:.3g}", val=f"{val_loss:.3g}", best=state["best_epoch"])
+                if getattr(self, "_callback", None) is not None and self._callback(self, {
+                        "epoch": state["epoch"], "train_loss": train_loss, "val_loss": val_loss,
+                        "best_val": state["best_val"], "bad_epochs": state["bad_epochs"]}):
+                    state["stopped"] = True
+        if ckpt is not None:  # the last epoch's state, so that more epochs can follow
+            state["stopped"] = True
+            _atomic_save(self._checkpoint(state, fingerprint, net, opt, scaler), ckpt)
+        net.load_state_dict(state["best_state"])
+        self._install(net)
+        self.in_memory_ = in_memory
+        self.history_ = {k: list(v) for k, v in state["history"].items()}
+        self.best_epoch_ = int(state["best_epoch"])
+        self.n_epochs_ = int(state["epoch"])
+        if ckpt is not None:
+            self.save_weights(ckpt.parent / WEIGHTS)
+
+    def _update(self, state, net, train_loss, val_loss):
+        """Record an epoch and the early-stopping state."""
+        state["epoch"] += 1
+        state["history"]["train_loss"].append(train_loss)
+        state["history"]["val_loss"].append(val_loss)
+        if val_loss < state["best_val"]:
+            state.update(best_val=val_loss, best_epoch=state["epoch"], bad_epochs=0,
+                         best_state=_clone_state(net))
+        else:
+            state["bad_epochs"] += 1
+            if state["bad_epochs"] >= self.patience:
+                state["stopped"] = True
+
+    def _data(self, X, device, in_memory, val_idx, train_idx):
+        """The training loader and the validation rows (a tensor on the device)."""
+        torch = _torch()
+        n_rows, n_features = X.shape
+        val_mask = np.zeros(n_rows, dtype=bool)
+        val_mask[val_idx] = True
+        common = {"seed": int(self.random_state)}
+        if in_memory:
+            if isinstance(X, np.ndarray) and device.type == "cpu":
+                data = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+            else:
+                data = load_rows(X, out=torch.empty((n_rows, n_features), dtype=torch.float32, device=device),
+                                 block_rows=self.block_rows, prefetch=self.prefetch)
+            return (MemoryLoader(data, self.batch_size, rows=train_idx, **common),
+                    data.index_select(0, torch.from_numpy(val_idx).to(device)))
+        loader = StreamingLoader(X, self.batch_size, mask=~val_mask, block_rows=self.block_rows,
+                                 read_rows=self.read_rows, shuffle_buffer=self.shuffle_buffer,
+                                 prefetch=self.prefetch, **common)
+        val = load_rows(X, val_mask, block_rows=self.block_rows, prefetch=self.prefetch)
+        return loader, torch.from_numpy(val).to(device)
+
+    @contextlib.contextmanager
+    def _deterministic(self, device):
+        torch = _torch()
+        before = torch.are_deterministic_algorithms_enabled()
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(before)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_path(self) -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        folder = Path(self.checkpoint_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / CHECKPOINT
+
+    def _training_params(self) -> dict:
+        """Parameters that change the trained weights (a checkpoint must match them)."""
+        skip = {"device", "progress", "checkpoint_dir", "prefetch", "max_epochs", "mixed_precision"}
+        return {k: _plain(v) for k, v in self.get_params().items() if k not in skip}
+
+    def _fingerprint(self, n_rows, n_features, in_memory, n_val) -> dict:
+        return {"params": self._training_params(), "n_rows": int(n_rows), "n_features": int(n_features),
+                "in_memory": bool(in_memory), "n_val": int(n_val)}
+
+    def _checkpoint(self, state, fingerprint, net, opt, scaler) -> dict:
+        torch = _torch()
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"format": _CHECKPOINT_FORMAT, "fingerprint": fingerprint, "model": net.state_dict(),
+                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
+                **{k: state[k] for k in ("epoch", "best_val", "best_epoch", "bad_epochs", "stopped",
+                                         "history", "best_state")}}
+
+    def _resume(self, path, fingerprint, net, opt, scaler, device) -> dict:
+        torch = _torch()
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        if ckpt.get("format") != _CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint:
+            raise ValueError(f"the checkpoint {path} was written for other data or settings "
+                             f"({ckpt.get('fingerprint')} vs {fingerprint}); use another checkpoint_dir "
+                             "or delete it to start afresh")
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        state = {k: ckpt[k] for k in ("epoch", "best_val", "best_epoch", "bad_epochs", "stopped", "history")}
+        state["best_state"] = {k: v.to("cpu") for k, v in ckpt["best_state"].items()}
+        # a finished run asked for more epochs continues; early stopping still decides
+        state["stopped"] = bool(state["stopped"]) and state["bad_epochs"] >= self.patience
+        return state
+
+    def _weights_payload(self, state_dict) -> dict:
+        return {"state_dict": state_dict,
+                "config": {"params": {k: _plain(v) for k, v in self.get_params().items()},
+                           "n_features_in": int(self.n_features_in_)}}
+
+    # ------------------------------------------------------------------ inference
+    def _run(self, part: str, X: np.ndarray) -> np.ndarray:
+        torch = _torch()
+        net = self.net_
+        device = next(net.parameters()).device
+        amp = _amp_dtype(device, self.mixed_precision)
+        out = []
+        net.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            for i in range(0, len(X), EVAL_ROWS):
+                x = torch.from_numpy(np.ascontiguousarray(X[i:i + EVAL_ROWS], dtype=np.float32)).to(device)
+                out.append(net[part](x).float().cpu().numpy())
+        width = self.n_components if part == "encoder" else self.n_features_in_
+        return np.concatenate(out) if out else np.empty((0, width), dtype=np.float32)
+
+    def _transform_block(self, X: np.ndarray) -> np.ndarray:
+        return self._run("encoder", X)
+
+    def _inverse_block(self, Z: np.ndarray) -> np.ndarray:
+        return self._run("decoder", Z)
+
+    # ------------------------------------------------------------------ persistence
+    def _param_arrays(self) -> dict:
+        state = self.net_.state_dict()
+        widths = layer_widths(self.n_features_in_, self.n_components, self.hidden)
+        dims = _state_dims(self.net_, widths)
+        arrays = {_array_name(k): (dims[k], v.detach().cpu().numpy()) for k, v in state.items()}
+        for name, values in self.history_.items():
+            arrays[f"history_{name}"] = (("epoch",), np.asarray(values, dtype=np.float64))
+        return arrays
+
+    def _set_param_arrays(self, ds: xr.Dataset) -> None:
+        torch = _torch()
+        net = build_network(self.n_features_in_, self.n_components, self.hidden)
+        net.load_state_dict({k: torch.from_numpy(np.array(ds[_array_name(k)].values)) for k in net.state_dict()})
+        self._install(net)
+        self.history_ = {k[len("history_"):]: ds[k].values.tolist() for k in ds.data_vars
+                         if k.startswith("history_")}
+
+    def _install(self, net) -> None:
+        """Make ``net`` the fitted network: on this model's device, in eval mode."""
+        device = resolve_device(self.device)
+        self.net_ = net.to(device).eval()
+        self.device_ = str(device)
+
+
+def _plain(v):
+    """JSON-like value for comparisons and checkpoints (tuples become lists)."""
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (np.integer, np.floating)):
+        return v.item()
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def _sync(device):
+    if device.type == "cuda":
+        _torch().cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _progress_bar(model, start_epoch: int):
+    from tqdm.auto import tqdm
+
+    show = progress_enabled(model.progress)
+    with tqdm(total=model.max_epochs, initial=start_epoch, desc=f"ae k={model.n_components}",
+              unit="epoch", disable=not show, leave=show) as bar:
+        yield bar

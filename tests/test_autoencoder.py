@@ -1,0 +1,327 @@
+"""The auto-encoder and its loaders: streaming vs in-memory, determinism, resume, persistence."""
+import subprocess
+import sys
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+
+torch = pytest.importorskip("torch")
+
+from brainzarr.models import AutoEncoder, get_model_class  # noqa: E402
+from brainzarr.models import autoencoder as ae_mod  # noqa: E402
+from brainzarr.models import loaders  # noqa: E402
+from brainzarr.models.loaders import MemoryLoader, StreamingLoader, make_spans  # noqa: E402
+
+FAST = dict(hidden=(16, 8), batch_size=32, max_epochs=4, patience=10, device="cpu", progress=False)
+
+
+def _data(n=300, g=12, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(-1, 1, (n, 2))
+    w = rng.normal(0, 1, (2, g))
+    return (1 / (1 + np.exp(-(np.tanh(z) @ w))) + rng.normal(0, 0.02, (n, g))).astype(np.float32)
+
+
+def _state(model):
+    return {k: v.detach().cpu().clone() for k, v in model.net_.state_dict().items()}
+
+
+def _same_state(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class RecordingArray:
+    """A chunked array that records every row range read from it."""
+
+    def __init__(self, data, row_chunk):
+        self.data, self.shape, self.reads = data, data.shape, []
+        self.chunks = (row_chunk, data.shape[1])
+
+    def __getitem__(self, key):
+        assert isinstance(key, slice) and key.step is None, f"non-contiguous read {key!r}"
+        self.reads.append((key.start, key.stop))
+        return self.data[key]
+
+
+# ---------------------------------------------------------------------------------- loaders
+def test_streaming_and_memory_loaders_give_each_selected_row_once_per_epoch():
+    n = 1000
+    X = np.column_stack([np.arange(n), np.random.default_rng(0).random((n, 4))]).astype(np.float32)
+    mask = np.random.default_rng(1).random(n) < 0.8
+    stream = StreamingLoader(da.from_array(X, chunks=(256, 2)), 64, mask=mask, block_rows=32, read_rows=64,
+                             shuffle_buffer=256, seed=3)
+    memory = MemoryLoader(X, 64, rows=np.flatnonzero(mask), seed=3)
+    orders = []
+    for loader in (stream, memory):
+        for epoch in (0, 1):
+            batches = list(loader.epoch(epoch))
+            rows = np.concatenate(batches)
+            assert all(len(b) == 64 for b in batches[:-1]) and 0 < len(batches[-1]) <= 64
+            np.testing.assert_array_equal(np.sort(rows[:, 0]), np.flatnonzero(mask))
+            np.testing.assert_array_equal(rows[np.argsort(rows[:, 0])], X[mask])  # rows intact
+            orders.append(rows[:, 0])
+    # shuffled, differently each epoch, and reproducibly
+    assert not np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[0], np.sort(orders[0]))
+    np.testing.assert_array_equal(np.concatenate(list(stream.epoch(0)))[:, 0], orders[0])
+    # a batch mixes rows from several reads (the shuffle buffer pools 4 spans of 64 rows)
+    first = np.concatenate(list(stream.epoch(0)))[:64, 0] // 64
+    assert len(np.unique(first)) > 1
+
+
+def test_streaming_reads_whole_aligned_blocks_never_single_rows():
+    X = np.random.default_rng(0).random((1000, 3)).astype(np.float32)
+    rec = RecordingArray(X, row_chunk=200)
+    loader = StreamingLoader(rec, 16, block_rows=32, read_rows=64, shuffle_buffer=128, seed=0)
+    n_rows = sum(len(b) for b in loader.epoch(0))
+    assert n_rows == 1000
+    reads = sorted(rec.reads)
+    assert reads == make_spans(1000, (200,) * 5, read_rows=64, block_rows=32)
+    for a, b in reads:
+        assert (a % 200) % 32 == 0                      # aligned to blocks within a chunk
+        assert a // 200 == (b - 1) // 200               # never crosses a chunk boundary
+        assert b - a == 64 or b % 200 == 0              # whole reads (a chunk's tail may be shorter)
+    assert rec.reads != reads                           # in random order
+    # the default read is one row of chunks (each chunk decoded once per epoch)
+    rec.reads.clear()
+    list(StreamingLoader(rec, 16, seed=0).epoch(0))
+    assert sorted(rec.reads) == [(a, a + 200) for a in range(0, 1000, 200)]
+
+
+def test_spans_merge_small_chunks_up_to_read_rows():
+    assert make_spans(100, (30, 30, 40), read_rows=64, block_rows=10) == [(0, 60), (60, 100)]
+    assert make_spans(10, None, read_rows=None, block_rows=4) == [(0, 10)]
+
+
+def test_load_rows_fills_a_tensor_with_the_selected_rows():
+    X = np.random.default_rng(0).random((500, 6)).astype(np.float32)
+    mask = np.zeros(500, bool)
+    mask[[3, 100, 101, 499]] = True
+    out = torch.empty((4, 6))
+    loaders.load_rows(da.from_array(X, chunks=(128, 4)), mask, out=out)
+    np.testing.assert_array_equal(out.numpy(), X[mask])
+
+
+# ---------------------------------------------------------------------------------- devices
+def test_device_and_precision_choices(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ae_mod.resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        ae_mod.resolve_device("cuda")
+    with pytest.raises(ValueError, match="unsupported device"):
+        ae_mod.resolve_device("meta")
+    assert ae_mod._amp_dtype(torch.device("cpu"), True) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert ae_mod.resolve_device("auto").type == "cuda"
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert ae_mod._amp_dtype(cuda, True) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert ae_mod._amp_dtype(cuda, True) is torch.float16
+    assert ae_mod._amp_dtype(cuda, False) is None
+
+
+def test_in_memory_decision_follows_available_memory(monkeypatch):
+    model = AutoEncoder(2, **FAST)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(ae_mod, "available_memory", lambda: 4_000)
+    assert model._plan_in_memory(999, cpu) and not model._plan_in_memory(1_001, cpu)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10_000, 20_000))
+    assert model._plan_in_memory(4_000, torch.device("cuda")) and not model._plan_in_memory(6_000, torch.device("cuda"))
+    assert not AutoEncoder(2, in_memory=False)._plan_in_memory(1, cpu)
+    # streaming chosen automatically when the rows do not fit: training still works
+    X = _data()
+    fitted = AutoEncoder(2, **FAST).fit(da.from_array(X, chunks=(64, 5)))
+    assert not fitted.in_memory_ and len(fitted.history_["train_loss"]) == 4
+
+
+# ---------------------------------------------------------------------------------- training
+def test_same_seed_same_weights_on_cpu():
+    X = _data()
+    a = AutoEncoder(2, random_state=5, **FAST).fit(X)
+    b = AutoEncoder(2, random_state=5, **FAST).fit(X)
+    c = AutoEncoder(2, random_state=6, **FAST).fit(X)
+    assert _same_state(_state(a), _state(b))
+    assert a.history_ == b.history_
+    assert not _same_state(_state(a), _state(c))
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_streamed_and_in_memory_training_agree_in_quality(in_memory):
+    X = _data(600)
+    model = AutoEncoder(2, in_memory=in_memory, **{**FAST, "max_epochs": 25}).fit(
+        da.from_array(X, chunks=(128, 12)))
+    assert model.in_memory_ is in_memory
+    rmse = np.sqrt(np.mean((model.inverse_transform(model.transform(X)) - X) ** 2))
+    mean_rmse = np.sqrt(np.mean((X - X.mean(0)) ** 2))
+    assert rmse < 0.6 * mean_rmse
+
+
+def test_resume_after_interrupt_between_epochs_equals_uninterrupted(tmp_path):
+    X = _data()
+    params = {**FAST, "max_epochs": 5}
+    full = AutoEncoder(2, **params).fit(X)
+
+    def interrupt(model, info):
+        if info["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        AutoEncoder(2, checkpoint_dir=tmp_path, **params).fit(X, callback=interrupt)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and not ckpt["stopped"] and len(ckpt["history"]["train_loss"]) == 2
+    assert {"model", "optimizer", "rng", "best_state", "bad_epochs", "best_val"} <= set(ckpt)
+    epochs = []
+    resumed = AutoEncoder(2, checkpoint_dir=tmp_path, **params).fit(X, callback=lambda m, i: epochs.append(i["epoch"]))
+    assert epochs == [3, 4, 5]
+    assert _same_state(_state(full), _state(resumed))
+    assert full.history_ == resumed.history_
+
+
+def test_resume_after_a_failed_read_mid_epoch_equals_uninterrupted(tmp_path):
+    X = _data(400)
+    reads = {"n": 0, "fail_at": None}
+
+    def block(b):
+        reads["n"] += 1
+        if reads["n"] == reads["fail_at"]:
+            raise OSError("disk went away")
+        return b
+
+    lazy = da.from_array(X, chunks=(64, 12)).map_blocks(block, dtype=np.float32)
+    params = {**FAST, "max_epochs": 4, "in_memory": False, "read_rows": 32, "shuffle_buffer": 64}
+    full = AutoEncoder(2, **params).fit(lazy)
+    reads_per_epoch = len(make_spans(400, (64,) * 6 + (16,), read_rows=32, block_rows=32))
+    reads.update(n=0, fail_at=reads["n"] // 2 + 3)      # during the third epoch or so
+    with pytest.raises(OSError, match="disk went away"):
+        AutoEncoder(2, checkpoint_dir=tmp_path, **params).fit(lazy)
+    done = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"]
+    assert 1 <= done < 4 and reads_per_epoch > 1
+    resumed = AutoEncoder(2, checkpoint_dir=tmp_path, **params).fit(lazy)
+    assert _same_state(_state(full), _state(resumed))
+    # a finished run in the same folder is not trained again
+    again = AutoEncoder(2, checkpoint_dir=tmp_path, **params).fit(lazy, callback=lambda *a: pytest.fail("trained"))
+    assert _same_state(_state(full), _state(again))
+
+
+def test_checkpoint_for_other_settings_is_refused(tmp_path):
+    X = _data()
+    AutoEncoder(2, checkpoint_dir=tmp_path, **{**FAST, "max_epochs": 1}).fit(X)
+    with pytest.raises(ValueError, match="other data or settings"):
+        AutoEncoder(2, checkpoint_dir=tmp_path, **{**FAST, "lr": 0.01}).fit(X)
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    X = _data()
+    stops = []
+    model = AutoEncoder(2, **{**FAST, "max_epochs": 30, "patience": 2, "lr": 0.05}).fit(
+        X, callback=lambda m, info: stops.append(info["bad_epochs"]))
+    val = model.history_["val_loss"]
+    assert model.best_epoch_ == int(np.argmin(val)) + 1
+    assert model.n_epochs_ < 30                      # it stopped early
+    assert stops[-1] == 2 and model.n_epochs_ == model.best_epoch_ + 2
+    # the kept weights are the best epoch's: their validation loss is the recorded best
+    ae_val_idx, _ = model._split_rows(len(X), X.shape[1])
+    recon = model.inverse_transform(model.transform(X[ae_val_idx]))
+    assert np.mean((recon - X[ae_val_idx]) ** 2) == pytest.approx(min(val), rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------- persistence
+def test_arrays_round_trip_through_a_zarr_group(tmp_path):
+    X = _data()
+    model = get_model_class("ae")(3, **FAST).fit(X)
+    ds = model.to_dataset()
+    assert ds["param_net_encoder_0_weight"].dims == ("units_1", "gene")
+    assert ds["param_net_encoder_7_running_var"].dims == ("component",)
+    assert ds["param_net_decoder_0_weight"].dims == ("units_4", "component")
+    assert "param_history_val_loss" in ds
+    ds.to_zarr(tmp_path / "ae.zarr", zarr_format=3, consolidated=False)
+    back = AutoEncoder.from_dataset(xr.open_zarr(tmp_path / "ae.zarr", consolidated=False))
+    assert _same_state(_state(model), _state(back))
+    np.testing.assert_array_equal(back.transform(X), model.transform(X))
+    np.testing.assert_array_equal(back.inverse_transform(model.transform(X)), model.inverse_transform(model.transform(X)))
+    assert back.history_ == model.history_
+
+
+def test_weights_load_with_torch_weights_only(tmp_path):
+    X = _data()
+    model = AutoEncoder(2, checkpoint_dir=tmp_path, **FAST).fit(X)
+    payload = torch.load(tmp_path / "weights.pt", weights_only=True)
+    assert payload["config"]["n_features_in"] == X.shape[1]
+    back = AutoEncoder.load_weights(tmp_path / "weights.pt")
+    np.testing.assert_array_equal(back.transform(X), model.transform(X))
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["stopped"]
+
+
+def test_dask_and_labelled_inputs_give_labelled_lazy_outputs():
+    X = _data(200)
+    model = AutoEncoder(2, **FAST).fit(X)
+    arr = xr.DataArray(da.from_array(X, chunks=(64, 5)), dims=("voxel", "gene"),
+                       coords={"voxel": np.arange(200), "gene": [f"g{i}" for i in range(12)]})
+    Z = model.transform(arr)
+    assert Z.dims == ("voxel", "component") and isinstance(Z.data, da.Array)
+    np.testing.assert_allclose(Z.values, model.transform(X), rtol=1e-5, atol=1e-6)
+    assert model.inverse_transform(Z).shape == (200, 12)
+
+
+# ---------------------------------------------------------------------------------- quality
+def _manifold(n, seed, genes=30):
+    """A curved 2-D sheet in gene space: PCA's best plane misses its curvature."""
+    t = np.random.default_rng(seed).uniform(0, 1, (n, 2))
+    feats = np.column_stack([np.cos(3 * t[:, 0]), np.sin(3 * t[:, 0]), np.cos(4 * t[:, 1]),
+                             np.sin(4 * t[:, 1]), t[:, 0] * t[:, 1]])
+    w = np.random.default_rng(99).normal(0, 1, (5, genes))
+    noise = np.random.default_rng(seed + 1).normal(0, 0.01, (n, genes))
+    return (1 / (1 + np.exp(-(feats @ w))) + noise).astype(np.float32)
+
+
+def test_learns_a_nonlinear_2d_manifold_better_than_pca_and_the_mean():
+    from sklearn.decomposition import PCA
+
+    train, test = _manifold(2000, 0), _manifold(500, 10)
+    model = AutoEncoder(2, hidden=(64, 32), batch_size=64, max_epochs=40, patience=8, device="cpu",
+                        progress=False).fit(train)
+    ae = np.sqrt(np.mean((model.inverse_transform(model.transform(test)) - test) ** 2))
+    pca = PCA(2).fit(train)
+    lin = np.sqrt(np.mean((pca.inverse_transform(pca.transform(test)) - test) ** 2))
+    mean = np.sqrt(np.mean((test - train.mean(0)) ** 2))
+    assert ae < 0.5 * lin < mean
+
+
+# ---------------------------------------------------------------------------------- misc
+def test_bad_parameters_and_inputs():
+    X = _data(50)
+    with pytest.raises(ValueError, match="val_fraction"):
+        AutoEncoder(2, val_fraction=1.0).fit(X)
+    with pytest.raises(ValueError, match="in_memory"):
+        AutoEncoder(2, in_memory="yes").fit(X)
+    with pytest.raises(ValueError, match="at least 3"):
+        AutoEncoder(2, **FAST).fit(X[:2])
+    with pytest.raises(ValueError, match="2-D"):
+        AutoEncoder(2, **FAST).fit(X[0])
+
+
+def test_throughput_reports_loader_and_training_rates():
+    X = da.from_array(_data(1000, g=40), chunks=(256, 16))
+    rows = loaders.throughput(X, n_components=2, hidden=(16, 8), batch_size=32, train_batches=3)
+    assert [r["mode"] for r in rows] == ["memory", "stream"]
+    for r in rows:
+        assert r["rows"] == 1000 and r["loader_rows_per_s"] > 0 and r["train_rows_per_s"] > 0
+        assert r["ratio"] == pytest.approx(r["loader_rows_per_s"] / r["train_rows_per_s"])
+
+
+def test_models_import_without_torch():
+    code = ("import sys\n"
+            "class NoTorch:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'torch':\n"
+            "            raise ImportError('no torch here')\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "import numpy as np\n"
+            "import brainzarr.models as m\n"
+            "cls = m.get_model_class('ae')\n"
+            "assert 'torch' not in sys.modules\n"
+            "try:\n    cls(2).fit(np.ones((5, 2)))\nexcept ImportError as e:\n    print('needs', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install 'brainzarr[models]'" in out
