@@ -51,7 +51,14 @@ class TailAccumulator:
 
     def tails(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The (n_low, g) smallest and (n_high, g) largest values of a block, per column."""
-        return _smallest(block, self.n_low), -_smallest(-block, self.n_high)
+        n = len(block)
+        lo_k, hi_k = min(self.n_low, n), min(self.n_high, n)
+        by_column = np.ascontiguousarray(np.asarray(block).T)  # partition along contiguous rows
+        if lo_k + hi_k >= n:
+            by_column.sort(axis=1)
+        else:  # one partition places both cut points
+            by_column.partition([lo_k - 1, n - hi_k], axis=1)
+        return by_column[:, :lo_k].T, by_column[:, n - hi_k:].T
 
     def add(self, block: np.ndarray) -> None:
         self.merge(*self.tails(np.asarray(block)), n_rows=len(block))

@@ -23,8 +23,9 @@ Genes are a nonlinear function of ``u``: a hidden layer ``h = tanh(A u + a)`` (w
 offset ``delta_dg`` and noise ``eps ~ N(0, noise_sd^2)``, all in logit space, so values stay
 in (0, 1) with a median near 0.5 and a spread near 0.12, like srs-normalised AHBA data.
 
-Every gene's parameters and noise are drawn from streams keyed by the gene's index in the
-fixed 15,633-symbol list, so the same gene has the same values whatever subset is asked for.
+Every gene's parameters come from a stream keyed by the gene's index in the fixed
+15,633-symbol list, and noise is drawn per donor for the whole list, so the same gene has the
+same values whatever subset is asked for.
 """
 from __future__ import annotations
 
@@ -148,11 +149,14 @@ class SyntheticModel:
         """Population logits t_g(p) (n, n_genes) at MNI points for ``genes`` (names or None=all)."""
         idx = self.gene_indices(genes)
         w, c = self.gene_weights(idx)
-        return self.signal_scale * (self.hidden_units(self.latent(xyz)) @ w + c)
+        h = self.hidden_units(self.latent(xyz)).astype(np.float32)
+        t = h @ (self.signal_scale * w).astype(np.float32)
+        t += (self.signal_scale * c).astype(np.float32)
+        return t
 
     def expression(self, xyz, genes=None) -> np.ndarray:
         """Noise-free population expression sigmoid(t_g(p)) at any MNI points, float32."""
-        return _sigmoid(self.logits(xyz, genes)).astype(np.float32)
+        return _sigmoid(self.logits(xyz, genes))
 
     def gene_indices(self, genes=None) -> np.ndarray:
         all_genes = self.genes
@@ -164,24 +168,36 @@ class SyntheticModel:
     def observe(self, xyz, donors, genes=None) -> np.ndarray:
         """Noisy observations (n, n_genes) of samples at ``xyz`` from ``donors``.
 
-        A donor's shift, its offset for a gene and the noise of its samples for that gene
-        come from streams keyed by (seed, donor, gene), so a donor's values do not depend on
-        which other donors or genes are asked for.
+        A donor's shift, its per-gene offsets and its samples' noise come from a stream keyed
+        by (seed, donor) and drawn for the whole gene list, so a donor's values do not depend
+        on which other donors or genes are asked for.
         """
         idx = self.gene_indices(genes)
         donors = np.asarray(donors).astype(str)
         t = self.logits(xyz, genes)
+        n_all = len(self.genes)
         for donor in sorted(set(donors)):
             rows = np.flatnonzero(donors == donor)
-            t[rows] += np.random.default_rng([int(self.seed), 2, int(donor)]).normal(0, self.donor_sd)
-            for col, g in enumerate(idx):
-                rng = np.random.default_rng([int(self.seed), 3, int(donor), int(g)])
-                t[rows, col] += rng.normal(0, self.donor_gene_sd) + rng.normal(0, self.noise_sd, len(rows))
-        return _sigmoid(t).astype(np.float32)
+            rng = np.random.default_rng([int(self.seed), 2, int(donor)])
+            shift = rng.normal(0, self.donor_sd)
+            offsets = rng.normal(0, self.donor_gene_sd, n_all)[idx]
+            # noise for every gene of the list, then the requested columns: the same gene gets
+            # the same noise whichever subset is asked for
+            noise = rng.standard_normal((len(rows), n_all), dtype=np.float32)[:, idx]
+            noise *= self.noise_sd
+            noise += (shift + offsets).astype(np.float32)
+            t[rows] += noise
+        return _sigmoid(t)
 
 
 def _sigmoid(t):
-    return 1.0 / (1.0 + np.exp(-t))
+    """In place for float arrays: 1 / (1 + exp(-t))."""
+    t = np.asarray(t, dtype=np.float32)
+    np.negative(t, out=t)
+    np.exp(t, out=t)
+    t += 1
+    np.reciprocal(t, out=t)
+    return t
 
 
 def load_synthetic(genes=None, *, seed: int = 0, donors=None, **model_options) -> xr.Dataset:
