@@ -217,7 +217,7 @@ def write_donor_folders(root, donors=("9861", "10021"), *, n_samples: int = 24,
         for p in passing:
             expr[rows[p]] += gene_pattern[p][leaf]
         expr[rows[stable_probe]] = 7.0 + 1.5 * pattern[leaf] + rng.normal(0, 0.1, n)
-        expr[rows[noisy_probe]] = 10.0 + rng.normal(0, 2.5, n)
+        expr[rows[noisy_probe]] = 8.0 + rng.normal(0, 2.0, n)
         for p in triple_probes:
             expr[rows[p]] = 8.0 + rng.normal(0, 1.5, n)
         expr[rows[triple_stable]] = 7.5 + 1.2 * pattern_b[leaf] + rng.normal(0, 0.1, n)

@@ -22,12 +22,13 @@ from brainzarr.sources.ahba import load_ahba, resolve_donors  # noqa: E402
 from brainzarr.sources.table import UnknownGeneError, validate_sample_table  # noqa: E402
 
 DONORS = ("9861", "10021", "12876")  # two with both hemispheres, one left-only
+N = 16  # samples per donor: every leaf structure once per hemisphere
 
 
 @pytest.fixture(scope="module")
 def ahba(tmp_path_factory):
-    """Three donors, full 45,892-probe reannotation, 24 samples each."""
-    return write_donor_folders(tmp_path_factory.mktemp("ahba"), donors=DONORS, n_samples=24)
+    """Three donors, full 45,892-probe reannotation, N samples each."""
+    return write_donor_folders(tmp_path_factory.mktemp("ahba"), donors=DONORS, n_samples=N)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,8 @@ def test_study_settings_table(study, ahba):
     assert opts["sample_norm"] == opts["gene_norm"] == "srs"
     assert opts["donors"] == list(DONORS) and opts["abagen_version"]
     # every sample has a side (no x == 0 here), so bidirectional mirroring doubles them
-    assert study.sizes["sample"] == 2 * 24 * len(DONORS)
-    assert int(study["mirrored"].sum()) == 24 * len(DONORS)
+    assert study.sizes["sample"] == 2 * N * len(DONORS)
+    assert int(study["mirrored"].sum()) == N * len(DONORS)
     assert sorted(set(study["donor"].values)) == sorted(DONORS)
     assert set(study["hemisphere"].values) == {"L", "R"}
     assert set(study["structure"].values) == {"cortex", "subcortex/brainstem", "cerebellum",
@@ -149,7 +150,7 @@ def test_bidirectional_mirroring(study):
 def test_one_way_and_no_mirroring(ahba, mode):
     t = load_ahba(ahba.root, lr_mirror=mode, genes=2)
     orig = _original(t)
-    assert orig.sizes["sample"] == 24 * len(DONORS)
+    assert orig.sizes["sample"] == N * len(DONORS)
     n_left = int((orig["x"] < 0).sum())
     n_right = orig.sizes["sample"] - n_left
     expect = {None: 0, "leftright": n_left, "rightleft": n_right}[mode]
