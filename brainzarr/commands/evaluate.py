@@ -1,0 +1,84 @@
+"""``brainzarr evaluate``: reconstruction tables and downstream prediction of target maps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def parse_embedding(spec: str) -> tuple[str, list[str]]:
+    """'NAME=a.nii.gz,b.nii.gz' -> ('NAME', ['a.nii.gz', 'b.nii.gz'])."""
+    name, sep, files = spec.partition("=")
+    if not sep or not name.strip() or not files.strip():
+        raise ValueError(f"--embedding takes NAME=file1.nii.gz,file2.nii.gz (or NAME=4d.nii.gz), got {spec!r}")
+    return name.strip(), [f.strip() for f in files.split(",") if f.strip()]
+
+
+def _split_list(values):
+    return None if values is None else [v for item in values for v in str(item).split(",") if v]
+
+
+def resolve_targets(targets, store, out_dir):
+    """The --targets argument: files/directories, or 'synthetic' (maps made from a synthetic store's
+    truth, written to OUT/synthetic_targets/)."""
+    if targets is None:
+        return None
+    if targets == ["synthetic"] and not Path("synthetic").exists():
+        from ..evaluate.synthetic_targets import write_synthetic_targets
+
+        return write_synthetic_targets(Path(out_dir) / "synthetic_targets", store=store)
+    return targets
+
+
+def evaluation_options(args) -> dict:
+    """Keyword arguments of run_evaluation / write_report from the shared CLI arguments."""
+    embeddings = dict(parse_embedding(s) for s in args.embedding or [])
+    if len(embeddings) != len(args.embedding or []):
+        raise ValueError("each --embedding NAME must be unique")
+    dims = None if args.dims == ["all"] else tuple(int(d) for d in _split_list(args.dims))
+    return {"methods": _split_list(args.methods), "dims": dims, "split": args.split, "embeddings": embeddings,
+            "grid": args.grid, "n_splits": args.folds, "block_mm": args.block_mm, "seed": args.seed,
+            "n_jobs": args.jobs, "save_to_store": not args.no_store}
+
+
+def add_evaluation_arguments(p) -> None:
+    """Arguments shared by ``evaluate`` and ``report``."""
+    p.add_argument("store", help="a brainzarr store with fitted representations")
+    p.add_argument("--targets", nargs="+", metavar="DIR_OR_FILES",
+                   help="target maps: a directory of NIfTI files, NIfTI files (any MNI grid), or 'synthetic' "
+                        "(maps made from a synthetic store's truth)")
+    p.add_argument("--embedding", nargs="+", action="extend", metavar="NAME=FILES",
+                   help="an external embedding: NAME=comp1.nii.gz,comp2.nii.gz or NAME=4d.nii.gz (repeatable)")
+    p.add_argument("--methods", nargs="+", help="store representations to evaluate (default: all)")
+    p.add_argument("--dims", nargs="+", default=["2"],
+                   help="embedding dims used for prediction (default: 2, as the study; 'all' for every dim)")
+    p.add_argument("--split", choices=("random", "blocked", "both"), default="both",
+                   help="split schemes to report (default: both, side by side)")
+    p.add_argument("--grid", default="default",
+                   help="XGBoost grid: 'default' (6 candidates), 'large' (150) or a JSON object, e.g. "
+                        '\'{"max_depth": [3, 6], "n_estimators": [100, 200]}\'')
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds within the training voxels")
+    p.add_argument("--block-mm", type=float, help="cube edge of the blocked CV folds (default: the store's)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the CV folds and XGBoost")
+    p.add_argument("--jobs", type=int, help="models fitted at once (default: the CPU count)")
+    p.add_argument("--no-store", action="store_true", help="do not save the results into the store")
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
+
+
+def _run(args):
+    from ..evaluate import run_evaluation
+
+    options = evaluation_options(args)
+    targets = resolve_targets(args.targets, args.store, args.out)
+    if targets is None and not options["embeddings"]:
+        print("no --targets given: writing the reconstruction table only")
+    result = run_evaluation(args.store, targets, args.out, progress=None, **options)
+    print(result.describe())
+    print(f"evaluation finished in {result.seconds:.0f} s")
+
+
+def register(sub):
+    p = sub.add_parser("evaluate", help="reconstruction RMSE and XGBoost prediction of target maps",
+                       description="Evaluate a store's representations (and external embeddings): "
+                                   "reconstruction RMSE, and prediction of target maps (PET, MRI...) from "
+                                   "the embeddings with XGBoost, under the random and the blocked split.")
+    add_evaluation_arguments(p)
+    p.set_defaults(func=_run)

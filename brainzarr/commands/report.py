@@ -1,0 +1,22 @@
+"""``brainzarr report``: a self-contained HTML report of a store's evaluation."""
+from __future__ import annotations
+
+from .evaluate import add_evaluation_arguments, evaluation_options, resolve_targets
+
+
+def _run(args):
+    from ..evaluate import write_report
+
+    options = evaluation_options(args)
+    targets = resolve_targets(args.targets, args.store, args.out)
+    index = write_report(args.store, args.out, targets, **options)
+    print(f"wrote {index}  (open it in a browser; figures in {index.parent / 'figures'})")
+
+
+def register(sub):
+    p = sub.add_parser("report", help="write an HTML report (tables and figures)",
+                       description="Write an HTML report of a store: reconstruction, 2-D embeddings and, with "
+                                   "--targets (or after `brainzarr evaluate`), downstream prediction under the "
+                                   "random and the blocked split.")
+    add_evaluation_arguments(p)
+    p.set_defaults(func=_run)

@@ -1,0 +1,153 @@
+"""Reconstruction error of the fitted representations: tidy tables and streamed statistics.
+
+The table is an ``xarray.DataArray`` ``rmse (method, dim, resolution_mm, split, set)``:
+``split`` is the split scheme a model was fitted under ('random' or 'blocked'), ``set`` is
+'train' or 'test'. Missing combinations are NaN (t-SNE has no reconstruction, UMAP only at
+low dims). RMSE comes from each group's ``rmse (split)`` when present, else it is computed by
+streaming ``reconstruction`` against ``expression`` (chunk by chunk).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..models.base import iter_row_blocks
+from ..store import open_store, read_group, write_group
+from .results import find_representations, split_labels
+
+__all__ = ["reconstruction_table", "reconstruction_frame", "to_markdown", "streamed_rmse",
+           "reconstruction_histogram", "save_reconstruction_table"]
+
+SETS = ("train", "test")
+
+
+def _pairs(store, group: str, ds: xr.Dataset, block_rows: int = 1024):
+    """Yield (rows, expression block, reconstruction block) over the voxels, streamed."""
+    rec = read_group(store, group)["reconstruction"]
+    rec = rec.transpose("voxel", "gene")
+    expr = ds["expression"]
+    if "gene" in rec.coords and not np.array_equal(rec["gene"].values, expr["gene"].values):
+        expr = expr.sel(gene=rec["gene"].values)
+    rows = np.asarray(rec["voxel"].values) if "voxel" in rec.coords else np.arange(rec.sizes["voxel"])
+    if not np.array_equal(rows, np.arange(len(rows))) or len(rows) != ds.sizes["voxel"]:
+        expr = expr.isel(voxel=rows)
+    # the same row spans from both arrays; a block of all genes is block_rows x genes x 4 B each
+    start = 0
+    for x, r in zip(iter_row_blocks(expr.data, block_rows), iter_row_blocks(rec.data, block_rows)):
+        yield rows[start:start + len(x)], x, r
+        start += len(x)
+
+
+def streamed_rmse(store, group: str, labels, ds: xr.Dataset | None = None) -> dict:
+    """RMSE of a group's reconstruction per label ('train', 'test', ...), in one streamed pass."""
+    ds = open_store(store) if ds is None else ds
+    labels = np.asarray(labels).astype(str)
+    names = sorted(set(labels))
+    sse = dict.fromkeys(names, 0.0)
+    count = dict.fromkeys(names, 0)
+    for rows, x, r in _pairs(store, group, ds):
+        err = ((r.astype(np.float64) - x) ** 2).sum(axis=1)
+        for name in names:
+            sel = labels[rows] == name
+            sse[name] += float(err[sel].sum())
+            count[name] += int(sel.sum()) * x.shape[1]
+    return {n: float(np.sqrt(sse[n] / count[n])) if count[n] else np.nan for n in names}
+
+
+def reconstruction_histogram(store, group: str, *, subset=None, bins: int = 100, value_range=(0.0, 1.0),
+                             ds: xr.Dataset | None = None):
+    """2-D histogram of (original, reconstructed) values, streamed; ``subset``: bool per voxel."""
+    ds = open_store(store) if ds is None else ds
+    counts = np.zeros((bins, bins), dtype=np.int64)
+    edges = np.linspace(value_range[0], value_range[1], bins + 1)
+    for rows, x, r in _pairs(store, group, ds):
+        if subset is not None:
+            keep = np.asarray(subset)[rows]
+            x, r = x[keep], r[keep]
+        h, _, _ = np.histogram2d(x.ravel(), r.ravel(), bins=(edges, edges))
+        counts += h.astype(np.int64)
+    return counts, edges
+
+
+def _table_one(store, methods=None, dims=None) -> xr.DataArray:
+    ds = open_store(store)
+    resolution = float(ds.attrs["resolution_mm"])
+    records = {}
+    for rep in find_representations(store, methods=methods, dims=dims, require=None):
+        if "rmse" in rep.variables:
+            r = read_group(store, rep.group)["rmse"].load()
+            values = {s: float(r.sel(split=s)) for s in SETS if s in r["split"].values}
+        elif "reconstruction" in rep.variables and rep.split_scheme is not None:
+            values = streamed_rmse(store, rep.group, split_labels(ds, rep.split_scheme), ds)
+        else:
+            continue
+        scheme = rep.split_scheme or "unknown"
+        records[(rep.method, rep.dim, scheme)] = values
+    methods_ = sorted({k[0] for k in records})
+    dims_ = sorted({k[1] for k in records})
+    schemes = sorted({k[2] for k in records})
+    data = np.full((len(methods_), len(dims_), 1, len(schemes), len(SETS)), np.nan)
+    for (m, d, s), values in records.items():
+        for n, name in enumerate(SETS):
+            data[methods_.index(m), dims_.index(d), 0, schemes.index(s), n] = values.get(name, np.nan)
+    return xr.DataArray(data, dims=("method", "dim", "resolution_mm", "split", "set"),
+                        coords={"method": methods_, "dim": np.asarray(dims_, dtype=np.int64),
+                                "resolution_mm": [resolution], "split": schemes, "set": list(SETS)},
+                        name="rmse", attrs={"store": str(store)})
+
+
+def reconstruction_table(stores, *, methods=None, dims=None) -> xr.DataArray:
+    """RMSE of every fitted representation in one or several stores (e.g. 8 mm and 4 mm).
+
+    Returns ``rmse (method, dim, resolution_mm, split, set)``; empty (size 0) when no store holds
+    a representation with a reconstruction.
+    """
+    stores = [stores] if isinstance(stores, (str, Path)) else list(stores)
+    tables = [_table_one(s, methods, dims) for s in stores]
+    if len(tables) == 1:
+        return tables[0]
+    out = xr.concat(tables, dim="resolution_mm", join="outer")
+    out.attrs = {"stores": ", ".join(map(str, stores))}
+    return out
+
+
+def reconstruction_frame(table: xr.DataArray) -> pd.DataFrame:
+    """The table as tidy rows: ``method, dim, resolution_mm, split, train_rmse, test_rmse``."""
+    if table.size == 0:
+        return pd.DataFrame(columns=["method", "dim", "resolution_mm", "split", "train_rmse", "test_rmse"])
+    frame = table.to_series().unstack("set")
+    frame = frame.rename(columns={s: f"{s}_rmse" for s in SETS}).dropna(how="all").reset_index()
+    frame.columns.name = None
+    return frame[["method", "dim", "resolution_mm", "split", "train_rmse", "test_rmse"]]
+
+
+def to_markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """A GitHub-style Markdown table of a DataFrame (no extra dependency)."""
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return "" if np.isnan(v) else format(v, floatfmt)
+        return str(v)
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    align = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in frame.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, align, *rows])
+
+
+def save_reconstruction_table(store, table: xr.DataArray, out_dir=None) -> dict:
+    """Write the table into the store (``evaluation/reconstruction``; not when ``store`` is None) and,
+    with ``out_dir``, as ``reconstruction.csv`` and ``reconstruction.md``. Returns the paths written."""
+    written = {}
+    if table.size and store is not None:
+        write_group(store, "evaluation/reconstruction", table.to_dataset(name="rmse"), overwrite=True)
+        written["store"] = f"{store}/evaluation/reconstruction"
+    if out_dir is not None and table.size:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        frame = reconstruction_frame(table)
+        frame.to_csv(out_dir / "reconstruction.csv", index=False)
+        (out_dir / "reconstruction.md").write_text(to_markdown(frame) + "\n")
+        written.update(csv=out_dir / "reconstruction.csv", markdown=out_dir / "reconstruction.md")
+    return written

@@ -1,0 +1,229 @@
+"""One call that evaluates a store: reconstruction tables and downstream prediction.
+
+Used by ``brainzarr evaluate`` and by ``brainzarr demo``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..preprocess import SPLIT_SCHEMES
+from ..store import check_schema, open_store, write_group
+from .prediction import parse_grid, predict_targets
+from .reconstruction import reconstruction_frame, reconstruction_table, save_reconstruction_table, to_markdown
+from .results import find_representations, read_embedding, split_labels
+from .stats import anova_tukey
+from .targets import load_embedding, load_targets
+
+__all__ = ["EvaluationResult", "run_evaluation", "split_schemes", "summary_table", "load_evaluation"]
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`run_evaluation` computed and where it wrote it."""
+
+    prediction: pd.DataFrame
+    reconstruction: pd.DataFrame
+    anova: pd.DataFrame
+    tukey: pd.DataFrame
+    summary: pd.DataFrame
+    files: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    target_maps: xr.DataArray | None = None
+
+    def describe(self) -> str:
+        """The printed summary: mean test R² per representation, random and blocked side by side."""
+        lines = []
+        if len(self.reconstruction):
+            test = self.reconstruction.pivot_table(index=["method", "dim"], columns="split", values="test_rmse")
+            lines += ["Reconstruction: test RMSE (rows: method, dim; columns: split scheme the model was fitted under)",
+                      test.to_string(float_format=lambda v: f"{v:.4f}"), ""]
+        if len(self.summary):
+            lines += ["Prediction: mean test R² over targets (XGBoost on the embedding; random = the study's "
+                      "random voxel split, blocked = whole spatial blocks held out)",
+                      self.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"), ""]
+        if len(self.prediction) and self.anova.empty:
+            lines.append("ANOVA across representations: needs at least two representations and two targets")
+        for row in self.anova.itertuples(index=False):
+            lines.append(f"ANOVA across representations ({row.split} split): F({row.df_between}, {row.df_within}) "
+                         f"= {row.F:.2f}, p = {row.p:.3g}")
+        for name, path in self.files.items():
+            lines.append(f"{name:<15} {path}")
+        return "\n".join(lines)
+
+
+def split_schemes(split: str) -> tuple[str, ...]:
+    """'random', 'blocked' or 'both' -> the schemes to report."""
+    if split == "both":
+        return SPLIT_SCHEMES
+    if split not in SPLIT_SCHEMES:
+        raise ValueError(f"--split must be random, blocked or both, got {split!r}")
+    return (split,)
+
+
+def summary_table(prediction: pd.DataFrame) -> pd.DataFrame:
+    """Mean (and sd) of test R² and RMSE over targets, one row per representation, one column per
+    split scheme."""
+    if prediction.empty:
+        return pd.DataFrame()
+    g = prediction.groupby(["representation", "split"])
+    stats = pd.DataFrame({"r2_mean": g["r2"].mean(), "r2_sd": g["r2"].std(ddof=1), "rmse_mean": g["rmse"].mean()})
+    wide = stats.unstack("split")
+    wide.columns = [f"{metric}_{split}" for metric, split in wide.columns]
+    order = [f"{m}_{s}" for m in ("r2_mean", "r2_sd", "rmse_mean") for s in SPLIT_SCHEMES if f"{m}_{s}" in wide]
+    return wide[order].reset_index()
+
+
+def _embeddings(store, ds, methods, dims, embeddings):
+    reps, meta = {}, {}
+    if methods is None or len(methods):
+        for rep in find_representations(store, methods=methods, dims=dims):
+            reps[rep.name] = read_embedding(store, rep.group, ds)
+            meta[rep.name] = {"method": rep.method, "dim": rep.dim, "fitted_split": rep.split_scheme or "unknown",
+                              "source": f"{store}/{rep.group}"}
+    for name, files in (embeddings or {}).items():
+        if name in reps:
+            raise ValueError(f"embedding name {name} clashes with a store representation; choose another")
+        emb = files if isinstance(files, xr.DataArray) else load_embedding(files, ds, name=name)
+        reps[name] = emb
+        meta[name] = {"method": "external", "dim": int(emb.sizes["component"]), "fitted_split": "external",
+                      "source": emb.attrs.get("source", name)}
+    return reps, meta
+
+
+def run_evaluation(store, targets=None, out_dir=None, methods=None, dims=(2,), split: str = "both", *,
+                   embeddings: dict | None = None, grid=None, n_splits: int = 5, block_mm: float | None = None,
+                   seed: int = 0, n_jobs: int | None = None, save_to_store: bool = True,
+                   progress: bool | None = None) -> EvaluationResult:
+    """Evaluate a store's representations (and external embeddings).
+
+    Parameters
+    ----------
+    store : str or Path
+        A brainzarr store, with fitted representations under ``representations/``.
+    targets : directory, files or dict, optional
+        Target maps (NIfTI in MNI space); see :func:`brainzarr.evaluate.load_targets`. Without
+        targets only the reconstruction table is made.
+    out_dir : str or Path, optional
+        Where ``prediction.csv``, ``prediction_summary.csv``, ``anova.csv``, ``tukey.csv``,
+        ``reconstruction.csv``/``.md`` and ``evaluation.json`` go.
+    methods : list of str, optional
+        Store representations to evaluate (default: all; ``[]`` for none, e.g. only external ones).
+    dims : tuple of int or None
+        Embedding dims used for prediction (default 2-D, as the study; None: all).
+    split : {"random", "blocked", "both"}
+        Split schemes to report (the store holds both as ``split_random`` / ``split_blocked``).
+    embeddings : dict name -> NIfTI file(s) or (voxel, component) DataArray, optional
+        External embeddings, e.g. ``{"mine": ["c1.nii.gz", "c2.nii.gz"]}``.
+    grid : dict or str, optional
+        XGBoost grid (see :mod:`brainzarr.evaluate.prediction`); 'default' or 'large' or a dict.
+    n_splits : int
+        CV folds within the training voxels.
+    block_mm : float, optional
+        Cube edge of the blocked CV folds; default: the store's blocked split's.
+    seed : int
+        CV folds and XGBoost seed (recorded).
+    n_jobs : int, optional
+        Models fitted at once (default: the CPU count).
+    save_to_store : bool
+        Also write ``evaluation/reconstruction``, ``evaluation/prediction`` and
+        ``evaluation/targets`` into the store (the report reads them).
+    progress : bool, optional
+        Progress bars.
+    """
+    start = time.perf_counter()
+    store = Path(store)
+    attrs = check_schema(store)
+    ds = open_store(store)
+    schemes = split_schemes(split)
+    if block_mm is None:
+        block_mm = float(attrs.get("provenance", {}).get("split", {}).get("block_mm", 16.0))
+    grid = parse_grid(grid)
+    files = {}
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    table = reconstruction_table(store, methods=methods)
+    recon = reconstruction_frame(table)
+    written = save_reconstruction_table(store if save_to_store else None, table, out) if table.size else {}
+    files.update({k: v for k, v in written.items() if k in ("csv", "markdown")})
+
+    prediction = pd.DataFrame(columns=["representation", "target", "split", "r2", "rmse"])
+    target_maps = None
+    if targets is not None:
+        target_maps = load_targets(targets, ds)
+        reps, meta = _embeddings(store, ds, methods, None if dims is None else tuple(dims), embeddings)
+        if not reps:
+            raise ValueError(f"{store} holds no embedding at dims {dims} for methods {methods or 'any'}, and no "
+                             "external embedding was given; fit representations first (`brainzarr fit`)")
+        splits = {s: split_labels(ds, s) for s in schemes}
+        xyz = np.column_stack([ds[c].values for c in "xyz"])
+        prediction = predict_targets(reps, target_maps, splits, xyz=xyz, block_mm=block_mm, grid=grid,
+                                     n_splits=n_splits, seed=seed, n_jobs=n_jobs, progress=progress)
+        info = pd.DataFrame.from_dict(meta, orient="index").rename_axis("representation").reset_index()
+        prediction = prediction.merge(info, on="representation", how="left")
+        first = ["representation", "method", "dim", "fitted_split", "target", "split", "r2", "rmse"]
+        prediction = prediction[first + [c for c in prediction.columns if c not in first]]
+        if save_to_store:
+            _save_prediction(store, prediction, target_maps, grid)
+    summary = summary_table(prediction)
+    anova, tukey = anova_tukey(prediction) if len(prediction) else (pd.DataFrame(), pd.DataFrame())
+    if out is not None:
+        if len(prediction):
+            prediction.to_csv(out / "prediction.csv", index=False)
+            summary.to_csv(out / "prediction_summary.csv", index=False)
+            (out / "prediction_summary.md").write_text(to_markdown(summary, ".3f") + "\n")
+            anova.to_csv(out / "anova.csv", index=False)
+            tukey.to_csv(out / "tukey.csv", index=False)
+            files.update(prediction=out / "prediction.csv", summary=out / "prediction_summary.csv",
+                         anova=out / "anova.csv", tukey=out / "tukey.csv")
+        record = {"store": str(store), "splits": list(schemes), "block_mm": block_mm, "seed": seed,
+                  "n_splits": n_splits, "grid": grid, "targets": None if targets is None else str(targets),
+                  "external_embeddings": {k: str(v) for k, v in (embeddings or {}).items()},
+                  "seconds": round(time.perf_counter() - start, 2)}
+        (out / "evaluation.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+        files["record"] = out / "evaluation.json"
+    return EvaluationResult(prediction, recon, anova, tukey, summary, files, time.perf_counter() - start,
+                            target_maps)
+
+
+def _save_prediction(store, prediction: pd.DataFrame, targets: xr.DataArray, grid: dict) -> None:
+    """Prediction results as ``evaluation/prediction`` (representation, target, split) and the target
+    maps as ``evaluation/targets (voxel, target)`` in the store."""
+    indexed = prediction.set_index(["representation", "target", "split"])
+    ds = xr.Dataset({name: indexed[name].to_xarray() for name in ("r2", "rmse", "cv_rmse", "n_train", "n_test",
+                                                                     "n_excluded")})
+    ds = ds.assign_attrs(seed=int(prediction["seed"].iloc[0]), grid=json.dumps(grid),
+                         best_params=json.dumps(dict(zip(map("|".join, indexed.index), indexed["best_params"]))),
+                         representations=json.dumps(
+                             prediction.drop_duplicates("representation").set_index("representation")[
+                                 ["method", "dim", "fitted_split"]].astype(str).to_dict(orient="index")))
+    write_group(store, "evaluation/prediction", ds, overwrite=True)
+    write_group(store, "evaluation/targets", targets.to_dataset(name="target_map"), overwrite=True)
+
+
+def load_evaluation(store) -> tuple[pd.DataFrame, xr.DataArray | None]:
+    """The prediction table and target maps saved in a store by :func:`run_evaluation` (or empty/None)."""
+    from ..store import list_groups, read_group
+
+    groups = set(list_groups(store, prefix="evaluation"))
+    if "evaluation/prediction" not in groups:
+        return pd.DataFrame(), None
+    res = read_group(store, "evaluation/prediction").load()
+    frame = res[["r2", "rmse", "cv_rmse", "n_train", "n_test", "n_excluded"]].to_dataframe().dropna(
+        subset=["r2"]).reset_index()
+    meta = json.loads(res.attrs.get("representations", "{}"))
+    frame["method"] = frame["representation"].map(lambda r: meta.get(r, {}).get("method"))
+    frame["dim"] = frame["representation"].map(lambda r: meta.get(r, {}).get("dim"))
+    frame["fitted_split"] = frame["representation"].map(lambda r: meta.get(r, {}).get("fitted_split"))
+    targets = None
+    if "evaluation/targets" in groups:
+        targets = read_group(store, "evaluation/targets")["target_map"].load()
+    return frame, targets

@@ -1,0 +1,234 @@
+"""Target maps (PET, MRI, ...) and external embeddings, read onto a store's voxels.
+
+Targets are NIfTI images in MNI space on any grid (PET maps come at 1, 2 or 3 mm). Each is
+resampled onto the store's grid with :func:`brainzarr.nifti.from_nifti` (nilearn), then min-max
+scaled to [0, 1] over its valid voxels, so RMSEs are comparable across targets.
+
+Resampling samples the image at the store's voxel centres (it does not average a fine image
+over a coarse voxel; smooth it first if that is wanted). The default is linear interpolation:
+it never overshoots (a cubic spline rings at the brain's edge and around sharp features), and an
+image exported from the store, or on a grid it was upsampled to, comes back unchanged.
+
+Background. A map's zeros and NaNs outside its brain are not data. The map's *support* (finite,
+non-zero voxels) is resampled alongside the values; a store voxel is valid for a target when
+the support covers at least half of it (its interpolation weights) and the value is finite. With
+linear interpolation the value is the weighted mean of the valid source voxels only
+(normalised convolution), so the background does not pull values at the brain's edge towards 0.
+The other voxels are excluded for that target, and counted (``n_excluded``). On the store's own
+grid this is exactly "finite and non-zero".
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import xarray as xr
+
+from ..nifti import from_nifti
+
+__all__ = ["nifti_files", "load_targets", "load_embedding", "read_map", "MIN_VALID_VOXELS"]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: a target needs at least this many valid voxels on the store's grid
+MIN_VALID_VOXELS = 20
+
+
+def _stem(path: Path) -> str:
+    return path.name.removesuffix(".gz").removesuffix(".nii")
+
+
+def nifti_files(spec) -> list[Path]:
+    """NIfTI files named by ``spec``: a directory (its ``*.nii``/``*.nii.gz``, sorted), a file,
+    a comma-separated string of files, or a list of any of these."""
+    if isinstance(spec, (list, tuple)):
+        return [f for item in spec for f in nifti_files(item)]
+    if isinstance(spec, str) and "," in spec:
+        return nifti_files([s for s in spec.split(",") if s.strip()])
+    path = Path(str(spec).strip())
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith("."))
+        if not files:
+            raise FileNotFoundError(f"no .nii or .nii.gz files in {path}")
+        return files
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or directory: {path}")
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise ValueError(f"{path} is not a NIfTI file (.nii or .nii.gz)")
+    return [path]
+
+
+def _load(img_or_path):
+    if isinstance(img_or_path, nib.spatialimages.SpatialImage):
+        return img_or_path, "image"
+    path = Path(img_or_path)
+    if not path.exists():
+        raise FileNotFoundError(f"no image file at {path}")
+    try:
+        return nib.load(str(path)), str(path)
+    except Exception as exc:
+        raise ValueError(f"{path} could not be read as an image ({type(exc).__name__}: {exc})") from None
+
+
+def _resample(data: np.ndarray, affine, support: np.ndarray, ds: xr.Dataset, interpolation: str):
+    """Values and coverage on the store's voxels of ``data`` (3-D or 4-D) whose valid voxels are
+    ``support`` (the same shape, or 3-D: one brain shared by every volume); see :func:`read_map`."""
+    if not support.any():
+        raise ValueError("the image holds no finite non-zero value")
+    keep = support if support.ndim == data.ndim else support[..., None]
+    with warnings.catch_warnings():
+        # voxels outside the image's field of view come back NaN: they are excluded and counted
+        warnings.filterwarnings("ignore", message=".*outside the field of view.*")
+        # the support is binary on purpose: its linear resampling is the fraction covered
+        warnings.filterwarnings("ignore", message=".*Resampling binary images.*")
+        values = from_nifti(nib.Nifti1Image(np.where(keep, data, 0.0).astype(np.float32), affine), ds,
+                            interpolation=interpolation).values
+        inside = from_nifti(nib.Nifti1Image(support.astype(np.float32), affine), ds,
+                            interpolation="nearest" if interpolation == "nearest" else "linear").values
+    inside = np.nan_to_num(inside, nan=0.0)
+    if inside.ndim < values.ndim:
+        inside = inside[:, None]
+    covered = np.isfinite(values) & (inside >= 0.5)
+    if interpolation == "linear":  # normalised convolution: divide out the background's zero weight
+        values = np.divide(values, inside, out=np.full_like(values, np.nan), where=covered)
+    return values.astype(np.float32), covered
+
+
+def read_map(img_or_path, ds: xr.Dataset, *, interpolation: str = "linear") -> tuple[np.ndarray, np.ndarray]:
+    """An image on the store's voxels: its resampled values and where its support covers them.
+
+    Returns
+    -------
+    values : (n_voxels,) or (n_voxels, n_volumes) float32
+        NaN outside the image's field of view. With linear interpolation, the weighted mean of
+        the valid (finite, non-zero) source voxels around each store voxel: the background does
+        not dilute values at the edge of the image's brain.
+    in_support : bool array of the same shape
+        Where the image's support covers the store voxel (at least half, after resampling the
+        support with the same weights; nearest neighbour for "nearest") and the value is finite.
+    """
+    img, where = _load(img_or_path)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim not in (3, 4):
+        raise ValueError(f"{where}: expected a 3-D or 4-D image, got shape {data.shape}")
+    try:
+        return _resample(data, img.affine, np.isfinite(data) & (data != 0), ds, interpolation)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def load_targets(targets, store_ds: xr.Dataset, *, interpolation: str = "linear",
+                 min_valid: int = MIN_VALID_VOXELS) -> xr.DataArray:
+    """Target maps on the store's voxels, min-max scaled to [0, 1].
+
+    Parameters
+    ----------
+    targets : directory, file, comma-separated files, list of files/images, or dict name -> file/image
+        A 4-D file gives one target per volume (``<file>_<n>``).
+    store_ds : xarray.Dataset
+        The opened store (:func:`brainzarr.open_store`).
+    interpolation : {"linear", "nearest", "continuous"}
+        How values are resampled (nilearn); see the module docstring.
+    min_valid : int
+        Fewest valid voxels a target may have.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(voxel, target)`` float32, NaN where a target is excluded, with the store's voxel
+        coordinates and, on ``target``, ``n_valid``, ``n_excluded``, ``source`` and the original
+        ``raw_min``/``raw_max`` of the scaling.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Missing files, unreadable or empty images, repeated names, constant maps, too few valid
+        voxels, images not in MNI space.
+    """
+    if isinstance(targets, dict):
+        items = list(targets.items())
+    else:
+        items = [(_stem(p), p) for p in nifti_files(targets)]
+    names, columns, sources = [], [], []
+    for name, item in items:
+        values, valid = read_map(item, store_ds, interpolation=interpolation)
+        values = np.where(valid, values, np.nan)
+        if values.ndim == 1:
+            values = values[:, None]
+            labels = [str(name)]
+        else:
+            labels = [f"{name}_{n}" for n in range(values.shape[1])]
+        for col, label in enumerate(labels):
+            names.append(label)
+            columns.append(values[:, col])
+            sources.append(str(item) if not isinstance(item, nib.spatialimages.SpatialImage) else "image")
+    if not names:
+        raise ValueError("no target maps given")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)} (rename the files)")
+    raw = np.column_stack(columns)
+    valid = np.isfinite(raw)
+    n_valid = valid.sum(axis=0)
+    for name, n in zip(names, n_valid):
+        if n < min_valid:
+            raise ValueError(f"target {name} has {n} valid voxels on the store's grid (needs {min_valid}); "
+                             "is it in MNI space and does it cover the brain?")
+    lo, hi = np.nanmin(raw, axis=0), np.nanmax(raw, axis=0)
+    constant = [n for n, a, b in zip(names, lo, hi) if not b > a]
+    if constant:
+        raise ValueError(f"target(s) {', '.join(constant)} are constant on the store's voxels")
+    scaled = ((raw - lo) / (hi - lo)).astype(np.float32)
+    coords = {c: store_ds[c] for c in ("voxel", "i", "j", "k", "x", "y", "z", "hemisphere") if c in store_ds.coords}
+    coords.update(target=np.asarray(names), n_valid=("target", n_valid.astype(np.int64)),
+                  n_excluded=("target", (len(raw) - n_valid).astype(np.int64)),
+                  source=("target", np.asarray(sources)),
+                  raw_min=("target", lo.astype(np.float64)), raw_max=("target", hi.astype(np.float64)))
+    return xr.DataArray(scaled, dims=("voxel", "target"), coords=coords, name="target",
+                        attrs={"scaling": "min-max over valid voxels", "interpolation": interpolation,
+                               "background": "support (finite, non-zero) resampled linearly < 0.5"})
+
+
+def load_embedding(files, store_ds: xr.Dataset, *, name: str = "external",
+                   interpolation: str = "linear") -> xr.DataArray:
+    """An embedding made elsewhere, from NIfTI: one file per component, or one 4-D file.
+
+    Returns ``(voxel, component)`` float32 on the store's voxels; a voxel outside the
+    embedding's brain (every component zero/NaN there) or outside its field of view is NaN.
+
+    Interpolation is linear by default (see the module docstring): an embedding exported from a
+    store (or on a grid it was upsampled to) comes back unchanged. This matters more than it
+    seems: XGBoost on a 2-D embedding exploits voxels that share exactly
+    the same embedding (voxels filled from the same tissue sample), and a cubic spline's small
+    perturbations change its test R² noticeably.
+    """
+    paths = [files] if isinstance(files, nib.spatialimages.SpatialImage) else nifti_files(files)
+    volumes, affine, shape = [], None, None
+    for item in paths:
+        img, where = _load(item)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        if data.ndim not in (3, 4):
+            raise ValueError(f"{where}: expected a 3-D or 4-D image, got shape {data.shape}")
+        if affine is None:
+            affine, shape = img.affine, data.shape[:3]
+        elif data.shape[:3] != shape or not np.allclose(img.affine, affine, atol=1e-4):
+            raise ValueError(f"the components of embedding {name} must share one grid; {where} differs "
+                             f"from {paths[0]}")
+        volumes.append(data if data.ndim == 4 else data[..., None])
+    data = np.concatenate(volumes, axis=3)
+    # one brain for all components: a component may be exactly 0 inside it (NMF often is)
+    finite = np.isfinite(data).all(axis=3)
+    support = finite & (data != 0).any(axis=3)
+    try:
+        values, covered = _resample(data, affine, support, store_ds, interpolation)
+    except ValueError as exc:
+        raise ValueError(f"embedding {name}: {exc}") from None
+    keep = covered.all(axis=1) & np.isfinite(values).all(axis=1)
+    if keep.sum() < MIN_VALID_VOXELS:
+        raise ValueError(f"embedding {name} covers {keep.sum()} of the store's voxels; is it in MNI space?")
+    out = np.where(keep[:, None], values, np.nan).astype(np.float32)
+    coords = {c: store_ds[c] for c in ("voxel", "i", "j", "k", "x", "y", "z") if c in store_ds.coords}
+    coords["component"] = np.arange(1, out.shape[1] + 1)
+    return xr.DataArray(out, dims=("voxel", "component"), coords=coords, name=name,
+                        attrs={"source": ",".join(map(str, paths)), "interpolation": interpolation})

@@ -1,0 +1,326 @@
+"""Evaluation: targets, XGBoost prediction, statistics, reconstruction tables, figures, report, CLI.
+
+Representations are real scikit-learn fits written the way the models pipeline writes them
+(tests/evaluate_fixtures.py); targets are real NIfTI files on other grids.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from evaluate_fixtures import write_representations  # noqa: E402
+
+from brainzarr import build_store, open_store, read_group  # noqa: E402
+from brainzarr.cli import main  # noqa: E402
+from brainzarr.evaluate import (anova_tukey, find_representations, load_embedding, load_evaluation,  # noqa: E402
+                                load_targets, reconstruction_frame, reconstruction_table, run_evaluation,
+                                streamed_rmse, write_report, write_synthetic_targets)
+from brainzarr.evaluate.prediction import FIXED_PARAMS, cv_folds, grid_search, parse_grid  # noqa: E402
+from brainzarr.evaluate.synthetic_targets import SYNTHETIC_TARGETS, model_from_store, synthetic_target_values  # noqa: E402
+from brainzarr.grid import mni152_grid  # noqa: E402
+from brainzarr.nifti import to_nifti  # noqa: E402
+
+SMALL_GRID = {"max_depth": [2, 3], "n_estimators": [20, 40]}
+MNI_3MM = np.array([[-3.0, 0, 0, 90], [0, 3, 0, -126], [0, 0, 3, -72], [0, 0, 0, 1]])  # hansen_receptors' grid
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """8 mm synthetic store: PCA and NMF (with reconstructions) fitted under the random split at
+    dims 2 and 4, ICA (no reconstruction, like t-SNE) at dim 2."""
+    path = build_store(tmp_path_factory.mktemp("ev") / "s8.zarr", resolution=8, genes=80, seed=3)
+    write_representations(path, methods=("pca", "nmf"), dims=(2, 4))
+    write_representations(path, methods=("ica",), dims=(2,), reconstruct=())
+    return path
+
+
+@pytest.fixture(scope="module")
+def targets_dir(store, tmp_path_factory):
+    return write_synthetic_targets(tmp_path_factory.mktemp("targets"), store=store, resolution=4,
+                                   names=("receptor_gradient", "spatial_control"))[0].parent
+
+
+@pytest.fixture(scope="module")
+def evaluation(store, targets_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    return run_evaluation(store, targets_dir, out, grid=SMALL_GRID, n_splits=3, seed=7, n_jobs=2), out
+
+
+# ----------------------------------------------------------------------------------- prediction
+def test_grid_search_equals_sklearn_gridsearchcv():
+    """Scoring every ensemble size from one boosted fit gives GridSearchCV's numbers exactly."""
+    from sklearn.model_selection import GridSearchCV
+    from xgboost import XGBRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2)).astype(np.float32)
+    y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2 + 0.3 * rng.normal(size=300)
+    grid = {"max_depth": [2, 4], "learning_rate": [0.1, 0.3], "n_estimators": [10, 30, 60]}
+    folds = cv_folds(300, n_splits=4, seed=1)
+    best, table = grid_search(X, y, folds, grid=grid, seed=1)
+    ref = GridSearchCV(XGBRegressor(**FIXED_PARAMS, random_state=1), grid, cv=folds,
+                       scoring="neg_mean_squared_error").fit(X, y)
+    theirs = pd.DataFrame(ref.cv_results_["params"]).assign(rmse=np.sqrt(-ref.cv_results_["mean_test_score"]))
+    merged = table.merge(theirs, on=["max_depth", "learning_rate", "n_estimators"])
+    assert len(merged) == 12
+    np.testing.assert_allclose(merged["cv_rmse"], merged["rmse"], rtol=1e-6)
+    assert best == ref.best_params_
+
+
+def test_cv_folds_random_partition_and_blocked_keep_groups_whole():
+    folds = cv_folds(50, n_splits=5, seed=0)
+    assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(50))
+    groups = np.repeat(np.arange(12), 4)
+    for train, val in cv_folds(48, n_splits=5, groups=groups, seed=0):
+        assert not set(groups[train]) & set(groups[val])
+    with pytest.raises(ValueError, match="too few for 5 blocked CV folds"):
+        cv_folds(8, n_splits=5, groups=np.repeat([0, 1, 2], [3, 3, 2]))
+
+
+def test_parse_grid():
+    assert parse_grid("large")["max_depth"] == [2, 3, 4, 6, 8]
+    assert parse_grid('{"max_depth": [3]}') == {"max_depth": [3]}
+    with pytest.raises(ValueError, match="JSON object"):
+        parse_grid("huge")
+
+
+# ------------------------------------------------------------------------------------ statistics
+def test_anova_tukey_hand_checked():
+    """Groups 1,2,3 / 4,5,6 / 7,8,9: SSB = 54 (df 2), SSW = 6 (df 6), F = 27; for F(2, d2)
+    the p-value is (1 + 2F/d2)^(-d2/2) = 10^-3. Tukey: adjacent means differ by 3 with standard
+    error sqrt(MSW / n) = sqrt(1/3), so q = 3 sqrt(3)."""
+    from scipy.stats import studentized_range
+
+    frame = pd.DataFrame({"representation": np.repeat(["a", "b", "c"], 3), "r2": np.arange(1.0, 10.0),
+                          "split": "random"})
+    anova, tukey = anova_tukey(frame)
+    row = anova.iloc[0]
+    assert (row["df_between"], row["df_within"]) == (2, 6)
+    assert row["F"] == pytest.approx(27.0)
+    assert row["p"] == pytest.approx(1e-3, rel=1e-9)
+    ab = tukey[(tukey.group_a == "a") & (tukey.group_b == "b")].iloc[0]
+    assert ab["mean_diff"] == pytest.approx(-3.0)
+    assert ab["p"] == pytest.approx(studentized_range.sf(3 * np.sqrt(3), 3, 6), rel=1e-4)
+    half_width = studentized_range.ppf(0.95, 3, 6) * np.sqrt(1 / 3)
+    assert (ab["ci_low"], ab["ci_high"]) == (pytest.approx(-3 - half_width, rel=1e-4),
+                                             pytest.approx(-3 + half_width, rel=1e-4))
+    ac = tukey[(tukey.group_a == "a") & (tukey.group_b == "c")].iloc[0]
+    assert ac["p"] == pytest.approx(studentized_range.sf(6 * np.sqrt(3), 3, 6), rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------- targets
+def _image_on(grid_affine, shape, fn):
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    xyz = ijk @ grid_affine[:3, :3].T + grid_affine[:3, 3]
+    return nib.Nifti1Image(fn(xyz).reshape(shape).astype(np.float32), grid_affine)
+
+
+def test_load_targets_resamples_scales_and_excludes_background(store, tmp_path):
+    ds = open_store(store)
+    x, z = ds["x"].values, ds["z"].values
+
+    def ramp(xyz):  # linear in x (reproduced exactly by linear interpolation); 0 above z = 40, NaN below z = -40
+        v = xyz[:, 0] + 200.0
+        v[xyz[:, 2] > 40] = 0.0
+        v[xyz[:, 2] < -40] = np.nan
+        return v
+
+    nib.save(_image_on(MNI_3MM, (61, 73, 61), ramp), tmp_path / "ramp.nii.gz")
+    t = load_targets(tmp_path, ds, interpolation="linear").sel(target="ramp")
+    expected_valid = (z <= 40) & (z >= -40)
+    # the 3 mm grid's planes straddle the cut-offs; the support decides voxels within 3 mm of them
+    clear = (z < 37) & (z > -37)
+    valid = np.isfinite(t.values)
+    assert valid[clear].all() and not valid[(z > 43) | (z < -43)].any()
+    assert int(t["n_excluded"]) == int((~valid).sum()) and int(t["n_valid"]) == int(valid.sum())
+    assert abs(int(t["n_excluded"]) - int((~expected_valid).sum())) <= int(((z >= 37) & (z <= 43)).sum()
+                                                                          + ((z <= -37) & (z >= -43)).sum())
+    assert np.nanmin(t.values) == 0.0 and np.nanmax(t.values) == 1.0
+    xv = x[valid]
+    np.testing.assert_allclose(t.values[valid], (xv - xv.min()) / (xv.max() - xv.min()), atol=1e-5)
+
+
+def test_load_targets_errors(store, tmp_path):
+    ds = open_store(store)
+    with pytest.raises(FileNotFoundError, match="no .nii"):
+        load_targets(tmp_path, ds)
+    with pytest.raises(FileNotFoundError):
+        load_targets(tmp_path / "missing.nii.gz", ds)
+    nib.save(_image_on(MNI_3MM, (61, 73, 61), lambda xyz: np.full(len(xyz), 5.0)), tmp_path / "flat.nii.gz")
+    with pytest.raises(ValueError, match="constant"):
+        load_targets(tmp_path / "flat.nii.gz", ds)
+    native = np.eye(4)  # voxel indices as millimetres: evidently not MNI
+    nib.save(_image_on(native, (256, 256, 20), lambda xyz: xyz[:, 0] + 1), tmp_path / "native.nii.gz")
+    with pytest.raises(ValueError, match="not in MNI space"):
+        load_targets(tmp_path / "native.nii.gz", ds)
+    with pytest.raises(ValueError, match="unique"):
+        load_targets([tmp_path / "flat.nii.gz", tmp_path / "flat.nii.gz"], ds)
+
+
+def test_synthetic_targets_follow_the_truth(store, targets_dir):
+    files = sorted(p.name for p in targets_dir.iterdir())
+    assert files == ["receptor_gradient.nii.gz", "spatial_control.nii.gz"]
+    img = nib.load(targets_dir / "receptor_gradient.nii.gz")
+    grid = mni152_grid(4)
+    assert img.shape == grid.shape and np.allclose(img.affine, grid.affine)
+    data = np.asarray(img.dataobj)
+    assert (data[~grid.mask] == 0).all() and (data[grid.mask] > 0).all()
+    truth = synthetic_target_values(model_from_store(store), grid.xyz, ["receptor_gradient"])["receptor_gradient"]
+    scaled = 100 * (truth - truth.min()) / (truth.max() - truth.min())
+    np.testing.assert_allclose(data[tuple(grid.ijk.T)], np.maximum(scaled, 1e-3), rtol=1e-5, atol=1e-4)
+    assert set(SYNTHETIC_TARGETS) >= {"receptor_gradient", "spatial_control", "myelin_like"}
+
+
+# --------------------------------------------------------------------------------- reconstruction
+def test_reconstruction_table_reads_group_rmse_and_streams_when_missing(store, tmp_path):
+    ds = open_store(store)
+    table = reconstruction_table(store)
+    assert set(table["method"].values) == {"pca", "nmf"}  # ICA has no reconstruction
+    frame = reconstruction_frame(table)
+    assert len(frame) == 4 and set(frame["split"]) == {"random"}
+    labels = ds["split_random"].values
+    X = ds["expression"].values.astype(np.float64)
+    R = read_group(store, "representations/pca/k2")["reconstruction"].values
+    direct = {s: np.sqrt(((R - X)[labels == s] ** 2).mean()) for s in ("train", "test")}
+    row = frame[(frame.method == "pca") & (frame.dim == 2)].iloc[0]
+    assert row["test_rmse"] == pytest.approx(direct["test"], rel=1e-5)
+    assert row["train_rmse"] == pytest.approx(direct["train"], rel=1e-5)
+    streamed = streamed_rmse(store, "representations/pca/k2", labels, ds)
+    assert streamed["test"] == pytest.approx(direct["test"], rel=1e-5)
+    assert row["test_rmse"] > row["train_rmse"] * 0.9  # fitted on train: test is no better
+
+
+def test_reconstruction_without_rmse_variable_and_other_attr_spelling(tmp_path):
+    path = build_store(tmp_path / "s.zarr", resolution=8, genes=40, seed=5, split="blocked")
+    write_representations(path, methods=("pca",), dims=(3,), scheme="blocked", scheme_attr="split",
+                          with_rmse=False)
+    rep = find_representations(path)[0]
+    assert (rep.method, rep.dim, rep.split_scheme) == ("pca", 3, "blocked")
+    frame = reconstruction_frame(reconstruction_table(path))
+    ds = open_store(path)
+    labels = ds["split_blocked"].values
+    X = ds["expression"].values.astype(np.float64)
+    R = read_group(path, rep.group)["reconstruction"].values
+    assert frame.iloc[0]["split"] == "blocked"
+    assert frame.iloc[0]["test_rmse"] == pytest.approx(np.sqrt(((R - X)[labels == "test"] ** 2).mean()), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------- run_evaluation
+def test_run_evaluation_tables_and_store(evaluation, store):
+    result, out = evaluation
+    pred = pd.read_csv(out / "prediction.csv")
+    assert {"representation", "target", "split", "r2", "rmse"} <= set(pred.columns)
+    # default dims=(2,): one row per 2-D representation x target x split scheme
+    assert len(pred) == 3 * 2 * 2
+    assert set(pred["representation"]) == {"pca-k2", "nmf-k2", "ica-k2"}
+    assert set(pred["split"]) == {"random", "blocked"}
+    assert (pred["seed"] == 7).all() and (pred.loc[pred.split == "blocked", "block_mm"] == 16).all()
+    assert (pred["n_train"] + pred["n_test"] + pred["n_excluded"] == open_store(store).sizes["voxel"]).all()
+    # the genes carry the anterior-posterior and dorsal-ventral gradients: PCA predicts them
+    pca = pred[(pred.representation == "pca-k2") & (pred.target == "receptor_gradient")]
+    assert (pca["r2"] > 0.1).all()  # a constant prediction scores <= 0
+    assert (pred["rmse"] > 0).all() and (pred["r2"] < 1).all()
+    recon = pd.read_csv(out / "reconstruction.csv")
+    assert set(recon["method"]) == {"pca", "nmf"} and set(recon["dim"]) == {2, 4}
+    assert (out / "reconstruction.md").read_text().startswith("| method | dim |")
+    saved, maps = load_evaluation(store)
+    merged = pred.merge(saved, on=["representation", "target", "split"], suffixes=("", "_store"))
+    assert len(merged) == len(pred)
+    np.testing.assert_allclose(merged["r2"], merged["r2_store"])
+    assert maps.sizes["target"] == 2 and maps.dims == ("voxel", "target")
+    assert len(result.anova) == 2 and len(result.tukey) == 2 * 3
+    record = json.loads((out / "evaluation.json").read_text())
+    assert record["seed"] == 7 and record["grid"] == SMALL_GRID
+    assert "mean test R²" in result.describe()
+
+
+def test_external_embedding_on_another_grid_matches_the_store(store, targets_dir, tmp_path):
+    """An embedding exported to a 3 mm grid and read back gives the same numbers as the store's."""
+    from nilearn.image import resample_img
+
+    from brainzarr.evaluate.results import read_embedding
+
+    ds = open_store(store)
+    emb = read_embedding(store, "representations/pca/k2", ds)
+    files = []
+    for c in (1, 2):
+        img = resample_img(to_nifti(emb.sel(component=c)), target_affine=MNI_3MM, target_shape=(61, 73, 61),
+                           interpolation="nearest", force_resample=True, copy_header=True)
+        files.append(tmp_path / f"c{c}.nii.gz")
+        nib.save(img, files[-1])
+    loaded = load_embedding(files, ds, name="mine")
+    np.testing.assert_allclose(loaded.values, emb.values, rtol=1e-6)
+    four_d = tmp_path / "both.nii.gz"
+    nib.save(nib.concat_images([nib.load(f) for f in files]), four_d)
+    np.testing.assert_allclose(load_embedding(four_d, ds).values, emb.values, rtol=1e-6)
+
+    result = run_evaluation(store, targets_dir / "receptor_gradient.nii.gz", tmp_path / "out", methods=["pca"],
+                            embeddings={"mine": files}, grid=SMALL_GRID, n_splits=3, seed=1, n_jobs=2,
+                            save_to_store=False)
+    pred = result.prediction.set_index(["representation", "split"])
+    assert set(result.prediction["representation"]) == {"pca-k2", "mine"}
+    for split in ("random", "blocked"):
+        assert pred.loc[("mine", split), "r2"] == pytest.approx(pred.loc[("pca-k2", split), "r2"], abs=1e-9)
+
+
+def test_split_option_and_errors(store, targets_dir, tmp_path):
+    result = run_evaluation(store, targets_dir / "spatial_control.nii.gz", None, methods=["ica"], split="blocked",
+                            grid=SMALL_GRID, n_splits=3, save_to_store=False)
+    assert set(result.prediction["split"]) == {"blocked"} and len(result.prediction) == 1
+    with pytest.raises(ValueError, match="random, blocked or both"):
+        run_evaluation(store, targets_dir, None, split="spatial")
+    with pytest.raises(ValueError, match="no embedding at dims"):
+        run_evaluation(store, targets_dir, None, dims=(64,), save_to_store=False)
+
+
+# --------------------------------------------------------------------------------- report and CLI
+def test_report_links_existing_figures_and_names_both_splits(evaluation, store):
+    _, out = evaluation
+    index = write_report(store, out)
+    page = index.read_text()
+    sources = re.findall(r"<img src='([^']+)'", page)
+    expected = {"figures/rmse_vs_dim.png", "figures/reconstruction_hist.png", "figures/embedding_density.png",
+                "figures/r2_bars.png", "figures/brain_pca-k2.png", "figures/targets_1.png",
+                "figures/embedding_by_receptor_gradient.png"}
+    assert expected <= set(sources)
+    for src in sources:
+        png = plt_image(out / src)
+        assert png.shape[0] > 200 and png.shape[1] > 200 and png.std() > 0.05, src
+    assert "random split</b>: the reference study" in page and "blocked split</b>: the honest split" in page
+    assert "Test R² per target (random / blocked)" in page
+    pred = pd.read_csv(out / "prediction.csv")
+    mean = pred[(pred.representation == "pca-k2") & (pred.split == "blocked")]["r2"].mean()
+    assert f"{mean:.3f}" in page
+
+
+def plt_image(path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)
+
+
+def test_cli_evaluate_and_report(store, targets_dir, tmp_path, capsys):
+    grid = json.dumps(SMALL_GRID)
+    rc = main(["evaluate", str(store), "--targets", str(targets_dir), "--methods", "pca", "nmf", "--grid", grid,
+               "--folds", "3", "--no-store", "-o", str(tmp_path / "e")])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    pred = pd.read_csv(tmp_path / "e" / "prediction.csv")
+    assert set(pred["representation"]) == {"pca-k2", "nmf-k2"} and len(pred) == 2 * 2 * 2
+    assert "pca-k2" in printed and "blocked" in printed and "ANOVA" in printed
+
+    rc = main(["evaluate", str(store), "--targets", str(targets_dir), "--embedding", "oops", "-o", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "NAME=file1.nii.gz" in err and len(err.strip().splitlines()) == 1
+
+    rc = main(["report", str(store), "-o", str(tmp_path / "r"), "--methods", "pca"])
+    assert rc == 0 and (tmp_path / "r" / "index.html").exists()
+    assert "figures/brain_pca-k2.png" in (tmp_path / "r" / "index.html").read_text()
