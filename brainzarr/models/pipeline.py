@@ -1,0 +1,251 @@
+"""Fit a representation on a store's training voxels and write the result back into the store.
+
+:func:`fit_store` is the path every method takes:
+
+1. fit on the ``split == "train"`` voxels (``split_random`` / ``split_blocked`` on request),
+   streamed by the estimator;
+2. one streamed pass over every voxel's row block computes the embedding, the reconstruction
+   (written with the store's gene chunking) and each voxel's squared reconstruction error, in
+   a single dask computation (the reconstruction is computed once and never held whole);
+3. the train and test RMSE follow from the per-voxel errors.
+
+The result is written atomically under ``representations/<method>/k<dim>`` with
+:func:`brainzarr.store.group_writer` (an interruption leaves the store readable and any
+previous result intact) and opens with plain ``xarray.open_zarr(store, group=...)``:
+
+* ``embedding (voxel, component)``, ``reconstruction (voxel, gene)`` (unless
+  ``write_reconstruction=False``), ``voxel_rmse (voxel)`` (error map over genes);
+* ``rmse (split)`` with ``split = ['train', 'test']``. (The voxel coordinate ``split`` of the
+  store is therefore not repeated in results; ``split_random`` and ``split_blocked`` are, and
+  attribute ``split`` names the scheme used.)
+* the model's parameters as arrays ``param_*`` (:meth:`Representation.to_dataset`), so
+  :func:`load_model` rebuilds the fitted estimator without pickles;
+* attributes: method, dim, params, seed, split, n_train, n_test, fit_seconds,
+  transform_seconds, brainzarr version, creation time.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from .. import __version__
+from ..parallel import compute_tasks, progress_enabled
+from ..store import (ResultExistsError, VOXEL_COORDS, check_schema, group_writer, list_groups, open_store,
+                     quiet_zarr, read_group)
+from . import METHODS, get_model_class
+from .streaming import fit_context
+
+__all__ = ["fit_store", "load_model", "rmse_table", "result_group", "make_model", "RESULTS_PREFIX",
+           "MethodUnavailableError"]
+
+RESULTS_PREFIX = "representations"
+_SPLITS = ("train", "test")
+
+
+class MethodUnavailableError(ImportError):
+    """A method whose module (or an optional dependency) is not installed or not written yet."""
+
+
+def result_group(method: str, dim: int) -> str:
+    """The group of a result: ``representations/<method>/k<dim>``."""
+    return f"{RESULTS_PREFIX}/{method}/k{int(dim)}"
+
+
+def model_class(method: str):
+    """The estimator class of ``method``, with a clear error when it cannot be imported."""
+    try:
+        return get_model_class(method)
+    except ModuleNotFoundError as exc:
+        module = f"brainzarr.models.{METHODS[method][0]}"
+        if exc.name == module:
+            raise MethodUnavailableError(f"method {method!r} is not available in this version of brainzarr "
+                                         f"({module} does not exist yet)") from None
+        raise MethodUnavailableError(f"method {method!r} needs the package {exc.name!r}: "
+                                     "pip install 'brainzarr[models]'") from None
+    except AttributeError:
+        raise MethodUnavailableError(f"method {method!r} is not available in this version of brainzarr "
+                                     f"(brainzarr.models.{METHODS[method][0]} has no {METHODS[method][1]})") from None
+
+
+def make_model(method: str, dim: int, *, seed: int = 0, **params):
+    """An unfitted estimator of ``method`` with ``dim`` components, seeded with ``seed``.
+
+    The seed goes to the estimator's ``random_state`` (or ``seed``) parameter.
+
+    Raises
+    ------
+    ValueError
+        For a parameter the estimator does not take.
+    """
+    cls = model_class(method)
+    names = set(cls._get_param_names())
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ValueError(f"{method} does not take {', '.join(unknown)}; its parameters: {', '.join(sorted(names))}")
+    seed_name = next((n for n in ("random_state", "seed") if n in names), None)
+    if seed_name is not None and seed_name not in params:
+        params[seed_name] = int(seed)
+    return cls(n_components=int(dim), **params)
+
+
+def _split_labels(ds: xr.Dataset, split: str | None) -> tuple[str, str, np.ndarray]:
+    """(scheme, coordinate name, labels) of the split to use."""
+    if split is None:
+        scheme = ds.attrs.get("provenance", {}).get("split", {}).get("scheme", "random")
+        return scheme, "split", np.asarray(ds["split"].values)
+    if split not in ("random", "blocked"):
+        raise ValueError(f"split must be 'random' or 'blocked', got {split!r}")
+    return split, f"split_{split}", np.asarray(ds[f"split_{split}"].values)
+
+
+def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: int = 0, split: str | None = None,
+              write_reconstruction: bool = True, progress: bool | None = None, client=None,
+              **params) -> xr.Dataset:
+    """Fit ``method`` with ``dim`` components on a store's training voxels and write the result.
+
+    Parameters
+    ----------
+    store : str or Path
+        A brainzarr store.
+    method : str
+        'pca', 'kpca', 'nmf', 'tsne', 'umap' or 'ae' (see :data:`brainzarr.models.METHODS`).
+    dim : int
+        Number of components.
+    overwrite : bool
+        Replace an existing result of this method and dim.
+    seed : int
+        Seeds the estimator (its ``random_state``); recorded.
+    split : {'random', 'blocked'}, optional
+        Which train/test split to use (default: the store's ``split``); recorded.
+    write_reconstruction : bool
+        Write ``reconstruction (voxel, gene)`` (as large as ``expression``); the RMSE is computed
+        either way.
+    progress : bool, optional
+        Progress bars (default: when stderr is a terminal).
+    client : distributed.Client, optional
+        Run the streamed passes on this cluster.
+    **params
+        Estimator parameters (e.g. ``n_power_iter`` for PCA, ``max_epochs`` for NMF).
+
+    Returns
+    -------
+    xarray.Dataset
+        The written result group, opened lazily.
+
+    Raises
+    ------
+    ResultExistsError
+        The result exists and ``overwrite`` is false (checked before fitting).
+    """
+    store = Path(store)
+    group = result_group(method, dim)
+    ds = open_store(store)
+    if (store / group).exists() and not overwrite:
+        raise ResultExistsError(f"{group} exists in {store}; pass overwrite=True (CLI: --overwrite) to replace it")
+    model = make_model(method, dim, seed=seed, **params)
+    scheme, split_coord, labels = _split_labels(ds, split)
+    train = labels == "train"
+    if not train.any():
+        raise ValueError(f"the store has no training voxels in {split_coord}")
+    show = progress_enabled(progress)
+    X = ds["expression"].data
+
+    start = time.perf_counter()
+    with fit_context(client=client, progress=show):
+        model.fit(X[train])
+    fit_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    out, sse = _result_dataset(ds, model, write_reconstruction)
+    attrs = {**out.attrs, "method": method, "dim": int(dim), "seed": int(seed), "split": scheme,
+             "split_coordinate": split_coord, "n_train": int(train.sum()), "n_test": int((labels == "test").sum()),
+             "fit_seconds": round(fit_seconds, 3), "brainzarr_version": __version__,
+             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    encoding = {name: {"chunks": tuple(c[0] for c in var.chunks)} for name, var in out.data_vars.items()
+                if var.chunks is not None}
+    with group_writer(store, group, overwrite=overwrite) as scratch, quiet_zarr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)  # string coordinates
+        writes = out.to_zarr(str(scratch), mode="w", compute=False, consolidated=False, zarr_format=3,
+                             encoding=encoding)
+        _, sse_values = compute_tasks([writes, sse], client=client, progress=show,
+                                      desc=f"writing {method} k{dim}", track=sse.to_delayed().ravel().tolist())
+        n_genes = X.shape[1]
+        rmse = [float(np.sqrt(sse_values[labels == s].sum() / max((labels == s).sum() * n_genes, 1)))
+                for s in _SPLITS]
+        attrs["transform_seconds"] = round(time.perf_counter() - start, 3)
+        xr.Dataset({"rmse": ("split", np.asarray(rmse))}, coords={"split": list(_SPLITS)}).to_zarr(
+            str(scratch), mode="a", consolidated=False, zarr_format=3)
+        zarr.open_group(str(scratch), mode="r+", zarr_format=3).attrs.update(attrs)
+    return read_group(store, group)
+
+
+def _result_dataset(ds: xr.Dataset, model, write_reconstruction: bool):
+    """The lazy result Dataset (embedding, reconstruction, voxel_rmse, params) and the lazy
+    per-voxel sum of squared errors, sharing one computation of the reconstruction."""
+    X = ds["expression"].data.rechunk({1: -1})
+    Z = model.transform(X)
+    R = model.inverse_transform(Z)
+    sse = ((R - X) ** 2).sum(axis=1, dtype=np.float64)
+    # variables, not DataArrays: a DataArray would bring every voxel coordinate along, 'split' too
+    coords = {c: ds[c].variable for c in ("voxel",) + VOXEL_COORDS if c in ds.coords and c != "split"}
+    coords["gene"] = ds["gene"].variable
+    k = Z.shape[1]
+    data = {"embedding": (("voxel", "component"), Z),
+            "voxel_rmse": (("voxel",), np.sqrt(sse / X.shape[1]).astype(np.float32))}
+    if write_reconstruction:
+        gene_chunk = ds["expression"].chunks[1][0]
+        data["reconstruction"] = (("voxel", "gene"), R.rechunk({1: gene_chunk}))
+    out = xr.Dataset(data, coords={**coords, "component": np.arange(1, k + 1)})
+    params = model.to_dataset()
+    clash = [d for d in params.dims if d in out.dims and params.sizes[d] != out.sizes[d]]
+    if clash:
+        raise ValueError(f"{type(model).__name__}'s parameter arrays use dims {clash} with other sizes "
+                         "than the result's; rename them")
+    out = xr.merge([out, params], combine_attrs="override")
+    out.attrs = dict(params.attrs)
+    if "affine" not in out["i"].attrs:
+        out["i"].attrs.update({k: ds.attrs[k] for k in ("affine", "grid_shape", "space", "resolution_mm")})
+    return out, sse
+
+
+def load_model(store, method: str, dim: int):
+    """The fitted estimator of ``representations/<method>/k<dim>``, rebuilt from its arrays."""
+    result = read_group(store, result_group(method, dim))
+    model = model_class(method).from_dataset(result)
+    if "gene" in result.coords:
+        model.genes_ = result["gene"].values
+    return model
+
+
+def rmse_table(store, *, methods=None, dims=None) -> pd.DataFrame:
+    """Train and test RMSE of every result in the store (optionally of some methods and dims).
+
+    Columns: method, dim, split (the scheme), train_rmse, test_rmse, fit_seconds,
+    transform_seconds; sorted by method (in :data:`~brainzarr.models.METHODS` order) and dim.
+    """
+    check_schema(store)
+    rows = []
+    for group in list_groups(store, RESULTS_PREFIX):
+        with quiet_zarr():
+            node = zarr.open_group(str(Path(store) / group), mode="r", zarr_format=3)
+            attrs = dict(node.attrs)
+            if "rmse" not in node or "method" not in attrs:
+                continue
+            rmse = dict(zip(np.asarray(node["split"][:]).astype(str), np.asarray(node["rmse"][:], dtype=float)))
+        if (methods is not None and attrs["method"] not in methods) or (dims is not None and attrs["dim"] not in dims):
+            continue
+        rows.append({"method": attrs["method"], "dim": int(attrs["dim"]), "split": attrs.get("split"),
+                     "train_rmse": rmse["train"], "test_rmse": rmse["test"],
+                     "fit_seconds": attrs.get("fit_seconds"), "transform_seconds": attrs.get("transform_seconds")})
+    columns = ["method", "dim", "split", "train_rmse", "test_rmse", "fit_seconds", "transform_seconds"]
+    table = pd.DataFrame(rows, columns=columns)
+    order = {m: i for i, m in enumerate(METHODS)}
+    return (table.assign(_order=table["method"].map(lambda m: order.get(m, len(order))))
+            .sort_values(["_order", "dim"]).drop(columns="_order").reset_index(drop=True))
