@@ -4,8 +4,9 @@ Architecture (Ruffle et al. 2024, its public notebook): an encoder
 ``genes -> 500 -> 250 -> 125 -> k`` where every layer is Linear -> BatchNorm1d -> ELU, a
 mirrored decoder ``k -> 125 -> 250 -> 500`` (same layers) and an output layer Linear ->
 sigmoid back to the genes (the data are scaled to [0, 1]). Adam (lr 1e-3), batches of 128,
-loss = mean squared error + ``weight_decay`` x the mean square of all non-bias weights, early
-stopping on a seeded validation part of the training rows. Every size is a parameter.
+loss = mean squared error + ``weight_decay`` x the mean square of all non-bias weights (applied
+as its exact gradient, Adam's L2 ``weight_decay`` on those weights), early stopping on a
+seeded validation part of the training rows. Every size is a parameter.
 
 Data. ``fit`` takes the training rows (NumPy, dask or DataArray). When they fit in memory
 (the GPU's when training on CUDA, else a quarter of the host's available memory;
@@ -301,11 +302,16 @@ class AutoEncoder(Representation):
             torch.manual_seed(int(self.random_state))
             net = build_network(n_features, self.n_components, self.hidden)
         net = net.to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        # the penalty weight_decay * mean(w^2) over the non-bias weights has the gradient
+        # 2 weight_decay / n_weights * w: Adam's (coupled, L2) weight_decay on that group
+        decay = [p for name, p in net.named_parameters() if not name.endswith("bias")]
+        groups = [{"params": decay, "weight_decay": 2 * self.weight_decay / sum(p.numel() for p in decay)},
+                  {"params": [p for name, p in net.named_parameters() if name.endswith("bias")],
+                   "weight_decay": 0.0}]
+        # fused Adam: one kernel per step instead of ~10 passes over the 16M weights (3x on CPU)
+        opt = torch.optim.Adam(groups, lr=self.lr, fused=True)
         amp = _amp_dtype(device, self.mixed_precision)
         scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-        self._penalised = [p for name, p in net.named_parameters() if not name.endswith("bias")]
-        self._n_penalised = sum(p.numel() for p in self._penalised)
         return net, opt, scaler, amp
 
     def _train_step(self, net, opt, scaler, amp, batch):
@@ -314,9 +320,8 @@ class AutoEncoder(Representation):
         with torch.autocast(batch.device.type, dtype=amp, enabled=amp is not None):
             recon = net["decoder"](net["encoder"](batch))
         mse = torch.mean((recon.float() - batch) ** 2)
-        penalty = sum(p.pow(2).sum() for p in self._penalised) / self._n_penalised
         opt.zero_grad(set_to_none=True)
-        scaler.scale(mse + self.weight_decay * penalty).backward()
+        scaler.scale(mse).backward()
         scaler.step(opt)
         scaler.update()
         return mse.detach()
