@@ -117,7 +117,8 @@ class KernelPCA(Representation):
         self.gamma_ = _resolve_gamma(self.gamma, sq, d)
         evals, evecs = np.linalg.eigh(np.exp(-self.gamma_ * sq).astype(np.float64))
         keep = evals > _EIG_FLOOR * evals.max()
-        self.normalization_ = (evecs[:, keep] / np.sqrt(evals[keep])).astype(np.float32)
+        # C order here and after a round trip through the store: identical BLAS results
+        self.normalization_ = np.ascontiguousarray(evecs[:, keep] / np.sqrt(evals[keep]), dtype=np.float32)
         r = int(keep.sum())
         if int(self.n_components) > r:
             raise ValueError(f"n_components={self.n_components} exceeds the rank of the landmark kernel ({r}); "
@@ -175,11 +176,10 @@ class KernelPCA(Representation):
                 loo = float(np.mean((resid / (1 - h)[:, None]) ** 2))
                 if loo < best[0]:
                     best = (loo, g, a)
-        _, self.inverse_gamma_, self.alpha_ = best
-        self.preimage_loo_mse_ = float(best[0])
+        self.preimage_loo_mse_, self.inverse_gamma_, self.alpha_ = (float(v) for v in best)
         K = np.exp(-self.inverse_gamma_ * sqz)
         K[np.diag_indices_from(K)] += self.alpha_
-        self.dual_coef_ = np.linalg.solve(K, Yc).astype(np.float32)
+        self.dual_coef_ = np.ascontiguousarray(np.linalg.solve(K, Yc), dtype=np.float32)
         self.preimage_points_ = Z.astype(np.float32)
 
     # ------------------------------------------------------------------ applying
@@ -187,8 +187,9 @@ class KernelPCA(Representation):
         return (self._features(X) - self.feature_mean_) @ self.components_.T
 
     def _inverse_block(self, Z):
-        K = np.exp(-self.inverse_gamma_ * _sq_dists(Z, self.preimage_points_)).astype(np.float32)
-        return K @ self.dual_coef_ + self.preimage_mean_
+        # distances in float64 (cheap: k columns); the (rows x genes) product in float32
+        sq = _sq_dists(np.asarray(Z, dtype=np.float64), self.preimage_points_.astype(np.float64))
+        return np.exp(-float(self.inverse_gamma_) * sq).astype(np.float32) @ self.dual_coef_ + self.preimage_mean_
 
     # ------------------------------------------------------------------ persistence
     _ARRAYS = {"landmarks": ("landmark", "gene"), "center": ("gene",),

@@ -26,6 +26,7 @@ previous result intact) and opens with plain ``xarray.open_zarr(store, group=...
 from __future__ import annotations
 
 import datetime as _dt
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -46,6 +47,9 @@ __all__ = ["fit_store", "load_model", "rmse_table", "result_group", "make_model"
            "MethodUnavailableError"]
 
 RESULTS_PREFIX = "representations"
+#: where estimators that checkpoint (``checkpoint_dir`` parameter) keep them, inside the store;
+#: a hidden folder, so it is never taken for a result group
+CHECKPOINTS = ".checkpoints"
 _SPLITS = ("train", "test")
 
 
@@ -133,6 +137,9 @@ def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: in
         Run the streamed passes on this cluster.
     **params
         Estimator parameters (e.g. ``n_power_iter`` for PCA, ``max_epochs`` for NMF).
+        Estimators that take ``checkpoint_dir`` get ``<store>/.checkpoints/<method>/k<dim>``
+        unless given (removed once the result is written, so an interrupted fit resumes and a
+        finished one does not), and those that take ``progress`` get this call's setting.
 
     Returns
     -------
@@ -149,12 +156,18 @@ def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: in
     ds = open_store(store)
     if (store / group).exists() and not overwrite:
         raise ResultExistsError(f"{group} exists in {store}; pass overwrite=True (CLI: --overwrite) to replace it")
+    show = progress_enabled(progress)
+    names = set(model_class(method)._get_param_names())
+    checkpoints = store / CHECKPOINTS / method / f"k{int(dim)}"
+    if "checkpoint_dir" in names and params.get("checkpoint_dir") is None:
+        params["checkpoint_dir"] = str(checkpoints)  # an interrupted fit resumes when run again
+    if "progress" in names and params.get("progress") is None:
+        params["progress"] = show
     model = make_model(method, dim, seed=seed, **params)
     scheme, split_coord, labels = _split_labels(ds, split)
     train = labels == "train"
     if not train.any():
         raise ValueError(f"the store has no training voxels in {split_coord}")
-    show = progress_enabled(progress)
     X = ds["expression"].data
 
     start = time.perf_counter()
@@ -183,6 +196,8 @@ def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: in
         xr.Dataset({"rmse": ("split", np.asarray(rmse))}, coords={"split": list(_SPLITS)}).to_zarr(
             str(scratch), mode="a", consolidated=False, zarr_format=3)
         zarr.open_group(str(scratch), mode="r+", zarr_format=3).attrs.update(attrs)
+    if params.get("checkpoint_dir") == str(checkpoints):
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the result is written: the next fit starts afresh
     return read_group(store, group)
 
 

@@ -1,0 +1,221 @@
+"""PCA, NMF and kernel PCA: streamed (dask, several row blocks) against in-memory results and
+against scikit-learn, on a synthetic 8 mm store with 300 genes."""
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA as SKPCA
+from sklearn.decomposition import KernelPCA as SKKernelPCA
+
+from brainzarr.models import get_model_class
+from brainzarr.models.kpca import KernelPCA
+from brainzarr.models.nmf import NMF
+from brainzarr.models.pca import PCA
+from brainzarr.models.streaming import block_reduce, fit_context, stream_blocks
+from brainzarr.store import open_store
+
+from linear_fixtures import chunked_store  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def data(chunked_store):  # noqa: F811
+    ds = open_store(chunked_store)
+    train = ds["split"].values == "train"
+    X = ds["expression"].data
+    assert X.numblocks[0] > 4  # the streamed paths really see several row blocks
+    Xn = X.compute()
+    return {"dask": X[train], "train": Xn[train], "test": Xn[~train]}
+
+
+def rmse(a, b):
+    return float(np.sqrt(np.mean((np.asarray(a, dtype=np.float64) - b) ** 2)))
+
+
+def test_registry():
+    assert get_model_class("pca") is PCA
+    assert get_model_class("nmf") is NMF
+    assert get_model_class("kpca") is KernelPCA
+
+
+# ------------------------------------------------------------------------- streaming helpers
+def test_block_reduce_sums_every_row_once(data):
+    X = data["dask"]
+    n, s = block_reduce(X, lambda B: (len(B), B.sum(axis=0, dtype=np.float64)))
+    assert n == X.shape[0]
+    np.testing.assert_allclose(s, data["train"].sum(axis=0, dtype=np.float64), rtol=1e-10)
+
+
+def test_shuffled_blocks_cover_the_rows_once_in_another_order(data):
+    X = data["dask"]
+    ordered = np.concatenate(list(stream_blocks(X)))
+    shuffled = list(stream_blocks(X, rng=np.random.default_rng(0)))
+    assert [len(b) for b in shuffled] != [len(b) for b in stream_blocks(X)] or \
+        not np.array_equal(np.concatenate(shuffled), ordered)
+    np.testing.assert_array_equal(np.sort(np.concatenate(shuffled), axis=0), np.sort(ordered, axis=0))
+
+
+# ------------------------------------------------------------------------- PCA
+@pytest.mark.parametrize("solver", ["randomized", "covariance"])
+def test_pca_streamed_equals_in_memory(data, solver):
+    streamed = PCA(8, solver=solver).fit(data["dask"])
+    memory = PCA(8, solver=solver).fit(data["train"])
+    np.testing.assert_allclose(streamed.components_, memory.components_, atol=2e-4)
+    np.testing.assert_allclose(streamed.explained_variance_, memory.explained_variance_, rtol=1e-5)
+    np.testing.assert_allclose(streamed.transform(data["test"]), memory.transform(data["test"]), atol=1e-3)
+    lazy = streamed.transform(da.from_array(data["test"], chunks=(100, 64)))
+    assert isinstance(lazy, da.Array)
+    np.testing.assert_allclose(lazy.compute(), streamed.transform(data["test"]), atol=1e-5)
+
+
+def test_pca_test_rmse_within_one_percent_of_sklearn_at_every_dim(data):
+    for k in (2, 4, 8, 16, 32, 64, 128):
+        ref = SKPCA(k, svd_solver="full").fit(data["train"])
+        ref_rmse = rmse(ref.inverse_transform(ref.transform(data["test"])), data["test"])
+        ours = PCA(k).fit(data["dask"])
+        our_rmse = rmse(ours.inverse_transform(ours.transform(data["test"])), data["test"])
+        assert our_rmse <= 1.01 * ref_rmse, (k, our_rmse, ref_rmse)
+
+
+def test_pca_covariance_solver_is_exact(data):
+    ref = SKPCA(16, svd_solver="full").fit(data["train"].astype(np.float64))  # float64 reference
+    ours = PCA(16, solver="covariance").fit(data["dask"])
+    np.testing.assert_allclose(ours.explained_variance_, ref.explained_variance_, rtol=1e-6)
+    np.testing.assert_allclose(ours.explained_variance_ratio_, ref.explained_variance_ratio_, rtol=1e-6)
+    np.testing.assert_allclose(ours.singular_values_, ref.singular_values_, rtol=1e-6)
+    np.testing.assert_allclose(ours.mean_, ref.mean_, atol=1e-6)
+    # same axes up to sign
+    np.testing.assert_allclose(np.abs(np.sum(ours.components_ * ref.components_, axis=1)), 1, atol=1e-4)
+
+
+def test_pca_randomized_needs_its_power_iterations_on_a_slow_spectrum():
+    rng = np.random.default_rng(0)
+    n, d = 1500, 400
+    spectrum = 1 / np.sqrt(np.arange(1, d + 1))  # slowly decaying, like expression data
+    U, _ = np.linalg.qr(rng.standard_normal((n, d)))
+    V, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    X = ((U * spectrum) @ V.T).astype(np.float32) + 0.5
+    exact = PCA(20, solver="covariance").fit(X).explained_variance_.sum()
+    fast = PCA(20, n_power_iter=1).fit(X).explained_variance_.sum()
+    good = PCA(20, n_power_iter=6).fit(X).explained_variance_.sum()
+    assert abs(good - exact) / exact < abs(fast - exact) / exact
+    assert abs(good - exact) / exact < 5e-3
+
+
+def test_pca_is_seeded(data):
+    a = PCA(16, n_power_iter=1, random_state=1).fit(data["train"]).components_
+    b = PCA(16, n_power_iter=1, random_state=1).fit(data["train"]).components_
+    c = PCA(16, n_power_iter=1, random_state=2).fit(data["train"]).components_
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_pca_rejects_too_many_components(data):
+    with pytest.raises(ValueError, match="n_components"):
+        PCA(400).fit(data["train"])
+    with pytest.raises(ValueError, match="solver"):
+        PCA(2, solver="svd").fit(data["train"])
+
+
+def test_pca_on_a_dask_cluster_equals_local(data):
+    distributed = pytest.importorskip("distributed")
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        with fit_context(client=client):
+            remote = PCA(8).fit(data["dask"])
+    local = PCA(8).fit(data["dask"])
+    np.testing.assert_allclose(remote.components_, local.components_, atol=1e-5)
+
+
+# ------------------------------------------------------------------------- NMF
+@pytest.fixture(scope="module")
+def nmf_models(data):
+    return {k: NMF(k, max_epochs=15).fit(data["dask"]) for k in (2, 4, 8, 16)}
+
+
+def test_nmf_is_non_negative(nmf_models, data):
+    model = nmf_models[8]
+    W = model.transform(data["test"])
+    assert (model.components_ >= 0).all() and (W >= 0).all()
+    assert (model.inverse_transform(W) >= 0).all()
+
+
+def test_nmf_rmse_falls_with_dim_and_nears_sklearn(nmf_models, data):
+    from sklearn.decomposition import NMF as SKNMF
+
+    errors = [rmse(m.inverse_transform(m.transform(data["test"])), data["test"]) for m in nmf_models.values()]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    ref = SKNMF(8, init="nndsvda", max_iter=400).fit(data["train"])
+    ref_rmse = rmse(ref.inverse_transform(ref.transform(data["test"])), data["test"])
+    assert errors[2] < 1.03 * ref_rmse
+
+
+def test_nmf_training_loss_decreases(nmf_models):
+    loss = nmf_models[16].loss_
+    assert len(loss) > 2 and np.all(np.diff(loss) <= 1e-9 * loss[0])
+
+
+def test_nmf_streamed_equals_in_memory(data):
+    # a fixed number of sweeps per W solve: each voxel's W is then independent of the blocking
+    settings = dict(max_epochs=8, w_tol=0, w_max_iter=30)
+    streamed = NMF(4, **settings).fit(data["dask"])
+    memory = NMF(4, **settings).fit(data["train"])
+    np.testing.assert_allclose(memory.components_, streamed.components_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(memory.loss_, streamed.loss_, rtol=1e-5)
+
+
+def test_nmf_minibatch_solver_learns(data):
+    model = NMF(4, solver="minibatch", batch_size=256, max_epochs=5).fit(data["dask"])
+    W = model.transform(data["test"])
+    assert (model.components_ >= 0).all() and (W >= 0).all()
+    mean_rmse = rmse(data["train"].mean(axis=0), data["test"])
+    assert rmse(model.inverse_transform(W), data["test"]) < 0.85 * mean_rmse
+
+
+def test_nmf_rejects_negative_data(data):
+    with pytest.raises(ValueError, match="non-negative"):
+        NMF(2, max_epochs=2).fit(data["train"] - 0.5)
+
+
+# ------------------------------------------------------------------------- kernel PCA
+def test_kpca_with_every_row_a_landmark_matches_exact_kernel_pca(data):
+    X = data["train"][:300]
+    gamma = 0.01
+    exact = SKKernelPCA(5, kernel="rbf", gamma=gamma).fit(X)
+    ours = KernelPCA(5, gamma=gamma, n_landmarks=len(X)).fit(X)
+    Z_exact, Z_ours = exact.transform(data["test"]), ours.transform(data["test"])
+    signs = np.sign(np.sum(Z_exact * Z_ours, axis=0))
+    np.testing.assert_allclose(Z_ours * signs, Z_exact, atol=2e-3 * np.abs(Z_exact).max())
+
+
+def test_kpca_reconstruction_beats_the_mean_and_learns_its_preimage(data):
+    mean_rmse = rmse(data["train"].mean(axis=0), data["test"])
+    errors = []
+    for k in (2, 8):
+        model = KernelPCA(k, n_landmarks=600).fit(data["dask"])
+        errors.append(rmse(model.inverse_transform(model.transform(data["test"])), data["test"]))
+        assert model.alpha_ > 0 and model.inverse_gamma_ > 0
+    assert errors[0] < 0.9 * mean_rmse and errors[1] < errors[0]
+
+
+def test_kpca_streamed_equals_in_memory(data):
+    a = KernelPCA(4, n_landmarks=400, gamma="median").fit(data["dask"])
+    b = KernelPCA(4, n_landmarks=400, gamma="median").fit(data["train"])
+    assert a.gamma_ == pytest.approx(b.gamma_)
+    np.testing.assert_allclose(a.transform(data["test"]), b.transform(data["test"]), atol=1e-3)
+    np.testing.assert_allclose(a.inverse_transform(a.transform(data["test"])),
+                               b.inverse_transform(b.transform(data["test"])), atol=1e-3)
+
+
+def test_kpca_rejects_other_kernels(data):
+    with pytest.raises(ValueError, match="rbf"):
+        KernelPCA(2, kernel="poly").fit(data["train"])
+
+
+@pytest.mark.parametrize("model", [PCA(3), NMF(3, max_epochs=3), KernelPCA(3, n_landmarks=200)],
+                         ids=["pca", "nmf", "kpca"])
+def test_parameters_round_trip_as_arrays(model, data):
+    model.fit(data["train"])
+    params = model.to_dataset()
+    assert all(v.dtype != object for v in params.data_vars.values())
+    again = type(model).from_dataset(params)
+    np.testing.assert_array_equal(again.transform(data["test"]), model.transform(data["test"]))
+    Z = model.transform(data["test"])
+    np.testing.assert_array_equal(again.inverse_transform(Z), model.inverse_transform(Z))

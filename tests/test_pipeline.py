@@ -1,0 +1,233 @@
+"""fit_store / load_model / rmse_table and ``brainzarr fit``: results written back into the store."""
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from brainzarr.cli import main
+from brainzarr.models import METHODS
+from brainzarr.models.pca import PCA
+from brainzarr.models.pipeline import (MethodUnavailableError, fit_store, load_model, make_model, model_class,
+                                       rmse_table)
+from brainzarr.store import ResultExistsError, list_groups, open_store
+
+from linear_fixtures import CHUNKS, chunked_store  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def store(chunked_store, tmp_path_factory):  # noqa: F811
+    """A private copy: these tests write results into it."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("pipeline") / "c8.zarr"
+    shutil.copytree(chunked_store, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pca8(store):
+    return fit_store(store, "pca", 8)
+
+
+def _np_rmse(a, b):
+    return float(np.sqrt(np.mean((np.asarray(a, dtype=np.float64) - b) ** 2)))
+
+
+def test_result_opens_with_plain_xarray(store, pca8):
+    result = xr.open_zarr(store, group="representations/pca/k8", consolidated=False)
+    ds = open_store(store)
+    assert result["embedding"].dims == ("voxel", "component")
+    assert result["embedding"].shape == (ds.sizes["voxel"], 8)
+    assert result["reconstruction"].dims == ("voxel", "gene")
+    assert result["reconstruction"].encoding["chunks"] == CHUNKS  # the store's chunking
+    assert result["rmse"].dims == ("split",) and list(result["split"].values) == ["train", "test"]
+    assert {"param_components", "param_mean", "param_explained_variance"} <= set(result.data_vars)
+    np.testing.assert_array_equal(result["gene"].values, ds["gene"].values)
+    np.testing.assert_array_equal(result["x"].values, ds["x"].values)
+    assert result["i"].attrs["affine"] == ds.attrs["affine"]  # grid travels with the voxels
+    attrs = result.attrs
+    assert attrs["method"] == "pca" and attrs["dim"] == 8 and attrs["seed"] == 0 and attrs["split"] == "random"
+    assert attrs["params"]["n_components"] == 8 and attrs["fit_seconds"] > 0 and attrs["transform_seconds"] > 0
+    assert attrs["n_train"] == int((ds["split"] == "train").sum())
+    json.dumps(attrs)
+
+
+def test_rmse_and_reconstruction_agree_with_a_recomputation(store, pca8):
+    ds = open_store(store)
+    X = ds["expression"].values
+    split = ds["split"].values
+    R = pca8["reconstruction"].values
+    for name, value in zip(pca8["split"].values, pca8["rmse"].values):
+        assert value == pytest.approx(_np_rmse(R[split == name], X[split == name]), rel=1e-5)
+    np.testing.assert_allclose(pca8["voxel_rmse"].values, np.sqrt(np.mean((R - X) ** 2, axis=1)), rtol=1e-4)
+    # the fit saw the training voxels only: an in-memory PCA on them gives the same reconstruction
+    ref = PCA(8).fit(X[split == "train"])
+    np.testing.assert_allclose(R, ref.inverse_transform(ref.transform(X)), atol=2e-4)
+
+
+def test_load_model_round_trip(store, pca8):
+    model = load_model(store, "pca", 8)
+    X = open_store(store)["expression"].values
+    np.testing.assert_allclose(model.transform(X), pca8["embedding"].values, atol=1e-5)
+    np.testing.assert_allclose(model.inverse_transform(pca8["embedding"].values), pca8["reconstruction"].values,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("method, params", [("nmf", {"max_epochs": 3}), ("kpca", {"n_landmarks": 300})])
+def test_other_linear_methods_write_back_and_reload(store, method, params):
+    result = fit_store(store, method, 4, **params)
+    X = open_store(store)["expression"].values
+    model = load_model(store, method, 4)
+    np.testing.assert_allclose(model.transform(X[:200]), result["embedding"].values[:200], atol=1e-5)
+    train, test = result["rmse"].values
+    assert 0 < train < 0.3 and 0 < test < 0.3
+    if method == "nmf":
+        assert float(result["reconstruction"].min()) >= 0
+
+
+def test_refit_without_overwrite_raises_before_fitting(store, pca8, monkeypatch):
+    monkeypatch.setattr(PCA, "_fit", lambda self, X: pytest.fail("fitted before checking"))
+    with pytest.raises(ResultExistsError, match="overwrite"):
+        fit_store(store, "pca", 8)
+
+
+def test_interrupted_fit_keeps_the_previous_result(store, pca8, monkeypatch):
+    before = xr.open_zarr(store, group="representations/pca/k8", consolidated=False)
+    embedding = before["embedding"].values
+    calls = {"n": 0}
+    original = PCA._inverse_block
+
+    def failing(self, Z):
+        calls["n"] += 1
+        if calls["n"] == 3:  # in the middle of the writing pass
+            raise RuntimeError("interrupted")
+        return original(self, Z)
+
+    monkeypatch.setattr(PCA, "_inverse_block", failing)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit_store(store, "pca", 8, overwrite=True, seed=5)
+    assert calls["n"] >= 3
+    after = xr.open_zarr(store, group="representations/pca/k8", consolidated=False)
+    np.testing.assert_array_equal(after["embedding"].values, embedding)
+    assert after.attrs["seed"] == 0
+    leftovers = [p.name for p in (store / "representations" / "pca").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    assert "representations/pca/k8" in list_groups(store)
+    open_store(store)  # the store itself is fine
+
+
+def test_overwrite_replaces(store, pca8):
+    result = fit_store(store, "pca", 8, overwrite=True, seed=3, n_power_iter=2)
+    assert result.attrs["seed"] == 3 and result.attrs["params"]["n_power_iter"] == 2
+    assert result.attrs["params"]["random_state"] == 3
+
+
+def test_blocked_split_is_used_and_recorded(store):
+    result = fit_store(store, "pca", 2, split="blocked", write_reconstruction=False)
+    ds = open_store(store)
+    blocked = ds["split_blocked"].values
+    assert result.attrs["split"] == "blocked" and result.attrs["split_coordinate"] == "split_blocked"
+    assert result.attrs["n_train"] == int((blocked == "train").sum())
+    assert "reconstruction" not in result
+    ref = PCA(2).fit(ds["expression"].values[blocked == "train"])
+    X = ds["expression"].values
+    test_rmse = _np_rmse(ref.inverse_transform(ref.transform(X[blocked == "test"])), X[blocked == "test"])
+    assert float(result["rmse"].sel(split="test")) == pytest.approx(test_rmse, rel=1e-4)
+
+
+def test_rmse_table(store, pca8):
+    table = rmse_table(store)
+    assert list(table.columns[:5]) == ["method", "dim", "split", "train_rmse", "test_rmse"]
+    row = table[(table["method"] == "pca") & (table["dim"] == 8)].iloc[0]
+    result = xr.open_zarr(store, group="representations/pca/k8", consolidated=False)
+    assert row["test_rmse"] == pytest.approx(float(result["rmse"].sel(split="test")))
+    assert list(rmse_table(store, methods=["pca"], dims=[8])["dim"]) == [8]
+
+
+def test_on_a_dask_cluster_gives_the_local_result(store, pca8):
+    distributed = pytest.importorskip("distributed")
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
+        result = fit_store(store, "pca", 3, client=client)
+    local = PCA(3).fit(open_store(store)["expression"].values[open_store(store)["split"].values == "train"])
+    np.testing.assert_allclose(result["param_components"].values, local.components_, atol=1e-4)
+
+
+def test_parameter_errors_are_clear(store):
+    with pytest.raises(ValueError, match="does not take bogus"):
+        make_model("pca", 2, bogus=1)
+    with pytest.raises(ValueError, match="unknown method"):
+        fit_store(store, "svd", 2)
+    with pytest.raises(ValueError, match="split"):
+        fit_store(store, "pca", 5, split="diagonal")
+
+
+class _Checkpointing(PCA):
+    """A PCA that says it checkpoints, to see what fit_store hands such estimators."""
+
+    method = "ckpt"
+
+    def __init__(self, n_components=2, *, checkpoint_dir=None, progress=None, fail=False, random_state=0):
+        super().__init__(n_components, random_state=random_state)
+        self.checkpoint_dir = checkpoint_dir
+        self.progress = progress
+        self.fail = fail
+
+    def _fit(self, X):
+        from pathlib import Path
+
+        Path(self.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.checkpoint_dir) / "checkpoint.pt").write_text("epoch 1")
+        if self.fail:
+            raise KeyboardInterrupt
+        super()._fit(X)
+
+
+def test_checkpointing_estimators_get_a_folder_kept_until_the_result_is_written(store, monkeypatch):
+    import sys
+    import types
+
+    module = types.ModuleType("brainzarr.models.ckpt_for_tests")
+    module.Checkpointing = _Checkpointing
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(METHODS, "ckpt", ("ckpt_for_tests", "Checkpointing"))
+    folder = store / ".checkpoints" / "ckpt" / "k2"
+    with pytest.raises(KeyboardInterrupt):
+        fit_store(store, "ckpt", 2, fail=True)
+    assert (folder / "checkpoint.pt").exists()  # an interrupted fit leaves its checkpoint to resume from
+    result = fit_store(store, "ckpt", 2)
+    assert result.attrs["params"]["checkpoint_dir"] == str(folder)
+    assert result.attrs["params"]["progress"] is False
+    assert not folder.exists()
+    assert not any("checkpoints" in g for g in list_groups(store))
+
+
+def test_unavailable_method_is_reported(monkeypatch):
+    monkeypatch.setitem(METHODS, "later", ("not_written_yet", "Later"))
+    with pytest.raises(MethodUnavailableError, match="not available"):
+        model_class("later")
+
+
+def test_cli_fit_prints_the_table_and_writes(store, capsys):
+    assert main(["fit", str(store), "--methods", "pca,nmf", "--dims", "5,6", "--max-epochs", "2",
+                 "--option", "pca.n_power_iter=2", "--no-reconstruction"]) == 0
+    out = capsys.readouterr().out
+    assert "test_rmse" in out and "nmf" in out
+    assert {"representations/pca/k6", "representations/nmf/k6"} <= set(list_groups(store))
+    nmf = xr.open_zarr(store, group="representations/nmf/k6", consolidated=False)
+    assert nmf.attrs["params"]["max_epochs"] == 2  # generic flag reached the method that takes it
+    pca = xr.open_zarr(store, group="representations/pca/k6", consolidated=False)
+    assert pca.attrs["params"]["n_power_iter"] == 2
+
+
+def test_cli_fit_errors_are_one_line(store, capsys):
+    assert main(["fit", str(store), "--methods", "pca", "--dims", "8"]) == 1  # exists
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert main(["fit", str(store), "--methods", "pca,svd", "--dims", "2"]) == 1
+    assert "unknown method" in capsys.readouterr().err
+    assert main(["fit", str(store), "--methods", "pca", "--dims", "2", "--option", "pca.bogus=1"]) == 1
+    assert "bogus" in capsys.readouterr().err
+    assert main(["fit", str(store), "--methods", "pca", "--dims", "8,9", "--skip-existing",
+                 "--no-reconstruction"]) == 0
+    assert "pca k8: exists, skipped" in capsys.readouterr().out
