@@ -25,15 +25,13 @@ Both are deterministic given their seed (the MLP on CPU).
 from __future__ import annotations
 
 import numpy as np
-from sklearn import config_context
-from sklearn.neighbors import NearestNeighbors
+
+from .knn import NeighbourIndex
 
 __all__ = ["DECODERS", "make_decoder", "KNNDecoder", "MLPDecoder"]
 
 #: rows per forward pass of the MLP and per neighbour query
 PREDICT_ROWS = 4096
-#: working memory (MiB) of scikit-learn's blocked distance computations
-KNN_WORKING_MEMORY = 128
 
 
 def make_decoder(kind: str = "knn", options: dict | None = None, *, random_state: int = 0, device: str = "auto"):
@@ -46,20 +44,6 @@ def make_decoder(kind: str = "knn", options: dict | None = None, *, random_state
         options.setdefault("device", device)
         return MLPDecoder(**options)
     raise ValueError(f"unknown decoder {kind!r}; choose from {', '.join(DECODERS)}")
-
-
-def exact_neighbours(reference: np.ndarray):
-    """An exact (brute-force, deterministic) Euclidean nearest-neighbour index over ``reference``."""
-    return NearestNeighbors(algorithm="brute").fit(np.ascontiguousarray(reference, dtype=np.float32))
-
-
-def query_neighbours(index, X: np.ndarray, k: int):
-    """(distances, indices) of the ``k`` nearest reference rows of each row of X, nearest first."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    k = min(int(k), index.n_samples_fit_)
-    with config_context(working_memory=KNN_WORKING_MEMORY):
-        dist, idx = index.kneighbors(X, n_neighbors=k)
-    return dist.astype(np.float32), idx
 
 
 class KNNDecoder:
@@ -81,13 +65,13 @@ class KNNDecoder:
     def fit(self, Z: np.ndarray, T: np.ndarray):
         """Remember the training pairs (embedding Z, targets T) and index Z."""
         self.targets_ = np.asarray(T, dtype=np.float32)
-        self.index_ = exact_neighbours(Z)
+        self.index_ = NeighbourIndex(Z)
         return self
 
     def predict(self, Z: np.ndarray) -> np.ndarray:
         out = np.empty((len(Z), self.targets_.shape[1]), dtype=np.float32)
         for a in range(0, len(Z), PREDICT_ROWS):
-            dist, idx = query_neighbours(self.index_, Z[a:a + PREDICT_ROWS], self.n_neighbors)
+            dist, idx = self.index_.query(Z[a:a + PREDICT_ROWS], self.n_neighbors)
             # a point on a training voxel (distance 0) takes that voxel's targets: its weight dominates
             w = 1.0 / np.maximum(dist, 1e-12)
             w /= w.sum(axis=1, keepdims=True)

@@ -18,7 +18,7 @@ Pipeline of a neighbour embedding in brainzarr
 Out-of-sample transform
 -----------------------
 A row is projected on the PCA basis and its nearest training voxels are found exactly (brute
-force, deterministic). A row that coincides with a training voxel (distance below 1e-5 of
+force, ties broken by training index: :mod:`.knn`). A row that coincides with a training voxel (distance below 1e-5 of
 the scores' RMS norm; at 4 mm many voxels are exact copies, as each takes its nearest
 sample) gets that voxel's fitted position (the first of several identical ones), so training
 voxels keep their embedding up to such duplicates. Every
@@ -40,12 +40,15 @@ import xarray as xr
 
 from ..parallel import progress_enabled
 from .base import Representation
-from .decoder import exact_neighbours, make_decoder, query_neighbours
+from .decoder import make_decoder
+from .knn import NeighbourIndex
 
 __all__ = ["NeighbourEmbedding", "fit_progress"]
 
 #: rows coinciding with a training voxel: distance below this fraction of the scores' RMS norm
 MATCH_TOL = 1e-5
+#: rows per float64 block of the PCA projection (512 x 15,633 genes x 8 bytes = 64 MB)
+SCORE_ROWS = 512
 
 
 def fit_progress() -> bool:
@@ -64,6 +67,7 @@ class NeighbourEmbedding(Representation):
     Subclasses set the parameters ``n_components``, ``pca_components``, ``decoder``,
     ``decoder_components``, ``decoder_options``, ``random_state`` (and ``device``) and implement
 
+    * ``_check_params()``: validate parameters (called before the PCA pass);
     * ``_embed(S) -> Y``: embed the training voxels' PCA inputs S (n, p);
     * ``_placement_neighbours() -> k``: training neighbours ``_place`` needs;
     * ``_place(S, dist, idx) -> Y``: place new rows given their k nearest training voxels;
@@ -86,6 +90,8 @@ class NeighbourEmbedding(Representation):
         for name in ("pca_components", "decoder_components"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self._check_params()  # before the PCA pass, so bad settings fail at once
+        decoder = self._new_decoder()
         q = min(max(int(self.pca_components), int(self.decoder_components)), n, g)
         pca = PCA(n_components=q, random_state=self.random_state).fit(X)
         scores = pca.transform(X)
@@ -97,7 +103,7 @@ class NeighbourEmbedding(Representation):
         self._index_cache = None
         self.embedding_ = np.ascontiguousarray(self._embed(self.train_scores_[:, :self.n_inputs_]),
                                                dtype=np.float32)
-        self.decoder_ = self._new_decoder().fit(self.embedding_, self.train_scores_[:, :self.n_decoded_])
+        self.decoder_ = decoder.fit(self.embedding_, self.train_scores_[:, :self.n_decoded_])
 
     @property
     def n_inputs_(self) -> int:
@@ -115,22 +121,33 @@ class NeighbourEmbedding(Representation):
 
     # ------------------------------------------------------------------ applying
     def _scores(self, X: np.ndarray, width: int) -> np.ndarray:
-        return (X - self.pca_mean_) @ self.pca_components_[:width].T
+        """PCA scores, computed in float64 and rounded to float32.
+
+        BLAS picks different kernels for different numbers of rows, so a float32 product's last
+        bits depend on the block a row is in; UMAP's transform seeds each point's negative
+        sampling from the bits of its start, so those bits must not. Rounding the float64
+        product makes them a function of the row alone.
+        """
+        C = self.pca_components_[:width].astype(np.float64).T
+        out = np.empty((len(X), width), dtype=np.float32)
+        for a in range(0, len(X), SCORE_ROWS):
+            out[a:a + SCORE_ROWS] = (X[a:a + SCORE_ROWS] - self.pca_mean_).astype(np.float64) @ C
+        return out
 
     def _neighbour_index(self):
         if getattr(self, "_index_cache", None) is None:
             S = self.train_scores_[:, :self.n_inputs_]
             tol = MATCH_TOL * float(np.sqrt(np.mean(np.sum(S.astype(np.float64) ** 2, axis=1))))
-            self._index_cache = (exact_neighbours(S), tol)
+            self._index_cache = (NeighbourIndex(S), tol)
         return self._index_cache
 
     def _transform_block(self, X):
-        S = np.ascontiguousarray(self._scores(X, self.n_inputs_), dtype=np.float32)
+        S = self._scores(X, self.n_inputs_)
         out = np.empty((len(S), self._embedding_width()), dtype=np.float32)
         if len(S) == 0:
             return out
         index, tol = self._neighbour_index()
-        dist, idx = query_neighbours(index, S, self._placement_neighbours())
+        dist, idx = index.query(S, self._placement_neighbours())
         same = dist[:, 0] <= tol
         if same.any():  # identical training voxels: the first of them, so equal rows map alike
             ties = np.where(dist[same] <= tol, idx[same], np.iinfo(idx.dtype).max)
@@ -170,6 +187,9 @@ class NeighbourEmbedding(Representation):
             ds = ds.assign_coords(gene=np.asarray(self.genes_))
         ds.attrs["n_train"] = int(self.embedding_.shape[0])
         return ds
+
+    def _check_params(self) -> None:
+        pass
 
     def _extra_arrays(self) -> dict:
         return {}

@@ -153,6 +153,9 @@ class TSNE(NeighbourEmbedding):
                              f"n_components={d}; use 'exact' or 'auto'")
         return method
 
+    def _check_params(self):
+        self._gradient_method()
+
     def _objective(self, method: str):
         if method == "exact":
             from .autoencoder import resolve_device

@@ -22,10 +22,12 @@ So brainzarr stores the training PCA scores, the training embedding and the curv
 ``optimize_layout_euclidean`` with the training embedding fixed): exact nearest training
 neighbours, membership strengths, a start at the membership-weighted mean of their
 positions, then ``transform_n_epochs`` epochs of SGD with negative sampling (learning rate a
-quarter of ``learning_rate``, as umap-learn). Two changes make each point's placement
+quarter of ``learning_rate``, as umap-learn). Three changes make each point's placement
 independent of the others in its block: edges are sampled in proportion to their strength
-relative to the strongest possible membership (1), not the batch's strongest, and the epoch
-count is fixed. umap-learn already seeds each point's negative sampling from the point's
+relative to the strongest possible membership (1), not the batch's strongest; the epoch
+count is fixed; and the bandwidth floor of ``smooth_knn_dist`` (a thousandth of the mean
+neighbour distance, for near-duplicates) is taken per point, not over the batch. Neighbour ties
+(identical training voxels) are broken by index (:mod:`.knn`). umap-learn already seeds each point's negative sampling from the point's
 start; with the fixed ``random_state`` the transform is deterministic, and a dask transform
 equals the in-memory one. Training voxels keep their fitted positions (:mod:`.neighbour`).
 
@@ -38,7 +40,7 @@ import warnings
 
 import numpy as np
 
-from .decoder import exact_neighbours, query_neighbours
+from .knn import NeighbourIndex
 from .neighbour import NeighbourEmbedding, fit_progress
 
 __all__ = ["UMAP"]
@@ -115,17 +117,21 @@ class UMAP(NeighbourEmbedding):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
+    def _check_params(self):
+        if int(self.n_neighbors) < 2:
+            raise ValueError(f"n_neighbors must be at least 2, got {self.n_neighbors}")
+        if int(self.transform_n_epochs) < 1:
+            raise ValueError(f"transform_n_epochs must be at least 1, got {self.transform_n_epochs}")
+
     def _embed(self, S):
         import umap
 
         n, d = len(S), int(self.n_components)
         k = int(self.n_neighbors)
-        if k < 2:
-            raise ValueError(f"n_neighbors must be at least 2, got {k}")
         if n <= max(k, d + 1):
             raise ValueError(f"UMAP with n_neighbors={k} and n_components={d} needs more than "
                              f"{max(k, d + 1)} training voxels, got {n}")
-        dist, idx = query_neighbours(exact_neighbours(S), S, k)  # each voxel's own row included
+        dist, idx = NeighbourIndex(S).query(S, k)  # each voxel's own row included
         model = umap.UMAP(n_neighbors=k, n_components=d, min_dist=float(self.min_dist),
                           spread=float(self.spread), n_epochs=self.n_epochs,
                           learning_rate=float(self.learning_rate),
@@ -152,8 +158,11 @@ class UMAP(NeighbourEmbedding):
 
         k = idx.shape[1]
         dist = np.ascontiguousarray(dist, dtype=np.float32)
-        # umap-learn's transform uses local_connectivity - 1 = 0 for new points
-        sigmas, rhos = smooth_knn_dist(dist, float(k), local_connectivity=0.0)
+        # umap-learn's transform uses local_connectivity - 1 = 0 for new points. Row by row: for
+        # a tiny bandwidth smooth_knn_dist falls back on the mean distance of all rows given
+        sigmas, rhos = np.empty(len(S), np.float32), np.empty(len(S), np.float32)
+        for i in range(len(S)):
+            sigmas[i:i + 1], rhos[i:i + 1] = smooth_knn_dist(dist[i:i + 1], float(k), local_connectivity=0.0)
         rows, cols, vals, _ = compute_membership_strengths(np.ascontiguousarray(idx, dtype=np.int32), dist,
                                                            sigmas, rhos, bipartite=True)
         n_train = len(self.embedding_)

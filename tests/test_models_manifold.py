@@ -1,0 +1,248 @@
+"""t-SNE and UMAP: out-of-sample transform, learned decoders, persistence as arrays.
+
+Small settings throughout (half the training voxels of the 8 mm store, few iterations): the
+assertions are about behaviour (placement near the right neighbours, reconstruction better
+than the mean, reproducibility), not about embedding quality at full settings.
+"""
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+
+from brainzarr.models import get_model_class
+from brainzarr.models.decoder import KNNDecoder, MLPDecoder, make_decoder
+from brainzarr.models.tsne import TSNE, exact_kl_divergence
+from brainzarr.models.umap_ import UMAP
+from brainzarr.store import open_store
+
+FAST = {
+    "tsne2": lambda: TSNE(2, n_iter=100, early_exaggeration_iter=50, transform_n_iter=60, random_state=3),
+    "tsne3": lambda: TSNE(3, n_iter=60, early_exaggeration_iter=30, transform_n_iter=30, random_state=3),
+    "umap2": lambda: UMAP(2, n_epochs=100, transform_n_epochs=50, random_state=3),
+    "umap4": lambda: UMAP(4, n_epochs=100, transform_n_epochs=50, random_state=3),
+}
+
+
+@pytest.fixture(scope="module")
+def data(small_store):
+    ds = open_store(small_store)
+    train = (ds["split"] == "train").values
+    X = ds["expression"]
+    # every other training voxel keeps the tests fast; the rest of the store is "new" data
+    rows = np.flatnonzero(train)[::2]
+    new = np.setdiff1d(np.arange(X.sizes["voxel"]), rows)
+    return {"X": X, "train": X.isel(voxel=rows), "new": X.isel(voxel=new)}
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return {name: make().fit(data["train"]) for name, make in FAST.items()}
+
+
+def _rmse(a, b):
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+def _novel(train, new):
+    """Rows of ``new`` that are not exact copies of a training row (nearest-sample voxels often are)."""
+    seen = {r.tobytes() for r in np.asarray(train)}
+    return np.array([r.tobytes() not in seen for r in np.asarray(new)])
+
+
+def test_registry_finds_both():
+    assert get_model_class("tsne") is TSNE
+    assert get_model_class("umap") is UMAP
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_shapes_and_labels_for_numpy_dask_and_dataarray(fitted, data, name):
+    model = fitted[name]
+    new = data["new"].isel(voxel=slice(0, 500))
+    k, n, g = model.n_components, new.sizes["voxel"], new.sizes["gene"]
+
+    Z_np = model.transform(new.values)
+    assert isinstance(Z_np, np.ndarray) and Z_np.shape == (n, k) and np.isfinite(Z_np).all()
+
+    Z_da = model.transform(da.from_array(new.values, chunks=(97, 50)))
+    assert isinstance(Z_da, da.Array) and Z_da.shape == (n, k)
+    # each row is placed independently of its block: streamed == in memory (up to float32
+    # rounding of the exact t-SNE gradient, whose matrix products depend on the block's size)
+    exact = getattr(model, "gradient_method_", "") == "exact"
+    np.testing.assert_allclose(Z_da.compute(), Z_np, rtol=0, atol=2e-4 * np.abs(Z_np).max() if exact else 0)
+
+    Z_xr = model.transform(new)
+    assert isinstance(Z_xr, xr.DataArray) and Z_xr.dims == ("voxel", "component")
+    np.testing.assert_array_equal(Z_xr["voxel"], new["voxel"])
+    np.testing.assert_array_equal(Z_xr["x"], new["x"])
+    np.testing.assert_array_equal(Z_xr["component"], np.arange(1, k + 1))
+
+    R_xr = model.inverse_transform(Z_xr)
+    assert R_xr.dims == ("voxel", "gene") and R_xr.shape == (n, g)
+    np.testing.assert_array_equal(R_xr["gene"], new["gene"])
+    np.testing.assert_allclose(R_xr.values, model.inverse_transform(Z_xr.values), atol=1e-6)
+    R_da = model.inverse_transform(Z_da)
+    assert isinstance(R_da, da.Array) and R_da.shape == (n, g)
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_new_voxels_land_next_to_their_training_neighbours(fitted, data, name):
+    """Out-of-sample placement keeps a new voxel's neighbours: agreement far above chance."""
+    from sklearn.neighbors import NearestNeighbors
+
+    model, k = fitted[name], 10
+    train, new = data["train"].values, data["new"].values
+    novel = _novel(train, new)
+    assert novel.sum() > 200
+    S_train = model.train_scores_[:, :model.n_inputs_]
+    S_new = (new[novel] - model.pca_mean_) @ model.pca_components_[:model.n_inputs_].T
+    in_data = NearestNeighbors(n_neighbors=k).fit(S_train).kneighbors(S_new, return_distance=False)
+    Z = model.transform(new[novel])
+    in_embedding = NearestNeighbors(n_neighbors=k).fit(model.embedding_).kneighbors(Z, return_distance=False)
+    agreement = np.mean([len(set(a) & set(b)) / k for a, b in zip(in_data, in_embedding)])
+    chance = k / len(train)
+    assert agreement > 40 * chance, (agreement, chance)
+    assert agreement > 0.15
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_training_voxels_keep_their_fitted_positions(fitted, data, name):
+    model = fitted[name]
+    train = data["train"].values
+    _, first, counts = np.unique(train, axis=0, return_index=True, return_counts=True)
+    unique_rows = first[counts == 1]  # duplicated rows take the first copy's position
+    Z = model.transform(train[unique_rows])
+    np.testing.assert_array_equal(Z, model.embedding_[unique_rows])
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_decoder_reconstruction_beats_the_mean_on_new_voxels(fitted, data, name):
+    model = fitted[name]
+    train, new = data["train"].values, data["new"].values
+    novel = _novel(train, new)
+    R = model.inverse_transform(model.transform(new[novel]))
+    baseline = _rmse(train.mean(axis=0), new[novel])
+    assert _rmse(R, new[novel]) < 0.75 * baseline
+    # and it is a reconstruction, not the PCA ceiling: no better than PCA with all decoded scores
+    S = (new[novel] - model.pca_mean_) @ model.pca_components_[:model.n_decoded_].T
+    ceiling = _rmse(S @ model.pca_components_[:model.n_decoded_] + model.pca_mean_, new[novel])
+    assert _rmse(R, new[novel]) > ceiling
+
+
+@pytest.mark.parametrize("name", ["tsne2", "tsne3", "umap2"])
+def test_round_trip_through_a_zarr_group_reproduces_the_model(fitted, data, name, tmp_path):
+    model = fitted[name]
+    new = data["new"].values[:500]
+    path = tmp_path / "model.zarr"
+    model.to_dataset().to_zarr(path, mode="w", consolidated=False)
+    loaded = type(model).from_dataset(xr.open_zarr(path, consolidated=False))
+    assert loaded.get_params() == model.get_params()
+    Z = model.transform(new)
+    np.testing.assert_array_equal(loaded.transform(new), Z)
+    np.testing.assert_array_equal(loaded.inverse_transform(Z), model.inverse_transform(Z))
+    np.testing.assert_array_equal(loaded.genes_, data["train"]["gene"].values)
+
+
+@pytest.mark.parametrize("make", [
+    lambda seed: TSNE(2, n_iter=40, early_exaggeration_iter=20, random_state=seed),
+    lambda seed: TSNE(4, n_iter=30, early_exaggeration_iter=10, pca_components=10, random_state=seed),
+    lambda seed: UMAP(3, n_epochs=40, transform_n_epochs=20, random_state=seed),
+])
+def test_same_seed_same_model_other_seed_other_model(data, make):
+    train = data["train"].values[::3]
+    new = data["new"].values[:300]
+    a, b, c = make(5).fit(train), make(5).fit(train), make(6).fit(train)
+    np.testing.assert_array_equal(a.embedding_, b.embedding_)
+    np.testing.assert_array_equal(a.transform(new), b.transform(new))
+    assert not np.allclose(a.embedding_, c.embedding_)
+
+
+def test_more_dimensions_than_pca_inputs(data):
+    """The study's 64/128-D exceed the PCA inputs: extra dimensions start as seeded noise."""
+    train = data["train"].values[::3]
+    model = TSNE(8, n_iter=30, early_exaggeration_iter=10, pca_components=5, decoder_components=20).fit(train)
+    assert model.gradient_method_ == "exact"
+    assert model.embedding_.shape == (len(train), 8) and np.isfinite(model.embedding_).all()
+    assert model.train_scores_.shape == (len(train), 20)
+    Z = model.transform(data["new"].values[:50])
+    assert Z.shape == (50, 8) and np.isfinite(Z).all()
+
+
+def test_gradient_method_limits_are_clear_errors(data):
+    train = data["train"].values[:200]
+    with pytest.raises(ValueError, match="'fft'.*1-2 dimensions"):
+        TSNE(4, negative_gradient_method="fft").fit(train)
+    with pytest.raises(ValueError, match="'bh' is limited to 3 dimensions"):
+        TSNE(8, negative_gradient_method="bh").fit(train)
+    with pytest.raises(ValueError, match="negative_gradient_method must be one of"):
+        TSNE(2, negative_gradient_method="fast").fit(train)
+    with pytest.raises(ValueError, match="unknown decoder 'tree'"):
+        UMAP(2, decoder="tree").fit(train)
+    with pytest.raises(ValueError, match="n_neighbors must be at least 2"):
+        UMAP(2, n_neighbors=1).fit(train)
+    assert TSNE(2)._gradient_method() == "fft" and TSNE(16)._gradient_method() == "exact"
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("with_reference", [False, True])
+def test_exact_gradient_equals_barnes_hut_without_approximation(d, with_reference):
+    """openTSNE's Barnes-Hut with theta=0 opens every cell: the exact sum, computed another way."""
+    import scipy.sparse as sp
+    from openTSNE.tsne import kl_divergence_bh
+
+    rng = np.random.default_rng(0)
+    n_ref, n = 300, 300 if not with_reference else 120
+    ref = rng.normal(size=(n_ref, d)) * 5
+    Y = ref if not with_reference else rng.normal(size=(n, d)) * 5
+    P = sp.random(n, n_ref, density=0.05, random_state=1, format="csr")
+    if not with_reference:
+        P = P + P.T
+    P = sp.csr_matrix(P / P.sum())
+    reference = None if not with_reference else ref
+    kl_exact, g_exact = exact_kl_divergence("cpu")(Y.copy(), P, reference_embedding=reference,
+                                                   should_eval_error=True)
+    kl_bh, g_bh = kl_divergence_bh(Y.copy(), P, dof=1, bh_params={"theta": 0.0},
+                                   reference_embedding=reference, should_eval_error=True)
+    np.testing.assert_allclose(g_exact, g_bh, rtol=1e-4, atol=1e-5 * np.abs(g_bh).max())
+    assert kl_exact == pytest.approx(kl_bh, rel=1e-5)
+
+
+def test_knn_decoder_interpolates_and_reproduces_training_pairs():
+    rng = np.random.default_rng(0)
+    Z = rng.uniform(-1, 1, size=(400, 2))
+    T = np.column_stack([np.sin(3 * Z[:, 0]), Z[:, 1] ** 2]).astype(np.float32)
+    dec = make_decoder("knn", {"n_neighbors": 5}).fit(Z, T)
+    assert isinstance(dec, KNNDecoder) and dec.param_arrays() == {}
+    np.testing.assert_allclose(dec.predict(Z), T, atol=1e-6)  # a training point is its own nearest
+    Zq = rng.uniform(-0.9, 0.9, size=(200, 2))
+    Tq = np.column_stack([np.sin(3 * Zq[:, 0]), Zq[:, 1] ** 2])
+    assert _rmse(dec.predict(Zq), Tq) < 0.25 * _rmse(T.mean(axis=0), Tq)
+
+
+def test_mlp_decoder_learns_and_round_trips_as_arrays():
+    rng = np.random.default_rng(0)
+    Z = rng.uniform(-1, 1, size=(600, 3)).astype(np.float32)
+    T = np.column_stack([np.sin(3 * Z[:, 0]), Z[:, 1] * Z[:, 2], Z[:, 2]]).astype(np.float32)
+    options = {"hidden": (32, 32), "max_epochs": 60, "patience": 60, "batch_size": 64, "learning_rate": 3e-3}
+    dec = make_decoder("mlp", options, random_state=1, device="cpu").fit(Z, T)
+    assert isinstance(dec, MLPDecoder)
+    Zq = rng.uniform(-1, 1, size=(300, 3)).astype(np.float32)
+    Tq = np.column_stack([np.sin(3 * Zq[:, 0]), Zq[:, 1] * Zq[:, 2], Zq[:, 2]])
+    assert _rmse(dec.predict(Zq), Tq) < 0.3 * _rmse(T.mean(axis=0), Tq)
+    arrays = xr.Dataset({k: v for k, v in dec.param_arrays().items()})
+    loaded = make_decoder("mlp", options, random_state=1, device="cpu").load(None, None, arrays)
+    np.testing.assert_array_equal(loaded.predict(Zq), dec.predict(Zq))
+    again = make_decoder("mlp", options, random_state=1, device="cpu").fit(Z, T)
+    np.testing.assert_array_equal(again.predict(Zq), dec.predict(Zq))
+
+
+def test_umap_with_mlp_decoder_persists_its_weights(data, tmp_path):
+    train = data["train"].values[::3]
+    options = {"hidden": (16,), "max_epochs": 5}
+    model = UMAP(2, n_epochs=30, transform_n_epochs=10, decoder="mlp", decoder_options=options,
+                 decoder_components=10, device="cpu").fit(train)
+    ds = model.to_dataset()
+    assert {"param_decoder_weight0", "param_decoder_weight1", "param_decoder_z_mean"} <= set(ds.data_vars)
+    ds.to_zarr(tmp_path / "m.zarr", consolidated=False)
+    loaded = UMAP.from_dataset(xr.open_zarr(tmp_path / "m.zarr", consolidated=False))
+    Z = model.embedding_[:20]
+    np.testing.assert_allclose(loaded.inverse_transform(Z), model.inverse_transform(Z), atol=1e-6)
