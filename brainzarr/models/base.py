@@ -29,7 +29,7 @@ import xarray as xr
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["Representation", "iter_row_blocks", "as_array", "rmse"]
+__all__ = ["Representation", "iter_row_blocks", "prefetch_spans", "as_array", "rmse"]
 
 
 def as_array(X):
@@ -51,6 +51,14 @@ def iter_row_blocks(X, block_rows: int | None = None, *, prefetch: int = 1, dtyp
         step = block_rows or n
         bounds = np.r_[np.arange(0, n, step), n]
     spans = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    yield from prefetch_spans(X, spans, prefetch=prefetch, dtype=dtype)
+
+
+def prefetch_spans(X, spans, *, prefetch: int = 1, dtype=np.float32):
+    """Yield ``X[a:b]`` as NumPy arrays for each row range ``(a, b)`` of ``spans``, in that order.
+
+    For dask arrays a background thread reads up to ``prefetch`` spans ahead.
+    """
     if not isinstance(X, da.Array) or prefetch < 1:
         for a, b in spans:
             block = X[a:b]

@@ -25,32 +25,18 @@ auto-encoder's consumption (rows/s of forward + backward + Adam step), for the b
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .base import as_array
+from .base import as_array, prefetch_spans
 
-__all__ = ["MemoryLoader", "StreamingLoader", "read_rows", "load_rows", "row_chunks",
+__all__ = ["MemoryLoader", "StreamingLoader", "load_rows", "row_chunks",
            "available_memory", "loader_rate", "throughput"]
 
 #: default shuffle-buffer size in bytes (rows = this / bytes per row, at least one span)
 SHUFFLE_BUFFER_BYTES = 1 << 30
-
-
-def _is_dask(X) -> bool:
-    return type(X).__module__.startswith("dask")
-
-
-def read_rows(X, start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` of a NumPy, dask or zarr-like array as a float32 NumPy array."""
-    block = X[start:stop]
-    if _is_dask(block):
-        block = block.compute(scheduler="threads")
-    return np.ascontiguousarray(block, dtype=np.float32)
 
 
 def row_chunks(X) -> tuple[int, ...] | None:
@@ -146,7 +132,7 @@ def load_rows(X, mask=None, *, out=None, block_rows: int = 32, prefetch: int = 2
     if mask is not None:
         spans = [s for s in spans if mask[s[0]:s[1]].any()]
     pos = 0
-    for (a, b), block in zip(spans, _prefetched(X, spans, prefetch)):
+    for (a, b), block in zip(spans, prefetch_spans(X, spans, prefetch=prefetch)):
         if mask is not None:
             block = block[mask[a:b]]
         if hasattr(out, "copy_"):              # a torch tensor (maybe on the GPU)
@@ -156,48 +142,6 @@ def load_rows(X, mask=None, *, out=None, block_rows: int = 32, prefetch: int = 2
             out[pos:pos + len(block)] = block
         pos += len(block)
     return out
-
-
-def _prefetched(X, spans, prefetch: int):
-    """Yield ``read_rows(X, a, b)`` for each span, read up to ``prefetch`` spans ahead."""
-    if prefetch < 1:
-        for a, b in spans:
-            yield read_rows(X, a, b)
-        return
-    q: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
-
-    def reader():
-        try:
-            for a, b in spans:
-                if stop.is_set():
-                    return
-                block = read_rows(X, a, b)
-                while not stop.is_set():
-                    try:
-                        q.put(block, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as exc:  # surface read errors in the consumer
-            q.put(exc)
-            return
-        q.put(None)
-
-    thread = threading.Thread(target=reader, daemon=True, name="brainzarr-loader")
-    thread.start()
-    try:
-        while (item := q.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
 
 
 class MemoryLoader:
@@ -295,7 +239,7 @@ class StreamingLoader:
         width = int(self.X.shape[1])
         buffer = np.empty((self.shuffle_buffer + self.batch_size, width), dtype=np.float32)
         filled = 0
-        for (a, b), block in zip(spans, _prefetched(self.X, spans, self.prefetch)):
+        for (a, b), block in zip(spans, prefetch_spans(self.X, spans, prefetch=self.prefetch)):
             if self.mask is not None:
                 block = block[self.mask[a:b]]
             while len(block):
