@@ -23,6 +23,7 @@ from .reconstruction import reconstruction_frame, reconstruction_histogram, reco
 from .results import find_representations, read_embedding, split_labels
 from .run import load_evaluation, run_evaluation, summary_table
 from .stats import anova_tukey
+from .synthetic_targets import DESCRIPTIONS
 
 __all__ = ["write_report", "SPLIT_EXPLANATION"]
 
@@ -172,7 +173,9 @@ def _prediction_section(prediction, target_maps, embeddings, out_dir, fig_dir) -
         counts = pd.DataFrame({"target": names, "valid voxels": target_maps["n_valid"].values,
                                "excluded voxels": target_maps["n_excluded"].values,
                                "source": [Path(str(s)).name for s in target_maps["source"].values]})
-        parts.append("<h3>Targets</h3>" + _table(counts))
+        if any(n in DESCRIPTIONS for n in names):
+            counts["what"] = [DESCRIPTIONS.get(n, "") for n in names]
+        parts.append("<h3>Targets</h3>" + _table(counts, classes="kv"))
         tfigs = []
         for start in range(0, len(names), 6):
             chunk = names[start:start + 6]
