@@ -127,9 +127,9 @@ class PCA(Representation):
         l = min(int(self.n_components) + int(self.n_oversamples), d)
         omega = np.random.default_rng(self.random_state).standard_normal((d, l)).astype(np.float32)
 
-        def first(B):
-            B64 = B.astype(np.float64)
-            return len(B), B64.sum(axis=0), (B64 ** 2).sum(axis=0), B.T.astype(np.float64) @ (B @ omega)
+        def first(B):  # float32 products, float64 sums (the product only starts the subspace)
+            return (len(B), B.sum(axis=0, dtype=np.float64), np.einsum("ij,ij->j", B, B, dtype=np.float64),
+                    (B.T @ (B @ omega)).astype(np.float64))
 
         n, s, ss, G = block_reduce(X, first, block_rows=self.block_rows, desc="PCA pass 1")
         mean = s / n
