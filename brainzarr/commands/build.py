@@ -9,12 +9,15 @@ from ..sources import SOURCES
 
 def add_build_arguments(p, *, out_required=True):
     """Arguments shared by every command that builds a store."""
-    p.add_argument("--source", choices=SOURCES, default="synthetic", help="where expression comes from")
+    add_source_arguments(p)
     p.add_argument("--resolution", type=int, default=8, help="grid spacing in mm (MNI152 brain mask)")
     p.add_argument("--mask", help="a mask NIfTI in MNI space (instead of the MNI152 brain mask)")
     p.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all)")
-    p.add_argument("--assignment", choices=("nearest", "idw"), default="nearest",
-                   help="samples -> voxels: mean of samples inside else nearest, or IDW of k nearest")
+    p.add_argument("--assignment", choices=("nearest", "idw", "inr"), default="nearest",
+                   help="samples -> voxels: mean of samples inside else nearest, IDW of k nearest, or an "
+                        "implicit neural representation (see `brainzarr inr`)")
+    p.add_argument("--inr-model", help="with --assignment inr: a model from `brainzarr inr fit` "
+                                       "(default: fit one on the source's samples first)")
     p.add_argument("--k", type=int, default=10, help="neighbours of --assignment idw")
     p.add_argument("--same-hemisphere", action="store_true", help="use only samples of the voxel's hemisphere")
     p.add_argument("--split", choices=("random", "blocked"), default="random", help="train/test split scheme")
@@ -26,6 +29,11 @@ def add_build_arguments(p, *, out_required=True):
     p.add_argument("--overwrite", action="store_true", help="replace a store built with other settings")
     p.add_argument("--workers", type=int, help="run on a local dask.distributed cluster of this many workers")
     p.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
+
+
+def add_source_arguments(p):
+    """Arguments that choose and configure the sample source (``--source`` and its options)."""
+    p.add_argument("--source", choices=SOURCES, default="synthetic", help="where expression comes from")
     g = p.add_argument_group("--source abagen")
     g.add_argument("--data-dir", help="folder holding microarray/normalized_microarray_donor*/")
     g.add_argument("--donors", help="comma-separated donor ids (default: every donor folder present)")
@@ -83,6 +91,15 @@ def run_build(args, *, progress=True) -> Path:
         raise ValueError(f"--chunks must be two positive integers voxels,genes; got {args.chunks!r}") from None
     client = dask_client(args)
     try:
+        if args.assignment == "inr":
+            from ..inr.render import build_inr_store
+
+            return build_inr_store(args.out, source=args.source, genes=parse_genes(args.genes),
+                                   model=getattr(args, "inr_model", None), seed=args.seed,
+                                   source_options=source_options(args), resolution=args.resolution,
+                                   mask=args.mask, split=args.split, test_fraction=args.test_fraction,
+                                   block_mm=args.block_mm, chunks=chunks, client=client,
+                                   overwrite=args.overwrite, progress=progress)
         return build_store(args.out, source=args.source, resolution=args.resolution, mask=args.mask,
                            genes=parse_genes(args.genes), assignment=args.assignment, k=args.k,
                            same_hemisphere=args.same_hemisphere, split=args.split,

@@ -1,0 +1,172 @@
+"""``brainzarr inr fit|evaluate|render``: the gene-conditioned implicit neural representation."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .build import add_source_arguments, parse_genes, source_options
+
+METHOD_CHOICES = ("inr", "idw", "nearest", "kriging")
+
+
+def _add_model_arguments(p):
+    g = p.add_argument_group("INR model")
+    g.add_argument("--epochs", type=int, default=150, help="training epochs (default 150)")
+    g.add_argument("--features", type=int, default=32, help="feature / gene-embedding length (default 32)")
+    g.add_argument("--width", type=int, default=256, help="hidden width of the coordinate network")
+    g.add_argument("--depth", type=int, default=2, help="hidden layers of the coordinate network")
+    g.add_argument("--backbone", choices=("fourier", "siren"), default="fourier")
+    g.add_argument("--length-scale", type=float, default=24.0,
+                   help="length scale (mm) of the Fourier features (default 24)")
+    g.add_argument("--rank", type=int, default=64, help="gene-space components trained on (projected solver)")
+    g.add_argument("--solver", choices=("auto", "projected", "masked"), default="auto")
+    g.add_argument("--batch-size", type=int, default=256)
+    g.add_argument("--lr", type=float, default=3e-3)
+    g.add_argument("--no-tissue", action="store_true", help="do not feed nilearn's grey/white-matter masks")
+    g.add_argument("--no-donor-effects", action="store_true", help="no per-donor x gene offsets")
+    g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+
+
+def _inr_params(args) -> dict:
+    return {"epochs": args.epochs, "n_features": args.features, "width": args.width, "depth": args.depth,
+            "backbone": args.backbone, "length_scale_mm": args.length_scale, "rank": args.rank,
+            "solver": args.solver, "batch_size": args.batch_size, "lr": args.lr, "tissue": not args.no_tissue,
+            "donor_effects": not args.no_donor_effects, "device": args.device, "seed": args.seed}
+
+
+def _load_table(args):
+    from ..sources import load_source
+
+    if getattr(args, "store", None):
+        from ..inr.render import table_from_store
+
+        return table_from_store(args.store, n_samples=args.max_samples, seed=args.seed)
+    return load_source(args.source, genes=parse_genes(args.genes), seed=args.seed, **source_options(args))
+
+
+def _fit(args):
+    from ..inr import GeneINR
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite and (out / "config.json").exists():
+        raise FileExistsError(f"{out} holds a fitted model; pass --overwrite to replace it")
+    table = _load_table(args)
+    print(f"fitting an INR on {table.sizes['sample']:,} samples x {table.sizes['gene']:,} genes")
+    checkpoints = out.with_name(out.name + ".checkpoint")  # an interrupted fit resumes from here
+    model = GeneINR(**_inr_params(args), checkpoint_dir=checkpoints, progress=True)
+    model.fit(table)
+    model.save(out, overwrite=args.overwrite)
+    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()
+    print(f"fitted in {model.fit_seconds_:.1f} s ({model.solver_} solver, final loss {model.history_[-1]:.4f}); "
+          f"wrote {out}")
+
+
+def _evaluate(args):
+    import pandas as pd
+
+    from ..grid import mni152_grid
+    from ..inr.evaluate import CV_SCHEMES, cross_validate, make_method, map_scores, summarize, synthetic_truth
+    from ..inr.figures import plot_heldout
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHOD_CHOICES]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_CHOICES)}")
+    schemes = list(CV_SCHEMES) if args.cv == "both" else [args.cv]
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    table = _load_table(args)
+    inr_params = _inr_params(args)
+    start = time.perf_counter()
+    frames = [cross_validate(table, methods=methods, cv=cv, n_folds=args.folds, block_mm=args.block_mm,
+                             seed=args.seed, inr_params=inr_params, progress=True) for cv in schemes]
+    heldout = pd.concat(frames, ignore_index=True)
+    heldout.to_csv(out / "heldout.csv", index=False)
+    summary = summarize(heldout)
+    summary.to_csv(out / "summary.csv", index=False)
+    plot_heldout(heldout, out / "heldout.png",
+                 title=f"{table.attrs.get('source', 'table')}: {table.sizes['gene']:,} genes, "
+                       f"{table.sizes['sample']:,} samples")
+    pd.set_option("display.width", 200)
+    print(f"held-out samples ({', '.join(schemes)}; {table.sizes['gene']:,} genes; "
+          f"{time.perf_counter() - start:.0f} s):")
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if "true_field" in set(summary["method"]):
+        print("true_field: the noise-free synthetic field scored against the noisy held-out samples "
+              "(the noise floor); inr_donor adds the held-out sample's donor offsets to the population map.")
+    if args.maps_resolution:
+        truth = synthetic_truth(table)
+        fitted = {m: make_method(m, seed=args.seed, inr_params=inr_params).fit(table) for m in methods}
+        maps = map_scores(fitted, mni152_grid(args.maps_resolution), table["gene"].values, truth=truth,
+                          progress=True)
+        maps.to_csv(out / "maps.csv", index=False)
+        cols = [c for c in maps.columns if c.startswith(("rmse_", "r_"))]
+        print(f"\nmaps at {args.maps_resolution} mm, fitted on all samples (mean over genes; "
+              "r_vs_idw is agreement with the IDW map, a secondary number):")
+        print(maps.groupby("method", sort=False)[cols].mean().to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {out / 'heldout.csv'}, summary.csv, heldout.png" + (", maps.csv" if args.maps_resolution else ""))
+
+
+def _render(args):
+    from ..build import DEFAULT_CHUNKS
+    from ..inr.render import render_store
+    from .info import describe
+
+    try:
+        chunks = tuple(int(c) for c in args.chunks.split(",")) if args.chunks else DEFAULT_CHUNKS
+        assert len(chunks) == 2 and min(chunks) > 0
+    except (ValueError, AssertionError):
+        raise ValueError(f"--chunks must be two positive integers voxels,genes; got {args.chunks!r}") from None
+    start = time.perf_counter()
+    out = render_store(args.model, args.out, resolution=args.resolution, mask=args.mask,
+                       genes=parse_genes(args.genes), chunks=chunks, seed=args.seed, overwrite=args.overwrite,
+                       progress=True, device=args.device)
+    print(f"rendered {out} in {time.perf_counter() - start:.1f} s")
+    print(describe(out))
+
+
+def register(sub):
+    p = sub.add_parser("inr", help="implicit neural representation: fit, evaluate, render",
+                       description="Gene-conditioned implicit neural representation of the samples: one "
+                                   "coordinate network for all genes, per-gene embeddings.")
+    inr_sub = p.add_subparsers(dest="inr_command", metavar="ACTION", required=True)
+
+    f = inr_sub.add_parser("fit", help="fit an INR on a source's samples (or a store's voxels)")
+    add_source_arguments(f)
+    f.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all)")
+    f.add_argument("--store", help="fit on the voxels of this store instead of a source's samples")
+    f.add_argument("--max-samples", type=int, default=5000, help="with --store: voxels drawn (seeded)")
+    f.add_argument("--seed", type=int, default=0, help="seeds the source (synthetic) and the model")
+    f.add_argument("--out", required=True, help="model folder to write, e.g. store/inr-model")
+    f.add_argument("--overwrite", action="store_true")
+    _add_model_arguments(f)
+    f.set_defaults(func=_fit)
+
+    e = inr_sub.add_parser("evaluate", help="held-out samples: INR vs nearest, IDW, kriging")
+    add_source_arguments(e)
+    e.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all)")
+    e.add_argument("--cv", choices=("blocks", "donors", "both"), default="blocks",
+                   help="held-out folds: spatial blocks (k-fold) or leave-one-donor-out")
+    e.add_argument("--folds", type=int, default=5, help="folds of --cv blocks")
+    e.add_argument("--block-mm", type=float, default=16.0, help="cube edge of the spatial blocks (mm)")
+    e.add_argument("--methods", default=",".join(METHOD_CHOICES), help="comma-separated methods")
+    e.add_argument("--maps-resolution", type=int, default=0,
+                   help="also score maps on the MNI152 grid at this resolution (mm): error against the true "
+                        "field (synthetic) and agreement with IDW (secondary); 0: skip")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("-o", "--output", required=True, help="folder for heldout.csv, summary.csv, heldout.png")
+    _add_model_arguments(e)
+    e.set_defaults(func=_evaluate)
+
+    r = inr_sub.add_parser("render", help="render a fitted INR into a voxel x gene store")
+    r.add_argument("model", help="model folder from `brainzarr inr fit`")
+    r.add_argument("--resolution", type=int, default=8, help="grid spacing in mm (MNI152 brain mask)")
+    r.add_argument("--mask", help="a mask NIfTI in MNI space instead")
+    r.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all the model's)")
+    r.add_argument("--out", required=True, help="the store to write, e.g. store/inr-8mm.zarr")
+    r.add_argument("--chunks", help="chunk shape voxels,genes (default 4096,128)")
+    r.add_argument("--seed", type=int, default=0, help="seeds the store's train/test splits")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--overwrite", action="store_true")
+    r.set_defaults(func=_render)

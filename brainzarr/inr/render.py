@@ -1,0 +1,143 @@
+"""Rendering a fitted INR into a store: the model as a block source of :func:`brainzarr.build_store`.
+
+A block of voxels costs one forward pass of the coordinate network (``prepare``: the block's
+features, ``n_voxels x n_features``); each slice of genes is then a matrix product with the
+read-out (``compute``). The build streams blocks, so peak memory does not grow with the number
+of voxels, and the result is a store with the schema of any build (clamped at each gene's
+0.01 / 99.9 percentiles over voxels and scaled to [0, 1]; raw-scale values come from
+:meth:`GeneINR.predict`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..build import DEFAULT_CHUNKS, build_store
+from ..sources import load_source, make_sample_table
+from .model import GeneINR
+
+__all__ = ["INRBlockSource", "render_store", "build_inr_store", "table_from_model", "table_from_store"]
+
+
+class INRBlockSource:
+    """A fitted :class:`GeneINR` as a block source (``prepare`` / ``compute`` / ``provenance``).
+
+    Parameters
+    ----------
+    model : GeneINR
+    genes : sequence of str, optional
+        The store's genes, in its order (default: all of the model's).
+    model_path : str or Path, optional
+        Where the model was loaded from (recorded in provenance).
+    """
+
+    def __init__(self, model: GeneINR, genes=None, model_path=None):
+        self.model = model
+        idx = model.gene_index(None if genes is None else list(genes))
+        self.genes = model.genes_[idx]
+        self.embeddings, self.bias = model.readout(idx)
+        self.model_path = None if model_path is None else str(model_path)
+
+    def prepare(self, block: dict) -> np.ndarray:
+        return self.model.features(block["xyz"])
+
+    def compute(self, features: np.ndarray, values, gene_slice: slice) -> np.ndarray:
+        return features @ self.embeddings[:, gene_slice] + self.bias[gene_slice]
+
+    def provenance(self) -> dict:
+        m = self.model
+        return {"method": "inr", "model": self.model_path, "weights_sha1": m.weights_sha1(),
+                "params": m.model_params(), "solver": m.solver_, "trained_on": m.source_,
+                "n_training_samples": int(m.n_samples_), "map": "population (no donor offsets)"}
+
+
+def table_from_model(model: GeneINR, genes=None) -> xr.Dataset:
+    """A sample table at the model's training sites holding its population predictions there.
+
+    It carries the training source's name and options into the store's provenance; the
+    values themselves are not used by the render.
+    """
+    idx = model.gene_index(genes)
+    sites = model.sites_
+    return make_sample_table(model.predict(sites["xyz"], idx), model.genes_[idx], sites["xyz"],
+                             donor=sites["donor"], structure=sites["structure"], hemisphere=sites["hemisphere"],
+                             sample_id=sites["sample"], source=model.source_["name"],
+                             options=model.source_["options"])
+
+
+def render_store(model, out, *, resolution: int = 8, mask=None, genes=None, chunks=DEFAULT_CHUNKS, seed: int = 0,
+                 overwrite: bool = False, progress: bool | None = None, client=None, device: str = "auto",
+                 **build_options) -> Path:
+    """Render a fitted INR (or the folder of a saved one) into a voxel x gene store.
+
+    Parameters
+    ----------
+    model : GeneINR or str or Path
+    out : str or Path
+        The store to write (resumable, like any build).
+    resolution, mask :
+        The grid: nilearn's MNI152 brain mask at ``resolution`` mm, or a mask NIfTI.
+    genes : None, int or list of str
+        All of the model's genes, ``n`` evenly spaced ones, or these symbols.
+    seed : int
+        Seeds the store's train/test splits.
+    **build_options
+        Other :func:`brainzarr.build_store` options (``split``, ``test_fraction``, ``block_mm``).
+    """
+    path = None
+    if not isinstance(model, GeneINR):
+        path = Path(model)
+        model = GeneINR.load(path, device=device)
+    table = table_from_model(model, genes)
+    source = INRBlockSource(model, table["gene"].values, model_path=path)
+    return build_store(out, source=table, resolution=resolution, mask=mask, assignment=source, seed=seed,
+                       chunks=chunks, overwrite=overwrite, progress=progress, client=client, **build_options)
+
+
+def build_inr_store(out, *, source="synthetic", genes=None, model=None, inr_params: dict | None = None,
+                    seed: int = 0, source_options: dict | None = None, progress: bool | None = None,
+                    **build_options) -> Path:
+    """Samples -> INR -> store in one step (``brainzarr build --assignment inr``).
+
+    The source's samples are loaded; ``model`` (a fitted GeneINR or a saved one's folder)
+    renders them, or a new GeneINR (``inr_params``, ``seed``) is fitted on them first. The
+    store has the source's genes; the model must know all of them.
+    """
+    table = source if isinstance(source, xr.Dataset) else load_source(source, genes=genes, seed=seed,
+                                                                       **(source_options or {}))
+    path = None
+    if model is None:
+        model = GeneINR(**({"seed": seed, "progress": progress} | (inr_params or {}))).fit(table)
+    elif not isinstance(model, GeneINR):
+        path = Path(model)
+        model = GeneINR.load(path)
+    genes_needed = table["gene"].values.astype(str)
+    missing = np.setdiff1d(genes_needed, model.genes_)
+    if len(missing):
+        raise ValueError(f"the INR model does not know {len(missing)} of the source's genes (e.g. {missing[0]}); "
+                         "fit it on these genes or choose --genes it has")
+    block_source = INRBlockSource(model, genes_needed, model_path=path)
+    return build_store(out, source=table, assignment=block_source, seed=seed, progress=progress, **build_options)
+
+
+def table_from_store(path, *, n_samples: int = 5000, seed: int = 0) -> xr.Dataset:
+    """A sample table of ``n_samples`` voxels of a store (a seeded random subset, read in store order).
+
+    Lets an INR be fitted to a built store (e.g. to learn a continuous version of it). Every
+    voxel counts as one sample of a single pseudo-donor ``'store'``.
+    """
+    from ..store import open_store
+
+    ds = open_store(path)
+    n_vox = ds.sizes["voxel"]
+    if n_samples < 1:
+        raise ValueError("n_samples must be positive")
+    rows = np.arange(n_vox) if n_samples >= n_vox else np.sort(
+        np.random.default_rng(seed).choice(n_vox, int(n_samples), replace=False))
+    values = ds["expression"].isel(voxel=rows).values
+    xyz = np.column_stack([ds[c].values[rows] for c in "xyz"])
+    return make_sample_table(values, ds["gene"].values, xyz, donor=np.full(len(rows), "store"),
+                             hemisphere=ds["hemisphere"].values[rows], sample_id=rows, source="store",
+                             options={"path": str(path), "n_samples": int(len(rows)), "seed": int(seed)})
