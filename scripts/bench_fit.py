@@ -217,12 +217,6 @@ def comparison_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def parse_options(pairs) -> dict:
-    from brainzarr.commands.fit import parse_options as parse
-
-    return parse(pairs)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolutions", default="8", help="grid spacings in mm, e.g. 8,4,2")
@@ -245,7 +239,7 @@ def main(argv=None):
     if args._worker:
         return run_worker(args._worker)
 
-    from brainzarr.commands.fit import method_params
+    from brainzarr.commands.fit import method_params, parse_options
     from brainzarr.models.pipeline import model_class
 
     methods = [m for m in args.methods.split(",") if m]

@@ -10,7 +10,7 @@ from brainzarr.models import get_model_class
 from brainzarr.models.kpca import KernelPCA
 from brainzarr.models.nmf import NMF
 from brainzarr.models.pca import PCA
-from brainzarr.models.streaming import block_reduce, fit_context, stream_blocks
+from brainzarr.models.streaming import block_reduce, cache_if_small, fit_context, stream_blocks
 from brainzarr.store import open_store
 
 from linear_fixtures import chunked_store  # noqa: F401  (fixture)
@@ -53,10 +53,23 @@ def test_shuffled_blocks_cover_the_rows_once_in_another_order(data):
     np.testing.assert_array_equal(np.sort(np.concatenate(shuffled), axis=0), np.sort(ordered, axis=0))
 
 
+def test_small_data_is_held_in_memory_with_the_same_blocks(data):
+    X = data["dask"]
+    held = cache_if_small(X, max_bytes=X.nbytes)
+    assert held is not X and held.chunks[0] == X.chunks[0] and held.numblocks[1] == 1
+    assert all(isinstance(v, np.ndarray) for v in held.dask.values())  # no store reads left
+    np.testing.assert_array_equal(held.compute(), data["train"])
+    assert cache_if_small(X, max_bytes=X.nbytes - 1) is X
+    assert cache_if_small(X, max_bytes=None) is X
+    cached = PCA(8).fit(X)  # default budget: held in memory here
+    streamed = PCA(8, cache_bytes=None).fit(X)
+    np.testing.assert_allclose(cached.components_, streamed.components_, atol=1e-5)
+
+
 # ------------------------------------------------------------------------- PCA
 @pytest.mark.parametrize("solver", ["randomized", "covariance"])
 def test_pca_streamed_equals_in_memory(data, solver):
-    streamed = PCA(8, solver=solver).fit(data["dask"])
+    streamed = PCA(8, solver=solver, cache_bytes=None).fit(data["dask"])
     memory = PCA(8, solver=solver).fit(data["train"])
     np.testing.assert_allclose(streamed.components_, memory.components_, atol=2e-4)
     np.testing.assert_allclose(streamed.explained_variance_, memory.explained_variance_, rtol=1e-5)
@@ -70,7 +83,7 @@ def test_pca_test_rmse_within_one_percent_of_sklearn_at_every_dim(data):
     for k in (2, 4, 8, 16, 32, 64, 128):
         ref = SKPCA(k, svd_solver="full").fit(data["train"])
         ref_rmse = rmse(ref.inverse_transform(ref.transform(data["test"])), data["test"])
-        ours = PCA(k).fit(data["dask"])
+        ours = PCA(k, cache_bytes=None).fit(data["dask"])  # streamed from the store
         our_rmse = rmse(ours.inverse_transform(ours.transform(data["test"])), data["test"])
         assert our_rmse <= 1.01 * ref_rmse, (k, our_rmse, ref_rmse)
 
@@ -127,7 +140,7 @@ def test_pca_on_a_dask_cluster_equals_local(data):
 # ------------------------------------------------------------------------- NMF
 @pytest.fixture(scope="module")
 def nmf_models(data):
-    return {k: NMF(k, max_epochs=15).fit(data["dask"]) for k in (2, 4, 8, 16)}
+    return {k: NMF(k, max_epochs=15, cache_bytes=None).fit(data["dask"]) for k in (2, 4, 8, 16)}
 
 
 def test_nmf_is_non_negative(nmf_models, data):
@@ -155,14 +168,14 @@ def test_nmf_training_loss_decreases(nmf_models):
 def test_nmf_streamed_equals_in_memory(data):
     # a fixed number of sweeps per W solve: each voxel's W is then independent of the blocking
     settings = dict(max_epochs=8, w_tol=0, w_max_iter=30)
-    streamed = NMF(4, **settings).fit(data["dask"])
+    streamed = NMF(4, cache_bytes=None, **settings).fit(data["dask"])
     memory = NMF(4, **settings).fit(data["train"])
     np.testing.assert_allclose(memory.components_, streamed.components_, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(memory.loss_, streamed.loss_, rtol=1e-5)
 
 
 def test_nmf_minibatch_solver_learns(data):
-    model = NMF(4, solver="minibatch", batch_size=256, max_epochs=5).fit(data["dask"])
+    model = NMF(4, solver="minibatch", batch_size=256, max_epochs=5, cache_bytes=None).fit(data["dask"])
     W = model.transform(data["test"])
     assert (model.components_ >= 0).all() and (W >= 0).all()
     mean_rmse = rmse(data["train"].mean(axis=0), data["test"])

@@ -136,7 +136,7 @@ def register(sub):
     p.add_argument("--split", choices=("random", "blocked"),
                    help="train/test split to use (default: the store's split)")
     p.add_argument("--no-reconstruction", action="store_true",
-                   help="do not write reconstruction (voxel, gene) (as large as the expression); RMSE is still computed")
+                   help="do not write reconstruction (voxel, gene), as large as the expression; RMSE is still computed")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--skip-existing", action="store_true", help="keep existing results and fit only the missing ones")
     p.add_argument("--progress", action="store_true", help="always show progress bars (default: on a terminal)")

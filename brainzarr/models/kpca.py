@@ -35,6 +35,7 @@ import numpy as np
 
 from .base import Representation, as_array
 from .pca import PCA
+from .streaming import take_rows
 
 __all__ = ["KernelPCA"]
 
@@ -109,7 +110,7 @@ class KernelPCA(Representation):
         rng = np.random.default_rng(self.random_state)
         m = min(int(self.n_landmarks), n)
         rows = np.sort(rng.choice(n, size=m, replace=False))
-        L = _take_rows(X, rows)
+        L = take_rows(X, rows)
         self.center_ = L.mean(axis=0)
         self.landmarks_ = L
         Lc = L - self.center_
@@ -134,7 +135,7 @@ class KernelPCA(Representation):
             Xp = L
         else:
             prow = np.sort(rng.choice(n, size=min(int(self.n_preimage), n), replace=False))
-            Xp = _take_rows(X, prow)
+            Xp = take_rows(X, prow)
         Zp = self._transform_block(Xp)
         self._fit_preimage(Zp.astype(np.float64), Xp.astype(np.float64), rng)
 
@@ -209,12 +210,6 @@ class KernelPCA(Representation):
             setattr(self, name + "_", ds[name].values)
         for name in self._SCALARS:
             setattr(self, name + "_", float(ds[name].values))
-
-
-def _take_rows(X, rows) -> np.ndarray:
-    X = as_array(X)
-    sub = X[rows]
-    return np.asarray(sub.compute() if isinstance(sub, da.Array) else sub, dtype=np.float32)
 
 
 def _sq_dists(A, B) -> np.ndarray:

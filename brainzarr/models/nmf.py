@@ -25,13 +25,12 @@ non-negative by construction.
 """
 from __future__ import annotations
 
-import dask.array as da
 import numpy as np
 from sklearn.decomposition import MiniBatchNMF
 from sklearn.decomposition._nmf import _initialize_nmf
 
-from .base import Representation, as_array
-from .streaming import block_reduce, stream_blocks
+from .base import Representation
+from .streaming import block_reduce, cache_if_small, stream_blocks, take_rows
 
 __all__ = ["NMF", "SOLVERS"]
 
@@ -63,6 +62,9 @@ class NMF(Representation):
         'anls': HALS sweeps over the rows of ``H`` per pass.
     w_max_iter, w_tol : int, float
         HALS sweeps at most, and their relative tolerance, when solving ``W`` for given rows.
+    cache_bytes : int, optional
+        Hold the training data in memory when it takes at most this many bytes (float32), so the
+        passes read the store once; above it (or None) every pass streams from the store.
     block_rows : int, optional
         Rows read per block (default: the dask array's row chunks).
     random_state : int
@@ -82,7 +84,8 @@ class NMF(Representation):
     def __init__(self, n_components: int = 2, *, solver: str = "anls", max_epochs: int = 30,
                  tol: float = 1e-4, batch_size: int = 2048, forget_factor: float = 0.7,
                  init_rows: int = 2048, hals_sweeps: int = 10, w_max_iter: int = 100,
-                 w_tol: float = 1e-4, block_rows: int | None = None, random_state: int = 0):
+                 w_tol: float = 1e-4, block_rows: int | None = None, cache_bytes: int | None = 2**30,
+                 random_state: int = 0):
         self.n_components = n_components
         self.solver = solver
         self.max_epochs = max_epochs
@@ -94,9 +97,11 @@ class NMF(Representation):
         self.w_max_iter = w_max_iter
         self.w_tol = w_tol
         self.block_rows = block_rows
+        self.cache_bytes = cache_bytes
         self.random_state = random_state
 
     def _fit(self, X):
+        X = cache_if_small(X, self.cache_bytes)
         if int(self.max_epochs) < 1:
             raise ValueError("max_epochs must be at least 1")
         if self.solver not in SOLVERS:
@@ -115,8 +120,7 @@ class NMF(Representation):
     def _fit_anls(self, X, rng):
         n, k = X.shape[0], int(self.n_components)
         rows = np.sort(rng.choice(n, size=min(int(self.init_rows), n), replace=False))
-        sub = as_array(X)[rows]
-        sub = np.asarray(sub.compute() if isinstance(sub, da.Array) else sub, dtype=np.float32)
+        sub = take_rows(X, rows)
         _check_nonnegative(sub)
         _, H = _initialize_nmf(sub, k, init="nndsvda", random_state=int(self.random_state))
         H = H.astype(np.float32)

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.linalg
 
 from .base import Representation
-from .streaming import block_reduce
+from .streaming import block_reduce, cache_if_small
 
 __all__ = ["PCA", "SOLVERS"]
 
@@ -49,7 +49,11 @@ class PCA(Representation):
     n_oversamples : int
         Extra random directions of the randomized solver (l = k + n_oversamples).
     n_power_iter : int
-        Subspace iterations of the randomized solver (each one pass over the data).
+        Subspace iterations of the randomized solver (each one pass over the data; at least one,
+        whose result also gives the final Nyström step).
+    cache_bytes : int, optional
+        Hold the training data in memory when it takes at most this many bytes (float32), so the
+        passes read the store once; above it (or None) every pass streams from the store.
     block_rows : int, optional
         Rows per streamed block (default: the dask array's row chunks; all rows for NumPy).
     random_state : int
@@ -71,16 +75,19 @@ class PCA(Representation):
     method = "pca"
 
     def __init__(self, n_components: int = 2, *, solver: str = "randomized", n_oversamples: int = 10,
-                 n_power_iter: int = 4, block_rows: int | None = None, random_state: int = 0):
+                 n_power_iter: int = 4, block_rows: int | None = None, cache_bytes: int | None = 2**30,
+                 random_state: int = 0):
         self.n_components = n_components
         self.solver = solver
         self.n_oversamples = n_oversamples
         self.n_power_iter = n_power_iter
         self.block_rows = block_rows
+        self.cache_bytes = cache_bytes
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, X):
+        X = cache_if_small(X, self.cache_bytes)
         n, d = X.shape
         k = int(self.n_components)
         if k > min(n, d):
@@ -124,8 +131,8 @@ class PCA(Representation):
 
     def _fit_randomized(self, X):
         n, d = X.shape
-        l = min(int(self.n_components) + int(self.n_oversamples), d)
-        omega = np.random.default_rng(self.random_state).standard_normal((d, l)).astype(np.float32)
+        width = min(int(self.n_components) + int(self.n_oversamples), d)
+        omega = np.random.default_rng(self.random_state).standard_normal((d, width)).astype(np.float32)
 
         def first(B):  # float32 products, float64 sums (the product only starts the subspace)
             return (len(B), B.sum(axis=0, dtype=np.float64), np.einsum("ij,ij->j", B, B, dtype=np.float64),
@@ -153,7 +160,8 @@ class PCA(Representation):
 
     # ------------------------------------------------------------------ applying
     def _transform_block(self, X):
-        return (X - self.mean_) @ self.components_.T
+        # X C^T - mean C^T: no centred copy of the block
+        return X @ self.components_.T - self.mean_ @ self.components_.T
 
     def _inverse_block(self, Z):
         return Z @ self.components_ + self.mean_

@@ -31,6 +31,7 @@ import time
 import warnings
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -207,7 +208,7 @@ def _result_dataset(ds: xr.Dataset, model, write_reconstruction: bool):
     X = ds["expression"].data.rechunk({1: -1})
     Z = model.transform(X)
     R = model.inverse_transform(Z)
-    sse = ((R - X) ** 2).sum(axis=1, dtype=np.float64)
+    sse = da.map_blocks(_row_sse, R, X, drop_axis=1, dtype=np.float64)
     # variables, not DataArrays: a DataArray would bring every voxel coordinate along, 'split' too
     coords = {c: ds[c].variable for c in ("voxel",) + VOXEL_COORDS if c in ds.coords and c != "split"}
     coords["gene"] = ds["gene"].variable
@@ -228,6 +229,15 @@ def _result_dataset(ds: xr.Dataset, model, write_reconstruction: bool):
     if "affine" not in out["i"].attrs:
         out["i"].attrs.update({k: ds.attrs[k] for k in ("affine", "grid_shape", "space", "resolution_mm")})
     return out, sse
+
+
+def _row_sse(R: np.ndarray, X: np.ndarray, step: int = 512) -> np.ndarray:
+    """Per-row sum of squared differences, a few rows at a time (no block-sized temporaries)."""
+    out = np.empty(len(R), dtype=np.float64)
+    for a in range(0, len(R), step):
+        diff = R[a:a + step] - X[a:a + step]
+        out[a:a + step] = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+    return out
 
 
 def load_model(store, method: str, dim: int):

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..parallel import compute_tasks, progress_enabled
 from .base import as_array, iter_row_blocks
 
-__all__ = ["fit_context", "block_reduce", "stream_blocks", "row_spans"]
+__all__ = ["fit_context", "block_reduce", "stream_blocks", "row_spans", "take_rows", "cache_if_small"]
 
 _CONTEXT: contextvars.ContextVar = contextvars.ContextVar("brainzarr_fit_context",
                                                          default={"client": None, "progress": False})
@@ -52,6 +52,31 @@ def row_spans(X, block_rows: int | None = None) -> list[tuple[int, int]]:
     else:
         bounds = np.r_[np.arange(0, n, block_rows or max(n, 1)), n]
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def cache_if_small(X, max_bytes: int | None):
+    """X held in memory when it takes at most ``max_bytes`` (same row blocks), else X as is.
+
+    Estimators that pass over the data many times (PCA, NMF) then read the store once; above
+    the budget every pass streams, so memory stays bounded whatever the number of voxels.
+    Not used under a dask.distributed client (the workers hold the data there).
+    """
+    X = as_array(X)
+    if (not isinstance(X, da.Array) or max_bytes is None or _CONTEXT.get()["client"] is not None
+            or X.size * 4 > max_bytes):
+        return X
+    held = np.empty(X.shape, dtype=np.float32)
+    start = 0
+    for block in stream_blocks(X, desc="reading into memory"):  # filled block by block: no 2x peak
+        held[start:start + len(block)] = block
+        start += len(block)
+    return da.from_array(held, chunks=(X.chunks[0], -1))
+
+
+def take_rows(X, rows) -> np.ndarray:
+    """Rows ``rows`` (sorted indices) of a NumPy or dask array, in memory as float32."""
+    sub = as_array(X)[np.asarray(rows)]
+    return np.asarray(sub.compute() if isinstance(sub, da.Array) else sub, dtype=np.float32)
 
 
 def stream_blocks(X, *, block_rows: int | None = None, rng: np.random.Generator | None = None,
