@@ -1,0 +1,530 @@
+"""Voxel-indexed DataArrays <-> NIfTI images, and the ``.brain`` xarray accessor.
+
+Any DataArray with a ``voxel`` dimension (a gene's map, an embedding, a reconstruction, a
+test-set error map...) that was selected from a brainzarr store knows its grid: the store puts
+the affine and grid shape in the attributes of coordinate ``i``, and the voxels' grid indices
+in coordinates ``i, j, k``. :func:`to_nifti` places the values on that grid;
+:func:`from_nifti` reads an image (an atlas, a PET map, a previously exported map) onto the
+voxels of a store, resampling with nilearn when the image lies on another grid.
+
+>>> import brainzarr.nifti  # registers the accessor  # doctest: +SKIP
+>>> ds.expression.sel(gene="APOE").brain.to_nifti("apoe.nii.gz")  # doctest: +SKIP
+>>> pet = from_nifti("pet_1mm.nii.gz", ds)  # (voxel,) on the store's voxels  # doctest: +SKIP
+
+Header written by :func:`to_nifti`
+----------------------------------
+* sform and qform both equal to the grid's affine, with code 4 (``NIFTI_XFORM_MNI_152``) when
+  the grid's space is an MNI space (the default), else code 2 (aligned). FSL/FSLeyes use the
+  sform when its code is non-zero, nibabel/nilearn use the sform, SPM reads either; writing
+  both the same keeps every tool in agreement. When the affine has shears (which a qform cannot
+  represent) the qform code is 0 so that no tool uses an approximation.
+* ``xyzt_units``: millimetres; no time unit (the 4th axis is a component/gene axis, not time).
+* intent: ``NIFTI_INTENT_ESTIMATE`` (the value at each voxel is an estimate: interpolated
+  expression, an embedding coordinate ...), ``intent_name`` = the variable's label (16 chars).
+* ``cal_min``/``cal_max``: the finite range of the data, so viewers open with a sensible
+  display range.
+* ``descrip`` (80 chars): ``brainzarr <name> <scalar coords>``, e.g. ``brainzarr expression
+  gene=APOE``.
+* a NIfTI comment extension (code 6) holding JSON: the name, the scalar coordinates and, for
+  4-D images, the name and labels of the 4th axis, so that :func:`from_nifti` gives back a
+  ``(voxel, component)`` array with its labels. Other tools ignore it.
+
+The MNI-space check of :func:`from_nifti`
+-----------------------------------------
+The header's xform codes are not trusted (many MNI-space files carry code 1 "scanner", many
+tools write 2), so the check is geometric: the image's field of view in millimetres (the box
+spanned by its voxel centres) is compared with the MNI brain box
+:data:`MNI_BRAIN_BOX` = [-90, 91] x [-126, 91] x [-72, 109] mm. An image is *evidently not in
+MNI space* when its box does not intersect the brain box at all, or when the centre of its box
+lies further than 1.5 brain-box half-widths from the brain box's centre (normalised distance;
+any brain region - even a cropped cerebellum or a pole - has its centre within about 1, while a
+native scan written with voxel indices as millimetres, e.g. a 256 x 256 x 176 image with an
+origin in its corner, lies at about 2.1). Native-space scans whose scanner coordinates happen
+to be centred near the MNI origin pass the check: it catches evident mistakes only. The check
+runs only when the target grid is in an MNI space and the image is not on the target's own grid;
+``check_space=False`` turns it off.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import xarray as xr
+
+from .grid import MNI152_SPACE, Grid, ijk_to_xyz
+from .store import grid_info
+
+__all__ = ["to_nifti", "from_nifti", "save_nifti", "MNI_BRAIN_BOX", "BrainAccessor"]
+
+#: Extent of the MNI152 brain in millimetres: (min, max) along x, y and z.
+MNI_BRAIN_BOX = np.array([[-90.0, 91.0], [-126.0, 91.0], [-72.0, 109.0]])
+#: An image whose field-of-view centre is further than this from the centre of
+#: :data:`MNI_BRAIN_BOX`, in units of the box's half-widths, is evidently not in MNI space.
+MNI_CENTRE_TOLERANCE = 1.5
+
+_EXTENSION_KEY = "brainzarr"
+_INTERPOLATIONS = ("continuous", "linear", "nearest")
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+# --------------------------------------------------------------------------- helpers
+def _version() -> str:
+    try:
+        from . import __version__
+        return str(__version__)
+    except ImportError:  # pragma: no cover - partially initialised package
+        return "unknown"
+
+
+def _is_mni(space) -> bool:
+    return space is None or "mni" in str(space).lower()
+
+
+def _grid_of_target(obj) -> tuple[np.ndarray, tuple[int, int, int], str | None]:
+    """(affine, shape, space) of a Grid, a store Dataset or a voxel-indexed DataArray."""
+    if isinstance(obj, Grid):
+        return obj.affine, obj.shape, obj.space
+    if isinstance(obj, (xr.Dataset, xr.DataArray)):
+        info = grid_info(obj)
+        return info["affine"], info["grid_shape"], info.get("space")
+    raise TypeError(f"expected a brainzarr Grid, a store Dataset or a DataArray from a store, "
+                    f"got {type(obj).__name__}")
+
+
+def _coord_ijk(obj) -> np.ndarray | None:
+    if all(c in obj.coords and obj[c].dims == ("voxel",) for c in "ijk"):
+        return np.column_stack([np.asarray(obj[c].values) for c in "ijk"])
+    return None
+
+
+def _check_ijk(ijk: np.ndarray, shape) -> np.ndarray:
+    ijk = np.asarray(ijk)
+    if ijk.dtype.kind == "f":
+        if not np.all(np.isfinite(ijk)) or not np.array_equal(ijk, np.round(ijk)):
+            raise ValueError("coordinates i, j, k must be whole numbers (grid indices)")
+    elif ijk.dtype.kind not in "iu":
+        raise ValueError(f"coordinates i, j, k must be integers, got dtype {ijk.dtype}")
+    ijk = ijk.astype(np.int64)
+    if len(ijk) and (ijk.min() < 0 or np.any(ijk.max(axis=0) >= np.asarray(shape))):
+        raise ValueError(f"voxel indices i, j, k fall outside the grid of shape {tuple(shape)}")
+    flat = np.ravel_multi_index(tuple(ijk.T), tuple(shape))
+    if len(np.unique(flat)) != len(flat):
+        raise ValueError("some voxels occur more than once (repeated i, j, k); a NIfTI volume holds "
+                         "one value per voxel")
+    return ijk
+
+
+def _same_grid(affine_a, shape_a, affine_b, shape_b) -> bool:
+    return (tuple(shape_a) == tuple(shape_b)
+            and np.allclose(np.asarray(affine_a, float), np.asarray(affine_b, float), rtol=0, atol=1e-4))
+
+
+def _placement(da: xr.DataArray, grid) -> tuple[np.ndarray, np.ndarray, tuple, str | None]:
+    """Grid indices of the DataArray's voxels, and the grid's affine, shape and space."""
+    try:
+        own = grid_info(da)
+    except ValueError:
+        own = None
+    ijk = _coord_ijk(da)
+    if grid is None:
+        if own is None:
+            raise ValueError(
+                "no grid information: the DataArray carries no affine/grid_shape (coordinate 'i' of a "
+                "brainzarr store has them). Select the data from a store, or pass grid=Grid(...) "
+                "(e.g. brainzarr.store_grid(ds) or mni152_grid(8))")
+        if ijk is None:
+            raise ValueError("the DataArray has grid information but no voxel coordinates i, j, k; "
+                             "pass grid= to place its voxels in store order")
+        return _check_ijk(ijk, own["grid_shape"]), own["affine"], own["grid_shape"], own.get("space")
+
+    if isinstance(grid, (xr.Dataset, xr.DataArray)):
+        from .store import store_grid
+        grid = store_grid(grid)
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid must be a brainzarr Grid or a store Dataset, got {type(grid).__name__}")
+    if own is not None and not _same_grid(own["affine"], own["grid_shape"], grid.affine, grid.shape):
+        raise ValueError("the DataArray comes from another grid than grid= (affine or shape differ); "
+                         "use from_nifti(to_nifti(da), grid) to resample it")
+    if ijk is not None:
+        return _check_ijk(ijk, grid.shape), grid.affine, grid.shape, grid.space
+    n = da.sizes["voxel"]
+    if "voxel" in da.coords and np.asarray(da["voxel"].values).dtype.kind in "iu":
+        rows = np.asarray(da["voxel"].values).astype(np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= grid.n_voxels):
+            raise ValueError(f"voxel numbers run from {rows.min()} to {rows.max()}, but the grid has "
+                             f"{grid.n_voxels} voxels")
+        return _check_ijk(grid.ijk[rows], grid.shape), grid.affine, grid.shape, grid.space
+    if n != grid.n_voxels:
+        raise ValueError(f"the DataArray has {n} voxels and no i, j, k or voxel coordinates; the grid "
+                         f"has {grid.n_voxels} voxels")
+    return grid.ijk.astype(np.int64), grid.affine, grid.shape, grid.space
+
+
+def _other_dim(da: xr.DataArray) -> str | None:
+    if not isinstance(da, xr.DataArray):
+        raise TypeError(f"expected an xarray.DataArray, got {type(da).__name__}")
+    if "voxel" not in da.dims:
+        raise ValueError(f"the DataArray has no 'voxel' dimension (dims: {da.dims}); only voxel-indexed "
+                         "data can be written as an image")
+    others = [d for d in da.dims if d != "voxel"]
+    if len(others) > 1:
+        raise ValueError(f"the DataArray has dims {da.dims}: at most one dimension besides 'voxel' can "
+                         f"become the image's 4th axis; select or reduce over the others, e.g. "
+                         f"da.sel({others[0]}=...)")
+    return others[0] if others else None
+
+
+def _label(value) -> str:
+    value = value.item() if hasattr(value, "item") else value
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _scalar_coords(da: xr.DataArray) -> dict:
+    out = {}
+    for name, coord in da.coords.items():
+        if coord.ndim == 0:
+            try:
+                out[str(name)] = _label(coord.values)
+            except Exception:  # pragma: no cover - exotic coordinate types
+                continue
+    return out
+
+
+def _jsonable(values) -> list:
+    values = np.asarray(values)
+    if values.dtype.kind in "iub":
+        return values.tolist()
+    if values.dtype.kind == "f":
+        return [v if np.isfinite(v) else str(v) for v in values.tolist()]
+    return [_label(v) for v in values]
+
+
+def _volume(da: xr.DataArray, grid, background, dtype):
+    """(volume, affine, space, other_dim): the DataArray's values placed on its grid."""
+    other = _other_dim(da)
+    ijk, affine, shape, space = _placement(da, grid)
+    dtype = np.dtype(dtype) if dtype is not None else (
+        np.result_type(da.dtype, np.float32) if np.isnan(background) else da.dtype)
+    if np.isnan(background) and dtype.kind != "f":
+        raise ValueError(f"background NaN needs a floating dtype, got {dtype}")
+    data = da.transpose("voxel", *([other] if other else [])).data
+    if not isinstance(data, np.ndarray):  # dask (or another lazy array): compute once
+        data = data.compute() if hasattr(data, "compute") else np.asarray(data)
+    data = np.asarray(data)
+    n_vol = () if other is None else (da.sizes[other],)
+    vol = np.full(tuple(shape) + n_vol, background, dtype=dtype)
+    vol[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = data
+    return vol, np.asarray(affine, float), space, other
+
+
+def _set_header(img: nib.Nifti1Image, affine, space, da: xr.DataArray, other, values) -> None:
+    code = "mni" if _is_mni(space) else "aligned"
+    img.set_sform(affine, code=code)
+    img.set_qform(affine, code=code)
+    if not np.allclose(img.header.get_qform(), affine, atol=1e-4):  # shears: not a rigid+zoom
+        img.set_qform(affine, code="unknown")
+    hdr = img.header
+    hdr.set_xyzt_units(xyz="mm", t="unknown")
+    scalars = _scalar_coords(da)
+    name = str(da.name) if da.name is not None else ""
+    label = next(iter(scalars.values()), name) if len(scalars) == 1 else name
+    hdr.set_intent("estimate", name=label.encode("ascii", "replace").decode()[:15])
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
+    if finite.size:
+        hdr["cal_min"], hdr["cal_max"] = float(finite.min()), float(finite.max())
+    descrip = " ".join(["brainzarr", name] + [f"{k}={v}" for k, v in scalars.items()]).strip()
+    hdr["descrip"] = descrip.encode("ascii", "replace")[:79]
+    meta = {_EXTENSION_KEY: _version(), "name": da.name if isinstance(da.name, str) else name or None,
+            "coords": scalars, "units": da.attrs.get("units")}
+    if other is not None:
+        meta["volume_dim"] = str(other)
+        meta["volume_labels"] = _jsonable(da[other].values) if other in da.coords else None
+    hdr.extensions.append(nib.nifti1.Nifti1Extension("comment", json.dumps(meta).encode()))
+
+
+def _read_meta(img) -> dict:
+    for ext in getattr(img.header, "extensions", []):
+        if ext.get_code() == 6:
+            try:
+                meta = json.loads(ext.get_content())
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(meta, dict) and _EXTENSION_KEY in meta:
+                return meta
+    return {}
+
+
+# --------------------------------------------------------------------------- to_nifti
+def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.float32) -> nib.Nifti1Image:
+    """Place a voxel-indexed DataArray on its grid as a NIfTI image.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Dims ``(voxel,)`` -> a 3-D image, or ``(voxel, d)`` in either order -> a 4-D image whose
+        volumes follow ``d`` in the DataArray's order (``d``'s labels are kept in a header
+        extension). Numpy- or dask-backed (computed once).
+    grid : Grid or store Dataset, optional
+        The grid. By default it comes from the DataArray (affine and grid_shape in the attrs of
+        coordinate ``i``; voxels placed at coordinates ``i, j, k``). With ``grid=`` and no
+        ``i, j, k`` coordinates, the ``voxel`` coordinate (store row numbers) or, lacking one,
+        the store order of the grid's voxels places the values.
+    background : float
+        Value of voxels outside the brain (or not in ``da``): 0 (default) or NaN.
+    dtype : numpy dtype
+        Data type of the image (float32 by default).
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        See the module docstring for the header.
+
+    Raises
+    ------
+    ValueError
+        No ``voxel`` dim, more than two dims, no grid information, voxels outside the grid or
+        repeated, a grid that contradicts the DataArray's own, NaN background with an integer dtype.
+    """
+    vol, affine, space, other = _volume(da, grid, float(background), dtype)
+    img = nib.Nifti1Image(vol, affine)
+    img.header.set_data_dtype(vol.dtype)
+    _set_header(img, affine, space, da, other, vol)
+    return img
+
+
+def save_nifti(img: nib.Nifti1Image, path) -> Path:
+    """Save ``img`` to ``path`` (must end in .nii or .nii.gz); return the path."""
+    path = Path(path)
+    if not str(path).endswith(_NIFTI_SUFFIXES):
+        raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {path.name!r}")
+    if not path.parent.exists():
+        raise FileNotFoundError(f"folder {path.parent} does not exist")
+    nib.save(img, str(path))
+    return path
+
+
+# --------------------------------------------------------------------------- from_nifti
+def _target_voxels(target):
+    """(ijk, affine, shape, space, coords) of the voxels the result is defined on."""
+    if isinstance(target, Grid):
+        attrs = {**target.to_attrs()}
+        attrs.pop("mask", None)
+        ijk = target.ijk.astype(np.int64)
+        xyz = target.xyz
+        coords = {"voxel": ("voxel", np.arange(target.n_voxels))}
+        coords.update({c: ("voxel", ijk[:, n].astype(np.int32), attrs if c == "i" else {})
+                       for n, c in enumerate("ijk")})
+        coords.update({c: ("voxel", xyz[:, n]) for n, c in enumerate("xyz")})
+        return ijk, target.affine, target.shape, target.space, coords
+    if isinstance(target, (xr.Dataset, xr.DataArray)):
+        info = grid_info(target)
+        if "voxel" not in target.dims:
+            raise ValueError("the target has no 'voxel' dimension")
+        ijk = _coord_ijk(target)
+        if ijk is None:
+            raise ValueError("the target has no voxel coordinates i, j, k; pass a Grid or a store Dataset")
+        ijk = _check_ijk(ijk, info["grid_shape"])
+        coords = {name: c.variable for name, c in target.coords.items() if c.dims == ("voxel",)}
+        if "voxel" not in coords:
+            coords["voxel"] = xr.Variable("voxel", np.arange(len(ijk)))
+        i_attrs = {"affine": np.asarray(info["affine"]).tolist(), "grid_shape": list(info["grid_shape"]),
+                   **{k: info[k] for k in ("space", "resolution_mm") if k in info}}
+        coords["i"] = xr.Variable("voxel", coords["i"].values, {**coords["i"].attrs, **i_attrs})
+        xyz = ijk_to_xyz(ijk, info["affine"])
+        for n, c in enumerate("xyz"):
+            coords.setdefault(c, xr.Variable("voxel", xyz[:, n]))
+        return ijk, info["affine"], info["grid_shape"], info.get("space"), coords
+    raise TypeError(f"target must be a brainzarr Grid, a store Dataset or a DataArray from a store, "
+                    f"got {type(target).__name__}")
+
+
+def _fov_box(affine, shape) -> np.ndarray:
+    """(3, 2) min/max millimetres of the voxel centres of an image."""
+    corners = np.array(np.meshgrid(*[[0, s - 1] for s in shape[:3]], indexing="ij")).reshape(3, -1).T
+    xyz = ijk_to_xyz(corners, affine)
+    return np.column_stack([xyz.min(axis=0), xyz.max(axis=0)])
+
+
+def _fmt_box(box) -> str:
+    return " x ".join(f"[{lo:.0f}, {hi:.0f}]" for lo, hi in box)
+
+
+def mni_mismatch(affine, shape) -> str | None:
+    """Why an image with this affine and shape is evidently not in MNI space, or None.
+
+    See the module docstring for the heuristic.
+    """
+    box = _fov_box(affine, shape)
+    if np.any(box[:, 1] < MNI_BRAIN_BOX[:, 0]) or np.any(box[:, 0] > MNI_BRAIN_BOX[:, 1]):
+        return (f"its field of view {_fmt_box(box)} mm does not intersect the MNI brain "
+                f"{_fmt_box(MNI_BRAIN_BOX)} mm")
+    centre, half = MNI_BRAIN_BOX.mean(axis=1), np.diff(MNI_BRAIN_BOX, axis=1)[:, 0] / 2
+    distance = float(np.linalg.norm((box.mean(axis=1) - centre) / half))
+    if distance > MNI_CENTRE_TOLERANCE:
+        return (f"its field of view {_fmt_box(box)} mm is centred {distance:.1f} brain half-widths away "
+                f"from the MNI brain {_fmt_box(MNI_BRAIN_BOX)} mm (more than {MNI_CENTRE_TOLERANCE})")
+    return None
+
+
+def _load(img_or_path):
+    if isinstance(img_or_path, (str, os.PathLike)):
+        path = Path(img_or_path)
+        if not path.exists():
+            raise FileNotFoundError(f"no image file at {path}")
+        try:
+            return nib.load(str(path)), path
+        except Exception as exc:
+            raise ValueError(f"{path} could not be read as an image ({type(exc).__name__}: {exc})") from None
+    if isinstance(img_or_path, nib.spatialimages.SpatialImage):
+        return img_or_path, None
+    raise TypeError(f"expected a NIfTI path or a nibabel image, got {type(img_or_path).__name__}")
+
+
+def from_nifti(img_or_path, target, *, interpolation: str = "continuous", name: str | None = None,
+               check_space: bool = True) -> xr.DataArray:
+    """Read an image onto the voxels of a store (or of a Grid).
+
+    Parameters
+    ----------
+    img_or_path : str, Path or nibabel image
+        A 3-D image, or a 4-D image (one volume per entry of a 4th axis).
+    target : Grid, store Dataset or DataArray from a store
+        Whose voxels the result is defined on. A DataArray target (e.g. the test voxels
+        ``ds.expression.where(ds.split == "test", drop=True)``) gives just its voxels.
+    interpolation : {"continuous", "linear", "nearest"}
+        Used only when the image is on another grid (nilearn's ``resample_img``: cubic spline,
+        trilinear, nearest neighbour). Use "nearest" for atlases / label images. Resampling
+        samples the image at the target voxels' centres: it does not average over the larger
+        voxel when going from a fine image to a coarse grid (smooth the image first if needed).
+    name : str, optional
+        Name of the result; by default the name stored by :func:`to_nifti`, else the file name.
+    check_space : bool
+        Refuse images evidently not in MNI space (see the module docstring); only when the
+        target's space is an MNI space and the image is not on the target's grid.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(voxel,)`` for a 3-D image, ``(voxel, volume)`` for a 4-D one (the 4th axis gets back
+        its name and labels when the image was written by :func:`to_nifti`), with the target's
+        voxel coordinates (``voxel, i, j, k, x, y, z`` and any other voxel coordinates of a
+        store target, grid attributes on ``i``). Voxels outside the image's field of view are NaN
+        (with a warning). Values are float32 for float32/integer images, float64 for float64.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at the path.
+    ValueError
+        Not an image, not 3-D/4-D, an unknown interpolation, an image evidently not in MNI space,
+        or an image that does not overlap the target's voxels.
+    """
+    if interpolation not in _INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(_INTERPOLATIONS)}, got {interpolation!r}")
+    ijk, affine, shape, space, coords = _target_voxels(target)
+    img, path = _load(img_or_path)
+    img_shape = tuple(int(s) for s in img.shape)
+    if len(img_shape) not in (3, 4):
+        raise ValueError(f"expected a 3-D or 4-D image, got shape {img_shape}")
+    meta = _read_meta(img)
+    where = f"{path}" if path is not None else "the image"
+
+    if _same_grid(img.affine, img_shape[:3], affine, shape):
+        data = np.asanyarray(img.dataobj)
+        method = "none (same grid)"
+    else:
+        if check_space and _is_mni(space):
+            why = mni_mismatch(img.affine, img_shape)
+            if why is not None:
+                raise ValueError(f"{where} is evidently not in MNI space: {why}. Register it to MNI space "
+                                 "first (or pass check_space=False if it is)")
+        # which target voxel centres lie inside the image's field of view (its voxel centres' hull)
+        inv = np.linalg.inv(img.affine)
+        src = ijk_to_xyz(ijk_to_xyz(ijk, affine), inv)
+        inside = np.all((src > -1e-3) & (src < np.asarray(img_shape[:3]) - 1 + 1e-3), axis=1)
+        if not inside.any():
+            tbox = np.column_stack([ijk_to_xyz(ijk, affine).min(axis=0), ijk_to_xyz(ijk, affine).max(axis=0)])
+            raise ValueError(f"{where} does not overlap the target's voxels: its field of view "
+                             f"{_fmt_box(_fov_box(img.affine, img_shape))} mm, the target's voxels "
+                             f"{_fmt_box(tbox)} mm")
+        if not inside.all():
+            warnings.warn(f"{(~inside).sum()} of {len(inside)} target voxels lie outside the field of view "
+                          f"of {where}; they are NaN", stacklevel=2)
+        data = np.asanyarray(img.dataobj)
+        fdtype = np.result_type(data.dtype, np.float32) if data.dtype.kind == "f" else np.float32
+        src_img = nib.Nifti1Image(data.astype(fdtype, copy=False), img.affine)
+        from nilearn.image import resample_img
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="NaNs or infinite values are present")
+            resampled = resample_img(src_img, target_affine=np.asarray(affine, float), target_shape=tuple(shape),
+                                     interpolation=interpolation, fill_value=np.nan, force_resample=True,
+                                     copy_header=True)
+        data = np.asanyarray(resampled.dataobj)
+        method = interpolation
+
+    values = data[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+    out_dtype = np.result_type(values.dtype, np.float32) if values.dtype.kind == "f" else np.float32
+    values = values.astype(out_dtype, copy=False)
+    if name is None:
+        name = meta.get("name") or (Path(str(path)).name.removesuffix(".gz").removesuffix(".nii")
+                                    if path is not None else None)
+    attrs = {"source": str(path) if path is not None else "image", "interpolation": method}
+    if meta.get("units"):
+        attrs["units"] = meta["units"]
+    if values.ndim == 1:
+        return xr.DataArray(values, dims=("voxel",), coords=coords, name=name, attrs=attrs)
+    n = values.shape[1]
+    dim, labels = "volume", np.arange(n)
+    if meta.get("volume_dim") and meta["volume_dim"] not in coords:
+        dim = meta["volume_dim"]
+        if meta.get("volume_labels") is not None and len(meta["volume_labels"]) == n:
+            labels = np.asarray(meta["volume_labels"])
+    return xr.DataArray(values, dims=("voxel", dim), coords={**coords, dim: labels}, name=name, attrs=attrs)
+
+
+# --------------------------------------------------------------------------- accessor
+@xr.register_dataarray_accessor("brain")
+class BrainAccessor:
+    """``da.brain``: NIfTI export and grid of a voxel-indexed DataArray.
+
+    >>> ds.expression.sel(gene="APOE").brain.to_nifti("apoe.nii.gz")  # doctest: +SKIP
+    >>> ds.expression.sel(gene="APOE").brain.plot("apoe.png")  # doctest: +SKIP
+    """
+
+    def __init__(self, da: xr.DataArray):
+        self._da = da
+
+    def to_nifti(self, path=None, background: float = 0.0, *, grid=None, dtype=np.float32) -> nib.Nifti1Image:
+        """The image (see :func:`to_nifti`); saved to ``path`` (.nii or .nii.gz) when given."""
+        if path is not None and not str(path).endswith(_NIFTI_SUFFIXES):
+            raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {Path(path).name!r}")
+        img = to_nifti(self._da, grid, background=background, dtype=dtype)
+        if path is not None:
+            save_nifti(img, path)
+        return img
+
+    def to_volume(self, background: float = 0.0, *, grid=None, dtype=None) -> np.ndarray:
+        """The values on the full 3-D (or 4-D) grid as a numpy array; ``background`` elsewhere.
+
+        ``dtype`` defaults to the DataArray's (promoted to float for a NaN background).
+        """
+        return _volume(self._da, grid, float(background), dtype)[0]
+
+    @property
+    def grid(self) -> Grid:
+        """The grid of the DataArray's voxels (mask = the voxels present, in the store's affine)."""
+        _other_dim(self._da)
+        ijk, affine, shape, space = _placement(self._da, None)
+        mask = np.zeros(tuple(shape), dtype=bool)
+        mask[tuple(ijk.T)] = True
+        info = grid_info(self._da)
+        return Grid(mask, affine, space=space or MNI152_SPACE, name=str(info.get("mask", "store")))
+
+    def plot(self, path=None, **kwargs):
+        """Plot the map with :func:`brainzarr.plots.plot_map`."""
+        from .plots import plot_map
+        return plot_map(self._da, path, **kwargs)
