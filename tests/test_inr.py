@@ -1,0 +1,233 @@
+"""The gene-conditioned INR: fitting, new genes, persistence, checkpoints, devices, rendering."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from brainzarr import open_store
+from brainzarr.grid import mni152_grid
+from brainzarr.inr import GeneINR
+from brainzarr.inr.inputs import location_inputs, scale_coordinates
+from brainzarr.inr.render import INRBlockSource, render_store, table_from_model
+from brainzarr.inr.training import resolve_device
+from brainzarr.preprocess import clamp_scale
+from brainzarr.sources.synthetic import SyntheticModel, load_synthetic
+
+SMALL = dict(width=64, depth=2, n_features=16, epochs=40, progress=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def table():
+    # two donors (833 samples), 120 genes: small enough to fit in seconds
+    return load_synthetic(120, seed=3, donors=["12876", "15496"])
+
+
+@pytest.fixture(scope="module")
+def fitted(table):
+    return GeneINR(seed=0, **SMALL).fit(table)
+
+
+def _xyz(table):
+    return np.column_stack([table[c].values for c in "xyz"])
+
+
+def _truth(table, genes=None):
+    return SyntheticModel(seed=3).expression(_xyz(table), table["gene"].values if genes is None else genes)
+
+
+def test_inputs_scale_the_template_box_into_unit_cube():
+    corners = np.array([[-90, -126, -72], [90, 90, 108]], dtype=float)
+    scaled = scale_coordinates(corners)
+    assert np.all(np.abs(scaled) <= 1.0 + 1e-6) and np.isclose(np.abs(scaled).max(), 1.0)
+    inputs = location_inputs(np.array([[0.0, 0.0, 0.0], [-30.0, 10.0, 60.0], [500.0, 0.0, 0.0]]))
+    assert inputs.shape == (3, 5)
+    assert inputs[2, 3:].sum() == 0  # outside the template: neither grey nor white matter
+    with pytest.raises(ValueError, match=r"\(n, 3\)"):
+        scale_coordinates(np.zeros((4, 2)))
+
+
+def test_fit_denoises_towards_the_true_field(table, fitted):
+    values = table["expression"].values
+    truth = _truth(table)
+    noise = np.sqrt(np.mean((values - truth) ** 2))
+    err = np.sqrt(np.mean((fitted.predict(_xyz(table)) - truth) ** 2))
+    assert err < 0.6 * noise
+    assert fitted.solver_ == "projected"
+    assert fitted.history_[-1] < fitted.history_[0]
+    assert fitted.embeddings_.shape == (16, table.sizes["gene"])
+
+
+def test_predict_selects_genes_and_donors(table, fitted):
+    xyz = _xyz(table)[:50]
+    genes = list(table["gene"].values[[5, 2]])
+    full = fitted.predict(xyz)
+    np.testing.assert_allclose(fitted.predict(xyz, genes), full[:, [5, 2]], rtol=1e-5, atol=1e-6)
+    donor_aware = fitted.predict(xyz, donor="12876")
+    assert not np.allclose(donor_aware, full)
+    np.testing.assert_allclose(fitted.predict(xyz, donor="unknown-donor"), full, atol=1e-6)
+    np.testing.assert_allclose(fitted.features(xyz, batch_rows=7), fitted.features(xyz), rtol=1e-5, atol=1e-5)
+
+
+def test_a_gene_seen_at_few_samples_borrows_structure_from_the_others(table):
+    """Hide three genes at 90% of the samples each: fitted with the other genes they are far
+    closer to the truth at their hidden samples than INRs fitted on each gene alone, and nearly
+    as close as when they are seen everywhere."""
+    hidden = [7, 30, 77]
+    n, n_genes = table.sizes["sample"], table.sizes["gene"]
+    rng = np.random.default_rng(0)
+    mask = np.ones((n, n_genes), dtype=bool)
+    for g in hidden:
+        mask[rng.permutation(n)[: n - n // 10], g] = False
+    truth = _truth(table)
+    xyz = _xyz(table)
+
+    def error(pred, g):  # at the samples where gene g was hidden
+        return np.sqrt(np.mean((pred[~mask[:, g]] - truth[~mask[:, g], g]) ** 2))
+
+    joint = GeneINR(seed=0, **SMALL).fit(table, mask=mask)
+    assert joint.solver_ == "projected"
+    err_joint = np.mean([error(joint.predict(xyz)[:, g], g) for g in hidden])
+    alone = [GeneINR(seed=0, **SMALL).fit(table.isel(gene=[g]), mask=mask[:, [g]]) for g in hidden]
+    assert alone[0].solver_ == "masked"
+    err_alone = np.mean([error(m.predict(xyz)[:, 0], g) for m, g in zip(alone, hidden)])
+    seen_everywhere = GeneINR(seed=0, **SMALL).fit(table)
+    err_seen = np.mean([error(seen_everywhere.predict(xyz)[:, g], g) for g in hidden])
+    assert err_joint < 0.75 * err_alone
+    assert err_joint < 1.3 * err_seen
+    # masked training (every gene in the loss, the hidden entries masked out) borrows too
+    masked = GeneINR(seed=0, solver="masked", **SMALL).fit(table, mask=mask)
+    err_masked = np.mean([error(masked.predict(xyz)[:, g], g) for g in hidden])
+    assert err_masked < 0.75 * err_alone
+
+
+def test_nan_values_count_as_unobserved(table):
+    t = table.copy(deep=True)
+    t["expression"].values[:400, 0] = np.nan
+    model = GeneINR(seed=0, **(SMALL | {"epochs": 5})).fit(t)
+    assert np.isfinite(model.predict(_xyz(t)[:10])).all()
+    t["expression"].values[:, 1] = np.nan
+    with pytest.raises(ValueError, match="no observed value"):
+        GeneINR(seed=0, **(SMALL | {"epochs": 2})).fit(t)
+
+
+def test_save_load_roundtrip_without_pickles(tmp_path, table, fitted):
+    path = fitted.save(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    assert config["genes"] == list(table["gene"].values) and config["source"]["name"] == "synthetic"
+    state = torch.load(path / "weights.pt", weights_only=True)  # tensors only
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    with np.load(path / "sites.npz", allow_pickle=False) as sites:
+        assert sites["xyz"].shape == (table.sizes["sample"], 3)
+    loaded = GeneINR.load(path, device="cpu")
+    xyz = _xyz(table)[:100]
+    np.testing.assert_array_equal(loaded.predict(xyz), fitted.predict(xyz))
+    assert loaded.weights_sha1() == fitted.weights_sha1()
+    with pytest.raises(FileExistsError):
+        fitted.save(path)
+    with pytest.raises(FileNotFoundError, match="no INR model"):
+        GeneINR.load(tmp_path / "nothing")
+
+
+def test_seeded_and_resumable_from_a_checkpoint(tmp_path, table):
+    small = table.isel(gene=slice(0, 30))
+    params = SMALL | {"epochs": 6, "checkpoint_every": 2}
+    reference = GeneINR(seed=4, **params).fit(small)
+    again = GeneINR(seed=4, **params).fit(small)
+    np.testing.assert_array_equal(again.embeddings_, reference.embeddings_)
+    other = GeneINR(seed=5, **params).fit(small)
+    assert not np.allclose(other.embeddings_, reference.embeddings_)
+
+    def interrupt(epoch, loss):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        GeneINR(seed=4, checkpoint_dir=tmp_path, **params).fit(small, callback=interrupt)
+    assert (tmp_path / "checkpoint.pt").exists()
+    epochs_run = []
+    resumed = GeneINR(seed=4, checkpoint_dir=tmp_path, **params).fit(
+        small, callback=lambda epoch, loss: epochs_run.append(epoch))
+    assert epochs_run == [4, 5]  # picked up after the checkpoint of epoch 3
+    np.testing.assert_allclose(resumed.embeddings_, reference.embeddings_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(resumed.history_, reference.history_, rtol=1e-5)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_device_resolution(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto").type == "cuda"
+    with pytest.raises(ValueError, match="only 1 CUDA"):
+        resolve_device("cuda:3")
+
+
+def test_bad_parameters_are_clear(table):
+    with pytest.raises(ValueError, match="backbone"):
+        GeneINR(backbone="mlp").fit(table)
+    with pytest.raises(ValueError, match="epochs"):
+        GeneINR(epochs=0).fit(table)
+    with pytest.raises(ValueError, match="mask has shape"):
+        GeneINR(**SMALL).fit(table, mask=np.ones((3, 3), dtype=bool))
+
+
+def test_siren_backbone_trains(table):
+    model = GeneINR(backbone="siren", omega=10.0, seed=0, **(SMALL | {"epochs": 15})).fit(table.isel(gene=slice(0, 40)))
+    assert model.history_[-1] < 0.8 * model.history_[0]
+
+
+def test_render_streams_the_population_map_into_a_store(tmp_path, table, fitted):
+    genes = list(table["gene"].values[:20])
+    out = render_store(fitted, tmp_path / "inr8.zarr", resolution=8, genes=genes, chunks=(1024, 8), progress=False)
+    ds = open_store(out)
+    assert list(ds["gene"].values) == genes
+    assert ds.attrs["provenance"]["assignment"]["method"] == "inr"
+    assert ds.attrs["provenance"]["source"]["name"] == "synthetic"
+    raw = fitted.predict(mni152_grid(8).xyz, genes)
+    expected = clamp_scale(raw, ds["clamp_low"].values, ds["clamp_high"].values)
+    np.testing.assert_allclose(ds["expression"].values, expected, atol=1e-5)
+    np.testing.assert_allclose(ds["clamp_high"].values, np.percentile(raw, 99.9, axis=0), rtol=1e-5)
+    # the same render again is complete already; another model is refused
+    assert render_store(fitted, out, resolution=8, genes=genes, chunks=(1024, 8), progress=False) == out
+    other = GeneINR(seed=1, **(SMALL | {"epochs": 3})).fit(table)
+    with pytest.raises(FileExistsError, match="other settings"):
+        render_store(other, out, resolution=8, genes=genes, chunks=(1024, 8), progress=False)
+
+
+def test_block_source_and_table_from_model(fitted):
+    source = INRBlockSource(fitted, fitted.genes_[:10])
+    xyz = mni152_grid(8).xyz[:300]
+    state = source.prepare({"xyz": xyz, "hemisphere": None, "labels": None})
+    np.testing.assert_allclose(source.compute(state, None, slice(2, 6)), fitted.predict(xyz)[:, 2:6], atol=1e-5)
+    table = table_from_model(fitted, 5)
+    assert table.sizes["gene"] == 5 and table.sizes["sample"] == fitted.n_samples_
+    assert table.attrs["source"] == "synthetic"
+
+
+def test_cli_fit_render_and_build(tmp_path, capsys):
+    from brainzarr.cli import main
+
+    model = tmp_path / "m"
+    assert main(["inr", "fit", "--genes", "12", "--epochs", "3", "--width", "32", "--out", str(model)]) == 0
+    assert "fitted in" in capsys.readouterr().out
+    assert main(["inr", "fit", "--genes", "12", "--epochs", "3", "--out", str(model)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["inr", "render", str(model), "--resolution", "8", "--out", str(tmp_path / "r.zarr")]) == 0
+    assert open_store(tmp_path / "r.zarr").sizes["gene"] == 12
+    genes = ",".join(json.loads((model / "config.json").read_text())["genes"][:3])
+    assert main(["build", "--assignment", "inr", "--inr-model", str(model), "--genes", genes, "--resolution", "8",
+                 "--out", str(tmp_path / "b.zarr")]) == 0
+    assert list(open_store(tmp_path / "b.zarr")["gene"].values) == genes.split(",")
+    assert main(["build", "--assignment", "inr", "--inr-model", str(model), "--genes", "5", "--resolution", "8",
+                 "--out", str(tmp_path / "c.zarr")]) == 1
+    assert "does not know" in capsys.readouterr().err
+    assert main(["inr", "render", str(tmp_path / "nope"), "--out", str(tmp_path / "x.zarr")]) == 1
+    assert "no INR model" in capsys.readouterr().err
