@@ -86,6 +86,23 @@ def test_other_linear_methods_write_back_and_reload(store, method, params):
         assert float(result["reconstruction"].min()) >= 0
 
 
+def test_reconstruction_rmse_and_writes_share_one_pass(store, monkeypatch):
+    calls = {"transform": 0, "inverse": 0}
+    transform, inverse = PCA._transform_block, PCA._inverse_block
+
+    def counting(name, fn):
+        def wrapped(self, A):
+            calls[name] += 1
+            return fn(self, A)
+        return wrapped
+
+    monkeypatch.setattr(PCA, "_transform_block", counting("transform", transform))
+    monkeypatch.setattr(PCA, "_inverse_block", counting("inverse", inverse))
+    fit_store(store, "pca", 7)
+    n_blocks = len(open_store(store)["expression"].chunks[0])
+    assert n_blocks > 4 and calls == {"transform": n_blocks, "inverse": n_blocks}
+
+
 def test_refit_without_overwrite_raises_before_fitting(store, pca8, monkeypatch):
     monkeypatch.setattr(PCA, "_fit", lambda self, X: pytest.fail("fitted before checking"))
     with pytest.raises(ResultExistsError, match="overwrite"):

@@ -4,9 +4,10 @@
 
 1. fit on the ``split == "train"`` voxels (``split_random`` / ``split_blocked`` on request),
    streamed by the estimator;
-2. one streamed pass over every voxel's row block computes the embedding, the reconstruction
-   (written with the store's gene chunking) and each voxel's squared reconstruction error, in
-   a single dask computation (the reconstruction is computed once and never held whole);
+2. one streamed pass, one task per row block of the store (locally or on a dask.distributed
+   client): read the block, embed it, reconstruct it, write its rows of ``embedding``,
+   ``reconstruction`` (with the store's gene chunking) and ``voxel_rmse`` — whole chunks, so no
+   two tasks share one — and return its per-voxel squared errors (nothing is held whole);
 3. the train and test RMSE follow from the per-voxel errors.
 
 The result is written atomically under ``representations/<method>/k<dim>`` with
@@ -31,6 +32,7 @@ import time
 import warnings
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -177,22 +179,21 @@ def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: in
     fit_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    out, sse = _result_dataset(ds, model, write_reconstruction)
-    attrs = {**out.attrs, "method": method, "dim": int(dim), "seed": int(seed), "split": scheme,
+    template = _result_template(ds, model, write_reconstruction)
+    attrs = {**template.attrs, "method": method, "dim": int(dim), "seed": int(seed), "split": scheme,
              "split_coordinate": split_coord, "n_train": int(train.sum()), "n_test": int((labels == "test").sum()),
              "fit_seconds": round(fit_seconds, 3), "brainzarr_version": __version__,
              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    encoding = {name: {"chunks": tuple(c[0] for c in var.chunks)} for name, var in out.data_vars.items()
+    encoding = {name: {"chunks": tuple(c[0] for c in var.chunks)} for name, var in template.data_vars.items()
                 if var.chunks is not None}
     with group_writer(store, group, overwrite=overwrite) as scratch, quiet_zarr(), warnings.catch_warnings():
         warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)  # string coordinates
-        writes = out.to_zarr(str(scratch), mode="w", compute=False, consolidated=False, zarr_format=3,
-                             encoding=encoding)
-        _, sse_values = compute_tasks([writes, sse], client=client, progress=show,
-                                      desc=f"writing {method} k{dim}", track=sse.to_delayed().ravel().tolist())
-        n_genes = X.shape[1]
-        rmse = [float(np.sqrt(sse_values[labels == s].sum() / max((labels == s).sum() * n_genes, 1)))
-                for s in _SPLITS]
+        # metadata, coordinates and parameters now; the voxel arrays are filled by the pass below
+        template.to_zarr(str(scratch), mode="w", compute=False, consolidated=False, zarr_format=3,
+                         encoding=encoding)
+        sse = np.concatenate(compute_tasks(_write_tasks(X, model, scratch, write_reconstruction), client=client,
+                                           progress=show, desc=f"writing {method} k{dim}"))
+        rmse = [float(np.sqrt(sse[labels == s].sum() / max((labels == s).sum() * X.shape[1], 1))) for s in _SPLITS]
         attrs["transform_seconds"] = round(time.perf_counter() - start, 3)
         xr.Dataset({"rmse": ("split", np.asarray(rmse))}, coords={"split": list(_SPLITS)}).to_zarr(
             str(scratch), mode="a", consolidated=False, zarr_format=3)
@@ -202,33 +203,56 @@ def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: in
     return read_group(store, group)
 
 
-def _result_dataset(ds: xr.Dataset, model, write_reconstruction: bool):
-    """The lazy result Dataset (embedding, reconstruction, voxel_rmse, params) and the lazy
-    per-voxel sum of squared errors, sharing one computation of the reconstruction."""
-    X = ds["expression"].data.rechunk({1: -1})
-    Z = model.transform(X)
-    R = model.inverse_transform(Z)
-    sse = da.map_blocks(_row_sse, R, X, drop_axis=1, dtype=np.float64)
+def _result_template(ds: xr.Dataset, model, write_reconstruction: bool) -> xr.Dataset:
+    """The result's layout: voxel arrays as unfilled dask placeholders with the store's row
+    chunks (and gene chunks), coordinates and the model's parameter arrays."""
+    n, d = ds.sizes["voxel"], ds.sizes["gene"]
+    rows, gene_chunk = ds["expression"].chunks[0], ds["expression"].chunks[1][0]
+    k = int(model._embedding_width())
     # variables, not DataArrays: a DataArray would bring every voxel coordinate along, 'split' too
     coords = {c: ds[c].variable for c in ("voxel",) + VOXEL_COORDS if c in ds.coords and c != "split"}
     coords["gene"] = ds["gene"].variable
-    k = Z.shape[1]
-    data = {"embedding": (("voxel", "component"), Z),
-            "voxel_rmse": (("voxel",), np.sqrt(sse / X.shape[1]).astype(np.float32))}
+    data = {"embedding": (("voxel", "component"), da.empty((n, k), chunks=(rows, k), dtype=np.float32)),
+            "voxel_rmse": (("voxel",), da.empty(n, chunks=(rows,), dtype=np.float32))}
     if write_reconstruction:
-        gene_chunk = ds["expression"].chunks[1][0]
-        data["reconstruction"] = (("voxel", "gene"), R.rechunk({1: gene_chunk}))
+        data["reconstruction"] = (("voxel", "gene"), da.empty((n, d), chunks=(rows, gene_chunk), dtype=np.float32))
     out = xr.Dataset(data, coords={**coords, "component": np.arange(1, k + 1)})
     params = model.to_dataset()
-    clash = [d for d in params.dims if d in out.dims and params.sizes[d] != out.sizes[d]]
+    clash = [dim for dim in params.dims if dim in out.dims and params.sizes[dim] != out.sizes[dim]]
     if clash:
         raise ValueError(f"{type(model).__name__}'s parameter arrays use dims {clash} with other sizes "
                          "than the result's; rename them")
     out = xr.merge([out, params], combine_attrs="override")
     out.attrs = dict(params.attrs)
     if "affine" not in out["i"].attrs:
-        out["i"].attrs.update({k: ds.attrs[k] for k in ("affine", "grid_shape", "space", "resolution_mm")})
-    return out, sse
+        out["i"].attrs.update({key: ds.attrs[key] for key in ("affine", "grid_shape", "space", "resolution_mm")})
+    return out
+
+
+def _write_tasks(X, model, scratch: Path, write_reconstruction: bool) -> list:
+    """One task per row block of the store: read it, embed, reconstruct, write its rows of every
+    voxel array (whole chunks: the arrays share the store's row chunks) and return its per-voxel
+    squared errors. One pass; memory of a task is a few row blocks."""
+    blocks = X.rechunk({1: -1}).to_delayed().ravel().tolist()
+    bounds = np.cumsum((0,) + X.chunks[0])
+    shared_model = dask.delayed(model, traverse=False)  # one copy per worker, not one per task
+    write = dask.delayed(_write_block, pure=False)
+    return [write(shared_model, block, str(scratch), int(a), int(b), write_reconstruction)
+            for block, a, b in zip(blocks, bounds[:-1], bounds[1:])]
+
+
+def _write_block(model, X, scratch: str, a: int, b: int, write_reconstruction: bool) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    Z = np.asarray(model.transform(X), dtype=np.float32)
+    R = np.asarray(model.inverse_transform(Z), dtype=np.float32)
+    sse = _row_sse(R, X)
+    with quiet_zarr():
+        group = zarr.open_group(scratch, mode="r+", zarr_format=3)
+        group["embedding"][a:b] = Z
+        group["voxel_rmse"][a:b] = np.sqrt(sse / X.shape[1]).astype(np.float32)
+        if write_reconstruction:
+            group["reconstruction"][a:b] = R
+    return sse
 
 
 def _row_sse(R: np.ndarray, X: np.ndarray, step: int = 512) -> np.ndarray:
