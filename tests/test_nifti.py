@@ -1,0 +1,396 @@
+"""brainzarr.nifti (DataArray <-> NIfTI, the .brain accessor) and brainzarr.plots.plot_map."""
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import xarray as xr  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+from brainzarr.grid import Grid, ijk_to_xyz, mni152_grid  # noqa: E402
+from brainzarr.nifti import MNI_BRAIN_BOX, from_nifti, mni_mismatch, save_nifti, to_nifti  # noqa: E402
+
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# FSL's MNI152_T1_2mm grid (x axis flipped: radiological storage order)
+FSL_2MM_AFFINE = np.array([[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
+FSL_2MM_SHAPE = (91, 109, 91)
+
+
+# ------------------------------------------------------------------------------ fixtures
+def voxel_coords(grid: Grid) -> dict:
+    attrs = grid.to_attrs()
+    xyz = grid.xyz
+    coords = {"voxel": ("voxel", np.arange(grid.n_voxels))}
+    coords.update({c: ("voxel", grid.ijk[:, n], attrs if c == "i" else {}) for n, c in enumerate("ijk")})
+    coords.update({c: ("voxel", xyz[:, n]) for n, c in enumerate("xyz")})
+    return coords
+
+
+def fake_da(grid: Grid, values=None, name="expression") -> xr.DataArray:
+    """A voxel-indexed DataArray as selected from a store (grid attrs on coordinate i)."""
+    if values is None:
+        values = np.arange(grid.n_voxels, dtype=np.float32)
+    dims = ("voxel",) if np.ndim(values) == 1 else ("voxel", "component")
+    return xr.DataArray(values, dims=dims, coords=voxel_coords(grid), name=name)
+
+
+def fake_store(grid: Grid, n_genes=3) -> xr.Dataset:
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset(
+        {"expression": (("voxel", "gene"), rng.random((grid.n_voxels, n_genes), dtype=np.float32))},
+        coords={**voxel_coords(grid), "gene": [f"G{g}" for g in range(n_genes)],
+                "hemisphere": ("voxel", grid.hemisphere),
+                "split": ("voxel", np.where(np.arange(grid.n_voxels) % 5 == 0, "test", "train"))},
+        attrs=grid.to_attrs())
+    return ds
+
+
+@pytest.fixture(scope="module")
+def g8() -> Grid:
+    return mni152_grid(8)
+
+
+def smooth(xyz) -> np.ndarray:
+    xyz = np.asarray(xyz, float)
+    return np.sin(xyz[..., 0] / 30) + np.cos(xyz[..., 1] / 40) + xyz[..., 2] / 50
+
+
+def function_image(affine, shape) -> nib.Nifti1Image:
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    return nib.Nifti1Image(smooth(ijk_to_xyz(ijk, affine)).reshape(shape).astype(np.float32), affine)
+
+
+# ------------------------------------------------------------------------------ strategies
+@st.composite
+def grids(draw, max_side=6):
+    shape = draw(st.tuples(*[st.integers(1, max_side)] * 3))
+    mask = draw(hnp.arrays(bool, shape))
+    mask[tuple(draw(st.integers(0, s - 1)) for s in shape)] = True
+    zooms = draw(st.lists(st.sampled_from([1.0, 1.5, 2.0, 3.0, 4.0, 8.0]) | st.floats(1, 8), min_size=3, max_size=3))
+    perm = draw(st.permutations([0, 1, 2]))
+    signs = draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=3, max_size=3))
+    affine = np.eye(4)
+    affine[:3, :3] = 0
+    for axis in range(3):
+        affine[perm[axis], axis] = signs[axis] * zooms[axis]
+    affine[:3, 3] = draw(st.lists(st.floats(-150, 150), min_size=3, max_size=3))
+    return Grid(mask, affine)
+
+
+float32s = st.floats(width=32, allow_nan=True, allow_infinity=True)
+
+
+@st.composite
+def grid_and_values(draw, n_components=None):
+    grid = draw(grids())
+    shape = (grid.n_voxels,) if n_components is None else (grid.n_voxels, n_components)
+    return grid, draw(hnp.arrays(np.float32, shape, elements=float32s))
+
+
+backgrounds = st.sampled_from([0.0, np.nan])
+
+
+# ------------------------------------------------------------------------------ round trips
+@FAST
+@given(grid_and_values(), backgrounds)
+def test_round_trip_3d(gv, background):
+    grid, values = gv
+    da = fake_da(grid, values)
+    img = to_nifti(da, background=background)
+    vol = np.asarray(img.dataobj)
+    assert vol.shape == grid.shape and vol.dtype == np.float32
+    np.testing.assert_allclose(img.affine, grid.affine, atol=1e-4)  # NIfTI stores float32
+    np.testing.assert_array_equal(vol[~grid.mask], np.float32(background))
+    np.testing.assert_array_equal(vol[tuple(grid.ijk.T)], values)
+    for target in (grid, da, fake_store(grid)):
+        back = from_nifti(img, target)
+        assert back.dims == ("voxel",) and back.dtype == np.float32 and back.name == "expression"
+        np.testing.assert_array_equal(back.values, values)
+        np.testing.assert_array_equal(np.column_stack([back[c].values for c in "ijk"]), grid.ijk)
+        np.testing.assert_allclose(np.column_stack([back[c].values for c in "xyz"]), grid.xyz)
+        np.testing.assert_array_equal(back["i"].attrs["affine"], grid.affine)
+        assert tuple(back["i"].attrs["grid_shape"]) == grid.shape
+    # the result is itself exportable: a second trip is the identity
+    np.testing.assert_array_equal(np.asarray(to_nifti(back, background=background).dataobj), vol)
+
+
+@FAST
+@given(grid_and_values(n_components=3), backgrounds, st.permutations([7, 2, 5]), st.booleans())
+def test_round_trip_4d(gv, background, labels, transpose):
+    grid, values = gv
+    da = fake_da(grid, values).assign_coords(component=labels)
+    img = to_nifti(da.T if transpose else da, background=background)
+    vol = np.asarray(img.dataobj)
+    assert vol.shape == grid.shape + (3,)
+    np.testing.assert_array_equal(vol[tuple(grid.ijk.T)], values)  # volumes in the dim's order
+    np.testing.assert_array_equal(vol[~grid.mask], np.float32(background))
+    back = from_nifti(img, grid)
+    assert back.dims == ("voxel", "component")
+    assert back["component"].values.tolist() == list(labels)
+    np.testing.assert_array_equal(back.values, values)
+
+
+@FAST
+@given(grids(), st.data())
+def test_subset_of_voxels(grid, data):
+    """Voxels not in the DataArray (e.g. a test split) get the background; the target's voxels come back."""
+    keep = data.draw(st.lists(st.integers(0, grid.n_voxels - 1), min_size=1, unique=True))
+    da = fake_da(grid).isel(voxel=sorted(keep))
+    vol = da.brain.to_volume(np.nan)
+    assert np.isfinite(vol).sum() == len(keep)
+    np.testing.assert_array_equal(vol[tuple(grid.ijk[sorted(keep)].T)], sorted(keep))
+    back = from_nifti(to_nifti(da), da)
+    assert back["voxel"].values.tolist() == sorted(keep)
+    np.testing.assert_array_equal(back.values, da.values)
+    sub = da.brain.grid
+    assert sub.n_voxels == len(keep) and np.array_equal(sub.affine, grid.affine)
+
+
+def test_placement_by_voxel_number_with_grid(g8):
+    """Without i, j, k a DataArray is placed through grid= by its voxel numbers, or in store order."""
+    da = fake_da(g8)
+    plain = xr.DataArray(da.values, dims="voxel")
+    np.testing.assert_array_equal(to_nifti(plain, g8).dataobj, to_nifti(da).dataobj)
+    rows = np.arange(0, g8.n_voxels, 7)
+    subset = xr.DataArray(da.values[rows], dims="voxel", coords={"voxel": rows})
+    vol = np.asarray(to_nifti(subset, fake_store(g8)).dataobj)
+    np.testing.assert_array_equal(vol[tuple(g8.ijk[rows].T)], rows)
+    assert np.count_nonzero(vol) == len(rows) - 1  # row 0 has value 0
+
+
+@settings(max_examples=8, deadline=None)
+@given(grids(), st.sampled_from([".nii", ".nii.gz"]), backgrounds)
+def test_saved_file_keeps_affine_and_shape(grid, suffix, background):
+    da = fake_da(grid).assign_coords(gene="APOE")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"apoe{suffix}"
+        da.brain.to_nifti(path, background=background)
+        img = nib.load(path)
+        assert img.shape == grid.shape
+        sform, scode = img.header.get_sform(coded=True)
+        qform, qcode = img.header.get_qform(coded=True)
+        assert scode == qcode == 4
+        np.testing.assert_allclose(sform, grid.affine, atol=1e-4)
+        np.testing.assert_allclose(qform, grid.affine, atol=1e-4)
+        np.testing.assert_array_equal(np.asarray(img.dataobj)[tuple(grid.ijk.T)], da.values)
+        back = from_nifti(path, grid)
+        assert back.name == "expression" and back.attrs["source"] == str(path)
+        np.testing.assert_array_equal(back.values, da.values)
+
+
+def test_header(g8):
+    da = fake_da(g8, np.linspace(-1, 2, g8.n_voxels, dtype=np.float32)).assign_coords(gene="APOE")
+    hdr = to_nifti(da, background=np.nan).header
+    assert hdr["sform_code"] == hdr["qform_code"] == 4
+    assert hdr.get_xyzt_units() == ("mm", "unknown")
+    assert hdr.get_intent()[0] == "estimate" and hdr.get_intent()[2] == "APOE"
+    assert (float(hdr["cal_min"]), float(hdr["cal_max"])) == (-1.0, 2.0)
+    assert hdr["descrip"].item() == b"brainzarr expression gene=APOE"
+    meta = json.loads(hdr.extensions[0].get_content())
+    assert meta["name"] == "expression" and meta["coords"] == {"gene": "APOE"}
+    # a grid outside MNI space is written as "aligned"; shears keep the sform only
+    other = Grid(g8.mask, g8.affine, space="native")
+    assert to_nifti(fake_da(other)).header["sform_code"] == 2
+    sheared = g8.affine.copy()
+    sheared[0, 1] = 1.0
+    hdr = to_nifti(fake_da(Grid(g8.mask, sheared))).header
+    assert hdr["sform_code"] == 4 and hdr["qform_code"] == 0
+    np.testing.assert_allclose(hdr.get_sform(), sheared)
+    # integer dtype
+    img = to_nifti(fake_da(g8), dtype=np.int16)
+    assert img.get_data_dtype() == np.int16 and np.asarray(img.dataobj).max() == g8.n_voxels - 1
+
+
+def test_dask_input_is_computed_once(g8):
+    dask_array = pytest.importorskip("dask.array")
+    calls = []
+
+    def count(block):
+        if block.size:  # dask calls it once on an empty block to learn the output's meta
+            calls.append(block.shape)
+        return block
+
+    values = np.random.default_rng(1).random((g8.n_voxels, 2), dtype=np.float32)
+    lazy = dask_array.from_array(values, chunks=(1000, 1)).map_blocks(count, dtype=np.float32)
+    da = fake_da(g8, lazy)
+    img = to_nifti(da)
+    assert len(calls) == lazy.npartitions  # every block once
+    np.testing.assert_array_equal(np.asarray(img.dataobj)[tuple(g8.ijk.T)], values)
+
+
+def test_accessor(g8, tmp_path):
+    da = fake_da(g8)
+    assert da.brain.to_volume().shape == g8.shape
+    assert da.brain.to_volume().dtype == np.float32
+    assert da.brain.to_volume(np.nan)[0, 0, 0] != da.brain.to_volume(np.nan)[0, 0, 0]  # NaN
+    grid = da.brain.grid
+    assert np.array_equal(grid.mask, g8.mask) and np.array_equal(grid.affine, g8.affine)
+    img = da.brain.to_nifti()
+    assert isinstance(img, nib.Nifti1Image) and not list(tmp_path.iterdir())
+    da.brain.to_nifti(tmp_path / "m.nii")
+    assert (tmp_path / "m.nii").exists()
+    with pytest.raises(ValueError, match=r"\.nii or \.nii\.gz"):
+        da.brain.to_nifti(tmp_path / "m.png")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save_nifti(img, tmp_path / "missing" / "m.nii")
+    emb = fake_da(g8, np.ones((g8.n_voxels, 4), np.float32))
+    assert emb.brain.to_volume().shape == g8.shape + (4,)
+
+
+# ------------------------------------------------------------------------------ resampling
+def test_resample_finer_image_onto_8mm(g8):
+    """A 3 mm image (voxel centres off the 8 mm ones) of a smooth function: values at the 8 mm centres."""
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = [-100.5, -140.0, -95.0]  # the 8 mm voxels lie > 3 voxels inside: no spline edge effects
+    img = function_image(affine, (70, 82, 78))
+    expected = smooth(g8.xyz)
+    for interpolation, atol in (("continuous", 2e-4), ("linear", 3e-3)):
+        back = from_nifti(img, g8, interpolation=interpolation)
+        assert back.attrs["interpolation"] == interpolation and back.dtype == np.float32
+        np.testing.assert_allclose(back.values, expected, atol=atol)
+        np.testing.assert_array_equal(back["i"].values, g8.ijk[:, 0])
+
+
+def test_resample_flipped_fsl_grid_nearest(g8):
+    """FSL's 2 mm MNI grid (flipped x): the 8 mm centres are 2 mm centres, nearest gives exact values."""
+    img = function_image(FSL_2MM_AFFINE, FSL_2MM_SHAPE)
+    back = from_nifti(img, fake_store(g8), interpolation="nearest")
+    np.testing.assert_allclose(back.values, smooth(g8.xyz), atol=1e-5)
+    assert "split" in back.coords and "hemisphere" in back.coords  # the store's voxel coords
+    # an integer label image keeps its labels with nearest
+    labels = nib.Nifti1Image((np.asarray(img.dataobj) > 1).astype(np.int16), FSL_2MM_AFFINE)
+    back = from_nifti(labels, g8, interpolation="nearest")
+    np.testing.assert_array_equal(back.values, (smooth(g8.xyz) > 1).astype(np.float32))
+
+
+def test_partial_field_of_view_warns_and_gives_nan(g8):
+    affine = FSL_2MM_AFFINE.copy()
+    affine[0] = [2.0, 0, 0, -90]  # left hemisphere only: x in [-90, -2]
+    img = function_image(affine, (45,) + FSL_2MM_SHAPE[1:])
+    with pytest.warns(UserWarning, match="outside the field of view"):
+        back = from_nifti(img, g8)
+    left = g8.xyz[:, 0] <= -2
+    assert np.isnan(back.values[~left]).all()
+    np.testing.assert_allclose(back.values[left], smooth(g8.xyz[left]), atol=1e-3)
+
+
+# ------------------------------------------------------------------------------ plotting
+def test_saved_file_opens_in_nilearn_and_plot_map(g8, tmp_path):
+    from nilearn import plotting
+
+    from brainzarr.plots import plot_map
+
+    da = fake_da(g8, smooth(g8.xyz).astype(np.float32)).assign_coords(gene="APOE")
+    path = tmp_path / "apoe.nii.gz"
+    da.brain.to_nifti(path)
+    display = plotting.plot_stat_map(str(path))
+    display.close()
+    out = plot_map(da, tmp_path / "apoe.png", display_mode="z", cut_coords=3)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "apoe.png").stat().st_size > 5000
+    with pytest.raises(ValueError, match="select one entry"):
+        plot_map(fake_da(g8, np.ones((g8.n_voxels, 2), np.float32)))
+
+
+# ------------------------------------------------------------------------------ the MNI heuristic
+def test_mni_heuristic_accepts_mni_images_and_crops(g8):
+    assert mni_mismatch(FSL_2MM_AFFINE, FSL_2MM_SHAPE) is None
+    assert mni_mismatch(g8.affine, g8.shape) is None
+    box = MNI_BRAIN_BOX
+    for crop in ([[-90, 0], box[1], box[2]],                    # left hemisphere
+                 [[-50, 50], [-100, -30], [-72, -10]],          # cerebellum
+                 [[-30, 30], [-126, -90], [-20, 40]],           # occipital pole
+                 [[-40, 40], [50, 91], [-30, 50]]):             # frontal pole
+        lo = np.array(crop, float)[:, 0]
+        shape = tuple(int(s) for s in np.diff(np.array(crop, float), axis=1)[:, 0] + 1)
+        assert mni_mismatch(np.array([[1, 0, 0, lo[0]], [0, 1, 0, lo[1]], [0, 0, 1, lo[2]], [0, 0, 0, 1]]),
+                            shape) is None, crop
+
+
+def test_mni_heuristic_rejects_native_scans():
+    corner = np.diag([1.0, 1.0, 1.0, 1.0])  # voxel indices as millimetres
+    assert "half-widths" in mni_mismatch(corner, (256, 256, 176))
+    far = np.diag([1.0, 1.0, 1.0, 1.0])
+    far[:3, 3] = [500, 500, 500]
+    assert "does not intersect" in mni_mismatch(far, (100, 100, 100))
+
+
+# ------------------------------------------------------------------------------ errors
+def test_to_nifti_errors(g8):
+    da = fake_da(g8)
+    with pytest.raises(ValueError, match="no 'voxel' dimension"):
+        to_nifti(da.rename(voxel="row"))
+    with pytest.raises(ValueError, match="at most one dimension besides 'voxel'"):
+        to_nifti(da.expand_dims(a=2, b=3))
+    with pytest.raises(ValueError, match="no grid information"):
+        to_nifti(xr.DataArray(np.zeros(10), dims="voxel"))
+    no_ijk = xr.DataArray(np.zeros(10), dims="voxel", attrs=g8.to_attrs())
+    with pytest.raises(ValueError, match="no voxel coordinates i, j, k"):
+        to_nifti(no_ijk)
+    with pytest.raises(ValueError, match="needs a floating dtype"):
+        to_nifti(da, background=np.nan, dtype=np.int16)
+    with pytest.raises(ValueError, match="outside the grid"):
+        to_nifti(da.assign_coords(i=da["i"] + 100))
+    with pytest.raises(ValueError, match="more than once"):
+        to_nifti(da.isel(voxel=[0, 0, 1]))
+    with pytest.raises(ValueError, match="another grid"):
+        to_nifti(da, mni152_grid_like(g8, shift=4.0))
+    with pytest.raises(ValueError, match="10 voxels"):
+        to_nifti(xr.DataArray(np.zeros(10), dims="voxel"), g8)
+    with pytest.raises(TypeError, match="DataArray"):
+        to_nifti(np.zeros(10))
+    with pytest.raises(TypeError, match="Grid"):
+        to_nifti(xr.DataArray(np.zeros(10), dims="voxel"), "8mm")
+
+
+def mni152_grid_like(grid: Grid, shift: float) -> Grid:
+    affine = grid.affine.copy()
+    affine[:3, 3] += shift
+    return Grid(grid.mask, affine)
+
+
+def test_from_nifti_errors(g8, tmp_path):
+    img = to_nifti(fake_da(g8))
+    with pytest.raises(FileNotFoundError, match="no image file"):
+        from_nifti(tmp_path / "nope.nii.gz", g8)
+    (tmp_path / "junk.nii").write_text("not an image")
+    with pytest.raises(ValueError, match="could not be read"):
+        from_nifti(tmp_path / "junk.nii", g8)
+    with pytest.raises(ValueError, match="interpolation"):
+        from_nifti(img, g8, interpolation="cubic")
+    with pytest.raises(ValueError, match="3-D or 4-D"):
+        from_nifti(nib.Nifti1Image(np.zeros((4, 4, 4, 2, 2), np.float32), g8.affine), g8)
+    with pytest.raises(TypeError, match="target"):
+        from_nifti(img, "mni8")
+    with pytest.raises(ValueError, match="no grid information"):
+        from_nifti(img, xr.DataArray(np.zeros(3), dims="voxel"))
+    with pytest.raises(TypeError, match="nibabel image"):
+        from_nifti(np.zeros((3, 3, 3)), g8)
+    # evidently not MNI: a native scan with voxel indices as millimetres
+    native = nib.Nifti1Image(np.ones((64, 64, 44), np.float32), np.diag([4.0, 4.0, 4.0, 1.0]))
+    with pytest.raises(ValueError, match="evidently not in MNI space"):
+        from_nifti(native, g8)
+    far = g8.affine.copy()
+    far[:3, 3] += 1000
+    with pytest.raises(ValueError, match="does not intersect the MNI brain"):
+        from_nifti(nib.Nifti1Image(np.ones(g8.shape, np.float32), far), g8)
+    with pytest.raises(ValueError, match="does not overlap"):
+        from_nifti(nib.Nifti1Image(np.ones(g8.shape, np.float32), far), g8, check_space=False)
+    # an MNI image of the right hemisphere cannot fill a target in the left one
+    right = np.diag([2.0, 2.0, 2.0, 1.0])
+    right[:3, 3] = [10, -126, -72]
+    left_grid = Grid(g8.mask & (np.arange(g8.shape[0]) < 8)[:, None, None], g8.affine)
+    with pytest.raises(ValueError, match="does not overlap the target's voxels"):
+        from_nifti(nib.Nifti1Image(np.ones((40, 109, 91), np.float32), right), left_grid)
