@@ -82,3 +82,34 @@ def test_readme_commands_and_ci_agree():
     assert demo_cmd.endswith("brainzarr demo") and "torch==2.13.0" in demo_cmd
     assert test_cmd.endswith("pytest") and "torch==2.13.0" in test_cmd
     assert test_cmd in (root / ".ci" / "run").read_text().splitlines()
+
+
+def test_export_gene_maps_to_nifti(small_store, tmp_path, capsys):
+    import nibabel as nib
+
+    ds = open_store(small_store)
+    gene = str(ds["gene"].values[2])
+    out = tmp_path / "g.nii.gz"
+    code, stdout, _ = run(["export", str(small_store), "expression", "--gene", gene, "-o", str(out)], capsys)
+    assert code == 0 and "wrote" in stdout
+    img = nib.load(out)
+    np.testing.assert_allclose(img.affine, ds.attrs["affine"], atol=1e-5)
+    vol = np.asarray(img.dataobj)
+    np.testing.assert_allclose(vol[ds["i"].values, ds["j"].values, ds["k"].values],
+                               ds["expression"].sel(gene=gene).values)
+    two = ",".join(ds["gene"].values[:2])
+    code, _, _ = run(["export", str(small_store), "expression", "--gene", two, "-o", str(tmp_path / "two.nii.gz")],
+                     capsys)
+    assert code == 0 and nib.load(tmp_path / "two.nii.gz").shape == tuple(ds.attrs["grid_shape"]) + (2,)
+    code, _, err = run(["export", str(small_store), "expression", "-o", str(out)], capsys)
+    assert code == 1 and "choose with --gene" in err
+    code, _, err = run(["export", str(small_store), "representations/none/k2/embedding", "-o", str(out)], capsys)
+    assert code == 1 and "no group" in err
+
+
+def test_accessor_is_registered_by_import():
+    import xarray as xr
+
+    import brainzarr  # noqa: F401
+
+    assert hasattr(xr.DataArray([1.0], dims="voxel"), "brain")
