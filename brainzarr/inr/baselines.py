@@ -19,7 +19,8 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ..assign import Assignment
-from ..sources.table import resolve_genes, validate_sample_table
+from ..sources.table import validate_sample_table
+from .genes import gene_positions
 
 __all__ = ["NearestInterpolator", "IDWInterpolator", "KrigingInterpolator", "KERNELS", "make_baseline"]
 
@@ -38,14 +39,7 @@ class _TableInterpolator(BaseEstimator):
 
     def gene_index(self, genes=None) -> np.ndarray:
         check_is_fitted(self, "genes_")
-        if genes is None:
-            return np.arange(len(self.genes_))
-        if isinstance(genes, slice):
-            return np.arange(len(self.genes_))[genes]
-        if isinstance(genes, np.ndarray) and genes.dtype.kind in "iu":
-            return genes
-        position = {g: i for i, g in enumerate(self.genes_)}
-        return np.array([position[g] for g in resolve_genes(genes, self.genes_)], dtype=np.int64)
+        return gene_positions(self.genes_, genes)
 
 
 class _WeightedInterpolator(_TableInterpolator):

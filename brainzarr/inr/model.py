@@ -41,7 +41,8 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ..sources.table import resolve_genes, validate_sample_table
+from ..sources.table import validate_sample_table
+from .genes import gene_positions
 from .inputs import location_inputs, n_inputs
 from .network import BACKBONES, INRNetwork, ReadoutHead, make_backbone
 from .readout import solve_readout
@@ -261,16 +262,9 @@ class GeneINR(BaseEstimator):
         return out
 
     def gene_index(self, genes=None) -> np.ndarray:
-        """Positions of ``genes`` (None: all; int n: n evenly spaced; symbols) in ``genes_``."""
+        """Positions of ``genes`` (None: all; int n: n evenly spaced; symbols; indices) in ``genes_``."""
         check_is_fitted(self, "genes_")
-        if genes is None:
-            return np.arange(len(self.genes_))
-        if isinstance(genes, slice):
-            return np.arange(len(self.genes_))[genes]
-        if isinstance(genes, np.ndarray) and genes.dtype.kind in "iu":
-            return genes
-        position = {g: i for i, g in enumerate(self.genes_)}
-        return np.array([position[g] for g in resolve_genes(genes, self.genes_)], dtype=np.int64)
+        return gene_positions(self.genes_, genes)
 
     def readout(self, genes=None) -> tuple[np.ndarray, np.ndarray]:
         """Raw-scale read-out ``(E (n_features, g), b (g,))``: population values are ``features @ E + b``."""
