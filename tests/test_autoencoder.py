@@ -251,6 +251,8 @@ def test_weights_load_with_torch_weights_only(tmp_path):
     assert payload["config"]["n_features_in"] == X.shape[1]
     back = AutoEncoder.load_weights(tmp_path / "weights.pt")
     np.testing.assert_array_equal(back.transform(X), model.transform(X))
+    again = AutoEncoder.from_dataset(back.to_dataset())  # no history: still round-trips
+    np.testing.assert_array_equal(again.transform(X), model.transform(X))
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["stopped"]
 
 

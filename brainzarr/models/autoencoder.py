@@ -308,8 +308,10 @@ class AutoEncoder(Representation):
         groups = [{"params": decay, "weight_decay": 2 * self.weight_decay / sum(p.numel() for p in decay)},
                   {"params": [p for name, p in net.named_parameters() if name.endswith("bias")],
                    "weight_decay": 0.0}]
-        # fused Adam: one kernel per step instead of ~10 passes over the 16M weights (3x on CPU)
-        opt = torch.optim.Adam(groups, lr=self.lr, fused=True)
+        try:  # fused Adam: one kernel per step instead of ~10 passes over the weights (3x on CPU)
+            opt = torch.optim.Adam(groups, lr=self.lr, fused=True)
+        except RuntimeError:  # torch < 2.4 has no fused Adam on CPU
+            opt = torch.optim.Adam(groups, lr=self.lr, foreach=True)
         amp = _amp_dtype(device, self.mixed_precision)
         scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
         return net, opt, scaler, amp
@@ -370,7 +372,7 @@ class AutoEncoder(Representation):
         fingerprint = self._fingerprint(n_rows, n_features, in_memory, len(val_idx))
         ckpt = self._checkpoint_path()
         if ckpt is not None and ckpt.exists():
-            state = self._resume(ckpt, fingerprint, net, opt, scaler, device)
+            state = self._resume(ckpt, fingerprint, net, opt, scaler)
 
         with self._deterministic(device), _progress_bar(self, state["epoch"]) as bar:
             while not state["stopped"] and state["epoch"] < self.max_epochs:
@@ -478,9 +480,9 @@ class AutoEncoder(Representation):
                 **{k: state[k] for k in ("epoch", "best_val", "best_epoch", "bad_epochs", "stopped",
                                          "history", "best_state")}}
 
-    def _resume(self, path, fingerprint, net, opt, scaler, device) -> dict:
+    def _resume(self, path, fingerprint, net, opt, scaler) -> dict:
         torch = _torch()
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
         if ckpt.get("format") != _CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint:
             raise ValueError(f"the checkpoint {path} was written for other data or settings "
                              f"({ckpt.get('fingerprint')} vs {fingerprint}); use another checkpoint_dir "
@@ -529,7 +531,7 @@ class AutoEncoder(Representation):
         widths = layer_widths(self.n_features_in_, self.n_components, self.hidden)
         dims = _state_dims(self.net_, widths)
         arrays = {_array_name(k): (dims[k], v.detach().cpu().numpy()) for k, v in state.items()}
-        for name, values in self.history_.items():
+        for name, values in getattr(self, "history_", {}).items():
             arrays[f"history_{name}"] = (("epoch",), np.asarray(values, dtype=np.float64))
         return arrays
 
