@@ -55,12 +55,12 @@ def test_shuffled_blocks_cover_the_rows_once_in_another_order(data):
 
 def test_small_data_is_held_in_memory_with_the_same_blocks(data):
     X = data["dask"]
-    held = cache_if_small(X, max_bytes=X.nbytes)
-    assert held is not X and held.chunks[0] == X.chunks[0] and held.numblocks[1] == 1
-    assert all(isinstance(v, np.ndarray) for v in held.dask.values())  # no store reads left
-    np.testing.assert_array_equal(held.compute(), data["train"])
-    assert cache_if_small(X, max_bytes=X.nbytes - 1) is X
-    assert cache_if_small(X, max_bytes=None) is X
+    held, block_rows = cache_if_small(X, max_bytes=X.nbytes)
+    assert isinstance(held, np.ndarray) and block_rows == max(X.chunks[0])
+    np.testing.assert_array_equal(held, data["train"])
+    assert cache_if_small(X, max_bytes=X.nbytes, block_rows=100)[1] == 100
+    assert cache_if_small(X, max_bytes=X.nbytes - 1) == (X, None)
+    assert cache_if_small(X, max_bytes=None)[0] is X
     cached = PCA(8).fit(X)  # default budget: held in memory here
     streamed = PCA(8, cache_bytes=None).fit(X)
     np.testing.assert_allclose(cached.components_, streamed.components_, atol=1e-5)

@@ -101,7 +101,7 @@ class NMF(Representation):
         self.random_state = random_state
 
     def _fit(self, X):
-        X = cache_if_small(X, self.cache_bytes)
+        X, self._block_rows = cache_if_small(X, self.cache_bytes, self.block_rows)
         if int(self.max_epochs) < 1:
             raise ValueError("max_epochs must be at least 1")
         if self.solver not in SOLVERS:
@@ -131,7 +131,7 @@ class NMF(Representation):
                 W = self._solve_w(B, H).astype(np.float64)
                 return W.T @ W, W.T @ B, float(np.einsum("ij,ij->", B, B, dtype=np.float64))
 
-            WtW, WtX, xx = block_reduce(X, stats, block_rows=self.block_rows, desc=f"NMF pass {epoch + 1}")
+            WtW, WtX, xx = block_reduce(X, stats, block_rows=self._block_rows, desc=f"NMF pass {epoch + 1}")
             H64 = H.astype(np.float64)
             losses.append((xx - 2 * np.sum(WtX * H64) + np.sum(WtW * (H64 @ H64.T))) / (2 * n))
             # a tiny floor instead of 0: a row of H that empties could never come back
@@ -147,7 +147,7 @@ class NMF(Representation):
         changes = []
         for epoch in range(int(self.max_epochs)):
             before = est.components_.copy() if hasattr(est, "components_") else None
-            for block in stream_blocks(X, block_rows=self.block_rows, rng=rng, desc=f"NMF epoch {epoch + 1}"):
+            for block in stream_blocks(X, block_rows=self._block_rows, rng=rng, desc=f"NMF epoch {epoch + 1}"):
                 _check_nonnegative(block)
                 block = block[rng.permutation(len(block))]
                 for a in range(0, len(block), size):

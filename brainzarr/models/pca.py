@@ -87,7 +87,7 @@ class PCA(Representation):
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, X):
-        X = cache_if_small(X, self.cache_bytes)
+        X, self._block_rows = cache_if_small(X, self.cache_bytes, self.block_rows)
         n, d = X.shape
         k = int(self.n_components)
         if k > min(n, d):
@@ -121,7 +121,7 @@ class PCA(Representation):
             B64 = B.astype(np.float64)
             return len(B), B64.sum(axis=0), B64.T @ B64
 
-        n, s, S = block_reduce(X, moments, block_rows=self.block_rows, desc="PCA covariance pass")
+        n, s, S = block_reduce(X, moments, block_rows=self._block_rows, desc="PCA covariance pass")
         mean = s / n
         S -= n * np.outer(mean, mean)  # float64: the cancellation costs ~1e-15 relative
         total_var = float(np.trace(S))
@@ -138,7 +138,7 @@ class PCA(Representation):
             return (len(B), B.sum(axis=0, dtype=np.float64), np.einsum("ij,ij->j", B, B, dtype=np.float64),
                     (B.T @ (B @ omega)).astype(np.float64))
 
-        n, s, ss, G = block_reduce(X, first, block_rows=self.block_rows, desc="PCA pass 1")
+        n, s, ss, G = block_reduce(X, first, block_rows=self._block_rows, desc="PCA pass 1")
         mean = s / n
         G -= np.outer(s, s @ omega) / n
         total_var = float(np.sum(ss - n * mean ** 2))
@@ -154,7 +154,7 @@ class PCA(Representation):
                 Bc = B - mean32
                 return (Bc.T @ (Bc @ Q32)).astype(np.float64),
 
-            H, = block_reduce(X, power, block_rows=self.block_rows, desc=f"PCA pass {it + 2}")
+            H, = block_reduce(X, power, block_rows=self._block_rows, desc=f"PCA pass {it + 2}")
         evals, evecs = _nystrom_eig(Q, H)
         return evals, evecs, mean, total_var
 

@@ -54,23 +54,26 @@ def row_spans(X, block_rows: int | None = None) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def cache_if_small(X, max_bytes: int | None):
-    """X held in memory when it takes at most ``max_bytes`` (same row blocks), else X as is.
+def cache_if_small(X, max_bytes: int | None, block_rows: int | None = None):
+    """``(X in memory, block rows)`` when X takes at most ``max_bytes`` (float32), else ``(X, block_rows)``.
 
     Estimators that pass over the data many times (PCA, NMF) then read the store once; above
-    the budget every pass streams, so memory stays bounded whatever the number of voxels.
-    Not used under a dask.distributed client (the workers hold the data there).
+    the budget every pass streams, so memory stays bounded whatever the number of voxels. The
+    in-memory copy is a NumPy array read block by block (no transient 2x); its passes keep the
+    store's row blocks (``block_rows`` defaults to the largest row chunk), so per-block
+    temporaries stay block-sized. Not used under a dask.distributed client (the workers hold the
+    data there).
     """
     X = as_array(X)
     if (not isinstance(X, da.Array) or max_bytes is None or _CONTEXT.get()["client"] is not None
             or X.size * 4 > max_bytes):
-        return X
+        return X, block_rows
     held = np.empty(X.shape, dtype=np.float32)
     start = 0
-    for block in stream_blocks(X, desc="reading into memory"):  # filled block by block: no 2x peak
+    for block in stream_blocks(X, desc="reading into memory"):
         held[start:start + len(block)] = block
         start += len(block)
-    return da.from_array(held, chunks=(X.chunks[0], -1))
+    return held, block_rows or max(X.chunks[0])
 
 
 def take_rows(X, rows) -> np.ndarray:
