@@ -43,7 +43,7 @@ def write_representations(store, methods=("pca", "nmf"), dims=(2, 4), *, scheme=
                     err = (R - X) ** 2
                     out["rmse"] = xr.DataArray([np.sqrt(err[train].mean()), np.sqrt(err[~train].mean())],
                                                dims="split", coords={"split": ["train", "test"]})
-            out["param_components"] = (("component", "gene_"), getattr(model, "components_").astype(np.float32))
+            out["param_components"] = (("component", "gene_"), model.components_.astype(np.float32))
             attrs = {"method": method, "dim": dim, "params": {"n_components": dim}, "seed": seed, scheme_attr: scheme}
             write_group(store, f"representations/{method}/k{dim}", out, attrs=attrs, overwrite=True)
     return store

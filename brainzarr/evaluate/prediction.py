@@ -141,7 +141,7 @@ def fit_score(X, y, train, test, *, groups=None, grid=None, n_splits: int = 5, s
     pred = model.fit(X_train, y_train).predict(X[test])
     return {"r2": float(r2_score(y[test], pred)), "rmse": float(np.sqrt(np.mean((pred - y[test]) ** 2))),
             "cv_rmse": float(table["cv_rmse"].min()), "best_params": json.dumps(best, sort_keys=True),
-            "n_train": int(len(X_train)), "n_test": int(len(pred))}
+            "n_train": len(X_train), "n_test": len(pred)}
 
 
 def predict_targets(embeddings: dict, targets, splits: dict, *, xyz=None, block_mm: float = 16.0,

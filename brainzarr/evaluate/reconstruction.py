@@ -36,7 +36,7 @@ def _pairs(store, group: str, ds: xr.Dataset, block_rows: int = 1024):
         expr = expr.isel(voxel=rows)
     # the same row spans from both arrays; a block of all genes is block_rows x genes x 4 B each
     start = 0
-    for x, r in zip(iter_row_blocks(expr.data, block_rows), iter_row_blocks(rec.data, block_rows)):
+    for x, r in zip(iter_row_blocks(expr.data, block_rows), iter_row_blocks(rec.data, block_rows), strict=True):
         yield rows[start:start + len(x)], x, r
         start += len(x)
 

@@ -24,6 +24,7 @@ from .results import find_representations, read_embedding, split_labels
 from .run import load_evaluation, run_evaluation, summary_table
 from .stats import anova_tukey
 from .synthetic_targets import DESCRIPTIONS
+from .targets import load_embedding
 
 __all__ = ["write_report", "SPLIT_EXPLANATION"]
 
@@ -125,7 +126,8 @@ def _embedding_section(embeddings, out_dir, fig_dir) -> str:
     if not embeddings:
         return parts[0] + "<p class='note'>No 2-D embedding in the store.</p>"
     parts.append(_figure(figures.plot_embedding_density(embeddings, fig_dir / "embedding_density.png"), out_dir,
-                         "Density of the voxels in each 2-D embedding (smoothed 2-D histogram, contours at 10, 30, 50, 70 and 90 % of the peak)."))
+                         "Density of the voxels in each 2-D embedding (smoothed 2-D histogram, contours at 10, 30, "
+                         "50, 70 and 90 % of the peak)."))
     brains = []
     for name, emb in embeddings.items():
         maps = {f"{name} component {int(c)}": emb.sel(component=c) for c in emb["component"].values[:2]}
@@ -245,13 +247,12 @@ def write_report(store, out_dir, targets=None, *, methods=None, dims=(2,), split
 
     reps = find_representations(store, methods=methods, require=None)
     frame = reconstruction_frame(reconstruction_table(store, methods=methods))
-    embeddings_2d = {r.name: read_embedding(store, r.group, ds) for r in reps if r.dim == 2 and "embedding" in r.variables}
-    if embeddings and target_maps is not None:
-        from .targets import load_embedding
-        for name, files in embeddings.items():
-            emb = load_embedding(files, ds, name=name)
-            if emb.sizes["component"] >= 2:
-                embeddings_2d[name] = emb.isel(component=slice(0, 2))
+    embeddings_2d = {r.name: read_embedding(store, r.group, ds) for r in reps
+                     if r.dim == 2 and "embedding" in r.variables}
+    for name, files in (embeddings or {}).items():
+        emb = files if hasattr(files, "sizes") else load_embedding(files, ds, name=name)
+        if emb.sizes["component"] >= 2:
+            embeddings_2d[name] = emb.isel(component=slice(0, 2))
     fitted = {r.name: r.split_scheme or "unknown" for r in reps}
     block_mm = float(record.get("block_mm") or attrs.get("provenance", {}).get("split", {}).get("block_mm", 16.0))
 
@@ -271,8 +272,8 @@ def write_report(store, out_dir, targets=None, *, methods=None, dims=(2,), split
             _recon_section(store, frame, reps, out_dir, fig_dir, ds),
             _embedding_section(embeddings_2d, out_dir, fig_dir),
             _prediction_section(prediction, target_maps, embeddings_2d, out_dir, fig_dir),
-            f"<p class='note'>brainzarr {html.escape(str(__version__))}; report written in "
-            f"{time.perf_counter() - start:.0f} s.</p>"]
+            (f"<p class='note'>brainzarr {html.escape(str(__version__))}; report written in "
+            f"{time.perf_counter() - start:.0f} s.</p>")]
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>brainzarr report: {html.escape(store.name)}</title><style>{_CSS}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")

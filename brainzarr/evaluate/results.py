@@ -15,9 +15,9 @@ import numpy as np
 import xarray as xr
 
 from ..preprocess import SPLIT_SCHEMES
-from ..store import list_groups, open_store, read_group
+from ..store import list_groups, read_group
 
-__all__ = ["RepresentationGroup", "find_representations", "as_store", "split_labels", "read_embedding"]
+__all__ = ["RepresentationGroup", "find_representations", "split_labels", "read_embedding"]
 
 
 @dataclass(frozen=True)
@@ -35,17 +35,6 @@ class RepresentationGroup:
     def name(self) -> str:
         """Label in result tables: ``<method>-k<dim>``."""
         return f"{self.method}-k{self.dim}"
-
-
-def as_store(store) -> tuple[Path, xr.Dataset]:
-    """(path, opened Dataset) from a store path; an opened store must carry its path in
-    ``ds.encoding['source']`` so pass the path where possible."""
-    if isinstance(store, xr.Dataset):
-        source = store.encoding.get("source")
-        if source is None:
-            raise TypeError("pass the store's path (results are read from and written to it)")
-        return Path(source), store
-    return Path(store), open_store(store)
 
 
 def _scheme_of(attrs: dict) -> str | None:

@@ -45,8 +45,8 @@ class EvaluationResult:
             lines += ["Reconstruction: test RMSE (rows: method, dim; columns: split scheme the model was fitted under)",
                       test.to_string(float_format=lambda v: f"{v:.4f}"), ""]
         if len(self.summary):
-            lines += ["Prediction: mean test R² over targets (XGBoost on the embedding; random = the study's "
-                      "random voxel split, blocked = whole spatial blocks held out)",
+            lines += [("Prediction: mean test R² over targets (XGBoost on the embedding; random = the study's "
+                      "random voxel split, blocked = whole spatial blocks held out)"),
                       self.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"), ""]
         if len(self.prediction) and self.anova.empty:
             lines.append("ANOVA across representations: needs at least two representations and two targets")

@@ -7,7 +7,6 @@ like the reference study this uses the one-way (independent groups) tests of
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 __all__ = ["anova_tukey"]

@@ -74,7 +74,8 @@ def synthetic_target_values(model: SyntheticModel, xyz, names=SYNTHETIC_TARGETS)
     f = {name: u[:, i] for i, name in enumerate(LATENT_FACTORS)}
     unknown = sorted(set(names) - set(SYNTHETIC_TARGETS))
     if unknown:
-        raise ValueError(f"unknown synthetic target(s) {', '.join(unknown)}; choose from {', '.join(SYNTHETIC_TARGETS)}")
+        raise ValueError(f"unknown synthetic target(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(SYNTHETIC_TARGETS)}")
     out = {}
     for name in names:
         if name == "receptor_gradient":
