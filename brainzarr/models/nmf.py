@@ -128,8 +128,9 @@ class NMF(Representation):
         for epoch in range(int(self.max_epochs)):
             def stats(B, H=H):
                 _check_nonnegative(B)
-                W = self._solve_w(B, H).astype(np.float64)
-                return W.T @ W, W.T @ B, float(np.einsum("ij,ij->", B, B, dtype=np.float64))
+                W = self._solve_w(B, H)  # float32 products, float64 sums
+                return ((W.T @ W).astype(np.float64), (W.T @ B).astype(np.float64),
+                        float(np.einsum("ij,ij->", B, B, dtype=np.float64)))
 
             WtW, WtX, xx = block_reduce(X, stats, block_rows=self._block_rows, desc=f"NMF pass {epoch + 1}")
             H64 = H.astype(np.float64)
@@ -196,9 +197,11 @@ def _check_nonnegative(block):
 
 
 def _hals(M, G, R, max_sweeps, tol=0.0, floor=0.0):
-    """HALS for min_{M >= floor} ||target - M^T ...||: rows of M updated one at a time from the
-    Gram matrix G (k, k) and the cross products R (k, m), ``M_j <- max(floor, M_j + (R_j - G_j M) / G_jj)``
-    (Cichocki & Phan 2009). Stops early when a sweep changes M by less than ``tol`` (relative)."""
+    """HALS (Cichocki & Phan 2009) for ``min_{M >= floor} ||Y - M^T F||^2`` over M (k, m), given
+    only ``G = F F^T`` (k, k) and ``R = F Y^T`` (k, m): rows updated one at a time,
+    ``M_j <- max(floor, M_j + (R_j - G_j M) / G_jj)``. Stops early when a sweep changes M by less
+    than ``tol`` (relative). Used for both factors: W^T (F = H, Y = X) and H (F = W^T, Y = X^T).
+    """
     M = M.copy()
     for _ in range(max_sweeps):
         before = M.copy() if tol else None
