@@ -228,6 +228,7 @@ def main(argv=None):
                              "'' for none")
     parser.add_argument("--ipca-batch", type=int, default=1024, help="IncrementalPCA batch rows (>= dim)")
     parser.add_argument("--max-epochs", type=int, help="for methods that train in epochs (nmf, ae)")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), help="torch device (methods that take one)")
     parser.add_argument("--option", action="append", metavar="[METHOD.]NAME=VALUE", help="estimator parameter")
     parser.add_argument("--no-reconstruction", action="store_true", help="do not write reconstructions")
     parser.add_argument("--store-dir", default=str(Path(tempfile.gettempdir()) / "brainzarr-bench"))
@@ -249,7 +250,6 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown baselines {sorted(unknown)}; choose from {BASELINES}")
     options = parse_options(args.option)
-    args.device = None
     params = {m: method_params(m, args, options) for m in methods}
     for m in methods:
         model_class(m)
