@@ -152,8 +152,19 @@ class KernelPCA(Representation):
         return self._features(np.asarray(X, dtype=np.float32))
 
     def _features(self, B):
-        sq = _sq_dists(B - self.center_, self.landmarks_ - self.center_)
+        Lc, L_sq = self._centred_landmarks()
+        Bc = B - self.center_
+        sq = np.clip((Bc * Bc).sum(axis=1)[:, None] + L_sq[None, :] - 2 * (Bc @ Lc.T), 0, None)
         return np.exp(-self.gamma_ * sq) @ self.normalization_
+
+    def _centred_landmarks(self):
+        """Landmarks minus their mean and their squared norms, computed once per fitted model."""
+        cached = self.__dict__.get("_landmark_cache")
+        if cached is None or cached[0] is not self.landmarks_:
+            Lc = self.landmarks_ - self.center_
+            cached = (self.landmarks_, Lc, (Lc * Lc).sum(axis=1))
+            self._landmark_cache = cached
+        return cached[1], cached[2]
 
     def _fit_preimage(self, Z, Y, rng):
         self.preimage_mean_ = Y.mean(axis=0).astype(np.float32)
