@@ -17,7 +17,8 @@ from brainzarr.store import open_store
 
 FAST = {
     "tsne2": lambda: TSNE(2, n_iter=100, early_exaggeration_iter=50, transform_n_iter=60, random_state=3),
-    "tsne3": lambda: TSNE(3, n_iter=60, early_exaggeration_iter=30, transform_n_iter=30, random_state=3),
+    "tsne3": lambda: TSNE(3, n_iter=60, early_exaggeration_iter=30, transform_n_iter=30,
+                          negative_gradient_method="exact", random_state=3),
     "umap2": lambda: UMAP(2, n_epochs=100, transform_n_epochs=50, random_state=3),
     "umap4": lambda: UMAP(4, n_epochs=100, transform_n_epochs=50, random_state=3),
 }
@@ -136,6 +137,7 @@ def test_round_trip_through_a_zarr_group_reproduces_the_model(fitted, data, name
     model.to_dataset().to_zarr(path, mode="w", consolidated=False)
     loaded = type(model).from_dataset(xr.open_zarr(path, consolidated=False))
     assert loaded.get_params() == model.get_params()
+    assert getattr(loaded, "gradient_method_", None) == getattr(model, "gradient_method_", None)
     Z = model.transform(new)
     np.testing.assert_array_equal(loaded.transform(new), Z)
     np.testing.assert_array_equal(loaded.inverse_transform(Z), model.inverse_transform(Z))
@@ -144,7 +146,8 @@ def test_round_trip_through_a_zarr_group_reproduces_the_model(fitted, data, name
 
 @pytest.mark.parametrize("make", [
     lambda seed: TSNE(2, n_iter=40, early_exaggeration_iter=20, random_state=seed),
-    lambda seed: TSNE(4, n_iter=30, early_exaggeration_iter=10, pca_components=10, random_state=seed),
+    lambda seed: TSNE(4, n_iter=30, early_exaggeration_iter=10, pca_components=10, device="cpu",
+                      random_state=seed),  # Barnes-Hut
     lambda seed: UMAP(3, n_epochs=40, transform_n_epochs=20, random_state=seed),
 ])
 def test_same_seed_same_model_other_seed_other_model(data, make):
@@ -152,7 +155,9 @@ def test_same_seed_same_model_other_seed_other_model(data, make):
     new = data["new"].values[:300]
     a, b, c = make(5).fit(train), make(5).fit(train), make(6).fit(train)
     np.testing.assert_array_equal(a.embedding_, b.embedding_)
-    np.testing.assert_array_equal(a.transform(new), b.transform(new))
+    Z = a.transform(new)
+    np.testing.assert_array_equal(Z, b.transform(new))
+    np.testing.assert_array_equal(a.transform(da.from_array(new, chunks=(77, -1))).compute(), Z)
     assert not np.allclose(a.embedding_, c.embedding_)
 
 
@@ -171,8 +176,8 @@ def test_gradient_method_limits_are_clear_errors(data):
     train = data["train"].values[:200]
     with pytest.raises(ValueError, match="'fft'.*1-2 dimensions"):
         TSNE(4, negative_gradient_method="fft").fit(train)
-    with pytest.raises(ValueError, match="'bh' is limited to 3 dimensions"):
-        TSNE(8, negative_gradient_method="bh").fit(train)
+    with pytest.raises(ValueError, match="'bh' is limited to 4 dimensions"):
+        TSNE(5, negative_gradient_method="bh").fit(train)
     with pytest.raises(ValueError, match="negative_gradient_method must be one of"):
         TSNE(2, negative_gradient_method="fast").fit(train)
     with pytest.raises(ValueError, match="unknown decoder 'tree'"):
@@ -180,6 +185,8 @@ def test_gradient_method_limits_are_clear_errors(data):
     with pytest.raises(ValueError, match="n_neighbors must be at least 2"):
         UMAP(2, n_neighbors=1).fit(train)
     assert TSNE(2)._gradient_method() == "fft" and TSNE(16)._gradient_method() == "exact"
+    assert TSNE(4, device="cpu")._gradient_method() == "bh"
+    assert TSNE(4, negative_gradient_method="exact")._gradient_method() == "exact"
 
 
 @pytest.mark.parametrize("d", [2, 3])

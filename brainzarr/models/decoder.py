@@ -38,7 +38,7 @@ import numpy as np
 
 from .knn import NeighbourIndex
 
-__all__ = ["DECODERS", "make_decoder", "KNNDecoder", "MLPDecoder"]
+__all__ = ["DECODERS", "KNNDecoder", "MLPDecoder", "make_decoder"]
 
 #: rows per forward pass of the MLP and per neighbour query
 PREDICT_ROWS = 4096
@@ -92,7 +92,7 @@ class KNNDecoder:
     def param_arrays(self) -> dict:
         return {}
 
-    def load(self, Z, T, ds) -> "KNNDecoder":
+    def load(self, Z, T, ds) -> KNNDecoder:
         return self.fit(Z, T)
 
 
@@ -158,7 +158,7 @@ class MLPDecoder:
         self.z_scale_ = np.maximum(Z.std(axis=0), 1e-12).astype(np.float32)
         rng = np.random.default_rng(self.random_state)
         order = rng.permutation(len(Z))
-        n_val = max(1, int(round(self.val_fraction * len(Z))))
+        n_val = max(1, round(self.val_fraction * len(Z)))
         val, train = order[:n_val], order[n_val:]
         if len(train) == 0:
             raise ValueError("too few training voxels for the MLP decoder's validation split")
@@ -217,7 +217,7 @@ class MLPDecoder:
             arrays[f"decoder_bias{i}"] = ((f"decoder_out{i}",), layer.bias.detach().numpy())
         return arrays
 
-    def load(self, Z, T, ds) -> "MLPDecoder":
+    def load(self, Z, T, ds) -> MLPDecoder:
         import torch
 
         self.z_mean_ = ds["decoder_z_mean"].values.astype(np.float32)

@@ -14,19 +14,24 @@ it two ways, neither of which reaches the study's higher dimensions:
 
 * ``"fft"`` (interpolation on a grid, FIt-SNE): 1-D and 2-D only — openTSNE raises for
   more ("Interpolation based t-SNE for >2 dimensions is currently unsupported");
-* ``"bh"`` (Barnes-Hut): a 2^d-ary space-partitioning tree, so its cost and memory grow as 2^d.
-  openTSNE warns above 3-D that it "can lead to segfaults and is generally a bad idea"; at
-  8 mm (2,933 training voxels) it took 2 s per iteration at 8-D, 8x the exact gradient below.
-  brainzarr allows it only up to 3-D and raises a ``ValueError`` beyond.
+* ``"bh"`` (Barnes-Hut): a 2^d-ary space-partitioning tree, so its cost and memory grow as
+  2^d; openTSNE warns above 3-D that it "can lead to segfaults and is generally a bad idea".
+  Measured per iteration at 23,500 training voxels (the 4 mm training set), 2 shared cores:
+  1.4 s at 3-D, 4.3 s at 4-D, 14 s at 5-D, 33 s at 6-D, 199 s at 8-D. brainzarr allows it up
+  to 4-D and raises a ``ValueError`` beyond.
 
 So brainzarr adds ``"exact"``: the exact repulsion, computed in row blocks with PyTorch (on
 the GPU with ``device="cuda"``), plugged into openTSNE's optimiser as its gradient function
 (the attractive part stays openTSNE's sparse kernel). It works at every dimension; its cost
-is O(n^2 d) per iteration with O(n x block) memory: cheap at 8 mm (2.9k training voxels),
-but at 4 mm (23.5k) each of the 750 iterations computes 5.5e8 pair terms, a CPU hour or more
-per dimension on two cores and seconds on a GPU. ``"auto"`` (default) takes ``"fft"`` up to
-2-D and ``"exact"`` beyond. Computed in float32 (the gradient's relative error is ~1e-6,
-far below the FFT approximation's).
+is O(n^2 d) per iteration with O(n x block) memory: 0.2-0.4 s per iteration at 8 mm (2,933
+training voxels; 2-5 min per fit), but 15-22 s at 4 mm (23,500; 5.5e8 pairs), i.e. 3-5 hours
+per dimension on two CPU cores for the 750 iterations, where a GPU needs well under a
+minute. Computed in float32 (the gradient's relative error is ~1e-6, far below the
+approximations').
+
+``"auto"`` (default): ``"fft"`` up to 2-D; ``"bh"`` at 3-4-D on the CPU (3.5x faster than
+exact at 4 mm, and about as fast at 8 mm); ``"exact"`` beyond, and from 3-D on a GPU. The
+method used is stored with the model, so a loaded model transforms with it on any machine.
 
 Out-of-sample transform
 -----------------------
@@ -51,12 +56,19 @@ from tqdm.auto import tqdm
 
 from .neighbour import NeighbourEmbedding, fit_progress
 
-__all__ = ["TSNE", "GRADIENT_METHODS", "exact_kl_divergence"]
+__all__ = ["GRADIENT_METHODS", "TSNE", "exact_kl_divergence"]
 
 GRADIENT_METHODS = ("auto", "fft", "bh", "exact")
+#: highest dimension each method is allowed at
+MAX_DIM = {"fft": 2, "bh": 4}
 #: bytes of one block of pairwise terms in the exact gradient
 EXACT_BLOCK_BYTES = 64 << 20
 _EPSILON = np.finfo(np.float64).eps
+
+# openTSNE warns on every Barnes-Hut call above 3-D; brainzarr uses BH at 4-D on purpose
+# (measured above). Set once here: warnings.catch_warnings is not thread-safe, and transforms
+# run in dask's threads. Should openTSNE start to raise instead, pass 'exact'.
+warnings.filterwarnings("ignore", message="BH t-SNE for >3 dimensions", category=FutureWarning)
 
 
 class TSNE(NeighbourEmbedding):
@@ -76,7 +88,8 @@ class TSNE(NeighbourEmbedding):
     learning_rate : float or "auto"
         "auto": n_train / exaggeration (Belkina et al. 2019), openTSNE's default.
     negative_gradient_method : {'auto', 'fft', 'bh', 'exact'}
-        'auto': 'fft' up to 2-D, 'exact' beyond. 'fft' needs n_components <= 2, 'bh' <= 3.
+        'auto': 'fft' up to 2-D, 'bh' at 3-4-D on the CPU, else 'exact'. 'fft' needs
+        n_components <= 2, 'bh' <= 4.
     transform_perplexity : float
         Perplexity of a new point's affinities to the training voxels (openTSNE's default 5).
     transform_n_iter : int
@@ -139,19 +152,25 @@ class TSNE(NeighbourEmbedding):
 
     # ------------------------------------------------------------------ gradient methods
     def _gradient_method(self) -> str:
+        """The method a fit uses (a fitted model keeps its own: ``gradient_method_``)."""
         d, method = int(self.n_components), self.negative_gradient_method
         if method not in GRADIENT_METHODS:
             raise ValueError(f"negative_gradient_method must be one of {GRADIENT_METHODS}, got {method!r}")
         if method == "auto":
-            method = "fft" if d <= 2 else "exact"
-        if method == "fft" and d > 2:
+            if d <= MAX_DIM["fft"]:
+                return "fft"
+            from .autoencoder import resolve_device
+
+            on_cpu = resolve_device(self.device).type == "cpu"
+            return "bh" if d <= MAX_DIM["bh"] and on_cpu else "exact"
+        if method == "fft" and d > MAX_DIM["fft"]:
             raise ValueError(f"negative_gradient_method='fft' (openTSNE's interpolation) supports 1-2 "
                              f"dimensions, not n_components={d}; use 'exact' (any dimension, O(n^2) per "
                              "iteration) or 'auto'")
-        if method == "bh" and d > 3:
-            raise ValueError(f"negative_gradient_method='bh' is limited to 3 dimensions (openTSNE's "
-                             f"Barnes-Hut tree has 2^d children per node: unstable and slower than 'exact' "
-                             f"above that), not n_components={d}; use 'exact' or 'auto'")
+        if method == "bh" and d > MAX_DIM["bh"]:
+            raise ValueError(f"negative_gradient_method='bh' is limited to {MAX_DIM['bh']} dimensions "
+                             f"(openTSNE's Barnes-Hut tree has 2^d children per node: unstable, and slower "
+                             f"than 'exact' above that), not n_components={d}; use 'exact' or 'auto'")
         return method
 
     def _check_params(self):
@@ -173,21 +192,19 @@ class TSNE(NeighbourEmbedding):
         d, n = int(self.n_components), len(S)
         if n < 4:
             raise ValueError(f"t-SNE needs at least 4 training voxels, got {n}")
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*BH t-SNE for >3 dimensions.*")
-            affinities = PerplexityBasedNN(S, perplexity=min(float(self.perplexity), (n - 1) / 3),
-                                           method="exact", n_jobs=self.n_jobs, random_state=self.random_state)
-            total = int(self.early_exaggeration_iter) + int(self.n_iter)
-            with tqdm(total=total, desc=f"t-SNE {d}-D ({method})", unit="it", disable=not fit_progress(),
-                      leave=False) as bar:
-                tsne = openTSNE.TSNE(
-                    n_components=d, learning_rate=self.learning_rate,
-                    early_exaggeration_iter=int(self.early_exaggeration_iter),
-                    early_exaggeration=float(self.early_exaggeration), n_iter=int(self.n_iter),
-                    negative_gradient_method=_counted(self._objective(method), bar),
-                    n_jobs=self.n_jobs, random_state=self.random_state)
-                embedding = tsne.fit(affinities=affinities,
-                                     initialization=pca_initialisation(S, d, self.random_state))
+        affinities = PerplexityBasedNN(S, perplexity=min(float(self.perplexity), (n - 1) / 3),
+                                       method="exact", n_jobs=self.n_jobs, random_state=self.random_state)
+        total = int(self.early_exaggeration_iter) + int(self.n_iter)
+        with tqdm(total=total, desc=f"t-SNE {d}-D ({method})", unit="it", disable=not fit_progress(),
+                  leave=False) as bar:
+            tsne = openTSNE.TSNE(
+                n_components=d, learning_rate=self.learning_rate,
+                early_exaggeration_iter=int(self.early_exaggeration_iter),
+                early_exaggeration=float(self.early_exaggeration), n_iter=int(self.n_iter),
+                negative_gradient_method=_counted(self._objective(method), bar),
+                n_jobs=self.n_jobs, random_state=self.random_state)
+            embedding = tsne.fit(affinities=affinities,
+                                 initialization=pca_initialisation(S, d, self.random_state))
         self.gradient_method_ = method
         self.kl_divergence_ = float(embedding.kl_divergence)
         Y = np.asarray(embedding, dtype=np.float64)
@@ -204,7 +221,7 @@ class TSNE(NeighbourEmbedding):
             from openTSNE.affinity import Affinities
             from openTSNE.tsne import TSNEEmbedding
 
-            method = self._gradient_method()
+            method = self.gradient_method_
             stand_in = Affinities()  # transform needs no training affinities, only the shape
             stand_in.P = _empty_csr(len(self.embedding_))
             ref = TSNEEmbedding(self.embedding_.astype(np.float64), stand_in,
@@ -225,15 +242,16 @@ class TSNE(NeighbourEmbedding):
                                    n_reference_samples=len(self.embedding_), n_jobs=self.n_jobs)
         init = np.median(self.embedding_[idx].astype(np.float64), axis=1)  # openTSNE's "median" start
         partial = PartialTSNEEmbedding(init, ref, P, **ref.gradient_descent_params)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*BH t-SNE for >3 dimensions.*")
-            partial.optimize(n_iter=int(self.transform_n_iter), learning_rate=0.1, exaggeration=1.5,
-                             momentum=0.8, max_grad_norm=0.25, inplace=True)
+        partial.optimize(n_iter=int(self.transform_n_iter), learning_rate=0.1, exaggeration=1.5,
+                         momentum=0.8, max_grad_norm=0.25, inplace=True)
         return np.asarray(partial, dtype=np.float32)
+
+    def _extra_arrays(self):
+        return {"tsne_gradient_method": ((), np.int8(GRADIENT_METHODS.index(self.gradient_method_)))}
 
     def _set_extra_arrays(self, ds):
         self._reference_cache = None
-        self.gradient_method_ = self._gradient_method()
+        self.gradient_method_ = GRADIENT_METHODS[int(ds["tsne_gradient_method"].values)]
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -154,7 +154,11 @@ class UMAP(NeighbourEmbedding):
     def _place(self, S, dist, idx):
         import scipy.sparse as sp
         from umap.layouts import optimize_layout_euclidean
-        from umap.umap_ import compute_membership_strengths, init_graph_transform, smooth_knn_dist
+        from umap.umap_ import (
+            compute_membership_strengths,
+            init_graph_transform,
+            smooth_knn_dist,
+        )
 
         k = idx.shape[1]
         dist = np.ascontiguousarray(dist, dtype=np.float32)
