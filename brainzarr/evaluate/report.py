@@ -50,7 +50,7 @@ img{max-width:100%;border:1px solid #ddd;margin:.5em 0}body>figure img{max-width
 .split{padding:.6em 1em;margin:.5em 0;border-left:6px solid}
 .random{border-color:#d95f02;background:#fdf0e6}.blocked{border-color:#1b9e77;background:#e8f6f1}
 .note{color:#555;font-size:.92em}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:1em}
-.grid figure{margin:0}table.kv td{text-align:left}
+.grid figure{margin:0}table.kv td,table.kv th{text-align:left}
 figcaption{font-size:.88em;color:#444}code{background:#f4f4f4;padding:0 .2em}
 """
 
