@@ -100,7 +100,10 @@ def _candidates(grid: dict):
 
 
 def _regressor(params: dict, n_estimators: int, seed: int):
-    from xgboost import XGBRegressor
+    try:
+        from xgboost import XGBRegressor
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("downstream prediction needs xgboost: pip install 'brainzarr[evaluate]'") from None
 
     return XGBRegressor(**{**FIXED_PARAMS, **params}, n_estimators=n_estimators, random_state=seed)
 
