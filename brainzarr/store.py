@@ -60,8 +60,9 @@ def quiet_zarr():
     """Silence zarr's warnings about fixed-width string dtypes (xarray writes them for coords)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(unstable|not part of the Zarr format 3|vlen-utf8).*")
-        warnings.filterwarnings("ignore", category=zarr.errors.ZarrUserWarning) if hasattr(
-            zarr.errors, "ZarrUserWarning") else None
+        for name in ("UnstableSpecificationWarning", "ZarrUserWarning"):
+            if hasattr(zarr.errors, name):
+                warnings.filterwarnings("ignore", category=getattr(zarr.errors, name))
         yield
 
 

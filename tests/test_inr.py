@@ -231,3 +231,29 @@ def test_cli_fit_render_and_build(tmp_path, capsys):
     assert "does not know" in capsys.readouterr().err
     assert main(["inr", "render", str(tmp_path / "nope"), "--out", str(tmp_path / "x.zarr")]) == 1
     assert "no INR model" in capsys.readouterr().err
+
+
+def test_build_inr_store_fits_and_renders_in_one_step(tmp_path, table):
+    from brainzarr.inr.render import build_inr_store
+
+    small = table.isel(gene=slice(0, 6))
+    out = build_inr_store(tmp_path / "one.zarr", source=small, inr_params=SMALL | {"epochs": 5}, resolution=8,
+                          progress=False)
+    ds = open_store(out)
+    assert ds.sizes["gene"] == 6 and ds.attrs["provenance"]["assignment"]["method"] == "inr"
+    assert ds.attrs["provenance"]["source"]["n_samples"] == small.sizes["sample"]
+    values = ds["expression"].values
+    assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1
+
+
+def test_cli_fit_from_a_store(tmp_path, capsys):
+    from brainzarr import build_store
+    from brainzarr.cli import main
+
+    store = build_store(tmp_path / "s8.zarr", resolution=8, genes=10, seed=1, progress=False)
+    model = tmp_path / "from-store"
+    assert main(["inr", "fit", "--store", str(store), "--max-samples", "600", "--epochs", "3", "--width", "32",
+                 "--out", str(model)]) == 0
+    assert "600 samples x 10 genes" in capsys.readouterr().out
+    loaded = GeneINR.load(model)
+    assert loaded.source_["name"] == "store" and loaded.n_samples_ == 600

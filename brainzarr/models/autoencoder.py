@@ -161,15 +161,21 @@ class AutoEncoder(Representation):
         Width of the code (the embedding).
     hidden : tuple of int
         Encoder hidden widths (mirrored in the decoder). The study's (500, 250, 125) narrows
-        to 125 units before the code, so a code wider than ``hidden[-1]`` passes through a
-        125-unit layer in the decoder: widen ``hidden`` for such codes.
+        to 125 units next to the code, so a 128-wide code has at most 125 independent
+        directions; on the synthetic data this costs nothing measurable (the signal has ~12),
+        but widen ``hidden`` (e.g. ``(500, 250, 256)``) for codes far beyond 125.
     lr : float
         Adam learning rate.
     batch_size : int
     weight_decay : float
         Weight of the mean square of the non-bias weights added to the loss.
     max_epochs : int
-        Upper bound on epochs.
+        Upper bound on epochs. The study ran up to 50,000 with patience 300. The defaults
+        (300, patience 30) were calibrated on synthetic 8 mm data (~2,900 training voxels,
+        23 steps per epoch), where the auto-encoder beats PCA at every dimension after
+        ~5,000 steps; an epoch of a larger store has more steps, so fewer epochs do
+        (about 40 at 4 mm). One training step of the study's network with all 15,633 genes
+        takes ~0.3 s on one CPU core (~400 rows/s): use a GPU, or lower ``max_epochs``.
     patience : int
         Stop after this many epochs without a lower validation loss; the best epoch's
         weights are kept.
@@ -205,8 +211,8 @@ class AutoEncoder(Representation):
     method = "ae"
 
     def __init__(self, n_components: int = 2, *, hidden=(500, 250, 125), lr: float = 1e-3,
-                 batch_size: int = 128, weight_decay: float = 1e-4, max_epochs: int = 200,
-                 patience: int = 20, val_fraction: float = 0.1, device: str = "auto",
+                 batch_size: int = 128, weight_decay: float = 1e-4, max_epochs: int = 300,
+                 patience: int = 30, val_fraction: float = 0.1, device: str = "auto",
                  mixed_precision: bool = True, in_memory="auto", block_rows: int = 32,
                  read_rows=None, shuffle_buffer=None, prefetch: int = 2, checkpoint_dir=None,
                  random_state: int = 0, progress=None):
