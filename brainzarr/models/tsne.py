@@ -49,8 +49,6 @@ embedding by default), embedding -> PCA scores -> genes.
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from tqdm.auto import tqdm
 
