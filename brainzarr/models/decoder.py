@@ -28,9 +28,15 @@ k = 3 / 5 / 10 / 20, with the MLP decoder 0.117 (256-256, 0.5 min) and 0.112 (51
 2 min); averaging the 10 nearest training voxels in PCA space instead (no embedding at all)
 gives 0.082, PCA with 2 components 0.145. Hence ``"knn"`` with k = 10 by default.
 
-Note that the kNN decoder reproduces a training voxel from its own position, so its *train*
-RMSE is the PCA truncation error of ``decoder_components`` components, not a fit statistic:
-read the test RMSE.
+What the RMSE then measures. The kNN decoder reproduces a training voxel from its own
+position, so its *train* RMSE is the PCA truncation error of ``decoder_components``
+components, not a fit statistic: read the test RMSE. And since it looks up stored training
+voxels, its test RMSE measures how well the embedding keeps each new voxel next to the
+training voxels it resembles, not how much information k numbers carry: it is nearly flat
+in the dimension (8 mm, 300 genes: t-SNE 0.0888 at 2-D, 0.0871 from 4-D to 128-D; UMAP 0.093
+to 0.090), close to kNN regression in PCA space (0.082), and unlike PCA's (0.148 at 2-D,
+0.065 at 128-D). For the study's "compression" reading use ``decoder="mlp"``, whose
+reconstruction depends on the k coordinates alone.
 """
 from __future__ import annotations
 
