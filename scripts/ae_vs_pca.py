@@ -31,6 +31,8 @@ def main(argv=None):
     parser.add_argument("--split", default="split", help="split coordinate (split, split_random, split_blocked)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--track", type=int, default=0,
+                        help="every N epochs, print the current weights' test RMSE (0: never)")
     args = parser.parse_args(argv)
 
     import torch
@@ -66,7 +68,13 @@ def main(argv=None):
         t0 = time.perf_counter()
         ae = AutoEncoder(dim, hidden=h, lr=args.lr, batch_size=args.batch_size, max_epochs=args.max_epochs,
                          patience=args.patience, device="cpu", random_state=args.seed, progress=False)
-        ae.fit(X_train)
+        def track(model, info):
+            if args.track and info["epoch"] % args.track == 0:
+                now = rmse(model.inverse_transform(model.transform(X_test)), X_test)
+                print(f"#   k={dim} epoch {info['epoch']}: val {info['val_loss']:.6f} test RMSE {now:.5f} "
+                      f"(PCA {p_te:.5f}) {time.perf_counter() - t0:.0f} s", flush=True)
+
+        ae.fit(X_train, callback=track)
         seconds = time.perf_counter() - t0
         a_tr = rmse(ae.inverse_transform(ae.transform(X_train)), X_train)
         a_te = rmse(ae.inverse_transform(ae.transform(X_test)), X_test)

@@ -214,9 +214,14 @@ def test_checkpoint_for_other_settings_is_refused(tmp_path):
 
 def test_early_stopping_keeps_the_best_epoch():
     X = _data()
-    stops = []
-    model = AutoEncoder(2, **{**FAST, "max_epochs": 30, "patience": 2, "lr": 0.05}).fit(
-        X, callback=lambda m, info: stops.append(info["bad_epochs"]))
+    stops, current = [], []
+
+    def record(m, info):
+        stops.append(info["bad_epochs"])
+        current.append(np.mean((m.inverse_transform(m.transform(X)) - X) ** 2))  # the current weights
+
+    model = AutoEncoder(2, **{**FAST, "max_epochs": 30, "patience": 2, "lr": 0.05}).fit(X, callback=record)
+    assert len(set(np.round(current, 8))) == len(current)         # the weights change every epoch
     val = model.history_["val_loss"]
     assert model.best_epoch_ == int(np.argmin(val)) + 1
     assert model.n_epochs_ < 30                      # it stopped early

@@ -243,7 +243,8 @@ class AutoEncoder(Representation):
         ----------
         callback : callable, optional
             ``callback(model, info)`` after every epoch (once its checkpoint is written);
-            ``info`` holds epoch, train_loss, val_loss, best_val, bad_epochs. Returning True
+            ``info`` holds epoch, train_loss, val_loss, best_val, bad_epochs; it may call
+            ``transform`` and ``inverse_transform`` (the current weights). Returning True
             stops training (the best weights are kept); an exception interrupts it, and a
             later ``fit`` with the same ``checkpoint_dir`` resumes.
         """
@@ -380,6 +381,7 @@ class AutoEncoder(Representation):
         if ckpt is not None and ckpt.exists():
             state = self._resume(ckpt, fingerprint, net, opt, scaler)
 
+        self.net_ = net  # the callback may transform with the current weights
         with self._deterministic(device), _progress_bar(self, state["epoch"]) as bar:
             while not state["stopped"] and state["epoch"] < self.max_epochs:
                 epoch = state["epoch"]
