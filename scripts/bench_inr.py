@@ -202,8 +202,10 @@ def main(argv=None):
               f"{fit['fit_s']:.1f} | {fit['peak_rss_mb']:.0f} |\n", flush=True)
 
         held = _child("heldout", cfg)
-        print(f"## Held-out samples ({', '.join(cv)}; {args.folds} folds of {args.block_mm:g} mm blocks; "
-              "true_field = noise floor; inr_donor adds the sample's donor offsets)\n")
+        schemes = [f"{args.folds}-fold {args.block_mm:g} mm blocks" if c == "blocks" else "leave-one-donor-out"
+                   for c in cv]
+        print(f"## Held-out samples ({', '.join(schemes)}; true_field = the noise floor; inr_donor adds the "
+              "held-out sample's donor offsets)\n")
         print(_heldout_table(held["csv"]))
         print("\ntime per method (all folds): " + ", ".join(f"{k} {v:.0f} s" for k, v in held["seconds"].items())
               + f"; peak RSS {held['peak_rss_mb']:.0f} MB\n", flush=True)

@@ -41,7 +41,6 @@ def make_folds(table, cv: str = "blocks", *, n_folds: int = 5, block_mm: float =
     a seeded random order to the fold with the fewest samples so far. ``'donors'``: one fold
     per donor (leave-one-donor-out).
     """
-    n = table.sizes["sample"]
     if cv == "blocks":
         if n_folds < 2:
             raise ValueError("blocked cross-validation needs at least 2 folds")
