@@ -150,6 +150,7 @@ def test_nmf_is_non_negative(nmf_models, data):
     assert (model.inverse_transform(W) >= 0).all()
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # the reference's 400 iterations
 def test_nmf_rmse_falls_with_dim_and_nears_sklearn(nmf_models, data):
     from sklearn.decomposition import NMF as SKNMF
 
