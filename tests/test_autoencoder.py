@@ -272,6 +272,26 @@ def test_dask_and_labelled_inputs_give_labelled_lazy_outputs():
     assert model.inverse_transform(Z).shape == (200, 12)
 
 
+def test_written_back_by_the_pipeline_and_reloaded(small_store, tmp_path):
+    import shutil
+
+    from brainzarr.models.pipeline import fit_store, load_model
+    from brainzarr.store import open_store
+
+    store = tmp_path / "s8.zarr"
+    shutil.copytree(small_store, store)
+    result = fit_store(store, "ae", 3, hidden=(32, 16), max_epochs=3, device="cpu")
+    assert result["embedding"].dims == ("voxel", "component") and result.sizes["component"] == 3
+    assert result["param_net_encoder_1_running_mean"].dims == ("units_1",)
+    assert not (store / ".checkpoints" / "ae" / "k3").exists()     # removed once the result is written
+    X = open_store(store)["expression"].values
+    model = load_model(store, "ae", 3)
+    np.testing.assert_allclose(model.transform(X), result["embedding"].values, atol=1e-5)
+    train, test = result["rmse"].values
+    mean = np.sqrt(np.mean((X - X.mean(0)) ** 2))
+    assert 0 < train < mean and 0 < test < mean
+
+
 # ---------------------------------------------------------------------------------- quality
 def _manifold(n, seed, genes=30):
     """A curved 2-D sheet in gene space: PCA's best plane misses its curvature."""

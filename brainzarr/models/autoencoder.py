@@ -372,7 +372,6 @@ class AutoEncoder(Representation):
         device = resolve_device(self.device)
         val_idx, train_idx = self._split_rows(n_rows, n_features)
         in_memory = self._plan_in_memory(4 * n_rows * n_features, device)
-        loader, val = self._data(X, device, in_memory, val_idx, train_idx)
         net, opt, scaler, amp = self._setup(n_features, device)
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "stopped": False,
                  "history": {"train_loss": [], "val_loss": []}, "best_state": _clone_state(net)}
@@ -380,6 +379,8 @@ class AutoEncoder(Representation):
         ckpt = self._checkpoint_path()
         if ckpt is not None and ckpt.exists():
             state = self._resume(ckpt, fingerprint, net, opt, scaler)
+        if not state["stopped"] and state["epoch"] < self.max_epochs:  # else nothing to read
+            loader, val = self._data(X, device, in_memory, val_idx, train_idx)
 
         self.net_ = net  # the callback may transform with the current weights
         with self._deterministic(device), _progress_bar(self, state["epoch"]) as bar:
@@ -387,7 +388,7 @@ class AutoEncoder(Representation):
                 epoch = state["epoch"]
                 total = torch.zeros((), dtype=torch.float64, device=device)
                 seen = 0
-                for batch in loader.epoch(epoch):
+                for batch in _rows_bar(self, loader.epoch(epoch), loader.n_rows, f"epoch {epoch + 1}"):
                     if len(batch) < 2:  # batch norm cannot train on one row
                         continue
                     batch = torch.as_tensor(batch).to(device, non_blocking=True)
@@ -441,14 +442,19 @@ class AutoEncoder(Representation):
                 data = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
             else:
                 data = load_rows(X, out=torch.empty((n_rows, n_features), dtype=torch.float32, device=device),
-                                 block_rows=self.block_rows, prefetch=self.prefetch)
+                                 block_rows=self.block_rows, prefetch=self.prefetch,
+                                 progress=self._show(), desc=f"ae: loading to {device.type}")
             return (MemoryLoader(data, self.batch_size, rows=train_idx, **common),
                     data.index_select(0, torch.from_numpy(val_idx).to(device)))
         loader = StreamingLoader(X, self.batch_size, mask=~val_mask, block_rows=self.block_rows,
                                  read_rows=self.read_rows, shuffle_buffer=self.shuffle_buffer,
                                  prefetch=self.prefetch, **common)
-        val = load_rows(X, val_mask, block_rows=self.block_rows, prefetch=self.prefetch)
+        val = load_rows(X, val_mask, block_rows=self.block_rows, prefetch=self.prefetch,
+                        progress=self._show(), desc="ae: validation rows")
         return loader, torch.from_numpy(val).to(device)
+
+    def _show(self) -> bool:
+        return progress_enabled(self.progress)
 
     @contextlib.contextmanager
     def _deterministic(self, device):
@@ -578,7 +584,17 @@ def _sync(device):
 def _progress_bar(model, start_epoch: int):
     from tqdm.auto import tqdm
 
-    show = progress_enabled(model.progress)
+    show = model._show()
     with tqdm(total=model.max_epochs, initial=start_epoch, desc=f"ae k={model.n_components}",
               unit="epoch", disable=not show, leave=show) as bar:
         yield bar
+
+
+def _rows_bar(model, batches, total: int, desc: str):
+    """Yield ``batches``, advancing a transient bar by their rows (for long epochs)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=desc, unit="row", unit_scale=True, disable=not model._show(), leave=False) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))

@@ -116,12 +116,15 @@ def _select(mask, n_rows):
     return mask
 
 
-def load_rows(X, mask=None, *, out=None, block_rows: int = 32, prefetch: int = 2):
+def load_rows(X, mask=None, *, out=None, block_rows: int = 32, prefetch: int = 2, progress: bool = False,
+              desc: str = "loading rows"):
     """Read the selected rows of ``X`` once, in order, span by span (background prefetch).
 
     ``out`` may be a preallocated array or tensor (e.g. on the GPU) with one row per
-    selected row; by default a NumPy array is allocated.
+    selected row; by default a NumPy array is allocated. ``progress`` shows a bar (rows).
     """
+    from tqdm.auto import tqdm
+
     X = as_array(X)
     n = int(X.shape[0])
     mask = _select(mask, n)
@@ -132,15 +135,17 @@ def load_rows(X, mask=None, *, out=None, block_rows: int = 32, prefetch: int = 2
     if mask is not None:
         spans = [s for s in spans if mask[s[0]:s[1]].any()]
     pos = 0
-    for (a, b), block in zip(spans, prefetch_spans(X, spans, prefetch=prefetch)):
-        if mask is not None:
-            block = block[mask[a:b]]
-        if hasattr(out, "copy_"):              # a torch tensor (maybe on the GPU)
-            import torch
-            out[pos:pos + len(block)].copy_(torch.from_numpy(block))
-        else:
-            out[pos:pos + len(block)] = block
-        pos += len(block)
+    with tqdm(total=n_sel, desc=desc, unit="row", unit_scale=True, disable=not progress, leave=False) as bar:
+        for (a, b), block in zip(spans, prefetch_spans(X, spans, prefetch=prefetch)):
+            if mask is not None:
+                block = block[mask[a:b]]
+            if hasattr(out, "copy_"):              # a torch tensor (maybe on the GPU)
+                import torch
+                out[pos:pos + len(block)].copy_(torch.from_numpy(block))
+            else:
+                out[pos:pos + len(block)] = block
+            pos += len(block)
+            bar.update(len(block))
     return out
 
 
