@@ -336,6 +336,11 @@ def test_throughput_reports_loader_and_training_rates():
     for r in rows:
         assert r["rows"] == 1000 and r["loader_rows_per_s"] > 0 and r["train_rows_per_s"] > 0
         assert r["ratio"] == pytest.approx(r["loader_rows_per_s"] / r["train_rows_per_s"])
+    table = loaders.throughput_rows(X, dims=(2, 4), hidden=(16, 8), batch_size=32, train_batches=3, device="cpu")
+    assert [(r["method"], r["dim"]) for r in table] == [("ae[train]", 2), ("ae[train]", 4),
+                                                        ("ae[loader:memory]", None), ("ae[loader:stream]", None)]
+    fastest = max(r["rows_per_s"] for r in table[:2])
+    assert table[3]["ratio"] == pytest.approx(table[3]["rows_per_s"] / fastest)
 
 
 def test_models_import_without_torch():

@@ -33,7 +33,7 @@ import numpy as np
 from .base import as_array, prefetch_spans
 
 __all__ = ["MemoryLoader", "StreamingLoader", "load_rows", "row_chunks",
-           "available_memory", "loader_rate", "throughput"]
+           "available_memory", "loader_rate", "throughput", "throughput_rows"]
 
 #: default shuffle-buffer size in bytes (rows = this / bytes per row, at least one span)
 SHUFFLE_BUFFER_BYTES = 1 << 30
@@ -345,3 +345,26 @@ def throughput(X, *, batch_size: int = 128, n_components: int = 8, hidden=(500, 
                     "train_rows_per_s": train_rate, "ratio": r["rows_per_s"] / train_rate,
                     "load_s": r["load_s"]})
     return out
+
+
+def throughput_rows(X, dims=(2, 128), *, batch_size: int = 128, hidden=(500, 250, 125), device: str = "auto",
+                    max_rows: int | None = 20_000, train_batches: int = 10, seed: int = 0,
+                    **loader_options) -> list[dict]:
+    """Benchmark table rows: the auto-encoder's training rate per code width (``method``
+    'ae[train]'), then each loader's rate alone and its ratio to the fastest training rate
+    ('ae[loader:memory]', 'ae[loader:stream]', ``dim`` None). Keys: method, dim,
+    rows_per_s, ratio, load_s. Arguments as :func:`throughput`."""
+    from .autoencoder import AutoEncoder
+
+    X = as_array(X)
+    rows = [{"method": "ae[train]", "dim": int(dim),
+             "rows_per_s": AutoEncoder(int(dim), hidden=hidden, batch_size=batch_size, device=device,
+                                       random_state=seed).training_throughput(int(X.shape[1]),
+                                                                              n_batches=train_batches)}
+            for dim in dims]
+    fastest = max(r["rows_per_s"] for r in rows)
+    for mode in ("memory", "stream"):
+        r = loader_rate(X, mode, batch_size=batch_size, max_rows=max_rows, seed=seed, **loader_options)
+        rows.append({"method": f"ae[loader:{mode}]", "dim": None, "rows_per_s": r["rows_per_s"],
+                     "ratio": r["rows_per_s"] / fastest, "load_s": r["load_s"]})
+    return rows
