@@ -1,35 +1,94 @@
-"""``brainzarr demo``: the main job on the built-in synthetic data."""
+"""``brainzarr demo``: the whole pipeline on the built-in synthetic data.
+
+1. build an 8 mm synthetic store (the real AHBA sample sites, a known generative model);
+2. export a few gene maps as NIfTI and PNG;
+3. fit all six representations (PCA, kernel PCA, NMF, t-SNE, UMAP, auto-encoder) at a few
+   dimensions on the training voxels and write embeddings and reconstructions into the store;
+4. export each method's 2-D embedding as a 4-D NIfTI;
+5. evaluate: reconstruction RMSE tables, and XGBoost prediction of synthetic target maps made
+   from the synthetic truth (:mod:`brainzarr.evaluate.synthetic_targets`) from the 2-D
+   embeddings, under the random and the spatially blocked split;
+6. write the HTML report.
+
+Re-running it reuses what is already there (the store, fitted results), so an interrupted
+demo picks up where it stopped.
+"""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
 DEMO_GENES = ("APOE", "PVALB", "SST")
+DEMO_METHODS = ("pca", "kpca", "nmf", "tsne", "umap", "ae")
+#: settings that keep the demo to a few minutes on 2 cores (the study's defaults are larger)
+DEMO_PARAMS = {"ae": {"max_epochs": 60, "patience": 10}}
 
 
-def run_demo(out_dir="store", *, genes=2000, seed=0, progress=True) -> dict:
-    """Build an 8 mm synthetic store and export a few gene maps (NIfTI + PNG)."""
+def run_demo(out_dir="store", *, genes=1000, seed=0, methods=DEMO_METHODS, dims=(2, 8),
+             progress=True, log=print) -> dict:
+    """Run the pipeline into ``out_dir`` and return the paths written."""
     from ..build import build_store
+    from ..evaluate import run_evaluation, write_report, write_synthetic_targets
+    from ..models.pipeline import fit_store, result_group
     from ..nifti import to_nifti
     from ..plots import plot_map
     from ..sources.abagen_data import study_gene_symbols
     from ..sources.table import resolve_genes
-    from ..store import open_store
+    from ..store import ResultExistsError, open_store, read_group
 
     out_dir = Path(out_dir)
     maps_dir = out_dir / "demo-maps"
     maps_dir.mkdir(parents=True, exist_ok=True)
+    written = {"maps": [], "embeddings": []}
+
+    log(f"[1/6] building an 8 mm synthetic store with {genes} genes")
     gene_list = sorted(set(resolve_genes(genes, study_gene_symbols())) | set(DEMO_GENES))
     store = build_store(out_dir / "demo-8mm.zarr", source="synthetic", resolution=8, genes=gene_list,
                         seed=seed, progress=progress)
+    written["store"] = store
     ds = open_store(store)
-    written = {"store": store, "maps": []}
+
+    log("[2/6] exporting gene maps")
     for gene in DEMO_GENES:
         da = ds["expression"].sel(gene=gene)
         nii = maps_dir / f"{gene}.nii.gz"
         to_nifti(da).to_filename(nii)
-        png = plot_map(da, maps_dir / f"{gene}.png", title=f"{gene} (synthetic, 8 mm)")
-        written["maps"] += [nii, png]
+        written["maps"] += [nii, plot_map(da, maps_dir / f"{gene}.png", title=f"{gene} (synthetic, 8 mm)")]
+
+    log(f"[3/6] fitting {', '.join(methods)} at dims {', '.join(map(str, dims))}")
+    for method in methods:
+        for dim in dims:
+            start = time.perf_counter()
+            try:
+                result = fit_store(store, method, dim, seed=seed, progress=progress,
+                                   **DEMO_PARAMS.get(method, {}))
+            except ResultExistsError:
+                result = read_group(store, result_group(method, dim))
+                log(f"      {method:>5} k={dim:<3} already fitted")
+                continue
+            rmse = float(result["rmse"].sel(split="test").values)
+            log(f"      {method:>5} k={dim:<3} test RMSE {rmse:.4f}  ({time.perf_counter() - start:.0f} s)")
+
+    log("[4/6] exporting 2-D embeddings as NIfTI")
+    for method in methods:
+        if 2 not in dims:
+            break
+        emb = read_group(store, result_group(method, 2))["embedding"]
+        emb = emb.assign_coords({c: ds[c] for c in ("i", "j", "k") if c not in emb.coords})
+        path = maps_dir / f"{method}-k2-embedding.nii.gz"
+        to_nifti(emb).to_filename(path)
+        written["embeddings"].append(path)
+
+    log("[5/6] evaluating: reconstruction RMSE and prediction of synthetic target maps")
+    targets = write_synthetic_targets(out_dir / "demo-targets", store=store)
+    eval_dir = out_dir / "demo-evaluation"
+    result = run_evaluation(store, targets, eval_dir, methods=list(methods), dims=(2,), split="both",
+                            seed=seed, progress=progress)
+    written["summary"] = result.describe()
+    written["evaluation"] = eval_dir
+
+    log("[6/6] writing the report")
+    written["report"] = write_report(store, eval_dir)
     return written
 
 
@@ -37,17 +96,26 @@ def _run(args):
     from .info import describe
 
     start = time.perf_counter()
-    written = run_demo(args.out_dir, genes=args.genes, seed=args.seed)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    dims = tuple(int(d) for d in args.dims.split(","))
+    written = run_demo(args.out_dir, genes=args.genes, seed=args.seed, methods=methods, dims=dims)
+    print()
     print(describe(written["store"]))
+    print()
+    print(written["summary"])
     print("\nwrote:")
-    for path in written["maps"]:
+    for path in written["maps"] + written["embeddings"]:
         print(f"  {path}")
+    print(f"  {written['evaluation']}/  (prediction.csv, reconstruction.csv, figures)")
+    print(f"  {written['report']}  <- open this in a browser")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
 
 
 def register(sub):
-    p = sub.add_parser("demo", help="build a synthetic 8 mm store and export gene maps")
+    p = sub.add_parser("demo", help="the whole pipeline on synthetic data: build, fit, export, evaluate, report")
     p.add_argument("--out-dir", default="store", help="where the demo writes (default: store/)")
-    p.add_argument("--genes", type=int, default=2000, help="number of synthetic genes")
+    p.add_argument("--genes", type=int, default=1000, help="number of synthetic genes")
+    p.add_argument("--methods", default=",".join(DEMO_METHODS), help="representations to fit")
+    p.add_argument("--dims", default="2,8", help="dimensions to fit (2 is needed for the evaluation)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run)

@@ -1,0 +1,35 @@
+import pandas as pd
+import pytest
+
+from brainzarr import open_store
+from brainzarr.commands.demo import run_demo
+
+
+def _check(written, methods):
+    ds = open_store(written["store"])
+    assert ds.sizes["voxel"] == 3666
+    assert all(p.exists() and p.stat().st_size > 0 for p in written["maps"] + written["embeddings"])
+    assert len(written["embeddings"]) == len(methods)
+    prediction = pd.read_csv(written["evaluation"] / "prediction.csv")
+    assert set(prediction["split"]) == {"random", "blocked"}
+    assert {f"{m}-k2" for m in methods} <= set(prediction["representation"])
+    assert prediction["r2"].notna().all()
+    html = written["report"].read_text()
+    assert "<img" in html and "blocked" in html
+
+
+def test_demo_pipeline_small(tmp_path):
+    methods = ("pca", "nmf")
+    written = run_demo(tmp_path, genes=40, methods=methods, dims=(2,), progress=False, log=lambda *a: None)
+    _check(written, methods)
+    # a second run reuses the store and the fitted results
+    again = run_demo(tmp_path, genes=40, methods=methods, dims=(2,), progress=False, log=lambda *a: None)
+    assert again["store"] == written["store"]
+
+
+@pytest.mark.slow
+def test_full_demo(tmp_path):
+    from brainzarr.commands.demo import DEMO_METHODS
+
+    written = run_demo(tmp_path, progress=False, log=lambda *a: None)
+    _check(written, DEMO_METHODS)
