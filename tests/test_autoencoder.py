@@ -92,6 +92,9 @@ def test_streaming_reads_whole_aligned_blocks_never_single_rows():
 def test_spans_merge_small_chunks_up_to_read_rows():
     assert make_spans(100, (30, 30, 40), read_rows=64, block_rows=10) == [(0, 60), (60, 100)]
     assert make_spans(10, None, read_rows=None, block_rows=4) == [(0, 10)]
+    # a chunk's tail is never merged with the next chunk
+    assert make_spans(230, (200, 30), read_rows=64, block_rows=32) == [(0, 64), (64, 128), (128, 192),
+                                                                       (192, 200), (200, 230)]
 
 
 def test_load_rows_fills_a_tensor_with_the_selected_rows():

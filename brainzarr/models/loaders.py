@@ -67,19 +67,17 @@ def make_spans(n_rows: int, chunks: tuple[int, ...] | None, *, read_rows: int | 
     read_rows = int(read_rows)
     step = max(block_rows, read_rows // block_rows * block_rows)
     spans: list[tuple[int, int]] = []
+    whole_prev = False
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        if b - a <= read_rows:  # the whole chunk in one read
-            spans.append((a, b))
-        else:
+        if b - a > read_rows:  # parts of a chunk
             spans += [(s, min(s + step, b)) for s in range(a, b, step)]
-    # a read larger than a chunk: merge consecutive spans (whole chunks) up to read_rows
-    merged: list[tuple[int, int]] = []
-    for a, b in spans:
-        if merged and merged[-1][1] == a and b - merged[-1][0] <= read_rows:
-            merged[-1] = (merged[-1][0], b)
+            whole_prev = False
+        elif whole_prev and b - spans[-1][0] <= read_rows:  # whole chunks, grouped up to read_rows
+            spans[-1] = (spans[-1][0], b)
         else:
-            merged.append((a, b))
-    return merged
+            spans.append((a, b))
+            whole_prev = True
+    return spans
 
 
 def available_memory() -> int:
