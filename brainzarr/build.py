@@ -46,6 +46,8 @@ __all__ = ["build_store", "StoreExistsError", "DEFAULT_CHUNKS"]
 #: row of chunks; a gene's whole-brain map reads one column (n_voxels / 4096 chunks).
 DEFAULT_CHUNKS = (4096, 128)
 _MERGE_FANIN = 8
+#: bytes of one block's per-gene tails in the percentile pass (bounds its memory)
+_TAIL_BYTES = 32 * 2**20
 
 
 class StoreExistsError(FileExistsError):
@@ -171,15 +173,23 @@ def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int 
 
     root = zarr.open_group(str(out), mode="r+", zarr_format=3)
     if not root.attrs.get("clamp_done", False):
-        acc = TailAccumulator(n_vox, clamp_percentiles)
-        leaves = [dask.delayed(_block_tails)(assign, values_ref, args, acc, n_genes, chunks[1])
-                  for args in block_args]
-        low, high, _ = compute_tasks([_merge_tree(leaves, acc)], client=client, track=leaves,
-                                     desc="clamp percentiles", progress=progress)[0]
-        acc.merge(low, high, n_rows=n_vox)
-        lo, hi = acc.result()
-        root["clamp_low"][:] = lo.astype(np.float32)
-        root["clamp_high"][:] = hi.astype(np.float32)
+        # the tails are 0.1 % of the voxels per gene: take genes in groups small enough that
+        # a block's tails stay under _TAIL_BYTES, so memory does not grow with the voxels
+        tails_per_gene = TailAccumulator(n_vox, clamp_percentiles)
+        tails_per_gene = 4 * (tails_per_gene.n_low + tails_per_gene.n_high)
+        group = max(chunks[1], _TAIL_BYTES // tails_per_gene // chunks[1] * chunks[1])
+        for g0 in range(0, n_genes, group):
+            genes = slice(g0, min(g0 + group, n_genes))
+            acc = TailAccumulator(n_vox, clamp_percentiles)
+            leaves = [dask.delayed(_block_tails)(assign, values_ref, args, acc, genes, chunks[1])
+                      for args in block_args]
+            desc = "clamp percentiles" + (f" (genes {g0 + 1}-{genes.stop})" if group < n_genes else "")
+            low, high, _ = compute_tasks([_merge_tree(leaves, acc)], client=client, track=leaves,
+                                         desc=desc, progress=progress)[0]
+            acc.merge(low, high, n_rows=n_vox)
+            lo, hi = acc.result()
+            root["clamp_low"][genes] = lo.astype(np.float32)
+            root["clamp_high"][genes] = hi.astype(np.float32)
         root.attrs.update({"clamp_done": True})
 
     lo, hi = root["clamp_low"][:], root["clamp_high"][:]
@@ -270,14 +280,14 @@ def _restrict_to_atlas(grid: Grid, table: xr.Dataset):
     return new, labels_vol[tuple(new.ijk.T)]
 
 
-def _gene_slices(n_genes, step):
-    return [slice(g, min(g + step, n_genes)) for g in range(0, n_genes, step)]
+def _gene_slices(n_genes, step, start=0):
+    return [slice(g, min(g + step, n_genes)) for g in range(start, n_genes, step)]
 
 
-def _block_tails(assign, values, args, acc: TailAccumulator, n_genes, gene_step):
+def _block_tails(assign, values, args, acc: TailAccumulator, genes: slice, gene_step):
     lows, highs = [], []
     state = assign.prepare(args)
-    for gs in _gene_slices(n_genes, gene_step * 8):
+    for gs in _gene_slices(genes.stop, gene_step * 8, start=genes.start):
         low, high = acc.tails(assign.compute(state, values, gs))
         lows.append(low)
         highs.append(high)
