@@ -47,7 +47,7 @@ __all__ = ["build_store", "StoreExistsError", "DEFAULT_CHUNKS"]
 DEFAULT_CHUNKS = (4096, 128)
 _MERGE_FANIN = 8
 #: bytes of one block's per-gene tails in the percentile pass (bounds its memory)
-_TAIL_BYTES = 32 * 2**20
+_TAIL_BYTES = 4 * 2**20
 
 
 class StoreExistsError(FileExistsError):
@@ -311,7 +311,9 @@ def _merge_group(n_low, n_high, *parts):
 
 
 def _smallest_rows(stacked, m):
-    return stacked if len(stacked) <= m else np.partition(stacked, m - 1, axis=0)[:m]
+    if len(stacked) <= m:
+        return stacked
+    return np.partition(stacked, m - 1, axis=0)[:m].copy()  # not a view of the whole partition
 
 
 def _write_block(path: str, chunk_index: int, rows, assign, values, args, low, high, n_genes,

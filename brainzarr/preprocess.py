@@ -58,7 +58,8 @@ class TailAccumulator:
             by_column.sort(axis=1)
         else:  # one partition places both cut points
             by_column.partition([lo_k - 1, n - hi_k], axis=1)
-        return by_column[:, :lo_k].T, by_column[:, n - hi_k:].T
+        # copies: views would keep the whole block alive as long as the tails
+        return by_column[:, :lo_k].T.copy(), by_column[:, n - hi_k:].T.copy()
 
     def add(self, block: np.ndarray) -> None:
         self.merge(*self.tails(np.asarray(block)), n_rows=len(block))
@@ -85,7 +86,7 @@ class TailAccumulator:
 def _smallest(a: np.ndarray, m: int) -> np.ndarray:
     if len(a) <= m:
         return a
-    return np.partition(a, m - 1, axis=0)[:m]
+    return np.partition(a, m - 1, axis=0)[:m].copy()  # not a view of the whole partition
 
 
 def _interp(sorted_vals, rank, frac):

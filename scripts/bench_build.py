@@ -48,6 +48,7 @@ def run_build(resolution: int, genes: int, out: Path, assignment: str) -> dict:
     start = time.perf_counter()
     build_store(out, resolution=resolution, genes=genes, assignment=assignment, seed=0, progress=False)
     wall = time.perf_counter() - start
+    build_peak = _peak_rss_mb()
     ds = open_store(out)
     n_vox, n_genes = ds.sizes["voxel"], ds.sizes["gene"]
     batch = ds["expression"].data.chunks[0][0]
@@ -63,7 +64,7 @@ def run_build(resolution: int, genes: int, out: Path, assignment: str) -> dict:
     return {"resolution": resolution, "voxels": n_vox, "genes": n_genes, "assignment": assignment,
             "wall_s": wall, "data_mb": n_vox * n_genes * 4 / 1e6, "disk_mb": _disk_mb(out),
             "row_batch_rows": batch, "row_batch_s": row_batch, "gene_map_s": gene_map,
-            "peak_rss_mb": _peak_rss_mb()}
+            "peak_rss_mb": build_peak, "read_peak_rss_mb": _peak_rss_mb()}
 
 
 def run_abagen(resolution: int, genes: int) -> dict:
@@ -166,8 +167,8 @@ def format_table(rows) -> str:
     head = (f"Machine: {os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
             f"Python {platform.python_version()}\n\n"
             "| resolution | voxels | genes | method | wall time (s) | MB/s written | store on disk (MB) | peak RSS (MB) "
-            "| row batch read (s) | one gene map read (s) | r vs abagen |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|")
+            "| row batch read (s) | one gene map read (s) | peak RSS with reads (MB) | r vs abagen |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         rate = r["data_mb"] / r["wall_s"]
@@ -175,8 +176,10 @@ def format_table(rows) -> str:
         gene_map = f"{r['gene_map_s']:.3f}" if "gene_map_s" in r else "-"
         disk = f"{r['disk_mb']:,.0f}" if "disk_mb" in r else "in memory"
         agree = f"{r['agreement_r']:.4f}" if "agreement_r" in r else "-"
+        reads = f"{r['read_peak_rss_mb']:,.0f}" if "read_peak_rss_mb" in r else "-"
         lines.append(f"| {r['resolution']} mm | {r['voxels']:,} | {r['genes']:,} | {r['assignment']} | "
-                     f"{r['wall_s']:.1f} | {rate:,.0f} | {disk} | {r['peak_rss_mb']:,.0f} | {batch} | {gene_map} | {agree} |")
+                     f"{r['wall_s']:.1f} | {rate:,.0f} | {disk} | {r['peak_rss_mb']:,.0f} | {batch} | {gene_map} | "
+                     f"{reads} | {agree} |")
     return "\n".join(lines)
 
 
