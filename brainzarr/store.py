@@ -39,7 +39,7 @@ from .grid import Grid
 
 __all__ = [
     "SCHEMA_VERSION", "StoreError", "ResultExistsError", "open_store", "store_grid",
-    "write_group", "read_group", "list_groups", "group_writer", "VOXEL_COORDS",
+    "write_group", "read_group", "list_groups", "group_writer", "VOXEL_COORDS", "expression_rows",
 ]
 
 SCHEMA_VERSION = 1
@@ -126,6 +126,21 @@ def open_store(path, *, allow_incomplete: bool = False, chunks="auto-store") -> 
     # voxel coordinates are small (a few bytes per voxel): hold them in memory
     ds = ds.assign_coords({c: ds[c].load() for c in VOXEL_COORDS + ("voxel", "gene")})
     return ds
+
+
+def expression_rows(path, rows: int | None = None):
+    """The store's ``expression`` as a dask array of whole rows: one task per block of ``rows``
+    voxels (default: the store's row chunk) reading every gene in one zarr call.
+
+    zarr fetches and decodes the chunks of one call concurrently, so passes over all genes of
+    row blocks (fitting, training) read about twice as fast as through per-chunk tasks.
+    """
+    check_schema(path)
+    import dask.array as da
+
+    with quiet_zarr():
+        array = zarr.open_array(str(Path(path) / "expression"), mode="r", zarr_format=3)
+    return da.from_zarr(array, chunks=(rows or array.chunks[0], array.shape[1]))
 
 
 def store_grid(ds_or_path) -> Grid:

@@ -41,10 +41,10 @@ import zarr
 
 from .. import __version__
 from ..parallel import compute_tasks, progress_enabled
-from ..store import (ResultExistsError, VOXEL_COORDS, check_schema, group_writer, list_groups, open_store,
-                     quiet_zarr, read_group)
+from ..store import (ResultExistsError, VOXEL_COORDS, check_schema, expression_rows, group_writer, list_groups,
+                     open_store, quiet_zarr, read_group)
 from . import METHODS, get_model_class
-from .streaming import fit_context
+from .streaming import fit_context, select_rows
 
 __all__ = ["fit_store", "load_model", "rmse_table", "result_group", "make_model", "RESULTS_PREFIX",
            "MethodUnavailableError"]
@@ -171,11 +171,11 @@ def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: in
     train = labels == "train"
     if not train.any():
         raise ValueError(f"the store has no training voxels in {split_coord}")
-    X = ds["expression"].data
+    X = expression_rows(store)  # whole-row blocks, one zarr read each
 
     start = time.perf_counter()
     with fit_context(client=client, progress=show):
-        model.fit(X[train])
+        model.fit(select_rows(X, train))
     fit_seconds = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..parallel import compute_tasks, progress_enabled
 from .base import as_array, iter_row_blocks
 
-__all__ = ["fit_context", "block_reduce", "stream_blocks", "row_spans", "take_rows", "cache_if_small"]
+__all__ = ["fit_context", "block_reduce", "stream_blocks", "row_spans", "take_rows", "cache_if_small", "select_rows"]
 
 _CONTEXT: contextvars.ContextVar = contextvars.ContextVar("brainzarr_fit_context",
                                                          default={"client": None, "progress": False})
@@ -74,6 +74,20 @@ def cache_if_small(X, max_bytes: int | None, block_rows: int | None = None):
         held[start:start + len(block)] = block
         start += len(block)
     return held, block_rows or max(X.chunks[0])
+
+
+def select_rows(X, mask):
+    """``X[mask]`` that keeps one output row block per input row block.
+
+    dask's own boolean indexing re-balances the output's row chunks, so each of them straddles
+    two blocks of the store and a pass reads every block twice; this does not.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not isinstance(X, da.Array):
+        return X[mask]
+    bounds = np.cumsum((0,) + X.chunks[0])
+    parts = [X[a:b][mask[a:b]] for a, b in zip(bounds[:-1], bounds[1:]) if mask[a:b].any()]
+    return da.concatenate(parts, axis=0) if parts else X[:0]
 
 
 def take_rows(X, rows) -> np.ndarray:
