@@ -36,7 +36,7 @@ import zarr
 from .assign import Assignment
 from .grid import Grid, grid_from_mask, mni152_grid
 from .parallel import compute_tasks
-from .preprocess import TailAccumulator, clamp_scale, make_split
+from .preprocess import TailAccumulator, clamp_scale, make_split, merge_tails
 from .sources import load_source
 from .store import SCHEMA_VERSION, StoreError, check_schema, quiet_zarr
 
@@ -175,8 +175,8 @@ def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int 
     if not root.attrs.get("clamp_done", False):
         # the tails are 0.1 % of the voxels per gene: take genes in groups small enough that
         # a block's tails stay under _TAIL_BYTES, so memory does not grow with the voxels
-        tails_per_gene = TailAccumulator(n_vox, clamp_percentiles)
-        tails_per_gene = 4 * (tails_per_gene.n_low + tails_per_gene.n_high)
+        sizes = TailAccumulator(n_vox, clamp_percentiles)
+        tails_per_gene = 4 * (sizes.n_low + sizes.n_high)  # bytes (float32)
         group = max(chunks[1], _TAIL_BYTES // tails_per_gene // chunks[1] * chunks[1])
         for g0 in range(0, n_genes, group):
             genes = slice(g0, min(g0 + group, n_genes))
@@ -305,15 +305,8 @@ def _merge_tree(leaves, acc: TailAccumulator):
 
 
 def _merge_group(n_low, n_high, *parts):
-    low = _smallest_rows(np.concatenate([p[0] for p in parts], axis=0), n_low)
-    high = -_smallest_rows(-np.concatenate([p[1] for p in parts], axis=0), n_high)
+    low, high = merge_tails([p[0] for p in parts], [p[1] for p in parts], n_low, n_high)
     return low, high, sum(p[2] for p in parts)
-
-
-def _smallest_rows(stacked, m):
-    if len(stacked) <= m:
-        return stacked
-    return np.partition(stacked, m - 1, axis=0)[:m].copy()  # not a view of the whole partition
 
 
 def _write_block(path: str, chunk_index: int, rows, assign, values, args, low, high, n_genes,

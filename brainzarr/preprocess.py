@@ -68,8 +68,7 @@ class TailAccumulator:
         if self.low is None:
             self.low, self.high = low, high
         else:
-            self.low = _smallest(np.concatenate([self.low, low]), self.n_low)
-            self.high = -_smallest(-np.concatenate([self.high, high]), self.n_high)
+            self.low, self.high = merge_tails([self.low, low], [self.high, high], self.n_low, self.n_high)
         self.rows_seen += int(n_rows)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +80,12 @@ class TailAccumulator:
         lo = _interp(low, self._lo_rank, self._lo_frac)
         hi = _interp(high, self._hi_rank - (self.n_rows - len(high)), self._hi_frac)
         return lo, hi
+
+
+def merge_tails(lows, highs, n_low: int, n_high: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stack tails of row blocks and keep, per column, the ``n_low`` smallest of ``lows`` and the
+    ``n_high`` largest of ``highs``."""
+    return _smallest(np.concatenate(lows), n_low), -_smallest(-np.concatenate(highs), n_high)
 
 
 def _smallest(a: np.ndarray, m: int) -> np.ndarray:
