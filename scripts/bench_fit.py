@@ -176,9 +176,13 @@ def extra_rows(store: Path, resolution: int, args) -> list[dict]:
         return []
     from brainzarr import open_store
     from brainzarr.models.loaders import throughput_rows
+    from brainzarr.models.streaming import select_rows
+    from brainzarr.store import expression_rows
 
     dims = [int(d) for d in args.dims.split(",")]
-    rows = throughput_rows(open_store(store)["expression"].data, dims=dims,
+    train = open_store(store)["split"].values == "train"
+    # the rows fit_store trains on, read the way it reads them
+    rows = throughput_rows(select_rows(expression_rows(store), train), dims=dims,
                            device=getattr(args, "device", None) or "auto", max_rows=20_000)
     for row in rows:
         row.setdefault("res_mm", resolution)
