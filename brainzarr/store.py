@@ -128,19 +128,55 @@ def open_store(path, *, allow_incomplete: bool = False, chunks="auto-store") -> 
     return ds
 
 
-def expression_rows(path, rows: int | None = None):
+def expression_rows(path, rows: int | None = None, mask=None):
     """The store's ``expression`` as a dask array of whole rows: one task per block of ``rows``
     voxels (default: the store's row chunk) reading every gene in one zarr call.
 
+    Parameters
+    ----------
+    path : str or Path
+        The store.
+    rows : int, optional
+        Rows per block (default: the store's row chunk, so each read decodes its chunks once).
+    mask : bool array (voxel,), optional
+        Keep only these rows (e.g. the training voxels). The result keeps one row block per
+        block of the store (blocks with no selected row are left out), so a pass over it reads
+        each block once.
+
+    Notes
+    -----
     zarr fetches and decodes the chunks of one call concurrently, so passes over all genes of
-    row blocks (fitting, training) read about twice as fast as through per-chunk tasks.
+    row blocks (fitting, training) read about twice as fast as through per-chunk tasks; the
+    reads go through :class:`~brainzarr.rowblocks.RowBlockReader` (faster still on the
+    store's own chunk format).
     """
     check_schema(path)
+    import dask
     import dask.array as da
 
     with quiet_zarr():
         array = zarr.open_array(str(Path(path) / "expression"), mode="r", zarr_format=3)
-    return da.from_zarr(array, chunks=(rows or array.chunks[0], array.shape[1]))
+    n, width = (int(s) for s in array.shape)
+    step = int(rows or array.chunks[0])
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (n,):
+            raise ValueError(f"row mask has shape {mask.shape}, expected ({n},)")
+    from .rowblocks import RowBlockReader
+
+    reader = RowBlockReader(str(Path(path) / "expression"))
+    name = f"expression-rows-{dask.base.tokenize(str(Path(path).resolve()), step, mask)}"
+    blocks = []
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        keep = None if mask is None or mask[a:b].all() else mask[a:b]
+        n_rows = b - a if keep is None else int(keep.sum())
+        if n_rows:
+            task = dask.delayed(reader, pure=True)(a, b, keep, dask_key_name=f"{name}-{a}")
+            blocks.append(da.from_delayed(task, shape=(n_rows, width), dtype=array.dtype))
+    if not blocks:
+        return da.zeros((0, width), dtype=array.dtype, chunks=(1, width))
+    return da.concatenate(blocks, axis=0)
 
 
 def store_grid(ds_or_path) -> Grid:

@@ -1,12 +1,15 @@
 import json
+import pickle
 
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from brainzarr import ResultExistsError, StoreError, list_groups, open_store, read_group, write_group
-from brainzarr.store import group_writer
+from brainzarr.store import expression_rows, group_writer
 
 
 def test_open_store_is_dask_backed_and_labelled(small_store):
@@ -84,3 +87,29 @@ def test_interrupted_result_write_keeps_the_previous_result(small_store):
     back = read_group(small_store, "representations/test/k2")
     np.testing.assert_array_equal(back["first"].values, first["first"].values)
     assert not [p for p in (small_store / "representations/test").iterdir() if p.name.startswith(".")]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.sampled_from([None, 100, 777, 4096]), seed=st.integers(0, 2**16),
+       fraction=st.sampled_from([0.0, 0.3, 0.9, 1.0]))
+def test_expression_rows_reads_the_selected_rows(small_store, rows, seed, fraction):
+    ds = open_store(small_store)
+    expected = ds["expression"].values
+    mask = np.random.default_rng(seed).random(len(expected)) < fraction
+    X = expression_rows(small_store, rows=rows, mask=mask)
+    assert X.shape == (int(mask.sum()), expected.shape[1])
+    step = rows or ds["expression"].chunks[0][0]
+    # one output block per store block that has selected rows: a pass reads each block once
+    per_block = [int(mask[a:a + step].sum()) for a in range(0, len(mask), step)]
+    assert X.chunks[0] == tuple(c for c in per_block if c) or (not mask.any() and X.shape[0] == 0)
+    np.testing.assert_array_equal(X.compute(), expected[mask])
+    np.testing.assert_array_equal(expression_rows(small_store, rows=rows).compute(), expected)
+
+
+def test_expression_rows_tasks_pickle_and_check_the_mask(small_store):
+    mask = open_store(small_store)["split"].values == "train"
+    X = expression_rows(small_store, mask=mask)
+    again = pickle.loads(pickle.dumps(X))  # what dask.distributed does with the tasks
+    np.testing.assert_array_equal(again.compute(), X.compute())
+    with pytest.raises(ValueError, match="row mask has shape"):
+        expression_rows(small_store, mask=mask[:-1])

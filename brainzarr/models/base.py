@@ -54,6 +54,19 @@ def iter_row_blocks(X, block_rows: int | None = None, *, prefetch: int = 1, dtyp
     yield from prefetch_spans(X, spans, prefetch=prefetch, dtype=dtype)
 
 
+def compute_rows(X: da.Array, a: int, b: int, scheduler: str | None = "threads") -> np.ndarray:
+    """``X[a:b]`` of a dask array, computed.
+
+    When the rows are one chunk of ``X`` (the usual case: spans follow the row chunks), the
+    chunk's task is computed as is: ``Array.compute`` would copy its result once more.
+    """
+    part = X[a:b]
+    if part.numblocks == (1, 1):
+        (task,) = part.to_delayed(optimize_graph=False).ravel()
+        return task.compute(scheduler=scheduler)
+    return part.compute(scheduler=scheduler)
+
+
 def prefetch_spans(X, spans, *, prefetch: int = 1, dtype=np.float32):
     """Yield ``X[a:b]`` as NumPy arrays for each row range ``(a, b)`` of ``spans``, in that order.
 
@@ -62,7 +75,7 @@ def prefetch_spans(X, spans, *, prefetch: int = 1, dtype=np.float32):
     if not isinstance(X, da.Array) or prefetch < 1:
         for a, b in spans:
             block = X[a:b]
-            yield np.asarray(block.compute() if isinstance(block, da.Array) else block, dtype=dtype)
+            yield np.asarray(compute_rows(X, a, b, scheduler=None) if isinstance(X, da.Array) else block, dtype=dtype)
         return
     q: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
@@ -72,7 +85,7 @@ def prefetch_spans(X, spans, *, prefetch: int = 1, dtype=np.float32):
             for a, b in spans:
                 if stop.is_set():
                     return
-                q.put(np.asarray(X[a:b].compute(scheduler="threads"), dtype=dtype))
+                q.put(np.asarray(compute_rows(X, a, b), dtype=dtype))
         except BaseException as exc:  # surface reader errors in the consumer
             q.put(exc)
         q.put(None)

@@ -140,8 +140,11 @@ class PCA(Representation):
         width = min(int(self.n_components) + int(self.n_oversamples), d)
         omega = np.random.default_rng(self.random_state).standard_normal((d, width)).astype(np.float32)
 
-        def first(B):  # float32 products, float64 sums (the product only starts the subspace)
-            return (len(B), B.sum(axis=0, dtype=np.float64), np.einsum("ij,ij->j", B, B, dtype=np.float64),
+        def first(B):
+            # float32 within a block (BLAS; 1e-6 relative), float64 across blocks; the product
+            # only starts the subspace
+            ones = np.ones(len(B), dtype=np.float32)
+            return (len(B), (ones @ B).astype(np.float64), np.einsum("ij,ij->j", B, B).astype(np.float64),
                     (B.T @ (B @ omega)).astype(np.float64))
 
         n, s, ss, G = block_reduce(X, first, block_rows=self._block_rows, desc="PCA pass 1")
@@ -153,9 +156,10 @@ class PCA(Representation):
         for it in range(max(int(self.n_power_iter), 1)):
             Q32 = basis[-1].astype(np.float32)
 
-            def power(B, Q32=Q32):
-                Bc = B - mean32
-                return (Bc.T @ (Bc @ Q32)).astype(np.float64),
+            def power(B, Q32=Q32, mQ=mean32 @ Q32):
+                # Bc^T Bc Q without the centred copy of B (allocating it cost as much as the products)
+                Y = B @ Q32 - mQ  # = Bc Q
+                return (B.T @ Y).astype(np.float64) - np.outer(mean, Y.sum(axis=0, dtype=np.float64)),
 
             images.append(block_reduce(X, power, block_rows=self._block_rows, desc=f"PCA pass {it + 2}")[0])
             if it + 1 < max(int(self.n_power_iter), 1):
@@ -205,21 +209,32 @@ def _extend_basis(basis: list, H: np.ndarray, limit: int) -> np.ndarray:
     P = H - K @ (K.T @ H)
     P -= K @ (K.T @ P)
     U, sv, _ = np.linalg.svd(P, full_matrices=False)
-    keep = sv > 1e-12 * max(np.linalg.norm(H, 2), np.finfo(float).tiny)
+    keep = sv > 1e-12 * max(_norm2(H), np.finfo(float).tiny)
     return U[:, keep][:, :max(limit - K.shape[1], 0)]
+
+
+def _norm2(M: np.ndarray) -> float:
+    """Spectral norm of a tall matrix through its small Gram matrix (a fifth of an SVD's time)."""
+    return float(np.sqrt(max(np.linalg.eigvalsh(M.T @ M)[-1], 0.0)))
 
 
 def _nystrom_eig(Q, H):
     """Eigenpairs of the Nyström approximation H (Q^T H)^+ H^T of A, given H = A Q.
 
     The shift ``nu`` keeps the Cholesky factorisation stable when A is (numerically) of
-    lower rank than Q's width (Tropp, Yurtsever, Udell, Cevher 2017, Alg. 3).
+    lower rank than Q's width (Tropp, Yurtsever, Udell, Cevher 2017, Alg. 3). The left
+    singular vectors of the tall ``F`` come from the eigenvectors of its small Gram matrix
+    ``F^T F`` (float64): at 15,633 genes and k = 128 this took 0.2 s where the SVD took 1.9 s;
+    squaring costs accuracy only in directions far below the top ones, which are not kept.
     """
-    nu = np.finfo(np.float32).eps * max(np.linalg.norm(H, 2), np.finfo(float).tiny)
+    nu = np.finfo(np.float32).eps * max(_norm2(H), np.finfo(float).tiny)
     H_nu = H + nu * Q
     C_nu = Q.T @ H_nu
     C_nu = (C_nu + C_nu.T) / 2
     L = np.linalg.cholesky(C_nu)
     F = scipy.linalg.solve_triangular(L, H_nu.T, lower=True).T  # H_nu L^-T
-    U, sigma, _ = np.linalg.svd(F, full_matrices=False)
-    return np.clip(sigma ** 2 - nu, 0, None), U
+    evals, V = np.linalg.eigh(F.T @ F)
+    evals, V = np.clip(evals[::-1], 0, None), V[:, ::-1]
+    sigma = np.sqrt(evals)
+    U = (F @ V) / np.maximum(sigma, np.finfo(float).tiny)
+    return np.clip(evals - nu, 0, None), U

@@ -44,7 +44,7 @@ from ..parallel import compute_tasks, progress_enabled
 from ..store import (ResultExistsError, VOXEL_COORDS, check_schema, expression_rows, group_writer, list_groups,
                      open_store, quiet_zarr, read_group)
 from . import METHODS, get_model_class
-from .streaming import fit_context, select_rows
+from .streaming import fit_context
 
 __all__ = ["fit_store", "load_model", "rmse_table", "result_group", "make_model", "RESULTS_PREFIX",
            "MethodUnavailableError"]
@@ -175,7 +175,7 @@ def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: in
 
     start = time.perf_counter()
     with fit_context(client=client, progress=show):
-        model.fit(select_rows(X, train))
+        model.fit(expression_rows(store, mask=train))
     fit_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
