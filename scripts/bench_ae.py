@@ -41,9 +41,9 @@ def main(argv=None):
 
     import torch
 
-    from brainzarr import open_store
     from brainzarr.models import AutoEncoder
     from brainzarr.models.loaders import loader_rate
+    from brainzarr.store import expression_rows
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -53,7 +53,7 @@ def main(argv=None):
     print(f"{'store':<24} {'genes':>6} {'what':<14} {'rows':>7} {'load_s':>7} {'rows/s':>10} {'ratio':>6} "
           f"{'peak_GB':>7} {'wall_s':>7}", flush=True)
     for path in args.stores:
-        X = open_store(path)["expression"].data
+        X = expression_rows(path)  # whole-row blocks, as fit_store reads them
         name, genes = path.rstrip("/")[-24:], X.shape[1]
         train = {}
         for dim in dims:

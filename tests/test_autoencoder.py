@@ -68,6 +68,11 @@ def test_streaming_and_memory_loaders_give_each_selected_row_once_per_epoch():
     # a batch mixes rows from several reads (the shuffle buffer pools 4 spans of 64 rows)
     first = np.concatenate(list(stream.epoch(0)))[:64, 0] // 64
     assert len(np.unique(first)) > 1
+    # epochs reuse one shuffle buffer; epochs drawn at the same time do not share it
+    a, b = stream.epoch(0), stream.epoch(1)
+    interleaved = [np.concatenate(x) for x in zip(*((next(a), next(b)) for _ in range(3)))]
+    np.testing.assert_array_equal(interleaved[0][:, 0], orders[0][:192])
+    np.testing.assert_array_equal(interleaved[1][:, 0], orders[1][:192])
 
 
 def test_streaming_reads_whole_aligned_blocks_never_single_rows():
@@ -344,6 +349,10 @@ def test_throughput_reports_loader_and_training_rates():
                                                         ("ae[loader:memory]", None), ("ae[loader:stream]", None)]
     fastest = max(r["rows_per_s"] for r in table[:2])
     assert table[3]["ratio"] == pytest.approx(table[3]["rows_per_s"] / fastest)
+    rate = loaders.loader_rate(X, "stream", batch_size=32, epochs=3)
+    assert rate["rows"] == 1000 and rate["rows_per_s"] > 0 and rate["first_epoch_rows_per_s"] > 0
+    with pytest.raises(ValueError, match="epochs"):
+        loaders.loader_rate(X, "stream", epochs=0)
 
 
 def test_models_import_without_torch():
