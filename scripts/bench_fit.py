@@ -171,8 +171,8 @@ def _complete(path: Path) -> bool:
 
 def extra_rows(store: Path, resolution: int, args) -> list[dict]:
     """The auto-encoder's training rate per code width next to its loaders' rates alone
-    (in memory and streaming), when ``ae`` is among the methods."""
-    if "ae" not in args.methods.split(","):
+    (in memory and streaming), when ``ae`` is among the methods or ``--loaders`` is given."""
+    if "ae" not in args.methods.split(",") and not args.loaders:
         return []
     from brainzarr import open_store
     from brainzarr.models.loaders import throughput_rows
@@ -246,6 +246,8 @@ def main(argv=None):
     parser.add_argument("--max-epochs", type=int, help="for methods that train in epochs (nmf, ae)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), help="torch device (methods that take one)")
     parser.add_argument("--option", action="append", metavar="[METHOD.]NAME=VALUE", help="estimator parameter")
+    parser.add_argument("--loaders", action="store_true",
+                        help="time the auto-encoder's loaders next to its training rate (always with ae)")
     parser.add_argument("--no-reconstruction", action="store_true", help="do not write reconstructions")
     parser.add_argument("--store-dir", default=str(Path(tempfile.gettempdir()) / "brainzarr-bench"))
     parser.add_argument("--seed", type=int, default=0)
