@@ -195,7 +195,7 @@ def extra_rows(store: Path, resolution: int, args) -> list[dict]:
 
 
 #: (column, width, format of a value)
-COLUMNS = [("method", 12, "<12"), ("dim", 4, ">4"), ("res_mm", 6, ">6"), ("genes", 6, ">6"),
+COLUMNS = [("method", 18, "<18"), ("dim", 4, ">4"), ("res_mm", 6, ">6"), ("genes", 6, ">6"),
            ("n_train", 7, ">7"), ("fit_s", 8, ">8.2f"), ("transform_s", 11, ">11.2f"),
            ("rows_per_s", 10, ">10.0f"), ("ratio", 6, ">6.1f"), ("peak_rss_mb", 11, ">11.0f"), ("train_rmse", 10, ">10.5f"),
            ("test_rmse", 9, ">9.5f")]
@@ -212,7 +212,7 @@ def header() -> str:
 
 def comparison_table(rows: list[dict]) -> list[str]:
     """PCA against scikit-learn, per resolution and dim: time and test-RMSE ratios."""
-    lines = [f"{'res_mm':>6} {'dim':>4} {'ours_fit_s':>10} {'skl_fit_s':>9} {'ipca_fit_s':>10} {'ipca/ours':>9} "
+    lines = [f"{'ours':<20} {'res_mm':>6} {'dim':>4} {'ours_fit_s':>10} {'skl_fit_s':>9} {'ipca_fit_s':>10} {'ipca/ours':>9} "
              f"{'skl/ours':>8} {'ours/skl_rmse':>13} {'ipca/skl_rmse':>13} {'ipca/ours_rmse':>14}"]
     by = {(r["method"], r["res_mm"], r["dim"]): r for r in rows if "error" not in r}
 
@@ -222,11 +222,11 @@ def comparison_table(rows: list[dict]) -> list[str]:
     def seconds(r):
         return f"{r['fit_s']:.2f}" if r else "-"
 
-    for (method, res, dim), ours in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][2])):
-        if method != "pca":
+    for (method, res, dim), ours in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        if not method.startswith("pca") or method[4:-1] in BASELINES:
             continue
         skl, ipca = by.get(("pca[sklearn]", res, dim)), by.get(("pca[ipca]", res, dim))
-        lines.append(f"{res:>6} {dim:>4} {seconds(ours):>10} {seconds(skl):>9} {seconds(ipca):>10} "
+        lines.append(f"{method:<20} {res:>6} {dim:>4} {seconds(ours):>10} {seconds(skl):>9} {seconds(ipca):>10} "
                      f"{ratio(ipca, ours, 'fit_s', 1):>9} {ratio(skl, ours, 'fit_s', 1):>8} "
                      f"{ratio(ours, skl, 'test_rmse', 4):>13} {ratio(ipca, skl, 'test_rmse', 4):>13} "
                      f"{ratio(ipca, ours, 'test_rmse', 4):>14}")
@@ -246,6 +246,9 @@ def main(argv=None):
     parser.add_argument("--max-epochs", type=int, help="for methods that train in epochs (nmf, ae)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), help="torch device (methods that take one)")
     parser.add_argument("--option", action="append", metavar="[METHOD.]NAME=VALUE", help="estimator parameter")
+    parser.add_argument("--variant", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                        help="also run METHOD with this parameter changed, labelled METHOD[NAME=VALUE] "
+                             "(e.g. pca.n_power_iter=2: fewer passes, side by side with the default)")
     parser.add_argument("--loaders", action="store_true",
                         help="time the auto-encoder's loaders next to its training rate (always with ae)")
     parser.add_argument("--no-reconstruction", action="store_true", help="do not write reconstructions")
@@ -271,6 +274,13 @@ def main(argv=None):
     params = {m: method_params(m, args, options) for m in methods}
     for m in methods:
         model_class(m)
+    variants: dict = {}
+    for spec in args.variant:
+        for method, change in parse_options([spec]).items():
+            if method not in methods:
+                parser.error(f"--variant {spec!r}: name one of the --methods ({', '.join(methods)})")
+            label = f"{method}[{spec.partition('.')[2]}]"
+            variants.setdefault(method, []).append((label, change))
     store_dir = Path(args.store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
 
@@ -284,9 +294,11 @@ def main(argv=None):
                 "ipca_batch": args.ipca_batch}
         for method in methods:
             for dim in dims:
-                runs = [("fit", method)] + ([(b, f"pca[{b}]") for b in baselines] if method == "pca" else [])
-                for kind, label in runs:
-                    cfg = {**base, "kind": kind, "method": method, "dim": dim, "params": params[method]}
+                runs = [("fit", method, params[method])]
+                runs += [("fit", label, params[method] | change) for label, change in variants.get(method, [])]
+                runs += [(b, f"pca[{b}]", params[method]) for b in baselines] if method == "pca" else []
+                for kind, label, run_params in runs:
+                    cfg = {**base, "kind": kind, "method": method, "dim": dim, "params": run_params}
                     row = {"method": label, "dim": dim, "res_mm": res, "genes": n_genes,
                            **run_in_child(cfg, args.timeout)}
                     if row.get("n_train") and row.get("fit_s"):
@@ -296,7 +308,7 @@ def main(argv=None):
         for row in extra_rows(store, res, args):
             rows.append({"res_mm": res, "genes": n_genes, **row})
             print(format_row(rows[-1]), flush=True)
-    if any(r["method"] == "pca" for r in rows) and baselines:
+    if any(r["method"].startswith("pca") for r in rows) and baselines:
         print("\nPCA vs scikit-learn (time ratios: baseline fit time / ours; RMSE ratios: test RMSE / sklearn's)")
         print("\n".join(comparison_table(rows)))
     print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s", flush=True)
