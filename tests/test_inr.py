@@ -16,7 +16,7 @@ from brainzarr.inr.training import resolve_device
 from brainzarr.preprocess import clamp_scale
 from brainzarr.sources.synthetic import SyntheticModel, load_synthetic
 
-SMALL = dict(width=64, depth=2, n_features=16, epochs=40, progress=False, device="cpu")
+SMALL = dict(width=64, depth=2, n_features=16, epochs=40, n_ensemble=1, progress=False, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +154,55 @@ def test_seeded_and_resumable_from_a_checkpoint(tmp_path, table):
     np.testing.assert_allclose(resumed.embeddings_, reference.embeddings_, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(resumed.history_, reference.history_, rtol=1e-5)
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_an_ensemble_averages_its_members_and_renders_as_one_model(tmp_path, table):
+    small = table.isel(gene=slice(0, 30))
+    params = SMALL | {"epochs": 8}
+    members = [GeneINR(seed=s, **params).fit(small) for s in (7, 8)]
+    ensemble = GeneINR(seed=7, **(params | {"n_ensemble": 2})).fit(small)
+    xyz = _xyz(small)[:200]
+    mean = np.mean([m.predict(xyz) for m in members], axis=0)
+    np.testing.assert_allclose(ensemble.predict(xyz), mean, rtol=1e-4, atol=1e-5)
+    donors = small["donor"].values[:200]
+    np.testing.assert_allclose(ensemble.predict(xyz, donor=donors),
+                               np.mean([m.predict(xyz, donor=donors) for m in members], axis=0), rtol=1e-4, atol=1e-5)
+    assert ensemble.features(xyz).shape == (200, 2 * SMALL["n_features"])
+    assert ensemble.embeddings_.shape == (2 * SMALL["n_features"], 30)
+    np.testing.assert_allclose(ensemble.history_, np.mean([m.history_ for m in members], axis=0), rtol=1e-5)
+    loaded = GeneINR.load(ensemble.save(tmp_path / "ens"), device="cpu")
+    assert loaded.n_ensemble == 2
+    np.testing.assert_array_equal(loaded.predict(xyz), ensemble.predict(xyz))
+    # a model saved before ensembles existed (no n_ensemble in its config) loads as one network
+    single = members[0].save(tmp_path / "single")
+    config = json.loads((single / "config.json").read_text())
+    del config["params"]["n_ensemble"]
+    (single / "config.json").write_text(json.dumps(config))
+    old = GeneINR.load(single, device="cpu")
+    assert old.n_ensemble == 1
+    np.testing.assert_array_equal(old.predict(xyz), members[0].predict(xyz))
+
+
+def test_an_interrupted_ensemble_resumes_without_retraining_finished_members(tmp_path, table):
+    small = table.isel(gene=slice(0, 30))
+    params = SMALL | {"epochs": 4, "checkpoint_every": 2, "n_ensemble": 2}
+    reference = GeneINR(seed=4, **params).fit(small)
+    calls = []
+
+    def interrupt(epoch, loss):
+        calls.append(epoch)
+        if len(calls) == 7:  # member 2's epoch 2 (0-based; its checkpoint after epoch 1 is saved)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        GeneINR(seed=4, checkpoint_dir=tmp_path, **params).fit(small, callback=interrupt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-0.pt", "checkpoint-1.pt"]
+    epochs_run = []
+    resumed = GeneINR(seed=4, checkpoint_dir=tmp_path, **params).fit(
+        small, callback=lambda epoch, loss: epochs_run.append(epoch))
+    assert epochs_run == [2, 3]  # member 1 was done; member 2 picked up after its checkpoint
+    np.testing.assert_allclose(resumed.embeddings_, reference.embeddings_, rtol=1e-5, atol=1e-6)
+    assert not any(tmp_path.iterdir())
 
 
 def test_device_resolution(monkeypatch):

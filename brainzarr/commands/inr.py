@@ -20,6 +20,8 @@ def _add_model_arguments(p):
                    help="length scale (mm) of the Fourier features (default 24)")
     g.add_argument("--rank", type=int, default=64, help="gene-space components trained on (projected solver)")
     g.add_argument("--solver", choices=("auto", "projected", "masked"), default="auto")
+    g.add_argument("--ensemble", type=int, default=3,
+                   help="networks trained with seeds S, S+1, ... whose predictions are averaged (default 3)")
     g.add_argument("--batch-size", type=int, default=256)
     g.add_argument("--lr", type=float, default=3e-3)
     g.add_argument("--no-tissue", action="store_true", help="do not feed nilearn's grey/white-matter masks")
@@ -31,7 +33,8 @@ def _inr_params(args) -> dict:
     return {"epochs": args.epochs, "n_features": args.features, "width": args.width, "depth": args.depth,
             "backbone": args.backbone, "length_scale_mm": args.length_scale, "rank": args.rank,
             "solver": args.solver, "batch_size": args.batch_size, "lr": args.lr, "tissue": not args.no_tissue,
-            "donor_effects": not args.no_donor_effects, "device": args.device, "seed": args.seed}
+            "donor_effects": not args.no_donor_effects, "n_ensemble": args.ensemble, "device": args.device,
+            "seed": args.seed}
 
 
 def _load_table(args):

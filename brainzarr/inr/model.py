@@ -20,6 +20,14 @@ Training (``solver``):
 * ``'masked'``: the network and a head with one output per gene are trained directly on
   ``Z`` with the loss masked per sample x gene (for tables with many missing values).
 
+An *ensemble* (``n_ensemble`` members, default 3) trains that many networks with seeds
+``seed, seed + 1, ...`` and averages their predictions. Stored as one model: the members'
+features side by side (``n_ensemble x n_features`` of them) and their read-outs stacked and
+divided by ``n_ensemble``, so rendering is still one matrix product per block. Averaging cuts
+the variance that a network trained on a few thousand noisy samples has: on the synthetic
+source (2,000 genes, leave-one-donor-out) one network's held-out RMSE was 9.85 % below IDW's,
+three members' 10.43 % (the true field: 13.13 %).
+
 Then every gene's read-out (``e_g, b_g, delta_{d,g}``) is solved exactly by ridge regression
 on the learned features (:func:`~brainzarr.inr.readout.solve_readout`), over the samples where
 the gene was measured. A gene measured at only a few samples thus borrows the spatial
@@ -44,7 +52,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..sources.table import validate_sample_table
 from .genes import gene_positions
 from .inputs import location_inputs, n_inputs
-from .network import BACKBONES, INRNetwork, ReadoutHead, make_backbone
+from .network import BACKBONES, EnsembleBackbone, INRNetwork, ReadoutHead, make_backbone
 from .readout import solve_readout
 from .training import CHECKPOINT_NAME, resolve_device, train
 
@@ -63,7 +71,10 @@ class GeneINR(BaseEstimator):
     Parameters
     ----------
     n_features : int
-        Length of the feature vector (and of every gene embedding).
+        Length of the feature vector (and of every gene embedding) of one network.
+    n_ensemble : int
+        Networks trained with seeds ``seed, seed + 1, ...`` whose predictions are averaged
+        (see the module docstring); each costs one training.
     width, depth : int
         Hidden width and number of hidden layers of the coordinate network.
     backbone : {'fourier', 'siren'}
@@ -98,7 +109,7 @@ class GeneINR(BaseEstimator):
     Attributes
     ----------
     genes_, donors_ : arrays of str
-    embeddings_ : (n_features, n_genes) float32
+    embeddings_ : (n_ensemble * n_features, n_genes) float32
     bias_ : (n_genes,) float32
     donor_offsets_ : (n_donors, n_genes) float32
     gene_mean_, gene_scale_ : (n_genes,) float32
@@ -114,8 +125,9 @@ class GeneINR(BaseEstimator):
                  n_fourier: int = 128, length_scale_mm: float = 24.0, omega: float = 30.0, tissue: bool = True,
                  donor_effects: bool = True, solver: str = "auto", rank: int = 64, epochs: int = 150,
                  batch_size: int = 256, lr: float = 3e-3, weight_decay: float = 0.0,
-                 feature_penalty: float = 1e-3, donor_penalty: float = 30.0, device: str = "auto", seed: int = 0,
-                 checkpoint_dir=None, checkpoint_every: int = 25, progress: bool | None = None):
+                 feature_penalty: float = 1e-3, donor_penalty: float = 30.0, n_ensemble: int = 3,
+                 device: str = "auto", seed: int = 0, checkpoint_dir=None, checkpoint_every: int = 25,
+                 progress: bool | None = None):
         self.n_features = n_features
         self.width = width
         self.depth = depth
@@ -133,6 +145,7 @@ class GeneINR(BaseEstimator):
         self.weight_decay = weight_decay
         self.feature_penalty = feature_penalty
         self.donor_penalty = donor_penalty
+        self.n_ensemble = n_ensemble
         self.device = device
         self.seed = seed
         self.checkpoint_dir = checkpoint_dir
@@ -149,7 +162,8 @@ class GeneINR(BaseEstimator):
             raise ValueError(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONES)}")
         if self.solver not in SOLVERS:
             raise ValueError(f"unknown solver {self.solver!r}; choose from {', '.join(SOLVERS)}")
-        for name in ("n_features", "width", "depth", "n_fourier", "rank", "epochs", "batch_size", "checkpoint_every"):
+        for name in ("n_features", "width", "depth", "n_fourier", "rank", "epochs", "batch_size", "checkpoint_every",
+                     "n_ensemble"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         for name in ("length_scale_mm", "lr", "omega", "donor_penalty"):
@@ -200,35 +214,44 @@ class GeneINR(BaseEstimator):
             raise ValueError("solver 'projected' needs genes observed at every sample; use solver='masked'")
         inputs = location_inputs(xyz, self.tissue)
 
-        torch.manual_seed(int(self.seed))
-        backbone = make_backbone(self.backbone, n_inputs(self.tissue), n_features=self.n_features, width=self.width,
-                                 depth=self.depth, n_fourier=self.n_fourier, length_scale_mm=self.length_scale_mm,
-                                 omega=self.omega, seed=self.seed)
         if solver == "projected":
             targets, residual = _gene_space_projection(z[:, complete], self.rank, self.seed)
             train_mask, loss_scale = None, 1.0 / int(complete.sum())
         else:
             targets, residual, train_mask, loss_scale = z, 0.0, observed, 1.0
-        network = INRNetwork(backbone, ReadoutHead(self.n_features, targets.shape[1], n_donors))
-        fingerprint = self._fingerprint(inputs, targets, train_mask, donor, solver)
-        checkpoint = Path(self.checkpoint_dir) / CHECKPOINT_NAME if self.checkpoint_dir else None
-        history = train(network, inputs, targets, mask=train_mask, donor=donor if n_donors else None,
-                        loss_scale=loss_scale, epochs=int(self.epochs), batch_size=int(self.batch_size),
-                        lr=float(self.lr), weight_decay=float(self.weight_decay), seed=int(self.seed), device=device,
-                        checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every), fingerprint=fingerprint,
-                        progress=self.progress, callback=callback)
-        self.backbone_ = network.backbone
+        n_members = int(self.n_ensemble)
+        members, histories, readouts = [], [], []
+        for k in range(n_members):
+            seed = int(self.seed) + k
+            torch.manual_seed(seed)
+            network = INRNetwork(self._make_backbone(seed), ReadoutHead(self.n_features, targets.shape[1], n_donors))
+            fingerprint = self._fingerprint(inputs, targets, train_mask, donor, solver, k)
+            checkpoint = self._checkpoint_path(k)
+            history = train(network, inputs, targets, mask=train_mask, donor=donor if n_donors else None,
+                            loss_scale=loss_scale, epochs=int(self.epochs), batch_size=int(self.batch_size),
+                            lr=float(self.lr), weight_decay=float(self.weight_decay), seed=seed, device=device,
+                            checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every),
+                            fingerprint=fingerprint, progress=self.progress, callback=callback,
+                            final_checkpoint=n_members > 1,
+                            desc="training INR" + (f" ({k + 1}/{n_members})" if n_members > 1 else ""))
+            members.append(network.backbone)
+            histories.append(history)
+            readouts.append(solve_readout(
+                _features(network.backbone, inputs, device), z, None if observed.all() else observed, donor if n_donors else None, n_donors,
+                feature_penalty=float(self.feature_penalty), donor_penalty=float(self.donor_penalty)))
+        # averaging the members' predictions = their features side by side, read-outs stacked / K
+        self.backbone_ = members[0] if n_members == 1 else EnsembleBackbone(members).eval()
         self.device_ = device
-        features = self.features(xyz)
-        self.embeddings_, self.bias_, self.donor_offsets_ = solve_readout(
-            features, z, None if observed.all() else observed, donor if n_donors else None, n_donors,
-            feature_penalty=float(self.feature_penalty), donor_penalty=float(self.donor_penalty))
+        self.embeddings_ = (np.vstack([r[0] for r in readouts]) / n_members).astype(np.float32)
+        self.bias_ = np.mean([r[1] for r in readouts], axis=0).astype(np.float32)
+        self.donor_offsets_ = np.mean([r[2] for r in readouts], axis=0).astype(np.float32)
+        history = np.mean(histories, axis=0).tolist()
         if not self.donor_effects:
             self.donor_offsets_ = np.zeros((len(self.donors_), z.shape[1]), np.float32)
         self.genes_ = table["gene"].values.astype(str)
         self.gene_mean_ = mean.astype(np.float32)
         self.gene_scale_ = scale.astype(np.float32)
-        self.history_ = [h + residual for h in history]
+        self.history_ = [float(h) + residual for h in history]
         self.solver_ = solver
         self.n_samples_ = int(len(xyz))
         self.source_ = {"name": str(table.attrs.get("source", "table")),
@@ -238,13 +261,26 @@ class GeneINR(BaseEstimator):
                        "structure": table["structure"].values.astype(str),
                        "sample": table["sample"].values.astype(str)}
         self.fit_seconds_ = time.perf_counter() - start
-        if checkpoint is not None and checkpoint.exists():
-            checkpoint.unlink()  # the fit is complete: nothing left to resume
+        for k in range(n_members):
+            checkpoint = self._checkpoint_path(k)
+            if checkpoint is not None and checkpoint.exists():
+                checkpoint.unlink()  # the fit is complete: nothing left to resume
         return self
 
-    def _fingerprint(self, inputs, targets, mask, donor, solver) -> str:
+    def _make_backbone(self, seed: int):
+        return make_backbone(self.backbone, n_inputs(self.tissue), n_features=self.n_features, width=self.width,
+                             depth=self.depth, n_fourier=self.n_fourier, length_scale_mm=self.length_scale_mm,
+                             omega=self.omega, seed=seed)
+
+    def _checkpoint_path(self, member: int):
+        if not self.checkpoint_dir:
+            return None
+        name = CHECKPOINT_NAME if int(self.n_ensemble) == 1 else CHECKPOINT_NAME.replace(".pt", f"-{member}.pt")
+        return Path(self.checkpoint_dir) / name
+
+    def _fingerprint(self, inputs, targets, mask, donor, solver, member: int = 0) -> str:
         h = hashlib.sha1(json.dumps(self.model_params(), sort_keys=True, default=str).encode())
-        h.update(solver.encode())
+        h.update(f"{solver}/{member}".encode())
         for arr in (inputs, targets, donor) + (() if mask is None else (np.packbits(mask),)):
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()
@@ -253,13 +289,7 @@ class GeneINR(BaseEstimator):
     def features(self, xyz, *, batch_rows: int = 65536) -> np.ndarray:
         """(n, n_features) float32 features of the coordinate network at MNI points."""
         check_is_fitted(self, "backbone_")
-        inputs = location_inputs(xyz, self.tissue)
-        out = np.empty((len(inputs), self.n_features), dtype=np.float32)
-        with torch.inference_mode():
-            for a in range(0, len(inputs), batch_rows):
-                x = torch.as_tensor(inputs[a:a + batch_rows], device=self.device_)
-                out[a:a + batch_rows] = self.backbone_(x).float().cpu().numpy()
-        return out
+        return _features(self.backbone_, location_inputs(xyz, self.tissue), self.device_, batch_rows)
 
     def gene_index(self, genes=None) -> np.ndarray:
         """Positions of ``genes`` (None: all; int n: n evenly spaced; symbols; indices) in ``genes_``."""
@@ -351,12 +381,12 @@ class GeneINR(BaseEstimator):
         if config.get("format_version") != _FORMAT_VERSION:
             raise ValueError(f"{path} has INR model format {config.get('format_version')}; this brainzarr reads "
                              f"{_FORMAT_VERSION}: fit it again")
-        model = cls(**(config["params"] | {"device": device}))
+        # models saved before ensembles existed have one network
+        model = cls(**({"n_ensemble": 1} | config["params"] | {"device": device}))
         model.device_ = resolve_device(device)
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-        model.backbone_ = make_backbone(model.backbone, n_inputs(model.tissue), n_features=model.n_features,
-                                        width=model.width, depth=model.depth, n_fourier=model.n_fourier,
-                                        length_scale_mm=model.length_scale_mm, omega=model.omega, seed=model.seed)
+        members = [model._make_backbone(int(model.seed) + k) for k in range(int(model.n_ensemble))]
+        model.backbone_ = members[0] if len(members) == 1 else EnsembleBackbone(members)
         model.backbone_.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")})
         model.backbone_.to(model.device_).eval()
         for name in ("embeddings_", "bias_", "donor_offsets_", "gene_mean_", "gene_scale_"):
@@ -370,6 +400,15 @@ class GeneINR(BaseEstimator):
         with np.load(path / "sites.npz", allow_pickle=False) as sites:
             model.sites_ = {k: sites[k] for k in sites.files}
         return model
+
+
+def _features(backbone, inputs: np.ndarray, device, batch_rows: int = 65536) -> np.ndarray:
+    """A backbone's float32 features of location inputs, in batches."""
+    parts = []
+    with torch.inference_mode():
+        for a in range(0, len(inputs), batch_rows) or [0]:
+            parts.append(backbone(torch.as_tensor(inputs[a:a + batch_rows], device=device)).float().cpu().numpy())
+    return np.concatenate(parts)
 
 
 def _gene_space_projection(z: np.ndarray, rank: int, seed: int):

@@ -13,7 +13,8 @@ from torch import nn
 
 from .inputs import MNI_HALF_WIDTH
 
-__all__ = ["FourierBackbone", "SirenBackbone", "ReadoutHead", "INRNetwork", "make_backbone", "BACKBONES"]
+__all__ = ["FourierBackbone", "SirenBackbone", "EnsembleBackbone", "ReadoutHead", "INRNetwork", "make_backbone",
+           "BACKBONES"]
 
 BACKBONES = ("fourier", "siren")
 
@@ -75,6 +76,22 @@ class SirenBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(x))
+
+
+class EnsembleBackbone(nn.Module):
+    """Several backbones side by side: their features concatenated.
+
+    Each member is trained on its own (another seed); reading the concatenated features out
+    with every member's read-out divided by the number of members averages the members'
+    predictions, so an ensemble renders like a single model (one matrix product per block).
+    """
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([member(x) for member in self.members], dim=1)
 
 
 class ReadoutHead(nn.Module):

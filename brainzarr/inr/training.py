@@ -46,7 +46,7 @@ def train(network: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, *, 
           donor: np.ndarray | None = None, loss_scale: float = 1.0, epochs: int, batch_size: int, lr: float,
           weight_decay: float, seed: int, device: torch.device, checkpoint: Path | None = None,
           checkpoint_every: int = 25, fingerprint: str = "", progress: bool | None = None,
-          callback=None, desc: str = "training INR") -> list[float]:
+          callback=None, final_checkpoint: bool = False, desc: str = "training INR") -> list[float]:
     """Train ``network`` (an :class:`~brainzarr.inr.network.INRNetwork`) in place; return the loss per epoch.
 
     Parameters
@@ -67,6 +67,9 @@ def train(network: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, *, 
         Identifies the data and settings; a checkpoint with another fingerprint is ignored.
     callback : callable(epoch, loss), optional
         Called after every epoch (after its checkpoint, if any).
+    final_checkpoint : bool
+        Also checkpoint the last epoch, so a resumed run skips this training altogether (an
+        ensemble's finished members while a later one is interrupted).
     """
     network.to(device)
     x = torch.as_tensor(inputs, dtype=torch.float32, device=device)
@@ -119,7 +122,8 @@ def train(network: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, *, 
             bar.set_postfix(loss=f"{history[-1]:.4f}")
             bar.update(1)
             last = epoch == epochs - 1
-            if checkpoint is not None and not last and (epoch + 1) % checkpoint_every == 0:
+            if checkpoint is not None and ((last and final_checkpoint)
+                                           or (not last and (epoch + 1) % checkpoint_every == 0)):
                 _save_checkpoint(checkpoint, network, opt, sched, history, epoch, epochs, fingerprint)
             if callback is not None:
                 callback(epoch, history[-1])
