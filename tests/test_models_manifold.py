@@ -11,7 +11,7 @@ import xarray as xr
 
 from brainzarr.models import get_model_class
 from brainzarr.models.decoder import KNNDecoder, MLPDecoder, make_decoder
-from brainzarr.models.tsne import TSNE, barnes_hut_kl_divergence, exact_kl_divergence
+from brainzarr.models.tsne import TSNE, barnes_hut_kl_divergence, exact_kl_divergence, sampled_kl_divergence
 from brainzarr.models.umap_ import UMAP
 from brainzarr.store import open_store
 
@@ -147,7 +147,9 @@ def test_round_trip_through_a_zarr_group_reproduces_the_model(fitted, data, name
 @pytest.mark.parametrize("make", [
     lambda seed: TSNE(2, n_iter=40, early_exaggeration_iter=20, random_state=seed),
     lambda seed: TSNE(4, n_iter=30, early_exaggeration_iter=10, pca_components=10, device="cpu",
-                      random_state=seed),  # Barnes-Hut
+                      negative_gradient_method="bh", random_state=seed),
+    lambda seed: TSNE(5, n_iter=30, early_exaggeration_iter=10, pca_components=10, device="cpu",
+                      negative_gradient_method="sampled", negative_samples=64, random_state=seed),
     lambda seed: UMAP(3, n_epochs=40, transform_n_epochs=20, random_state=seed),
 ])
 def test_same_seed_same_model_other_seed_other_model(data, make):
@@ -184,8 +186,13 @@ def test_gradient_method_limits_are_clear_errors(data):
         UMAP(2, decoder="tree").fit(train)
     with pytest.raises(ValueError, match="n_neighbors must be at least 2"):
         UMAP(2, n_neighbors=1).fit(train)
+    with pytest.raises(ValueError, match="negative_samples must be at least 2"):
+        TSNE(8, negative_gradient_method="sampled", negative_samples=1).fit(train)
     assert TSNE(2)._gradient_method() == "fft" and TSNE(16)._gradient_method() == "exact"
-    assert TSNE(4, device="cpu")._gradient_method() == "bh"
+    # 'auto' beyond 2-D: exact on small training sets, sampled on large ones on the CPU
+    assert TSNE(4, device="cpu")._gradient_method(2_933) == "exact"
+    assert TSNE(16, device="cpu")._gradient_method(23_518) == "sampled"
+    assert TSNE(4, negative_gradient_method="bh")._gradient_method(23_518) == "bh"
     assert TSNE(4, negative_gradient_method="exact")._gradient_method() == "exact"
 
 
@@ -218,6 +225,73 @@ def test_exact_gradient_equals_barnes_hut_without_approximation(d, with_referenc
                                                reference_embedding=reference, should_eval_error=True)
         np.testing.assert_array_equal(g_bz, g_ot)
         assert kl_bz == kl_ot
+
+
+def _clustered_affinities(n, d, rng):
+    """A t-SNE-like state: an embedding and affinities to each point's nearest neighbours in it."""
+    import scipy.sparse as sp
+    from sklearn.neighbors import NearestNeighbors
+
+    Y = rng.normal(size=(n, d)) * 3
+    _, idx = NearestNeighbors(n_neighbors=16).fit(Y).kneighbors(Y)
+    P = sp.csr_matrix((np.ones(n * 15), idx[:, 1:].ravel(), np.arange(0, n * 15 + 1, 15)), shape=(n, n))
+    P = P + P.T
+    return Y, sp.csr_matrix(P / P.sum())
+
+
+def test_sampled_gradient_is_unbiased_and_exact_when_it_draws_everything():
+    rng = np.random.default_rng(0)
+    Y, P = _clustered_affinities(400, 6, rng)
+    kl_exact, g_exact = exact_kl_divergence("cpu")(Y.copy(), P, should_eval_error=True)
+
+    draws = sampled_kl_divergence("cpu", n_samples=40, random_state=1)
+    results = [draws(Y.copy(), P, should_eval_error=True) for _ in range(300)]
+    grads = np.array([g for _, g in results])
+    single = np.linalg.norm(grads[0] - g_exact) / np.linalg.norm(g_exact)
+    mean = np.linalg.norm(grads.mean(axis=0) - g_exact) / np.linalg.norm(g_exact)
+    assert single > 0.01  # one draw of 40 of 400 points is an estimate ...
+    assert mean < 0.25 * single  # ... and the estimates average to the exact gradient (~1/sqrt(300))
+    assert np.mean([kl for kl, _ in results]) == pytest.approx(kl_exact, rel=0.01)
+    # the same seed draws the same points
+    again = sampled_kl_divergence("cpu", n_samples=40, random_state=1)
+    np.testing.assert_array_equal(again(Y.copy(), P)[1], grads[0])
+
+    everything = sampled_kl_divergence("cpu", n_samples=399)
+    np.testing.assert_array_equal(everything(Y.copy(), P, should_eval_error=True)[1], g_exact)
+
+
+def test_sampled_transform_gradient_is_per_point_and_exact_on_a_small_reference():
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(2)
+    ref, new = rng.normal(size=(300, 5)) * 3, rng.normal(size=(90, 5)) * 3
+    P = sp.random(90, 300, density=0.05, random_state=3, format="csr")
+    P = sp.csr_matrix(P / P.sum(axis=1).clip(1e-12))
+    f = sampled_kl_divergence("cpu", n_samples=50, random_state=4)
+    _, g = f(new.copy(), P, reference_embedding=ref)
+    _, g_part = f(new[30:60].copy(), P[30:60], reference_embedding=ref)
+    np.testing.assert_allclose(g_part, g[30:60], rtol=1e-6, atol=1e-9)  # independent of the others
+    _, g_exact = exact_kl_divergence("cpu")(new.copy(), P, reference_embedding=ref)
+    assert not np.allclose(g, g_exact)
+    _, g_all = sampled_kl_divergence("cpu", n_samples=300)(new.copy(), P, reference_embedding=ref)
+    np.testing.assert_allclose(g_all, g_exact, rtol=1e-6, atol=1e-9)
+
+
+def test_sampled_tsne_embeds_nearly_as_well_as_exact(data):
+    """Final KL divergence (computed exactly) of a sampled fit close to the exact fit's."""
+    from openTSNE.affinity import PerplexityBasedNN
+
+    train = data["train"].values
+    kw = dict(n_iter=150, early_exaggeration_iter=50, pca_components=10, decoder_components=10,
+              device="cpu", random_state=0)
+    exact = TSNE(5, negative_gradient_method="exact", **kw).fit(train)
+    sampled = TSNE(5, negative_gradient_method="sampled", negative_samples=len(train) // 8, **kw).fit(train)
+    assert sampled.gradient_method_ == "sampled"
+    P = PerplexityBasedNN(exact.train_scores_[:, :10].astype(np.float64), perplexity=30, method="exact",
+                          random_state=0).P
+    kl = {name: exact_kl_divergence("cpu")(m.embedding_.astype(np.float64), P, should_eval_error=True)[0]
+          for name, m in (("exact", exact), ("sampled", sampled))}
+    assert kl["sampled"] < 1.15 * kl["exact"]
 
 
 def test_knn_decoder_interpolates_and_reproduces_training_pairs():

@@ -20,18 +20,23 @@ it two ways, neither of which reaches the study's higher dimensions:
   1.4 s at 3-D, 4.3 s at 4-D, 14 s at 5-D, 33 s at 6-D, 199 s at 8-D. brainzarr allows it up
   to 4-D and raises a ``ValueError`` beyond.
 
-So brainzarr adds ``"exact"``: the exact repulsion, computed in row blocks with PyTorch (on
-the GPU with ``device="cuda"``), plugged into openTSNE's optimiser as its gradient function
-(the attractive part stays openTSNE's sparse kernel). It works at every dimension; its cost
-is O(n^2 d) per iteration with O(n x block) memory: 0.2-0.4 s per iteration at 8 mm (2,933
-training voxels; 2-5 min per fit), but 15-22 s at 4 mm (23,500; 5.5e8 pairs), i.e. 3-5 hours
-per dimension on two CPU cores for the 750 iterations, where a GPU needs well under a
-minute. Computed in float32 (the gradient's relative error is ~1e-6, far below the
-approximations').
+So brainzarr adds two methods that work at every dimension, plugged into openTSNE's optimiser
+as its gradient function (the attractive part stays openTSNE's sparse kernel):
 
-``"auto"`` (default): ``"fft"`` up to 2-D; ``"bh"`` at 3-4-D on the CPU (3.5x faster than
-exact at 4 mm, and about as fast at 8 mm); ``"exact"`` beyond, and from 3-D on a GPU. The
-method used is stored with the model, so a loaded model transforms with it on any machine.
+* ``"exact"``: the exact repulsion, computed in row blocks with PyTorch (on the GPU with
+  ``device="cuda"``). Its cost is O(n^2 d) per iteration with O(n x block) memory: 0.2-0.4 s
+  per iteration at 8 mm (2,933 training voxels; 2-5 min per fit), but 15-22 s at 4 mm
+  (23,500; 5.5e8 pairs), i.e. 3-5 hours per dimension on two CPU cores for the 750
+  iterations, where a GPU needs well under a minute. Computed in float32 (the gradient's
+  relative error is ~1e-6, far below the approximations').
+* ``"sampled"``: a stratified Monte-Carlo estimate (:func:`sampled_kl_divergence`): each
+  point's repulsion from its 16 strongest affinities (the near points, whose pushes dominate)
+  summed exactly, the rest estimated from ``negative_samples`` points drawn anew at every
+  iteration; unbiased, O(n x (negative_samples + 16) x d) per iteration.
+
+``"auto"`` (default): ``"fft"`` up to 2-D; beyond, ``"exact"`` on a GPU or for at most
+:data:`EXACT_MAX_N` training voxels (8 mm), ``"sampled"`` on the CPU for more (4 mm and finer).
+The method used is stored with the model, so a loaded model transforms with it on any machine.
 
 Out-of-sample transform
 -----------------------
@@ -40,8 +45,9 @@ training embedding: affinities to the 3 x ``transform_perplexity`` nearest train
 (perplexity 5), initial position at the median of their embeddings, then
 ``transform_n_iter`` iterations (learning rate 0.1, exaggeration 1.5, momentum 0.8,
 gradients clipped at 0.25) that move only the new points, each normalised on its own, so a
-point's place does not depend on the others transformed with it. Training voxels keep their
-fitted positions (:mod:`.neighbour`). The embedding object is rebuilt from arrays (training
+point's place does not depend on the others transformed with it (with ``"sampled"``, a new
+point is repelled by one fixed, seeded subset of ``negative_samples`` training voxels). Training
+voxels keep their fitted positions (:mod:`.neighbour`). The embedding object is rebuilt from arrays (training
 embedding) on load; the neighbour search uses the stored training PCA scores.
 
 Reconstruction: the decoder of :mod:`.decoder` (k-nearest-neighbour regression in the
@@ -54,11 +60,16 @@ from tqdm.auto import tqdm
 
 from .neighbour import NeighbourEmbedding, fit_progress
 
-__all__ = ["GRADIENT_METHODS", "TSNE", "barnes_hut_kl_divergence", "exact_kl_divergence"]
+__all__ = ["GRADIENT_METHODS", "TSNE", "barnes_hut_kl_divergence", "exact_kl_divergence",
+           "sampled_kl_divergence"]
 
-GRADIENT_METHODS = ("auto", "fft", "bh", "exact")
+GRADIENT_METHODS = ("auto", "fft", "bh", "exact", "sampled")
 #: highest dimension each method is allowed at
 MAX_DIM = {"fft": 2, "bh": 4}
+#: "auto" uses the exact gradient on the CPU up to this many training voxels, "sampled" above
+EXACT_MAX_N = 6000
+#: "sampled": each point's repulsion from this many of its strongest affinities is summed exactly
+NEAR_NEIGHBOURS = 16
 #: bytes of one block of pairwise terms in the exact gradient
 EXACT_BLOCK_BYTES = 64 << 20
 _EPSILON = np.finfo(np.float64).eps
@@ -80,9 +91,13 @@ class TSNE(NeighbourEmbedding):
     early_exaggeration : float
     learning_rate : float or "auto"
         "auto": n_train / exaggeration (Belkina et al. 2019), openTSNE's default.
-    negative_gradient_method : {'auto', 'fft', 'bh', 'exact'}
-        'auto': 'fft' up to 2-D, 'bh' at 3-4-D on the CPU, else 'exact'. 'fft' needs
+    negative_gradient_method : {'auto', 'fft', 'bh', 'exact', 'sampled'}
+        'auto': 'fft' up to 2-D; beyond, 'exact' on a GPU or on the CPU up to
+        :data:`EXACT_MAX_N` training voxels, 'sampled' on the CPU above that. 'fft' needs
         n_components <= 2, 'bh' <= 4.
+    negative_samples : int
+        'sampled': points the repulsion is estimated from at each iteration (and the fixed
+        subset of training voxels a new point is repelled by in ``transform``).
     transform_perplexity : float
         Perplexity of a new point's affinities to the training voxels (openTSNE's default 5).
     transform_n_iter : int
@@ -122,7 +137,7 @@ class TSNE(NeighbourEmbedding):
     def __init__(self, n_components: int = 2, *, perplexity: float = 30.0, n_iter: int = 500,
                  early_exaggeration_iter: int = 250, early_exaggeration: float = 12.0,
                  learning_rate="auto", negative_gradient_method: str = "auto",
-                 transform_perplexity: float = 5.0, transform_n_iter: int = 250,
+                 negative_samples: int = 1024, transform_perplexity: float = 5.0, transform_n_iter: int = 250,
                  pca_components: int = 50, decoder: str = "knn", decoder_components: int = 100,
                  decoder_options: dict | None = None, device: str = "auto", n_jobs: int = 1,
                  random_state: int = 0):
@@ -133,6 +148,7 @@ class TSNE(NeighbourEmbedding):
         self.early_exaggeration = early_exaggeration
         self.learning_rate = learning_rate
         self.negative_gradient_method = negative_gradient_method
+        self.negative_samples = negative_samples
         self.transform_perplexity = transform_perplexity
         self.transform_n_iter = transform_n_iter
         self.pca_components = pca_components
@@ -144,18 +160,21 @@ class TSNE(NeighbourEmbedding):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ gradient methods
-    def _gradient_method(self) -> str:
-        """The method a fit uses (a fitted model keeps its own: ``gradient_method_``)."""
+    def _gradient_method(self, n_train: int | None = None) -> str:
+        """The method a fit on ``n_train`` voxels uses (a fitted model keeps its own:
+        ``gradient_method_``)."""
         d, method = int(self.n_components), self.negative_gradient_method
         if method not in GRADIENT_METHODS:
             raise ValueError(f"negative_gradient_method must be one of {GRADIENT_METHODS}, got {method!r}")
+        if int(self.negative_samples) < 2:
+            raise ValueError(f"negative_samples must be at least 2, got {self.negative_samples}")
         if method == "auto":
             if d <= MAX_DIM["fft"]:
                 return "fft"
             from .autoencoder import resolve_device
 
             on_cpu = resolve_device(self.device).type == "cpu"
-            return "bh" if d <= MAX_DIM["bh"] and on_cpu else "exact"
+            return "sampled" if on_cpu and (n_train or 0) > EXACT_MAX_N else "exact"
         if method == "fft" and d > MAX_DIM["fft"]:
             raise ValueError(f"negative_gradient_method='fft' (openTSNE's interpolation) supports 1-2 "
                              f"dimensions, not n_components={d}; use 'exact' (any dimension, O(n^2) per "
@@ -174,6 +193,11 @@ class TSNE(NeighbourEmbedding):
             from .autoencoder import resolve_device
 
             return exact_kl_divergence(resolve_device(self.device))
+        if method == "sampled":
+            from .autoencoder import resolve_device
+
+            return sampled_kl_divergence(resolve_device(self.device), int(self.negative_samples),
+                                         int(self.random_state))
         return barnes_hut_kl_divergence if method == "bh" else method
 
     # ------------------------------------------------------------------ fitting
@@ -181,8 +205,8 @@ class TSNE(NeighbourEmbedding):
         import openTSNE
         from openTSNE.affinity import PerplexityBasedNN
 
-        method = self._gradient_method()
         d, n = int(self.n_components), len(S)
+        method = self._gradient_method(n)
         if n < 4:
             raise ValueError(f"t-SNE needs at least 4 training voxels, got {n}")
         affinities = PerplexityBasedNN(S, perplexity=min(float(self.perplexity), (n - 1) / 3),
@@ -312,6 +336,100 @@ def exact_kl_divergence(device="cpu"):
         return _add_attraction(gradient, Y, R, P, sum_Q, n_jobs, should_eval_error)
 
     return kl_divergence_exact
+
+
+def sampled_kl_divergence(device="cpu", n_samples: int = 1024, random_state: int = 0):
+    """An openTSNE gradient function whose repulsion is estimated from a sample of points.
+
+    Fitting (no reference): the repulsion between each point and its :data:`NEAR_NEIGHBOURS`
+    strongest affinities (points near it, whose pushes dominate) is summed exactly; the rest is
+    estimated from ``n_samples`` points drawn uniformly without replacement (seeded, a new draw
+    every iteration), scaled by the number of non-neighbours over the non-neighbours drawn. The
+    estimate of each point's repulsion and of the normalisation sum_Q is unbiased, and costs
+    O(n x (n_samples + NEAR_NEIGHBOURS) x d) per iteration instead of the exact O(n^2 d), at any
+    dimension. The attractive term stays exact (openTSNE's sparse kernel). Adding new points
+    (a reference): each is repelled by one fixed, seeded subset of ``n_samples`` reference
+    points, normalised over that subset (a ratio estimate), so a point's place does not depend
+    on the others transformed with it nor on the order of the calls.
+    """
+    rng = np.random.default_rng(random_state)
+    exact = exact_kl_divergence(device)
+    subsets, strongest = {}, {}
+
+    def kl_divergence_sampled(embedding, P, dof=1, reference_embedding=None, should_eval_error=False,
+                              n_jobs=1, **kwargs):
+        if dof != 1:
+            raise ValueError("the sampled t-SNE gradient is implemented for dof=1 (Cauchy kernel) only")
+        Y = np.ascontiguousarray(embedding, dtype=np.float64)
+        if reference_embedding is None:
+            n = len(Y)
+            if n_samples >= n - 1:
+                return exact(embedding, P, dof, None, should_eval_error, n_jobs, **kwargs)
+            key = (id(P), P.nnz)  # openTSNE rescales P in place (exaggeration): same neighbours
+            if key not in strongest:
+                strongest.clear()
+                strongest[key] = _strongest_neighbours(P, NEAR_NEIGHBOURS)
+            drawn = np.zeros(n, dtype=bool)
+            drawn[rng.choice(n, size=n_samples, replace=False)] = True
+            repulsion, z = _stratified_repulsion(Y, strongest[key], drawn, device)
+            sum_Q = float(z.sum())
+            gradient = -repulsion / (sum_Q + _EPSILON)
+            return _add_attraction(gradient, Y, Y, P, sum_Q, n_jobs, should_eval_error)
+        R = np.ascontiguousarray(reference_embedding, dtype=np.float64)
+        m = len(R)
+        if m not in subsets:
+            subsets[m] = (np.sort(np.random.default_rng(random_state).choice(m, size=n_samples, replace=False))
+                          if n_samples < m else np.arange(m))
+        subset = subsets[m]
+        repulsion, z = _exact_repulsion(Y, R[subset], False, device)
+        gradient = -repulsion / (z[:, None] + _EPSILON)
+        sum_Q = float(z.sum()) * m / len(subset)
+        return _add_attraction(gradient, Y, R, P, sum_Q, n_jobs, should_eval_error)
+
+    return kl_divergence_sampled
+
+
+def _strongest_neighbours(P, k: int):
+    """(rows, cols) of each row's ``k`` largest entries of the CSR matrix ``P`` (diagonal left out)."""
+    n = P.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(P.indptr))
+    cols = np.asarray(P.indices)
+    data = np.where(rows == cols, -np.inf, np.asarray(P.data, dtype=np.float64))
+    order = np.lexsort((-data, rows))  # by row, then strongest first
+    rank = np.arange(len(order)) - np.asarray(P.indptr)[rows[order]]
+    keep = order[(rank < k) & np.isfinite(data[order])]
+    return rows[keep], cols[keep]
+
+
+def _stratified_repulsion(Y: np.ndarray, near, drawn: np.ndarray, device):
+    """Estimates of sum_{j != i} w_ij^2 (y_i - y_j) and z_i = sum_{j != i} w_ij: exact over i's
+    ``near`` points (rows, cols: each row's strongest affinities), from the ``drawn`` points
+    (boolean mask) for the others."""
+    import torch
+
+    n = len(Y)
+    rows, cols = near
+    degree = np.bincount(rows, minlength=n)
+    J = np.flatnonzero(drawn)
+    repulsion, z = _exact_repulsion(Y, Y[J], False, device)  # over the drawn points, self included
+
+    Yt = torch.from_numpy(Y).to(device=device, dtype=torch.float32)
+    r, c = (torch.from_numpy(a).to(Yt.device) for a in (rows, cols))
+    diff = Yt[r] - Yt[c]
+    w = 1.0 / (1.0 + (diff * diff).sum(dim=1))
+    push = ((w * w)[:, None] * diff).double()
+    w = w.double()
+    also = torch.from_numpy(drawn[cols]).to(Yt.device)  # near terms the draw counted too
+    near_push = torch.zeros((n, Yt.shape[1]), dtype=torch.float64, device=Yt.device).index_add_(0, r, push)
+    near_z = torch.zeros(n, dtype=torch.float64, device=Yt.device).index_add_(0, r, w)
+    both_push = torch.zeros_like(near_push).index_add_(0, r[also], push[also])
+    both_z = torch.zeros_like(near_z).index_add_(0, r[also], w[also])
+    near_push, near_z, both_push, both_z = (t.cpu().numpy() for t in (near_push, near_z, both_push, both_z))
+
+    counted = drawn.sum() - np.bincount(rows, weights=drawn[cols], minlength=n) - drawn
+    scale = (n - 1 - degree) / np.maximum(counted, 1.0)  # non-near points per non-near point drawn
+    z_far = z - both_z - drawn  # w_ii = 1 for a drawn point; its own push is zero
+    return near_push + scale[:, None] * (repulsion - both_push), near_z + scale * z_far
 
 
 def barnes_hut_kl_divergence(embedding, P, dof=1, bh_params=None, reference_embedding=None,
