@@ -30,9 +30,13 @@ as its gradient function (the attractive part stays openTSNE's sparse kernel):
   iterations, where a GPU needs well under a minute. Computed in float32 (the gradient's
   relative error is ~1e-6, far below the approximations').
 * ``"sampled"``: a stratified Monte-Carlo estimate (:func:`sampled_kl_divergence`): each
-  point's repulsion from its 16 strongest affinities (the near points, whose pushes dominate)
+  point's repulsion from its 48 strongest affinities (the near points, whose pushes dominate)
   summed exactly, the rest estimated from ``negative_samples`` points drawn anew at every
-  iteration; unbiased, O(n x (negative_samples + 16) x d) per iteration.
+  iteration; unbiased, O(n x (negative_samples + 48) x d) per iteration. Measured at 8 mm,
+  8-D, all genes (where the exact fit is affordable): final KL divergence (computed exactly)
+  0.687 against the exact gradient's 0.644 (+7 %), test RMSE through the decoder 0.09945
+  against 0.09930 (+0.15 %); with 16 exact neighbours KL was 0.707, with none (plain
+  uniform sampling, 256 points) 2.15.
 
 ``"auto"`` (default): ``"fft"`` up to 2-D; beyond, ``"exact"`` on a GPU or for at most
 :data:`EXACT_MAX_N` training voxels (8 mm), ``"sampled"`` on the CPU for more (4 mm and finer).
@@ -69,7 +73,7 @@ MAX_DIM = {"fft": 2, "bh": 4}
 #: "auto" uses the exact gradient on the CPU up to this many training voxels, "sampled" above
 EXACT_MAX_N = 6000
 #: "sampled": each point's repulsion from this many of its strongest affinities is summed exactly
-NEAR_NEIGHBOURS = 16
+NEAR_NEIGHBOURS = 48
 #: bytes of one block of pairwise terms in the exact gradient
 EXACT_BLOCK_BYTES = 64 << 20
 _EPSILON = np.finfo(np.float64).eps
