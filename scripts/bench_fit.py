@@ -214,7 +214,9 @@ def comparison_table(rows: list[dict]) -> list[str]:
     """PCA against scikit-learn, per resolution and dim: time and test-RMSE ratios."""
     lines = [f"{'ours':<20} {'res_mm':>6} {'dim':>4} {'ours_fit_s':>10} {'skl_fit_s':>9} {'ipca_fit_s':>10} {'ipca/ours':>9} "
              f"{'skl/ours':>8} {'ours/skl_rmse':>13} {'ipca/skl_rmse':>13} {'ipca/ours_rmse':>14}"]
-    by = {(r["method"], r["res_mm"], r["dim"]): r for r in rows if "error" not in r}
+    # the loader rows (dim None) have no place here
+    by = {(r["method"], r["res_mm"], r["dim"]): r for r in rows
+          if "error" not in r and r["method"].startswith("pca") and r.get("dim") is not None}
 
     def ratio(a, b, key, digits=3):
         return f"{a[key] / b[key]:.{digits}f}" if a and b and b.get(key) else "-"
