@@ -300,6 +300,35 @@ def test_written_back_by_the_pipeline_and_reloaded(small_store, tmp_path):
     assert 0 < train < mean and 0 < test < mean
 
 
+
+def test_pipeline_discards_its_own_stale_checkpoint_but_not_the_callers(small_store, tmp_path):
+    import shutil
+
+    from brainzarr.models.base import CheckpointMismatchError
+    from brainzarr.models.pipeline import fit_store
+    from brainzarr.store import expression_rows, open_store
+
+    store = tmp_path / "s8.zarr"
+    shutil.copytree(small_store, store)
+    train = open_store(store)["split"].values == "train"
+    folder = store / ".checkpoints" / "ae" / "k2"
+    # what an interrupted fit with other settings leaves in brainzarr's folder
+    AutoEncoder(2, hidden=(8,), max_epochs=1, checkpoint_dir=folder, device="cpu", progress=False).fit(
+        expression_rows(store, mask=train))
+    assert (folder / "checkpoint.pt").exists()
+    with pytest.warns(UserWarning, match="discarding a checkpoint"):
+        result = fit_store(store, "ae", 2, hidden=(16,), max_epochs=2, device="cpu")
+    assert result["param_net_encoder_0_weight"].shape == (16, result.sizes["gene"])
+    assert result.sizes["epoch"] == 2   # trained afresh, both epochs
+    assert not folder.exists()
+    # a folder the caller chose is theirs: a mismatch there is refused, not cleared
+    mine = tmp_path / "mine"
+    AutoEncoder(2, hidden=(8,), max_epochs=1, checkpoint_dir=mine, device="cpu", progress=False).fit(
+        expression_rows(store, mask=train))
+    with pytest.raises(CheckpointMismatchError, match="other data or settings"):
+        fit_store(store, "ae", 2, hidden=(16,), max_epochs=1, device="cpu", checkpoint_dir=str(mine), overwrite=True)
+    assert (mine / "checkpoint.pt").exists()
+
 # ---------------------------------------------------------------------------------- quality
 def _manifold(n, seed, genes=30):
     """A curved 2-D sheet in gene space: PCA's best plane misses its curvature."""

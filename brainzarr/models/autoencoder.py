@@ -43,7 +43,7 @@ import numpy as np
 import xarray as xr
 
 from ..parallel import progress_enabled
-from .base import Representation
+from .base import CheckpointMismatchError, Representation
 from .loaders import MemoryLoader, StreamingLoader, available_memory, load_rows
 
 __all__ = ["AutoEncoder", "build_network", "resolve_device", "MAX_VAL_BYTES"]
@@ -190,7 +190,8 @@ class AutoEncoder(Representation):
     block_rows, read_rows, shuffle_buffer, prefetch
         Streaming loader settings (:class:`~.loaders.StreamingLoader`).
     checkpoint_dir : str, optional
-        Write a checkpoint every epoch and resume from it.
+        Write a checkpoint every epoch and resume from it. A checkpoint there that was written
+        for other data or settings raises :class:`~.base.CheckpointMismatchError`.
     random_state : int
         Seeds the weights, the validation rows and the batch order.
     progress : bool, optional
@@ -498,7 +499,7 @@ class AutoEncoder(Representation):
         torch = _torch()
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
         if ckpt.get("format") != _CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint:
-            raise ValueError(f"the checkpoint {path} was written for other data or settings "
+            raise CheckpointMismatchError(f"the checkpoint {path} was written for other data or settings "
                              f"({ckpt.get('fingerprint')} vs {fingerprint}); use another checkpoint_dir "
                              "or delete it to start afresh")
         net.load_state_dict(ckpt["model"])

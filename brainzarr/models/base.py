@@ -29,7 +29,11 @@ import xarray as xr
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["Representation", "iter_row_blocks", "prefetch_spans", "as_array", "rmse"]
+__all__ = ["Representation", "CheckpointMismatchError", "iter_row_blocks", "prefetch_spans", "as_array", "rmse"]
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint in ``checkpoint_dir`` was written for other data or settings."""
 
 
 def as_array(X):

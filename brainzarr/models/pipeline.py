@@ -44,6 +44,7 @@ from ..parallel import compute_tasks, progress_enabled
 from ..store import (ResultExistsError, VOXEL_COORDS, check_schema, expression_rows, group_writer, list_groups,
                      open_store, quiet_zarr, read_group)
 from . import METHODS, get_model_class
+from .base import CheckpointMismatchError
 from .streaming import fit_context
 
 __all__ = ["fit_store", "load_model", "rmse_table", "result_group", "make_model", "RESULTS_PREFIX",
@@ -142,7 +143,9 @@ def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: in
         Estimator parameters (e.g. ``n_power_iter`` for PCA, ``max_epochs`` for NMF).
         Estimators that take ``checkpoint_dir`` get ``<store>/.checkpoints/<method>/k<dim>``
         unless given (removed once the result is written, so an interrupted fit resumes and a
-        finished one does not), and those that take ``progress`` get this call's setting.
+        finished one does not; a checkpoint there from an interrupted fit with other data or
+        settings is discarded with a warning), and those that take ``progress`` get this call's
+        setting.
 
     Returns
     -------
@@ -175,7 +178,16 @@ def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: in
 
     start = time.perf_counter()
     with fit_context(client=client, progress=show):
-        model.fit(expression_rows(store, mask=train))
+        try:
+            model.fit(expression_rows(store, mask=train))
+        except CheckpointMismatchError as exc:
+            if params.get("checkpoint_dir") != str(checkpoints):
+                raise  # the caller's own folder: theirs to clear
+            # brainzarr's folder for this method/dim, left by an interrupted fit of other settings
+            warnings.warn(f"discarding a checkpoint of an interrupted {method} k{dim} fit with other data or "
+                          f"settings ({exc}); starting afresh", stacklevel=2)
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            model.fit(expression_rows(store, mask=train))
     fit_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
