@@ -300,7 +300,6 @@ def test_written_back_by_the_pipeline_and_reloaded(small_store, tmp_path):
     assert 0 < train < mean and 0 < test < mean
 
 
-
 def test_pipeline_discards_its_own_stale_checkpoint_but_not_the_callers(small_store, tmp_path):
     import shutil
 
@@ -328,6 +327,7 @@ def test_pipeline_discards_its_own_stale_checkpoint_but_not_the_callers(small_st
     with pytest.raises(CheckpointMismatchError, match="other data or settings"):
         fit_store(store, "ae", 2, hidden=(16,), max_epochs=1, device="cpu", checkpoint_dir=str(mine), overwrite=True)
     assert (mine / "checkpoint.pt").exists()
+
 
 # ---------------------------------------------------------------------------------- quality
 def _manifold(n, seed, genes=30):

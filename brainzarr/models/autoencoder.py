@@ -500,8 +500,8 @@ class AutoEncoder(Representation):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
         if ckpt.get("format") != _CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint:
             raise CheckpointMismatchError(f"the checkpoint {path} was written for other data or settings "
-                             f"({ckpt.get('fingerprint')} vs {fingerprint}); use another checkpoint_dir "
-                             "or delete it to start afresh")
+                                          f"({ckpt.get('fingerprint')} vs {fingerprint}); use another "
+                                          "checkpoint_dir or delete it to start afresh")
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])

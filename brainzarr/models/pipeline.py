@@ -178,8 +178,9 @@ def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: in
 
     start = time.perf_counter()
     with fit_context(client=client, progress=show):
+        rows = expression_rows(store, mask=train)
         try:
-            model.fit(expression_rows(store, mask=train))
+            model.fit(rows)
         except CheckpointMismatchError as exc:
             if params.get("checkpoint_dir") != str(checkpoints):
                 raise  # the caller's own folder: theirs to clear
@@ -187,7 +188,7 @@ def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: in
             warnings.warn(f"discarding a checkpoint of an interrupted {method} k{dim} fit with other data or "
                           f"settings ({exc}); starting afresh", stacklevel=2)
             shutil.rmtree(checkpoints, ignore_errors=True)
-            model.fit(expression_rows(store, mask=train))
+            model.fit(rows)
     fit_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
