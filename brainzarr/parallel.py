@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import dask
 from dask.callbacks import Callback
+from dask.system import CPU_COUNT
 from tqdm.auto import tqdm
 
 __all__ = ["compute_tasks", "progress_enabled"]
@@ -65,5 +67,12 @@ def compute_tasks(tasks, *, client=None, desc="working", progress=None, num_work
             for _ in as_completed(futures):
                 bar.update(1)
             return client.gather(futures)
-        with _TqdmCallback(bar, [t.key for t in track]):
-            return list(dask.compute(*tasks, scheduler="threads", num_workers=num_workers))
+        # our own pool, so that when a task fails the ones still running finish before the error
+        # reaches the caller (dask's shared pool lets them go on writing into a scratch folder
+        # the caller is already removing)
+        pool = ThreadPoolExecutor(num_workers or CPU_COUNT)
+        try:
+            with _TqdmCallback(bar, [t.key for t in track]):
+                return list(dask.compute(*tasks, scheduler="threads", pool=pool))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
