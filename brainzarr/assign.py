@@ -18,6 +18,7 @@ Methods
 ``nearest`` and ``idw`` may be restricted to the voxel's hemisphere: left voxels use left
 samples only, right voxels right ones, midline voxels every sample.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -148,8 +149,11 @@ class Assignment:
         counts = hi - lo
         inside = np.flatnonzero(counts > 0)
         r_in = np.repeat(inside, counts[inside])
-        c_in = order[np.concatenate([np.arange(a, b) for a, b in zip(lo[inside], hi[inside])])] if len(inside) else \
-            np.empty(0, dtype=np.int64)
+        c_in = (
+            order[np.concatenate([np.arange(a, b) for a, b in zip(lo[inside], hi[inside])])]
+            if len(inside)
+            else np.empty(0, dtype=np.int64)
+        )
         w_in = 1.0 / np.repeat(counts[inside], counts[inside])
         outside = np.flatnonzero(counts == 0)
         _, nn = tree.query(xyz[outside], k=1)

@@ -19,6 +19,7 @@ zarr-python #3682, xarray #8371), chunk files are written atomically by zarr's l
 and a block is marked done only after all its chunks are written. Running the same build
 again skips finished blocks, so an interrupted build resumes and ends with the same bytes.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -64,12 +65,27 @@ def _versions() -> dict:
     return out
 
 
-def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int = 8, mask=None,
-                genes=None, assignment: str = "nearest", k: int = 10, same_hemisphere: bool = False,
-                split: str = "random", test_fraction: float = 0.2, block_mm: float = 16.0,
-                seed: int = 0, clamp_percentiles=(0.01, 99.9), chunks=DEFAULT_CHUNKS,
-                client=None, overwrite: bool = False, progress: bool | None = None,
-                **source_options) -> Path:
+def build_store(
+    out,
+    *,
+    source: str | xr.Dataset = "synthetic",
+    resolution: int = 8,
+    mask=None,
+    genes=None,
+    assignment: str = "nearest",
+    k: int = 10,
+    same_hemisphere: bool = False,
+    split: str = "random",
+    test_fraction: float = 0.2,
+    block_mm: float = 16.0,
+    seed: int = 0,
+    clamp_percentiles=(0.01, 99.9),
+    chunks=DEFAULT_CHUNKS,
+    client=None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    **source_options,
+) -> Path:
     """Build (or resume building) a voxel x gene store.
 
     Parameters
@@ -119,8 +135,9 @@ def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int 
     """
     out = Path(out)
     grid = grid_from_mask(mask) if mask is not None else mni152_grid(resolution)
-    samples = source if isinstance(source, xr.Dataset) else load_source(source, genes=genes, seed=seed,
-                                                                        **source_options)
+    samples = (
+        source if isinstance(source, xr.Dataset) else load_source(source, genes=genes, seed=seed, **source_options)
+    )
     voxel_labels = None
     if "region_labels" in samples.attrs:  # a region table: every voxel takes its region's row
         grid, voxel_labels = _restrict_to_atlas(grid, samples)
@@ -130,23 +147,36 @@ def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int 
     else:
         if assignment == "atlas":
             raise ValueError("assignment 'atlas' is for region tables (--source parcellated)")
-        assign = Assignment(assignment, np.column_stack([samples[c].values for c in "xyz"]),
-                            samples["hemisphere"].values, k=k, same_hemisphere=same_hemisphere,
-                            affine=grid.affine)
+        assign = Assignment(
+            assignment,
+            np.column_stack([samples[c].values for c in "xyz"]),
+            samples["hemisphere"].values,
+            k=k,
+            same_hemisphere=same_hemisphere,
+            affine=grid.affine,
+        )
     chunks = (min(int(chunks[0]), grid.n_voxels), min(int(chunks[1]), samples.sizes["gene"]))
     config = {
         "schema": SCHEMA_VERSION,
-        "source": {"name": samples.attrs.get("source", "table"),
-                   "options": json.loads(samples.attrs.get("options", "{}")),
-                   "n_samples": int(samples.sizes["sample"]),
-                   "donors": sorted(set(samples["donor"].values.tolist()))},
+        "source": {
+            "name": samples.attrs.get("source", "table"),
+            "options": json.loads(samples.attrs.get("options", "{}")),
+            "n_samples": int(samples.sizes["sample"]),
+            "donors": sorted(set(samples["donor"].values.tolist())),
+        },
         "grid": grid.to_attrs() | {"n_voxels": grid.n_voxels},
-        "genes": {"n": int(samples.sizes["gene"]),
-                  "sha1": hashlib.sha1("\n".join(samples["gene"].values.tolist()).encode()).hexdigest()},
+        "genes": {
+            "n": int(samples.sizes["gene"]),
+            "sha1": hashlib.sha1("\n".join(samples["gene"].values.tolist()).encode()).hexdigest(),
+        },
         "assignment": assign.provenance(),
         "preprocessing": {"clamp_percentiles": [float(p) for p in clamp_percentiles], "scale": [0.0, 1.0]},
-        "split": {"scheme": split, "test_fraction": float(test_fraction), "seed": int(seed),
-                  "block_mm": float(block_mm)},
+        "split": {
+            "scheme": split,
+            "test_fraction": float(test_fraction),
+            "seed": int(seed),
+            "block_mm": float(block_mm),
+        },
         "seed": int(seed),
         "chunks": list(chunks),
     }
@@ -155,10 +185,15 @@ def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int 
     if resume == "complete":
         return out
     if resume is None:
-        splits = {s: make_split(s, grid.xyz, test_fraction=test_fraction, seed=seed, block_mm=block_mm)
-                  for s in ("random", "blocked")}
-        provenance = config | {"build_config_hash": config_hash, "versions": _versions(),
-                               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        splits = {
+            s: make_split(s, grid.xyz, test_fraction=test_fraction, seed=seed, block_mm=block_mm)
+            for s in ("random", "blocked")
+        }
+        provenance = config | {
+            "build_config_hash": config_hash,
+            "versions": _versions(),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
         _create_template(out, grid, samples, splits, split, chunks, provenance)
 
     values = np.ascontiguousarray(samples["expression"].values, dtype=np.float32)
@@ -167,8 +202,10 @@ def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int 
     n_vox, n_genes = grid.n_voxels, values.shape[1]
     blocks = [(a, min(a + chunks[0], n_vox)) for a in range(0, n_vox, chunks[0])]
     xyz, hemi = grid.xyz, grid.hemisphere
-    block_args = [dict(xyz=xyz[a:b], hemisphere=hemi[a:b],
-                       labels=None if voxel_labels is None else voxel_labels[a:b]) for a, b in blocks]
+    block_args = [
+        dict(xyz=xyz[a:b], hemisphere=hemi[a:b], labels=None if voxel_labels is None else voxel_labels[a:b])
+        for a, b in blocks
+    ]
     values_ref = client.scatter(values, broadcast=True) if client is not None else dask.delayed(values)
 
     root = zarr.open_group(str(out), mode="r+", zarr_format=3)
@@ -181,11 +218,13 @@ def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int 
         for g0 in range(0, n_genes, group):
             genes = slice(g0, min(g0 + group, n_genes))
             acc = TailAccumulator(n_vox, clamp_percentiles)
-            leaves = [dask.delayed(_block_tails)(assign, values_ref, args, acc, genes, chunks[1])
-                      for args in block_args]
+            leaves = [
+                dask.delayed(_block_tails)(assign, values_ref, args, acc, genes, chunks[1]) for args in block_args
+            ]
             desc = "clamp percentiles" + (f" (genes {g0 + 1}-{genes.stop})" if group < n_genes else "")
-            low, high, _ = compute_tasks([_merge_tree(leaves, acc)], client=client, track=leaves,
-                                         desc=desc, progress=progress)[0]
+            low, high, _ = compute_tasks(
+                [_merge_tree(leaves, acc)], client=client, track=leaves, desc=desc, progress=progress
+            )[0]
             acc.merge(low, high, n_rows=n_vox)
             lo, hi = acc.result()
             root["clamp_low"][genes] = lo.astype(np.float32)
@@ -195,8 +234,12 @@ def build_store(out, *, source: str | xr.Dataset = "synthetic", resolution: int 
     lo, hi = root["clamp_low"][:], root["clamp_high"][:]
     done = root["build_chunk_done"][:]
     todo = [c for c in range(len(blocks)) if not done[c]]
-    writes = [dask.delayed(_write_block)(str(out), c, blocks[c], assign, values_ref, block_args[c],
-                                         lo, hi, n_genes, chunks[1]) for c in todo]
+    writes = [
+        dask.delayed(_write_block)(
+            str(out), c, blocks[c], assign, values_ref, block_args[c], lo, hi, n_genes, chunks[1]
+        )
+        for c in todo
+    ]
     compute_tasks(writes, client=client, desc=f"writing {out.name}", progress=progress)
     if not root["build_chunk_done"][:].all():
         raise RuntimeError("some blocks were not written; run the build again to finish them")
@@ -217,26 +260,34 @@ def _prepare_output(out: Path, config_hash: str, overwrite: bool):
     try:
         attrs = check_schema(out)
     except StoreError as exc:
-        raise StoreExistsError(f"{out} exists and is not a brainzarr store ({exc}); choose another "
-                               "path or pass --overwrite") from None
+        raise StoreExistsError(
+            f"{out} exists and is not a brainzarr store ({exc}); choose another path or pass --overwrite"
+        ) from None
     if attrs.get("provenance", {}).get("build_config_hash") != config_hash:
-        raise StoreExistsError(f"{out} exists and was built with other settings; pass --overwrite to "
-                               "replace it, or choose another path")
+        raise StoreExistsError(
+            f"{out} exists and was built with other settings; pass --overwrite to replace it, or choose another path"
+        )
     return "complete" if attrs.get("build_complete") else "resume"
 
 
-def _create_template(out: Path, grid: Grid, samples: xr.Dataset, splits: dict, split: str,
-                     chunks, provenance: dict) -> None:
+def _create_template(
+    out: Path, grid: Grid, samples: xr.Dataset, splits: dict, split: str, chunks, provenance: dict
+) -> None:
     n_vox, n_genes = grid.n_voxels, samples.sizes["gene"]
     ijk, xyz = grid.ijk, grid.xyz
     grid_attrs = grid.to_attrs()
     n_blocks = -(-n_vox // chunks[0])
-    gene_coords = {name: ("gene", samples[name].values) for name, var in samples.coords.items()
-                   if var.dims == ("gene",) and name != "gene"}
+    gene_coords = {
+        name: ("gene", samples[name].values)
+        for name, var in samples.coords.items()
+        if var.dims == ("gene",) and name != "gene"
+    }
     ds = xr.Dataset(
         {
-            "expression": (("voxel", "gene"), dask.array.full((n_vox, n_genes), np.nan, dtype=np.float32,
-                                                              chunks=chunks)),
+            "expression": (
+                ("voxel", "gene"),
+                dask.array.full((n_vox, n_genes), np.nan, dtype=np.float32, chunks=chunks),
+            ),
             "clamp_low": ("gene", np.full(n_genes, np.nan, dtype=np.float32)),
             "clamp_high": ("gene", np.full(n_genes, np.nan, dtype=np.float32)),
             "build_chunk_done": ("voxel_chunk", np.zeros(n_blocks, dtype=np.uint8)),
@@ -245,18 +296,33 @@ def _create_template(out: Path, grid: Grid, samples: xr.Dataset, splits: dict, s
             "voxel": np.arange(n_vox, dtype=np.int64),
             "gene": samples["gene"].values.astype(str),
             **gene_coords,
-            "i": ("voxel", ijk[:, 0]), "j": ("voxel", ijk[:, 1]), "k": ("voxel", ijk[:, 2]),
-            "x": ("voxel", xyz[:, 0]), "y": ("voxel", xyz[:, 1]), "z": ("voxel", xyz[:, 2]),
+            "i": ("voxel", ijk[:, 0]),
+            "j": ("voxel", ijk[:, 1]),
+            "k": ("voxel", ijk[:, 2]),
+            "x": ("voxel", xyz[:, 0]),
+            "y": ("voxel", xyz[:, 1]),
+            "z": ("voxel", xyz[:, 2]),
             "hemisphere": ("voxel", grid.hemisphere.astype("<U1")),
             "split": ("voxel", splits[split]),
             "split_random": ("voxel", splits["random"]),
             "split_blocked": ("voxel", splits["blocked"]),
         },
-        attrs={"brainzarr_schema_version": SCHEMA_VERSION, **grid_attrs,
-               "provenance": provenance, "build_complete": False, "clamp_done": False},
+        attrs={
+            "brainzarr_schema_version": SCHEMA_VERSION,
+            **grid_attrs,
+            "provenance": provenance,
+            "build_complete": False,
+            "clamp_done": False,
+        },
     )
-    ds["i"].attrs.update({"affine": grid_attrs["affine"], "grid_shape": grid_attrs["grid_shape"],
-                          "space": grid_attrs["space"], "resolution_mm": grid_attrs["resolution_mm"]})
+    ds["i"].attrs.update(
+        {
+            "affine": grid_attrs["affine"],
+            "grid_shape": grid_attrs["grid_shape"],
+            "space": grid_attrs["space"],
+            "resolution_mm": grid_attrs["resolution_mm"],
+        }
+    )
     ds["expression"].attrs.update({"long_name": "gene expression", "units": "scaled to [0, 1]"})
     for c, unit in zip("xyz", ("mm", "mm", "mm")):
         ds[c].attrs.update({"units": unit, "long_name": f"MNI {c}"})
@@ -298,8 +364,10 @@ def _merge_tree(leaves, acc: TailAccumulator):
     """Merge tail results in a tree of fan-in 8 so few results are held at once."""
     level = leaves
     while True:
-        level = [dask.delayed(_merge_group)(acc.n_low, acc.n_high, *level[i:i + _MERGE_FANIN])
-                 for i in range(0, len(level), _MERGE_FANIN)]
+        level = [
+            dask.delayed(_merge_group)(acc.n_low, acc.n_high, *level[i : i + _MERGE_FANIN])
+            for i in range(0, len(level), _MERGE_FANIN)
+        ]
         if len(level) == 1:
             return level[0]
 
@@ -309,8 +377,7 @@ def _merge_group(n_low, n_high, *parts):
     return low, high, sum(p[2] for p in parts)
 
 
-def _write_block(path: str, chunk_index: int, rows, assign, values, args, low, high, n_genes,
-                 gene_step) -> int:
+def _write_block(path: str, chunk_index: int, rows, assign, values, args, low, high, n_genes, gene_step) -> int:
     a, b = rows
     with quiet_zarr():
         group = zarr.open_group(path, mode="r+", zarr_format=3)

@@ -1,4 +1,5 @@
 """The ``brainzarr`` command line. Each sub-command lives in :mod:`brainzarr.commands`."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ class UserError(Exception):
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="brainzarr",
-        description="Whole-brain voxel x gene expression stores (AHBA) in xarray/Zarr.")
+        prog="brainzarr", description="Whole-brain voxel x gene expression stores (AHBA) in xarray/Zarr."
+    )
     parser.add_argument("--version", action="version", version=f"brainzarr {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

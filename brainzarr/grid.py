@@ -5,6 +5,7 @@ brainzarr store, are the mask's non-zero entries in C order (``numpy.nonzero``),
 contiguous block of voxels is a slab of the brain: spatially compact, which keeps row
 batches of the store local.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -126,7 +127,7 @@ class Grid:
         }
 
     @classmethod
-    def from_ijk(cls, ijk, shape, affine, *, space=MNI152_SPACE, name="custom") -> "Grid":
+    def from_ijk(cls, ijk, shape, affine, *, space=MNI152_SPACE, name="custom") -> Grid:
         """Rebuild a grid from its voxels' indices (as stored); checks their order."""
         mask = np.zeros(tuple(int(s) for s in shape), dtype=bool)
         ijk = np.asarray(ijk, dtype=np.int64)

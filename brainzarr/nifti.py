@@ -44,6 +44,7 @@ to be centred near the MNI origin pass the check: it catches evident mistakes on
 runs only when the target grid is in an MNI space and the image is not on the target's own grid;
 ``check_space=False`` turns it off.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,6 +76,7 @@ _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 def _version() -> str:
     try:
         from . import __version__
+
         return str(__version__)
     except ImportError:  # pragma: no cover - partially initialised package
         return "unknown"
@@ -91,8 +93,7 @@ def _grid_of_target(obj) -> tuple[np.ndarray, tuple[int, int, int], str | None]:
     if isinstance(obj, (xr.Dataset, xr.DataArray)):
         info = grid_info(obj)
         return info["affine"], info["grid_shape"], info.get("space")
-    raise TypeError(f"expected a brainzarr Grid, a store Dataset or a DataArray from a store, "
-                    f"got {type(obj).__name__}")
+    raise TypeError(f"expected a brainzarr Grid, a store Dataset or a DataArray from a store, got {type(obj).__name__}")
 
 
 def _coord_ijk(obj) -> np.ndarray | None:
@@ -113,14 +114,16 @@ def _check_ijk(ijk: np.ndarray, shape) -> np.ndarray:
         raise ValueError(f"voxel indices i, j, k fall outside the grid of shape {tuple(shape)}")
     flat = np.ravel_multi_index(tuple(ijk.T), tuple(shape))
     if len(np.unique(flat)) != len(flat):
-        raise ValueError("some voxels occur more than once (repeated i, j, k); a NIfTI volume holds "
-                         "one value per voxel")
+        raise ValueError(
+            "some voxels occur more than once (repeated i, j, k); a NIfTI volume holds one value per voxel"
+        )
     return ijk
 
 
 def _same_grid(affine_a, shape_a, affine_b, shape_b) -> bool:
-    return (tuple(shape_a) == tuple(shape_b)
-            and np.allclose(np.asarray(affine_a, float), np.asarray(affine_b, float), rtol=0, atol=1e-4))
+    return tuple(shape_a) == tuple(shape_b) and np.allclose(
+        np.asarray(affine_a, float), np.asarray(affine_b, float), rtol=0, atol=1e-4
+    )
 
 
 def _placement(da: xr.DataArray, grid) -> tuple[np.ndarray, np.ndarray, tuple, str | None]:
@@ -135,32 +138,40 @@ def _placement(da: xr.DataArray, grid) -> tuple[np.ndarray, np.ndarray, tuple, s
             raise ValueError(
                 "no grid information: the DataArray carries no affine/grid_shape (coordinate 'i' of a "
                 "brainzarr store has them). Select the data from a store, or pass grid=Grid(...) "
-                "(e.g. brainzarr.store_grid(ds) or mni152_grid(8))")
+                "(e.g. brainzarr.store_grid(ds) or mni152_grid(8))"
+            )
         if ijk is None:
-            raise ValueError("the DataArray has grid information but no voxel coordinates i, j, k; "
-                             "pass grid= to place its voxels in store order")
+            raise ValueError(
+                "the DataArray has grid information but no voxel coordinates i, j, k; "
+                "pass grid= to place its voxels in store order"
+            )
         return _check_ijk(ijk, own["grid_shape"]), own["affine"], own["grid_shape"], own.get("space")
 
     if isinstance(grid, (xr.Dataset, xr.DataArray)):
         from .store import store_grid
+
         grid = store_grid(grid)
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a brainzarr Grid or a store Dataset, got {type(grid).__name__}")
     if own is not None and not _same_grid(own["affine"], own["grid_shape"], grid.affine, grid.shape):
-        raise ValueError("the DataArray comes from another grid than grid= (affine or shape differ); "
-                         "use from_nifti(to_nifti(da), grid) to resample it")
+        raise ValueError(
+            "the DataArray comes from another grid than grid= (affine or shape differ); "
+            "use from_nifti(to_nifti(da), grid) to resample it"
+        )
     if ijk is not None:
         return _check_ijk(ijk, grid.shape), grid.affine, grid.shape, grid.space
     n = da.sizes["voxel"]
     if "voxel" in da.coords and np.asarray(da["voxel"].values).dtype.kind in "iu":
         rows = np.asarray(da["voxel"].values).astype(np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= grid.n_voxels):
-            raise ValueError(f"voxel numbers run from {rows.min()} to {rows.max()}, but the grid has "
-                             f"{grid.n_voxels} voxels")
+            raise ValueError(
+                f"voxel numbers run from {rows.min()} to {rows.max()}, but the grid has {grid.n_voxels} voxels"
+            )
         return _check_ijk(grid.ijk[rows], grid.shape), grid.affine, grid.shape, grid.space
     if n != grid.n_voxels:
-        raise ValueError(f"the DataArray has {n} voxels and no i, j, k or voxel coordinates; the grid "
-                         f"has {grid.n_voxels} voxels")
+        raise ValueError(
+            f"the DataArray has {n} voxels and no i, j, k or voxel coordinates; the grid has {grid.n_voxels} voxels"
+        )
     return grid.ijk.astype(np.int64), grid.affine, grid.shape, grid.space
 
 
@@ -168,13 +179,17 @@ def _other_dim(da: xr.DataArray) -> str | None:
     if not isinstance(da, xr.DataArray):
         raise TypeError(f"expected an xarray.DataArray, got {type(da).__name__}")
     if "voxel" not in da.dims:
-        raise ValueError(f"the DataArray has no 'voxel' dimension (dims: {da.dims}); only voxel-indexed "
-                         "data can be written as an image")
+        raise ValueError(
+            f"the DataArray has no 'voxel' dimension (dims: {da.dims}); only voxel-indexed "
+            "data can be written as an image"
+        )
     others = [d for d in da.dims if d != "voxel"]
     if len(others) > 1:
-        raise ValueError(f"the DataArray has dims {da.dims}: at most one dimension besides 'voxel' can "
-                         f"become the image's 4th axis; select or reduce over the others, e.g. "
-                         f"da.sel({others[0]}=...)")
+        raise ValueError(
+            f"the DataArray has dims {da.dims}: at most one dimension besides 'voxel' can "
+            f"become the image's 4th axis; select or reduce over the others, e.g. "
+            f"da.sel({others[0]}=...)"
+        )
     return others[0] if others else None
 
 
@@ -207,8 +222,11 @@ def _volume(da: xr.DataArray, grid, background, dtype):
     """(volume, affine, space, other_dim): the DataArray's values placed on its grid."""
     other = _other_dim(da)
     ijk, affine, shape, space = _placement(da, grid)
-    dtype = np.dtype(dtype) if dtype is not None else (
-        np.result_type(da.dtype, np.float32) if np.isnan(background) else da.dtype)
+    dtype = (
+        np.dtype(dtype)
+        if dtype is not None
+        else (np.result_type(da.dtype, np.float32) if np.isnan(background) else da.dtype)
+    )
     if np.isnan(background) and dtype.kind != "f":
         raise ValueError(f"background NaN needs a floating dtype, got {dtype}")
     data = da.transpose("voxel", *([other] if other else [])).data
@@ -238,8 +256,12 @@ def _set_header(img: nib.Nifti1Image, affine, space, da: xr.DataArray, other, va
         hdr["cal_min"], hdr["cal_max"] = float(finite.min()), float(finite.max())
     descrip = " ".join(["brainzarr", name] + [f"{k}={v}" for k, v in scalars.items()]).strip()
     hdr["descrip"] = descrip.encode("ascii", "replace")[:79]
-    meta = {_EXTENSION_KEY: _version(), "name": da.name if isinstance(da.name, str) else name or None,
-            "coords": scalars, "units": da.attrs.get("units")}
+    meta = {
+        _EXTENSION_KEY: _version(),
+        "name": da.name if isinstance(da.name, str) else name or None,
+        "coords": scalars,
+        "units": da.attrs.get("units"),
+    }
     if other is not None:
         meta["volume_dim"] = str(other)
         meta["volume_labels"] = _jsonable(da[other].values) if other in da.coords else None
@@ -316,8 +338,9 @@ def _target_voxels(target):
         ijk = target.ijk.astype(np.int64)
         xyz = target.xyz
         coords = {"voxel": ("voxel", np.arange(target.n_voxels))}
-        coords.update({c: ("voxel", ijk[:, n].astype(np.int32), attrs if c == "i" else {})
-                       for n, c in enumerate("ijk")})
+        coords.update(
+            {c: ("voxel", ijk[:, n].astype(np.int32), attrs if c == "i" else {}) for n, c in enumerate("ijk")}
+        )
         coords.update({c: ("voxel", xyz[:, n]) for n, c in enumerate("xyz")})
         return ijk, target.affine, target.shape, target.space, coords
     if isinstance(target, (xr.Dataset, xr.DataArray)):
@@ -331,15 +354,19 @@ def _target_voxels(target):
         coords = {name: c.variable for name, c in target.coords.items() if c.dims == ("voxel",)}
         if "voxel" not in coords:
             coords["voxel"] = xr.Variable("voxel", np.arange(len(ijk)))
-        i_attrs = {"affine": np.asarray(info["affine"]).tolist(), "grid_shape": list(info["grid_shape"]),
-                   **{k: info[k] for k in ("space", "resolution_mm") if k in info}}
+        i_attrs = {
+            "affine": np.asarray(info["affine"]).tolist(),
+            "grid_shape": list(info["grid_shape"]),
+            **{k: info[k] for k in ("space", "resolution_mm") if k in info},
+        }
         coords["i"] = xr.Variable("voxel", coords["i"].values, {**coords["i"].attrs, **i_attrs})
         xyz = ijk_to_xyz(ijk, info["affine"])
         for n, c in enumerate("xyz"):
             coords.setdefault(c, xr.Variable("voxel", xyz[:, n]))
         return ijk, info["affine"], info["grid_shape"], info.get("space"), coords
-    raise TypeError(f"target must be a brainzarr Grid, a store Dataset or a DataArray from a store, "
-                    f"got {type(target).__name__}")
+    raise TypeError(
+        f"target must be a brainzarr Grid, a store Dataset or a DataArray from a store, got {type(target).__name__}"
+    )
 
 
 def _fov_box(affine, shape) -> np.ndarray:
@@ -360,13 +387,14 @@ def mni_mismatch(affine, shape) -> str | None:
     """
     box = _fov_box(affine, shape)
     if np.any(box[:, 1] < MNI_BRAIN_BOX[:, 0]) or np.any(box[:, 0] > MNI_BRAIN_BOX[:, 1]):
-        return (f"its field of view {_fmt_box(box)} mm does not intersect the MNI brain "
-                f"{_fmt_box(MNI_BRAIN_BOX)} mm")
+        return f"its field of view {_fmt_box(box)} mm does not intersect the MNI brain {_fmt_box(MNI_BRAIN_BOX)} mm"
     centre, half = MNI_BRAIN_BOX.mean(axis=1), np.diff(MNI_BRAIN_BOX, axis=1)[:, 0] / 2
     distance = float(np.linalg.norm((box.mean(axis=1) - centre) / half))
     if distance > MNI_CENTRE_TOLERANCE:
-        return (f"its field of view {_fmt_box(box)} mm is centred {distance:.1f} brain half-widths away "
-                f"from the MNI brain {_fmt_box(MNI_BRAIN_BOX)} mm (more than {MNI_CENTRE_TOLERANCE})")
+        return (
+            f"its field of view {_fmt_box(box)} mm is centred {distance:.1f} brain half-widths away "
+            f"from the MNI brain {_fmt_box(MNI_BRAIN_BOX)} mm (more than {MNI_CENTRE_TOLERANCE})"
+        )
     return None
 
 
@@ -384,8 +412,9 @@ def _load(img_or_path):
     raise TypeError(f"expected a NIfTI path or a nibabel image, got {type(img_or_path).__name__}")
 
 
-def from_nifti(img_or_path, target, *, interpolation: str = "continuous", name: str | None = None,
-               check_space: bool = True) -> xr.DataArray:
+def from_nifti(
+    img_or_path, target, *, interpolation: str = "continuous", name: str | None = None, check_space: bool = True
+) -> xr.DataArray:
     """Read an image onto the voxels of a store (or of a Grid).
 
     Parameters
@@ -440,29 +469,43 @@ def from_nifti(img_or_path, target, *, interpolation: str = "continuous", name: 
         if check_space and _is_mni(space):
             why = mni_mismatch(img.affine, img_shape)
             if why is not None:
-                raise ValueError(f"{where} is evidently not in MNI space: {why}. Register it to MNI space "
-                                 "first (or pass check_space=False if it is)")
+                raise ValueError(
+                    f"{where} is evidently not in MNI space: {why}. Register it to MNI space "
+                    "first (or pass check_space=False if it is)"
+                )
         # which target voxel centres lie inside the image's field of view (its voxel centres' hull)
         inv = np.linalg.inv(img.affine)
         src = ijk_to_xyz(ijk_to_xyz(ijk, affine), inv)
         inside = np.all((src > -1e-3) & (src < np.asarray(img_shape[:3]) - 1 + 1e-3), axis=1)
         if not inside.any():
             tbox = np.column_stack([ijk_to_xyz(ijk, affine).min(axis=0), ijk_to_xyz(ijk, affine).max(axis=0)])
-            raise ValueError(f"{where} does not overlap the target's voxels: its field of view "
-                             f"{_fmt_box(_fov_box(img.affine, img_shape))} mm, the target's voxels "
-                             f"{_fmt_box(tbox)} mm")
+            raise ValueError(
+                f"{where} does not overlap the target's voxels: its field of view "
+                f"{_fmt_box(_fov_box(img.affine, img_shape))} mm, the target's voxels "
+                f"{_fmt_box(tbox)} mm"
+            )
         if not inside.all():
-            warnings.warn(f"{(~inside).sum()} of {len(inside)} target voxels lie outside the field of view "
-                          f"of {where}; they are NaN", stacklevel=2)
+            warnings.warn(
+                f"{(~inside).sum()} of {len(inside)} target voxels lie outside the field of view "
+                f"of {where}; they are NaN",
+                stacklevel=2,
+            )
         data = np.asanyarray(img.dataobj)
         fdtype = np.result_type(data.dtype, np.float32) if data.dtype.kind == "f" else np.float32
         src_img = nib.Nifti1Image(data.astype(fdtype, copy=False), img.affine)
         from nilearn.image import resample_img
+
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="NaNs or infinite values are present")
-            resampled = resample_img(src_img, target_affine=np.asarray(affine, float), target_shape=tuple(shape),
-                                     interpolation=interpolation, fill_value=np.nan, force_resample=True,
-                                     copy_header=True)
+            resampled = resample_img(
+                src_img,
+                target_affine=np.asarray(affine, float),
+                target_shape=tuple(shape),
+                interpolation=interpolation,
+                fill_value=np.nan,
+                force_resample=True,
+                copy_header=True,
+            )
         data = np.asanyarray(resampled.dataobj)
         method = interpolation
 
@@ -470,8 +513,9 @@ def from_nifti(img_or_path, target, *, interpolation: str = "continuous", name: 
     out_dtype = np.result_type(values.dtype, np.float32) if values.dtype.kind == "f" else np.float32
     values = values.astype(out_dtype, copy=False)
     if name is None:
-        name = meta.get("name") or (Path(str(path)).name.removesuffix(".gz").removesuffix(".nii")
-                                    if path is not None else None)
+        name = meta.get("name") or (
+            Path(str(path)).name.removesuffix(".gz").removesuffix(".nii") if path is not None else None
+        )
     attrs = {"source": str(path) if path is not None else "image", "interpolation": method}
     if meta.get("units"):
         attrs["units"] = meta["units"]
@@ -527,4 +571,5 @@ class BrainAccessor:
     def plot(self, path=None, **kwargs):
         """Plot the map with :func:`brainzarr.plots.plot_map`."""
         from .plots import plot_map
+
         return plot_map(self._da, path, **kwargs)

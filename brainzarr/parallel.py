@@ -1,4 +1,5 @@
 """Run a list of dask tasks with a progress bar, locally or on a dask.distributed Client."""
+
 from __future__ import annotations
 
 import os

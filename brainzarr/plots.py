@@ -5,6 +5,7 @@ the MNI152 template with nilearn. It works without a display: when no interactiv
 backend can start, matplotlib falls back to Agg, and with ``path`` the figure is written and
 closed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,17 @@ def _title(da: xr.DataArray) -> str:
     return " ".join([str(da.name)] * (da.name is not None) + scalars) or None
 
 
-def plot_map(da: xr.DataArray, path=None, title: str | None = None, cmap=None, display_mode: str = "ortho",
-             *, grid=None, dpi: int = 150, **kwargs):
+def plot_map(
+    da: xr.DataArray,
+    path=None,
+    title: str | None = None,
+    cmap=None,
+    display_mode: str = "ortho",
+    *,
+    grid=None,
+    dpi: int = 150,
+    **kwargs,
+):
     """Plot a voxel-indexed map on the MNI152 template (``nilearn.plotting.plot_stat_map``).
 
     Parameters
@@ -58,8 +68,7 @@ def plot_map(da: xr.DataArray, path=None, title: str | None = None, cmap=None, d
 
     other = _other_dim(da)
     if other is not None:
-        raise ValueError(f"plot_map draws one map: select one entry of {other!r} first, "
-                         f"e.g. da.isel({other}=0)")
+        raise ValueError(f"plot_map draws one map: select one entry of {other!r} first, e.g. da.isel({other}=0)")
     img = to_nifti(da, grid, background=np.nan)
     values = np.asarray(img.dataobj)
     shown = np.isfinite(values)  # the map's voxels; everything else stays transparent
@@ -71,13 +80,19 @@ def plot_map(da: xr.DataArray, path=None, title: str | None = None, cmap=None, d
         opts = {"cmap": cmap or "viridis", "symmetric_cbar": False, "vmin": lo, "vmax": hi}
     # a threshold would hide true zeros (expression scaled to [0, 1] has them): voxels outside
     # the map are made transparent through a per-voxel alpha image instead
-    opts.update(threshold=None, black_bg=False, draw_cross=False,
-                transparency=nib.Nifti1Image(shown.astype(np.float32), img.affine), transparency_range=[0.5, 1.0])
+    opts.update(
+        threshold=None,
+        black_bg=False,
+        draw_cross=False,
+        transparency=nib.Nifti1Image(shown.astype(np.float32), img.affine),
+        transparency_range=[0.5, 1.0],
+    )
     opts.update(kwargs)
     img = nib.Nifti1Image(np.where(shown, values, 0).astype(np.float32), img.affine, img.header)
     figure = plt.figure(figsize=(10, 3.6) if display_mode == "ortho" else None)
-    display = plotting.plot_stat_map(img, display_mode=display_mode, figure=figure,
-                                     title=title if title is not None else _title(da), **opts)
+    display = plotting.plot_stat_map(
+        img, display_mode=display_mode, figure=figure, title=title if title is not None else _title(da), **opts
+    )
     if path is None:
         return display
     path = Path(path)

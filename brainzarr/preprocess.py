@@ -6,14 +6,22 @@ so they are computed in one streamed pass: every block of voxels contributes its
 and largest values per gene (:class:`TailAccumulator`), merged as the blocks arrive. Memory
 is the tails' size (0.1 % of the voxels per gene), never the whole matrix.
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-__all__ = ["TailAccumulator", "clamp_scale", "random_split", "blocked_split", "spatial_blocks",
-           "make_split", "SPLIT_SCHEMES"]
+__all__ = [
+    "TailAccumulator",
+    "clamp_scale",
+    "random_split",
+    "blocked_split",
+    "spatial_blocks",
+    "make_split",
+    "SPLIT_SCHEMES",
+]
 
 SPLIT_SCHEMES = ("random", "blocked")
 
@@ -43,7 +51,7 @@ class TailAccumulator:
         self.n_rows = int(n_rows)
         self._lo_rank, self._lo_frac = _rank_window(self.n_rows, q_lo)
         self._hi_rank, self._hi_frac = _rank_window(self.n_rows, q_hi)
-        self.n_low = min(self._lo_rank + 2, self.n_rows)   # keep sorted[0 : lo+2]
+        self.n_low = min(self._lo_rank + 2, self.n_rows)  # keep sorted[0 : lo+2]
         self.n_high = min(self.n_rows - self._hi_rank, self.n_rows)  # keep sorted[hi : n]
         self.low = None
         self.high = None
@@ -59,7 +67,7 @@ class TailAccumulator:
         else:  # one partition places both cut points
             by_column.partition([lo_k - 1, n - hi_k], axis=1)
         # copies: views would keep the whole block alive as long as the tails
-        return by_column[:, :lo_k].T.copy(), by_column[:, n - hi_k:].T.copy()
+        return by_column[:, :lo_k].T.copy(), by_column[:, n - hi_k :].T.copy()
 
     def add(self, block: np.ndarray) -> None:
         self.merge(*self.tails(np.asarray(block)), n_rows=len(block))

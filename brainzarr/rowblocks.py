@@ -15,6 +15,7 @@ straight into the result (through zarr: into a scratch buffer reused by the read
 compressed), so no block-sized temporary is allocated per read: fresh 256-MB buffers cost
 page faults about as long as the decoding.
 """
+
 from __future__ import annotations
 
 import os
@@ -109,7 +110,7 @@ class RowBlockReader:
             scratch = getattr(self._local, "scratch", None)
             if scratch is None or scratch.shape[0] < b - a:
                 scratch = self._local.scratch = np.empty((b - a, width), dtype=self.array.dtype)
-            np.compress(keep, self._read_zarr(a, b, scratch[:b - a]), axis=0, out=out)
+            np.compress(keep, self._read_zarr(a, b, scratch[: b - a]), axis=0, out=out)
         return out
 
     def read_into(self, a: int, b: int, out: np.ndarray) -> np.ndarray:
@@ -131,8 +132,9 @@ class RowBlockReader:
     def _read_zarr(self, a: int, b: int, out: np.ndarray) -> np.ndarray:
         from zarr.core.buffer import default_buffer_prototype
 
-        self.array.get_basic_selection((slice(a, b), slice(None)),
-                                       out=default_buffer_prototype().nd_buffer.from_numpy_array(out))
+        self.array.get_basic_selection(
+            (slice(a, b), slice(None)), out=default_buffer_prototype().nd_buffer.from_numpy_array(out)
+        )
         return out
 
 
@@ -176,9 +178,9 @@ class _DirectLayout:
             if chunk is None:
                 out[:, c0:c1] = self.fill
             elif keep is None:
-                out[:, c0:c1] = chunk[r0:r1, :c1 - c0]
+                out[:, c0:c1] = chunk[r0:r1, : c1 - c0]
             else:
-                out[:, c0:c1] = chunk[r0:r1][keep, :c1 - c0]
+                out[:, c0:c1] = chunk[r0:r1][keep, : c1 - c0]
 
         for _ in _pool().map(one, range(-(-width // self.cols))):
             pass
@@ -193,8 +195,12 @@ def _direct_layout(array) -> _DirectLayout | None:
     if getattr(meta, "zarr_format", None) != 3 or not isinstance(array.store_path.store, LocalStore):
         return None
     codecs = tuple(meta.codecs)
-    if (len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], ZstdCodec)
-            or codecs[1].checksum):
+    if (
+        len(codecs) != 2
+        or not isinstance(codecs[0], BytesCodec)
+        or not isinstance(codecs[1], ZstdCodec)
+        or codecs[1].checksum
+    ):
         return None
     dtype = np.dtype(array.dtype)
     little = dtype.byteorder in ("<", "|") or (dtype.byteorder == "=" and np.little_endian)

@@ -22,6 +22,7 @@ Results live in sub-groups (``representations/<method>/k<dim>``), written with
 :func:`write_group` (atomic: an interrupted write leaves the previous result in place) and
 read with :func:`read_group` or plain ``xarray.open_zarr(store, group=...)``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,17 @@ import zarr
 from .grid import Grid
 
 __all__ = [
-    "SCHEMA_VERSION", "StoreError", "ResultExistsError", "open_store", "store_grid",
-    "write_group", "read_group", "list_groups", "group_writer", "VOXEL_COORDS", "expression_rows",
+    "SCHEMA_VERSION",
+    "StoreError",
+    "ResultExistsError",
+    "open_store",
+    "store_grid",
+    "write_group",
+    "read_group",
+    "list_groups",
+    "group_writer",
+    "VOXEL_COORDS",
+    "expression_rows",
 ]
 
 SCHEMA_VERSION = 1
@@ -74,8 +84,9 @@ def _root_attrs(path) -> dict:
         with quiet_zarr():
             group = zarr.open_group(str(path), mode="r", zarr_format=3)
     except Exception as exc:  # zarr raises several kinds for "not a group"
-        raise StoreError(f"{path} is not a Zarr v3 group ({type(exc).__name__}); "
-                         "build a store with `brainzarr build`") from None
+        raise StoreError(
+            f"{path} is not a Zarr v3 group ({type(exc).__name__}); build a store with `brainzarr build`"
+        ) from None
     return dict(group.attrs)
 
 
@@ -86,8 +97,10 @@ def check_schema(path) -> dict:
     if version is None:
         raise StoreError(f"{path} is a Zarr group but not a brainzarr store (no brainzarr_schema_version)")
     if version != SCHEMA_VERSION:
-        raise StoreError(f"{path} has brainzarr schema version {version}; this brainzarr reads "
-                         f"version {SCHEMA_VERSION}. Rebuild it with this version's `brainzarr build`.")
+        raise StoreError(
+            f"{path} has brainzarr schema version {version}; this brainzarr reads "
+            f"version {SCHEMA_VERSION}. Rebuild it with this version's `brainzarr build`."
+        )
     return attrs
 
 
@@ -110,11 +123,11 @@ def open_store(path, *, allow_incomplete: bool = False, chunks="auto-store") -> 
     """
     attrs = check_schema(path)
     if not attrs.get("build_complete", False) and not allow_incomplete:
-        raise StoreError(f"the build of {path} did not finish; run the same `brainzarr build` command "
-                         "again to resume it")
+        raise StoreError(
+            f"the build of {path} did not finish; run the same `brainzarr build` command again to resume it"
+        )
     with quiet_zarr():
-        ds = xr.open_zarr(str(path), consolidated=False,
-                          chunks={} if chunks == "auto-store" else chunks)
+        ds = xr.open_zarr(str(path), consolidated=False, chunks={} if chunks == "auto-store" else chunks)
     problems = []
     if "expression" not in ds or ds["expression"].dims != ("voxel", "gene"):
         problems.append("expression (voxel, gene)")
@@ -184,19 +197,23 @@ def store_grid(ds_or_path) -> Grid:
     ds = ds_or_path if isinstance(ds_or_path, (xr.Dataset, xr.DataArray)) else open_store(ds_or_path)
     info = grid_info(ds)
     ijk = np.column_stack([np.asarray(ds[c].values) for c in "ijk"])
-    return Grid.from_ijk(ijk, info["grid_shape"], info["affine"], space=info.get("space", "MNI152"),
-                         name=info.get("mask", "store"))
+    return Grid.from_ijk(
+        ijk, info["grid_shape"], info["affine"], space=info.get("space", "MNI152"), name=info.get("mask", "store")
+    )
 
 
 def grid_info(obj) -> dict:
     """Affine and grid shape of a store Dataset or of a voxel-indexed DataArray taken from one."""
     for attrs in (obj.attrs, obj["i"].attrs if "i" in obj.coords else {}):
         if "affine" in attrs and "grid_shape" in attrs:
-            return {"affine": np.asarray(attrs["affine"], dtype=float),
-                    "grid_shape": tuple(int(s) for s in attrs["grid_shape"]),
-                    **{k: attrs[k] for k in ("space", "mask", "resolution_mm") if k in attrs}}
-    raise ValueError("no grid information (affine, grid_shape): select the data from a brainzarr "
-                     "store, or pass the grid explicitly")
+            return {
+                "affine": np.asarray(attrs["affine"], dtype=float),
+                "grid_shape": tuple(int(s) for s in attrs["grid_shape"]),
+                **{k: attrs[k] for k in ("space", "mask", "resolution_mm") if k in attrs},
+            }
+    raise ValueError(
+        "no grid information (affine, grid_shape): select the data from a brainzarr store, or pass the grid explicitly"
+    )
 
 
 def voxel_coords(ds: xr.Dataset) -> dict:
@@ -222,8 +239,10 @@ def list_groups(path, prefix: str = "representations") -> list[str]:
             continue
         node = json.loads(meta.read_text())
         if node.get("node_type") == "group" and any(
-                (c / "zarr.json").exists() and json.loads((c / "zarr.json").read_text()).get("node_type") == "array"
-                for c in d.iterdir() if c.is_dir()):
+            (c / "zarr.json").exists() and json.loads((c / "zarr.json").read_text()).get("node_type") == "array"
+            for c in d.iterdir()
+            if c.is_dir()
+        ):
             found.append(str(d.relative_to(path)))
     return found
 
@@ -275,8 +294,11 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
     if "i" in ds.coords and "affine" not in ds["i"].attrs:
         store_attrs = check_schema(path)
         ds["i"].attrs.update({k: store_attrs[k] for k in ("affine", "grid_shape", "space", "resolution_mm")})
-    encoding = {name: {"chunks": tuple(c[0] for c in var.chunks)} for name, var in ds.data_vars.items()
-                if var.chunks is not None}
+    encoding = {
+        name: {"chunks": tuple(c[0] for c in var.chunks)}
+        for name, var in ds.data_vars.items()
+        if var.chunks is not None
+    }
     with group_writer(path, group, overwrite=overwrite) as scratch, quiet_zarr():
         ds.to_zarr(str(scratch), mode="w", consolidated=False, zarr_format=3, encoding=encoding)
 

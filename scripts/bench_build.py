@@ -9,6 +9,7 @@ Every configuration runs in a fresh subprocess, so its peak RSS (``ru_maxrss``) 
 
 Prints one Markdown table (paste it into the README's performance section).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,15 +57,25 @@ def run_build(resolution: int, genes: int, out: Path, assignment: str) -> dict:
     t = time.perf_counter()
     a = int(rng.integers(0, max(1, n_vox - batch)))
     a -= a % batch
-    np.asarray(ds["expression"][a:a + batch].values)
+    np.asarray(ds["expression"][a : a + batch].values)
     row_batch = time.perf_counter() - t
     t = time.perf_counter()
     np.asarray(ds["expression"].isel(gene=int(rng.integers(n_genes))).values)
     gene_map = time.perf_counter() - t
-    return {"resolution": resolution, "voxels": n_vox, "genes": n_genes, "assignment": assignment,
-            "wall_s": wall, "data_mb": n_vox * n_genes * 4 / 1e6, "disk_mb": _disk_mb(out),
-            "row_batch_rows": batch, "row_batch_s": row_batch, "gene_map_s": gene_map,
-            "peak_rss_mb": build_peak, "read_peak_rss_mb": _peak_rss_mb()}
+    return {
+        "resolution": resolution,
+        "voxels": n_vox,
+        "genes": n_genes,
+        "assignment": assignment,
+        "wall_s": wall,
+        "data_mb": n_vox * n_genes * 4 / 1e6,
+        "disk_mb": _disk_mb(out),
+        "row_batch_rows": batch,
+        "row_batch_s": row_batch,
+        "gene_map_s": gene_map,
+        "peak_rss_mb": build_peak,
+        "read_peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def run_abagen(resolution: int, genes: int) -> dict:
@@ -80,8 +91,9 @@ def run_abagen(resolution: int, genes: int) -> dict:
     # indexed by well_id as abagen's own samples are (its AtlasTree drops a zero label)
     index = pd.Index(table["sample"].values, name="well_id")
     expression = pd.DataFrame(table["expression"].values, columns=table["gene"].values, index=index)
-    coords = pd.DataFrame(np.column_stack([table[c].values for c in "xyz"]), columns=["mni_x", "mni_y", "mni_z"],
-                          index=index)
+    coords = pd.DataFrame(
+        np.column_stack([table[c].values for c in "xyz"]), columns=["mni_x", "mni_y", "mni_z"], index=index
+    )
     # abagen loads samples from downloaded donors; hand it ours instead (the rest is its code)
     abagen.allen.get_samples_in_mask = lambda mask=None, **kw: (expression, coords)
     mask = load_mni152_brain_mask(resolution=resolution)
@@ -92,8 +104,15 @@ def run_abagen(resolution: int, genes: int) -> dict:
     nz = np.asarray(mask.dataobj) > 0
     sample = np.column_stack([dense[g][nz] for g in list(table["gene"].values)[:5]])
     np.save(os.environ["BENCH_ABAGEN_OUT"], sample)
-    return {"resolution": resolution, "voxels": int(nz.sum()), "genes": genes, "assignment": "abagen idw",
-            "wall_s": wall, "data_mb": nz.sum() * genes * 8 / 1e6, "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "resolution": resolution,
+        "voxels": int(nz.sum()),
+        "genes": genes,
+        "assignment": "abagen idw",
+        "wall_s": wall,
+        "data_mb": nz.sum() * genes * 8 / 1e6,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def _child(kind, resolution, genes, workdir, assignment="nearest") -> dict:
@@ -164,11 +183,14 @@ def main(argv=None):
 
 def format_table(rows) -> str:
     cpu = platform.processor() or platform.machine()
-    head = (f"Machine: {os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
-            f"Python {platform.python_version()}\n\n"
-            "| resolution | voxels | genes | method | wall time (s) | MB/s written | store on disk (MB) | peak RSS (MB) "
-            "| row batch read (s) | one gene map read (s) | peak RSS with reads (MB) | r vs abagen |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|")
+    head = (
+        f"Machine: {os.cpu_count()} cores ({cpu}), "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
+        f"Python {platform.python_version()}\n\n"
+        "| resolution | voxels | genes | method | wall time (s) | MB/s written | store on disk (MB) | peak RSS (MB) "
+        "| row batch read (s) | one gene map read (s) | peak RSS with reads (MB) | r vs abagen |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for r in rows:
         rate = r["data_mb"] / r["wall_s"]
@@ -177,9 +199,11 @@ def format_table(rows) -> str:
         disk = f"{r['disk_mb']:,.0f}" if "disk_mb" in r else "in memory"
         agree = f"{r['agreement_r']:.4f}" if "agreement_r" in r else "-"
         reads = f"{r['read_peak_rss_mb']:,.0f}" if "read_peak_rss_mb" in r else "-"
-        lines.append(f"| {r['resolution']} mm | {r['voxels']:,} | {r['genes']:,} | {r['assignment']} | "
-                     f"{r['wall_s']:.1f} | {rate:,.0f} | {disk} | {r['peak_rss_mb']:,.0f} | {batch} | {gene_map} | "
-                     f"{reads} | {agree} |")
+        lines.append(
+            f"| {r['resolution']} mm | {r['voxels']:,} | {r['genes']:,} | {r['assignment']} | "
+            f"{r['wall_s']:.1f} | {rate:,.0f} | {disk} | {r['peak_rss_mb']:,.0f} | {batch} | {gene_map} | "
+            f"{reads} | {agree} |"
+        )
     return "\n".join(lines)
 
 

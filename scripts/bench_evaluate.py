@@ -13,6 +13,7 @@ N target maps at 2 mm (the synthetic targets of several model seeds, as PET maps
 representation x target x split, statistics, tables) in a fresh subprocess, so that its peak RSS
 is its own; then ``write_report`` (figures) in another.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,15 +40,25 @@ def fit_standins(store, seed=0):
     ds = open_store(store)
     X = ds["expression"].values
     train = ds["split_random"].values == "train"
-    models = {"pca": PCA(2, random_state=seed), "nmf": NMF(2, init="nndsvda", max_iter=200, random_state=seed),
-              "ica": FastICA(2, random_state=seed), "fa": FactorAnalysis(2, random_state=seed),
-              "tsvd": TruncatedSVD(2, random_state=seed), "randproj": GaussianRandomProjection(2, random_state=seed)}
+    models = {
+        "pca": PCA(2, random_state=seed),
+        "nmf": NMF(2, init="nndsvda", max_iter=200, random_state=seed),
+        "ica": FastICA(2, random_state=seed),
+        "fa": FactorAnalysis(2, random_state=seed),
+        "tsvd": TruncatedSVD(2, random_state=seed),
+        "randproj": GaussianRandomProjection(2, random_state=seed),
+    }
     coords = {k: v for k, v in voxel_coords(ds).items() if k != "split"}
     for name, model in models.items():
         Z = model.fit(X[train]).transform(X).astype(np.float32)
         out = xr.Dataset({"embedding": (("voxel", "component"), Z)}, coords={**coords, "component": [1, 2]})
-        write_group(store, f"representations/{name}/k2", out, overwrite=True,
-                    attrs={"method": name, "dim": 2, "seed": seed, "split_scheme": "random", "params": {}})
+        write_group(
+            store,
+            f"representations/{name}/k2",
+            out,
+            overwrite=True,
+            attrs={"method": name, "dim": 2, "seed": seed, "split_scheme": "random", "params": {}},
+        )
 
 
 def make_targets(out_dir, n):
@@ -92,10 +103,13 @@ def child(args):
     if args.child == "evaluate":
         from brainzarr.evaluate import run_evaluation
 
-        result = run_evaluation(args.store, args.targets_dir, args.out, n_jobs=args.jobs, grid=args.grid,
-                                progress=False)
-        extra = {"models": len(result.prediction),
-                 "mean_r2": result.prediction.groupby("split")["r2"].mean().round(3).to_dict()}
+        result = run_evaluation(
+            args.store, args.targets_dir, args.out, n_jobs=args.jobs, grid=args.grid, progress=False
+        )
+        extra = {
+            "models": len(result.prediction),
+            "mean_r2": result.prediction.groupby("split")["r2"].mean().round(3).to_dict(),
+        }
     else:
         from brainzarr.evaluate import write_report
 
@@ -105,13 +119,33 @@ def child(args):
     usage = resource.getrusage(resource.RUSAGE_SELF)
     peak = _peak_rss_mb()
     # CPU seconds (all threads, imports included): the measure to trust on a shared machine
-    print(json.dumps({"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-                      "peak_rss_mb": round(peak), **extra}))
+    print(
+        json.dumps(
+            {
+                "wall_s": round(wall, 1),
+                "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+                "peak_rss_mb": round(peak),
+                **extra,
+            }
+        )
+    )
 
 
 def timed(step, store, targets_dir, out, jobs, grid):
-    cmd = [sys.executable, __file__, "--child", step, "--store", str(store), "--targets-dir", str(targets_dir),
-           "--out", str(out), "--grid", grid] + (["--jobs", str(jobs)] if jobs else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        step,
+        "--store",
+        str(store),
+        "--targets-dir",
+        str(targets_dir),
+        "--out",
+        str(out),
+        "--grid",
+        grid,
+    ] + (["--jobs", str(jobs)] if jobs else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BRAINZARR_PROGRESS": "0", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode:
@@ -143,8 +177,9 @@ def main():
     targets_dir = make_targets(work / f"targets-{args.targets}", args.targets)
     rows = []
     for res in args.resolutions:
-        store = build_store(work / f"s{res}-g{args.genes}.zarr", resolution=res, genes=args.genes, seed=0,
-                            progress=False)
+        store = build_store(
+            work / f"s{res}-g{args.genes}.zarr", resolution=res, genes=args.genes, seed=0, progress=False
+        )
         if len({r.method for r in find_representations(store, dims=(2,))}) < 6:
             fit_standins(store)
         n_vox = len(__import__("brainzarr").open_store(store)["voxel"])
@@ -154,17 +189,23 @@ def main():
         rows.append((res, n_vox, ev, rep))
         print(f"{res} mm done: {ev} {rep or ''}", file=sys.stderr)
 
-    print(f"\nevaluation of 6 representations x {args.targets} targets x 2 splits, grid '{args.grid}', "
-          f"{args.jobs or os.cpu_count()} jobs, {os.cpu_count()} CPUs")
-    print(f"{'resolution':>10} {'voxels':>8} {'models':>7} {'evaluate s':>11} {'CPU s':>7} {'peak RSS MB':>12} "
-          f"{'report s':>9} {'CPU s':>7} {'RSS MB':>7}  mean R² (random / blocked)")
+    print(
+        f"\nevaluation of 6 representations x {args.targets} targets x 2 splits, grid '{args.grid}', "
+        f"{args.jobs or os.cpu_count()} jobs, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'resolution':>10} {'voxels':>8} {'models':>7} {'evaluate s':>11} {'CPU s':>7} {'peak RSS MB':>12} "
+        f"{'report s':>9} {'CPU s':>7} {'RSS MB':>7}  mean R² (random / blocked)"
+    )
     for res, n_vox, ev, rep in rows:
         r2 = ev["mean_r2"]
         rep = rep or {}
-        print(f"{res:>8} mm {n_vox:>8,} {ev['models']:>7} {ev['wall_s']:>11.1f} {ev.get('cpu_s', '-'):>7} "
-              f"{ev['peak_rss_mb']:>12} {rep.get('wall_s', '-'):>9} {rep.get('cpu_s', '-'):>7} "
-              f"{rep.get('peak_rss_mb', '-'):>7}  "
-              f"{r2.get('random', float('nan')):.3f} / {r2.get('blocked', float('nan')):.3f}")
+        print(
+            f"{res:>8} mm {n_vox:>8,} {ev['models']:>7} {ev['wall_s']:>11.1f} {ev.get('cpu_s', '-'):>7} "
+            f"{ev['peak_rss_mb']:>12} {rep.get('wall_s', '-'):>9} {rep.get('cpu_s', '-'):>7} "
+            f"{rep.get('peak_rss_mb', '-'):>7}  "
+            f"{r2.get('random', float('nan')):.3f} / {r2.get('blocked', float('nan')):.3f}"
+        )
     print(f"load average during the run: {os.getloadavg()[0]:.1f} (wall times stretch on a shared machine)")
 
 

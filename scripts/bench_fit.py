@@ -15,6 +15,7 @@ Examples::
     python scripts/bench_fit.py --resolutions 8 --genes 300 --dims 2,16,128       # a minute
     python scripts/bench_fit.py --resolutions 8,4 --genes all --methods pca,nmf,kpca,ae
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,7 @@ def _stream_rmse(model, X, rows, block_rows=4096):
     sse, count = 0.0, 0
     idx = np.flatnonzero(rows)
     for a in range(0, len(idx), block_rows):
-        block = np.asarray(X[idx[a:a + block_rows]].compute(), dtype=np.float32)
+        block = np.asarray(X[idx[a : a + block_rows]].compute(), dtype=np.float32)
         sse += float(np.sum((model.inverse_transform(model.transform(block)) - block) ** 2, dtype=np.float64))
         count += block.size
     return float(np.sqrt(sse / count))
@@ -56,11 +57,24 @@ def _stream_rmse(model, X, rows, block_rows=4096):
 def worker_fit(cfg) -> dict:
     from brainzarr.models.pipeline import fit_store
 
-    result = fit_store(cfg["store"], cfg["method"], cfg["dim"], overwrite=True, seed=cfg["seed"],
-                       write_reconstruction=cfg["reconstruction"], progress=False, **cfg["params"])
+    result = fit_store(
+        cfg["store"],
+        cfg["method"],
+        cfg["dim"],
+        overwrite=True,
+        seed=cfg["seed"],
+        write_reconstruction=cfg["reconstruction"],
+        progress=False,
+        **cfg["params"],
+    )
     train, test = (float(v) for v in result["rmse"].values)
-    return {"fit_s": result.attrs["fit_seconds"], "transform_s": result.attrs["transform_seconds"],
-            "train_rmse": train, "test_rmse": test, "n_train": result.attrs["n_train"]}
+    return {
+        "fit_s": result.attrs["fit_seconds"],
+        "transform_s": result.attrs["transform_seconds"],
+        "train_rmse": train,
+        "test_rmse": test,
+        "n_train": result.attrs["n_train"],
+    }
 
 
 def worker_sklearn(cfg) -> dict:
@@ -76,8 +90,12 @@ def worker_sklearn(cfg) -> dict:
     del Xtr
     start = time.perf_counter()
     test_rmse = _stream_rmse(model, X, test)
-    return {"fit_s": fit_s, "transform_s": time.perf_counter() - start, "test_rmse": test_rmse,
-            "n_train": int(train.sum())}
+    return {
+        "fit_s": fit_s,
+        "transform_s": time.perf_counter() - start,
+        "test_rmse": test_rmse,
+        "n_train": int(train.sum()),
+    }
 
 
 def worker_ipca(cfg) -> dict:
@@ -96,15 +114,19 @@ def worker_ipca(cfg) -> dict:
         block = block if pending is None else np.concatenate([pending, block])
         cut = len(block) - len(block) % batch
         for a in range(0, cut, batch):
-            model.partial_fit(block[a:a + batch])
+            model.partial_fit(block[a : a + batch])
         pending = block[cut:] if cut < len(block) else None
     if pending is not None and len(pending) >= cfg["dim"]:
         model.partial_fit(pending)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
     test_rmse = _stream_rmse(model, X, test)
-    return {"fit_s": fit_s, "transform_s": time.perf_counter() - start, "test_rmse": test_rmse,
-            "n_train": int(train.sum())}
+    return {
+        "fit_s": fit_s,
+        "transform_s": time.perf_counter() - start,
+        "test_rmse": test_rmse,
+        "n_train": int(train.sum()),
+    }
 
 
 WORKERS = {"fit": worker_fit, "sklearn": worker_sklearn, "ipca": worker_ipca}
@@ -126,8 +148,12 @@ def run_in_child(cfg: dict, timeout: float | None) -> dict:
         cfg_path = Path(tmp) / "cfg.json"
         cfg_path.write_text(json.dumps(cfg))
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, __file__, "--_worker", str(cfg_path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--_worker", str(cfg_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         timer = threading.Timer(timeout, proc.kill) if timeout else None
         if timer:
             timer.start()
@@ -153,8 +179,19 @@ def run_in_child(cfg: dict, timeout: float | None) -> dict:
 def ensure_store(store_dir: Path, resolution: int, genes: str, seed: int) -> Path:
     path = store_dir / f"bench-s{resolution}-g{genes}-seed{seed}.zarr"
     if not (path / "zarr.json").exists() or not _complete(path):
-        cmd = [sys.executable, "-m", "brainzarr.cli", "build", "--resolution", str(resolution), "--seed", str(seed),
-               "--out", str(path), "--overwrite"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "brainzarr.cli",
+            "build",
+            "--resolution",
+            str(resolution),
+            "--seed",
+            str(seed),
+            "--out",
+            str(path),
+            "--overwrite",
+        ]
         if genes != "all":
             cmd += ["--genes", genes]
         print(f"building {path} ...", file=sys.stderr, flush=True)
@@ -183,22 +220,39 @@ def extra_rows(store: Path, resolution: int, args) -> list[dict]:
     # the rows fit_store trains on, read the way it reads them; loader rates are those of a
     # second epoch (steady state), the streaming loader's first epoch gets a row of its own
     rows = []
-    for row in throughput_rows(expression_rows(store, mask=train), dims=dims,
-                               device=getattr(args, "device", None) or "auto", max_rows=20_000):
+    for row in throughput_rows(
+        expression_rows(store, mask=train), dims=dims, device=getattr(args, "device", None) or "auto", max_rows=20_000
+    ):
         row.setdefault("res_mm", resolution)
         rows.append(row)
         if row["method"] == "ae[loader:stream]":
             fastest = row["rows_per_s"] / row["ratio"]
-            rows.append({**row, "method": "ae[stream:1st]", "rows_per_s": row["first_epoch_rows_per_s"],
-                         "ratio": row["first_epoch_rows_per_s"] / fastest})
+            rows.append(
+                {
+                    **row,
+                    "method": "ae[stream:1st]",
+                    "rows_per_s": row["first_epoch_rows_per_s"],
+                    "ratio": row["first_epoch_rows_per_s"] / fastest,
+                }
+            )
     return rows
 
 
 #: (column, width, format of a value)
-COLUMNS = [("method", 18, "<18"), ("dim", 4, ">4"), ("res_mm", 6, ">6"), ("genes", 6, ">6"),
-           ("n_train", 7, ">7"), ("fit_s", 8, ">8.2f"), ("transform_s", 11, ">11.2f"),
-           ("rows_per_s", 10, ">10.0f"), ("ratio", 6, ">6.1f"), ("peak_rss_mb", 11, ">11.0f"), ("train_rmse", 10, ">10.5f"),
-           ("test_rmse", 9, ">9.5f")]
+COLUMNS = [
+    ("method", 18, "<18"),
+    ("dim", 4, ">4"),
+    ("res_mm", 6, ">6"),
+    ("genes", 6, ">6"),
+    ("n_train", 7, ">7"),
+    ("fit_s", 8, ">8.2f"),
+    ("transform_s", 11, ">11.2f"),
+    ("rows_per_s", 10, ">10.0f"),
+    ("ratio", 6, ">6.1f"),
+    ("peak_rss_mb", 11, ">11.0f"),
+    ("train_rmse", 10, ">10.5f"),
+    ("test_rmse", 9, ">9.5f"),
+]
 
 
 def format_row(row: dict) -> str:
@@ -212,11 +266,17 @@ def header() -> str:
 
 def comparison_table(rows: list[dict]) -> list[str]:
     """PCA against scikit-learn, per resolution and dim: time and test-RMSE ratios."""
-    lines = [f"{'ours':<20} {'res_mm':>6} {'dim':>4} {'ours_fit_s':>10} {'skl_fit_s':>9} {'ipca_fit_s':>10} {'ipca/ours':>9} "
-             f"{'skl/ours':>8} {'ours/skl_rmse':>13} {'ipca/skl_rmse':>13} {'ipca/ours_rmse':>14}"]
+    lines = [
+        f"{'ours':<20} {'res_mm':>6} {'dim':>4} {'ours_fit_s':>10} {'skl_fit_s':>9} {'ipca_fit_s':>10} "
+        f"{'ipca/ours':>9} "
+        f"{'skl/ours':>8} {'ours/skl_rmse':>13} {'ipca/skl_rmse':>13} {'ipca/ours_rmse':>14}"
+    ]
     # the loader rows (dim None) have no place here
-    by = {(r["method"], r["res_mm"], r["dim"]): r for r in rows
-          if "error" not in r and r["method"].startswith("pca") and r.get("dim") is not None}
+    by = {
+        (r["method"], r["res_mm"], r["dim"]): r
+        for r in rows
+        if "error" not in r and r["method"].startswith("pca") and r.get("dim") is not None
+    }
 
     def ratio(a, b, key, digits=3):
         return f"{a[key] / b[key]:.{digits}f}" if a and b and b.get(key) else "-"
@@ -228,10 +288,12 @@ def comparison_table(rows: list[dict]) -> list[str]:
         if not method.startswith("pca") or method[4:-1] in BASELINES:
             continue
         skl, ipca = by.get(("pca[sklearn]", res, dim)), by.get(("pca[ipca]", res, dim))
-        lines.append(f"{method:<20} {res:>6} {dim:>4} {seconds(ours):>10} {seconds(skl):>9} {seconds(ipca):>10} "
-                     f"{ratio(ipca, ours, 'fit_s', 1):>9} {ratio(skl, ours, 'fit_s', 1):>8} "
-                     f"{ratio(ours, skl, 'test_rmse', 4):>13} {ratio(ipca, skl, 'test_rmse', 4):>13} "
-                     f"{ratio(ipca, ours, 'test_rmse', 4):>14}")
+        lines.append(
+            f"{method:<20} {res:>6} {dim:>4} {seconds(ours):>10} {seconds(skl):>9} {seconds(ipca):>10} "
+            f"{ratio(ipca, ours, 'fit_s', 1):>9} {ratio(skl, ours, 'fit_s', 1):>8} "
+            f"{ratio(ours, skl, 'test_rmse', 4):>13} {ratio(ipca, skl, 'test_rmse', 4):>13} "
+            f"{ratio(ipca, ours, 'test_rmse', 4):>14}"
+        )
     return lines
 
 
@@ -241,18 +303,28 @@ def main(argv=None):
     parser.add_argument("--genes", default="300", help="number of genes, or 'all' (15,633)")
     parser.add_argument("--dims", default="2,4,8,16,32,64,128")
     parser.add_argument("--methods", default="pca,kpca,nmf", help="methods of brainzarr.models.METHODS")
-    parser.add_argument("--baselines", default="sklearn,ipca",
-                        help="PCA baselines side by side: sklearn (in-memory, exact), ipca (IncrementalPCA); "
-                             "'' for none")
+    parser.add_argument(
+        "--baselines",
+        default="sklearn,ipca",
+        help="PCA baselines side by side: sklearn (in-memory, exact), ipca (IncrementalPCA); '' for none",
+    )
     parser.add_argument("--ipca-batch", type=int, default=1024, help="IncrementalPCA batch rows (>= dim)")
     parser.add_argument("--max-epochs", type=int, help="for methods that train in epochs (nmf, ae)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), help="torch device (methods that take one)")
     parser.add_argument("--option", action="append", metavar="[METHOD.]NAME=VALUE", help="estimator parameter")
-    parser.add_argument("--variant", action="append", default=[], metavar="METHOD.NAME=VALUE",
-                        help="also run METHOD with this parameter changed, labelled METHOD[NAME=VALUE] "
-                             "(e.g. pca.n_power_iter=2: fewer passes, side by side with the default)")
-    parser.add_argument("--loaders", action="store_true",
-                        help="time the auto-encoder's loaders next to its training rate (always with ae)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="METHOD.NAME=VALUE",
+        help="also run METHOD with this parameter changed, labelled METHOD[NAME=VALUE] "
+        "(e.g. pca.n_power_iter=2: fewer passes, side by side with the default)",
+    )
+    parser.add_argument(
+        "--loaders",
+        action="store_true",
+        help="time the auto-encoder's loaders next to its training rate (always with ae)",
+    )
     parser.add_argument("--no-reconstruction", action="store_true", help="do not write reconstructions")
     parser.add_argument("--store-dir", default=str(Path(tempfile.gettempdir()) / "brainzarr-bench"))
     parser.add_argument("--seed", type=int, default=0)
@@ -292,8 +364,12 @@ def main(argv=None):
     for res in (int(r) for r in args.resolutions.split(",")):
         store = ensure_store(store_dir, res, args.genes, args.seed)
         n_genes = _n_genes(store)
-        base = {"store": str(store), "seed": args.seed, "reconstruction": not args.no_reconstruction,
-                "ipca_batch": args.ipca_batch}
+        base = {
+            "store": str(store),
+            "seed": args.seed,
+            "reconstruction": not args.no_reconstruction,
+            "ipca_batch": args.ipca_batch,
+        }
         for method in methods:
             for dim in dims:
                 runs = [("fit", method, params[method])]
@@ -301,8 +377,13 @@ def main(argv=None):
                 runs += [(b, f"pca[{b}]", params[method]) for b in baselines] if method == "pca" else []
                 for kind, label, run_params in runs:
                     cfg = {**base, "kind": kind, "method": method, "dim": dim, "params": run_params}
-                    row = {"method": label, "dim": dim, "res_mm": res, "genes": n_genes,
-                           **run_in_child(cfg, args.timeout)}
+                    row = {
+                        "method": label,
+                        "dim": dim,
+                        "res_mm": res,
+                        "genes": n_genes,
+                        **run_in_child(cfg, args.timeout),
+                    }
                     if row.get("n_train") and row.get("fit_s"):
                         row["rows_per_s"] = row["n_train"] / row["fit_s"]
                     rows.append(row)

@@ -16,6 +16,7 @@ Phases, each in a fresh subprocess so its peak RSS (``ru_maxrss``) is its own:
 
 Prints Markdown tables (paste them into the README) and writes CSVs to ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,9 +61,16 @@ def phase_fit(cfg) -> dict:
     load_s = time.perf_counter() - t
     model = GeneINR(**_inr_params(cfg), progress=False).fit(table)
     model.save(cfg["model"], overwrite=True)
-    return {"samples": table.sizes["sample"], "genes": table.sizes["gene"], "load_s": load_s,
-            "fit_s": model.fit_seconds_, "epochs": cfg["epochs"], "solver": model.solver_,
-            "final_loss": model.history_[-1], "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "samples": table.sizes["sample"],
+        "genes": table.sizes["gene"],
+        "load_s": load_s,
+        "fit_s": model.fit_seconds_,
+        "epochs": cfg["epochs"],
+        "solver": model.solver_,
+        "final_loss": model.history_[-1],
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def phase_heldout(cfg) -> dict:
@@ -76,8 +84,16 @@ def phase_heldout(cfg) -> dict:
     for cv in cfg["cv"]:
         for method in cfg["methods"]:
             t = time.perf_counter()
-            df = cross_validate(table, methods=(method,), cv=cv, n_folds=cfg["folds"], block_mm=cfg["block_mm"],
-                                seed=cfg["seed"], inr_params=_inr_params(cfg), progress=False)
+            df = cross_validate(
+                table,
+                methods=(method,),
+                cv=cv,
+                n_folds=cfg["folds"],
+                block_mm=cfg["block_mm"],
+                seed=cfg["seed"],
+                inr_params=_inr_params(cfg),
+                progress=False,
+            )
             seconds[f"{cv}/{method}"] = time.perf_counter() - t
             if any(f["method"].eq("true_field").any() and f["cv"].iloc[0] == cv for f in frames):
                 df = df[df["method"] != "true_field"]
@@ -95,8 +111,9 @@ def phase_maps(cfg) -> dict:
     table = load_source("synthetic", genes=_genes(cfg["genes"]), seed=cfg["seed"])
     t = time.perf_counter()
     fitted = {m: make_method(m, seed=cfg["seed"], inr_params=_inr_params(cfg)).fit(table) for m in cfg["methods"]}
-    maps = map_scores(fitted, mni152_grid(cfg["maps_resolution"]), table["gene"].values,
-                      truth=synthetic_truth(table), progress=False)
+    maps = map_scores(
+        fitted, mni152_grid(cfg["maps_resolution"]), table["gene"].values, truth=synthetic_truth(table), progress=False
+    )
     out = Path(cfg["out"]) / "maps.csv"
     maps.to_csv(out, index=False)
     return {"csv": str(out), "seconds": time.perf_counter() - t, "peak_rss_mb": _peak_rss_mb()}
@@ -108,14 +125,27 @@ def phase_render(cfg) -> dict:
 
     store = Path(cfg["workdir"]) / f"inr-{cfg['resolution']}mm.zarr"
     t = time.perf_counter()
-    render_store(cfg["model"], store, resolution=cfg["resolution"], genes=_genes(cfg["render_genes"]),
-                 overwrite=True, progress=False)
+    render_store(
+        cfg["model"],
+        store,
+        resolution=cfg["resolution"],
+        genes=_genes(cfg["render_genes"]),
+        overwrite=True,
+        progress=False,
+    )
     wall = time.perf_counter() - t
     ds = open_store(store)
     n_vox, n_genes = ds.sizes["voxel"], ds.sizes["gene"]
-    result = {"resolution": cfg["resolution"], "voxels": n_vox, "genes": n_genes, "wall_s": wall,
-              "voxel_genes_per_s": n_vox * n_genes / wall, "data_gb": n_vox * n_genes * 4 / 1e9,
-              "disk_gb": _disk_mb(store) / 1e3, "peak_rss_mb": _peak_rss_mb()}
+    result = {
+        "resolution": cfg["resolution"],
+        "voxels": n_vox,
+        "genes": n_genes,
+        "wall_s": wall,
+        "voxel_genes_per_s": n_vox * n_genes / wall,
+        "data_gb": n_vox * n_genes * 4 / 1e9,
+        "disk_gb": _disk_mb(store) / 1e3,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
     shutil.rmtree(store)
     return result
 
@@ -125,8 +155,9 @@ PHASES = {"fit": phase_fit, "heldout": phase_heldout, "maps": phase_maps, "rende
 
 def _child(phase: str, cfg: dict) -> dict:
     env = dict(os.environ, BRAINZARR_PROGRESS="0")
-    proc = subprocess.run([sys.executable, __file__, "--child", phase, json.dumps(cfg)], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", phase, json.dumps(cfg)], env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"phase {phase} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -139,12 +170,16 @@ def _heldout_table(csv: str) -> str:
     from brainzarr.inr.evaluate import summarize
 
     s = summarize(pd.read_csv(csv))
-    lines = ["| cv | method | RMSE mean ± sd over genes | median [p10, p90] | Pearson r | vs IDW | genes better than IDW |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| cv | method | RMSE mean ± sd over genes | median [p10, p90] | Pearson r | vs IDW | genes better than IDW |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in s.itertuples():
-        lines.append(f"| {r.cv} | {r.method} | {r.rmse_mean:.4f} ± {r.rmse_sd:.4f} | {r.rmse_median:.4f} "
-                     f"[{r.rmse_p10:.4f}, {r.rmse_p90:.4f}] | {r.pearson_r_mean:.3f} | {r.vs_idw_pct:+.1f} % | "
-                     f"{r.genes_better_than_idw:.0%} |")
+        lines.append(
+            f"| {r.cv} | {r.method} | {r.rmse_mean:.4f} ± {r.rmse_sd:.4f} | {r.rmse_median:.4f} "
+            f"[{r.rmse_p10:.4f}, {r.rmse_p90:.4f}] | {r.pearson_r_mean:.3f} | {r.vs_idw_pct:+.1f} % | "
+            f"{r.genes_better_than_idw:.0%} |"
+        )
     return "\n".join(lines)
 
 
@@ -152,8 +187,11 @@ def _maps_table(csv: str, resolution: int) -> str:
     import pandas as pd
 
     m = pd.read_csv(csv).groupby("method", sort=False).mean(numeric_only=True)
-    lines = [f"| method ({resolution} mm grid, fitted on all samples) | RMSE vs true field | r vs true field | "
-             "r vs IDW map (secondary) |", "|---|---|---|---|"]
+    lines = [
+        f"| method ({resolution} mm grid, fitted on all samples) | RMSE vs true field | r vs true field | "
+        "r vs IDW map (secondary) |",
+        "|---|---|---|---|",
+    ]
     for name, r in m.iterrows():
         lines.append(f"| {name} | {r['rmse_vs_truth']:.4f} | {r['r_vs_truth']:.3f} | {r['r_vs_idw_secondary']:.3f} |")
     return "\n".join(lines)
@@ -185,30 +223,53 @@ def main(argv=None):
     workdir = Path(tempfile.mkdtemp(prefix="bench-inr-"))
     out = Path(args.out) if args.out else workdir
     out.mkdir(parents=True, exist_ok=True)
-    cfg = {"genes": genes, "epochs": args.epochs, "seed": args.seed, "cv": cv, "folds": args.folds,
-           "block_mm": args.block_mm, "methods": args.methods.split(","), "maps_resolution": maps_res,
-           "model": str(workdir / "inr-model"), "workdir": str(workdir), "out": str(out)}
+    cfg = {
+        "genes": genes,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "cv": cv,
+        "folds": args.folds,
+        "block_mm": args.block_mm,
+        "methods": args.methods.split(","),
+        "maps_resolution": maps_res,
+        "model": str(workdir / "inr-model"),
+        "workdir": str(workdir),
+        "out": str(out),
+    }
     started = time.perf_counter()
     import torch
 
-    print(f"# bench_inr: synthetic source, {genes} genes, seed {args.seed}; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"CUDA {'yes' if torch.cuda.is_available() else 'no'}\n")
+    print(
+        f"# bench_inr: synthetic source, {genes} genes, seed {args.seed}; "
+        f"{platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"CUDA {'yes' if torch.cuda.is_available() else 'no'}\n"
+    )
     try:
         fit = _child("fit", cfg)
         print("## Training (all samples)\n")
         print("| samples | genes | epochs | solver | load s | fit s | peak RSS MB |\n|---|---|---|---|---|---|---|")
-        print(f"| {fit['samples']:,} | {fit['genes']:,} | {fit['epochs']} | {fit['solver']} | {fit['load_s']:.1f} | "
-              f"{fit['fit_s']:.1f} | {fit['peak_rss_mb']:.0f} |\n", flush=True)
+        print(
+            f"| {fit['samples']:,} | {fit['genes']:,} | {fit['epochs']} | {fit['solver']} | {fit['load_s']:.1f} | "
+            f"{fit['fit_s']:.1f} | {fit['peak_rss_mb']:.0f} |\n",
+            flush=True,
+        )
 
         held = _child("heldout", cfg)
-        schemes = [f"{args.folds}-fold {args.block_mm:g} mm blocks" if c == "blocks" else "leave-one-donor-out"
-                   for c in cv]
-        print(f"## Held-out samples ({', '.join(schemes)}; true_field = the noise floor; inr_donor adds the "
-              "held-out sample's donor offsets)\n")
+        schemes = [
+            f"{args.folds}-fold {args.block_mm:g} mm blocks" if c == "blocks" else "leave-one-donor-out" for c in cv
+        ]
+        print(
+            f"## Held-out samples ({', '.join(schemes)}; true_field = the noise floor; inr_donor adds the "
+            "held-out sample's donor offsets)\n"
+        )
         print(_heldout_table(held["csv"]))
-        print("\ntime per method (all folds): " + ", ".join(f"{k} {v:.0f} s" for k, v in held["seconds"].items())
-              + f"; peak RSS {held['peak_rss_mb']:.0f} MB\n", flush=True)
+        print(
+            "\ntime per method (all folds): "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in held["seconds"].items())
+            + f"; peak RSS {held['peak_rss_mb']:.0f} MB\n",
+            flush=True,
+        )
 
         if maps_res:
             maps = _child("maps", cfg)
@@ -222,9 +283,12 @@ def main(argv=None):
             for spec in render:
                 res, g = spec.split(":")
                 r = _child("render", cfg | {"resolution": int(res), "render_genes": g})
-                print(f"| {r['resolution']} mm | {r['voxels']:,} | {r['genes']:,} | {r['wall_s']:.1f} | "
-                      f"{r['voxel_genes_per_s']:.3g} | {r['data_gb']:.2f} | {r['disk_gb']:.2f} | "
-                      f"{r['peak_rss_mb']:.0f} |", flush=True)
+                print(
+                    f"| {r['resolution']} mm | {r['voxels']:,} | {r['genes']:,} | {r['wall_s']:.1f} | "
+                    f"{r['voxel_genes_per_s']:.3g} | {r['data_gb']:.2f} | {r['disk_gb']:.2f} | "
+                    f"{r['peak_rss_mb']:.0f} |",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(workdir / "inr-model", ignore_errors=True)
         if not args.out:

@@ -18,6 +18,7 @@ Examples::
     python scripts/bench_manifold.py --resolution 8 --genes 300            # ~20 min on 2 cores
     python scripts/bench_manifold.py --no-table --estimate 23500           # 4 mm training set
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ def _rmse(a, b):
 def _agreement(model, X_train, X_new, Z_new, k=10):
     from sklearn.neighbors import NearestNeighbors
 
-    S_tr = model.train_scores_[:, :model.n_inputs_]
+    S_tr = model.train_scores_[:, : model.n_inputs_]
     S_new = model._scores(X_new, model.n_inputs_)
     a = NearestNeighbors(n_neighbors=k).fit(S_tr).kneighbors(S_new, return_distance=False)
     b = NearestNeighbors(n_neighbors=k).fit(model.embedding_).kneighbors(Z_new, return_distance=False)
@@ -57,11 +58,15 @@ def table(args):
     Xtr, Xte = X[train], X[~train]
     seen = {r.tobytes() for r in Xtr}
     novel = np.array([r.tobytes() not in seen for r in Xte])
-    print(f"store {store.name}: {len(X)} voxels ({train.sum()} train, {len(Xte)} test, "
-          f"{novel.sum()} of them not copies of a training voxel), {X.shape[1]} genes; "
-          f"mean-predictor test RMSE {_rmse(Xtr.mean(axis=0), Xte):.4f}")
-    header = (f"{'method':6} {'dim':>4} {'gradient':8} {'fit s':>8} {'transf s':>8} {'inv s':>6} "
-              f"{'test RMSE (novel)':>18} {'agree@10':>8} {'PCA RMSE':>8}")
+    print(
+        f"store {store.name}: {len(X)} voxels ({train.sum()} train, {len(Xte)} test, "
+        f"{novel.sum()} of them not copies of a training voxel), {X.shape[1]} genes; "
+        f"mean-predictor test RMSE {_rmse(Xtr.mean(axis=0), Xte):.4f}"
+    )
+    header = (
+        f"{'method':6} {'dim':>4} {'gradient':8} {'fit s':>8} {'transf s':>8} {'inv s':>6} "
+        f"{'test RMSE (novel)':>18} {'agree@10':>8} {'PCA RMSE':>8}"
+    )
     print(header)
     print("-" * len(header))
     for method in args.methods.split(","):
@@ -78,9 +83,12 @@ def table(args):
             pca = SkPCA(min(dim, X.shape[1]), random_state=0).fit(Xtr)
             pca_rmse = _rmse(pca.inverse_transform(pca.transform(Xte)), Xte)
             grad = getattr(model, "gradient_method_", "-")
-            print(f"{method:6} {dim:>4} {grad:8} {t1 - t0:8.1f} {t2 - t1:8.1f} {t3 - t2:6.1f} "
-                  f"{_rmse(Rte, Xte):8.4f} ({_rmse(Rte[novel], Xte[novel]):.4f}) "
-                  f"{_agreement(model, Xtr, Xte[novel], Zte[novel]):8.3f} {pca_rmse:8.4f}", flush=True)
+            print(
+                f"{method:6} {dim:>4} {grad:8} {t1 - t0:8.1f} {t2 - t1:8.1f} {t3 - t2:6.1f} "
+                f"{_rmse(Rte, Xte):8.4f} ({_rmse(Rte[novel], Xte[novel]):.4f}) "
+                f"{_agreement(model, Xtr, Xte[novel], Zte[novel]):8.3f} {pca_rmse:8.4f}",
+                flush=True,
+            )
     print(f"chance agreement@10: {10 / train.sum():.4f}")
 
 
@@ -97,8 +105,10 @@ def estimate(n, dims, seed):
     t0 = time.perf_counter()
     P = PerplexityBasedNN(S, perplexity=30, method="exact", random_state=seed).P
     aff_s = time.perf_counter() - t0
-    print(f"\n{n} training voxels: affinities (exact 90-NN, perplexity 30) {aff_s:.1f} s; torch threads "
-          f"{torch.get_num_threads()}")
+    print(
+        f"\n{n} training voxels: affinities (exact 90-NN, perplexity 30) {aff_s:.1f} s; torch threads "
+        f"{torch.get_num_threads()}"
+    )
     print(f"{'t-SNE dim':>9} {'gradient':8} {'s/iter':>8} {'750 iter (est.)':>16}")
     fft = {"n_interpolation_points": 3, "min_num_intervals": 50, "ints_in_interval": 1}
     for dim in dims:
@@ -118,8 +128,10 @@ def estimate(n, dims, seed):
             print(f"{dim:>9} {name:8} {per:8.3f} {per * 750 / 60:13.1f} min", flush=True)
     t0 = time.perf_counter()
     umap.UMAP(n_neighbors=30, min_dist=0.1, random_state=seed).fit(S)
-    print(f"UMAP 2-D fit ({n} voxels, default epochs, umap-learn's own neighbour search): "
-          f"{time.perf_counter() - t0:.0f} s")
+    print(
+        f"UMAP 2-D fit ({n} voxels, default epochs, umap-learn's own neighbour search): "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
 
 
 def main():

@@ -20,6 +20,7 @@ The data are built so that the answers are known (see :class:`FixtureTruth`):
 * ``background_genes``: every probe of these genes is present in ~90 % of samples;
   every other probe is absent (PACall 0) in ~90 % of samples and is filtered out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -70,10 +71,17 @@ def ontology_frame() -> pd.DataFrame:
     for k, (acr, name, parent, _) in enumerate(LEAVES):
         for hemi, word in (("L", "left"), ("R", "right")):
             sid = leaf_id(k, hemi)
-            rows.append((sid, acr, f"{name}, {word}", parent, hemi, len(rows) + 1,
-                         f"{paths[parent]}{sid}/", "FF7080"))
-    cols = ["id", "acronym", "name", "parent_structure_id", "hemisphere", "graph_order",
-            "structure_id_path", "color_hex_triplet"]
+            rows.append((sid, acr, f"{name}, {word}", parent, hemi, len(rows) + 1, f"{paths[parent]}{sid}/", "FF7080"))
+    cols = [
+        "id",
+        "acronym",
+        "name",
+        "parent_structure_id",
+        "hemisphere",
+        "graph_order",
+        "structure_id_path",
+        "color_hex_triplet",
+    ]
     df = pd.DataFrame(rows, columns=cols)
     df["parent_structure_id"] = df["parent_structure_id"].astype("Int64")
     return df
@@ -82,11 +90,12 @@ def ontology_frame() -> pd.DataFrame:
 @dataclass
 class FixtureTruth:
     """What a correct loader must find in the written folders."""
+
     root: Path
     donors: tuple[str, ...]
-    wells: dict[str, np.ndarray]            # donor -> well ids, in SampleAnnot order
-    leaf: dict[str, np.ndarray]             # donor -> leaf index of every sample
-    probes: pd.DataFrame                    # the Probes.csv written (index probe_id)
+    wells: dict[str, np.ndarray]  # donor -> well ids, in SampleAnnot order
+    leaf: dict[str, np.ndarray]  # donor -> leaf index of every sample
+    probes: pd.DataFrame  # the Probes.csv written (index probe_id)
     stable_gene: str = ""
     stable_probe: int = 0
     noisy_probe: int = 0
@@ -112,13 +121,19 @@ def _write_headerless(path: Path, probe_id, values, fmt: str) -> None:
     """The Allen layout: no header, probe id then one column per sample (fast writer)."""
     line = "%d" + ("," + fmt) * values.shape[1] + "\n"
     with open(path, "w") as f:
-        f.write("".join([line % (p, *row) for p, row in zip(np.asarray(probe_id).tolist(),
-                                                               values.tolist())]))
+        f.write("".join([line % (p, *row) for p, row in zip(np.asarray(probe_id).tolist(), values.tolist())]))
 
 
-def write_donor_folders(root, donors=("9861", "10021"), *, n_samples: int = 24,
-                        reannotated: bool = True, n_background: int = 150,
-                        n_extra_probes: int = 40, seed: int = 0) -> FixtureTruth:
+def write_donor_folders(
+    root,
+    donors=("9861", "10021"),
+    *,
+    n_samples: int = 24,
+    reannotated: bool = True,
+    n_background: int = 150,
+    n_extra_probes: int = 40,
+    seed: int = 0,
+) -> FixtureTruth:
     """Write AHBA donor folders under ``root/microarray`` and return what they contain.
 
     Parameters
@@ -146,11 +161,14 @@ def write_donor_folders(root, donors=("9861", "10021"), *, n_samples: int = 24,
     if reannotated:
         probe_rows = all_reannot[["probe_name", "gene_symbol", "entrez_id"]]
     else:
-        probe_rows = reannot.loc[reannot["gene_symbol"].isin(keep_genes),
-                                 ["probe_name", "gene_symbol", "entrez_id"]]
-    extra = pd.DataFrame({"probe_name": [f"A_23_P{900000 + i}" for i in range(n_extra_probes)],
-                          "gene_symbol": [f"LOC{700000 + i}" for i in range(n_extra_probes)],
-                          "entrez_id": np.nan})
+        probe_rows = reannot.loc[reannot["gene_symbol"].isin(keep_genes), ["probe_name", "gene_symbol", "entrez_id"]]
+    extra = pd.DataFrame(
+        {
+            "probe_name": [f"A_23_P{900000 + i}" for i in range(n_extra_probes)],
+            "gene_symbol": [f"LOC{700000 + i}" for i in range(n_extra_probes)],
+            "entrez_id": np.nan,
+        }
+    )
     probes = pd.concat([probe_rows, extra], ignore_index=True)
     # real probe ids are integers in no particular relation to the reannotation's row order
     probes.insert(0, "probe_id", 1_020_000 + rng.permutation(len(probes)) * 3)
@@ -159,15 +177,15 @@ def write_donor_folders(root, donors=("9861", "10021"), *, n_samples: int = 24,
     probes["gene_name"] = probes["gene_symbol"].astype(str) + " gene"
     probes["chromosome"] = rng.choice([str(c) for c in range(1, 23)] + ["X"], len(probes))
     probes["entrez_id"] = probes["entrez_id"].astype("Int64")
-    probes = probes[["probe_id", "probe_name", "gene_id", "gene_symbol", "gene_name",
-                     "entrez_id", "chromosome"]]
+    probes = probes[["probe_id", "probe_name", "gene_id", "gene_symbol", "gene_name", "entrez_id", "chromosome"]]
     by_gene = probes.groupby("gene_symbol")["probe_id"].apply(list)
     stable_probe, noisy_probe = by_gene[stable]
     triple_probes = by_gene[triple]
     triple_stable = triple_probes[1]
     lowq_probe = by_gene[lowq][0]
-    passing = set(probes["probe_id"][probes["gene_symbol"].isin(keep_genes - {lowq})]) \
-        | set(probes["probe_id"][probes["entrez_id"].isna()])
+    passing = set(probes["probe_id"][probes["gene_symbol"].isin(keep_genes - {lowq})]) | set(
+        probes["probe_id"][probes["entrez_id"].isna()]
+    )
     # per-leaf patterns shared by every donor and both hemispheres
     n_leaf = len(LEAVES)
     pattern = np.linspace(-1.0, 1.0, n_leaf)
@@ -176,11 +194,21 @@ def write_donor_folders(root, donors=("9861", "10021"), *, n_samples: int = 24,
 
     coords = corrected_coordinates()
     ontology = ontology_frame()
-    truth = FixtureTruth(root=root, donors=tuple(donors), wells={}, leaf={},
-                         probes=probes.set_index("probe_id"), stable_gene=stable,
-                         stable_probe=int(stable_probe), noisy_probe=int(noisy_probe),
-                         triple_gene=triple, triple_stable_probe=int(triple_stable),
-                         lowq_gene=lowq, lowq_probe=int(lowq_probe), background_genes=background)
+    truth = FixtureTruth(
+        root=root,
+        donors=tuple(donors),
+        wells={},
+        leaf={},
+        probes=probes.set_index("probe_id"),
+        stable_gene=stable,
+        stable_probe=int(stable_probe),
+        noisy_probe=int(noisy_probe),
+        triple_gene=triple,
+        triple_stable_probe=int(triple_stable),
+        lowq_gene=lowq,
+        lowq_probe=int(lowq_probe),
+        background_genes=background,
+    )
     pid = probes["probe_id"].to_numpy()
     for d in donors:
         c = coords[coords["donor"] == str(d)]
@@ -195,21 +223,23 @@ def write_donor_folders(root, donors=("9861", "10021"), *, n_samples: int = 24,
             leaf[m] = np.arange(m.sum()) % n_leaf
         sid = np.array([leaf_id(k, h) for k, h in zip(leaf, hemi)])
         onto = ontology.set_index("id")
-        annot = pd.DataFrame({
-            "structure_id": sid,
-            "slab_num": rng.integers(1, 30, len(pick)),
-            "well_id": pick["well_id"].to_numpy(),
-            "slab_type": np.where(leaf == 6, "CB", "CX"),
-            "structure_acronym": onto.loc[sid, "acronym"].to_numpy(),
-            "structure_name": onto.loc[sid, "name"].to_numpy(),
-            "polygon_id": rng.integers(100000, 999999, len(pick)),
-            "mri_voxel_x": rng.integers(20, 180, len(pick)),
-            "mri_voxel_y": rng.integers(20, 230, len(pick)),
-            "mri_voxel_z": rng.integers(20, 180, len(pick)),
-            "mni_x": pick["x"].to_numpy() * 1.05,
-            "mni_y": pick["y"].to_numpy() - 3.0,
-            "mni_z": pick["z"].to_numpy() + 2.0,
-        })
+        annot = pd.DataFrame(
+            {
+                "structure_id": sid,
+                "slab_num": rng.integers(1, 30, len(pick)),
+                "well_id": pick["well_id"].to_numpy(),
+                "slab_type": np.where(leaf == 6, "CB", "CX"),
+                "structure_acronym": onto.loc[sid, "acronym"].to_numpy(),
+                "structure_name": onto.loc[sid, "name"].to_numpy(),
+                "polygon_id": rng.integers(100000, 999999, len(pick)),
+                "mri_voxel_x": rng.integers(20, 180, len(pick)),
+                "mri_voxel_y": rng.integers(20, 230, len(pick)),
+                "mri_voxel_z": rng.integers(20, 180, len(pick)),
+                "mni_x": pick["x"].to_numpy() * 1.05,
+                "mni_y": pick["y"].to_numpy() - 3.0,
+                "mni_z": pick["z"].to_numpy() + 2.0,
+            }
+        )
         n = len(annot)
         donor_shift = rng.normal(0, 0.3)
         expr = rng.normal(6.0, 1.0, (len(probes), 1)) + rng.normal(0, 0.4, (len(probes), n)) + donor_shift

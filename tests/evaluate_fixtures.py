@@ -1,5 +1,6 @@
 """Real (scikit-learn) representations written into a store the way the models pipeline does,
 so the evaluation can be tested before/independently of brainzarr's own models."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,17 @@ def _sklearn_model(method: str, dim: int, seed: int):
     raise ValueError(method)
 
 
-def write_representations(store, methods=("pca", "nmf"), dims=(2, 4), *, scheme="random", seed=0,
-                          scheme_attr="split_scheme", reconstruct=("pca", "nmf"), with_rmse=True):
+def write_representations(
+    store,
+    methods=("pca", "nmf"),
+    dims=(2, 4),
+    *,
+    scheme="random",
+    seed=0,
+    scheme_attr="split_scheme",
+    reconstruct=("pca", "nmf"),
+    with_rmse=True,
+):
     """Fit each method on the training voxels of ``scheme``, write embedding (all voxels),
     reconstruction and train/test RMSE under representations/<method>/k<dim>."""
     ds = open_store(store)
@@ -41,8 +51,11 @@ def write_representations(store, methods=("pca", "nmf"), dims=(2, 4), *, scheme=
                 out["reconstruction"] = (("voxel", "gene"), R)
                 if with_rmse:
                     err = (R - X) ** 2
-                    out["rmse"] = xr.DataArray([np.sqrt(err[train].mean()), np.sqrt(err[~train].mean())],
-                                               dims="split", coords={"split": ["train", "test"]})
+                    out["rmse"] = xr.DataArray(
+                        [np.sqrt(err[train].mean()), np.sqrt(err[~train].mean())],
+                        dims="split",
+                        coords={"split": ["train", "test"]},
+                    )
             out["param_components"] = (("component", "gene_"), model.components_.astype(np.float32))
             attrs = {"method": method, "dim": dim, "params": {"n_components": dim}, "seed": seed, scheme_attr: scheme}
             write_group(store, f"representations/{method}/k{dim}", out, attrs=attrs, overwrite=True)

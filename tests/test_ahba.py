@@ -1,4 +1,5 @@
 """The real-AHBA source on small, format-faithful donor folders (tests/ahba_fixture.py)."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def ahba(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """Two donors with only a few hundred probes (for reannotated=False)."""
-    return write_donor_folders(tmp_path_factory.mktemp("ahba_small"), donors=("9861", "10021"),
-                               n_samples=20, reannotated=False, seed=1)
+    return write_donor_folders(
+        tmp_path_factory.mktemp("ahba_small"), donors=("9861", "10021"), n_samples=20, reannotated=False, seed=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,7 @@ def _original(table):
 
 
 # --- the study's settings, end to end ------------------------------------------------------
+
 
 def test_study_settings_table(study, ahba):
     validate_sample_table(study)
@@ -64,8 +67,7 @@ def test_study_settings_table(study, ahba):
     assert int(study["mirrored"].sum()) == N * len(DONORS)
     assert sorted(set(study["donor"].values)) == sorted(DONORS)
     assert set(study["hemisphere"].values) == {"L", "R"}
-    assert set(study["structure"].values) == {"cortex", "subcortex/brainstem", "cerebellum",
-                                              "white matter"}
+    assert set(study["structure"].values) == {"cortex", "subcortex/brainstem", "cerebellum", "white matter"}
     assert list(study["gene"].values) == sorted(study["gene"].values)
     assert len(set(study["sample"].values)) == study.sizes["sample"]
 
@@ -83,10 +85,10 @@ def test_srs_output_in_unit_interval(study):
 
 def test_intensity_filter_drops_mostly_absent_probe(study, ahba):
     genes = set(study["gene"].values)
-    assert ahba.lowq_gene not in genes            # present in 25 % of samples < 0.5
+    assert ahba.lowq_gene not in genes  # present in 25 % of samples < 0.5
     # the background genes pass (a gene whose srs is degenerate in a donor may be dropped)
     assert len(set(ahba.background_genes) & genes) >= len(ahba.background_genes) - 3
-    assert study.sizes["gene"] < 200             # everything else is absent in ~90 % of samples
+    assert study.sizes["gene"] < 200  # everything else is absent in ~90 % of samples
 
 
 def test_lower_threshold_keeps_probe(ahba):
@@ -117,8 +119,7 @@ def test_corrected_coordinates_are_used(ahba):
     cc = corrected_coordinates().set_index("well_id").loc[t["well_id"].values]
     np.testing.assert_allclose(np.c_[t.x, t.y, t.z], cc[["x", "y", "z"]].to_numpy())
     raw = load_ahba(ahba.root, lr_mirror=None, genes=3, corrected_mni=False)
-    np.testing.assert_allclose(np.c_[raw.x, raw.y, raw.z],
-                               np.c_[cc.x * 1.05, cc.y - 3.0, cc.z + 2.0])
+    np.testing.assert_allclose(np.c_[raw.x, raw.y, raw.z], np.c_[cc.x * 1.05, cc.y - 3.0, cc.z + 2.0])
     assert json.loads(raw.attrs["options"])["corrected_mni"] is False
 
 
@@ -140,7 +141,7 @@ def test_bidirectional_mirroring(study):
     assert (m["structure_acronym"].to_numpy() == o["structure_acronym"].to_numpy()).all()
     # a mirrored copy is the same tissue: after normalisation it holds the same values
     ids = {s: i for i, s in enumerate(study["sample"].values)}
-    for (d, w) in list(o.index)[:10]:
+    for d, w in list(o.index)[:10]:
         a = study["expression"].values[ids[f"{d}-{w}"]]
         b = study["expression"].values[ids[f"{d}-{w}-mirror"]]
         np.testing.assert_array_equal(a, b)
@@ -166,12 +167,12 @@ def test_one_way_and_no_mirroring(ahba, mode):
 
 # --- genes -----------------------------------------------------------------------------------
 
+
 def test_gene_subset_holds_the_full_tables_values(study, ahba):
     want = [ahba.triple_gene, ahba.stable_gene]
     t = load_ahba(ahba.root, genes=want)
     assert list(t["gene"].values) == want
-    np.testing.assert_array_equal(t["expression"].values,
-                                  study["expression"].sel(gene=want).values)
+    np.testing.assert_array_equal(t["expression"].values, study["expression"].sel(gene=want).values)
     assert list(t["probe_id"].values) == list(study["probe_id"].sel(gene=want).values)
     assert json.loads(t.attrs["options"])["genes"] == want
     t5 = load_ahba(ahba.root, genes=5)
@@ -187,13 +188,16 @@ def test_unknown_and_filtered_genes(ahba):
 
 # --- files and errors ------------------------------------------------------------------------
 
+
 def test_missing_donor_and_missing_file(ahba, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"AHBA donor 14380: missing folder") as err:
         load_ahba(ahba.root, donors=["9861", "14380"])
     assert "\n" not in str(err.value)
     root = tmp_path / "data"
-    shutil.copytree(ahba.root / "microarray" / "normalized_microarray_donor9861",
-                    root / "microarray" / "normalized_microarray_donor9861")
+    shutil.copytree(
+        ahba.root / "microarray" / "normalized_microarray_donor9861",
+        root / "microarray" / "normalized_microarray_donor9861",
+    )
     (root / "microarray" / "normalized_microarray_donor9861" / "PACall.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"AHBA donor 9861: missing file .*PACall\.csv"):
         load_ahba(root, donors="9861", probe_selection="average")
@@ -254,12 +258,12 @@ def test_download_calls_abagen(ahba, monkeypatch):
     calls = []
     monkeypatch.setattr(abagen, "fetch_microarray", lambda **kw: calls.append(kw))
     t = load_ahba(ahba.root, donors=["9861", "10021"], genes=2, download=True, verbose=True)
-    assert calls == [{"data_dir": str(ahba.root / "microarray"), "donors": ["9861", "10021"],
-                      "verbose": 1}]
+    assert calls == [{"data_dir": str(ahba.root / "microarray"), "donors": ["9861", "10021"], "verbose": 1}]
     assert t.sizes["gene"] == 2
 
 
 # --- agreement with abagen itself ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", ["bidirectional", pytest.param(None, marks=pytest.mark.slow)])
 def test_matches_abagen_where_abagen_runs(ahba, mode):
@@ -268,8 +272,14 @@ def test_matches_abagen_where_abagen_runs(ahba, mode):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref, _ = abagen.get_samples_in_mask(mask=None, data_dir=str(ahba.root), donors=list(DONORS),
-                                            probe_selection="average", lr_mirror=mode, verbose=0)
+        ref, _ = abagen.get_samples_in_mask(
+            mask=None,
+            data_dir=str(ahba.root),
+            donors=list(DONORS),
+            probe_selection="average",
+            lr_mirror=mode,
+            verbose=0,
+        )
     ours = load_ahba(ahba.root, probe_selection="average", lr_mirror=mode)
     ref = ref.dropna(axis=1)  # genes abagen leaves NaN in a donor; brainzarr drops them
     assert list(ref.columns) == list(ours["gene"].values)
@@ -298,23 +308,22 @@ def test_diff_stability_matches_abagen(ahba, monkeypatch):
             data["annotation"] = samples_.drop_mismatch_samples(annot, data["ontology"])
         annotation = utils.flatten_dict(files, "annotation")
         probes = probes_.filter_probes(utils.flatten_dict(files, "pacall"), annotation, probes)
-        micro = {d: io.read_microarray(files[d]["microarray"]).loc[probes.index, annotation[d].index]
-                 for d in DONORS}
+        micro = {d: io.read_microarray(files[d]["microarray"]).loc[probes.index, annotation[d].index] for d in DONORS}
         ref = probes_._diff_stability(micro, probes, annotation)
     ref_probes = sorted(ref["9861"].columns)
     ours = load_ahba(ahba.root, sample_norm=None, gene_norm=None)
     assert sorted(ours["probe_id"].values.tolist()) == ref_probes
     raw = ref["9861"].rename(columns=probes["gene_symbol"].to_dict()).sort_index(axis=1)
-    np.testing.assert_allclose(ours["expression"].values[ours["donor"].values == "9861"],
-                               raw.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ours["expression"].values[ours["donor"].values == "9861"], raw.to_numpy(), rtol=1e-6)
 
 
 # --- the compatibility layer -----------------------------------------------------------------
 
+
 def test_region_average_equals_grouped_mean_of_duplicated_columns():
     rng = np.random.default_rng(3)
     values = rng.normal(size=(7, 5))
-    columns = np.array([0, 1, 2, 3, 4, 0, 2])       # two mirrored copies
+    columns = np.array([0, 1, 2, 3, 4, 0, 2])  # two mirrored copies
     sid = np.array([10, 11, 10, 12, 11, 13, 13])
     d = compat.DonorProbes(values, columns, sid)
     means, regions = compat.region_average(d, chunk=3)
@@ -354,9 +363,11 @@ def test_diff_stability_on_a_tiny_design():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("ABCD"),
-                          st.one_of(st.none(), st.integers(-3, 3).map(float))),
-                min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("ABCD"), st.one_of(st.none(), st.integers(-3, 3).map(float))), min_size=1, max_size=12
+    )
+)
 def test_select_max_matches_pandas_idxmax(rows):
     genes = [g for g, _ in rows]
     score = np.array([np.nan if s is None else s for _, s in rows])

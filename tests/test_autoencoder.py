@@ -1,4 +1,5 @@
 """The auto-encoder and its loaders: streaming vs in-memory, determinism, resume, persistence."""
+
 import subprocess
 import sys
 
@@ -9,9 +10,12 @@ import xarray as xr
 
 torch = pytest.importorskip("torch")
 
-from brainzarr.models import AutoEncoder, get_model_class  # noqa: E402
+from brainzarr.models import (  # noqa: E402
+    AutoEncoder,
+    get_model_class,
+    loaders,  # noqa: E402
+)
 from brainzarr.models import autoencoder as ae_mod  # noqa: E402
-from brainzarr.models import loaders  # noqa: E402
 from brainzarr.models.loaders import MemoryLoader, StreamingLoader, make_spans  # noqa: E402
 
 FAST = dict(hidden=(16, 8), batch_size=32, max_epochs=4, patience=10, device="cpu", progress=False)
@@ -50,8 +54,9 @@ def test_streaming_and_memory_loaders_give_each_selected_row_once_per_epoch():
     n = 1000
     X = np.column_stack([np.arange(n), np.random.default_rng(0).random((n, 4))]).astype(np.float32)
     mask = np.random.default_rng(1).random(n) < 0.8
-    stream = StreamingLoader(da.from_array(X, chunks=(256, 2)), 64, mask=mask, block_rows=32, read_rows=64,
-                             shuffle_buffer=256, seed=3)
+    stream = StreamingLoader(
+        da.from_array(X, chunks=(256, 2)), 64, mask=mask, block_rows=32, read_rows=64, shuffle_buffer=256, seed=3
+    )
     memory = MemoryLoader(X, 64, rows=np.flatnonzero(mask), seed=3)
     orders = []
     for loader in (stream, memory):
@@ -84,10 +89,10 @@ def test_streaming_reads_whole_aligned_blocks_never_single_rows():
     reads = sorted(rec.reads)
     assert reads == make_spans(1000, (200,) * 5, read_rows=64, block_rows=32)
     for a, b in reads:
-        assert (a % 200) % 32 == 0                      # aligned to blocks within a chunk
-        assert a // 200 == (b - 1) // 200               # never crosses a chunk boundary
-        assert b - a == 64 or b % 200 == 0              # whole reads (a chunk's tail may be shorter)
-    assert rec.reads != reads                           # in random order
+        assert (a % 200) % 32 == 0  # aligned to blocks within a chunk
+        assert a // 200 == (b - 1) // 200  # never crosses a chunk boundary
+        assert b - a == 64 or b % 200 == 0  # whole reads (a chunk's tail may be shorter)
+    assert rec.reads != reads  # in random order
     # the default read is one row of chunks (each chunk decoded once per epoch)
     rec.reads.clear()
     list(StreamingLoader(rec, 16, seed=0).epoch(0))
@@ -98,8 +103,13 @@ def test_spans_merge_small_chunks_up_to_read_rows():
     assert make_spans(100, (30, 30, 40), read_rows=64, block_rows=10) == [(0, 60), (60, 100)]
     assert make_spans(10, None, read_rows=None, block_rows=4) == [(0, 10)]
     # a chunk's tail is never merged with the next chunk
-    assert make_spans(230, (200, 30), read_rows=64, block_rows=32) == [(0, 64), (64, 128), (128, 192),
-                                                                       (192, 200), (200, 230)]
+    assert make_spans(230, (200, 30), read_rows=64, block_rows=32) == [
+        (0, 64),
+        (64, 128),
+        (128, 192),
+        (192, 200),
+        (200, 230),
+    ]
 
 
 def test_load_rows_fills_a_tensor_with_the_selected_rows():
@@ -158,8 +168,7 @@ def test_same_seed_same_weights_on_cpu():
 @pytest.mark.parametrize("in_memory", [True, False])
 def test_streamed_and_in_memory_training_agree_in_quality(in_memory):
     X = _data(600)
-    model = AutoEncoder(2, in_memory=in_memory, **{**FAST, "max_epochs": 25}).fit(
-        da.from_array(X, chunks=(128, 12)))
+    model = AutoEncoder(2, in_memory=in_memory, **{**FAST, "max_epochs": 25}).fit(da.from_array(X, chunks=(128, 12)))
     assert model.in_memory_ is in_memory
     rmse = np.sqrt(np.mean((model.inverse_transform(model.transform(X)) - X) ** 2))
     mean_rmse = np.sqrt(np.mean((X - X.mean(0)) ** 2))
@@ -201,7 +210,7 @@ def test_resume_after_a_failed_read_mid_epoch_equals_uninterrupted(tmp_path):
     params = {**FAST, "max_epochs": 4, "in_memory": False, "read_rows": 32, "shuffle_buffer": 64}
     full = AutoEncoder(2, **params).fit(lazy)
     reads_per_epoch = len(make_spans(400, (64,) * 6 + (16,), read_rows=32, block_rows=32))
-    reads.update(n=0, fail_at=reads["n"] // 2 + 3)      # during the third epoch or so
+    reads.update(n=0, fail_at=reads["n"] // 2 + 3)  # during the third epoch or so
     with pytest.raises(OSError, match="disk went away"):
         AutoEncoder(2, checkpoint_dir=tmp_path, **params).fit(lazy)
     done = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"]
@@ -229,10 +238,10 @@ def test_early_stopping_keeps_the_best_epoch():
         current.append(np.mean((m.inverse_transform(m.transform(X)) - X) ** 2))  # the current weights
 
     model = AutoEncoder(2, **{**FAST, "max_epochs": 30, "patience": 2, "lr": 0.05}).fit(X, callback=record)
-    assert len(set(np.round(current, 8))) == len(current)         # the weights change every epoch
+    assert len(set(np.round(current, 8))) == len(current)  # the weights change every epoch
     val = model.history_["val_loss"]
     assert model.best_epoch_ == int(np.argmin(val)) + 1
-    assert model.n_epochs_ < 30                      # it stopped early
+    assert model.n_epochs_ < 30  # it stopped early
     assert stops[-1] == 2 and model.n_epochs_ == model.best_epoch_ + 2
     # the kept weights are the best epoch's: their validation loss is the recorded best
     ae_val_idx, _ = model._split_rows(len(X), X.shape[1])
@@ -253,7 +262,9 @@ def test_arrays_round_trip_through_a_zarr_group(tmp_path):
     back = AutoEncoder.from_dataset(xr.open_zarr(tmp_path / "ae.zarr", consolidated=False))
     assert _same_state(_state(model), _state(back))
     np.testing.assert_array_equal(back.transform(X), model.transform(X))
-    np.testing.assert_array_equal(back.inverse_transform(model.transform(X)), model.inverse_transform(model.transform(X)))
+    np.testing.assert_array_equal(
+        back.inverse_transform(model.transform(X)), model.inverse_transform(model.transform(X))
+    )
     assert back.history_ == model.history_
 
 
@@ -272,8 +283,11 @@ def test_weights_load_with_torch_weights_only(tmp_path):
 def test_dask_and_labelled_inputs_give_labelled_lazy_outputs():
     X = _data(200)
     model = AutoEncoder(2, **FAST).fit(X)
-    arr = xr.DataArray(da.from_array(X, chunks=(64, 5)), dims=("voxel", "gene"),
-                       coords={"voxel": np.arange(200), "gene": [f"g{i}" for i in range(12)]})
+    arr = xr.DataArray(
+        da.from_array(X, chunks=(64, 5)),
+        dims=("voxel", "gene"),
+        coords={"voxel": np.arange(200), "gene": [f"g{i}" for i in range(12)]},
+    )
     Z = model.transform(arr)
     assert Z.dims == ("voxel", "component") and isinstance(Z.data, da.Array)
     np.testing.assert_allclose(Z.values, model.transform(X), rtol=1e-5, atol=1e-6)
@@ -291,7 +305,7 @@ def test_written_back_by_the_pipeline_and_reloaded(small_store, tmp_path):
     result = fit_store(store, "ae", 3, hidden=(32, 16), max_epochs=3, device="cpu")
     assert result["embedding"].dims == ("voxel", "component") and result.sizes["component"] == 3
     assert result["param_net_encoder_1_running_mean"].dims == ("units_1",)
-    assert not (store / ".checkpoints" / "ae" / "k3").exists()     # removed once the result is written
+    assert not (store / ".checkpoints" / "ae" / "k3").exists()  # removed once the result is written
     X = open_store(store)["expression"].values
     model = load_model(store, "ae", 3)
     np.testing.assert_allclose(model.transform(X), result["embedding"].values, atol=1e-5)
@@ -313,17 +327,19 @@ def test_pipeline_discards_its_own_stale_checkpoint_but_not_the_callers(small_st
     folder = store / ".checkpoints" / "ae" / "k2"
     # what an interrupted fit with other settings leaves in brainzarr's folder
     AutoEncoder(2, hidden=(8,), max_epochs=1, checkpoint_dir=folder, device="cpu", progress=False).fit(
-        expression_rows(store, mask=train))
+        expression_rows(store, mask=train)
+    )
     assert (folder / "checkpoint.pt").exists()
     with pytest.warns(UserWarning, match="discarding a checkpoint"):
         result = fit_store(store, "ae", 2, hidden=(16,), max_epochs=2, device="cpu")
     assert result["param_net_encoder_0_weight"].shape == (16, result.sizes["gene"])
-    assert result.sizes["epoch"] == 2   # trained afresh, both epochs
+    assert result.sizes["epoch"] == 2  # trained afresh, both epochs
     assert not folder.exists()
     # a folder the caller chose is theirs: a mismatch there is refused, not cleared
     mine = tmp_path / "mine"
     AutoEncoder(2, hidden=(8,), max_epochs=1, checkpoint_dir=mine, device="cpu", progress=False).fit(
-        expression_rows(store, mask=train))
+        expression_rows(store, mask=train)
+    )
     with pytest.raises(CheckpointMismatchError, match="other data or settings"):
         fit_store(store, "ae", 2, hidden=(16,), max_epochs=1, device="cpu", checkpoint_dir=str(mine), overwrite=True)
     assert (mine / "checkpoint.pt").exists()
@@ -333,8 +349,9 @@ def test_pipeline_discards_its_own_stale_checkpoint_but_not_the_callers(small_st
 def _manifold(n, seed, genes=30):
     """A curved 2-D sheet in gene space: PCA's best plane misses its curvature."""
     t = np.random.default_rng(seed).uniform(0, 1, (n, 2))
-    feats = np.column_stack([np.cos(3 * t[:, 0]), np.sin(3 * t[:, 0]), np.cos(4 * t[:, 1]),
-                             np.sin(4 * t[:, 1]), t[:, 0] * t[:, 1]])
+    feats = np.column_stack(
+        [np.cos(3 * t[:, 0]), np.sin(3 * t[:, 0]), np.cos(4 * t[:, 1]), np.sin(4 * t[:, 1]), t[:, 0] * t[:, 1]]
+    )
     w = np.random.default_rng(99).normal(0, 1, (5, genes))
     noise = np.random.default_rng(seed + 1).normal(0, 0.01, (n, genes))
     return (1 / (1 + np.exp(-(feats @ w))) + noise).astype(np.float32)
@@ -344,8 +361,9 @@ def test_learns_a_nonlinear_2d_manifold_better_than_pca_and_the_mean():
     from sklearn.decomposition import PCA
 
     train, test = _manifold(2000, 0), _manifold(500, 10)
-    model = AutoEncoder(2, hidden=(64, 32), batch_size=64, max_epochs=40, patience=8, device="cpu",
-                        progress=False).fit(train)
+    model = AutoEncoder(2, hidden=(64, 32), batch_size=64, max_epochs=40, patience=8, device="cpu", progress=False).fit(
+        train
+    )
     ae = np.sqrt(np.mean((model.inverse_transform(model.transform(test)) - test) ** 2))
     pca = PCA(2).fit(train)
     lin = np.sqrt(np.mean((pca.inverse_transform(pca.transform(test)) - test) ** 2))
@@ -374,8 +392,12 @@ def test_throughput_reports_loader_and_training_rates():
         assert r["rows"] == 1000 and r["loader_rows_per_s"] > 0 and r["train_rows_per_s"] > 0
         assert r["ratio"] == pytest.approx(r["loader_rows_per_s"] / r["train_rows_per_s"])
     table = loaders.throughput_rows(X, dims=(2, 4), hidden=(16, 8), batch_size=32, train_batches=3, device="cpu")
-    assert [(r["method"], r["dim"]) for r in table] == [("ae[train]", 2), ("ae[train]", 4),
-                                                        ("ae[loader:memory]", None), ("ae[loader:stream]", None)]
+    assert [(r["method"], r["dim"]) for r in table] == [
+        ("ae[train]", 2),
+        ("ae[train]", 4),
+        ("ae[loader:memory]", None),
+        ("ae[loader:stream]", None),
+    ]
     fastest = max(r["rows_per_s"] for r in table[:2])
     assert table[3]["ratio"] == pytest.approx(table[3]["rows_per_s"] / fastest)
     rate = loaders.loader_rate(X, "stream", batch_size=32, epochs=3)
@@ -385,16 +407,18 @@ def test_throughput_reports_loader_and_training_rates():
 
 
 def test_models_import_without_torch():
-    code = ("import sys\n"
-            "class NoTorch:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] == 'torch':\n"
-            "            raise ImportError('no torch here')\n"
-            "sys.meta_path.insert(0, NoTorch())\n"
-            "import numpy as np\n"
-            "import brainzarr.models as m\n"
-            "cls = m.get_model_class('ae')\n"
-            "assert 'torch' not in sys.modules\n"
-            "try:\n    cls(2).fit(np.ones((5, 2)))\nexcept ImportError as e:\n    print('needs', e)\n")
+    code = (
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ImportError('no torch here')\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "import numpy as np\n"
+        "import brainzarr.models as m\n"
+        "cls = m.get_model_class('ae')\n"
+        "assert 'torch' not in sys.modules\n"
+        "try:\n    cls(2).fit(np.ones((5, 2)))\nexcept ImportError as e:\n    print('needs', e)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install 'brainzarr[models]'" in out

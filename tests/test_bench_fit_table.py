@@ -1,4 +1,5 @@
 """bench_fit's PCA comparison table, with the loader rows (dim None) mixed in as --loaders adds them."""
+
 import importlib.util
 from pathlib import Path
 

@@ -24,26 +24,32 @@ def checksum(path) -> str:
 
 def expected_expression(table, grid, assignment, **kw):
     """The build's result computed in memory, with numpy's percentiles."""
-    a = Assignment(assignment, np.column_stack([table[c].values for c in "xyz"]), table["hemisphere"].values,
-                   affine=grid.affine, **kw)
+    a = Assignment(
+        assignment,
+        np.column_stack([table[c].values for c in "xyz"]),
+        table["hemisphere"].values,
+        affine=grid.affine,
+        **kw,
+    )
     raw = np.asarray(a.weights(grid.xyz, grid.hemisphere) @ table["expression"].values, dtype=np.float32)
     lo = np.percentile(raw, 0.01, axis=0).astype(np.float32)
     hi = np.percentile(raw, 99.9, axis=0).astype(np.float32)
     return (np.clip(raw, lo, hi) - lo) / (hi - lo)
 
 
-@pytest.mark.parametrize("assignment, kw", [("nearest", {}), ("idw", {"k": 10}),
-                                            ("idw", {"k": 4, "same_hemisphere": True})])
+@pytest.mark.parametrize(
+    "assignment, kw", [("nearest", {}), ("idw", {"k": 10}), ("idw", {"k": 4, "same_hemisphere": True})]
+)
 def test_build_equals_in_memory_computation(tmp_path, assignment, kw):
     table = load_synthetic(40, seed=2)
-    out = build_store(tmp_path / "s.zarr", resolution=8, genes=40, seed=2, assignment=assignment,
-                      chunks=(1000, 16), **kw)
+    out = build_store(
+        tmp_path / "s.zarr", resolution=8, genes=40, seed=2, assignment=assignment, chunks=(1000, 16), **kw
+    )
     ds = open_store(out)
     grid = mni152_grid(8)
     assert ds.sizes == {"voxel": 3666, "gene": 40}
     assert ds["expression"].chunks == ((1000, 1000, 1000, 666), (16, 16, 8))
-    np.testing.assert_allclose(ds["expression"].values, expected_expression(table, grid, assignment, **kw),
-                               atol=2e-6)
+    np.testing.assert_allclose(ds["expression"].values, expected_expression(table, grid, assignment, **kw), atol=2e-6)
     assert ds["expression"].min() == 0 and ds["expression"].max() == 1
     prov = ds.attrs["provenance"]
     assert prov["assignment"]["method"] == assignment
@@ -71,8 +77,7 @@ def test_blocked_split_choice(tmp_path):
     out = build_store(tmp_path / "b.zarr", resolution=8, genes=5, split="blocked", block_mm=24, seed=5)
     ds = open_store(out)
     np.testing.assert_array_equal(ds["split"].values, blocked_split(mni152_grid(8).xyz, block_mm=24, seed=5))
-    assert ds.attrs["provenance"]["split"] == {"scheme": "blocked", "test_fraction": 0.2, "seed": 5,
-                                               "block_mm": 24.0}
+    assert ds.attrs["provenance"]["split"] == {"scheme": "blocked", "test_fraction": 0.2, "seed": 5, "block_mm": 24.0}
 
 
 def test_rebuild_is_a_noop_other_settings_need_overwrite(tmp_path):
@@ -94,10 +99,11 @@ def test_rebuild_is_a_noop_other_settings_need_overwrite(tmp_path):
 def test_build_under_distributed_matches_local(tmp_path):
     distributed = pytest.importorskip("distributed")
     local = build_store(tmp_path / "local.zarr", resolution=8, genes=30, seed=4, chunks=(512, 8))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        remote = build_store(tmp_path / "remote.zarr", resolution=8, genes=30, seed=4, chunks=(512, 8),
-                             client=client)
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        remote = build_store(tmp_path / "remote.zarr", resolution=8, genes=30, seed=4, chunks=(512, 8), client=client)
     assert checksum(local) == checksum(remote)
 
 
@@ -134,8 +140,9 @@ def test_resume_after_kill_gives_identical_store(tmp_path, kill_after_blocks):
     with pytest.raises(Exception, match="did not finish"):
         open_store(out)
     build_store(out, resolution=4, genes=1500, seed=7, chunks=(512, 64), assignment="idw")
-    reference = build_store(tmp_path / "clean.zarr", resolution=4, genes=1500, seed=7, chunks=(512, 64),
-                            assignment="idw")
+    reference = build_store(
+        tmp_path / "clean.zarr", resolution=4, genes=1500, seed=7, chunks=(512, 64), assignment="idw"
+    )
     assert checksum(out) == checksum(reference)
     assert not list(tmp_path.glob("*.creating"))
 

@@ -16,8 +16,26 @@ def run(argv, capsys):
 
 def test_build_info_and_rebuild(tmp_path, capsys):
     out = tmp_path / "s.zarr"
-    code, stdout, _ = run(["build", "--source", "synthetic", "--resolution", "8", "--genes", "12", "--seed", "1",
-                           "--out", str(out), "--assignment", "idw", "--split", "blocked"], capsys)
+    code, stdout, _ = run(
+        [
+            "build",
+            "--source",
+            "synthetic",
+            "--resolution",
+            "8",
+            "--genes",
+            "12",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+            "--assignment",
+            "idw",
+            "--split",
+            "blocked",
+        ],
+        capsys,
+    )
     assert code == 0 and "3,666 voxels x 12 genes" in stdout
     ds = open_store(out)
     assert ds.attrs["provenance"]["assignment"]["method"] == "idw"
@@ -35,17 +53,22 @@ def test_named_genes(tmp_path, capsys):
     assert list(open_store(out)["gene"].values) == ["APOE", "SST"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["build", "--genes", "APOEX", "--out", "{tmp}/x.zarr"], "unknown gene(s): APOEX"),
-    (["build", "--source", "abagen", "--out", "{tmp}/x.zarr"], "needs --data-dir"),
-    (["build", "--source", "abagen", "--data-dir", "{tmp}/nothing", "--donors", "9861", "--out", "{tmp}/x.zarr"],
-     "9861"),
-    (["build", "--source", "parcellated", "--out", "{tmp}/x.zarr"], "needs --table and --atlas"),
-    (["build", "--chunks", "12", "--out", "{tmp}/x.zarr"], "--chunks"),
-    (["build", "--mask", "{tmp}/none.nii.gz", "--out", "{tmp}/x.zarr"], "mask file not found"),
-    (["info", "{tmp}"], "not a Zarr v3 group"),
-    (["info", "{tmp}/none.zarr"], "no store"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["build", "--genes", "APOEX", "--out", "{tmp}/x.zarr"], "unknown gene(s): APOEX"),
+        (["build", "--source", "abagen", "--out", "{tmp}/x.zarr"], "needs --data-dir"),
+        (
+            ["build", "--source", "abagen", "--data-dir", "{tmp}/nothing", "--donors", "9861", "--out", "{tmp}/x.zarr"],
+            "9861",
+        ),
+        (["build", "--source", "parcellated", "--out", "{tmp}/x.zarr"], "needs --table and --atlas"),
+        (["build", "--chunks", "12", "--out", "{tmp}/x.zarr"], "--chunks"),
+        (["build", "--mask", "{tmp}/none.nii.gz", "--out", "{tmp}/x.zarr"], "mask file not found"),
+        (["info", "{tmp}"], "not a Zarr v3 group"),
+        (["info", "{tmp}/none.zarr"], "no store"),
+    ],
+)
 def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     code, _, err = run(argv, capsys)
@@ -55,12 +78,14 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, argv, message):
 
 
 def test_console_script_reports_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "brainzarr.cli", "info", str(tmp_path / "none.zarr")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "brainzarr.cli", "info", str(tmp_path / "none.zarr")], capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"brainzarr info: error: no store at {tmp_path / 'none.zarr'}"
-    proc = subprocess.run([sys.executable, "-m", "brainzarr.cli", "build", "--resolution", "x"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "brainzarr.cli", "build", "--resolution", "x"], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "invalid int value" in proc.stderr
 
 
@@ -95,11 +120,13 @@ def test_export_gene_maps_to_nifti(small_store, tmp_path, capsys):
     img = nib.load(out)
     np.testing.assert_allclose(img.affine, ds.attrs["affine"], atol=1e-5)
     vol = np.asarray(img.dataobj)
-    np.testing.assert_allclose(vol[ds["i"].values, ds["j"].values, ds["k"].values],
-                               ds["expression"].sel(gene=gene).values)
+    np.testing.assert_allclose(
+        vol[ds["i"].values, ds["j"].values, ds["k"].values], ds["expression"].sel(gene=gene).values
+    )
     two = ",".join(ds["gene"].values[:2])
-    code, _, _ = run(["export", str(small_store), "expression", "--gene", two, "-o", str(tmp_path / "two.nii.gz")],
-                     capsys)
+    code, _, _ = run(
+        ["export", str(small_store), "expression", "--gene", two, "-o", str(tmp_path / "two.nii.gz")], capsys
+    )
     assert code == 0 and nib.load(tmp_path / "two.nii.gz").shape == tuple(ds.attrs["grid_shape"]) + (2,)
     code, _, err = run(["export", str(small_store), "expression", "-o", str(out)], capsys)
     assert code == 1 and "choose with --gene" in err

@@ -3,6 +3,7 @@
 Representations are real scikit-learn fits written the way the models pipeline writes them
 (tests/evaluate_fixtures.py); targets are real NIfTI files on other grids.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,19 @@ from evaluate_fixtures import write_representations  # noqa: E402
 
 from brainzarr import build_store, open_store, read_group  # noqa: E402
 from brainzarr.cli import main  # noqa: E402
-from brainzarr.evaluate import (anova_tukey, find_representations, load_embedding, load_evaluation,  # noqa: E402
-                                load_targets, reconstruction_frame, reconstruction_table, run_evaluation,
-                                streamed_rmse, write_report, write_synthetic_targets)
+from brainzarr.evaluate import (
+    anova_tukey,
+    find_representations,
+    load_embedding,
+    load_evaluation,  # noqa: E402
+    load_targets,
+    reconstruction_frame,
+    reconstruction_table,
+    run_evaluation,
+    streamed_rmse,
+    write_report,
+    write_synthetic_targets,
+)
 from brainzarr.evaluate.prediction import FIXED_PARAMS, cv_folds, grid_search, parse_grid  # noqa: E402
 from brainzarr.evaluate.synthetic_targets import SYNTHETIC_TARGETS, model_from_store, synthetic_target_values  # noqa: E402
 from brainzarr.grid import mni152_grid  # noqa: E402
@@ -44,8 +55,9 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def targets_dir(store, tmp_path_factory):
-    return write_synthetic_targets(tmp_path_factory.mktemp("targets"), store=store, resolution=4,
-                                   names=("receptor_gradient", "spatial_control"))[0].parent
+    return write_synthetic_targets(
+        tmp_path_factory.mktemp("targets"), store=store, resolution=4, names=("receptor_gradient", "spatial_control")
+    )[0].parent
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +78,9 @@ def test_grid_search_equals_sklearn_gridsearchcv():
     grid = {"max_depth": [2, 4], "learning_rate": [0.1, 0.3], "n_estimators": [10, 30, 60]}
     folds = cv_folds(300, n_splits=4, seed=1)
     best, table = grid_search(X, y, folds, grid=grid, seed=1)
-    ref = GridSearchCV(XGBRegressor(**FIXED_PARAMS, random_state=1), grid, cv=folds,
-                       scoring="neg_mean_squared_error").fit(X, y)
+    ref = GridSearchCV(
+        XGBRegressor(**FIXED_PARAMS, random_state=1), grid, cv=folds, scoring="neg_mean_squared_error"
+    ).fit(X, y)
     theirs = pd.DataFrame(ref.cv_results_["params"]).assign(rmse=np.sqrt(-ref.cv_results_["mean_test_score"]))
     merged = table.merge(theirs, on=["max_depth", "learning_rate", "n_estimators"])
     assert len(merged) == 12
@@ -99,8 +112,9 @@ def test_anova_tukey_hand_checked():
     error sqrt(MSW / n) = sqrt(1/3), so q = 3 sqrt(3)."""
     from scipy.stats import studentized_range
 
-    frame = pd.DataFrame({"representation": np.repeat(["a", "b", "c"], 3), "r2": np.arange(1.0, 10.0),
-                          "split": "random"})
+    frame = pd.DataFrame(
+        {"representation": np.repeat(["a", "b", "c"], 3), "r2": np.arange(1.0, 10.0), "split": "random"}
+    )
     anova, tukey = anova_tukey(frame)
     row = anova.iloc[0]
     assert (row["df_between"], row["df_within"]) == (2, 6)
@@ -110,8 +124,10 @@ def test_anova_tukey_hand_checked():
     assert ab["mean_diff"] == pytest.approx(-3.0)
     assert ab["p"] == pytest.approx(studentized_range.sf(3 * np.sqrt(3), 3, 6), rel=1e-4)
     half_width = studentized_range.ppf(0.95, 3, 6) * np.sqrt(1 / 3)
-    assert (ab["ci_low"], ab["ci_high"]) == (pytest.approx(-3 - half_width, rel=1e-4),
-                                             pytest.approx(-3 + half_width, rel=1e-4))
+    assert (ab["ci_low"], ab["ci_high"]) == (
+        pytest.approx(-3 - half_width, rel=1e-4),
+        pytest.approx(-3 + half_width, rel=1e-4),
+    )
     ac = tukey[(tukey.group_a == "a") & (tukey.group_b == "c")].iloc[0]
     assert ac["p"] == pytest.approx(studentized_range.sf(6 * np.sqrt(3), 3, 6), rel=1e-4)
 
@@ -141,8 +157,9 @@ def test_load_targets_resamples_scales_and_excludes_background(store, tmp_path):
     valid = np.isfinite(t.values)
     assert valid[clear].all() and not valid[(z > 43) | (z < -43)].any()
     assert int(t["n_excluded"]) == int((~valid).sum()) and int(t["n_valid"]) == int(valid.sum())
-    assert abs(int(t["n_excluded"]) - int((~expected_valid).sum())) <= int(((z >= 37) & (z <= 43)).sum()
-                                                                          + ((z <= -37) & (z >= -43)).sum())
+    assert abs(int(t["n_excluded"]) - int((~expected_valid).sum())) <= int(
+        ((z >= 37) & (z <= 43)).sum() + ((z <= -37) & (z >= -43)).sum()
+    )
     assert np.nanmin(t.values) == 0.0 and np.nanmax(t.values) == 1.0
     xv = x[valid]
     np.testing.assert_allclose(t.values[valid], (xv - xv.min()) / (xv.max() - xv.min()), atol=1e-5)
@@ -200,8 +217,7 @@ def test_reconstruction_table_reads_group_rmse_and_streams_when_missing(store, t
 
 def test_reconstruction_without_rmse_variable_and_other_attr_spelling(tmp_path):
     path = build_store(tmp_path / "s.zarr", resolution=8, genes=40, seed=5, split="blocked")
-    write_representations(path, methods=("pca",), dims=(3,), scheme="blocked", scheme_attr="split",
-                          with_rmse=False)
+    write_representations(path, methods=("pca",), dims=(3,), scheme="blocked", scheme_attr="split", with_rmse=False)
     rep = find_representations(path)[0]
     assert (rep.method, rep.dim, rep.split_scheme) == ("pca", 3, "blocked")
     frame = reconstruction_frame(reconstruction_table(path))
@@ -252,8 +268,14 @@ def test_external_embedding_on_another_grid_matches_the_store(store, targets_dir
     emb = read_embedding(store, "representations/pca/k2", ds)
     files = []
     for c in (1, 2):
-        img = resample_img(to_nifti(emb.sel(component=c)), target_affine=MNI_3MM, target_shape=(61, 73, 61),
-                           interpolation="nearest", force_resample=True, copy_header=True)
+        img = resample_img(
+            to_nifti(emb.sel(component=c)),
+            target_affine=MNI_3MM,
+            target_shape=(61, 73, 61),
+            interpolation="nearest",
+            force_resample=True,
+            copy_header=True,
+        )
         files.append(tmp_path / f"c{c}.nii.gz")
         nib.save(img, files[-1])
     loaded = load_embedding(files, ds, name="mine")
@@ -262,9 +284,18 @@ def test_external_embedding_on_another_grid_matches_the_store(store, targets_dir
     nib.save(nib.concat_images([nib.load(f) for f in files]), four_d)
     np.testing.assert_allclose(load_embedding(four_d, ds).values, emb.values, rtol=1e-6)
 
-    result = run_evaluation(store, targets_dir / "receptor_gradient.nii.gz", tmp_path / "out", methods=["pca"],
-                            embeddings={"mine": files}, grid=SMALL_GRID, n_splits=3, seed=1, n_jobs=2,
-                            save_to_store=False)
+    result = run_evaluation(
+        store,
+        targets_dir / "receptor_gradient.nii.gz",
+        tmp_path / "out",
+        methods=["pca"],
+        embeddings={"mine": files},
+        grid=SMALL_GRID,
+        n_splits=3,
+        seed=1,
+        n_jobs=2,
+        save_to_store=False,
+    )
     pred = result.prediction.set_index(["representation", "split"])
     assert set(result.prediction["representation"]) == {"pca-k2", "mine"}
     for split in ("random", "blocked"):
@@ -272,8 +303,16 @@ def test_external_embedding_on_another_grid_matches_the_store(store, targets_dir
 
 
 def test_split_option_and_errors(store, targets_dir, tmp_path):
-    result = run_evaluation(store, targets_dir / "spatial_control.nii.gz", None, methods=["ica"], split="blocked",
-                            grid=SMALL_GRID, n_splits=3, save_to_store=False)
+    result = run_evaluation(
+        store,
+        targets_dir / "spatial_control.nii.gz",
+        None,
+        methods=["ica"],
+        split="blocked",
+        grid=SMALL_GRID,
+        n_splits=3,
+        save_to_store=False,
+    )
     assert set(result.prediction["split"]) == {"blocked"} and len(result.prediction) == 1
     with pytest.raises(ValueError, match="random, blocked or both"):
         run_evaluation(store, targets_dir, None, split="spatial")
@@ -287,9 +326,15 @@ def test_report_links_existing_figures_and_names_both_splits(evaluation, store):
     index = write_report(store, out)
     page = index.read_text()
     sources = re.findall(r"<img src='([^']+)'", page)
-    expected = {"figures/rmse_vs_dim.png", "figures/reconstruction_hist.png", "figures/embedding_density.png",
-                "figures/r2_bars.png", "figures/brain_pca-k2.png", "figures/targets_1.png",
-                "figures/embedding_by_receptor_gradient.png"}
+    expected = {
+        "figures/rmse_vs_dim.png",
+        "figures/reconstruction_hist.png",
+        "figures/embedding_density.png",
+        "figures/r2_bars.png",
+        "figures/brain_pca-k2.png",
+        "figures/targets_1.png",
+        "figures/embedding_by_receptor_gradient.png",
+    }
     assert expected <= set(sources)
     for src in sources:
         png = plt_image(out / src)
@@ -309,8 +354,24 @@ def plt_image(path):
 
 def test_cli_evaluate_and_report(store, targets_dir, tmp_path, capsys):
     grid = json.dumps(SMALL_GRID)
-    rc = main(["evaluate", str(store), "--targets", str(targets_dir), "--methods", "pca", "nmf", "--grid", grid,
-               "--folds", "3", "--no-store", "-o", str(tmp_path / "e")])
+    rc = main(
+        [
+            "evaluate",
+            str(store),
+            "--targets",
+            str(targets_dir),
+            "--methods",
+            "pca",
+            "nmf",
+            "--grid",
+            grid,
+            "--folds",
+            "3",
+            "--no-store",
+            "-o",
+            str(tmp_path / "e"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert rc == 0
     pred = pd.read_csv(tmp_path / "e" / "prediction.csv")

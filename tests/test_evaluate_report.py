@@ -2,6 +2,7 @@
 
 Run with ``pytest -m slow tests/test_evaluate_report.py``. Debian: ``apt-get install chromium``.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -22,9 +23,21 @@ CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "goog
 
 def screenshot(html: Path, png: Path, *, width: int = 1280, height: int = 6000, profile: Path) -> Path:
     """Render ``html`` with headless Chromium into ``png`` (fresh profile, no network services)."""
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-           "--hide-scrollbars", f"--window-size={width},{height}", f"--screenshot={png}", html.resolve().as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--hide-scrollbars",
+        f"--window-size={width},{height}",
+        f"--screenshot={png}",
+        html.resolve().as_uri(),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     return png
 
@@ -40,14 +53,17 @@ def test_report_renders_in_chromium(tmp_path):
     write_representations(store, methods=("pca", "nmf"), dims=(2, 4))
     write_representations(store, methods=("ica",), dims=(2,), reconstruct=())
     targets = write_synthetic_targets(tmp_path / "targets", store=store, resolution=4)
-    index = write_report(store, tmp_path / "report", targets[0].parent,
-                         grid={"max_depth": [2, 3], "n_estimators": [20, 40]}, n_splits=3)
+    index = write_report(
+        store, tmp_path / "report", targets[0].parent, grid={"max_depth": [2, 3], "n_estimators": [20, 40]}, n_splits=3
+    )
 
     # a page with its text but no figures has few colours; the figures bring thousands
     bare = tmp_path / "bare.html"
     bare.write_text(index.read_text().replace("<img src='", "<img src='missing/"))
-    shots = {name: matplotlib.image.imread(screenshot(page, tmp_path / f"{name}.png", profile=tmp_path / f"p-{name}"))
-             for name, page in (("report", index), ("bare", bare))}
+    shots = {
+        name: matplotlib.image.imread(screenshot(page, tmp_path / f"{name}.png", profile=tmp_path / f"p-{name}"))
+        for name, page in (("report", index), ("bare", bare))
+    }
 
     def colours(img):
         rgb = (img[..., :3] * 255).astype(np.uint8).reshape(-1, 3)

@@ -56,8 +56,11 @@ def test_user_mask_from_file(tmp_path):
 
 affines = st.builds(
     lambda scale, perm, flips, origin: _affine(scale, perm, flips, origin),
-    st.floats(0.5, 8.0), st.permutations([0, 1, 2]), st.lists(st.booleans(), min_size=3, max_size=3),
-    st.lists(st.floats(-200, 200), min_size=3, max_size=3))
+    st.floats(0.5, 8.0),
+    st.permutations([0, 1, 2]),
+    st.lists(st.booleans(), min_size=3, max_size=3),
+    st.lists(st.floats(-200, 200), min_size=3, max_size=3),
+)
 
 
 def _affine(scale, perm, flips, origin):

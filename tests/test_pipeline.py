@@ -1,18 +1,17 @@
 """fit_store / load_model / rmse_table and ``brainzarr fit``: results written back into the store."""
+
 import json
 
 import numpy as np
 import pytest
 import xarray as xr
+from linear_fixtures import CHUNKS, chunked_store  # noqa: F401  (fixture)
 
 from brainzarr.cli import main
 from brainzarr.models import METHODS
 from brainzarr.models.pca import PCA
-from brainzarr.models.pipeline import (MethodUnavailableError, fit_store, load_model, make_model, model_class,
-                                       rmse_table)
+from brainzarr.models.pipeline import MethodUnavailableError, fit_store, load_model, make_model, model_class, rmse_table
 from brainzarr.store import ResultExistsError, list_groups, open_store
-
-from linear_fixtures import CHUNKS, chunked_store  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +69,9 @@ def test_load_model_round_trip(store, pca8):
     model = load_model(store, "pca", 8)
     X = open_store(store)["expression"].values
     np.testing.assert_allclose(model.transform(X), pca8["embedding"].values, atol=1e-5)
-    np.testing.assert_allclose(model.inverse_transform(pca8["embedding"].values), pca8["reconstruction"].values,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        model.inverse_transform(pca8["embedding"].values), pca8["reconstruction"].values, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("method, params", [("nmf", {"max_epochs": 3}), ("kpca", {"n_landmarks": 300})])
@@ -94,6 +94,7 @@ def test_reconstruction_rmse_and_writes_share_one_pass(store, monkeypatch):
         def wrapped(self, A):
             calls[name] += 1
             return fn(self, A)
+
         return wrapped
 
     monkeypatch.setattr(PCA, "_transform_block", counting("transform", transform))
@@ -226,8 +227,24 @@ def test_unavailable_method_is_reported(monkeypatch):
 
 
 def test_cli_fit_prints_the_table_and_writes(store, capsys):
-    assert main(["fit", str(store), "--methods", "pca,nmf", "--dims", "5,6", "--max-epochs", "2",
-                 "--option", "pca.n_power_iter=2", "--no-reconstruction"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(store),
+                "--methods",
+                "pca,nmf",
+                "--dims",
+                "5,6",
+                "--max-epochs",
+                "2",
+                "--option",
+                "pca.n_power_iter=2",
+                "--no-reconstruction",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "test_rmse" in out and "nmf" in out
     assert {"representations/pca/k6", "representations/nmf/k6"} <= set(list_groups(store))
@@ -245,6 +262,5 @@ def test_cli_fit_errors_are_one_line(store, capsys):
     assert "unknown method" in capsys.readouterr().err
     assert main(["fit", str(store), "--methods", "pca", "--dims", "2", "--option", "pca.bogus=1"]) == 1
     assert "bogus" in capsys.readouterr().err
-    assert main(["fit", str(store), "--methods", "pca", "--dims", "8,9", "--skip-existing",
-                 "--no-reconstruction"]) == 0
+    assert main(["fit", str(store), "--methods", "pca", "--dims", "8,9", "--skip-existing", "--no-reconstruction"]) == 0
     assert "pca k8: exists, skipped" in capsys.readouterr().out

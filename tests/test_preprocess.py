@@ -7,8 +7,13 @@ from brainzarr.preprocess import TailAccumulator, blocked_split, clamp_scale, ma
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 3000), block=st.integers(1, 700), lo=st.floats(0, 5), hi=st.floats(95, 100),
-       seed=st.integers(0, 10_000))
+@given(
+    n=st.integers(1, 3000),
+    block=st.integers(1, 700),
+    lo=st.floats(0, 5),
+    hi=st.floats(95, 100),
+    seed=st.integers(0, 10_000),
+)
 def test_streamed_percentiles_equal_numpy(n, block, lo, hi, seed):
     rng = np.random.default_rng(seed)
     data = rng.normal(size=(n, 3)).astype(np.float32)
@@ -16,7 +21,7 @@ def test_streamed_percentiles_equal_numpy(n, block, lo, hi, seed):
     acc = TailAccumulator(n, (lo, hi))
     order = rng.permutation(np.arange(0, n, block))  # blocks in any order
     for a in order:
-        acc.add(data[a:a + block])
+        acc.add(data[a : a + block])
     low, high = acc.result()
     np.testing.assert_allclose(low, np.percentile(data.astype(np.float64), lo, axis=0), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(high, np.percentile(data.astype(np.float64), hi, axis=0), rtol=1e-6, atol=1e-6)

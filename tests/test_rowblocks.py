@@ -11,8 +11,9 @@ from brainzarr.rowblocks import RowBlockReader
 
 def _array(path, data, chunks, compressors="zstd", fill=np.nan, skip_chunk=None):
     kwargs = {} if compressors == "zstd" else {"compressors": compressors}
-    z = zarr.create_array(str(path), shape=data.shape, chunks=chunks, dtype=data.dtype, fill_value=fill,
-                          zarr_format=3, **kwargs)
+    z = zarr.create_array(
+        str(path), shape=data.shape, chunks=chunks, dtype=data.dtype, fill_value=fill, zarr_format=3, **kwargs
+    )
     z[:] = data
     if skip_chunk is not None:  # a chunk never written: reads give the fill value
         (path / z.metadata.encode_chunk_key(skip_chunk)).unlink()
@@ -39,8 +40,14 @@ def test_direct_decoding_is_used_only_for_the_stores_format(arrays):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(a=st.integers(0, 103), length=st.integers(0, 40), seed=st.integers(0, 2**16),
-       name=st.sampled_from(["zstd", "blosc"]), masked=st.booleans(), direct=st.booleans())
+@given(
+    a=st.integers(0, 103),
+    length=st.integers(0, 40),
+    seed=st.integers(0, 2**16),
+    name=st.sampled_from(["zstd", "blosc"]),
+    masked=st.booleans(),
+    direct=st.booleans(),
+)
 def test_reads_match_zarr(arrays, a, length, seed, name, masked, direct):
     root, _ = arrays
     b = min(a + length, 103)

@@ -69,8 +69,9 @@ def test_write_and_read_a_labelled_result(small_store):
     with pytest.raises(ResultExistsError, match="overwrite"):
         write_group(small_store, "representations/test/k1", mean_map)
     write_group(small_store, "representations/test/k1", (mean_map * 2).rename("mean_expression"), overwrite=True)
-    np.testing.assert_allclose(read_group(small_store, "representations/test/k1")["mean_expression"].values,
-                               2 * mean_map.values, rtol=1e-6)
+    np.testing.assert_allclose(
+        read_group(small_store, "representations/test/k1")["mean_expression"].values, 2 * mean_map.values, rtol=1e-6
+    )
     with pytest.raises(KeyError, match="no group"):
         read_group(small_store, "representations/none/k2")
     assert open_store(small_store).sizes["voxel"] == 3666  # the store is still readable
@@ -90,8 +91,11 @@ def test_interrupted_result_write_keeps_the_previous_result(small_store):
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.sampled_from([None, 100, 777, 4096]), seed=st.integers(0, 2**16),
-       fraction=st.sampled_from([0.0, 0.3, 0.9, 1.0]))
+@given(
+    rows=st.sampled_from([None, 100, 777, 4096]),
+    seed=st.integers(0, 2**16),
+    fraction=st.sampled_from([0.0, 0.3, 0.9, 1.0]),
+)
 def test_expression_rows_reads_the_selected_rows(small_store, rows, seed, fraction):
     ds = open_store(small_store)
     expected = ds["expression"].values
@@ -100,7 +104,7 @@ def test_expression_rows_reads_the_selected_rows(small_store, rows, seed, fracti
     assert X.shape == (int(mask.sum()), expected.shape[1])
     step = rows or ds["expression"].chunks[0][0]
     # one output block per store block that has selected rows: a pass reads each block once
-    per_block = [int(mask[a:a + step].sum()) for a in range(0, len(mask), step)]
+    per_block = [int(mask[a : a + step].sum()) for a in range(0, len(mask), step)]
     assert X.chunks[0] == tuple(c for c in per_block if c) or (not mask.any() and X.shape[0] == 0)
     np.testing.assert_array_equal(X.compute(), expected[mask])
     np.testing.assert_array_equal(expression_rows(small_store, rows=rows).compute(), expected)

@@ -1,4 +1,5 @@
 """``brainzarr build``: samples -> voxels -> store."""
+
 from __future__ import annotations
 
 import time
@@ -13,11 +14,17 @@ def add_build_arguments(p, *, out_required=True):
     p.add_argument("--resolution", type=int, default=8, help="grid spacing in mm (MNI152 brain mask)")
     p.add_argument("--mask", help="a mask NIfTI in MNI space (instead of the MNI152 brain mask)")
     p.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all)")
-    p.add_argument("--assignment", choices=("nearest", "idw", "inr"), default="nearest",
-                   help="samples -> voxels: mean of samples inside else nearest, IDW of k nearest, or an "
-                        "implicit neural representation (see `brainzarr inr`)")
-    p.add_argument("--inr-model", help="with --assignment inr: a model from `brainzarr inr fit` "
-                                       "(default: fit one on the source's samples first)")
+    p.add_argument(
+        "--assignment",
+        choices=("nearest", "idw", "inr"),
+        default="nearest",
+        help="samples -> voxels: mean of samples inside else nearest, IDW of k nearest, or an "
+        "implicit neural representation (see `brainzarr inr`)",
+    )
+    p.add_argument(
+        "--inr-model",
+        help="with --assignment inr: a model from `brainzarr inr fit` (default: fit one on the source's samples first)",
+    )
     p.add_argument("--k", type=int, default=10, help="neighbours of --assignment idw")
     p.add_argument("--same-hemisphere", action="store_true", help="use only samples of the voxel's hemisphere")
     p.add_argument("--split", choices=("random", "blocked"), default="random", help="train/test split scheme")
@@ -56,10 +63,14 @@ def source_options(args) -> dict:
     if args.source == "abagen":
         if not args.data_dir and not args.download:
             raise ValueError("--source abagen needs --data-dir (or --download to fetch the data)")
-        return {"data_dir": args.data_dir, "download": args.download,
-                "donors": args.donors.split(",") if args.donors else None,
-                "probe_selection": args.probe_selection, "ibf_threshold": args.ibf_threshold,
-                "lr_mirror": None if args.lr_mirror.lower() == "none" else args.lr_mirror}
+        return {
+            "data_dir": args.data_dir,
+            "download": args.download,
+            "donors": args.donors.split(",") if args.donors else None,
+            "probe_selection": args.probe_selection,
+            "ibf_threshold": args.ibf_threshold,
+            "lr_mirror": None if args.lr_mirror.lower() == "none" else args.lr_mirror,
+        }
     if args.source == "parcellated":
         if not args.table or not args.atlas:
             raise ValueError("--source parcellated needs --table and --atlas")
@@ -76,8 +87,9 @@ def dask_client(args):
     if args.workers:
         from distributed import Client, LocalCluster
 
-        return Client(LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None))
+        return Client(
+            LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        )
     return None
 
 
@@ -94,18 +106,42 @@ def run_build(args, *, progress=True) -> Path:
         if args.assignment == "inr":
             from ..inr.render import build_inr_store
 
-            return build_inr_store(args.out, source=args.source, genes=parse_genes(args.genes),
-                                   model=getattr(args, "inr_model", None), seed=args.seed,
-                                   source_options=source_options(args), resolution=args.resolution,
-                                   mask=args.mask, split=args.split, test_fraction=args.test_fraction,
-                                   block_mm=args.block_mm, chunks=chunks, client=client,
-                                   overwrite=args.overwrite, progress=progress)
-        return build_store(args.out, source=args.source, resolution=args.resolution, mask=args.mask,
-                           genes=parse_genes(args.genes), assignment=args.assignment, k=args.k,
-                           same_hemisphere=args.same_hemisphere, split=args.split,
-                           test_fraction=args.test_fraction, block_mm=args.block_mm, seed=args.seed,
-                           chunks=chunks, client=client, overwrite=args.overwrite, progress=progress,
-                           **source_options(args))
+            return build_inr_store(
+                args.out,
+                source=args.source,
+                genes=parse_genes(args.genes),
+                model=getattr(args, "inr_model", None),
+                seed=args.seed,
+                source_options=source_options(args),
+                resolution=args.resolution,
+                mask=args.mask,
+                split=args.split,
+                test_fraction=args.test_fraction,
+                block_mm=args.block_mm,
+                chunks=chunks,
+                client=client,
+                overwrite=args.overwrite,
+                progress=progress,
+            )
+        return build_store(
+            args.out,
+            source=args.source,
+            resolution=args.resolution,
+            mask=args.mask,
+            genes=parse_genes(args.genes),
+            assignment=args.assignment,
+            k=args.k,
+            same_hemisphere=args.same_hemisphere,
+            split=args.split,
+            test_fraction=args.test_fraction,
+            block_mm=args.block_mm,
+            seed=args.seed,
+            chunks=chunks,
+            client=client,
+            overwrite=args.overwrite,
+            progress=progress,
+            **source_options(args),
+        )
     finally:
         if client is not None:
             client.close()
@@ -121,8 +157,10 @@ def _run(args):
 
 
 def register(sub):
-    p = sub.add_parser("build", help="build a voxel x gene store (resumes an interrupted build)",
-                       description="Build a voxel x gene store. Running the same command again after an "
-                                   "interruption resumes it.")
+    p = sub.add_parser(
+        "build",
+        help="build a voxel x gene store (resumes an interrupted build)",
+        description="Build a voxel x gene store. Running the same command again after an interruption resumes it.",
+    )
     add_build_arguments(p)
     p.set_defaults(func=_run)

@@ -13,6 +13,7 @@
 Re-running it reuses what is already there (the store, fitted results), so an interrupted
 demo picks up where it stopped.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,9 @@ DEMO_METHODS = ("pca", "kpca", "nmf", "tsne", "umap", "ae")
 DEMO_PARAMS = {"ae": {"max_epochs": 60, "patience": 10}}
 
 
-def run_demo(out_dir="store", *, genes=1000, seed=0, methods=DEMO_METHODS, dims=(2, 8),
-             progress=True, log=print) -> dict:
+def run_demo(
+    out_dir="store", *, genes=1000, seed=0, methods=DEMO_METHODS, dims=(2, 8), progress=True, log=print
+) -> dict:
     """Run the pipeline into ``out_dir`` and return the paths written."""
     from ..build import build_store
     from ..evaluate import run_evaluation, write_report, write_synthetic_targets
@@ -43,8 +45,9 @@ def run_demo(out_dir="store", *, genes=1000, seed=0, methods=DEMO_METHODS, dims=
 
     log(f"[1/6] building an 8 mm synthetic store with {genes} genes")
     gene_list = sorted(set(resolve_genes(genes, study_gene_symbols())) | set(DEMO_GENES))
-    store = build_store(out_dir / "demo-8mm.zarr", source="synthetic", resolution=8, genes=gene_list,
-                        seed=seed, progress=progress)
+    store = build_store(
+        out_dir / "demo-8mm.zarr", source="synthetic", resolution=8, genes=gene_list, seed=seed, progress=progress
+    )
     written["store"] = store
     ds = open_store(store)
 
@@ -60,8 +63,7 @@ def run_demo(out_dir="store", *, genes=1000, seed=0, methods=DEMO_METHODS, dims=
         for dim in dims:
             start = time.perf_counter()
             try:
-                result = fit_store(store, method, dim, seed=seed, progress=progress,
-                                   **DEMO_PARAMS.get(method, {}))
+                result = fit_store(store, method, dim, seed=seed, progress=progress, **DEMO_PARAMS.get(method, {}))
             except ResultExistsError:
                 result = read_group(store, result_group(method, dim))
                 log(f"      {method:>5} k={dim:<3} already fitted")
@@ -82,8 +84,9 @@ def run_demo(out_dir="store", *, genes=1000, seed=0, methods=DEMO_METHODS, dims=
     log("[5/6] evaluating: reconstruction RMSE and prediction of synthetic target maps")
     targets = write_synthetic_targets(out_dir / "demo-targets", store=store)
     eval_dir = out_dir / "demo-evaluation"
-    result = run_evaluation(store, targets, eval_dir, methods=list(methods), dims=(2,), split="both",
-                            seed=seed, progress=progress)
+    result = run_evaluation(
+        store, targets, eval_dir, methods=list(methods), dims=(2,), split="both", seed=seed, progress=progress
+    )
     written["summary"] = result.describe()
     written["evaluation"] = eval_dir
 

@@ -1,4 +1,5 @@
 """``brainzarr evaluate``: reconstruction tables and downstream prediction of target maps."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,27 +35,56 @@ def evaluation_options(args) -> dict:
     if len(embeddings) != len(args.embedding or []):
         raise ValueError("each --embedding NAME must be unique")
     dims = None if args.dims == ["all"] else tuple(int(d) for d in _split_list(args.dims))
-    return {"methods": _split_list(args.methods), "dims": dims, "split": args.split, "embeddings": embeddings,
-            "grid": args.grid, "n_splits": args.folds, "block_mm": args.block_mm, "seed": args.seed,
-            "n_jobs": args.jobs, "save_to_store": not args.no_store}
+    return {
+        "methods": _split_list(args.methods),
+        "dims": dims,
+        "split": args.split,
+        "embeddings": embeddings,
+        "grid": args.grid,
+        "n_splits": args.folds,
+        "block_mm": args.block_mm,
+        "seed": args.seed,
+        "n_jobs": args.jobs,
+        "save_to_store": not args.no_store,
+    }
 
 
 def add_evaluation_arguments(p) -> None:
     """Arguments shared by ``evaluate`` and ``report``."""
     p.add_argument("store", help="a brainzarr store with fitted representations")
-    p.add_argument("--targets", nargs="+", metavar="DIR_OR_FILES",
-                   help="target maps: a directory of NIfTI files, NIfTI files (any MNI grid), or 'synthetic' "
-                        "(maps made from a synthetic store's truth)")
-    p.add_argument("--embedding", nargs="+", action="extend", metavar="NAME=FILES",
-                   help="an external embedding: NAME=comp1.nii.gz,comp2.nii.gz or NAME=4d.nii.gz (repeatable)")
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        metavar="DIR_OR_FILES",
+        help="target maps: a directory of NIfTI files, NIfTI files (any MNI grid), or 'synthetic' "
+        "(maps made from a synthetic store's truth)",
+    )
+    p.add_argument(
+        "--embedding",
+        nargs="+",
+        action="extend",
+        metavar="NAME=FILES",
+        help="an external embedding: NAME=comp1.nii.gz,comp2.nii.gz or NAME=4d.nii.gz (repeatable)",
+    )
     p.add_argument("--methods", nargs="+", help="store representations to evaluate (default: all)")
-    p.add_argument("--dims", nargs="+", default=["2"],
-                   help="embedding dims used for prediction (default: 2, as the study; 'all' for every dim)")
-    p.add_argument("--split", choices=("random", "blocked", "both"), default="both",
-                   help="split schemes to report (default: both, side by side)")
-    p.add_argument("--grid", default="default",
-                   help="XGBoost grid: 'default' (6 candidates), 'large' (150) or a JSON object, e.g. "
-                        '\'{"max_depth": [3, 6], "n_estimators": [100, 200]}\'')
+    p.add_argument(
+        "--dims",
+        nargs="+",
+        default=["2"],
+        help="embedding dims used for prediction (default: 2, as the study; 'all' for every dim)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("random", "blocked", "both"),
+        default="both",
+        help="split schemes to report (default: both, side by side)",
+    )
+    p.add_argument(
+        "--grid",
+        default="default",
+        help="XGBoost grid: 'default' (6 candidates), 'large' (150) or a JSON object, e.g. "
+        '\'{"max_depth": [3, 6], "n_estimators": [100, 200]}\'',
+    )
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds within the training voxels")
     p.add_argument("--block-mm", type=float, help="cube edge of the blocked CV folds (default: the store's)")
     p.add_argument("--seed", type=int, default=0, help="seeds the CV folds and XGBoost")
@@ -76,9 +106,12 @@ def _run(args):
 
 
 def register(sub):
-    p = sub.add_parser("evaluate", help="reconstruction RMSE and XGBoost prediction of target maps",
-                       description="Evaluate a store's representations (and external embeddings): "
-                                   "reconstruction RMSE, and prediction of target maps (PET, MRI...) from "
-                                   "the embeddings with XGBoost, under the random and the blocked split.")
+    p = sub.add_parser(
+        "evaluate",
+        help="reconstruction RMSE and XGBoost prediction of target maps",
+        description="Evaluate a store's representations (and external embeddings): "
+        "reconstruction RMSE, and prediction of target maps (PET, MRI...) from "
+        "the embeddings with XGBoost, under the random and the blocked split.",
+    )
     add_evaluation_arguments(p)
     p.set_defaults(func=_run)

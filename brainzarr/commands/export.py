@@ -1,4 +1,5 @@
 """``brainzarr export``: any voxel-indexed array of a store -> NIfTI."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,14 +23,17 @@ def select_variable(store, var: str, genes=None):
         da = da.assign_coords(missing)
     else:
         if var not in ds:
-            raise KeyError(f"the store has no variable {var}; try 'expression' or a result such as "
-                           "representations/<method>/k<dim>/embedding")
+            raise KeyError(
+                f"the store has no variable {var}; try 'expression' or a result such as "
+                "representations/<method>/k<dim>/embedding"
+            )
         da = ds[var]
     if "gene" in da.dims:
         if genes is None:
             if da.sizes["gene"] > 1:
-                raise ValueError(f"{var} has {da.sizes['gene']:,} genes; choose with --gene "
-                                 "(comma-separated genes make a 4-D file)")
+                raise ValueError(
+                    f"{var} has {da.sizes['gene']:,} genes; choose with --gene (comma-separated genes make a 4-D file)"
+                )
         else:
             chosen = resolve_genes(genes, da["gene"].values)
             da = da.sel(gene=chosen[0]) if len(chosen) == 1 else da.sel(gene=chosen)

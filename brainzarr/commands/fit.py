@@ -1,4 +1,5 @@
 """``brainzarr fit``: fit representations at several dimensions and write them into the store."""
+
 from __future__ import annotations
 
 import sys
@@ -49,8 +50,9 @@ def method_params(method: str, args, options: dict) -> dict:
     from ..models.pipeline import model_class
 
     names = set(model_class(method)._get_param_names())
-    params = {name: getattr(args, name) for name in GENERIC_OPTIONS
-              if getattr(args, name) is not None and name in names}
+    params = {
+        name: getattr(args, name) for name in GENERIC_OPTIONS if getattr(args, name) is not None and name in names
+    }
     params.update(options.get(None, {}))
     params.update(options.get(method, {}))
     return params
@@ -84,8 +86,10 @@ def run_fit(args):
             print(f"brainzarr fit: note: {flag} applies to none of {', '.join(methods)}", file=sys.stderr)
     exists = {(m, d) for m in methods for d in dims if (Path(args.store) / result_group(m, d)).exists()}
     if exists and not (args.overwrite or args.skip_existing):
-        raise FileExistsError(f"{', '.join(result_group(m, d) for m, d in sorted(exists))} exist in {args.store}; "
-                              "pass --overwrite to refit or --skip-existing to keep them")
+        raise FileExistsError(
+            f"{', '.join(result_group(m, d) for m, d in sorted(exists))} exist in {args.store}; "
+            "pass --overwrite to refit or --skip-existing to keep them"
+        )
     client = dask_client(args)
     try:
         for method in methods:
@@ -94,12 +98,24 @@ def run_fit(args):
                     print(f"{method} k{dim}: exists, skipped")
                     continue
                 start = time.perf_counter()
-                result = fit_store(args.store, method, dim, overwrite=args.overwrite, seed=args.seed,
-                                   split=args.split, write_reconstruction=not args.no_reconstruction,
-                                   progress=True if args.progress else None, client=client, **dict(params[method]))
+                result = fit_store(
+                    args.store,
+                    method,
+                    dim,
+                    overwrite=args.overwrite,
+                    seed=args.seed,
+                    split=args.split,
+                    write_reconstruction=not args.no_reconstruction,
+                    progress=True if args.progress else None,
+                    client=client,
+                    **dict(params[method]),
+                )
                 train, test = (float(v) for v in result["rmse"].values)
-                print(f"{method} k{dim}: train RMSE {train:.5f}  test RMSE {test:.5f}  "
-                      f"({time.perf_counter() - start:.1f} s)", flush=True)
+                print(
+                    f"{method} k{dim}: train RMSE {train:.5f}  test RMSE {test:.5f}  "
+                    f"({time.perf_counter() - start:.1f} s)",
+                    flush=True,
+                )
     finally:
         if client is not None:
             client.close()
@@ -121,22 +137,33 @@ def _run(args):
 
 
 def register(sub):
-    p = sub.add_parser("fit", help="fit representations (PCA, kPCA, NMF, t-SNE, UMAP, auto-encoder) into the store",
-                       description="Fit each method at each dimension on the training voxels, write embedding, "
-                                   "reconstruction, parameters and train/test RMSE under "
-                                   "representations/<method>/k<dim>, and print the RMSE table.")
+    p = sub.add_parser(
+        "fit",
+        help="fit representations (PCA, kPCA, NMF, t-SNE, UMAP, auto-encoder) into the store",
+        description="Fit each method at each dimension on the training voxels, write embedding, "
+        "reconstruction, parameters and train/test RMSE under "
+        "representations/<method>/k<dim>, and print the RMSE table.",
+    )
     p.add_argument("store", help="a brainzarr store")
     p.add_argument("--methods", default="pca", help="comma-separated: pca,kpca,nmf,tsne,umap,ae (default: pca)")
     p.add_argument("--dims", default="2,4,8,16,32,64,128", help="comma-separated dimensions")
     p.add_argument("--max-epochs", type=int, help="epochs at most (methods that train in epochs: nmf, ae)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="torch device (methods that take one)")
-    p.add_argument("--option", action="append", metavar="[METHOD.]NAME=VALUE",
-                   help="an estimator parameter, e.g. pca.n_power_iter=6 or kpca.n_landmarks=1000 (repeatable)")
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="[METHOD.]NAME=VALUE",
+        help="an estimator parameter, e.g. pca.n_power_iter=6 or kpca.n_landmarks=1000 (repeatable)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds every estimator (recorded)")
-    p.add_argument("--split", choices=("random", "blocked"),
-                   help="train/test split to use (default: the store's split)")
-    p.add_argument("--no-reconstruction", action="store_true",
-                   help="do not write reconstruction (voxel, gene), as large as the expression; RMSE is still computed")
+    p.add_argument(
+        "--split", choices=("random", "blocked"), help="train/test split to use (default: the store's split)"
+    )
+    p.add_argument(
+        "--no-reconstruction",
+        action="store_true",
+        help="do not write reconstruction (voxel, gene), as large as the expression; RMSE is still computed",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--skip-existing", action="store_true", help="keep existing results and fit only the missing ones")
     p.add_argument("--progress", action="store_true", help="always show progress bars (default: on a terminal)")

@@ -1,4 +1,5 @@
 """``brainzarr info``: what a store holds."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +25,8 @@ def describe(path) -> str:
         f"grid        {attrs['grid_shape']} at {attrs['resolution_mm']:g} mm, {attrs['space']} ({attrs.get('mask')})",
         f"expression  {ds.sizes['voxel']:,} voxels x {ds.sizes['gene']:,} genes, chunks "
         f"{tuple(c[0] for c in ds['expression'].chunks)}",
-        f"source      {src.get('name')}  {src.get('n_samples', '?')} samples, donors {', '.join(src.get('donors', []))}",
+        f"source      {src.get('name')}  {src.get('n_samples', '?')} samples, "
+        f"donors {', '.join(src.get('donors', []))}",
         f"assignment  {prov.get('assignment')}",
         f"split       {prov.get('split', {}).get('scheme')}: {int(np.sum(split == 'train')):,} train / "
         f"{int(np.sum(split == 'test')):,} test (seed {prov.get('split', {}).get('seed')})",

@@ -1,4 +1,5 @@
 """``brainzarr inr fit|evaluate|render``: the gene-conditioned implicit neural representation."""
+
 from __future__ import annotations
 
 import time
@@ -16,12 +17,17 @@ def _add_model_arguments(p):
     g.add_argument("--width", type=int, default=256, help="hidden width of the coordinate network")
     g.add_argument("--depth", type=int, default=2, help="hidden layers of the coordinate network")
     g.add_argument("--backbone", choices=("fourier", "siren"), default="fourier")
-    g.add_argument("--length-scale", type=float, default=24.0,
-                   help="length scale (mm) of the Fourier features (default 24)")
+    g.add_argument(
+        "--length-scale", type=float, default=24.0, help="length scale (mm) of the Fourier features (default 24)"
+    )
     g.add_argument("--rank", type=int, default=64, help="gene-space components trained on (projected solver)")
     g.add_argument("--solver", choices=("auto", "projected", "masked"), default="auto")
-    g.add_argument("--ensemble", type=int, default=3,
-                   help="networks trained with seeds S, S+1, ... whose predictions are averaged (default 3)")
+    g.add_argument(
+        "--ensemble",
+        type=int,
+        default=3,
+        help="networks trained with seeds S, S+1, ... whose predictions are averaged (default 3)",
+    )
     g.add_argument("--batch-size", type=int, default=256)
     g.add_argument("--lr", type=float, default=3e-3)
     g.add_argument("--no-tissue", action="store_true", help="do not feed nilearn's grey/white-matter masks")
@@ -30,11 +36,23 @@ def _add_model_arguments(p):
 
 
 def _inr_params(args) -> dict:
-    return {"epochs": args.epochs, "n_features": args.features, "width": args.width, "depth": args.depth,
-            "backbone": args.backbone, "length_scale_mm": args.length_scale, "rank": args.rank,
-            "solver": args.solver, "batch_size": args.batch_size, "lr": args.lr, "tissue": not args.no_tissue,
-            "donor_effects": not args.no_donor_effects, "n_ensemble": args.ensemble, "device": args.device,
-            "seed": args.seed}
+    return {
+        "epochs": args.epochs,
+        "n_features": args.features,
+        "width": args.width,
+        "depth": args.depth,
+        "backbone": args.backbone,
+        "length_scale_mm": args.length_scale,
+        "rank": args.rank,
+        "solver": args.solver,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "tissue": not args.no_tissue,
+        "donor_effects": not args.no_donor_effects,
+        "n_ensemble": args.ensemble,
+        "device": args.device,
+        "seed": args.seed,
+    }
 
 
 def _load_table(args):
@@ -61,8 +79,10 @@ def _fit(args):
     model.save(out, overwrite=args.overwrite)
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()
-    print(f"fitted in {model.fit_seconds_:.1f} s ({model.solver_} solver, final loss {model.history_[-1]:.4f}); "
-          f"wrote {out}")
+    print(
+        f"fitted in {model.fit_seconds_:.1f} s ({model.solver_} solver, final loss {model.history_[-1]:.4f}); "
+        f"wrote {out}"
+    )
 
 
 def _evaluate(args):
@@ -82,31 +102,48 @@ def _evaluate(args):
     table = _load_table(args)
     inr_params = _inr_params(args)
     start = time.perf_counter()
-    frames = [cross_validate(table, methods=methods, cv=cv, n_folds=args.folds, block_mm=args.block_mm,
-                             seed=args.seed, inr_params=inr_params, progress=True) for cv in schemes]
+    frames = [
+        cross_validate(
+            table,
+            methods=methods,
+            cv=cv,
+            n_folds=args.folds,
+            block_mm=args.block_mm,
+            seed=args.seed,
+            inr_params=inr_params,
+            progress=True,
+        )
+        for cv in schemes
+    ]
     heldout = pd.concat(frames, ignore_index=True)
     heldout.to_csv(out / "heldout.csv", index=False)
     summary = summarize(heldout)
     summary.to_csv(out / "summary.csv", index=False)
-    plot_heldout(heldout, out / "heldout.png",
-                 title=f"{table.attrs.get('source', 'table')}: {table.sizes['gene']:,} genes, "
-                       f"{table.sizes['sample']:,} samples")
+    plot_heldout(
+        heldout,
+        out / "heldout.png",
+        title=f"{table.attrs.get('source', 'table')}: {table.sizes['gene']:,} genes, {table.sizes['sample']:,} samples",
+    )
     pd.set_option("display.width", 200)
-    print(f"held-out samples ({', '.join(schemes)}; {table.sizes['gene']:,} genes; "
-          f"{time.perf_counter() - start:.0f} s):")
+    print(
+        f"held-out samples ({', '.join(schemes)}; {table.sizes['gene']:,} genes; {time.perf_counter() - start:.0f} s):"
+    )
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if "true_field" in set(summary["method"]):
-        print("true_field: the noise-free synthetic field scored against the noisy held-out samples "
-              "(the noise floor); inr_donor adds the held-out sample's donor offsets to the population map.")
+        print(
+            "true_field: the noise-free synthetic field scored against the noisy held-out samples "
+            "(the noise floor); inr_donor adds the held-out sample's donor offsets to the population map."
+        )
     if args.maps_resolution:
         truth = synthetic_truth(table)
         fitted = {m: make_method(m, seed=args.seed, inr_params=inr_params).fit(table) for m in methods}
-        maps = map_scores(fitted, mni152_grid(args.maps_resolution), table["gene"].values, truth=truth,
-                          progress=True)
+        maps = map_scores(fitted, mni152_grid(args.maps_resolution), table["gene"].values, truth=truth, progress=True)
         maps.to_csv(out / "maps.csv", index=False)
         cols = [c for c in maps.columns if c.startswith(("rmse_", "r_"))]
-        print(f"\nmaps at {args.maps_resolution} mm, fitted on all samples (mean over genes; "
-              "r_vs_idw is agreement with the IDW map, a secondary number):")
+        print(
+            f"\nmaps at {args.maps_resolution} mm, fitted on all samples (mean over genes; "
+            "r_vs_idw is agreement with the IDW map, a secondary number):"
+        )
         print(maps.groupby("method", sort=False)[cols].mean().to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {out / 'heldout.csv'}, summary.csv, heldout.png" + (", maps.csv" if args.maps_resolution else ""))
 
@@ -122,17 +159,29 @@ def _render(args):
     except (ValueError, AssertionError):
         raise ValueError(f"--chunks must be two positive integers voxels,genes; got {args.chunks!r}") from None
     start = time.perf_counter()
-    out = render_store(args.model, args.out, resolution=args.resolution, mask=args.mask,
-                       genes=parse_genes(args.genes), chunks=chunks, seed=args.seed, overwrite=args.overwrite,
-                       progress=True, device=args.device)
+    out = render_store(
+        args.model,
+        args.out,
+        resolution=args.resolution,
+        mask=args.mask,
+        genes=parse_genes(args.genes),
+        chunks=chunks,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=True,
+        device=args.device,
+    )
     print(f"rendered {out} in {time.perf_counter() - start:.1f} s")
     print(describe(out))
 
 
 def register(sub):
-    p = sub.add_parser("inr", help="implicit neural representation: fit, evaluate, render",
-                       description="Gene-conditioned implicit neural representation of the samples: one "
-                                   "coordinate network for all genes, per-gene embeddings.")
+    p = sub.add_parser(
+        "inr",
+        help="implicit neural representation: fit, evaluate, render",
+        description="Gene-conditioned implicit neural representation of the samples: one "
+        "coordinate network for all genes, per-gene embeddings.",
+    )
     inr_sub = p.add_subparsers(dest="inr_command", metavar="ACTION", required=True)
 
     f = inr_sub.add_parser("fit", help="fit an INR on a source's samples (or a store's voxels)")
@@ -149,14 +198,22 @@ def register(sub):
     e = inr_sub.add_parser("evaluate", help="held-out samples: INR vs nearest, IDW, kriging")
     add_source_arguments(e)
     e.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all)")
-    e.add_argument("--cv", choices=("blocks", "donors", "both"), default="blocks",
-                   help="held-out folds: spatial blocks (k-fold) or leave-one-donor-out")
+    e.add_argument(
+        "--cv",
+        choices=("blocks", "donors", "both"),
+        default="blocks",
+        help="held-out folds: spatial blocks (k-fold) or leave-one-donor-out",
+    )
     e.add_argument("--folds", type=int, default=5, help="folds of --cv blocks")
     e.add_argument("--block-mm", type=float, default=16.0, help="cube edge of the spatial blocks (mm)")
     e.add_argument("--methods", default=",".join(METHOD_CHOICES), help="comma-separated methods")
-    e.add_argument("--maps-resolution", type=int, default=0,
-                   help="also score maps on the MNI152 grid at this resolution (mm): error against the true "
-                        "field (synthetic) and agreement with IDW (secondary); 0: skip")
+    e.add_argument(
+        "--maps-resolution",
+        type=int,
+        default=0,
+        help="also score maps on the MNI152 grid at this resolution (mm): error against the true "
+        "field (synthetic) and agreement with IDW (secondary); 0: skip",
+    )
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("-o", "--output", required=True, help="folder for heldout.csv, summary.csv, heldout.png")
     _add_model_arguments(e)

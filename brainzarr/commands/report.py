@@ -1,4 +1,5 @@
 """``brainzarr report``: a self-contained HTML report of a store's evaluation."""
+
 from __future__ import annotations
 
 from .evaluate import add_evaluation_arguments, evaluation_options, resolve_targets
@@ -14,9 +15,12 @@ def _run(args):
 
 
 def register(sub):
-    p = sub.add_parser("report", help="write an HTML report (tables and figures)",
-                       description="Write an HTML report of a store: reconstruction, 2-D embeddings and, with "
-                                   "--targets (or after `brainzarr evaluate`), downstream prediction under the "
-                                   "random and the blocked split.")
+    p = sub.add_parser(
+        "report",
+        help="write an HTML report (tables and figures)",
+        description="Write an HTML report of a store: reconstruction, 2-D embeddings and, with "
+        "--targets (or after `brainzarr evaluate`), downstream prediction under the "
+        "random and the blocked split.",
+    )
     add_evaluation_arguments(p)
     p.set_defaults(func=_run)

@@ -12,9 +12,9 @@
 >>> result = run_evaluation("store/s8.zarr", "pet_maps/", "eval/")  # doctest: +SKIP
 >>> write_report("store/s8.zarr", "eval/")  # doctest: +SKIP
 """
+
 from .prediction import DEFAULT_GRID, LARGE_GRID, fit_score, grid_search, predict_targets
-from .reconstruction import (reconstruction_frame, reconstruction_histogram, reconstruction_table,
-                             streamed_rmse)
+from .reconstruction import reconstruction_frame, reconstruction_histogram, reconstruction_table, streamed_rmse
 from .report import write_report
 from .results import find_representations
 from .run import EvaluationResult, load_evaluation, run_evaluation, summary_table
@@ -22,8 +22,25 @@ from .stats import anova_tukey
 from .synthetic_targets import SYNTHETIC_TARGETS, write_synthetic_targets
 from .targets import load_embedding, load_targets
 
-__all__ = ["run_evaluation", "write_report", "EvaluationResult", "load_evaluation", "load_targets",
-           "load_embedding", "predict_targets", "fit_score", "grid_search", "DEFAULT_GRID", "LARGE_GRID",
-           "reconstruction_table", "reconstruction_frame", "reconstruction_histogram", "streamed_rmse",
-           "anova_tukey", "summary_table", "find_representations", "write_synthetic_targets",
-           "SYNTHETIC_TARGETS"]
+__all__ = [
+    "run_evaluation",
+    "write_report",
+    "EvaluationResult",
+    "load_evaluation",
+    "load_targets",
+    "load_embedding",
+    "predict_targets",
+    "fit_score",
+    "grid_search",
+    "DEFAULT_GRID",
+    "LARGE_GRID",
+    "reconstruction_table",
+    "reconstruction_frame",
+    "reconstruction_histogram",
+    "streamed_rmse",
+    "anova_tukey",
+    "summary_table",
+    "find_representations",
+    "write_synthetic_targets",
+    "SYNTHETIC_TARGETS",
+]

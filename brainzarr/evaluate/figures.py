@@ -10,6 +10,7 @@ Every function writes one PNG and returns its path:
 * :func:`plot_r2_bars` - mean test R² by representation, random vs blocked split, with the
   per-target points.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-__all__ = ["plot_embedding_density", "plot_brain_maps", "plot_reconstruction_hist", "plot_rmse_vs_dim",
-           "plot_embedding_by_target", "plot_r2_bars", "SPLIT_COLOURS"]
+__all__ = [
+    "plot_embedding_density",
+    "plot_brain_maps",
+    "plot_reconstruction_hist",
+    "plot_rmse_vs_dim",
+    "plot_embedding_by_target",
+    "plot_r2_bars",
+    "SPLIT_COLOURS",
+]
 
 #: colours of the split schemes, the same in every figure
 SPLIT_COLOURS = {"random": "#d95f02", "blocked": "#1b9e77"}
@@ -35,8 +43,9 @@ _DPI = 110
 def _panels(n: int, ncols: int = 3, size=(3.6, 3.2)):
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, axes.ravel()[:n]
@@ -76,8 +85,15 @@ def plot_embedding_density(embeddings: dict, path, *, bins: int = 120, smooth: f
         density = gaussian_filter(counts, smooth)
         density /= density.max() or 1.0
         mesh = ax.pcolormesh(xe, ye, np.ma.masked_less(density.T, 0.01), cmap="magma_r", vmin=0, vmax=1)
-        ax.contour((xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2, density.T, levels=[0.1, 0.3, 0.5, 0.7, 0.9],
-                   colors="black", linewidths=0.5, alpha=0.6)
+        ax.contour(
+            (xe[:-1] + xe[1:]) / 2,
+            (ye[:-1] + ye[1:]) / 2,
+            density.T,
+            levels=[0.1, 0.3, 0.5, 0.7, 0.9],
+            colors="black",
+            linewidths=0.5,
+            alpha=0.6,
+        )
         ax.set_title(f"{name} ({len(xy):,} voxels)")
         ax.set_xlabel("component 1")
         ax.set_ylabel("component 2")
@@ -112,11 +128,25 @@ def plot_brain_maps(maps: dict, path, *, title: str | None = None, symmetric: bo
         lifted = np.where(np.abs(values) < eps, np.where(values < 0, -eps, eps), values)
         img = to_nifti(da.copy(data=np.nan_to_num(lifted, nan=0.0)), background=0.0)
         ax = fig.add_axes([0, 1 - (row + 1) / len(maps), 1, 1 / len(maps)])
-        opts = ({"cmap": "RdBu_r", "symmetric_cbar": True, "vmax": max(abs(lo), abs(hi))} if diverging
-                else {"cmap": "viridis", "symmetric_cbar": False, "vmin": lo, "vmax": hi})
-        display = plotting.plot_stat_map(img, axes=ax, figure=fig, display_mode="ortho", threshold=eps / 2,
-                                         title=label, draw_cross=False, black_bg=False, annotate=True,
-                                         colorbar=True, resampling_interpolation="nearest", **opts)
+        opts = (
+            {"cmap": "RdBu_r", "symmetric_cbar": True, "vmax": max(abs(lo), abs(hi))}
+            if diverging
+            else {"cmap": "viridis", "symmetric_cbar": False, "vmin": lo, "vmax": hi}
+        )
+        display = plotting.plot_stat_map(
+            img,
+            axes=ax,
+            figure=fig,
+            display_mode="ortho",
+            threshold=eps / 2,
+            title=label,
+            draw_cross=False,
+            black_bg=False,
+            annotate=True,
+            colorbar=True,
+            resampling_interpolation="nearest",
+            **opts,
+        )
         cbar = getattr(display, "_cbar", None)
         if cbar is not None:  # nilearn adds a tick at the (invisible) threshold: plain ticks instead
             cbar.set_ticks(np.linspace(cbar.norm.vmin, cbar.norm.vmax, 5))
@@ -185,8 +215,17 @@ def plot_embedding_by_target(embeddings: dict, target, path, *, name: str | None
         ax.scatter(xy[missing, 0], xy[missing, 1], s=3, c="#cccccc", lw=0, label="no target value")
         have = ok & np.isfinite(values)
         order = np.argsort(values[have])  # high values on top
-        sc = ax.scatter(xy[have, 0][order], xy[have, 1][order], c=values[have][order], s=4, lw=0,
-                        cmap="viridis", vmin=vmin, vmax=vmax, rasterized=True)
+        sc = ax.scatter(
+            xy[have, 0][order],
+            xy[have, 1][order],
+            c=values[have][order],
+            s=4,
+            lw=0,
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            rasterized=True,
+        )
         ax.set_title(rep)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -213,8 +252,15 @@ def plot_r2_bars(prediction: pd.DataFrame, path) -> Path:
         ax.bar(x, means, width * 0.92, color=SPLIT_COLOURS[scheme], alpha=0.55, label=f"{scheme} split (mean)")
         for i, rep in enumerate(reps):
             pts = part.loc[part["representation"] == rep, "r2"].to_numpy()
-            ax.scatter(x[i] + rng.uniform(-width * 0.25, width * 0.25, len(pts)), pts, s=12,
-                       color=SPLIT_COLOURS[scheme], edgecolor="black", linewidth=0.4, zorder=3)
+            ax.scatter(
+                x[i] + rng.uniform(-width * 0.25, width * 0.25, len(pts)),
+                pts,
+                s=12,
+                color=SPLIT_COLOURS[scheme],
+                edgecolor="black",
+                linewidth=0.4,
+                zorder=3,
+            )
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(np.arange(len(reps)))
     ax.set_xticklabels(reps, rotation=30, ha="right")
@@ -224,6 +270,7 @@ def plot_r2_bars(prediction: pd.DataFrame, path) -> Path:
     handles, labels = ax.get_legend_handles_labels()
     handles.append(plt.Line2D([], [], ls="", marker="o", ms=4, mfc="white", mec="black", mew=0.4))
     labels.append("one target")
-    ax.legend(handles, labels, frameon=False, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.22),
-              ncol=len(labels))
+    ax.legend(
+        handles, labels, frameon=False, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=len(labels)
+    )
     return _save(fig, path)

@@ -27,6 +27,7 @@ is not published in detail).
 Seeds: ``seed`` shuffles the CV folds and seeds XGBoost (``random_state``); it is recorded in
 every result row.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -41,14 +42,27 @@ from tqdm.auto import tqdm
 from ..parallel import progress_enabled
 from ..preprocess import spatial_blocks
 
-__all__ = ["DEFAULT_GRID", "LARGE_GRID", "GRIDS", "parse_grid", "FIXED_PARAMS", "cv_folds", "grid_search",
-           "fit_score", "predict_targets"]
+__all__ = [
+    "DEFAULT_GRID",
+    "LARGE_GRID",
+    "GRIDS",
+    "parse_grid",
+    "FIXED_PARAMS",
+    "cv_folds",
+    "grid_search",
+    "fit_score",
+    "predict_targets",
+]
 
 #: hyper-parameter grid searched by default (see the module docstring)
 DEFAULT_GRID = {"max_depth": [3, 6], "learning_rate": [0.1], "n_estimators": [50, 100, 200]}
 #: a more thorough grid (about 15x the cost of the default)
-LARGE_GRID = {"max_depth": [2, 3, 4, 6, 8], "learning_rate": [0.03, 0.1, 0.3], "subsample": [0.8, 1.0],
-              "n_estimators": [50, 100, 200, 400, 800]}
+LARGE_GRID = {
+    "max_depth": [2, 3, 4, 6, 8],
+    "learning_rate": [0.03, 0.1, 0.3],
+    "subsample": [0.8, 1.0],
+    "n_estimators": [50, 100, 200, 400, 800],
+}
 GRIDS = {"default": DEFAULT_GRID, "large": LARGE_GRID}
 #: XGBoost parameters that are not searched
 FIXED_PARAMS = {"tree_method": "hist", "n_jobs": 1, "verbosity": 0}
@@ -65,8 +79,10 @@ def cv_folds(n: int, *, n_splits: int = 5, groups=None, seed: int = 0) -> list[t
     groups = np.asarray(groups)
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
-        raise ValueError(f"the training voxels span {n_groups} spatial blocks, too few for {n_splits} "
-                         "blocked CV folds; use smaller blocks (block_mm) or fewer folds")
+        raise ValueError(
+            f"the training voxels span {n_groups} spatial blocks, too few for {n_splits} "
+            "blocked CV folds; use smaller blocks (block_mm) or fewer folds"
+        )
     return list(GroupKFold(n_splits, shuffle=True, random_state=seed).split(np.zeros(n), groups=groups))
 
 
@@ -82,8 +98,10 @@ def parse_grid(spec) -> dict:
         try:
             grid = json.loads(spec)
         except (TypeError, ValueError):
-            raise ValueError(f"grid must be one of {', '.join(GRIDS)} or a JSON object such as "
-                             '\'{"max_depth": [3, 6], "n_estimators": [100]}\'') from None
+            raise ValueError(
+                f"grid must be one of {', '.join(GRIDS)} or a JSON object such as "
+                '\'{"max_depth": [3, 6], "n_estimators": [100]}\''
+            ) from None
     if not isinstance(grid, dict) or not grid:
         raise ValueError("the grid must be a non-empty mapping of XGBoost parameter -> values")
     return grid
@@ -123,8 +141,11 @@ def grid_search(X, y, folds, *, grid=None, seed: int = 0) -> tuple[dict, pd.Data
             for s, n in enumerate(sizes):
                 pred = model.predict(X[val], iteration_range=(0, n))
                 mse[c, s] += np.mean((pred - y[val]) ** 2) / len(folds)
-    rows = [{**params, "n_estimators": n, "cv_rmse": float(np.sqrt(mse[c, s]))}
-            for c, params in enumerate(candidates) for s, n in enumerate(sizes)]
+    rows = [
+        {**params, "n_estimators": n, "cv_rmse": float(np.sqrt(mse[c, s]))}
+        for c, params in enumerate(candidates)
+        for s, n in enumerate(sizes)
+    ]
     table = pd.DataFrame(rows)
     best = rows[int(np.argmin(mse.ravel()))]
     return {k: v for k, v in best.items() if k != "cv_rmse"}, table
@@ -142,14 +163,29 @@ def fit_score(X, y, train, test, *, groups=None, grid=None, n_splits: int = 5, s
     best, table = grid_search(X_train, y_train, folds, grid=grid, seed=seed)
     model = _regressor({k: v for k, v in best.items() if k != "n_estimators"}, best["n_estimators"], seed)
     pred = model.fit(X_train, y_train).predict(X[test])
-    return {"r2": float(r2_score(y[test], pred)), "rmse": float(np.sqrt(np.mean((pred - y[test]) ** 2))),
-            "cv_rmse": float(table["cv_rmse"].min()), "best_params": json.dumps(best, sort_keys=True),
-            "n_train": len(X_train), "n_test": len(pred)}
+    return {
+        "r2": float(r2_score(y[test], pred)),
+        "rmse": float(np.sqrt(np.mean((pred - y[test]) ** 2))),
+        "cv_rmse": float(table["cv_rmse"].min()),
+        "best_params": json.dumps(best, sort_keys=True),
+        "n_train": len(X_train),
+        "n_test": len(pred),
+    }
 
 
-def predict_targets(embeddings: dict, targets, splits: dict, *, xyz=None, block_mm: float = 16.0,
-                    grid=None, n_splits: int = 5, seed: int = 0, n_jobs: int | None = None,
-                    progress: bool | None = None) -> pd.DataFrame:
+def predict_targets(
+    embeddings: dict,
+    targets,
+    splits: dict,
+    *,
+    xyz=None,
+    block_mm: float = 16.0,
+    grid=None,
+    n_splits: int = 5,
+    seed: int = 0,
+    n_jobs: int | None = None,
+    progress: bool | None = None,
+) -> pd.DataFrame:
     """Score every representation x target x split scheme.
 
     Parameters
@@ -209,18 +245,38 @@ def predict_targets(embeddings: dict, targets, splits: dict, *, xyz=None, block_
         tr, te = np.arange(len(train)), np.arange(len(train), len(rows))
         g = groups[rows] if scheme == "blocked" else None
         scores = fit_score(Xs, ys, tr, te, groups=g, grid=grid, n_splits=n_splits, seed=seed)
-        return {"representation": rep, "target": name, "split": scheme, **scores,
-                "n_excluded": int((~ok).sum()), "seed": seed,
-                "block_mm": float(block_mm) if scheme == "blocked" else np.nan}
+        return {
+            "representation": rep,
+            "target": name,
+            "split": scheme,
+            **scores,
+            "n_excluded": int((~ok).sum()),
+            "seed": seed,
+            "block_mm": float(block_mm) if scheme == "blocked" else np.nan,
+        }
 
     workers = max(1, n_jobs or os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(tasks), desc="prediction", unit="model",
-                                                   disable=not progress_enabled(progress)) as bar:
+    with (
+        ThreadPoolExecutor(workers) as pool,
+        tqdm(total=len(tasks), desc="prediction", unit="model", disable=not progress_enabled(progress)) as bar,
+    ):
         futures = [pool.submit(run, task) for task in tasks]
         for future in as_completed(futures):
             future.result()  # surface the first error at once
             bar.update(1)
         results = [f.result() for f in futures]
-    columns = ["representation", "target", "split", "r2", "rmse", "cv_rmse", "n_train", "n_test",
-               "n_excluded", "best_params", "seed", "block_mm"]
+    columns = [
+        "representation",
+        "target",
+        "split",
+        "r2",
+        "rmse",
+        "cv_rmse",
+        "n_train",
+        "n_test",
+        "n_excluded",
+        "best_params",
+        "seed",
+        "block_mm",
+    ]
     return pd.DataFrame(results, columns=columns)

@@ -6,6 +6,7 @@ The table is an ``xarray.DataArray`` ``rmse (method, dim, resolution_mm, split, 
 low dims). RMSE comes from each group's ``rmse (split)`` when present, else it is computed by
 streaming ``reconstruction`` against ``expression`` (chunk by chunk).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,14 @@ from ..models.base import iter_row_blocks
 from ..store import open_store, read_group, write_group
 from .results import find_representations, split_labels
 
-__all__ = ["reconstruction_table", "reconstruction_frame", "to_markdown", "streamed_rmse",
-           "reconstruction_histogram", "save_reconstruction_table"]
+__all__ = [
+    "reconstruction_table",
+    "reconstruction_frame",
+    "to_markdown",
+    "streamed_rmse",
+    "reconstruction_histogram",
+    "save_reconstruction_table",
+]
 
 SETS = ("train", "test")
 
@@ -37,7 +44,7 @@ def _pairs(store, group: str, ds: xr.Dataset, block_rows: int = 1024):
     # the same row spans from both arrays; a block of all genes is block_rows x genes x 4 B each
     start = 0
     for x, r in zip(iter_row_blocks(expr.data, block_rows), iter_row_blocks(rec.data, block_rows), strict=True):
-        yield rows[start:start + len(x)], x, r
+        yield rows[start : start + len(x)], x, r
         start += len(x)
 
 
@@ -57,8 +64,9 @@ def streamed_rmse(store, group: str, labels, ds: xr.Dataset | None = None) -> di
     return {n: float(np.sqrt(sse[n] / count[n])) if count[n] else np.nan for n in names}
 
 
-def reconstruction_histogram(store, group: str, *, subset=None, bins: int = 100, value_range=(0.0, 1.0),
-                             ds: xr.Dataset | None = None):
+def reconstruction_histogram(
+    store, group: str, *, subset=None, bins: int = 100, value_range=(0.0, 1.0), ds: xr.Dataset | None = None
+):
     """2-D histogram of (original, reconstructed) values, streamed; ``subset``: bool per voxel."""
     ds = open_store(store) if ds is None else ds
     counts = np.zeros((bins, bins), dtype=np.int64)
@@ -93,10 +101,19 @@ def _table_one(store, methods=None, dims=None) -> xr.DataArray:
     for (m, d, s), values in records.items():
         for n, name in enumerate(SETS):
             data[methods_.index(m), dims_.index(d), 0, schemes.index(s), n] = values.get(name, np.nan)
-    return xr.DataArray(data, dims=("method", "dim", "resolution_mm", "split", "set"),
-                        coords={"method": methods_, "dim": np.asarray(dims_, dtype=np.int64),
-                                "resolution_mm": [resolution], "split": schemes, "set": list(SETS)},
-                        name="rmse", attrs={"store": str(store)})
+    return xr.DataArray(
+        data,
+        dims=("method", "dim", "resolution_mm", "split", "set"),
+        coords={
+            "method": methods_,
+            "dim": np.asarray(dims_, dtype=np.int64),
+            "resolution_mm": [resolution],
+            "split": schemes,
+            "set": list(SETS),
+        },
+        name="rmse",
+        attrs={"store": str(store)},
+    )
 
 
 def reconstruction_table(stores, *, methods=None, dims=None) -> xr.DataArray:
@@ -126,10 +143,12 @@ def reconstruction_frame(table: xr.DataArray) -> pd.DataFrame:
 
 def to_markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> str:
     """A GitHub-style Markdown table of a DataFrame (no extra dependency)."""
+
     def cell(v):
         if isinstance(v, (float, np.floating)):
             return "" if np.isnan(v) else format(v, floatfmt)
         return str(v)
+
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     align = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in frame.columns) + "|"
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]

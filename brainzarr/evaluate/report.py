@@ -6,6 +6,7 @@ folder first). The page opens in any browser from the file system: no scripts, n
 Every prediction number is shown under the random split and under the blocked split, side by
 side, and the page says which is which.
 """
+
 from __future__ import annotations
 
 import html
@@ -29,14 +30,18 @@ from .targets import load_embedding
 __all__ = ["write_report", "SPLIT_EXPLANATION"]
 
 SPLIT_EXPLANATION = {
-    "random": ("the reference study's split: a seeded random 20 % of the voxels is the test set. Neighbouring "
-               "voxels are interpolated from the same tissue samples and are near-copies of each other, so "
-               "almost every test voxel has a near-duplicate in training; numbers under this split are "
-               "optimistic and are shown to compare with the paper."),
-    "blocked": ("the honest split: whole cubes of {block_mm:g} mm (on a grid anchored at MNI 0) are held out "
-                "together until 20 % of the voxels are test, and the cross-validation folds inside the "
-                "training voxels are whole cubes too. Numbers under this split measure how well a "
-                "representation generalises to brain regions it has not seen."),
+    "random": (
+        "the reference study's split: a seeded random 20 % of the voxels is the test set. Neighbouring "
+        "voxels are interpolated from the same tissue samples and are near-copies of each other, so "
+        "almost every test voxel has a near-duplicate in training; numbers under this split are "
+        "optimistic and are shown to compare with the paper."
+    ),
+    "blocked": (
+        "the honest split: whole cubes of {block_mm:g} mm (on a grid anchored at MNI 0) are held out "
+        "together until 20 % of the voxels are test, and the cross-validation folds inside the "
+        "training voxels are whole cubes too. Numbers under this split measure how well a "
+        "representation generalises to brain regions it has not seen."
+    ),
 }
 
 _CSS = """
@@ -58,14 +63,17 @@ figcaption{font-size:.88em;color:#444}code{background:#f4f4f4;padding:0 .2em}
 def _table(frame: pd.DataFrame, floatfmt="{:.4f}", classes=None) -> str:
     if frame is None or len(frame) == 0:
         return "<p class='note'>(none)</p>"
-    return frame.to_html(index=False, border=0, na_rep="-", float_format=lambda v: floatfmt.format(v),
-                         escape=True, classes=classes)
+    return frame.to_html(
+        index=False, border=0, na_rep="-", float_format=lambda v: floatfmt.format(v), escape=True, classes=classes
+    )
 
 
 def _figure(path: Path, out_dir: Path, caption: str) -> str:
     rel = path.relative_to(out_dir).as_posix()
-    return (f"<figure><img src='{html.escape(rel)}' alt='{html.escape(caption)}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f"<figure><img src='{html.escape(rel)}' alt='{html.escape(caption)}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _safe(name: str) -> str:
@@ -78,15 +86,19 @@ def _split_section(ds, attrs, block_mm, fitted) -> str:
         labels = split_labels(ds, scheme)
         n_test, n = int((labels == "test").sum()), len(labels)
         text = SPLIT_EXPLANATION[scheme].format(block_mm=block_mm)
-        parts.append(f"<div class='split {scheme}'><b>{scheme} split</b>: {html.escape(text)} "
-                     f"<br>{n - n_test:,} training and {n_test:,} test voxels "
-                     f"(seed {attrs.get('provenance', {}).get('split', {}).get('seed', '?')}).</div>")
+        parts.append(
+            f"<div class='split {scheme}'><b>{scheme} split</b>: {html.escape(text)} "
+            f"<br>{n - n_test:,} training and {n_test:,} test voxels "
+            f"(seed {attrs.get('provenance', {}).get('split', {}).get('seed', '?')}).</div>"
+        )
     if fitted:
         listing = ", ".join(f"{html.escape(k)}: <b>{html.escape(str(v))}</b>" for k, v in sorted(fitted.items()))
-        parts.append("<p class='note'>Each representation was fitted on the training voxels of one split "
-                     f"({listing}). Its embedding of the other split's test voxels comes from a model that "
-                     "saw their expression (never the targets) during fitting: an unsupervised, milder leak "
-                     "than the random split's.</p>")
+        parts.append(
+            "<p class='note'>Each representation was fitted on the training voxels of one split "
+            f"({listing}). Its embedding of the other split's test voxels comes from a model that "
+            "saw their expression (never the targets) during fitting: an unsupervised, milder leak "
+            "than the random split's.</p>"
+        )
     return "\n".join(parts)
 
 
@@ -94,16 +106,23 @@ def _recon_section(store, frame, reps, out_dir, fig_dir, ds) -> str:
     parts = ["<h2>Reconstruction</h2>"]
     if frame.empty:
         return parts[0] + "<p class='note'>No fitted representation with a reconstruction in the store.</p>"
-    parts.append("<p>Root mean squared error between the expression (scaled to [0, 1]) and its reconstruction "
-                 "from the embedding, on the training and on the held-out test voxels of the split each model "
-                 "was fitted under. t-SNE has no reconstruction.</p>")
+    parts.append(
+        "<p>Root mean squared error between the expression (scaled to [0, 1]) and its reconstruction "
+        "from the embedding, on the training and on the held-out test voxels of the split each model "
+        "was fitted under. t-SNE has no reconstruction.</p>"
+    )
     wide = frame.pivot_table(index=["method", "dim"], columns="split", values=["train_rmse", "test_rmse"])
     order = [(m, s) for s in ("random", "blocked", "unknown") for m in ("train_rmse", "test_rmse") if (m, s) in wide]
     wide = wide[order]
     wide.columns = [f"{scheme} split: {metric.replace('_rmse', '')} RMSE" for metric, scheme in wide.columns]
     parts.append(_table(wide.reset_index()))
-    figs = [_figure(figures.plot_rmse_vs_dim(frame, fig_dir / "rmse_vs_dim.png"), out_dir,
-                    "Reconstruction RMSE against embedding dimension (solid: test voxels, dashed: training).")]
+    figs = [
+        _figure(
+            figures.plot_rmse_vs_dim(frame, fig_dir / "rmse_vs_dim.png"),
+            out_dir,
+            "Reconstruction RMSE against embedding dimension (solid: test voxels, dashed: training).",
+        )
+    ]
     hists = {}
     for method in sorted(frame["method"].unique()):
         candidates = [r for r in reps if r.method == method and "reconstruction" in r.variables]
@@ -111,12 +130,18 @@ def _recon_section(store, frame, reps, out_dir, fig_dir, ds) -> str:
             continue
         rep = min(candidates, key=lambda r: r.dim)
         subset = split_labels(ds, rep.split_scheme) == "test" if rep.split_scheme else None
-        hists[f"{rep.name} ({rep.split_scheme or '?'} split)"] = reconstruction_histogram(store, rep.group,
-                                                                                         subset=subset, ds=ds)
+        hists[f"{rep.name} ({rep.split_scheme or '?'} split)"] = reconstruction_histogram(
+            store, rep.group, subset=subset, ds=ds
+        )
     if hists:
-        figs.append(_figure(figures.plot_reconstruction_hist(hists, fig_dir / "reconstruction_hist.png"), out_dir,
-                            "Original against reconstructed expression of every gene at the test voxels "
-                            "(lowest dim of each method); the dashed line is a perfect reconstruction."))
+        figs.append(
+            _figure(
+                figures.plot_reconstruction_hist(hists, fig_dir / "reconstruction_hist.png"),
+                out_dir,
+                "Original against reconstructed expression of every gene at the test voxels "
+                "(lowest dim of each method); the dashed line is a perfect reconstruction.",
+            )
+        )
     parts.append("<div class='grid'>" + "".join(figs) + "</div>")
     return "\n".join(parts)
 
@@ -125,9 +150,14 @@ def _embedding_section(embeddings, out_dir, fig_dir) -> str:
     parts = ["<h2>2-D embeddings</h2>"]
     if not embeddings:
         return parts[0] + "<p class='note'>No 2-D embedding in the store.</p>"
-    parts.append(_figure(figures.plot_embedding_density(embeddings, fig_dir / "embedding_density.png"), out_dir,
-                         "Density of the voxels in each 2-D embedding (smoothed 2-D histogram, contours at 10, 30, "
-                         "50, 70 and 90 % of the peak)."))
+    parts.append(
+        _figure(
+            figures.plot_embedding_density(embeddings, fig_dir / "embedding_density.png"),
+            out_dir,
+            "Density of the voxels in each 2-D embedding (smoothed 2-D histogram, contours at 10, 30, "
+            "50, 70 and 90 % of the peak).",
+        )
+    )
     brains = []
     for name, emb in embeddings.items():
         maps = {f"{name} component {int(c)}": emb.sel(component=c) for c in emb["component"].values[:2]}
@@ -153,51 +183,80 @@ def _r2_cells(prediction: pd.DataFrame) -> pd.DataFrame:
 def _prediction_section(prediction, target_maps, embeddings, out_dir, fig_dir) -> str:
     parts = ["<h2>Downstream prediction of target maps</h2>"]
     if prediction is None or prediction.empty:
-        return parts[0] + ("<p class='note'>No target maps were evaluated. Run <code>brainzarr evaluate STORE "
-                           "--targets DIR -o OUT</code> or <code>brainzarr report STORE --targets DIR</code>.</p>")
+        return parts[0] + (
+            "<p class='note'>No target maps were evaluated. Run <code>brainzarr evaluate STORE "
+            "--targets DIR -o OUT</code> or <code>brainzarr report STORE --targets DIR</code>.</p>"
+        )
     schemes = [s for s in ("random", "blocked") if s in set(prediction["split"])]
-    parts.append("<p>For each representation and target map, an XGBoost regressor predicts the target from the "
-                 "embedding; its hyper-parameters are grid-searched by 5-fold cross-validation on the training "
-                 "voxels and it is scored on the test voxels. Targets are min-max scaled to [0, 1]; voxels "
-                 "where a target is missing (zero/NaN background) are left out. Splits reported: "
-                 + ", ".join(f"<b>{s}</b>" for s in schemes) + ".</p>")
+    parts.append(
+        "<p>For each representation and target map, an XGBoost regressor predicts the target from the "
+        "embedding; its hyper-parameters are grid-searched by 5-fold cross-validation on the training "
+        "voxels and it is scored on the test voxels. Targets are min-max scaled to [0, 1]; voxels "
+        "where a target is missing (zero/NaN background) are left out. Splits reported: "
+        + ", ".join(f"<b>{s}</b>" for s in schemes)
+        + ".</p>"
+    )
     summary = summary_table(prediction)
     parts.append("<h3>Mean over targets</h3>" + _table(summary, "{:.3f}"))
-    parts.append(_figure(figures.plot_r2_bars(prediction, fig_dir / "r2_bars.png"), out_dir,
-                         "Test R² by representation: bars are the mean over targets, points the targets; "
-                         "orange: random split, green: blocked split."))
+    parts.append(
+        _figure(
+            figures.plot_r2_bars(prediction, fig_dir / "r2_bars.png"),
+            out_dir,
+            "Test R² by representation: bars are the mean over targets, points the targets; "
+            "orange: random split, green: blocked split.",
+        )
+    )
     parts.append("<h3>Test R² per target (random / blocked)</h3>" + _table(_r2_cells(prediction)))
     anova, tukey = anova_tukey(prediction)
-    parts.append("<h3>Statistics across representations</h3><p>One-way ANOVA and Tukey's HSD on the per-target "
-                 "test R² (scipy), for each split.</p>" + _table(anova, "{:.4g}") + _table(tukey, "{:.4g}"))
+    parts.append(
+        "<h3>Statistics across representations</h3><p>One-way ANOVA and Tukey's HSD on the per-target "
+        "test R² (scipy), for each split.</p>" + _table(anova, "{:.4g}") + _table(tukey, "{:.4g}")
+    )
     if target_maps is not None:
         names = [str(t) for t in target_maps["target"].values]
-        counts = pd.DataFrame({"target": names, "valid voxels": target_maps["n_valid"].values,
-                               "excluded voxels": target_maps["n_excluded"].values,
-                               "source": [Path(str(s)).name for s in target_maps["source"].values]})
+        counts = pd.DataFrame(
+            {
+                "target": names,
+                "valid voxels": target_maps["n_valid"].values,
+                "excluded voxels": target_maps["n_excluded"].values,
+                "source": [Path(str(s)).name for s in target_maps["source"].values],
+            }
+        )
         if any(n in DESCRIPTIONS for n in names):
             counts["what"] = [DESCRIPTIONS.get(n, "") for n in names]
         parts.append("<h3>Targets</h3>" + _table(counts, classes="kv"))
         tfigs = []
         for start in range(0, len(names), 6):
-            chunk = names[start:start + 6]
+            chunk = names[start : start + 6]
             maps = {n: target_maps.sel(target=n) for n in chunk}
             path = figures.plot_brain_maps(maps, fig_dir / f"targets_{start // 6 + 1}.png", symmetric=False)
-            tfigs.append(_figure(path, out_dir, "Target maps on the store's grid (scaled to [0, 1]): "
-                                 + ", ".join(chunk)))
+            tfigs.append(
+                _figure(path, out_dir, "Target maps on the store's grid (scaled to [0, 1]): " + ", ".join(chunk))
+            )
         parts.append("".join(tfigs))
         if embeddings:
             efigs = []
             for name in names:
-                path = figures.plot_embedding_by_target(embeddings, target_maps.sel(target=name),
-                                                        fig_dir / f"embedding_by_{_safe(name)}.png", name=name)
+                path = figures.plot_embedding_by_target(
+                    embeddings, target_maps.sel(target=name), fig_dir / f"embedding_by_{_safe(name)}.png", name=name
+                )
                 efigs.append(_figure(path, out_dir, f"2-D embeddings coloured by {name}."))
             parts.append("<h3>Embeddings coloured by each target</h3><div class='grid'>" + "".join(efigs) + "</div>")
     return "\n".join(parts)
 
 
-def write_report(store, out_dir, targets=None, *, methods=None, dims=(2,), split: str = "both",
-                 embeddings: dict | None = None, progress: bool | None = None, **evaluate_options) -> Path:
+def write_report(
+    store,
+    out_dir,
+    targets=None,
+    *,
+    methods=None,
+    dims=(2,),
+    split: str = "both",
+    embeddings: dict | None = None,
+    progress: bool | None = None,
+    **evaluate_options,
+) -> Path:
     """Write an HTML report of a store's representations and their evaluation.
 
     Parameters
@@ -233,8 +292,17 @@ def write_report(store, out_dir, targets=None, *, methods=None, dims=(2,), split
     fig_dir.mkdir(parents=True, exist_ok=True)
     record = {}
     if targets is not None or embeddings:
-        result = run_evaluation(store, targets, out_dir, methods=methods, dims=dims, split=split,
-                                embeddings=embeddings, progress=progress, **evaluate_options)
+        result = run_evaluation(
+            store,
+            targets,
+            out_dir,
+            methods=methods,
+            dims=dims,
+            split=split,
+            embeddings=embeddings,
+            progress=progress,
+            **evaluate_options,
+        )
         prediction, target_maps = result.prediction, result.target_maps
     else:
         prediction, target_maps = load_evaluation(store)
@@ -247,8 +315,9 @@ def write_report(store, out_dir, targets=None, *, methods=None, dims=(2,), split
 
     reps = find_representations(store, methods=methods, require=None)
     frame = reconstruction_frame(reconstruction_table(store, methods=methods))
-    embeddings_2d = {r.name: read_embedding(store, r.group, ds) for r in reps
-                     if r.dim == 2 and "embedding" in r.variables}
+    embeddings_2d = {
+        r.name: read_embedding(store, r.group, ds) for r in reps if r.dim == 2 and "embedding" in r.variables
+    }
     for name, files in (embeddings or {}).items():
         emb = files if hasattr(files, "sizes") else load_embedding(files, ds, name=name)
         if emb.sizes["component"] >= 2:
@@ -258,25 +327,39 @@ def write_report(store, out_dir, targets=None, *, methods=None, dims=(2,), split
 
     prov = attrs.get("provenance", {})
     src = prov.get("source", {})
-    overview = pd.DataFrame([
-        ("store", str(store)),
-        ("grid", f"{attrs['grid_shape']} at {attrs['resolution_mm']:g} mm, {attrs.get('space')}"),
-        ("expression", f"{ds.sizes['voxel']:,} voxels x {ds.sizes['gene']:,} genes"),
-        ("source", f"{src.get('name')} (seed {src.get('options', {}).get('seed', prov.get('seed'))})"),
-        ("representations", ", ".join(r.name for r in reps) or "none"),
-        ("evaluation", ", ".join(f"{k}={v}" for k, v in record.items() if k in ("seed", "n_splits", "block_mm",
-                                                                              "grid")) or "-"),
-    ], columns=["", "value"])
-    body = [f"<h1>brainzarr report: {html.escape(store.name)}</h1>", _table(overview, classes="kv"),
-            _split_section(ds, attrs, block_mm, fitted),
-            _recon_section(store, frame, reps, out_dir, fig_dir, ds),
-            _embedding_section(embeddings_2d, out_dir, fig_dir),
-            _prediction_section(prediction, target_maps, embeddings_2d, out_dir, fig_dir),
-            (f"<p class='note'>brainzarr {html.escape(str(__version__))}; report written in "
-            f"{time.perf_counter() - start:.0f} s.</p>")]
-    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>brainzarr report: {html.escape(store.name)}</title><style>{_CSS}</style></head><body>"
-            + "\n".join(body) + "</body></html>\n")
+    overview = pd.DataFrame(
+        [
+            ("store", str(store)),
+            ("grid", f"{attrs['grid_shape']} at {attrs['resolution_mm']:g} mm, {attrs.get('space')}"),
+            ("expression", f"{ds.sizes['voxel']:,} voxels x {ds.sizes['gene']:,} genes"),
+            ("source", f"{src.get('name')} (seed {src.get('options', {}).get('seed', prov.get('seed'))})"),
+            ("representations", ", ".join(r.name for r in reps) or "none"),
+            (
+                "evaluation",
+                ", ".join(f"{k}={v}" for k, v in record.items() if k in ("seed", "n_splits", "block_mm", "grid"))
+                or "-",
+            ),
+        ],
+        columns=["", "value"],
+    )
+    body = [
+        f"<h1>brainzarr report: {html.escape(store.name)}</h1>",
+        _table(overview, classes="kv"),
+        _split_section(ds, attrs, block_mm, fitted),
+        _recon_section(store, frame, reps, out_dir, fig_dir, ds),
+        _embedding_section(embeddings_2d, out_dir, fig_dir),
+        _prediction_section(prediction, target_maps, embeddings_2d, out_dir, fig_dir),
+        (
+            f"<p class='note'>brainzarr {html.escape(str(__version__))}; report written in "
+            f"{time.perf_counter() - start:.0f} s.</p>"
+        ),
+    ]
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>brainzarr report: {html.escape(store.name)}</title><style>{_CSS}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index

@@ -6,6 +6,7 @@ with ``split`` = train/test, and attributes ``method``, ``dim``, ``params``, ``s
 split scheme the model was fitted under. This module finds them and reads them onto the store's
 voxels; it tolerates a missing attribute by falling back on the group's path.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -81,8 +82,9 @@ def find_representations(store, *, methods=None, dims=None, require="embedding")
             continue
         if dims is not None and dim not in dims:
             continue
-        found.append(RepresentationGroup(group, method, dim, _scheme_of(ds.attrs),
-                                         tuple(map(str, ds.data_vars)), dict(ds.attrs)))
+        found.append(
+            RepresentationGroup(group, method, dim, _scheme_of(ds.attrs), tuple(map(str, ds.data_vars)), dict(ds.attrs))
+        )
     return sorted(found, key=lambda g: (g.method, g.dim, g.group))
 
 
@@ -106,5 +108,4 @@ def read_embedding(store, group: str, ds: xr.Dataset) -> xr.DataArray:
     other = emb.dims[1]
     labels = emb[other].values if other in emb.coords else np.arange(1, values.shape[1] + 1)
     coords = {c: ds[c] for c in ("voxel", "i", "j", "k", "x", "y", "z") if c in ds.coords}
-    return xr.DataArray(full, dims=("voxel", "component"), coords={**coords, "component": labels},
-                        name=group)
+    return xr.DataArray(full, dims=("voxel", "component"), coords={**coords, "component": labels}, name=group)

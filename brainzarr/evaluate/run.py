@@ -2,6 +2,7 @@
 
 Used by ``brainzarr evaluate`` and by ``brainzarr demo``.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,17 +43,27 @@ class EvaluationResult:
         lines = []
         if len(self.reconstruction):
             test = self.reconstruction.pivot_table(index=["method", "dim"], columns="split", values="test_rmse")
-            lines += ["Reconstruction: test RMSE (rows: method, dim; columns: split scheme the model was fitted under)",
-                      test.to_string(float_format=lambda v: f"{v:.4f}"), ""]
+            lines += [
+                "Reconstruction: test RMSE (rows: method, dim; columns: split scheme the model was fitted under)",
+                test.to_string(float_format=lambda v: f"{v:.4f}"),
+                "",
+            ]
         if len(self.summary):
-            lines += [("Prediction: mean test R² over targets (XGBoost on the embedding; random = the study's "
-                      "random voxel split, blocked = whole spatial blocks held out)"),
-                      self.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"), ""]
+            lines += [
+                (
+                    "Prediction: mean test R² over targets (XGBoost on the embedding; random = the study's "
+                    "random voxel split, blocked = whole spatial blocks held out)"
+                ),
+                self.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"),
+                "",
+            ]
         if len(self.prediction) and self.anova.empty:
             lines.append("ANOVA across representations: needs at least two representations and two targets")
         for row in self.anova.itertuples(index=False):
-            lines.append(f"ANOVA across representations ({row.split} split): F({row.df_between}, {row.df_within}) "
-                         f"= {row.F:.2f}, p = {row.p:.3g}")
+            lines.append(
+                f"ANOVA across representations ({row.split} split): F({row.df_between}, {row.df_within}) "
+                f"= {row.F:.2f}, p = {row.p:.3g}"
+            )
         for name, path in self.files.items():
             lines.append(f"{name:<15} {path}")
         return "\n".join(lines)
@@ -85,22 +96,43 @@ def _embeddings(store, ds, methods, dims, embeddings):
     if methods is None or len(methods):
         for rep in find_representations(store, methods=methods, dims=dims):
             reps[rep.name] = read_embedding(store, rep.group, ds)
-            meta[rep.name] = {"method": rep.method, "dim": rep.dim, "fitted_split": rep.split_scheme or "unknown",
-                              "source": f"{store}/{rep.group}"}
+            meta[rep.name] = {
+                "method": rep.method,
+                "dim": rep.dim,
+                "fitted_split": rep.split_scheme or "unknown",
+                "source": f"{store}/{rep.group}",
+            }
     for name, files in (embeddings or {}).items():
         if name in reps:
             raise ValueError(f"embedding name {name} clashes with a store representation; choose another")
         emb = files if isinstance(files, xr.DataArray) else load_embedding(files, ds, name=name)
         reps[name] = emb
-        meta[name] = {"method": "external", "dim": int(emb.sizes["component"]), "fitted_split": "external",
-                      "source": emb.attrs.get("source", name)}
+        meta[name] = {
+            "method": "external",
+            "dim": int(emb.sizes["component"]),
+            "fitted_split": "external",
+            "source": emb.attrs.get("source", name),
+        }
     return reps, meta
 
 
-def run_evaluation(store, targets=None, out_dir=None, methods=None, dims=(2,), split: str = "both", *,
-                   embeddings: dict | None = None, grid=None, n_splits: int = 5, block_mm: float | None = None,
-                   seed: int = 0, n_jobs: int | None = None, save_to_store: bool = True,
-                   progress: bool | None = None) -> EvaluationResult:
+def run_evaluation(
+    store,
+    targets=None,
+    out_dir=None,
+    methods=None,
+    dims=(2,),
+    split: str = "both",
+    *,
+    embeddings: dict | None = None,
+    grid=None,
+    n_splits: int = 5,
+    block_mm: float | None = None,
+    seed: int = 0,
+    n_jobs: int | None = None,
+    save_to_store: bool = True,
+    progress: bool | None = None,
+) -> EvaluationResult:
     """Evaluate a store's representations (and external embeddings).
 
     Parameters
@@ -161,12 +193,24 @@ def run_evaluation(store, targets=None, out_dir=None, methods=None, dims=(2,), s
         target_maps = load_targets(targets, ds)
         reps, meta = _embeddings(store, ds, methods, None if dims is None else tuple(dims), embeddings)
         if not reps:
-            raise ValueError(f"{store} holds no embedding at dims {dims} for methods {methods or 'any'}, and no "
-                             "external embedding was given; fit representations first (`brainzarr fit`)")
+            raise ValueError(
+                f"{store} holds no embedding at dims {dims} for methods {methods or 'any'}, and no "
+                "external embedding was given; fit representations first (`brainzarr fit`)"
+            )
         splits = {s: split_labels(ds, s) for s in schemes}
         xyz = np.column_stack([ds[c].values for c in "xyz"])
-        prediction = predict_targets(reps, target_maps, splits, xyz=xyz, block_mm=block_mm, grid=grid,
-                                     n_splits=n_splits, seed=seed, n_jobs=n_jobs, progress=progress)
+        prediction = predict_targets(
+            reps,
+            target_maps,
+            splits,
+            xyz=xyz,
+            block_mm=block_mm,
+            grid=grid,
+            n_splits=n_splits,
+            seed=seed,
+            n_jobs=n_jobs,
+            progress=progress,
+        )
         info = pd.DataFrame.from_dict(meta, orient="index").rename_axis("representation").reset_index()
         prediction = prediction.merge(info, on="representation", how="left")
         first = ["representation", "method", "dim", "fitted_split", "target", "split", "r2", "rmse"]
@@ -182,29 +226,46 @@ def run_evaluation(store, targets=None, out_dir=None, methods=None, dims=(2,), s
             (out / "prediction_summary.md").write_text(to_markdown(summary, ".3f") + "\n")
             anova.to_csv(out / "anova.csv", index=False)
             tukey.to_csv(out / "tukey.csv", index=False)
-            files.update(prediction=out / "prediction.csv", summary=out / "prediction_summary.csv",
-                         anova=out / "anova.csv", tukey=out / "tukey.csv")
-        record = {"store": str(store), "splits": list(schemes), "block_mm": block_mm, "seed": seed,
-                  "n_splits": n_splits, "grid": grid, "targets": None if targets is None else str(targets),
-                  "external_embeddings": {k: str(v) for k, v in (embeddings or {}).items()},
-                  "seconds": round(time.perf_counter() - start, 2)}
+            files.update(
+                prediction=out / "prediction.csv",
+                summary=out / "prediction_summary.csv",
+                anova=out / "anova.csv",
+                tukey=out / "tukey.csv",
+            )
+        record = {
+            "store": str(store),
+            "splits": list(schemes),
+            "block_mm": block_mm,
+            "seed": seed,
+            "n_splits": n_splits,
+            "grid": grid,
+            "targets": None if targets is None else str(targets),
+            "external_embeddings": {k: str(v) for k, v in (embeddings or {}).items()},
+            "seconds": round(time.perf_counter() - start, 2),
+        }
         (out / "evaluation.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
         files["record"] = out / "evaluation.json"
-    return EvaluationResult(prediction, recon, anova, tukey, summary, files, time.perf_counter() - start,
-                            target_maps)
+    return EvaluationResult(prediction, recon, anova, tukey, summary, files, time.perf_counter() - start, target_maps)
 
 
 def _save_prediction(store, prediction: pd.DataFrame, targets: xr.DataArray, grid: dict) -> None:
     """Prediction results as ``evaluation/prediction`` (representation, target, split) and the target
     maps as ``evaluation/targets (voxel, target)`` in the store."""
     indexed = prediction.set_index(["representation", "target", "split"])
-    ds = xr.Dataset({name: indexed[name].to_xarray() for name in ("r2", "rmse", "cv_rmse", "n_train", "n_test",
-                                                                     "n_excluded")})
-    ds = ds.assign_attrs(seed=int(prediction["seed"].iloc[0]), grid=json.dumps(grid),
-                         best_params=json.dumps(dict(zip(map("|".join, indexed.index), indexed["best_params"]))),
-                         representations=json.dumps(
-                             prediction.drop_duplicates("representation").set_index("representation")[
-                                 ["method", "dim", "fitted_split"]].astype(str).to_dict(orient="index")))
+    ds = xr.Dataset(
+        {name: indexed[name].to_xarray() for name in ("r2", "rmse", "cv_rmse", "n_train", "n_test", "n_excluded")}
+    )
+    ds = ds.assign_attrs(
+        seed=int(prediction["seed"].iloc[0]),
+        grid=json.dumps(grid),
+        best_params=json.dumps(dict(zip(map("|".join, indexed.index), indexed["best_params"]))),
+        representations=json.dumps(
+            prediction.drop_duplicates("representation")
+            .set_index("representation")[["method", "dim", "fitted_split"]]
+            .astype(str)
+            .to_dict(orient="index")
+        ),
+    )
     write_group(store, "evaluation/prediction", ds, overwrite=True)
     write_group(store, "evaluation/targets", targets.to_dataset(name="target_map"), overwrite=True)
 
@@ -217,8 +278,12 @@ def load_evaluation(store) -> tuple[pd.DataFrame, xr.DataArray | None]:
     if "evaluation/prediction" not in groups:
         return pd.DataFrame(), None
     res = read_group(store, "evaluation/prediction").load()
-    frame = res[["r2", "rmse", "cv_rmse", "n_train", "n_test", "n_excluded"]].to_dataframe().dropna(
-        subset=["r2"]).reset_index()
+    frame = (
+        res[["r2", "rmse", "cv_rmse", "n_train", "n_test", "n_excluded"]]
+        .to_dataframe()
+        .dropna(subset=["r2"])
+        .reset_index()
+    )
     meta = json.loads(res.attrs.get("representations", "{}"))
     frame["method"] = frame["representation"].map(lambda r: meta.get(r, {}).get("method"))
     frame["dim"] = frame["representation"].map(lambda r: meta.get(r, {}).get("dim"))

@@ -5,6 +5,7 @@ each target. The targets are the same for every representation (a repeated-measu
 like the reference study this uses the one-way (independent groups) tests of
 :func:`scipy.stats.f_oneway` and :func:`scipy.stats.tukey_hsd`.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -12,8 +13,14 @@ import pandas as pd
 __all__ = ["anova_tukey"]
 
 
-def anova_tukey(results: pd.DataFrame, *, value: str = "r2", by: str = "representation",
-                within: str = "split", confidence: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+def anova_tukey(
+    results: pd.DataFrame,
+    *,
+    value: str = "r2",
+    by: str = "representation",
+    within: str = "split",
+    confidence: float = 0.95,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One-way ANOVA and Tukey HSD of ``value`` across ``by`` groups, for each ``within`` level.
 
     Parameters
@@ -46,19 +53,36 @@ def anova_tukey(results: pd.DataFrame, *, value: str = "r2", by: str = "represen
             continue
         f = stats.f_oneway(*samples)
         n_obs = sum(len(s) for s in samples)
-        anova_rows.append({within or "level": level, "F": float(f.statistic), "p": float(f.pvalue),
-                           "df_between": len(names) - 1, "df_within": n_obs - len(names),
-                           "n_groups": len(names), "n_obs": n_obs})
+        anova_rows.append(
+            {
+                within or "level": level,
+                "F": float(f.statistic),
+                "p": float(f.pvalue),
+                "df_between": len(names) - 1,
+                "df_within": n_obs - len(names),
+                "n_groups": len(names),
+                "n_obs": n_obs,
+            }
+        )
         tukey = stats.tukey_hsd(*samples)
         ci = tukey.confidence_interval(confidence_level=confidence)
         for a in range(len(names)):
             for b in range(a + 1, len(names)):
-                tukey_rows.append({within or "level": level, "group_a": names[a], "group_b": names[b],
-                                   "mean_diff": float(tukey.statistic[a, b]), "p": float(tukey.pvalue[a, b]),
-                                   "ci_low": float(ci.low[a, b]), "ci_high": float(ci.high[a, b]),
-                                   "significant": bool(tukey.pvalue[a, b] < 1 - confidence)})
+                tukey_rows.append(
+                    {
+                        within or "level": level,
+                        "group_a": names[a],
+                        "group_b": names[b],
+                        "mean_diff": float(tukey.statistic[a, b]),
+                        "p": float(tukey.pvalue[a, b]),
+                        "ci_low": float(ci.low[a, b]),
+                        "ci_high": float(ci.high[a, b]),
+                        "significant": bool(tukey.pvalue[a, b] < 1 - confidence),
+                    }
+                )
     key = within or "level"
     anova = pd.DataFrame(anova_rows, columns=[key, "F", "p", "df_between", "df_within", "n_groups", "n_obs"])
-    tukey = pd.DataFrame(tukey_rows, columns=[key, "group_a", "group_b", "mean_diff", "p", "ci_low",
-                                              "ci_high", "significant"])
+    tukey = pd.DataFrame(
+        tukey_rows, columns=[key, "group_a", "group_b", "mean_diff", "p", "ci_low", "ci_high", "significant"]
+    )
     return anova, tukey

@@ -31,6 +31,7 @@ Maps are written as NIfTI files at ``resolution`` mm on nilearn's MNI152 brain m
 0-100 (as PET maps often are), 0 outside the brain, so the evaluation treats them exactly as it
 treats real maps (resampling, background exclusion, min-max scaling).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,11 +42,15 @@ import xarray as xr
 from ..grid import mni152_grid
 from ..sources.synthetic import LATENT_FACTORS, SyntheticModel
 
-__all__ = ["SYNTHETIC_TARGETS", "DESCRIPTIONS", "synthetic_target_values", "write_synthetic_targets",
-           "model_from_store"]
+__all__ = [
+    "SYNTHETIC_TARGETS",
+    "DESCRIPTIONS",
+    "synthetic_target_values",
+    "write_synthetic_targets",
+    "model_from_store",
+]
 
-SYNTHETIC_TARGETS = ("receptor_gradient", "myelin_like", "expression_program", "field_interaction",
-                     "spatial_control")
+SYNTHETIC_TARGETS = ("receptor_gradient", "myelin_like", "expression_program", "field_interaction", "spatial_control")
 #: one line per target, for reports (see the module docstring)
 DESCRIPTIONS = {
     "receptor_gradient": "synthetic: anterior-posterior / dorsal-ventral gradient (carried by the genes)",
@@ -74,15 +79,17 @@ def synthetic_target_values(model: SyntheticModel, xyz, names=SYNTHETIC_TARGETS)
     f = {name: u[:, i] for i, name in enumerate(LATENT_FACTORS)}
     unknown = sorted(set(names) - set(SYNTHETIC_TARGETS))
     if unknown:
-        raise ValueError(f"unknown synthetic target(s) {', '.join(unknown)}; "
-                         f"choose from {', '.join(SYNTHETIC_TARGETS)}")
+        raise ValueError(
+            f"unknown synthetic target(s) {', '.join(unknown)}; choose from {', '.join(SYNTHETIC_TARGETS)}"
+        )
     out = {}
     for name in names:
         if name == "receptor_gradient":
             out[name] = _sigmoid(3 * f["anterior_posterior"] - 2 * f["dorsal_ventral"])
         elif name == "myelin_like":
-            out[name] = (f["tissue_white_matter"] + 0.5 * f["tissue_deep_grey"] + 0.3 * f["dorsal_ventral"]
-                         + 0.2 * f["field_1"])
+            out[name] = (
+                f["tissue_white_matter"] + 0.5 * f["tissue_deep_grey"] + 0.3 * f["dorsal_ventral"] + 0.2 * f["field_1"]
+            )
         elif name == "expression_program":
             w = np.random.default_rng([int(model.seed), 4241]).normal(0, 1, model.hidden)
             out[name] = model.hidden_units(u) @ w / np.sqrt(model.hidden)
@@ -99,14 +106,17 @@ def model_from_store(store) -> SyntheticModel:
 
     source = check_schema(store).get("provenance", {}).get("source", {})
     if source.get("name") != "synthetic":
-        raise ValueError(f"{store} was not built from the synthetic source (source: {source.get('name')}); "
-                         "synthetic targets need the synthetic truth")
+        raise ValueError(
+            f"{store} was not built from the synthetic source (source: {source.get('name')}); "
+            "synthetic targets need the synthetic truth"
+        )
     fields = SyntheticModel.__dataclass_fields__
     return SyntheticModel(**{k: v for k, v in source.get("options", {}).items() if k in fields})
 
 
-def write_synthetic_targets(out_dir, *, store=None, seed: int = 0, resolution: int = 2,
-                            names=SYNTHETIC_TARGETS) -> list[Path]:
+def write_synthetic_targets(
+    out_dir, *, store=None, seed: int = 0, resolution: int = 2, names=SYNTHETIC_TARGETS
+) -> list[Path]:
     """Write the synthetic targets as ``<out_dir>/<name>.nii.gz`` and return the paths.
 
     Parameters
@@ -134,7 +144,8 @@ def write_synthetic_targets(out_dir, *, store=None, seed: int = 0, resolution: i
         scaled = 100 * (values - lo) / (hi - lo)
         # 0 is the background: keep brain voxels strictly positive
         scaled = np.maximum(scaled, 1e-3).astype(np.float32)
-        da = xr.DataArray(scaled, dims=("voxel",), name=name,
-                          attrs={"units": "a.u. (0-100)", "synthetic_seed": int(model.seed)})
+        da = xr.DataArray(
+            scaled, dims=("voxel",), name=name, attrs={"units": "a.u. (0-100)", "synthetic_seed": int(model.seed)}
+        )
         paths.append(save_nifti(to_nifti(da, grid), out_dir / f"{name}.nii.gz"))
     return paths

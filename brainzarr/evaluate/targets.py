@@ -17,6 +17,7 @@ linear interpolation the value is the weighted mean of the valid source voxels o
 The other voxels are excluded for that target, and counted (``n_excluded``). On the store's own
 grid this is exactly "finite and non-zero".
 """
+
 from __future__ import annotations
 
 import warnings
@@ -82,10 +83,14 @@ def _resample(data: np.ndarray, affine, support: np.ndarray, ds: xr.Dataset, int
         warnings.filterwarnings("ignore", message=".*outside the field of view.*")
         # the support is binary on purpose: its linear resampling is the fraction covered
         warnings.filterwarnings("ignore", message=".*Resampling binary images.*")
-        values = from_nifti(nib.Nifti1Image(np.where(keep, data, 0.0).astype(np.float32), affine), ds,
-                            interpolation=interpolation).values
-        inside = from_nifti(nib.Nifti1Image(support.astype(np.float32), affine), ds,
-                            interpolation="nearest" if interpolation == "nearest" else "linear").values
+        values = from_nifti(
+            nib.Nifti1Image(np.where(keep, data, 0.0).astype(np.float32), affine), ds, interpolation=interpolation
+        ).values
+        inside = from_nifti(
+            nib.Nifti1Image(support.astype(np.float32), affine),
+            ds,
+            interpolation="nearest" if interpolation == "nearest" else "linear",
+        ).values
     inside = np.nan_to_num(inside, nan=0.0)
     if inside.ndim < values.ndim:
         inside = inside[:, None]
@@ -118,8 +123,9 @@ def read_map(img_or_path, ds: xr.Dataset, *, interpolation: str = "linear") -> t
         raise ValueError(f"{where}: {exc}") from None
 
 
-def load_targets(targets, store_ds: xr.Dataset, *, interpolation: str = "linear",
-                 min_valid: int = MIN_VALID_VOXELS) -> xr.DataArray:
+def load_targets(
+    targets, store_ds: xr.Dataset, *, interpolation: str = "linear", min_valid: int = MIN_VALID_VOXELS
+) -> xr.DataArray:
     """Target maps on the store's voxels, min-max scaled to [0, 1].
 
     Parameters
@@ -173,25 +179,40 @@ def load_targets(targets, store_ds: xr.Dataset, *, interpolation: str = "linear"
     n_valid = valid.sum(axis=0)
     for name, n in zip(names, n_valid):
         if n < min_valid:
-            raise ValueError(f"target {name} has {n} valid voxels on the store's grid (needs {min_valid}); "
-                             "is it in MNI space and does it cover the brain?")
+            raise ValueError(
+                f"target {name} has {n} valid voxels on the store's grid (needs {min_valid}); "
+                "is it in MNI space and does it cover the brain?"
+            )
     lo, hi = np.nanmin(raw, axis=0), np.nanmax(raw, axis=0)
     constant = [n for n, a, b in zip(names, lo, hi) if not b > a]
     if constant:
         raise ValueError(f"target(s) {', '.join(constant)} are constant on the store's voxels")
     scaled = ((raw - lo) / (hi - lo)).astype(np.float32)
     coords = {c: store_ds[c] for c in ("voxel", "i", "j", "k", "x", "y", "z", "hemisphere") if c in store_ds.coords}
-    coords.update(target=np.asarray(names), n_valid=("target", n_valid.astype(np.int64)),
-                  n_excluded=("target", (len(raw) - n_valid).astype(np.int64)),
-                  source=("target", np.asarray(sources)),
-                  raw_min=("target", lo.astype(np.float64)), raw_max=("target", hi.astype(np.float64)))
-    return xr.DataArray(scaled, dims=("voxel", "target"), coords=coords, name="target",
-                        attrs={"scaling": "min-max over valid voxels", "interpolation": interpolation,
-                               "background": "support (finite, non-zero) resampled linearly < 0.5"})
+    coords.update(
+        target=np.asarray(names),
+        n_valid=("target", n_valid.astype(np.int64)),
+        n_excluded=("target", (len(raw) - n_valid).astype(np.int64)),
+        source=("target", np.asarray(sources)),
+        raw_min=("target", lo.astype(np.float64)),
+        raw_max=("target", hi.astype(np.float64)),
+    )
+    return xr.DataArray(
+        scaled,
+        dims=("voxel", "target"),
+        coords=coords,
+        name="target",
+        attrs={
+            "scaling": "min-max over valid voxels",
+            "interpolation": interpolation,
+            "background": "support (finite, non-zero) resampled linearly < 0.5",
+        },
+    )
 
 
-def load_embedding(files, store_ds: xr.Dataset, *, name: str = "external",
-                   interpolation: str = "linear") -> xr.DataArray:
+def load_embedding(
+    files, store_ds: xr.Dataset, *, name: str = "external", interpolation: str = "linear"
+) -> xr.DataArray:
     """An embedding made elsewhere, from NIfTI: one file per component, or one 4-D file.
 
     Returns ``(voxel, component)`` float32 on the store's voxels; a voxel outside the
@@ -213,8 +234,7 @@ def load_embedding(files, store_ds: xr.Dataset, *, name: str = "external",
         if affine is None:
             affine, shape = img.affine, data.shape[:3]
         elif data.shape[:3] != shape or not np.allclose(img.affine, affine, atol=1e-4):
-            raise ValueError(f"the components of embedding {name} must share one grid; {where} differs "
-                             f"from {paths[0]}")
+            raise ValueError(f"the components of embedding {name} must share one grid; {where} differs from {paths[0]}")
         volumes.append(data if data.ndim == 4 else data[..., None])
     data = np.concatenate(volumes, axis=3)
     # one brain for all components: a component may be exactly 0 inside it (NMF often is)
@@ -230,5 +250,10 @@ def load_embedding(files, store_ds: xr.Dataset, *, name: str = "external",
     out = np.where(keep[:, None], values, np.nan).astype(np.float32)
     coords = {c: store_ds[c] for c in ("voxel", "i", "j", "k", "x", "y", "z") if c in store_ds.coords}
     coords["component"] = np.arange(1, out.shape[1] + 1)
-    return xr.DataArray(out, dims=("voxel", "component"), coords=coords, name=name,
-                        attrs={"source": ",".join(map(str, paths)), "interpolation": interpolation})
+    return xr.DataArray(
+        out,
+        dims=("voxel", "component"),
+        coords=coords,
+        name=name,
+        attrs={"source": ",".join(map(str, paths)), "interpolation": interpolation},
+    )

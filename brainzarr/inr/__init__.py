@@ -6,6 +6,7 @@
   the true field on synthetic data.
 * rendering (:mod:`.render`): a fitted model as a block source of :func:`brainzarr.build_store`.
 """
+
 from .baselines import IDWInterpolator, KrigingInterpolator, NearestInterpolator
 from .model import GeneINR
 

@@ -9,6 +9,7 @@
   length scale and noise ratio maximise the marginal likelihood summed over genes, which needs
   only the samples' Gram matrix ``Z Z^T / G``; one Cholesky factorisation then serves all genes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,7 +49,7 @@ class _WeightedInterpolator(_TableInterpolator):
     def _assignment(self):
         raise NotImplementedError
 
-    def fit(self, table) -> "_WeightedInterpolator":
+    def fit(self, table) -> _WeightedInterpolator:
         self.values_ = self._read_table(table)
         self.assignment_ = self._assignment()
         return self
@@ -121,15 +122,21 @@ class KrigingInterpolator(_TableInterpolator):
         ``(K + noise I)^-1 z`` for every gene.
     """
 
-    def __init__(self, kernel: str = "matern32", length_scale_mm: float | None = None, noise: float | None = None,
-                 max_fit_samples: int = 1500, seed: int = 0):
+    def __init__(
+        self,
+        kernel: str = "matern32",
+        length_scale_mm: float | None = None,
+        noise: float | None = None,
+        max_fit_samples: int = 1500,
+        seed: int = 0,
+    ):
         self.kernel = kernel
         self.length_scale_mm = length_scale_mm
         self.noise = noise
         self.max_fit_samples = max_fit_samples
         self.seed = seed
 
-    def fit(self, table) -> "KrigingInterpolator":
+    def fit(self, table) -> KrigingInterpolator:
         if self.kernel not in KERNELS:
             raise ValueError(f"unknown kernel {self.kernel!r}; choose from {', '.join(KERNELS)}")
         values = self._read_table(table)
@@ -143,7 +150,7 @@ class KrigingInterpolator(_TableInterpolator):
         factor = sla.cho_factor(gram, lower=True, overwrite_a=True)
         self.alpha_ = np.empty_like(z, dtype=np.float32)
         for a in range(0, z.shape[1], 4096):
-            self.alpha_[:, a:a + 4096] = sla.cho_solve(factor, z[:, a:a + 4096].astype(np.float64))
+            self.alpha_[:, a : a + 4096] = sla.cho_solve(factor, z[:, a : a + 4096].astype(np.float64))
         return self
 
     def _hyperparameters(self, z):
@@ -169,14 +176,17 @@ class KrigingInterpolator(_TableInterpolator):
 
             if self.noise is not None:
                 return nll(np.log(self.noise)), float(self.noise)
-            res = minimize_scalar(nll, bounds=(np.log(1e-4), np.log(1e2)), method="bounded",
-                                  options={"xatol": 1e-3})
+            res = minimize_scalar(nll, bounds=(np.log(1e-4), np.log(1e2)), method="bounded", options={"xatol": 1e-3})
             return float(res.fun), float(np.exp(res.x))
 
         if self.length_scale_mm is not None:
             return float(self.length_scale_mm), profile(float(self.length_scale_mm))[1]
-        res = minimize_scalar(lambda t: profile(np.exp(t))[0], bounds=(np.log(2.0), np.log(300.0)),
-                              method="bounded", options={"xatol": 0.02})
+        res = minimize_scalar(
+            lambda t: profile(np.exp(t))[0],
+            bounds=(np.log(2.0), np.log(300.0)),
+            method="bounded",
+            options={"xatol": 0.02},
+        )
         length = float(np.exp(res.x))
         return length, profile(length)[1]
 
@@ -187,8 +197,8 @@ class KrigingInterpolator(_TableInterpolator):
         out = np.empty((len(xyz), len(idx)), dtype=np.float32)
         alpha = self.alpha_[:, idx]
         for a in range(0, len(xyz), block_rows):
-            k = kernel_matrix(cdist(xyz[a:a + block_rows], self.xyz_), self.length_scale_mm_, self.kernel)
-            out[a:a + block_rows] = k.astype(np.float32) @ alpha
+            k = kernel_matrix(cdist(xyz[a : a + block_rows], self.xyz_), self.length_scale_mm_, self.kernel)
+            out[a : a + block_rows] = k.astype(np.float32) @ alpha
         return out * self.scale_[idx] + self.mean_[idx]
 
 

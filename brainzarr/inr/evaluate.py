@@ -12,6 +12,7 @@
   field (synthetic data) and, as a secondary number only, its agreement (Pearson r over
   voxels) with the IDW map, which is how the reference INR study scored itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -86,18 +87,29 @@ def make_method(name: str, *, seed: int = 0, inr_params: dict | None = None, kri
 
 def _per_gene(pred, obs):
     err = pred.astype(np.float64) - obs
-    rmse = np.sqrt(np.mean(err ** 2, axis=0))
+    rmse = np.sqrt(np.mean(err**2, axis=0))
     pc = pred - pred.mean(axis=0)
     oc = obs - obs.mean(axis=0)
-    denom = np.sqrt((pc ** 2).sum(axis=0) * (oc ** 2).sum(axis=0))
+    denom = np.sqrt((pc**2).sum(axis=0) * (oc**2).sum(axis=0))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(denom > 0, (pc * oc).sum(axis=0) / denom, np.nan)
     return rmse, r
 
 
-def cross_validate(table, *, methods=METHODS, cv: str = "blocks", n_folds: int = 5, block_mm: float = 16.0,
-                   seed: int = 0, inr_params: dict | None = None, kriging_params: dict | None = None,
-                   truth=None, donor_aware: bool = True, progress: bool | None = None) -> pd.DataFrame:
+def cross_validate(
+    table,
+    *,
+    methods=METHODS,
+    cv: str = "blocks",
+    n_folds: int = 5,
+    block_mm: float = 16.0,
+    seed: int = 0,
+    inr_params: dict | None = None,
+    kriging_params: dict | None = None,
+    truth=None,
+    donor_aware: bool = True,
+    progress: bool | None = None,
+) -> pd.DataFrame:
     """Held-out scores of every method on every fold (see :func:`make_folds`).
 
     Parameters
@@ -146,8 +158,19 @@ def cross_validate(table, *, methods=METHODS, cv: str = "blocks", n_folds: int =
                 bar.update(1)
             for method, pred in preds.items():
                 rmse, r = _per_gene(pred, obs)
-                frames.append(pd.DataFrame({"cv": cv, "method": method, "gene": genes, "fold": name,
-                                            "rmse": rmse, "pearson_r": r, "n_test": len(test_idx)}))
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "cv": cv,
+                            "method": method,
+                            "gene": genes,
+                            "fold": name,
+                            "rmse": rmse,
+                            "pearson_r": r,
+                            "n_test": len(test_idx),
+                        }
+                    )
+                )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -161,16 +184,25 @@ def summarize(df: pd.DataFrame, reference: str = "idw") -> pd.DataFrame:
     """
     d = df.assign(sq=df["rmse"] ** 2 * df["n_test"], rw=df["pearson_r"] * df["n_test"])
     d["rw_n"] = np.where(df["pearson_r"].notna(), df["n_test"], 0)
-    per_gene = d.groupby(["cv", "method", "gene"], sort=False).agg(sq=("sq", "sum"), n=("n_test", "sum"),
-                                                                   rw=("rw", "sum"), rw_n=("rw_n", "sum"))
+    per_gene = d.groupby(["cv", "method", "gene"], sort=False).agg(
+        sq=("sq", "sum"), n=("n_test", "sum"), rw=("rw", "sum"), rw_n=("rw_n", "sum")
+    )
     per_gene["rmse"] = np.sqrt(per_gene["sq"] / per_gene["n"])
     per_gene["r"] = per_gene["rw"] / per_gene["rw_n"].where(per_gene["rw_n"] > 0)
     rows = []
     for (cv, method), g in per_gene.groupby(level=["cv", "method"], sort=False):
         rmse = g["rmse"].to_numpy()
-        row = {"cv": cv, "method": method, "n_genes": len(g), "rmse_mean": rmse.mean(),
-               "rmse_median": np.median(rmse), "rmse_sd": rmse.std(), "rmse_p10": np.percentile(rmse, 10),
-               "rmse_p90": np.percentile(rmse, 90), "pearson_r_mean": g["r"].mean()}
+        row = {
+            "cv": cv,
+            "method": method,
+            "n_genes": len(g),
+            "rmse_mean": rmse.mean(),
+            "rmse_median": np.median(rmse),
+            "rmse_sd": rmse.std(),
+            "rmse_p10": np.percentile(rmse, 10),
+            "rmse_p90": np.percentile(rmse, 90),
+            "pearson_r_mean": g["r"].mean(),
+        }
         if (cv, reference) in per_gene.index.droplevel("gene"):
             ref = per_gene.loc[(cv, reference)]["rmse"].reindex(g.index.get_level_values("gene")).to_numpy()
             row[f"vs_{reference}_pct"] = 100.0 * (rmse.mean() / ref.mean() - 1.0)
@@ -179,8 +211,17 @@ def summarize(df: pd.DataFrame, reference: str = "idw") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def map_scores(fitted: dict, grid, genes, *, truth=None, reference: str = "idw", block_rows: int = 4096,
-               gene_block: int = 2048, progress: bool | None = None) -> pd.DataFrame:
+def map_scores(
+    fitted: dict,
+    grid,
+    genes,
+    *,
+    truth=None,
+    reference: str = "idw",
+    block_rows: int = 4096,
+    gene_block: int = 2048,
+    progress: bool | None = None,
+) -> pd.DataFrame:
     """Compare fitted methods' maps over every voxel of ``grid``, streamed in blocks.
 
     Parameters

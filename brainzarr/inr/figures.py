@@ -1,4 +1,5 @@
 """The held-out figure: per-gene RMSE of each method, and the INR against IDW gene by gene."""
+
 from __future__ import annotations
 
 from pathlib import Path

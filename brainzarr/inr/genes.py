@@ -1,4 +1,5 @@
 """Selecting genes of a fitted model by symbols, count, slice or positions."""
+
 from __future__ import annotations
 
 import numpy as np

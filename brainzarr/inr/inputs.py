@@ -9,14 +9,14 @@ The optional tissue inputs are nilearn's MNI152 grey- and white-matter masks (1 
 native resolution), read at the voxel holding each point: two 0/1 columns, zero outside the
 template, as in Yu et al. (2025).
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["MNI_CENTER", "MNI_HALF_WIDTH", "scale_coordinates", "tissue_inputs", "location_inputs",
-           "n_inputs"]
+__all__ = ["MNI_CENTER", "MNI_HALF_WIDTH", "scale_coordinates", "tissue_inputs", "location_inputs", "n_inputs"]
 
 MNI_CENTER = np.array([0.0, -18.0, 18.0])
 MNI_HALF_WIDTH = 108.0

@@ -33,6 +33,7 @@ on the learned features (:func:`~brainzarr.inr.readout.solve_readout`), over the
 the gene was measured. A gene measured at only a few samples thus borrows the spatial
 structure the network learned from all the others.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -121,13 +122,32 @@ class GeneINR(BaseEstimator):
     fit_seconds_ : float
     """
 
-    def __init__(self, n_features: int = 32, width: int = 256, depth: int = 2, backbone: str = "fourier",
-                 n_fourier: int = 128, length_scale_mm: float = 24.0, omega: float = 30.0, tissue: bool = True,
-                 donor_effects: bool = True, solver: str = "auto", rank: int = 64, epochs: int = 150,
-                 batch_size: int = 256, lr: float = 3e-3, weight_decay: float = 0.0,
-                 feature_penalty: float = 1e-3, donor_penalty: float = 30.0, n_ensemble: int = 3,
-                 device: str = "auto", seed: int = 0, checkpoint_dir=None, checkpoint_every: int = 25,
-                 progress: bool | None = None):
+    def __init__(
+        self,
+        n_features: int = 32,
+        width: int = 256,
+        depth: int = 2,
+        backbone: str = "fourier",
+        n_fourier: int = 128,
+        length_scale_mm: float = 24.0,
+        omega: float = 30.0,
+        tissue: bool = True,
+        donor_effects: bool = True,
+        solver: str = "auto",
+        rank: int = 64,
+        epochs: int = 150,
+        batch_size: int = 256,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+        feature_penalty: float = 1e-3,
+        donor_penalty: float = 30.0,
+        n_ensemble: int = 3,
+        device: str = "auto",
+        seed: int = 0,
+        checkpoint_dir=None,
+        checkpoint_every: int = 25,
+        progress: bool | None = None,
+    ):
         self.n_features = n_features
         self.width = width
         self.depth = depth
@@ -162,15 +182,24 @@ class GeneINR(BaseEstimator):
             raise ValueError(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONES)}")
         if self.solver not in SOLVERS:
             raise ValueError(f"unknown solver {self.solver!r}; choose from {', '.join(SOLVERS)}")
-        for name in ("n_features", "width", "depth", "n_fourier", "rank", "epochs", "batch_size", "checkpoint_every",
-                     "n_ensemble"):
+        for name in (
+            "n_features",
+            "width",
+            "depth",
+            "n_fourier",
+            "rank",
+            "epochs",
+            "batch_size",
+            "checkpoint_every",
+            "n_ensemble",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         for name in ("length_scale_mm", "lr", "omega", "donor_penalty"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
-    def fit(self, table: xr.Dataset, mask=None, *, callback=None) -> "GeneINR":
+    def fit(self, table: xr.Dataset, mask=None, *, callback=None) -> GeneINR:
         """Fit on a sample table (``expression (sample, gene)`` with x, y, z, donor, ...).
 
         Parameters
@@ -203,7 +232,7 @@ class GeneINR(BaseEstimator):
         n_donors = len(self.donors_) if self.donor_effects else 0
         mean = np.where(observed, values, 0).sum(axis=0) / counts
         z = np.where(observed, values - mean, 0.0)
-        scale = np.sqrt((z ** 2).sum(axis=0) / np.maximum(counts - 1, 1))
+        scale = np.sqrt((z**2).sum(axis=0) / np.maximum(counts - 1, 1))
         scale = np.where(scale > 0, scale, 1.0)
         z = (z / scale).astype(np.float32)
         complete = observed.all(axis=0)
@@ -227,18 +256,40 @@ class GeneINR(BaseEstimator):
             network = INRNetwork(self._make_backbone(seed), ReadoutHead(self.n_features, targets.shape[1], n_donors))
             fingerprint = self._fingerprint(inputs, targets, train_mask, donor, solver, k)
             checkpoint = self._checkpoint_path(k)
-            history = train(network, inputs, targets, mask=train_mask, donor=donor if n_donors else None,
-                            loss_scale=loss_scale, epochs=int(self.epochs), batch_size=int(self.batch_size),
-                            lr=float(self.lr), weight_decay=float(self.weight_decay), seed=seed, device=device,
-                            checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every),
-                            fingerprint=fingerprint, progress=self.progress, callback=callback,
-                            final_checkpoint=n_members > 1,
-                            desc="training INR" + (f" ({k + 1}/{n_members})" if n_members > 1 else ""))
+            history = train(
+                network,
+                inputs,
+                targets,
+                mask=train_mask,
+                donor=donor if n_donors else None,
+                loss_scale=loss_scale,
+                epochs=int(self.epochs),
+                batch_size=int(self.batch_size),
+                lr=float(self.lr),
+                weight_decay=float(self.weight_decay),
+                seed=seed,
+                device=device,
+                checkpoint=checkpoint,
+                checkpoint_every=int(self.checkpoint_every),
+                fingerprint=fingerprint,
+                progress=self.progress,
+                callback=callback,
+                final_checkpoint=n_members > 1,
+                desc="training INR" + (f" ({k + 1}/{n_members})" if n_members > 1 else ""),
+            )
             members.append(network.backbone)
             histories.append(history)
-            readouts.append(solve_readout(
-                _features(network.backbone, inputs, device), z, None if observed.all() else observed, donor if n_donors else None, n_donors,
-                feature_penalty=float(self.feature_penalty), donor_penalty=float(self.donor_penalty)))
+            readouts.append(
+                solve_readout(
+                    _features(network.backbone, inputs, device),
+                    z,
+                    None if observed.all() else observed,
+                    donor if n_donors else None,
+                    n_donors,
+                    feature_penalty=float(self.feature_penalty),
+                    donor_penalty=float(self.donor_penalty),
+                )
+            )
         # averaging the members' predictions = their features side by side, read-outs stacked / K
         self.backbone_ = members[0] if n_members == 1 else EnsembleBackbone(members).eval()
         self.device_ = device
@@ -254,12 +305,17 @@ class GeneINR(BaseEstimator):
         self.history_ = [float(h) + residual for h in history]
         self.solver_ = solver
         self.n_samples_ = int(len(xyz))
-        self.source_ = {"name": str(table.attrs.get("source", "table")),
-                        "options": json.loads(table.attrs.get("options", "{}"))}
-        self.sites_ = {"xyz": xyz, "donor": table["donor"].values.astype(str),
-                       "hemisphere": table["hemisphere"].values.astype(str),
-                       "structure": table["structure"].values.astype(str),
-                       "sample": table["sample"].values.astype(str)}
+        self.source_ = {
+            "name": str(table.attrs.get("source", "table")),
+            "options": json.loads(table.attrs.get("options", "{}")),
+        }
+        self.sites_ = {
+            "xyz": xyz,
+            "donor": table["donor"].values.astype(str),
+            "hemisphere": table["hemisphere"].values.astype(str),
+            "structure": table["structure"].values.astype(str),
+            "sample": table["sample"].values.astype(str),
+        }
         self.fit_seconds_ = time.perf_counter() - start
         for k in range(n_members):
             checkpoint = self._checkpoint_path(k)
@@ -268,9 +324,17 @@ class GeneINR(BaseEstimator):
         return self
 
     def _make_backbone(self, seed: int):
-        return make_backbone(self.backbone, n_inputs(self.tissue), n_features=self.n_features, width=self.width,
-                             depth=self.depth, n_fourier=self.n_fourier, length_scale_mm=self.length_scale_mm,
-                             omega=self.omega, seed=seed)
+        return make_backbone(
+            self.backbone,
+            n_inputs(self.tissue),
+            n_features=self.n_features,
+            width=self.width,
+            depth=self.depth,
+            n_fourier=self.n_fourier,
+            length_scale_mm=self.length_scale_mm,
+            omega=self.omega,
+            seed=seed,
+        )
 
     def _checkpoint_path(self, member: int):
         if not self.checkpoint_dir:
@@ -300,8 +364,10 @@ class GeneINR(BaseEstimator):
         """Raw-scale read-out ``(E (n_features, g), b (g,))``: population values are ``features @ E + b``."""
         idx = self.gene_index(genes)
         scale = self.gene_scale_[idx]
-        return ((self.embeddings_[:, idx] * scale).astype(np.float32),
-                (self.bias_[idx] * scale + self.gene_mean_[idx]).astype(np.float32))
+        return (
+            (self.embeddings_[:, idx] * scale).astype(np.float32),
+            (self.bias_[idx] * scale + self.gene_mean_[idx]).astype(np.float32),
+        )
 
     def predict(self, xyz, genes=None, *, donor=None) -> np.ndarray:
         """Expression (n, g) float32 on the table's scale at MNI points.
@@ -348,11 +414,22 @@ class GeneINR(BaseEstimator):
         return path
 
     def _config(self) -> dict:
-        return {"format": MODEL_FORMAT, "format_version": _FORMAT_VERSION, "params": self.get_params() | {
-                    "checkpoint_dir": None if self.checkpoint_dir is None else str(self.checkpoint_dir)},
-                "genes": self.genes_.tolist(), "donors": self.donors_.tolist(), "source": self.source_,
-                "training": {"solver": self.solver_, "n_samples": self.n_samples_, "seconds": self.fit_seconds_,
-                             "history": self.history_, "device": str(self.device_)}}
+        return {
+            "format": MODEL_FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "params": self.get_params()
+            | {"checkpoint_dir": None if self.checkpoint_dir is None else str(self.checkpoint_dir)},
+            "genes": self.genes_.tolist(),
+            "donors": self.donors_.tolist(),
+            "source": self.source_,
+            "training": {
+                "solver": self.solver_,
+                "n_samples": self.n_samples_,
+                "seconds": self.fit_seconds_,
+                "history": self.history_,
+                "device": str(self.device_),
+            },
+        }
 
     def _state_dict(self) -> dict:
         state = {f"backbone.{k}": v.detach().cpu() for k, v in self.backbone_.state_dict().items()}
@@ -369,25 +446,31 @@ class GeneINR(BaseEstimator):
         return h.hexdigest()
 
     @classmethod
-    def load(cls, path, *, device: str = "auto") -> "GeneINR":
+    def load(cls, path, *, device: str = "auto") -> GeneINR:
         """Read a model written by :meth:`save` (no pickles: tensors only)."""
         path = Path(path)
         config_file = path / "config.json"
         if not config_file.exists():
-            raise FileNotFoundError(f"no INR model at {path} (expected {config_file}); fit one with `brainzarr inr fit`")
+            raise FileNotFoundError(
+                f"no INR model at {path} (expected {config_file}); fit one with `brainzarr inr fit`"
+            )
         config = json.loads(config_file.read_text())
         if config.get("format") != MODEL_FORMAT:
             raise ValueError(f"{path} is not a brainzarr INR model")
         if config.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"{path} has INR model format {config.get('format_version')}; this brainzarr reads "
-                             f"{_FORMAT_VERSION}: fit it again")
+            raise ValueError(
+                f"{path} has INR model format {config.get('format_version')}; this brainzarr reads "
+                f"{_FORMAT_VERSION}: fit it again"
+            )
         # models saved before ensembles existed have one network
         model = cls(**({"n_ensemble": 1} | config["params"] | {"device": device}))
         model.device_ = resolve_device(device)
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         members = [model._make_backbone(int(model.seed) + k) for k in range(int(model.n_ensemble))]
         model.backbone_ = members[0] if len(members) == 1 else EnsembleBackbone(members)
-        model.backbone_.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")})
+        model.backbone_.load_state_dict(
+            {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+        )
         model.backbone_.to(model.device_).eval()
         for name in ("embeddings_", "bias_", "donor_offsets_", "gene_mean_", "gene_scale_"):
             setattr(model, name, state[name.rstrip("_")].numpy())
@@ -407,7 +490,7 @@ def _features(backbone, inputs: np.ndarray, device, batch_rows: int = 65536) -> 
     parts = []
     with torch.inference_mode():
         for a in range(0, len(inputs), batch_rows) or [0]:
-            parts.append(backbone(torch.as_tensor(inputs[a:a + batch_rows], device=device)).float().cpu().numpy())
+            parts.append(backbone(torch.as_tensor(inputs[a : a + batch_rows], device=device)).float().cpu().numpy())
     return np.concatenate(parts)
 
 

@@ -4,6 +4,7 @@ A *backbone* maps a location's inputs (:mod:`brainzarr.inr.inputs`) to ``n_featu
 numbers; every gene reads them out linearly (``expression_g(x) = f(x) . e_g + b_g``), so one
 forward pass per location serves all genes and rendering is a matrix product.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,15 @@ from torch import nn
 
 from .inputs import MNI_HALF_WIDTH
 
-__all__ = ["FourierBackbone", "SirenBackbone", "EnsembleBackbone", "ReadoutHead", "INRNetwork", "make_backbone",
-           "BACKBONES"]
+__all__ = [
+    "FourierBackbone",
+    "SirenBackbone",
+    "EnsembleBackbone",
+    "ReadoutHead",
+    "INRNetwork",
+    "make_backbone",
+    "BACKBONES",
+]
 
 BACKBONES = ("fourier", "siren")
 
@@ -27,8 +35,17 @@ class FourierBackbone(nn.Module):
     scale); the raw inputs (coordinates, tissue) are passed alongside.
     """
 
-    def __init__(self, n_inputs: int, *, n_features: int = 32, width: int = 256, depth: int = 2,
-                 n_fourier: int = 128, length_scale_mm: float = 24.0, seed: int = 0):
+    def __init__(
+        self,
+        n_inputs: int,
+        *,
+        n_features: int = 32,
+        width: int = 256,
+        depth: int = 2,
+        n_fourier: int = 128,
+        length_scale_mm: float = 24.0,
+        seed: int = 0,
+    ):
         super().__init__()
         gen = torch.Generator().manual_seed(int(seed))
         # frequencies act on scaled coordinates: x_mm = x_scaled * MNI_HALF_WIDTH
@@ -66,8 +83,7 @@ class SirenBackbone(nn.Module):
     hidden layers use the standard omega 30 with the matching initialisation.
     """
 
-    def __init__(self, n_inputs: int, *, n_features: int = 32, width: int = 256, depth: int = 2,
-                 omega: float = 30.0):
+    def __init__(self, n_inputs: int, *, n_features: int = 32, width: int = 256, depth: int = 2, omega: float = 30.0):
         super().__init__()
         layers = [_SineLayer(n_inputs, width, omega, first=True)]
         layers += [_SineLayer(width, width, 30.0, first=False) for _ in range(depth - 1)]
@@ -122,11 +138,28 @@ class INRNetwork(nn.Module):
         return self.head(self.backbone(x), donor)
 
 
-def make_backbone(kind: str, n_inputs: int, *, n_features: int, width: int, depth: int, n_fourier: int,
-                  length_scale_mm: float, omega: float, seed: int) -> nn.Module:
+def make_backbone(
+    kind: str,
+    n_inputs: int,
+    *,
+    n_features: int,
+    width: int,
+    depth: int,
+    n_fourier: int,
+    length_scale_mm: float,
+    omega: float,
+    seed: int,
+) -> nn.Module:
     if kind == "fourier":
-        return FourierBackbone(n_inputs, n_features=n_features, width=width, depth=depth, n_fourier=n_fourier,
-                               length_scale_mm=length_scale_mm, seed=seed)
+        return FourierBackbone(
+            n_inputs,
+            n_features=n_features,
+            width=width,
+            depth=depth,
+            n_fourier=n_fourier,
+            length_scale_mm=length_scale_mm,
+            seed=seed,
+        )
     if kind == "siren":
         return SirenBackbone(n_inputs, n_features=n_features, width=width, depth=depth, omega=omega)
     raise ValueError(f"unknown backbone {kind!r}; choose from {', '.join(BACKBONES)}")

@@ -12,6 +12,7 @@ a Gaussian prior whose mean and covariance are those of the well-observed genes'
 in units of their residual variance), so a gene seen at a few dozen samples gets a typical
 gene's pattern adjusted to its data rather than an over-fitted one.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,16 @@ import numpy as np
 __all__ = ["solve_readout"]
 
 
-def solve_readout(features: np.ndarray, values: np.ndarray, mask: np.ndarray | None, donor: np.ndarray | None,
-                  n_donors: int, *, feature_penalty: float = 1e-3, donor_penalty: float = 30.0):
+def solve_readout(
+    features: np.ndarray,
+    values: np.ndarray,
+    mask: np.ndarray | None,
+    donor: np.ndarray | None,
+    n_donors: int,
+    *,
+    feature_penalty: float = 1e-3,
+    donor_penalty: float = 30.0,
+):
     """Ridge read-out of every gene.
 
     Parameters
@@ -49,7 +58,7 @@ def solve_readout(features: np.ndarray, values: np.ndarray, mask: np.ndarray | N
     if use_donors:
         cols.append(np.eye(n_donors)[np.asarray(donor)])
     A = np.hstack(cols)
-    scale = max(float(np.mean(F ** 2)), 1e-12)
+    scale = max(float(np.mean(F**2)), 1e-12)
     penalty = np.r_[np.full(d, feature_penalty * scale), 0.0, np.full(n_donors if use_donors else 0, donor_penalty)]
     values = np.asarray(values)
     n_genes = values.shape[1]
@@ -60,8 +69,9 @@ def solve_readout(features: np.ndarray, values: np.ndarray, mask: np.ndarray | N
         mask = np.asarray(mask, dtype=bool)
         patterns, inverse = np.unique(np.packbits(mask, axis=0), axis=1, return_inverse=True)
         inverse = inverse.reshape(-1)
-        groups = [(mask[:, np.flatnonzero(inverse == p)[0]], np.flatnonzero(inverse == p))
-                  for p in range(patterns.shape[1])]
+        groups = [
+            (mask[:, np.flatnonzero(inverse == p)[0]], np.flatnonzero(inverse == p)) for p in range(patterns.shape[1])
+        ]
     prior = None
     for stage in ("ridge", "prior"):
         for rows, genes in groups:
@@ -72,12 +82,12 @@ def solve_readout(features: np.ndarray, values: np.ndarray, mask: np.ndarray | N
             gram = Ar.T @ Ar + np.diag(penalty)
             shift = np.zeros((A.shape[1], 1))
             if stage == "prior":
-                gram[:d + 1, :d + 1] += prior[1]
-                shift[:d + 1, 0] = prior[1] @ prior[0]
+                gram[: d + 1, : d + 1] += prior[1]
+                shift[: d + 1, 0] = prior[1] @ prior[0]
             # a gene seen at few samples: a tiny jitter keeps its system solvable
             gram[np.diag_indices_from(gram)] += 1e-9 * max(1.0, np.trace(gram) / len(gram))
             for a in range(0, len(genes), 4096):  # in gene chunks: no full-size float64 copy
-                g = genes[a:a + 4096]
+                g = genes[a : a + 4096]
                 block = values[:, g] if len(rows) == n else values[np.ix_(rows, g)]
                 coef[:, g] = np.linalg.solve(gram, Ar.T @ np.asarray(block, dtype=np.float64) + shift)
         prior = None if mask is None or mask.all() else _coefficient_prior(A, coef, values, mask, d)
@@ -85,7 +95,7 @@ def solve_readout(features: np.ndarray, values: np.ndarray, mask: np.ndarray | N
             break
     embeddings = coef[:d].astype(np.float32)
     bias = coef[d].astype(np.float32)
-    offsets = coef[d + 1:].astype(np.float32) if use_donors else np.zeros((n_donors, n_genes), np.float32)
+    offsets = coef[d + 1 :].astype(np.float32) if use_donors else np.zeros((n_donors, n_genes), np.float32)
     return embeddings, bias, offsets
 
 
@@ -100,7 +110,7 @@ def _coefficient_prior(A, coef, values, mask, d):
     if len(well) < 2 * (d + 1):
         return None  # too few genes to learn from
     well = well[np.linspace(0, len(well) - 1, min(len(well), 4096)).round().astype(int)]
-    c = coef[:d + 1, well]
+    c = coef[: d + 1, well]
     mean = c.mean(axis=1)
     cov = np.cov(c) + 1e-6 * np.eye(d + 1) * max(float(np.trace(np.atleast_2d(np.cov(c)))) / (d + 1), 1e-12)
     resid = (np.asarray(values[:, well], dtype=np.float64) - A @ coef[:, well]) ** 2

@@ -7,6 +7,7 @@ of voxels, and the result is a store with the schema of any build (clamped at ea
 0.01 / 99.9 percentiles over voxels and scaled to [0, 1]; raw-scale values come from
 :meth:`GeneINR.predict`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,9 +49,16 @@ class INRBlockSource:
 
     def provenance(self) -> dict:
         m = self.model
-        return {"method": "inr", "model": self.model_path, "weights_sha1": m.weights_sha1(),
-                "params": m.model_params(), "solver": m.solver_, "trained_on": m.source_,
-                "n_training_samples": int(m.n_samples_), "map": "population (no donor offsets)"}
+        return {
+            "method": "inr",
+            "model": self.model_path,
+            "weights_sha1": m.weights_sha1(),
+            "params": m.model_params(),
+            "solver": m.solver_,
+            "trained_on": m.source_,
+            "n_training_samples": int(m.n_samples_),
+            "map": "population (no donor offsets)",
+        }
 
 
 def table_from_model(model: GeneINR, genes=None) -> xr.Dataset:
@@ -61,15 +69,34 @@ def table_from_model(model: GeneINR, genes=None) -> xr.Dataset:
     """
     idx = model.gene_index(genes)
     sites = model.sites_
-    return make_sample_table(model.predict(sites["xyz"], idx), model.genes_[idx], sites["xyz"],
-                             donor=sites["donor"], structure=sites["structure"], hemisphere=sites["hemisphere"],
-                             sample_id=sites["sample"], source=model.source_["name"],
-                             options=model.source_["options"])
+    return make_sample_table(
+        model.predict(sites["xyz"], idx),
+        model.genes_[idx],
+        sites["xyz"],
+        donor=sites["donor"],
+        structure=sites["structure"],
+        hemisphere=sites["hemisphere"],
+        sample_id=sites["sample"],
+        source=model.source_["name"],
+        options=model.source_["options"],
+    )
 
 
-def render_store(model, out, *, resolution: int = 8, mask=None, genes=None, chunks=DEFAULT_CHUNKS, seed: int = 0,
-                 overwrite: bool = False, progress: bool | None = None, client=None, device: str = "auto",
-                 **build_options) -> Path:
+def render_store(
+    model,
+    out,
+    *,
+    resolution: int = 8,
+    mask=None,
+    genes=None,
+    chunks=DEFAULT_CHUNKS,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    client=None,
+    device: str = "auto",
+    **build_options,
+) -> Path:
     """Render a fitted INR (or the folder of a saved one) into a voxel x gene store.
 
     Parameters
@@ -92,21 +119,44 @@ def render_store(model, out, *, resolution: int = 8, mask=None, genes=None, chun
         model = GeneINR.load(path, device=device)
     table = table_from_model(model, genes)
     source = INRBlockSource(model, table["gene"].values, model_path=path)
-    return build_store(out, source=table, resolution=resolution, mask=mask, assignment=source, seed=seed,
-                       chunks=chunks, overwrite=overwrite, progress=progress, client=client, **build_options)
+    return build_store(
+        out,
+        source=table,
+        resolution=resolution,
+        mask=mask,
+        assignment=source,
+        seed=seed,
+        chunks=chunks,
+        overwrite=overwrite,
+        progress=progress,
+        client=client,
+        **build_options,
+    )
 
 
-def build_inr_store(out, *, source="synthetic", genes=None, model=None, inr_params: dict | None = None,
-                    seed: int = 0, source_options: dict | None = None, progress: bool | None = None,
-                    **build_options) -> Path:
+def build_inr_store(
+    out,
+    *,
+    source="synthetic",
+    genes=None,
+    model=None,
+    inr_params: dict | None = None,
+    seed: int = 0,
+    source_options: dict | None = None,
+    progress: bool | None = None,
+    **build_options,
+) -> Path:
     """Samples -> INR -> store in one step (``brainzarr build --assignment inr``).
 
     The source's samples are loaded; ``model`` (a fitted GeneINR or a saved one's folder)
     renders them, or a new GeneINR (``inr_params``, ``seed``) is fitted on them first. The
     store has the source's genes; the model must know all of them.
     """
-    table = source if isinstance(source, xr.Dataset) else load_source(source, genes=genes, seed=seed,
-                                                                       **(source_options or {}))
+    table = (
+        source
+        if isinstance(source, xr.Dataset)
+        else load_source(source, genes=genes, seed=seed, **(source_options or {}))
+    )
     path = None
     if model is None:
         model = GeneINR(**({"seed": seed, "progress": progress} | (inr_params or {}))).fit(table)
@@ -116,8 +166,10 @@ def build_inr_store(out, *, source="synthetic", genes=None, model=None, inr_para
     genes_needed = table["gene"].values.astype(str)
     missing = np.setdiff1d(genes_needed, model.genes_)
     if len(missing):
-        raise ValueError(f"the INR model does not know {len(missing)} of the source's genes (e.g. {missing[0]}); "
-                         "fit it on these genes or choose --genes it has")
+        raise ValueError(
+            f"the INR model does not know {len(missing)} of the source's genes (e.g. {missing[0]}); "
+            "fit it on these genes or choose --genes it has"
+        )
     block_source = INRBlockSource(model, genes_needed, model_path=path)
     return build_store(out, source=table, assignment=block_source, seed=seed, progress=progress, **build_options)
 
@@ -134,10 +186,20 @@ def table_from_store(path, *, n_samples: int = 5000, seed: int = 0) -> xr.Datase
     n_vox = ds.sizes["voxel"]
     if n_samples < 1:
         raise ValueError("n_samples must be positive")
-    rows = np.arange(n_vox) if n_samples >= n_vox else np.sort(
-        np.random.default_rng(seed).choice(n_vox, int(n_samples), replace=False))
+    rows = (
+        np.arange(n_vox)
+        if n_samples >= n_vox
+        else np.sort(np.random.default_rng(seed).choice(n_vox, int(n_samples), replace=False))
+    )
     values = ds["expression"].isel(voxel=rows).values
     xyz = np.column_stack([ds[c].values[rows] for c in "xyz"])
-    return make_sample_table(values, ds["gene"].values, xyz, donor=np.full(len(rows), "store"),
-                             hemisphere=ds["hemisphere"].values[rows], sample_id=rows, source="store",
-                             options={"path": str(path), "n_samples": int(len(rows)), "seed": int(seed)})
+    return make_sample_table(
+        values,
+        ds["gene"].values,
+        xyz,
+        donor=np.full(len(rows), "store"),
+        hemisphere=ds["hemisphere"].values[rows],
+        sample_id=rows,
+        source="store",
+        options={"path": str(path), "n_samples": int(len(rows)), "seed": int(seed)},
+    )

@@ -7,6 +7,7 @@ resumed from a checkpoint (network, head, optimiser and schedule state, saved ev
 ``checkpoint_every`` epochs with ``torch.save`` and read back with ``weights_only=True``)
 ends with the same weights as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was asked for but PyTorch sees no CUDA GPU "
-                             "(use --device cpu or auto)")
+            raise ValueError(f"device {device!r} was asked for but PyTorch sees no CUDA GPU (use --device cpu or auto)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
     elif dev.type != "cpu":
@@ -42,11 +42,28 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def train(network: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, *, mask: np.ndarray | None = None,
-          donor: np.ndarray | None = None, loss_scale: float = 1.0, epochs: int, batch_size: int, lr: float,
-          weight_decay: float, seed: int, device: torch.device, checkpoint: Path | None = None,
-          checkpoint_every: int = 25, fingerprint: str = "", progress: bool | None = None,
-          callback=None, final_checkpoint: bool = False, desc: str = "training INR") -> list[float]:
+def train(
+    network: torch.nn.Module,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    donor: np.ndarray | None = None,
+    loss_scale: float = 1.0,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    device: torch.device,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 25,
+    fingerprint: str = "",
+    progress: bool | None = None,
+    callback=None,
+    final_checkpoint: bool = False,
+    desc: str = "training INR",
+) -> list[float]:
     """Train ``network`` (an :class:`~brainzarr.inr.network.INRNetwork`) in place; return the loss per epoch.
 
     Parameters
@@ -83,8 +100,9 @@ def train(network: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, *, 
         if not p.requires_grad:
             continue
         (decay if name.startswith("backbone") and p.ndim == 2 else plain).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": plain, "weight_decay": 0.0}], lr=lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}], lr=lr
+    )
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
     history: list[float] = []
     start = 0
@@ -103,7 +121,7 @@ def train(network: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, *, 
             order = torch.as_tensor(np.random.default_rng([int(seed), 17, epoch]).permutation(n), device=device)
             total, weight = 0.0, 0.0
             for a in range(0, n, batch_size):
-                b = order[a:a + batch_size]
+                b = order[a : a + batch_size]
                 err = (network(x[b], None if d is None else d[b]) - y[b]) ** 2
                 if m is None:
                     loss = err.sum(dim=1).mean() * loss_scale
@@ -122,8 +140,9 @@ def train(network: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, *, 
             bar.set_postfix(loss=f"{history[-1]:.4f}")
             bar.update(1)
             last = epoch == epochs - 1
-            if checkpoint is not None and ((last and final_checkpoint)
-                                           or (not last and (epoch + 1) % checkpoint_every == 0)):
+            if checkpoint is not None and (
+                (last and final_checkpoint) or (not last and (epoch + 1) % checkpoint_every == 0)
+            ):
                 _save_checkpoint(checkpoint, network, opt, sched, history, epoch, epochs, fingerprint)
             if callback is not None:
                 callback(epoch, history[-1])
@@ -134,7 +153,16 @@ def train(network: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, *, 
 def _save_checkpoint(path: Path, network, opt, sched, history, epoch, epochs, fingerprint):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"network": network.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "history": list(history), "epoch": int(epoch), "epochs": int(epochs),
-                "fingerprint": fingerprint}, tmp)
+    torch.save(
+        {
+            "network": network.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "history": list(history),
+            "epoch": int(epoch),
+            "epochs": int(epochs),
+            "fingerprint": fingerprint,
+        },
+        tmp,
+    )
     os.replace(tmp, path)  # a checkpoint is whole or absent

@@ -3,6 +3,7 @@
 ``from brainzarr.models import PCA, NMF, KernelPCA, TSNE, UMAP, AutoEncoder`` — imported
 lazily, so using PCA does not import torch.
 """
+
 from __future__ import annotations
 
 import importlib

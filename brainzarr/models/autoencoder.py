@@ -31,6 +31,7 @@ The fitted network is also stored as plain arrays (every state-dict tensor, batc
 running statistics included) by :meth:`to_dataset`, and rebuilt by :meth:`from_dataset`.
 torch is imported only when an auto-encoder is built or trained.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -73,8 +74,9 @@ def resolve_device(device="auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available to torch {torch.__version__}; "
-                         "use device='cpu' or 'auto'")
+        raise ValueError(
+            f"device={device!r} but CUDA is not available to torch {torch.__version__}; use device='cpu' or 'auto'"
+        )
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda'")
     return dev
@@ -108,8 +110,8 @@ def build_network(n_features: int, n_components: int, hidden=(500, 250, 125)):
     def block(a, b):
         return [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ELU()]
 
-    enc = [m for a, b in zip(widths[:middle], widths[1:middle + 1]) for m in block(a, b)]
-    dec = [m for a, b in zip(widths[middle:-2], widths[middle + 1:-1]) for m in block(a, b)]
+    enc = [m for a, b in zip(widths[:middle], widths[1 : middle + 1]) for m in block(a, b)]
+    dec = [m for a, b in zip(widths[middle:-2], widths[middle + 1 : -1]) for m in block(a, b)]
     dec += [nn.Linear(widths[-2], widths[-1]), nn.Sigmoid()]
     return nn.ModuleDict({"encoder": nn.Sequential(*enc), "decoder": nn.Sequential(*dec)})
 
@@ -211,12 +213,28 @@ class AutoEncoder(Representation):
 
     method = "ae"
 
-    def __init__(self, n_components: int = 2, *, hidden=(500, 250, 125), lr: float = 1e-3,
-                 batch_size: int = 128, weight_decay: float = 1e-4, max_epochs: int = 300,
-                 patience: int = 30, val_fraction: float = 0.1, device: str = "auto",
-                 mixed_precision: bool = True, in_memory="auto", block_rows: int = 32,
-                 read_rows=None, shuffle_buffer=None, prefetch: int = 2, checkpoint_dir=None,
-                 random_state: int = 0, progress=None):
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        hidden=(500, 250, 125),
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        weight_decay: float = 1e-4,
+        max_epochs: int = 300,
+        patience: int = 30,
+        val_fraction: float = 0.1,
+        device: str = "auto",
+        mixed_precision: bool = True,
+        in_memory="auto",
+        block_rows: int = 32,
+        read_rows=None,
+        shuffle_buffer=None,
+        prefetch: int = 2,
+        checkpoint_dir=None,
+        random_state: int = 0,
+        progress=None,
+    ):
         self.n_components = n_components
         self.hidden = hidden
         self.lr = lr
@@ -313,9 +331,10 @@ class AutoEncoder(Representation):
         # the penalty weight_decay * mean(w^2) over the non-bias weights has the gradient
         # 2 weight_decay / n_weights * w: Adam's (coupled, L2) weight_decay on that group
         decay = [p for name, p in net.named_parameters() if not name.endswith("bias")]
-        groups = [{"params": decay, "weight_decay": 2 * self.weight_decay / sum(p.numel() for p in decay)},
-                  {"params": [p for name, p in net.named_parameters() if name.endswith("bias")],
-                   "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "weight_decay": 2 * self.weight_decay / sum(p.numel() for p in decay)},
+            {"params": [p for name, p in net.named_parameters() if name.endswith("bias")], "weight_decay": 0.0},
+        ]
         try:  # fused Adam: one kernel per step instead of ~10 passes over the weights (3x on CPU)
             opt = torch.optim.Adam(groups, lr=self.lr, fused=True)
         except RuntimeError:  # torch < 2.4 has no fused Adam on CPU
@@ -343,7 +362,7 @@ class AutoEncoder(Representation):
         total = torch.zeros((), dtype=torch.float64, device=data.device)
         with torch.no_grad(), torch.autocast(data.device.type, dtype=amp, enabled=amp is not None):
             for i in range(0, len(data), EVAL_ROWS):
-                x = data[i:i + EVAL_ROWS]
+                x = data[i : i + EVAL_ROWS]
                 total += ((net["decoder"](net["encoder"](x)).float() - x) ** 2).sum(dtype=torch.float64)
         return float(total) / max(data.numel(), 1)
 
@@ -374,8 +393,15 @@ class AutoEncoder(Representation):
         val_idx, train_idx = self._split_rows(n_rows, n_features)
         in_memory = self._plan_in_memory(4 * n_rows * n_features, device)
         net, opt, scaler, amp = self._setup(n_features, device)
-        state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "stopped": False,
-                 "history": {"train_loss": [], "val_loss": []}, "best_state": _clone_state(net)}
+        state = {
+            "epoch": 0,
+            "best_val": math.inf,
+            "best_epoch": 0,
+            "bad_epochs": 0,
+            "stopped": False,
+            "history": {"train_loss": [], "val_loss": []},
+            "best_state": _clone_state(net),
+        }
         fingerprint = self._fingerprint(n_rows, n_features, in_memory, len(val_idx))
         ckpt = self._checkpoint_path()
         if ckpt is not None and ckpt.exists():
@@ -402,9 +428,16 @@ class AutoEncoder(Representation):
                     _atomic_save(self._checkpoint(state, fingerprint, net, opt, scaler), ckpt)
                 bar.update(1)
                 bar.set_postfix(train=f"{train_loss:.3g}", val=f"{val_loss:.3g}", best=state["best_epoch"])
-                if getattr(self, "_callback", None) is not None and self._callback(self, {
-                        "epoch": state["epoch"], "train_loss": train_loss, "val_loss": val_loss,
-                        "best_val": state["best_val"], "bad_epochs": state["bad_epochs"]}):
+                if getattr(self, "_callback", None) is not None and self._callback(
+                    self,
+                    {
+                        "epoch": state["epoch"],
+                        "train_loss": train_loss,
+                        "val_loss": val_loss,
+                        "best_val": state["best_val"],
+                        "bad_epochs": state["bad_epochs"],
+                    },
+                ):
                     state["stopped"] = True
         if ckpt is not None:  # the last epoch's state, so that more epochs can follow
             state["stopped"] = True
@@ -424,8 +457,7 @@ class AutoEncoder(Representation):
         state["history"]["train_loss"].append(train_loss)
         state["history"]["val_loss"].append(val_loss)
         if val_loss < state["best_val"]:
-            state.update(best_val=val_loss, best_epoch=state["epoch"], bad_epochs=0,
-                         best_state=_clone_state(net))
+            state.update(best_val=val_loss, best_epoch=state["epoch"], bad_epochs=0, best_state=_clone_state(net))
         else:
             state["bad_epochs"] += 1
             if state["bad_epochs"] >= self.patience:
@@ -442,16 +474,36 @@ class AutoEncoder(Representation):
             if isinstance(X, np.ndarray) and device.type == "cpu":
                 data = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
             else:
-                data = load_rows(X, out=torch.empty((n_rows, n_features), dtype=torch.float32, device=device),
-                                 block_rows=self.block_rows, prefetch=self.prefetch,
-                                 progress=self._show(), desc=f"ae: loading to {device.type}")
-            return (MemoryLoader(data, self.batch_size, rows=train_idx, **common),
-                    data.index_select(0, torch.from_numpy(val_idx).to(device)))
-        loader = StreamingLoader(X, self.batch_size, mask=~val_mask, block_rows=self.block_rows,
-                                 read_rows=self.read_rows, shuffle_buffer=self.shuffle_buffer,
-                                 prefetch=self.prefetch, **common)
-        val = load_rows(X, val_mask, block_rows=self.block_rows, prefetch=self.prefetch,
-                        progress=self._show(), desc="ae: validation rows")
+                data = load_rows(
+                    X,
+                    out=torch.empty((n_rows, n_features), dtype=torch.float32, device=device),
+                    block_rows=self.block_rows,
+                    prefetch=self.prefetch,
+                    progress=self._show(),
+                    desc=f"ae: loading to {device.type}",
+                )
+            return (
+                MemoryLoader(data, self.batch_size, rows=train_idx, **common),
+                data.index_select(0, torch.from_numpy(val_idx).to(device)),
+            )
+        loader = StreamingLoader(
+            X,
+            self.batch_size,
+            mask=~val_mask,
+            block_rows=self.block_rows,
+            read_rows=self.read_rows,
+            shuffle_buffer=self.shuffle_buffer,
+            prefetch=self.prefetch,
+            **common,
+        )
+        val = load_rows(
+            X,
+            val_mask,
+            block_rows=self.block_rows,
+            prefetch=self.prefetch,
+            progress=self._show(),
+            desc="ae: validation rows",
+        )
         return loader, torch.from_numpy(val).to(device)
 
     def _show(self) -> bool:
@@ -482,26 +534,41 @@ class AutoEncoder(Representation):
         return {k: _plain(v) for k, v in self.get_params().items() if k not in skip}
 
     def _fingerprint(self, n_rows, n_features, in_memory, n_val) -> dict:
-        return {"params": self._training_params(), "n_rows": int(n_rows), "n_features": int(n_features),
-                "in_memory": bool(in_memory), "n_val": int(n_val)}
+        return {
+            "params": self._training_params(),
+            "n_rows": int(n_rows),
+            "n_features": int(n_features),
+            "in_memory": bool(in_memory),
+            "n_val": int(n_val),
+        }
 
     def _checkpoint(self, state, fingerprint, net, opt, scaler) -> dict:
         torch = _torch()
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"format": _CHECKPOINT_FORMAT, "fingerprint": fingerprint, "model": net.state_dict(),
-                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-                **{k: state[k] for k in ("epoch", "best_val", "best_epoch", "bad_epochs", "stopped",
-                                         "history", "best_state")}}
+        return {
+            "format": _CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint,
+            "model": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng,
+            **{
+                k: state[k]
+                for k in ("epoch", "best_val", "best_epoch", "bad_epochs", "stopped", "history", "best_state")
+            },
+        }
 
     def _resume(self, path, fingerprint, net, opt, scaler) -> dict:
         torch = _torch()
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
         if ckpt.get("format") != _CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint:
-            raise CheckpointMismatchError(f"the checkpoint {path} was written for other data or settings "
-                                          f"({ckpt.get('fingerprint')} vs {fingerprint}); use another "
-                                          "checkpoint_dir or delete it to start afresh")
+            raise CheckpointMismatchError(
+                f"the checkpoint {path} was written for other data or settings "
+                f"({ckpt.get('fingerprint')} vs {fingerprint}); use another "
+                "checkpoint_dir or delete it to start afresh"
+            )
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -515,9 +582,13 @@ class AutoEncoder(Representation):
         return state
 
     def _weights_payload(self, state_dict) -> dict:
-        return {"state_dict": state_dict,
-                "config": {"params": {k: _plain(v) for k, v in self.get_params().items()},
-                           "n_features_in": int(self.n_features_in_)}}
+        return {
+            "state_dict": state_dict,
+            "config": {
+                "params": {k: _plain(v) for k, v in self.get_params().items()},
+                "n_features_in": int(self.n_features_in_),
+            },
+        }
 
     # ------------------------------------------------------------------ inference
     def _run(self, part: str, X: np.ndarray) -> np.ndarray:
@@ -529,7 +600,7 @@ class AutoEncoder(Representation):
         net.eval()
         with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             for i in range(0, len(X), EVAL_ROWS):
-                x = torch.from_numpy(np.ascontiguousarray(X[i:i + EVAL_ROWS], dtype=np.float32)).to(device)
+                x = torch.from_numpy(np.ascontiguousarray(X[i : i + EVAL_ROWS], dtype=np.float32)).to(device)
                 out.append(net[part](x).float().cpu().numpy())
         width = self.n_components if part == "encoder" else self.n_features_in_
         return np.concatenate(out) if out else np.empty((0, width), dtype=np.float32)
@@ -555,8 +626,7 @@ class AutoEncoder(Representation):
         net = build_network(self.n_features_in_, self.n_components, self.hidden)
         net.load_state_dict({k: torch.from_numpy(np.array(ds[_array_name(k)].values)) for k in net.state_dict()})
         self._install(net)
-        self.history_ = {k[len("history_"):]: ds[k].values.tolist() for k in ds.data_vars
-                         if k.startswith("history_")}
+        self.history_ = {k[len("history_") :]: ds[k].values.tolist() for k in ds.data_vars if k.startswith("history_")}
 
     def _install(self, net) -> None:
         """Make ``net`` the fitted network: on this model's device, in eval mode."""
@@ -586,8 +656,14 @@ def _progress_bar(model, start_epoch: int):
     from tqdm.auto import tqdm
 
     show = model._show()
-    with tqdm(total=model.max_epochs, initial=start_epoch, desc=f"ae k={model.n_components}",
-              unit="epoch", disable=not show, leave=show) as bar:
+    with tqdm(
+        total=model.max_epochs,
+        initial=start_epoch,
+        desc=f"ae k={model.n_components}",
+        unit="epoch",
+        disable=not show,
+        leave=show,
+    ) as bar:
         yield bar
 
 

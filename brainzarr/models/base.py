@@ -17,6 +17,7 @@ Subclasses implement
 * ``_param_arrays() -> {name: (dims, array)}`` and ``_set_param_arrays(dataset)`` so a
   fitted model round-trips through a store group as plain arrays (no pickles).
 """
+
 from __future__ import annotations
 
 import queue
@@ -172,8 +173,11 @@ class Representation(TransformerMixin, BaseEstimator):
         if isinstance(arr, da.Array):
             if arr.numblocks[1] > 1:
                 arr = arr.rechunk({1: -1})
-            out = arr.map_blocks(lambda b: np.asarray(fn(np.asarray(b, dtype=np.float32)), dtype=np.float32),
-                                 chunks=(arr.chunks[0], (width,)), dtype=np.float32)
+            out = arr.map_blocks(
+                lambda b: np.asarray(fn(np.asarray(b, dtype=np.float32)), dtype=np.float32),
+                chunks=(arr.chunks[0], (width,)),
+                dtype=np.float32,
+            )
         else:
             out = np.asarray(fn(np.asarray(arr, dtype=np.float32)), dtype=np.float32)
         if not labelled:
@@ -191,9 +195,14 @@ class Representation(TransformerMixin, BaseEstimator):
         """The fitted model as plain arrays (plus its parameters as attrs)."""
         check_is_fitted(self)
         ds = xr.Dataset({f"param_{k}": v for k, v in self._param_arrays().items()})
-        ds.attrs.update({"method": self.method, "class": type(self).__name__,
-                         "params": {k: _jsonable(v) for k, v in self.get_params().items()},
-                         "n_features_in": self.n_features_in_})
+        ds.attrs.update(
+            {
+                "method": self.method,
+                "class": type(self).__name__,
+                "params": {k: _jsonable(v) for k, v in self.get_params().items()},
+                "n_features_in": self.n_features_in_,
+            }
+        )
         return ds
 
     @classmethod
@@ -201,7 +210,7 @@ class Representation(TransformerMixin, BaseEstimator):
         """Rebuild a fitted model written by :meth:`to_dataset` (arrays only, no pickles)."""
         model = cls(**ds.attrs.get("params", {}))
         model.n_features_in_ = int(ds.attrs["n_features_in"])
-        params = xr.Dataset({k[len("param_"):]: v for k, v in ds.data_vars.items() if k.startswith("param_")})
+        params = xr.Dataset({k[len("param_") :]: v for k, v in ds.data_vars.items() if k.startswith("param_")})
         model._set_param_arrays(params.load())
         return model
 

@@ -38,6 +38,7 @@ to 0.090), close to kNN regression in PCA space (0.082), and unlike PCA's (0.148
 0.065 at 128-D). For the study's "compression" reading use ``decoder="mlp"``, whose
 reconstruction depends on the k coordinates alone.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -87,11 +88,11 @@ class KNNDecoder:
     def predict(self, Z: np.ndarray) -> np.ndarray:
         out = np.empty((len(Z), self.targets_.shape[1]), dtype=np.float32)
         for a in range(0, len(Z), PREDICT_ROWS):
-            dist, idx = self.index_.query(Z[a:a + PREDICT_ROWS], self.n_neighbors)
+            dist, idx = self.index_.query(Z[a : a + PREDICT_ROWS], self.n_neighbors)
             # a point on a training voxel (distance 0) takes that voxel's targets: its weight dominates
             w = 1.0 / np.maximum(dist, 1e-12)
             w /= w.sum(axis=1, keepdims=True)
-            out[a:a + len(dist)] = np.einsum("nk,nkt->nt", w, self.targets_[idx])
+            out[a : a + len(dist)] = np.einsum("nk,nkt->nt", w, self.targets_[idx])
         return out
 
     # the decoder is memory-based: its state is the training pairs, which the model stores
@@ -127,9 +128,18 @@ class MLPDecoder:
 
     kind = "mlp"
 
-    def __init__(self, hidden=(256, 256), max_epochs: int = 500, batch_size: int = 128,
-                 learning_rate: float = 1e-3, weight_decay: float = 1e-6, patience: int = 30,
-                 val_fraction: float = 0.1, random_state: int = 0, device: str = "auto"):
+    def __init__(
+        self,
+        hidden=(256, 256),
+        max_epochs: int = 500,
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-6,
+        patience: int = 30,
+        val_fraction: float = 0.1,
+        random_state: int = 0,
+        device: str = "auto",
+    ):
         self.hidden = tuple(int(h) for h in hidden)
         self.max_epochs = int(max_epochs)
         self.batch_size = int(batch_size)
@@ -179,7 +189,7 @@ class MLPDecoder:
             net.train()
             perm = train[np.random.default_rng((self.random_state, epoch)).permutation(len(train))]
             for a in range(0, len(perm), self.batch_size):
-                rows = torch.from_numpy(perm[a:a + self.batch_size]).to(device)
+                rows = torch.from_numpy(perm[a : a + self.batch_size]).to(device)
                 loss = torch.nn.functional.mse_loss(net(Zs[rows]), Tt[rows])
                 opt.zero_grad()
                 loss.backward()
@@ -212,12 +222,11 @@ class MLPDecoder:
         out = []
         with torch.no_grad():
             for a in range(0, len(Zs), PREDICT_ROWS):
-                out.append(self.network_(torch.from_numpy(np.ascontiguousarray(Zs[a:a + PREDICT_ROWS]))).numpy())
+                out.append(self.network_(torch.from_numpy(np.ascontiguousarray(Zs[a : a + PREDICT_ROWS]))).numpy())
         return np.concatenate(out) if out else np.empty((0, self._linear[-1].out_features), np.float32)
 
     def param_arrays(self) -> dict:
-        arrays = {"decoder_z_mean": (("component",), self.z_mean_),
-                  "decoder_z_scale": (("component",), self.z_scale_)}
+        arrays = {"decoder_z_mean": (("component",), self.z_mean_), "decoder_z_scale": (("component",), self.z_scale_)}
         for i, layer in enumerate(self._linear):
             arrays[f"decoder_weight{i}"] = ((f"decoder_out{i}", f"decoder_in{i}"), layer.weight.detach().numpy())
             arrays[f"decoder_bias{i}"] = ((f"decoder_out{i}",), layer.bias.detach().numpy())
@@ -230,8 +239,9 @@ class MLPDecoder:
         self.z_scale_ = ds["decoder_z_scale"].values.astype(np.float32)
         n_layers = sum(1 for k in ds.data_vars if str(k).startswith("decoder_weight"))
         if n_layers != len(self.hidden) + 1:
-            raise ValueError(f"stored MLP decoder has {n_layers} layers; hidden={self.hidden} needs "
-                             f"{len(self.hidden) + 1}")
+            raise ValueError(
+                f"stored MLP decoder has {n_layers} layers; hidden={self.hidden} needs {len(self.hidden) + 1}"
+            )
         net = self._network(len(self.z_mean_), ds[f"decoder_bias{n_layers - 1}"].size)
         linear = [m for m in net if hasattr(m, "weight")]
         with torch.no_grad():

@@ -8,6 +8,7 @@ embedding positions — than an in-memory one. :class:`NeighbourIndex` breaks ti
 index: it asks scikit-learn for enough extra neighbours to hold any tie group whole (the
 largest number of identical reference rows) and sorts them by (distance, index).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,5 +41,4 @@ class NeighbourIndex:
         with config_context(working_memory=WORKING_MEMORY):
             dist, idx = self._nn.kneighbors(X, n_neighbors=wide)
         order = np.lexsort((idx, dist), axis=1)[:, :k]
-        return (np.take_along_axis(dist, order, axis=1).astype(np.float32),
-                np.take_along_axis(idx, order, axis=1))
+        return (np.take_along_axis(dist, order, axis=1).astype(np.float32), np.take_along_axis(idx, order, axis=1))

@@ -28,6 +28,7 @@ in scikit-learn #18013). Here:
 Cost per streamed pass: rows x landmarks x genes (the kernel block), about 15 x a randomized
 PCA pass at 2,000 landmarks.
 """
+
 from __future__ import annotations
 
 import dask.array as da
@@ -90,9 +91,19 @@ class KernelPCA(Representation):
 
     method = "kpca"
 
-    def __init__(self, n_components: int = 2, *, kernel: str = "rbf", gamma=None, n_landmarks: int = 2000,
-                 n_preimage: int | None = None, alpha: float | None = None, inverse_gamma: float | None = None,
-                 block_rows: int | None = None, random_state: int = 0):
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        kernel: str = "rbf",
+        gamma=None,
+        n_landmarks: int = 2000,
+        n_preimage: int | None = None,
+        alpha: float | None = None,
+        inverse_gamma: float | None = None,
+        block_rows: int | None = None,
+        random_state: int = 0,
+    ):
         self.n_components = n_components
         self.kernel = kernel
         self.gamma = gamma
@@ -123,8 +134,10 @@ class KernelPCA(Representation):
         self.normalization_ = np.ascontiguousarray(evecs[:, keep] / np.sqrt(evals[keep]), dtype=np.float32)
         r = int(keep.sum())
         if int(self.n_components) > r:
-            raise ValueError(f"n_components={self.n_components} exceeds the rank of the landmark kernel ({r}); "
-                             "use more landmarks or a larger gamma")
+            raise ValueError(
+                f"n_components={self.n_components} exceeds the rank of the landmark kernel ({r}); "
+                "use more landmarks or a larger gamma"
+            )
 
         features = self._features_lazy(X)
         pca = PCA(int(self.n_components), solver="covariance", block_rows=None).fit(features)
@@ -148,8 +161,11 @@ class KernelPCA(Representation):
             if self.block_rows is not None:
                 X = X.rechunk({0: int(self.block_rows)})
             X = X.rechunk({1: -1})
-            return X.map_blocks(lambda b: self._features(np.asarray(b, dtype=np.float32)),
-                                chunks=(X.chunks[0], (width,)), dtype=np.float32)
+            return X.map_blocks(
+                lambda b: self._features(np.asarray(b, dtype=np.float32)),
+                chunks=(X.chunks[0], (width,)),
+                dtype=np.float32,
+            )
         return self._features(np.asarray(X, dtype=np.float32))
 
     def _features(self, B):
@@ -173,8 +189,7 @@ class KernelPCA(Representation):
         sqz = _sq_dists(Z, Z)
         median = np.median(sqz[np.triu_indices(len(Z), 1)]) if len(Z) > 1 else 1.0
         median = median if median > 0 else 1.0
-        gammas = [float(self.inverse_gamma)] if self.inverse_gamma is not None else \
-            [f / median for f in _GAMMA_FACTORS]
+        gammas = [float(self.inverse_gamma)] if self.inverse_gamma is not None else [f / median for f in _GAMMA_FACTORS]
         alphas = [float(self.alpha)] if self.alpha is not None else list(_ALPHAS)
         if len(gammas) * len(alphas) == 1:
             self.preimage_loo_mse_, self.inverse_gamma_, self.alpha_ = np.nan, gammas[0], alphas[0]
@@ -195,11 +210,17 @@ class KernelPCA(Representation):
         return np.exp(-float(self.inverse_gamma_) * sq).astype(np.float32) @ self.dual_coef_ + self.preimage_mean_
 
     # ------------------------------------------------------------------ persistence
-    _ARRAYS = {"landmarks": ("landmark", "gene"), "center": ("gene",),
-               "normalization": ("landmark", "nystrom_feature"), "feature_mean": ("nystrom_feature",),
-               "components": ("component", "nystrom_feature"), "eigenvalues": ("component",),
-               "preimage_points": ("preimage", "component"), "dual_coef": ("preimage", "gene"),
-               "preimage_mean": ("gene",)}
+    _ARRAYS = {
+        "landmarks": ("landmark", "gene"),
+        "center": ("gene",),
+        "normalization": ("landmark", "nystrom_feature"),
+        "feature_mean": ("nystrom_feature",),
+        "components": ("component", "nystrom_feature"),
+        "eigenvalues": ("component",),
+        "preimage_points": ("preimage", "component"),
+        "dual_coef": ("preimage", "gene"),
+        "preimage_mean": ("gene",),
+    }
     _SCALARS = ("gamma", "inverse_gamma", "alpha", "preimage_loo_mse")
 
     def _param_arrays(self):
@@ -232,7 +253,7 @@ def _loo_search(sqz, Yc, gammas, alphas, rng) -> tuple[float, float, float]:
         for a in alphas:
             shrink = lam / (lam + a)
             resid = Y - U @ (shrink[:, None] * P)
-            h = np.clip((U ** 2) @ shrink, None, 1 - 1e-9)
+            h = np.clip((U**2) @ shrink, None, 1 - 1e-9)
             loo = float(np.mean((resid / (1 - h)[:, None]) ** 2))
             if loo < best[0]:
                 best = (loo, g, a)

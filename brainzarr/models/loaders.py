@@ -22,6 +22,7 @@ store chunked in small row blocks the loader behaves like annbatch (random 32-ro
 :func:`loader_rate` measures a loader alone (rows/s); :func:`throughput` puts it next to the
 auto-encoder's consumption (rows/s of forward + backward + Adam step), for the benchmarks.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,16 @@ import numpy as np
 
 from .base import as_array, prefetch_spans
 
-__all__ = ["MemoryLoader", "StreamingLoader", "load_rows", "row_chunks",
-           "available_memory", "loader_rate", "throughput", "throughput_rows"]
+__all__ = [
+    "MemoryLoader",
+    "StreamingLoader",
+    "load_rows",
+    "row_chunks",
+    "available_memory",
+    "loader_rate",
+    "throughput",
+    "throughput_rows",
+]
 
 #: default shuffle-buffer size in bytes (rows = this / bytes per row, at least one span)
 SHUFFLE_BUFFER_BYTES = 1 << 30
@@ -45,14 +54,15 @@ def row_chunks(X) -> tuple[int, ...] | None:
     if chunks is None:
         return None
     first = chunks[0]
-    if isinstance(first, tuple):           # dask: ((c0, c1, ...), (...))
+    if isinstance(first, tuple):  # dask: ((c0, c1, ...), (...))
         return tuple(int(c) for c in first)
     n, step = int(X.shape[0]), int(first)  # zarr: (rows_per_chunk, cols_per_chunk)
     return tuple(min(step, n - a) for a in range(0, n, step))
 
 
-def make_spans(n_rows: int, chunks: tuple[int, ...] | None, *, read_rows: int | None,
-               block_rows: int) -> list[tuple[int, int]]:
+def make_spans(
+    n_rows: int, chunks: tuple[int, ...] | None, *, read_rows: int | None, block_rows: int
+) -> list[tuple[int, int]]:
     """Contiguous read spans: multiples of ``block_rows`` aligned to the row chunks.
 
     A span never crosses a chunk boundary when ``read_rows`` is at most the chunk length;
@@ -114,8 +124,16 @@ def _select(mask, n_rows):
     return mask
 
 
-def load_rows(X, mask=None, *, out=None, block_rows: int = 32, prefetch: int = 2, progress: bool = False,
-              desc: str = "loading rows"):
+def load_rows(
+    X,
+    mask=None,
+    *,
+    out=None,
+    block_rows: int = 32,
+    prefetch: int = 2,
+    progress: bool = False,
+    desc: str = "loading rows",
+):
     """Read the selected rows of ``X`` once, in order, span by span (background prefetch).
 
     ``out`` may be a preallocated array or tensor (e.g. on the GPU) with one row per
@@ -131,17 +149,18 @@ def load_rows(X, mask=None, *, out=None, block_rows: int = 32, prefetch: int = 2
         out = np.empty((n_sel, int(X.shape[1])), dtype=np.float32)
     spans = make_spans(n, row_chunks(X), read_rows=None, block_rows=block_rows)
     if mask is not None:
-        spans = [s for s in spans if mask[s[0]:s[1]].any()]
+        spans = [s for s in spans if mask[s[0] : s[1]].any()]
     pos = 0
     with tqdm(total=n_sel, desc=desc, unit="row", unit_scale=True, disable=not progress, leave=False) as bar:
         for (a, b), block in zip(spans, prefetch_spans(X, spans, prefetch=prefetch)):
             if mask is not None:
                 block = block[mask[a:b]]
-            if hasattr(out, "copy_"):              # a torch tensor (maybe on the GPU)
+            if hasattr(out, "copy_"):  # a torch tensor (maybe on the GPU)
                 import torch
-                out[pos:pos + len(block)].copy_(torch.from_numpy(block))
+
+                out[pos : pos + len(block)].copy_(torch.from_numpy(block))
             else:
-                out[pos:pos + len(block)] = block
+                out[pos : pos + len(block)] = block
             pos += len(block)
             bar.update(len(block))
     return out
@@ -181,10 +200,11 @@ class MemoryLoader:
         is_tensor = hasattr(self.data, "index_select")
         if is_tensor:
             import torch
+
             order = torch.from_numpy(order).to(self.data.device)
         stop = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
         for i in range(0, stop, self.batch_size):
-            idx = order[i:i + self.batch_size]
+            idx = order[i : i + self.batch_size]
             yield self.data.index_select(0, idx) if is_tensor else self.data[idx]
 
 
@@ -214,15 +234,26 @@ class StreamingLoader:
         Drop a final batch smaller than ``batch_size``.
     """
 
-    def __init__(self, X, batch_size: int = 128, *, mask=None, block_rows: int = 32, read_rows=None,
-                 shuffle_buffer=None, prefetch: int = 2, seed: int = 0, drop_last: bool = False):
+    def __init__(
+        self,
+        X,
+        batch_size: int = 128,
+        *,
+        mask=None,
+        block_rows: int = 32,
+        read_rows=None,
+        shuffle_buffer=None,
+        prefetch: int = 2,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
         self.X = as_array(X)
         n, g = (int(s) for s in self.X.shape)
         self.batch_size = int(batch_size)
         self.mask = _select(mask, n)
         self.spans = make_spans(n, row_chunks(self.X), read_rows=read_rows, block_rows=block_rows)
         if self.mask is not None:
-            self.spans = [s for s in self.spans if self.mask[s[0]:s[1]].any()]
+            self.spans = [s for s in self.spans if self.mask[s[0] : s[1]].any()]
         longest = max((b - a for a, b in self.spans), default=1)
         if shuffle_buffer is None:
             shuffle_buffer = max(SHUFFLE_BUFFER_BYTES // (4 * max(g, 1)), 8 * self.batch_size)
@@ -253,7 +284,7 @@ class StreamingLoader:
                     block = block[self.mask[a:b]]
                 while len(block):
                     take = min(len(block), len(buffer) - filled)
-                    buffer[filled:filled + take] = block[:take]
+                    buffer[filled : filled + take] = block[:take]
                     filled += take
                     block = block[take:]
                     if filled >= self.shuffle_buffer:
@@ -267,18 +298,26 @@ class StreamingLoader:
         order = rng.permutation(filled)
         n_full = filled // self.batch_size * self.batch_size
         for i in range(0, n_full, self.batch_size):
-            yield buffer[order[i:i + self.batch_size]]
+            yield buffer[order[i : i + self.batch_size]]
         rest = order[n_full:]
         if keep_remainder:
-            buffer[:len(rest)] = buffer[rest]
+            buffer[: len(rest)] = buffer[rest]
             return len(rest)
         if len(rest) and not self.drop_last:
             yield buffer[rest]
         return 0
 
 
-def loader_rate(X, mode: str = "stream", *, batch_size: int = 128, max_rows: int | None = None,
-                seed: int = 0, epochs: int = 2, **loader_options) -> dict:
+def loader_rate(
+    X,
+    mode: str = "stream",
+    *,
+    batch_size: int = 128,
+    max_rows: int | None = None,
+    seed: int = 0,
+    epochs: int = 2,
+    **loader_options,
+) -> dict:
     """Rows/s of one loader alone.
 
     Parameters
@@ -321,14 +360,29 @@ def loader_rate(X, mode: str = "stream", *, batch_size: int = 128, max_rows: int
         rows = sum(len(batch) for batch in loader.epoch(epoch))
         rates.append(rows / max(time.perf_counter() - t0, 1e-9))
     steady = rates[1:] or rates
-    return {"mode": mode, "rows": rows, "rows_per_s": len(steady) / sum(1 / r for r in steady),
-            "first_epoch_rows_per_s": rates[0], "load_s": load_s}
+    return {
+        "mode": mode,
+        "rows": rows,
+        "rows_per_s": len(steady) / sum(1 / r for r in steady),
+        "first_epoch_rows_per_s": rates[0],
+        "load_s": load_s,
+    }
 
 
-def throughput(X, *, batch_size: int = 128, n_components: int = 8, hidden=(500, 250, 125),
-               device: str = "cpu", mixed_precision: bool = True, modes=("memory", "stream"),
-               max_rows: int | None = 20_000, train_batches: int = 20, seed: int = 0,
-               **loader_options) -> list[dict]:
+def throughput(
+    X,
+    *,
+    batch_size: int = 128,
+    n_components: int = 8,
+    hidden=(500, 250, 125),
+    device: str = "cpu",
+    mixed_precision: bool = True,
+    modes=("memory", "stream"),
+    max_rows: int | None = 20_000,
+    train_batches: int = 20,
+    seed: int = 0,
+    **loader_options,
+) -> list[dict]:
     """Rows/s of the loaders alone next to the auto-encoder's consumption, one row per mode.
 
     Parameters
@@ -352,21 +406,44 @@ def throughput(X, *, batch_size: int = 128, n_components: int = 8, hidden=(500, 
     """
     from .autoencoder import AutoEncoder
 
-    ae = AutoEncoder(n_components, hidden=hidden, batch_size=batch_size, device=device,
-                     mixed_precision=mixed_precision, random_state=seed)
+    ae = AutoEncoder(
+        n_components,
+        hidden=hidden,
+        batch_size=batch_size,
+        device=device,
+        mixed_precision=mixed_precision,
+        random_state=seed,
+    )
     train_rate = ae.training_throughput(int(X.shape[1]), n_batches=train_batches)
     out = []
     for mode in modes:
         r = loader_rate(X, mode, batch_size=batch_size, max_rows=max_rows, seed=seed, **loader_options)
-        out.append({"mode": mode, "rows": r["rows"], "loader_rows_per_s": r["rows_per_s"],
-                    "train_rows_per_s": train_rate, "ratio": r["rows_per_s"] / train_rate,
-                    "load_s": r["load_s"], "first_epoch_rows_per_s": r["first_epoch_rows_per_s"]})
+        out.append(
+            {
+                "mode": mode,
+                "rows": r["rows"],
+                "loader_rows_per_s": r["rows_per_s"],
+                "train_rows_per_s": train_rate,
+                "ratio": r["rows_per_s"] / train_rate,
+                "load_s": r["load_s"],
+                "first_epoch_rows_per_s": r["first_epoch_rows_per_s"],
+            }
+        )
     return out
 
 
-def throughput_rows(X, dims=(2, 128), *, batch_size: int = 128, hidden=(500, 250, 125), device: str = "auto",
-                    max_rows: int | None = 20_000, train_batches: int = 10, seed: int = 0,
-                    **loader_options) -> list[dict]:
+def throughput_rows(
+    X,
+    dims=(2, 128),
+    *,
+    batch_size: int = 128,
+    hidden=(500, 250, 125),
+    device: str = "auto",
+    max_rows: int | None = 20_000,
+    train_batches: int = 10,
+    seed: int = 0,
+    **loader_options,
+) -> list[dict]:
     """Benchmark table rows: the auto-encoder's training rate per code width (``method``
     'ae[train]'), then each loader's rate alone and its ratio to the fastest training rate
     ('ae[loader:memory]', 'ae[loader:stream]', ``dim`` None). Keys: method, dim,
@@ -374,15 +451,27 @@ def throughput_rows(X, dims=(2, 128), *, batch_size: int = 128, hidden=(500, 250
     from .autoencoder import AutoEncoder
 
     X = as_array(X)
-    rows = [{"method": "ae[train]", "dim": int(dim),
-             "rows_per_s": AutoEncoder(int(dim), hidden=hidden, batch_size=batch_size, device=device,
-                                       random_state=seed).training_throughput(int(X.shape[1]),
-                                                                              n_batches=train_batches)}
-            for dim in dims]
+    rows = [
+        {
+            "method": "ae[train]",
+            "dim": int(dim),
+            "rows_per_s": AutoEncoder(
+                int(dim), hidden=hidden, batch_size=batch_size, device=device, random_state=seed
+            ).training_throughput(int(X.shape[1]), n_batches=train_batches),
+        }
+        for dim in dims
+    ]
     fastest = max(r["rows_per_s"] for r in rows)
     for mode in ("memory", "stream"):
         r = loader_rate(X, mode, batch_size=batch_size, max_rows=max_rows, seed=seed, **loader_options)
-        rows.append({"method": f"ae[loader:{mode}]", "dim": None, "rows_per_s": r["rows_per_s"],
-                     "ratio": r["rows_per_s"] / fastest, "load_s": r["load_s"],
-                     "first_epoch_rows_per_s": r["first_epoch_rows_per_s"]})
+        rows.append(
+            {
+                "method": f"ae[loader:{mode}]",
+                "dim": None,
+                "rows_per_s": r["rows_per_s"],
+                "ratio": r["rows_per_s"] / fastest,
+                "load_s": r["load_s"],
+                "first_epoch_rows_per_s": r["first_epoch_rows_per_s"],
+            }
+        )
     return rows

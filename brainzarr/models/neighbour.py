@@ -32,6 +32,7 @@ Plain arrays, no pickles: PCA mean and components, the training voxels' PCA scor
 embedding, the decoder's weights (none for the kNN decoder, whose state is the training pairs
 themselves) and what the subclass needs. The neighbour index is rebuilt on load.
 """
+
 from __future__ import annotations
 
 import dask.array as da
@@ -101,9 +102,8 @@ class NeighbourEmbedding(Representation):
         self.pca_components_ = np.asarray(pca.components_, dtype=np.float32)
         self.train_scores_ = np.ascontiguousarray(scores, dtype=np.float32)
         self._index_cache = None
-        self.embedding_ = np.ascontiguousarray(self._embed(self.train_scores_[:, :self.n_inputs_]),
-                                               dtype=np.float32)
-        self.decoder_ = decoder.fit(self.embedding_, self.train_scores_[:, :self.n_decoded_])
+        self.embedding_ = np.ascontiguousarray(self._embed(self.train_scores_[:, : self.n_inputs_]), dtype=np.float32)
+        self.decoder_ = decoder.fit(self.embedding_, self.train_scores_[:, : self.n_decoded_])
 
     @property
     def n_inputs_(self) -> int:
@@ -116,8 +116,9 @@ class NeighbourEmbedding(Representation):
         return min(int(self.decoder_components), self.pca_components_.shape[0])
 
     def _new_decoder(self):
-        return make_decoder(self.decoder, self.decoder_options, random_state=self.random_state,
-                            device=getattr(self, "device", "auto"))
+        return make_decoder(
+            self.decoder, self.decoder_options, random_state=self.random_state, device=getattr(self, "device", "auto")
+        )
 
     # ------------------------------------------------------------------ applying
     def _scores(self, X: np.ndarray, width: int) -> np.ndarray:
@@ -131,12 +132,12 @@ class NeighbourEmbedding(Representation):
         C = self.pca_components_[:width].astype(np.float64).T
         out = np.empty((len(X), width), dtype=np.float32)
         for a in range(0, len(X), SCORE_ROWS):
-            out[a:a + SCORE_ROWS] = (X[a:a + SCORE_ROWS] - self.pca_mean_).astype(np.float64) @ C
+            out[a : a + SCORE_ROWS] = (X[a : a + SCORE_ROWS] - self.pca_mean_).astype(np.float64) @ C
         return out
 
     def _neighbour_index(self):
         if getattr(self, "_index_cache", None) is None:
-            S = self.train_scores_[:, :self.n_inputs_]
+            S = self.train_scores_[:, : self.n_inputs_]
             tol = MATCH_TOL * float(np.sqrt(np.mean(np.sum(S.astype(np.float64) ** 2, axis=1))))
             self._index_cache = (NeighbourIndex(S), tol)
         return self._index_cache
@@ -158,14 +159,16 @@ class NeighbourEmbedding(Representation):
 
     def _inverse_block(self, Z):
         T = self.decoder_.predict(np.asarray(Z, dtype=np.float32))
-        return T @ self.pca_components_[:self.n_decoded_] + self.pca_mean_
+        return T @ self.pca_components_[: self.n_decoded_] + self.pca_mean_
 
     # ------------------------------------------------------------------ persistence
     def _param_arrays(self):
-        arrays = {"pca_mean": (("gene",), self.pca_mean_),
-                  "pca_components": (("pca_component", "gene"), self.pca_components_),
-                  "train_scores": (("train_voxel", "pca_component"), self.train_scores_),
-                  "train_embedding": (("train_voxel", "component"), self.embedding_)}
+        arrays = {
+            "pca_mean": (("gene",), self.pca_mean_),
+            "pca_components": (("pca_component", "gene"), self.pca_components_),
+            "train_scores": (("train_voxel", "pca_component"), self.train_scores_),
+            "train_embedding": (("train_voxel", "component"), self.embedding_),
+        }
         arrays.update(self.decoder_.param_arrays())
         arrays.update(self._extra_arrays())
         return arrays
@@ -178,7 +181,7 @@ class NeighbourEmbedding(Representation):
         self._index_cache = None
         if "gene" in ds.coords:
             self.genes_ = ds["gene"].values
-        self.decoder_ = self._new_decoder().load(self.embedding_, self.train_scores_[:, :self.n_decoded_], ds)
+        self.decoder_ = self._new_decoder().load(self.embedding_, self.train_scores_[:, : self.n_decoded_], ds)
         self._set_extra_arrays(ds)
 
     def to_dataset(self) -> xr.Dataset:
@@ -202,4 +205,3 @@ class NeighbourEmbedding(Representation):
         state = dict(super().__getstate__())
         state["_index_cache"] = None
         return state
-

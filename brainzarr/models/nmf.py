@@ -23,6 +23,7 @@ coordinate descent from zero, to the same optimum); deterministic, the same for 
 test voxels. The reconstruction ``W H`` is
 non-negative by construction.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -81,11 +82,23 @@ class NMF(Representation):
 
     method = "nmf"
 
-    def __init__(self, n_components: int = 2, *, solver: str = "anls", max_epochs: int = 30,
-                 tol: float = 1e-4, batch_size: int = 2048, forget_factor: float = 0.7,
-                 init_rows: int = 2048, hals_sweeps: int = 10, w_max_iter: int = 100,
-                 w_tol: float = 1e-4, block_rows: int | None = None, cache_bytes: int | None = 2**30,
-                 random_state: int = 0):
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        solver: str = "anls",
+        max_epochs: int = 30,
+        tol: float = 1e-4,
+        batch_size: int = 2048,
+        forget_factor: float = 0.7,
+        init_rows: int = 2048,
+        hals_sweeps: int = 10,
+        w_max_iter: int = 100,
+        w_tol: float = 1e-4,
+        block_rows: int | None = None,
+        cache_bytes: int | None = 2**30,
+        random_state: int = 0,
+    ):
         self.n_components = n_components
         self.solver = solver
         self.max_epochs = max_epochs
@@ -126,11 +139,15 @@ class NMF(Representation):
         H = H.astype(np.float32)
         losses = []
         for epoch in range(int(self.max_epochs)):
+
             def stats(B, H=H):
                 _check_nonnegative(B)
                 W = self._solve_w(B, H)  # float32 products, float64 sums
-                return ((W.T @ W).astype(np.float64), (W.T @ B).astype(np.float64),
-                        float(np.einsum("ij,ij->", B, B, dtype=np.float64)))
+                return (
+                    (W.T @ W).astype(np.float64),
+                    (W.T @ B).astype(np.float64),
+                    float(np.einsum("ij,ij->", B, B, dtype=np.float64)),
+                )
 
             WtW, WtX, xx = block_reduce(X, stats, block_rows=self._block_rows, desc=f"NMF pass {epoch + 1}")
             H64 = H.astype(np.float64)
@@ -143,8 +160,14 @@ class NMF(Representation):
 
     def _fit_minibatch(self, X, rng):
         k, size = int(self.n_components), int(self.batch_size)
-        est = MiniBatchNMF(n_components=k, batch_size=size, forget_factor=self.forget_factor,
-                           init="nndsvda", fresh_restarts=False, random_state=int(self.random_state))
+        est = MiniBatchNMF(
+            n_components=k,
+            batch_size=size,
+            forget_factor=self.forget_factor,
+            init="nndsvda",
+            fresh_restarts=False,
+            random_state=int(self.random_state),
+        )
         changes = []
         for epoch in range(int(self.max_epochs)):
             before = est.components_.copy() if hasattr(est, "components_") else None
@@ -152,7 +175,7 @@ class NMF(Representation):
                 _check_nonnegative(block)
                 block = block[rng.permutation(len(block))]
                 for a in range(0, len(block), size):
-                    batch = block[a:a + size]
+                    batch = block[a : a + size]
                     if hasattr(est, "components_") or len(batch) >= k:  # NNDSVDa needs k rows to start
                         est.partial_fit(batch)
             if before is None:
@@ -182,8 +205,7 @@ class NMF(Representation):
 
     # ------------------------------------------------------------------ persistence
     def _param_arrays(self):
-        return {"components": (("component", "gene"), self.components_),
-                "loss": (("epoch",), self.loss_)}
+        return {"components": (("component", "gene"), self.components_), "loss": (("epoch",), self.loss_)}
 
     def _set_param_arrays(self, ds):
         self.components_ = ds["components"].values.astype(np.float32)

@@ -29,6 +29,7 @@ is inaccurate there.
 then ``eigh`` keeps the top components. Its memory is genes^2 x 8 bytes (1.95 GB for 15,633
 genes) and its pass costs n x genes^2, so it suits few genes or few voxels.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -80,9 +81,17 @@ class PCA(Representation):
 
     method = "pca"
 
-    def __init__(self, n_components: int = 2, *, solver: str = "randomized", n_oversamples: int = 10,
-                 n_power_iter: int = 3, block_rows: int | None = None, cache_bytes: int | None = 2**30,
-                 random_state: int = 0):
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        solver: str = "randomized",
+        n_oversamples: int = 10,
+        n_power_iter: int = 3,
+        block_rows: int | None = None,
+        cache_bytes: int | None = 2**30,
+        random_state: int = 0,
+    ):
         self.n_components = n_components
         self.solver = solver
         self.n_oversamples = n_oversamples
@@ -144,13 +153,17 @@ class PCA(Representation):
             # float32 within a block (BLAS; 1e-6 relative), float64 across blocks; the product
             # only starts the subspace
             ones = np.ones(len(B), dtype=np.float32)
-            return (len(B), (ones @ B).astype(np.float64), np.einsum("ij,ij->j", B, B).astype(np.float64),
-                    (B.T @ (B @ omega)).astype(np.float64))
+            return (
+                len(B),
+                (ones @ B).astype(np.float64),
+                np.einsum("ij,ij->j", B, B).astype(np.float64),
+                (B.T @ (B @ omega)).astype(np.float64),
+            )
 
         n, s, ss, G = block_reduce(X, first, block_rows=self._block_rows, desc="PCA pass 1")
         mean = s / n
         G -= np.outer(s, s @ omega) / n
-        total_var = float(np.sum(ss - n * mean ** 2))
+        total_var = float(np.sum(ss - n * mean**2))
         mean32 = mean.astype(np.float32)
         basis, images = [_orth(G)], []  # Krylov blocks Q_i (orthonormal together) and A Q_i
         for it in range(max(int(self.n_power_iter), 1)):
@@ -159,7 +172,7 @@ class PCA(Representation):
             def power(B, Q32=Q32, mQ=mean32 @ Q32):
                 # Bc^T Bc Q without the centred copy of B (allocating it cost as much as the products)
                 Y = B @ Q32 - mQ  # = Bc Q
-                return (B.T @ Y).astype(np.float64) - np.outer(mean, Y.sum(axis=0, dtype=np.float64)),
+                return ((B.T @ Y).astype(np.float64) - np.outer(mean, Y.sum(axis=0, dtype=np.float64)),)
 
             images.append(block_reduce(X, power, block_rows=self._block_rows, desc=f"PCA pass {it + 2}")[0])
             if it + 1 < max(int(self.n_power_iter), 1):
@@ -180,12 +193,14 @@ class PCA(Representation):
 
     # ------------------------------------------------------------------ persistence
     def _param_arrays(self):
-        return {"components": (("component", "gene"), self.components_),
-                "mean": (("gene",), self.mean_),
-                "explained_variance": (("component",), self.explained_variance_),
-                "singular_values": (("component",), self.singular_values_),
-                "total_variance": ((), np.float64(self.total_variance_)),
-                "n_samples": ((), np.int64(self.n_samples_))}
+        return {
+            "components": (("component", "gene"), self.components_),
+            "mean": (("gene",), self.mean_),
+            "explained_variance": (("component",), self.explained_variance_),
+            "singular_values": (("component",), self.singular_values_),
+            "total_variance": ((), np.float64(self.total_variance_)),
+            "n_samples": ((), np.int64(self.n_samples_)),
+        }
 
     def _set_param_arrays(self, ds):
         self.components_ = ds["components"].values.astype(np.float32)
@@ -210,7 +225,7 @@ def _extend_basis(basis: list, H: np.ndarray, limit: int) -> np.ndarray:
     P -= K @ (K.T @ P)
     U, sv, _ = np.linalg.svd(P, full_matrices=False)
     keep = sv > 1e-12 * max(_norm2(H), np.finfo(float).tiny)
-    return U[:, keep][:, :max(limit - K.shape[1], 0)]
+    return U[:, keep][:, : max(limit - K.shape[1], 0)]
 
 
 def _norm2(M: np.ndarray) -> float:

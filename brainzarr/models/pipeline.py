@@ -24,6 +24,7 @@ previous result intact) and opens with plain ``xarray.open_zarr(store, group=...
 * attributes: method, dim, params, seed, split, n_train, n_test, fit_seconds,
   transform_seconds, brainzarr version, creation time.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -41,14 +42,30 @@ import zarr
 
 from .. import __version__
 from ..parallel import compute_tasks, progress_enabled
-from ..store import (ResultExistsError, VOXEL_COORDS, check_schema, expression_rows, group_writer, list_groups,
-                     open_store, quiet_zarr, read_group)
+from ..store import (
+    VOXEL_COORDS,
+    ResultExistsError,
+    check_schema,
+    expression_rows,
+    group_writer,
+    list_groups,
+    open_store,
+    quiet_zarr,
+    read_group,
+)
 from . import METHODS, get_model_class
 from .base import CheckpointMismatchError
 from .streaming import fit_context
 
-__all__ = ["fit_store", "load_model", "rmse_table", "result_group", "make_model", "RESULTS_PREFIX",
-           "MethodUnavailableError"]
+__all__ = [
+    "fit_store",
+    "load_model",
+    "rmse_table",
+    "result_group",
+    "make_model",
+    "RESULTS_PREFIX",
+    "MethodUnavailableError",
+]
 
 RESULTS_PREFIX = "representations"
 #: where estimators that checkpoint (``checkpoint_dir`` parameter) keep them, inside the store;
@@ -73,13 +90,17 @@ def model_class(method: str):
     except ModuleNotFoundError as exc:
         module = f"brainzarr.models.{METHODS[method][0]}"
         if exc.name == module:
-            raise MethodUnavailableError(f"method {method!r} is not available in this version of brainzarr "
-                                         f"({module} does not exist yet)") from None
-        raise MethodUnavailableError(f"method {method!r} needs the package {exc.name!r}: "
-                                     "pip install 'brainzarr[models]'") from None
+            raise MethodUnavailableError(
+                f"method {method!r} is not available in this version of brainzarr ({module} does not exist yet)"
+            ) from None
+        raise MethodUnavailableError(
+            f"method {method!r} needs the package {exc.name!r}: pip install 'brainzarr[models]'"
+        ) from None
     except AttributeError:
-        raise MethodUnavailableError(f"method {method!r} is not available in this version of brainzarr "
-                                     f"(brainzarr.models.{METHODS[method][0]} has no {METHODS[method][1]})") from None
+        raise MethodUnavailableError(
+            f"method {method!r} is not available in this version of brainzarr "
+            f"(brainzarr.models.{METHODS[method][0]} has no {METHODS[method][1]})"
+        ) from None
 
 
 def make_model(method: str, dim: int, *, seed: int = 0, **params):
@@ -113,9 +134,19 @@ def _split_labels(ds: xr.Dataset, split: str | None) -> tuple[str, str, np.ndarr
     return split, f"split_{split}", np.asarray(ds[f"split_{split}"].values)
 
 
-def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: int = 0, split: str | None = None,
-              write_reconstruction: bool = True, progress: bool | None = None, client=None,
-              **params) -> xr.Dataset:
+def fit_store(
+    store,
+    method: str,
+    dim: int,
+    *,
+    overwrite: bool = False,
+    seed: int = 0,
+    split: str | None = None,
+    write_reconstruction: bool = True,
+    progress: bool | None = None,
+    client=None,
+    **params,
+) -> xr.Dataset:
     """Fit ``method`` with ``dim`` components on a store's training voxels and write the result.
 
     Parameters
@@ -185,31 +216,52 @@ def fit_store(store, method: str, dim: int, *, overwrite: bool = False, seed: in
             if params.get("checkpoint_dir") != str(checkpoints):
                 raise  # the caller's own folder: theirs to clear
             # brainzarr's folder for this method/dim, left by an interrupted fit of other settings
-            warnings.warn(f"discarding a checkpoint of an interrupted {method} k{dim} fit with other data or "
-                          f"settings ({exc}); starting afresh", stacklevel=2)
+            warnings.warn(
+                f"discarding a checkpoint of an interrupted {method} k{dim} fit with other data or "
+                f"settings ({exc}); starting afresh",
+                stacklevel=2,
+            )
             shutil.rmtree(checkpoints, ignore_errors=True)
             model.fit(rows)
     fit_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     template = _result_template(ds, model, write_reconstruction)
-    attrs = {**template.attrs, "method": method, "dim": int(dim), "seed": int(seed), "split": scheme,
-             "split_coordinate": split_coord, "n_train": int(train.sum()), "n_test": int((labels == "test").sum()),
-             "fit_seconds": round(fit_seconds, 3), "brainzarr_version": __version__,
-             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    encoding = {name: {"chunks": tuple(c[0] for c in var.chunks)} for name, var in template.data_vars.items()
-                if var.chunks is not None}
+    attrs = {
+        **template.attrs,
+        "method": method,
+        "dim": int(dim),
+        "seed": int(seed),
+        "split": scheme,
+        "split_coordinate": split_coord,
+        "n_train": int(train.sum()),
+        "n_test": int((labels == "test").sum()),
+        "fit_seconds": round(fit_seconds, 3),
+        "brainzarr_version": __version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    encoding = {
+        name: {"chunks": tuple(c[0] for c in var.chunks)}
+        for name, var in template.data_vars.items()
+        if var.chunks is not None
+    }
     with group_writer(store, group, overwrite=overwrite) as scratch, quiet_zarr(), warnings.catch_warnings():
         warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)  # string coordinates
         # metadata, coordinates and parameters now; the voxel arrays are filled by the pass below
-        template.to_zarr(str(scratch), mode="w", compute=False, consolidated=False, zarr_format=3,
-                         encoding=encoding)
-        sse = np.concatenate(compute_tasks(_write_tasks(X, model, scratch, write_reconstruction), client=client,
-                                           progress=show, desc=f"writing {method} k{dim}"))
+        template.to_zarr(str(scratch), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
+        sse = np.concatenate(
+            compute_tasks(
+                _write_tasks(X, model, scratch, write_reconstruction),
+                client=client,
+                progress=show,
+                desc=f"writing {method} k{dim}",
+            )
+        )
         rmse = [float(np.sqrt(sse[labels == s].sum() / max((labels == s).sum() * X.shape[1], 1))) for s in _SPLITS]
         attrs["transform_seconds"] = round(time.perf_counter() - start, 3)
         xr.Dataset({"rmse": ("split", np.asarray(rmse))}, coords={"split": list(_SPLITS)}).to_zarr(
-            str(scratch), mode="a", consolidated=False, zarr_format=3)
+            str(scratch), mode="a", consolidated=False, zarr_format=3
+        )
         zarr.open_group(str(scratch), mode="r+", zarr_format=3).attrs.update(attrs)
     if params.get("checkpoint_dir") == str(checkpoints):
         shutil.rmtree(checkpoints, ignore_errors=True)  # the result is written: the next fit starts afresh
@@ -225,16 +277,20 @@ def _result_template(ds: xr.Dataset, model, write_reconstruction: bool) -> xr.Da
     # variables, not DataArrays: a DataArray would bring every voxel coordinate along, 'split' too
     coords = {c: ds[c].variable for c in ("voxel",) + VOXEL_COORDS if c in ds.coords and c != "split"}
     coords["gene"] = ds["gene"].variable
-    data = {"embedding": (("voxel", "component"), da.empty((n, k), chunks=(rows, k), dtype=np.float32)),
-            "voxel_rmse": (("voxel",), da.empty(n, chunks=(rows,), dtype=np.float32))}
+    data = {
+        "embedding": (("voxel", "component"), da.empty((n, k), chunks=(rows, k), dtype=np.float32)),
+        "voxel_rmse": (("voxel",), da.empty(n, chunks=(rows,), dtype=np.float32)),
+    }
     if write_reconstruction:
         data["reconstruction"] = (("voxel", "gene"), da.empty((n, d), chunks=(rows, gene_chunk), dtype=np.float32))
     out = xr.Dataset(data, coords={**coords, "component": np.arange(1, k + 1)})
     params = model.to_dataset()
     clash = [dim for dim in params.dims if dim in out.dims and params.sizes[dim] != out.sizes[dim]]
     if clash:
-        raise ValueError(f"{type(model).__name__}'s parameter arrays use dims {clash} with other sizes "
-                         "than the result's; rename them")
+        raise ValueError(
+            f"{type(model).__name__}'s parameter arrays use dims {clash} with other sizes "
+            "than the result's; rename them"
+        )
     out = xr.merge([out, params], combine_attrs="override")
     out.attrs = dict(params.attrs)
     if "affine" not in out["i"].attrs:
@@ -250,8 +306,10 @@ def _write_tasks(X, model, scratch: Path, write_reconstruction: bool) -> list:
     bounds = np.cumsum((0,) + X.chunks[0])
     shared_model = dask.delayed(model, traverse=False)  # one copy per worker, not one per task
     write = dask.delayed(_write_block, pure=False)
-    return [write(shared_model, block, str(scratch), int(a), int(b), write_reconstruction)
-            for block, a, b in zip(blocks, bounds[:-1], bounds[1:])]
+    return [
+        write(shared_model, block, str(scratch), int(a), int(b), write_reconstruction)
+        for block, a, b in zip(blocks, bounds[:-1], bounds[1:])
+    ]
 
 
 def _write_block(model, X, scratch: str, a: int, b: int, write_reconstruction: bool) -> np.ndarray:
@@ -272,8 +330,8 @@ def _row_sse(R: np.ndarray, X: np.ndarray, step: int = 512) -> np.ndarray:
     """Per-row sum of squared differences, a few rows at a time (no block-sized temporaries)."""
     out = np.empty(len(R), dtype=np.float64)
     for a in range(0, len(R), step):
-        diff = R[a:a + step] - X[a:a + step]
-        out[a:a + step] = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+        diff = R[a : a + step] - X[a : a + step]
+        out[a : a + step] = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
     return out
 
 
@@ -303,11 +361,23 @@ def rmse_table(store, *, methods=None, dims=None) -> pd.DataFrame:
             rmse = dict(zip(np.asarray(node["split"][:]).astype(str), np.asarray(node["rmse"][:], dtype=float)))
         if (methods is not None and attrs["method"] not in methods) or (dims is not None and attrs["dim"] not in dims):
             continue
-        rows.append({"method": attrs["method"], "dim": int(attrs["dim"]), "split": attrs.get("split"),
-                     "train_rmse": rmse["train"], "test_rmse": rmse["test"],
-                     "fit_seconds": attrs.get("fit_seconds"), "transform_seconds": attrs.get("transform_seconds")})
+        rows.append(
+            {
+                "method": attrs["method"],
+                "dim": int(attrs["dim"]),
+                "split": attrs.get("split"),
+                "train_rmse": rmse["train"],
+                "test_rmse": rmse["test"],
+                "fit_seconds": attrs.get("fit_seconds"),
+                "transform_seconds": attrs.get("transform_seconds"),
+            }
+        )
     columns = ["method", "dim", "split", "train_rmse", "test_rmse", "fit_seconds", "transform_seconds"]
     table = pd.DataFrame(rows, columns=columns)
     order = {m: i for i, m in enumerate(METHODS)}
-    return (table.assign(_order=table["method"].map(lambda m: order.get(m, len(order))))
-            .sort_values(["_order", "dim"]).drop(columns="_order").reset_index(drop=True))
+    return (
+        table.assign(_order=table["method"].map(lambda m: order.get(m, len(order))))
+        .sort_values(["_order", "dim"])
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )

@@ -12,6 +12,7 @@ A *pass* reads every row block of a (voxels, genes) array once. Two forms:
 :func:`fit_context` is how the pipeline hands a client and the progress setting to a model's
 ``fit`` without making them estimator parameters (they are not part of the model).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,9 @@ from .base import as_array, iter_row_blocks
 
 __all__ = ["fit_context", "block_reduce", "stream_blocks", "row_spans", "take_rows", "cache_if_small", "select_rows"]
 
-_CONTEXT: contextvars.ContextVar = contextvars.ContextVar("brainzarr_fit_context",
-                                                         default={"client": None, "progress": False})
+_CONTEXT: contextvars.ContextVar = contextvars.ContextVar(
+    "brainzarr_fit_context", default={"client": None, "progress": False}
+)
 _TREE_FANIN = 8
 
 
@@ -65,13 +67,17 @@ def cache_if_small(X, max_bytes: int | None, block_rows: int | None = None):
     data there).
     """
     X = as_array(X)
-    if (not isinstance(X, da.Array) or max_bytes is None or _CONTEXT.get()["client"] is not None
-            or X.size * 4 > max_bytes):
+    if (
+        not isinstance(X, da.Array)
+        or max_bytes is None
+        or _CONTEXT.get()["client"] is not None
+        or X.size * 4 > max_bytes
+    ):
         return X, block_rows
     held = np.empty(X.shape, dtype=np.float32)
     start = 0
     for block in stream_blocks(X, desc="reading into memory"):
-        held[start:start + len(block)] = block
+        held[start : start + len(block)] = block
         start += len(block)
     return held, block_rows or max(X.chunks[0])
 
@@ -96,8 +102,7 @@ def take_rows(X, rows) -> np.ndarray:
     return np.asarray(sub.compute() if isinstance(sub, da.Array) else sub, dtype=np.float32)
 
 
-def stream_blocks(X, *, block_rows: int | None = None, rng: np.random.Generator | None = None,
-                  desc: str | None = None):
+def stream_blocks(X, *, block_rows: int | None = None, rng: np.random.Generator | None = None, desc: str | None = None):
     """Yield NumPy row blocks of ``X`` (float32), in order or, given ``rng``, in random block order.
 
     Shuffling permutes whole blocks (each read contiguously, never row by row); callers shuffle
@@ -152,6 +157,7 @@ def _distributed_reduce(X, fn, block_rows, ctx, desc):
     level = [apply(b) for b in blocks]
     leaves = list(level)
     while len(level) > 1:
-        level = [dask.delayed(_sum_parts)(*level[i:i + _TREE_FANIN]) for i in range(0, len(level), _TREE_FANIN)]
-    return compute_tasks(level, client=ctx["client"], desc=desc or "streaming", progress=ctx["progress"],
-                         track=leaves)[0]
+        level = [dask.delayed(_sum_parts)(*level[i : i + _TREE_FANIN]) for i in range(0, len(level), _TREE_FANIN)]
+    return compute_tasks(level, client=ctx["client"], desc=desc or "streaming", progress=ctx["progress"], track=leaves)[
+        0
+    ]

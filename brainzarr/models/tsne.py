@@ -57,6 +57,7 @@ embedding) on load; the neighbour search uses the stored training PCA scores.
 Reconstruction: the decoder of :mod:`.decoder` (k-nearest-neighbour regression in the
 embedding by default), embedding -> PCA scores -> genes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -64,8 +65,7 @@ from tqdm.auto import tqdm
 
 from .neighbour import NeighbourEmbedding, fit_progress
 
-__all__ = ["GRADIENT_METHODS", "TSNE", "barnes_hut_kl_divergence", "exact_kl_divergence",
-           "sampled_kl_divergence"]
+__all__ = ["GRADIENT_METHODS", "TSNE", "barnes_hut_kl_divergence", "exact_kl_divergence", "sampled_kl_divergence"]
 
 GRADIENT_METHODS = ("auto", "fft", "bh", "exact", "sampled")
 #: highest dimension each method is allowed at
@@ -138,13 +138,27 @@ class TSNE(NeighbourEmbedding):
 
     method = "tsne"
 
-    def __init__(self, n_components: int = 2, *, perplexity: float = 30.0, n_iter: int = 500,
-                 early_exaggeration_iter: int = 250, early_exaggeration: float = 12.0,
-                 learning_rate="auto", negative_gradient_method: str = "auto",
-                 negative_samples: int = 1024, transform_perplexity: float = 5.0, transform_n_iter: int = 250,
-                 pca_components: int = 50, decoder: str = "knn", decoder_components: int = 100,
-                 decoder_options: dict | None = None, device: str = "auto", n_jobs: int = 1,
-                 random_state: int = 0):
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        perplexity: float = 30.0,
+        n_iter: int = 500,
+        early_exaggeration_iter: int = 250,
+        early_exaggeration: float = 12.0,
+        learning_rate="auto",
+        negative_gradient_method: str = "auto",
+        negative_samples: int = 1024,
+        transform_perplexity: float = 5.0,
+        transform_n_iter: int = 250,
+        pca_components: int = 50,
+        decoder: str = "knn",
+        decoder_components: int = 100,
+        decoder_options: dict | None = None,
+        device: str = "auto",
+        n_jobs: int = 1,
+        random_state: int = 0,
+    ):
         self.n_components = n_components
         self.perplexity = perplexity
         self.n_iter = n_iter
@@ -180,13 +194,17 @@ class TSNE(NeighbourEmbedding):
             on_cpu = resolve_device(self.device).type == "cpu"
             return "sampled" if on_cpu and (n_train or 0) > EXACT_MAX_N else "exact"
         if method == "fft" and d > MAX_DIM["fft"]:
-            raise ValueError(f"negative_gradient_method='fft' (openTSNE's interpolation) supports 1-2 "
-                             f"dimensions, not n_components={d}; use 'exact' (any dimension, O(n^2) per "
-                             "iteration) or 'auto'")
+            raise ValueError(
+                f"negative_gradient_method='fft' (openTSNE's interpolation) supports 1-2 "
+                f"dimensions, not n_components={d}; use 'exact' (any dimension, O(n^2) per "
+                "iteration) or 'auto'"
+            )
         if method == "bh" and d > MAX_DIM["bh"]:
-            raise ValueError(f"negative_gradient_method='bh' is limited to {MAX_DIM['bh']} dimensions "
-                             f"(openTSNE's Barnes-Hut tree has 2^d children per node: unstable, and slower "
-                             f"than 'exact' above that), not n_components={d}; use 'exact' or 'auto'")
+            raise ValueError(
+                f"negative_gradient_method='bh' is limited to {MAX_DIM['bh']} dimensions "
+                f"(openTSNE's Barnes-Hut tree has 2^d children per node: unstable, and slower "
+                f"than 'exact' above that), not n_components={d}; use 'exact' or 'auto'"
+            )
         return method
 
     def _check_params(self):
@@ -200,8 +218,9 @@ class TSNE(NeighbourEmbedding):
         if method == "sampled":
             from .autoencoder import resolve_device
 
-            return sampled_kl_divergence(resolve_device(self.device), int(self.negative_samples),
-                                         int(self.random_state))
+            return sampled_kl_divergence(
+                resolve_device(self.device), int(self.negative_samples), int(self.random_state)
+            )
         return barnes_hut_kl_divergence if method == "bh" else method
 
     # ------------------------------------------------------------------ fitting
@@ -213,19 +232,28 @@ class TSNE(NeighbourEmbedding):
         method = self._gradient_method(n)
         if n < 4:
             raise ValueError(f"t-SNE needs at least 4 training voxels, got {n}")
-        affinities = PerplexityBasedNN(S, perplexity=min(float(self.perplexity), (n - 1) / 3),
-                                       method="exact", n_jobs=self.n_jobs, random_state=self.random_state)
+        affinities = PerplexityBasedNN(
+            S,
+            perplexity=min(float(self.perplexity), (n - 1) / 3),
+            method="exact",
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        )
         total = int(self.early_exaggeration_iter) + int(self.n_iter)
-        with tqdm(total=total, desc=f"t-SNE {d}-D ({method})", unit="it", disable=not fit_progress(),
-                  leave=False) as bar:
+        with tqdm(
+            total=total, desc=f"t-SNE {d}-D ({method})", unit="it", disable=not fit_progress(), leave=False
+        ) as bar:
             tsne = openTSNE.TSNE(
-                n_components=d, learning_rate=self.learning_rate,
+                n_components=d,
+                learning_rate=self.learning_rate,
                 early_exaggeration_iter=int(self.early_exaggeration_iter),
-                early_exaggeration=float(self.early_exaggeration), n_iter=int(self.n_iter),
+                early_exaggeration=float(self.early_exaggeration),
+                n_iter=int(self.n_iter),
                 negative_gradient_method=_counted(self._objective(method), bar),
-                n_jobs=self.n_jobs, random_state=self.random_state)
-            embedding = tsne.fit(affinities=affinities,
-                                 initialization=pca_initialisation(S, d, self.random_state))
+                n_jobs=self.n_jobs,
+                random_state=self.random_state,
+            )
+            embedding = tsne.fit(affinities=affinities, initialization=pca_initialisation(S, d, self.random_state))
         self.gradient_method_ = method
         self.kl_divergence_ = float(embedding.kl_divergence)
         Y = np.asarray(embedding, dtype=np.float64)
@@ -245,9 +273,13 @@ class TSNE(NeighbourEmbedding):
             method = self.gradient_method_
             stand_in = Affinities()  # transform needs no training affinities, only the shape
             stand_in.P = _empty_csr(len(self.embedding_))
-            ref = TSNEEmbedding(self.embedding_.astype(np.float64), stand_in,
-                                negative_gradient_method=self._objective(method),
-                                n_jobs=self.n_jobs, random_state=self.random_state)
+            ref = TSNEEmbedding(
+                self.embedding_.astype(np.float64),
+                stand_in,
+                negative_gradient_method=self._objective(method),
+                n_jobs=self.n_jobs,
+                random_state=self.random_state,
+            )
             if method == "fft":
                 ref.prepare_interpolation_grid()  # now, so concurrent blocks only read it
             self._reference_cache = ref
@@ -259,12 +291,25 @@ class TSNE(NeighbourEmbedding):
 
         ref = self._reference()
         perplexity = min(float(self.transform_perplexity), idx.shape[1] / 3)
-        P = joint_probabilities_nn(idx, dist, [perplexity], symmetrize=False, normalization="point-wise",
-                                   n_reference_samples=len(self.embedding_), n_jobs=self.n_jobs)
+        P = joint_probabilities_nn(
+            idx,
+            dist,
+            [perplexity],
+            symmetrize=False,
+            normalization="point-wise",
+            n_reference_samples=len(self.embedding_),
+            n_jobs=self.n_jobs,
+        )
         init = np.median(self.embedding_[idx].astype(np.float64), axis=1)  # openTSNE's "median" start
         partial = PartialTSNEEmbedding(init, ref, P, **ref.gradient_descent_params)
-        partial.optimize(n_iter=int(self.transform_n_iter), learning_rate=0.1, exaggeration=1.5,
-                         momentum=0.8, max_grad_norm=0.25, inplace=True)
+        partial.optimize(
+            n_iter=int(self.transform_n_iter),
+            learning_rate=0.1,
+            exaggeration=1.5,
+            momentum=0.8,
+            max_grad_norm=0.25,
+            inplace=True,
+        )
         return np.asarray(partial, dtype=np.float32)
 
     def _extra_arrays(self):
@@ -327,8 +372,8 @@ def exact_kl_divergence(device="cpu"):
     repulsion is normalised by the sum over all pairs (t-SNE); with one (adding new points) each
     point is normalised over the reference points alone, as openTSNE's own methods do.
     """
-    def kl_divergence_exact(embedding, P, dof=1, reference_embedding=None, should_eval_error=False,
-                            n_jobs=1, **_):
+
+    def kl_divergence_exact(embedding, P, dof=1, reference_embedding=None, should_eval_error=False, n_jobs=1, **_):
         if dof != 1:
             raise ValueError("the exact t-SNE gradient is implemented for dof=1 (Cauchy kernel) only")
         pairwise = reference_embedding is None
@@ -360,8 +405,9 @@ def sampled_kl_divergence(device="cpu", n_samples: int = 1024, random_state: int
     exact = exact_kl_divergence(device)
     subsets, strongest = {}, {}
 
-    def kl_divergence_sampled(embedding, P, dof=1, reference_embedding=None, should_eval_error=False,
-                              n_jobs=1, **kwargs):
+    def kl_divergence_sampled(
+        embedding, P, dof=1, reference_embedding=None, should_eval_error=False, n_jobs=1, **kwargs
+    ):
         if dof != 1:
             raise ValueError("the sampled t-SNE gradient is implemented for dof=1 (Cauchy kernel) only")
         Y = np.ascontiguousarray(embedding, dtype=np.float64)
@@ -382,8 +428,11 @@ def sampled_kl_divergence(device="cpu", n_samples: int = 1024, random_state: int
         R = np.ascontiguousarray(reference_embedding, dtype=np.float64)
         m = len(R)
         if m not in subsets:
-            subsets[m] = (np.sort(np.random.default_rng(random_state).choice(m, size=n_samples, replace=False))
-                          if n_samples < m else np.arange(m))
+            subsets[m] = (
+                np.sort(np.random.default_rng(random_state).choice(m, size=n_samples, replace=False))
+                if n_samples < m
+                else np.arange(m)
+            )
         subset = subsets[m]
         repulsion, z = _exact_repulsion(Y, R[subset], False, device)
         gradient = -repulsion / (z[:, None] + _EPSILON)
@@ -436,8 +485,9 @@ def _stratified_repulsion(Y: np.ndarray, near, drawn: np.ndarray, device):
     return near_push + scale[:, None] * (repulsion - both_push), near_z + scale * z_far
 
 
-def barnes_hut_kl_divergence(embedding, P, dof=1, bh_params=None, reference_embedding=None,
-                             should_eval_error=False, n_jobs=1, **_):
+def barnes_hut_kl_divergence(
+    embedding, P, dof=1, bh_params=None, reference_embedding=None, should_eval_error=False, n_jobs=1, **_
+):
     """openTSNE's Barnes-Hut gradient function (``kl_divergence_bh``) minus its warning above 3-D.
 
     brainzarr uses Barnes-Hut at 4-D on purpose (it is 3.5x faster than the exact gradient at
@@ -452,8 +502,15 @@ def barnes_hut_kl_divergence(embedding, P, dof=1, bh_params=None, reference_embe
     pairwise = reference_embedding is None
     R = embedding if pairwise else reference_embedding
     gradient = np.zeros_like(embedding, dtype=np.float64, order="C")
-    sum_Q = _tsne.estimate_negative_gradient_bh(QuadTree(R), embedding, gradient, **(bh_params or {"theta": 0.5}),
-                                                dof=1.0, num_threads=n_jobs, pairwise_normalization=pairwise)
+    sum_Q = _tsne.estimate_negative_gradient_bh(
+        QuadTree(R),
+        embedding,
+        gradient,
+        **(bh_params or {"theta": 0.5}),
+        dof=1.0,
+        num_threads=n_jobs,
+        pairwise_normalization=pairwise,
+    )
     return _add_attraction(gradient, embedding, R, P, sum_Q, n_jobs, should_eval_error)
 
 
@@ -463,9 +520,16 @@ def _add_attraction(gradient, Y, R, P, sum_Q, n_jobs, should_eval_error):
 
     gradient = np.ascontiguousarray(gradient, dtype=np.float64)
     sum_P, kl = _tsne.estimate_positive_gradient_nn(
-        P.indices, P.indptr, P.data, np.ascontiguousarray(Y, dtype=np.float64),
-        np.ascontiguousarray(R, dtype=np.float64), gradient, dof=1.0, num_threads=n_jobs,
-        should_eval_error=should_eval_error)
+        P.indices,
+        P.indptr,
+        P.data,
+        np.ascontiguousarray(Y, dtype=np.float64),
+        np.ascontiguousarray(R, dtype=np.float64),
+        gradient,
+        dof=1.0,
+        num_threads=n_jobs,
+        should_eval_error=should_eval_error,
+    )
     if should_eval_error:
         kl += sum_P * np.log(sum_Q + _EPSILON)
     return kl, gradient
@@ -487,13 +551,13 @@ def _exact_repulsion(Y: np.ndarray, R: np.ndarray, pairwise: bool, device):
     repulsion = torch.empty_like(Yt)
     z = torch.empty(n, dtype=torch.float64, device=Yt.device)
     for a in range(0, n, step):
-        Yb = Yt[a:a + step]
+        Yb = Yt[a : a + step]
         W = torch.addmm(r_sq[None, :] + (Yb * Yb).sum(dim=1, keepdim=True), Yb, Rt.T, alpha=-2.0)
         W.clamp_(min=0.0).add_(1.0).reciprocal_()
         if pairwise:
             rows = torch.arange(len(Yb), device=Yt.device)
             W[rows, rows + a] = 0.0
-        z[a:a + len(Yb)] = W.sum(dim=1, dtype=torch.float64)
+        z[a : a + len(Yb)] = W.sum(dim=1, dtype=torch.float64)
         W.mul_(W)
-        repulsion[a:a + len(Yb)] = W.sum(dim=1, keepdim=True) * Yb - W @ Rt
+        repulsion[a : a + len(Yb)] = W.sum(dim=1, keepdim=True) * Yb - W @ Rt
     return repulsion.double().cpu().numpy(), z.cpu().numpy()

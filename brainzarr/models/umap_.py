@@ -27,13 +27,15 @@ independent of the others in its block: edges are sampled in proportion to their
 relative to the strongest possible membership (1), not the batch's strongest; the epoch
 count is fixed; and the bandwidth floor of ``smooth_knn_dist`` (a thousandth of the mean
 neighbour distance, for near-duplicates) is taken per point, not over the batch. Neighbour ties
-(identical training voxels) are broken by index (:mod:`.knn`). umap-learn already seeds each point's negative sampling from the point's
+(identical training voxels) are broken by index (:mod:`.knn`). umap-learn already seeds each
+point's negative sampling from the point's
 start; with the fixed ``random_state`` the transform is deterministic, and a dask transform
 equals the in-memory one. Training voxels keep their fitted positions (:mod:`.neighbour`).
 
 Reconstruction at every dimension: the decoder of :mod:`.decoder` (k-nearest-neighbour
 regression in the embedding by default), embedding -> PCA scores -> genes.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -95,11 +97,25 @@ class UMAP(NeighbourEmbedding):
 
     method = "umap"
 
-    def __init__(self, n_components: int = 2, *, n_neighbors: int = 30, min_dist: float = 0.1,
-                 spread: float = 1.0, n_epochs: int | None = None, learning_rate: float = 1.0,
-                 negative_sample_rate: int = 5, init: str = "spectral", transform_n_epochs: int = 100,
-                 pca_components: int = 50, decoder: str = "knn", decoder_components: int = 100,
-                 decoder_options: dict | None = None, device: str = "auto", random_state: int = 0):
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        n_neighbors: int = 30,
+        min_dist: float = 0.1,
+        spread: float = 1.0,
+        n_epochs: int | None = None,
+        learning_rate: float = 1.0,
+        negative_sample_rate: int = 5,
+        init: str = "spectral",
+        transform_n_epochs: int = 100,
+        pca_components: int = 50,
+        decoder: str = "knn",
+        decoder_components: int = 100,
+        decoder_options: dict | None = None,
+        device: str = "auto",
+        random_state: int = 0,
+    ):
         self.n_components = n_components
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist
@@ -129,16 +145,25 @@ class UMAP(NeighbourEmbedding):
         n, d = len(S), int(self.n_components)
         k = int(self.n_neighbors)
         if n <= max(k, d + 1):
-            raise ValueError(f"UMAP with n_neighbors={k} and n_components={d} needs more than "
-                             f"{max(k, d + 1)} training voxels, got {n}")
+            raise ValueError(
+                f"UMAP with n_neighbors={k} and n_components={d} needs more than "
+                f"{max(k, d + 1)} training voxels, got {n}"
+            )
         dist, idx = NeighbourIndex(S).query(S, k)  # each voxel's own row included
-        model = umap.UMAP(n_neighbors=k, n_components=d, min_dist=float(self.min_dist),
-                          spread=float(self.spread), n_epochs=self.n_epochs,
-                          learning_rate=float(self.learning_rate),
-                          negative_sample_rate=int(self.negative_sample_rate), init=self.init,
-                          random_state=self.random_state, precomputed_knn=(idx, dist, None),
-                          tqdm_kwds={"disable": not fit_progress(), "desc": f"UMAP {d}-D", "leave": False},
-                          verbose=False)
+        model = umap.UMAP(
+            n_neighbors=k,
+            n_components=d,
+            min_dist=float(self.min_dist),
+            spread=float(self.spread),
+            n_epochs=self.n_epochs,
+            learning_rate=float(self.learning_rate),
+            negative_sample_rate=int(self.negative_sample_rate),
+            init=self.init,
+            random_state=self.random_state,
+            precomputed_knn=(idx, dist, None),
+            tqdm_kwds={"disable": not fit_progress(), "desc": f"UMAP {d}-D", "leave": False},
+            verbose=False,
+        )
         with warnings.catch_warnings():
             # "n_jobs overridden by random_state" and "no search index: transform unavailable":
             # both expected, brainzarr seeds the fit and transforms by itself
@@ -166,9 +191,10 @@ class UMAP(NeighbourEmbedding):
         # a tiny bandwidth smooth_knn_dist falls back on the mean distance of all rows given
         sigmas, rhos = np.empty(len(S), np.float32), np.empty(len(S), np.float32)
         for i in range(len(S)):
-            sigmas[i:i + 1], rhos[i:i + 1] = smooth_knn_dist(dist[i:i + 1], float(k), local_connectivity=0.0)
-        rows, cols, vals, _ = compute_membership_strengths(np.ascontiguousarray(idx, dtype=np.int32), dist,
-                                                           sigmas, rhos, bipartite=True)
+            sigmas[i : i + 1], rhos[i : i + 1] = smooth_knn_dist(dist[i : i + 1], float(k), local_connectivity=0.0)
+        rows, cols, vals, _ = compute_membership_strengths(
+            np.ascontiguousarray(idx, dtype=np.int32), dist, sigmas, rhos, bipartite=True
+        )
         n_train = len(self.embedding_)
         graph = sp.coo_matrix((vals, (rows, cols)), shape=(len(S), n_train))
         csr = graph.tocsr()
@@ -181,10 +207,24 @@ class UMAP(NeighbourEmbedding):
         epochs_per_sample = (1.0 / graph.data).astype(np.float64)
         rng_state = np.random.RandomState(self.random_state).randint(_INT32.min, _INT32.max, 3).astype(np.int64)
         placed = optimize_layout_euclidean(
-            np.ascontiguousarray(start, dtype=np.float32), self.embedding_.astype(np.float32, copy=True),
-            graph.row, graph.col, n_epochs, n_train, epochs_per_sample, self.a_, self.b_, rng_state,
-            1.0, float(self.learning_rate) / 4.0, float(self.negative_sample_rate), parallel=False,
-            verbose=False, tqdm_kwds={"disable": True}, move_other=False)
+            np.ascontiguousarray(start, dtype=np.float32),
+            self.embedding_.astype(np.float32, copy=True),
+            graph.row,
+            graph.col,
+            n_epochs,
+            n_train,
+            epochs_per_sample,
+            self.a_,
+            self.b_,
+            rng_state,
+            1.0,
+            float(self.learning_rate) / 4.0,
+            float(self.negative_sample_rate),
+            parallel=False,
+            verbose=False,
+            tqdm_kwds={"disable": True},
+            move_other=False,
+        )
         return np.asarray(placed, dtype=np.float32)
 
     # ------------------------------------------------------------------ persistence

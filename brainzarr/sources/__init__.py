@@ -10,12 +10,12 @@ structure.
   (:mod:`brainzarr.sources.ahba`).
 * ``parcellated``: a region x gene table plus its atlas (:mod:`brainzarr.sources.parcellated`).
 """
+
 from __future__ import annotations
 
 from .table import UnknownGeneError, make_sample_table, resolve_genes, validate_sample_table
 
-__all__ = ["SOURCES", "load_source", "make_sample_table", "resolve_genes", "validate_sample_table",
-           "UnknownGeneError"]
+__all__ = ["SOURCES", "load_source", "make_sample_table", "resolve_genes", "validate_sample_table", "UnknownGeneError"]
 
 SOURCES = ("synthetic", "abagen", "parcellated")
 

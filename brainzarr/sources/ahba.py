@@ -28,6 +28,7 @@ because abagen 0.1.3 fails there on pandas >= 2):
    ``norm_matched=False``; genes left with non-finite values in any donor are dropped (abagen
    drops them per donor in its sample-level output and across donors when aggregating).
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,14 @@ __all__ = ["load_ahba", "AHBA_FILES", "DONOR_UIDS", "resolve_donors", "microarra
 #: The five files of a donor folder.
 AHBA_FILES = ("MicroarrayExpression.csv", "PACall.csv", "Probes.csv", "SampleAnnot.csv", "Ontology.csv")
 #: Allen's donor UIDs for abagen's short ids.
-DONOR_UIDS = {"9861": "H0351.2001", "10021": "H0351.2002", "12876": "H0351.1009",
-              "14380": "H0351.1012", "15496": "H0351.1015", "15697": "H0351.1016"}
+DONOR_UIDS = {
+    "9861": "H0351.2001",
+    "10021": "H0351.2002",
+    "12876": "H0351.1009",
+    "14380": "H0351.1012",
+    "15496": "H0351.1015",
+    "15697": "H0351.1016",
+}
 _FOLDER = "normalized_microarray_donor{}"
 _MIRROR = (None, "bidirectional", "leftright", "rightleft")
 
@@ -91,13 +98,17 @@ def resolve_donors(donors, root: Path | None = None) -> list[str]:
     ``'all'``: all six; else one id / UID or a list of them (str or int).
     """
     if donors is None and root is not None:
-        found = [m.group(1) for p in sorted(Path(root).glob(_FOLDER.format("*")))
-                 if p.is_dir() and (m := re.fullmatch(_FOLDER.format(r"(\w+)"), p.name))]
+        found = [
+            m.group(1)
+            for p in sorted(Path(root).glob(_FOLDER.format("*")))
+            if p.is_dir() and (m := re.fullmatch(_FOLDER.format(r"(\w+)"), p.name))
+        ]
         ids = [d for d in found if d in DONOR_SAMPLES]
         if not ids:
             raise FileNotFoundError(
                 f"no AHBA donor folders ({_FOLDER.format('<ID>')}) in {root}; download them with "
-                "abagen.fetch_microarray(data_dir=...) or pass download=True")
+                "abagen.fetch_microarray(data_dir=...) or pass download=True"
+            )
         return sorted(ids, key=int)
     if donors is None or (isinstance(donors, str) and donors == "all"):
         return sorted(DONOR_SAMPLES, key=int)
@@ -109,8 +120,10 @@ def resolve_donors(donors, root: Path | None = None) -> list[str]:
         d = str(d).strip()
         d = by_uid.get(d, d)
         if d not in DONOR_SAMPLES:
-            raise ValueError(f"unknown AHBA donor {d!r}; donors are {', '.join(DONOR_SAMPLES)} "
-                             f"(or their UIDs {', '.join(DONOR_UIDS.values())})")
+            raise ValueError(
+                f"unknown AHBA donor {d!r}; donors are {', '.join(DONOR_SAMPLES)} "
+                f"(or their UIDs {', '.join(DONOR_UIDS.values())})"
+            )
         out.append(d)
     if not out:
         raise ValueError("the donor list is empty")
@@ -122,12 +135,13 @@ def _donor_files(root: Path, donors: list[str]) -> dict[str, dict[str, Path]]:
     for d in donors:
         folder = root / _FOLDER.format(d)
         paths = {name: folder / name for name in AHBA_FILES}
-        for name, path in paths.items():
+        for path in paths.values():
             if not path.is_file():
                 what = "folder" if not folder.is_dir() else "file"
                 raise FileNotFoundError(
                     f"AHBA donor {d}: missing {what} {folder if what == 'folder' else path} "
-                    f"(abagen.fetch_microarray downloads it; or pass download=True)")
+                    f"(abagen.fetch_microarray downloads it; or pass download=True)"
+                )
         files[d] = paths
     return files
 
@@ -147,7 +161,8 @@ def _read_probes(path: Path, donor: str, reannotated: bool, probes_mod, io_mod) 
                 f"AHBA donor {donor}: {path} lacks {len(missing)} of the {len(want)} probes of "
                 f"abagen's reannotation (e.g. {', '.join(missing.iloc[:3])}); the file is "
                 "incomplete (download it again) or not the AHBA's; reannotated=False uses the "
-                "file's own annotation")
+                "file's own annotation"
+            )
         probes = probes_mod.reannotate_probes(probes)
     probes = probes.dropna(subset=["entrez_id"])
     probes = probes[probes["gene_symbol"].notna()]
@@ -155,10 +170,21 @@ def _read_probes(path: Path, donor: str, reannotated: bool, probes_mod, io_mod) 
     return probes
 
 
-def load_ahba(data_dir=None, *, donors=None, genes=None, ibf_threshold=0.5,
-              probe_selection="diff_stability", lr_mirror="bidirectional", sample_norm="srs",
-              gene_norm="srs", corrected_mni=True, reannotated=True, download=False,
-              verbose=False) -> xr.Dataset:
+def load_ahba(
+    data_dir=None,
+    *,
+    donors=None,
+    genes=None,
+    ibf_threshold=0.5,
+    probe_selection="diff_stability",
+    lr_mirror="bidirectional",
+    sample_norm="srs",
+    gene_norm="srs",
+    corrected_mni=True,
+    reannotated=True,
+    download=False,
+    verbose=False,
+) -> xr.Dataset:
     """Sample x gene expression of the real AHBA, processed as abagen does.
 
     Parameters
@@ -229,8 +255,9 @@ def load_ahba(data_dir=None, *, donors=None, genes=None, ibf_threshold=0.5,
     if lr_mirror not in _MIRROR:
         raise ValueError(f"lr_mirror must be one of {list(_MIRROR)}, not {lr_mirror!r}")
     if probe_selection not in abagen_compat.PROBE_SELECTIONS:
-        raise ValueError(f"probe_selection must be one of {list(abagen_compat.PROBE_SELECTIONS)}, "
-                         f"not {probe_selection!r}")
+        raise ValueError(
+            f"probe_selection must be one of {list(abagen_compat.PROBE_SELECTIONS)}, not {probe_selection!r}"
+        )
     if not 0.0 <= float(ibf_threshold) <= 1.0:
         raise ValueError(f"ibf_threshold must lie in [0, 1], not {ibf_threshold}")
     root = microarray_dir(data_dir)
@@ -246,15 +273,15 @@ def load_ahba(data_dir=None, *, donors=None, genes=None, ibf_threshold=0.5,
         donor_ids = resolve_donors(donors, root)
     files = _donor_files(root, donor_ids)
     if probe_selection == "diff_stability" and len(donor_ids) < 2:
-        raise ValueError("probe_selection='diff_stability' needs two or more donors; "
-                         "use more donors or probe_selection='average'")
+        raise ValueError(
+            "probe_selection='diff_stability' needs two or more donors; use more donors or probe_selection='average'"
+        )
 
     with _quiet_abagen():
         # 1. probes (Probes.csv is the same for every donor; abagen reads the first)
         first = donor_ids[0]
         probe_info = _read_probes(files[first]["Probes.csv"], first, reannotated, probes_, io)
-        _say(verbose, f"{len(probe_info)} probes with a gene"
-                      f"{' (reannotated)' if reannotated else ''}")
+        _say(verbose, f"{len(probe_info)} probes with a gene{' (reannotated)' if reannotated else ''}")
 
         # 2. samples: coordinates, mirroring, hemisphere check, structure class
         annotation = {}
@@ -265,25 +292,29 @@ def load_ahba(data_dir=None, *, donors=None, genes=None, ibf_threshold=0.5,
                 try:
                     annot = samples_.update_mni_coords(annot)
                 except KeyError as err:
-                    raise ValueError(f"AHBA donor {d}: {files[d]['SampleAnnot.csv']} has well ids "
-                                     "without corrected MNI coordinates (use corrected_mni=False)"
-                                     ) from err
+                    raise ValueError(
+                        f"AHBA donor {d}: {files[d]['SampleAnnot.csv']} has well ids "
+                        "without corrected MNI coordinates (use corrected_mni=False)"
+                    ) from err
             if lr_mirror is not None:
                 annot = samples_.mirror_samples(annot, ontology, swap=lr_mirror)
             annot = annot.assign(mirrored=annot.index.duplicated(keep="first"))
             annot = samples_.drop_mismatch_samples(annot, ontology)
             annotation[d] = annot
-            _say(verbose, f"donor {d}: {int((~annot['mirrored']).sum())} samples"
-                          f" + {int(annot['mirrored'].sum())} mirrored")
+            _say(
+                verbose,
+                f"donor {d}: {int((~annot['mirrored']).sum())} samples + {int(annot['mirrored'].sum())} mirrored",
+            )
 
         # 3. intensity-based filter (PACall read donor by donor)
         pacall = {d: str(files[d]["PACall.csv"]) for d in donor_ids}
         try:
-            probe_info = probes_.filter_probes(pacall, annotation, probe_info,
-                                               threshold=ibf_threshold)
+            probe_info = probes_.filter_probes(pacall, annotation, probe_info, threshold=ibf_threshold)
         except KeyError as err:
-            raise ValueError("a PACall.csv lacks rows for probes of Probes.csv, or columns for "
-                             f"samples of SampleAnnot.csv (donors {', '.join(donor_ids)})") from err
+            raise ValueError(
+                "a PACall.csv lacks rows for probes of Probes.csv, or columns for "
+                f"samples of SampleAnnot.csv (donors {', '.join(donor_ids)})"
+            ) from err
         if len(probe_info) == 0:
             raise ValueError(f"no probe passes the intensity-based filter at {ibf_threshold}")
         _say(verbose, f"{len(probe_info)} probes pass the intensity filter at {ibf_threshold}")
@@ -295,26 +326,26 @@ def load_ahba(data_dir=None, *, donors=None, genes=None, ibf_threshold=0.5,
             try:
                 values = micro.loc[probe_info.index].to_numpy(dtype=np.float64)
             except KeyError as err:
-                raise ValueError(f"AHBA donor {d}: {files[d]['MicroarrayExpression.csv']} lacks "
-                                 "rows for probes listed in Probes.csv") from err
+                raise ValueError(
+                    f"AHBA donor {d}: {files[d]['MicroarrayExpression.csv']} lacks rows for probes listed in Probes.csv"
+                ) from err
             annot = annotation[d]
             columns = micro.columns.get_indexer(annot.index)
             if (columns < 0).any():
-                raise ValueError(f"AHBA donor {d}: SampleAnnot.csv has more samples than "
-                                 "MicroarrayExpression.csv has columns")
+                raise ValueError(
+                    f"AHBA donor {d}: SampleAnnot.csv has more samples than MicroarrayExpression.csv has columns"
+                )
             del micro
-            donor_probes.append(abagen_compat.DonorProbes(values, columns,
-                                                          annot["structure_id"].to_numpy()))
+            donor_probes.append(abagen_compat.DonorProbes(values, columns, annot["structure_id"].to_numpy()))
         collapsed = abagen_compat.collapse_probes(
-            donor_probes, probe_info["gene_symbol"].to_numpy(), probe_info.index.to_numpy(),
-            method=probe_selection)
+            donor_probes, probe_info["gene_symbol"].to_numpy(), probe_info.index.to_numpy(), method=probe_selection
+        )
         _say(verbose, f"{len(collapsed.genes)} genes after probe selection ({probe_selection})")
 
         # 5. normalisation, donor by donor
         blocks, finite = [], np.ones(len(collapsed.genes), dtype=bool)
-        for d, dp in zip(donor_ids, donor_probes):
-            exp = pd.DataFrame(abagen_compat.donor_expression(dp, collapsed),
-                               columns=collapsed.genes)
+        for dp in donor_probes:
+            exp = pd.DataFrame(abagen_compat.donor_expression(dp, collapsed), columns=collapsed.genes)
             dp.values = None  # free the probe matrix
             if sample_norm is not None:
                 exp = correct.normalize_expression(exp.T, norm=sample_norm, ignore_warn=True).T
@@ -330,8 +361,10 @@ def load_ahba(data_dir=None, *, donors=None, genes=None, ibf_threshold=0.5,
     try:
         chosen = resolve_genes(genes, available)
     except UnknownGeneError as err:
-        raise UnknownGeneError(f"{err} (genes removed by the intensity-based filter at "
-                               f"{ibf_threshold} or by normalisation are unknown here)") from None
+        raise UnknownGeneError(
+            f"{err} (genes removed by the intensity-based filter at "
+            f"{ibf_threshold} or by normalisation are unknown here)"
+        ) from None
     pick = np.searchsorted(collapsed.genes, chosen)  # genes are sorted
     values = np.concatenate([b[:, pick] for b in blocks], axis=0)
     del blocks
@@ -342,28 +375,45 @@ def load_ahba(data_dir=None, *, donors=None, genes=None, ibf_threshold=0.5,
     structure = annot["structure"].fillna("unknown").to_numpy().astype(str)
     mirrored = annot["mirrored"].to_numpy(dtype=bool)
     well = annot["well_id"].to_numpy(dtype=np.int64)
-    sample_id = [f"{d}-{w}" + ("-mirror" if m else "")
-                 for d, w, m in zip(annot["donor"], well, mirrored)]
+    sample_id = [f"{d}-{w}" + ("-mirror" if m else "") for d, w, m in zip(annot["donor"], well, mirrored)]
     options = {
-        "data_dir": str(root), "donors": donor_ids, "genes": genes if genes is None or isinstance(
-            genes, (int, np.integer)) else list(chosen),
-        "ibf_threshold": float(ibf_threshold), "probe_selection": probe_selection,
-        "donor_probes": "aggregate", "lr_mirror": lr_mirror, "sample_norm": sample_norm,
-        "gene_norm": gene_norm, "norm_matched": False, "region_agg": None,
-        "corrected_mni": bool(corrected_mni), "reannotated": bool(reannotated),
+        "data_dir": str(root),
+        "donors": donor_ids,
+        "genes": genes if genes is None or isinstance(genes, (int, np.integer)) else list(chosen),
+        "ibf_threshold": float(ibf_threshold),
+        "probe_selection": probe_selection,
+        "donor_probes": "aggregate",
+        "lr_mirror": lr_mirror,
+        "sample_norm": sample_norm,
+        "gene_norm": gene_norm,
+        "norm_matched": False,
+        "region_agg": None,
+        "corrected_mni": bool(corrected_mni),
+        "reannotated": bool(reannotated),
         "n_probes_after_filter": int(len(probe_info)),
-        "n_genes_dropped_nonfinite": int((~finite).sum()), "abagen_version": abagen.__version__,
+        "n_genes_dropped_nonfinite": int((~finite).sum()),
+        "abagen_version": abagen.__version__,
     }
-    table = make_sample_table(values, chosen, xyz, donor=annot["donor"].to_numpy(),
-                              structure=structure, hemisphere=hemisphere, sample_id=sample_id,
-                              source="abagen", options=json.loads(json.dumps(options, default=str)))
+    table = make_sample_table(
+        values,
+        chosen,
+        xyz,
+        donor=annot["donor"].to_numpy(),
+        structure=structure,
+        hemisphere=hemisphere,
+        sample_id=sample_id,
+        source="abagen",
+        options=json.loads(json.dumps(options, default=str)),
+    )
     table = table.assign_coords(
         well_id=("sample", well),
         structure_id=("sample", annot["structure_id"].to_numpy(dtype=np.int64)),
         structure_acronym=("sample", np.asarray(annot["structure_acronym"], dtype=str)),
         mirrored=("sample", mirrored),
-        entrez_id=("gene", probe_info.groupby("gene_symbol")["entrez_id"].first()
-                   .reindex(chosen).to_numpy(dtype=np.int64)),
+        entrez_id=(
+            "gene",
+            probe_info.groupby("gene_symbol")["entrez_id"].first().reindex(chosen).to_numpy(dtype=np.int64),
+        ),
         probe_id=("gene", collapsed.probe_id[pick].astype(np.int64)),
         n_probes=("gene", collapsed.n_probes[pick].astype(np.int64)),
     )

@@ -6,6 +6,7 @@ Every voxel of the build's mask that lies in a labelled region takes its region'
 regions with no values (abagen gives all-NaN rows for regions no sample reached) are
 dropped, so their voxels are left out of the store.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -36,8 +37,14 @@ def atlas_on_grid(atlas, grid) -> np.ndarray:
     img = _load_atlas(atlas)
     same = img.shape[:3] == grid.shape and np.allclose(img.affine, grid.affine)
     if not same:
-        img = resample_img(img, target_affine=grid.affine, target_shape=grid.shape,
-                           interpolation="nearest", force_resample=True, copy_header=True)
+        img = resample_img(
+            img,
+            target_affine=grid.affine,
+            target_shape=grid.shape,
+            interpolation="nearest",
+            force_resample=True,
+            copy_header=True,
+        )
     data = np.asarray(img.dataobj)
     if data.ndim == 4:
         data = data[..., 0]
@@ -98,13 +105,18 @@ def load_parcellated(table, atlas, *, genes=None) -> xr.Dataset:
     if missing.all():
         raise ValueError("none of the table's labels occurs in the atlas")
     if missing.any():
-        warnings.warn(f"{int(missing.sum())} table label(s) not in the atlas: {labels[missing].tolist()}",
-                      stacklevel=2)
+        warnings.warn(f"{int(missing.sum())} table label(s) not in the atlas: {labels[missing].tolist()}", stacklevel=2)
         frame, labels, centroids = frame[~missing], labels[~missing], centroids[~missing]
-    out = make_sample_table(frame[gene_names].to_numpy(dtype=np.float32), gene_names, centroids,
-                            donor=np.full(len(labels), "all"), structure=np.full(len(labels), "region"),
-                            sample_id=labels, source="parcellated",
-                            options={"table": table_name, "atlas": str(atlas)})
+    out = make_sample_table(
+        frame[gene_names].to_numpy(dtype=np.float32),
+        gene_names,
+        centroids,
+        donor=np.full(len(labels), "all"),
+        structure=np.full(len(labels), "region"),
+        sample_id=labels,
+        source="parcellated",
+        options={"table": table_name, "atlas": str(atlas)},
+    )
     out = out.assign_coords(label=("sample", labels))
     out.attrs["atlas"] = str(atlas) if isinstance(atlas, (str, Path)) else atlas
     out.attrs["region_labels"] = True

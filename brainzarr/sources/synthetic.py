@@ -27,6 +27,7 @@ Every gene's parameters come from a stream keyed by the gene's index in the fixe
 15,633-symbol list, and noise is drawn per donor for the whole list, so the same gene has the
 same values whatever subset is asked for.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,8 +42,9 @@ from .table import make_sample_table, resolve_genes
 __all__ = ["SyntheticModel", "load_synthetic", "tissue_class", "TISSUES", "LATENT_FACTORS"]
 
 TISSUES = ("cortex", "white_matter", "deep_grey", "cerebellum")
-LATENT_FACTORS = ("anterior_posterior", "dorsal_ventral", "medial_lateral",
-                  "field_1", "field_2", "field_3") + tuple(f"tissue_{t}" for t in TISSUES)
+LATENT_FACTORS = ("anterior_posterior", "dorsal_ventral", "medial_lateral", "field_1", "field_2", "field_3") + tuple(
+    f"tissue_{t}" for t in TISSUES
+)
 _N_FOURIER = 64
 
 
@@ -126,8 +128,7 @@ class SyntheticModel:
         xyz = np.atleast_2d(np.asarray(xyz, dtype=float))
         omegas, phases, _, _ = self._params()
         x, y, z = xyz.T
-        fields = [np.sqrt(2 / _N_FOURIER) * np.cos(xyz @ omegas[m].T + phases[m]).sum(axis=1)
-                  for m in range(3)]
+        fields = [np.sqrt(2 / _N_FOURIER) * np.cos(xyz @ omegas[m].T + phases[m]).sum(axis=1) for m in range(3)]
         onehot = np.eye(len(TISSUES))[tissue_class(xyz)]
         return np.column_stack([y / 100, z / 70, np.abs(x) / 70, *fields, onehot])
 
@@ -233,7 +234,9 @@ def load_synthetic(genes=None, *, seed: int = 0, donors=None, **model_options) -
     latent = model.latent(xyz)
     values = model.observe(xyz, sites["donor"].to_numpy(), gene_names)
     table = make_sample_table(
-        values, gene_names, xyz,
+        values,
+        gene_names,
+        xyz,
         donor=sites["donor"].to_numpy(),
         structure=np.array(TISSUES)[tissue_class(xyz)],
         sample_id=sites["well_id"].to_numpy(),

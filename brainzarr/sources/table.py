@@ -4,6 +4,7 @@ Coordinates on ``sample``: ``x, y, z`` (MNI mm), ``donor``, ``hemisphere`` ('L',
 'M'), ``structure``; on ``gene``: the symbol. ``attrs["source"]`` names the source and
 ``attrs["options"]`` holds its options (JSON), both copied into a store's provenance.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -24,8 +25,18 @@ def hemisphere_of(x) -> np.ndarray:
     return np.where(np.isclose(x, 0.0), "M", np.where(x < 0, "L", "R"))
 
 
-def make_sample_table(values, genes, xyz, *, donor, structure=None, hemisphere=None,
-                      sample_id=None, source: str, options: dict | None = None) -> xr.Dataset:
+def make_sample_table(
+    values,
+    genes,
+    xyz,
+    *,
+    donor,
+    structure=None,
+    hemisphere=None,
+    sample_id=None,
+    source: str,
+    options: dict | None = None,
+) -> xr.Dataset:
     """Assemble a validated sample table from plain arrays."""
     values = np.asarray(values, dtype=np.float32)
     xyz = np.asarray(xyz, dtype=float)
@@ -39,10 +50,11 @@ def make_sample_table(values, genes, xyz, *, donor, structure=None, hemisphere=N
             "y": ("sample", xyz[:, 1]),
             "z": ("sample", xyz[:, 2]),
             "donor": ("sample", np.asarray(donor).astype(str)),
-            "hemisphere": ("sample", hemisphere_of(xyz[:, 0]) if hemisphere is None
-                           else np.asarray(hemisphere).astype(str)),
-            "structure": ("sample", np.full(n, "unknown") if structure is None
-                          else np.asarray(structure).astype(str)),
+            "hemisphere": (
+                "sample",
+                hemisphere_of(xyz[:, 0]) if hemisphere is None else np.asarray(hemisphere).astype(str),
+            ),
+            "structure": ("sample", np.full(n, "unknown") if structure is None else np.asarray(structure).astype(str)),
         },
         attrs={"source": source, "options": json.dumps(options or {}, default=str)},
     )
@@ -92,10 +104,13 @@ def resolve_genes(genes, available) -> list[str]:
     known = set(available)
     unknown = [g for g in genes if g not in known]
     if unknown:
-        hints = [f"{g} (did you mean {', '.join(m)}?)" if (m := difflib.get_close_matches(g, available, 2)) else g
-                 for g in unknown[:5]]
-        raise UnknownGeneError(f"unknown gene(s): {'; '.join(hints)}"
-                               + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
+        hints = [
+            f"{g} (did you mean {', '.join(m)}?)" if (m := difflib.get_close_matches(g, available, 2)) else g
+            for g in unknown[:5]
+        ]
+        raise UnknownGeneError(
+            f"unknown gene(s): {'; '.join(hints)}" + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        )
     if len(set(genes)) != len(genes):
         raise ValueError("the gene list has duplicates")
     return genes
