@@ -10,8 +10,8 @@ Methods
     The reference study's: the mean of the samples that fall inside the voxel, otherwise
     the nearest sample.
 ``idw``
-    abagen's ``get_interpolated_map``: inverse-distance weighted mean of the ``k`` nearest
-    samples (k = 10); a voxel exactly on a sample takes that sample.
+    abagen's ``get_interpolated_map``: inverse-distance weighted mean of the ``n_neighbors`` nearest
+    samples (``n_neighbors`` = 10); a voxel exactly on a sample takes that sample.
 ``atlas``
     For region tables: each voxel takes the row of its atlas region (``labels``).
 
@@ -45,7 +45,7 @@ class Assignment:
         MNI coordinates of the samples (for 'atlas': ignored, may be None).
     sample_hemisphere : (n,) array of 'L'/'R'/'M', optional
         Needed when ``same_hemisphere``.
-    k : int
+    n_neighbors : int
         Neighbours for 'idw'.
     same_hemisphere : bool
         Restrict to the voxel's hemisphere.
@@ -58,7 +58,7 @@ class Assignment:
     method: str
     sample_xyz: np.ndarray | None = None
     sample_hemisphere: np.ndarray | None = None
-    k: int = 10
+    n_neighbors: int = 10
     same_hemisphere: bool = False
     affine: np.ndarray | None = None
     region_labels: np.ndarray | None = None
@@ -73,8 +73,8 @@ class Assignment:
             return
         self.sample_xyz = np.asarray(self.sample_xyz, dtype=float)
         self.n_rows = len(self.sample_xyz)
-        if self.method == "idw" and not 1 <= self.k:
-            raise ValueError("k must be at least 1")
+        if self.method == "idw" and not 1 <= self.n_neighbors:
+            raise ValueError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
         if self.method == "nearest" and self.affine is None:
             raise ValueError("assignment 'nearest' needs the grid's affine")
         if self.same_hemisphere and self.sample_hemisphere is None:
@@ -90,7 +90,7 @@ class Assignment:
     def provenance(self) -> dict:
         out = {"method": self.method}
         if self.method == "idw":
-            out["k"] = int(self.k)
+            out["n_neighbors"] = int(self.n_neighbors)
         if self.method != "atlas":
             out["same_hemisphere"] = bool(self.same_hemisphere)
         return out
@@ -125,7 +125,7 @@ class Assignment:
         return sp.csr_matrix((w.astype(np.float32), (r, c)), shape=(len(voxel_xyz), self.n_rows))
 
     def _idw(self, xyz, rows, tree):
-        k = min(self.k, len(rows))
+        k = min(self.n_neighbors, len(rows))
         dist, idx = tree.query(xyz, k=k)
         dist, idx = dist.reshape(len(xyz), k), idx.reshape(len(xyz), k)
         exact = dist <= 1e-6

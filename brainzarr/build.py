@@ -25,23 +25,32 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import shutil
+import logging
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import dask
 import numpy as np
 import xarray as xr
 import zarr
 
+from ._atomic import atomic_directory
+from ._deprecation import renamed_kwargs
+from ._progress import job
+from ._zarr import quiet_zarr
 from .assign import Assignment
+from .exceptions import StoreError, StoreExistsError
 from .grid import Grid, grid_from_mask, mni152_grid
-from .parallel import compute_tasks
+from .options import set_options
 from .preprocess import TailAccumulator, clamp_scale, make_split, merge_tails
 from .sources import load_source
-from .store import SCHEMA_VERSION, StoreError, check_schema, quiet_zarr
+from .store import SCHEMA_VERSION, check_schema, list_groups, removable_store, remove_tree, store_lock
+from .streaming import compute_tasks
 
-__all__ = ["build_store", "StoreExistsError", "DEFAULT_CHUNKS"]
+__all__ = ["build_store", "BlockSource", "StoreExistsError", "DEFAULT_CHUNKS"]
+
+log = logging.getLogger(__name__)
 
 #: (voxels, genes) per chunk: 4096 x 128 float32 = 2 MB. A row batch of 4096 voxels reads one
 #: row of chunks; a gene's whole-brain map reads one column (n_voxels / 4096 chunks).
@@ -51,8 +60,22 @@ _MERGE_FANIN = 8
 _TAIL_BYTES = 4 * 2**20
 
 
-class StoreExistsError(FileExistsError):
-    """The output exists and was built with other settings."""
+@runtime_checkable
+class BlockSource(Protocol):
+    """How a build computes the raw values of a block of voxels (see the module docstring).
+
+    :class:`~brainzarr.assign.Assignment` is one; a fitted INR
+    (:class:`~brainzarr.inr.render.INRBlockSource`) is another.
+    """
+
+    def prepare(self, block: dict):
+        """State for one block: ``block`` holds the voxels' ``xyz``, ``hemisphere`` and atlas ``labels``."""
+
+    def compute(self, state, values: np.ndarray, gene_slice: slice) -> np.ndarray:
+        """The block's raw (voxels, genes) float32 values for a slice of genes."""
+
+    def provenance(self) -> dict:
+        """What the build records about this source (JSON)."""
 
 
 def _versions() -> dict:
@@ -65,6 +88,7 @@ def _versions() -> dict:
     return out
 
 
+@renamed_kwargs(k="n_neighbors", seed="random_state")
 def build_store(
     out,
     *,
@@ -73,16 +97,17 @@ def build_store(
     mask=None,
     genes=None,
     assignment: str = "nearest",
-    k: int = 10,
+    n_neighbors: int = 10,
     same_hemisphere: bool = False,
     split: str = "random",
     test_fraction: float = 0.2,
     block_mm: float = 16.0,
-    seed: int = 0,
+    random_state: int = 0,
     clamp_percentiles=(0.01, 99.9),
     chunks=DEFAULT_CHUNKS,
     client=None,
     overwrite: bool = False,
+    discard_results: bool = False,
     progress: bool | None = None,
     **source_options,
 ) -> Path:
@@ -105,7 +130,7 @@ def build_store(
         How voxels take sample values ('atlas' is used for parcellated sources), or an object
         with ``prepare(block) -> state``, ``compute(state, values, gene_slice) -> (n, g)
         float32`` and ``provenance() -> dict`` (see the module docstring).
-    k : int
+    n_neighbors : int
         Neighbours of 'idw'.
     same_hemisphere : bool
         Voxels take values only from samples of their own hemisphere.
@@ -114,16 +139,23 @@ def build_store(
         ``split_blocked``).
     test_fraction, block_mm : float
         Size of the test set; edge of the blocked split's cubes in mm.
-    seed : int
-        Seeds the synthetic source and the splits; recorded in provenance.
+    random_state : int
+        Seeds the synthetic source and the splits; recorded in provenance (``seed``).
     clamp_percentiles : (float, float)
         Per-gene clamp before scaling to [0, 1].
     chunks : (int, int)
         Chunk shape (voxels, genes) of ``expression``.
     client : distributed.Client, optional
-        Run the passes on this cluster.
+        Run the passes on this cluster (as :func:`brainzarr.set_options`; default: the current
+        client, if any).
     overwrite : bool
-        Replace an existing store built with other settings.
+        Replace an existing store built with other settings. Only a brainzarr store holding
+        nothing but what brainzarr writes is ever removed (never another folder, the current
+        directory or a parent of it). With the same settings nothing is rebuilt.
+    discard_results : bool
+        With ``overwrite``: also when the store holds fitted results (they are removed with it).
+    progress : bool, optional
+        Progress bars for this call (as :func:`brainzarr.set_options`).
     **source_options
         Passed to the source (e.g. ``data_dir``, ``donors`` for 'abagen'; ``table``,
         ``atlas`` for 'parcellated').
@@ -132,11 +164,26 @@ def build_store(
     -------
     Path
         The store, ready for :func:`brainzarr.open_store`.
+
+    Raises
+    ------
+    StoreExistsError
+        The output exists and may not be replaced (see ``overwrite``, ``discard_results``).
+    StoreLockedError
+        Another process is building (or fitting) the store.
+
+    Notes
+    -----
+    ``k=`` and ``seed=`` (now ``n_neighbors`` and ``random_state``) still work for this release,
+    with a FutureWarning.
     """
+    seed = int(random_state)
     out = Path(out)
     grid = grid_from_mask(mask) if mask is not None else mni152_grid(resolution)
     samples = (
-        source if isinstance(source, xr.Dataset) else load_source(source, genes=genes, seed=seed, **source_options)
+        source
+        if isinstance(source, xr.Dataset)
+        else load_source(source, genes=genes, random_state=seed, **source_options)
     )
     voxel_labels = None
     if "region_labels" in samples.attrs:  # a region table: every voxel takes its region's row
@@ -146,12 +193,12 @@ def build_store(
         assign = assignment  # a block source of its own (e.g. a fitted INR), see the module docstring
     else:
         if assignment == "atlas":
-            raise ValueError("assignment 'atlas' is for region tables (--source parcellated)")
+            raise ValueError("assignment 'atlas' is for region tables (source='parcellated')")
         assign = Assignment(
             assignment,
             np.column_stack([samples[c].values for c in "xyz"]),
             samples["hemisphere"].values,
-            k=k,
+            n_neighbors=n_neighbors,
             same_hemisphere=same_hemisphere,
             affine=grid.affine,
         )
@@ -174,28 +221,60 @@ def build_store(
         "split": {
             "scheme": split,
             "test_fraction": float(test_fraction),
-            "seed": int(seed),
+            "seed": seed,
             "block_mm": float(block_mm),
         },
-        "seed": int(seed),
+        "seed": seed,
         "chunks": list(chunks),
     }
-    config_hash = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    resume = _prepare_output(out, config_hash, overwrite)
-    if resume == "complete":
-        return out
-    if resume is None:
-        splits = {
-            s: make_split(s, grid.xyz, test_fraction=test_fraction, seed=seed, block_mm=block_mm)
-            for s in ("random", "blocked")
+    build_args = None
+    if isinstance(source, str):  # how to run this build again from the command line
+        build_args = {
+            "source": source,
+            "resolution": None if mask is not None else int(resolution),
+            "mask": None if mask is None else str(mask),
+            "genes": ",".join(genes) if isinstance(genes, (list, tuple)) else genes,
+            "assignment": assignment if isinstance(assignment, str) else None,
+            "n_neighbors": int(n_neighbors),
+            "same_hemisphere": bool(same_hemisphere),
+            "split": split,
+            "test_fraction": float(test_fraction),
+            "block_mm": float(block_mm),
+            "seed": seed,
+            "chunks": list(chunks),
+            **{
+                k.replace("_", "-"): (",".join(v) if isinstance(v, (list, tuple)) else v)
+                for k, v in source_options.items()
+                if isinstance(v, (str, int, float, bool, list, tuple))
+            },
         }
-        provenance = config | {
-            "build_config_hash": config_hash,
-            "versions": _versions(),
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        }
-        _create_template(out, grid, samples, splits, split, chunks, provenance)
+    options = {name: v for name, v in (("progress", progress), ("client", client)) if v is not None}
+    with set_options(**options), store_lock(out, exclusive=True, what="built"), job(f"build {out.name}", unit="task"):
+        config_hash = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+        resume = _prepare_output(out, config_hash, overwrite, discard_results)
+        if resume == "complete":
+            return out
+        if resume is None:
+            splits = {
+                s: make_split(s, grid.xyz, test_fraction=test_fraction, random_state=seed, block_mm=block_mm)
+                for s in ("random", "blocked")
+            }
+            provenance = config | {
+                "build_config_hash": config_hash,
+                "build_args": build_args,
+                "versions": _versions(),
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            }
+            _create_template(out, grid, samples, splits, split, chunks, provenance)
+        _run_build(out, grid, samples, assign, voxel_labels, chunks, clamp_percentiles)
+    return out
 
+
+def _run_build(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, clamp_percentiles) -> None:
+    """The two passes (clamp percentiles, write) of a created or interrupted build."""
+    from .options import current_client
+
+    client = current_client()
     values = np.ascontiguousarray(samples["expression"].values, dtype=np.float32)
     if not np.isfinite(values).all():
         raise ValueError("the sample table has missing (NaN) or infinite values")
@@ -222,9 +301,7 @@ def build_store(
                 dask.delayed(_block_tails)(assign, values_ref, args, acc, genes, chunks[1]) for args in block_args
             ]
             desc = "clamp percentiles" + (f" (genes {g0 + 1}-{genes.stop})" if group < n_genes else "")
-            low, high, _ = compute_tasks(
-                [_merge_tree(leaves, acc)], client=client, track=leaves, desc=desc, progress=progress
-            )[0]
+            low, high, _ = compute_tasks([_merge_tree(leaves, acc)], client=client, track=leaves, desc=desc)[0]
             acc.merge(low, high, n_rows=n_vox)
             lo, hi = acc.result()
             root["clamp_low"][genes] = lo.astype(np.float32)
@@ -240,19 +317,15 @@ def build_store(
         )
         for c in todo
     ]
-    compute_tasks(writes, client=client, desc=f"writing {out.name}", progress=progress)
+    compute_tasks(writes, client=client, desc=f"writing {out.name}")
     if not root["build_chunk_done"][:].all():
         raise RuntimeError("some blocks were not written; run the build again to finish them")
     root.attrs.update({"build_complete": True})
-    return out
 
 
-def _prepare_output(out: Path, config_hash: str, overwrite: bool):
+def _prepare_output(out: Path, config_hash: str, overwrite: bool, discard_results: bool):
     """None: create anew; 'resume': finish an interrupted build; 'complete': nothing to do."""
     if not out.exists():
-        return None
-    if overwrite:
-        shutil.rmtree(out)
         return None
     if out.is_dir() and not any(out.iterdir()):
         out.rmdir()
@@ -261,13 +334,24 @@ def _prepare_output(out: Path, config_hash: str, overwrite: bool):
         attrs = check_schema(out)
     except StoreError as exc:
         raise StoreExistsError(
-            f"{out} exists and is not a brainzarr store ({exc}); choose another path or pass --overwrite"
+            f"{out} exists and is not a brainzarr store ({exc}); choose another path (nothing was removed)"
         ) from None
-    if attrs.get("provenance", {}).get("build_config_hash") != config_hash:
+    if attrs.get("provenance", {}).get("build_config_hash") == config_hash:
+        if overwrite and attrs.get("build_complete"):
+            log.info("%s was built with the same settings: kept as it is, with its results", out)
+        return "complete" if attrs.get("build_complete") else "resume"
+    if not overwrite:
+        raise StoreExistsError(f"{out} exists and was built with other settings", options={"overwrite": True})
+    removable_store(out)
+    results = list_groups(out)
+    if results and not discard_results:
+        shown = ", ".join(results[:6]) + (f" and {len(results) - 6} more" if len(results) > 6 else "")
         raise StoreExistsError(
-            f"{out} exists and was built with other settings; pass --overwrite to replace it, or choose another path"
+            f"rebuilding {out} with other settings removes its {len(results)} fitted result(s) ({shown})",
+            options={"overwrite": True, "discard_results": True},
         )
-    return "complete" if attrs.get("build_complete") else "resume"
+    remove_tree(out)
+    return None
 
 
 def _create_template(
@@ -327,11 +411,8 @@ def _create_template(
     for c, unit in zip("xyz", ("mm", "mm", "mm")):
         ds[c].attrs.update({"units": unit, "long_name": f"MNI {c}"})
     encoding = {"expression": {"chunks": chunks}, "build_chunk_done": {"chunks": (1,)}}
-    tmp = out.with_name(out.name + ".creating")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with quiet_zarr():
+    with atomic_directory(out, replace=False) as tmp, quiet_zarr():  # a store appears whole or not at all
         ds.to_zarr(str(tmp), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
-    tmp.rename(out)  # a store appears whole or not at all
 
 
 def _restrict_to_atlas(grid: Grid, table: xr.Dataset):

@@ -1,62 +1,114 @@
-"""The ``brainzarr`` command line. Each sub-command lives in :mod:`brainzarr.commands`."""
+"""The ``brainzarr`` command line. Each sub-command lives in :mod:`brainzarr.commands`.
+
+Messages go to the ``brainzarr`` logger (stderr, plain lines; ``--quiet`` keeps warnings and
+errors only); results (tables, paths) go to stdout. Every failure is one line and a non-zero
+exit unless ``--debug``; errors that a flag fixes name the flag.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 import warnings
 
-from . import __version__
+from ._version import __version__
+from .exceptions import BrainzarrError
 
 #: sub-command modules, each with ``register(subparsers)`` that sets ``func`` on its parser.
-COMMAND_MODULES = ["build", "info", "export", "fit", "evaluate", "report", "inr", "demo"]
+COMMAND_MODULES = ["build", "info", "check", "export", "fit", "evaluate", "report", "inr", "demo"]
+
+log = logging.getLogger("brainzarr")
 
 
-class UserError(Exception):
-    """A problem with the user's input: reported as one line, no traceback."""
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument as one line (no usage block), as every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """--progress / --quiet on every leaf command."""
+    sub = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if sub:
+        for child in sub[0].choices.values():
+            _add_common(child)
+        return
+    names = {s for a in parser._actions for s in a.option_strings}
+    g = parser.add_argument_group("output")
+    if "--progress" not in names:
+        g.add_argument(
+            "--progress", action="store_true", help="always draw progress bars (default: only on a terminal)"
+        )
+    if "--quiet" not in names:
+        g.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="brainzarr", description="Whole-brain voxel x gene expression stores (AHBA) in xarray/Zarr."
-    )
+    parser = _Parser(prog="brainzarr", description="Whole-brain voxel x gene expression stores (AHBA) in xarray/Zarr.")
     parser.add_argument("--version", action="version", version=f"brainzarr {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"brainzarr.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"brainzarr.commands.{name}":
-                raise
-            continue  # a command not written yet
-        module.register(sub)
+        importlib.import_module(f"brainzarr.commands.{name}").register(sub)
+    _add_common(parser)
     return parser
+
+
+def _configure_logging(quiet: bool) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    return handler
 
 
 def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*(pkg_resources|unstable|Zarr format 3).*")
+    handler = _configure_logging(getattr(args, "quiet", False))
+    from .options import set_options
+
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings(), set_options(progress=True if getattr(args, "progress", False) else None):
+            warnings.filterwarnings("ignore", message=".*(pkg_resources|unstable|Zarr format 3).*")
+            warnings.simplefilter("ignore", FutureWarning)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("brainzarr: interrupted (run the same command again to resume)", file=sys.stderr)
+        log.error("brainzarr: interrupted (run the same command again to resume)")
         return 130
     except Exception as exc:  # every failure is one clear line unless --debug
         if args.debug:
             raise
-        print(f"brainzarr {args.command}: error: {_message(exc)}", file=sys.stderr)
+        log.error("brainzarr %s: error: %s", args.command, error_message(exc))
         return 1
+    finally:
+        log.removeHandler(handler)
 
 
-def _message(exc: Exception) -> str:
+def flag(name: str, value=True) -> str:
+    """A parameter as the command line spells it: overwrite=True -> --overwrite."""
+    text = "--" + name.replace("_", "-")
+    return text if value is True else f"{text} {value}"
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for an error, with flag hints for brainzarr's own errors."""
+    if isinstance(exc, BrainzarrError):
+        text = exc.message.strip().splitlines()[0] if exc.message.strip() else type(exc).__name__
+        if exc.options:
+            text += "; pass " + " ".join(flag(k, v) for k, v in exc.options.items())
+        return text
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, KeyError):
         text = text.strip("'\"")
-    if isinstance(exc, (UserError, ValueError, FileNotFoundError, FileExistsError, KeyError)):
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+        if exc.filename and str(exc.filename) not in text:
+            text += f": {exc.filename}"
+    if isinstance(exc, (ValueError, OSError, KeyError, ImportError, ConnectionError)):
         return text
     return f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
 

@@ -56,10 +56,11 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from ._version import __version__
 from .grid import MNI152_SPACE, Grid, ijk_to_xyz
 from .store import grid_info
 
-__all__ = ["to_nifti", "from_nifti", "save_nifti", "MNI_BRAIN_BOX", "BrainAccessor"]
+__all__ = ["to_nifti", "from_nifti", "save_nifti", "to_volume", "voxel_grid", "MNI_BRAIN_BOX", "NIFTI_SUFFIXES"]
 
 #: Extent of the MNI152 brain in millimetres: (min, max) along x, y and z.
 MNI_BRAIN_BOX = np.array([[-90.0, 91.0], [-126.0, 91.0], [-72.0, 109.0]])
@@ -69,17 +70,12 @@ MNI_CENTRE_TOLERANCE = 1.5
 
 _EXTENSION_KEY = "brainzarr"
 _INTERPOLATIONS = ("continuous", "linear", "nearest")
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 # --------------------------------------------------------------------------- helpers
 def _version() -> str:
-    try:
-        from . import __version__
-
-        return str(__version__)
-    except ImportError:  # pragma: no cover - partially initialised package
-        return "unknown"
+    return str(__version__)
 
 
 def _is_mni(space) -> bool:
@@ -321,7 +317,7 @@ def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.f
 def save_nifti(img: nib.Nifti1Image, path) -> Path:
     """Save ``img`` to ``path`` (must end in .nii or .nii.gz); return the path."""
     path = Path(path)
-    if not str(path).endswith(_NIFTI_SUFFIXES):
+    if not str(path).endswith(NIFTI_SUFFIXES):
         raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {path.name!r}")
     if not path.parent.exists():
         raise FileNotFoundError(f"folder {path.parent} does not exist")
@@ -530,46 +526,19 @@ def from_nifti(
     return xr.DataArray(values, dims=("voxel", dim), coords={**coords, dim: labels}, name=name, attrs=attrs)
 
 
-# --------------------------------------------------------------------------- accessor
-@xr.register_dataarray_accessor("brain")
-class BrainAccessor:
-    """``da.brain``: NIfTI export and grid of a voxel-indexed DataArray.
+def to_volume(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=None) -> np.ndarray:
+    """The values on the full 3-D (or 4-D) grid as a numpy array; ``background`` elsewhere.
 
-    >>> ds.expression.sel(gene="APOE").brain.to_nifti("apoe.nii.gz")  # doctest: +SKIP
-    >>> ds.expression.sel(gene="APOE").brain.plot("apoe.png")  # doctest: +SKIP
+    ``dtype`` defaults to the DataArray's (promoted to float for a NaN background).
     """
+    return _volume(da, grid, float(background), dtype)[0]
 
-    def __init__(self, da: xr.DataArray):
-        self._da = da
 
-    def to_nifti(self, path=None, background: float = 0.0, *, grid=None, dtype=np.float32) -> nib.Nifti1Image:
-        """The image (see :func:`to_nifti`); saved to ``path`` (.nii or .nii.gz) when given."""
-        if path is not None and not str(path).endswith(_NIFTI_SUFFIXES):
-            raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {Path(path).name!r}")
-        img = to_nifti(self._da, grid, background=background, dtype=dtype)
-        if path is not None:
-            save_nifti(img, path)
-        return img
-
-    def to_volume(self, background: float = 0.0, *, grid=None, dtype=None) -> np.ndarray:
-        """The values on the full 3-D (or 4-D) grid as a numpy array; ``background`` elsewhere.
-
-        ``dtype`` defaults to the DataArray's (promoted to float for a NaN background).
-        """
-        return _volume(self._da, grid, float(background), dtype)[0]
-
-    @property
-    def grid(self) -> Grid:
-        """The grid of the DataArray's voxels (mask = the voxels present, in the store's affine)."""
-        _other_dim(self._da)
-        ijk, affine, shape, space = _placement(self._da, None)
-        mask = np.zeros(tuple(shape), dtype=bool)
-        mask[tuple(ijk.T)] = True
-        info = grid_info(self._da)
-        return Grid(mask, affine, space=space or MNI152_SPACE, name=str(info.get("mask", "store")))
-
-    def plot(self, path=None, **kwargs):
-        """Plot the map with :func:`brainzarr.plots.plot_map`."""
-        from .plots import plot_map
-
-        return plot_map(self._da, path, **kwargs)
+def voxel_grid(da: xr.DataArray) -> Grid:
+    """The grid of a DataArray's voxels (mask = the voxels present, in the store's affine)."""
+    _other_dim(da)
+    ijk, affine, shape, space = _placement(da, None)
+    mask = np.zeros(tuple(shape), dtype=bool)
+    mask[tuple(ijk.T)] = True
+    info = grid_info(da)
+    return Grid(mask, affine, space=space or MNI152_SPACE, name=str(info.get("mask", "store")))

@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from ._deprecation import renamed_kwargs
+
 __all__ = [
     "TailAccumulator",
     "clamp_scale",
@@ -120,12 +122,13 @@ def clamp_scale(block: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndar
 
 
 # ----------------------------------------------------------------------------------- splits
-def random_split(n: int, *, test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
+@renamed_kwargs(seed="random_state")
+def random_split(n: int, *, test_fraction: float = 0.2, random_state: int = 0) -> np.ndarray:
     """'train'/'test' labels: a seeded random ``test_fraction`` of the rows is test (the study's)."""
     _check_fraction(test_fraction)
     n_test = int(round(test_fraction * n))
     labels = np.full(n, "train", dtype="<U5")
-    labels[np.random.default_rng(seed).permutation(n)[:n_test]] = "test"
+    labels[np.random.default_rng(random_state).permutation(n)[:n_test]] = "test"
     return labels
 
 
@@ -138,7 +141,8 @@ def spatial_blocks(xyz, block_mm: float) -> np.ndarray:
     return block.reshape(-1)
 
 
-def blocked_split(xyz, *, block_mm: float = 16.0, test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
+@renamed_kwargs(seed="random_state")
+def blocked_split(xyz, *, block_mm: float = 16.0, test_fraction: float = 0.2, random_state: int = 0) -> np.ndarray:
     """'train'/'test' labels with whole cubes of ``block_mm`` in one set.
 
     Cubes are visited in a seeded random order and go to test until it holds at least
@@ -147,7 +151,7 @@ def blocked_split(xyz, *, block_mm: float = 16.0, test_fraction: float = 0.2, se
     _check_fraction(test_fraction)
     block = spatial_blocks(xyz, block_mm)
     counts = np.bincount(block)
-    order = np.random.default_rng(seed).permutation(len(counts))
+    order = np.random.default_rng(random_state).permutation(len(counts))
     target = test_fraction * len(block)
     cumulative = np.cumsum(counts[order])
     n_test_blocks = int(np.searchsorted(cumulative, target)) + 1 if target > 0 else 0
@@ -156,12 +160,13 @@ def blocked_split(xyz, *, block_mm: float = 16.0, test_fraction: float = 0.2, se
     return np.where(test_blocks[block], "test", "train").astype("<U5")
 
 
-def make_split(scheme: str, xyz, *, test_fraction=0.2, seed=0, block_mm=16.0) -> np.ndarray:
+@renamed_kwargs(seed="random_state")
+def make_split(scheme: str, xyz, *, test_fraction=0.2, random_state=0, block_mm=16.0) -> np.ndarray:
     """Dispatch to :func:`random_split` or :func:`blocked_split`."""
     if scheme == "random":
-        return random_split(len(xyz), test_fraction=test_fraction, seed=seed)
+        return random_split(len(xyz), test_fraction=test_fraction, random_state=random_state)
     if scheme == "blocked":
-        return blocked_split(xyz, block_mm=block_mm, test_fraction=test_fraction, seed=seed)
+        return blocked_split(xyz, block_mm=block_mm, test_fraction=test_fraction, random_state=random_state)
     raise ValueError(f"unknown split {scheme!r}; choose from {', '.join(SPLIT_SCHEMES)}")
 
 

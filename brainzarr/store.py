@@ -8,7 +8,7 @@ assignment, preprocessing, split, seeds, package versions), ``build_complete``.
 
 Arrays:
 
-* ``expression (voxel, gene)`` float32, chunked ``(voxel_chunk, gene_chunk)``;
+* ``expression (voxel, gene)`` float32 in [0, 1], chunked ``(voxel_chunk, gene_chunk)``;
 * voxel coordinates ``voxel`` (row number), ``i, j, k`` (grid indices), ``x, y, z`` (MNI mm),
   ``hemisphere`` ('L', 'R', 'M'), ``split`` ('train'/'test', the scheme chosen at build),
   ``split_random`` and ``split_blocked`` (both schemes, so every result can be reported
@@ -20,60 +20,55 @@ Arrays:
 
 Results live in sub-groups (``representations/<method>/k<dim>``), written with
 :func:`write_group` (atomic: an interrupted write leaves the previous result in place) and
-read with :func:`read_group` or plain ``xarray.open_zarr(store, group=...)``.
+read with :func:`read_group` or plain ``xarray.open_zarr(store, group=..., consolidated=False)``.
+
+A :class:`Store` is a validated store: the schema is checked once when it is made, and every
+function here takes either a path or a Store (a path is validated, a Store is trusted).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
 import shutil
-import uuid
-import warnings
+import socket
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 import zarr
 
+from ._atomic import atomic_directory, remove_stale_partials, stale_partials
+from ._zarr import StrictLocalStore, quiet_zarr
+from .exceptions import ResultExistsError, StoreError, StoreExistsError, StoreLockedError
 from .grid import Grid
 
 __all__ = [
     "SCHEMA_VERSION",
-    "StoreError",
-    "ResultExistsError",
+    "Store",
+    "as_store",
     "open_store",
+    "check_schema",
     "store_grid",
+    "grid_info",
     "write_group",
     "read_group",
     "list_groups",
     "group_writer",
+    "store_lock",
+    "removable_store",
     "VOXEL_COORDS",
-    "expression_rows",
+    "quiet_zarr",
 ]
 
 SCHEMA_VERSION = 1
 VOXEL_COORDS = ("i", "j", "k", "x", "y", "z", "hemisphere", "split", "split_random", "split_blocked")
 _BOOKKEEPING = ("build_chunk_done",)
-
-
-class StoreError(ValueError):
-    """The path is not a brainzarr store, or not one this version can read."""
-
-
-class ResultExistsError(FileExistsError):
-    """A result group exists and ``overwrite`` was not given."""
-
-
-@contextlib.contextmanager
-def quiet_zarr():
-    """Silence zarr's warnings about fixed-width string dtypes (xarray writes them for coords)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(unstable|not part of the Zarr format 3|vlen-utf8).*")
-        for name in ("UnstableSpecificationWarning", "ZarrUserWarning"):
-            if hasattr(zarr.errors, name):
-                warnings.filterwarnings("ignore", category=getattr(zarr.errors, name))
-        yield
+#: folders inside a store that brainzarr itself keeps (not results)
+HIDDEN_FOLDERS = (".checkpoints",)
 
 
 def _root_attrs(path) -> dict:
@@ -85,13 +80,15 @@ def _root_attrs(path) -> dict:
             group = zarr.open_group(str(path), mode="r", zarr_format=3)
     except Exception as exc:  # zarr raises several kinds for "not a group"
         raise StoreError(
-            f"{path} is not a Zarr v3 group ({type(exc).__name__}); build a store with `brainzarr build`"
+            f"{path} is not a Zarr v3 group ({type(exc).__name__}); build a store with brainzarr.build_store"
         ) from None
     return dict(group.attrs)
 
 
 def check_schema(path) -> dict:
     """Return the root attributes of a brainzarr store, or raise :class:`StoreError`."""
+    if isinstance(path, Store):
+        return path.attrs
     attrs = _root_attrs(path)
     version = attrs.get("brainzarr_schema_version")
     if version is None:
@@ -99,9 +96,94 @@ def check_schema(path) -> dict:
     if version != SCHEMA_VERSION:
         raise StoreError(
             f"{path} has brainzarr schema version {version}; this brainzarr reads "
-            f"version {SCHEMA_VERSION}. Rebuild it with this version's `brainzarr build`."
+            f"version {SCHEMA_VERSION}. Rebuild it with this version's build_store."
         )
     return attrs
+
+
+class Store:
+    """A brainzarr store whose schema has been checked: its path, attributes, data and results.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store (a directory such as ``store/s8.zarr``).
+    allow_incomplete : bool
+        Accept a store whose build was interrupted.
+
+    Raises
+    ------
+    StoreError
+        Not a brainzarr store, another schema version, or (without ``allow_incomplete``) an
+        unfinished build.
+
+    Notes
+    -----
+    ``os.fspath(store)`` is its path, so a Store goes wherever a path does.
+    """
+
+    def __init__(self, path, *, allow_incomplete: bool = False):
+        self.path = Path(path)
+        self.attrs = check_schema(self.path)
+        if not self.complete and not allow_incomplete:
+            raise StoreError(
+                f"the build of {self.path} did not finish; run the same build again (same settings) to resume it"
+            )
+
+    @classmethod
+    def trusted(cls, path, dataset: xr.Dataset) -> Store:
+        """A Store for a Dataset that :func:`open_store` opened (validated then; not checked again)."""
+        store = cls.__new__(cls)
+        store.path, store.attrs = Path(path), dict(dataset.attrs)
+        store.__dict__["dataset"] = dataset
+        return store
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.attrs.get("build_complete", False))
+
+    @property
+    def provenance(self) -> dict:
+        return self.attrs.get("provenance", {})
+
+    @cached_property
+    def dataset(self) -> xr.Dataset:
+        """The store as a dask-backed Dataset (voxel coordinates in memory)."""
+        return _open_dataset(self)
+
+    @cached_property
+    def grid(self) -> Grid:
+        return store_grid(self.dataset)
+
+    def group_path(self, group: str) -> Path:
+        return _group_dir(self.path, group)
+
+    def results(self, prefix: str = "representations") -> list[str]:
+        return list_groups(self, prefix)
+
+    def read(self, group: str) -> xr.Dataset:
+        return read_group(self, group)
+
+    def write(self, group: str, data, *, overwrite: bool = False, attrs: dict | None = None) -> None:
+        write_group(self, group, data, overwrite=overwrite, attrs=attrs)
+
+    def check_writable(self) -> None:
+        """Raise PermissionError when the store cannot be written (before any computation)."""
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, f"the store {self.path} is read-only", str(self.path))
+
+
+def as_store(store, *, allow_incomplete: bool = False) -> Store:
+    """A :class:`Store` from a path (validated) or a Store (as is)."""
+    if isinstance(store, Store):
+        return store
+    return Store(store, allow_incomplete=allow_incomplete)
 
 
 def open_store(path, *, allow_incomplete: bool = False, chunks="auto-store") -> xr.Dataset:
@@ -109,7 +191,7 @@ def open_store(path, *, allow_incomplete: bool = False, chunks="auto-store") -> 
 
     Parameters
     ----------
-    path : str or Path
+    path : str, Path or Store
         The store (a directory such as ``store/s8.zarr``).
     allow_incomplete : bool
         Open a store whose build was interrupted (unwritten rows read as NaN).
@@ -121,80 +203,39 @@ def open_store(path, *, allow_incomplete: bool = False, chunks="auto-store") -> 
     StoreError
         Not a brainzarr store, another schema version, a broken schema, or an unfinished build.
     """
-    attrs = check_schema(path)
-    if not attrs.get("build_complete", False) and not allow_incomplete:
-        raise StoreError(
-            f"the build of {path} did not finish; run the same `brainzarr build` command again to resume it"
-        )
+    store = as_store(path, allow_incomplete=allow_incomplete)
+    if chunks == "auto-store":
+        return store.dataset
+    return _open_dataset(store, chunks=chunks)
+
+
+def _open_dataset(store: Store, chunks="auto-store") -> xr.Dataset:
     with quiet_zarr():
-        ds = xr.open_zarr(str(path), consolidated=False, chunks={} if chunks == "auto-store" else chunks)
+        ds = xr.open_zarr(
+            StrictLocalStore(store.path, read_only=True),
+            consolidated=False,
+            chunks={} if chunks == "auto-store" else chunks,
+        )
     problems = []
     if "expression" not in ds or ds["expression"].dims != ("voxel", "gene"):
         problems.append("expression (voxel, gene)")
-    problems += [c for c in VOXEL_COORDS + ("gene",) if c not in ds.variables]
+    problems += [c for c in (*VOXEL_COORDS, "gene") if c not in ds.variables]
     if problems:
-        raise StoreError(f"{path} is missing {', '.join(problems)}; it is not a valid brainzarr store")
+        raise StoreError(f"{store.path} is missing {', '.join(problems)}; it is not a valid brainzarr store")
     ds = ds.drop_vars([v for v in _BOOKKEEPING if v in ds.variables])
     ds = ds.set_coords([c for c in VOXEL_COORDS if c in ds.data_vars])
     # voxel coordinates are small (a few bytes per voxel): hold them in memory
-    ds = ds.assign_coords({c: ds[c].load() for c in VOXEL_COORDS + ("voxel", "gene")})
+    ds = ds.assign_coords({c: ds[c].load() for c in (*VOXEL_COORDS, "voxel", "gene")})
+    ds.encoding["brainzarr_store"] = str(store.path)
     return ds
 
 
-def expression_rows(path, rows: int | None = None, mask=None):
-    """The store's ``expression`` as a dask array of whole rows: one task per block of ``rows``
-    voxels (default: the store's row chunk) reading every gene in one zarr call.
-
-    Parameters
-    ----------
-    path : str or Path
-        The store.
-    rows : int, optional
-        Rows per block (default: the store's row chunk, so each read decodes its chunks once).
-    mask : bool array (voxel,), optional
-        Keep only these rows (e.g. the training voxels). The result keeps one row block per
-        block of the store (blocks with no selected row are left out), so a pass over it reads
-        each block once.
-
-    Notes
-    -----
-    zarr fetches and decodes the chunks of one call concurrently, so passes over all genes of
-    row blocks (fitting, training) read about twice as fast as through per-chunk tasks; the
-    reads go through :class:`~brainzarr.rowblocks.RowBlockReader` (faster still on the
-    store's own chunk format).
-    """
-    check_schema(path)
-    import dask
-    import dask.array as da
-
-    with quiet_zarr():
-        array = zarr.open_array(str(Path(path) / "expression"), mode="r", zarr_format=3)
-    n, width = (int(s) for s in array.shape)
-    step = int(rows or array.chunks[0])
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != (n,):
-            raise ValueError(f"row mask has shape {mask.shape}, expected ({n},)")
-    from .rowblocks import RowBlockReader
-
-    reader = RowBlockReader(str(Path(path) / "expression"))
-    name = f"expression-rows-{dask.base.tokenize(str(Path(path).resolve()), step, mask)}"
-    blocks = []
-    for a in range(0, n, step):
-        b = min(a + step, n)
-        keep = None if mask is None or mask[a:b].all() else mask[a:b]
-        n_rows = b - a if keep is None else int(keep.sum())
-        if n_rows:
-            task = dask.delayed(reader, pure=True)(a, b, keep, dask_key_name=f"{name}-{a}")
-            blocks.append(da.from_delayed(task, shape=(n_rows, width), dtype=array.dtype))
-    if not blocks:
-        return da.zeros((0, width), dtype=array.dtype, chunks=(1, width))
-    return da.concatenate(blocks, axis=0)
-
-
 def store_grid(ds_or_path) -> Grid:
-    """The :class:`~brainzarr.grid.Grid` of a store (from an open Dataset or a path)."""
-    ds = ds_or_path if isinstance(ds_or_path, (xr.Dataset, xr.DataArray)) else open_store(ds_or_path)
+    """The :class:`~brainzarr.grid.Grid` of a store (from an open Dataset, a Store or a path)."""
+    if isinstance(ds_or_path, (xr.Dataset, xr.DataArray)):
+        ds = ds_or_path
+    else:
+        ds = as_store(ds_or_path).dataset
     info = grid_info(ds)
     ijk = np.column_stack([np.asarray(ds[c].values) for c in "ijk"])
     return Grid.from_ijk(
@@ -218,7 +259,7 @@ def grid_info(obj) -> dict:
 
 def voxel_coords(ds: xr.Dataset) -> dict:
     """The voxel coordinates of a store, for attaching to voxel-indexed results."""
-    return {c: ds[c] for c in ("voxel",) + VOXEL_COORDS if c in ds.coords}
+    return {c: ds[c] for c in ("voxel", *VOXEL_COORDS) if c in ds.coords}
 
 
 # --------------------------------------------------------------------------------- results
@@ -231,11 +272,12 @@ def _group_dir(path, group: str) -> Path:
 
 def list_groups(path, prefix: str = "representations") -> list[str]:
     """Result groups under ``prefix`` that hold arrays (e.g. 'representations/pca/k8')."""
-    base = _group_dir(path, prefix)
+    root = Path(path)
+    base = _group_dir(root, prefix)
     found = []
     for meta in sorted(base.rglob("zarr.json")) if base.exists() else []:
         d = meta.parent
-        if any(part.startswith(".") for part in d.relative_to(path).parts):
+        if any(part.startswith(".") for part in d.relative_to(root).parts):
             continue
         node = json.loads(meta.read_text())
         if node.get("node_type") == "group" and any(
@@ -243,7 +285,7 @@ def list_groups(path, prefix: str = "representations") -> list[str]:
             for c in d.iterdir()
             if c.is_dir()
         ):
-            found.append(str(d.relative_to(path)))
+            found.append(str(d.relative_to(root)))
     return found
 
 
@@ -253,33 +295,26 @@ def group_writer(path, group: str, *, overwrite: bool = False):
 
     The scratch folder sits beside the final one; on success it replaces the group with two
     renames, so an interrupted write never damages the previous result, and on failure it
-    is removed.
+    is removed. Scratch folders that dead writers left beside it are removed first.
 
     Raises
     ------
     ResultExistsError
         If the group exists and ``overwrite`` is false.
     """
-    check_schema(path)
-    final = _group_dir(path, group)
+    store = as_store(path)
+    final = _group_dir(store.path, group)
     if final.exists() and not overwrite:
-        raise ResultExistsError(f"{group} exists in {path}; pass overwrite=True (CLI: --overwrite) to replace it")
+        raise ResultExistsError(f"{group} exists in {store.path}", options={"overwrite": True})
     # parents must be Zarr groups so that DataTree and zarr can walk the tree
     with quiet_zarr():
-        root = zarr.open_group(str(path), mode="r+", zarr_format=3)
-        for depth in range(1, len(group.strip("/").split("/"))):
-            root.require_group("/".join(group.strip("/").split("/")[:depth]))
-    token = uuid.uuid4().hex[:8]
-    scratch = final.parent / f".{final.name}.partial-{token}"
-    try:
+        root = zarr.open_group(str(store.path), mode="r+", zarr_format=3)
+        parts = group.strip("/").split("/")
+        for depth in range(1, len(parts)):
+            root.require_group("/".join(parts[:depth]))
+    remove_stale_partials(final.parent)
+    with atomic_directory(final) as scratch:
         yield scratch
-        old = final.parent / f".{final.name}.old-{token}"
-        if final.exists():
-            final.rename(old)
-        scratch.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict | None = None) -> None:
@@ -288,25 +323,135 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
     Dask-backed variables are computed and written chunk by chunk (streamed). Grid
     information is attached to coordinate ``i`` when the data has voxel coordinates.
     """
+    store = as_store(path)
     ds = data.to_dataset(name=data.name or "data") if isinstance(data, xr.DataArray) else data
     if attrs:
         ds = ds.assign_attrs(**attrs)
     if "i" in ds.coords and "affine" not in ds["i"].attrs:
-        store_attrs = check_schema(path)
-        ds["i"].attrs.update({k: store_attrs[k] for k in ("affine", "grid_shape", "space", "resolution_mm")})
+        ds["i"].attrs.update({k: store.attrs[k] for k in ("affine", "grid_shape", "space", "resolution_mm")})
     encoding = {
         name: {"chunks": tuple(c[0] for c in var.chunks)}
         for name, var in ds.data_vars.items()
         if var.chunks is not None
     }
-    with group_writer(path, group, overwrite=overwrite) as scratch, quiet_zarr():
+    with group_writer(store, group, overwrite=overwrite) as scratch, quiet_zarr():
         ds.to_zarr(str(scratch), mode="w", consolidated=False, zarr_format=3, encoding=encoding)
 
 
 def read_group(path, group: str) -> xr.Dataset:
     """Open a result group written with :func:`write_group` (dask-backed)."""
-    check_schema(path)
-    if not _group_dir(path, group).exists():
-        raise KeyError(f"no group {group} in {path}; groups: {', '.join(list_groups(path)) or 'none'}")
+    store = as_store(path, allow_incomplete=True)
+    if not _group_dir(store.path, group).exists():
+        groups = ", ".join(list_groups(store)) or "none"
+        raise KeyError(f"no group {group} in {store.path}; groups: {groups}")
     with quiet_zarr():
-        return xr.open_zarr(str(path), group=group.strip("/"), consolidated=False)
+        return xr.open_zarr(StrictLocalStore(store.path, read_only=True), group=group.strip("/"), consolidated=False)
+
+
+def store_partials(path) -> list[Path]:
+    """Scratch folders in the store left by writers that died (removable)."""
+    return stale_partials(path)
+
+
+# ------------------------------------------------------------------------------ ownership
+def removable_store(path) -> None:
+    """Raise :class:`StoreExistsError` unless ``path`` is something an overwrite may remove.
+
+    Only a brainzarr store (finished, or an unfinished build brainzarr started: both carry
+    ``brainzarr_schema_version``) holding nothing but what brainzarr writes may be removed;
+    never the current directory or one of its parents.
+    """
+    path = Path(path)
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise StoreExistsError(f"{path} is the current directory or one of its parents; refusing to remove it")
+    try:
+        check_schema(path)
+    except StoreError as exc:
+        raise StoreExistsError(f"{path} exists and is not a brainzarr store ({exc}); refusing to remove it") from None
+    foreign = [p.name for p in path.iterdir() if not _brainzarr_entry(p)]
+    if foreign:
+        shown = ", ".join(sorted(foreign)[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise StoreExistsError(f"{path} holds files brainzarr did not write ({shown}); refusing to remove it")
+
+
+def _brainzarr_entry(p: Path) -> bool:
+    """A top-level entry of a store that brainzarr writes: zarr metadata, arrays and groups,
+    its own hidden folders and scratch folders."""
+    if p.name == "zarr.json":
+        return True
+    if p.is_dir():
+        return (p / "zarr.json").exists() or p.name in HIDDEN_FOLDERS or ".partial-" in p.name or ".old-" in p.name
+    return False
+
+
+# ---------------------------------------------------------------------------------- locking
+def _lock_path(path) -> Path:
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+@contextlib.contextmanager
+def store_lock(path, *, exclusive: bool = True, what: str = "writing"):
+    """Hold an OS lock (``flock``) on a store for the time of a job.
+
+    A build holds it exclusively; fits hold it shared (several fits of one store may run at
+    once, but not while it is being built). The lock file ``.<name>.lock`` beside the store
+    holds the owner's pid and host for the message; the OS releases the lock when the owner
+    dies, so a lock is never stale. The file is removed when the last holder leaves.
+
+    Raises
+    ------
+    StoreLockedError
+        Another process holds the lock in a conflicting mode.
+    """
+    import fcntl
+
+    lock = _lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _lock_owner(fd)
+            os.close(fd)
+            raise StoreLockedError(f"the store {path} is being {owner}; wait for it to finish") from None
+        # the file may have been removed (by a holder leaving) between our open and our lock
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        if exclusive:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what}).encode())
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the last holder removes the file
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+        except BlockingIOError:
+            pass
+        os.close(fd)
+
+
+def _lock_owner(fd) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if "pid" in info:
+        return f"{info.get('what', 'written')} by pid {info['pid']} on {info.get('host', '?')}"
+    return "used by another process (a fit)"
+
+
+def remove_tree(path) -> None:
+    """Remove a store that :func:`removable_store` accepted."""
+    shutil.rmtree(path)

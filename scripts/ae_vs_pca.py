@@ -77,13 +77,12 @@ def main(argv=None):
         ae = AutoEncoder(
             dim,
             hidden=h,
-            lr=args.lr,
+            learning_rate=args.lr,
             batch_size=args.batch_size,
             max_epochs=args.max_epochs,
             patience=args.patience,
             device="cpu",
             random_state=args.seed,
-            progress=False,
         )
 
         def track(model, info, dim=dim, p_te=p_te, t0=t0):

@@ -47,7 +47,7 @@ def run_build(resolution: int, genes: int, out: Path, assignment: str) -> dict:
     from brainzarr import build_store, open_store
 
     start = time.perf_counter()
-    build_store(out, resolution=resolution, genes=genes, assignment=assignment, seed=0, progress=False)
+    build_store(out, resolution=resolution, genes=genes, assignment=assignment, random_state=0, progress=False)
     wall = time.perf_counter() - start
     build_peak = _peak_rss_mb()
     ds = open_store(out)
@@ -87,7 +87,7 @@ def run_abagen(resolution: int, genes: int) -> dict:
 
     from brainzarr.sources.synthetic import load_synthetic
 
-    table = load_synthetic(genes, seed=0)
+    table = load_synthetic(genes, random_state=0)
     # indexed by well_id as abagen's own samples are (its AtlasTree drops a zero label)
     index = pd.Index(table["sample"].values, name="well_id")
     expression = pd.DataFrame(table["expression"].values, columns=table["gene"].values, index=index)

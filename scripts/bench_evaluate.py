@@ -73,7 +73,7 @@ def make_targets(out_dir, n):
     for seed in range(100):
         # receptor_gradient does not depend on the seed: once is enough
         names = SYNTHETIC_TARGETS if seed == 0 else [n for n in SYNTHETIC_TARGETS if n != "receptor_gradient"]
-        for path in write_synthetic_targets(out_dir / f"seed{seed}", seed=seed, names=names):
+        for path in write_synthetic_targets(out_dir / f"seed{seed}", random_state=seed, names=names):
             if made < n:
                 path.rename(out_dir / f"{path.name.removesuffix('.nii.gz')}_s{seed}.nii.gz")
                 made += 1
@@ -178,7 +178,7 @@ def main():
     rows = []
     for res in args.resolutions:
         store = build_store(
-            work / f"s{res}-g{args.genes}.zarr", resolution=res, genes=args.genes, seed=0, progress=False
+            work / f"s{res}-g{args.genes}.zarr", resolution=res, genes=args.genes, random_state=0, progress=False
         )
         if len({r.method for r in find_representations(store, dims=(2,))}) < 6:
             fit_standins(store)

@@ -62,7 +62,7 @@ def worker_fit(cfg) -> dict:
         cfg["method"],
         cfg["dim"],
         overwrite=True,
-        seed=cfg["seed"],
+        random_state=cfg["seed"],
         write_reconstruction=cfg["reconstruction"],
         progress=False,
         **cfg["params"],

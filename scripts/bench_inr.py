@@ -48,7 +48,7 @@ def _genes(n):
 
 
 def _inr_params(cfg):
-    return {"epochs": cfg["epochs"], "seed": cfg["seed"]}
+    return {"max_epochs": cfg["epochs"], "random_state": cfg["seed"]}
 
 
 # ------------------------------------------------------------------------------ child phases
@@ -57,9 +57,9 @@ def phase_fit(cfg) -> dict:
     from brainzarr.sources import load_source
 
     t = time.perf_counter()
-    table = load_source("synthetic", genes=_genes(cfg["genes"]), seed=cfg["seed"])
+    table = load_source("synthetic", genes=_genes(cfg["genes"]), random_state=cfg["seed"])
     load_s = time.perf_counter() - t
-    model = GeneINR(**_inr_params(cfg), progress=False).fit(table)
+    model = GeneINR(**_inr_params(cfg)).fit(table)
     model.save(cfg["model"], overwrite=True)
     return {
         "samples": table.sizes["sample"],
@@ -79,7 +79,7 @@ def phase_heldout(cfg) -> dict:
     from brainzarr.inr.evaluate import cross_validate
     from brainzarr.sources import load_source
 
-    table = load_source("synthetic", genes=_genes(cfg["genes"]), seed=cfg["seed"])
+    table = load_source("synthetic", genes=_genes(cfg["genes"]), random_state=cfg["seed"])
     frames, seconds = [], {}
     for cv in cfg["cv"]:
         for method in cfg["methods"]:
@@ -90,7 +90,7 @@ def phase_heldout(cfg) -> dict:
                 cv=cv,
                 n_folds=cfg["folds"],
                 block_mm=cfg["block_mm"],
-                seed=cfg["seed"],
+                random_state=cfg["seed"],
                 inr_params=_inr_params(cfg),
                 progress=False,
             )
@@ -108,12 +108,12 @@ def phase_maps(cfg) -> dict:
     from brainzarr.inr.evaluate import make_method, map_scores, synthetic_truth
     from brainzarr.sources import load_source
 
-    table = load_source("synthetic", genes=_genes(cfg["genes"]), seed=cfg["seed"])
+    table = load_source("synthetic", genes=_genes(cfg["genes"]), random_state=cfg["seed"])
     t = time.perf_counter()
-    fitted = {m: make_method(m, seed=cfg["seed"], inr_params=_inr_params(cfg)).fit(table) for m in cfg["methods"]}
-    maps = map_scores(
-        fitted, mni152_grid(cfg["maps_resolution"]), table["gene"].values, truth=synthetic_truth(table), progress=False
-    )
+    fitted = {
+        m: make_method(m, random_state=cfg["seed"], inr_params=_inr_params(cfg)).fit(table) for m in cfg["methods"]
+    }
+    maps = map_scores(fitted, mni152_grid(cfg["maps_resolution"]), table["gene"].values, truth=synthetic_truth(table))
     out = Path(cfg["out"]) / "maps.csv"
     maps.to_csv(out, index=False)
     return {"csv": str(out), "seconds": time.perf_counter() - t, "peak_rss_mb": _peak_rss_mb()}

@@ -51,7 +51,7 @@ def table(args):
 
     store = Path(args.store_dir) / f"manifold-s{args.resolution}-g{args.genes}.zarr"
     if not store.exists():
-        build_store(store, resolution=args.resolution, genes=args.genes, seed=args.seed)
+        build_store(store, resolution=args.resolution, genes=args.genes, random_state=args.seed)
     ds = open_store(store)
     X = np.asarray(ds["expression"].values, dtype=np.float32)
     train = np.asarray(ds["split"].values) == "train"

@@ -27,7 +27,7 @@ def test_idw_matches_abagen_formula_and_exact_hits():
     rng = np.random.default_rng(0)
     xyz = rng.uniform(-50, 50, (200, 3))
     values = rng.random((200, 4)).astype(np.float32)
-    a = Assignment("idw", xyz, k=10)
+    a = Assignment("idw", xyz, n_neighbors=10)
     voxels = rng.uniform(-40, 40, (30, 3))
     voxels[0] = xyz[17]
     got = a.compute(a.prepare({"xyz": voxels, "hemisphere": None, "labels": None}), values, slice(None))
@@ -40,13 +40,13 @@ def test_idw_matches_abagen_formula_and_exact_hits():
 
 def test_same_hemisphere_restricts_sources():
     xyz, hemi = _samples()
-    a = Assignment("idw", xyz, hemi, k=3, same_hemisphere=True)
+    a = Assignment("idw", xyz, hemi, n_neighbors=3, same_hemisphere=True)
     voxels = np.array([[-4.0, 0, 0], [4.0, 0, 0], [0.0, 0, 0]])
     w = a.weights(voxels, np.array(["L", "R", "M"])).toarray()
     left = hemi == "L"
     assert w[0, ~left].sum() == 0 and w[1, left].sum() == 0
     assert (w[2] > 0).sum() == 3  # midline voxels use every sample
-    unrestricted = Assignment("idw", xyz, hemi, k=3).weights(voxels[:1]).toarray()
+    unrestricted = Assignment("idw", xyz, hemi, n_neighbors=3).weights(voxels[:1]).toarray()
     assert unrestricted[0, ~left].sum() > 0
 
 

@@ -38,12 +38,13 @@ def expected_expression(table, grid, assignment, **kw):
 
 
 @pytest.mark.parametrize(
-    "assignment, kw", [("nearest", {}), ("idw", {"k": 10}), ("idw", {"k": 4, "same_hemisphere": True})]
+    "assignment, kw",
+    [("nearest", {}), ("idw", {"n_neighbors": 10}), ("idw", {"n_neighbors": 4, "same_hemisphere": True})],
 )
 def test_build_equals_in_memory_computation(tmp_path, assignment, kw):
-    table = load_synthetic(40, seed=2)
+    table = load_synthetic(40, random_state=2)
     out = build_store(
-        tmp_path / "s.zarr", resolution=8, genes=40, seed=2, assignment=assignment, chunks=(1000, 16), **kw
+        tmp_path / "s.zarr", resolution=8, genes=40, random_state=2, assignment=assignment, chunks=(1000, 16), **kw
     )
     ds = open_store(out)
     grid = mni152_grid(8)
@@ -53,7 +54,7 @@ def test_build_equals_in_memory_computation(tmp_path, assignment, kw):
     assert ds["expression"].min() == 0 and ds["expression"].max() == 1
     prov = ds.attrs["provenance"]
     assert prov["assignment"]["method"] == assignment
-    assert prov["source"]["options"]["seed"] == 2 and prov["seed"] == 2
+    assert prov["source"]["options"]["random_state"] == 2 and prov["seed"] == 2
     assert "zarr" in prov["versions"] and prov["preprocessing"]["clamp_percentiles"] == [0.01, 99.9]
 
 
@@ -63,8 +64,8 @@ def test_store_coordinates_and_splits(small_store):
     ref = mni152_grid(8)
     np.testing.assert_array_equal(grid.ijk, ref.ijk)
     np.testing.assert_allclose(np.column_stack([ds[c].values for c in "xyz"]), ref.xyz)
-    np.testing.assert_array_equal(ds["split_random"].values, random_split(3666, seed=1))
-    np.testing.assert_array_equal(ds["split_blocked"].values, blocked_split(ref.xyz, seed=1))
+    np.testing.assert_array_equal(ds["split_random"].values, random_split(3666, random_state=1))
+    np.testing.assert_array_equal(ds["split_blocked"].values, blocked_split(ref.xyz, random_state=1))
     np.testing.assert_array_equal(ds["split"].values, ds["split_random"].values)
     assert ds.attrs["grid_shape"] == list(ref.shape) and np.allclose(ds.attrs["affine"], ref.affine)
     # grid info travels with selections
@@ -74,21 +75,21 @@ def test_store_coordinates_and_splits(small_store):
 
 
 def test_blocked_split_choice(tmp_path):
-    out = build_store(tmp_path / "b.zarr", resolution=8, genes=5, split="blocked", block_mm=24, seed=5)
+    out = build_store(tmp_path / "b.zarr", resolution=8, genes=5, split="blocked", block_mm=24, random_state=5)
     ds = open_store(out)
-    np.testing.assert_array_equal(ds["split"].values, blocked_split(mni152_grid(8).xyz, block_mm=24, seed=5))
+    np.testing.assert_array_equal(ds["split"].values, blocked_split(mni152_grid(8).xyz, block_mm=24, random_state=5))
     assert ds.attrs["provenance"]["split"] == {"scheme": "blocked", "test_fraction": 0.2, "seed": 5, "block_mm": 24.0}
 
 
 def test_rebuild_is_a_noop_other_settings_need_overwrite(tmp_path):
-    out = build_store(tmp_path / "s.zarr", resolution=8, genes=10, seed=1)
+    out = build_store(tmp_path / "s.zarr", resolution=8, genes=10, random_state=1)
     before = checksum(out)
     mtime = os.path.getmtime(out / "zarr.json")
-    build_store(out, resolution=8, genes=10, seed=1)
+    build_store(out, resolution=8, genes=10, random_state=1)
     assert os.path.getmtime(out / "zarr.json") == mtime
     with pytest.raises(StoreExistsError, match="other settings"):
-        build_store(out, resolution=8, genes=10, seed=2)
-    build_store(out, resolution=8, genes=10, seed=2, overwrite=True)
+        build_store(out, resolution=8, genes=10, random_state=2)
+    build_store(out, resolution=8, genes=10, random_state=2, overwrite=True)
     assert checksum(out) != before
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "file.txt").write_text("x")
@@ -98,12 +99,14 @@ def test_rebuild_is_a_noop_other_settings_need_overwrite(tmp_path):
 
 def test_build_under_distributed_matches_local(tmp_path):
     distributed = pytest.importorskip("distributed")
-    local = build_store(tmp_path / "local.zarr", resolution=8, genes=30, seed=4, chunks=(512, 8))
+    local = build_store(tmp_path / "local.zarr", resolution=8, genes=30, random_state=4, chunks=(512, 8))
     with (
         distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         distributed.Client(cluster) as client,
     ):
-        remote = build_store(tmp_path / "remote.zarr", resolution=8, genes=30, seed=4, chunks=(512, 8), client=client)
+        remote = build_store(
+            tmp_path / "remote.zarr", resolution=8, genes=30, random_state=4, chunks=(512, 8), client=client
+        )
     assert checksum(local) == checksum(remote)
 
 
@@ -139,9 +142,9 @@ def test_resume_after_kill_gives_identical_store(tmp_path, kill_after_blocks):
     assert 0 <= done < n_blocks, "the build finished before it could be killed"
     with pytest.raises(Exception, match="did not finish"):
         open_store(out)
-    build_store(out, resolution=4, genes=1500, seed=7, chunks=(512, 64), assignment="idw")
+    build_store(out, resolution=4, genes=1500, random_state=7, chunks=(512, 64), assignment="idw")
     reference = build_store(
-        tmp_path / "clean.zarr", resolution=4, genes=1500, seed=7, chunks=(512, 64), assignment="idw"
+        tmp_path / "clean.zarr", resolution=4, genes=1500, random_state=7, chunks=(512, 64), assignment="idw"
     )
     assert checksum(out) == checksum(reference)
     assert not list(tmp_path.glob("*.creating"))
@@ -151,7 +154,7 @@ def test_percentiles_in_gene_groups_equal_one_pass(tmp_path, monkeypatch):
     """Large grids take the percentile pass in groups of genes (bounded memory): same store."""
     import brainzarr.build as build
 
-    one = build_store(tmp_path / "one.zarr", resolution=8, genes=50, seed=3, chunks=(1000, 8))
+    one = build_store(tmp_path / "one.zarr", resolution=8, genes=50, random_state=3, chunks=(1000, 8))
     monkeypatch.setattr(build, "_TAIL_BYTES", 1000)  # forces groups of 8 genes
-    grouped = build_store(tmp_path / "grouped.zarr", resolution=8, genes=50, seed=3, chunks=(1000, 8))
+    grouped = build_store(tmp_path / "grouped.zarr", resolution=8, genes=50, random_state=3, chunks=(1000, 8))
     assert checksum(one) == checksum(grouped)

@@ -9,7 +9,10 @@ from brainzarr.cli import main
 
 
 def run(argv, capsys):
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse rejected an argument
+        code = exc.code
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -86,7 +89,8 @@ def test_console_script_reports_without_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "brainzarr.cli", "build", "--resolution", "x"], capture_output=True, text=True
     )
-    assert proc.returncode == 2 and "invalid int value" in proc.stderr
+    assert proc.returncode == 2 and "argument --resolution: expected a positive integer, got 'x'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_build_on_a_local_cluster(tmp_path, capsys):
@@ -128,8 +132,20 @@ def test_export_gene_maps_to_nifti(small_store, tmp_path, capsys):
         ["export", str(small_store), "expression", "--gene", two, "-o", str(tmp_path / "two.nii.gz")], capsys
     )
     assert code == 0 and nib.load(tmp_path / "two.nii.gz").shape == tuple(ds.attrs["grid_shape"]) + (2,)
+    code, _, err = run(["export", str(small_store), "expression", "--gene", gene, "-o", str(out)], capsys)
+    assert code == 1 and "exists; pass --overwrite" in err
     code, _, err = run(["export", str(small_store), "expression", "-o", str(out)], capsys)
     assert code == 1 and "choose with --gene" in err
+    code, stdout, _ = run(
+        ["export", str(small_store), "expression", "--gene", gene, "-o", str(out), "--overwrite"], capsys
+    )
+    assert code == 0 and stdout.startswith("replaced")
+    code, _, err = run(["export", str(small_store), "expression", "--gene", gene, "-o", str(tmp_path)], capsys)
+    assert code == 1 and "is a folder" in err and not (tmp_path.parent / (tmp_path.name + ".nii")).exists()
+    code, _, err = run(
+        ["export", str(small_store), "expression", "--gene", gene, "-o", str(tmp_path / "x.png")], capsys
+    )
+    assert code == 1 and "must end in .nii or .nii.gz" in err
     code, _, err = run(["export", str(small_store), "representations/none/k2/embedding", "-o", str(out)], capsys)
     assert code == 1 and "no group" in err
 

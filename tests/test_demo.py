@@ -20,10 +20,10 @@ def _check(written, methods):
 
 def test_demo_pipeline_small(tmp_path):
     methods = ("pca", "nmf")
-    written = run_demo(tmp_path, genes=40, methods=methods, dims=(2,), progress=False, log=lambda *a: None)
+    written = run_demo(tmp_path, genes=40, methods=methods, dims=(2,), log=lambda *a: None)
     _check(written, methods)
     # a second run reuses the store and the fitted results
-    again = run_demo(tmp_path, genes=40, methods=methods, dims=(2,), progress=False, log=lambda *a: None)
+    again = run_demo(tmp_path, genes=40, methods=methods, dims=(2,), log=lambda *a: None)
     assert again["store"] == written["store"]
 
 
@@ -31,5 +31,5 @@ def test_demo_pipeline_small(tmp_path):
 def test_full_demo(tmp_path):
     from brainzarr.commands.demo import DEMO_METHODS
 
-    written = run_demo(tmp_path, progress=False, log=lambda *a: None)
+    written = run_demo(tmp_path, log=lambda *a: None)
     _check(written, DEMO_METHODS)

@@ -47,7 +47,7 @@ MNI_3MM = np.array([[-3.0, 0, 0, 90], [0, 3, 0, -126], [0, 0, 3, -72], [0, 0, 0,
 def store(tmp_path_factory):
     """8 mm synthetic store: PCA and NMF (with reconstructions) fitted under the random split at
     dims 2 and 4, ICA (no reconstruction, like t-SNE) at dim 2."""
-    path = build_store(tmp_path_factory.mktemp("ev") / "s8.zarr", resolution=8, genes=80, seed=3)
+    path = build_store(tmp_path_factory.mktemp("ev") / "s8.zarr", resolution=8, genes=80, random_state=3)
     write_representations(path, methods=("pca", "nmf"), dims=(2, 4))
     write_representations(path, methods=("ica",), dims=(2,), reconstruct=())
     return path
@@ -63,7 +63,7 @@ def targets_dir(store, tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluation(store, targets_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
-    return run_evaluation(store, targets_dir, out, grid=SMALL_GRID, n_splits=3, seed=7, n_jobs=2), out
+    return run_evaluation(store, targets_dir, out, grid=SMALL_GRID, n_splits=3, random_state=7, n_jobs=2), out
 
 
 # ----------------------------------------------------------------------------------- prediction
@@ -76,8 +76,8 @@ def test_grid_search_equals_sklearn_gridsearchcv():
     X = rng.normal(size=(300, 2)).astype(np.float32)
     y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2 + 0.3 * rng.normal(size=300)
     grid = {"max_depth": [2, 4], "learning_rate": [0.1, 0.3], "n_estimators": [10, 30, 60]}
-    folds = cv_folds(300, n_splits=4, seed=1)
-    best, table = grid_search(X, y, folds, grid=grid, seed=1)
+    folds = cv_folds(300, n_splits=4, random_state=1)
+    best, table = grid_search(X, y, folds, grid=grid, random_state=1)
     ref = GridSearchCV(
         XGBRegressor(**FIXED_PARAMS, random_state=1), grid, cv=folds, scoring="neg_mean_squared_error"
     ).fit(X, y)
@@ -89,10 +89,10 @@ def test_grid_search_equals_sklearn_gridsearchcv():
 
 
 def test_cv_folds_random_partition_and_blocked_keep_groups_whole():
-    folds = cv_folds(50, n_splits=5, seed=0)
+    folds = cv_folds(50, n_splits=5, random_state=0)
     assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(50))
     groups = np.repeat(np.arange(12), 4)
-    for train, val in cv_folds(48, n_splits=5, groups=groups, seed=0):
+    for train, val in cv_folds(48, n_splits=5, groups=groups, random_state=0):
         assert not set(groups[train]) & set(groups[val])
     with pytest.raises(ValueError, match="too few for 5 blocked CV folds"):
         cv_folds(8, n_splits=5, groups=np.repeat([0, 1, 2], [3, 3, 2]))
@@ -216,7 +216,7 @@ def test_reconstruction_table_reads_group_rmse_and_streams_when_missing(store, t
 
 
 def test_reconstruction_without_rmse_variable_and_other_attr_spelling(tmp_path):
-    path = build_store(tmp_path / "s.zarr", resolution=8, genes=40, seed=5, split="blocked")
+    path = build_store(tmp_path / "s.zarr", resolution=8, genes=40, random_state=5, split="blocked")
     write_representations(path, methods=("pca",), dims=(3,), scheme="blocked", scheme_attr="split", with_rmse=False)
     rep = find_representations(path)[0]
     assert (rep.method, rep.dim, rep.split_scheme) == ("pca", 3, "blocked")
@@ -292,7 +292,7 @@ def test_external_embedding_on_another_grid_matches_the_store(store, targets_dir
         embeddings={"mine": files},
         grid=SMALL_GRID,
         n_splits=3,
-        seed=1,
+        random_state=1,
         n_jobs=2,
         save_to_store=False,
     )
@@ -314,7 +314,7 @@ def test_split_option_and_errors(store, targets_dir, tmp_path):
         save_to_store=False,
     )
     assert set(result.prediction["split"]) == {"blocked"} and len(result.prediction) == 1
-    with pytest.raises(ValueError, match="random, blocked or both"):
+    with pytest.raises(ValueError, match="'random', 'blocked' or 'both'"):
         run_evaluation(store, targets_dir, None, split="spatial")
     with pytest.raises(ValueError, match="no embedding at dims"):
         run_evaluation(store, targets_dir, None, dims=(64,), save_to_store=False)

@@ -49,7 +49,7 @@ def test_report_renders_in_chromium(tmp_path):
     from brainzarr import build_store
     from brainzarr.evaluate import write_report, write_synthetic_targets
 
-    store = build_store(tmp_path / "s8.zarr", resolution=8, genes=80, seed=4)
+    store = build_store(tmp_path / "s8.zarr", resolution=8, genes=80, random_state=4)
     write_representations(store, methods=("pca", "nmf"), dims=(2, 4))
     write_representations(store, methods=("ica",), dims=(2,), reconstruct=())
     targets = write_synthetic_targets(tmp_path / "targets", store=store, resolution=4)

@@ -9,26 +9,26 @@ import pytest
 import torch
 
 from brainzarr import open_store
+from brainzarr._torch import resolve_device
 from brainzarr.grid import mni152_grid
 from brainzarr.inr import GeneINR
 from brainzarr.inr.inputs import location_inputs, scale_coordinates
 from brainzarr.inr.render import INRBlockSource, render_store, table_from_model
-from brainzarr.inr.training import resolve_device
 from brainzarr.preprocess import clamp_scale
 from brainzarr.sources.synthetic import SyntheticModel, load_synthetic
 
-SMALL = dict(width=64, depth=2, n_features=16, epochs=40, n_ensemble=1, progress=False, device="cpu")
+SMALL = dict(width=64, depth=2, n_features=16, max_epochs=40, n_ensemble=1, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def table():
     # two donors (833 samples), 120 genes: small enough to fit in seconds
-    return load_synthetic(120, seed=3, donors=["12876", "15496"])
+    return load_synthetic(120, random_state=3, donors=["12876", "15496"])
 
 
 @pytest.fixture(scope="module")
 def fitted(table):
-    return GeneINR(seed=0, **SMALL).fit(table)
+    return GeneINR(random_state=0, **SMALL).fit(table)
 
 
 def _xyz(table):
@@ -36,7 +36,7 @@ def _xyz(table):
 
 
 def _truth(table, genes=None):
-    return SyntheticModel(seed=3).expression(_xyz(table), table["gene"].values if genes is None else genes)
+    return SyntheticModel(random_state=3).expression(_xyz(table), table["gene"].values if genes is None else genes)
 
 
 def test_inputs_scale_the_template_box_into_unit_cube():
@@ -88,18 +88,18 @@ def test_a_gene_seen_at_few_samples_borrows_structure_from_the_others(table):
     def error(pred, g):  # at the samples where gene g was hidden
         return np.sqrt(np.mean((pred[~mask[:, g]] - truth[~mask[:, g], g]) ** 2))
 
-    joint = GeneINR(seed=0, **SMALL).fit(table, mask=mask)
+    joint = GeneINR(random_state=0, **SMALL).fit(table, mask=mask)
     assert joint.solver_ == "projected"
     err_joint = np.mean([error(joint.predict(xyz)[:, g], g) for g in hidden])
-    alone = [GeneINR(seed=0, **SMALL).fit(table.isel(gene=[g]), mask=mask[:, [g]]) for g in hidden]
+    alone = [GeneINR(random_state=0, **SMALL).fit(table.isel(gene=[g]), mask=mask[:, [g]]) for g in hidden]
     assert alone[0].solver_ == "masked"
     err_alone = np.mean([error(m.predict(xyz)[:, 0], g) for m, g in zip(alone, hidden)])
-    seen_everywhere = GeneINR(seed=0, **SMALL).fit(table)
+    seen_everywhere = GeneINR(random_state=0, **SMALL).fit(table)
     err_seen = np.mean([error(seen_everywhere.predict(xyz)[:, g], g) for g in hidden])
     assert err_joint < 0.75 * err_alone
     assert err_joint < 1.3 * err_seen
     # masked training (every gene in the loss, the hidden entries masked out) borrows too
-    masked = GeneINR(seed=0, solver="masked", **SMALL).fit(table, mask=mask)
+    masked = GeneINR(random_state=0, solver="masked", **SMALL).fit(table, mask=mask)
     err_masked = np.mean([error(masked.predict(xyz)[:, g], g) for g in hidden])
     assert err_masked < 0.75 * err_alone
 
@@ -107,11 +107,11 @@ def test_a_gene_seen_at_few_samples_borrows_structure_from_the_others(table):
 def test_nan_values_count_as_unobserved(table):
     t = table.copy(deep=True)
     t["expression"].values[:400, 0] = np.nan
-    model = GeneINR(seed=0, **(SMALL | {"epochs": 5})).fit(t)
+    model = GeneINR(random_state=0, **(SMALL | {"max_epochs": 5})).fit(t)
     assert np.isfinite(model.predict(_xyz(t)[:10])).all()
     t["expression"].values[:, 1] = np.nan
     with pytest.raises(ValueError, match="no observed value"):
-        GeneINR(seed=0, **(SMALL | {"epochs": 2})).fit(t)
+        GeneINR(random_state=0, **(SMALL | {"max_epochs": 2})).fit(t)
 
 
 def test_save_load_roundtrip_without_pickles(tmp_path, table, fitted):
@@ -134,11 +134,11 @@ def test_save_load_roundtrip_without_pickles(tmp_path, table, fitted):
 
 def test_seeded_and_resumable_from_a_checkpoint(tmp_path, table):
     small = table.isel(gene=slice(0, 30))
-    params = SMALL | {"epochs": 6, "checkpoint_every": 2}
-    reference = GeneINR(seed=4, **params).fit(small)
-    again = GeneINR(seed=4, **params).fit(small)
+    params = SMALL | {"max_epochs": 6, "checkpoint_every": 2}
+    reference = GeneINR(random_state=4, **params).fit(small)
+    again = GeneINR(random_state=4, **params).fit(small)
     np.testing.assert_array_equal(again.embeddings_, reference.embeddings_)
-    other = GeneINR(seed=5, **params).fit(small)
+    other = GeneINR(random_state=5, **params).fit(small)
     assert not np.allclose(other.embeddings_, reference.embeddings_)
 
     def interrupt(epoch, loss):
@@ -146,10 +146,10 @@ def test_seeded_and_resumable_from_a_checkpoint(tmp_path, table):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        GeneINR(seed=4, checkpoint_dir=tmp_path, **params).fit(small, callback=interrupt)
+        GeneINR(random_state=4, checkpoint_dir=tmp_path, **params).fit(small, callback=interrupt)
     assert (tmp_path / "checkpoint.pt").exists()
     epochs_run = []
-    resumed = GeneINR(seed=4, checkpoint_dir=tmp_path, **params).fit(
+    resumed = GeneINR(random_state=4, checkpoint_dir=tmp_path, **params).fit(
         small, callback=lambda epoch, loss: epochs_run.append(epoch)
     )
     assert epochs_run == [4, 5]  # picked up after the checkpoint of epoch 3
@@ -160,9 +160,9 @@ def test_seeded_and_resumable_from_a_checkpoint(tmp_path, table):
 
 def test_an_ensemble_averages_its_members_and_renders_as_one_model(tmp_path, table):
     small = table.isel(gene=slice(0, 30))
-    params = SMALL | {"epochs": 8}
-    members = [GeneINR(seed=s, **params).fit(small) for s in (7, 8)]
-    ensemble = GeneINR(seed=7, **(params | {"n_ensemble": 2})).fit(small)
+    params = SMALL | {"max_epochs": 8}
+    members = [GeneINR(random_state=s, **params).fit(small) for s in (7, 8)]
+    ensemble = GeneINR(random_state=7, **(params | {"n_ensemble": 2})).fit(small)
     xyz = _xyz(small)[:200]
     mean = np.mean([m.predict(xyz) for m in members], axis=0)
     np.testing.assert_allclose(ensemble.predict(xyz), mean, rtol=1e-4, atol=1e-5)
@@ -191,8 +191,8 @@ def test_an_ensemble_averages_its_members_and_renders_as_one_model(tmp_path, tab
 
 def test_an_interrupted_ensemble_resumes_without_retraining_finished_members(tmp_path, table):
     small = table.isel(gene=slice(0, 30))
-    params = SMALL | {"epochs": 4, "checkpoint_every": 2, "n_ensemble": 2}
-    reference = GeneINR(seed=4, **params).fit(small)
+    params = SMALL | {"max_epochs": 4, "checkpoint_every": 2, "n_ensemble": 2}
+    reference = GeneINR(random_state=4, **params).fit(small)
     calls = []
 
     def interrupt(epoch, loss):
@@ -201,10 +201,10 @@ def test_an_interrupted_ensemble_resumes_without_retraining_finished_members(tmp
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        GeneINR(seed=4, checkpoint_dir=tmp_path, **params).fit(small, callback=interrupt)
+        GeneINR(random_state=4, checkpoint_dir=tmp_path, **params).fit(small, callback=interrupt)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-0.pt", "checkpoint-1.pt"]
     epochs_run = []
-    resumed = GeneINR(seed=4, checkpoint_dir=tmp_path, **params).fit(
+    resumed = GeneINR(random_state=4, checkpoint_dir=tmp_path, **params).fit(
         small, callback=lambda epoch, loss: epochs_run.append(epoch)
     )
     assert epochs_run == [2, 3]  # member 1 was done; member 2 picked up after its checkpoint
@@ -215,7 +215,7 @@ def test_an_interrupted_ensemble_resumes_without_retraining_finished_members(tmp
 def test_device_resolution(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto").type == "cpu"
-    with pytest.raises(ValueError, match="no CUDA GPU"):
+    with pytest.raises(ValueError, match="CUDA is not available"):
         resolve_device("cuda")
     with pytest.raises(ValueError, match="device"):
         resolve_device("tpu")
@@ -230,19 +230,21 @@ def test_bad_parameters_are_clear(table):
     with pytest.raises(ValueError, match="backbone"):
         GeneINR(backbone="mlp").fit(table)
     with pytest.raises(ValueError, match="epochs"):
-        GeneINR(epochs=0).fit(table)
+        GeneINR(max_epochs=0).fit(table)
     with pytest.raises(ValueError, match="mask has shape"):
         GeneINR(**SMALL).fit(table, mask=np.ones((3, 3), dtype=bool))
 
 
 def test_siren_backbone_trains(table):
-    model = GeneINR(backbone="siren", omega=10.0, seed=0, **(SMALL | {"epochs": 15})).fit(table.isel(gene=slice(0, 40)))
+    model = GeneINR(backbone="siren", omega=10.0, random_state=0, **(SMALL | {"max_epochs": 15})).fit(
+        table.isel(gene=slice(0, 40))
+    )
     assert model.history_[-1] < 0.8 * model.history_[0]
 
 
 def test_render_streams_the_population_map_into_a_store(tmp_path, table, fitted):
     genes = list(table["gene"].values[:20])
-    out = render_store(fitted, tmp_path / "inr8.zarr", resolution=8, genes=genes, chunks=(1024, 8), progress=False)
+    out = render_store(fitted, tmp_path / "inr8.zarr", resolution=8, genes=genes, chunks=(1024, 8))
     ds = open_store(out)
     assert list(ds["gene"].values) == genes
     assert ds.attrs["provenance"]["assignment"]["method"] == "inr"
@@ -252,10 +254,10 @@ def test_render_streams_the_population_map_into_a_store(tmp_path, table, fitted)
     np.testing.assert_allclose(ds["expression"].values, expected, atol=1e-5)
     np.testing.assert_allclose(ds["clamp_high"].values, np.percentile(raw, 99.9, axis=0), rtol=1e-5)
     # the same render again is complete already; another model is refused
-    assert render_store(fitted, out, resolution=8, genes=genes, chunks=(1024, 8), progress=False) == out
-    other = GeneINR(seed=1, **(SMALL | {"epochs": 3})).fit(table)
+    assert render_store(fitted, out, resolution=8, genes=genes, chunks=(1024, 8)) == out
+    other = GeneINR(random_state=1, **(SMALL | {"max_epochs": 3})).fit(table)
     with pytest.raises(FileExistsError, match="other settings"):
-        render_store(other, out, resolution=8, genes=genes, chunks=(1024, 8), progress=False)
+        render_store(other, out, resolution=8, genes=genes, chunks=(1024, 8))
 
 
 def test_block_source_and_table_from_model(fitted):
@@ -326,7 +328,7 @@ def test_build_inr_store_fits_and_renders_in_one_step(tmp_path, table):
 
     small = table.isel(gene=slice(0, 6))
     out = build_inr_store(
-        tmp_path / "one.zarr", source=small, inr_params=SMALL | {"epochs": 5}, resolution=8, progress=False
+        tmp_path / "one.zarr", source=small, inr_params=SMALL | {"max_epochs": 5}, resolution=8, progress=False
     )
     ds = open_store(out)
     assert ds.sizes["gene"] == 6 and ds.attrs["provenance"]["assignment"]["method"] == "inr"
@@ -339,7 +341,7 @@ def test_cli_fit_from_a_store(tmp_path, capsys):
     from brainzarr import build_store
     from brainzarr.cli import main
 
-    store = build_store(tmp_path / "s8.zarr", resolution=8, genes=10, seed=1, progress=False)
+    store = build_store(tmp_path / "s8.zarr", resolution=8, genes=10, random_state=1)
     model = tmp_path / "from-store"
     assert (
         main(
@@ -360,6 +362,6 @@ def test_cli_fit_from_a_store(tmp_path, capsys):
         )
         == 0
     )
-    assert "600 samples x 10 genes" in capsys.readouterr().out
+    assert "600 samples x 10 genes" in capsys.readouterr().err
     loaded = GeneINR.load(model)
     assert loaded.source_["name"] == "store" and loaded.n_samples_ == 600

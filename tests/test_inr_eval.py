@@ -19,7 +19,7 @@ from brainzarr.sources.synthetic import load_synthetic
 
 @pytest.fixture(scope="module")
 def table():
-    return load_synthetic(40, seed=2, donors=["12876", "15496", "15697"])
+    return load_synthetic(40, random_state=2, donors=["12876", "15496", "15697"])
 
 
 def _xyz(t):
@@ -27,7 +27,7 @@ def _xyz(t):
 
 
 def test_block_folds_keep_whole_blocks_and_balance_sizes(table):
-    folds = make_folds(table, "blocks", n_folds=5, block_mm=16, seed=1)
+    folds = make_folds(table, "blocks", n_folds=5, block_mm=16, random_state=1)
     n = table.sizes["sample"]
     tests = np.concatenate([t for _, _, t in folds])
     assert np.array_equal(np.sort(tests), np.arange(n))  # a partition
@@ -37,7 +37,7 @@ def test_block_folds_keep_whole_blocks_and_balance_sizes(table):
         assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == n
     sizes = [len(t) for _, _, t in folds]
     assert max(sizes) - min(sizes) <= np.bincount(block).max()
-    again = make_folds(table, "blocks", n_folds=5, block_mm=16, seed=1)
+    again = make_folds(table, "blocks", n_folds=5, block_mm=16, random_state=1)
     assert all(np.array_equal(a[2], b[2]) for a, b in zip(folds, again))
     donors = make_folds(table, "donors")
     assert [name for name, _, _ in donors] == ["donor12876", "donor15496", "donor15697"]
@@ -52,8 +52,8 @@ def test_idw_and_nearest_are_the_builds_weights(table):
     xyz, values = _xyz(table), table["expression"].values
     train, new = np.arange(0, len(xyz), 2), _xyz(table)[1::2] + 0.5
     sub = table.isel(sample=train)
-    idw = IDWInterpolator(k=10).fit(sub)
-    weights = Assignment("idw", xyz[train], k=10).weights(new)
+    idw = IDWInterpolator(n_neighbors=10).fit(sub)
+    weights = Assignment("idw", xyz[train], n_neighbors=10).weights(new)
     np.testing.assert_allclose(idw.predict(new), weights @ values[train], rtol=1e-6)
     np.testing.assert_allclose(idw.predict(xyz[train[:5]]), values[train[:5]], rtol=1e-6)  # exact at a sample
     nearest = NearestInterpolator().fit(sub)
@@ -90,16 +90,15 @@ def test_cross_validate_scores_every_method_gene_and_fold(table):
         methods=("inr", "idw", "nearest"),
         cv="blocks",
         n_folds=3,
-        seed=0,
-        inr_params={"epochs": 20, "width": 32, "n_features": 16, "n_ensemble": 1},
-        progress=False,
+        random_state=0,
+        inr_params={"max_epochs": 20, "width": 32, "n_features": 16, "n_ensemble": 1},
     )
     assert {"cv", "method", "gene", "fold", "rmse", "pearson_r", "n_test"} <= set(df.columns)
     assert set(df["method"]) == {"inr", "inr_donor", "idw", "nearest", "true_field"}
     assert len(df) == 5 * table.sizes["gene"] * 3
     assert df["rmse"].gt(0).all() and df["pearson_r"].between(-1, 1).all()
     # the noise floor: the true field scored against the held-out samples themselves
-    folds = make_folds(table, "blocks", n_folds=3, seed=0)
+    folds = make_folds(table, "blocks", n_folds=3, random_state=0)
     truth = synthetic_truth(table)
     name, _, test = folds[1]
     obs = table["expression"].values[test]
@@ -142,16 +141,13 @@ def test_map_scores_against_truth_and_idw(table):
         truth=lambda xyz, g: idw.predict(xyz, genes=list(g)),
         block_rows=1000,
         gene_block=16,
-        progress=False,
     )
     np.testing.assert_allclose(maps["rmse_vs_truth"], 0, atol=1e-6)
     np.testing.assert_allclose(maps["r_vs_idw_secondary"], 1, atol=1e-6)
     assert (maps["n_voxels"] == grid.n_voxels).all()
     truth = synthetic_truth(table)
     near = NearestInterpolator().fit(table)
-    maps = map_scores({"idw": idw, "nearest": near}, grid, genes, truth=truth, progress=False).set_index(
-        ["method", "gene"]
-    )
+    maps = map_scores({"idw": idw, "nearest": near}, grid, genes, truth=truth).set_index(["method", "gene"])
     xyz = grid.xyz
     expected = np.sqrt(np.mean((near.predict(xyz) - truth(xyz, genes)) ** 2, axis=0))
     np.testing.assert_allclose(maps.loc["nearest", "rmse_vs_truth"].to_numpy(), expected, rtol=1e-4)

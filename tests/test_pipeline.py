@@ -5,26 +5,33 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
-from linear_fixtures import CHUNKS, chunked_store  # noqa: F401  (fixture)
+from conftest import CHUNKS
 
 from brainzarr.cli import main
 from brainzarr.models import METHODS
 from brainzarr.models.pca import PCA
-from brainzarr.models.pipeline import MethodUnavailableError, fit_store, load_model, make_model, model_class, rmse_table
+from brainzarr.models.store_fitting import (
+    MethodUnavailableError,
+    fit_store,
+    load_model,
+    make_model,
+    model_class,
+    rmse_table,
+)
 from brainzarr.store import ResultExistsError, list_groups, open_store
 
 
-@pytest.fixture(scope="module")
-def store(chunked_store, tmp_path_factory):  # noqa: F811
-    """A private copy: these tests write results into it."""
+@pytest.fixture
+def store(chunked_store, tmp_path):
+    """A private copy per test: these tests write results into it (any order, no shared state)."""
     import shutil
 
-    path = tmp_path_factory.mktemp("pipeline") / "c8.zarr"
+    path = tmp_path / "c8.zarr"
     shutil.copytree(chunked_store, path)
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pca8(store):
     return fit_store(store, "pca", 8)
 
@@ -124,7 +131,7 @@ def test_interrupted_fit_keeps_the_previous_result(store, pca8, monkeypatch):
 
     monkeypatch.setattr(PCA, "_inverse_block", failing)
     with pytest.raises(RuntimeError, match="interrupted"):
-        fit_store(store, "pca", 8, overwrite=True, seed=5)
+        fit_store(store, "pca", 8, overwrite=True, random_state=5)
     assert calls["n"] >= 3
     after = xr.open_zarr(store, group="representations/pca/k8", consolidated=False)
     np.testing.assert_array_equal(after["embedding"].values, embedding)
@@ -136,7 +143,7 @@ def test_interrupted_fit_keeps_the_previous_result(store, pca8, monkeypatch):
 
 
 def test_overwrite_replaces(store, pca8):
-    result = fit_store(store, "pca", 8, overwrite=True, seed=3, n_power_iter=2)
+    result = fit_store(store, "pca", 8, overwrite=True, random_state=3, n_power_iter=2)
     assert result.attrs["seed"] == 3 and result.attrs["params"]["n_power_iter"] == 2
     assert result.attrs["params"]["random_state"] == 3
 
@@ -185,10 +192,9 @@ class _Checkpointing(PCA):
 
     method = "ckpt"
 
-    def __init__(self, n_components=2, *, checkpoint_dir=None, progress=None, fail=False, random_state=0):
+    def __init__(self, n_components=2, *, checkpoint_dir=None, fail=False, random_state=0):
         super().__init__(n_components, random_state=random_state)
         self.checkpoint_dir = checkpoint_dir
-        self.progress = progress
         self.fail = fail
 
     def _fit(self, X):
@@ -215,7 +221,6 @@ def test_checkpointing_estimators_get_a_folder_kept_until_the_result_is_written(
     assert (folder / "checkpoint.pt").exists()  # an interrupted fit leaves its checkpoint to resume from
     result = fit_store(store, "ckpt", 2)
     assert result.attrs["params"]["checkpoint_dir"] == str(folder)
-    assert result.attrs["params"]["progress"] is False
     assert not folder.exists()
     assert not any("checkpoints" in g for g in list_groups(store))
 
@@ -254,7 +259,7 @@ def test_cli_fit_prints_the_table_and_writes(store, capsys):
     assert pca.attrs["params"]["n_power_iter"] == 2
 
 
-def test_cli_fit_errors_are_one_line(store, capsys):
+def test_cli_fit_errors_are_one_line(store, pca8, capsys):
     assert main(["fit", str(store), "--methods", "pca", "--dims", "8"]) == 1  # exists
     err = capsys.readouterr().err
     assert "--overwrite" in err and len(err.strip().splitlines()) == 1
@@ -263,4 +268,4 @@ def test_cli_fit_errors_are_one_line(store, capsys):
     assert main(["fit", str(store), "--methods", "pca", "--dims", "2", "--option", "pca.bogus=1"]) == 1
     assert "bogus" in capsys.readouterr().err
     assert main(["fit", str(store), "--methods", "pca", "--dims", "8,9", "--skip-existing", "--no-reconstruction"]) == 0
-    assert "pca k8: exists, skipped" in capsys.readouterr().out
+    assert "pca k8: exists, skipped" in capsys.readouterr().err

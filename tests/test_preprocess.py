@@ -44,10 +44,10 @@ def test_clamp_scale():
 
 
 def test_random_split_is_seeded_80_20():
-    a = random_split(1000, seed=1)
+    a = random_split(1000, random_state=1)
     assert (a == "test").sum() == 200
-    np.testing.assert_array_equal(a, random_split(1000, seed=1))
-    assert not np.array_equal(a, random_split(1000, seed=2))
+    np.testing.assert_array_equal(a, random_split(1000, random_state=1))
+    assert not np.array_equal(a, random_split(1000, random_state=2))
     with pytest.raises(ValueError):
         random_split(10, test_fraction=1.5)
 
@@ -55,12 +55,12 @@ def test_random_split_is_seeded_80_20():
 def test_blocked_split_keeps_cubes_whole():
     rng = np.random.default_rng(0)
     xyz = rng.uniform(-80, 80, (5000, 3))
-    labels = blocked_split(xyz, block_mm=16, seed=3)
+    labels = blocked_split(xyz, block_mm=16, random_state=3)
     blocks = spatial_blocks(xyz, 16)
     for b in np.unique(blocks):
         assert len(set(labels[blocks == b])) == 1
     frac = (labels == "test").mean()
     assert 0.2 <= frac < 0.3
-    np.testing.assert_array_equal(labels, make_split("blocked", xyz, seed=3, block_mm=16))
+    np.testing.assert_array_equal(labels, make_split("blocked", xyz, random_state=3, block_mm=16))
     with pytest.raises(ValueError, match="unknown split"):
         make_split("diagonal", xyz)

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brainzarr import ResultExistsError, StoreError, list_groups, open_store, read_group, write_group
-from brainzarr.store import expression_rows, group_writer
+from brainzarr.store import group_writer
+from brainzarr.streaming import expression_rows
 
 
 def test_open_store_is_dask_backed_and_labelled(small_store):

@@ -8,7 +8,7 @@ from brainzarr.sources.synthetic import LATENT_FACTORS, TISSUES, SyntheticModel,
 
 @pytest.fixture(scope="module")
 def table():
-    return load_synthetic(400, seed=3)
+    return load_synthetic(400, random_state=3)
 
 
 def test_real_sites_donors_and_symbols(table):
@@ -29,17 +29,17 @@ def test_values_look_like_srs_normalised_ahba(table):
 
 
 def test_seeded_and_consistent_across_gene_subsets(table):
-    again = load_synthetic(400, seed=3)
+    again = load_synthetic(400, random_state=3)
     np.testing.assert_array_equal(again["expression"].values, table["expression"].values)
     genes = list(table["gene"].values[[5, 50, 300]])
-    subset = load_synthetic(genes, seed=3)
+    subset = load_synthetic(genes, random_state=3)
     np.testing.assert_array_equal(subset["expression"].values, table["expression"].sel(gene=genes).values)
-    other = load_synthetic(genes, seed=4)
+    other = load_synthetic(genes, random_state=4)
     assert not np.allclose(other["expression"].values, subset["expression"].values)
 
 
 def test_truth_is_evaluable_anywhere_and_explains_the_samples(table):
-    model = SyntheticModel(seed=3)
+    model = SyntheticModel(random_state=3)
     xyz = np.column_stack([table[c].values for c in "xyz"])
     genes = list(table["gene"].values)
     truth = model.expression(xyz, genes)
@@ -58,7 +58,7 @@ def test_truth_is_evaluable_anywhere_and_explains_the_samples(table):
 def test_latent_structure_is_low_dimensional_and_nonlinear(table):
     # the population truth at the sites lies near a <=10-D nonlinear manifold: a linear
     # 10-D subspace explains most but not all of its variance
-    model = SyntheticModel(seed=3)
+    model = SyntheticModel(random_state=3)
     xyz = np.column_stack([table[c].values for c in "xyz"])
     truth = model.expression(xyz, list(table["gene"].values))
     centred = truth - truth.mean(axis=0)
@@ -74,10 +74,10 @@ def test_tissue_classes():
 
 
 def test_gene_requests():
-    t = load_source("synthetic", genes="APOE,SST", seed=0)
+    t = load_source("synthetic", genes="APOE,SST", random_state=0)
     assert list(t["gene"].values) == ["APOE", "SST"]
     with pytest.raises(UnknownGeneError, match="APOEE.*did you mean APOE"):
-        load_source("synthetic", genes="APOEE", seed=0)
+        load_source("synthetic", genes="APOEE", random_state=0)
     with pytest.raises(ValueError, match="1 to 15633"):
         load_source("synthetic", genes=20_000)
     with pytest.raises(ValueError, match="unknown donor"):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import time
 from pathlib import Path
 
 from ..sources import SOURCES
+from ._args import add_cluster_arguments, chunk_shape, dask_client, fraction, positive_float, positive_int
+
+log = logging.getLogger(__name__)
 
 
 def add_build_arguments(p, *, out_required=True):
     """Arguments shared by every command that builds a store."""
     add_source_arguments(p)
-    p.add_argument("--resolution", type=int, default=8, help="grid spacing in mm (MNI152 brain mask)")
+    p.add_argument("--resolution", type=positive_int, default=8, help="grid spacing in mm (MNI152 brain mask)")
     p.add_argument("--mask", help="a mask NIfTI in MNI space (instead of the MNI152 brain mask)")
     p.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all)")
     p.add_argument(
@@ -25,17 +30,26 @@ def add_build_arguments(p, *, out_required=True):
         "--inr-model",
         help="with --assignment inr: a model from `brainzarr inr fit` (default: fit one on the source's samples first)",
     )
-    p.add_argument("--k", type=int, default=10, help="neighbours of --assignment idw")
+    p.add_argument("--n-neighbors", type=positive_int, default=10, help="neighbours of --assignment idw")
+    p.add_argument("--k", type=positive_int, dest="n_neighbors", help=argparse.SUPPRESS)  # the old name
     p.add_argument("--same-hemisphere", action="store_true", help="use only samples of the voxel's hemisphere")
     p.add_argument("--split", choices=("random", "blocked"), default="random", help="train/test split scheme")
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--block-mm", type=float, default=16.0, help="cube edge of the blocked split")
+    p.add_argument("--test-fraction", type=fraction, default=0.2)
+    p.add_argument("--block-mm", type=positive_float, default=16.0, help="cube edge of the blocked split")
     p.add_argument("--seed", type=int, default=0, help="seeds the synthetic source and the splits")
-    p.add_argument("--chunks", default="4096,128", help="chunk shape voxels,genes")
+    p.add_argument("--chunks", type=chunk_shape, default=(4096, 128), help="chunk shape voxels,genes")
     p.add_argument("--out", required=out_required, help="the store to write, e.g. store/s8.zarr")
-    p.add_argument("--overwrite", action="store_true", help="replace a store built with other settings")
-    p.add_argument("--workers", type=int, help="run on a local dask.distributed cluster of this many workers")
-    p.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a brainzarr store built with other settings (never anything else)",
+    )
+    p.add_argument(
+        "--discard-results",
+        action="store_true",
+        help="with --overwrite: also when the store holds fitted results (they are removed with it)",
+    )
+    add_cluster_arguments(p)
 
 
 def add_source_arguments(p):
@@ -78,31 +92,21 @@ def source_options(args) -> dict:
     return {}
 
 
-def dask_client(args):
-    """A dask.distributed Client when asked for (--workers N or --scheduler ADDR), else None."""
-    if args.scheduler:
-        from distributed import Client
-
-        return Client(args.scheduler)
-    if args.workers:
-        from distributed import Client, LocalCluster
-
-        return Client(
-            LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        )
-    return None
-
-
-def run_build(args, *, progress=True) -> Path:
+def run_build(args) -> Path:
     from ..build import build_store
 
-    try:
-        chunks = tuple(int(c) for c in args.chunks.split(","))
-        assert len(chunks) == 2 and min(chunks) > 0
-    except (ValueError, AssertionError):
-        raise ValueError(f"--chunks must be two positive integers voxels,genes; got {args.chunks!r}") from None
-    client = dask_client(args)
-    try:
+    common = dict(
+        resolution=args.resolution,
+        mask=args.mask,
+        split=args.split,
+        test_fraction=args.test_fraction,
+        block_mm=args.block_mm,
+        random_state=args.seed,
+        chunks=tuple(args.chunks),
+        overwrite=args.overwrite,
+        discard_results=args.discard_results,
+    )
+    with dask_client(args):
         if args.assignment == "inr":
             from ..inr.render import build_inr_store
 
@@ -111,40 +115,19 @@ def run_build(args, *, progress=True) -> Path:
                 source=args.source,
                 genes=parse_genes(args.genes),
                 model=getattr(args, "inr_model", None),
-                seed=args.seed,
                 source_options=source_options(args),
-                resolution=args.resolution,
-                mask=args.mask,
-                split=args.split,
-                test_fraction=args.test_fraction,
-                block_mm=args.block_mm,
-                chunks=chunks,
-                client=client,
-                overwrite=args.overwrite,
-                progress=progress,
+                **common,
             )
         return build_store(
             args.out,
             source=args.source,
-            resolution=args.resolution,
-            mask=args.mask,
             genes=parse_genes(args.genes),
             assignment=args.assignment,
-            k=args.k,
+            n_neighbors=args.n_neighbors,
             same_hemisphere=args.same_hemisphere,
-            split=args.split,
-            test_fraction=args.test_fraction,
-            block_mm=args.block_mm,
-            seed=args.seed,
-            chunks=chunks,
-            client=client,
-            overwrite=args.overwrite,
-            progress=progress,
+            **common,
             **source_options(args),
         )
-    finally:
-        if client is not None:
-            client.close()
 
 
 def _run(args):
@@ -152,7 +135,7 @@ def _run(args):
 
     start = time.perf_counter()
     out = run_build(args)
-    print(f"built {out} in {time.perf_counter() - start:.1f} s")
+    log.info("built %s in %.1f s", out, time.perf_counter() - start)
     print(describe(out))
 
 

@@ -16,27 +16,41 @@ demo picks up where it stopped.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
+from .._deprecation import renamed_kwargs
+
+logger = logging.getLogger(__name__)
+
 DEMO_GENES = ("APOE", "PVALB", "SST")
 DEMO_METHODS = ("pca", "kpca", "nmf", "tsne", "umap", "ae")
+DEMO_N_GENES = 1000
 #: settings that keep the demo to a few minutes on 2 cores (the study's defaults are larger)
 DEMO_PARAMS = {"ae": {"max_epochs": 60, "patience": 10}}
 
 
+@renamed_kwargs(seed="random_state", progress=None)
 def run_demo(
-    out_dir="store", *, genes=1000, seed=0, methods=DEMO_METHODS, dims=(2, 8), progress=True, log=print
+    out_dir="store", *, genes=DEMO_N_GENES, random_state=0, methods=DEMO_METHODS, dims=(2, 8), log=None
 ) -> dict:
-    """Run the pipeline into ``out_dir`` and return the paths written."""
+    """Run the pipeline into ``out_dir`` and return the paths written.
+
+    ``log`` (a callable taking one line) reports each step; default: the ``brainzarr`` logger.
+    """
     from ..build import build_store
     from ..evaluate import run_evaluation, write_report, write_synthetic_targets
-    from ..models.pipeline import fit_store, result_group
+    from ..exceptions import ResultExistsError
+    from ..models.store_fitting import fit_store, result_group
     from ..nifti import to_nifti
     from ..plots import plot_map
     from ..sources.abagen_data import study_gene_symbols
     from ..sources.table import resolve_genes
-    from ..store import ResultExistsError, open_store, read_group
+    from ..store import open_store, read_group
+
+    log = log or logger.info
+    seed = int(random_state)
 
     out_dir = Path(out_dir)
     maps_dir = out_dir / "demo-maps"
@@ -45,9 +59,7 @@ def run_demo(
 
     log(f"[1/6] building an 8 mm synthetic store with {genes} genes")
     gene_list = sorted(set(resolve_genes(genes, study_gene_symbols())) | set(DEMO_GENES))
-    store = build_store(
-        out_dir / "demo-8mm.zarr", source="synthetic", resolution=8, genes=gene_list, seed=seed, progress=progress
-    )
+    store = build_store(out_dir / "demo-8mm.zarr", source="synthetic", resolution=8, genes=gene_list, random_state=seed)
     written["store"] = store
     ds = open_store(store)
 
@@ -63,7 +75,7 @@ def run_demo(
         for dim in dims:
             start = time.perf_counter()
             try:
-                result = fit_store(store, method, dim, seed=seed, progress=progress, **DEMO_PARAMS.get(method, {}))
+                result = fit_store(store, method, dim, random_state=seed, **DEMO_PARAMS.get(method, {}))
             except ResultExistsError:
                 result = read_group(store, result_group(method, dim))
                 log(f"      {method:>5} k={dim:<3} already fitted")
@@ -84,9 +96,7 @@ def run_demo(
     log("[5/6] evaluating: reconstruction RMSE and prediction of synthetic target maps")
     targets = write_synthetic_targets(out_dir / "demo-targets", store=store)
     eval_dir = out_dir / "demo-evaluation"
-    result = run_evaluation(
-        store, targets, eval_dir, methods=list(methods), dims=(2,), split="both", seed=seed, progress=progress
-    )
+    result = run_evaluation(store, targets, eval_dir, methods=list(methods), dims=(2,), split="both", random_state=seed)
     written["summary"] = result.describe()
     written["evaluation"] = eval_dir
 
@@ -101,7 +111,7 @@ def _run(args):
     start = time.perf_counter()
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     dims = tuple(int(d) for d in args.dims.split(","))
-    written = run_demo(args.out_dir, genes=args.genes, seed=args.seed, methods=methods, dims=dims)
+    written = run_demo(args.out_dir, genes=args.genes, random_state=args.seed, methods=methods, dims=dims)
     print()
     print(describe(written["store"]))
     print()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+from ._args import positive_float, positive_int
+
+log = logging.getLogger(__name__)
 
 
 def parse_embedding(spec: str) -> tuple[str, list[str]]:
@@ -43,7 +48,7 @@ def evaluation_options(args) -> dict:
         "grid": args.grid,
         "n_splits": args.folds,
         "block_mm": args.block_mm,
-        "seed": args.seed,
+        "random_state": args.seed,
         "n_jobs": args.jobs,
         "save_to_store": not args.no_store,
     }
@@ -85,10 +90,10 @@ def add_evaluation_arguments(p) -> None:
         help="XGBoost grid: 'default' (6 candidates), 'large' (150) or a JSON object, e.g. "
         '\'{"max_depth": [3, 6], "n_estimators": [100, 200]}\'',
     )
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds within the training voxels")
-    p.add_argument("--block-mm", type=float, help="cube edge of the blocked CV folds (default: the store's)")
+    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds within the training voxels")
+    p.add_argument("--block-mm", type=positive_float, help="cube edge of the blocked CV folds (default: the store's)")
     p.add_argument("--seed", type=int, default=0, help="seeds the CV folds and XGBoost")
-    p.add_argument("--jobs", type=int, help="models fitted at once (default: the CPU count)")
+    p.add_argument("--jobs", type=positive_int, help="models fitted at once (default: the CPU count)")
     p.add_argument("--no-store", action="store_true", help="do not save the results into the store")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
 
@@ -99,10 +104,10 @@ def _run(args):
     options = evaluation_options(args)
     targets = resolve_targets(args.targets, args.store, args.out)
     if targets is None and not options["embeddings"]:
-        print("no --targets given: writing the reconstruction table only")
-    result = run_evaluation(args.store, targets, args.out, progress=None, **options)
+        log.info("no --targets given: writing the reconstruction table only")
+    result = run_evaluation(args.store, targets, args.out, **options)
     print(result.describe())
-    print(f"evaluation finished in {result.seconds:.0f} s")
+    log.info("evaluation finished in %.0f s", result.seconds)
 
 
 def register(sub):

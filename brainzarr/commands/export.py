@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from .._atomic import atomic_file
 
 
 def select_variable(store, var: str, genes=None):
@@ -41,13 +45,23 @@ def select_variable(store, var: str, genes=None):
 
 
 def _run(args):
-    from ..nifti import to_nifti
+    from ..nifti import NIFTI_SUFFIXES, to_nifti
 
-    da = select_variable(args.store, args.var, args.gene)
+    out = Path(args.output)
+    if out.is_dir() or str(args.output).endswith(("/", "\\")):
+        raise IsADirectoryError(f"-o {args.output} is a folder; give a file name ending in .nii or .nii.gz")
+    if not out.name.endswith(NIFTI_SUFFIXES):
+        raise ValueError(f"-o {args.output}: a NIfTI file name must end in .nii or .nii.gz")
+    da = select_variable(args.store, args.var, args.gene)  # lazy: checks the variable and genes
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     background = np.nan if args.background.lower() == "nan" else float(args.background)
     img = to_nifti(da, background=background)
-    img.to_filename(args.output)
-    print(f"wrote {args.output}  shape {img.shape}")
+    replaced = out.exists()
+    suffix = ".nii.gz" if out.name.endswith(".nii.gz") else ".nii"
+    with atomic_file(out, suffix=suffix) as tmp:
+        img.to_filename(tmp)
+    print(f"{'replaced' if replaced else 'wrote'} {out}  shape {img.shape}")
 
 
 def register(sub):
@@ -55,6 +69,7 @@ def register(sub):
     p.add_argument("store")
     p.add_argument("var", help="'expression' or a result variable, e.g. representations/pca/k8/embedding")
     p.add_argument("--gene", help="gene symbol(s), comma-separated for a 4-D file")
-    p.add_argument("-o", "--output", required=True, help="output .nii or .nii.gz")
+    p.add_argument("-o", "--output", required=True, help="output file, .nii or .nii.gz")
     p.add_argument("--background", default="0", help="value outside the brain: 0 (default) or nan")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_run)

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
-from pathlib import Path
+
+from ._args import add_cluster_arguments, dask_client, int_list, name_list, positive_int
+
+log = logging.getLogger(__name__)
 
 #: options of the command line that go to every estimator taking a parameter of that name
 GENERIC_OPTIONS = {"max_epochs": "--max-epochs", "device": "--device"}
-
-
-def parse_list(text: str, what: str, cast=str) -> list:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ValueError(f"--{what} is empty")
-    try:
-        return [cast(t) for t in items]
-    except ValueError:
-        raise ValueError(f"--{what} must be comma-separated {cast.__name__}s, got {text!r}") from None
 
 
 def parse_options(pairs) -> dict:
@@ -47,7 +40,7 @@ def method_params(method: str, args, options: dict) -> dict:
     Generic flags (``--max-epochs``, ``--device``) go only to estimators that take them;
     ``--option name=value`` must suit every method it applies to, ``method.name=value`` one.
     """
-    from ..models.pipeline import model_class
+    from ..models.store_fitting import model_class
 
     names = set(model_class(method)._get_param_names())
     params = {
@@ -60,66 +53,63 @@ def method_params(method: str, args, options: dict) -> dict:
 
 def run_fit(args):
     """Fit every method and dim of ``args``; the RMSE table (DataFrame) of those results."""
+    from ..exceptions import ResultExistsError
     from ..models import METHODS
-    from ..models.pipeline import fit_store, make_model, result_group, rmse_table
-    from ..store import check_schema
-    from .build import dask_client
+    from ..models.store_fitting import check_fit, fit_store, result_group, rmse_table
+    from ..store import Store
 
-    check_schema(args.store)
-    methods = parse_list(args.methods, "methods")
-    dims = parse_list(args.dims, "dims", int)
+    store = Store(args.store)  # validated once for the whole command
+    methods, dims = args.methods, args.dims
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    if min(dims) < 1:
-        raise ValueError("--dims must be positive")
     options = parse_options(args.option)
     bad = [m for m in options if m is not None and m not in methods]
     if bad:
         raise ValueError(f"--option for {', '.join(bad)}, which is not among --methods")
-    params = {}
-    for method in methods:  # fail before any fitting: unavailable methods, bad options
-        params[method] = method_params(method, args, options)
-        make_model(method, dims[0], seed=args.seed, **dict(params[method]))
+    params = {method: method_params(method, args, options) for method in methods}
     for name, flag in GENERIC_OPTIONS.items():
         if getattr(args, name) is not None and not any(name in params[m] for m in methods):
-            print(f"brainzarr fit: note: {flag} applies to none of {', '.join(methods)}", file=sys.stderr)
-    exists = {(m, d) for m in methods for d in dims if (Path(args.store) / result_group(m, d)).exists()}
-    if exists and not (args.overwrite or args.skip_existing):
-        raise FileExistsError(
-            f"{', '.join(result_group(m, d) for m, d in sorted(exists))} exist in {args.store}; "
-            "pass --overwrite to refit or --skip-existing to keep them"
+            log.warning("brainzarr fit: note: %s applies to none of %s", flag, ", ".join(methods))
+    # everything that can fail without computing fails now: methods, options, dims, writability
+    todo, existing = [], []
+    for method in methods:
+        for dim in dims:
+            try:
+                check_fit(store, method, dim, overwrite=args.overwrite, params=dict(params[method]))
+                todo.append((method, dim))
+            except ResultExistsError:
+                existing.append((method, dim))
+    if existing and not args.skip_existing:
+        names = ", ".join(result_group(m, d) for m, d in existing)
+        raise ResultExistsError(
+            f"{names} exist in {store.path}; pass --overwrite to refit or --skip-existing to keep them"
         )
-    client = dask_client(args)
-    try:
-        for method in methods:
-            for dim in dims:
-                if (method, dim) in exists and not args.overwrite:
-                    print(f"{method} k{dim}: exists, skipped")
-                    continue
-                start = time.perf_counter()
-                result = fit_store(
-                    args.store,
-                    method,
-                    dim,
-                    overwrite=args.overwrite,
-                    seed=args.seed,
-                    split=args.split,
-                    write_reconstruction=not args.no_reconstruction,
-                    progress=True if args.progress else None,
-                    client=client,
-                    **dict(params[method]),
-                )
-                train, test = (float(v) for v in result["rmse"].values)
-                print(
-                    f"{method} k{dim}: train RMSE {train:.5f}  test RMSE {test:.5f}  "
-                    f"({time.perf_counter() - start:.1f} s)",
-                    flush=True,
-                )
-    finally:
-        if client is not None:
-            client.close()
-    return rmse_table(args.store, methods=methods, dims=dims)
+    for method, dim in existing:
+        log.info("%s k%d: exists, skipped", method, dim)
+    with dask_client(args):
+        for method, dim in todo:
+            start = time.perf_counter()
+            result = fit_store(
+                store,
+                method,
+                dim,
+                overwrite=args.overwrite,
+                random_state=args.seed,
+                split=args.split,
+                write_reconstruction=not args.no_reconstruction,
+                **dict(params[method]),
+            )
+            train, test = (float(v) for v in result["rmse"].values)
+            log.info(
+                "%s k%d: train RMSE %.5f  test RMSE %.5f  (%.1f s)",
+                method,
+                dim,
+                train,
+                test,
+                time.perf_counter() - start,
+            )
+    return rmse_table(store, methods=methods, dims=dims)
 
 
 def format_table(table) -> str:
@@ -132,8 +122,8 @@ def format_table(table) -> str:
 def _run(args):
     start = time.perf_counter()
     table = run_fit(args)
-    print("\n" + format_table(table))
-    print(f"fit finished in {time.perf_counter() - start:.0f} s")
+    print(format_table(table))
+    log.info("fit finished in %.0f s", time.perf_counter() - start)
 
 
 def register(sub):
@@ -145,9 +135,11 @@ def register(sub):
         "representations/<method>/k<dim>, and print the RMSE table.",
     )
     p.add_argument("store", help="a brainzarr store")
-    p.add_argument("--methods", default="pca", help="comma-separated: pca,kpca,nmf,tsne,umap,ae (default: pca)")
-    p.add_argument("--dims", default="2,4,8,16,32,64,128", help="comma-separated dimensions")
-    p.add_argument("--max-epochs", type=int, help="epochs at most (methods that train in epochs: nmf, ae)")
+    p.add_argument(
+        "--methods", type=name_list, default=["pca"], help="comma-separated: pca,kpca,nmf,tsne,umap,ae (default: pca)"
+    )
+    p.add_argument("--dims", type=int_list, default=[2, 4, 8, 16, 32, 64, 128], help="comma-separated dimensions")
+    p.add_argument("--max-epochs", type=positive_int, help="epochs at most (methods that train in epochs: nmf, ae)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="torch device (methods that take one)")
     p.add_argument(
         "--option",
@@ -166,7 +158,5 @@ def register(sub):
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--skip-existing", action="store_true", help="keep existing results and fit only the missing ones")
-    p.add_argument("--progress", action="store_true", help="always show progress bars (default: on a terminal)")
-    p.add_argument("--workers", type=int, help="run the streamed passes on a local dask.distributed cluster")
-    p.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
+    add_cluster_arguments(p)
     p.set_defaults(func=_run)

@@ -12,10 +12,11 @@ def _disk_size(path: Path) -> int:
 
 
 def describe(path) -> str:
-    from ..store import check_schema, list_groups, open_store
+    from .._atomic import stale_partials
+    from ..store import Store, list_groups
 
-    attrs = check_schema(path)
-    ds = open_store(path, allow_incomplete=True)
+    store = Store(path, allow_incomplete=True)
+    attrs, ds = store.attrs, store.dataset
     prov = attrs.get("provenance", {})
     src = prov.get("source", {})
     split = ds["split"].values
@@ -32,10 +33,29 @@ def describe(path) -> str:
         f"{int(np.sum(split == 'test')):,} test (seed {prov.get('split', {}).get('seed')})",
         f"genes       {', '.join(ds['gene'].values[:8].tolist())}{' ...' if ds.sizes['gene'] > 8 else ''}",
     ]
-    groups = list_groups(path)
+    groups = list_groups(store)
     if groups:
         lines.append(f"results     {', '.join(groups)}")
+    codecs = _codecs(store.path / "expression")
+    if codecs:
+        lines.append(f"codecs      {codecs}")
+    leftovers = stale_partials(store.path)
+    if leftovers:
+        lines.append(
+            f"leftovers   {len(leftovers)} scratch folder(s) of interrupted writers "
+            f"(e.g. {leftovers[0].relative_to(store.path)}); `brainzarr check --repair` removes them"
+        )
     return "\n".join(lines)
+
+
+def _codecs(array_dir: Path) -> str:
+    import json
+
+    try:
+        meta = json.loads((array_dir / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return " + ".join(c.get("name", "?") for c in meta.get("codecs", []))
 
 
 def register(sub):

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import time
 from pathlib import Path
 
+from ._args import chunk_shape, positive_float, positive_int
 from .build import add_source_arguments, parse_genes, source_options
+
+log = logging.getLogger(__name__)
 
 METHOD_CHOICES = ("inr", "idw", "nearest", "kriging")
 
 
 def _add_model_arguments(p):
     g = p.add_argument_group("INR model")
-    g.add_argument("--epochs", type=int, default=150, help="training epochs (default 150)")
+    g.add_argument("--max-epochs", type=positive_int, default=150, help="training epochs (default 150)")
+    g.add_argument("--epochs", type=positive_int, dest="max_epochs", help=argparse.SUPPRESS)  # the old name
     g.add_argument("--features", type=int, default=32, help="feature / gene-embedding length (default 32)")
     g.add_argument("--width", type=int, default=256, help="hidden width of the coordinate network")
     g.add_argument("--depth", type=int, default=2, help="hidden layers of the coordinate network")
@@ -29,7 +35,8 @@ def _add_model_arguments(p):
         help="networks trained with seeds S, S+1, ... whose predictions are averaged (default 3)",
     )
     g.add_argument("--batch-size", type=int, default=256)
-    g.add_argument("--lr", type=float, default=3e-3)
+    g.add_argument("--learning-rate", type=positive_float, default=3e-3)
+    g.add_argument("--lr", type=positive_float, dest="learning_rate", help=argparse.SUPPRESS)  # the old name
     g.add_argument("--no-tissue", action="store_true", help="do not feed nilearn's grey/white-matter masks")
     g.add_argument("--no-donor-effects", action="store_true", help="no per-donor x gene offsets")
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
@@ -37,7 +44,7 @@ def _add_model_arguments(p):
 
 def _inr_params(args) -> dict:
     return {
-        "epochs": args.epochs,
+        "max_epochs": args.max_epochs,
         "n_features": args.features,
         "width": args.width,
         "depth": args.depth,
@@ -46,12 +53,12 @@ def _inr_params(args) -> dict:
         "rank": args.rank,
         "solver": args.solver,
         "batch_size": args.batch_size,
-        "lr": args.lr,
+        "learning_rate": args.learning_rate,
         "tissue": not args.no_tissue,
         "donor_effects": not args.no_donor_effects,
         "n_ensemble": args.ensemble,
         "device": args.device,
-        "seed": args.seed,
+        "random_state": args.seed,
     }
 
 
@@ -61,8 +68,8 @@ def _load_table(args):
     if getattr(args, "store", None):
         from ..inr.render import table_from_store
 
-        return table_from_store(args.store, n_samples=args.max_samples, seed=args.seed)
-    return load_source(args.source, genes=parse_genes(args.genes), seed=args.seed, **source_options(args))
+        return table_from_store(args.store, n_samples=args.max_samples, random_state=args.seed)
+    return load_source(args.source, genes=parse_genes(args.genes), random_state=args.seed, **source_options(args))
 
 
 def _fit(args):
@@ -72,9 +79,9 @@ def _fit(args):
     if out.exists() and not args.overwrite and (out / "config.json").exists():
         raise FileExistsError(f"{out} holds a fitted model; pass --overwrite to replace it")
     table = _load_table(args)
-    print(f"fitting an INR on {table.sizes['sample']:,} samples x {table.sizes['gene']:,} genes")
+    log.info("fitting an INR on %s samples x %s genes", f"{table.sizes['sample']:,}", f"{table.sizes['gene']:,}")
     checkpoints = out.with_name(out.name + ".checkpoint")  # an interrupted fit resumes from here
-    model = GeneINR(**_inr_params(args), checkpoint_dir=checkpoints, progress=True)
+    model = GeneINR(**_inr_params(args), checkpoint_dir=checkpoints)
     model.fit(table)
     model.save(out, overwrite=args.overwrite)
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
@@ -109,9 +116,8 @@ def _evaluate(args):
             cv=cv,
             n_folds=args.folds,
             block_mm=args.block_mm,
-            seed=args.seed,
+            random_state=args.seed,
             inr_params=inr_params,
-            progress=True,
         )
         for cv in schemes
     ]
@@ -136,8 +142,8 @@ def _evaluate(args):
         )
     if args.maps_resolution:
         truth = synthetic_truth(table)
-        fitted = {m: make_method(m, seed=args.seed, inr_params=inr_params).fit(table) for m in methods}
-        maps = map_scores(fitted, mni152_grid(args.maps_resolution), table["gene"].values, truth=truth, progress=True)
+        fitted = {m: make_method(m, random_state=args.seed, inr_params=inr_params).fit(table) for m in methods}
+        maps = map_scores(fitted, mni152_grid(args.maps_resolution), table["gene"].values, truth=truth)
         maps.to_csv(out / "maps.csv", index=False)
         cols = [c for c in maps.columns if c.startswith(("rmse_", "r_"))]
         print(
@@ -153,11 +159,7 @@ def _render(args):
     from ..inr.render import render_store
     from .info import describe
 
-    try:
-        chunks = tuple(int(c) for c in args.chunks.split(",")) if args.chunks else DEFAULT_CHUNKS
-        assert len(chunks) == 2 and min(chunks) > 0
-    except (ValueError, AssertionError):
-        raise ValueError(f"--chunks must be two positive integers voxels,genes; got {args.chunks!r}") from None
+    chunks = tuple(args.chunks) if args.chunks else DEFAULT_CHUNKS
     start = time.perf_counter()
     out = render_store(
         args.model,
@@ -166,9 +168,8 @@ def _render(args):
         mask=args.mask,
         genes=parse_genes(args.genes),
         chunks=chunks,
-        seed=args.seed,
+        random_state=args.seed,
         overwrite=args.overwrite,
-        progress=True,
         device=args.device,
     )
     print(f"rendered {out} in {time.perf_counter() - start:.1f} s")
@@ -188,7 +189,7 @@ def register(sub):
     add_source_arguments(f)
     f.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all)")
     f.add_argument("--store", help="fit on the voxels of this store instead of a source's samples")
-    f.add_argument("--max-samples", type=int, default=5000, help="with --store: voxels drawn (seeded)")
+    f.add_argument("--max-samples", type=positive_int, default=5000, help="with --store: voxels drawn (seeded)")
     f.add_argument("--seed", type=int, default=0, help="seeds the source (synthetic) and the model")
     f.add_argument("--out", required=True, help="model folder to write, e.g. store/inr-model")
     f.add_argument("--overwrite", action="store_true")
@@ -204,8 +205,8 @@ def register(sub):
         default="blocks",
         help="held-out folds: spatial blocks (k-fold) or leave-one-donor-out",
     )
-    e.add_argument("--folds", type=int, default=5, help="folds of --cv blocks")
-    e.add_argument("--block-mm", type=float, default=16.0, help="cube edge of the spatial blocks (mm)")
+    e.add_argument("--folds", type=positive_int, default=5, help="folds of --cv blocks")
+    e.add_argument("--block-mm", type=positive_float, default=16.0, help="cube edge of the spatial blocks (mm)")
     e.add_argument("--methods", default=",".join(METHOD_CHOICES), help="comma-separated methods")
     e.add_argument(
         "--maps-resolution",
@@ -221,11 +222,11 @@ def register(sub):
 
     r = inr_sub.add_parser("render", help="render a fitted INR into a voxel x gene store")
     r.add_argument("model", help="model folder from `brainzarr inr fit`")
-    r.add_argument("--resolution", type=int, default=8, help="grid spacing in mm (MNI152 brain mask)")
+    r.add_argument("--resolution", type=positive_int, default=8, help="grid spacing in mm (MNI152 brain mask)")
     r.add_argument("--mask", help="a mask NIfTI in MNI space instead")
     r.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all the model's)")
     r.add_argument("--out", required=True, help="the store to write, e.g. store/inr-8mm.zarr")
-    r.add_argument("--chunks", help="chunk shape voxels,genes (default 4096,128)")
+    r.add_argument("--chunks", type=chunk_shape, help="chunk shape voxels,genes (default 4096,128)")
     r.add_argument("--seed", type=int, default=0, help="seeds the store's train/test splits")
     r.add_argument("--device", default="auto")
     r.add_argument("--overwrite", action="store_true")

@@ -16,15 +16,14 @@ Honest splits
 The grid
 --------
 :data:`DEFAULT_GRID` is modest (2 depths x 3 ensemble sizes = 6 candidates), affordable on two
-cores: one boosted fit per (depth, learning rate, ...) and fold is scored at every ensemble size
-of the grid with ``predict(iteration_range=(0, n))``, which gives exactly the predictions of a
-model fitted with ``n_estimators=n`` (boosting is sequential), so the search costs 2 fits per
-fold instead of 6 (about 0.8 s per model on ~3,000 training voxels, 2.6 s on ~23,000, one
-core). :data:`LARGE_GRID` (150 candidates, 30 fits per fold) is closer to a thorough search; any
-XGBoost parameter may be gridded with ``grid=``. The reference study grid-searched too (its grid
-is not published in detail).
+cores: one boosted fit per (depth, learning rate, ...) and fold is scored at every ensemble
+size of the grid with ``predict(iteration_range=(0, n))``, which gives exactly the predictions
+of a model fitted with ``n_estimators=n`` (boosting is sequential), so the search costs 2 fits
+per fold instead of 6 (timings: ``docs/design.md``). :data:`LARGE_GRID` (150 candidates, 30
+fits per fold) is closer to a thorough search; any XGBoost parameter may be gridded with
+``grid=``. The reference study grid-searched too (its grid is not published in detail).
 
-Seeds: ``seed`` shuffles the CV folds and seeds XGBoost (``random_state``); it is recorded in
+Seeds: ``random_state`` shuffles the CV folds and seeds XGBoost; it is recorded (as ``seed``) in
 every result row.
 """
 
@@ -37,9 +36,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from ..parallel import progress_enabled
+from .._deprecation import renamed_kwargs
+from .._progress import step
 from ..preprocess import spatial_blocks
 
 __all__ = [
@@ -68,14 +67,15 @@ GRIDS = {"default": DEFAULT_GRID, "large": LARGE_GRID}
 FIXED_PARAMS = {"tree_method": "hist", "n_jobs": 1, "verbosity": 0}
 
 
-def cv_folds(n: int, *, n_splits: int = 5, groups=None, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+@renamed_kwargs(seed="random_state")
+def cv_folds(n: int, *, n_splits: int = 5, groups=None, random_state: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, validation) index pairs over ``n`` rows: random folds, or whole groups per fold."""
     from sklearn.model_selection import GroupKFold, KFold
 
     if groups is None:
         if n < n_splits:
             raise ValueError(f"{n} training voxels cannot make {n_splits} CV folds")
-        return list(KFold(n_splits, shuffle=True, random_state=seed).split(np.zeros(n)))
+        return list(KFold(n_splits, shuffle=True, random_state=random_state).split(np.zeros(n)))
     groups = np.asarray(groups)
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
@@ -83,7 +83,7 @@ def cv_folds(n: int, *, n_splits: int = 5, groups=None, seed: int = 0) -> list[t
             f"the training voxels span {n_groups} spatial blocks, too few for {n_splits} "
             "blocked CV folds; use smaller blocks (block_mm) or fewer folds"
         )
-    return list(GroupKFold(n_splits, shuffle=True, random_state=seed).split(np.zeros(n), groups=groups))
+    return list(GroupKFold(n_splits, shuffle=True, random_state=random_state).split(np.zeros(n), groups=groups))
 
 
 def parse_grid(spec) -> dict:
@@ -117,16 +117,17 @@ def _candidates(grid: dict):
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))], sizes
 
 
-def _regressor(params: dict, n_estimators: int, seed: int):
+def _regressor(params: dict, n_estimators: int, random_state: int):
     try:
         from xgboost import XGBRegressor
     except ModuleNotFoundError:
         raise ModuleNotFoundError("downstream prediction needs xgboost: pip install 'brainzarr[evaluate]'") from None
 
-    return XGBRegressor(**{**FIXED_PARAMS, **params}, n_estimators=n_estimators, random_state=seed)
+    return XGBRegressor(**{**FIXED_PARAMS, **params}, n_estimators=n_estimators, random_state=random_state)
 
 
-def grid_search(X, y, folds, *, grid=None, seed: int = 0) -> tuple[dict, pd.DataFrame]:
+@renamed_kwargs(seed="random_state")
+def grid_search(X, y, folds, *, grid=None, random_state: int = 0) -> tuple[dict, pd.DataFrame]:
     """Cross-validated grid search of an XGBoost regressor (mean squared error).
 
     Returns the best parameters (including ``n_estimators``) and a table of every candidate's
@@ -137,7 +138,7 @@ def grid_search(X, y, folds, *, grid=None, seed: int = 0) -> tuple[dict, pd.Data
     mse = np.zeros((len(candidates), len(sizes)))
     for c, params in enumerate(candidates):
         for train, val in folds:
-            model = _regressor(params, sizes[-1], seed).fit(X[train], y[train])
+            model = _regressor(params, sizes[-1], random_state).fit(X[train], y[train])
             for s, n in enumerate(sizes):
                 pred = model.predict(X[val], iteration_range=(0, n))
                 mse[c, s] += np.mean((pred - y[val]) ** 2) / len(folds)
@@ -151,7 +152,8 @@ def grid_search(X, y, folds, *, grid=None, seed: int = 0) -> tuple[dict, pd.Data
     return {k: v for k, v in best.items() if k != "cv_rmse"}, table
 
 
-def fit_score(X, y, train, test, *, groups=None, grid=None, n_splits: int = 5, seed: int = 0) -> dict:
+@renamed_kwargs(seed="random_state")
+def fit_score(X, y, train, test, *, groups=None, grid=None, n_splits: int = 5, random_state: int = 0) -> dict:
     """Grid-search on ``train`` rows (CV folds by ``groups`` when given), refit, score ``test``.
 
     Returns a dict: r2, rmse (test), cv_rmse (best candidate), best_params (JSON), n_train, n_test.
@@ -159,9 +161,11 @@ def fit_score(X, y, train, test, *, groups=None, grid=None, n_splits: int = 5, s
     from sklearn.metrics import r2_score
 
     X_train, y_train = X[train], y[train]
-    folds = cv_folds(len(X_train), n_splits=n_splits, groups=None if groups is None else groups[train], seed=seed)
-    best, table = grid_search(X_train, y_train, folds, grid=grid, seed=seed)
-    model = _regressor({k: v for k, v in best.items() if k != "n_estimators"}, best["n_estimators"], seed)
+    folds = cv_folds(
+        len(X_train), n_splits=n_splits, groups=None if groups is None else groups[train], random_state=random_state
+    )
+    best, table = grid_search(X_train, y_train, folds, grid=grid, random_state=random_state)
+    model = _regressor({k: v for k, v in best.items() if k != "n_estimators"}, best["n_estimators"], random_state)
     pred = model.fit(X_train, y_train).predict(X[test])
     return {
         "r2": float(r2_score(y[test], pred)),
@@ -173,6 +177,7 @@ def fit_score(X, y, train, test, *, groups=None, grid=None, n_splits: int = 5, s
     }
 
 
+@renamed_kwargs(seed="random_state")
 def predict_targets(
     embeddings: dict,
     targets,
@@ -182,7 +187,7 @@ def predict_targets(
     block_mm: float = 16.0,
     grid=None,
     n_splits: int = 5,
-    seed: int = 0,
+    random_state: int = 0,
     n_jobs: int | None = None,
     progress: bool | None = None,
 ) -> pd.DataFrame:
@@ -204,8 +209,8 @@ def predict_targets(
         XGBoost parameter grid (default :data:`DEFAULT_GRID`).
     n_splits : int
         CV folds.
-    seed : int
-        Folds and XGBoost seed.
+    random_state : int
+        Seeds the folds and XGBoost.
     n_jobs : int, optional
         Models fitted at once (threads; each XGBoost uses one). Default: the CPU count.
     progress : bool, optional
@@ -244,21 +249,21 @@ def predict_targets(
         Xs, ys = X[rows], y[rows]
         tr, te = np.arange(len(train)), np.arange(len(train), len(rows))
         g = groups[rows] if scheme == "blocked" else None
-        scores = fit_score(Xs, ys, tr, te, groups=g, grid=grid, n_splits=n_splits, seed=seed)
+        scores = fit_score(Xs, ys, tr, te, groups=g, grid=grid, n_splits=n_splits, random_state=random_state)
         return {
             "representation": rep,
             "target": name,
             "split": scheme,
             **scores,
             "n_excluded": int((~ok).sum()),
-            "seed": seed,
+            "seed": random_state,
             "block_mm": float(block_mm) if scheme == "blocked" else np.nan,
         }
 
     workers = max(1, n_jobs or os.cpu_count() or 1)
     with (
         ThreadPoolExecutor(workers) as pool,
-        tqdm(total=len(tasks), desc="prediction", unit="model", disable=not progress_enabled(progress)) as bar,
+        step(len(tasks), "prediction", unit="model", progress=progress) as bar,
     ):
         futures = [pool.submit(run, task) for task in tasks]
         for future in as_completed(futures):

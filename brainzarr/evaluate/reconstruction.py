@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..models.base import iter_row_blocks
+from ..models.base import row_sse
 from ..store import open_store, read_group, write_group
+from ..streaming import expression_rows, iter_row_blocks
 from .results import find_representations, split_labels
 
 __all__ = [
@@ -31,8 +32,12 @@ __all__ = [
 SETS = ("train", "test")
 
 
-def _pairs(store, group: str, ds: xr.Dataset, block_rows: int = 1024):
-    """Yield (rows, expression block, reconstruction block) over the voxels, streamed."""
+def _pairs(store, group: str, ds: xr.Dataset):
+    """Yield (rows, expression block, reconstruction block) over the voxels, streamed.
+
+    Both arrays are read in whole-row blocks of the store's row chunks, so each chunk is
+    decoded once (blocks smaller than a chunk decoded every chunk several times).
+    """
     rec = read_group(store, group)["reconstruction"]
     rec = rec.transpose("voxel", "gene")
     expr = ds["expression"]
@@ -41,9 +46,13 @@ def _pairs(store, group: str, ds: xr.Dataset, block_rows: int = 1024):
     rows = np.asarray(rec["voxel"].values) if "voxel" in rec.coords else np.arange(rec.sizes["voxel"])
     if not np.array_equal(rows, np.arange(len(rows))) or len(rows) != ds.sizes["voxel"]:
         expr = expr.isel(voxel=rows)
-    # the same row spans from both arrays; a block of all genes is block_rows x genes x 4 B each
+    same_layout = expr.shape == rec.shape and expr.data.chunks[0] == rec.data.chunks[0]
+    if same_layout and expr.name == "expression" and np.array_equal(expr["gene"].values, ds["gene"].values):
+        X, R = expression_rows(store), expression_rows(store, variable=f"{group.strip('/')}/reconstruction")
+    else:  # a subset of voxels or genes: through dask, in the expression's row chunks
+        X, R = expr.data, rec.data.rechunk({0: expr.data.chunks[0]})
     start = 0
-    for x, r in zip(iter_row_blocks(expr.data, block_rows), iter_row_blocks(rec.data, block_rows), strict=True):
+    for x, r in zip(iter_row_blocks(X), iter_row_blocks(R), strict=True):
         yield rows[start : start + len(x)], x, r
         start += len(x)
 
@@ -56,7 +65,7 @@ def streamed_rmse(store, group: str, labels, ds: xr.Dataset | None = None) -> di
     sse = dict.fromkeys(names, 0.0)
     count = dict.fromkeys(names, 0)
     for rows, x, r in _pairs(store, group, ds):
-        err = ((r.astype(np.float64) - x) ** 2).sum(axis=1)
+        err = row_sse(r, x)
         for name in names:
             sel = labels[rows] == name
             sse[name] += float(err[sel].sum())

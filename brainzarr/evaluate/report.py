@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import __version__
+from .._version import __version__
 from ..store import check_schema, open_store
 from . import figures
 from .reconstruction import reconstruction_frame, reconstruction_histogram, reconstruction_table

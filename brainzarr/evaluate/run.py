@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .._deprecation import renamed_kwargs
 from ..preprocess import SPLIT_SCHEMES
 from ..store import check_schema, open_store, write_group
 from .prediction import parse_grid, predict_targets
@@ -74,7 +75,7 @@ def split_schemes(split: str) -> tuple[str, ...]:
     if split == "both":
         return SPLIT_SCHEMES
     if split not in SPLIT_SCHEMES:
-        raise ValueError(f"--split must be random, blocked or both, got {split!r}")
+        raise ValueError(f"split must be 'random', 'blocked' or 'both', got {split!r}")
     return (split,)
 
 
@@ -116,6 +117,7 @@ def _embeddings(store, ds, methods, dims, embeddings):
     return reps, meta
 
 
+@renamed_kwargs(seed="random_state")
 def run_evaluation(
     store,
     targets=None,
@@ -128,7 +130,7 @@ def run_evaluation(
     grid=None,
     n_splits: int = 5,
     block_mm: float | None = None,
-    seed: int = 0,
+    random_state: int = 0,
     n_jobs: int | None = None,
     save_to_store: bool = True,
     progress: bool | None = None,
@@ -159,8 +161,8 @@ def run_evaluation(
         CV folds within the training voxels.
     block_mm : float, optional
         Cube edge of the blocked CV folds; default: the store's blocked split's.
-    seed : int
-        CV folds and XGBoost seed (recorded).
+    random_state : int
+        Seeds the CV folds and XGBoost (recorded as ``seed``).
     n_jobs : int, optional
         Models fitted at once (default: the CPU count).
     save_to_store : bool
@@ -207,7 +209,7 @@ def run_evaluation(
             block_mm=block_mm,
             grid=grid,
             n_splits=n_splits,
-            seed=seed,
+            random_state=random_state,
             n_jobs=n_jobs,
             progress=progress,
         )
@@ -236,7 +238,7 @@ def run_evaluation(
             "store": str(store),
             "splits": list(schemes),
             "block_mm": block_mm,
-            "seed": seed,
+            "seed": random_state,
             "n_splits": n_splits,
             "grid": grid,
             "targets": None if targets is None else str(targets),
@@ -256,7 +258,7 @@ def _save_prediction(store, prediction: pd.DataFrame, targets: xr.DataArray, gri
         {name: indexed[name].to_xarray() for name in ("r2", "rmse", "cv_rmse", "n_train", "n_test", "n_excluded")}
     )
     ds = ds.assign_attrs(
-        seed=int(prediction["seed"].iloc[0]),
+        random_state=int(prediction["seed"].iloc[0]),
         grid=json.dumps(grid),
         best_params=json.dumps(dict(zip(map("|".join, indexed.index), indexed["best_params"]))),
         representations=json.dumps(

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .._deprecation import renamed_kwargs
 from ..grid import mni152_grid
 from ..sources.synthetic import LATENT_FACTORS, SyntheticModel
 
@@ -65,8 +66,8 @@ def _sigmoid(t):
     return 1.0 / (1.0 + np.exp(-t))
 
 
-def _control_field(xyz, seed: int, length_scale_mm: float = 20.0, n_features: int = 64) -> np.ndarray:
-    rng = np.random.default_rng([int(seed), 4242])
+def _control_field(xyz, random_state: int, length_scale_mm: float = 20.0, n_features: int = 64) -> np.ndarray:
+    rng = np.random.default_rng([int(random_state), 4242])
     omega = rng.normal(0, 1 / length_scale_mm, size=(n_features, 3))
     phase = rng.uniform(0, 2 * np.pi, size=n_features)
     return np.sqrt(2 / n_features) * np.cos(xyz @ omega.T + phase).sum(axis=1)
@@ -91,12 +92,12 @@ def synthetic_target_values(model: SyntheticModel, xyz, names=SYNTHETIC_TARGETS)
                 f["tissue_white_matter"] + 0.5 * f["tissue_deep_grey"] + 0.3 * f["dorsal_ventral"] + 0.2 * f["field_1"]
             )
         elif name == "expression_program":
-            w = np.random.default_rng([int(model.seed), 4241]).normal(0, 1, model.hidden)
+            w = np.random.default_rng([int(model.random_state), 4241]).normal(0, 1, model.hidden)
             out[name] = model.hidden_units(u) @ w / np.sqrt(model.hidden)
         elif name == "field_interaction":
             out[name] = f["field_1"] * f["field_2"] + 0.5 * f["field_3"]
         elif name == "spatial_control":
-            out[name] = _control_field(xyz, model.seed)
+            out[name] = _control_field(xyz, model.random_state)
     return out
 
 
@@ -114,8 +115,9 @@ def model_from_store(store) -> SyntheticModel:
     return SyntheticModel(**{k: v for k, v in source.get("options", {}).items() if k in fields})
 
 
+@renamed_kwargs(seed="random_state")
 def write_synthetic_targets(
-    out_dir, *, store=None, seed: int = 0, resolution: int = 2, names=SYNTHETIC_TARGETS
+    out_dir, *, store=None, random_state: int = 0, resolution: int = 2, names=SYNTHETIC_TARGETS
 ) -> list[Path]:
     """Write the synthetic targets as ``<out_dir>/<name>.nii.gz`` and return the paths.
 
@@ -125,7 +127,7 @@ def write_synthetic_targets(
         Created if needed.
     store : str or Path, optional
         A synthetic store: the targets come from the model it was built from. Otherwise from
-        ``SyntheticModel(seed=seed)``.
+        ``SyntheticModel(random_state=random_state)``.
     seed : int
         Seed of the synthetic model when no store is given.
     resolution : int
@@ -134,7 +136,7 @@ def write_synthetic_targets(
     """
     from ..nifti import save_nifti, to_nifti
 
-    model = model_from_store(store) if store is not None else SyntheticModel(seed=seed)
+    model = model_from_store(store) if store is not None else SyntheticModel(random_state=random_state)
     grid = mni152_grid(resolution)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,10 @@ def write_synthetic_targets(
         # 0 is the background: keep brain voxels strictly positive
         scaled = np.maximum(scaled, 1e-3).astype(np.float32)
         da = xr.DataArray(
-            scaled, dims=("voxel",), name=name, attrs={"units": "a.u. (0-100)", "synthetic_seed": int(model.seed)}
+            scaled,
+            dims=("voxel",),
+            name=name,
+            attrs={"units": "a.u. (0-100)", "synthetic_seed": int(model.random_state)},
         )
         paths.append(save_nifti(to_nifti(da, grid), out_dir / f"{name}.nii.gz"))
     return paths

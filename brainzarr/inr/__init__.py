@@ -1,6 +1,7 @@
 """Gene-conditioned implicit neural representation (INR) of sparse expression samples.
 
-* :class:`GeneINR` (:mod:`.model`): one coordinate network for all genes, per-gene embeddings.
+* :class:`GeneINR` (:mod:`.model`): one coordinate network for all genes, per-gene embeddings
+  (needs PyTorch: ``pip install 'brainzarr[inr]'``).
 * baselines (:mod:`.baselines`): nearest, IDW (abagen's), kriging with one shared kernel.
 * evaluation (:mod:`.evaluate`): held-out samples by spatial blocks or by donor; error against
   the true field on synthetic data.
@@ -8,6 +9,13 @@
 """
 
 from .baselines import IDWInterpolator, KrigingInterpolator, NearestInterpolator
-from .model import GeneINR
 
 __all__ = ["GeneINR", "NearestInterpolator", "IDWInterpolator", "KrigingInterpolator"]
+
+
+def __getattr__(name):
+    if name == "GeneINR":  # imported on use: it needs torch, the baselines do not
+        from .model import GeneINR
+
+        return GeneINR
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,7 @@ from scipy.spatial.distance import cdist
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from .._deprecation import renamed_kwargs
 from ..assign import Assignment
 from ..sources.table import validate_sample_table
 from .genes import gene_positions
@@ -73,13 +74,14 @@ class NearestInterpolator(_WeightedInterpolator):
 
 
 class IDWInterpolator(_WeightedInterpolator):
-    """abagen's interpolation: inverse-distance weighted mean of the ``k`` nearest samples."""
+    """abagen's interpolation: inverse-distance weighted mean of the ``n_neighbors`` nearest samples."""
 
-    def __init__(self, k: int = 10):
-        self.k = k
+    @renamed_kwargs(k="n_neighbors")
+    def __init__(self, n_neighbors: int = 10):
+        self.n_neighbors = n_neighbors
 
     def _assignment(self):
-        return Assignment("idw", self.xyz_, k=int(self.k))
+        return Assignment("idw", self.xyz_, n_neighbors=int(self.n_neighbors))
 
 
 def kernel_matrix(dist: np.ndarray, length_scale: float, kind: str) -> np.ndarray:
@@ -112,7 +114,7 @@ class KrigingInterpolator(_TableInterpolator):
     length_scale_mm, noise : float, optional
         Fixed hyperparameters; by default both maximise the marginal likelihood summed over
         genes, computed on at most ``max_fit_samples`` samples (a seeded subset).
-    seed : int
+    random_state : int
         Draws that subset.
 
     Attributes
@@ -122,19 +124,20 @@ class KrigingInterpolator(_TableInterpolator):
         ``(K + noise I)^-1 z`` for every gene.
     """
 
+    @renamed_kwargs(seed="random_state")
     def __init__(
         self,
         kernel: str = "matern32",
         length_scale_mm: float | None = None,
         noise: float | None = None,
         max_fit_samples: int = 1500,
-        seed: int = 0,
+        random_state: int = 0,
     ):
         self.kernel = kernel
         self.length_scale_mm = length_scale_mm
         self.noise = noise
         self.max_fit_samples = max_fit_samples
-        self.seed = seed
+        self.random_state = random_state
 
     def fit(self, table) -> KrigingInterpolator:
         if self.kernel not in KERNELS:
@@ -159,7 +162,7 @@ class KrigingInterpolator(_TableInterpolator):
         n = len(z)
         rows = np.arange(n)
         if n > self.max_fit_samples:
-            rows = np.sort(np.random.default_rng(self.seed).choice(n, int(self.max_fit_samples), replace=False))
+            rows = np.sort(np.random.default_rng(self.random_state).choice(n, int(self.max_fit_samples), replace=False))
         zs = z[rows].astype(np.float64)
         cov = zs @ zs.T / z.shape[1]
         dist = cdist(self.xyz_[rows], self.xyz_[rows])
@@ -202,12 +205,13 @@ class KrigingInterpolator(_TableInterpolator):
         return out * self.scale_[idx] + self.mean_[idx]
 
 
-def make_baseline(name: str, *, seed: int = 0, **params):
+@renamed_kwargs(seed="random_state")
+def make_baseline(name: str, *, random_state: int = 0, **params):
     """'nearest', 'idw' or 'kriging' with their parameters."""
     if name == "nearest":
         return NearestInterpolator(**params)
     if name == "idw":
         return IDWInterpolator(**params)
     if name == "kriging":
-        return KrigingInterpolator(seed=seed, **params)
+        return KrigingInterpolator(random_state=random_state, **params)
     raise ValueError(f"unknown baseline {name!r}; choose from nearest, idw, kriging")

@@ -19,9 +19,9 @@ import json
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from ..parallel import progress_enabled
+from .._deprecation import renamed_kwargs
+from .._progress import step
 from ..preprocess import spatial_blocks
 from .baselines import make_baseline
 from .model import GeneINR
@@ -35,7 +35,8 @@ CV_SCHEMES = ("blocks", "donors")
 DONOR_AWARE, TRUE_FIELD = "inr_donor", "true_field"
 
 
-def make_folds(table, cv: str = "blocks", *, n_folds: int = 5, block_mm: float = 16.0, seed: int = 0):
+@renamed_kwargs(seed="random_state")
+def make_folds(table, cv: str = "blocks", *, n_folds: int = 5, block_mm: float = 16.0, random_state: int = 0):
     """Held-out folds of a sample table: a list of ``(name, train_index, test_index)``.
 
     ``'blocks'``: samples are grouped into ``block_mm`` cubes of MNI space; cubes are dealt in
@@ -52,7 +53,7 @@ def make_folds(table, cv: str = "blocks", *, n_folds: int = 5, block_mm: float =
             raise ValueError(f"only {len(counts)} blocks of {block_mm} mm for {n_folds} folds; use smaller blocks")
         fold_of_block = np.empty(len(counts), dtype=np.int64)
         sizes = np.zeros(n_folds, dtype=np.int64)
-        for b in np.random.default_rng(seed).permutation(len(counts)):
+        for b in np.random.default_rng(random_state).permutation(len(counts)):
             f = int(np.argmin(sizes))
             fold_of_block[b] = f
             sizes[f] += counts[b]
@@ -79,10 +80,13 @@ def synthetic_truth(table):
     return SyntheticModel(**{k: v for k, v in options.items() if k in fields}).expression
 
 
-def make_method(name: str, *, seed: int = 0, inr_params: dict | None = None, kriging_params: dict | None = None):
+@renamed_kwargs(seed="random_state")
+def make_method(
+    name: str, *, random_state: int = 0, inr_params: dict | None = None, kriging_params: dict | None = None
+):
     if name == "inr":
-        return GeneINR(**({"seed": seed, "progress": False} | (inr_params or {})))
-    return make_baseline(name, seed=seed, **((kriging_params or {}) if name == "kriging" else {}))
+        return GeneINR(**({"random_state": random_state} | (inr_params or {})))
+    return make_baseline(name, random_state=random_state, **((kriging_params or {}) if name == "kriging" else {}))
 
 
 def _per_gene(pred, obs):
@@ -96,6 +100,7 @@ def _per_gene(pred, obs):
     return rmse, r
 
 
+@renamed_kwargs(seed="random_state")
 def cross_validate(
     table,
     *,
@@ -103,7 +108,7 @@ def cross_validate(
     cv: str = "blocks",
     n_folds: int = 5,
     block_mm: float = 16.0,
-    seed: int = 0,
+    random_state: int = 0,
     inr_params: dict | None = None,
     kriging_params: dict | None = None,
     truth=None,
@@ -139,18 +144,19 @@ def cross_validate(
     values = np.asarray(table["expression"].values, dtype=np.float32)
     xyz = np.column_stack([table[c].values for c in "xyz"])
     donors = table["donor"].values.astype(str)
-    folds = make_folds(table, cv, n_folds=n_folds, block_mm=block_mm, seed=seed)
+    folds = make_folds(table, cv, n_folds=n_folds, block_mm=block_mm, random_state=random_state)
     frames = []
-    show = progress_enabled(progress)
-    with tqdm(total=len(folds) * len(methods), desc=f"held-out ({cv})", disable=not show, leave=show) as bar:
+    with step(len(folds) * len(methods), f"held-out ({cv})", unit="fit", progress=progress) as bar:
         for name, train_idx, test_idx in folds:
             obs = values[test_idx]
             preds = {}
             if truth is not None:
                 preds[TRUE_FIELD] = truth(xyz[test_idx], genes)
             for method in methods:
-                bar.set_postfix(fold=name, method=method)
-                model = make_method(method, seed=seed, inr_params=inr_params, kriging_params=kriging_params)
+                bar.note(fold=name, method=method)
+                model = make_method(
+                    method, random_state=random_state, inr_params=inr_params, kriging_params=kriging_params
+                )
                 model.fit(table.isel(sample=train_idx))
                 preds[method] = model.predict(xyz[test_idx])
                 if method == "inr" and donor_aware and cv == "blocks" and model.donor_effects:
@@ -247,27 +253,28 @@ def map_scores(
     keys = ("n", "s_p", "s_pp", "s_t", "s_tt", "s_pt", "s_e", "s_r", "s_rr", "s_pr")
     acc = {m: {k: np.zeros(n_genes) for k in keys} for m in names}
     blocks = [(a, min(a + block_rows, len(xyz))) for a in range(0, len(xyz), block_rows)]
-    show = progress_enabled(progress)
-    for a, b in tqdm(blocks, desc="maps", disable=not show, leave=show):
-        for g0 in range(0, n_genes, gene_block):
-            idx = np.arange(g0, min(g0 + gene_block, n_genes))
-            t = None if truth is None else truth(xyz[a:b], genes[idx]).astype(np.float64)
-            preds = {m: fitted[m].predict(xyz[a:b], genes=idx).astype(np.float64) for m in names}
-            ref = preds.get(reference)
-            for m, p in preds.items():
-                s = acc[m]
-                s["n"][idx] += b - a
-                s["s_p"][idx] += p.sum(0)
-                s["s_pp"][idx] += (p * p).sum(0)
-                if t is not None:
-                    s["s_t"][idx] += t.sum(0)
-                    s["s_tt"][idx] += (t * t).sum(0)
-                    s["s_pt"][idx] += (p * t).sum(0)
-                    s["s_e"][idx] += ((p - t) ** 2).sum(0)
-                if ref is not None:
-                    s["s_r"][idx] += ref.sum(0)
-                    s["s_rr"][idx] += (ref * ref).sum(0)
-                    s["s_pr"][idx] += (p * ref).sum(0)
+    with step(len(blocks), "maps", unit="block", progress=progress) as bar:
+        for a, b in blocks:
+            for g0 in range(0, n_genes, gene_block):
+                idx = np.arange(g0, min(g0 + gene_block, n_genes))
+                t = None if truth is None else truth(xyz[a:b], genes[idx]).astype(np.float64)
+                preds = {m: fitted[m].predict(xyz[a:b], genes=idx).astype(np.float64) for m in names}
+                ref = preds.get(reference)
+                for m, p in preds.items():
+                    s = acc[m]
+                    s["n"][idx] += b - a
+                    s["s_p"][idx] += p.sum(0)
+                    s["s_pp"][idx] += (p * p).sum(0)
+                    if t is not None:
+                        s["s_t"][idx] += t.sum(0)
+                        s["s_tt"][idx] += (t * t).sum(0)
+                        s["s_pt"][idx] += (p * t).sum(0)
+                        s["s_e"][idx] += ((p - t) ** 2).sum(0)
+                    if ref is not None:
+                        s["s_r"][idx] += ref.sum(0)
+                        s["s_rr"][idx] += (ref * ref).sum(0)
+                        s["s_pr"][idx] += (p * ref).sum(0)
+            bar.update(1)
     frames = []
     for m in names:
         s = acc[m]

@@ -21,7 +21,7 @@ Training (``solver``):
   ``Z`` with the loss masked per sample x gene (for tables with many missing values).
 
 An *ensemble* (``n_ensemble`` members, default 3) trains that many networks with seeds
-``seed, seed + 1, ...`` and averages their predictions. Stored as one model: the members'
+``random_state, random_state + 1, ...`` and averages their predictions. Stored as one model: the members'
 features side by side (``n_ensemble x n_features`` of them) and their read-outs stacked and
 divided by ``n_ensemble``, so rendering is still one matrix product per block. Averaging cuts
 the variance that a network trained on a few thousand noisy samples has: on the synthetic
@@ -38,24 +38,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-import torch
 import xarray as xr
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from .._atomic import atomic_directory
+from .._deprecation import renamed_kwargs
+from .._torch import load_weights_only, require_torch, resolve_device
 from ..sources.table import validate_sample_table
 from .genes import gene_positions
 from .inputs import location_inputs, n_inputs
 from .network import BACKBONES, EnsembleBackbone, INRNetwork, ReadoutHead, make_backbone
 from .readout import solve_readout
-from .training import CHECKPOINT_NAME, resolve_device, train
+from .training import CHECKPOINT_NAME, train
+
+torch = require_torch()
+
 
 __all__ = ["GeneINR", "SOLVERS", "MODEL_FORMAT"]
 
@@ -63,7 +65,9 @@ SOLVERS = ("auto", "projected", "masked")
 MODEL_FORMAT = "brainzarr-inr"
 _FORMAT_VERSION = 1
 #: parameters that do not change what a fit computes (left out of fingerprints and provenance)
-_RUNTIME_PARAMS = ("device", "checkpoint_dir", "checkpoint_every", "progress")
+_RUNTIME_PARAMS = ("device", "checkpoint_dir", "checkpoint_every")
+#: parameter names of models saved by earlier versions
+_OLD_NAMES = {"epochs": "max_epochs", "lr": "learning_rate", "seed": "random_state"}
 
 
 class GeneINR(BaseEstimator):
@@ -74,7 +78,7 @@ class GeneINR(BaseEstimator):
     n_features : int
         Length of the feature vector (and of every gene embedding) of one network.
     n_ensemble : int
-        Networks trained with seeds ``seed, seed + 1, ...`` whose predictions are averaged
+        Networks trained with seeds ``random_state, random_state + 1, ...`` whose predictions are averaged
         (see the module docstring); each costs one training.
     width, depth : int
         Hidden width and number of hidden layers of the coordinate network.
@@ -93,19 +97,17 @@ class GeneINR(BaseEstimator):
         'auto': 'projected' when at least half the genes are observed at every sample.
     rank : int
         Gene-space components the 'projected' solver trains on.
-    epochs, batch_size, lr, weight_decay :
+    max_epochs, batch_size, learning_rate, weight_decay :
         Training schedule (AdamW, one-cycle learning rate; decay on the network's weights).
     feature_penalty, donor_penalty : float
         Ridge penalties of the per-gene read-out.
     device : str
         'auto' (CUDA when available), 'cpu' or 'cuda'.
-    seed : int
+    random_state : int
         Seeds the network, the sample order and the SVD; recorded with the model.
     checkpoint_dir : str or Path, optional
         Save the training state there every ``checkpoint_every`` epochs; a fit with the same
         settings and data resumes from it.
-    progress : bool, optional
-        Progress bar (default: when stderr is a terminal).
 
     Attributes
     ----------
@@ -120,8 +122,15 @@ class GeneINR(BaseEstimator):
         Training loss (mean squared error per standardised value) per epoch.
     solver_ : str
     fit_seconds_ : float
+
+    Notes
+    -----
+    ``epochs=``, ``lr=`` and ``seed=`` (now ``max_epochs``, ``learning_rate``,
+    ``random_state``) and ``progress=`` (now :func:`brainzarr.set_options`) still work for this
+    release, with a FutureWarning.
     """
 
+    @renamed_kwargs(epochs="max_epochs", lr="learning_rate", seed="random_state", progress=None)
     def __init__(
         self,
         n_features: int = 32,
@@ -135,18 +144,17 @@ class GeneINR(BaseEstimator):
         donor_effects: bool = True,
         solver: str = "auto",
         rank: int = 64,
-        epochs: int = 150,
+        max_epochs: int = 150,
         batch_size: int = 256,
-        lr: float = 3e-3,
+        learning_rate: float = 3e-3,
         weight_decay: float = 0.0,
         feature_penalty: float = 1e-3,
         donor_penalty: float = 30.0,
         n_ensemble: int = 3,
         device: str = "auto",
-        seed: int = 0,
+        random_state: int = 0,
         checkpoint_dir=None,
         checkpoint_every: int = 25,
-        progress: bool | None = None,
     ):
         self.n_features = n_features
         self.width = width
@@ -159,18 +167,17 @@ class GeneINR(BaseEstimator):
         self.donor_effects = donor_effects
         self.solver = solver
         self.rank = rank
-        self.epochs = epochs
+        self.max_epochs = max_epochs
         self.batch_size = batch_size
-        self.lr = lr
+        self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.feature_penalty = feature_penalty
         self.donor_penalty = donor_penalty
         self.n_ensemble = n_ensemble
         self.device = device
-        self.seed = seed
+        self.random_state = random_state
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
-        self.progress = progress
 
     # ------------------------------------------------------------------------------ fit
     def model_params(self) -> dict:
@@ -188,14 +195,14 @@ class GeneINR(BaseEstimator):
             "depth",
             "n_fourier",
             "rank",
-            "epochs",
+            "max_epochs",
             "batch_size",
             "checkpoint_every",
             "n_ensemble",
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("length_scale_mm", "lr", "omega", "donor_penalty"):
+        for name in ("length_scale_mm", "learning_rate", "omega", "donor_penalty"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
@@ -244,16 +251,18 @@ class GeneINR(BaseEstimator):
         inputs = location_inputs(xyz, self.tissue)
 
         if solver == "projected":
-            targets, residual = _gene_space_projection(z[:, complete], self.rank, self.seed)
+            targets, residual = _gene_space_projection(z[:, complete], self.rank, self.random_state)
             train_mask, loss_scale = None, 1.0 / int(complete.sum())
         else:
             targets, residual, train_mask, loss_scale = z, 0.0, observed, 1.0
         n_members = int(self.n_ensemble)
         members, histories, readouts = [], [], []
         for k in range(n_members):
-            seed = int(self.seed) + k
-            torch.manual_seed(seed)
-            network = INRNetwork(self._make_backbone(seed), ReadoutHead(self.n_features, targets.shape[1], n_donors))
+            random_state = int(self.random_state) + k
+            torch.manual_seed(random_state)
+            network = INRNetwork(
+                self._make_backbone(random_state), ReadoutHead(self.n_features, targets.shape[1], n_donors)
+            )
             fingerprint = self._fingerprint(inputs, targets, train_mask, donor, solver, k)
             checkpoint = self._checkpoint_path(k)
             history = train(
@@ -263,16 +272,15 @@ class GeneINR(BaseEstimator):
                 mask=train_mask,
                 donor=donor if n_donors else None,
                 loss_scale=loss_scale,
-                epochs=int(self.epochs),
+                max_epochs=int(self.max_epochs),
                 batch_size=int(self.batch_size),
-                lr=float(self.lr),
+                learning_rate=float(self.learning_rate),
                 weight_decay=float(self.weight_decay),
-                seed=seed,
+                random_state=random_state,
                 device=device,
                 checkpoint=checkpoint,
                 checkpoint_every=int(self.checkpoint_every),
                 fingerprint=fingerprint,
-                progress=self.progress,
                 callback=callback,
                 final_checkpoint=n_members > 1,
                 desc="training INR" + (f" ({k + 1}/{n_members})" if n_members > 1 else ""),
@@ -323,7 +331,7 @@ class GeneINR(BaseEstimator):
                 checkpoint.unlink()  # the fit is complete: nothing left to resume
         return self
 
-    def _make_backbone(self, seed: int):
+    def _make_backbone(self, random_state: int):
         return make_backbone(
             self.backbone,
             n_inputs(self.tissue),
@@ -333,7 +341,7 @@ class GeneINR(BaseEstimator):
             n_fourier=self.n_fourier,
             length_scale_mm=self.length_scale_mm,
             omega=self.omega,
-            seed=seed,
+            random_state=random_state,
         )
 
     def _checkpoint_path(self, member: int):
@@ -398,19 +406,15 @@ class GeneINR(BaseEstimator):
         path = Path(path)
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-        tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir(parents=True)
-        try:
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+            if not _is_model_folder(path):
+                raise FileExistsError(f"{path} exists and is not a brainzarr INR model; refusing to replace it")
+        with atomic_directory(path) as tmp:
             (tmp / "config.json").write_text(json.dumps(self._config(), indent=1, default=str))
             torch.save(self._state_dict(), tmp / "weights.pt")
             np.savez(tmp / "sites.npz", **self.sites_)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return path
 
     def _config(self) -> dict:
@@ -463,10 +467,11 @@ class GeneINR(BaseEstimator):
                 f"{_FORMAT_VERSION}: fit it again"
             )
         # models saved before ensembles existed have one network
-        model = cls(**({"n_ensemble": 1} | config["params"] | {"device": device}))
+        params = {_OLD_NAMES.get(k, k): v for k, v in config["params"].items() if k != "progress"}
+        model = cls(**({"n_ensemble": 1} | params | {"device": device}))
         model.device_ = resolve_device(device)
-        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-        members = [model._make_backbone(int(model.seed) + k) for k in range(int(model.n_ensemble))]
+        state = load_weights_only(path / "weights.pt", map_location="cpu")
+        members = [model._make_backbone(int(model.random_state) + k) for k in range(int(model.n_ensemble))]
         model.backbone_ = members[0] if len(members) == 1 else EnsembleBackbone(members)
         model.backbone_.load_state_dict(
             {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
@@ -494,7 +499,7 @@ def _features(backbone, inputs: np.ndarray, device, batch_rows: int = 65536) -> 
     return np.concatenate(parts)
 
 
-def _gene_space_projection(z: np.ndarray, rank: int, seed: int):
+def _gene_space_projection(z: np.ndarray, rank: int, random_state: int):
     """Top-``rank`` gene-space components ``U S`` (samples x rank) of ``z`` and the per-value
     mean square left out (so losses read as per-gene mean squared errors)."""
     n, g = z.shape
@@ -505,7 +510,17 @@ def _gene_space_projection(z: np.ndarray, rank: int, seed: int):
     else:
         from sklearn.utils.extmath import randomized_svd
 
-        u, s, _ = randomized_svd(z, k, n_iter=4, random_state=int(seed))
+        u, s, _ = randomized_svd(z, k, n_iter=4, random_state=int(random_state))
     total = sum(float(np.einsum("ij,ij->", c, c, dtype=np.float64)) for c in np.array_split(z, max(1, n // 512)))
     residual = max(total - float((s.astype(np.float64) ** 2).sum()), 0.0) / (n * g)
     return (u * s).astype(np.float32), residual
+
+
+def _is_model_folder(path: Path) -> bool:
+    """A folder :meth:`GeneINR.save` wrote: its config.json names the format; nothing else in it."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    known = {"config.json", "weights.pt", "sites.npz"}
+    return config.get("format") == MODEL_FORMAT and all(p.name in known for p in path.iterdir())

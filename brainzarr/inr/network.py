@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 
-import torch
-from torch import nn
-
+from .._torch import require_torch
 from .inputs import MNI_HALF_WIDTH
+
+torch = require_torch()
+nn = torch.nn
 
 __all__ = [
     "FourierBackbone",
@@ -44,10 +45,10 @@ class FourierBackbone(nn.Module):
         depth: int = 2,
         n_fourier: int = 128,
         length_scale_mm: float = 24.0,
-        seed: int = 0,
+        random_state: int = 0,
     ):
         super().__init__()
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(int(random_state))
         # frequencies act on scaled coordinates: x_mm = x_scaled * MNI_HALF_WIDTH
         freqs = torch.randn(3, n_fourier, generator=gen) * (MNI_HALF_WIDTH / float(length_scale_mm))
         self.register_buffer("frequencies", freqs)
@@ -148,7 +149,7 @@ def make_backbone(
     n_fourier: int,
     length_scale_mm: float,
     omega: float,
-    seed: int,
+    random_state: int,
 ) -> nn.Module:
     if kind == "fourier":
         return FourierBackbone(
@@ -158,7 +159,7 @@ def make_backbone(
             depth=depth,
             n_fourier=n_fourier,
             length_scale_mm=length_scale_mm,
-            seed=seed,
+            random_state=random_state,
         )
     if kind == "siren":
         return SirenBackbone(n_inputs, n_features=n_features, width=width, depth=depth, omega=omega)

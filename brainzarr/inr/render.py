@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .._deprecation import renamed_kwargs
 from ..build import DEFAULT_CHUNKS, build_store
+from ..options import set_options
 from ..sources import load_source, make_sample_table
 from .model import GeneINR
 
@@ -82,6 +84,7 @@ def table_from_model(model: GeneINR, genes=None) -> xr.Dataset:
     )
 
 
+@renamed_kwargs(seed="random_state")
 def render_store(
     model,
     out,
@@ -90,7 +93,7 @@ def render_store(
     mask=None,
     genes=None,
     chunks=DEFAULT_CHUNKS,
-    seed: int = 0,
+    random_state: int = 0,
     overwrite: bool = False,
     progress: bool | None = None,
     client=None,
@@ -125,7 +128,7 @@ def render_store(
         resolution=resolution,
         mask=mask,
         assignment=source,
-        seed=seed,
+        random_state=random_state,
         chunks=chunks,
         overwrite=overwrite,
         progress=progress,
@@ -134,6 +137,7 @@ def render_store(
     )
 
 
+@renamed_kwargs(seed="random_state")
 def build_inr_store(
     out,
     *,
@@ -141,7 +145,7 @@ def build_inr_store(
     genes=None,
     model=None,
     inr_params: dict | None = None,
-    seed: int = 0,
+    random_state: int = 0,
     source_options: dict | None = None,
     progress: bool | None = None,
     **build_options,
@@ -155,11 +159,12 @@ def build_inr_store(
     table = (
         source
         if isinstance(source, xr.Dataset)
-        else load_source(source, genes=genes, seed=seed, **(source_options or {}))
+        else load_source(source, genes=genes, random_state=random_state, **(source_options or {}))
     )
     path = None
     if model is None:
-        model = GeneINR(**({"seed": seed, "progress": progress} | (inr_params or {}))).fit(table)
+        with set_options(**({} if progress is None else {"progress": progress})):
+            model = GeneINR(**({"random_state": random_state} | (inr_params or {}))).fit(table)
     elif not isinstance(model, GeneINR):
         path = Path(model)
         model = GeneINR.load(path)
@@ -168,13 +173,16 @@ def build_inr_store(
     if len(missing):
         raise ValueError(
             f"the INR model does not know {len(missing)} of the source's genes (e.g. {missing[0]}); "
-            "fit it on these genes or choose --genes it has"
+            "fit it on these genes or choose genes it has"
         )
     block_source = INRBlockSource(model, genes_needed, model_path=path)
-    return build_store(out, source=table, assignment=block_source, seed=seed, progress=progress, **build_options)
+    return build_store(
+        out, source=table, assignment=block_source, random_state=random_state, progress=progress, **build_options
+    )
 
 
-def table_from_store(path, *, n_samples: int = 5000, seed: int = 0) -> xr.Dataset:
+@renamed_kwargs(seed="random_state")
+def table_from_store(path, *, n_samples: int = 5000, random_state: int = 0) -> xr.Dataset:
     """A sample table of ``n_samples`` voxels of a store (a seeded random subset, read in store order).
 
     Lets an INR be fitted to a built store (e.g. to learn a continuous version of it). Every
@@ -189,7 +197,7 @@ def table_from_store(path, *, n_samples: int = 5000, seed: int = 0) -> xr.Datase
     rows = (
         np.arange(n_vox)
         if n_samples >= n_vox
-        else np.sort(np.random.default_rng(seed).choice(n_vox, int(n_samples), replace=False))
+        else np.sort(np.random.default_rng(random_state).choice(n_vox, int(n_samples), replace=False))
     )
     values = ds["expression"].isel(voxel=rows).values
     xyz = np.column_stack([ds[c].values[rows] for c in "xyz"])
@@ -201,5 +209,5 @@ def table_from_store(path, *, n_samples: int = 5000, seed: int = 0) -> xr.Datase
         hemisphere=ds["hemisphere"].values[rows],
         sample_id=rows,
         source="store",
-        options={"path": str(path), "n_samples": int(len(rows)), "seed": int(seed)},
+        options={"path": str(path), "n_samples": int(len(rows)), "seed": int(random_state)},
     )

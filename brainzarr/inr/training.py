@@ -10,36 +10,18 @@ ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from ..parallel import progress_enabled
+from .._progress import step
+from .._torch import load_weights_only, require_torch, save_atomic
 
-__all__ = ["resolve_device", "train", "CHECKPOINT_NAME"]
+torch = require_torch()
+
+__all__ = ["train", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'; clear error if unavailable."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was asked for but PyTorch sees no CUDA GPU (use --device cpu or auto)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
-    elif dev.type != "cpu":
-        raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda'")
-    return dev
 
 
 def train(
@@ -50,16 +32,15 @@ def train(
     mask: np.ndarray | None = None,
     donor: np.ndarray | None = None,
     loss_scale: float = 1.0,
-    epochs: int,
+    max_epochs: int,
     batch_size: int,
-    lr: float,
+    learning_rate: float,
     weight_decay: float,
-    seed: int,
+    random_state: int,
     device: torch.device,
     checkpoint: Path | None = None,
     checkpoint_every: int = 25,
     fingerprint: str = "",
-    progress: bool | None = None,
     callback=None,
     final_checkpoint: bool = False,
     desc: str = "training INR",
@@ -101,24 +82,23 @@ def train(
             continue
         (decay if name.startswith("backbone") and p.ndim == 2 else plain).append(p)
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}], lr=lr
+        [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}], lr=learning_rate
     )
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=max_epochs * steps_per_epoch)
     history: list[float] = []
     start = 0
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state.get("fingerprint") == fingerprint and state.get("epochs") == epochs:
+        state = load_weights_only(checkpoint, map_location=device)
+        if state.get("fingerprint") == fingerprint and state.get("epochs") == max_epochs:
             network.load_state_dict(state["network"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             history = [float(v) for v in state["history"]]
             start = int(state["epoch"]) + 1
-    show = progress_enabled(progress)
     network.train()
-    with tqdm(total=epochs, initial=start, desc=desc, unit="epoch", disable=not show, leave=show) as bar:
-        for epoch in range(start, epochs):
-            order = torch.as_tensor(np.random.default_rng([int(seed), 17, epoch]).permutation(n), device=device)
+    with step(max_epochs - start, desc, unit="epoch") as bar:
+        for epoch in range(start, max_epochs):
+            order = torch.as_tensor(np.random.default_rng([int(random_state), 17, epoch]).permutation(n), device=device)
             total, weight = 0.0, 0.0
             for a in range(0, n, batch_size):
                 b = order[a : a + batch_size]
@@ -137,32 +117,30 @@ def train(
                 total += float(loss.detach()) * w
                 weight += w
             history.append(total / max(weight, 1.0))
-            bar.set_postfix(loss=f"{history[-1]:.4f}")
+            bar.note(loss=f"{history[-1]:.4f}")
             bar.update(1)
-            last = epoch == epochs - 1
+            last = epoch == max_epochs - 1
             if checkpoint is not None and (
                 (last and final_checkpoint) or (not last and (epoch + 1) % checkpoint_every == 0)
             ):
-                _save_checkpoint(checkpoint, network, opt, sched, history, epoch, epochs, fingerprint)
+                _save_checkpoint(checkpoint, network, opt, sched, history, epoch, max_epochs, fingerprint)
             if callback is not None:
                 callback(epoch, history[-1])
     network.eval()
     return history
 
 
-def _save_checkpoint(path: Path, network, opt, sched, history, epoch, epochs, fingerprint):
+def _save_checkpoint(path: Path, network, opt, sched, history, epoch, max_epochs, fingerprint):
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
+    save_atomic(  # a checkpoint is whole or absent
         {
             "network": network.state_dict(),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "history": list(history),
             "epoch": int(epoch),
-            "epochs": int(epochs),
+            "epochs": int(max_epochs),
             "fingerprint": fingerprint,
         },
-        tmp,
+        path,
     )
-    os.replace(tmp, path)  # a checkpoint is whole or absent

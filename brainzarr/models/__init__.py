@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Representation, iter_row_blocks, rmse
+from .base import Representation, rmse
 
 #: method name (as in store paths and ``--methods``) -> (module, class)
 METHODS = {
@@ -21,7 +21,7 @@ METHODS = {
 }
 _CLASSES = {cls: mod for mod, cls in METHODS.values()}
 
-__all__ = ["METHODS", "get_model_class", "Representation", "iter_row_blocks", "rmse", *_CLASSES]
+__all__ = ["METHODS", "get_model_class", "Representation", "rmse", *_CLASSES]
 
 
 def get_model_class(method: str) -> type[Representation]:

@@ -36,15 +36,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from ..parallel import progress_enabled
-from .base import CheckpointMismatchError, Representation
+from .._deprecation import renamed_kwargs
+from .._progress import step
+from .._torch import EarlyStopping, load_weights_only, require_torch, resolve_device, save_atomic
+from ..exceptions import CheckpointMismatchError
+from .base import Representation
 from .loaders import MemoryLoader, StreamingLoader, available_memory, load_rows
 
 __all__ = ["AutoEncoder", "build_network", "resolve_device", "MAX_VAL_BYTES"]
@@ -59,27 +61,7 @@ CHECKPOINT, WEIGHTS = "checkpoint.pt", "weights.pt"
 _CHECKPOINT_FORMAT = 1
 
 
-def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("the auto-encoder needs PyTorch: pip install 'brainzarr[models]'") from exc
-    return torch
-
-
-def resolve_device(device="auto"):
-    """The torch device to train on: 'auto' takes CUDA when available, else the CPU."""
-    torch = _torch()
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} but CUDA is not available to torch {torch.__version__}; use device='cpu' or 'auto'"
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda'")
-    return dev
+_torch = require_torch
 
 
 def _amp_dtype(device, mixed_precision: bool):
@@ -143,13 +125,6 @@ def _array_name(key: str) -> str:
     return "net_" + key.replace(".", "_")
 
 
-def _atomic_save(obj, path: Path) -> None:
-    torch = _torch()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _clone_state(net) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
 
@@ -166,18 +141,16 @@ class AutoEncoder(Representation):
         to 125 units next to the code, so a 128-wide code has at most 125 independent
         directions; on the synthetic data this costs nothing measurable (the signal has ~12),
         but widen ``hidden`` (e.g. ``(500, 250, 256)``) for codes far beyond 125.
-    lr : float
+    learning_rate : float
         Adam learning rate.
     batch_size : int
     weight_decay : float
         Weight of the mean square of the non-bias weights added to the loss.
     max_epochs : int
         Upper bound on epochs. The study ran up to 50,000 with patience 300. The defaults
-        (300, patience 30) were calibrated on synthetic 8 mm data (~2,900 training voxels,
-        23 steps per epoch), where the auto-encoder beats PCA at every dimension after
-        ~5,000 steps; an epoch of a larger store has more steps, so fewer epochs do
-        (about 40 at 4 mm). One training step of the study's network with all 15,633 genes
-        takes ~0.3 s on one CPU core (~400 rows/s): use a GPU, or lower ``max_epochs``.
+        (300, patience 30) were calibrated on synthetic 8 mm data; an epoch of a larger store
+        has more steps, so fewer epochs do. Training on a CPU is slow with all genes
+        (``docs/design.md``): use a GPU, or lower ``max_epochs``.
     patience : int
         Stop after this many epochs without a lower validation loss; the best epoch's
         weights are kept.
@@ -196,8 +169,6 @@ class AutoEncoder(Representation):
         for other data or settings raises :class:`~.base.CheckpointMismatchError`.
     random_state : int
         Seeds the weights, the validation rows and the batch order.
-    progress : bool, optional
-        Show a progress bar (default: :func:`brainzarr.parallel.progress_enabled`).
 
     Attributes
     ----------
@@ -209,16 +180,22 @@ class AutoEncoder(Representation):
         The epoch whose weights were kept (1-based) and the number of epochs run.
     in_memory_ : bool
         Whether training held the rows in memory.
+
+    Notes
+    -----
+    ``lr=`` (now ``learning_rate``) and ``progress=`` (now :func:`brainzarr.set_options`) still
+    work for this release, with a FutureWarning.
     """
 
     method = "ae"
 
+    @renamed_kwargs(lr="learning_rate", progress=None)
     def __init__(
         self,
         n_components: int = 2,
         *,
         hidden=(500, 250, 125),
-        lr: float = 1e-3,
+        learning_rate: float = 1e-3,
         batch_size: int = 128,
         weight_decay: float = 1e-4,
         max_epochs: int = 300,
@@ -233,11 +210,10 @@ class AutoEncoder(Representation):
         prefetch: int = 2,
         checkpoint_dir=None,
         random_state: int = 0,
-        progress=None,
     ):
         self.n_components = n_components
         self.hidden = hidden
-        self.lr = lr
+        self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
@@ -252,7 +228,6 @@ class AutoEncoder(Representation):
         self.prefetch = prefetch
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
-        self.progress = progress
 
     # ------------------------------------------------------------------ public extras
     def fit(self, X, y=None, *, callback=None):
@@ -292,14 +267,13 @@ class AutoEncoder(Representation):
     def save_weights(self, path) -> Path:
         """Write the fitted weights and sizes (loadable with ``torch.load(weights_only=True)``)."""
         path = Path(path)
-        _atomic_save(self._weights_payload(_clone_state(self.net_)), path)
+        save_atomic(self._weights_payload(_clone_state(self.net_)), path)
         return path
 
     @classmethod
     def load_weights(cls, path, **params):
         """An auto-encoder from :meth:`save_weights`' (or ``weights.pt``'s) file."""
-        torch = _torch()
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        payload = load_weights_only(Path(path), map_location="cpu")
         config = dict(payload["config"])
         model = cls(**{**config.pop("params"), **params})
         model.n_features_in_ = int(config["n_features_in"])
@@ -336,9 +310,9 @@ class AutoEncoder(Representation):
             {"params": [p for name, p in net.named_parameters() if name.endswith("bias")], "weight_decay": 0.0},
         ]
         try:  # fused Adam: one kernel per step instead of ~10 passes over the weights (3x on CPU)
-            opt = torch.optim.Adam(groups, lr=self.lr, fused=True)
+            opt = torch.optim.Adam(groups, lr=float(self.learning_rate), fused=True)
         except RuntimeError:  # torch < 2.4 has no fused Adam on CPU
-            opt = torch.optim.Adam(groups, lr=self.lr, foreach=True)
+            opt = torch.optim.Adam(groups, lr=float(self.learning_rate), foreach=True)
         amp = _amp_dtype(device, self.mixed_precision)
         scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
         return net, opt, scaler, amp
@@ -410,12 +384,14 @@ class AutoEncoder(Representation):
             loader, val = self._data(X, device, in_memory, val_idx, train_idx)
 
         self.net_ = net  # the callback may transform with the current weights
-        with self._deterministic(device), _progress_bar(self, state["epoch"]) as bar:
+        left = 0 if state["stopped"] else max(self.max_epochs - state["epoch"], 0)
+        batches = -(-len(train_idx) // int(self.batch_size))
+        with self._deterministic(device), step(left * batches, f"ae k={self.n_components}", unit="batch") as bar:
             while not state["stopped"] and state["epoch"] < self.max_epochs:
                 epoch = state["epoch"]
                 total = torch.zeros((), dtype=torch.float64, device=device)
                 seen = 0
-                for batch in _rows_bar(self, loader.epoch(epoch), loader.n_rows, f"epoch {epoch + 1}"):
+                for batch in _counted(loader.epoch(epoch), bar):
                     if len(batch) < 2:  # batch norm cannot train on one row
                         continue
                     batch = torch.as_tensor(batch).to(device, non_blocking=True)
@@ -425,9 +401,8 @@ class AutoEncoder(Representation):
                 val_loss = self._mse(net, val, amp) if len(val) else train_loss
                 self._update(state, net, train_loss, val_loss)
                 if ckpt is not None:
-                    _atomic_save(self._checkpoint(state, fingerprint, net, opt, scaler), ckpt)
-                bar.update(1)
-                bar.set_postfix(train=f"{train_loss:.3g}", val=f"{val_loss:.3g}", best=state["best_epoch"])
+                    save_atomic(self._checkpoint(state, fingerprint, net, opt, scaler), ckpt)
+                bar.note(epoch=state["epoch"], train=f"{train_loss:.3g}", val=f"{val_loss:.3g}")
                 if getattr(self, "_callback", None) is not None and self._callback(
                     self,
                     {
@@ -441,7 +416,7 @@ class AutoEncoder(Representation):
                     state["stopped"] = True
         if ckpt is not None:  # the last epoch's state, so that more epochs can follow
             state["stopped"] = True
-            _atomic_save(self._checkpoint(state, fingerprint, net, opt, scaler), ckpt)
+            save_atomic(self._checkpoint(state, fingerprint, net, opt, scaler), ckpt)
         net.load_state_dict(state["best_state"])
         self._install(net)
         self.in_memory_ = in_memory
@@ -452,16 +427,27 @@ class AutoEncoder(Representation):
             self.save_weights(ckpt.parent / WEIGHTS)
 
     def _update(self, state, net, train_loss, val_loss):
-        """Record an epoch and the early-stopping state."""
-        state["epoch"] += 1
+        """Record an epoch and the early-stopping state (kept in ``state``, which checkpoints hold)."""
+        stopper = EarlyStopping(self.patience)
+        stopper.load_state_dict(
+            {
+                "best": state["best_val"],
+                "best_epoch": state["best_epoch"],
+                "bad_epochs": state["bad_epochs"],
+                "epoch": state["epoch"],
+            }
+        )
+        if stopper.update(val_loss):
+            state["best_state"] = _clone_state(net)
+        state.update(
+            epoch=stopper.epoch,
+            best_val=stopper.best,
+            best_epoch=stopper.best_epoch,
+            bad_epochs=stopper.bad_epochs,
+            stopped=state["stopped"] or stopper.stop,
+        )
         state["history"]["train_loss"].append(train_loss)
         state["history"]["val_loss"].append(val_loss)
-        if val_loss < state["best_val"]:
-            state.update(best_val=val_loss, best_epoch=state["epoch"], bad_epochs=0, best_state=_clone_state(net))
-        else:
-            state["bad_epochs"] += 1
-            if state["bad_epochs"] >= self.patience:
-                state["stopped"] = True
 
     def _data(self, X, device, in_memory, val_idx, train_idx):
         """The training loader and the validation rows (a tensor on the device)."""
@@ -469,7 +455,7 @@ class AutoEncoder(Representation):
         n_rows, n_features = X.shape
         val_mask = np.zeros(n_rows, dtype=bool)
         val_mask[val_idx] = True
-        common = {"seed": int(self.random_state)}
+        common = {"random_state": int(self.random_state)}
         if in_memory:
             if isinstance(X, np.ndarray) and device.type == "cpu":
                 data = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
@@ -479,7 +465,6 @@ class AutoEncoder(Representation):
                     out=torch.empty((n_rows, n_features), dtype=torch.float32, device=device),
                     block_rows=self.block_rows,
                     prefetch=self.prefetch,
-                    progress=self._show(),
                     desc=f"ae: loading to {device.type}",
                 )
             return (
@@ -501,13 +486,9 @@ class AutoEncoder(Representation):
             val_mask,
             block_rows=self.block_rows,
             prefetch=self.prefetch,
-            progress=self._show(),
             desc="ae: validation rows",
         )
         return loader, torch.from_numpy(val).to(device)
-
-    def _show(self) -> bool:
-        return progress_enabled(self.progress)
 
     @contextlib.contextmanager
     def _deterministic(self, device):
@@ -530,7 +511,7 @@ class AutoEncoder(Representation):
 
     def _training_params(self) -> dict:
         """Parameters that change the trained weights (a checkpoint must match them)."""
-        skip = {"device", "progress", "checkpoint_dir", "prefetch", "max_epochs", "mixed_precision"}
+        skip = {"device", "checkpoint_dir", "prefetch", "max_epochs", "mixed_precision"}
         return {k: _plain(v) for k, v in self.get_params().items() if k not in skip}
 
     def _fingerprint(self, n_rows, n_features, in_memory, n_val) -> dict:
@@ -562,7 +543,7 @@ class AutoEncoder(Representation):
 
     def _resume(self, path, fingerprint, net, opt, scaler) -> dict:
         torch = _torch()
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
+        ckpt = load_weights_only(path, map_location="cpu")  # RNG states must stay on the CPU
         if ckpt.get("format") != _CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint:
             raise CheckpointMismatchError(
                 f"the checkpoint {path} was written for other data or settings "
@@ -651,27 +632,8 @@ def _sync(device):
         _torch().cuda.synchronize(device)
 
 
-@contextlib.contextmanager
-def _progress_bar(model, start_epoch: int):
-    from tqdm.auto import tqdm
-
-    show = model._show()
-    with tqdm(
-        total=model.max_epochs,
-        initial=start_epoch,
-        desc=f"ae k={model.n_components}",
-        unit="epoch",
-        disable=not show,
-        leave=show,
-    ) as bar:
-        yield bar
-
-
-def _rows_bar(model, batches, total: int, desc: str):
-    """Yield ``batches``, advancing a transient bar by their rows (for long epochs)."""
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, desc=desc, unit="row", unit_scale=True, disable=not model._show(), leave=False) as bar:
-        for batch in batches:
-            yield batch
-            bar.update(len(batch))
+def _counted(batches, bar):
+    """Yield ``batches``, counting each on the job's progress bar."""
+    for batch in batches:
+        yield batch
+        bar.update(1)

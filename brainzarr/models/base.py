@@ -1,18 +1,23 @@
-"""The protocol every representation follows, and streaming helpers.
+"""The protocol every representation follows.
 
-A representation is a scikit-learn style estimator (parameters in ``__init__``, learned
-state with a trailing underscore) that accepts the store's ``expression`` in any of three
-forms and returns results in the same form:
+A representation is a scikit-learn estimator (parameters in ``__init__``, learned state with a
+trailing underscore, ``get_params``/``set_params``, tags) that accepts the store's
+``expression`` in any of these forms and returns results in the same form:
 
-* a NumPy array (voxels, genes) — in memory;
-* a dask array — streamed: ``fit`` reads row blocks one at a time, ``transform`` and
-  ``inverse_transform`` are lazy and row-blockwise (nothing is computed until written);
+* a NumPy array or any array-like (voxels, genes) — in memory, validated as scikit-learn does
+  (finite values, at least the samples the method needs, ``n_features_in_``);
+* a dask array — streamed: ``fit`` reads row blocks one at a time
+  (:mod:`brainzarr.streaming`), ``transform`` and ``inverse_transform`` are lazy and
+  row-blockwise (nothing is computed until written);
 * an xarray DataArray with dims (voxel, gene) — as dask/NumPy, with labels: ``transform``
-  gives ``(voxel, component)``, ``inverse_transform`` gives ``(voxel, gene)``.
+  gives ``(voxel, component)``, ``inverse_transform`` gives ``(voxel, gene)`` with the genes
+  it was fitted on.
+
+Outputs are float32 (the store's dtype), whatever the input's float type.
 
 Subclasses implement
 
-* ``_fit(X)``: X is a NumPy array or a dask array (stream it with :func:`iter_row_blocks`);
+* ``_fit(X)``: X is a float NumPy array or a dask array;
 * ``_transform_block(X) -> Z`` and ``_inverse_block(Z) -> X`` on NumPy blocks;
 * ``_param_arrays() -> {name: (dims, array)}`` and ``_set_param_arrays(dataset)`` so a
   fitted model round-trips through a store group as plain arrays (no pickles).
@@ -20,95 +25,19 @@ Subclasses implement
 
 from __future__ import annotations
 
-import queue
-import threading
 from typing import ClassVar
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["Representation", "CheckpointMismatchError", "iter_row_blocks", "prefetch_spans", "as_array", "rmse"]
+from .._progress import job
+from ..exceptions import CheckpointMismatchError
+from ..streaming.passes import as_array
 
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint in ``checkpoint_dir`` was written for other data or settings."""
-
-
-def as_array(X):
-    """The array under a DataArray (dask or NumPy); arrays pass through."""
-    return X.data if isinstance(X, xr.DataArray) else X
-
-
-def iter_row_blocks(X, block_rows: int | None = None, *, prefetch: int = 1, dtype=np.float32):
-    """Yield consecutive NumPy row blocks of a NumPy or dask array (all columns).
-
-    For dask arrays a background thread reads up to ``prefetch`` blocks ahead, so reading
-    (decompression) overlaps the caller's computation. Default block: the array's row chunks.
-    """
-    X = as_array(X)
-    n = X.shape[0]
-    if isinstance(X, da.Array):
-        bounds = np.cumsum((0,) + X.chunks[0]) if block_rows is None else np.r_[np.arange(0, n, block_rows), n]
-    else:
-        step = block_rows or n
-        bounds = np.r_[np.arange(0, n, step), n]
-    spans = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    yield from prefetch_spans(X, spans, prefetch=prefetch, dtype=dtype)
-
-
-def compute_rows(X: da.Array, a: int, b: int, scheduler: str | None = "threads") -> np.ndarray:
-    """``X[a:b]`` of a dask array, computed.
-
-    When the rows are one chunk of ``X`` (the usual case: spans follow the row chunks), the
-    chunk's task is computed as is: ``Array.compute`` would copy its result once more.
-    """
-    part = X[a:b]
-    if part.numblocks == (1, 1):
-        (task,) = part.to_delayed(optimize_graph=False).ravel()
-        return task.compute(scheduler=scheduler)
-    return part.compute(scheduler=scheduler)
-
-
-def prefetch_spans(X, spans, *, prefetch: int = 1, dtype=np.float32):
-    """Yield ``X[a:b]`` as NumPy arrays for each row range ``(a, b)`` of ``spans``, in that order.
-
-    For dask arrays a background thread reads up to ``prefetch`` spans ahead.
-    """
-    if not isinstance(X, da.Array) or prefetch < 1:
-        for a, b in spans:
-            block = X[a:b]
-            yield np.asarray(compute_rows(X, a, b, scheduler=None) if isinstance(X, da.Array) else block, dtype=dtype)
-        return
-    q: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
-
-    def reader():
-        try:
-            for a, b in spans:
-                if stop.is_set():
-                    return
-                q.put(np.asarray(compute_rows(X, a, b), dtype=dtype))
-        except BaseException as exc:  # surface reader errors in the consumer
-            q.put(exc)
-        q.put(None)
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
+__all__ = ["Representation", "CheckpointMismatchError", "rmse", "row_sse"]
 
 
 def rmse(X, X_hat) -> float:
@@ -118,6 +47,15 @@ def rmse(X, X_hat) -> float:
     return float(value.compute() if isinstance(value, da.Array) else value)
 
 
+def row_sse(R: np.ndarray, X: np.ndarray, step: int = 512) -> np.ndarray:
+    """Per-row sum of squared differences, a few rows at a time (no block-sized temporaries)."""
+    out = np.empty(len(R), dtype=np.float64)
+    for a in range(0, len(R), step):
+        diff = R[a : a + step] - X[a : a + step]
+        out[a : a + step] = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+    return out
+
+
 class Representation(TransformerMixin, BaseEstimator):
     """Base class of brainzarr's representations (see the module docstring)."""
 
@@ -125,6 +63,8 @@ class Representation(TransformerMixin, BaseEstimator):
     method: ClassVar[str] = ""
     #: whether inverse_transform exists (every brainzarr representation provides one)
     has_inverse: ClassVar[bool] = True
+    #: fewest training rows the method can fit
+    min_samples: ClassVar[int] = 2
 
     # ------------------------------------------------------------------ to implement
     def _fit(self, X):  # pragma: no cover - abstract
@@ -142,34 +82,77 @@ class Representation(TransformerMixin, BaseEstimator):
     def _set_param_arrays(self, ds: xr.Dataset) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ scikit-learn
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.input_tags.allow_nan = False
+        return tags
+
+    def _validate_input(self, X, *, reset: bool):
+        """X as a float NumPy array (validated) or a dask array (shape checked); labels kept apart."""
+        arr = as_array(X)
+        if isinstance(arr, da.Array):
+            if arr.ndim != 2:
+                raise ValueError(f"expected a 2-D (voxels, genes) array, got shape {arr.shape}")
+            if reset:
+                self.n_features_in_ = int(arr.shape[1])
+            elif int(arr.shape[1]) != self.n_features_in_:
+                raise ValueError(
+                    f"X has {arr.shape[1]} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input"
+                )
+            if arr.dtype.kind not in "fiub":
+                raise ValueError(f"expected numbers, got dtype {arr.dtype}")
+            return arr
+        return validate_data(
+            self,
+            arr,
+            reset=reset,
+            dtype=[np.float32, np.float64],
+            ensure_min_samples=self.min_samples if reset else 1,
+            ensure_min_features=1,
+        )
+
     # ------------------------------------------------------------------ public API
     def fit(self, X, y=None):
-        """Learn the representation from X (voxels, genes): NumPy, dask or DataArray."""
-        X = as_array(X)
-        if X.ndim != 2:
-            raise ValueError(f"expected a 2-D (voxels, genes) array, got shape {X.shape}")
-        if not 1 <= self.n_components:
-            raise ValueError("n_components must be at least 1")
-        self.n_features_in_ = int(X.shape[1])
-        self._fit(X)
+        """Learn the representation from X (voxels, genes): array-like, dask or DataArray."""
+        labels = _feature_labels(X)
+        arr = self._validate_input(X, reset=True)
+        if int(self.n_components) < 1:
+            raise ValueError(f"n_components must be at least 1, got {self.n_components}")
+        if self.__sklearn_tags__().input_tags.positive_only and not isinstance(arr, da.Array) and (arr < 0).any():
+            raise ValueError(f"Negative values in data passed to {type(self).__name__}.fit")
+        with job(f"{self.method or type(self).__name__} fit", unit="block"):
+            self._fit(arr)
+        if labels is not None:
+            self.feature_dim_, self.genes_ = labels
         return self
 
     def transform(self, X):
         """Embed X: (voxels, genes) -> (voxels, n_components), in X's form."""
         check_is_fitted(self)
-        return self._apply(X, self._transform_block, self._embedding_width(), "component")
+        arr = self._validate_input(X, reset=False)
+        return self._apply(X, arr, self._transform_block, self._embedding_width(), "component")
 
-    def inverse_transform(self, Z):
-        """Reconstruct: (voxels, n_components) -> (voxels, genes), in Z's form."""
+    def inverse_transform(self, X):
+        """Reconstruct: (voxels, n_components) -> (voxels, genes), in the input's form."""
         check_is_fitted(self)
-        return self._apply(Z, self._inverse_block, self.n_features_in_, "gene")
+        arr = as_array(X)
+        if not isinstance(arr, da.Array):
+            arr = np.asarray(arr)
+            if arr.dtype.kind not in "fc":
+                arr = arr.astype(np.float64)
+        if arr.ndim != 2 or arr.shape[1] != self._embedding_width():
+            raise ValueError(
+                f"inverse_transform expects ({self._embedding_width()},) components per row, got shape {arr.shape}"
+            )
+        return self._apply(X, arr, self._inverse_block, self.n_features_in_, getattr(self, "feature_dim_", "gene"))
 
     def _embedding_width(self) -> int:
         return int(self.n_components)
 
-    def _apply(self, X, fn, width, new_dim):
-        labelled = isinstance(X, xr.DataArray)
-        arr = as_array(X)
+    def _apply(self, X, arr, fn, width, new_dim):
         if isinstance(arr, da.Array):
             if arr.numblocks[1] > 1:
                 arr = arr.rechunk({1: -1})
@@ -180,14 +163,14 @@ class Representation(TransformerMixin, BaseEstimator):
             )
         else:
             out = np.asarray(fn(np.asarray(arr, dtype=np.float32)), dtype=np.float32)
-        if not labelled:
+        if not isinstance(X, xr.DataArray):
             return out
         row_dim = X.dims[0]
         coords = {k: v for k, v in X.coords.items() if v.dims == (row_dim,) or k == row_dim}
         if new_dim == "component":
             coords["component"] = np.arange(1, width + 1)
         elif getattr(self, "genes_", None) is not None:
-            coords["gene"] = self.genes_
+            coords[new_dim] = self.genes_
         return xr.DataArray(out, dims=(row_dim, new_dim), coords=coords)
 
     # ------------------------------------------------------------------ persistence
@@ -208,11 +191,20 @@ class Representation(TransformerMixin, BaseEstimator):
     @classmethod
     def from_dataset(cls, ds: xr.Dataset):
         """Rebuild a fitted model written by :meth:`to_dataset` (arrays only, no pickles)."""
-        model = cls(**ds.attrs.get("params", {}))
+        params = dict(ds.attrs.get("params", {}))
+        names = set(cls._get_param_names())
+        model = cls(**{k: v for k, v in params.items() if k in names})
         model.n_features_in_ = int(ds.attrs["n_features_in"])
-        params = xr.Dataset({k[len("param_") :]: v for k, v in ds.data_vars.items() if k.startswith("param_")})
-        model._set_param_arrays(params.load())
+        arrays = xr.Dataset({k[len("param_") :]: v for k, v in ds.data_vars.items() if k.startswith("param_")})
+        model._set_param_arrays(arrays.load())
         return model
+
+
+def _feature_labels(X):
+    """(dim name, labels) of a DataArray's second dimension, when it has a coordinate."""
+    if isinstance(X, xr.DataArray) and X.ndim == 2 and X.dims[1] in X.coords:
+        return X.dims[1], np.asarray(X[X.dims[1]].values)
+    return None
 
 
 def _jsonable(v):

@@ -22,30 +22,49 @@ Two decoders, chosen by name with :func:`make_decoder`:
 
 Both are deterministic given their seed (the MLP on CPU).
 
-Measured on the 8 mm synthetic store (300 genes, random split, t-SNE 2-D embedding, 100
-decoded PCA scores): test RMSE with the kNN decoder 0.0873 / 0.0866 / 0.0858 / 0.0854 for
-k = 3 / 5 / 10 / 20, with the MLP decoder 0.117 (256-256, 0.5 min) and 0.112 (512-512-512,
-2 min); averaging the 10 nearest training voxels in PCA space instead (no embedding at all)
-gives 0.082, PCA with 2 components 0.145. Hence ``"knn"`` with k = 10 by default.
+The kNN decoder reconstructs better than the MLP decoder on the synthetic stores and hardly
+depends on k, hence ``"knn"`` with k = 10 by default (``docs/design.md``).
 
 What the RMSE then measures. The kNN decoder reproduces a training voxel from its own
 position, so its *train* RMSE is the PCA truncation error of ``decoder_components``
 components, not a fit statistic: read the test RMSE. And since it looks up stored training
 voxels, its test RMSE measures how well the embedding keeps each new voxel next to the
 training voxels it resembles, not how much information k numbers carry: it is nearly flat
-in the dimension (8 mm, 300 genes: t-SNE 0.0888 at 2-D, 0.0871 from 4-D to 128-D; UMAP 0.093
-to 0.090), close to kNN regression in PCA space (0.082), and unlike PCA's (0.148 at 2-D,
-0.065 at 128-D). For the study's "compression" reading use ``decoder="mlp"``, whose
-reconstruction depends on the k coordinates alone.
+in the dimension, close to kNN regression in PCA space, and unlike PCA's. For the study's
+"compression" reading use ``decoder="mlp"``, whose reconstruction depends on the k coordinates
+alone.
 """
 
 from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from .knn import NeighbourIndex
 
-__all__ = ["DECODERS", "KNNDecoder", "MLPDecoder", "make_decoder"]
+__all__ = ["DECODERS", "Decoder", "KNNDecoder", "MLPDecoder", "make_decoder"]
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    """What a neighbour embedding needs of a decoder (embedding -> PCA scores).
+
+    ``kind`` names it in stored results; ``fit(Z, T)`` learns from the training embedding and
+    scores; ``predict(Z)`` decodes new rows; ``param_arrays()`` gives its state as
+    ``{name: (dims, array)}`` and ``load(Z, T, ds)`` restores it from those arrays (no pickles).
+    """
+
+    kind: str
+
+    def fit(self, Z: np.ndarray, T: np.ndarray) -> Decoder: ...
+
+    def predict(self, Z: np.ndarray) -> np.ndarray: ...
+
+    def param_arrays(self) -> dict: ...
+
+    def load(self, Z: np.ndarray, T: np.ndarray, ds) -> Decoder: ...
+
 
 #: rows per forward pass of the MLP and per neighbour query
 PREDICT_ROWS = 4096
@@ -165,7 +184,7 @@ class MLPDecoder:
     def fit(self, Z: np.ndarray, T: np.ndarray):
         import torch
 
-        from .autoencoder import resolve_device
+        from .._torch import resolve_device
 
         device = resolve_device(self.device)
         Z = np.asarray(Z, dtype=np.float32)
@@ -183,7 +202,9 @@ class MLPDecoder:
         Zs = torch.from_numpy((Z - self.z_mean_) / self.z_scale_).to(device)
         Tt = torch.from_numpy(T).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
-        best, best_state, waited = np.inf, None, 0
+        from .._torch import EarlyStopping
+
+        stopper, best_state = EarlyStopping(self.patience), None
         self.history_ = []
         for epoch in range(self.max_epochs):
             net.train()
@@ -199,13 +220,10 @@ class MLPDecoder:
                 vrows = torch.from_numpy(val).to(device)
                 vloss = float(torch.nn.functional.mse_loss(net(Zs[vrows]), Tt[vrows]))
             self.history_.append(vloss)
-            if vloss < best:
-                best, waited = vloss, 0
+            if stopper.update(vloss):
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            else:
-                waited += 1
-                if waited >= self.patience:
-                    break
+            elif stopper.stop:
+                break
         net.load_state_dict(best_state)
         self._set_network(net.cpu().eval())
         self.n_epochs_ = len(self.history_)

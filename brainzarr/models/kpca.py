@@ -34,9 +34,9 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-from .base import Representation, as_array
+from ..streaming.passes import as_array, take_rows
+from .base import Representation
 from .pca import PCA
-from .streaming import take_rows
 
 __all__ = ["KernelPCA"]
 

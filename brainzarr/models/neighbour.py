@@ -39,27 +39,16 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..parallel import progress_enabled
 from .base import Representation
 from .decoder import make_decoder
 from .knn import NeighbourIndex
 
-__all__ = ["NeighbourEmbedding", "fit_progress"]
+__all__ = ["NeighbourEmbedding"]
 
 #: rows coinciding with a training voxel: distance below this fraction of the scores' RMS norm
 MATCH_TOL = 1e-5
 #: rows per float64 block of the PCA projection (512 x 15,633 genes x 8 bytes = 64 MB)
 SCORE_ROWS = 512
-
-
-def fit_progress() -> bool:
-    """Whether to show progress bars: the pipeline's fit context if any, else the default."""
-    try:
-        from .streaming import _CONTEXT
-
-        return bool(_CONTEXT.get()["progress"]) or progress_enabled()
-    except ImportError:  # pragma: no cover - streaming ships with the models
-        return progress_enabled()
 
 
 class NeighbourEmbedding(Representation):
@@ -76,14 +65,6 @@ class NeighbourEmbedding(Representation):
     """
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None):
-        """Learn the embedding and the decoder from the rows of X (NumPy, dask or DataArray)."""
-        genes = X["gene"].values if isinstance(X, xr.DataArray) and "gene" in X.coords else None
-        super().fit(X, y)
-        if genes is not None:
-            self.genes_ = genes
-        return self
-
     def _fit(self, X):
         from .pca import PCA
 
@@ -101,7 +82,7 @@ class NeighbourEmbedding(Representation):
         self.pca_mean_ = np.asarray(pca.mean_, dtype=np.float32)
         self.pca_components_ = np.asarray(pca.components_, dtype=np.float32)
         self.train_scores_ = np.ascontiguousarray(scores, dtype=np.float32)
-        self._index_cache = None
+        self._index_cache = {}
         self.embedding_ = np.ascontiguousarray(self._embed(self.train_scores_[:, : self.n_inputs_]), dtype=np.float32)
         self.decoder_ = decoder.fit(self.embedding_, self.train_scores_[:, : self.n_decoded_])
 
@@ -136,11 +117,15 @@ class NeighbourEmbedding(Representation):
         return out
 
     def _neighbour_index(self):
-        if getattr(self, "_index_cache", None) is None:
+        # built on first use and kept in a holder made at fit, so transform leaves __dict__ alone
+        cache = self.__dict__.get("_index_cache")
+        if cache is None:
+            cache = self._index_cache = {}
+        if "index" not in cache:
             S = self.train_scores_[:, : self.n_inputs_]
             tol = MATCH_TOL * float(np.sqrt(np.mean(np.sum(S.astype(np.float64) ** 2, axis=1))))
-            self._index_cache = (NeighbourIndex(S), tol)
-        return self._index_cache
+            cache["index"] = (NeighbourIndex(S), tol)
+        return cache["index"]
 
     def _transform_block(self, X):
         S = self._scores(X, self.n_inputs_)
@@ -178,7 +163,7 @@ class NeighbourEmbedding(Representation):
         self.pca_components_ = ds["pca_components"].values.astype(np.float32)
         self.train_scores_ = np.ascontiguousarray(ds["train_scores"].values, dtype=np.float32)
         self.embedding_ = np.ascontiguousarray(ds["train_embedding"].values, dtype=np.float32)
-        self._index_cache = None
+        self._index_cache = {}
         if "gene" in ds.coords:
             self.genes_ = ds["gene"].values
         self.decoder_ = self._new_decoder().load(self.embedding_, self.train_scores_[:, : self.n_decoded_], ds)
@@ -203,5 +188,5 @@ class NeighbourEmbedding(Representation):
     def __getstate__(self):
         # the neighbour index is rebuilt on demand; no need to ship it to dask workers
         state = dict(super().__getstate__())
-        state["_index_cache"] = None
+        state["_index_cache"] = {}
         return state

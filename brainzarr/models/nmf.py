@@ -9,16 +9,15 @@ memory does not grow with voxels:
   dask.distributed cluster); ``H`` is then updated from those sums by HALS sweeps (Cichocki &
   Phan 2009) — the exact batch NMF objective, streamed. It starts from NNDSVDa on a random
   subsample of rows and stops when the training loss improves by less than ``tol`` per pass.
-  Measured on a synthetic 8 mm store (300 genes, k = 32): 10 passes reach a test RMSE within 2 %
-  of scikit-learn's in-memory ``NMF`` (500 iterations); ``MiniBatchNMF`` was 10 % worse after
-  20 epochs.
+  It tracks scikit-learn's in-memory ``NMF`` within a few passes, where ``MiniBatchNMF``
+  stays worse (``docs/design.md``).
 * ``solver="minibatch"``: scikit-learn's ``MiniBatchNMF.partial_fit`` (online NMF, Mairal et al.
   2010): every epoch reads the row blocks in random order, shuffles the rows inside each block
   and feeds mini-batches of ``batch_size`` rows; stops when an epoch changes ``H`` by less
   than ``tol`` (relative).
 
 The embedding of any voxel is ``W = argmin_{W >= 0} ||x - W H||`` for the learned ``H``: least
-squares clipped at zero, then HALS sweeps to convergence (3-5x faster than scikit-learn's
+squares clipped at zero, then HALS sweeps to convergence (faster than scikit-learn's
 coordinate descent from zero, to the same optimum); deterministic, the same for training and
 test voxels. The reconstruction ``W H`` is
 non-negative by construction.
@@ -30,8 +29,8 @@ import numpy as np
 from sklearn.decomposition import MiniBatchNMF
 from sklearn.decomposition._nmf import _initialize_nmf
 
+from ..streaming.passes import block_reduce, cache_if_small, stream_blocks, take_rows
 from .base import Representation
-from .streaming import block_reduce, cache_if_small, stream_blocks, take_rows
 
 __all__ = ["NMF", "SOLVERS"]
 
@@ -81,6 +80,12 @@ class NMF(Representation):
     """
 
     method = "nmf"
+    components_within_features = True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        return tags
 
     def __init__(
         self,
@@ -215,7 +220,7 @@ class NMF(Representation):
 
 def _check_nonnegative(block):
     if block.size and block.min() < 0:
-        raise ValueError("NMF needs non-negative data; the expression has negative values")
+        raise ValueError("Negative values in data passed to NMF: it needs non-negative data")
 
 
 def _hals(M, G, R, max_sweeps, tol=0.0, floor=0.0):

@@ -12,16 +12,15 @@ and keeps only genes x (passes x l) state, l = k + oversamples:
    newest block ``Q_i`` (``H_i = A Q_i``, the sum of ``Bc^T (Bc Q_i)`` over centred blocks
    ``Bc``; float32 products summed in float64), and the next block is ``H_i`` orthogonalised
    against all blocks so far. Keeping every block (a Krylov space) instead of only the last
-   (subspace iteration) is what makes few passes enough: measured on 8 mm synthetic data with
-   15,633 genes, 3 passes reach a test RMSE within 0.05 % (k = 128) and 0.3 % (k = 64) of the
-   exact PCA, where subspace iteration needed 5;
+   (subspace iteration) is what makes few passes enough (3 where subspace iteration needs 5 for
+   the same accuracy; ``docs/design.md``);
 3. the blocks ``K`` and their images ``A K`` give the Nyström approximation
    ``A ~ (A K) (K^T A K)^+ (A K)^T`` (with a small shift for stability; Tropp et al. 2017),
    whose eigenvectors are the components: better than a Rayleigh-Ritz step on ``K``, for no
    extra pass.
 
 Nothing grows with the number of voxels; the passes are map-reduces, so they also run on a
-dask.distributed cluster (:func:`~brainzarr.models.streaming.fit_context`). Power iterations
+dask.distributed cluster (:func:`brainzarr.set_options`). Power iterations
 matter: the voxel x gene spectrum decays slowly, and dask-ml's ``svd_compressed`` without them
 is inaccurate there.
 
@@ -35,8 +34,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from ..streaming.passes import block_reduce, cache_if_small
 from .base import Representation
-from .streaming import block_reduce, cache_if_small
 
 __all__ = ["PCA", "SOLVERS"]
 
@@ -80,6 +79,7 @@ class PCA(Representation):
     """
 
     method = "pca"
+    components_within_features = True
 
     def __init__(
         self,

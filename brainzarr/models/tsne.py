@@ -16,27 +16,22 @@ it two ways, neither of which reaches the study's higher dimensions:
   more ("Interpolation based t-SNE for >2 dimensions is currently unsupported");
 * ``"bh"`` (Barnes-Hut): a 2^d-ary space-partitioning tree, so its cost and memory grow as
   2^d; openTSNE warns above 3-D that it "can lead to segfaults and is generally a bad idea".
-  Measured per iteration at 23,500 training voxels (the 4 mm training set), 2 shared cores:
-  1.4 s at 3-D, 4.3 s at 4-D, 14 s at 5-D, 33 s at 6-D, 199 s at 8-D. brainzarr allows it up
-  to 4-D and raises a ``ValueError`` beyond.
+  brainzarr allows it up to 4-D and raises a ``ValueError`` beyond (its cost per iteration
+  at 4 mm, ``docs/design.md``).
 
 So brainzarr adds two methods that work at every dimension, plugged into openTSNE's optimiser
 as its gradient function (the attractive part stays openTSNE's sparse kernel):
 
 * ``"exact"``: the exact repulsion, computed in row blocks with PyTorch (on the GPU with
-  ``device="cuda"``). Its cost is O(n^2 d) per iteration with O(n x block) memory: 0.2-0.4 s
-  per iteration at 8 mm (2,933 training voxels; 2-5 min per fit), but 15-22 s at 4 mm
-  (23,500; 5.5e8 pairs), i.e. 3-5 hours per dimension on two CPU cores for the 750
-  iterations, where a GPU needs well under a minute. Computed in float32 (the gradient's
-  relative error is ~1e-6, far below the approximations').
+  ``device="cuda"``). Its cost is O(n^2 d) per iteration with O(n x block) memory: minutes
+  per fit at 8 mm, hours per dimension on two CPU cores at 4 mm, where a GPU needs well under
+  a minute. Computed in float32 (the gradient's relative error is ~1e-6, far below the
+  approximations').
 * ``"sampled"``: a stratified Monte-Carlo estimate (:func:`sampled_kl_divergence`): each
   point's repulsion from its 48 strongest affinities (the near points, whose pushes dominate)
   summed exactly, the rest estimated from ``negative_samples`` points drawn anew at every
-  iteration; unbiased, O(n x (negative_samples + 48) x d) per iteration. Measured at 8 mm,
-  8-D, all genes (where the exact fit is affordable): final KL divergence (computed exactly)
-  0.687 against the exact gradient's 0.644 (+7 %), test RMSE through the decoder 0.09945
-  against 0.09930 (+0.15 %); with 16 exact neighbours KL was 0.707, with none (plain
-  uniform sampling, 256 points) 2.15.
+  iteration; unbiased, O(n x (negative_samples + 48) x d) per iteration; close to the exact
+  fit where both can run (``docs/design.md``).
 
 ``"auto"`` (default): ``"fft"`` up to 2-D; beyond, ``"exact"`` on a GPU or for at most
 :data:`EXACT_MAX_N` training voxels (8 mm), ``"sampled"`` on the CPU for more (4 mm and finer).
@@ -61,9 +56,9 @@ embedding by default), embedding -> PCA scores -> genes.
 from __future__ import annotations
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .neighbour import NeighbourEmbedding, fit_progress
+from .._progress import step
+from .neighbour import NeighbourEmbedding
 
 __all__ = ["GRADIENT_METHODS", "TSNE", "barnes_hut_kl_divergence", "exact_kl_divergence", "sampled_kl_divergence"]
 
@@ -240,9 +235,7 @@ class TSNE(NeighbourEmbedding):
             random_state=self.random_state,
         )
         total = int(self.early_exaggeration_iter) + int(self.n_iter)
-        with tqdm(
-            total=total, desc=f"t-SNE {d}-D ({method})", unit="it", disable=not fit_progress(), leave=False
-        ) as bar:
+        with step(total, f"t-SNE {d}-D ({method})", unit="it") as bar:
             tsne = openTSNE.TSNE(
                 n_components=d,
                 learning_rate=self.learning_rate,
@@ -351,8 +344,7 @@ def _counted(objective, bar):
         objective = {"fft": kl_divergence_fft}[objective]
 
     def counted(*args, **kwargs):
-        if bar.n < bar.total:
-            bar.update(1)
+        bar.update(1)
         return objective(*args, **kwargs)
 
     return counted
@@ -490,8 +482,8 @@ def barnes_hut_kl_divergence(
 ):
     """openTSNE's Barnes-Hut gradient function (``kl_divergence_bh``) minus its warning above 3-D.
 
-    brainzarr uses Barnes-Hut at 4-D on purpose (it is 3.5x faster than the exact gradient at
-    4 mm, see the module docstring) and caps it there; openTSNE's per-call warning cannot be
+    brainzarr uses Barnes-Hut at 4-D on purpose (faster than the exact gradient at 4 mm) and
+    caps it there; openTSNE's per-call warning cannot be
     silenced thread-safely while dask transforms blocks in threads.
     """
     from openTSNE import _tsne

@@ -43,7 +43,7 @@ import warnings
 import numpy as np
 
 from .knn import NeighbourIndex
-from .neighbour import NeighbourEmbedding, fit_progress
+from .neighbour import NeighbourEmbedding
 
 __all__ = ["UMAP"]
 
@@ -161,7 +161,7 @@ class UMAP(NeighbourEmbedding):
             init=self.init,
             random_state=self.random_state,
             precomputed_knn=(idx, dist, None),
-            tqdm_kwds={"disable": not fit_progress(), "desc": f"UMAP {d}-D", "leave": False},
+            tqdm_kwds={"disable": True},  # the job's bar counts brainzarr's passes
             verbose=False,
         )
         with warnings.catch_warnings():

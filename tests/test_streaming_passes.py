@@ -6,7 +6,7 @@ import time
 import dask
 import pytest
 
-from brainzarr.parallel import compute_tasks
+from brainzarr.streaming import compute_tasks
 
 
 def test_results_come_back_in_task_order():

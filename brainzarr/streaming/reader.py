@@ -2,18 +2,19 @@
 
 A pass over the store (PCA's power iterations, NMF's epochs, the auto-encoder's streamed
 batches) reads blocks of rows x every gene, i.e. one row of chunks (4096 x 128 each, 123 of
-them for 15,633 genes). zarr-python 3.1 spends more time per chunk than decoding it: on the
-benchmark machine a 4096-row block took 0.2-0.8 s through ``array[a:b]`` and 0.1 s when the
-same chunks were decoded by two threads directly (each into a reused per-thread buffer: letting
-the codec allocate 2 MB per chunk cost more in page faults than the decoding). :class:`RowBlockReader` therefore decodes
-the chunks itself when the array is in the format brainzarr writes (Zarr v3 on a local
-directory, regular chunks, little-endian bytes + zstd, no sharding), and hands everything
-else to zarr unchanged. Both paths give identical arrays (tested).
+them for 15,633 genes). zarr-python 3.1 spends more time per chunk than decoding it, so
+:class:`RowBlockReader` decodes the chunks itself, in a thread pool, each into a reused
+per-thread buffer (fresh buffers cost more in page faults than the decoding), when the array
+is in the format brainzarr writes (Zarr v3 on a local directory, regular chunks, little-endian
+bytes + zstd, optionally + crc32c, no sharding), and hands everything else to zarr unchanged.
+Both paths give identical arrays (tested). The measurements: ``docs/design.md``.
 
 Reads that keep only some rows (the training voxels) copy the kept rows of each chunk
 straight into the result (through zarr: into a scratch buffer reused by the reader, then
-compressed), so no block-sized temporary is allocated per read: fresh 256-MB buffers cost
-page faults about as long as the decoding.
+compressed), so no block-sized temporary is allocated per read.
+
+A missing chunk, a checksum mismatch or an undecodable chunk raises
+:class:`~brainzarr.exceptions.ChunkError` naming the array and the chunk.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+
+from .._zarr import StrictLocalStore, quiet_zarr, verify_crc32c
+from ..exceptions import ChunkError
 
 __all__ = ["RowBlockReader"]
 
@@ -51,6 +55,8 @@ class RowBlockReader:
         Decode the chunks directly when the format allows it (see the module docstring);
         False always reads through zarr.
 
+    Notes
+    -----
     Calling ``reader(a, b, keep=None)`` returns a new float array of rows ``a:b``, or of
     those rows where the boolean ``keep`` (length ``b - a``) is true. Picklable (it carries
     the path, not the open array), so its calls also run as dask.distributed tasks.
@@ -74,10 +80,9 @@ class RowBlockReader:
     def array(self) -> zarr.Array:
         array = getattr(self._local, "array", None)
         if array is None:
-            from .store import quiet_zarr
-
             with quiet_zarr():
-                array = zarr.open_array(self.path, mode="r")
+                root = Path(self.path)
+                array = zarr.open_array(StrictLocalStore(root.parent, read_only=True), path=root.name, mode="r")
             if array.ndim != 2:
                 raise ValueError(f"{self.path} has {array.ndim} dimensions; RowBlockReader reads 2-D arrays")
             self._local.array = array
@@ -141,29 +146,44 @@ class RowBlockReader:
 class _DirectLayout:
     """Where a chunk's bytes are and how to decode them, for the one format read directly."""
 
-    def __init__(self, array, root: Path):
+    def __init__(self, array, root: Path, crc: bool = False):
         self.array = array
         self.root = root
         self.rows, self.cols = (int(c) for c in array.chunks)
         self.dtype = np.dtype(array.dtype)
-        self.fill = array.metadata.fill_value
+        self.crc = bool(crc)
         import numcodecs
 
         self.codec = numcodecs.Zstd()
         self._local = threading.local()
 
-    def _chunk(self, i: int, j: int) -> np.ndarray | None:
-        """Chunk (i, j) decoded into this thread's scratch buffer (valid until its next call)."""
+    def _chunk(self, i: int, j: int) -> np.ndarray:
+        """Chunk (i, j) decoded into this thread's scratch buffer (valid until its next call).
+
+        Raises
+        ------
+        ChunkError
+            The chunk is missing, fails its checksum or does not decode.
+        """
+        name = self.root.name
         try:
             raw = (self.root / self.array.metadata.encode_chunk_key((i, j))).read_bytes()
         except FileNotFoundError:
-            return None
+            raise ChunkError(
+                f"chunk {(i, j)} of {name} is missing from {self.root.parent}; "
+                "`brainzarr check` lists the damage and the command that rebuilds it"
+            ) from None
+        if self.crc:
+            raw = verify_crc32c(raw, name, (i, j))
         # decoding into a reused buffer is 2.5x faster than letting the codec allocate one:
         # a fresh 2-MB buffer per chunk costs more in page faults than zstd spends decoding
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = np.empty(self.rows * self.cols, dtype=self.dtype)
-        self.codec.decode(raw, out=scratch)
+        try:
+            self.codec.decode(raw, out=scratch)
+        except Exception as exc:  # numcodecs raises RuntimeError/ValueError for damaged frames
+            raise ChunkError(f"chunk {(i, j)} of {name} does not decode ({exc})") from None
         return scratch.reshape(self.rows, self.cols)
 
     def read(self, a: int, b: int, out: np.ndarray, keep=None) -> None:
@@ -175,9 +195,7 @@ class _DirectLayout:
         def one(j):
             c0, c1 = j * self.cols, min((j + 1) * self.cols, width)
             chunk = self._chunk(i, j)
-            if chunk is None:
-                out[:, c0:c1] = self.fill
-            elif keep is None:
+            if keep is None:
                 out[:, c0:c1] = chunk[r0:r1, : c1 - c0]
             else:
                 out[:, c0:c1] = chunk[r0:r1][keep, : c1 - c0]
@@ -188,13 +206,16 @@ class _DirectLayout:
 
 def _direct_layout(array) -> _DirectLayout | None:
     """A :class:`_DirectLayout` when ``array`` is in the format read directly, else None."""
-    from zarr.codecs import BytesCodec, ZstdCodec
+    from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
     from zarr.storage import LocalStore
 
     meta = array.metadata
     if getattr(meta, "zarr_format", None) != 3 or not isinstance(array.store_path.store, LocalStore):
         return None
     codecs = tuple(meta.codecs)
+    crc = bool(codecs) and isinstance(codecs[-1], Crc32cCodec)
+    if crc:
+        codecs = codecs[:-1]
     if (
         len(codecs) != 2
         or not isinstance(codecs[0], BytesCodec)
@@ -210,4 +231,4 @@ def _direct_layout(array) -> _DirectLayout | None:
     if not hasattr(meta, "encode_chunk_key") or type(meta.chunk_grid).__name__ != "RegularChunkGrid":
         return None
     root = Path(array.store_path.store.root) / array.store_path.path
-    return _DirectLayout(array, root)
+    return _DirectLayout(array, root, crc=crc)

@@ -1,0 +1,123 @@
+"""Atomic writes: a directory or a file appears whole or not at all.
+
+A scratch path sits beside the final one and is renamed over it on success (the previous
+version survives any interruption). Scratch directories are named
+``.<name>.partial-<host>-<pid>-<token>`` so that a later writer can tell a dead writer's
+leftovers (:func:`stale_partials`) from a live one's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+__all__ = ["atomic_directory", "atomic_file", "stale_partials", "remove_stale_partials", "pid_alive", "HOST"]
+
+#: a short tag of this machine in scratch names (hostnames may hold dots and dashes)
+HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_PARTIAL = ".partial-"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _scratch_name(final: Path) -> Path:
+    return final.parent / f".{final.name}{_PARTIAL}{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def atomic_directory(final, *, replace: bool = True):
+    """Yield a scratch directory path to fill; on success it becomes ``final``.
+
+    The scratch folder is created empty. With ``replace`` an existing ``final`` is swapped out
+    (two renames) and then removed; without it, an existing ``final`` raises FileExistsError
+    at the swap. On any failure the scratch folder is removed and ``final`` is untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = _scratch_name(final)
+    scratch.mkdir()
+    try:
+        yield scratch
+        old = None
+        if final.exists():
+            if not replace:
+                raise FileExistsError(f"{final} appeared while it was being written")
+            old = final.parent / f".{final.name}.old-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            final.rename(old)
+        scratch.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(final, *, suffix: str = ""):
+    """Yield a temporary path beside ``final``; on success it replaces ``final`` (os.replace).
+
+    ``suffix`` ends the temporary name (writers that choose a format by the name, e.g. nibabel's
+    ``.nii.gz``).
+    """
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _owner(name: str):
+    """(host, pid) of a scratch or old-version name, or None."""
+    for marker in (_PARTIAL, ".old-"):
+        if marker in name:
+            parts = name.rsplit(marker, 1)[1].split("-")
+            if len(parts) == 3 and parts[1].isdigit():
+                return parts[0], int(parts[1])
+    return None
+
+
+def stale_partials(root) -> list[Path]:
+    """Scratch folders and files under ``root`` left by writers on this machine that are dead."""
+    root = Path(root)
+    found = []
+    if not root.exists():
+        return found
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in list(dirnames) + filenames:
+            owner = _owner(name) if name.startswith(".") else None
+            if owner is None:
+                continue
+            host, pid = owner
+            if host == HOST and not pid_alive(pid):
+                found.append(Path(dirpath) / name)
+                if name in dirnames:
+                    dirnames.remove(name)
+    return sorted(found)
+
+
+def remove_stale_partials(root) -> list[Path]:
+    """Remove :func:`stale_partials` and return what was removed."""
+    removed = stale_partials(root)
+    for path in removed:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return removed

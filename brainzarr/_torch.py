@@ -1,0 +1,101 @@
+"""What every torch-based part shares: importing torch with an install hint, the device,
+early stopping and atomic checkpoint files (loaded back with ``weights_only=True``)."""
+
+from __future__ import annotations
+
+import math
+
+from ._atomic import atomic_file
+from .exceptions import MissingDependencyError
+
+__all__ = ["require_torch", "resolve_device", "EarlyStopping", "save_atomic", "load_weights_only"]
+
+
+def require_torch():
+    """The torch module, or a clear error naming the extra to install."""
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError(
+            "this part of brainzarr needs PyTorch: pip install torch "
+            "(the CPU build: pip install torch==2.13.0), or pip install 'brainzarr[models]'"
+        ) from None
+    return torch
+
+
+def resolve_device(device="auto"):
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N', as a torch.device.
+
+    Raises
+    ------
+    ValueError
+        An unknown device, or CUDA asked for where torch sees none.
+    """
+    torch = require_torch()
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} but CUDA is not available to torch {torch.__version__}; use device='cpu' or 'auto'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type != "cpu":
+        raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda'")
+    return dev
+
+
+class EarlyStopping:
+    """Track a validation loss; ``stop`` once it has not improved for ``patience`` epochs.
+
+    ``update(loss)`` returns True when the loss is a new best (the caller keeps that state).
+    The counters are plain numbers, so they go into a checkpoint as they are
+    (:meth:`state_dict` / :meth:`load_state_dict`).
+    """
+
+    def __init__(self, patience: int):
+        if int(patience) < 1:
+            raise ValueError(f"patience must be at least 1, got {patience}")
+        self.patience = int(patience)
+        self.best = math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.epoch = 0
+
+    @property
+    def stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def update(self, loss: float) -> bool:
+        self.epoch += 1
+        if loss < self.best:
+            self.best, self.best_epoch, self.bad_epochs = float(loss), self.epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = float(state["best"])
+        self.best_epoch = int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.epoch = int(state["epoch"])
+
+
+def save_atomic(obj, path) -> None:
+    """``torch.save`` that leaves either the old file or the new one, never half of one."""
+    torch = require_torch()
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_weights_only(path, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``: tensors and plain containers, no pickled code."""
+    return require_torch().load(path, map_location=map_location, weights_only=True)

@@ -1,0 +1,50 @@
+"""``da.brain``: the accessor of voxel-indexed DataArrays (NIfTI export, grid, plot).
+
+>>> ds.expression.sel(gene="APOE").brain.to_nifti("apoe.nii.gz")  # doctest: +SKIP
+>>> ds.expression.sel(gene="APOE").brain.plot("apoe.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import xarray as xr
+
+from .grid import Grid
+from .nifti import NIFTI_SUFFIXES, save_nifti, to_nifti, to_volume, voxel_grid
+
+__all__ = ["BrainArrayAccessor"]
+
+
+@xr.register_dataarray_accessor("brain")
+class BrainArrayAccessor:
+    """``da.brain``: NIfTI export and grid of a voxel-indexed DataArray (one selected from a store)."""
+
+    def __init__(self, da: xr.DataArray):
+        self._da = da
+
+    def to_nifti(self, path=None, background: float = 0.0, *, grid=None, dtype=np.float32) -> nib.Nifti1Image:
+        """The image (see :func:`brainzarr.nifti.to_nifti`); saved to ``path`` (.nii or .nii.gz) when given."""
+        if path is not None and not str(path).endswith(NIFTI_SUFFIXES):
+            raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {Path(path).name!r}")
+        img = to_nifti(self._da, grid, background=background, dtype=dtype)
+        if path is not None:
+            save_nifti(img, path)
+        return img
+
+    def to_volume(self, background: float = 0.0, *, grid=None, dtype=None) -> np.ndarray:
+        """The values on the full 3-D (or 4-D) grid as a numpy array; ``background`` elsewhere."""
+        return to_volume(self._da, grid, background=background, dtype=dtype)
+
+    @property
+    def grid(self) -> Grid:
+        """The grid of the DataArray's voxels (mask = the voxels present, in the store's affine)."""
+        return voxel_grid(self._da)
+
+    def plot(self, path=None, **kwargs):
+        """Plot the map with :func:`brainzarr.plots.plot_map`."""
+        from .plots import plot_map
+
+        return plot_map(self._da, path, **kwargs)

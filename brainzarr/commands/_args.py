@@ -1,0 +1,106 @@
+"""What the commands share: argparse ``type=`` validators, the cluster options and the client.
+
+Validators raise :class:`argparse.ArgumentTypeError`, so argparse reports a bad value as one
+line naming the flag (``argument --dims: ...``) before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+__all__ = [
+    "positive_int",
+    "nonnegative_int",
+    "positive_float",
+    "fraction",
+    "int_list",
+    "name_list",
+    "chunk_shape",
+    "add_cluster_arguments",
+    "dask_client",
+]
+
+
+def _number(cast, ok, what: str):
+    """An argparse type: ``cast(text)`` that passes ``ok``, else one line saying what was expected."""
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what.replace(" ", "_")
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a positive number")
+fraction = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
+
+
+def int_list(text: str) -> list[int]:
+    """'2,4,8' -> [2, 4, 8] (positive, comma-separated)."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected comma-separated positive integers, got nothing")
+    return [positive_int(t) for t in items]
+
+
+def name_list(text: str) -> list[str]:
+    """'pca,nmf' -> ['pca', 'nmf']."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected comma-separated names, got nothing")
+    return items
+
+
+def chunk_shape(text: str) -> tuple[int, int]:
+    """'4096,128' -> (4096, 128): voxels, genes."""
+    parts = [t.strip() for t in str(text).split(",")]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected two positive integers voxels,genes, got {text!r}")
+    try:
+        return positive_int(parts[0]), positive_int(parts[1])
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected two positive integers voxels,genes, got {text!r}") from None
+
+
+def add_cluster_arguments(p) -> None:
+    """``--workers N`` (a local dask.distributed cluster) or ``--scheduler ADDRESS``."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=positive_int, help="run on a local dask.distributed cluster of N process workers")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="address of a running dask.distributed scheduler")
+
+
+@contextlib.contextmanager
+def dask_client(args):
+    """The client asked for (``--workers``/``--scheduler``), set as brainzarr's for the block; else None."""
+    from ..options import set_options
+
+    workers, address = getattr(args, "workers", None), getattr(args, "scheduler", None)
+    if not workers and not address:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if address:
+        try:
+            client = Client(address, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionError(f"cannot reach the dask scheduler at {address} ({exc})") from None
+    else:
+        client = Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
+    try:
+        with set_options(client=client):
+            yield client
+    finally:
+        cluster = client.cluster if not address else None
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,391 @@
+"""Store-aware fitting: fit a representation on a store's training voxels, write the result back.
+
+:func:`fit_store` is the path every method takes:
+
+1. fit on the ``split == "train"`` voxels (``split_random`` / ``split_blocked`` on request),
+   streamed by the estimator;
+2. one streamed pass, one task per row block of the store (locally or on a dask.distributed
+   client): read the block, embed it, reconstruct it, write its rows of ``embedding``,
+   ``reconstruction`` (with the store's gene chunking) and ``voxel_rmse`` — whole chunks, so no
+   two tasks share one — and return its per-voxel squared errors (nothing is held whole);
+3. the train and test RMSE follow from the per-voxel errors.
+
+The result is written atomically under ``representations/<method>/k<dim>`` with
+:func:`brainzarr.store.group_writer` (an interruption leaves the store readable and any
+previous result intact) and opens with plain ``xarray.open_zarr(store, group=...)``:
+
+* ``embedding (voxel, component)``, ``reconstruction (voxel, gene)`` (unless
+  ``write_reconstruction=False``), ``voxel_rmse (voxel)`` (error map over genes);
+* ``rmse (split)`` with ``split = ['train', 'test']``. (The voxel coordinate ``split`` of the
+  store is therefore not repeated in results; ``split_random`` and ``split_blocked`` are, and
+  attribute ``split`` names the scheme used.)
+* the model's parameters as arrays ``param_*`` (:meth:`Representation.to_dataset`), so
+  :func:`load_model` rebuilds the fitted estimator without pickles;
+* attributes: method, dim, params, seed, split, n_train, n_test, fit_seconds,
+  transform_seconds, brainzarr version, creation time.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from .._deprecation import renamed_kwargs
+from .._progress import job
+from .._version import __version__
+from .._zarr import quiet_zarr
+from ..exceptions import CheckpointMismatchError, MethodUnavailableError, ResultExistsError
+from ..options import set_options
+from ..store import VOXEL_COORDS, as_store, group_writer, list_groups, read_group, store_lock
+from ..streaming import compute_tasks, expression_rows
+from . import METHODS, get_model_class
+from .base import row_sse
+
+__all__ = [
+    "fit_store",
+    "check_fit",
+    "load_model",
+    "rmse_table",
+    "result_group",
+    "make_model",
+    "RESULTS_PREFIX",
+    "MethodUnavailableError",
+]
+
+RESULTS_PREFIX = "representations"
+#: where estimators that checkpoint (``checkpoint_dir`` parameter) keep them, inside the store;
+#: a hidden folder, so it is never taken for a result group
+CHECKPOINTS = ".checkpoints"
+_SPLITS = ("train", "test")
+
+
+def result_group(method: str, n_components: int) -> str:
+    """The group of a result: ``representations/<method>/k<n_components>``."""
+    return f"{RESULTS_PREFIX}/{method}/k{int(n_components)}"
+
+
+def model_class(method: str):
+    """The estimator class of ``method``, with a clear error when it cannot be imported."""
+    try:
+        return get_model_class(method)
+    except ModuleNotFoundError as exc:
+        module = f"brainzarr.models.{METHODS[method][0]}"
+        if exc.name == module:
+            raise MethodUnavailableError(
+                f"method {method!r} is not available in this version of brainzarr ({module} does not exist yet)"
+            ) from None
+        raise MethodUnavailableError(
+            f"method {method!r} needs the package {exc.name!r}: pip install 'brainzarr[models]'"
+        ) from None
+    except AttributeError:
+        raise MethodUnavailableError(
+            f"method {method!r} is not available in this version of brainzarr "
+            f"(brainzarr.models.{METHODS[method][0]} has no {METHODS[method][1]})"
+        ) from None
+
+
+@renamed_kwargs(seed="random_state", dim="n_components")
+def make_model(method: str, n_components: int, *, random_state: int = 0, **params):
+    """An unfitted estimator of ``method`` with ``n_components``, seeded with ``random_state``.
+
+    Raises
+    ------
+    ValueError
+        For a parameter the estimator does not take.
+    """
+    cls = model_class(method)
+    names = set(cls._get_param_names())
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ValueError(f"{method} does not take {', '.join(unknown)}; its parameters: {', '.join(sorted(names))}")
+    if "random_state" in names and "random_state" not in params:
+        params["random_state"] = int(random_state)
+    return cls(n_components=int(n_components), **params)
+
+
+def _split_labels(ds: xr.Dataset, split: str | None) -> tuple[str, str, np.ndarray]:
+    """(scheme, coordinate name, labels) of the split to use."""
+    if split is None:
+        scheme = ds.attrs.get("provenance", {}).get("split", {}).get("scheme", "random")
+        return scheme, "split", np.asarray(ds["split"].values)
+    if split not in ("random", "blocked"):
+        raise ValueError(f"split must be 'random' or 'blocked', got {split!r}")
+    return split, f"split_{split}", np.asarray(ds[f"split_{split}"].values)
+
+
+def check_fit(store, method: str, n_components: int, *, overwrite: bool = False, params: dict | None = None):
+    """Everything a fit can check before it computes: the method and its parameters, the number
+    of components against the genes, writability and an existing result. Returns the model.
+
+    Raises
+    ------
+    ResultExistsError, PermissionError, ValueError, MethodUnavailableError
+    """
+    store = as_store(store)
+    model = make_model(method, n_components, **dict(params or {}))
+    n_genes = int(store.dataset.sizes["gene"])
+    if getattr(type(model), "components_within_features", False) and int(n_components) > n_genes:
+        raise ValueError(
+            f"{method} with {n_components} components needs at least as many genes; the store has {n_genes}"
+        )
+    store.check_writable()
+    group = result_group(method, n_components)
+    if store.group_path(group).exists() and not overwrite:
+        raise ResultExistsError(f"{group} exists in {store.path}", options={"overwrite": True})
+    return model
+
+
+@renamed_kwargs(seed="random_state", dim="n_components")
+def fit_store(
+    store,
+    method: str,
+    n_components: int,
+    *,
+    overwrite: bool = False,
+    random_state: int = 0,
+    split: str | None = None,
+    write_reconstruction: bool = True,
+    progress: bool | None = None,
+    client=None,
+    **params,
+) -> xr.Dataset:
+    """Fit ``method`` with ``n_components`` on a store's training voxels and write the result.
+
+    Parameters
+    ----------
+    store : str, Path or Store
+        A brainzarr store.
+    method : str
+        'pca', 'kpca', 'nmf', 'tsne', 'umap' or 'ae' (see :data:`brainzarr.models.METHODS`).
+    n_components : int
+        Number of components (the result's ``k<n_components>``).
+    overwrite : bool
+        Replace an existing result of this method and number of components.
+    random_state : int
+        Seeds the estimator; recorded (attribute ``seed``).
+    split : {'random', 'blocked'}, optional
+        Which train/test split to use (default: the store's ``split``); recorded.
+    write_reconstruction : bool
+        Write ``reconstruction (voxel, gene)`` (as large as ``expression``); the RMSE is computed
+        either way.
+    progress : bool, optional
+        Progress bars for this call (as :func:`brainzarr.set_options`).
+    client : distributed.Client, optional
+        Run the streamed passes on this cluster for this call (as :func:`brainzarr.set_options`).
+    **params
+        Estimator parameters (e.g. ``n_power_iter`` for PCA, ``max_epochs`` for NMF).
+        Estimators that take ``checkpoint_dir`` get ``<store>/.checkpoints/<method>/k<n>``
+        unless given (removed once the result is written, so an interrupted fit resumes and a
+        finished one does not; a checkpoint there from an interrupted fit with other data or
+        settings is discarded with a warning).
+
+    Returns
+    -------
+    xarray.Dataset
+        The written result group, opened lazily.
+
+    Raises
+    ------
+    ResultExistsError
+        The result exists and ``overwrite`` is false (checked before fitting, as are the
+        parameters, the number of components and whether the store is writable).
+
+    Notes
+    -----
+    ``dim=`` and ``seed=`` (now ``n_components`` and ``random_state``) still work for this
+    release, with a FutureWarning.
+    """
+    store = as_store(store)
+    options = {k: v for k, v in (("progress", progress), ("client", client)) if v is not None}
+    with set_options(**options), store_lock(store.path, exclusive=False, what="fitted"):
+        return _fit_store(
+            store, method, int(n_components), overwrite, int(random_state), split, write_reconstruction, params
+        )
+
+
+def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction, params):
+    group = result_group(method, dim)
+    ds = store.dataset
+    names = set(model_class(method)._get_param_names())
+    checkpoints = store.path / CHECKPOINTS / method / f"k{dim}"
+    if "checkpoint_dir" in names and params.get("checkpoint_dir") is None:
+        params["checkpoint_dir"] = str(checkpoints)  # an interrupted fit resumes when run again
+    model = check_fit(store, method, dim, overwrite=overwrite, params={**params, "random_state": seed})
+    scheme, split_coord, labels = _split_labels(ds, split)
+    train = labels == "train"
+    if not train.any():
+        raise ValueError(f"the store has no training voxels in {split_coord}")
+    X = expression_rows(store)  # whole-row blocks, one read each
+
+    with job(f"{method} k{dim}", unit="block"):
+        start = time.perf_counter()
+        rows = expression_rows(store, mask=train)
+        try:
+            model.fit(rows)
+        except CheckpointMismatchError as exc:
+            if params.get("checkpoint_dir") != str(checkpoints):
+                raise  # the caller's own folder: theirs to clear
+            # brainzarr's folder for this method/dim, left by an interrupted fit of other settings
+            warnings.warn(
+                f"discarding a checkpoint of an interrupted {method} k{dim} fit with other data or "
+                f"settings ({exc}); starting afresh",
+                stacklevel=3,
+            )
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            model.fit(rows)
+        fit_seconds = time.perf_counter() - start
+
+        start = time.perf_counter()
+        template = _result_template(ds, model, write_reconstruction)
+        attrs = {
+            **template.attrs,
+            "method": method,
+            "dim": dim,
+            "seed": seed,
+            "split": scheme,
+            "split_coordinate": split_coord,
+            "n_train": int(train.sum()),
+            "n_test": int((labels == "test").sum()),
+            "fit_seconds": round(fit_seconds, 3),
+            "brainzarr_version": __version__,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+        encoding = {
+            name: {"chunks": tuple(c[0] for c in var.chunks)}
+            for name, var in template.data_vars.items()
+            if var.chunks is not None
+        }
+        with group_writer(store, group, overwrite=overwrite) as scratch, quiet_zarr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)  # string coordinates
+            # metadata, coordinates and parameters now; the voxel arrays are filled by the pass below
+            template.to_zarr(
+                str(scratch), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding
+            )
+            tasks = _write_tasks(X, model, scratch, write_reconstruction)
+            sse = np.concatenate(compute_tasks(tasks, desc=f"writing {method} k{dim}"))
+            rmse = [float(np.sqrt(sse[labels == s].sum() / max((labels == s).sum() * X.shape[1], 1))) for s in _SPLITS]
+            attrs["transform_seconds"] = round(time.perf_counter() - start, 3)
+            xr.Dataset({"rmse": ("split", np.asarray(rmse))}, coords={"split": list(_SPLITS)}).to_zarr(
+                str(scratch), mode="a", consolidated=False, zarr_format=3
+            )
+            zarr.open_group(str(scratch), mode="r+", zarr_format=3).attrs.update(attrs)
+    if params.get("checkpoint_dir") == str(checkpoints):
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the result is written: the next fit starts afresh
+    return read_group(store, group)
+
+
+def _result_template(ds: xr.Dataset, model, write_reconstruction: bool) -> xr.Dataset:
+    """The result's layout: voxel arrays as unfilled dask placeholders with the store's row
+    chunks (and gene chunks), coordinates and the model's parameter arrays."""
+    n, d = ds.sizes["voxel"], ds.sizes["gene"]
+    rows, gene_chunk = ds["expression"].chunks[0], ds["expression"].chunks[1][0]
+    k = int(model._embedding_width())
+    # variables, not DataArrays: a DataArray would bring every voxel coordinate along, 'split' too
+    coords = {c: ds[c].variable for c in ("voxel",) + VOXEL_COORDS if c in ds.coords and c != "split"}
+    coords["gene"] = ds["gene"].variable
+    data = {
+        "embedding": (("voxel", "component"), da.empty((n, k), chunks=(rows, k), dtype=np.float32)),
+        "voxel_rmse": (("voxel",), da.empty(n, chunks=(rows,), dtype=np.float32)),
+    }
+    if write_reconstruction:
+        data["reconstruction"] = (("voxel", "gene"), da.empty((n, d), chunks=(rows, gene_chunk), dtype=np.float32))
+    out = xr.Dataset(data, coords={**coords, "component": np.arange(1, k + 1)})
+    params = model.to_dataset()
+    clash = [dim for dim in params.dims if dim in out.dims and params.sizes[dim] != out.sizes[dim]]
+    if clash:
+        raise ValueError(
+            f"{type(model).__name__}'s parameter arrays use dims {clash} with other sizes "
+            "than the result's; rename them"
+        )
+    out = xr.merge([out, params], combine_attrs="override")
+    out.attrs = dict(params.attrs)
+    if "affine" not in out["i"].attrs:
+        out["i"].attrs.update({key: ds.attrs[key] for key in ("affine", "grid_shape", "space", "resolution_mm")})
+    return out
+
+
+def _write_tasks(X, model, scratch: Path, write_reconstruction: bool) -> list:
+    """One task per row block of the store: read it, embed, reconstruct, write its rows of every
+    voxel array (whole chunks: the arrays share the store's row chunks) and return its per-voxel
+    squared errors. One pass; memory of a task is a few row blocks."""
+    blocks = X.rechunk({1: -1}).to_delayed().ravel().tolist()
+    bounds = np.cumsum((0,) + X.chunks[0])
+    shared_model = dask.delayed(model, traverse=False)  # one copy per worker, not one per task
+    write = dask.delayed(_write_block, pure=False)
+    return [
+        write(shared_model, block, str(scratch), int(a), int(b), write_reconstruction)
+        for block, a, b in zip(blocks, bounds[:-1], bounds[1:])
+    ]
+
+
+def _write_block(model, X, scratch: str, a: int, b: int, write_reconstruction: bool) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    Z = np.asarray(model.transform(X), dtype=np.float32)
+    R = np.asarray(model.inverse_transform(Z), dtype=np.float32)
+    sse = row_sse(R, X)
+    with quiet_zarr():
+        group = zarr.open_group(scratch, mode="r+", zarr_format=3)
+        group["embedding"][a:b] = Z
+        group["voxel_rmse"][a:b] = np.sqrt(sse / X.shape[1]).astype(np.float32)
+        if write_reconstruction:
+            group["reconstruction"][a:b] = R
+    return sse
+
+
+def load_model(store, method: str, n_components: int):
+    """The fitted estimator of ``representations/<method>/k<n_components>``, rebuilt from its arrays."""
+    result = read_group(store, result_group(method, n_components))
+    model = model_class(method).from_dataset(result)
+    if "gene" in result.coords:
+        model.genes_ = result["gene"].values
+        model.feature_dim_ = "gene"
+    return model
+
+
+def rmse_table(store, *, methods=None, dims=None) -> pd.DataFrame:
+    """Train and test RMSE of every result in the store (optionally of some methods and dims).
+
+    Columns: method, dim, split (the scheme), train_rmse, test_rmse, fit_seconds,
+    transform_seconds; sorted by method (in :data:`~brainzarr.models.METHODS` order) and dim.
+    """
+    store = as_store(store)
+    rows = []
+    for group in list_groups(store, RESULTS_PREFIX):
+        with quiet_zarr():
+            node = zarr.open_group(str(store.path / group), mode="r", zarr_format=3)
+            attrs = dict(node.attrs)
+            if "rmse" not in node or "method" not in attrs:
+                continue
+            rmse = dict(zip(np.asarray(node["split"][:]).astype(str), np.asarray(node["rmse"][:], dtype=float)))
+        if (methods is not None and attrs["method"] not in methods) or (dims is not None and attrs["dim"] not in dims):
+            continue
+        rows.append(
+            {
+                "method": attrs["method"],
+                "dim": int(attrs["dim"]),
+                "split": attrs.get("split"),
+                "train_rmse": rmse["train"],
+                "test_rmse": rmse["test"],
+                "fit_seconds": attrs.get("fit_seconds"),
+                "transform_seconds": attrs.get("transform_seconds"),
+            }
+        )
+    columns = ["method", "dim", "split", "train_rmse", "test_rmse", "fit_seconds", "transform_seconds"]
+    table = pd.DataFrame(rows, columns=columns)
+    order = {m: i for i, m in enumerate(METHODS)}
+    return (
+        table.assign(_order=table["method"].map(lambda m: order.get(m, len(order))))
+        .sort_values(["_order", "dim"])
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )

@@ -1,0 +1,44 @@
+"""Block streaming, in one place: how every pass over a (voxels, genes) array reads it.
+
+* :mod:`.reader` — :class:`RowBlockReader`: rows ``a:b`` x every gene of a Zarr array, the
+  chunks decoded concurrently into one output (the read behind every pass);
+* :mod:`.spans` — :func:`row_spans`: which contiguous row ranges a pass reads;
+* :mod:`.passes` — prefetch, stream, reduce and the parallel pass (:func:`compute_tasks`),
+  locally or on a dask.distributed client;
+* :mod:`.rows` — :func:`expression_rows`: a store's array as a dask array of row blocks.
+
+Peak memory of a pass is a few row blocks, whatever the number of voxels.
+"""
+
+from .passes import (
+    as_array,
+    block_reduce,
+    cache_if_small,
+    compute_rows,
+    compute_tasks,
+    iter_row_blocks,
+    prefetch,
+    select_rows,
+    stream_blocks,
+    take_rows,
+)
+from .reader import RowBlockReader
+from .rows import expression_rows
+from .spans import row_chunks, row_spans
+
+__all__ = [
+    "RowBlockReader",
+    "as_array",
+    "block_reduce",
+    "cache_if_small",
+    "compute_rows",
+    "compute_tasks",
+    "expression_rows",
+    "iter_row_blocks",
+    "prefetch",
+    "row_chunks",
+    "row_spans",
+    "select_rows",
+    "stream_blocks",
+    "take_rows",
+]

@@ -1,0 +1,62 @@
+"""A store's ``expression`` as a dask array of whole-row blocks: what every fit streams."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+
+from .._zarr import quiet_zarr
+from ..store import as_store
+from .reader import RowBlockReader
+
+__all__ = ["expression_rows"]
+
+
+def expression_rows(store, rows: int | None = None, mask=None, *, variable: str = "expression"):
+    """The store's ``expression`` as a dask array of whole rows: one task per block of ``rows``
+    voxels (default: the store's row chunk) reading every gene in one call.
+
+    Parameters
+    ----------
+    store : str, Path or Store
+        The store.
+    rows : int, optional
+        Rows per block (default: the store's row chunk, so each read decodes its chunks once).
+    mask : bool array (voxel,), optional
+        Keep only these rows (e.g. the training voxels). The result keeps one row block per
+        block of the store (blocks with no selected row are left out), so a pass over it reads
+        each block once.
+    variable : str
+        The (voxel, gene) array to read.
+
+    Notes
+    -----
+    Reads go through :class:`~brainzarr.streaming.reader.RowBlockReader`, which decodes the
+    chunks of a row block concurrently into one output array; tasks carry the path and the row
+    range, never data, so they also run on dask.distributed workers.
+    """
+    store = as_store(store)
+    path = store.path / variable
+    with quiet_zarr():
+        array = zarr.open_array(str(path), mode="r", zarr_format=3)
+    n, width = (int(s) for s in array.shape)
+    step = int(rows or array.chunks[0])
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (n,):
+            raise ValueError(f"row mask has shape {mask.shape}, expected ({n},)")
+    reader = RowBlockReader(str(path))
+    name = f"{variable}-rows-{dask.base.tokenize(str(path.resolve()), step, mask)}"
+    blocks = []
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        keep = None if mask is None or mask[a:b].all() else mask[a:b]
+        n_rows = b - a if keep is None else int(keep.sum())
+        if n_rows:
+            task = dask.delayed(reader, pure=True)(a, b, keep, dask_key_name=f"{name}-{a}")
+            blocks.append(da.from_delayed(task, shape=(n_rows, width), dtype=array.dtype))
+    if not blocks:
+        return da.zeros((0, width), dtype=array.dtype, chunks=(1, width))
+    return da.concatenate(blocks, axis=0)

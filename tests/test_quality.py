@@ -1,0 +1,56 @@
+"""The tree passes ruff (lint and format) and the docs build without a warning: CI runs both
+through this suite, the one command .ci/run calls."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tool(name):
+    path = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not Path(path).exists():
+        pytest.fail(f"{name} is not installed: pip install -e '.[dev,docs]' (it is in the [all] extra)")
+    return path
+
+
+def test_ruff_lint_and_format():
+    ruff = _tool("ruff")
+    lint = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout[-3000:]
+    fmt = subprocess.run([ruff, "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout[-3000:]
+
+
+def test_docs_build_without_warnings(tmp_path):
+    mkdocs = _tool("mkdocs")
+    proc = subprocess.run(
+        [mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "site" / "api" / "index.html").exists()
+    assert "WARNING" not in proc.stderr
+
+
+def test_readme_is_short_and_links_the_docs():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    for page in ("docs/guide/build.md", "docs/store.md", "docs/benchmarks.md", "CHANGELOG.md", "LICENSE"):
+        assert page in readme and (ROOT / page).exists(), page
+
+
+def test_every_benchmark_table_says_date_machine_and_load():
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    sections = text.split("\n## ")[1:]
+    assert sections
+    for section in sections:
+        stamp = next((line for line in section.splitlines() if line.startswith("*Measured ")), "")
+        assert stamp and "machine" in stamp and ("idle" in stamp or "contended" in stamp), section[:80]
