@@ -24,7 +24,14 @@ from zarr.storage import LocalStore
 
 from .exceptions import ChunkError
 
-__all__ = ["quiet_zarr", "StrictLocalStore", "chunk_index", "verify_crc32c"]
+__all__ = ["quiet_zarr", "StrictLocalStore", "chunk_index", "verify_crc32c", "checked_compressors"]
+
+
+def checked_compressors() -> list:
+    """zstd, then a crc32c checksum: the codecs of every voxel array brainzarr writes."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return [ZstdCodec(), Crc32cCodec()]
 
 
 @contextlib.contextmanager

@@ -38,9 +38,9 @@ import zarr
 from ._atomic import atomic_directory
 from ._deprecation import renamed_kwargs
 from ._progress import job
-from ._zarr import quiet_zarr
+from ._zarr import checked_compressors, quiet_zarr
 from .assign import Assignment
-from .exceptions import StoreError, StoreExistsError
+from .exceptions import InputError, StoreError, StoreExistsError
 from .grid import Grid, grid_from_mask, mni152_grid
 from .options import set_options
 from .preprocess import TailAccumulator, clamp_scale, make_split, merge_tails
@@ -410,7 +410,10 @@ def _create_template(
     ds["expression"].attrs.update({"long_name": "gene expression", "units": "scaled to [0, 1]"})
     for c, unit in zip("xyz", ("mm", "mm", "mm")):
         ds[c].attrs.update({"units": unit, "long_name": f"MNI {c}"})
-    encoding = {"expression": {"chunks": chunks}, "build_chunk_done": {"chunks": (1,)}}
+    encoding = {
+        "expression": {"chunks": chunks, "compressors": checked_compressors()},
+        "build_chunk_done": {"chunks": (1,)},
+    }
     with atomic_directory(out, replace=False) as tmp, quiet_zarr():  # a store appears whole or not at all
         ds.to_zarr(str(tmp), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
 
@@ -421,8 +424,11 @@ def _restrict_to_atlas(grid: Grid, table: xr.Dataset):
 
     labels_vol = atlas_on_grid(table.attrs["atlas"], grid)
     keep = grid.mask & np.isin(labels_vol, table["label"].values)
-    if not keep.any():
-        raise ValueError("no voxel of the mask lies in a region of the table")
+    if keep.sum() < max(1, 0.01 * grid.mask.sum()):
+        raise InputError(
+            f"only {int(keep.sum())} of the mask's {int(grid.mask.sum()):,} voxels lie in a region of the table "
+            f"({table.attrs['atlas']}); is the atlas in MNI space and on the right grid?"
+        )
     new = Grid(keep, grid.affine, space=grid.space, name=f"{grid.name} within {table.attrs['atlas']}")
     return new, labels_vol[tuple(new.ijk.T)]
 

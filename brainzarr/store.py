@@ -42,7 +42,7 @@ import xarray as xr
 import zarr
 
 from ._atomic import atomic_directory, remove_stale_partials, stale_partials
-from ._zarr import StrictLocalStore, quiet_zarr
+from ._zarr import StrictLocalStore, checked_compressors, quiet_zarr
 from .exceptions import ResultExistsError, StoreError, StoreExistsError, StoreLockedError
 from .grid import Grid
 
@@ -330,7 +330,7 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
     if "i" in ds.coords and "affine" not in ds["i"].attrs:
         ds["i"].attrs.update({k: store.attrs[k] for k in ("affine", "grid_shape", "space", "resolution_mm")})
     encoding = {
-        name: {"chunks": tuple(c[0] for c in var.chunks)}
+        name: {"chunks": tuple(c[0] for c in var.chunks), "compressors": checked_compressors()}
         for name, var in ds.data_vars.items()
         if var.chunks is not None
     }

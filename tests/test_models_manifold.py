@@ -176,11 +176,16 @@ def test_same_seed_same_model_other_seed_other_model(data, make):
     train = data["train"].values[::3]
     new = data["new"].values[:300]
     a, b, c = make(5).fit(train), make(5).fit(train), make(6).fit(train)
-    np.testing.assert_array_equal(a.embedding_, b.embedding_)
+    # the promise is the same model for the same seed: to float32 rounding, since a BLAS may sum
+    # in an order that depends on its thread count (bit-identical on one machine and thread count)
+    scale = float(np.abs(a.embedding_).max())
+    np.testing.assert_allclose(a.embedding_, b.embedding_, rtol=1e-5, atol=1e-5 * scale)
     Z = a.transform(new)
-    np.testing.assert_array_equal(Z, b.transform(new))
-    np.testing.assert_array_equal(a.transform(da.from_array(new, chunks=(77, -1))).compute(), Z)
-    assert not np.allclose(a.embedding_, c.embedding_)
+    np.testing.assert_allclose(Z, b.transform(new), rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(
+        a.transform(da.from_array(new, chunks=(77, -1))).compute(), Z, rtol=1e-5, atol=1e-5 * scale
+    )
+    assert not np.allclose(a.embedding_, c.embedding_, rtol=1e-2, atol=1e-2 * scale)
 
 
 def test_more_dimensions_than_pca_inputs(data):
@@ -276,10 +281,12 @@ def test_sampled_gradient_is_unbiased_and_exact_when_it_draws_everything():
     assert np.mean([kl for kl, _ in results]) == pytest.approx(kl_exact, rel=0.01)
     # the same seed draws the same points
     again = sampled_kl_divergence("cpu", n_samples=40, random_state=1)
-    np.testing.assert_array_equal(again(Y.copy(), P)[1], grads[0])
+    np.testing.assert_allclose(again(Y.copy(), P)[1], grads[0], rtol=1e-6, atol=1e-7 * np.abs(grads[0]).max())
 
+    # drawing every other point is the exact gradient, summed in another order (float32 rounding)
     everything = sampled_kl_divergence("cpu", n_samples=399)
-    np.testing.assert_array_equal(everything(Y.copy(), P, should_eval_error=True)[1], g_exact)
+    g_all = everything(Y.copy(), P, should_eval_error=True)[1]
+    np.testing.assert_allclose(g_all, g_exact, rtol=1e-5, atol=1e-5 * np.abs(g_exact).max())
 
 
 def test_sampled_transform_gradient_is_per_point_and_exact_on_a_small_reference():

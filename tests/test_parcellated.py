@@ -26,8 +26,12 @@ def dk_table(tmp_path):
 
 def test_every_voxel_takes_its_regions_row(tmp_path, dk_table):
     path, atlas, table = dk_table
-    with pytest.warns(UserWarning, match="dropping 1 region"):
-        out = build_store(tmp_path / "dk.zarr", source="parcellated", table=path, atlas=atlas, resolution=4)
+    with pytest.raises(ValueError, match=rf"1 atlas region\(s\) have no values in the table: {table.index[5]}"):
+        build_store(tmp_path / "dk.zarr", source="parcellated", table=path, atlas=atlas, resolution=4)
+    assert not (tmp_path / "dk.zarr").exists()  # refused before writing
+    out = build_store(
+        tmp_path / "dk.zarr", source="parcellated", table=path, atlas=atlas, resolution=4, missing_regions="drop"
+    )
     ds = open_store(out)
     assert ds.attrs["provenance"]["assignment"] == {"method": "atlas"}
     from brainzarr.sources.parcellated import atlas_on_grid
@@ -60,6 +64,47 @@ def test_bad_tables(tmp_path, dk_table):
     partial.iloc[0, 0] = np.nan
     partial.to_csv(tmp_path / "partial.csv")
     with pytest.raises(ValueError, match="missing values"):
-        load_parcellated(tmp_path / "partial.csv", atlas)
-    t = load_parcellated(path, atlas, genes="SST,MBP")
+        load_parcellated(tmp_path / "partial.csv", atlas, missing_regions="drop")
+    t = load_parcellated(path, atlas, genes="SST,MBP", missing_regions="drop")
     assert list(t["gene"].values) == ["SST", "MBP"]
+
+
+def test_duplicates_missing_regions_and_foreign_grids_are_named(tmp_path, dk_table):
+    import nibabel as nib
+
+    from brainzarr.cli import main
+    from brainzarr.exceptions import InputError
+
+    path, atlas, table = dk_table
+    full = table.fillna(0.5)
+    twice = pd.concat([full, full.iloc[[3]]])
+    twice.to_csv(tmp_path / "twice.csv")
+    with pytest.raises(InputError, match=f"labels more than once: {full.index[3]}"):
+        load_parcellated(tmp_path / "twice.csv", atlas)
+    text = tmp_path / "genes.csv"
+    full.rename(columns={"SST": "APOE"}).to_csv(text)  # two APOE columns: pandas would call one APOE.1
+    with pytest.raises(InputError, match="gene columns more than once: APOE"):
+        load_parcellated(text, atlas)
+    fewer = full.drop(index=full.index[[0, 7]])
+    fewer.to_csv(tmp_path / "fewer.csv")
+    with pytest.raises(InputError, match=f"2 atlas region.* {full.index[0]}, {full.index[7]}"):
+        load_parcellated(tmp_path / "fewer.csv", atlas)
+    kept = load_parcellated(tmp_path / "fewer.csv", atlas, missing_regions="drop")
+    assert kept.sizes["sample"] == len(full) - 2
+    assert '"missing_regions": "drop"' in kept.attrs["options"]  # recorded, and so in the store's provenance
+    img = nib.load(atlas)
+    far = np.diag([1.0, 1.0, 1.0, 1.0])
+    far[:3, 3] = 300.0  # nowhere near the MNI brain
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), far), tmp_path / "far.nii.gz")
+    with pytest.raises(InputError, match="not in MNI space"):
+        load_parcellated(path, tmp_path / "far.nii.gz", missing_regions="drop")
+    # voxel indices taken as millimetres: near enough to pass the MNI check, but the labels miss
+    # the brain; the build refuses a store of a handful of voxels
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), np.eye(4)), tmp_path / "native.nii.gz")
+    with pytest.raises(InputError, match="voxels lie in a region of the table"):
+        build_store(tmp_path / "n.zarr", source="parcellated", table=path, atlas=tmp_path / "native.nii.gz",
+                    resolution=8, missing_regions="drop")  # fmt: skip
+    assert not (tmp_path / "n.zarr").exists()
+    code = main(["build", "--source", "parcellated", "--table", str(tmp_path / "fewer.csv"), "--atlas", str(atlas),
+                 "--resolution", "8", "--out", str(tmp_path / "x.zarr")])  # fmt: skip
+    assert code == 1 and not (tmp_path / "x.zarr").exists()

@@ -33,7 +33,9 @@ def test_seeded_and_consistent_across_gene_subsets(table):
     np.testing.assert_array_equal(again["expression"].values, table["expression"].values)
     genes = list(table["gene"].values[[5, 50, 300]])
     subset = load_synthetic(genes, random_state=3)
-    np.testing.assert_array_equal(subset["expression"].values, table["expression"].sel(gene=genes).values)
+    # a gene's values do not depend on the other genes asked for (to float32 rounding: a BLAS
+    # may block a matrix product differently for another number of columns)
+    np.testing.assert_allclose(subset["expression"].values, table["expression"].sel(gene=genes).values, rtol=2e-6)
     other = load_synthetic(genes, random_state=4)
     assert not np.allclose(other["expression"].values, subset["expression"].values)
 

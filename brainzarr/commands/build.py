@@ -65,6 +65,12 @@ def add_source_arguments(p):
     g = p.add_argument_group("--source parcellated")
     g.add_argument("--table", help="region x gene CSV (first column: atlas label)")
     g.add_argument("--atlas", help="the atlas NIfTI of the table's labels")
+    g.add_argument(
+        "--missing-regions",
+        choices=("error", "drop"),
+        default="error",
+        help="atlas regions with no values in the table: stop (default) or leave their voxels out",
+    )
 
 
 def parse_genes(text):
@@ -88,7 +94,7 @@ def source_options(args) -> dict:
     if args.source == "parcellated":
         if not args.table or not args.atlas:
             raise ValueError("--source parcellated needs --table and --atlas")
-        return {"table": args.table, "atlas": args.atlas}
+        return {"table": args.table, "atlas": args.atlas, "missing_regions": args.missing_regions}
     return {}
 
 

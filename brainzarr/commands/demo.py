@@ -27,8 +27,10 @@ logger = logging.getLogger(__name__)
 DEMO_GENES = ("APOE", "PVALB", "SST")
 DEMO_METHODS = ("pca", "kpca", "nmf", "tsne", "umap", "ae")
 DEMO_N_GENES = 1000
-#: settings that keep the demo to a few minutes on 2 cores (the study's defaults are larger)
-DEMO_PARAMS = {"ae": {"max_epochs": 60, "patience": 10}}
+#: settings that keep the demo to about two minutes on 2 idle cores (the study's are larger)
+DEMO_PARAMS = {"ae": {"max_epochs": 30, "patience": 10}, "tsne": {"n_iter": 250}}
+#: what the demo takes on the project's 2-core machine, idle (measured: docs/benchmarks.md)
+EXPECTED_SECONDS = 120
 
 
 @renamed_kwargs(seed="random_state", progress=None)
@@ -51,6 +53,10 @@ def run_demo(
 
     log = log or logger.info
     seed = int(random_state)
+    log(
+        f"brainzarr demo: about {EXPECTED_SECONDS // 60} minutes on 2 idle cores (longer on a busy machine); "
+        f"interrupted, it resumes where it stopped. Writing into {out_dir}/"
+    )
 
     out_dir = Path(out_dir)
     maps_dir = out_dir / "demo-maps"

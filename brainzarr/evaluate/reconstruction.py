@@ -2,9 +2,10 @@
 
 The table is an ``xarray.DataArray`` ``rmse (method, dim, resolution_mm, split, set)``:
 ``split`` is the split scheme a model was fitted under ('random' or 'blocked'), ``set`` is
-'train' or 'test'. Missing combinations are NaN (t-SNE has no reconstruction, UMAP only at
-low dims). RMSE comes from each group's ``rmse (split)`` when present, else it is computed by
-streaming ``reconstruction`` against ``expression`` (chunk by chunk).
+'train' or 'test'. Missing combinations are NaN (a method or dim not fitted; t-SNE and UMAP
+are reconstructed through their learned decoder). RMSE comes from each group's ``rmse (split)``
+when present, else it is computed by streaming ``reconstruction`` against ``expression`` (chunk
+by chunk).
 """
 
 from __future__ import annotations

@@ -109,7 +109,10 @@ def _recon_section(store, frame, reps, out_dir, fig_dir, ds) -> str:
     parts.append(
         "<p>Root mean squared error between the expression (scaled to [0, 1]) and its reconstruction "
         "from the embedding, on the training and on the held-out test voxels of the split each model "
-        "was fitted under. t-SNE has no reconstruction.</p>"
+        "was fitted under. t-SNE and UMAP have no inverse of their own: their rows are the error of a "
+        "decoder learned on the training voxels (by default the 10 nearest training voxels in the "
+        "embedding), so they say how well the embedding keeps neighbourhoods rather than how much k "
+        "numbers compress.</p>"
     )
     wide = frame.pivot_table(index=["method", "dim"], columns="split", values=["train_rmse", "test_rmse"])
     order = [(m, s) for s in ("random", "blocked", "unknown") for m in ("train_rmse", "test_rmse") if (m, s) in wide]

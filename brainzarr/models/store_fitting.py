@@ -43,7 +43,7 @@ import zarr
 from .._deprecation import renamed_kwargs
 from .._progress import job
 from .._version import __version__
-from .._zarr import quiet_zarr
+from .._zarr import checked_compressors, quiet_zarr
 from ..exceptions import CheckpointMismatchError, MethodUnavailableError, ResultExistsError
 from ..options import set_options
 from ..store import VOXEL_COORDS, as_store, group_writer, list_groups, read_group, store_lock
@@ -261,7 +261,7 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         encoding = {
-            name: {"chunks": tuple(c[0] for c in var.chunks)}
+            name: {"chunks": tuple(c[0] for c in var.chunks), "compressors": checked_compressors()}
             for name, var in template.data_vars.items()
             if var.chunks is not None
         }

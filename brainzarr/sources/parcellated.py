@@ -2,14 +2,17 @@
 
 The table is a CSV whose first column is the atlas label (abagen writes it as ``label``)
 and whose other columns are genes; the atlas is a NIfTI of integer labels in MNI space.
-Every voxel of the build's mask that lies in a labelled region takes its region's row;
-regions with no values (abagen gives all-NaN rows for regions no sample reached) are
-dropped, so their voxels are left out of the store.
+Every voxel of the build's mask that lies in a labelled region takes its region's row.
+
+Nothing is dropped or renamed silently: a label twice in the table, a gene column twice, an
+atlas that is evidently not in MNI space, and atlas regions without values (no table row, or
+abagen's all-NaN row for a region no sample reached) each stop the load with one line naming
+them. ``missing_regions="drop"`` leaves such regions' voxels out of the store instead; the
+choice is recorded with the source's options in the store's provenance.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -17,9 +20,34 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..exceptions import InputError
 from .table import make_sample_table, resolve_genes
 
-__all__ = ["load_parcellated", "atlas_on_grid"]
+__all__ = ["load_parcellated", "atlas_on_grid", "MISSING_REGIONS"]
+
+#: what to do with atlas regions that have no values in the table
+MISSING_REGIONS = ("error", "drop")
+
+
+def _shown(values, n: int = 8) -> str:
+    values = list(values)
+    return ", ".join(map(str, values[:n])) + (f" ... ({len(values)} in all)" if len(values) > n else "")
+
+
+def _read_table(path) -> pd.DataFrame:
+    """The CSV, refusing duplicated gene columns (pandas would rename the second APOE to APOE.1)."""
+    import csv
+
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), [])[1:]
+    seen, dupes = set(), []
+    for name in (h.strip() for h in header):
+        if name in seen:
+            dupes.append(name)
+        seen.add(name)
+    if dupes:
+        raise InputError(f"the region table {path} has gene columns more than once: {_shown(sorted(set(dupes)))}")
+    return pd.read_csv(path, index_col=0)
 
 
 def _load_atlas(atlas):
@@ -51,7 +79,7 @@ def atlas_on_grid(atlas, grid) -> np.ndarray:
     return np.rint(np.nan_to_num(data)).astype(np.int64)
 
 
-def load_parcellated(table, atlas, *, genes=None) -> xr.Dataset:
+def load_parcellated(table, atlas, *, genes=None, missing_regions: str = "error") -> xr.Dataset:
     """Read a region x gene table and its atlas as a sample table of regions.
 
     Parameters
@@ -61,6 +89,15 @@ def load_parcellated(table, atlas, *, genes=None) -> xr.Dataset:
     atlas : str, Path or Nifti1Image
         Integer-labelled atlas in MNI space.
     genes : None, int, str or list of str
+    missing_regions : {'error', 'drop'}
+        Atlas regions with no values in the table (no row, or an all-NaN row): stop naming them
+        (default), or leave their voxels out of the store.
+
+    Raises
+    ------
+    InputError
+        A duplicated label or gene column, regions without values (unless dropped), an atlas
+        that is not in MNI space, or table labels absent from the atlas.
 
     Returns
     -------
@@ -71,7 +108,7 @@ def load_parcellated(table, atlas, *, genes=None) -> xr.Dataset:
     if isinstance(table, (str, Path)):
         if not Path(table).exists():
             raise FileNotFoundError(f"region table not found: {table}")
-        frame = pd.read_csv(table, index_col=0)
+        frame = _read_table(table)
         table_name = str(table)
     else:
         frame = table
@@ -82,31 +119,49 @@ def load_parcellated(table, atlas, *, genes=None) -> xr.Dataset:
         raise ValueError("the region table's first column must hold the atlas's integer labels") from None
     if not np.all(np.isfinite(labels)) or not np.allclose(labels, np.rint(labels)):
         raise ValueError("the region table's first column must hold the atlas's integer labels")
+    if missing_regions not in MISSING_REGIONS:
+        raise ValueError(f"missing_regions must be one of {', '.join(MISSING_REGIONS)}, got {missing_regions!r}")
     labels = np.rint(labels).astype(np.int64)
+    values, counts = np.unique(labels, return_counts=True)
+    if (counts > 1).any():
+        raise InputError(f"the region table has labels more than once: {_shown(values[counts > 1])}")
+    if frame.columns.duplicated().any():
+        dupes = frame.columns[frame.columns.duplicated()]
+        raise InputError(f"the region table has gene columns more than once: {_shown(dupes)}")
     frame = frame.apply(pd.to_numeric, errors="coerce")
+    img = _load_atlas(atlas)
+    from ..nifti import mni_mismatch
+
+    why = mni_mismatch(img.affine, img.shape[:3])
+    if why:
+        raise InputError(f"the atlas {atlas} is not in MNI space: {why}")
+    data = np.rint(np.nan_to_num(np.asarray(img.dataobj))).astype(np.int64)
+    if data.ndim == 4:
+        data = data[..., 0]
+    atlas_labels = np.setdiff1d(np.unique(data), [0])
     empty = frame.isna().all(axis=1).to_numpy()
+    without = np.union1d(np.setdiff1d(atlas_labels, labels), np.intersect1d(labels[empty], atlas_labels))
+    if len(without) and missing_regions == "error":
+        raise InputError(
+            f"{len(without)} atlas region(s) have no values in the table: {_shown(without)}",
+            options={"missing_regions": "drop"},
+        )
     if empty.any():
-        warnings.warn(f"dropping {int(empty.sum())} region(s) with no values: {labels[empty].tolist()}", stacklevel=2)
         frame, labels = frame[~empty], labels[~empty]
     if frame.isna().to_numpy().any():
         bad = frame.columns[frame.isna().any()].tolist()
         raise ValueError(f"the region table has missing values in {len(bad)} gene(s), e.g. {bad[:3]}")
     gene_names = resolve_genes(genes, [str(c) for c in frame.columns])
-    img = _load_atlas(atlas)
-    data = np.rint(np.nan_to_num(np.asarray(img.dataobj))).astype(np.int64)
-    if data.ndim == 4:
-        data = data[..., 0]
     centroids = np.full((len(labels), 3), np.nan)
     for row, lab in enumerate(labels):
         ijk = np.argwhere(data == lab)
         if len(ijk):
             centroids[row] = (ijk.mean(axis=0) @ img.affine[:3, :3].T) + img.affine[:3, 3]
     missing = np.isnan(centroids[:, 0])
-    if missing.all():
-        raise ValueError("none of the table's labels occurs in the atlas")
     if missing.any():
-        warnings.warn(f"{int(missing.sum())} table label(s) not in the atlas: {labels[missing].tolist()}", stacklevel=2)
-        frame, labels, centroids = frame[~missing], labels[~missing], centroids[~missing]
+        raise InputError(
+            f"{int(missing.sum())} label(s) of the table do not occur in the atlas: {_shown(labels[missing])}"
+        )
     out = make_sample_table(
         frame[gene_names].to_numpy(dtype=np.float32),
         gene_names,
@@ -115,7 +170,7 @@ def load_parcellated(table, atlas, *, genes=None) -> xr.Dataset:
         structure=np.full(len(labels), "region"),
         sample_id=labels,
         source="parcellated",
-        options={"table": table_name, "atlas": str(atlas)},
+        options={"table": table_name, "atlas": str(atlas), "missing_regions": missing_regions},
     )
     out = out.assign_coords(label=("sample", labels))
     out.attrs["atlas"] = str(atlas) if isinstance(atlas, (str, Path)) else atlas

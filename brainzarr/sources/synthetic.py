@@ -149,10 +149,15 @@ class SyntheticModel:
 
     def logits(self, xyz, genes=None) -> np.ndarray:
         """Population logits t_g(p) (n, n_genes) at MNI points for ``genes`` (names or None=all)."""
+        from threadpoolctl import threadpool_limits
+
         idx = self.gene_indices(genes)
         w, c = self.gene_weights(idx)
-        h = self.hidden_units(self.latent(xyz)).astype(np.float32)
-        t = h @ (self.signal_scale * w).astype(np.float32)
+        # one BLAS thread: the sums then run in one order whatever the machine's thread count, so
+        # a store built here is byte-identical to one built (or resumed) under other settings
+        with threadpool_limits(limits=1, user_api="blas"):
+            h = self.hidden_units(self.latent(xyz)).astype(np.float32)
+            t = h @ (self.signal_scale * w).astype(np.float32)
         t += (self.signal_scale * c).astype(np.float32)
         return t
 

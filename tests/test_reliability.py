@@ -1,0 +1,216 @@
+"""Nothing lost, nothing silent (issue #15): overwrite safety, results kept on rebuild, damaged
+chunks named, one writer at a time, checks before computing, leftovers of dead writers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+import brainzarr
+from brainzarr.cli import main
+from brainzarr.exceptions import ChunkError, StoreExistsError, StoreLockedError
+from brainzarr.integrity import check_store
+from brainzarr.store import store_lock
+
+
+def _build(path, **kw):
+    return brainzarr.build_store(path, resolution=8, genes=kw.pop("genes", 12), random_state=1, **kw)
+
+
+def _run(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ---------------------------------------------------------------------------- 1. overwrite
+def test_overwrite_never_removes_a_folder_brainzarr_did_not_write(tmp_path, capsys):
+    folder = tmp_path / "thesis"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("four years")
+    code, _, err = _run(["build", "--genes", "4", "--overwrite", "--out", str(folder)], capsys)
+    assert code == 1 and "not a brainzarr store" in err and len(err.strip().splitlines()) == 1
+    assert (folder / "thesis.txt").read_text() == "four years"
+
+
+def test_overwrite_never_removes_the_working_directory_or_a_parent(tmp_path, monkeypatch, capsys):
+    store = _build(tmp_path / "s.zarr")
+    (tmp_path / "notes.txt").write_text("keep")
+    monkeypatch.chdir(store)
+    code, _, err = _run(["build", "--genes", "5", "--overwrite", "--out", "."], capsys)
+    assert code == 1 and "current directory" in err
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreExistsError):
+        _build(tmp_path, overwrite=True, genes=5)  # a parent of nothing, but not a store either
+    assert (tmp_path / "notes.txt").exists() and (store / "zarr.json").exists()
+
+
+def test_overwrite_refuses_a_store_holding_foreign_files(tmp_path):
+    store = _build(tmp_path / "s.zarr")
+    (store / "my-analysis.csv").write_text("1,2,3")
+    with pytest.raises(StoreExistsError, match="did not write.*my-analysis.csv"):
+        _build(store, genes=5, overwrite=True)
+    assert (store / "my-analysis.csv").exists()
+
+
+def test_overwrite_replaces_an_unfinished_store_brainzarr_started(tmp_path):
+    store = _build(tmp_path / "s.zarr")
+    root = zarr.open_group(str(store), mode="r+")
+    root.attrs["build_complete"] = False  # an interrupted build, recognisably brainzarr's
+    _build(store, genes=5, overwrite=True)
+    assert brainzarr.open_store(store).sizes["gene"] == 5
+
+
+# ------------------------------------------------------------------------- 2. results kept
+def test_rebuild_with_results_needs_discard_results_and_same_settings_keep_them(tmp_path, capsys):
+    store = _build(tmp_path / "s.zarr")
+    brainzarr.fit_store(store, "pca", 2)
+    brainzarr.fit_store(store, "pca", 3)
+    with pytest.raises(StoreExistsError, match=r"removes its 2 fitted result\(s\).*pca/k2") as info:
+        _build(store, genes=5, overwrite=True)
+    assert "discard_results=True" in str(info.value)
+    assert brainzarr.list_groups(store) == ["representations/pca/k2", "representations/pca/k3"]
+    _build(store, overwrite=True)  # the same settings: nothing rebuilt, results kept
+    assert brainzarr.list_groups(store) == ["representations/pca/k2", "representations/pca/k3"]
+    code, _, err = _run(["build", "--genes", "5", "--seed", "1", "--overwrite", "--out", str(store)], capsys)
+    assert code == 1 and "--discard-results" in err
+    _build(store, genes=5, overwrite=True, discard_results=True)
+    assert brainzarr.list_groups(store) == [] and brainzarr.open_store(store).sizes["gene"] == 5
+
+
+# ------------------------------------------------------------------ 4. damaged chunks named
+@pytest.fixture
+def damaged(tmp_path):
+    store = _build(tmp_path / "s.zarr", genes=20, chunks=(1024, 8))
+    expression = zarr.open_array(str(store / "expression"))
+    assert expression.metadata.codecs[-1].to_dict()["name"] == "crc32c"  # new stores carry checksums
+    lost = store / "expression" / expression.metadata.encode_chunk_key((1, 2))
+    cut = store / "expression" / expression.metadata.encode_chunk_key((3, 0))
+    return store, lost, cut
+
+
+def test_a_missing_chunk_fails_every_read_naming_it(damaged, tmp_path, capsys):
+    store, lost, _ = damaged
+    lost.unlink()
+    ds = brainzarr.open_store(store)
+    with pytest.raises(ChunkError, match=r"chunk \(1, 2\) of expression is missing"):
+        _ = ds["expression"].isel(gene=17).values  # the gene whose column holds the chunk
+    np.testing.assert_array_less(-1, ds["expression"].isel(gene=0).values)  # other chunks read
+    code, _, err = _run(["export", str(store), "expression", "--gene", str(ds["gene"].values[17]),
+                         "-o", str(tmp_path / "g.nii.gz")], capsys)  # fmt: skip
+    assert code == 1 and "chunk (1, 2) of expression is missing" in err and not (tmp_path / "g.nii.gz").exists()
+    with pytest.raises(ChunkError, match=r"chunk \(1, 2\)"):
+        brainzarr.fit_store(store, "pca", 2)  # was "SVD did not converge"
+
+
+def test_a_truncated_chunk_fails_naming_it(damaged):
+    store, _, cut = damaged
+    cut.write_bytes(cut.read_bytes()[:50])
+    with pytest.raises(ChunkError, match=r"chunk \(3, 0\) of expression"):
+        _ = brainzarr.open_store(store)["expression"].isel(gene=0).values
+
+
+def test_check_finds_the_damage_and_a_repaired_build_restores_it(damaged, capsys):
+    store, lost, cut = damaged
+    before = zarr.open_array(str(store / "expression"))[:]
+    lost.unlink()
+    cut.write_bytes(cut.read_bytes()[:50])
+    code, out, _ = _run(["check", str(store)], capsys)
+    assert code == 2
+    assert "DAMAGED expression: 2 chunk(s)" in out and "(1, 2)" in out and "(3, 0)" in out
+    assert "brainzarr build" in out and "--genes 20" in out  # the command that rebuilds it
+    report = check_store(store, repair=True)
+    assert "marked row block(s) [1, 3]" in report.describe()
+    _build(store, genes=20, chunks=(1024, 8))  # the same build resumes the marked blocks
+    np.testing.assert_array_equal(zarr.open_array(str(store / "expression"))[:], before)
+    assert check_store(store).ok
+
+
+# ----------------------------------------------------------------------- 5. one writer
+def test_a_second_writer_gets_one_line(tmp_path, capsys):
+    store = _build(tmp_path / "s.zarr")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from brainzarr.store import store_lock\nimport time\n"
+         f"with store_lock({str(store)!r}, what='built'):\n    print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreLockedError, match=f"being built by pid {holder.pid}"):
+            _build(store, genes=5, overwrite=True)
+        code, _, err = _run(["fit", str(store), "--dims", "2"], capsys)
+        assert code == 1 and f"pid {holder.pid}" in err and len(err.strip().splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    brainzarr.fit_store(store, "pca", 2)  # the dead holder's lock is gone with it: never stale
+    with store_lock(store, exclusive=False), store_lock(store, exclusive=False):
+        pass  # fits share it
+
+
+def test_the_lock_file_goes_with_the_last_holder(tmp_path):
+    with store_lock(tmp_path / "x.zarr"):
+        assert (tmp_path / ".x.zarr.lock").exists()
+        assert json.loads((tmp_path / ".x.zarr.lock").read_text())["pid"] == os.getpid()
+    assert not (tmp_path / ".x.zarr.lock").exists()
+
+
+# ---------------------------------------------------------------- 6. checks before compute
+def test_fit_fails_before_computing(tmp_path, capsys, monkeypatch):
+    store = _build(tmp_path / "s.zarr", genes=6)
+    fitted = []
+    from brainzarr.models import store_fitting
+
+    real = store_fitting._fit_store
+    monkeypatch.setattr(store_fitting, "_fit_store", lambda *a, **k: fitted.append(a) or real(*a, **k))
+    code, _, err = _run(["fit", str(store), "--methods", "pca", "--dims", "2,4,8"], capsys)
+    assert code == 1 and "8 components needs at least as many genes" in err and fitted == []
+    assert brainzarr.list_groups(store) == []  # k2 and k4 were not written first
+    brainzarr.fit_store(store, "pca", 2)
+    code, _, err = _run(["fit", str(store), "--methods", "pca,nmf", "--dims", "2,3"], capsys)
+    assert code == 1 and "pca/k2 exist" in err and len(fitted) == 1
+    if os.geteuid() != 0:  # root writes anywhere
+        os.chmod(store, 0o555)
+        try:
+            code, _, err = _run(["fit", str(store), "--methods", "nmf", "--dims", "2"], capsys)
+            assert code == 1 and "read-only" in err and len(fitted) == 1
+        finally:
+            os.chmod(store, 0o755)
+
+
+def test_read_only_store_is_refused_before_fitting(tmp_path, monkeypatch):
+    store = _build(tmp_path / "s.zarr", genes=6)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for an unprivileged user
+    with pytest.raises(PermissionError, match="read-only"):
+        brainzarr.fit_store(store, "pca", 2)
+    assert brainzarr.list_groups(store) == []
+
+
+# ------------------------------------------------------------------ 7. leftovers of writers
+def test_leftovers_of_dead_writers_are_reported_and_removed(tmp_path, capsys):
+    from brainzarr._atomic import HOST
+
+    store = _build(tmp_path / "s.zarr")
+    brainzarr.fit_store(store, "pca", 2)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    leftover = store / "representations" / "pca" / f".k3.partial-{HOST}-{pid}-deadbeef"
+    leftover.mkdir()
+    (leftover / "zarr.json").write_text("{}")
+    live = store / "representations" / "pca" / f".k4.partial-{HOST}-{os.getpid()}-cafecafe"
+    live.mkdir()  # a writer that is still running (this process): left alone
+    code, out, _ = _run(["info", str(store)], capsys)
+    assert code == 0 and "1 scratch folder(s) of interrupted writers" in out
+    code, out, _ = _run(["check", str(store)], capsys)
+    assert code == 2 and "LEFTOVER" in out
+    brainzarr.fit_store(store, "pca", 3)  # the next writer there removes the dead one's folder
+    assert not leftover.exists() and live.exists()
+    live.rmdir()
+    assert check_store(store).ok
