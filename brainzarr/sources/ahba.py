@@ -32,9 +32,9 @@ because abagen 0.1.3 fails there on pandas >= 2):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +47,7 @@ from . import abagen_compat
 from .abagen_data import DONOR_SAMPLES, reannotated_probes
 from .table import UnknownGeneError, make_sample_table, resolve_genes
 
+log = logging.getLogger(__name__)
 __all__ = ["load_ahba", "AHBA_FILES", "DONOR_UIDS", "resolve_donors", "microarray_dir"]
 
 #: The five files of a donor folder.
@@ -147,8 +148,8 @@ def _donor_files(root: Path, donors: list[str]) -> dict[str, dict[str, Path]]:
 
 
 def _say(verbose, msg):
-    if verbose:
-        print(f"[brainzarr ahba] {msg}", file=sys.stderr, flush=True)
+    """Progress of the processing steps: INFO on the brainzarr logger when ``verbose``, else DEBUG."""
+    log.log(logging.INFO if verbose else logging.DEBUG, "ahba: %s", msg)
 
 
 def _read_probes(path: Path, donor: str, reannotated: bool, probes_mod, io_mod) -> pd.DataFrame:
