@@ -75,18 +75,19 @@ def verify_crc32c(data, array: str, index) -> memoryview:
 
 
 class StrictLocalStore(LocalStore):
-    """A :class:`zarr.storage.LocalStore` that raises :class:`ChunkError` for a missing chunk of a
-    NaN-filled float array and for a chunk whose crc32c checksum does not match."""
+    """A :class:`zarr.storage.LocalStore` that raises :class:`ChunkError` for a missing chunk (or
+    shard) of an array brainzarr writes whole, and for bytes whose crc32c checksum does not
+    match (a chunk, a shard's index, or a chunk read out of a shard)."""
 
     def __init__(self, root, *, read_only: bool = False):
         super().__init__(root, read_only=read_only)
-        self._arrays: dict[str, tuple[bool, bool]] = {}
+        self._arrays: dict[str, dict] = {}
 
     def with_read_only(self, read_only: bool = False):
         return type(self)(self.root, read_only=read_only)
 
-    def _kind(self, array: str) -> tuple[bool, bool]:
-        """(must exist, has crc32c) for the chunks of ``array``."""
+    def _kind(self, array: str) -> dict:
+        """What to check for the chunks of ``array`` (from its zarr.json)."""
         if array not in self._arrays:
             try:
                 meta = json.loads((Path(self.root) / array / "zarr.json").read_text())
@@ -95,27 +96,64 @@ class StrictLocalStore(LocalStore):
             fill = meta.get("fill_value")
             dtype = str(meta.get("data_type", ""))
             nan_fill = dtype.startswith("float") and (fill == "NaN" or (isinstance(fill, float) and math.isnan(fill)))
+            packed = "scale_factor" in meta.get("attributes", {})  # brainzarr writes every chunk of these
             codecs = meta.get("codecs", [])
             names = [c.get("name") for c in codecs]
+            kind = {"must_exist": nan_fill or packed, "crc": bool(names) and names[-1] == "crc32c", "shard": False}
             if names and names[0] == "sharding_indexed":
-                names = []  # a shard's checksum covers its index, checked by zarr
-            self._arrays[array] = (nan_fill, bool(names) and names[-1] == "crc32c")
+                config = codecs[0].get("configuration", {})
+                inner = [c.get("name") for c in config.get("codecs", [])]
+                index = [c.get("name") for c in config.get("index_codecs", [])]
+                shape = meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", [])
+                chunk = config.get("chunk_shape", [])
+                n = 1
+                for a, b in zip(shape, chunk):
+                    n *= -(-int(a) // int(b))
+                kind.update(
+                    shard=True,
+                    crc=bool(inner) and inner[-1] == "crc32c",
+                    index_crc=index[-1:] == ["crc32c"] and config.get("index_location", "end") == "end",
+                    index_bytes=16 * n + 4,
+                )
+            self._arrays[array] = kind
         return self._arrays[array]
 
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        values = await super().get_partial_values(prototype, key_ranges)
+        return [self._checked(key, value, byte_range) for (key, byte_range), value in zip(key_ranges, values)]
+
     async def get(self, key, prototype=None, byte_range=None):
-        value = await super().get(key, prototype, byte_range)
+        return self._checked(key, await super().get(key, prototype, byte_range), byte_range)
+
+    def _checked(self, key, value, byte_range):
         where = chunk_index(key)
         if where is None:
             return value
         array, index = where
-        must_exist, crc = self._kind(array)
+        kind = self._kind(array)
+        what = "shard" if kind["shard"] else "chunk"
+        name = array or "the array"
         if value is None:
-            if must_exist:
+            if kind["must_exist"]:
                 raise ChunkError(
-                    f"chunk {index} of {array or 'the array'} is missing from {self.root}; "
+                    f"{what} {index} of {name} is missing from {self.root}; "
                     "`brainzarr check` lists the damage and the command that rebuilds it"
                 )
             return None
-        if crc and byte_range is None:
-            verify_crc32c(value.as_numpy_array(), array, index)
+        if not kind["shard"]:
+            if kind["crc"] and byte_range is None:
+                verify_crc32c(value.as_numpy_array(), name, index)
+            return value
+        from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+
+        data = value.as_numpy_array()
+        if byte_range is None and kind.get("index_crc"):  # a whole shard: its index is at the end
+            verify_crc32c(data[-kind["index_bytes"] :], name, index)
+        elif isinstance(byte_range, SuffixByteRequest) and kind.get("index_crc"):
+            if len(data) < kind["index_bytes"]:
+                raise ChunkError(f"shard {index} of {name} is truncated ({len(data)} bytes)")
+            verify_crc32c(data[-kind["index_bytes"] :], name, index)
+        elif isinstance(byte_range, RangeByteRequest) and kind["crc"]:
+            verify_crc32c(data, f"{name} (a chunk in shard {index})", index)
         return value

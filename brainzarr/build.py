@@ -26,6 +26,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -37,11 +38,13 @@ import zarr
 
 from ._atomic import atomic_directory
 from ._deprecation import renamed_kwargs
+from ._disk import require_free
 from ._progress import job
-from ._zarr import checked_compressors, quiet_zarr
+from ._zarr import quiet_zarr
 from .assign import Assignment
 from .exceptions import InputError, StoreError, StoreExistsError
 from .grid import Grid, grid_from_mask, mni152_grid
+from .layout import Layout
 from .options import set_options
 from .preprocess import TailAccumulator, clamp_scale, make_split, merge_tails
 from .sources import load_source
@@ -105,6 +108,7 @@ def build_store(
     random_state: int = 0,
     clamp_percentiles=(0.01, 99.9),
     chunks=DEFAULT_CHUNKS,
+    layout=None,
     client=None,
     overwrite: bool = False,
     discard_results: bool = False,
@@ -145,6 +149,9 @@ def build_store(
         Per-gene clamp before scaling to [0, 1].
     chunks : (int, int)
         Chunk shape (voxels, genes) of ``expression``.
+    layout : Layout, dict or {'uint16', 'float32'}, optional
+        How ``expression`` is stored (:class:`brainzarr.layout.Layout`; default: packed
+        ``uint16`` + zstd + crc32c, shards of 2,048 genes per row block).
     client : distributed.Client, optional
         Run the passes on this cluster (as :func:`brainzarr.set_options`; default: the current
         client, if any).
@@ -203,6 +210,7 @@ def build_store(
             affine=grid.affine,
         )
     chunks = (min(int(chunks[0]), grid.n_voxels), min(int(chunks[1]), samples.sizes["gene"]))
+    layout = Layout.from_spec(layout)
     config = {
         "schema": SCHEMA_VERSION,
         "source": {
@@ -226,6 +234,7 @@ def build_store(
         },
         "seed": seed,
         "chunks": list(chunks),
+        "layout": layout.to_attrs(),
     }
     build_args = None
     if isinstance(source, str):  # how to run this build again from the command line
@@ -242,6 +251,7 @@ def build_store(
             "block_mm": float(block_mm),
             "seed": seed,
             "chunks": list(chunks),
+            "dtype": layout.dtype,
             **{
                 k.replace("_", "-"): (",".join(v) if isinstance(v, (list, tuple)) else v)
                 for k, v in source_options.items()
@@ -254,6 +264,7 @@ def build_store(
         resume = _prepare_output(out, config_hash, overwrite, discard_results)
         if resume == "complete":
             return out
+        _check_disk(out, grid, samples, assign, voxel_labels, chunks, clamp_percentiles, layout, resume)
         if resume is None:
             splits = {
                 s: make_split(s, grid.xyz, test_fraction=test_fraction, random_state=seed, block_mm=block_mm)
@@ -265,12 +276,44 @@ def build_store(
                 "versions": _versions(),
                 "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             }
-            _create_template(out, grid, samples, splits, split, chunks, provenance)
-        _run_build(out, grid, samples, assign, voxel_labels, chunks, clamp_percentiles)
+            _create_template(out, grid, samples, splits, split, chunks, provenance, layout)
+        _run_build(out, grid, samples, assign, voxel_labels, chunks, clamp_percentiles, layout)
     return out
 
 
-def _run_build(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, clamp_percentiles) -> None:
+def _check_disk(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, clamp_percentiles, layout, resume):
+    """Refuse before writing when the disk lacks room: the stored size of one row block's first
+    write (computed, packed and compressed in memory) times the blocks still to write."""
+    import zarr.storage
+
+    values = np.ascontiguousarray(samples["expression"].values, dtype=np.float32)
+    n_vox, n_genes = grid.n_voxels, values.shape[1]
+    n_blocks = -(-n_vox // chunks[0])
+    todo = n_blocks
+    if resume == "resume":
+        todo = int((np.asarray(zarr.open_array(str(out / "build_chunk_done"))[:]) == 0).sum())
+    a = (n_blocks // 2) * chunks[0]  # a block from the middle of the brain
+    b = min(a + chunks[0], n_vox)
+    step = layout.write_step(chunks, n_genes)
+    genes = slice(0, min(step, n_genes))
+    labels = None if voxel_labels is None else voxel_labels[a:b]
+    state = assign.prepare({"xyz": grid.xyz[a:b], "hemisphere": grid.hemisphere[a:b], "labels": labels})
+    raw = assign.compute(state, values, genes)
+    low, high = np.percentile(raw, clamp_percentiles, axis=0)
+    sample = layout.pack(clamp_scale(raw, low.astype(np.float32), high.astype(np.float32)))
+    memory = zarr.storage.MemoryStore()
+    z = zarr.create_array(
+        memory, shape=sample.shape, chunks=(sample.shape[0], chunks[1]), dtype=sample.dtype,
+        compressors=layout.compressors(), zarr_format=3, fill_value=0,
+    )  # fmt: skip
+    z[:] = sample
+    stored = sum(len(v) for k, v in memory._store_dict.items() if "/c/" in f"/{k}" or k.startswith("c/"))
+    per_value = stored / sample.size
+    estimate = int(per_value * (b - a) * n_genes * todo * 1.05) + (0 if resume else 16 * n_vox)
+    require_free(out.parent, estimate, f"building {out.name} ({n_vox:,} voxels x {n_genes:,} genes)")
+
+
+def _run_build(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, clamp_percentiles, layout) -> None:
     """The two passes (clamp percentiles, write) of a created or interrupted build."""
     from .options import current_client
 
@@ -311,10 +354,9 @@ def _run_build(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, cla
     lo, hi = root["clamp_low"][:], root["clamp_high"][:]
     done = root["build_chunk_done"][:]
     todo = [c for c in range(len(blocks)) if not done[c]]
+    step = layout.write_step(chunks, n_genes)  # whole shards per write: no two writers share one
     writes = [
-        dask.delayed(_write_block)(
-            str(out), c, blocks[c], assign, values_ref, block_args[c], lo, hi, n_genes, chunks[1]
-        )
+        dask.delayed(_write_block)(str(out), c, blocks[c], assign, values_ref, block_args[c], lo, hi, step, layout)
         for c in todo
     ]
     compute_tasks(writes, client=client, desc=f"writing {out.name}")
@@ -355,7 +397,7 @@ def _prepare_output(out: Path, config_hash: str, overwrite: bool, discard_result
 
 
 def _create_template(
-    out: Path, grid: Grid, samples: xr.Dataset, splits: dict, split: str, chunks, provenance: dict
+    out: Path, grid: Grid, samples: xr.Dataset, splits: dict, split: str, chunks, provenance: dict, layout
 ) -> None:
     n_vox, n_genes = grid.n_voxels, samples.sizes["gene"]
     ijk, xyz = grid.ijk, grid.xyz
@@ -370,7 +412,10 @@ def _create_template(
         {
             "expression": (
                 ("voxel", "gene"),
-                dask.array.full((n_vox, n_genes), np.nan, dtype=np.float32, chunks=chunks),
+                # a placeholder (never computed) chunked as the writes will be: whole shards
+                dask.array.full(
+                    (n_vox, n_genes), np.nan, dtype=np.float32, chunks=layout.shards(chunks, n_genes) or chunks
+                ),
             ),
             "clamp_low": ("gene", np.full(n_genes, np.nan, dtype=np.float32)),
             "clamp_high": ("gene", np.full(n_genes, np.nan, dtype=np.float32)),
@@ -410,11 +455,9 @@ def _create_template(
     ds["expression"].attrs.update({"long_name": "gene expression", "units": "scaled to [0, 1]"})
     for c, unit in zip("xyz", ("mm", "mm", "mm")):
         ds[c].attrs.update({"units": unit, "long_name": f"MNI {c}"})
-    encoding = {
-        "expression": {"chunks": chunks, "compressors": checked_compressors()},
-        "build_chunk_done": {"chunks": (1,)},
-    }
-    with atomic_directory(out, replace=False) as tmp, quiet_zarr():  # a store appears whole or not at all
+    encoding = {"expression": layout.encoding(chunks, n_genes), "build_chunk_done": {"chunks": (1,)}}
+    with atomic_directory(out, replace=False) as tmp, quiet_zarr(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*without any _FillValue")  # every chunk is written
         ds.to_zarr(str(tmp), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
 
 
@@ -464,13 +507,13 @@ def _merge_group(n_low, n_high, *parts):
     return low, high, sum(p[2] for p in parts)
 
 
-def _write_block(path: str, chunk_index: int, rows, assign, values, args, low, high, n_genes, gene_step) -> int:
+def _write_block(path: str, chunk_index: int, rows, assign, values, args, low, high, gene_step, layout) -> int:
     a, b = rows
     with quiet_zarr():
         group = zarr.open_group(path, mode="r+", zarr_format=3)
         expression = group["expression"]
         state = assign.prepare(args)
-        for gs in _gene_slices(n_genes, gene_step):
-            expression[a:b, gs] = clamp_scale(assign.compute(state, values, gs), low[gs], high[gs])
+        for gs in _gene_slices(len(low), gene_step):
+            expression[a:b, gs] = layout.pack(clamp_scale(assign.compute(state, values, gs), low[gs], high[gs]))
         group["build_chunk_done"][chunk_index] = 1
     return chunk_index

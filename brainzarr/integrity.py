@@ -42,11 +42,11 @@ class CheckReport:
         return not self.damaged and not self.partials
 
     def describe(self) -> str:
-        lines = [f"checked {self.chunks_checked:,} chunks of {self.arrays_checked} arrays in {self.store}"]
+        lines = [f"checked {self.chunks_checked:,} chunks or shards of {self.arrays_checked} arrays in {self.store}"]
         for array, items in self.damaged.items():
-            lines.append(f"DAMAGED {array}: {len(items)} chunk(s)")
+            lines.append(f"DAMAGED {array}: {len(items)} chunk(s) or shard(s)")
             for index, reason in items[:10]:
-                lines.append(f"  chunk {index}: {reason}")
+                lines.append(f"  {index}: {reason}")
             if len(items) > 10:
                 lines.append(f"  ... and {len(items) - 10} more")
         for path in self.partials:
@@ -79,7 +79,8 @@ def _check_array(store: Store, name: str) -> tuple[int, list]:
     with quiet_zarr():
         array = zarr.open_array(StrictLocalStore(store.path, read_only=True), path=name, mode="r")
     damaged = []
-    grid = [range(-(-s // c)) for s, c in zip(array.shape, array.chunks)]
+    blocks = getattr(array, "shards", None) or array.chunks  # a sharded array's blocks are its shards
+    grid = [range(-(-s // c)) for s, c in zip(array.shape, blocks)]
     n = 0
     for index in np.ndindex(*[len(g) for g in grid]):
         n += 1
@@ -149,6 +150,10 @@ def check_store(path, *, repair: bool = False) -> CheckReport:
         if blocks:
             with quiet_zarr():
                 root = zarr.open_group(str(store.path), mode="r+", zarr_format=3)
+                expression = root["expression"]
+                for index, _ in report.damaged["expression"]:  # damaged files go; the build writes them anew
+                    damaged_file = store.path / "expression" / expression.metadata.encode_chunk_key(index)
+                    damaged_file.unlink(missing_ok=True)
                 done = root["build_chunk_done"]
                 for b in blocks:
                     done[b] = 0

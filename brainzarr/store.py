@@ -152,6 +152,22 @@ class Store:
     def provenance(self) -> dict:
         return self.attrs.get("provenance", {})
 
+    @property
+    def layout(self):
+        """How ``expression`` is stored (:class:`brainzarr.layout.Layout`; stores built before
+        layouts existed are float32, unsharded, without checksums)."""
+        from .layout import Layout
+
+        spec = self.provenance.get("layout")
+        return Layout.from_spec(spec) if spec else Layout("float32", shard_genes=None, checksum=False)
+
+    @cached_property
+    def chunks(self) -> tuple[int, int]:
+        """The (voxels, genes) chunk shape of ``expression`` (inner chunks when sharded)."""
+        with quiet_zarr():
+            array = zarr.open_array(str(self.path / "expression"), mode="r", zarr_format=3)
+        return tuple(int(c) for c in array.chunks)
+
     @cached_property
     def dataset(self) -> xr.Dataset:
         """The store as a dask-backed Dataset (voxel coordinates in memory)."""
@@ -215,7 +231,9 @@ def _open_dataset(store: Store, chunks="auto-store") -> xr.Dataset:
             StrictLocalStore(store.path, read_only=True),
             consolidated=False,
             chunks={} if chunks == "auto-store" else chunks,
+            mask_and_scale=False,  # packed arrays decode to float32 below (xarray's CF gives float64)
         )
+    ds = _unpacked(ds)
     problems = []
     if "expression" not in ds or ds["expression"].dims != ("voxel", "gene"):
         problems.append("expression (voxel, gene)")
@@ -345,7 +363,20 @@ def read_group(path, group: str) -> xr.Dataset:
         groups = ", ".join(list_groups(store)) or "none"
         raise KeyError(f"no group {group} in {store.path}; groups: {groups}")
     with quiet_zarr():
-        return xr.open_zarr(StrictLocalStore(store.path, read_only=True), group=group.strip("/"), consolidated=False)
+        ds = xr.open_zarr(
+            StrictLocalStore(store.path, read_only=True),
+            group=group.strip("/"),
+            consolidated=False,
+            mask_and_scale=False,
+        )
+    return _unpacked(ds)
+
+
+def _unpacked(ds: xr.Dataset) -> xr.Dataset:
+    """Packed (uint16 + scale_factor) variables as lazy float32; NaN fill values left as stored."""
+    from .layout import unpack
+
+    return ds.assign({name: unpack(var) for name, var in ds.data_vars.items() if var.dtype.kind in "iu"})
 
 
 def store_partials(path) -> list[Path]:

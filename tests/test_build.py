@@ -43,14 +43,18 @@ def expected_expression(table, grid, assignment, **kw):
 )
 def test_build_equals_in_memory_computation(tmp_path, assignment, kw):
     table = load_synthetic(40, random_state=2)
-    out = build_store(
-        tmp_path / "s.zarr", resolution=8, genes=40, random_state=2, assignment=assignment, chunks=(1000, 16), **kw
-    )
+    common = dict(resolution=8, genes=40, random_state=2, assignment=assignment, chunks=(1000, 16), **kw)
+    out = build_store(tmp_path / "s.zarr", layout="float32", **common)
     ds = open_store(out)
     grid = mni152_grid(8)
     assert ds.sizes == {"voxel": 3666, "gene": 40}
     assert ds["expression"].chunks == ((1000, 1000, 1000, 666), (16, 16, 8))
-    np.testing.assert_allclose(ds["expression"].values, expected_expression(table, grid, assignment, **kw), atol=2e-6)
+    expected = expected_expression(table, grid, assignment, **kw)
+    np.testing.assert_allclose(ds["expression"].values, expected, atol=2e-6)
+    # the default layout packs the same values as uint16: within half a step (1/131070)
+    packed = open_store(build_store(tmp_path / "p.zarr", **common))["expression"]
+    assert packed.dtype == np.float32 and packed.encoding["dtype"] == np.uint16
+    np.testing.assert_allclose(packed.values, expected, atol=0.5 / 65535 + 2e-6)
     assert ds["expression"].min() == 0 and ds["expression"].max() == 1
     prov = ds.attrs["provenance"]
     assert prov["assignment"]["method"] == assignment

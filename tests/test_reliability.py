@@ -86,49 +86,60 @@ def test_rebuild_with_results_needs_discard_results_and_same_settings_keep_them(
 
 
 # ------------------------------------------------------------------ 4. damaged chunks named
-@pytest.fixture
-def damaged(tmp_path):
-    store = _build(tmp_path / "s.zarr", genes=20, chunks=(1024, 8))
+@pytest.fixture(params=["shards", "chunks"])
+def damaged(tmp_path, request):
+    """A store in the default layout (a shard per row block) or one file per chunk, and the file
+    holding gene 17 of rows 1024-2047 and the one holding gene 0 of rows 3072-4095."""
+    from brainzarr.layout import Layout
+
+    layout = Layout() if request.param == "shards" else Layout(shard_genes=None)
+    store = _build(tmp_path / "s.zarr", genes=20, chunks=(1024, 8), layout=layout)
     expression = zarr.open_array(str(store / "expression"))
-    assert expression.metadata.codecs[-1].to_dict()["name"] == "crc32c"  # new stores carry checksums
-    lost = store / "expression" / expression.metadata.encode_chunk_key((1, 2))
+    assert "crc32c" in json.dumps(expression.metadata.to_dict()["codecs"])  # new stores carry checksums
+    column = 0 if request.param == "shards" else 2
+    lost = store / "expression" / expression.metadata.encode_chunk_key((1, column))
     cut = store / "expression" / expression.metadata.encode_chunk_key((3, 0))
-    return store, lost, cut
+    return store, lost, cut, layout
 
 
 def test_a_missing_chunk_fails_every_read_naming_it(damaged, tmp_path, capsys):
-    store, lost, _ = damaged
+    store, lost, _, _ = damaged
     lost.unlink()
     ds = brainzarr.open_store(store)
-    with pytest.raises(ChunkError, match=r"chunk \(1, 2\) of expression is missing"):
-        _ = ds["expression"].isel(gene=17).values  # the gene whose column holds the chunk
-    np.testing.assert_array_less(-1, ds["expression"].isel(gene=0).values)  # other chunks read
+    where = rf"(chunk|shard) \(1, {lost.name}\) of expression"
+    with pytest.raises(ChunkError, match=where + " is missing"):
+        _ = ds["expression"].isel(gene=17).values  # the gene whose file is gone
+    np.testing.assert_array_less(-1, ds["expression"].isel(voxel=slice(0, 1024)).values)  # other files read
     code, _, err = _run(["export", str(store), "expression", "--gene", str(ds["gene"].values[17]),
                          "-o", str(tmp_path / "g.nii.gz")], capsys)  # fmt: skip
-    assert code == 1 and "chunk (1, 2) of expression is missing" in err and not (tmp_path / "g.nii.gz").exists()
-    with pytest.raises(ChunkError, match=r"chunk \(1, 2\)"):
+    assert code == 1 and "of expression is missing" in err and not (tmp_path / "g.nii.gz").exists()
+    with pytest.raises(ChunkError, match=where):
         brainzarr.fit_store(store, "pca", 2)  # was "SVD did not converge"
 
 
 def test_a_truncated_chunk_fails_naming_it(damaged):
-    store, _, cut = damaged
+    store, _, cut, _ = damaged
     cut.write_bytes(cut.read_bytes()[:50])
-    with pytest.raises(ChunkError, match=r"chunk \(3, 0\) of expression"):
+    with pytest.raises(ChunkError, match=r"(chunk|shard) \(3, 0\) of expression"):
         _ = brainzarr.open_store(store)["expression"].isel(gene=0).values
+    from brainzarr.streaming import expression_rows
+
+    with pytest.raises(ChunkError, match=r"\(3, 0\) of expression"):
+        expression_rows(store).compute()
 
 
 def test_check_finds_the_damage_and_a_repaired_build_restores_it(damaged, capsys):
-    store, lost, cut = damaged
+    store, lost, cut, layout = damaged
     before = zarr.open_array(str(store / "expression"))[:]
     lost.unlink()
     cut.write_bytes(cut.read_bytes()[:50])
     code, out, _ = _run(["check", str(store)], capsys)
     assert code == 2
-    assert "DAMAGED expression: 2 chunk(s)" in out and "(1, 2)" in out and "(3, 0)" in out
+    assert "DAMAGED expression" in out and f"(1, {lost.name})" in out and "(3, 0)" in out
     assert "brainzarr build" in out and "--genes 20" in out  # the command that rebuilds it
     report = check_store(store, repair=True)
     assert "marked row block(s) [1, 3]" in report.describe()
-    _build(store, genes=20, chunks=(1024, 8))  # the same build resumes the marked blocks
+    _build(store, genes=20, chunks=(1024, 8), layout=layout)  # the same build resumes the marked blocks
     np.testing.assert_array_equal(zarr.open_array(str(store / "expression"))[:], before)
     assert check_store(store).ok
 

@@ -10,8 +10,10 @@ from brainzarr.exceptions import ChunkError
 from brainzarr.streaming import RowBlockReader
 
 
-def _array(path, data, chunks, compressors="zstd", fill=np.nan, skip_chunk=None):
+def _array(path, data, chunks, compressors="zstd", fill=np.nan, skip_chunk=None, shards=None):
     kwargs = {} if compressors == "zstd" else {"compressors": compressors}
+    if shards is not None:
+        kwargs["shards"] = shards
     z = zarr.create_array(
         str(path), shape=data.shape, chunks=chunks, dtype=data.dtype, fill_value=fill, zarr_format=3, **kwargs
     )
@@ -28,6 +30,14 @@ def arrays(tmp_path_factory):
     direct = _array(root / "zstd", data, (16, 7))
     _array(root / "blosc", data, (16, 7), compressors=zarr.codecs.BloscCodec())
     _array(root / "crc", data, (16, 7), compressors=[zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()])
+    _array(root / "gzip", data, (16, 7), compressors=zarr.codecs.GzipCodec())
+    checked = [zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()]
+    _array(root / "sharded", data, (16, 7), compressors=checked, shards=(16, 21))  # 3 inner chunks a shard
+    packed = zarr.create_array(
+        str(root / "packed"), shape=data.shape, chunks=(16, 7), shards=(16, 14), dtype="uint16",
+        fill_value=0, zarr_format=3, compressors=checked, attributes={"scale_factor": 1 / 65535, "add_offset": 0.0},
+    )  # fmt: skip
+    packed[:] = np.rint(data * 65535).astype(np.uint16)
     expected = direct[:]
     np.testing.assert_array_equal(expected, data)
     return root, expected
@@ -38,7 +48,8 @@ def test_direct_decoding_is_used_only_for_the_stores_format(arrays):
     assert RowBlockReader(root / "zstd")._direct(0, 16) is not None
     assert RowBlockReader(root / "zstd")._direct(10, 20) is None  # crosses a row of chunks: zarr
     assert RowBlockReader(root / "zstd", direct=False)._direct(0, 16) is None
-    assert RowBlockReader(root / "blosc")._direct(0, 16) is None
+    assert RowBlockReader(root / "blosc")._direct(0, 16) is not None  # blosc frames say how they were packed
+    assert RowBlockReader(root / "gzip")._direct(0, 16) is None  # not a format brainzarr writes: zarr reads it
     assert RowBlockReader(root / "crc")._direct(0, 16) is not None  # zstd + crc32c: direct, verified
 
 
@@ -47,7 +58,7 @@ def test_direct_decoding_is_used_only_for_the_stores_format(arrays):
     a=st.integers(0, 103),
     length=st.integers(0, 40),
     seed=st.integers(0, 2**16),
-    name=st.sampled_from(["zstd", "blosc", "crc"]),
+    name=st.sampled_from(["zstd", "blosc", "crc", "gzip", "sharded", "packed"]),
     masked=st.booleans(),
     direct=st.booleans(),
 )
@@ -55,7 +66,10 @@ def test_reads_match_zarr(arrays, a, length, seed, name, masked, direct):
     root, _ = arrays
     b = min(a + length, 103)
     reader = RowBlockReader(root / name, direct=direct)
-    want = zarr.open_array(str(root / name), mode="r")[a:b]  # zarr's own read is the reference
+    z = zarr.open_array(str(root / name), mode="r")
+    want = z[a:b]  # zarr's own read is the reference
+    if name == "packed":  # unpacked as xarray decodes CF scale_factor
+        want = (want * np.float32(z.attrs["scale_factor"])).astype(np.float32)
     keep = np.random.default_rng(seed).random(b - a) < 0.5 if masked else None
     got = reader(a, b, keep)
     np.testing.assert_array_equal(got, want if keep is None else want[keep])
@@ -116,3 +130,27 @@ def test_a_flipped_byte_is_caught_by_the_checksum(tmp_path):
     chunk.write_bytes(bytes(raw))
     with pytest.raises(ChunkError, match="checksum"):
         RowBlockReader(tmp_path / "crc")(0, 16)
+
+
+def test_packed_reads_are_within_half_a_step_of_the_floats(arrays):
+    root, expected = arrays
+    got = RowBlockReader(root / "packed")(0, 103)
+    assert got.dtype == np.float32
+    assert np.abs(got - expected).max() <= 0.5 / 65535 + 1e-7  # max error of uint16 packing: 1/131070
+
+
+def test_a_missing_shard_and_a_damaged_shard_index_are_named(tmp_path):
+    data = np.random.default_rng(4).random((32, 28), dtype=np.float32)
+    checked = [zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()]
+    z = _array(tmp_path / "sh", data, (16, 7), compressors=checked, shards=(16, 14))
+    shard = tmp_path / "sh" / z.metadata.encode_chunk_key((1, 1))
+    raw = bytearray(shard.read_bytes())
+    raw[-10] ^= 0xFF  # inside the index
+    shard.write_bytes(bytes(raw))
+    reader = RowBlockReader(tmp_path / "sh")
+    np.testing.assert_array_equal(reader(0, 16), data[:16])
+    with pytest.raises(ChunkError, match=r"\(1, 1\) of sh"):
+        reader(16, 32)
+    shard.unlink()
+    with pytest.raises(ChunkError, match=r"shard \(1, 1\) of sh is missing"):
+        reader(16, 32)

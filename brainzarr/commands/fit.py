@@ -76,7 +76,14 @@ def run_fit(args):
     for method in methods:
         for dim in dims:
             try:
-                check_fit(store, method, dim, overwrite=args.overwrite, params=dict(params[method]))
+                check_fit(
+                    store,
+                    method,
+                    dim,
+                    overwrite=args.overwrite,
+                    params=dict(params[method]),
+                    write_reconstruction=not args.no_reconstruction,
+                )
                 todo.append((method, dim))
             except ResultExistsError:
                 existing.append((method, dim))

@@ -28,6 +28,8 @@ previous result intact) and opens with plain ``xarray.open_zarr(store, group=...
 from __future__ import annotations
 
 import datetime as _dt
+import logging
+import os
 import shutil
 import time
 import warnings
@@ -41,13 +43,14 @@ import xarray as xr
 import zarr
 
 from .._deprecation import renamed_kwargs
+from .._disk import require_free
 from .._progress import job
 from .._version import __version__
 from .._zarr import checked_compressors, quiet_zarr
 from ..exceptions import CheckpointMismatchError, MethodUnavailableError, ResultExistsError
 from ..options import set_options
 from ..store import VOXEL_COORDS, as_store, group_writer, list_groups, read_group, store_lock
-from ..streaming import compute_tasks, expression_rows
+from ..streaming import compute_tasks, expression_rows, rows_read
 from . import METHODS, get_model_class
 from .base import row_sse
 
@@ -61,6 +64,8 @@ __all__ = [
     "RESULTS_PREFIX",
     "MethodUnavailableError",
 ]
+
+log = logging.getLogger(__name__)
 
 RESULTS_PREFIX = "representations"
 #: where estimators that checkpoint (``checkpoint_dir`` parameter) keep them, inside the store;
@@ -123,13 +128,22 @@ def _split_labels(ds: xr.Dataset, split: str | None) -> tuple[str, str, np.ndarr
     return split, f"split_{split}", np.asarray(ds[f"split_{split}"].values)
 
 
-def check_fit(store, method: str, n_components: int, *, overwrite: bool = False, params: dict | None = None):
+def check_fit(
+    store,
+    method: str,
+    n_components: int,
+    *,
+    overwrite: bool = False,
+    params: dict | None = None,
+    write_reconstruction: bool = True,
+):
     """Everything a fit can check before it computes: the method and its parameters, the number
-    of components against the genes, writability and an existing result. Returns the model.
+    of components against the genes, writability, an existing result and the room on the disk
+    for what it will write. Returns the model.
 
     Raises
     ------
-    ResultExistsError, PermissionError, ValueError, MethodUnavailableError
+    ResultExistsError, PermissionError, ValueError, MethodUnavailableError, InsufficientDiskError
     """
     store = as_store(store)
     model = make_model(method, n_components, **dict(params or {}))
@@ -142,7 +156,19 @@ def check_fit(store, method: str, n_components: int, *, overwrite: bool = False,
     group = result_group(method, n_components)
     if store.group_path(group).exists() and not overwrite:
         raise ResultExistsError(f"{group} exists in {store.path}", options={"overwrite": True})
+    n_voxels = int(store.dataset.sizes["voxel"])
+    estimate = n_voxels * (int(n_components) + 1) * 4  # embedding and per-voxel error, float32
+    if write_reconstruction:  # packed and compressed about as the expression is
+        estimate += int(1.1 * _folder_bytes(store.path / "expression"))
+    require_free(store.path, estimate, f"{group} of {store.path.name}")
     return model
+
+
+def _folder_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
 
 
 @renamed_kwargs(seed="random_state", dim="n_components")
@@ -220,13 +246,22 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
     checkpoints = store.path / CHECKPOINTS / method / f"k{dim}"
     if "checkpoint_dir" in names and params.get("checkpoint_dir") is None:
         params["checkpoint_dir"] = str(checkpoints)  # an interrupted fit resumes when run again
-    model = check_fit(store, method, dim, overwrite=overwrite, params={**params, "random_state": seed})
+    model = check_fit(
+        store,
+        method,
+        dim,
+        overwrite=overwrite,
+        params={**params, "random_state": seed},
+        write_reconstruction=write_reconstruction,
+    )
     scheme, split_coord, labels = _split_labels(ds, split)
     train = labels == "train"
     if not train.any():
         raise ValueError(f"the store has no training voxels in {split_coord}")
     X = expression_rows(store)  # whole-row blocks, one read each
 
+    n_voxels = int(ds.sizes["voxel"])
+    read_before = rows_read(store.path / "expression")
     with job(f"{method} k{dim}", unit="block"):
         start = time.perf_counter()
         rows = expression_rows(store, mask=train)
@@ -244,9 +279,11 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
             shutil.rmtree(checkpoints, ignore_errors=True)
             model.fit(rows)
         fit_seconds = time.perf_counter() - start
+        read_fit = rows_read(store.path / "expression")
 
         start = time.perf_counter()
-        template = _result_template(ds, model, write_reconstruction)
+        rec_layout = store.layout.for_reconstruction()
+        template = _result_template(ds, model, write_reconstruction, rec_layout, store.chunks)
         attrs = {
             **template.attrs,
             "method": method,
@@ -265,16 +302,26 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
             for name, var in template.data_vars.items()
             if var.chunks is not None
         }
+        if write_reconstruction:  # packed as the expression is
+            encoding["reconstruction"] = rec_layout.encoding(store.chunks, ds.sizes["gene"])
         with group_writer(store, group, overwrite=overwrite) as scratch, quiet_zarr(), warnings.catch_warnings():
             warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)  # string coordinates
+            warnings.filterwarnings("ignore", message=".*without any _FillValue")  # every chunk is written
             # metadata, coordinates and parameters now; the voxel arrays are filled by the pass below
             template.to_zarr(
                 str(scratch), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding
             )
-            tasks = _write_tasks(X, model, scratch, write_reconstruction)
+            tasks = _write_tasks(X, model, scratch, rec_layout if write_reconstruction else None)
             sse = np.concatenate(compute_tasks(tasks, desc=f"writing {method} k{dim}"))
             rmse = [float(np.sqrt(sse[labels == s].sum() / max((labels == s).sum() * X.shape[1], 1))) for s in _SPLITS]
             attrs["transform_seconds"] = round(time.perf_counter() - start, 3)
+            # passes over the store (in this process: a cluster's workers read on their own)
+            attrs["passes_fit"] = round((read_fit - read_before) / n_voxels, 2)
+            attrs["passes_write"] = round((rows_read(store.path / "expression") - read_fit) / n_voxels, 2)
+            log.info(
+                "%s k%d: the fit read the store %.1f times, the write pass %.1f",
+                method, dim, attrs["passes_fit"], attrs["passes_write"],
+            )  # fmt: skip
             xr.Dataset({"rmse": ("split", np.asarray(rmse))}, coords={"split": list(_SPLITS)}).to_zarr(
                 str(scratch), mode="a", consolidated=False, zarr_format=3
             )
@@ -284,11 +331,15 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
     return read_group(store, group)
 
 
-def _result_template(ds: xr.Dataset, model, write_reconstruction: bool) -> xr.Dataset:
+def _result_template(ds: xr.Dataset, model, write_reconstruction: bool, rec_layout, chunks) -> xr.Dataset:
     """The result's layout: voxel arrays as unfilled dask placeholders with the store's row
-    chunks (and gene chunks), coordinates and the model's parameter arrays."""
+    chunks (the reconstruction in whole shards, as it is written), coordinates and the model's
+    parameter arrays."""
     n, d = ds.sizes["voxel"], ds.sizes["gene"]
-    rows, gene_chunk = ds["expression"].chunks[0], ds["expression"].chunks[1][0]
+    row_chunk, gene_chunk = chunks
+    rows = tuple(min(row_chunk, n - a) for a in range(0, n, row_chunk))
+    shards = rec_layout.shards((row_chunk, gene_chunk), d)
+    gene_chunk = shards[1] if shards else gene_chunk
     k = int(model._embedding_width())
     # variables, not DataArrays: a DataArray would bring every voxel coordinate along, 'split' too
     coords = {c: ds[c].variable for c in ("voxel",) + VOXEL_COORDS if c in ds.coords and c != "split"}
@@ -314,7 +365,7 @@ def _result_template(ds: xr.Dataset, model, write_reconstruction: bool) -> xr.Da
     return out
 
 
-def _write_tasks(X, model, scratch: Path, write_reconstruction: bool) -> list:
+def _write_tasks(X, model, scratch: Path, rec_layout) -> list:
     """One task per row block of the store: read it, embed, reconstruct, write its rows of every
     voxel array (whole chunks: the arrays share the store's row chunks) and return its per-voxel
     squared errors. One pass; memory of a task is a few row blocks."""
@@ -323,12 +374,12 @@ def _write_tasks(X, model, scratch: Path, write_reconstruction: bool) -> list:
     shared_model = dask.delayed(model, traverse=False)  # one copy per worker, not one per task
     write = dask.delayed(_write_block, pure=False)
     return [
-        write(shared_model, block, str(scratch), int(a), int(b), write_reconstruction)
+        write(shared_model, block, str(scratch), int(a), int(b), rec_layout)
         for block, a, b in zip(blocks, bounds[:-1], bounds[1:])
     ]
 
 
-def _write_block(model, X, scratch: str, a: int, b: int, write_reconstruction: bool) -> np.ndarray:
+def _write_block(model, X, scratch: str, a: int, b: int, rec_layout) -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     Z = np.asarray(model.transform(X), dtype=np.float32)
     R = np.asarray(model.inverse_transform(Z), dtype=np.float32)
@@ -337,8 +388,8 @@ def _write_block(model, X, scratch: str, a: int, b: int, write_reconstruction: b
         group = zarr.open_group(scratch, mode="r+", zarr_format=3)
         group["embedding"][a:b] = Z
         group["voxel_rmse"][a:b] = np.sqrt(sse / X.shape[1]).astype(np.float32)
-        if write_reconstruction:
-            group["reconstruction"][a:b] = R
+        if rec_layout is not None:
+            group["reconstruction"][a:b] = rec_layout.pack(R)
     return sse
 
 

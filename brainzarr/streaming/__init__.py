@@ -22,7 +22,7 @@ from .passes import (
     stream_blocks,
     take_rows,
 )
-from .reader import RowBlockReader
+from .reader import RowBlockReader, rows_read
 from .rows import expression_rows
 from .spans import row_chunks, row_spans
 
@@ -38,6 +38,7 @@ __all__ = [
     "prefetch",
     "row_chunks",
     "row_spans",
+    "rows_read",
     "select_rows",
     "stream_blocks",
     "take_rows",

@@ -79,6 +79,12 @@ def prefetch(X, spans, *, depth: int = 1, dtype=np.float32):
     For dask arrays a background thread reads up to ``depth`` spans ahead, so reading
     (decompression) overlaps the caller's computation.
     """
+    spans = list(spans)
+    direct = _direct_blocks(X, spans)
+    if direct is not None:  # the store's reader, called without dask
+        reader, reads = direct
+        yield from _threaded((lambda r=r: reader(*r)) for r in reads) if depth >= 1 else (reader(*r) for r in reads)
+        return
     if not isinstance(X, da.Array) or depth < 1:
         for a, b in spans:
             block = compute_rows(X, a, b, scheduler=None) if isinstance(X, da.Array) else X[a:b]
@@ -98,6 +104,54 @@ def prefetch(X, spans, *, depth: int = 1, dtype=np.float32):
         q.put(None)
 
     thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+def _direct_blocks(X, spans):
+    """The reader calls behind ``spans`` when X is an unchanged expression_rows array whose row
+    blocks are exactly these spans (in any order), else None."""
+    from .rows import direct_reads
+
+    found = direct_reads(X) if isinstance(X, da.Array) else None
+    if found is None:
+        return None
+    reader, reads = found
+    bounds = np.cumsum((0, *X.chunks[0]))
+    index = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))}
+    try:
+        return reader, [reads[index[(int(a), int(b))]] for a, b in spans]
+    except KeyError:
+        return None
+
+
+def _threaded(calls, depth: int = 1):
+    """Yield ``call()`` for each call, run one ahead in a background thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for call in calls:
+                if stop.is_set():
+                    return
+                q.put(call())
+        except BaseException as exc:  # surface errors in the consumer
+            q.put(exc)
+        q.put(None)
+
+    thread = threading.Thread(target=worker, daemon=True)
     thread.start()
     try:
         while (item := q.get()) is not None:

@@ -4,16 +4,20 @@ A pass over the store (PCA's power iterations, NMF's epochs, the auto-encoder's 
 batches) reads blocks of rows x every gene, i.e. one row of chunks (4096 x 128 each, 123 of
 them for 15,633 genes). zarr-python 3.1 spends more time per chunk than decoding it, so
 :class:`RowBlockReader` decodes the chunks itself, in a thread pool, each into a reused
-per-thread buffer (fresh buffers cost more in page faults than the decoding), when the array
-is in the format brainzarr writes (Zarr v3 on a local directory, regular chunks, little-endian
-bytes + zstd, optionally + crc32c, no sharding), and hands everything else to zarr unchanged.
+per-thread buffer (fresh buffers cost more in page faults than the decoding), whenever the array
+is in a format brainzarr writes: Zarr v3 on a local directory, regular chunks, little-endian
+bytes, zstd or Blosc, optionally a crc32c checksum per chunk, optionally sharded (zarr's
+``sharding_indexed`` codec with its index at the end). Anything else goes to zarr unchanged.
 Both paths give identical arrays (tested). The measurements: ``docs/design.md``.
 
-Reads that keep only some rows (the training voxels) copy the kept rows of each chunk
-straight into the result (through zarr: into a scratch buffer reused by the reader, then
-compressed), so no block-sized temporary is allocated per read.
+Packed arrays (``uint16`` with CF ``scale_factor``/``add_offset`` attributes, as xarray writes
+and reads them) come out as float32, converted while each chunk is copied into the result:
+the conversion costs one pass over the block, not a second copy of it.
 
-A missing chunk, a checksum mismatch or an undecodable chunk raises
+Reads that keep only some rows (the training voxels) copy the kept rows of each chunk straight
+into the result, so no block-sized temporary is allocated per read.
+
+A missing chunk or shard, a checksum mismatch or an undecodable chunk raises
 :class:`~brainzarr.exceptions.ChunkError` naming the array and the chunk.
 """
 
@@ -30,7 +34,17 @@ import zarr
 from .._zarr import StrictLocalStore, quiet_zarr, verify_crc32c
 from ..exceptions import ChunkError
 
-__all__ = ["RowBlockReader"]
+__all__ = ["RowBlockReader", "rows_read"]
+
+_READS: dict[str, int] = {}
+_READS_LOCK = threading.Lock()
+
+
+def rows_read(path) -> int:
+    """Rows of the array at ``path`` read so far in this process (every row of a block counts,
+    kept or not): a job divides the difference by the array's rows to count its passes."""
+    return _READS.get(str(Path(path).resolve()), 0)
+
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -93,6 +107,19 @@ class RowBlockReader:
     def shape(self) -> tuple[int, int]:
         return tuple(int(s) for s in self.array.shape)
 
+    @property
+    def dtype(self) -> np.dtype:
+        """What reads return: float32 for a packed array, else the array's dtype."""
+        return np.dtype(np.float32) if self.packing is not None else np.dtype(self.array.dtype)
+
+    @property
+    def packing(self) -> tuple[float, float] | None:
+        """(scale_factor, add_offset) of a packed integer array, else None."""
+        packing = getattr(self._local, "packing", "unset")
+        if packing == "unset":
+            packing = self._local.packing = _packing(self.array)
+        return packing
+
     def __call__(self, a: int, b: int, keep=None) -> np.ndarray:
         n, width = self.shape
         a, b = int(a), int(b)
@@ -105,7 +132,10 @@ class RowBlockReader:
             if keep.all():
                 keep = None
         rows = b - a if keep is None else int(keep.sum())
-        out = np.empty((rows, width), dtype=self.array.dtype)
+        out = np.empty((rows, width), dtype=self.dtype)
+        key = getattr(self, "_key", None) or self.__dict__.setdefault("_key", str(Path(self.path).resolve()))
+        with _READS_LOCK:
+            _READS[key] = _READS.get(key, 0) + (b - a)
         layout = self._direct(a, b)
         if layout is not None:
             layout.read(a, b, out, keep)  # kept rows straight from the chunks, in parallel
@@ -114,7 +144,7 @@ class RowBlockReader:
         else:
             scratch = getattr(self._local, "scratch", None)
             if scratch is None or scratch.shape[0] < b - a:
-                scratch = self._local.scratch = np.empty((b - a, width), dtype=self.array.dtype)
+                scratch = self._local.scratch = np.empty((b - a, width), dtype=self.dtype)
             np.compress(keep, self._read_zarr(a, b, scratch[: b - a]), axis=0, out=out)
         return out
 
@@ -137,98 +167,182 @@ class RowBlockReader:
     def _read_zarr(self, a: int, b: int, out: np.ndarray) -> np.ndarray:
         from zarr.core.buffer import default_buffer_prototype
 
-        self.array.get_basic_selection(
-            (slice(a, b), slice(None)), out=default_buffer_prototype().nd_buffer.from_numpy_array(out)
-        )
+        packing = self.packing
+        if packing is None:
+            self.array.get_basic_selection(
+                (slice(a, b), slice(None)), out=default_buffer_prototype().nd_buffer.from_numpy_array(out)
+            )
+            return out
+        raw = self.array[a:b]
+        np.multiply(raw, np.float32(packing[0]), out=out, casting="unsafe")
+        if packing[1]:
+            out += np.float32(packing[1])
         return out
 
 
 class _DirectLayout:
-    """Where a chunk's bytes are and how to decode them, for the one format read directly."""
+    """Where a chunk's bytes are and how to decode them, for the formats read directly."""
 
-    def __init__(self, array, root: Path, crc: bool = False):
+    def __init__(self, array, root: Path, *, codec, crc: bool, sharded: bool, index_crc: bool, packing):
         self.array = array
         self.root = root
-        self.rows, self.cols = (int(c) for c in array.chunks)
+        self.name = root.name
+        self.rows, self.cols = (int(c) for c in array.chunks)  # inner chunks when sharded
+        shard = getattr(array, "shards", None) if sharded else None
+        self.shard_rows, self.shard_cols = (int(c) for c in (shard or array.chunks))
+        self.per_shard = self.shard_cols // self.cols  # inner chunks along the genes of a shard
+        self.sharded = sharded
+        self.index_crc = index_crc
         self.dtype = np.dtype(array.dtype)
+        self.codec = codec
         self.crc = bool(crc)
-        import numcodecs
-
-        self.codec = numcodecs.Zstd()
+        self.packing = packing
         self._local = threading.local()
 
-    def _chunk(self, i: int, j: int) -> np.ndarray:
-        """Chunk (i, j) decoded into this thread's scratch buffer (valid until its next call).
+    def _missing(self, index):
+        kind = "shard" if self.sharded else "chunk"
+        return ChunkError(
+            f"{kind} {index} of {self.name} is missing from {self.root.parent}; "
+            "`brainzarr check` lists the damage and the command that rebuilds it"
+        )
 
-        Raises
-        ------
-        ChunkError
-            The chunk is missing, fails its checksum or does not decode.
-        """
-        name = self.root.name
+    def _file(self, i: int, s: int) -> bytes:
         try:
-            raw = (self.root / self.array.metadata.encode_chunk_key((i, j))).read_bytes()
+            return (self.root / self.array.metadata.encode_chunk_key((i, s))).read_bytes()
         except FileNotFoundError:
-            raise ChunkError(
-                f"chunk {(i, j)} of {name} is missing from {self.root.parent}; "
-                "`brainzarr check` lists the damage and the command that rebuilds it"
-            ) from None
+            raise self._missing((i, s)) from None
+
+    def _decode(self, raw, index) -> np.ndarray:
+        """One inner chunk decoded into this thread's scratch buffer (valid until its next call)."""
         if self.crc:
-            raw = verify_crc32c(raw, name, (i, j))
-        # decoding into a reused buffer is 2.5x faster than letting the codec allocate one:
-        # a fresh 2-MB buffer per chunk costs more in page faults than zstd spends decoding
+            raw = verify_crc32c(raw, self.name, index)
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = np.empty(self.rows * self.cols, dtype=self.dtype)
         try:
             self.codec.decode(raw, out=scratch)
         except Exception as exc:  # numcodecs raises RuntimeError/ValueError for damaged frames
-            raise ChunkError(f"chunk {(i, j)} of {name} does not decode ({exc})") from None
+            raise ChunkError(f"chunk {index} of {self.name} does not decode ({exc})") from None
         return scratch.reshape(self.rows, self.cols)
+
+    def _inner_chunks(self, i: int, s: int):
+        """(j, encoded bytes) of the inner chunks in row ``i`` of shard column ``s``."""
+        raw = self._file(i, s)
+        if not self.sharded:
+            yield s, raw
+            return
+        n = self.per_shard * (self.shard_rows // self.rows)
+        size = 16 * n + (4 if self.index_crc else 0)
+        if len(raw) < size:
+            raise ChunkError(f"shard {(i, s)} of {self.name} is truncated ({len(raw)} bytes)")
+        index = raw[-size:]
+        if self.index_crc:
+            index = verify_crc32c(index, self.name, (i, s))
+        table = np.frombuffer(bytes(index[: 16 * n]), dtype="<u8").reshape(n, 2)
+        n_chunks = -(-int(self.array.shape[1]) // self.cols)  # the last shard may reach past the genes
+        for k in range(min(self.per_shard, n_chunks - s * self.per_shard)):
+            offset, nbytes = (int(v) for v in table[k])
+            if offset == 2**64 - 1:
+                raise self._missing((i, s * self.per_shard + k))
+            if offset + nbytes > len(raw) - size:
+                raise ChunkError(f"chunk {(i, s * self.per_shard + k)} of {self.name} lies outside its shard")
+            yield s * self.per_shard + k, raw[offset : offset + nbytes]
+
+    def _copy(self, chunk, out, rows, keep):
+        """Chunk rows into ``out`` (a view), unpacking to float32 on the way."""
+        part = chunk[rows] if keep is None else chunk[rows][keep]
+        if self.packing is None:
+            out[...] = part
+            return
+        np.multiply(part, np.float32(self.packing[0]), out=out, casting="unsafe")
+        if self.packing[1]:
+            out += np.float32(self.packing[1])
 
     def read(self, a: int, b: int, out: np.ndarray, keep=None) -> None:
         """Rows a:b (within one row of chunks), or those where ``keep``, into ``out``."""
         i = a // self.rows
-        r0, r1 = a - i * self.rows, b - i * self.rows
+        rows = slice(a - i * self.rows, b - i * self.rows)
         width = out.shape[1]
 
-        def one(j):
-            c0, c1 = j * self.cols, min((j + 1) * self.cols, width)
-            chunk = self._chunk(i, j)
-            if keep is None:
-                out[:, c0:c1] = chunk[r0:r1, : c1 - c0]
-            else:
-                out[:, c0:c1] = chunk[r0:r1][keep, : c1 - c0]
+        def one(s):
+            for j, raw in self._inner_chunks(i, s):
+                c0, c1 = j * self.cols, min((j + 1) * self.cols, width)
+                chunk = self._decode(raw, (i, j))
+                self._copy(chunk[:, : c1 - c0], out[:, c0:c1], rows, keep)
 
-        for _ in _pool().map(one, range(-(-width // self.cols))):
+        n_files = -(-width // self.shard_cols)
+        for _ in _pool().map(one, range(n_files)):
             pass
 
 
+def _packing(array) -> tuple[float, float] | None:
+    """(scale_factor, add_offset) of an integer array with CF packing attributes, else None."""
+    attrs = array.attrs
+    if np.dtype(array.dtype).kind not in "iu" or "scale_factor" not in attrs:
+        return None
+    return float(attrs["scale_factor"]), float(attrs.get("add_offset", 0.0))
+
+
+def _bytes_codec(codec):
+    """numcodecs' decoder for a zarr bytes-to-bytes compressor brainzarr reads directly, or None."""
+    import numcodecs
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if isinstance(codec, ZstdCodec) and not codec.checksum:
+        return numcodecs.Zstd()
+    if isinstance(codec, BloscCodec):
+        return numcodecs.Blosc()  # the frame header says how it was compressed
+    return None
+
+
+def _chain(codecs):
+    """(numcodecs decoder, crc) for [bytes, zstd|blosc, crc32c?], or None."""
+    from zarr.codecs import BytesCodec, Crc32cCodec
+
+    codecs = tuple(codecs)
+    crc = bool(codecs) and isinstance(codecs[-1], Crc32cCodec)
+    if crc:
+        codecs = codecs[:-1]
+    if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec):
+        return None
+    endian = getattr(codecs[0].endian, "value", codecs[0].endian)
+    if endian not in (None, "little"):
+        return None
+    codec = _bytes_codec(codecs[1])
+    return None if codec is None else (codec, crc)
+
+
 def _direct_layout(array) -> _DirectLayout | None:
-    """A :class:`_DirectLayout` when ``array`` is in the format read directly, else None."""
-    from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
+    """A :class:`_DirectLayout` when ``array`` is in a format read directly, else None."""
+    from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
     from zarr.storage import LocalStore
 
     meta = array.metadata
     if getattr(meta, "zarr_format", None) != 3 or not isinstance(array.store_path.store, LocalStore):
         return None
-    codecs = tuple(meta.codecs)
-    crc = bool(codecs) and isinstance(codecs[-1], Crc32cCodec)
-    if crc:
-        codecs = codecs[:-1]
-    if (
-        len(codecs) != 2
-        or not isinstance(codecs[0], BytesCodec)
-        or not isinstance(codecs[1], ZstdCodec)
-        or codecs[1].checksum
-    ):
-        return None
-    dtype = np.dtype(array.dtype)
-    little = dtype.byteorder in ("<", "|") or (dtype.byteorder == "=" and np.little_endian)
-    endian = getattr(codecs[0].endian, "value", codecs[0].endian)
-    if dtype.itemsize > 1 and (endian not in (None, "little") or not little):
-        return None
     if not hasattr(meta, "encode_chunk_key") or type(meta.chunk_grid).__name__ != "RegularChunkGrid":
         return None
+    if not np.little_endian:
+        return None
+    codecs = tuple(meta.codecs)
+    sharded, index_crc = False, False
+    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+        sharding = codecs[0]
+        location = getattr(sharding.index_location, "value", sharding.index_location)
+        index = tuple(sharding.index_codecs)
+        if location != "end" or not index or not isinstance(index[0], BytesCodec):
+            return None
+        if len(index) > 2 or (len(index) == 2 and not isinstance(index[1], Crc32cCodec)):
+            return None
+        inner = tuple(int(c) for c in array.chunks)
+        shard = tuple(int(c) for c in array.shards)
+        if inner[0] != shard[0] or shard[1] % inner[1]:
+            return None  # brainzarr's shards hold whole rows of inner chunks
+        sharded, index_crc, codecs = True, len(index) == 2, tuple(sharding.codecs)
+    chain = _chain(codecs)
+    if chain is None:
+        return None
     root = Path(array.store_path.store.root) / array.store_path.path
-    return _DirectLayout(array, root, crc=crc)
+    return _DirectLayout(
+        array, root, codec=chain[0], crc=chain[1], sharded=sharded, index_crc=index_crc, packing=_packing(array)
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import dask
 import dask.array as da
 import numpy as np
@@ -11,7 +13,18 @@ from .._zarr import quiet_zarr
 from ..store import as_store
 from .reader import RowBlockReader
 
-__all__ = ["expression_rows"]
+__all__ = ["expression_rows", "direct_reads"]
+
+#: name of a dask array made by expression_rows -> (reader, [(a, b, keep) per row block]); a local
+#: pass over such an array calls the reader directly: computing a slice of a dask array walks the
+#: whole graph (time and memory growing with the number of blocks)
+_DIRECT: OrderedDict = OrderedDict()
+_DIRECT_MAX = 64
+
+
+def direct_reads(X):
+    """(reader, blocks) for a dask array that :func:`expression_rows` returned unchanged, else None."""
+    return _DIRECT.get(getattr(X, "name", None))
 
 
 def expression_rows(store, rows: int | None = None, mask=None, *, variable: str = "expression"):
@@ -48,15 +61,21 @@ def expression_rows(store, rows: int | None = None, mask=None, *, variable: str 
         if mask.shape != (n,):
             raise ValueError(f"row mask has shape {mask.shape}, expected ({n},)")
     reader = RowBlockReader(str(path))
+    dtype = reader.dtype  # float32 for packed arrays
     name = f"{variable}-rows-{dask.base.tokenize(str(path.resolve()), step, mask)}"
-    blocks = []
+    blocks, reads = [], []
     for a in range(0, n, step):
         b = min(a + step, n)
         keep = None if mask is None or mask[a:b].all() else mask[a:b]
         n_rows = b - a if keep is None else int(keep.sum())
         if n_rows:
             task = dask.delayed(reader, pure=True)(a, b, keep, dask_key_name=f"{name}-{a}")
-            blocks.append(da.from_delayed(task, shape=(n_rows, width), dtype=array.dtype))
+            blocks.append(da.from_delayed(task, shape=(n_rows, width), dtype=dtype))
+            reads.append((a, b, keep))
     if not blocks:
-        return da.zeros((0, width), dtype=array.dtype, chunks=(1, width))
-    return da.concatenate(blocks, axis=0)
+        return da.zeros((0, width), dtype=dtype, chunks=(1, width))
+    out = da.concatenate(blocks, axis=0)
+    _DIRECT[out.name] = (reader, reads)
+    while len(_DIRECT) > _DIRECT_MAX:
+        _DIRECT.popitem(last=False)
+    return out

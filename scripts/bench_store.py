@@ -1,0 +1,321 @@
+"""Store layouts side by side: bytes and files on disk, write rate, full-pass read rate (warm and
+cold page cache) against the codec's own decode rate, one gene's whole-brain map.
+
+    python scripts/bench_store.py                       # 4 mm, all genes, nearest and idw
+    python scripts/bench_store.py --resolution 8 --genes 2000 --layouts today,uint16-zstd-shards
+
+Each assignment's store is built once in today's layout (float32, zstd, one file per chunk, no
+checksum); its values are then written in every other layout from memory (the write rate is
+that of packing, compressing and writing, not of the build's computation). A *pass* reads
+every row block x all genes through brainzarr's reader (float32 out), as every fit does; the
+*codec alone* decodes the same chunk bytes, already in memory, in a 2-thread pool into reused
+buffers, with nothing else (no checksum, no unpacking, no file reads). *Cold* passes first drop
+the store's pages from the page cache (posix_fadvise DONTNEED), so they read the disk; the
+disk's own sequential rate is measured beside them on the same files.
+
+Prints a Markdown table and writes JSON next to it (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+LAYOUTS = {
+    # name: (Layout fields); "today" is the layout of stores built before this release
+    "today": dict(dtype="float32", compressor="zstd", shard_genes=None, checksum=False),
+    "float32-zstd-crc": dict(dtype="float32", compressor="zstd", shard_genes=None, checksum=True),
+    "float32-zstd-shards": dict(dtype="float32", compressor="zstd", shard_genes=2048, checksum=True),
+    "uint16-zstd": dict(dtype="uint16", compressor="zstd", shard_genes=None, checksum=True),
+    "uint16-zstd-shards": dict(dtype="uint16", compressor="zstd", shard_genes=2048, checksum=True),
+    "uint16-zstd1-shards": dict(dtype="uint16", compressor="zstd-1", shard_genes=2048, checksum=True),
+    "uint16-zstd9-shards": dict(dtype="uint16", compressor="zstd-9", shard_genes=2048, checksum=True),
+    "uint16-blosczstd-shuffle-shards": dict(
+        dtype="uint16", compressor="blosc-zstd-shuffle", shard_genes=2048, checksum=True
+    ),
+    "uint16-lz4-shards": dict(dtype="uint16", compressor="blosc-lz4", shard_genes=2048, checksum=True),
+    "uint16-lz4-shuffle-shards": dict(dtype="uint16", compressor="blosc-lz4-shuffle", shard_genes=2048, checksum=True),
+    "uint16-raw-shards": dict(dtype="uint16", compressor="none", shard_genes=2048, checksum=True),
+}
+
+
+def _files(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file()]
+
+
+def _drop_cache(path: Path) -> None:
+    """Evict a folder's files from the page cache (no root needed for clean pages)."""
+    for f in _files(path):
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _disk_rate(path: Path) -> float:
+    """GB/s of reading the folder's files sequentially, cold."""
+    _drop_cache(path)
+    total, t0 = 0, time.perf_counter()
+    buf = bytearray(16 << 20)
+    for f in sorted(_files(path / "expression")):
+        with open(f, "rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                total += n
+    return total / (time.perf_counter() - t0) / 1e9
+
+
+def _write(values: np.ndarray, path: Path, spec: dict, chunks) -> float:
+    """Write ``values`` as a brainzarr expression array in ``spec``'s layout; seconds."""
+    import zarr
+
+    from brainzarr.layout import Layout
+
+    layout = Layout(**spec)
+    n, g = values.shape
+    shards = layout.shards(chunks, g)
+    attrs = {"scale_factor": layout.scale_factor, "add_offset": layout.add_offset} if layout.packed else {}
+    if path.exists():
+        shutil.rmtree(path)
+    t0 = time.perf_counter()
+    z = zarr.create_array(
+        str(path / "expression"),
+        shape=(n, g),
+        chunks=chunks,
+        shards=shards,
+        dtype=layout.dtype,
+        fill_value=0 if layout.packed else np.nan,
+        compressors=layout.compressors(),
+        attributes=attrs,
+        zarr_format=3,
+    )
+    step = layout.write_step(chunks, g)
+
+    def block(a):
+        b = min(a + chunks[0], n)
+        for g0 in range(0, g, step):
+            z[a:b, g0 : g0 + step] = layout.pack(values[a:b, g0 : g0 + step])
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(block, range(0, n, chunks[0])))
+    return time.perf_counter() - t0
+
+
+def _pass(array_dir: Path, n: int, rows: int, cold: bool) -> float:
+    """Seconds of one full pass (every row block x all genes, float32 out) through brainzarr's reader."""
+    from brainzarr.streaming import RowBlockReader
+
+    if cold:
+        _drop_cache(array_dir)
+    reader = RowBlockReader(array_dir)
+    t0 = time.perf_counter()
+    for a in range(0, n, rows):
+        reader(a, min(a + rows, n))
+    return time.perf_counter() - t0
+
+
+def _project_pass(store_or_array: Path, variable_dir: Path, n: int) -> float:
+    """Seconds of a pass the way fits stream: expression_rows + the prefetching block stream."""
+    import dask.array as da
+
+    from brainzarr.streaming import RowBlockReader, iter_row_blocks
+
+    reader = RowBlockReader(variable_dir)
+    rows = reader.array.chunks[0]
+    import dask
+
+    blocks = [
+        da.from_delayed(dask.delayed(reader)(a, min(a + rows, n)), (min(a + rows, n) - a, reader.shape[1]), np.float32)
+        for a in range(0, n, rows)
+    ]
+    X = da.concatenate(blocks)
+    t0 = time.perf_counter()
+    for _ in iter_row_blocks(X):
+        pass
+    return time.perf_counter() - t0
+
+
+def _encoded_chunks(array_dir: Path) -> tuple[list, object, int]:
+    """The encoded inner chunks (bytes, checksum stripped) and the numcodecs decoder."""
+    import zarr
+
+    from brainzarr.streaming.reader import _direct_layout
+
+    z = zarr.open_array(str(array_dir), mode="r")
+    layout = _direct_layout(z)
+    out = []
+    for i in range(-(-z.shape[0] // layout.shard_rows)):
+        for s in range(-(-z.shape[1] // layout.shard_cols)):
+            for _, raw in layout._inner_chunks(i, s):
+                out.append(bytes(raw[:-4]) if layout.crc else bytes(raw))
+    return out, layout.codec, layout.rows * layout.cols * layout.dtype.itemsize
+
+
+def _codec_alone(array_dir: Path) -> float:
+    """Seconds to decode every chunk's bytes (in memory) in a 2-thread pool into reused buffers."""
+    import threading
+
+    chunks, codec, nbytes = _encoded_chunks(array_dir)
+    local = threading.local()
+
+    def decode(raw):
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = np.empty(nbytes, dtype=np.uint8)
+        if codec is not None:
+            codec.decode(raw, out=buf)
+        else:
+            buf[: len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(decode, chunks[:8]))  # warm up
+        t0 = time.perf_counter()
+        list(pool.map(decode, chunks))
+        return time.perf_counter() - t0
+
+
+def _gene_map(store: Path, genes: list[int]) -> float:
+    """Median seconds to read one gene's whole-brain map through open_store (xarray/dask)."""
+    import brainzarr
+
+    ds = brainzarr.open_store(store)
+    times = []
+    for g in genes:
+        t0 = time.perf_counter()
+        _ = ds["expression"].isel(gene=g).values
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _as_store(store: Path, layout_dir: Path, spec: dict) -> Path:
+    """A full store for the gene-map read: the built store's metadata with this layout's array."""
+    import zarr
+
+    target = layout_dir.parent / (layout_dir.name + ".zarr")
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(store, target, ignore=shutil.ignore_patterns("expression"))
+    shutil.copytree(layout_dir / "expression", target / "expression")
+    root = zarr.open_group(str(target), mode="r+")
+    prov = dict(root.attrs["provenance"])
+    prov["layout"] = spec
+    root.attrs["provenance"] = prov
+    return target
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--resolution", type=int, default=4)
+    p.add_argument("--genes", default="all", help="'all' or a number")
+    p.add_argument("--assignments", default="nearest,idw")
+    p.add_argument("--layouts", default=",".join(LAYOUTS))
+    p.add_argument("--chunks", default="4096,128")
+    p.add_argument("--repeats", type=int, default=2, help="warm passes per layout (the fastest is kept)")
+    p.add_argument("--no-cold", action="store_true", help="skip the cold-cache passes")
+    p.add_argument("--work", default="store/bench-store", help="where the stores go (removed after)")
+    p.add_argument("--out", default="bench-out/bench_store.json")
+    args = p.parse_args(argv)
+
+    import brainzarr
+    from brainzarr.layout import Layout
+
+    genes = None if args.genes == "all" else int(args.genes)
+    chunks = tuple(int(c) for c in args.chunks.split(","))
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows_out = []
+    for assignment in args.assignments.split(","):
+        base = work / f"r{args.resolution}-{assignment}.zarr"
+        t0 = time.perf_counter()
+        if not base.exists():
+            brainzarr.build_store(
+                base,
+                resolution=args.resolution,
+                genes=genes,
+                assignment=assignment,
+                random_state=0,
+                chunks=chunks,
+                layout=Layout(**LAYOUTS["today"]),
+                progress=False,
+            )
+        build_s = time.perf_counter() - t0
+        values = brainzarr.open_store(base)["expression"].values
+        n, g = values.shape
+        gene_sample = list(np.linspace(0, g - 1, 7).astype(int))
+        size = values.nbytes / 1e9
+        print(f"# {assignment}: {n:,} voxels x {g:,} genes ({size:.2f} GB float32), build {build_s:.0f} s")
+        for name in args.layouts.split(","):
+            spec = LAYOUTS[name]
+            layout_dir = work / f"{base.stem}-{name}"
+            write_s = _write(values, layout_dir, spec, chunks)
+            array_dir = layout_dir / "expression"
+            files = _files(array_dir)
+            nbytes = sum(f.stat().st_size for f in files)
+            warm = min(_pass(array_dir, n, chunks[0], cold=False) for _ in range(args.repeats))
+            project = _project_pass(layout_dir, array_dir, n)
+            cold = None if args.no_cold else _pass(array_dir, n, chunks[0], cold=True)
+            disk = None if args.no_cold else _disk_rate(layout_dir)
+            codec = min(_codec_alone(array_dir) for _ in range(args.repeats))
+            full = _as_store(base, layout_dir, Layout(**spec).to_attrs())
+            gene_s = _gene_map(full, gene_sample)
+            gb = values.nbytes / 1e9  # float32-equivalent GB per pass
+            row = {
+                "assignment": assignment,
+                "layout": name,
+                "disk_mb": nbytes / 1e6,
+                "ratio": values.nbytes / nbytes,
+                "files": len(files),
+                "write_gbps": gb / write_s,
+                "pass_gbps": gb / warm,
+                "project_pass_gbps": gb / project,
+                "codec_gbps": gb / codec,
+                "pass_vs_codec": codec / warm,
+                "cold_pass_gbps": None if cold is None else gb / cold,
+                "disk_gbps": disk,
+                "gene_map_s": gene_s,
+            }
+            rows_out.append(row)
+            cold_txt = "-" if cold is None else f"{row['cold_pass_gbps']:.2f} (disk {disk:.2f})"
+            print(
+                f"{assignment:8s} {name:32s} {row['disk_mb']:9.0f} MB {row['ratio']:5.2f}x {len(files):6d} files  "
+                f"write {row['write_gbps']:.2f}  pass {row['pass_gbps']:.2f} "
+                f"(fit path {row['project_pass_gbps']:.2f})  "
+                f"codec {row['codec_gbps']:.2f}  pass/codec {row['pass_vs_codec']:.2f}  cold {cold_txt}  "
+                f"gene map {gene_s * 1e3:.0f} ms",
+                flush=True,
+            )
+            shutil.rmtree(layout_dir)
+            shutil.rmtree(full)
+    table = [
+        f"*{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({platform.machine()}), "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM; rates in GB/s of float32 "
+        "values delivered (a pass = every row block x all genes)*",
+        "",
+        "| assignment | layout | disk MB | ratio | files | write GB/s | pass GB/s (warm) | fit-path pass | "
+        "codec alone | pass / codec | cold pass (disk) | one gene map ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows_out:
+        cold = "-" if r["cold_pass_gbps"] is None else f"{r['cold_pass_gbps']:.2f} ({r['disk_gbps']:.2f})"
+        table.append(
+            f"| {r['assignment']} | {r['layout']} | {r['disk_mb']:,.0f} | {r['ratio']:.2f}x | {r['files']:,} | "
+            f"{r['write_gbps']:.2f} | {r['pass_gbps']:.2f} | {r['project_pass_gbps']:.2f} | {r['codec_gbps']:.2f} | "
+            f"{r['pass_vs_codec']:.2f} | {cold} | {r['gene_map_s'] * 1e3:.0f} |"
+        )
+    print("\n".join(table))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows_out, "table": table}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

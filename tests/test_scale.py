@@ -1,0 +1,121 @@
+"""Beyond RAM at small scale (issue #17): the layout packs within its promise, a pass's memory does
+not grow with the voxels, a gene's map reads only that gene's chunks, passes are counted, and a
+job that lacks disk room refuses before writing."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import brainzarr
+from brainzarr._zarr import StrictLocalStore
+from brainzarr.exceptions import InsufficientDiskError
+from brainzarr.layout import Layout
+from brainzarr.streaming import block_reduce, expression_rows
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    values=st.lists(st.floats(0, 1, width=32), min_size=1, max_size=200),
+    low=st.floats(-1, 0.5),
+    width=st.floats(0.5, 3),
+)
+def test_packing_round_trips_within_half_a_step(values, low, width):
+    layout = Layout(value_range=(low, low + width))
+    x = np.clip(np.asarray(values, dtype=np.float32), low, low + width)
+    packed = layout.pack(x)
+    assert packed.dtype == np.uint16
+    back = packed.astype(np.float32) * np.float32(layout.scale_factor) + np.float32(layout.add_offset)
+    assert np.abs(back - x).max() <= layout.scale_factor / 2 + 1e-6 * max(1.0, abs(low) + width)
+
+
+def test_out_of_range_values_are_clipped_not_wrapped():
+    layout = Layout()
+    assert layout.pack(np.array([-0.2, 1.7], dtype=np.float32)).tolist() == [0, 65535]
+
+
+def _peak_of_a_pass(store) -> int:
+    X = expression_rows(store)
+    block_reduce(X, lambda b: (b.sum(axis=0, dtype=np.float64),))  # warm-up: imports, pools
+    tracemalloc.start()
+    try:
+        block_reduce(X, lambda b: (b.sum(axis=0, dtype=np.float64),))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_pass_has_the_same_peak_memory_on_a_grid_with_8x_the_voxels(tmp_path):
+    small = brainzarr.build_store(tmp_path / "s8.zarr", resolution=8, genes=64, chunks=(512, 64))
+    large = brainzarr.build_store(tmp_path / "s4.zarr", resolution=4, genes=64, chunks=(512, 64))
+    n_small = brainzarr.open_store(small).sizes["voxel"]
+    n_large = brainzarr.open_store(large).sizes["voxel"]
+    assert n_large > 7 * n_small
+    peak_small, peak_large = _peak_of_a_pass(small), _peak_of_a_pass(large)
+    block = 512 * 64 * 4
+    # a few blocks either way (read, prefetched, in use): not 8x more with 8x the voxels
+    assert peak_large < peak_small + 2 * block
+    assert peak_large < 8 * block
+
+
+@pytest.mark.parametrize("sharded", [True, False])
+def test_one_genes_map_reads_only_that_genes_chunks(tmp_path, monkeypatch, sharded):
+    layout = Layout(shard_genes=2048 if sharded else None)
+    store = brainzarr.build_store(tmp_path / "s.zarr", resolution=8, genes=300, chunks=(1024, 64), layout=layout)
+    ds = brainzarr.open_store(store)
+    seen = []
+    real_get, real_partial = StrictLocalStore.get, StrictLocalStore.get_partial_values
+
+    async def get(self, key, prototype=None, byte_range=None):
+        seen.append((key, byte_range))
+        return await real_get(self, key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        seen.extend(key_ranges)
+        return await real_partial(self, prototype, key_ranges)
+
+    monkeypatch.setattr(StrictLocalStore, "get", get)
+    monkeypatch.setattr(StrictLocalStore, "get_partial_values", get_partial_values)
+    gene = 200  # in chunk column 3 (genes 192-255)
+    values = ds["expression"].isel(gene=gene).values
+    assert np.isfinite(values).all()
+    chunk_reads = [(k, r) for k, r in seen if k.startswith("expression/c/")]
+    columns = {k.rsplit("/", 1)[1] for k, _ in chunk_reads}
+    rows = {k.split("/")[2] for k, _ in chunk_reads}
+    assert rows == {"0", "1", "2", "3"}  # every row block of the brain ...
+    if sharded:
+        assert columns == {"0"}  # ... from the one shard column holding the gene,
+        data_reads = [r for _, r in chunk_reads if r is not None and type(r).__name__ == "RangeByteRequest"]
+        assert len(data_reads) == 4  # one inner chunk per shard, not the whole shard
+        shard_bytes = (store / "expression" / "c" / "0" / "0").stat().st_size
+        assert all(r.end - r.start < shard_bytes / 3 for r in data_reads)
+    else:
+        assert columns == {"3"}  # ... and only the chunk column holding the gene
+
+
+def test_disk_room_is_checked_before_writing(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from brainzarr import _disk
+    from brainzarr.cli import main
+
+    store = brainzarr.build_store(tmp_path / "s.zarr", genes=30)
+    full = shutil.disk_usage(tmp_path)._replace(free=10 << 20)  # 10 MB free
+    monkeypatch.setattr(_disk.shutil, "disk_usage", lambda path: full)
+    with pytest.raises(InsufficientDiskError, match=r"needs about .* has 10.5 MB free"):
+        brainzarr.build_store(tmp_path / "big.zarr", genes=30)
+    assert not (tmp_path / "big.zarr").exists()
+    code = main(["fit", str(store), "--dims", "2"])
+    assert code == 1 and "has 10.5 MB free" in capsys.readouterr().err
+    assert brainzarr.list_groups(store) == []
+
+
+def test_fits_report_their_passes(tmp_path):
+    store = brainzarr.build_store(tmp_path / "s.zarr", genes=40, chunks=(512, 40))
+    streamed = brainzarr.fit_store(store, "pca", 3, cache_bytes=None)
+    assert streamed.attrs["passes_fit"] == 4.0 and streamed.attrs["passes_write"] == 1.0  # moments + 3 Krylov
+    cached = brainzarr.fit_store(store, "pca", 4)  # small enough to hold: read once
+    assert cached.attrs["passes_fit"] == 1.0
