@@ -77,46 +77,23 @@ def prefetch(X, spans, *, depth: int = 1, dtype=np.float32):
     """Yield ``X[a:b]`` as NumPy arrays for each row range ``(a, b)`` of ``spans``, in order.
 
     For dask arrays a background thread reads up to ``depth`` spans ahead, so reading
-    (decompression) overlaps the caller's computation.
+    (decompression) overlaps the caller's computation; arrays made by
+    :func:`~brainzarr.streaming.expression_rows` are read by the store's reader directly.
     """
     spans = list(spans)
     direct = _direct_blocks(X, spans)
     if direct is not None:  # the store's reader, called without dask
         reader, reads = direct
-        yield from _threaded((lambda r=r: reader(*r)) for r in reads) if depth >= 1 else (reader(*r) for r in reads)
+        calls = [(lambda r=r: reader(*r)) for r in reads]
+    elif isinstance(X, da.Array):
+        calls = [(lambda a=a, b=b: np.asarray(compute_rows(X, a, b), dtype=dtype)) for a, b in spans]
+    else:
+        calls = [(lambda a=a, b=b: np.asarray(X[a:b], dtype=dtype)) for a, b in spans]
+    if depth < 1 or not isinstance(X, da.Array):
+        for call in calls:
+            yield call()
         return
-    if not isinstance(X, da.Array) or depth < 1:
-        for a, b in spans:
-            block = compute_rows(X, a, b, scheduler=None) if isinstance(X, da.Array) else X[a:b]
-            yield np.asarray(block, dtype=dtype)
-        return
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def reader():
-        try:
-            for a, b in spans:
-                if stop.is_set():
-                    return
-                q.put(np.asarray(compute_rows(X, a, b), dtype=dtype))
-        except BaseException as exc:  # surface reader errors in the consumer
-            q.put(exc)
-        q.put(None)
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
+    yield from _threaded(calls, depth)
 
 
 def _direct_blocks(X, spans):

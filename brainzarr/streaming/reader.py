@@ -24,6 +24,7 @@ A missing chunk or shard, a checksum mismatch or an undecodable chunk raises
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +39,43 @@ __all__ = ["RowBlockReader", "rows_read"]
 
 _READS: dict[str, int] = {}
 _READS_LOCK = threading.Lock()
+
+
+class _BufferPool:
+    """Output blocks handed out again once nothing else holds them.
+
+    A fresh 256 MB block costs ~65,000 page faults, about as long as decoding it; a pass reads
+    block after block, each dropped before the one after next, so a few buffers serve it. A
+    buffer is reused only when its reference count says no array (nor any view of it) is alive.
+    At most :attr:`MAX_BUFFERS` buffers and :attr:`MAX_BYTES` are kept.
+    """
+
+    MAX_BUFFERS = 3
+    MAX_BYTES = 1 << 30
+
+    def __init__(self):
+        self._buffers: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def get(self, shape, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        n = int(np.prod(shape)) * dtype.itemsize
+        with self._lock:
+            for i in range(len(self._buffers)):
+                # references: the list, getrefcount's argument: nothing else holds it
+                if self._buffers[i].nbytes >= n and sys.getrefcount(self._buffers[i]) <= 2:
+                    return self._buffers[i][:n].view(dtype).reshape(shape)
+            flat = np.empty(n, dtype=np.uint8)
+            if len(self._buffers) < self.MAX_BUFFERS and sum(b.nbytes for b in self._buffers) + n <= self.MAX_BYTES:
+                self._buffers.append(flat)
+            return flat.view(dtype).reshape(shape)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._buffers.clear()
+
+
+_BUFFERS = _BufferPool()
 
 
 def rows_read(path) -> int:
@@ -132,11 +170,12 @@ class RowBlockReader:
             if keep.all():
                 keep = None
         rows = b - a if keep is None else int(keep.sum())
-        out = np.empty((rows, width), dtype=self.dtype)
+        layout = self._direct(a, b)
+        # direct reads reuse released output blocks (page faults); zarr's reads get fresh ones
+        out = _BUFFERS.get((rows, width), self.dtype) if layout is not None else np.empty((rows, width), self.dtype)
         key = getattr(self, "_key", None) or self.__dict__.setdefault("_key", str(Path(self.path).resolve()))
         with _READS_LOCK:
             _READS[key] = _READS.get(key, 0) + (b - a)
-        layout = self._direct(a, b)
         if layout is not None:
             layout.read(a, b, out, keep)  # kept rows straight from the chunks, in parallel
         elif keep is None:
@@ -220,7 +259,10 @@ class _DirectLayout:
         if scratch is None:
             scratch = self._local.scratch = np.empty(self.rows * self.cols, dtype=self.dtype)
         try:
-            self.codec.decode(raw, out=scratch)
+            if self.codec is None:  # stored uncompressed
+                scratch[...] = np.frombuffer(raw, dtype=self.dtype)
+            else:
+                self.codec.decode(raw, out=scratch)
         except Exception as exc:  # numcodecs raises RuntimeError/ValueError for damaged frames
             raise ChunkError(f"chunk {index} of {self.name} does not decode ({exc})") from None
         return scratch.reshape(self.rows, self.cols)
@@ -303,11 +345,13 @@ def _chain(codecs):
     crc = bool(codecs) and isinstance(codecs[-1], Crc32cCodec)
     if crc:
         codecs = codecs[:-1]
-    if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec):
+    if len(codecs) not in (1, 2) or not isinstance(codecs[0], BytesCodec):
         return None
     endian = getattr(codecs[0].endian, "value", codecs[0].endian)
     if endian not in (None, "little"):
         return None
+    if len(codecs) == 1:
+        return None, crc  # no compressor
     codec = _bytes_codec(codecs[1])
     return None if codec is None else (codec, crc)
 
