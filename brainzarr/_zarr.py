@@ -59,16 +59,17 @@ def chunk_index(key: str) -> tuple[str, tuple[int, ...]] | None:
     return array, tuple(int(p) for p in parts)
 
 
-def verify_crc32c(data, array: str, index) -> memoryview:
-    """The payload of a chunk that ends with a crc32c checksum, or ChunkError when it does not match."""
+def verify_crc32c(data, array: str, index):
+    """The payload (a uint8 view, no copy) of bytes that end with a crc32c checksum, or
+    ChunkError when the checksum does not match."""
     import google_crc32c
     import numpy as np
 
-    view = memoryview(data).cast("B")
+    view = data.reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
     if len(view) < 4:
         raise ChunkError(f"chunk {index} of {array} is truncated ({len(view)} bytes)")
-    stored = bytes(view[-4:])
-    computed = np.uint32(google_crc32c.value(bytes(view[:-4]))).tobytes()
+    stored = view[-4:].tobytes()
+    computed = np.uint32(google_crc32c.value(view[:-4])).tobytes()
     if stored != computed:
         raise ChunkError(f"chunk {index} of {array} is corrupt (checksum mismatch, {len(view)} bytes)")
     return view[:-4]
