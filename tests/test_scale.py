@@ -119,3 +119,39 @@ def test_fits_report_their_passes(tmp_path):
     assert streamed.attrs["passes_fit"] == 4.0 and streamed.attrs["passes_write"] == 1.0  # moments + 3 Krylov
     cached = brainzarr.fit_store(store, "pca", 4)  # small enough to hold: read once
     assert cached.attrs["passes_fit"] == 1.0
+
+
+def test_stores_of_the_earlier_layout_still_open_and_fit(tmp_path):
+    import zarr
+
+    legacy = Layout("float32", shard_genes=None, checksum=False)  # what earlier versions wrote
+    store = brainzarr.build_store(tmp_path / "old.zarr", genes=30, layout=legacy)
+    root = zarr.open_group(str(store), mode="r+")
+    provenance = dict(root.attrs["provenance"])
+    del provenance["layout"]  # earlier versions did not record one
+    root.attrs["provenance"] = provenance
+    handle = brainzarr.Store(store)
+    assert handle.layout == legacy
+    ds = brainzarr.open_store(store)
+    assert ds["expression"].dtype == np.float32 and np.isfinite(ds["expression"].values).all()
+    result = brainzarr.fit_store(store, "pca", 3)
+    assert result["reconstruction"].dtype == np.float32
+
+
+def test_cli_layout_flags(tmp_path, capsys):
+    from brainzarr.cli import main
+
+    out = tmp_path / "f.zarr"
+    assert main(["build", "--genes", "20", "--dtype", "float32", "--no-shards", "--out", str(out)]) == 0
+    assert "codecs      bytes + zstd + crc32c" in capsys.readouterr().out
+    assert brainzarr.Store(out).layout == Layout("float32", shard_genes=None)
+
+
+def test_a_streamed_auto_encoder_epoch_reads_the_store_about_once(tmp_path):
+    pytest.importorskip("torch")
+    store = brainzarr.build_store(tmp_path / "s.zarr", resolution=4, genes=32, chunks=(1024, 32))
+    result = brainzarr.fit_store(
+        store, "ae", 2, max_epochs=1, in_memory=False, hidden=(8,), device="cpu", write_reconstruction=False
+    )
+    # one epoch + the validation rows, which come in runs from a few row blocks (not all of them)
+    assert 1.0 <= result.attrs["passes_fit"] < 1.5

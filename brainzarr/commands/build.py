@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..layout import COMPRESSORS, SHARD_GENES, Layout
 from ..sources import SOURCES
 from ._args import add_cluster_arguments, chunk_shape, dask_client, fraction, positive_float, positive_int
 
@@ -38,6 +39,15 @@ def add_build_arguments(p, *, out_required=True):
     p.add_argument("--block-mm", type=positive_float, default=16.0, help="cube edge of the blocked split")
     p.add_argument("--seed", type=int, default=0, help="seeds the synthetic source and the splits")
     p.add_argument("--chunks", type=chunk_shape, default=(4096, 128), help="chunk shape voxels,genes")
+    g = p.add_argument_group("layout (docs/design.md: how the default was chosen)")
+    g.add_argument(
+        "--dtype",
+        choices=("uint16", "float32"),
+        default="uint16",
+        help="uint16: values packed with CF scale_factor (error <= 1/131070; default), or float32",
+    )
+    g.add_argument("--compressor", choices=COMPRESSORS, default="zstd")
+    g.add_argument("--no-shards", action="store_true", help="one file per chunk instead of shards per row block")
     p.add_argument("--out", required=out_required, help="the store to write, e.g. store/s8.zarr")
     p.add_argument(
         "--overwrite",
@@ -109,6 +119,9 @@ def run_build(args) -> Path:
         block_mm=args.block_mm,
         random_state=args.seed,
         chunks=tuple(args.chunks),
+        layout=Layout(
+            dtype=args.dtype, compressor=args.compressor, shard_genes=None if args.no_shards else SHARD_GENES
+        ),
         overwrite=args.overwrite,
         discard_results=args.discard_results,
     )

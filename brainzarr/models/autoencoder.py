@@ -53,6 +53,8 @@ __all__ = ["AutoEncoder", "build_network", "resolve_device", "MAX_VAL_BYTES"]
 
 #: validation rows held in memory at most (sub-sampled beyond): 256 MiB of float32 rows
 MAX_VAL_BYTES = 256 << 20
+#: validation rows of a streamed fit come in runs of this many contiguous training rows
+VAL_RUN = 512
 #: rows per forward pass in transform / inverse_transform / validation
 EVAL_ROWS = 4096
 #: fraction of free memory the training rows may take to be held there
@@ -348,13 +350,24 @@ class AutoEncoder(Representation):
             return nbytes <= GPU_FRACTION * free
         return nbytes <= HOST_FRACTION * available_memory()
 
-    def _split_rows(self, n_rows: int, n_features: int):
-        """Sorted validation and training row indices (seeded)."""
+    def _split_rows(self, n_rows: int, n_features: int, *, runs: bool = False):
+        """Sorted validation and training row indices (seeded).
+
+        With ``runs`` (streamed training) the validation rows are whole runs of
+        :data:`VAL_RUN` rows at random places, so reading them touches a few row blocks of the
+        store instead of nearly all of them (rows drawn one by one would make the validation
+        set cost a full pass at 1 mm).
+        """
         n_val = int(round(self.val_fraction * n_rows))
         n_val = min(n_val, max(1, MAX_VAL_BYTES // (4 * n_features)), n_rows - 2)
         if n_val < 1:
             return np.empty(0, dtype=np.int64), np.arange(n_rows)
-        perm = np.random.default_rng([int(self.random_state), 3]).permutation(n_rows)
+        rng = np.random.default_rng([int(self.random_state), 3])
+        if runs and n_rows >= 4 * VAL_RUN:
+            starts = rng.permutation(n_rows // VAL_RUN)[: -(-n_val // VAL_RUN)] * VAL_RUN
+            val = np.unique(np.concatenate([np.arange(s, s + VAL_RUN) for s in starts]))[:n_val]
+            return val, np.setdiff1d(np.arange(n_rows), val)
+        perm = rng.permutation(n_rows)
         return np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
     def _fit(self, X):
@@ -364,8 +377,8 @@ class AutoEncoder(Representation):
         if n_rows < 3:
             raise ValueError(f"the auto-encoder needs at least 3 training rows, got {n_rows}")
         device = resolve_device(self.device)
-        val_idx, train_idx = self._split_rows(n_rows, n_features)
         in_memory = self._plan_in_memory(4 * n_rows * n_features, device)
+        val_idx, train_idx = self._split_rows(n_rows, n_features, runs=not in_memory)
         net, opt, scaler, amp = self._setup(n_features, device)
         state = {
             "epoch": 0,
