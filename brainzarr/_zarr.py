@@ -17,14 +17,13 @@ import contextlib
 import json
 import math
 import warnings
-from pathlib import Path
 
 import zarr
 from zarr.storage import LocalStore
 
 from .exceptions import ChunkError
 
-__all__ = ["quiet_zarr", "StrictLocalStore", "chunk_index", "verify_crc32c", "checked_compressors"]
+__all__ = ["quiet_zarr", "StrictLocalStore", "StrictFsspecStore", "chunk_index", "verify_crc32c", "checked_compressors"]
 
 
 def checked_compressors() -> list:
@@ -75,70 +74,84 @@ def verify_crc32c(data, array: str, index):
     return view[:-4]
 
 
-class StrictLocalStore(LocalStore):
-    """A :class:`zarr.storage.LocalStore` that raises :class:`ChunkError` for a missing chunk (or
-    shard) of an array brainzarr writes whole, and for bytes whose crc32c checksum does not
-    match (a chunk, a shard's index, or a chunk read out of a shard)."""
+def _kind_of(meta: dict) -> dict:
+    """What to check for the chunks of an array, from its zarr.json."""
+    fill = meta.get("fill_value")
+    dtype = str(meta.get("data_type", ""))
+    nan_fill = dtype.startswith("float") and (fill == "NaN" or (isinstance(fill, float) and math.isnan(fill)))
+    packed = "scale_factor" in meta.get("attributes", {})  # brainzarr writes every chunk of these
+    codecs = meta.get("codecs", [])
+    names = [c.get("name") for c in codecs]
+    kind = {"must_exist": nan_fill or packed, "crc": bool(names) and names[-1] == "crc32c", "shard": False}
+    if names and names[0] == "sharding_indexed":
+        config = codecs[0].get("configuration", {})
+        inner = [c.get("name") for c in config.get("codecs", [])]
+        index = [c.get("name") for c in config.get("index_codecs", [])]
+        shape = meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", [])
+        chunk = config.get("chunk_shape", [])
+        n = 1
+        for a, b in zip(shape, chunk):
+            n *= -(-int(a) // int(b))
+        kind.update(
+            shard=True,
+            crc=bool(inner) and inner[-1] == "crc32c",
+            index_crc=index[-1:] == ["crc32c"] and config.get("index_location", "end") == "end",
+            index_bytes=16 * n + 4,
+        )
+    return kind
 
-    def __init__(self, root, *, read_only: bool = False):
-        super().__init__(root, read_only=read_only)
+
+class _Strict:
+    """Mixin of a zarr store: missing chunks of arrays brainzarr writes whole, and bytes whose
+    crc32c does not match, raise :class:`ChunkError` naming the array and the chunk."""
+
+    def _init_strict(self):
         self._arrays: dict[str, dict] = {}
 
-    def with_read_only(self, read_only: bool = False):
-        return type(self)(self.root, read_only=read_only)
-
-    def _kind(self, array: str) -> dict:
-        """What to check for the chunks of ``array`` (from its zarr.json)."""
+    async def _kind(self, array: str, prototype) -> dict:
         if array not in self._arrays:
             try:
-                meta = json.loads((Path(self.root) / array / "zarr.json").read_text())
+                raw = await super().get(f"{array}/zarr.json" if array else "zarr.json", prototype)
+                meta = json.loads(raw.to_bytes()) if raw is not None else {}
             except (OSError, ValueError):
                 meta = {}
-            fill = meta.get("fill_value")
-            dtype = str(meta.get("data_type", ""))
-            nan_fill = dtype.startswith("float") and (fill == "NaN" or (isinstance(fill, float) and math.isnan(fill)))
-            packed = "scale_factor" in meta.get("attributes", {})  # brainzarr writes every chunk of these
-            codecs = meta.get("codecs", [])
-            names = [c.get("name") for c in codecs]
-            kind = {"must_exist": nan_fill or packed, "crc": bool(names) and names[-1] == "crc32c", "shard": False}
-            if names and names[0] == "sharding_indexed":
-                config = codecs[0].get("configuration", {})
-                inner = [c.get("name") for c in config.get("codecs", [])]
-                index = [c.get("name") for c in config.get("index_codecs", [])]
-                shape = meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", [])
-                chunk = config.get("chunk_shape", [])
-                n = 1
-                for a, b in zip(shape, chunk):
-                    n *= -(-int(a) // int(b))
-                kind.update(
-                    shard=True,
-                    crc=bool(inner) and inner[-1] == "crc32c",
-                    index_crc=index[-1:] == ["crc32c"] and config.get("index_location", "end") == "end",
-                    index_bytes=16 * n + 4,
-                )
-            self._arrays[array] = kind
+            self._arrays[array] = _kind_of(meta)
         return self._arrays[array]
 
+    def _where(self) -> str:
+        return str(getattr(self, "root", None) or getattr(self, "path", ""))
+
     async def get_partial_values(self, prototype, key_ranges):
+        from zarr.core.buffer import default_buffer_prototype
+
         key_ranges = list(key_ranges)
         values = await super().get_partial_values(prototype, key_ranges)
-        return [self._checked(key, value, byte_range) for (key, byte_range), value in zip(key_ranges, values)]
+        out = []
+        for (key, byte_range), value in zip(key_ranges, values):
+            where = chunk_index(key)
+            kind = None if where is None else await self._kind(where[0], prototype or default_buffer_prototype())
+            out.append(self._checked(key, value, byte_range, where, kind))
+        return out
 
     async def get(self, key, prototype=None, byte_range=None):
-        return self._checked(key, await super().get(key, prototype, byte_range), byte_range)
+        from zarr.core.buffer import default_buffer_prototype
 
-    def _checked(self, key, value, byte_range):
+        prototype = prototype or default_buffer_prototype()
+        value = await super().get(key, prototype, byte_range)
         where = chunk_index(key)
+        kind = None if where is None else await self._kind(where[0], prototype)
+        return self._checked(key, value, byte_range, where, kind)
+
+    def _checked(self, key, value, byte_range, where, kind):
         if where is None:
             return value
         array, index = where
-        kind = self._kind(array)
         what = "shard" if kind["shard"] else "chunk"
         name = array or "the array"
         if value is None:
             if kind["must_exist"]:
                 raise ChunkError(
-                    f"{what} {index} of {name} is missing from {self.root}; "
+                    f"{what} {index} of {name} is missing from {self._where()}; "
                     "`brainzarr check` lists the damage and the command that rebuilds it"
                 )
             return None
@@ -158,3 +171,46 @@ class StrictLocalStore(LocalStore):
         elif isinstance(byte_range, RangeByteRequest) and kind["crc"]:
             verify_crc32c(data, f"{name} (a chunk in shard {index})", index)
         return value
+
+
+class StrictLocalStore(_Strict, LocalStore):
+    """A :class:`zarr.storage.LocalStore` with brainzarr's checks (see :class:`_Strict`)."""
+
+    def __init__(self, root, *, read_only: bool = False):
+        super().__init__(root, read_only=read_only)
+        self._init_strict()
+
+    def with_read_only(self, read_only: bool = False):
+        return type(self)(self.root, read_only=read_only)
+
+
+def _fsspec_store_class():
+    from zarr.storage import FsspecStore
+
+    class StrictFsspecStore(_Strict, FsspecStore):
+        """A :class:`zarr.storage.FsspecStore` (object storage) with brainzarr's checks."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._init_strict()
+
+        def with_read_only(self, read_only: bool = False):
+            store = super().with_read_only(read_only)
+            store._init_strict()
+            return store
+
+    return StrictFsspecStore
+
+
+class _LazyFsspec:
+    """``StrictFsspecStore`` built on first use (zarr's FsspecStore imports fsspec)."""
+
+    _cls = None
+
+    def __getattr__(self, name):
+        if _LazyFsspec._cls is None:
+            _LazyFsspec._cls = _fsspec_store_class()
+        return getattr(_LazyFsspec._cls, name)
+
+
+StrictFsspecStore = _LazyFsspec()

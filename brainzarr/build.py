@@ -34,11 +34,11 @@ from typing import Protocol, runtime_checkable
 import dask
 import numpy as np
 import xarray as xr
-import zarr
 
 from ._atomic import atomic_directory
 from ._deprecation import renamed_kwargs
 from ._disk import require_free
+from ._location import is_remote, location, open_group, zarr_store
 from ._progress import job
 from ._zarr import quiet_zarr
 from .assign import Assignment
@@ -48,7 +48,17 @@ from .layout import Layout
 from .options import set_options
 from .preprocess import TailAccumulator, clamp_scale, make_split, merge_tails
 from .sources import load_source
-from .store import SCHEMA_VERSION, check_schema, list_groups, removable_store, remove_tree, store_lock
+from .store import (
+    SCHEMA_VERSION,
+    _exists,
+    atomic_prefix,
+    check_schema,
+    consolidate,
+    list_groups,
+    removable_store,
+    remove_tree,
+    store_lock,
+)
 from .streaming import compute_tasks
 
 __all__ = ["build_store", "BlockSource", "StoreExistsError", "DEFAULT_CHUNKS"]
@@ -109,6 +119,7 @@ def build_store(
     clamp_percentiles=(0.01, 99.9),
     chunks=DEFAULT_CHUNKS,
     layout=None,
+    storage_options: dict | None = None,
     client=None,
     overwrite: bool = False,
     discard_results: bool = False,
@@ -149,6 +160,9 @@ def build_store(
         Per-gene clamp before scaling to [0, 1].
     chunks : (int, int)
         Chunk shape (voxels, genes) of ``expression``.
+    storage_options : dict, optional
+        For a store at a URL (``s3://bucket/x.zarr``): fsspec options such as ``endpoint_url``,
+        ``key``, ``secret`` (credentials otherwise come from the environment).
     layout : Layout, dict or {'uint16', 'float32'}, optional
         How ``expression`` is stored (:class:`brainzarr.layout.Layout`; default: packed
         ``uint16`` + zstd + crc32c, shards of 2,048 genes per row block).
@@ -185,7 +199,7 @@ def build_store(
     with a FutureWarning.
     """
     seed = int(random_state)
-    out = Path(out)
+    out = location(out, storage_options)
     grid = grid_from_mask(mask) if mask is not None else mni152_grid(resolution)
     samples = (
         source
@@ -291,7 +305,7 @@ def _check_disk(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, cl
     n_blocks = -(-n_vox // chunks[0])
     todo = n_blocks
     if resume == "resume":
-        todo = int((np.asarray(zarr.open_array(str(out / "build_chunk_done"))[:]) == 0).sum())
+        todo = int((np.asarray(open_group(out)["build_chunk_done"][:]) == 0).sum())
     a = (n_blocks // 2) * chunks[0]  # a block from the middle of the brain
     b = min(a + chunks[0], n_vox)
     step = layout.write_step(chunks, n_genes)
@@ -310,7 +324,8 @@ def _check_disk(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, cl
     stored = sum(len(v) for k, v in memory._store_dict.items() if "/c/" in f"/{k}" or k.startswith("c/"))
     per_value = stored / sample.size
     estimate = int(per_value * (b - a) * n_genes * todo * 1.05) + (0 if resume else 16 * n_vox)
-    require_free(out.parent, estimate, f"building {out.name} ({n_vox:,} voxels x {n_genes:,} genes)")
+    if not is_remote(out):  # object storage has no disk to fill
+        require_free(out.parent, estimate, f"building {out.name} ({n_vox:,} voxels x {n_genes:,} genes)")
 
 
 def _run_build(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, clamp_percentiles, layout) -> None:
@@ -329,8 +344,9 @@ def _run_build(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, cla
         for a, b in blocks
     ]
     values_ref = client.scatter(values, broadcast=True) if client is not None else dask.delayed(values)
+    assign_ref = dask.delayed(assign, traverse=False)  # one copy per worker (an INR's weights), not per task
 
-    root = zarr.open_group(str(out), mode="r+", zarr_format=3)
+    root = open_group(out, mode="r+")
     if not root.attrs.get("clamp_done", False):
         # the tails are 0.1 % of the voxels per gene: take genes in groups small enough that
         # a block's tails stay under _TAIL_BYTES, so memory does not grow with the voxels
@@ -341,7 +357,7 @@ def _run_build(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, cla
             genes = slice(g0, min(g0 + group, n_genes))
             acc = TailAccumulator(n_vox, clamp_percentiles)
             leaves = [
-                dask.delayed(_block_tails)(assign, values_ref, args, acc, genes, chunks[1]) for args in block_args
+                dask.delayed(_block_tails)(assign_ref, values_ref, args, acc, genes, chunks[1]) for args in block_args
             ]
             desc = "clamp percentiles" + (f" (genes {g0 + 1}-{genes.stop})" if group < n_genes else "")
             low, high, _ = compute_tasks([_merge_tree(leaves, acc)], client=client, track=leaves, desc=desc)[0]
@@ -356,22 +372,27 @@ def _run_build(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, cla
     todo = [c for c in range(len(blocks)) if not done[c]]
     step = layout.write_step(chunks, n_genes)  # whole shards per write: no two writers share one
     writes = [
-        dask.delayed(_write_block)(str(out), c, blocks[c], assign, values_ref, block_args[c], lo, hi, step, layout)
+        dask.delayed(_write_block)(out, c, blocks[c], assign_ref, values_ref, block_args[c], lo, hi, step, layout)
         for c in todo
     ]
     compute_tasks(writes, client=client, desc=f"writing {out.name}")
     if not root["build_chunk_done"][:].all():
         raise RuntimeError("some blocks were not written; run the build again to finish them")
     root.attrs.update({"build_complete": True})
+    consolidate(out)
 
 
 def _prepare_output(out: Path, config_hash: str, overwrite: bool, discard_results: bool):
     """None: create anew; 'resume': finish an interrupted build; 'complete': nothing to do."""
-    if not out.exists():
-        return None
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-        return None
+    if is_remote(out):
+        if not _exists(out):
+            return None
+    else:
+        if not out.exists():
+            return None
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+            return None
     try:
         attrs = check_schema(out)
     except StoreError as exc:
@@ -456,9 +477,17 @@ def _create_template(
     for c, unit in zip("xyz", ("mm", "mm", "mm")):
         ds[c].attrs.update({"units": unit, "long_name": f"MNI {c}"})
     encoding = {"expression": layout.encoding(chunks, n_genes), "build_chunk_done": {"chunks": (1,)}}
-    with atomic_directory(out, replace=False) as tmp, quiet_zarr(), warnings.catch_warnings():
+    atomic = atomic_prefix(out) if is_remote(out) else atomic_directory(out, replace=False)
+    with atomic as tmp, quiet_zarr(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*without any _FillValue")  # every chunk is written
-        ds.to_zarr(str(tmp), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
+        ds.to_zarr(
+            zarr_store(tmp, read_only=False, strict=False),
+            mode="w",
+            compute=False,
+            consolidated=False,
+            zarr_format=3,
+            encoding=encoding,
+        )
 
 
 def _restrict_to_atlas(grid: Grid, table: xr.Dataset):
@@ -510,7 +539,7 @@ def _merge_group(n_low, n_high, *parts):
 def _write_block(path: str, chunk_index: int, rows, assign, values, args, low, high, gene_step, layout) -> int:
     a, b = rows
     with quiet_zarr():
-        group = zarr.open_group(path, mode="r+", zarr_format=3)
+        group = open_group(path, mode="r+")
         expression = group["expression"]
         state = assign.prepare(args)
         for gs in _gene_slices(len(low), gene_step):

@@ -18,7 +18,8 @@ import numpy as np
 import zarr
 
 from ._atomic import remove_stale_partials, stale_partials
-from ._zarr import StrictLocalStore, quiet_zarr
+from ._location import open_group, zarr_store
+from ._zarr import quiet_zarr
 from .exceptions import ChunkError
 from .store import Store, list_groups
 
@@ -77,7 +78,7 @@ def _voxel_arrays(store: Store) -> list[str]:
 
 def _check_array(store: Store, name: str) -> tuple[int, list]:
     with quiet_zarr():
-        array = zarr.open_array(StrictLocalStore(store.path, read_only=True), path=name, mode="r")
+        array = zarr.open_array(zarr_store(store.path), path=name, mode="r")
     damaged = []
     blocks = getattr(array, "shards", None) or array.chunks  # a sharded array's blocks are its shards
     grid = [range(-(-s // c)) for s, c in zip(array.shape, blocks)]
@@ -131,7 +132,7 @@ def check_store(path, *, repair: bool = False) -> CheckReport:
         report.chunks_checked += n
         if damaged:
             report.damaged[name] = damaged
-    report.partials = [str(p) for p in stale_partials(store.path)]
+    report.partials = [] if store.remote else [str(p) for p in stale_partials(store.path)]
     blocks = sorted({index[0] for index, _ in report.damaged.get("expression", [])})
     if blocks:
         command = rebuild_command(store) or "the `brainzarr build` command that made this store (same settings)"
@@ -144,12 +145,12 @@ def check_store(path, *, repair: bool = False) -> CheckReport:
             if command not in report.commands:
                 report.commands.append(command)
     if repair:
-        for removed in remove_stale_partials(store.path):
+        for removed in [] if store.remote else remove_stale_partials(store.path):
             report.repaired.append(f"removed {removed}")
         report.partials = []
         if blocks:
             with quiet_zarr():
-                root = zarr.open_group(str(store.path), mode="r+", zarr_format=3)
+                root = open_group(store.path, mode="r+")
                 expression = root["expression"]
                 for index, _ in report.damaged["expression"]:  # damaged files go; the build writes them anew
                     damaged_file = store.path / "expression" / expression.metadata.encode_chunk_key(index)

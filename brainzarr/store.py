@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import socket
+import warnings
 from functools import cached_property
 from pathlib import Path
 
@@ -42,7 +43,8 @@ import xarray as xr
 import zarr
 
 from ._atomic import atomic_directory, remove_stale_partials, stale_partials
-from ._zarr import StrictLocalStore, checked_compressors, quiet_zarr
+from ._location import StoreLocationError, is_remote, location, open_group, zarr_store
+from ._zarr import checked_compressors, quiet_zarr
 from .exceptions import ResultExistsError, StoreError, StoreExistsError, StoreLockedError
 from .grid import Grid
 
@@ -72,17 +74,47 @@ HIDDEN_FOLDERS = (".checkpoints",)
 
 
 def _root_attrs(path) -> dict:
-    path = Path(path)
-    if not path.exists():
+    path = location(path)
+    if not _exists(path):
         raise StoreError(f"no store at {path}")
     try:
         with quiet_zarr():
-            group = zarr.open_group(str(path), mode="r", zarr_format=3)
+            group = zarr.open_group(zarr_store(path, strict=False), mode="r", zarr_format=3)
     except Exception as exc:  # zarr raises several kinds for "not a group"
         raise StoreError(
             f"{path} is not a Zarr v3 group ({type(exc).__name__}); build a store with brainzarr.build_store"
         ) from None
     return dict(group.attrs)
+
+
+def _exists(path) -> bool:
+    """Whether a local path or a URL exists; a remote one's bucket must exist and be readable."""
+    if not is_remote(path):
+        return Path(path).exists()
+    fs = path.fs
+    protocol, rest = str(path).split("://", 1)
+    bucket = rest.split("/", 1)[0] if protocol in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl") else None
+    try:
+        if bucket is not None:
+            try:
+                fs.info(bucket)
+            except FileNotFoundError:
+                raise StoreLocationError(f"no bucket {bucket!r} at {path} (or no permission to see it)") from None
+        return fs.exists(path.path)
+    except StoreLocationError:
+        raise
+    except Exception as exc:  # credentials, endpoint, network: botocore/aiohttp raise many kinds
+        raise StoreLocationError(f"cannot reach {path}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    if "credential" in (name + text).lower():
+        return "no valid credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or storage_options key/secret)"
+    if "Forbidden" in text or "AccessDenied" in text or isinstance(exc, PermissionError):
+        return "access denied: check the credentials and the bucket's permissions"
+    return f"{name}: {text}" if text else name
 
 
 def check_schema(path) -> dict:
@@ -122,8 +154,8 @@ class Store:
     ``os.fspath(store)`` is its path, so a Store goes wherever a path does.
     """
 
-    def __init__(self, path, *, allow_incomplete: bool = False):
-        self.path = Path(path)
+    def __init__(self, path, *, allow_incomplete: bool = False, storage_options: dict | None = None):
+        self.path = location(path, storage_options)
         self.attrs = check_schema(self.path)
         if not self.complete and not allow_incomplete:
             raise StoreError(
@@ -134,7 +166,7 @@ class Store:
     def trusted(cls, path, dataset: xr.Dataset) -> Store:
         """A Store for a Dataset that :func:`open_store` opened (validated then; not checked again)."""
         store = cls.__new__(cls)
-        store.path, store.attrs = Path(path), dict(dataset.attrs)
+        store.path, store.attrs = location(path), dict(dataset.attrs)
         store.__dict__["dataset"] = dataset
         return store
 
@@ -165,7 +197,7 @@ class Store:
     def chunks(self) -> tuple[int, int]:
         """The (voxels, genes) chunk shape of ``expression`` (inner chunks when sharded)."""
         with quiet_zarr():
-            array = zarr.open_array(str(self.path / "expression"), mode="r", zarr_format=3)
+            array = zarr.open_array(zarr_store(self.path, strict=False), path="expression", mode="r", zarr_format=3)
         return tuple(int(c) for c in array.chunks)
 
     @cached_property
@@ -189,8 +221,14 @@ class Store:
     def write(self, group: str, data, *, overwrite: bool = False, attrs: dict | None = None) -> None:
         write_group(self, group, data, overwrite=overwrite, attrs=attrs)
 
+    @property
+    def remote(self) -> bool:
+        return is_remote(self.path)
+
     def check_writable(self) -> None:
         """Raise PermissionError when the store cannot be written (before any computation)."""
+        if self.remote:
+            return  # object storage says so at the first write
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, f"the store {self.path} is read-only", str(self.path))
 
@@ -228,8 +266,8 @@ def open_store(path, *, allow_incomplete: bool = False, chunks="auto-store") -> 
 def _open_dataset(store: Store, chunks="auto-store") -> xr.Dataset:
     with quiet_zarr():
         ds = xr.open_zarr(
-            StrictLocalStore(store.path, read_only=True),
-            consolidated=False,
+            zarr_store(store.path),
+            consolidated=_read_consolidated(store.path),
             chunks={} if chunks == "auto-store" else chunks,
             mask_and_scale=False,  # packed arrays decode to float32 below (xarray's CF gives float64)
         )
@@ -244,7 +282,7 @@ def _open_dataset(store: Store, chunks="auto-store") -> xr.Dataset:
     ds = ds.set_coords([c for c in VOXEL_COORDS if c in ds.data_vars])
     # voxel coordinates are small (a few bytes per voxel): hold them in memory
     ds = ds.assign_coords({c: ds[c].load() for c in (*VOXEL_COORDS, "voxel", "gene")})
-    ds.encoding["brainzarr_store"] = str(store.path)
+    ds.encoding["brainzarr_store"] = store.path
     return ds
 
 
@@ -281,16 +319,18 @@ def voxel_coords(ds: xr.Dataset) -> dict:
 
 
 # --------------------------------------------------------------------------------- results
-def _group_dir(path, group: str) -> Path:
+def _group_dir(path, group: str):
     group = group.strip("/")
     if not group or ".." in group.split("/"):
         raise ValueError(f"bad group name {group!r}")
-    return Path(path) / group
+    return location(path) / group
 
 
 def list_groups(path, prefix: str = "representations") -> list[str]:
     """Result groups under ``prefix`` that hold arrays (e.g. 'representations/pca/k8')."""
-    root = Path(path)
+    root = location(path.path if isinstance(path, Store) else path)
+    if is_remote(root):
+        return _list_groups_remote(root, prefix)
     base = _group_dir(root, prefix)
     found = []
     for meta in sorted(base.rglob("zarr.json")) if base.exists() else []:
@@ -322,17 +362,22 @@ def group_writer(path, group: str, *, overwrite: bool = False):
     """
     store = as_store(path)
     final = _group_dir(store.path, group)
-    if final.exists() and not overwrite:
+    if _exists(final / "zarr.json") and not overwrite:
         raise ResultExistsError(f"{group} exists in {store.path}", options={"overwrite": True})
     # parents must be Zarr groups so that DataTree and zarr can walk the tree
     with quiet_zarr():
-        root = zarr.open_group(str(store.path), mode="r+", zarr_format=3)
+        root = open_group(store.path, mode="r+")
         parts = group.strip("/").split("/")
         for depth in range(1, len(parts)):
             root.require_group("/".join(parts[:depth]))
-    remove_stale_partials(final.parent)
-    with atomic_directory(final) as scratch:
-        yield scratch
+    if store.remote:
+        with atomic_prefix(final) as scratch:
+            yield scratch
+    else:
+        remove_stale_partials(final.parent)
+        with atomic_directory(final) as scratch:
+            yield scratch
+    consolidate(store.path)
 
 
 def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict | None = None) -> None:
@@ -353,20 +398,26 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
         if var.chunks is not None
     }
     with group_writer(store, group, overwrite=overwrite) as scratch, quiet_zarr():
-        ds.to_zarr(str(scratch), mode="w", consolidated=False, zarr_format=3, encoding=encoding)
+        ds.to_zarr(
+            zarr_store(scratch, read_only=False, strict=False),
+            mode="w",
+            consolidated=False,
+            zarr_format=3,
+            encoding=encoding,
+        )
 
 
 def read_group(path, group: str) -> xr.Dataset:
     """Open a result group written with :func:`write_group` (dask-backed)."""
     store = as_store(path, allow_incomplete=True)
-    if not _group_dir(store.path, group).exists():
+    if not _exists(_group_dir(store.path, group) / "zarr.json"):
         groups = ", ".join(list_groups(store)) or "none"
         raise KeyError(f"no group {group} in {store.path}; groups: {groups}")
     with quiet_zarr():
         ds = xr.open_zarr(
-            StrictLocalStore(store.path, read_only=True),
+            zarr_store(store.path),
             group=group.strip("/"),
-            consolidated=False,
+            consolidated=_read_consolidated(store.path),
             mask_and_scale=False,
         )
     return _unpacked(ds)
@@ -379,6 +430,68 @@ def _unpacked(ds: xr.Dataset) -> xr.Dataset:
     return ds.assign({name: unpack(var) for name, var in ds.data_vars.items() if var.dtype.kind in "iu"})
 
 
+def _read_consolidated(path) -> bool:
+    """Open through the consolidated metadata on object storage (one read instead of one per
+    node); local stores read their nodes directly (cheap, and never stale)."""
+    if not is_remote(path):
+        return False
+    try:
+        return "consolidated_metadata" in json.loads((location(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def consolidate(path) -> None:
+    """Write (or refresh) the root's consolidated metadata: every node's metadata in one document,
+    so opening a store on object storage is one read and ``xarray.open_zarr`` opens any group of
+    it without a warning. Called after every build and result write, so it stays current."""
+    with quiet_zarr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "not part of the Zarr format 3 specification"
+        zarr.consolidate_metadata(zarr_store(path, read_only=False, strict=False))
+
+
+def _list_groups_remote(root, prefix: str) -> list[str]:
+    """Result groups on object storage, from the node listing (consolidated when present)."""
+    with quiet_zarr():
+        group = zarr.open_group(zarr_store(root), mode="r", zarr_format=3)
+        nodes = dict(group.members(max_depth=None))
+    found = set()
+    for name, node in nodes.items():
+        parts = name.split("/")
+        if isinstance(node, zarr.Array) and len(parts) > 1 and name.startswith(prefix.strip("/") + "/"):
+            parent = "/".join(parts[:-1])
+            if not any(p.startswith(".") for p in parts):
+                found.add(parent)
+    return sorted(found)
+
+
+@contextlib.contextmanager
+def atomic_prefix(final):
+    """Object storage's stand-in for a rename: fill a scratch prefix, then copy it over ``final``
+    with every node's ``zarr.json`` last and the group's own last of all, so a half-copied
+    result is never seen as a group; the previous one is hidden (its zarr.json removed first)
+    only once the new one is complete in scratch. The scratch prefix goes on success or failure."""
+    import uuid
+
+    scratch = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+    fs = final.fs
+    try:
+        yield scratch
+        objects = sorted(fs.find(scratch.path))
+        metadata = [o for o in objects if o.endswith("zarr.json")]
+        data = [o for o in objects if not o.endswith("zarr.json")]
+        if fs.exists(final.path):
+            if fs.exists(f"{final.path}/zarr.json"):
+                fs.rm(f"{final.path}/zarr.json")
+            fs.rm(final.path, recursive=True)
+        root_meta = f"{scratch.path}/zarr.json"
+        for obj in data + sorted(m for m in metadata if m != root_meta) + [root_meta]:
+            fs.copy(obj, final.path + obj[len(scratch.path) :])
+    finally:
+        if fs.exists(scratch.path):
+            fs.rm(scratch.path, recursive=True)
+
+
 def store_partials(path) -> list[Path]:
     """Scratch folders in the store left by writers that died (removable)."""
     return stale_partials(path)
@@ -386,13 +499,32 @@ def store_partials(path) -> list[Path]:
 
 # ------------------------------------------------------------------------------ ownership
 def removable_store(path) -> None:
+    if is_remote(path):
+        _removable_remote(location(path))
+        return
+    _removable_local(path)
+
+
+def _removable_remote(path) -> None:
+    try:
+        check_schema(path)
+    except StoreError as exc:
+        raise StoreExistsError(f"{path} exists and is not a brainzarr store ({exc}); refusing to remove it") from None
+    foreign = [p.name for p in path.iterdir() if not (p.name == "zarr.json" or _exists(p / "zarr.json"))]
+    foreign = [n for n in foreign if n not in HIDDEN_FOLDERS and ".partial-" not in n]
+    if foreign:
+        shown = ", ".join(sorted(foreign)[:5])
+        raise StoreExistsError(f"{path} holds objects brainzarr did not write ({shown}); refusing to remove it")
+
+
+def _removable_local(path) -> None:
     """Raise :class:`StoreExistsError` unless ``path`` is something an overwrite may remove.
 
     Only a brainzarr store (finished, or an unfinished build brainzarr started: both carry
     ``brainzarr_schema_version``) holding nothing but what brainzarr writes may be removed;
     never the current directory or one of its parents.
     """
-    path = Path(path)
+    path = Path(str(path))
     resolved = path.resolve()
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
@@ -425,6 +557,15 @@ def _lock_path(path) -> Path:
 
 @contextlib.contextmanager
 def store_lock(path, *, exclusive: bool = True, what: str = "writing"):
+    if is_remote(path):  # object storage has no file locks: one writer at a time is the user's to arrange
+        yield
+        return
+    with _local_lock(path, exclusive=exclusive, what=what):
+        yield
+
+
+@contextlib.contextmanager
+def _local_lock(path, *, exclusive: bool = True, what: str = "writing"):
     """Hold an OS lock (``flock``) on a store for the time of a job.
 
     A build holds it exclusively; fits hold it shared (several fits of one store may run at
@@ -485,4 +626,7 @@ def _lock_owner(fd) -> str:
 
 def remove_tree(path) -> None:
     """Remove a store that :func:`removable_store` accepted."""
-    shutil.rmtree(path)
+    if is_remote(path):
+        location(path).fs.rm(location(path).path, recursive=True)
+    else:
+        shutil.rmtree(path)

@@ -19,6 +19,8 @@ __all__ = [
     "chunk_shape",
     "add_cluster_arguments",
     "dask_client",
+    "add_storage_arguments",
+    "store_path",
 ]
 
 
@@ -69,6 +71,39 @@ def chunk_shape(text: str) -> tuple[int, int]:
         return positive_int(parts[0]), positive_int(parts[1])
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected two positive integers voxels,genes, got {text!r}") from None
+
+
+def storage_option(text: str) -> tuple[str, object]:
+    """'endpoint_url=http://...' -> ('endpoint_url', 'http://...'); values read as JSON when they parse."""
+    import json
+
+    key, sep, value = str(text).partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def add_storage_arguments(p) -> None:
+    """``--storage-option KEY=VALUE`` for stores at URLs (s3://, gs://, az://, memory://)."""
+    p.add_argument(
+        "--storage-option",
+        type=storage_option,
+        action="append",
+        metavar="KEY=VALUE",
+        help="an fsspec option of a store at a URL, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable); "
+        "credentials otherwise come from the environment (AWS_ACCESS_KEY_ID, ...)",
+    )
+
+
+def store_path(args, attr: str = "store"):
+    """The store argument as a location carrying the --storage-option values."""
+    from .._location import location
+
+    return location(getattr(args, attr), dict(getattr(args, "storage_option", None) or []))
 
 
 def add_cluster_arguments(p) -> None:

@@ -9,7 +9,16 @@ from pathlib import Path
 
 from ..layout import COMPRESSORS, SHARD_GENES, Layout
 from ..sources import SOURCES
-from ._args import add_cluster_arguments, chunk_shape, dask_client, fraction, positive_float, positive_int
+from ._args import (
+    add_cluster_arguments,
+    add_storage_arguments,
+    chunk_shape,
+    dask_client,
+    fraction,
+    positive_float,
+    positive_int,
+    store_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,7 @@ def add_build_arguments(p, *, out_required=True):
         help="with --overwrite: also when the store holds fitted results (they are removed with it)",
     )
     add_cluster_arguments(p)
+    add_storage_arguments(p)
 
 
 def add_source_arguments(p):
@@ -130,7 +140,7 @@ def run_build(args) -> Path:
             from ..inr.render import build_inr_store
 
             return build_inr_store(
-                args.out,
+                store_path(args, "out"),
                 source=args.source,
                 genes=parse_genes(args.genes),
                 model=getattr(args, "inr_model", None),
@@ -138,7 +148,7 @@ def run_build(args) -> Path:
                 **common,
             )
         return build_store(
-            args.out,
+            store_path(args, "out"),
             source=args.source,
             genes=parse_genes(args.genes),
             assignment=args.assignment,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 def _run(args):
     from ..integrity import check_store
+    from ._args import store_path
 
-    report = check_store(args.store, repair=args.repair)
+    report = check_store(store_path(args), repair=args.repair)
     print(report.describe())
     return 0 if report.ok or (args.repair and not report.damaged) else 2
 
@@ -21,6 +22,9 @@ def register(sub):
         "something is damaged.",
     )
     p.add_argument("store")
+    from ._args import add_storage_arguments
+
+    add_storage_arguments(p)
     p.add_argument(
         "--repair",
         action="store_true",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ._args import positive_float, positive_int
+from ._args import add_cluster_arguments, add_storage_arguments, dask_client, positive_float, positive_int, store_path
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def evaluation_options(args) -> dict:
 def add_evaluation_arguments(p) -> None:
     """Arguments shared by ``evaluate`` and ``report``."""
     p.add_argument("store", help="a brainzarr store with fitted representations")
+    add_storage_arguments(p)
+    add_cluster_arguments(p)
     p.add_argument(
         "--targets",
         nargs="+",
@@ -102,10 +104,12 @@ def _run(args):
     from ..evaluate import run_evaluation
 
     options = evaluation_options(args)
-    targets = resolve_targets(args.targets, args.store, args.out)
+    store = store_path(args)
+    targets = resolve_targets(args.targets, store, args.out)
     if targets is None and not options["embeddings"]:
         log.info("no --targets given: writing the reconstruction table only")
-    result = run_evaluation(args.store, targets, args.out, **options)
+    with dask_client(args):
+        result = run_evaluation(store, targets, args.out, **options)
     print(result.describe())
     log.info("evaluation finished in %.0f s", result.seconds)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_file
+from ._args import add_cluster_arguments, add_storage_arguments, dask_client, store_path
 
 
 def select_variable(store, var: str, genes=None):
@@ -52,11 +53,12 @@ def _run(args):
         raise IsADirectoryError(f"-o {args.output} is a folder; give a file name ending in .nii or .nii.gz")
     if not out.name.endswith(NIFTI_SUFFIXES):
         raise ValueError(f"-o {args.output}: a NIfTI file name must end in .nii or .nii.gz")
-    da = select_variable(args.store, args.var, args.gene)  # lazy: checks the variable and genes
+    da = select_variable(store_path(args), args.var, args.gene)  # lazy: checks the variable and genes
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     background = np.nan if args.background.lower() == "nan" else float(args.background)
-    img = to_nifti(da, background=background)
+    with dask_client(args):  # reads on the cluster's workers when asked for
+        img = to_nifti(da, background=background)
     replaced = out.exists()
     suffix = ".nii.gz" if out.name.endswith(".nii.gz") else ".nii"
     with atomic_file(out, suffix=suffix) as tmp:
@@ -72,4 +74,6 @@ def register(sub):
     p.add_argument("-o", "--output", required=True, help="output file, .nii or .nii.gz")
     p.add_argument("--background", default="0", help="value outside the brain: 0 (default) or nan")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_storage_arguments(p)
+    add_cluster_arguments(p)
     p.set_defaults(func=_run)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 import time
 
-from ._args import add_cluster_arguments, dask_client, int_list, name_list, positive_int
+from ._args import (
+    add_cluster_arguments,
+    add_storage_arguments,
+    dask_client,
+    int_list,
+    name_list,
+    positive_int,
+    store_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +66,7 @@ def run_fit(args):
     from ..models.store_fitting import check_fit, fit_store, result_group, rmse_table
     from ..store import Store
 
-    store = Store(args.store)  # validated once for the whole command
+    store = Store(store_path(args))  # validated once for the whole command
     methods, dims = args.methods, args.dims
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -166,4 +174,5 @@ def register(sub):
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--skip-existing", action="store_true", help="keep existing results and fit only the missing ones")
     add_cluster_arguments(p)
+    add_storage_arguments(p)
     p.set_defaults(func=_run)

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 
 
-def _disk_size(path: Path) -> int:
+def _disk_size(path) -> int:
+    if "://" in str(path):  # object storage: one listing
+        return int(path.fs.du(path.path))
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
@@ -21,7 +23,7 @@ def describe(path) -> str:
     src = prov.get("source", {})
     split = ds["split"].values
     lines = [
-        f"store       {path}  ({_disk_size(path) / 1e6:,.1f} MB on disk)"
+        f"store       {path}  ({_disk_size(store.path) / 1e6:,.1f} MB on disk)"
         + ("" if attrs.get("build_complete") else "  [INCOMPLETE: run the build again to resume]"),
         f"grid        {attrs['grid_shape']} at {attrs['resolution_mm']:g} mm, {attrs['space']} ({attrs.get('mask')})",
         f"expression  {ds.sizes['voxel']:,} voxels x {ds.sizes['gene']:,} genes, chunks "
@@ -39,7 +41,7 @@ def describe(path) -> str:
     codecs = _codecs(store.path / "expression")
     if codecs:
         lines.append(f"codecs      {codecs}")
-    leftovers = stale_partials(store.path)
+    leftovers = [] if store.remote else stale_partials(store.path)
     if leftovers:
         lines.append(
             f"leftovers   {len(leftovers)} scratch folder(s) of interrupted writers "
@@ -52,7 +54,7 @@ def _codecs(array_dir: Path) -> str:
     import json
 
     try:
-        meta = json.loads((array_dir / "zarr.json").read_text())
+        meta = json.loads((array_dir / "zarr.json").read_text())  # a Path or a UPath
     except (OSError, ValueError):
         return ""
     return " + ".join(c.get("name", "?") for c in meta.get("codecs", []))
@@ -61,4 +63,7 @@ def _codecs(array_dir: Path) -> str:
 def register(sub):
     p = sub.add_parser("info", help="describe a store")
     p.add_argument("store")
-    p.set_defaults(func=lambda args: print(describe(args.store)))
+    from ._args import add_storage_arguments, store_path
+
+    add_storage_arguments(p)
+    p.set_defaults(func=lambda args: print(describe(store_path(args))))

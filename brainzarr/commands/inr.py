@@ -7,7 +7,15 @@ import logging
 import time
 from pathlib import Path
 
-from ._args import chunk_shape, positive_float, positive_int
+from ._args import (
+    add_cluster_arguments,
+    add_storage_arguments,
+    chunk_shape,
+    dask_client,
+    positive_float,
+    positive_int,
+    store_path,
+)
 from .build import add_source_arguments, parse_genes, source_options
 
 log = logging.getLogger(__name__)
@@ -156,14 +164,22 @@ def _evaluate(args):
 
 def _render(args):
     from ..build import DEFAULT_CHUNKS
-    from ..inr.render import render_store
     from .info import describe
 
     chunks = tuple(args.chunks) if args.chunks else DEFAULT_CHUNKS
     start = time.perf_counter()
-    out = render_store(
+    with dask_client(args):
+        out = _render_store(args, chunks)
+    log.info("rendered %s in %.1f s", out, time.perf_counter() - start)
+    print(describe(out))
+
+
+def _render_store(args, chunks):
+    from ..inr.render import render_store
+
+    return render_store(
         args.model,
-        args.out,
+        store_path(args, "out"),
         resolution=args.resolution,
         mask=args.mask,
         genes=parse_genes(args.genes),
@@ -172,8 +188,6 @@ def _render(args):
         overwrite=args.overwrite,
         device=args.device,
     )
-    print(f"rendered {out} in {time.perf_counter() - start:.1f} s")
-    print(describe(out))
 
 
 def register(sub):
@@ -229,5 +243,7 @@ def register(sub):
     r.add_argument("--chunks", type=chunk_shape, help="chunk shape voxels,genes (default 4096,128)")
     r.add_argument("--seed", type=int, default=0, help="seeds the store's train/test splits")
     r.add_argument("--device", default="auto")
+    add_cluster_arguments(r)
+    add_storage_arguments(r)
     r.add_argument("--overwrite", action="store_true")
     r.set_defaults(func=_render)

@@ -9,8 +9,12 @@ def _run(args):
     from ..evaluate import write_report
 
     options = evaluation_options(args)
-    targets = resolve_targets(args.targets, args.store, args.out)
-    index = write_report(args.store, args.out, targets, **options)
+    from ._args import dask_client, store_path
+
+    store = store_path(args)
+    targets = resolve_targets(args.targets, store, args.out)
+    with dask_client(args):
+        index = write_report(store, args.out, targets, **options)
     print(f"wrote {index}  (open it in a browser; figures in {index.parent / 'figures'})")
 
 

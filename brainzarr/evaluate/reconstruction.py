@@ -17,8 +17,8 @@ import pandas as pd
 import xarray as xr
 
 from ..models.base import row_sse
-from ..store import open_store, read_group, write_group
-from ..streaming import expression_rows, iter_row_blocks
+from ..store import as_store, open_store, read_group, write_group
+from ..streaming import RowBlockReader, compute_tasks, expression_rows, iter_row_blocks
 from .results import find_representations, split_labels
 
 __all__ = [
@@ -59,10 +59,21 @@ def _pairs(store, group: str, ds: xr.Dataset):
 
 
 def streamed_rmse(store, group: str, labels, ds: xr.Dataset | None = None) -> dict:
-    """RMSE of a group's reconstruction per label ('train', 'test', ...), in one streamed pass."""
+    """RMSE of a group's reconstruction per label ('train', 'test', ...), in one streamed pass.
+
+    When the reconstruction covers the store's voxels and genes, the pass is one task per row
+    block (both arrays' readers and the block's labels: coordinates, never data), run on the
+    current dask.distributed client when there is one, else on local threads.
+    """
     ds = open_store(store) if ds is None else ds
     labels = np.asarray(labels).astype(str)
     names = sorted(set(labels))
+    tasks = _sse_tasks(store, group, ds, labels, names)
+    if tasks is not None:
+        parts = compute_tasks(tasks, desc=f"reconstruction RMSE of {group}")
+        sse = {n: sum(p[0][n] for p in parts) for n in names}
+        count = {n: sum(p[1][n] for p in parts) for n in names}
+        return {n: float(np.sqrt(sse[n] / count[n])) if count[n] else np.nan for n in names}
     sse = dict.fromkeys(names, 0.0)
     count = dict.fromkeys(names, 0)
     for rows, x, r in _pairs(store, group, ds):
@@ -72,6 +83,32 @@ def streamed_rmse(store, group: str, labels, ds: xr.Dataset | None = None) -> di
             sse[name] += float(err[sel].sum())
             count[name] += int(sel.sum()) * x.shape[1]
     return {n: float(np.sqrt(sse[n] / count[n])) if count[n] else np.nan for n in names}
+
+
+def _sse_tasks(store, group: str, ds: xr.Dataset, labels, names):
+    """One task per row block when the reconstruction has the expression's voxels and genes."""
+    import dask
+
+    rec = read_group(store, group)["reconstruction"]
+    if rec.dims != ("voxel", "gene") or rec.shape != ds["expression"].shape:
+        return None
+    if "gene" in rec.coords and not np.array_equal(rec["gene"].values, ds["gene"].values):
+        return None
+    path = as_store(store).path
+    expr = RowBlockReader(path / "expression")
+    recon = RowBlockReader(path / group.strip("/") / "reconstruction")
+    n, rows = expr.shape[0], int(expr.array.chunks[0])
+    task = dask.delayed(_block_sse, pure=True)
+    return [task(expr, recon, a, min(a + rows, n), labels[a : min(a + rows, n)], names) for a in range(0, n, rows)]
+
+
+def _block_sse(expr, recon, a: int, b: int, labels, names):
+    err = row_sse(recon(a, b), expr(a, b))
+    width = expr.shape[1]
+    return (
+        {name: float(err[labels == name].sum()) for name in names},
+        {name: int((labels == name).sum()) * width for name in names},
+    )
 
 
 def reconstruction_histogram(
@@ -132,7 +169,8 @@ def reconstruction_table(stores, *, methods=None, dims=None) -> xr.DataArray:
     Returns ``rmse (method, dim, resolution_mm, split, set)``; empty (size 0) when no store holds
     a representation with a reconstruction.
     """
-    stores = [stores] if isinstance(stores, (str, Path)) else list(stores)
+    single = isinstance(stores, (str, Path)) or hasattr(stores, "fs") or type(stores).__name__ == "Store"
+    stores = [stores] if single else list(stores)
     tables = [_table_one(s, methods, dims) for s in stores]
     if len(tables) == 1:
         return tables[0]

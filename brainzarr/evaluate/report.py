@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._location import location
 from .._version import __version__
 from ..store import check_schema, open_store
 from . import figures
@@ -288,7 +289,7 @@ def write_report(
     Path of ``index.html``.
     """
     start = time.perf_counter()
-    store, out_dir = Path(store), Path(out_dir)
+    store, out_dir = location(store), Path(out_dir)
     attrs = check_schema(store)
     ds = open_store(store)
     fig_dir = out_dir / "figures"

@@ -10,11 +10,11 @@ voxels; it tolerates a missing attribute by falling back on the group's path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from .._location import location
 from ..preprocess import SPLIT_SCHEMES
 from ..store import list_groups, read_group
 
@@ -69,7 +69,7 @@ def find_representations(store, *, methods=None, dims=None, require="embedding")
     require : str or None
         Keep only groups holding this variable (``"embedding"``, ``"reconstruction"``, ``"rmse"``).
     """
-    path = Path(store)
+    path = location(store)
     found = []
     for group in list_groups(path):
         ds = read_group(path, group)

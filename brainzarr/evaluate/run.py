@@ -15,6 +15,7 @@ import pandas as pd
 import xarray as xr
 
 from .._deprecation import renamed_kwargs
+from .._location import location
 from ..preprocess import SPLIT_SCHEMES
 from ..store import check_schema, open_store, write_group
 from .prediction import parse_grid, predict_targets
@@ -172,7 +173,7 @@ def run_evaluation(
         Progress bars.
     """
     start = time.perf_counter()
-    store = Path(store)
+    store = location(store)
     attrs = check_schema(store)
     ds = open_store(store)
     schemes = split_schemes(split)

@@ -44,6 +44,7 @@ import zarr
 
 from .._deprecation import renamed_kwargs
 from .._disk import require_free
+from .._location import open_group, zarr_store
 from .._progress import job
 from .._version import __version__
 from .._zarr import checked_compressors, quiet_zarr
@@ -158,10 +159,22 @@ def check_fit(
         raise ResultExistsError(f"{group} exists in {store.path}", options={"overwrite": True})
     n_voxels = int(store.dataset.sizes["voxel"])
     estimate = n_voxels * (int(n_components) + 1) * 4  # embedding and per-voxel error, float32
-    if write_reconstruction:  # packed and compressed about as the expression is
-        estimate += int(1.1 * _folder_bytes(store.path / "expression"))
-    require_free(store.path, estimate, f"{group} of {store.path.name}")
+    if not store.remote:  # object storage has no disk to fill
+        if write_reconstruction:  # packed and compressed about as the expression is
+            estimate += int(1.1 * _folder_bytes(store.path / "expression"))
+        require_free(store.path, estimate, f"{group} of {store.path.name}")
     return model
+
+
+def checkpoint_folder(store):
+    """Where a store's estimators keep checkpoints: ``<store>/.checkpoints`` for a local store, a
+    folder in the user's cache for one on object storage (torch writes local files)."""
+    if not store.remote:
+        return store.path / CHECKPOINTS
+    import hashlib
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "brainzarr" / "checkpoints"
+    return cache / hashlib.sha1(str(store.path).encode()).hexdigest()[:16]
 
 
 def _folder_bytes(path: Path) -> int:
@@ -243,7 +256,7 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
     group = result_group(method, dim)
     ds = store.dataset
     names = set(model_class(method)._get_param_names())
-    checkpoints = store.path / CHECKPOINTS / method / f"k{dim}"
+    checkpoints = checkpoint_folder(store) / method / f"k{dim}"
     if "checkpoint_dir" in names and params.get("checkpoint_dir") is None:
         params["checkpoint_dir"] = str(checkpoints)  # an interrupted fit resumes when run again
     model = check_fit(
@@ -309,7 +322,12 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
             warnings.filterwarnings("ignore", message=".*without any _FillValue")  # every chunk is written
             # metadata, coordinates and parameters now; the voxel arrays are filled by the pass below
             template.to_zarr(
-                str(scratch), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding
+                zarr_store(scratch, read_only=False, strict=False),
+                mode="w",
+                compute=False,
+                consolidated=False,
+                zarr_format=3,
+                encoding=encoding,
             )
             tasks = _write_tasks(X, model, scratch, rec_layout if write_reconstruction else None)
             sse = np.concatenate(compute_tasks(tasks, desc=f"writing {method} k{dim}"))
@@ -323,9 +341,9 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
                 method, dim, attrs["passes_fit"], attrs["passes_write"],
             )  # fmt: skip
             xr.Dataset({"rmse": ("split", np.asarray(rmse))}, coords={"split": list(_SPLITS)}).to_zarr(
-                str(scratch), mode="a", consolidated=False, zarr_format=3
+                zarr_store(scratch, read_only=False, strict=False), mode="a", consolidated=False, zarr_format=3
             )
-            zarr.open_group(str(scratch), mode="r+", zarr_format=3).attrs.update(attrs)
+            open_group(scratch, mode="r+").attrs.update(attrs)
     if params.get("checkpoint_dir") == str(checkpoints):
         shutil.rmtree(checkpoints, ignore_errors=True)  # the result is written: the next fit starts afresh
     return read_group(store, group)
@@ -374,18 +392,18 @@ def _write_tasks(X, model, scratch: Path, rec_layout) -> list:
     shared_model = dask.delayed(model, traverse=False)  # one copy per worker, not one per task
     write = dask.delayed(_write_block, pure=False)
     return [
-        write(shared_model, block, str(scratch), int(a), int(b), rec_layout)
+        write(shared_model, block, scratch, int(a), int(b), rec_layout)
         for block, a, b in zip(blocks, bounds[:-1], bounds[1:])
     ]
 
 
-def _write_block(model, X, scratch: str, a: int, b: int, rec_layout) -> np.ndarray:
+def _write_block(model, X, scratch, a: int, b: int, rec_layout) -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     Z = np.asarray(model.transform(X), dtype=np.float32)
     R = np.asarray(model.inverse_transform(Z), dtype=np.float32)
     sse = row_sse(R, X)
     with quiet_zarr():
-        group = zarr.open_group(scratch, mode="r+", zarr_format=3)
+        group = open_group(scratch, mode="r+")
         group["embedding"][a:b] = Z
         group["voxel_rmse"][a:b] = np.sqrt(sse / X.shape[1]).astype(np.float32)
         if rec_layout is not None:
@@ -413,7 +431,7 @@ def rmse_table(store, *, methods=None, dims=None) -> pd.DataFrame:
     rows = []
     for group in list_groups(store, RESULTS_PREFIX):
         with quiet_zarr():
-            node = zarr.open_group(str(store.path / group), mode="r", zarr_format=3)
+            node = open_group(store.path / group, mode="r")
             attrs = dict(node.attrs)
             if "rmse" not in node or "method" not in attrs:
                 continue

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .._zarr import StrictLocalStore, quiet_zarr, verify_crc32c
+from .._location import location, zarr_store
+from .._zarr import quiet_zarr, verify_crc32c
 from ..exceptions import ChunkError
 
 __all__ = ["RowBlockReader", "rows_read"]
@@ -81,7 +82,12 @@ _BUFFERS = _BufferPool()
 def rows_read(path) -> int:
     """Rows of the array at ``path`` read so far in this process (every row of a block counts,
     kept or not): a job divides the difference by the array's rows to count its passes."""
-    return _READS.get(str(Path(path).resolve()), 0)
+    return _READS.get(_key(path), 0)
+
+
+def _key(path) -> str:
+    text = str(path)
+    return text if "://" in text else str(Path(text).resolve())
 
 
 #: rows copied at a time from decoded chunks into the output block (see _DirectLayout.read)
@@ -118,7 +124,7 @@ class RowBlockReader:
     """
 
     def __init__(self, path, *, direct: bool = True):
-        self.path = str(path)
+        self.path = path if "://" in str(path) else str(path)  # a URL keeps its storage options
         self.direct = bool(direct)
         self._local = threading.local()
 
@@ -136,8 +142,8 @@ class RowBlockReader:
         array = getattr(self._local, "array", None)
         if array is None:
             with quiet_zarr():
-                root = Path(self.path)
-                array = zarr.open_array(StrictLocalStore(root.parent, read_only=True), path=root.name, mode="r")
+                root = location(self.path)
+                array = zarr.open_array(zarr_store(root.parent), path=root.name, mode="r")
             if array.ndim != 2:
                 raise ValueError(f"{self.path} has {array.ndim} dimensions; RowBlockReader reads 2-D arrays")
             self._local.array = array
@@ -176,7 +182,7 @@ class RowBlockReader:
         layout = self._direct(a, b)
         # direct reads reuse released output blocks (page faults); zarr's reads get fresh ones
         out = _BUFFERS.get((rows, width), self.dtype) if layout is not None else np.empty((rows, width), self.dtype)
-        key = getattr(self, "_key", None) or self.__dict__.setdefault("_key", str(Path(self.path).resolve()))
+        key = self.__dict__.get("_key") or self.__dict__.setdefault("_key", _key(self.path))
         with _READS_LOCK:
             _READS[key] = _READS.get(key, 0) + (b - a)
         if layout is not None:

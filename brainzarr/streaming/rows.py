@@ -9,6 +9,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from .._location import zarr_store
 from .._zarr import quiet_zarr
 from ..store import as_store
 from .reader import RowBlockReader
@@ -53,16 +54,17 @@ def expression_rows(store, rows: int | None = None, mask=None, *, variable: str 
     store = as_store(store)
     path = store.path / variable
     with quiet_zarr():
-        array = zarr.open_array(str(path), mode="r", zarr_format=3)
+        array = zarr.open_array(zarr_store(store.path, strict=False), path=variable, mode="r", zarr_format=3)
     n, width = (int(s) for s in array.shape)
     step = int(rows or array.chunks[0])
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (n,):
             raise ValueError(f"row mask has shape {mask.shape}, expected ({n},)")
-    reader = RowBlockReader(str(path))
+    reader = RowBlockReader(path)
     dtype = reader.dtype  # float32 for packed arrays
-    name = f"{variable}-rows-{dask.base.tokenize(str(path.resolve()), step, mask)}"
+    where = str(path) if "://" in str(path) else str(path.resolve())
+    name = f"{variable}-rows-{dask.base.tokenize(where, step, mask)}"
     blocks, reads = [], []
     for a in range(0, n, step):
         b = min(a + step, n)

@@ -1,0 +1,92 @@
+"""Where a store lives: a local folder, or a URL on object storage (``s3://``, ``gs://``, ``az://``,
+``memory://``, any fsspec protocol).
+
+Local stores are :class:`pathlib.Path`; remote ones are :class:`upath.UPath` (fsspec underneath),
+which carry their ``storage_options`` (credentials, ``endpoint_url``) and answer the same path
+calls (``/``, ``exists``, ``read_text``...). Credentials come the standard way: the AWS
+environment variables and config files, or ``storage_options``.
+
+On object storage there is no rename and no file lock: result groups are written to a scratch
+prefix and copied into place with a completion mark (:func:`brainzarr.store.group_writer`), and
+one writer at a time is the user's to arrange.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .exceptions import StoreError
+
+__all__ = ["location", "is_remote", "zarr_store", "open_group", "storage_options_of", "StoreLocationError"]
+
+
+class StoreLocationError(StoreError):
+    """A store URL that cannot be reached: no such bucket, bad credentials, unknown protocol."""
+
+
+def is_remote(path) -> bool:
+    """Whether ``path`` is a URL of an fsspec filesystem other than the local one."""
+    text = str(path)
+    if "://" not in text:
+        return False
+    return not text.startswith(("file://", "local://"))
+
+
+def location(path, storage_options: dict | None = None):
+    """A :class:`~pathlib.Path` for a local path, a :class:`upath.UPath` for a URL (a
+    :class:`brainzarr.Store` gives its own)."""
+    if type(path).__name__ == "Store" and hasattr(path, "attrs"):
+        return path.path
+    if hasattr(path, "storage_options") and hasattr(path, "fs") and not storage_options:
+        return path  # a UPath already
+    if isinstance(path, Path) and not storage_options:
+        return path
+    text = str(path)
+    if not is_remote(text):
+        return Path(text.removeprefix("file://"))
+    try:
+        from upath import UPath
+    except ImportError:  # pragma: no cover - an install without the cloud extra
+        raise StoreLocationError(f"{text} is on object storage, which needs: pip install 'brainzarr[cloud]'") from None
+    try:
+        return UPath(text, **(storage_options or {}))
+    except (ImportError, ValueError) as exc:
+        raise StoreLocationError(f"cannot open {text}: {exc}") from None
+
+
+def storage_options_of(path) -> dict:
+    return dict(getattr(path, "storage_options", {}) or {})
+
+
+def open_group(path, mode: str = "r"):
+    """A zarr group of a store location. Writers see the nodes themselves, never the consolidated
+    metadata (which brainzarr refreshes after each write)."""
+    import zarr
+
+    from ._zarr import quiet_zarr
+
+    with quiet_zarr():
+        return zarr.open_group(
+            zarr_store(path, read_only=mode == "r", strict=False),
+            mode=mode,
+            zarr_format=3,
+            use_consolidated=None if mode == "r" else False,
+        )
+
+
+def zarr_store(path, *, read_only: bool = True, strict: bool = True):
+    """The zarr store object of a store location (strict: missing/damaged chunks raise)."""
+    from ._zarr import StrictFsspecStore, StrictLocalStore
+
+    if not is_remote(path):
+        from zarr.storage import LocalStore
+
+        cls = StrictLocalStore if strict else LocalStore
+        return cls(Path(str(path)), read_only=read_only)
+    url = str(path)
+    options = storage_options_of(path)
+    if strict:
+        return StrictFsspecStore.from_url(url, storage_options=options, read_only=read_only)
+    from zarr.storage import FsspecStore
+
+    return FsspecStore.from_url(url, storage_options=options, read_only=read_only)

@@ -1,0 +1,62 @@
+"""Every pass over a store on a dask.distributed cluster of 2 process workers (started and
+stopped here, on 127.0.0.1): build, the PCA fit, export and evaluation's reconstruction pass
+give the local results; the Python API finds the client the standard ways."""
+
+import numpy as np
+import pytest
+
+import brainzarr
+from brainzarr.cli import main
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def local(tmp_path):
+    store = brainzarr.build_store(tmp_path / "local.zarr", genes=40, random_state=3, chunks=(1024, 16))
+    brainzarr.fit_store(store, "pca", 4)
+    return store
+
+
+def test_cli_build_fit_export_on_a_cluster_give_the_local_results(cluster, local, tmp_path, capsys):
+    remote = tmp_path / "remote.zarr"
+    at = ["--scheduler", cluster.scheduler_address]
+    build = ["build", "--genes", "40", "--seed", "3", "--chunks", "1024,16", "--out", str(remote), *at]
+    assert main(build) == 0
+    np.testing.assert_array_equal(
+        brainzarr.open_store(remote)["expression"].values, brainzarr.open_store(local)["expression"].values
+    )
+    assert main(["fit", str(remote), "--methods", "pca", "--dims", "4", *at]) == 0
+    a = brainzarr.read_group(remote, "representations/pca/k4")
+    b = brainzarr.read_group(local, "representations/pca/k4")
+    np.testing.assert_allclose(a["rmse"].values, b["rmse"].values, rtol=1e-5)
+    np.testing.assert_allclose(np.abs(a["embedding"].values), np.abs(b["embedding"].values), atol=1e-4)
+    out = tmp_path / "pca.nii.gz"
+    assert main(["export", str(remote), "representations/pca/k4/embedding", "-o", str(out), *at]) == 0
+    import nibabel as nib
+
+    assert nib.load(out).shape[-1] == 4
+
+
+def test_python_api_uses_the_client_the_standard_ways(cluster, local):
+    from brainzarr.evaluate.reconstruction import streamed_rmse
+    from brainzarr.options import current_client
+
+    ds = brainzarr.open_store(local)
+    expected = streamed_rmse(local, "representations/pca/k4", ds["split"].values)
+    with distributed.Client(cluster) as client:
+        assert current_client() is client  # `with Client(...)`: the default client
+        on_cluster = streamed_rmse(local, "representations/pca/k4", ds["split"].values)
+        with brainzarr.set_options(client=client):
+            again = brainzarr.fit_store(local, "pca", 4, overwrite=True)
+    assert on_cluster == pytest.approx(expected, rel=1e-9)
+    local_fit = brainzarr.read_group(local, "representations/pca/k4")
+    np.testing.assert_allclose(again["rmse"].values, local_fit["rmse"].values, rtol=1e-6)
