@@ -49,17 +49,17 @@ class BrainDatasetAccessor:
 
         return fit_store(self.store, method, n_components, **kwargs)
 
-    def read(self, method: str, n_components: int) -> xr.Dataset:
-        """The result group ``representations/<method>/k<n_components>``."""
-        from .models.store_fitting import result_group
+    def read(self, method: str, n_components: int, split: str | None = None) -> xr.Dataset:
+        """The result group ``representations/<split>/<method>/k<n_components>`` (the store's split by default)."""
+        from .models.store_fitting import result_group, split_scheme
 
-        return self.store.read(result_group(method, n_components))
+        return self.store.read(result_group(method, n_components, split_scheme(self.store, split)))
 
-    def model(self, method: str, n_components: int):
+    def model(self, method: str, n_components: int, split: str | None = None):
         """The fitted estimator of a result, rebuilt from its arrays."""
         from .models.store_fitting import load_model
 
-        return load_model(self.store, method, n_components)
+        return load_model(self.store, method, n_components, split)
 
     def results(self) -> list[str]:
         """The result groups in the store."""

@@ -18,7 +18,7 @@ Arrays:
   bounds used to scale each gene;
 * ``build_chunk_done (voxel_chunk)``: which row blocks are written (resume bookkeeping).
 
-Results live in sub-groups (``representations/<method>/k<dim>``), written with
+Results live in sub-groups (``representations/<split>/<method>/k<dim>``), written with
 :func:`write_group` (atomic: an interrupted write leaves the previous result in place) and
 read with :func:`read_group` or plain ``xarray.open_zarr(store, group=..., consolidated=False)``.
 
@@ -410,6 +410,7 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
 def read_group(path, group: str) -> xr.Dataset:
     """Open a result group written with :func:`write_group` (dask-backed)."""
     store = as_store(path, allow_incomplete=True)
+    group = resolve_group(store, group)
     if not _exists(_group_dir(store.path, group) / "zarr.json"):
         groups = ", ".join(list_groups(store)) or "none"
         raise KeyError(f"no group {group} in {store.path}; groups: {groups}")
@@ -428,6 +429,19 @@ def _unpacked(ds: xr.Dataset) -> xr.Dataset:
     from .layout import unpack
 
     return ds.assign({name: unpack(var) for name, var in ds.data_vars.items() if var.dtype.kind in "iu"})
+
+
+def resolve_group(store, group: str) -> str:
+    """``representations/<method>/k<n>`` (the layout before split levels) names the result of the
+    store's split when no such group exists."""
+    parts = group.strip("/").split("/")
+    if len(parts) == 3 and parts[0] == "representations" and not _exists(_group_dir(store.path, group) / "zarr.json"):
+        scheme = store.provenance.get("split", {}).get("scheme", "random")
+        for split in dict.fromkeys((scheme, "random", "blocked")):
+            candidate = f"representations/{split}/{parts[1]}/{parts[2]}"
+            if _exists(_group_dir(store.path, candidate) / "zarr.json"):
+                return candidate
+    return group
 
 
 def _read_consolidated(path) -> bool:

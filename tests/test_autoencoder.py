@@ -316,7 +316,7 @@ def test_written_back_by_the_pipeline_and_reloaded(small_store, tmp_path):
     result = fit_store(store, "ae", 3, hidden=(32, 16), max_epochs=3, device="cpu")
     assert result["embedding"].dims == ("voxel", "component") and result.sizes["component"] == 3
     assert result["param_net_encoder_1_running_mean"].dims == ("units_1",)
-    assert not (store / ".checkpoints" / "ae" / "k3").exists()  # removed once the result is written
+    assert not (store / ".checkpoints" / "random" / "ae" / "k3").exists()  # removed once the result is written
     X = open_store(store)["expression"].values
     model = load_model(store, "ae", 3)
     np.testing.assert_allclose(model.transform(X), result["embedding"].values, atol=1e-5)
@@ -336,7 +336,7 @@ def test_pipeline_discards_its_own_stale_checkpoint_but_not_the_callers(small_st
     store = tmp_path / "s8.zarr"
     shutil.copytree(small_store, store)
     train = open_store(store)["split"].values == "train"
-    folder = store / ".checkpoints" / "ae" / "k2"
+    folder = store / ".checkpoints" / "random" / "ae" / "k2"
     # what an interrupted fit with other settings leaves in brainzarr's folder
     AutoEncoder(2, hidden=(8,), max_epochs=1, checkpoint_dir=folder, device="cpu").fit(
         expression_rows(store, mask=train)

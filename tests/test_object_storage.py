@@ -60,7 +60,7 @@ def test_build_open_fit_and_read_back_on_s3(s3, tmp_path):
     result = brainzarr.fit_store(store, "pca", 3)
     expected = brainzarr.fit_store(local, "pca", 3)
     np.testing.assert_allclose(result["rmse"].values, expected["rmse"].values, rtol=1e-6)
-    assert brainzarr.list_groups(store) == ["representations/pca/k3"]
+    assert brainzarr.list_groups(store) == ["representations/random/pca/k3"]
     # consolidated metadata is current: plain xarray opens any group in one read, without a warning
     import warnings
 
@@ -70,12 +70,12 @@ def test_build_open_fit_and_read_back_on_s3(s3, tmp_path):
         warnings.simplefilter("error", RuntimeWarning)
         plain = xr.open_zarr(
             zarr.storage.FsspecStore.from_url(url, storage_options=options, read_only=True),
-            group="representations/pca/k3",
+            group="representations/random/pca/k3",
         )
     assert plain["embedding"].shape == (ds.sizes["voxel"], 3)
     root = zarr.open_group(zarr.storage.FsspecStore.from_url(url, storage_options=options), mode="r")
     assert root.metadata.consolidated_metadata is not None
-    assert "representations/pca/k3/embedding" in root.metadata.consolidated_metadata.flattened_metadata
+    assert "representations/random/pca/k3/embedding" in root.metadata.consolidated_metadata.flattened_metadata
 
 
 def test_cli_on_s3_info_fit_export_evaluate_report(s3, tmp_path, capsys):
@@ -86,7 +86,7 @@ def test_cli_on_s3_info_fit_export_evaluate_report(s3, tmp_path, capsys):
     assert "3,666 voxels x 12 genes" in capsys.readouterr().out
     assert main(["fit", url, "--methods", "pca,nmf", "--dims", "2", "--max-epochs", "2", *opt]) == 0
     out = tmp_path / "pca.nii.gz"
-    assert main(["export", url, "representations/pca/k2/embedding", "-o", str(out), *opt]) == 0
+    assert main(["export", url, "representations/random/pca/k2/embedding", "-o", str(out), *opt]) == 0
     import nibabel as nib
 
     assert nib.load(out).shape[-1] == 2
@@ -163,4 +163,4 @@ def test_a_memory_url_is_a_store_too():
     ds = brainzarr.open_store(url)
     assert ds.sizes["gene"] == 6 and np.isfinite(ds["expression"].values).all()
     brainzarr.fit_store(url, "pca", 2)
-    assert brainzarr.list_groups(url) == ["representations/pca/k2"]
+    assert brainzarr.list_groups(url) == ["representations/random/pca/k2"]

@@ -41,7 +41,7 @@ def _np_rmse(a, b):
 
 
 def test_result_opens_with_plain_xarray(store, pca8):
-    result = xr.open_zarr(store, group="representations/pca/k8", consolidated=False)
+    result = xr.open_zarr(store, group="representations/random/pca/k8", consolidated=False)
     ds = open_store(store)
     assert result["embedding"].dims == ("voxel", "component")
     assert result["embedding"].shape == (ds.sizes["voxel"], 8)
@@ -119,7 +119,7 @@ def test_refit_without_overwrite_raises_before_fitting(store, pca8, monkeypatch)
 
 
 def test_interrupted_fit_keeps_the_previous_result(store, pca8, monkeypatch):
-    before = xr.open_zarr(store, group="representations/pca/k8", consolidated=False)
+    before = xr.open_zarr(store, group="representations/random/pca/k8", consolidated=False)
     embedding = before["embedding"].values
     calls = {"n": 0}
     original = PCA._inverse_block
@@ -134,12 +134,12 @@ def test_interrupted_fit_keeps_the_previous_result(store, pca8, monkeypatch):
     with pytest.raises(RuntimeError, match="interrupted"):
         fit_store(store, "pca", 8, overwrite=True, random_state=5)
     assert calls["n"] >= 3
-    after = xr.open_zarr(store, group="representations/pca/k8", consolidated=False)
+    after = xr.open_zarr(store, group="representations/random/pca/k8", consolidated=False)
     np.testing.assert_array_equal(after["embedding"].values, embedding)
     assert after.attrs["seed"] == 0
-    leftovers = [p.name for p in (store / "representations" / "pca").iterdir() if p.name.startswith(".")]
+    leftovers = [p.name for p in (store / "representations" / "random" / "pca").iterdir() if p.name.startswith(".")]
     assert leftovers == []
-    assert "representations/pca/k8" in list_groups(store)
+    assert "representations/random/pca/k8" in list_groups(store)
     open_store(store)  # the store itself is fine
 
 
@@ -166,7 +166,7 @@ def test_rmse_table(store, pca8):
     table = rmse_table(store)
     assert list(table.columns[:5]) == ["method", "dim", "split", "train_rmse", "test_rmse"]
     row = table[(table["method"] == "pca") & (table["dim"] == 8)].iloc[0]
-    result = xr.open_zarr(store, group="representations/pca/k8", consolidated=False)
+    result = xr.open_zarr(store, group="representations/random/pca/k8", consolidated=False)
     assert row["test_rmse"] == pytest.approx(float(result["rmse"].sel(split="test")))
     assert list(rmse_table(store, methods=["pca"], dims=[8])["dim"]) == [8]
 
@@ -216,7 +216,7 @@ def test_checkpointing_estimators_get_a_folder_kept_until_the_result_is_written(
     module.Checkpointing = _Checkpointing
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setitem(METHODS, "ckpt", ("ckpt_for_tests", "Checkpointing"))
-    folder = store / ".checkpoints" / "ckpt" / "k2"
+    folder = store / ".checkpoints" / "random" / "ckpt" / "k2"
     with pytest.raises(KeyboardInterrupt):
         fit_store(store, "ckpt", 2, fail=True)
     assert (folder / "checkpoint.pt").exists()  # an interrupted fit leaves its checkpoint to resume from
@@ -253,10 +253,10 @@ def test_cli_fit_prints_the_table_and_writes(store, capsys):
     )
     out = capsys.readouterr().out
     assert "test_rmse" in out and "nmf" in out
-    assert {"representations/pca/k6", "representations/nmf/k6"} <= set(list_groups(store))
-    nmf = xr.open_zarr(store, group="representations/nmf/k6", consolidated=False)
+    assert {"representations/random/pca/k6", "representations/random/nmf/k6"} <= set(list_groups(store))
+    nmf = xr.open_zarr(store, group="representations/random/nmf/k6", consolidated=False)
     assert nmf.attrs["params"]["max_epochs"] == 2  # generic flag reached the method that takes it
-    pca = xr.open_zarr(store, group="representations/pca/k6", consolidated=False)
+    pca = xr.open_zarr(store, group="representations/random/pca/k6", consolidated=False)
     assert pca.attrs["params"]["n_power_iter"] == 2
 
 

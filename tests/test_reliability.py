@@ -76,9 +76,9 @@ def test_rebuild_with_results_needs_discard_results_and_same_settings_keep_them(
     with pytest.raises(StoreExistsError, match=r"removes its 2 fitted result\(s\).*pca/k2") as info:
         _build(store, genes=5, overwrite=True)
     assert "discard_results=True" in str(info.value)
-    assert brainzarr.list_groups(store) == ["representations/pca/k2", "representations/pca/k3"]
+    assert brainzarr.list_groups(store) == ["representations/random/pca/k2", "representations/random/pca/k3"]
     _build(store, overwrite=True)  # the same settings: nothing rebuilt, results kept
-    assert brainzarr.list_groups(store) == ["representations/pca/k2", "representations/pca/k3"]
+    assert brainzarr.list_groups(store) == ["representations/random/pca/k2", "representations/random/pca/k3"]
     code, _, err = _run(["build", "--genes", "5", "--seed", "1", "--overwrite", "--out", str(store)], capsys)
     assert code == 1 and "--discard-results" in err
     _build(store, genes=5, overwrite=True, discard_results=True)
@@ -212,10 +212,10 @@ def test_leftovers_of_dead_writers_are_reported_and_removed(tmp_path, capsys):
     brainzarr.fit_store(store, "pca", 2)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)  # a process that has exited
-    leftover = store / "representations" / "pca" / f".k3.partial-{HOST}-{pid}-deadbeef"
+    leftover = store / "representations" / "random" / "pca" / f".k3.partial-{HOST}-{pid}-deadbeef"
     leftover.mkdir()
     (leftover / "zarr.json").write_text("{}")
-    live = store / "representations" / "pca" / f".k4.partial-{HOST}-{os.getpid()}-cafecafe"
+    live = store / "representations" / "random" / "pca" / f".k4.partial-{HOST}-{os.getpid()}-cafecafe"
     live.mkdir()  # a writer that is still running (this process): left alone
     code, out, _ = _run(["info", str(store)], capsys)
     assert code == 0 and "1 scratch folder(s) of interrupted writers" in out

@@ -30,7 +30,7 @@ def select_variable(store, var: str, genes=None):
         if var not in ds:
             raise KeyError(
                 f"the store has no variable {var}; try 'expression' or a result such as "
-                "representations/<method>/k<dim>/embedding"
+                "representations/<split>/<method>/k<dim>/embedding"
             )
         da = ds[var]
     if "gene" in da.dims:

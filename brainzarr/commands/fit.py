@@ -63,7 +63,7 @@ def run_fit(args):
     """Fit every method and dim of ``args``; the RMSE table (DataFrame) of those results."""
     from ..exceptions import ResultExistsError
     from ..models import METHODS
-    from ..models.store_fitting import check_fit, fit_store, result_group, rmse_table
+    from ..models.store_fitting import check_fit, fit_store, result_group, rmse_table, split_scheme
     from ..store import Store
 
     store = Store(store_path(args))  # validated once for the whole command
@@ -91,12 +91,14 @@ def run_fit(args):
                     overwrite=args.overwrite,
                     params=dict(params[method]),
                     write_reconstruction=not args.no_reconstruction,
+                    split=args.split,
                 )
                 todo.append((method, dim))
             except ResultExistsError:
                 existing.append((method, dim))
     if existing and not args.skip_existing:
-        names = ", ".join(result_group(m, d) for m, d in existing)
+        scheme = split_scheme(store, args.split)
+        names = ", ".join(result_group(m, d, scheme) for m, d in existing)
         raise ResultExistsError(
             f"{names} exist in {store.path}; pass --overwrite to refit or --skip-existing to keep them"
         )
@@ -147,7 +149,7 @@ def register(sub):
         help="fit representations (PCA, kPCA, NMF, t-SNE, UMAP, auto-encoder) into the store",
         description="Fit each method at each dimension on the training voxels, write embedding, "
         "reconstruction, parameters and train/test RMSE under "
-        "representations/<method>/k<dim>, and print the RMSE table.",
+        "representations/<split>/<method>/k<dim>, and print the RMSE table.",
     )
     p.add_argument("store", help="a brainzarr store")
     p.add_argument(

@@ -17,7 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from ..models.base import row_sse
-from ..store import as_store, open_store, read_group, write_group
+from ..store import as_store, open_store, read_group, resolve_group, write_group
 from ..streaming import RowBlockReader, compute_tasks, expression_rows, iter_row_blocks
 from .results import find_representations, split_labels
 
@@ -66,6 +66,7 @@ def streamed_rmse(store, group: str, labels, ds: xr.Dataset | None = None) -> di
     current dask.distributed client when there is one, else on local threads.
     """
     ds = open_store(store) if ds is None else ds
+    group = resolve_group(as_store(store), group)
     labels = np.asarray(labels).astype(str)
     names = sorted(set(labels))
     tasks = _sse_tasks(store, group, ds, labels, names)

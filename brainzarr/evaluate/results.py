@@ -1,6 +1,6 @@
 """The fitted representations a store holds, read as the evaluation needs them.
 
-A result group ``representations/<method>/k<dim>`` (written by the models pipeline) holds
+A result group ``representations/<split>/<method>/k<dim>`` (written by the models pipeline) holds
 ``embedding (voxel, component)``, usually ``reconstruction (voxel, gene)`` and ``rmse (split)``
 with ``split`` = train/test, and attributes ``method``, ``dim``, ``params``, ``seed`` and the
 split scheme the model was fitted under. This module finds them and reads them onto the store's

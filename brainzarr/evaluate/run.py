@@ -96,7 +96,13 @@ def summary_table(prediction: pd.DataFrame) -> pd.DataFrame:
 def _embeddings(store, ds, methods, dims, embeddings):
     reps, meta = {}, {}
     if methods is None or len(methods):
-        for rep in find_representations(store, methods=methods, dims=dims):
+        # a method fitted on both splits: the embedding of the store's own split (the study's
+        # random one, usually) predicts under every scheme, as the study's did
+        default = ds.attrs.get("provenance", {}).get("split", {}).get("scheme", "random")
+        found = sorted(find_representations(store, methods=methods, dims=dims), key=lambda r: r.split_scheme != default)
+        for rep in found:
+            if rep.name in reps:
+                continue
             reps[rep.name] = read_embedding(store, rep.group, ds)
             meta[rep.name] = {
                 "method": rep.method,

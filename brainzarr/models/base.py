@@ -59,7 +59,7 @@ def row_sse(R: np.ndarray, X: np.ndarray, step: int = 512) -> np.ndarray:
 class Representation(TransformerMixin, BaseEstimator):
     """Base class of brainzarr's representations (see the module docstring)."""
 
-    #: short name used in store paths: representations/<method>/k<dim>
+    #: short name used in store paths: representations/<split>/<method>/k<dim>
     method: ClassVar[str] = ""
     #: whether inverse_transform exists (every brainzarr representation provides one)
     has_inverse: ClassVar[bool] = True

@@ -10,7 +10,7 @@
    two tasks share one — and return its per-voxel squared errors (nothing is held whole);
 3. the train and test RMSE follow from the per-voxel errors.
 
-The result is written atomically under ``representations/<method>/k<dim>`` with
+The result is written atomically under ``representations/<split>/<method>/k<dim>`` with
 :func:`brainzarr.store.group_writer` (an interruption leaves the store readable and any
 previous result intact) and opens with plain ``xarray.open_zarr(store, group=...)``:
 
@@ -75,9 +75,21 @@ CHECKPOINTS = ".checkpoints"
 _SPLITS = ("train", "test")
 
 
-def result_group(method: str, n_components: int) -> str:
-    """The group of a result: ``representations/<method>/k<n_components>``."""
-    return f"{RESULTS_PREFIX}/{method}/k{int(n_components)}"
+def result_group(method: str, n_components: int, split: str = "random") -> str:
+    """The group of a result: ``representations/<split>/<method>/k<n_components>``, so fits on the
+    random and on the blocked split live side by side. Results of earlier versions sit at
+    ``representations/<method>/k<n>``; :func:`brainzarr.read_group` still finds them, and reads
+    the old path of a new store's result as its split's."""
+    return f"{RESULTS_PREFIX}/{split}/{method}/k{int(n_components)}"
+
+
+def split_scheme(store, split: str | None = None) -> str:
+    """The split scheme a fit uses: ``split``, else the store's (``provenance['split']['scheme']``)."""
+    if split is None:
+        return str(as_store(store).provenance.get("split", {}).get("scheme", "random"))
+    if split not in ("random", "blocked"):
+        raise ValueError(f"split must be 'random' or 'blocked', got {split!r}")
+    return split
 
 
 def model_class(method: str):
@@ -137,6 +149,7 @@ def check_fit(
     overwrite: bool = False,
     params: dict | None = None,
     write_reconstruction: bool = True,
+    split: str | None = None,
 ):
     """Everything a fit can check before it computes: the method and its parameters, the number
     of components against the genes, writability, an existing result and the room on the disk
@@ -154,7 +167,7 @@ def check_fit(
             f"{method} with {n_components} components needs at least as many genes; the store has {n_genes}"
         )
     store.check_writable()
-    group = result_group(method, n_components)
+    group = result_group(method, n_components, split_scheme(store, split))
     if store.group_path(group).exists() and not overwrite:
         raise ResultExistsError(f"{group} exists in {store.path}", options={"overwrite": True})
     n_voxels = int(store.dataset.sizes["voxel"])
@@ -223,7 +236,7 @@ def fit_store(
         Run the streamed passes on this cluster for this call (as :func:`brainzarr.set_options`).
     **params
         Estimator parameters (e.g. ``n_power_iter`` for PCA, ``max_epochs`` for NMF).
-        Estimators that take ``checkpoint_dir`` get ``<store>/.checkpoints/<method>/k<n>``
+        Estimators that take ``checkpoint_dir`` get ``<store>/.checkpoints/<split>/<method>/k<n>``
         unless given (removed once the result is written, so an interrupted fit resumes and a
         finished one does not; a checkpoint there from an interrupted fit with other data or
         settings is discarded with a warning).
@@ -253,10 +266,11 @@ def fit_store(
 
 
 def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction, params):
-    group = result_group(method, dim)
+    scheme = split_scheme(store, split)
+    group = result_group(method, dim, scheme)
     ds = store.dataset
     names = set(model_class(method)._get_param_names())
-    checkpoints = checkpoint_folder(store) / method / f"k{dim}"
+    checkpoints = checkpoint_folder(store) / scheme / method / f"k{dim}"
     if "checkpoint_dir" in names and params.get("checkpoint_dir") is None:
         params["checkpoint_dir"] = str(checkpoints)  # an interrupted fit resumes when run again
     model = check_fit(
@@ -266,6 +280,7 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
         overwrite=overwrite,
         params={**params, "random_state": seed},
         write_reconstruction=write_reconstruction,
+        split=scheme,
     )
     scheme, split_coord, labels = _split_labels(ds, split)
     train = labels == "train"
@@ -411,9 +426,9 @@ def _write_block(model, X, scratch, a: int, b: int, rec_layout) -> np.ndarray:
     return sse
 
 
-def load_model(store, method: str, n_components: int):
-    """The fitted estimator of ``representations/<method>/k<n_components>``, rebuilt from its arrays."""
-    result = read_group(store, result_group(method, n_components))
+def load_model(store, method: str, n_components: int, split: str | None = None):
+    """The fitted estimator of a result (on ``split``, default the store's), rebuilt from its arrays."""
+    result = read_group(store, result_group(method, n_components, split_scheme(store, split)))
     model = model_class(method).from_dataset(result)
     if "gene" in result.coords:
         model.genes_ = result["gene"].values
