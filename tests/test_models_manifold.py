@@ -374,3 +374,21 @@ def test_umap_with_mlp_decoder_persists_its_weights(data, tmp_path):
     loaded = UMAP.from_dataset(xr.open_zarr(tmp_path / "m.zarr", consolidated=False))
     Z = model.embedding_[:20]
     np.testing.assert_allclose(loaded.inverse_transform(Z), model.inverse_transform(Z), atol=1e-6)
+
+
+def test_fit_store_gives_both_readings_of_a_neighbour_embeddings_error(tmp_path):
+    import brainzarr
+    from brainzarr.evaluate.reconstruction import reconstruction_frame, reconstruction_table
+
+    store = brainzarr.build_store(tmp_path / "s.zarr", genes=60, random_state=2)
+    brainzarr.fit_store(store, "umap", 2, n_epochs=40, transform_n_epochs=20, write_reconstruction=False)
+    table = brainzarr.rmse_table(store)
+    readings = dict(zip(table["reading"], table["test_rmse"]))
+    assert set(readings) == {"neighbourhood (kNN)", "compression (MLP decoder)"}
+    assert all(0 < v < 0.5 for v in readings.values())
+    model = brainzarr.load_model(store, "umap", 2)  # the second decoder comes back from its arrays
+    assert model.second_decoder_.kind == "mlp"
+    frame = reconstruction_frame(reconstruction_table(store))
+    assert {"umap (kNN: neighbourhood)", "umap (MLP: compression)"} <= set(frame["method"])
+    brainzarr.fit_store(store, "umap", 3, n_epochs=40, transform_n_epochs=20, second_decoder=None)
+    assert len(brainzarr.rmse_table(store, dims=[3])) == 1  # told not to: one reading

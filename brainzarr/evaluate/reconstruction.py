@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 SETS = ("train", "test")
+#: how the two readings of a t-SNE or UMAP error are labelled in tables and figures
+READING_LABELS = {"knn": "kNN: neighbourhood", "mlp": "MLP: compression"}
 
 
 def _pairs(store, group: str, ds: xr.Dataset):
@@ -133,6 +135,13 @@ def _table_one(store, methods=None, dims=None) -> xr.DataArray:
     resolution = float(ds.attrs["resolution_mm"])
     records = {}
     for rep in find_representations(store, methods=methods, dims=dims, require=None):
+        if "rmse_by_decoder" in rep.variables:  # t-SNE / UMAP: both readings, labelled
+            scheme = rep.split_scheme or "unknown"
+            r = read_group(store, rep.group)["rmse_by_decoder"].load()
+            for decoder in r["decoder"].values.astype(str):
+                values = {s: float(r.sel(decoder=decoder, split=s)) for s in SETS if s in r["split"].values}
+                records[(f"{rep.method} ({READING_LABELS.get(decoder, decoder)})", rep.dim, scheme)] = values
+            continue
         if "rmse" in rep.variables:
             r = read_group(store, rep.group)["rmse"].load()
             values = {s: float(r.sel(split=s)) for s in SETS if s in r["split"].values}

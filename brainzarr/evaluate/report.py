@@ -110,10 +110,12 @@ def _recon_section(store, frame, reps, out_dir, fig_dir, ds) -> str:
     parts.append(
         "<p>Root mean squared error between the expression (scaled to [0, 1]) and its reconstruction "
         "from the embedding, on the training and on the held-out test voxels of the split each model "
-        "was fitted under. t-SNE and UMAP have no inverse of their own: their rows are the error of a "
-        "decoder learned on the training voxels (by default the 10 nearest training voxels in the "
-        "embedding), so they say how well the embedding keeps neighbourhoods rather than how much k "
-        "numbers compress.</p>"
+        "was fitted under. t-SNE and UMAP have no inverse of their own, so each is read two ways, "
+        "labelled in the table: <b>kNN: neighbourhood</b> is the error of averaging the 10 training voxels "
+        "nearest in the embedding, which says how well the embedding keeps each voxel next to the ones it "
+        "resembles (and hardly changes with the dimension); <b>MLP: compression</b> is the error of a "
+        "network that reconstructs from the k coordinates alone, which says how much k numbers carry, "
+        "the reading comparable with the other methods' rows.</p>"
     )
     wide = frame.pivot_table(index=["method", "dim"], columns="split", values=["train_rmse", "test_rmse"])
     order = [(m, s) for s in ("random", "blocked", "unknown") for m in ("train_rmse", "test_rmse") if (m, s) in wide]

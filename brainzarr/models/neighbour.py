@@ -40,11 +40,13 @@ import numpy as np
 import xarray as xr
 
 from .base import Representation
-from .decoder import make_decoder
+from .decoder import DECODERS, make_decoder
 from .knn import NeighbourIndex
 
 __all__ = ["NeighbourEmbedding"]
 
+#: the second decoder's settings when it is the MLP one
+SECOND_MLP = {"hidden": (128, 128), "max_epochs": 60, "patience": 8, "batch_size": 256}
 #: rows coinciding with a training voxel: distance below this fraction of the scores' RMS norm
 MATCH_TOL = 1e-5
 #: rows per float64 block of the PCA projection (512 x 15,633 genes x 8 bytes = 64 MB)
@@ -85,6 +87,9 @@ class NeighbourEmbedding(Representation):
         self._index_cache = {}
         self.embedding_ = np.ascontiguousarray(self._embed(self.train_scores_[:, : self.n_inputs_]), dtype=np.float32)
         self.decoder_ = decoder.fit(self.embedding_, self.train_scores_[:, : self.n_decoded_])
+        second = self._new_second_decoder()
+        if second is not None:
+            self.second_decoder_ = second.fit(self.embedding_, self.train_scores_[:, : self.n_decoded_])
 
     @property
     def n_inputs_(self) -> int:
@@ -95,6 +100,21 @@ class NeighbourEmbedding(Representation):
     def n_decoded_(self) -> int:
         """PCA scores the decoder predicts."""
         return min(int(self.decoder_components), self.pca_components_.shape[0])
+
+    def _new_second_decoder(self):
+        kind = getattr(self, "second_decoder", None)
+        if kind is None or kind == self.decoder:
+            return None
+        if kind not in DECODERS:
+            raise ValueError(f"unknown second_decoder {kind!r}; choose from {', '.join(DECODERS)}")
+        # a smaller, shorter-trained network than decoder="mlp" gets: the second reading is
+        # computed by default, so it must stay cheap (seconds at 8 mm, a minute or two at 4 mm)
+        options = SECOND_MLP if kind == "mlp" else None
+        return make_decoder(kind, options, random_state=self.random_state, device=getattr(self, "device", "auto"))
+
+    def inverse_transform_second(self, Z) -> np.ndarray:
+        """The reconstruction through the second decoder (NumPy in, NumPy out)."""
+        return self._inverse_block(np.asarray(Z, dtype=np.float32), self.second_decoder_)
 
     def _new_decoder(self):
         return make_decoder(
@@ -142,8 +162,8 @@ class NeighbourEmbedding(Representation):
             out[~same] = self._place(S[~same], dist[~same], idx[~same])
         return out
 
-    def _inverse_block(self, Z):
-        T = self.decoder_.predict(np.asarray(Z, dtype=np.float32))
+    def _inverse_block(self, Z, decoder=None):
+        T = (decoder or self.decoder_).predict(np.asarray(Z, dtype=np.float32))
         return T @ self.pca_components_[: self.n_decoded_] + self.pca_mean_
 
     # ------------------------------------------------------------------ persistence
@@ -155,6 +175,8 @@ class NeighbourEmbedding(Representation):
             "train_embedding": (("train_voxel", "component"), self.embedding_),
         }
         arrays.update(self.decoder_.param_arrays())
+        if getattr(self, "second_decoder_", None) is not None:
+            arrays.update(self.second_decoder_.param_arrays())  # knn has none: no clash with the first
         arrays.update(self._extra_arrays())
         return arrays
 
@@ -167,6 +189,9 @@ class NeighbourEmbedding(Representation):
         if "gene" in ds.coords:
             self.genes_ = ds["gene"].values
         self.decoder_ = self._new_decoder().load(self.embedding_, self.train_scores_[:, : self.n_decoded_], ds)
+        second = self._new_second_decoder()
+        if second is not None:
+            self.second_decoder_ = second.load(self.embedding_, self.train_scores_[:, : self.n_decoded_], ds)
         self._set_extra_arrays(ds)
 
     def to_dataset(self) -> xr.Dataset:

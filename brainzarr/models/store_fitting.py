@@ -69,6 +69,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RESULTS_PREFIX = "representations"
+#: what a decoder's reconstruction error measures (rmse_table's ``reading``)
+READINGS = {"knn": "neighbourhood (kNN)", "mlp": "compression (MLP decoder)"}
 #: where estimators that checkpoint (``checkpoint_dir`` parameter) keep them, inside the store;
 #: a hidden folder, so it is never taken for a result group
 CHECKPOINTS = ".checkpoints"
@@ -271,6 +273,8 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
     ds = store.dataset
     names = set(model_class(method)._get_param_names())
     checkpoints = checkpoint_folder(store) / scheme / method / f"k{dim}"
+    if "second_decoder" in names and "second_decoder" not in params:
+        params["second_decoder"] = "mlp"  # both readings of t-SNE's and UMAP's error, unless told not to
     if "checkpoint_dir" in names and params.get("checkpoint_dir") is None:
         params["checkpoint_dir"] = str(checkpoints)  # an interrupted fit resumes when run again
     model = check_fit(
@@ -345,8 +349,20 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
                 encoding=encoding,
             )
             tasks = _write_tasks(X, model, scratch, rec_layout if write_reconstruction else None)
-            sse = np.concatenate(compute_tasks(tasks, desc=f"writing {method} k{dim}"))
-            rmse = [float(np.sqrt(sse[labels == s].sum() / max((labels == s).sum() * X.shape[1], 1))) for s in _SPLITS]
+            parts = compute_tasks(tasks, desc=f"writing {method} k{dim}")
+            sse = np.concatenate([p[0] for p in parts])
+
+            def per_split(errors):
+                return [
+                    float(np.sqrt(errors[labels == s].sum() / max((labels == s).sum() * X.shape[1], 1)))
+                    for s in _SPLITS
+                ]
+
+            rmse = per_split(sse)
+            readings = {}
+            if getattr(model, "second_decoder_", None) is not None:  # the other decoder's reading
+                readings = {model.decoder: rmse, model.second_decoder: per_split(np.concatenate([p[1] for p in parts]))}
+                attrs.update(decoder=model.decoder, second_decoder=model.second_decoder)
             attrs["transform_seconds"] = round(time.perf_counter() - start, 3)
             # passes over the store (in this process: a cluster's workers read on their own)
             attrs["passes_fit"] = round((read_fit - read_before) / n_voxels, 2)
@@ -355,7 +371,11 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
                 "%s k%d: the fit read the store %.1f times, the write pass %.1f",
                 method, dim, attrs["passes_fit"], attrs["passes_write"],
             )  # fmt: skip
-            xr.Dataset({"rmse": ("split", np.asarray(rmse))}, coords={"split": list(_SPLITS)}).to_zarr(
+            extra = {}
+            if readings:
+                extra["rmse_by_decoder"] = (("decoder", "split"), np.asarray(list(readings.values())))
+            coords = {"split": list(_SPLITS), **({"decoder": list(readings)} if readings else {})}
+            xr.Dataset({"rmse": ("split", np.asarray(rmse)), **extra}, coords=coords).to_zarr(
                 zarr_store(scratch, read_only=False, strict=False), mode="a", consolidated=False, zarr_format=3
             )
             open_group(scratch, mode="r+").attrs.update(attrs)
@@ -412,18 +432,20 @@ def _write_tasks(X, model, scratch: Path, rec_layout) -> list:
     ]
 
 
-def _write_block(model, X, scratch, a: int, b: int, rec_layout) -> np.ndarray:
+def _write_block(model, X, scratch, a: int, b: int, rec_layout):
     X = np.asarray(X, dtype=np.float32)
     Z = np.asarray(model.transform(X), dtype=np.float32)
     R = np.asarray(model.inverse_transform(Z), dtype=np.float32)
     sse = row_sse(R, X)
+    second = getattr(model, "second_decoder_", None)
+    sse2 = None if second is None else row_sse(model.inverse_transform_second(Z), X)
     with quiet_zarr():
         group = open_group(scratch, mode="r+")
         group["embedding"][a:b] = Z
         group["voxel_rmse"][a:b] = np.sqrt(sse / X.shape[1]).astype(np.float32)
         if rec_layout is not None:
             group["reconstruction"][a:b] = rec_layout.pack(R)
-    return sse
+    return sse, sse2
 
 
 def load_model(store, method: str, n_components: int, split: str | None = None):
@@ -439,8 +461,15 @@ def load_model(store, method: str, n_components: int, split: str | None = None):
 def rmse_table(store, *, methods=None, dims=None) -> pd.DataFrame:
     """Train and test RMSE of every result in the store (optionally of some methods and dims).
 
-    Columns: method, dim, split (the scheme), train_rmse, test_rmse, fit_seconds,
+    Columns: method, dim, split (the scheme), reading, train_rmse, test_rmse, fit_seconds,
     transform_seconds; sorted by method (in :data:`~brainzarr.models.METHODS` order) and dim.
+
+    ``reading`` says what the error measures. For t-SNE and UMAP, which have no inverse of their
+    own, there are two rows when both decoders were fitted: ``neighbourhood (kNN)``, the error
+    of averaging the nearest training voxels in the embedding (how well it keeps
+    neighbourhoods: nearly flat in the dimension), and ``compression (MLP decoder)``, the
+    error of a network that sees the k coordinates alone (how much k numbers carry). Other
+    methods have one row, ``reconstruction``.
     """
     store = as_store(store)
     rows = []
@@ -450,21 +479,28 @@ def rmse_table(store, *, methods=None, dims=None) -> pd.DataFrame:
             attrs = dict(node.attrs)
             if "rmse" not in node or "method" not in attrs:
                 continue
-            rmse = dict(zip(np.asarray(node["split"][:]).astype(str), np.asarray(node["rmse"][:], dtype=float)))
+            splits = np.asarray(node["split"][:]).astype(str)
+            readings = {None: dict(zip(splits, np.asarray(node["rmse"][:], dtype=float)))}
+            if "rmse_by_decoder" in node:
+                decoders = np.asarray(node["decoder"][:]).astype(str)
+                values = np.asarray(node["rmse_by_decoder"][:], dtype=float)
+                readings = {d: dict(zip(splits, values[i])) for i, d in enumerate(decoders)}
         if (methods is not None and attrs["method"] not in methods) or (dims is not None and attrs["dim"] not in dims):
             continue
-        rows.append(
-            {
-                "method": attrs["method"],
-                "dim": int(attrs["dim"]),
-                "split": attrs.get("split"),
-                "train_rmse": rmse["train"],
-                "test_rmse": rmse["test"],
-                "fit_seconds": attrs.get("fit_seconds"),
-                "transform_seconds": attrs.get("transform_seconds"),
-            }
-        )
-    columns = ["method", "dim", "split", "train_rmse", "test_rmse", "fit_seconds", "transform_seconds"]
+        for decoder, rmse in readings.items():
+            rows.append(
+                {
+                    "method": attrs["method"],
+                    "dim": int(attrs["dim"]),
+                    "split": attrs.get("split"),
+                    "reading": READINGS.get(decoder, "reconstruction"),
+                    "train_rmse": rmse["train"],
+                    "test_rmse": rmse["test"],
+                    "fit_seconds": attrs.get("fit_seconds"),
+                    "transform_seconds": attrs.get("transform_seconds"),
+                }
+            )
+    columns = ["method", "dim", "split", "reading", "train_rmse", "test_rmse", "fit_seconds", "transform_seconds"]
     table = pd.DataFrame(rows, columns=columns)
     order = {m: i for i, m in enumerate(METHODS)}
     return (

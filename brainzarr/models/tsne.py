@@ -107,6 +107,10 @@ class TSNE(NeighbourEmbedding):
         How ``inverse_transform`` maps the embedding back (see :mod:`.decoder`).
     decoder_components : int
         PCA scores the decoder predicts (its reconstruction ceiling).
+    second_decoder : {'mlp', 'knn'} or None
+        A second decoder fitted beside ``decoder`` for the other reading of the reconstruction
+        error (``inverse_transform_second``): the kNN decoder measures neighbourhoods, the MLP
+        decoder compression (:mod:`.decoder`). ``brainzarr fit`` fits the MLP one by default.
     decoder_options : dict, optional
         Keyword arguments of the decoder (e.g. ``{"n_neighbors": 10}`` or ``{"hidden": [256, 256]}``).
     device : {'auto', 'cpu', 'cuda'}
@@ -150,6 +154,7 @@ class TSNE(NeighbourEmbedding):
         decoder: str = "knn",
         decoder_components: int = 100,
         decoder_options: dict | None = None,
+        second_decoder: str | None = None,
         device: str = "auto",
         n_jobs: int = 1,
         random_state: int = 0,
@@ -168,6 +173,7 @@ class TSNE(NeighbourEmbedding):
         self.decoder = decoder
         self.decoder_components = decoder_components
         self.decoder_options = decoder_options
+        self.second_decoder = second_decoder
         self.device = device
         self.n_jobs = n_jobs
         self.random_state = random_state

@@ -79,6 +79,10 @@ class UMAP(NeighbourEmbedding):
         How ``inverse_transform`` maps the embedding back (see :mod:`.decoder`).
     decoder_components : int
         PCA scores the decoder predicts (its reconstruction ceiling).
+    second_decoder : {'mlp', 'knn'} or None
+        A second decoder fitted beside ``decoder`` for the other reading of the reconstruction
+        error (``inverse_transform_second``): the kNN decoder measures neighbourhoods, the MLP
+        decoder compression (:mod:`.decoder`). ``brainzarr fit`` fits the MLP one by default.
     decoder_options : dict, optional
         Keyword arguments of the decoder.
     device : {'auto', 'cpu', 'cuda'}
@@ -113,6 +117,7 @@ class UMAP(NeighbourEmbedding):
         decoder: str = "knn",
         decoder_components: int = 100,
         decoder_options: dict | None = None,
+        second_decoder: str | None = None,
         device: str = "auto",
         random_state: int = 0,
     ):
@@ -129,6 +134,7 @@ class UMAP(NeighbourEmbedding):
         self.decoder = decoder
         self.decoder_components = decoder_components
         self.decoder_options = decoder_options
+        self.second_decoder = second_decoder
         self.device = device
         self.random_state = random_state
 
