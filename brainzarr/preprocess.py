@@ -23,9 +23,17 @@ __all__ = [
     "spatial_blocks",
     "make_split",
     "SPLIT_SCHEMES",
+    "BLOCK_MM",
+    "BUFFER_MM",
+    "default_block_mm",
+    "default_buffer_mm",
 ]
 
 SPLIT_SCHEMES = ("random", "blocked")
+#: the blocked split's defaults (scripts/leak_curve.py; docs/design.md): a test voxel no longer
+#: finds an exact copy of itself among the training voxels past 16 mm (the AHBA samples' spacing)
+BUFFER_MM = 16.0
+BLOCK_MM = 48.0
 
 
 def _rank_window(n: int, q: float) -> tuple[int, float]:
@@ -142,13 +150,21 @@ def spatial_blocks(xyz, block_mm: float) -> np.ndarray:
 
 
 @renamed_kwargs(seed="random_state")
-def blocked_split(xyz, *, block_mm: float = 16.0, test_fraction: float = 0.2, random_state: int = 0) -> np.ndarray:
-    """'train'/'test' labels with whole cubes of ``block_mm`` in one set.
+def blocked_split(
+    xyz, *, block_mm: float = 16.0, test_fraction: float = 0.2, random_state: int = 0, buffer_mm: float = 0.0
+) -> np.ndarray:
+    """'train'/'test'/'buffer' labels with whole cubes of ``block_mm`` in one set.
 
     Cubes are visited in a seeded random order and go to test until it holds at least
-    ``test_fraction`` of the voxels, so no test voxel has a training voxel in its cube.
+    ``test_fraction`` of the voxels, so no test voxel has a training voxel in its cube. Voxels
+    outside the test cubes but within ``buffer_mm`` (centre to centre) of a test voxel are
+    ``'buffer'``: in neither set, as spatial cross-validation's exclusion zone, since a test
+    voxel's neighbour across a cube face is otherwise a near-copy in training.
     """
     _check_fraction(test_fraction)
+    if buffer_mm < 0:
+        raise ValueError(f"buffer_mm must be >= 0, got {buffer_mm}")
+    xyz = np.asarray(xyz, dtype=float)
     block = spatial_blocks(xyz, block_mm)
     counts = np.bincount(block)
     order = np.random.default_rng(random_state).permutation(len(counts))
@@ -157,16 +173,37 @@ def blocked_split(xyz, *, block_mm: float = 16.0, test_fraction: float = 0.2, ra
     n_test_blocks = int(np.searchsorted(cumulative, target)) + 1 if target > 0 else 0
     test_blocks = np.zeros(len(counts), dtype=bool)
     test_blocks[order[:n_test_blocks]] = True
-    return np.where(test_blocks[block], "test", "train").astype("<U5")
+    labels = np.where(test_blocks[block], "test", "train").astype("<U6")
+    test = labels == "test"
+    if buffer_mm > 0 and test.any() and (~test).any():
+        from scipy.spatial import cKDTree
+
+        dist, _ = cKDTree(xyz[test]).query(xyz[~test], k=1, distance_upper_bound=buffer_mm * (1 + 1e-9))
+        near = np.flatnonzero(~test)[np.isfinite(dist)]
+        labels[near] = "buffer"
+    return labels
+
+
+def default_buffer_mm(resolution_mm: float) -> float:
+    """The blocked split's buffer at a grid spacing: :data:`BUFFER_MM`, and at least one voxel."""
+    return float(max(BUFFER_MM, resolution_mm))
+
+
+def default_block_mm(resolution_mm: float) -> float:
+    """The blocked split's cube edge at a grid spacing: :data:`BLOCK_MM`, and at least 6 voxels
+    (so the buffer around a test cube stays thinner than the cube)."""
+    return float(max(BLOCK_MM, 6 * resolution_mm))
 
 
 @renamed_kwargs(seed="random_state")
-def make_split(scheme: str, xyz, *, test_fraction=0.2, random_state=0, block_mm=16.0) -> np.ndarray:
+def make_split(scheme: str, xyz, *, test_fraction=0.2, random_state=0, block_mm=16.0, buffer_mm=0.0) -> np.ndarray:
     """Dispatch to :func:`random_split` or :func:`blocked_split`."""
     if scheme == "random":
         return random_split(len(xyz), test_fraction=test_fraction, random_state=random_state)
     if scheme == "blocked":
-        return blocked_split(xyz, block_mm=block_mm, test_fraction=test_fraction, random_state=random_state)
+        return blocked_split(
+            xyz, block_mm=block_mm, test_fraction=test_fraction, random_state=random_state, buffer_mm=buffer_mm
+        )
     raise ValueError(f"unknown split {scheme!r}; choose from {', '.join(SPLIT_SCHEMES)}")
 
 

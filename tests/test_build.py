@@ -69,7 +69,10 @@ def test_store_coordinates_and_splits(small_store):
     np.testing.assert_array_equal(grid.ijk, ref.ijk)
     np.testing.assert_allclose(np.column_stack([ds[c].values for c in "xyz"]), ref.xyz)
     np.testing.assert_array_equal(ds["split_random"].values, random_split(3666, random_state=1))
-    np.testing.assert_array_equal(ds["split_blocked"].values, blocked_split(ref.xyz, random_state=1))
+    blocked = blocked_split(ref.xyz, block_mm=48, buffer_mm=16, random_state=1)  # the defaults at 8 mm
+    np.testing.assert_array_equal(ds["split_blocked"].values, blocked)
+    assert set(np.unique(blocked)) == {"train", "test", "buffer"}
+    assert ds.attrs["provenance"]["split"]["buffer_mm"] == 16.0 and ds.attrs["provenance"]["split"]["block_mm"] == 48.0
     np.testing.assert_array_equal(ds["split"].values, ds["split_random"].values)
     assert ds.attrs["grid_shape"] == list(ref.shape) and np.allclose(ds.attrs["affine"], ref.affine)
     # grid info travels with selections
@@ -81,8 +84,15 @@ def test_store_coordinates_and_splits(small_store):
 def test_blocked_split_choice(tmp_path):
     out = build_store(tmp_path / "b.zarr", resolution=8, genes=5, split="blocked", block_mm=24, random_state=5)
     ds = open_store(out)
-    np.testing.assert_array_equal(ds["split"].values, blocked_split(mni152_grid(8).xyz, block_mm=24, random_state=5))
-    assert ds.attrs["provenance"]["split"] == {"scheme": "blocked", "test_fraction": 0.2, "seed": 5, "block_mm": 24.0}
+    expected = blocked_split(mni152_grid(8).xyz, block_mm=24, buffer_mm=16, random_state=5)
+    np.testing.assert_array_equal(ds["split"].values, expected)
+    assert ds.attrs["provenance"]["split"] == {
+        "scheme": "blocked",
+        "test_fraction": 0.2,
+        "seed": 5,
+        "block_mm": 24.0,
+        "buffer_mm": 16.0,
+    }
 
 
 def test_rebuild_is_a_noop_other_settings_need_overwrite(tmp_path):

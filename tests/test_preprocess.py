@@ -52,6 +52,30 @@ def test_random_split_is_seeded_80_20():
         random_split(10, test_fraction=1.5)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    block_mm=st.sampled_from([8.0, 16.0, 24.0, 48.0]),
+    buffer_mm=st.sampled_from([0.0, 4.0, 8.0, 16.0]),
+)
+def test_blocked_split_buffer_separates_train_from_test(seed, block_mm, buffer_mm):
+    from scipy.spatial import cKDTree
+
+    xyz = np.random.default_rng(seed).uniform(-60, 60, (1500, 3))
+    labels = blocked_split(xyz, block_mm=block_mm, buffer_mm=buffer_mm, random_state=seed)
+    unbuffered = blocked_split(xyz, block_mm=block_mm, random_state=seed)
+    # the buffer only takes voxels from training; the test cubes do not move
+    np.testing.assert_array_equal(labels == "test", unbuffered == "test")
+    assert set(np.flatnonzero(labels == "buffer")) <= set(np.flatnonzero(unbuffered == "train"))
+    tree = cKDTree(xyz[labels == "test"])
+    if (labels == "train").any():
+        assert tree.query(xyz[labels == "train"])[0].min() > buffer_mm
+    if (labels == "buffer").any():
+        assert tree.query(xyz[labels == "buffer"])[0].max() <= buffer_mm * (1 + 1e-9)
+    with pytest.raises(ValueError, match="buffer_mm"):
+        blocked_split(xyz, buffer_mm=-1)
+
+
 def test_blocked_split_keeps_cubes_whole():
     rng = np.random.default_rng(0)
     xyz = rng.uniform(-80, 80, (5000, 3))

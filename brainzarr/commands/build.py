@@ -45,7 +45,14 @@ def add_build_arguments(p, *, out_required=True):
     p.add_argument("--same-hemisphere", action="store_true", help="use only samples of the voxel's hemisphere")
     p.add_argument("--split", choices=("random", "blocked"), default="random", help="train/test split scheme")
     p.add_argument("--test-fraction", type=fraction, default=0.2)
-    p.add_argument("--block-mm", type=positive_float, default=16.0, help="cube edge of the blocked split")
+    p.add_argument(
+        "--block-mm", type=positive_float, help="cube edge of the blocked split (default 48 mm, >= 6 voxels)"
+    )
+    p.add_argument(
+        "--buffer-mm",
+        type=float,
+        help="voxels this close to a test cube are in neither set (blocked split; default 16 mm, >= 1 voxel)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds the synthetic source and the splits")
     p.add_argument("--chunks", type=chunk_shape, default=(4096, 128), help="chunk shape voxels,genes")
     g = p.add_argument_group("layout (docs/design.md: how the default was chosen)")
@@ -127,6 +134,7 @@ def run_build(args) -> Path:
         split=args.split,
         test_fraction=args.test_fraction,
         block_mm=args.block_mm,
+        buffer_mm=args.buffer_mm,
         random_state=args.seed,
         chunks=tuple(args.chunks),
         layout=Layout(

@@ -256,6 +256,7 @@ def predict_targets(
             "split": scheme,
             **scores,
             "n_excluded": int((~ok).sum()),
+            "n_buffer": int((ok & (labels == "buffer")).sum()),  # the blocked split's exclusion zone
             "seed": random_state,
             "block_mm": float(block_mm) if scheme == "blocked" else np.nan,
         }
@@ -280,6 +281,7 @@ def predict_targets(
         "n_train",
         "n_test",
         "n_excluded",
+        "n_buffer",
         "best_params",
         "seed",
         "block_mm",

@@ -39,8 +39,8 @@ SPLIT_EXPLANATION = {
     ),
     "blocked": (
         "the honest split: whole cubes of {block_mm:g} mm (on a grid anchored at MNI 0) are held out "
-        "together until 20 % of the voxels are test, and the cross-validation folds inside the "
-        "training voxels are whole cubes too. Numbers under this split measure how well a "
+        "together until 20 % of the voxels are test{buffer}, and the cross-validation folds inside "
+        "the training voxels are whole cubes too. Numbers under this split measure how well a "
         "representation generalises to brain regions it has not seen."
     ),
 }
@@ -85,11 +85,21 @@ def _split_section(ds, attrs, block_mm, fitted) -> str:
     parts = ["<h2>Train/test splits</h2>"]
     for scheme in ("random", "blocked"):
         labels = split_labels(ds, scheme)
-        n_test, n = int((labels == "test").sum()), len(labels)
-        text = SPLIT_EXPLANATION[scheme].format(block_mm=block_mm)
+        n_test, n_train = int((labels == "test").sum()), int((labels == "train").sum())
+        n_buffer = len(labels) - n_test - n_train
+        split_prov = attrs.get("provenance", {}).get("split", {})
+        buffer_mm = float(split_prov.get("buffer_mm") or 0.0)
+        buffer_text = (
+            f"; voxels within {buffer_mm:g} mm of a test voxel are in neither set (a buffer, so no "
+            "training voxel is a near-copy of a test voxel across a cube face)"
+            if n_buffer
+            else "; there is no buffer between test and training cubes"
+        )
+        text = SPLIT_EXPLANATION[scheme].format(block_mm=block_mm, buffer=buffer_text)
+        buffered = f", {n_buffer:,} in the buffer" if n_buffer else ""
         parts.append(
             f"<div class='split {scheme}'><b>{scheme} split</b>: {html.escape(text)} "
-            f"<br>{n - n_test:,} training and {n_test:,} test voxels "
+            f"<br>{n_train:,} training and {n_test:,} test voxels{buffered} "
             f"(seed {attrs.get('provenance', {}).get('split', {}).get('seed', '?')}).</div>"
         )
     if fitted:

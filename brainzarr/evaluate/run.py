@@ -184,7 +184,7 @@ def run_evaluation(
     ds = open_store(store)
     schemes = split_schemes(split)
     if block_mm is None:
-        block_mm = float(attrs.get("provenance", {}).get("split", {}).get("block_mm", 16.0))
+        block_mm = float(attrs.get("provenance", {}).get("split", {}).get("block_mm") or 16.0)
     grid = parse_grid(grid)
     files = {}
     out = Path(out_dir) if out_dir is not None else None
