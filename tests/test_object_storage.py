@@ -39,9 +39,13 @@ def s3(s3_endpoint, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     options = {"endpoint_url": s3_endpoint}
     bucket = f"b{uuid.uuid4().hex[:12]}"
+    # fsspec caches filesystem instances with the credentials they were made with: a test that
+    # ran without credentials must not hand its instances to the next one
+    s3fs.S3FileSystem.clear_instance_cache()
     s3fs.S3FileSystem(**options).mkdir(bucket)
     s3fs.S3FileSystem.clear_instance_cache()
-    return bucket, options
+    yield bucket, options
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 def _url(s3, name):

@@ -164,8 +164,10 @@ def test_blocked_split_is_used_and_recorded(store):
 
 def test_rmse_table(store, pca8):
     table = rmse_table(store)
-    assert list(table.columns[:5]) == ["method", "dim", "split", "train_rmse", "test_rmse"]
-    row = table[(table["method"] == "pca") & (table["dim"] == 8)].iloc[0]
+    assert list(table.columns[:6]) == ["method", "dim", "split", "reading", "train_rmse", "test_rmse"]
+    rows = table[(table["method"] == "pca") & (table["dim"] == 8)]
+    assert len(rows) == 1  # PCA has one reading: its own inverse transform
+    row = rows.iloc[0]
     result = xr.open_zarr(store, group="representations/random/pca/k8", consolidated=False)
     assert row["test_rmse"] == pytest.approx(float(result["rmse"].sel(split="test")))
     assert list(rmse_table(store, methods=["pca"], dims=[8])["dim"]) == [8]
