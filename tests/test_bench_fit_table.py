@@ -1,16 +1,14 @@
 """bench_fit's PCA comparison table, with the loader rows (dim None) mixed in as --loaders adds them."""
 
-import importlib.util
+import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_fit.py"
+sys.path.insert(0, str(Path(__file__).parent))
+from scripts_loader import load_script  # noqa: E402
 
 
 def _bench_fit():
-    spec = importlib.util.spec_from_file_location("bench_fit", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_fit")
 
 
 def test_comparison_table_ratios_with_loader_rows():

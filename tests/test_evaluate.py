@@ -357,6 +357,50 @@ def test_report_links_existing_figures_and_names_both_splits(evaluation, store):
     assert f"{mean:.3f}" in page
 
 
+def test_report_viewers_hover_scatters_and_error_maps(evaluation, store, tmp_path, capsys):
+    """The interactive parts without a browser (the browser test is tests/test_evaluate_report.py):
+    every frame's page exists and is standalone, the scatters' hover titles are real voxel
+    coordinates, and the error map is each voxel's RMSE."""
+    from brainzarr.evaluate import reconstruction_histogram
+    from brainzarr.evaluate.viewers import MAX_SCATTER_POINTS
+    from brainzarr.exceptions import UnknownGeneError
+
+    _, out = evaluation
+    ds = open_store(store)
+    gene = str(ds["gene"].values[5])
+    page = write_report(store, out, gene=gene).read_text()
+    frames = re.findall(r"<iframe src='([^']+)'", page)
+    assert sorted(frames) == sorted(
+        [f"viewers/{rep}_c{c}.html" for rep in ("pca-k2", "nmf-k2", "ica-k2") for c in (1, 2)]
+        + [f"viewers/gene_{gene}.html"]
+        + [f"viewers/error_{rep}_random_split.html" for rep in ("pca-k2", "nmf-k2")]
+    )
+    for src in frames:
+        viewer = (out / src).read_text()
+        assert "brainsprite" in viewer and 'rel="icon"' not in viewer and 'src="http' not in viewer, src
+    assert f"{gene} expression" in (out / f"viewers/gene_{gene}.html").read_text()
+
+    voxels = {tuple(v) for v in np.column_stack([ds[c].values for c in ("x", "y", "z")]).tolist()}
+    scatters = re.findall(r"<svg class='scatter'.*?</svg>", page, re.S)
+    assert len(scatters) == 3
+    for svg in scatters:
+        hovered = [tuple(map(float, t)) for t in re.findall(r"MNI x=(\S+) y=(\S+) z=(\S+) mm", svg)]
+        assert len(hovered) == len(set(hovered)) == min(ds.sizes["voxel"], MAX_SCATTER_POINTS)
+        assert set(hovered) <= voxels
+
+    _, _, voxel_rmse = reconstruction_histogram(store, "representations/pca/k2", return_voxel_rmse=True)
+    recon = read_group(store, "representations/pca/k2")["reconstruction"].values
+    expected = np.sqrt(np.mean((recon.astype(np.float64) - ds["expression"].values) ** 2, axis=1))
+    np.testing.assert_allclose(voxel_rmse.values, expected, rtol=1e-4, atol=1e-6)
+    assert voxel_rmse.dims == ("voxel",) and "x" in voxel_rmse.coords
+
+    with pytest.raises(UnknownGeneError, match="NOT_A_GENE"):
+        write_report(store, tmp_path / "r", gene="NOT_A_GENE")
+    assert main(["report", str(store), "-o", str(tmp_path / "r"), "--gene", "NOT_A_GENE"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NOT_A_GENE" in err[0] and not (tmp_path / "r" / "index.html").exists()
+
+
 def store_split_labels(store):
     from brainzarr.evaluate.results import split_labels
 

@@ -14,8 +14,8 @@ def _run(args):
     store = store_path(args)
     targets = resolve_targets(args.targets, store, args.out)
     with dask_client(args):
-        index = write_report(store, args.out, targets, **options)
-    print(f"wrote {index}  (open it in a browser; figures in {index.parent / 'figures'})")
+        index = write_report(store, args.out, targets, gene=args.gene, **options)
+    print(f"wrote {index}  (open it in a browser; figures and viewers in {index.parent})")
 
 
 def register(sub):
@@ -27,4 +27,5 @@ def register(sub):
         "random and the blocked split.",
     )
     add_evaluation_arguments(p)
+    p.add_argument("--gene", help="the gene shown in an interactive slice viewer (default: the store's first)")
     p.set_defaults(func=_run)

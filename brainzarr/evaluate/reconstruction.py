@@ -115,19 +115,37 @@ def _block_sse(expr, recon, a: int, b: int, labels, names):
 
 
 def reconstruction_histogram(
-    store, group: str, *, subset=None, bins: int = 100, value_range=(0.0, 1.0), ds: xr.Dataset | None = None
+    store,
+    group: str,
+    *,
+    subset=None,
+    bins: int = 100,
+    value_range=(0.0, 1.0),
+    ds: xr.Dataset | None = None,
+    return_voxel_rmse: bool = False,
 ):
-    """2-D histogram of (original, reconstructed) values, streamed; ``subset``: bool per voxel."""
+    """2-D histogram of (original, reconstructed) values, streamed; ``subset``: bool per voxel.
+
+    Returns ``(counts, edges)``, and with ``return_voxel_rmse`` also each voxel's RMSE over the
+    genes (every voxel, whatever ``subset``), as a ``(voxel,)`` DataArray with the store's voxel
+    coordinates, from the same pass (NaN where the reconstruction has no row).
+    """
     ds = open_store(store) if ds is None else ds
     counts = np.zeros((bins, bins), dtype=np.int64)
     edges = np.linspace(value_range[0], value_range[1], bins + 1)
+    voxel_rmse = np.full(ds.sizes["voxel"], np.nan, dtype=np.float32) if return_voxel_rmse else None
     for rows, x, r in _pairs(store, group, ds):
+        if voxel_rmse is not None:
+            voxel_rmse[rows] = np.sqrt(row_sse(r, x) / x.shape[1])
         if subset is not None:
             keep = np.asarray(subset)[rows]
             x, r = x[keep], r[keep]
         h, _, _ = np.histogram2d(x.ravel(), r.ravel(), bins=(edges, edges))
         counts += h.astype(np.int64)
-    return counts, edges
+    if voxel_rmse is None:
+        return counts, edges
+    coords = {c: ds[c] for c in ("voxel", "i", "j", "k", "x", "y", "z") if c in ds.coords}
+    return counts, edges, xr.DataArray(voxel_rmse, dims=("voxel",), coords=coords, name="voxel_rmse")
 
 
 def _table_one(store, methods=None, dims=None) -> xr.DataArray:

@@ -2,7 +2,9 @@
 
 ``write_report(store, out_dir)`` writes ``out_dir/index.html`` and ``out_dir/figures/*.png``
 (and, when targets are given, runs :func:`~brainzarr.evaluate.run_evaluation` into the same
-folder first). The page opens in any browser from the file system: no scripts, no network.
+folder first). The page opens in any browser from the file system, with no network: its
+interactive slice viewers (``out_dir/viewers/*.html``, nilearn's brainsprite, scripts inlined)
+are embedded as frames, and the embedding scatters show a voxel's MNI coordinates on hover.
 Every prediction number is shown under the random split and under the blocked split, side by
 side, and the page says which is which.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import pandas as pd
 
 from .._location import location
 from .._version import __version__
+from ..exceptions import UnknownGeneError
 from ..store import check_schema, open_store
 from . import figures
 from .reconstruction import reconstruction_frame, reconstruction_histogram, reconstruction_table
@@ -27,6 +31,7 @@ from .run import load_evaluation, run_evaluation, summary_table
 from .stats import anova_tukey
 from .synthetic_targets import DESCRIPTIONS
 from .targets import load_embedding
+from .viewers import embedding_scatter_svg, write_viewer
 
 __all__ = ["write_report", "SPLIT_EXPLANATION"]
 
@@ -56,7 +61,7 @@ img{max-width:100%;border:1px solid #ddd;margin:.5em 0}body>figure img{max-width
 .split{padding:.6em 1em;margin:.5em 0;border-left:6px solid}
 .random{border-color:#d95f02;background:#fdf0e6}.blocked{border-color:#1b9e77;background:#e8f6f1}
 .note{color:#555;font-size:.92em}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:1em}
-.grid figure{margin:0}table.kv td,table.kv th{text-align:left}
+.grid figure{margin:0}.viewer iframe{border:1px solid #ccc;max-width:100%}table.kv td,table.kv th{text-align:left}
 figcaption{font-size:.88em;color:#444}code{background:#f4f4f4;padding:0 .2em}
 """
 
@@ -78,7 +83,8 @@ def _figure(path: Path, out_dir: Path, caption: str) -> str:
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(name))
+    """A file name from a label: ``"nmf-k2 (random split)"`` -> ``"nmf-k2_random_split"``."""
+    return re.sub(r"[^A-Za-z0-9-]+", "_", str(name)).strip("_")
 
 
 def _split_section(ds, attrs, block_mm, fitted) -> str:
@@ -113,7 +119,8 @@ def _split_section(ds, attrs, block_mm, fitted) -> str:
     return "\n".join(parts)
 
 
-def _recon_section(store, frame, reps, out_dir, fig_dir, ds) -> str:
+def _recon_section(store, frame, reps, out_dir, fig_dir, ds, error_maps: dict) -> str:
+    """The reconstruction tables and figures; fills ``error_maps`` with each method's per-voxel RMSE."""
     parts = ["<h2>Reconstruction</h2>"]
     if frame.empty:
         return parts[0] + "<p class='note'>No fitted representation with a reconstruction in the store.</p>"
@@ -146,9 +153,11 @@ def _recon_section(store, frame, reps, out_dir, fig_dir, ds) -> str:
             continue
         rep = min(candidates, key=lambda r: r.dim)
         subset = split_labels(ds, rep.split_scheme) == "test" if rep.split_scheme else None
-        hists[f"{rep.name} ({rep.split_scheme or '?'} split)"] = reconstruction_histogram(
-            store, rep.group, subset=subset, ds=ds
+        label = f"{rep.name} ({rep.split_scheme or '?'} split)"
+        counts, edges, error_maps[label] = reconstruction_histogram(
+            store, rep.group, subset=subset, ds=ds, return_voxel_rmse=True
         )
+        hists[label] = (counts, edges)
     if hists:
         figs.append(
             _figure(
@@ -180,6 +189,51 @@ def _embedding_section(embeddings, out_dir, fig_dir) -> str:
         path = figures.plot_brain_maps(maps, fig_dir / f"brain_{_safe(name)}.png")
         brains.append(_figure(path, out_dir, f"{name}: first two components on the brain (orthogonal slices)."))
     parts.append("<h3>Brain projections</h3><div class='grid'>" + "".join(brains) + "</div>")
+    return "\n".join(parts)
+
+
+def _viewer_frame(path: Path, out_dir: Path, caption: str) -> str:
+    rel = path.relative_to(out_dir).as_posix()
+    return (
+        f"<figure class='viewer'><iframe src='{html.escape(rel)}' title='{html.escape(caption)}' "
+        f"width='640' height='330'></iframe><figcaption>{html.escape(caption)} "
+        f"<a href='{html.escape(rel)}'>open alone</a></figcaption></figure>"
+    )
+
+
+def _interactive_section(embeddings, gene_map, error_maps, out_dir) -> str:
+    """Slice viewers of every map (embedding components, a gene, reconstruction error) and
+    hoverable scatters of the 2-D embeddings."""
+    parts = [
+        "<h2>Interactive views</h2>",
+        "<p class='note'>Click a slice viewer to move its cursor (it shows the MNI coordinates and "
+        "the value there); hover a point of a scatter for its voxel's MNI coordinates. Points are "
+        "coloured by MNI y, from posterior (dark) to anterior (yellow).</p>",
+    ]
+    view_dir = out_dir / "viewers"
+    for name, emb in embeddings.items():
+        svg, n_drawn = embedding_scatter_svg(emb, title=f"{name}: 2-D embedding")
+        n_total = int(np.isfinite(emb.values).all(axis=1).sum())
+        sample = (
+            f"all {n_drawn:,} voxels" if n_drawn == n_total else f"{n_drawn:,} of {n_total:,} voxels (seeded sample)"
+        )
+        cells = [f"<figure class='viewer'>{svg}<figcaption>{html.escape(name)}: {sample}.</figcaption></figure>"]
+        for c in emb["component"].values[:2]:
+            path = write_viewer(
+                emb.sel(component=c), view_dir / f"{_safe(name)}_c{int(c)}.html", title=f"{name} component {int(c)}"
+            )
+            cells.append(_viewer_frame(path, out_dir, f"{name}, component {int(c)}"))
+        parts.append(f"<h3>{html.escape(name)}</h3><div class='grid'>" + "".join(cells) + "</div>")
+    cells = []
+    if gene_map is not None:
+        gene = str(gene_map["gene"].values)
+        path = write_viewer(gene_map, view_dir / f"gene_{_safe(gene)}.html", title=f"{gene} expression")
+        cells.append(_viewer_frame(path, out_dir, f"{gene} expression (scaled to [0, 1])"))
+    for label, err in error_maps.items():
+        path = write_viewer(err, view_dir / f"error_{_safe(label)}.html", title=f"{label} RMSE", cmap="magma")
+        cells.append(_viewer_frame(path, out_dir, f"{label}: reconstruction RMSE of each voxel over the genes"))
+    if cells:
+        parts.append("<h3>Expression and reconstruction error</h3><div class='grid'>" + "".join(cells) + "</div>")
     return "\n".join(parts)
 
 
@@ -270,6 +324,7 @@ def write_report(
     dims=(2,),
     split: str = "both",
     embeddings: dict | None = None,
+    gene: str | None = None,
     progress: bool | None = None,
     **evaluate_options,
 ) -> Path:
@@ -280,7 +335,7 @@ def write_report(
     store : str or Path
         The store.
     out_dir : str or Path
-        The report folder: ``index.html`` and ``figures/``.
+        The report folder: ``index.html``, ``figures/`` and ``viewers/``.
     targets : directory or files, optional
         Evaluate these target maps first (:func:`~brainzarr.evaluate.run_evaluation`, outputs in
         ``out_dir``). Without targets the report shows the evaluation last saved in the store
@@ -293,6 +348,8 @@ def write_report(
         Split schemes evaluated when ``targets`` are given.
     embeddings : dict, optional
         External embeddings (see :func:`~brainzarr.evaluate.run_evaluation`).
+    gene : str, optional
+        The gene shown in an interactive viewer (default: the store's first gene).
     **evaluate_options
         Passed to :func:`~brainzarr.evaluate.run_evaluation` (grid, seed, n_jobs, ...).
 
@@ -304,6 +361,9 @@ def write_report(
     store, out_dir = location(store), Path(out_dir)
     attrs = check_schema(store)
     ds = open_store(store)
+    gene = str(ds["gene"].values[0]) if gene is None else gene
+    if gene not in set(ds["gene"].values):
+        raise UnknownGeneError(f"gene {gene!r} is not in the store ({ds.sizes['gene']:,} genes)")
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     record = {}
@@ -358,12 +418,14 @@ def write_report(
         ],
         columns=["", "value"],
     )
+    error_maps = {}
     body = [
         f"<h1>brainzarr report: {html.escape(store.name)}</h1>",
         _table(overview, classes="kv"),
         _split_section(ds, attrs, block_mm, fitted),
-        _recon_section(store, frame, reps, out_dir, fig_dir, ds),
+        _recon_section(store, frame, reps, out_dir, fig_dir, ds, error_maps),
         _embedding_section(embeddings_2d, out_dir, fig_dir),
+        _interactive_section(embeddings_2d, ds["expression"].sel(gene=gene).compute(), error_maps, out_dir),
         _prediction_section(prediction, target_maps, embeddings_2d, out_dir, fig_dir),
         (
             f"<p class='note'>brainzarr {html.escape(str(__version__))}; report written in "
