@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from .grid import Grid
-from .nifti import NIFTI_SUFFIXES, save_nifti, to_nifti, to_volume, voxel_grid
+from .nifti import NIFTI_SUFFIXES, to_nifti, to_volume, voxel_grid, write_nifti
 
 __all__ = ["BrainArrayAccessor"]
 
@@ -26,13 +26,17 @@ class BrainArrayAccessor:
         self._da = da
 
     def to_nifti(self, path=None, background: float = 0.0, *, grid=None, dtype=np.float32) -> nib.Nifti1Image:
-        """The image (see :func:`brainzarr.nifti.to_nifti`); saved to ``path`` (.nii or .nii.gz) when given."""
-        if path is not None and not str(path).endswith(NIFTI_SUFFIXES):
+        """The image (see :func:`brainzarr.nifti.to_nifti`).
+
+        With ``path`` (.nii or .nii.gz) the file is written a few volumes at a time
+        (:func:`brainzarr.nifti.write_nifti`, memory independent of the number of volumes) and
+        the image returned is the saved file, loaded lazily.
+        """
+        if path is None:
+            return to_nifti(self._da, grid, background=background, dtype=dtype)
+        if not str(path).endswith(NIFTI_SUFFIXES):
             raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {Path(path).name!r}")
-        img = to_nifti(self._da, grid, background=background, dtype=dtype)
-        if path is not None:
-            save_nifti(img, path)
-        return img
+        return nib.load(write_nifti(self._da, path, grid, background=background, dtype=dtype))
 
     def to_volume(self, background: float = 0.0, *, grid=None, dtype=None) -> np.ndarray:
         """The values on the full 3-D (or 4-D) grid as a numpy array; ``background`` elsewhere."""

@@ -56,11 +56,21 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from ._disk import require_free
 from ._version import __version__
 from .grid import MNI152_SPACE, Grid, ijk_to_xyz
 from .store import grid_info
 
-__all__ = ["to_nifti", "from_nifti", "save_nifti", "to_volume", "voxel_grid", "MNI_BRAIN_BOX", "NIFTI_SUFFIXES"]
+__all__ = [
+    "to_nifti",
+    "write_nifti",
+    "from_nifti",
+    "save_nifti",
+    "to_volume",
+    "voxel_grid",
+    "MNI_BRAIN_BOX",
+    "NIFTI_SUFFIXES",
+]
 
 #: Extent of the MNI152 brain in millimetres: (min, max) along x, y and z.
 MNI_BRAIN_BOX = np.array([[-90.0, 91.0], [-126.0, 91.0], [-72.0, 109.0]])
@@ -214,17 +224,20 @@ def _jsonable(values) -> list:
     return [_label(v) for v in values]
 
 
+def _out_dtype(da: xr.DataArray, background: float, dtype) -> np.dtype:
+    if dtype is None:
+        dtype = np.result_type(da.dtype, np.float32) if np.isnan(background) else da.dtype
+    dtype = np.dtype(dtype)
+    if np.isnan(background) and dtype.kind != "f":
+        raise ValueError(f"background NaN needs a floating dtype, got {dtype}")
+    return dtype
+
+
 def _volume(da: xr.DataArray, grid, background, dtype):
     """(volume, affine, space, other_dim): the DataArray's values placed on its grid."""
     other = _other_dim(da)
     ijk, affine, shape, space = _placement(da, grid)
-    dtype = (
-        np.dtype(dtype)
-        if dtype is not None
-        else (np.result_type(da.dtype, np.float32) if np.isnan(background) else da.dtype)
-    )
-    if np.isnan(background) and dtype.kind != "f":
-        raise ValueError(f"background NaN needs a floating dtype, got {dtype}")
+    dtype = _out_dtype(da, background, dtype)
     data = da.transpose("voxel", *([other] if other else [])).data
     if not isinstance(data, np.ndarray):  # dask (or another lazy array): compute once
         data = data.compute() if hasattr(data, "compute") else np.asarray(data)
@@ -235,7 +248,13 @@ def _volume(da: xr.DataArray, grid, background, dtype):
     return vol, np.asarray(affine, float), space, other
 
 
-def _set_header(img: nib.Nifti1Image, affine, space, da: xr.DataArray, other, values) -> None:
+def _finite_range(values) -> tuple[float, float] | None:
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
+    # + 0.0: -0.0 and 0.0 are the same range, whichever a reduction meets first
+    return (float(finite.min()) + 0.0, float(finite.max()) + 0.0) if finite.size else None
+
+
+def _set_header(img: nib.Nifti1Image, affine, space, da: xr.DataArray, other, cal) -> None:
     code = "mni" if _is_mni(space) else "aligned"
     img.set_sform(affine, code=code)
     img.set_qform(affine, code=code)
@@ -247,9 +266,8 @@ def _set_header(img: nib.Nifti1Image, affine, space, da: xr.DataArray, other, va
     name = str(da.name) if da.name is not None else ""
     label = next(iter(scalars.values()), name) if len(scalars) == 1 else name
     hdr.set_intent("estimate", name=label.encode("ascii", "replace").decode()[:15])
-    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
-    if finite.size:
-        hdr["cal_min"], hdr["cal_max"] = float(finite.min()), float(finite.max())
+    if cal is not None:
+        hdr["cal_min"], hdr["cal_max"] = cal
     descrip = " ".join(["brainzarr", name] + [f"{k}={v}" for k, v in scalars.items()]).strip()
     hdr["descrip"] = descrip.encode("ascii", "replace")[:79]
     meta = {
@@ -310,17 +328,113 @@ def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.f
     vol, affine, space, other = _volume(da, grid, float(background), dtype)
     img = nib.Nifti1Image(vol, affine)
     img.header.set_data_dtype(vol.dtype)
-    _set_header(img, affine, space, da, other, vol)
+    _set_header(img, affine, space, da, other, _finite_range(vol))
     return img
 
 
-def save_nifti(img: nib.Nifti1Image, path) -> Path:
-    """Save ``img`` to ``path`` (must end in .nii or .nii.gz); return the path."""
+#: volumes held at once by :func:`write_nifti`
+WRITE_MEMORY_BYTES = 256 * 2**20
+
+
+def write_nifti(
+    da: xr.DataArray,
+    path,
+    grid=None,
+    *,
+    background: float = 0.0,
+    dtype=np.float32,
+    max_memory: int = WRITE_MEMORY_BYTES,
+) -> Path:
+    """Write a voxel-indexed DataArray as a NIfTI file, a few volumes at a time.
+
+    The file is the one ``save_nifti(to_nifti(da, grid, ...), path)`` writes, but the image is
+    never whole in memory: a 1 mm 128-component embedding is 4.4 GB as a 4-D float32 volume,
+    while this holds at most ``max_memory`` bytes of volumes (at least one 3-D volume) and
+    reads a dask-backed array in its chunks, one group of volumes per pass over it.
+
+    Parameters
+    ----------
+    da, grid, background, dtype
+        As :func:`to_nifti`.
+    path : str or Path
+        Ends in ``.nii`` or ``.nii.gz``; its folder must exist.
+    max_memory : int
+        Bytes of volumes held at once (default 256 MiB).
+
+    Returns
+    -------
+    Path
+    """
+    from nibabel.volumeutils import seek_tell
+
+    path = _checked_nifti_path(path)
+    background = float(background)
+    other = _other_dim(da)
+    ijk, affine, shape, space = _placement(da, grid)
+    dtype = _out_dtype(da, background, dtype)
+    data = da.transpose("voxel", *([other] if other else []))
+    n_vol = da.sizes[other] if other else 1
+
+    def values(start, stop):
+        part = data if other is None else data.isel({other: slice(start, stop)})
+        out = np.asarray(part.values, dtype=dtype)
+        return out.reshape(len(out), -1)
+
+    shape = tuple(int(n) for n in shape)
+    full_shape = shape + ((n_vol,) if other else ())
+    if not str(path).endswith(".gz"):  # a .nii.gz is smaller by how well the data compress: unknown before
+        require_free(path.parent, int(np.prod(full_shape)) * dtype.itemsize, f"the NIfTI file {path.name}")
+    per_volume = int(np.prod(shape)) * dtype.itemsize + da.sizes["voxel"] * max(dtype.itemsize, da.dtype.itemsize)
+    group = max(1, min(n_vol, int(max_memory) // per_volume))
+
+    # cal_min/cal_max go in the header, before the data: a first pass for the range (kept
+    # when one group holds every volume, so a single map is read once)
+    lo, hi = np.inf, -np.inf
+    blocks = [(start, min(n_vol, start + group)) for start in range(0, n_vol, group)]
+    kept = None
+    for start, stop in blocks:
+        block = values(start, stop)
+        kept = block if len(blocks) == 1 else None
+        cal = _finite_range(block)
+        if cal is not None:
+            lo, hi = min(lo, cal[0]), max(hi, cal[1])
+        del block
+    if len(ijk) < int(np.prod(shape)) and np.isfinite(background):
+        lo, hi = min(lo, background) + 0.0, max(hi, background) + 0.0
+    cal = (lo, hi) if lo <= hi else None
+
+    img = nib.Nifti1Image(np.broadcast_to(np.zeros((), dtype), full_shape), affine)  # a view: no memory
+    img.header.set_data_dtype(dtype)
+    _set_header(img, affine, space, da, other, cal)
+    img.update_header()
+    hdr = img.header
+    hdr.set_slope_inter(1.0, 0.0)  # what nibabel writes for unscaled data
+    file_map = img.filespec_to_file_map(str(path))
+    with file_map["image"].get_prepare_fileobj(mode="wb") as fobj:
+        hdr.write_to(fobj)
+        seek_tell(fobj, hdr.get_data_offset(), write0=True)
+        volume = np.empty(shape, dtype=dtype, order="F")
+        for start, stop in blocks:
+            block = kept if kept is not None else values(start, stop)
+            for j in range(stop - start):
+                volume.fill(background)
+                volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = block[:, j]
+                fobj.write(volume.T.data)  # volume.T is C-contiguous: the file's (Fortran) order
+    return path
+
+
+def _checked_nifti_path(path) -> Path:
     path = Path(path)
     if not str(path).endswith(NIFTI_SUFFIXES):
         raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {path.name!r}")
     if not path.parent.exists():
         raise FileNotFoundError(f"folder {path.parent} does not exist")
+    return path
+
+
+def save_nifti(img: nib.Nifti1Image, path) -> Path:
+    """Save ``img`` to ``path`` (must end in .nii or .nii.gz); return the path."""
+    path = _checked_nifti_path(path)
     nib.save(img, str(path))
     return path
 

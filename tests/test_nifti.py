@@ -19,7 +19,14 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from brainzarr.grid import Grid, ijk_to_xyz, mni152_grid  # noqa: E402
-from brainzarr.nifti import MNI_BRAIN_BOX, from_nifti, mni_mismatch, save_nifti, to_nifti  # noqa: E402
+from brainzarr.nifti import (  # noqa: E402
+    MNI_BRAIN_BOX,
+    from_nifti,
+    mni_mismatch,
+    save_nifti,
+    to_nifti,
+    write_nifti,
+)
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -215,6 +222,69 @@ def test_header(g8):
     # integer dtype
     img = to_nifti(fake_da(g8), dtype=np.int16)
     assert img.get_data_dtype() == np.int16 and np.asarray(img.dataobj).max() == g8.n_voxels - 1
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    grid_and_values(n_components=5),
+    st.sampled_from([".nii", ".nii.gz"]),
+    backgrounds,
+    st.integers(1, 6),
+    st.booleans(),
+)
+def test_write_nifti_writes_to_niftis_bytes(gv, suffix, background, volumes_held, one_map):
+    """The streamed writer's file is byte for byte the in-memory image's, however many volumes
+    it holds at once, 3-D or 4-D."""
+    grid, values = gv
+    da = fake_da(grid, values[:, 0] if one_map else values)
+    per_volume = int(np.prod(grid.shape)) * 4 + grid.n_voxels * 4
+    with tempfile.TemporaryDirectory() as tmp:
+        whole, streamed = Path(tmp) / f"a{suffix}", Path(tmp) / f"b{suffix}"
+        save_nifti(to_nifti(da, background=background), whole)
+        write_nifti(da, streamed, background=background, max_memory=volumes_held * per_volume)
+        assert streamed.read_bytes() == whole.read_bytes()
+
+
+def test_write_nifti_memory_does_not_grow_with_the_volumes(g8, tmp_path):
+    """Two volumes held at a time: writing 256 volumes peaks far below the 4-D image (20 MB),
+    and each volume more adds under an eighth of a volume to the peak (dask's per-task
+    bookkeeping), where holding the image would add a whole one."""
+    import tracemalloc
+
+    dask_array = pytest.importorskip("dask.array")
+    per_volume = int(np.prod(g8.shape)) * 4 + g8.n_voxels * 4
+
+    def lazy(n):
+        return fake_da(g8, dask_array.random.default_rng(0).random((g8.n_voxels, n), chunks=(1024, 8)).astype("f4"))
+
+    def peak(write, *args, **kwargs):
+        tracemalloc.start()
+        try:
+            write(*args, **kwargs)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    write_nifti(lazy(8), tmp_path / "warm.nii", max_memory=2 * per_volume)  # imports, dask's caches
+    peaks = {n: peak(write_nifti, lazy(n), tmp_path / f"e{n}.nii", max_memory=2 * per_volume) for n in (8, 256)}
+    volume = int(np.prod(g8.shape)) * 4
+    assert peaks[256] < 256 * volume / 4, peaks
+    assert (peaks[256] - peaks[8]) / (256 - 8) < volume / 8, peaks
+    img = nib.load(tmp_path / "e256.nii")
+    assert img.shape == g8.shape + (256,)
+    np.testing.assert_array_equal(np.asarray(img.dataobj)[tuple(g8.ijk.T)], lazy(256).values)
+
+
+def test_write_nifti_refuses_a_file_the_disk_cannot_hold(g8, tmp_path, monkeypatch):
+    import shutil
+
+    from brainzarr.exceptions import InsufficientDiskError
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=10_000))
+    with pytest.raises(InsufficientDiskError, match="the NIfTI file m.nii needs about"):
+        write_nifti(fake_da(g8), tmp_path / "m.nii")
+    assert not list(tmp_path.iterdir())
 
 
 def test_dask_input_is_computed_once(g8):

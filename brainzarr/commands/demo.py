@@ -45,7 +45,7 @@ def run_demo(
     from ..evaluate import run_evaluation, write_report, write_synthetic_targets
     from ..exceptions import ResultExistsError
     from ..models.store_fitting import fit_store, result_group
-    from ..nifti import to_nifti
+    from ..nifti import write_nifti
     from ..plots import plot_map
     from ..sources.abagen_data import study_gene_symbols
     from ..sources.table import resolve_genes
@@ -73,7 +73,7 @@ def run_demo(
     for gene in DEMO_GENES:
         da = ds["expression"].sel(gene=gene)
         nii = maps_dir / f"{gene}.nii.gz"
-        to_nifti(da).to_filename(nii)
+        write_nifti(da, nii)
         written["maps"] += [nii, plot_map(da, maps_dir / f"{gene}.png", title=f"{gene} (synthetic, 8 mm)")]
 
     log(f"[3/6] fitting {', '.join(methods)} at dims {', '.join(map(str, dims))}")
@@ -96,7 +96,7 @@ def run_demo(
         emb = read_group(store, result_group(method, 2))["embedding"]
         emb = emb.assign_coords({c: ds[c] for c in ("i", "j", "k") if c not in emb.coords})
         path = maps_dir / f"{method}-k2-embedding.nii.gz"
-        to_nifti(emb).to_filename(path)
+        write_nifti(emb, path)
         written["embeddings"].append(path)
 
     log("[5/6] evaluating: reconstruction RMSE and prediction of synthetic target maps")

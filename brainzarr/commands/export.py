@@ -46,7 +46,9 @@ def select_variable(store, var: str, genes=None):
 
 
 def _run(args):
-    from ..nifti import NIFTI_SUFFIXES, to_nifti
+    import nibabel as nib
+
+    from ..nifti import NIFTI_SUFFIXES, write_nifti
 
     out = Path(args.output)
     if out.is_dir() or str(args.output).endswith(("/", "\\")):
@@ -57,13 +59,12 @@ def _run(args):
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     background = np.nan if args.background.lower() == "nan" else float(args.background)
-    with dask_client(args):  # reads on the cluster's workers when asked for
-        img = to_nifti(da, background=background)
     replaced = out.exists()
     suffix = ".nii.gz" if out.name.endswith(".nii.gz") else ".nii"
-    with atomic_file(out, suffix=suffix) as tmp:
-        img.to_filename(tmp)
-    print(f"{'replaced' if replaced else 'wrote'} {out}  shape {img.shape}")
+    # a few volumes at a time: a 1 mm 128-component embedding is 4.4 GB as one 4-D volume
+    with dask_client(args), atomic_file(out, suffix=suffix) as tmp:  # reads on the cluster's workers when asked
+        write_nifti(da, tmp, background=background)
+    print(f"{'replaced' if replaced else 'wrote'} {out}  shape {nib.load(out).shape}")
 
 
 def register(sub):
