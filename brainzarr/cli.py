@@ -17,7 +17,7 @@ from ._version import __version__
 from .exceptions import BrainzarrError
 
 #: sub-command modules, each with ``register(subparsers)`` that sets ``func`` on its parser.
-COMMAND_MODULES = ["build", "info", "check", "export", "fit", "evaluate", "report", "inr", "demo"]
+COMMAND_MODULES = ["build", "info", "check", "export", "fit", "evaluate", "report", "reproduce", "inr", "demo"]
 
 log = logging.getLogger("brainzarr")
 

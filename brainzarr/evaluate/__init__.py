@@ -16,6 +16,7 @@
 from .prediction import DEFAULT_GRID, LARGE_GRID, fit_score, grid_search, predict_targets
 from .reconstruction import reconstruction_frame, reconstruction_histogram, reconstruction_table, streamed_rmse
 from .report import write_report
+from .reproduce import reproduce_study
 from .results import find_representations
 from .run import EvaluationResult, load_evaluation, run_evaluation, summary_table
 from .stats import anova_tukey
@@ -25,6 +26,7 @@ from .targets import load_embedding, load_targets
 __all__ = [
     "run_evaluation",
     "write_report",
+    "reproduce_study",
     "EvaluationResult",
     "load_evaluation",
     "load_targets",

@@ -274,3 +274,50 @@ def plot_r2_bars(prediction: pd.DataFrame, path) -> Path:
         handles, labels, frameon=False, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=len(labels)
     )
     return _save(fig, path)
+
+
+def plot_rmse_beside_study(
+    rmse: pd.DataFrame, study: dict, computed, path, *, labels: dict | None = None, resolution_mm: float
+) -> Path:
+    """Test RMSE against dim: the study's values (``study``: method -> {dim: RMSE}) in the first
+    panel, then one panel per split scheme of ``rmse`` (:func:`brainzarr.rmse_table` rows),
+    ringing the points for which ``computed(method, dim)`` is false (the study could not)."""
+    labels = labels or {}
+    colours = dict(zip(dict.fromkeys([*study, *rmse["method"]]), plt.cm.tab10.colors))
+    schemes = [s for s in ("random", "blocked") if s in set(rmse["split"])]
+    fig, axes = plt.subplots(1, 1 + len(schemes), figsize=(5 * (1 + len(schemes)), 4.2), sharey=True)
+    axes = np.atleast_1d(axes)
+    for method, values in study.items():
+        d = sorted(values)
+        axes[0].plot(d, [values[k] for k in d], "o-", color=colours[method], label=labels.get(method, method))
+    axes[0].set_title("the study (read off its figure; 4 mm)", fontsize=10)
+    for ax, scheme in zip(axes[1:], schemes):
+        part = rmse[rmse["split"] == scheme]
+        for (method, reading), rows in part.groupby(["method", "reading"], sort=False):
+            rows = rows.sort_values("dim")
+            second = reading.startswith("compression")
+            label = labels.get(method, method) + (" (MLP decoder)" if second else "")
+            ax.plot(rows["dim"], rows["test_rmse"], "s--" if second else "o-", color=colours[method], label=label)
+            missing = [d for d in rows["dim"] if not computed(method, d)]
+            ax.scatter(
+                missing,
+                rows.set_index("dim").loc[missing, "test_rmse"],
+                s=90,
+                facecolors="none",
+                edgecolors="black",
+                lw=0.8,
+            )
+        ax.set_title(
+            f"this run: {scheme} split, {resolution_mm:g} mm (ringed: the study could not compute)", fontsize=9
+        )
+    ticks = sorted({*rmse["dim"], *(d for values in study.values() for d in values)})
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(d) for d in ticks])
+        ax.set_xlabel("embedding dimension")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    axes[0].set_ylabel("test RMSE")
+    fig.tight_layout()
+    return _save(fig, path)

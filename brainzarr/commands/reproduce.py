@@ -1,0 +1,68 @@
+"""``brainzarr reproduce``: the reference study's whole protocol on a store, one page."""
+
+from __future__ import annotations
+
+from ._args import add_cluster_arguments, add_storage_arguments, dask_client, positive_int, store_path
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--dims takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"--dims takes positive integers, got {text!r}")
+    return values
+
+
+def _run(args):
+    import json
+
+    from ..evaluate.reproduce import STUDY_DIMS, STUDY_METHODS, reproduce_study
+    from ..models import METHODS
+
+    methods = args.methods.split(",") if args.methods else list(STUDY_METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    splits = ["random", "blocked"] if args.split == "both" else [args.split]
+    with dask_client(args):
+        index = reproduce_study(
+            store_path(args),
+            args.out,
+            args.targets,
+            methods=methods,
+            dims=_ints(args.dims) if args.dims else STUDY_DIMS,
+            splits=splits,
+            random_state=args.seed,
+            method_params=json.loads(args.params) if args.params else None,
+            grid=args.grid,
+            n_splits=args.folds,
+            n_jobs=args.jobs,
+        )
+    print(f"wrote {index}  (open it in a browser)")
+
+
+def register(sub):
+    p = sub.add_parser(
+        "reproduce",
+        help="the reference study's protocol: six methods x dims, RMSE, XGBoost, ANOVA/Tukey, one page",
+        description="Fit the study's six methods at dims 2..128 on the random and the blocked split, "
+        "evaluate held-out RMSE and XGBoost prediction of the target maps from the 2-D embeddings, "
+        "ANOVA + Tukey, and write OUT/reproduce.html beside the study's numbers. Fits already in the "
+        "store are reused, so an interrupted run resumes.",
+    )
+    p.add_argument("store")
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("--targets", nargs="+", metavar="DIR_OR_FILES", help="target maps (default: synthetic ones)")
+    p.add_argument("--methods", help="comma-separated (default: pca,kpca,nmf,tsne,umap,ae)")
+    p.add_argument("--dims", help="comma-separated (default: 2,4,8,16,32,64,128)")
+    p.add_argument("--split", choices=("random", "blocked", "both"), default="both")
+    p.add_argument("--params", help='per-method estimator parameters as JSON, e.g. \'{"ae": {"max_epochs": 50}}\'')
+    p.add_argument("--grid", default="default", help="XGBoost grid: 'default', 'large' or a JSON object")
+    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds within the training voxels")
+    p.add_argument("--seed", type=int, default=0, help="seeds every fit, the CV folds and XGBoost")
+    p.add_argument("--jobs", type=positive_int, help="models fitted at once (default: the CPU count)")
+    add_storage_arguments(p)
+    add_cluster_arguments(p)
+    p.set_defaults(func=_run)

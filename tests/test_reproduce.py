@@ -1,0 +1,117 @@
+"""``brainzarr reproduce``: the study's protocol end to end at 8 mm with small settings.
+
+The default suite runs four of the six methods (PCA, NMF and the two without an inverse,
+t-SNE and UMAP); the slow test runs all six."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from brainzarr import build_store, list_groups
+from brainzarr.cli import main
+from brainzarr.evaluate.reproduce import reproduce_study, study_computed
+
+SMALL = {
+    "ae": {"max_epochs": 3, "patience": 2},
+    "tsne": {"n_iter": 250},
+}
+GRID = {"max_depth": [2], "n_estimators": [20, 40]}
+
+
+FOUR = ("pca", "nmf", "tsne", "umap")
+SIX = ("pca", "kpca", "nmf", "tsne", "umap", "ae")
+
+
+def _reproduce(tmp, methods):
+    store = build_store(tmp / "s8.zarr", resolution=8, genes=40, random_state=2)
+    index = reproduce_study(
+        store,
+        tmp / "out",
+        methods=methods,
+        dims=(2, 4),
+        method_params=SMALL,
+        grid=GRID,
+        n_splits=3,
+        random_state=5,
+        n_jobs=2,
+    )
+    return store, index
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    return _reproduce(tmp_path_factory.mktemp("reproduce"), FOUR)
+
+
+def _check_fitted_and_evaluated(store, index, methods):
+    groups = set(list_groups(store))
+    for split in ("random", "blocked"):
+        for method in methods:
+            for dim in (2, 4):
+                assert f"representations/{split}/{method}/k{dim}" in groups
+    rmse = pd.read_csv(index.parent / "reproduce_rmse.csv")
+    assert set(rmse["split"]) == {"random", "blocked"} and rmse["test_rmse"].between(0, 1).all()
+    # t-SNE and UMAP carry both readings, the others one
+    readings = rmse.groupby("method")["reading"].nunique()
+    assert readings["tsne"] == readings["umap"] == 2 and readings["pca"] == 1
+    prediction = pd.read_csv(index.parent / "prediction.csv")
+    assert set(prediction["split"]) == {"random", "blocked"}
+    assert {r.split("-")[0] for r in prediction["representation"]} == set(methods)
+    assert prediction["target"].nunique() == 5  # the synthetic targets
+    tukey = pd.read_csv(index.parent / "tukey.csv")
+    n = len(methods)
+    assert len(tukey) == 2 * n * (n - 1) // 2  # every pair of the 2-D embeddings, per split
+
+
+def test_every_method_dim_and_split_is_fitted_and_evaluated(reproduced):
+    _check_fitted_and_evaluated(*reproduced, FOUR)
+
+
+@pytest.mark.slow
+def test_all_six_methods(tmp_path):
+    _check_fitted_and_evaluated(*_reproduce(tmp_path, SIX), SIX)
+
+
+def test_the_page_sets_the_study_beside_this_run_and_marks_what_it_could_not_compute(reproduced):
+    _, index = reproduced
+    page = index.read_text()
+    for src in re.findall(r"<img src='([^']+)'", page):
+        assert (index.parent / src).stat().st_size > 10_000, src
+    assert "figures/study_rmse_vs_dim.png" in page and "figures/study_r2_per_target.png" in page
+    # t-SNE at every dim and UMAP at 8 mm beyond 4-D: marked; PCA: the study's value beneath ours
+    marked = re.findall(r"<td class='nc'[^>]*>[^<]*†</td>", page)
+    rows = {
+        m: page.split(f"<td>{m}")[1].split("</tr>")[0] for m in ("t-SNE (neighbourhood (kNN))", "PCA (reconstruction)")
+    }
+    assert rows["t-SNE (neighbourhood (kNN))"].count("†") == 2 and "†" not in rows["PCA (reconstruction)"]
+    assert "study 0.0260" in rows["PCA (reconstruction)"]
+    assert len(marked) == 2 * 2  # t-SNE's two readings at k=2 and k=4; UMAP is computed at 2-D and 4-D at 8 mm
+    assert "Tukey" in page and "ANOVA" in page
+
+
+def test_study_computed():
+    assert not study_computed("tsne", 2, 4)
+    assert study_computed("umap", 2, 4) and not study_computed("umap", 4, 4) and study_computed("umap", 4, 8)
+    assert not study_computed("umap", 8, 8) and study_computed("ae", 128, 4)
+
+
+def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path, capsys):
+    store, _ = reproduced
+    args = ["reproduce", str(store), "-o", str(tmp_path / "again"), "--dims", "2", "--methods", "pca,nmf"]
+    assert main([*args, "--grid", '{"max_depth": [2], "n_estimators": [20]}', "--folds", "2"]) == 0
+    out = capsys.readouterr()
+    assert (
+        "reproduce.html" in out.out
+        and "0 fits, 4 already in the store" in (tmp_path / "again" / "reproduce.html").read_text()
+    )
+    for bad, message in (
+        (["--methods", "pca,lda"], "unknown method(s) lda"),
+        (["--dims", "2,x"], "--dims takes comma-separated integers"),
+        (["--dims", "64"], "no dim in [64] is below the store's 40 genes"),
+    ):
+        assert main(["reproduce", str(store), "-o", str(tmp_path / "bad"), *bad]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
