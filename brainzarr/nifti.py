@@ -387,18 +387,12 @@ def write_nifti(
     per_volume = int(np.prod(shape)) * dtype.itemsize + da.sizes["voxel"] * max(dtype.itemsize, da.dtype.itemsize)
     group = max(1, min(n_vol, int(max_memory) // per_volume))
 
-    # cal_min/cal_max go in the header, before the data: a first pass for the range (kept
-    # when one group holds every volume, so a single map is read once)
-    lo, hi = np.inf, -np.inf
+    # cal_min/cal_max go in the header, before the data: one streamed reduction for the range
     blocks = [(start, min(n_vol, start + group)) for start in range(0, n_vol, group)]
-    kept = None
-    for start, stop in blocks:
-        block = values(start, stop)
-        kept = block if len(blocks) == 1 else None
-        cal = _finite_range(block)
-        if cal is not None:
-            lo, hi = min(lo, cal[0]), max(hi, cal[1])
-        del block
+    finite = data.where(np.isfinite(data)) if data.dtype.kind == "f" else data
+    extremes = xr.Dataset({"lo": finite.min(skipna=True), "hi": finite.max(skipna=True)}).compute()
+    lo, hi = float(extremes["lo"].astype(dtype)), float(extremes["hi"].astype(dtype))
+    lo, hi = (np.inf, -np.inf) if np.isnan(lo) else (lo + 0.0, hi + 0.0)  # + 0.0: -0.0 is 0.0
     if len(ijk) < int(np.prod(shape)) and np.isfinite(background):
         lo, hi = min(lo, background) + 0.0, max(hi, background) + 0.0
     cal = (lo, hi) if lo <= hi else None
@@ -415,7 +409,7 @@ def write_nifti(
         seek_tell(fobj, hdr.get_data_offset(), write0=True)
         volume = np.empty(shape, dtype=dtype, order="F")
         for start, stop in blocks:
-            block = kept if kept is not None else values(start, stop)
+            block = values(start, stop)
             for j in range(stop - start):
                 volume.fill(background)
                 volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = block[:, j]
