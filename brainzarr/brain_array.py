@@ -25,18 +25,20 @@ class BrainArrayAccessor:
     def __init__(self, da: xr.DataArray):
         self._da = da
 
-    def to_nifti(self, path=None, background: float = 0.0, *, grid=None, dtype=np.float32) -> nib.Nifti1Image:
-        """The image (see :func:`brainzarr.nifti.to_nifti`).
+    def to_nifti(
+        self, path=None, background: float = 0.0, *, grid=None, dtype=np.float32, like=None
+    ) -> nib.Nifti1Image:
+        """The image (see :func:`brainzarr.nifti.to_nifti`; ``like=`` writes on another grid).
 
         With ``path`` (.nii or .nii.gz) the file is written a few volumes at a time
         (:func:`brainzarr.nifti.write_nifti`, memory independent of the number of volumes) and
         the image returned is the saved file, loaded lazily.
         """
         if path is None:
-            return to_nifti(self._da, grid, background=background, dtype=dtype)
+            return to_nifti(self._da, grid, background=background, dtype=dtype, like=like)
         if not str(path).endswith(NIFTI_SUFFIXES):
             raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {Path(path).name!r}")
-        return nib.load(write_nifti(self._da, path, grid, background=background, dtype=dtype))
+        return nib.load(write_nifti(self._da, path, grid, background=background, dtype=dtype, like=like))
 
     def to_volume(self, background: float = 0.0, *, grid=None, dtype=None) -> np.ndarray:
         """The values on the full 3-D (or 4-D) grid as a numpy array; ``background`` elsewhere."""

@@ -29,6 +29,19 @@ Header written by :func:`to_nifti`
   4-D images, the name and labels of the 4th axis, so that :func:`from_nifti` gives back a
   ``(voxel, component)`` array with its labels. Other tools ignore it.
 
+Writing onto another grid (``like=``)
+------------------------------------
+:func:`to_nifti` and :func:`write_nifti` write on the store's own grid by default (nilearn's
+MNI152 2009 template grid: 197 x 233 x 189 at 1 mm). ``like=`` writes on another grid instead:
+a NIfTI image or path (its affine and shape are used, its data ignored), a :class:`Grid`, or the
+name of one of FSL's standard grids, :data:`FSL_GRIDS` (``"MNI152_T1_1mm"``: 182 x 218 x 182,
+``"MNI152_T1_2mm"``: 91 x 109 x 91, both stored left-right flipped as FSL's templates are).
+Each output voxel takes the value of the store voxel whose centre is nearest (no
+interpolation, nilearn's ``interpolation="nearest"``); on a grid of the same voxel size whose
+origin differs by whole voxels, as FSL's and nilearn's MNI152 grids do, that is an exact
+re-indexing. Store voxels whose centres fall outside the other grid are dropped with a
+warning.
+
 The MNI-space check of :func:`from_nifti`
 -----------------------------------------
 The header's xform codes are not trusted (many MNI-space files carry code 1 "scanner", many
@@ -70,6 +83,7 @@ __all__ = [
     "voxel_grid",
     "MNI_BRAIN_BOX",
     "NIFTI_SUFFIXES",
+    "FSL_GRIDS",
 ]
 
 #: Extent of the MNI152 brain in millimetres: (min, max) along x, y and z.
@@ -77,6 +91,13 @@ MNI_BRAIN_BOX = np.array([[-90.0, 91.0], [-126.0, 91.0], [-72.0, 109.0]])
 #: An image whose field-of-view centre is further than this from the centre of
 #: :data:`MNI_BRAIN_BOX`, in units of the box's half-widths, is evidently not in MNI space.
 MNI_CENTRE_TOLERANCE = 1.5
+
+#: FSL's standard MNI152 grids, ``name: (shape, affine)``, as in FSL's
+#: ``data/standard/MNI152_T1_{1,2}mm.nii.gz`` (x runs right to left).
+FSL_GRIDS = {
+    "MNI152_T1_1mm": ((182, 218, 182), ((-1, 0, 0, 90), (0, 1, 0, -126), (0, 0, 1, -72), (0, 0, 0, 1))),
+    "MNI152_T1_2mm": ((91, 109, 91), ((-2, 0, 0, 90), (0, 2, 0, -126), (0, 0, 2, -72), (0, 0, 0, 1))),
+}
 
 _EXTENSION_KEY = "brainzarr"
 _INTERPOLATIONS = ("continuous", "linear", "nearest")
@@ -181,6 +202,57 @@ def _placement(da: xr.DataArray, grid) -> tuple[np.ndarray, np.ndarray, tuple, s
     return grid.ijk.astype(np.int64), grid.affine, grid.shape, grid.space
 
 
+def _like_grid(like) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """(affine, shape) of the grid named by ``like``: a FSL grid name, a Grid, an image or a path."""
+    if isinstance(like, str) and like in FSL_GRIDS:
+        shape, affine = FSL_GRIDS[like]
+        return np.asarray(affine, float), tuple(shape)
+    if isinstance(like, Grid):
+        return np.asarray(like.affine, float), tuple(like.shape)
+    if isinstance(like, str) and not like.endswith(NIFTI_SUFFIXES) and not Path(like).exists():
+        raise ValueError(f"like={like!r} is neither a NIfTI file nor one of FSL's grids ({', '.join(FSL_GRIDS)})")
+    img, _ = _load(like)
+    if len(img.shape) not in (3, 4):
+        raise ValueError(f"like= must be a 3-D or 4-D image, got shape {tuple(img.shape)}")
+    return np.asarray(img.affine, float), tuple(int(n) for n in img.shape[:3])
+
+
+def _onto(ijk, affine, shape, like, stacklevel=2):
+    """Nearest-voxel placement of a store's voxels on the grid of ``like``.
+
+    Returns (output ijk, rows, output affine, output shape): output voxel ``ijk[n]`` takes the
+    value of input voxel ``rows[n]``.
+    """
+    t_affine, t_shape = _like_grid(like)
+    shape = tuple(int(n) for n in shape)
+    row_of = np.full(int(np.prod(shape)), -1, dtype=np.int64)
+    row_of[np.ravel_multi_index(tuple(ijk.T), shape)] = np.arange(len(ijk))
+    to_source = np.linalg.inv(np.asarray(affine, float)) @ t_affine
+    jk = np.indices(t_shape[1:]).reshape(2, -1).T
+    out_ijk, rows = [], []
+    for i in range(t_shape[0]):  # a slab at a time: the output grid may hold millions of voxels
+        t = np.column_stack([np.full(len(jk), i), jk])
+        src = np.floor(t @ to_source[:3, :3].T + to_source[:3, 3] + 0.5).astype(np.int64)  # nearest centre
+        inside = np.all((src >= 0) & (src < shape), axis=1)
+        row = np.full(len(t), -1, dtype=np.int64)
+        row[inside] = row_of[np.ravel_multi_index(tuple(src[inside].T), shape)]
+        out_ijk.append(t[row >= 0])
+        rows.append(row[row >= 0])
+    at = ijk_to_xyz(ijk_to_xyz(ijk, affine), np.linalg.inv(t_affine))
+    outside = int((~np.all((at > -0.5) & (at < np.asarray(t_shape) - 0.5), axis=1)).sum())
+    if outside == len(ijk):
+        raise ValueError(
+            f"none of the {len(ijk):,} voxels lies inside the output grid {t_shape} (its field of view "
+            f"{_fmt_box(_fov_box(t_affine, t_shape))} mm): is like= an image in the store's space?"
+        )
+    if outside:
+        warnings.warn(
+            f"{outside:,} of {len(ijk):,} voxels lie outside the output grid {t_shape} and are not written",
+            stacklevel=stacklevel + 1,
+        )
+    return np.concatenate(out_ijk), np.concatenate(rows), t_affine, t_shape
+
+
 def _other_dim(da: xr.DataArray) -> str | None:
     if not isinstance(da, xr.DataArray):
         raise TypeError(f"expected an xarray.DataArray, got {type(da).__name__}")
@@ -233,15 +305,18 @@ def _out_dtype(da: xr.DataArray, background: float, dtype) -> np.dtype:
     return dtype
 
 
-def _volume(da: xr.DataArray, grid, background, dtype):
+def _volume(da: xr.DataArray, grid, background, dtype, like=None, stacklevel=1):
     """(volume, affine, space, other_dim): the DataArray's values placed on its grid."""
     other = _other_dim(da)
     ijk, affine, shape, space = _placement(da, grid)
+    rows = None
+    if like is not None:
+        ijk, rows, affine, shape = _onto(ijk, affine, shape, like, stacklevel + 1)
     dtype = _out_dtype(da, background, dtype)
     data = da.transpose("voxel", *([other] if other else [])).data
     if not isinstance(data, np.ndarray):  # dask (or another lazy array): compute once
         data = data.compute() if hasattr(data, "compute") else np.asarray(data)
-    data = np.asarray(data)
+    data = np.asarray(data) if rows is None else np.asarray(data)[rows]
     n_vol = () if other is None else (da.sizes[other],)
     vol = np.full(tuple(shape) + n_vol, background, dtype=dtype)
     vol[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = data
@@ -295,7 +370,7 @@ def _read_meta(img) -> dict:
 
 
 # --------------------------------------------------------------------------- to_nifti
-def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.float32) -> nib.Nifti1Image:
+def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.float32, like=None) -> nib.Nifti1Image:
     """Place a voxel-indexed DataArray on its grid as a NIfTI image.
 
     Parameters
@@ -313,6 +388,10 @@ def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.f
         Value of voxels outside the brain (or not in ``da``): 0 (default) or NaN.
     dtype : numpy dtype
         Data type of the image (float32 by default).
+    like : str, Path, nibabel image, Grid or FSL grid name, optional
+        Write on this grid instead of the store's, each voxel taking the nearest store voxel's
+        value (see the module docstring), e.g. ``like="MNI152_T1_1mm"`` for FSL's
+        182 x 218 x 182 grid.
 
     Returns
     -------
@@ -325,7 +404,7 @@ def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.f
         No ``voxel`` dim, more than two dims, no grid information, voxels outside the grid or
         repeated, a grid that contradicts the DataArray's own, NaN background with an integer dtype.
     """
-    vol, affine, space, other = _volume(da, grid, float(background), dtype)
+    vol, affine, space, other = _volume(da, grid, float(background), dtype, like, stacklevel=2)
     img = nib.Nifti1Image(vol, affine)
     img.header.set_data_dtype(vol.dtype)
     _set_header(img, affine, space, da, other, _finite_range(vol))
@@ -344,6 +423,7 @@ def write_nifti(
     background: float = 0.0,
     dtype=np.float32,
     max_memory: int = WRITE_MEMORY_BYTES,
+    like=None,
 ) -> Path:
     """Write a voxel-indexed DataArray as a NIfTI file, a few volumes at a time.
 
@@ -354,7 +434,7 @@ def write_nifti(
 
     Parameters
     ----------
-    da, grid, background, dtype
+    da, grid, background, dtype, like
         As :func:`to_nifti`.
     path : str or Path
         Ends in ``.nii`` or ``.nii.gz``; its folder must exist.
@@ -371,6 +451,9 @@ def write_nifti(
     background = float(background)
     other = _other_dim(da)
     ijk, affine, shape, space = _placement(da, grid)
+    rows = None
+    if like is not None:
+        ijk, rows, affine, shape = _onto(ijk, affine, shape, like, stacklevel=2)
     dtype = _out_dtype(da, background, dtype)
     data = da.transpose("voxel", *([other] if other else []))
     n_vol = da.sizes[other] if other else 1
@@ -389,7 +472,10 @@ def write_nifti(
 
     # cal_min/cal_max go in the header, before the data: one streamed reduction for the range
     blocks = [(start, min(n_vol, start + group)) for start in range(0, n_vol, group)]
-    finite = data.where(np.isfinite(data)) if data.dtype.kind == "f" else data
+    written = data
+    if rows is not None and len(np.unique(rows)) < da.sizes["voxel"]:  # the range of what is written
+        written = data.isel(voxel=np.unique(rows))
+    finite = written.where(np.isfinite(written)) if written.dtype.kind == "f" else written
     extremes = xr.Dataset({"lo": finite.min(skipna=True), "hi": finite.max(skipna=True)}).compute()
     lo, hi = float(extremes["lo"].astype(dtype)), float(extremes["hi"].astype(dtype))
     lo, hi = (np.inf, -np.inf) if np.isnan(lo) else (lo + 0.0, hi + 0.0)  # + 0.0: -0.0 is 0.0
@@ -412,7 +498,7 @@ def write_nifti(
             block = values(start, stop)
             for j in range(stop - start):
                 volume.fill(background)
-                volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = block[:, j]
+                volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = block[:, j] if rows is None else block[rows, j]
                 fobj.write(volume.T.data)  # volume.T is C-contiguous: the file's (Fortran) order
     return path
 

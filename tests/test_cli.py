@@ -149,6 +149,17 @@ def test_export_gene_maps_to_nifti(small_store, tmp_path, capsys):
     code, _, err = run(["export", str(small_store), "representations/none/k2/embedding", "-o", str(out)], capsys)
     assert code == 1 and "no group" in err
 
+    fsl = tmp_path / "fsl.nii.gz"
+    code, stdout, _ = run(
+        ["export", str(small_store), "expression", "--gene", gene, "-o", str(fsl), "--like", "MNI152_T1_2mm"], capsys
+    )
+    assert code == 0 and "shape (91, 109, 91)" in stdout
+    code, _, err = run(
+        ["export", str(small_store), "expression", "--gene", gene, "-o", str(tmp_path / "b.nii"), "--like", "fsl"],
+        capsys,
+    )
+    assert code == 1 and "neither a NIfTI file nor one of FSL's grids" in err and not (tmp_path / "b.nii").exists()
+
 
 def test_accessor_is_registered_by_import():
     import xarray as xr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +21,7 @@ from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from brainzarr.grid import Grid, ijk_to_xyz, mni152_grid  # noqa: E402
 from brainzarr.nifti import (  # noqa: E402
+    FSL_GRIDS,
     MNI_BRAIN_BOX,
     from_nifti,
     mni_mismatch,
@@ -243,6 +245,111 @@ def test_write_nifti_writes_to_niftis_bytes(gv, suffix, background, volumes_held
         save_nifti(to_nifti(da, background=background), whole)
         write_nifti(da, streamed, background=background, max_memory=volumes_held * per_volume)
         assert streamed.read_bytes() == whole.read_bytes()
+
+
+# ------------------------------------------------------------------------------ like=: another grid
+def nilearn_nearest(img, affine, shape, background):
+    """nilearn's own nearest-neighbour resampling: the reference for ``like=``."""
+    from nilearn.image import resample_img
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="NaNs or infinite values are present")
+        resampled = resample_img(
+            img,
+            target_affine=affine,
+            target_shape=shape,
+            interpolation="nearest",
+            fill_value=background,
+            force_resample=True,
+            copy_header=True,
+        )
+    return np.asarray(resampled.dataobj)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(grid_and_values(), backgrounds, st.data())
+def test_like_a_shifted_and_flipped_grid_is_an_exact_reindexing(gv, background, data):
+    """On a grid of the same voxel size whose origin differs by whole voxels and whose axes may
+    run the other way (FSL's MNI152 grid against nilearn's), every voxel keeps its value at its
+    own millimetre position and nothing else is written."""
+    grid, values = gv
+    flips = data.draw(st.lists(st.booleans(), min_size=3, max_size=3))
+    shift = data.draw(st.lists(st.integers(-3, 3), min_size=3, max_size=3))
+    shape = tuple(data.draw(st.integers(1, 8)) for _ in range(3))
+    start = np.array(shift) + np.where(flips, np.array(shape) - 1, 0)  # the source index of output voxel 0
+    like = grid.affine @ np.vstack([np.column_stack([np.diag(np.where(flips, -1.0, 1.0)), start]), [0, 0, 0, 1]])
+    da = fake_da(grid, values)
+    inside = np.all((grid.ijk >= start - np.where(flips, np.array(shape) - 1, 0)), axis=1) & np.all(
+        grid.ijk <= start + np.where(flips, 0, np.array(shape) - 1), axis=1
+    )
+    like_img = nib.Nifti1Image(np.zeros(shape, np.uint8), like)
+    if not inside.any():
+        with pytest.raises(ValueError, match="none of the .* voxels lies inside the output grid"):
+            to_nifti(da, like=like_img)
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = to_nifti(da, background=background, like=like_img)
+    assert (len(caught) == 1) == (not inside.all())
+    assert img.shape == shape
+    np.testing.assert_allclose(img.affine, like, atol=1e-4)
+    out_ijk = np.rint(ijk_to_xyz(grid.xyz[inside], np.linalg.inv(like))).astype(int)
+    vol = np.asarray(img.dataobj)
+    np.testing.assert_array_equal(vol[tuple(out_ijk.T)], values[inside])
+    elsewhere = np.ones(shape, bool)
+    elsewhere[tuple(out_ijk.T)] = False
+    np.testing.assert_array_equal(vol[elsewhere], background)  # nothing else written
+
+
+def test_like_a_coarser_grid_takes_the_nearest_voxel(g8):
+    """3 mm voxels, origin off by 0.7 mm (no voxel centre half-way between two 8 mm ones):
+    the values of nilearn's nearest-neighbour resampling."""
+    like = np.diag([3.0, 3.0, 3.0, 1.0])
+    like[:3, 3] = [-79.3, -113.3, -51.3]
+    da = fake_da(g8, smooth(g8.xyz).astype(np.float32))
+    with pytest.warns(UserWarning, match="64 of 3,666 voxels lie outside the output grid") as caught:
+        img = to_nifti(da, background=np.nan, like=nib.Nifti1Image(np.zeros((55, 65, 55), np.int8), like))
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    expected = nilearn_nearest(to_nifti(da, background=np.nan), like, (55, 65, 55), np.nan)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), expected)
+    assert np.isfinite(np.asarray(img.dataobj)).sum() > 4 * g8.n_voxels  # finer: each 8 mm voxel several times
+
+
+def test_like_fsl_grid_by_name_on_the_stores_2mm_grid(tmp_path):
+    """nilearn's 2 mm MNI152 grid (99 x 117 x 95) written on FSL's (91 x 109 x 91, x flipped):
+    every voxel inside FSL's box lands at its own millimetre position, streamed or not."""
+    g2 = mni152_grid(2)
+    values = np.stack([smooth(g2.xyz), -smooth(g2.xyz)], axis=1).astype(np.float32)
+    da = fake_da(g2, values)
+    shape, affine = FSL_GRIDS["MNI152_T1_2mm"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = write_nifti(da, tmp_path / "fsl.nii", like="MNI152_T1_2mm", max_memory=1)
+    img = nib.load(path)
+    assert img.shape == shape + (2,)
+    np.testing.assert_allclose(img.affine, affine)
+    assert img.header.get_sform(coded=True)[1] == 4  # MNI
+    at = ijk_to_xyz(g2.xyz, np.linalg.inv(np.asarray(affine, float)))
+    np.testing.assert_allclose(at, np.rint(at), atol=1e-9)  # whole voxels: an exact re-indexing
+    assert np.all((at >= 0) & (at <= np.asarray(shape) - 1)) and not caught  # the brain fits FSL's box
+    vol = np.asarray(img.dataobj)
+    np.testing.assert_array_equal(vol[tuple(np.rint(at).astype(int).T)], values)
+    assert np.count_nonzero(vol[..., 0]) == np.count_nonzero(values[:, 0])  # nothing else written
+    whole = save_nifti(to_nifti(da, like="MNI152_T1_2mm"), tmp_path / "whole.nii")
+    assert path.read_bytes() == whole.read_bytes()
+    expected = nilearn_nearest(to_nifti(da.isel(component=0)), np.asarray(affine, float), shape, 0.0)
+    np.testing.assert_array_equal(vol[..., 0], expected)
+
+
+def test_like_errors(g8, tmp_path):
+    da = fake_da(g8)
+    with pytest.raises(ValueError, match="neither a NIfTI file nor one of FSL's grids"):
+        to_nifti(da, like="MNI152_T1_3mm")
+    with pytest.raises(FileNotFoundError, match="no image file"):
+        write_nifti(da, tmp_path / "a.nii", like=tmp_path / "missing.nii.gz")
+    with pytest.raises(ValueError, match="3-D or 4-D"):
+        to_nifti(da, like=nib.Nifti1Image(np.zeros((2, 2), np.int8), np.eye(4)))
+    assert not list(tmp_path.iterdir())
 
 
 def test_write_nifti_memory_does_not_grow_with_the_volumes(g8, tmp_path):

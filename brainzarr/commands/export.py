@@ -48,13 +48,15 @@ def select_variable(store, var: str, genes=None):
 def _run(args):
     import nibabel as nib
 
-    from ..nifti import NIFTI_SUFFIXES, write_nifti
+    from ..nifti import NIFTI_SUFFIXES, _like_grid, write_nifti
 
     out = Path(args.output)
     if out.is_dir() or str(args.output).endswith(("/", "\\")):
         raise IsADirectoryError(f"-o {args.output} is a folder; give a file name ending in .nii or .nii.gz")
     if not out.name.endswith(NIFTI_SUFFIXES):
         raise ValueError(f"-o {args.output}: a NIfTI file name must end in .nii or .nii.gz")
+    if args.like is not None:
+        _like_grid(args.like)  # a bad --like fails before anything is read
     da = select_variable(store_path(args), args.var, args.gene)  # lazy: checks the variable and genes
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
@@ -63,7 +65,7 @@ def _run(args):
     suffix = ".nii.gz" if out.name.endswith(".nii.gz") else ".nii"
     # a few volumes at a time: a 1 mm 128-component embedding is 4.4 GB as one 4-D volume
     with dask_client(args), atomic_file(out, suffix=suffix) as tmp:  # reads on the cluster's workers when asked
-        write_nifti(da, tmp, background=background)
+        write_nifti(da, tmp, background=background, like=args.like)
     print(f"{'replaced' if replaced else 'wrote'} {out}  shape {nib.load(out).shape}")
 
 
@@ -74,6 +76,12 @@ def register(sub):
     p.add_argument("--gene", help="gene symbol(s), comma-separated for a 4-D file")
     p.add_argument("-o", "--output", required=True, help="output file, .nii or .nii.gz")
     p.add_argument("--background", default="0", help="value outside the brain: 0 (default) or nan")
+    p.add_argument(
+        "--like",
+        metavar="IMAGE",
+        help="write on this NIfTI image's grid (nearest voxel) instead of the store's, or on FSL's "
+        "standard grid: MNI152_T1_1mm (182 x 218 x 182) or MNI152_T1_2mm",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_storage_arguments(p)
     add_cluster_arguments(p)
