@@ -12,7 +12,8 @@ reconstruction would be as large as the expression):
 * ``pca``: PCA k = 128 (streamed randomized SVD on the train split), with its test RMSE;
 * ``nmf``: NMF k = 16, 10 passes;
 * ``ae``: one epoch of the streaming auto-encoder, k = 16 (chunk-shuffled batches);
-* ``export``: the 4-D PCA embedding and one gene's map as NIfTI, reloaded with nilearn.
+* ``export``: the 4-D PCA embedding and one gene's map as NIfTI, reloaded with nilearn; at 2 and
+  1 mm also on FSL's standard grid of that voxel size (``like="MNI152_T1_1mm"``: 182 x 218 x 182).
 
 Before each resolution the script estimates the store's size; when the disk cannot hold it, it
 says how much is needed and runs with as many genes as fit (it never fills the disk). With
@@ -102,6 +103,20 @@ def _child(step: str, cfg: dict) -> dict:
         out["embedding_shape"] = list(img.shape)
         out["gene_shape"] = list(gimg.shape)
         out["affine_ok"] = bool(np.allclose(gimg.affine, np.asarray(ds.attrs["affine"])))
+        fsl = {1: "MNI152_T1_1mm", 2: "MNI152_T1_2mm"}.get(cfg["resolution"])
+        if fsl is not None:  # the same two files on FSL's standard grid of this voxel size
+            t1 = time.perf_counter()
+            ds["expression"].sel(gene=gene).brain.to_nifti(store.parent / "gene-fsl.nii.gz", like=fsl)
+            out["fsl_gene_map_s"] = time.perf_counter() - t1
+            t1 = time.perf_counter()
+            emb.brain.to_nifti(store.parent / "pca-k128-fsl.nii.gz", like=fsl)
+            out["fsl_embedding_s"] = time.perf_counter() - t1
+            fimg = load_img(str(store.parent / "pca-k128-fsl.nii.gz"))
+            out["fsl_embedding_shape"] = list(fimg.shape)
+            # every value lands at its own millimetre position: compare one component
+            first = np.asarray(fimg.dataobj[..., 0])
+            at = np.rint(np.linalg.solve(fimg.affine, np.c_[ds["x"], ds["y"], ds["z"], np.ones(len(ds["x"]))].T)[:3])
+            out["fsl_exact"] = bool(np.array_equal(first[tuple(at.astype(int))], emb.isel(component=0).values))
     out["wall_s"] = time.perf_counter() - t0
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
@@ -244,7 +259,13 @@ def main(argv=None):
             continue
         detail = {
             "build": lambda x: f"{x['voxels']:,} voxels",
-            "export": lambda x: f"gene map {x['gene_map_s']:.1f} s; {x['embedding_shape']}; affine ok {x['affine_ok']}",
+            "export": lambda x: f"gene map {x['gene_map_s']:.1f} s; {x['embedding_shape']}; affine ok {x['affine_ok']}"
+            + (
+                f"; FSL grid {x['fsl_embedding_shape']} in {x['fsl_embedding_s']:.0f} s (gene map "
+                f"{x['fsl_gene_map_s']:.1f} s), values exact {x['fsl_exact']}"
+                if "fsl_embedding_shape" in x
+                else ""
+            ),
         }.get(r["step"], lambda x: (
             f"k={x['k']} test RMSE {x['test_rmse']:.5f}; fit {x['fit_s']:.0f} s + write {x['write_s']:.0f} s; "
             f"passes {x['passes_fit']} + {x['passes_write']}"
