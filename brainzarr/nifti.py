@@ -225,6 +225,18 @@ def _onto(ijk, affine, shape, like, stacklevel=2):
     """
     t_affine, t_shape = _like_grid(like)
     shape = tuple(int(n) for n in shape)
+    at = ijk_to_xyz(ijk_to_xyz(ijk, affine), np.linalg.inv(t_affine))
+    outside = int((~np.all((at > -0.5) & (at < np.asarray(t_shape) - 0.5), axis=1)).sum())
+    if outside == len(ijk):
+        raise ValueError(
+            f"none of the {len(ijk):,} voxels lies inside the output grid {t_shape} (its field of view "
+            f"{_fmt_box(_fov_box(t_affine, t_shape))} mm): is like= an image in the store's space?"
+        )
+    if outside:
+        warnings.warn(
+            f"{outside:,} of {len(ijk):,} voxels lie outside the output grid {t_shape} and are not written",
+            stacklevel=stacklevel + 1,
+        )
     row_of = np.full(int(np.prod(shape)), -1, dtype=np.int64)
     row_of[np.ravel_multi_index(tuple(ijk.T), shape)] = np.arange(len(ijk))
     to_source = np.linalg.inv(np.asarray(affine, float)) @ t_affine
@@ -238,18 +250,6 @@ def _onto(ijk, affine, shape, like, stacklevel=2):
         row[inside] = row_of[np.ravel_multi_index(tuple(src[inside].T), shape)]
         out_ijk.append(t[row >= 0])
         rows.append(row[row >= 0])
-    at = ijk_to_xyz(ijk_to_xyz(ijk, affine), np.linalg.inv(t_affine))
-    outside = int((~np.all((at > -0.5) & (at < np.asarray(t_shape) - 0.5), axis=1)).sum())
-    if outside == len(ijk):
-        raise ValueError(
-            f"none of the {len(ijk):,} voxels lies inside the output grid {t_shape} (its field of view "
-            f"{_fmt_box(_fov_box(t_affine, t_shape))} mm): is like= an image in the store's space?"
-        )
-    if outside:
-        warnings.warn(
-            f"{outside:,} of {len(ijk):,} voxels lie outside the output grid {t_shape} and are not written",
-            stacklevel=stacklevel + 1,
-        )
     return np.concatenate(out_ijk), np.concatenate(rows), t_affine, t_shape
 
 
@@ -473,8 +473,9 @@ def write_nifti(
     # cal_min/cal_max go in the header, before the data: one streamed reduction for the range
     blocks = [(start, min(n_vol, start + group)) for start in range(0, n_vol, group)]
     written = data
-    if rows is not None and len(np.unique(rows)) < da.sizes["voxel"]:  # the range of what is written
-        written = data.isel(voxel=np.unique(rows))
+    used = None if rows is None else np.unique(rows)
+    if used is not None and len(used) < da.sizes["voxel"]:  # the range of what is written
+        written = data.isel(voxel=used)
     finite = written.where(np.isfinite(written)) if written.dtype.kind == "f" else written
     extremes = xr.Dataset({"lo": finite.min(skipna=True), "hi": finite.max(skipna=True)}).compute()
     lo, hi = float(extremes["lo"].astype(dtype)), float(extremes["hi"].astype(dtype))
