@@ -11,7 +11,8 @@ bytes, zstd or Blosc, optionally a crc32c checksum per chunk, optionally sharded
 Both paths give identical arrays (tested). The measurements: ``docs/design.md``.
 
 Packed arrays (``uint16`` with CF ``scale_factor``/``add_offset`` attributes, as xarray writes
-and reads them) come out as float32, converted while each chunk is copied into the result:
+and reads them) come out as float32, converted while each chunk is copied into the result
+(:func:`~brainzarr.streaming.unpack.unpack_chunks`, compiled with numba where installed):
 the conversion costs one pass over the block, not a second copy of it.
 
 Reads that keep only some rows (the training voxels) copy the kept rows of each chunk straight
@@ -35,6 +36,7 @@ import zarr
 from .._location import location, zarr_store
 from .._zarr import quiet_zarr, verify_crc32c
 from ..exceptions import ChunkError
+from .unpack import unpack_chunks
 
 __all__ = ["RowBlockReader", "rows_read"]
 
@@ -335,6 +337,10 @@ class _DirectLayout:
         if keep is not None:
             kept = np.concatenate([[0], np.cumsum(keep)])  # out row of each block row
 
+        if self.packing is not None:
+            # the output row of each block row (-1: not kept), for the compiled unpacking
+            dest = np.arange(r1 - r0, dtype=np.int64) if keep is None else np.where(keep, kept[:-1], -1)
+
         def one(t):
             files = range(t * per_task, min((t + 1) * per_task, n_files))
             scratch = self._scratch(len(files) * per_file)
@@ -344,6 +350,10 @@ class _DirectLayout:
                     slot = len(decoded)
                     self._decode(raw, (i, j), scratch[slot])
                     decoded.append((j, slot))
+            if self.packing is not None:
+                c0s = np.array([j * self.cols for j, _ in decoded], dtype=np.int64)
+                unpack_chunks(scratch[: len(decoded)], out, c0s, *self.packing, r0, r1, dest)
+                return
             for lo in range(r0, r1, _STRIP):
                 hi = min(lo + _STRIP, r1)
                 if keep is None:
@@ -356,19 +366,10 @@ class _DirectLayout:
                 for j, slot in decoded:
                     c0, c1 = j * self.cols, min((j + 1) * self.cols, width)
                     part = scratch[slot, lo:hi, : c1 - c0]
-                    self._copy(part if pick is None else part[pick], out[target, c0:c1])
+                    out[target, c0:c1] = part if pick is None else part[pick]
 
         for _ in _pool().map(one, range(-(-n_files // per_task))):
             pass
-
-    def _copy(self, part, out) -> None:
-        """``part`` into ``out`` (a view), unpacking to float32 on the way."""
-        if self.packing is None:
-            out[...] = part
-            return
-        np.multiply(part, np.float32(self.packing[0]), out=out, casting="unsafe")
-        if self.packing[1]:
-            out += np.float32(self.packing[1])
 
 
 def _packing(array) -> tuple[float, float] | None:

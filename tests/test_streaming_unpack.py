@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from brainzarr.streaming import RowBlockReader
+from brainzarr.streaming.unpack import unpack_chunks
+
+
+def _reference(src, width, c0s, scale, offset, r0, r1, dest, out):
+    """What CF decoding gives (float32 multiply, then float32 add), placed row by row."""
+    scale, offset = np.float32(scale), np.float32(offset)
+    for s, c0 in enumerate(c0s):
+        n = min(src.shape[2], width - c0)
+        for i in range(r0, r1):
+            d = dest[i - r0]
+            if d >= 0:
+                values = src[s, i, :n].astype(np.float32) * scale
+                out[d, c0 : c0 + n] = values + offset
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    k=st.integers(1, 4),
+    rows=st.integers(1, 150),
+    cols=st.integers(1, 20),
+    clip=st.integers(0, 19),
+    span=st.tuples(st.integers(0, 150), st.integers(0, 150)),
+    kept=st.floats(0, 1),
+    packing=st.sampled_from([(1 / 65535, 0.0), (2 / 65535, -0.5), (0.37, 3.25)]),
+    seed=st.integers(0, 2**16),
+    use_numba=st.booleans(),
+)
+def test_unpacking_places_every_kept_row_as_cf_decoding_does(k, rows, cols, clip, span, kept, packing, seed, use_numba):
+    if use_numba:
+        pytest.importorskip("numba")
+    rng = np.random.default_rng(seed)
+    r0, r1 = sorted(min(s, rows) for s in span)
+    src = rng.integers(0, 65536, (k, rows, cols), dtype=np.uint16)
+    width = max(1, k * cols - min(clip, cols - 1))  # the last chunk may reach past the columns
+    c0s = np.arange(k, dtype=np.int64) * cols
+    keep = rng.random(r1 - r0) < kept
+    dest = np.where(keep, np.cumsum(keep) - 1, -1)
+    got = np.full((int(keep.sum()), width), np.nan, dtype=np.float32)
+    unpack_chunks(src, got, c0s, *packing, r0, r1, dest, use_numba=use_numba)
+    want = _reference(src, width, c0s, *packing, r0, r1, dest, np.full_like(got, np.nan))
+    np.testing.assert_array_equal(got, want)  # bit for bit, every kept row written
+
+
+def test_a_packed_array_with_an_offset_reads_as_xarray_decodes_it(tmp_path):
+    """Reconstructions are packed over (-0.5, 1.5): add_offset is not zero."""
+    data = np.random.default_rng(1).uniform(-0.5, 1.5, (70, 30)).astype(np.float32)
+    scale, offset = 2 / 65535, -0.5
+    z = zarr.create_array(
+        str(tmp_path / "packed"), shape=data.shape, chunks=(32, 8), shards=(32, 16), dtype="uint16",
+        fill_value=0, zarr_format=3, attributes={"scale_factor": scale, "add_offset": offset},
+    )  # fmt: skip
+    z[:] = np.rint((data - offset) / scale).astype(np.uint16)
+    want = z[:].astype(np.float32) * np.float32(scale) + np.float32(offset)
+    reader = RowBlockReader(tmp_path / "packed")
+    got = np.concatenate([reader(a, min(a + 32, 70)) for a in range(0, 70, 32)])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got, data, atol=scale / 2 + 1e-6)  # half a step
+    keep = np.arange(32) % 3 == 0
+    np.testing.assert_array_equal(reader(32, 64, keep), want[32:64][keep])
