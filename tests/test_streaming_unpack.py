@@ -65,3 +65,21 @@ def test_a_packed_array_with_an_offset_reads_as_xarray_decodes_it(tmp_path):
     np.testing.assert_allclose(got, data, atol=scale / 2 + 1e-6)  # half a step
     keep = np.arange(32) % 3 == 0
     np.testing.assert_array_equal(reader(32, 64, keep), want[32:64][keep])
+
+
+def test_a_pass_without_numba_reads_the_same_numbers(tmp_path, monkeypatch):
+    pytest.importorskip("numba")
+    data = np.random.default_rng(2).random((50, 40), dtype=np.float32)
+    z = zarr.create_array(
+        str(tmp_path / "packed"), shape=data.shape, chunks=(20, 8), shards=(20, 24), dtype="uint16",
+        fill_value=0, zarr_format=3, attributes={"scale_factor": 1 / 65535, "add_offset": 0.0},
+    )  # fmt: skip
+    z[:] = np.rint(data * 65535).astype(np.uint16)
+    keep = np.random.default_rng(3).random(20) < 0.5
+    compiled = [RowBlockReader(tmp_path / "packed")(a, min(a + 20, 50)).copy() for a in (0, 20, 40)]
+    kept = RowBlockReader(tmp_path / "packed")(20, 40, keep).copy()
+    monkeypatch.setattr("brainzarr.streaming.unpack.numba", None)
+    plain = [RowBlockReader(tmp_path / "packed")(a, min(a + 20, 50)) for a in (0, 20, 40)]
+    for c, p in zip(compiled, plain, strict=True):
+        np.testing.assert_array_equal(c, p)
+    np.testing.assert_array_equal(kept, RowBlockReader(tmp_path / "packed")(20, 40, keep))
