@@ -140,7 +140,9 @@ def _check_ijk(ijk: np.ndarray, shape) -> np.ndarray:
     if len(ijk) and (ijk.min() < 0 or np.any(ijk.max(axis=0) >= np.asarray(shape))):
         raise ValueError(f"voxel indices i, j, k fall outside the grid of shape {tuple(shape)}")
     flat = np.ravel_multi_index(tuple(ijk.T), tuple(shape))
-    if len(np.unique(flat)) != len(flat):
+    seen = np.zeros(int(np.prod(shape)), dtype=bool)  # O(voxels); np.unique sorts (1.4 s at 1 mm)
+    seen[flat] = True
+    if np.count_nonzero(seen) != len(flat):
         raise ValueError(
             "some voxels occur more than once (repeated i, j, k); a NIfTI volume holds one value per voxel"
         )
@@ -470,15 +472,26 @@ def write_nifti(
     per_volume = int(np.prod(shape)) * dtype.itemsize + da.sizes["voxel"] * max(dtype.itemsize, da.dtype.itemsize)
     group = max(1, min(n_vol, int(max_memory) // per_volume))
 
-    # cal_min/cal_max go in the header, before the data: one streamed reduction for the range
+    # cal_min/cal_max go in the header, before the data: the range of what is written, from the
+    # values themselves when one group holds every volume (one read), else a streamed reduction
     blocks = [(start, min(n_vol, start + group)) for start in range(0, n_vol, group)]
-    written = data
-    used = None if rows is None else np.unique(rows)
-    if used is not None and len(used) < da.sizes["voxel"]:  # the range of what is written
-        written = data.isel(voxel=used)
-    finite = written.where(np.isfinite(written)) if written.dtype.kind == "f" else written
-    extremes = xr.Dataset({"lo": finite.min(skipna=True), "hi": finite.max(skipna=True)}).compute()
-    lo, hi = float(extremes["lo"].astype(dtype)), float(extremes["hi"].astype(dtype))
+    used = None
+    if rows is not None:
+        used = np.zeros(da.sizes["voxel"], dtype=bool)
+        used[rows] = True
+        used = None if used.all() else np.flatnonzero(used)
+    preloaded = None
+    if len(blocks) == 1:
+        raw = np.asarray(data.values)
+        raw = raw.reshape(len(raw), -1)
+        lo, hi = _value_range(raw if used is None else raw[used], dtype)
+        preloaded = raw.astype(dtype, copy=False)
+        del raw
+    else:
+        written = data if used is None else data.isel(voxel=used)
+        finite = written.where(np.isfinite(written)) if written.dtype.kind == "f" else written
+        extremes = xr.Dataset({"lo": finite.min(skipna=True), "hi": finite.max(skipna=True)}).compute()
+        lo, hi = float(extremes["lo"].astype(dtype)), float(extremes["hi"].astype(dtype))
     lo, hi = (np.inf, -np.inf) if np.isnan(lo) else (lo + 0.0, hi + 0.0)  # + 0.0: -0.0 is 0.0
     if len(ijk) < int(np.prod(shape)) and np.isfinite(background):
         lo, hi = min(lo, background) + 0.0, max(hi, background) + 0.0
@@ -496,12 +509,22 @@ def write_nifti(
         seek_tell(fobj, hdr.get_data_offset(), write0=True)
         volume = np.empty(shape, dtype=dtype, order="F")
         for start, stop in blocks:
-            block = values(start, stop)
+            block = preloaded if preloaded is not None else values(start, stop)
             for j in range(stop - start):
                 volume.fill(background)
                 volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = block[:, j] if rows is None else block[rows, j]
                 fobj.write(volume.T.data)  # volume.T is C-contiguous: the file's (Fortran) order
     return path
+
+
+def _value_range(values: np.ndarray, dtype) -> tuple[float, float]:
+    """(min, max) of the finite values as ``dtype`` gives them, NaN for none: what xarray's
+    skipna reduction of the same values gives."""
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)]
+    if not values.size:
+        return np.nan, np.nan
+    return float(np.asarray(values.min()).astype(dtype)), float(np.asarray(values.max()).astype(dtype))
 
 
 def _checked_nifti_path(path) -> Path:

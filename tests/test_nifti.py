@@ -299,6 +299,12 @@ def test_like_a_shifted_and_flipped_grid_is_an_exact_reindexing(gv, background, 
     elsewhere = np.ones(shape, bool)
     elsewhere[tuple(out_ijk.T)] = False
     np.testing.assert_array_equal(vol[elsewhere], background)  # nothing else written
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        save_nifti(img, Path(tmp) / "whole.nii")
+        for held in (1, 2**30):  # a volume at a time (streamed range) and all at once (one read)
+            write_nifti(da, Path(tmp) / "s.nii", background=background, like=like_img, max_memory=held)
+            assert (Path(tmp) / "s.nii").read_bytes() == (Path(tmp) / "whole.nii").read_bytes()
 
 
 def test_like_a_coarser_grid_takes_the_nearest_voxel(g8):
