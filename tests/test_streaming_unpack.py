@@ -83,3 +83,22 @@ def test_a_pass_without_numba_reads_the_same_numbers(tmp_path, monkeypatch):
     for c, p in zip(compiled, plain, strict=True):
         np.testing.assert_array_equal(c, p)
     np.testing.assert_array_equal(kept, RowBlockReader(tmp_path / "packed")(20, 40, keep))
+
+
+def test_the_kernel_compiles_where_no_cache_folder_is_writable(monkeypatch):
+    numba = pytest.importorskip("numba")
+    import brainzarr.streaming.unpack as unpack
+
+    real_njit = numba.njit
+
+    def njit(**options):
+        if options.get("cache"):  # what numba raises when no cache locator is usable
+            raise RuntimeError("cannot cache function '_kernel': no locator available")
+        return real_njit(**options)
+
+    monkeypatch.setattr(unpack, "_compiled", None)
+    monkeypatch.setattr(unpack.numba, "njit", njit)
+    src = np.arange(24, dtype=np.uint16).reshape(2, 4, 3)
+    out = np.zeros((4, 6), np.float32)
+    unpack_chunks(src, out, np.array([0, 3]), 0.5, 1.0, 0, 4, np.arange(4))
+    np.testing.assert_array_equal(out, np.concatenate([src[0], src[1]], axis=1) * np.float32(0.5) + 1)

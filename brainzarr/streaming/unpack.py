@@ -24,7 +24,7 @@ try:  # numba is optional: it comes with [fast], [models] and [all]
 except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None
 
-_kernel = None
+_compiled = None
 
 
 def compiled() -> bool:
@@ -32,31 +32,33 @@ def compiled() -> bool:
     return numba is not None
 
 
+def _kernel(src, out, c0s, scale, offset, r0, r1, dest, strip):  # pragma: no cover - runs compiled
+    k, _, cols = src.shape
+    width = out.shape[1]
+    for lo in range(r0, r1, strip):
+        hi = min(lo + strip, r1)
+        for s in range(k):
+            c0 = c0s[s]
+            n = min(cols, width - c0)
+            for i in range(lo, hi):
+                d = dest[i - r0]
+                if d < 0:
+                    continue
+                target = out[d, c0 : c0 + n]
+                values = src[s, i, :n]
+                for q in range(n):
+                    # two roundings (multiply, then add), as numpy does: no fused multiply-add
+                    target[q] = np.float32(values[q]) * scale + offset
+
+
 def _compiled_kernel():
-    global _kernel
-    if _kernel is None:
-
-        @numba.njit(nogil=True, boundscheck=False, cache=True)
-        def kernel(src, out, c0s, scale, offset, r0, r1, dest, strip):  # pragma: no cover - compiled
-            k, _, cols = src.shape
-            width = out.shape[1]
-            for lo in range(r0, r1, strip):
-                hi = min(lo + strip, r1)
-                for s in range(k):
-                    c0 = c0s[s]
-                    n = min(cols, width - c0)
-                    for i in range(lo, hi):
-                        d = dest[i - r0]
-                        if d < 0:
-                            continue
-                        target = out[d, c0 : c0 + n]
-                        values = src[s, i, :n]
-                        for q in range(n):
-                            # two roundings (multiply, then add), as numpy does: no fused multiply-add
-                            target[q] = np.float32(values[q]) * scale + offset
-
-        _kernel = kernel
-    return _kernel
+    global _compiled
+    if _compiled is None:
+        try:  # cached on disk beside the module or in the user's cache folder
+            _compiled = numba.njit(nogil=True, boundscheck=False, cache=True)(_kernel)
+        except RuntimeError:  # neither is writable: compile once per process
+            _compiled = numba.njit(nogil=True, boundscheck=False)(_kernel)
+    return _compiled
 
 
 def _numpy(src, out, c0s, scale, offset, r0, r1, dest) -> None:
