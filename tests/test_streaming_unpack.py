@@ -102,3 +102,11 @@ def test_the_kernel_compiles_where_no_cache_folder_is_writable(monkeypatch):
     out = np.zeros((4, 6), np.float32)
     unpack_chunks(src, out, np.array([0, 3]), 0.5, 1.0, 0, 4, np.arange(4))
     np.testing.assert_array_equal(out, np.concatenate([src[0], src[1]], axis=1) * np.float32(0.5) + 1)
+
+
+def test_asking_for_the_kernel_without_numba_says_what_to_install(monkeypatch):
+    monkeypatch.setattr("brainzarr.streaming.unpack.numba", None)
+    src, out = np.zeros((1, 2, 2), np.uint16), np.zeros((2, 2), np.float32)
+    with pytest.raises(ImportError, match=r"brainzarr\[fast\]"):
+        unpack_chunks(src, out, [0], 1.0, 0.0, 0, 2, np.arange(2), use_numba=True)
+    unpack_chunks(src, out, [0], 1.0, 0.0, 0, 2, np.arange(2))  # the default falls back to numpy

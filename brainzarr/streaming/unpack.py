@@ -112,6 +112,8 @@ def unpack_chunks(src, out, c0s, scale, offset, r0, r1, dest, *, use_numba: bool
     dest = np.asarray(dest, dtype=np.int64)
     if use_numba is None:
         use_numba = compiled()
+    elif use_numba and not compiled():
+        raise ImportError("use_numba=True needs numba: pip install 'brainzarr[fast]'")
     if use_numba and out.flags.c_contiguous and src.flags.c_contiguous:
         _compiled_kernel()(src, out, np.asarray(c0s, dtype=np.int64), scale, offset, int(r0), int(r1), dest, STRIP)
     else:
