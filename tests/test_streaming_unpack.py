@@ -86,18 +86,18 @@ def test_a_pass_without_numba_reads_the_same_numbers(tmp_path, monkeypatch):
 
 
 def test_the_kernel_compiles_where_no_cache_folder_is_writable(monkeypatch):
-    numba = pytest.importorskip("numba")
+    pytest.importorskip("numba")
     import brainzarr.streaming.unpack as unpack
 
-    real_njit = numba.njit
+    real_jit = unpack._jit
 
-    def njit(**options):
+    def jit(**options):  # numba itself is left alone: its registries are global
         if options.get("cache"):  # what numba raises when no cache locator is usable
             raise RuntimeError("cannot cache function '_kernel': no locator available")
-        return real_njit(**options)
+        return real_jit(**options)
 
     monkeypatch.setattr(unpack, "_compiled", None)
-    monkeypatch.setattr(unpack.numba, "njit", njit)
+    monkeypatch.setattr(unpack, "_jit", jit)
     src = np.arange(24, dtype=np.uint16).reshape(2, 4, 3)
     out = np.zeros((4, 6), np.float32)
     unpack_chunks(src, out, np.array([0, 3]), 0.5, 1.0, 0, 4, np.arange(4))

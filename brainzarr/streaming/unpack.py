@@ -51,13 +51,17 @@ def _kernel(src, out, c0s, scale, offset, r0, r1, dest, strip):  # pragma: no co
                     target[q] = np.float32(values[q]) * scale + offset
 
 
+def _jit(**options):
+    return numba.njit(nogil=True, boundscheck=False, **options)(_kernel)
+
+
 def _compiled_kernel():
     global _compiled
     if _compiled is None:
         try:  # cached on disk beside the module or in the user's cache folder
-            _compiled = numba.njit(nogil=True, boundscheck=False, cache=True)(_kernel)
+            _compiled = _jit(cache=True)
         except RuntimeError:  # neither is writable: compile once per process
-            _compiled = numba.njit(nogil=True, boundscheck=False)(_kernel)
+            _compiled = _jit()
     return _compiled
 
 
