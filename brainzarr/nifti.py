@@ -481,12 +481,9 @@ def write_nifti(
         used[rows] = True
         used = None if used.all() else np.flatnonzero(used)
     preloaded = None
-    if len(blocks) == 1:
-        raw = np.asarray(data.values)
-        raw = raw.reshape(len(raw), -1)
-        lo, hi = _value_range(raw if used is None else raw[used], dtype)
-        preloaded = raw.astype(dtype, copy=False)
-        del raw
+    if len(blocks) == 1:  # as to_nifti: the range of the values as written
+        preloaded = values(0, n_vol)
+        lo, hi = _finite_range(preloaded if used is None else preloaded[used]) or (np.nan, np.nan)
     else:
         written = data if used is None else data.isel(voxel=used)
         finite = written.where(np.isfinite(written)) if written.dtype.kind == "f" else written
@@ -515,16 +512,6 @@ def write_nifti(
                 volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = block[:, j] if rows is None else block[rows, j]
                 fobj.write(volume.T.data)  # volume.T is C-contiguous: the file's (Fortran) order
     return path
-
-
-def _value_range(values: np.ndarray, dtype) -> tuple[float, float]:
-    """(min, max) of the finite values as ``dtype`` gives them, NaN for none: what xarray's
-    skipna reduction of the same values gives."""
-    if values.dtype.kind == "f":
-        values = values[np.isfinite(values)]
-    if not values.size:
-        return np.nan, np.nan
-    return float(np.asarray(values.min()).astype(dtype)), float(np.asarray(values.max()).astype(dtype))
 
 
 def _checked_nifti_path(path) -> Path:
