@@ -58,17 +58,38 @@ def chunk_index(key: str) -> tuple[str, tuple[int, ...]] | None:
     return array, tuple(int(p) for p in parts)
 
 
+def crc32c_function():
+    """The fastest crc32c available: ``crc32c`` (the ``[fast]`` extra: hardware instructions,
+    the GIL released, so decode threads check in parallel), else ``google_crc32c`` (zarr's own
+    dependency, which holds the GIL: a 2-thread pass checks at one thread's rate)."""
+    global _CRC32C
+    if _CRC32C is None:
+        try:
+            import crc32c
+
+            if not getattr(crc32c, "hardware_based", True):
+                raise ImportError("crc32c without hardware support")
+            _CRC32C = crc32c.crc32c
+        except ImportError:
+            import google_crc32c
+
+            _CRC32C = google_crc32c.value
+    return _CRC32C
+
+
+_CRC32C = None
+
+
 def verify_crc32c(data, array: str, index):
     """The payload (a uint8 view, no copy) of bytes that end with a crc32c checksum, or
     ChunkError when the checksum does not match."""
-    import google_crc32c
     import numpy as np
 
     view = data.reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
     if len(view) < 4:
         raise ChunkError(f"chunk {index} of {array} is truncated ({len(view)} bytes)")
     stored = view[-4:].tobytes()
-    computed = np.uint32(google_crc32c.value(view[:-4])).tobytes()
+    computed = np.uint32(crc32c_function()(view[:-4])).tobytes()
     if stored != computed:
         raise ChunkError(f"chunk {index} of {array} is corrupt (checksum mismatch, {len(view)} bytes)")
     return view[:-4]

@@ -7,11 +7,21 @@ cold page cache) against the codec's own decode rate, one gene's whole-brain map
 Each assignment's store is built once in today's layout (float32, zstd, one file per chunk, no
 checksum); its values are then written in every other layout from memory (the write rate is
 that of packing, compressing and writing, not of the build's computation). A *pass* reads
-every row block x all genes through brainzarr's reader (float32 out), as every fit does; the
-*codec alone* decodes the same chunk bytes, already in memory, in a 2-thread pool into reused
-buffers, with nothing else (no checksum, no unpacking, no file reads). *Cold* passes first drop
-the store's pages from the page cache (posix_fadvise DONTNEED), so they read the disk; the
-disk's own sequential rate is measured beside them on the same files.
+every row block x all genes through brainzarr's reader (float32 out), as every fit does. The
+same chunk bytes, already in memory, are then decoded in a 2-thread pool into reused chunk-sized
+buffers, with no file reads and no block to fill, three ways:
+
+* *zstd alone*: the decompressor only (checksums stripped, not checked);
+* *codec chain*: the layout's codecs, each at its fastest: the crc32c checked, then zstd/blosc;
+* *decode alone*: the chunk bytes to the values the array holds: the codec chain, then for a
+  packed array the CF ``scale_factor``/``add_offset`` to float32 (what xarray's decoding and
+  brainzarr's reader return); the same as the codec chain for a float32 array.
+
+The pass's ratio to *decode alone* is what the pass adds to the decoding it cannot avoid (file
+reads, scheduling, placing rows in the block); its ratios to the faster two show what the
+checksum and the float32 output cost. *Cold* passes first drop the store's pages from the page
+cache (posix_fadvise DONTNEED), so they read the disk; the disk's own sequential rate is
+measured beside them on the same files.
 
 Prints a Markdown table and writes JSON next to it (``--out``).
 """
@@ -135,8 +145,9 @@ def _project_pass(store: Path) -> float:
     return time.perf_counter() - t0
 
 
-def _encoded_chunks(array_dir: Path) -> tuple[list, object, int]:
-    """The encoded inner chunks (bytes, checksum stripped) and the numcodecs decoder."""
+def _encoded_chunks(array_dir: Path):
+    """The encoded inner chunks (bytes, with their checksum where the layout has one) and the
+    direct reader's description of the layout (codec, crc, packing, chunk shape)."""
     import zarr
 
     from brainzarr.streaming.reader import _direct_layout
@@ -147,28 +158,41 @@ def _encoded_chunks(array_dir: Path) -> tuple[list, object, int]:
     for i in range(-(-z.shape[0] // layout.shard_rows)):
         for s in range(-(-z.shape[1] // layout.shard_cols)):
             for _, raw in layout._inner_chunks(i, s):
-                out.append(bytes(raw[:-4]) if layout.crc else bytes(raw))
-    return out, layout.codec, layout.rows * layout.cols * layout.dtype.itemsize
+                out.append(np.frombuffer(bytes(raw), dtype=np.uint8))
+    return out, layout
 
 
-def _codec_alone(array_dir: Path) -> float:
-    """Seconds to decode every chunk's bytes (in memory) in a 2-thread pool into reused buffers."""
+def _decode_alone(array_dir: Path, stage: str) -> float:
+    """Seconds to decode every chunk's bytes (in memory) in a 2-thread pool into reused chunk
+    buffers: ``stage`` "zstd" (decompression only), "codec" (the crc32c checked, then
+    decompression) or "values" (the codec chain, then the CF unpacking to float32)."""
     import threading
 
-    chunks, codec, nbytes = _encoded_chunks(array_dir)
+    from brainzarr._zarr import verify_crc32c
+    from brainzarr.streaming.unpack import unpack_chunks
+
+    chunks, layout = _encoded_chunks(array_dir)
+    shape = (layout.rows, layout.cols)
+    rows = np.arange(layout.rows, dtype=np.int64)
+    c0s = np.zeros(1, dtype=np.int64)
     local = threading.local()
 
     def decode(raw):
         buf = getattr(local, "buf", None)
         if buf is None:
-            buf = local.buf = np.empty(nbytes, dtype=np.uint8)
-        if codec is not None:
-            codec.decode(raw, out=buf)
+            buf = local.buf = np.empty(shape, dtype=layout.dtype)
+            local.values = np.empty(shape, dtype=np.float32)
+        if layout.crc:
+            raw = verify_crc32c(raw, "bench", 0) if stage != "zstd" else raw[:-4]
+        if layout.codec is not None:
+            layout.codec.decode(raw, out=buf.reshape(-1))
         else:
-            buf[: len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+            buf.reshape(-1).view(np.uint8)[: len(raw)] = raw
+        if stage == "values" and layout.packing is not None:
+            unpack_chunks(buf[None], local.values, c0s, *layout.packing, 0, layout.rows, rows)
 
     with ThreadPoolExecutor(2) as pool:
-        list(pool.map(decode, chunks[:8]))  # warm up
+        list(pool.map(decode, chunks[:8]))  # warm up (and compile the unpacking)
         t0 = time.perf_counter()
         list(pool.map(decode, chunks))
         return time.perf_counter() - t0
@@ -276,7 +300,10 @@ def main(argv=None):
             project = _project_pass(full)
             cold = None if args.no_cold else _pass(array_dir, n, chunks[0], cold=True)
             disk = None if args.no_cold else _disk_rate(layout_dir)
-            codec = min(_codec_alone(array_dir) for _ in range(args.repeats))
+            alone = {
+                stage: min(_decode_alone(array_dir, stage) for _ in range(args.repeats))
+                for stage in ("zstd", "codec", "values")
+            }
             gene_s = _gene_map(full, gene_sample)
             gb = values.nbytes / 1e9  # float32-equivalent GB per pass
             row = {
@@ -288,8 +315,12 @@ def main(argv=None):
                 "write_gbps": gb / write_s,
                 "pass_gbps": gb / warm,
                 "project_pass_gbps": gb / project,
-                "codec_gbps": gb / codec,
-                "pass_vs_codec": codec / warm,
+                "zstd_gbps": gb / alone["zstd"],
+                "codec_gbps": gb / alone["codec"],
+                "decode_gbps": gb / alone["values"],
+                "pass_vs_decode": alone["values"] / warm,
+                "pass_vs_codec": alone["codec"] / warm,
+                "pass_vs_zstd": alone["zstd"] / warm,
                 "cold_pass_gbps": None if cold is None else gb / cold,
                 "disk_gbps": disk,
                 "gene_map_s": gene_s,
@@ -302,7 +333,8 @@ def main(argv=None):
                 f"{assignment:8s} {name:32s} {row['disk_mb']:9.0f} MB {row['ratio']:5.2f}x {len(files):6d} files  "
                 f"write {row['write_gbps']:.2f}  pass {row['pass_gbps']:.2f} "
                 f"(fit path {row['project_pass_gbps']:.2f})  "
-                f"codec {row['codec_gbps']:.2f}  pass/codec {row['pass_vs_codec']:.2f}  cold {cold_txt}  "
+                f"zstd {row['zstd_gbps']:.2f}  codec {row['codec_gbps']:.2f}  decode {row['decode_gbps']:.2f}  "
+                f"pass/decode {row['pass_vs_decode']:.2f}  cold {cold_txt}  "
                 f"gene map {gene_s * 1e3:.0f} ms",
                 flush=True,
             )
@@ -314,15 +346,17 @@ def main(argv=None):
         "values delivered (a pass = every row block x all genes)*",
         "",
         "| assignment | layout | disk MB | ratio | files | write GB/s | pass GB/s (warm) | fit-path pass | "
-        "codec alone | pass / codec | pass / memcpy | cold pass (disk) | one gene map ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "zstd alone | codec chain | decode alone | pass / decode | pass / codec | pass / zstd | pass / memcpy | "
+        "cold pass (disk) | one gene map ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows_out:
         cold = "-" if r["cold_pass_gbps"] is None else f"{r['cold_pass_gbps']:.2f} ({r['disk_gbps']:.2f})"
         table.append(
             f"| {r['assignment']} | {r['layout']} | {r['disk_mb']:,.0f} | {r['ratio']:.2f}x | {r['files']:,} | "
-            f"{r['write_gbps']:.2f} | {r['pass_gbps']:.2f} | {r['project_pass_gbps']:.2f} | {r['codec_gbps']:.2f} | "
-            f"{r['pass_vs_codec']:.2f} | {r['pass_vs_memcpy']:.2f} | {cold} | {r['gene_map_s'] * 1e3:.0f} |"
+            f"{r['write_gbps']:.2f} | {r['pass_gbps']:.2f} | {r['project_pass_gbps']:.2f} | {r['zstd_gbps']:.2f} | "
+            f"{r['codec_gbps']:.2f} | {r['decode_gbps']:.2f} | {r['pass_vs_decode']:.2f} | {r['pass_vs_codec']:.2f} | "
+            f"{r['pass_vs_zstd']:.2f} | {r['pass_vs_memcpy']:.2f} | {cold} | {r['gene_map_s'] * 1e3:.0f} |"
         )
     print("\n".join(table))
     out = Path(args.out)

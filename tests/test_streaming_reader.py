@@ -1,4 +1,5 @@
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 
 from brainzarr.exceptions import ChunkError
 from brainzarr.streaming import RowBlockReader
+from brainzarr.streaming import reader as reader_module
 
 
 def _array(path, data, chunks, compressors="zstd", fill=np.nan, skip_chunk=None, shards=None):
@@ -154,3 +156,64 @@ def test_a_missing_shard_and_a_damaged_shard_index_are_named(tmp_path):
     shard.unlink()
     with pytest.raises(ChunkError, match=r"shard \(1, 1\) of sh is missing"):
         reader(16, 32)
+
+
+@pytest.mark.parametrize("name", ["zstd", "blosc", "crc", "sharded", "packed"])
+def test_mapped_and_read_files_give_the_same_rows(arrays, name, monkeypatch):
+    root, _ = arrays
+    keep = np.random.default_rng(5).random(16) < 0.5
+    mapped = [RowBlockReader(root / name)(a, min(a + 16, 103)).copy() for a in range(0, 103, 16)]
+    mapped_kept = RowBlockReader(root / name)(32, 48, keep).copy()
+    monkeypatch.setattr(reader_module, "_MAP_FLAGS", None)  # read into buffers instead
+    for a, want in zip(range(0, 103, 16), mapped, strict=True):
+        np.testing.assert_array_equal(RowBlockReader(root / name)(a, min(a + 16, 103)), want)
+    np.testing.assert_array_equal(RowBlockReader(root / name)(32, 48, keep), mapped_kept)
+
+
+@pytest.mark.parametrize("mapped", [True, False])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "flipped"])
+def test_a_damaged_checksummed_shard_is_named_whether_mapped_or_read(tmp_path, monkeypatch, mapped, damage):
+    if not mapped:
+        monkeypatch.setattr(reader_module, "_MAP_FLAGS", None)
+    data = np.random.default_rng(6).random((32, 28), dtype=np.float32)
+    checked = [zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()]
+    z = _array(tmp_path / "sh", data, (16, 7), compressors=checked, shards=(16, 14))
+    shard = tmp_path / "sh" / z.metadata.encode_chunk_key((0, 1))
+    raw = bytearray(shard.read_bytes())
+    if damage == "flipped":
+        raw[5] ^= 0xFF  # inside the first inner chunk's bytes
+    shard.write_bytes(bytes(raw[: len(raw) // 2] if damage == "truncated" else b"" if damage == "empty" else raw))
+    reader = RowBlockReader(tmp_path / "sh")
+    np.testing.assert_array_equal(reader(16, 32), data[16:])
+    with pytest.raises(ChunkError, match=r"\(0, [1-3]\) of sh"):
+        reader(0, 16)
+
+
+@settings(max_examples=40, deadline=None)
+@given(payload=st.binary(min_size=0, max_size=5000), cut=st.integers(0, 64))
+def test_every_crc32c_implementation_gives_zarrs_checksum(payload, cut):
+    import google_crc32c
+
+    from brainzarr import _zarr
+
+    crc32c = pytest.importorskip("crc32c")
+    data = np.frombuffer(payload, np.uint8)[cut:]  # views at any offset, as inside a mapped shard
+    assert crc32c.crc32c(data) == google_crc32c.value(data.tobytes())
+    framed = np.concatenate([data, np.frombuffer(np.uint32(google_crc32c.value(data.tobytes())).tobytes(), np.uint8)])
+    np.testing.assert_array_equal(_zarr.verify_crc32c(framed, "x", (0, 0)), data)
+
+
+def test_without_the_crc32c_package_checksums_come_from_zarrs_google_crc32c(monkeypatch):
+    import google_crc32c
+
+    from brainzarr import _zarr
+
+    monkeypatch.setitem(sys.modules, "crc32c", None)  # import crc32c raises ImportError
+    monkeypatch.setattr(_zarr, "_CRC32C", None)
+    assert _zarr.crc32c_function() is google_crc32c.value
+    payload = np.frombuffer(b"brainzarr" * 100, np.uint8)
+    framed = np.concatenate([payload, np.frombuffer(np.uint32(google_crc32c.value(payload)).tobytes(), np.uint8)])
+    np.testing.assert_array_equal(_zarr.verify_crc32c(framed, "x", 0), payload)
+    framed[3] ^= 1
+    with pytest.raises(ChunkError, match="checksum mismatch"):
+        _zarr.verify_crc32c(framed, "x", 0)
