@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from brainzarr.exceptions import ChunkError
 from brainzarr.streaming import RowBlockReader
-from brainzarr.streaming import reader as reader_module
 
 
 def _array(path, data, chunks, compressors="zstd", fill=np.nan, skip_chunk=None, shards=None):
@@ -158,23 +157,8 @@ def test_a_missing_shard_and_a_damaged_shard_index_are_named(tmp_path):
         reader(16, 32)
 
 
-@pytest.mark.parametrize("name", ["zstd", "blosc", "crc", "sharded", "packed"])
-def test_mapped_and_read_files_give_the_same_rows(arrays, name, monkeypatch):
-    root, _ = arrays
-    keep = np.random.default_rng(5).random(16) < 0.5
-    mapped = [RowBlockReader(root / name)(a, min(a + 16, 103)).copy() for a in range(0, 103, 16)]
-    mapped_kept = RowBlockReader(root / name)(32, 48, keep).copy()
-    monkeypatch.setattr(reader_module, "_MAP_FLAGS", None)  # read into buffers instead
-    for a, want in zip(range(0, 103, 16), mapped, strict=True):
-        np.testing.assert_array_equal(RowBlockReader(root / name)(a, min(a + 16, 103)), want)
-    np.testing.assert_array_equal(RowBlockReader(root / name)(32, 48, keep), mapped_kept)
-
-
-@pytest.mark.parametrize("mapped", [True, False])
 @pytest.mark.parametrize("damage", ["truncated", "empty", "flipped"])
-def test_a_damaged_checksummed_shard_is_named_whether_mapped_or_read(tmp_path, monkeypatch, mapped, damage):
-    if not mapped:
-        monkeypatch.setattr(reader_module, "_MAP_FLAGS", None)
+def test_a_damaged_checksummed_shard_is_named(tmp_path, damage):
     data = np.random.default_rng(6).random((32, 28), dtype=np.float32)
     checked = [zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()]
     z = _array(tmp_path / "sh", data, (16, 7), compressors=checked, shards=(16, 14))

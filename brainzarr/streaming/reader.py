@@ -24,7 +24,6 @@ A missing chunk or shard, a checksum mismatch or an undecodable chunk raises
 
 from __future__ import annotations
 
-import mmap
 import os
 import sys
 import threading
@@ -40,13 +39,6 @@ from ..exceptions import ChunkError
 from .unpack import unpack_chunks
 
 __all__ = ["RowBlockReader", "rows_read"]
-
-# read-only shared mappings, faulted in at once where the system can (Linux's MAP_POPULATE)
-_MAP_FLAGS = (
-    dict(flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
-    if hasattr(mmap, "PROT_READ")
-    else dict(access=mmap.ACCESS_READ)
-)
 
 _READS: dict[str, int] = {}
 _READS_LOCK = threading.Lock()
@@ -265,17 +257,14 @@ class _DirectLayout:
         )
 
     def _file(self, i: int, s: int) -> np.ndarray:
-        """The bytes of chunk or shard (i, s), mapped read-only from the page cache (no copy into
-        a buffer before the checksum and the codec read them); where a file cannot be mapped,
-        read into this thread's reused buffer (valid until this thread's next read)."""
+        """The bytes of chunk or shard (i, s), read into this thread's reused buffer (no page
+        faults of a fresh allocation per read; valid until this thread's next read). Reading
+        beats mapping the file: mapped shards (MAP_POPULATE) passed 25 % faster from the page
+        cache but 30-50 % slower from disk, and the 1 mm store is larger than the page cache."""
         path = self.root / self.array.metadata.encode_chunk_key((i, s))
         try:
             with open(path, "rb", buffering=0) as f:
                 size = os.fstat(f.fileno()).st_size
-                if size and _MAP_FLAGS is not None:
-                    # zarr >= 3.1.3 writes a chunk to a new file renamed over the old one, so no
-                    # write truncates a mapped file under a pass (which would be SIGBUS, not an error)
-                    return np.frombuffer(mmap.mmap(f.fileno(), size, **_MAP_FLAGS), dtype=np.uint8)
                 buf = getattr(self._local, "raw", None)
                 if buf is None or len(buf) < size:
                     buf = self._local.raw = np.empty(-(-size // 65536) * 65536, dtype=np.uint8)
