@@ -58,6 +58,9 @@ def chunk_index(key: str) -> tuple[str, tuple[int, ...]] | None:
     return array, tuple(int(p) for p in parts)
 
 
+_CRC32C = None  # the checksum function, chosen on first use
+
+
 def crc32c_function():
     """The fastest crc32c available: ``crc32c`` (the ``[fast]`` extra: hardware instructions,
     the GIL released, so decode threads check in parallel), else ``google_crc32c`` (zarr's own
@@ -75,9 +78,6 @@ def crc32c_function():
 
             _CRC32C = google_crc32c.value
     return _CRC32C
-
-
-_CRC32C = None
 
 
 def verify_crc32c(data, array: str, index):

@@ -259,8 +259,8 @@ class _DirectLayout:
     def _file(self, i: int, s: int) -> np.ndarray:
         """The bytes of chunk or shard (i, s), read into this thread's reused buffer (no page
         faults of a fresh allocation per read; valid until this thread's next read). Reading
-        beats mapping the file: mapped shards (MAP_POPULATE) passed 25 % faster from the page
-        cache but 30-50 % slower from disk, and the 1 mm store is larger than the page cache."""
+        beats mapping the file (measured, docs/design.md): mapped shards passed no faster from
+        the page cache and 10-50 % slower from disk, and a 1 mm store outgrows the page cache."""
         path = self.root / self.array.metadata.encode_chunk_key((i, s))
         try:
             with open(path, "rb", buffering=0) as f:
