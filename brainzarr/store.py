@@ -271,7 +271,7 @@ def _open_dataset(store: Store, chunks="auto-store") -> xr.Dataset:
             chunks={} if chunks == "auto-store" else chunks,
             mask_and_scale=False,  # packed arrays decode to float32 below (xarray's CF gives float64)
         )
-    ds = _unpacked(ds)
+    ds = _unpacked(ds, _local_root(store))
     problems = []
     if "expression" not in ds or ds["expression"].dims != ("voxel", "gene"):
         problems.append("expression (voxel, gene)")
@@ -421,14 +421,32 @@ def read_group(path, group: str) -> xr.Dataset:
             consolidated=_read_consolidated(store.path),
             mask_and_scale=False,
         )
-    return _unpacked(ds)
+    return _unpacked(ds, _local_root(store, group))
 
 
-def _unpacked(ds: xr.Dataset) -> xr.Dataset:
-    """Packed (uint16 + scale_factor) variables as lazy float32; NaN fill values left as stored."""
+def _unpacked(ds: xr.Dataset, root=None) -> xr.Dataset:
+    """Packed (uint16 + scale_factor) variables as lazy float32; NaN fill values left as stored.
+    ``root``: the group's local directory, where brainzarr reads the packed arrays' chunks itself."""
     from .layout import unpack
+    from .streaming.chunked import packed_dask_array
 
-    return ds.assign({name: unpack(var) for name, var in ds.data_vars.items() if var.dtype.kind in "iu"})
+    out = {}
+    for name, var in ds.data_vars.items():
+        if var.dtype.kind not in "iu":
+            continue
+        fast = None
+        if root is not None and var.ndim == 2 and "scale_factor" in var.attrs and var.chunks is not None:
+            fast = packed_dask_array(Path(root) / name, var.chunks)
+        out[name] = unpack(var, data=fast)
+    return ds.assign(out)
+
+
+def _local_root(store: Store, group: str = ""):
+    """The local directory of a store's group, or None on object storage."""
+    if is_remote(store.path):
+        return None
+    root = location(store.path)
+    return root / group.strip("/") if group.strip("/") else root
 
 
 def resolve_group(store, group: str) -> str:

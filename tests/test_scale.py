@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import brainzarr
+from brainzarr import store as store_module
 from brainzarr._zarr import StrictLocalStore
 from brainzarr.exceptions import InsufficientDiskError
 from brainzarr.layout import Layout
@@ -61,7 +62,8 @@ def test_a_pass_has_the_same_peak_memory_on_a_grid_with_8x_the_voxels(tmp_path):
 
 
 @pytest.mark.parametrize("sharded", [True, False])
-def test_one_genes_map_reads_only_that_genes_chunks(tmp_path, monkeypatch, sharded):
+def test_one_genes_map_reads_only_that_genes_chunks_through_zarr(tmp_path, monkeypatch, sharded):
+    monkeypatch.setattr(store_module, "_local_root", lambda *args, **kwargs: None)  # zarr's reading
     layout = Layout(shard_genes=2048 if sharded else None)
     store = brainzarr.build_store(tmp_path / "s.zarr", resolution=8, genes=300, chunks=(1024, 64), layout=layout)
     ds = brainzarr.open_store(store)
@@ -94,6 +96,41 @@ def test_one_genes_map_reads_only_that_genes_chunks(tmp_path, monkeypatch, shard
         assert all(r.end - r.start < shard_bytes / 3 for r in data_reads)
     else:
         assert columns == {"3"}  # ... and only the chunk column holding the gene
+
+
+@pytest.mark.parametrize("sharded", [True, False])
+def test_one_genes_map_reads_only_that_genes_chunks(tmp_path, monkeypatch, sharded):
+    """The same through brainzarr's own chunk reading (open_store's default on a local store)."""
+    import os
+
+    from brainzarr.streaming.reader import _DirectLayout
+
+    layout = Layout(shard_genes=2048 if sharded else None)
+    store = brainzarr.build_store(tmp_path / "s.zarr", resolution=8, genes=300, chunks=(1024, 64), layout=layout)
+    ds = brainzarr.open_store(store)
+    assert ds["expression"].data.name.startswith("brainzarr-packed-")
+    files, reads = [], []
+    real_file, real_pread = _DirectLayout._file, os.pread
+
+    def file(self, i, s):
+        files.append((i, s))
+        return real_file(self, i, s)
+
+    def pread(fd, n, offset):
+        reads.append((os.fstat(fd).st_size, n))
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(_DirectLayout, "_file", file)
+    monkeypatch.setattr(os, "pread", pread)
+    values = ds["expression"].isel(gene=200).values  # in chunk column 3 (genes 192-255)
+    monkeypatch.undo()
+    assert np.isfinite(values).all()
+    if sharded:
+        assert files == []  # no whole shard is read ...
+        assert len(reads) == 2 * 4  # ... only, in each of the 4 row blocks, the index and one inner chunk
+        assert all(n < size / 3 for size, n in reads)
+    else:
+        assert sorted(files) == [(i, 3) for i in range(4)] and reads == []  # the chunk column holding the gene
 
 
 def test_disk_room_is_checked_before_writing(tmp_path, monkeypatch, capsys):

@@ -2,6 +2,8 @@
 
 * :mod:`.reader` — :class:`RowBlockReader`: rows ``a:b`` x every gene of a Zarr array, the
   chunks decoded concurrently into one output (the read behind every pass);
+* :mod:`.chunked` — :func:`~.chunked.packed_dask_array`: a packed array as a dask array whose
+  chunks brainzarr decodes itself (``open_store``'s ``expression`` and ``reconstruction``);
 * :mod:`.unpack` — :func:`~.unpack.unpack_chunks`: packed chunks to float32 rows in one compiled
   step (numba when installed, numpy otherwise);
 * :mod:`.spans` — :func:`row_spans`: which contiguous row ranges a pass reads;

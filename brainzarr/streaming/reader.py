@@ -294,22 +294,57 @@ class _DirectLayout:
         if not self.sharded:
             yield s, raw
             return
-        n = self.per_shard * (self.shard_rows // self.rows)
-        size = 16 * n + (4 if self.index_crc else 0)
+        size = self._index_size()
         if len(raw) < size:
             raise ChunkError(f"shard {(i, s)} of {self.name} is truncated ({len(raw)} bytes)")
-        index = raw[-size:]
-        if self.index_crc:
-            index = verify_crc32c(index, self.name, (i, s))
-        table = np.frombuffer(index[: 16 * n].tobytes(), dtype="<u8").reshape(n, 2)
+        table = self._index_table(raw[-size:], i, s)
         n_chunks = -(-int(self.array.shape[1]) // self.cols)  # the last shard may reach past the genes
         for k in range(min(self.per_shard, n_chunks - s * self.per_shard)):
-            offset, nbytes = (int(v) for v in table[k])
-            if offset == 2**64 - 1:
-                raise self._missing((i, s * self.per_shard + k))
-            if offset + nbytes > len(raw) - size:
-                raise ChunkError(f"chunk {(i, s * self.per_shard + k)} of {self.name} lies outside its shard")
+            offset, nbytes = self._chunk_range(table, i, s, k, len(raw) - size)
             yield s * self.per_shard + k, raw[offset : offset + nbytes]
+
+    def inner_chunk(self, i: int, j: int) -> np.ndarray:
+        """The encoded bytes of inner chunk (i, j) alone: two positioned reads of its shard (the
+        index, then the chunk), not the whole file."""
+        if not self.sharded:
+            return self._file(i, j)
+        s, k = divmod(j, self.per_shard)
+        path = self.root / self.array.metadata.encode_chunk_key((i, s))
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise self._missing((i, s)) from None
+        try:
+            size, index_size = os.fstat(fd).st_size, self._index_size()
+            if size < index_size:
+                raise ChunkError(f"shard {(i, s)} of {self.name} is truncated ({size} bytes)")
+            index = np.frombuffer(os.pread(fd, index_size, size - index_size), dtype=np.uint8)
+            offset, nbytes = self._chunk_range(self._index_table(index, i, s), i, s, k, size - index_size)
+            raw = np.frombuffer(os.pread(fd, nbytes, offset), dtype=np.uint8)
+        finally:
+            os.close(fd)
+        if len(raw) < nbytes:
+            raise ChunkError(f"chunk {(i, j)} of {self.name} is truncated ({len(raw)} bytes)")
+        return raw
+
+    def _index_size(self) -> int:
+        return 16 * self.per_shard * (self.shard_rows // self.rows) + (4 if self.index_crc else 0)
+
+    def _index_table(self, index: np.ndarray, i: int, s: int) -> np.ndarray:
+        """The shard index's (offset, nbytes) rows, its checksum verified."""
+        if self.index_crc:
+            index = verify_crc32c(index, self.name, (i, s))
+        n = self.per_shard * (self.shard_rows // self.rows)
+        return np.frombuffer(index[: 16 * n].tobytes(), dtype="<u8").reshape(n, 2)
+
+    def _chunk_range(self, table: np.ndarray, i: int, s: int, k: int, payload: int) -> tuple[int, int]:
+        """(offset, nbytes) of inner chunk k of shard (i, s), checked against the shard's payload."""
+        offset, nbytes = (int(v) for v in table[k])
+        if offset == 2**64 - 1:
+            raise self._missing((i, s * self.per_shard + k))
+        if offset + nbytes > payload:
+            raise ChunkError(f"chunk {(i, s * self.per_shard + k)} of {self.name} lies outside its shard")
+        return offset, nbytes
 
     def _scratch(self, n: int) -> np.ndarray:
         """This thread's decode buffer for ``n`` inner chunks (n, rows, cols), reused."""
