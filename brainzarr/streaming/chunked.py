@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from .reader import RowBlockReader
+from .unpack import unpack_into
 
 __all__ = ["PackedChunks", "packed_dask_array"]
 
@@ -88,7 +89,7 @@ class PackedChunks:
         if layout is None:  # zarr reads it, unpacked as unpack() does
             raw = self._reader.array[r0:r1, c0:c1]
             scale, offset = self._reader.packing
-            _unpack_into(raw, out, scale, offset)
+            unpack_into(raw, out, scale, offset)
             return out
         scale, offset = layout.packing
         scratch = layout._scratch(1)[0]
@@ -98,15 +99,8 @@ class PackedChunks:
                 g0, g1 = max(c0, j * layout.cols), min(c1, (j + 1) * layout.cols)
                 layout._decode(layout.inner_chunk(i, j), (i, j), scratch)
                 part = scratch[a - i * layout.rows : b - i * layout.rows, g0 - j * layout.cols : g1 - j * layout.cols]
-                _unpack_into(part, out[a - r0 : b - r0, g0 - c0 : g1 - c0], scale, offset)
+                unpack_into(part, out[a - r0 : b - r0, g0 - c0 : g1 - c0], scale, offset)
         return out
-
-
-def _unpack_into(raw: np.ndarray, out: np.ndarray, scale: float, offset: float) -> None:
-    """CF decoding as :func:`brainzarr.layout.unpack` computes it: float32 multiply, float32 add."""
-    np.multiply(raw, np.float32(scale), out=out, casting="unsafe")
-    if np.float32(offset):
-        out += np.float32(offset)
 
 
 def packed_dask_array(path, chunks):

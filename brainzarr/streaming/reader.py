@@ -36,7 +36,7 @@ import zarr
 from .._location import location, zarr_store
 from .._zarr import quiet_zarr, verify_crc32c
 from ..exceptions import ChunkError
-from .unpack import unpack_chunks
+from .unpack import unpack_chunks, unpack_into
 
 __all__ = ["RowBlockReader", "rows_read"]
 
@@ -223,11 +223,7 @@ class RowBlockReader:
                 (slice(a, b), slice(None)), out=default_buffer_prototype().nd_buffer.from_numpy_array(out)
             )
             return out
-        raw = self.array[a:b]
-        np.multiply(raw, np.float32(packing[0]), out=out, casting="unsafe")
-        if packing[1]:
-            out += np.float32(packing[1])
-        return out
+        return unpack_into(self.array[a:b], out, *packing)
 
 
 class _DirectLayout:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["unpack_chunks", "compiled"]
+__all__ = ["unpack_chunks", "unpack_into", "compiled"]
 
 #: block rows unpacked across all of a task's chunks before moving down: each output row
 #: segment then stays a task's width long, which keeps the writes near memcpy speed
@@ -65,6 +65,15 @@ def _compiled_kernel():
     return _compiled
 
 
+def unpack_into(packed: np.ndarray, out: np.ndarray, scale, offset) -> np.ndarray:
+    """CF decoding of ``packed`` into the float32 ``out`` (same shape, any strides): a float32
+    multiply by ``scale``, then a float32 add of ``offset`` (what xarray and the kernel give)."""
+    np.multiply(packed, np.float32(scale), out=out, casting="unsafe")
+    if np.float32(offset):
+        out += np.float32(offset)
+    return out
+
+
 def _numpy(src, out, c0s, scale, offset, r0, r1, dest) -> None:
     cols = src.shape[2]
     width = out.shape[1]
@@ -81,10 +90,7 @@ def _numpy(src, out, c0s, scale, offset, r0, r1, dest) -> None:
             n = min(cols, width - c0)
             part = src[s, lo:hi, :n] if contiguous else src[s, lo:hi, :n][pick]
             if contiguous:
-                view = out[target_rows, c0 : c0 + n]
-                np.multiply(part, scale, out=view, casting="unsafe")
-                if offset:
-                    view += offset
+                unpack_into(part, out[target_rows, c0 : c0 + n], scale, offset)
             else:
                 values = np.multiply(part, scale, dtype=np.float32)
                 if offset:
