@@ -60,6 +60,7 @@ runs only when the target grid is in an MNI space and the image is not on the ta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -431,8 +432,10 @@ def write_nifti(
 
     The file is the one ``save_nifti(to_nifti(da, grid, ...), path)`` writes, but the image is
     never whole in memory: a 1 mm 128-component embedding is 4.4 GB as a 4-D float32 volume,
-    while this holds at most ``max_memory`` bytes of volumes (at least one 3-D volume) and
-    reads a dask-backed array in its chunks, one group of volumes per pass over it.
+    while this holds at most ``max_memory`` bytes of volumes (at least one 3-D volume). A
+    dask-backed array is read once, in its row chunks: where the volumes take more than one
+    group, it is copied volume by volume to an unnamed scratch file beside ``path`` (as large as
+    the array; without room on the disk for it, each group reads the array again).
 
     Parameters
     ----------
@@ -467,23 +470,29 @@ def write_nifti(
 
     shape = tuple(int(n) for n in shape)
     full_shape = shape + ((n_vol,) if other else ())
-    if not str(path).endswith(".gz"):  # a .nii.gz is smaller by how well the data compress: unknown before
-        require_free(path.parent, int(np.prod(full_shape)) * dtype.itemsize, f"the NIfTI file {path.name}")
+    file_bytes = 0  # a .nii.gz is smaller by how well the data compress: unknown before
+    if not str(path).endswith(".gz"):
+        file_bytes = int(np.prod(full_shape)) * dtype.itemsize
+        require_free(path.parent, file_bytes, f"the NIfTI file {path.name}")
     per_volume = int(np.prod(shape)) * dtype.itemsize + da.sizes["voxel"] * max(dtype.itemsize, da.dtype.itemsize)
     group = max(1, min(n_vol, int(max_memory) // per_volume))
 
     # cal_min/cal_max go in the header, before the data: the range of what is written, from the
-    # values themselves when one group holds every volume (one read), else a streamed reduction
+    # values themselves when one group holds every volume (one read) or when a lazy array is
+    # copied volume by volume to a scratch file (one read), else a streamed reduction
     blocks = [(start, min(n_vol, start + group)) for start in range(0, n_vol, group)]
     used = None
     if rows is not None:
         used = np.zeros(da.sizes["voxel"], dtype=bool)
         used[rows] = True
         used = None if used.all() else np.flatnonzero(used)
-    preloaded = None
+    preloaded = scratch = None
     if len(blocks) == 1:  # as to_nifti: the range of the values as written
         preloaded = values(0, n_vol)
         lo, hi = _finite_range(preloaded if used is None else preloaded[used]) or (np.nan, np.nan)
+    elif (scratch := _VolumeScratch.of(data, dtype, path.parent, used, group=group, reserve=file_bytes)) is not None:
+        values = scratch.volumes
+        lo, hi = scratch.range or (np.nan, np.nan)
     else:
         written = data if used is None else data.isel(voxel=used)
         finite = written.where(np.isfinite(written)) if written.dtype.kind == "f" else written
@@ -501,7 +510,10 @@ def write_nifti(
     hdr = img.header
     hdr.set_slope_inter(1.0, 0.0)  # what nibabel writes for unscaled data
     file_map = img.filespec_to_file_map(str(path))
-    with file_map["image"].get_prepare_fileobj(mode="wb") as fobj:
+    with (
+        contextlib.closing(scratch) if scratch is not None else contextlib.nullcontext(),
+        file_map["image"].get_prepare_fileobj(mode="wb") as fobj,
+    ):
         hdr.write_to(fobj)
         seek_tell(fobj, hdr.get_data_offset(), write0=True)
         volume = np.empty(shape, dtype=dtype, order="F")
@@ -512,6 +524,94 @@ def write_nifti(
                 volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = block[:, j] if rows is None else block[rows, j]
                 fobj.write(volume.T.data)  # volume.T is C-contiguous: the file's (Fortran) order
     return path
+
+
+class _VolumeScratch:
+    """A lazy (voxel, volume) array copied once, volume after volume, to an unnamed scratch file.
+
+    :func:`write_nifti` writes a few volumes at a time, and a store's arrays are chunked by rows
+    of voxels with every volume in a chunk: reading a group of volumes decodes all of them. A 1 mm
+    128-component embedding is 22 groups at the default memory, so 22 reads of the whole array;
+    with the scratch file it is read once (row block by row block, the range of the written values
+    taken on the way) and each group is a contiguous read of the file. The file has no name
+    (``O_TMPFILE`` where the system has it): nothing is left behind, even by a killed process.
+    """
+
+    def __init__(self, file, n_rows: int, n_volumes: int, dtype):
+        self.file, self.n_rows, self.n_volumes, self.dtype = file, n_rows, n_volumes, np.dtype(dtype)
+        self.range = None
+
+    @classmethod
+    def of(cls, data: xr.DataArray, dtype, folder: Path, used=None, *, group: int = 1, reserve: int = 0):
+        """The scratch copy of a dask-backed ``data``; None for an array in memory (slicing it is
+        free) or where the disk of ``folder`` lacks room for the copy besides ``reserve`` bytes
+        (then each group is read from ``data`` again). ``used``: the rows whose range counts;
+        ``group``: volumes read at once (whole chunks of the array, at least one)."""
+        import tempfile
+
+        from .exceptions import InsufficientDiskError
+        from .streaming import row_spans
+        from .streaming.passes import compute_rows
+
+        array = data.data
+        if isinstance(array, np.ndarray) or not hasattr(array, "chunks"):
+            return None
+        n_rows, n_volumes = (int(s) for s in array.shape)
+        dtype = np.dtype(dtype)
+        try:
+            require_free(folder, n_rows * n_volumes * dtype.itemsize + reserve, "a scratch copy of the volumes")
+        except InsufficientDiskError:
+            return None
+        keep = None
+        if used is not None:
+            keep = np.zeros(n_rows, dtype=bool)
+            keep[used] = True
+        self = cls(tempfile.TemporaryFile(dir=folder, prefix=".brainzarr-volumes-"), n_rows, n_volumes, dtype)
+        try:
+            fd = self.file.fileno()
+            lo, hi = np.inf, -np.inf
+            # whole chunks, up to a group's volumes at a time: memory does not grow with the volumes
+            columns = row_spans(n_volumes, array.chunks[1], read_rows=max(group, *array.chunks[1]), group=True)
+            for a, b in row_spans(n_rows, array.chunks[0]):
+                for c0, c1 in columns:
+                    block = np.asarray(compute_rows(array[:, c0:c1], a, b), dtype=dtype)
+                    found = _finite_range(block if keep is None else block[keep[a:b]])
+                    if found is not None:
+                        lo, hi = min(lo, found[0]), max(hi, found[1])
+                    for j in range(c0, c1):
+                        _pwrite_all(fd, np.ascontiguousarray(block[:, j - c0]), (j * n_rows + a) * dtype.itemsize)
+            self.range = (lo, hi) if lo <= hi else None
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def volumes(self, start: int, stop: int) -> np.ndarray:
+        """Volumes ``start:stop`` as a (voxel, volume) array (a view of a volume-major copy)."""
+        out = np.empty((stop - start, self.n_rows), dtype=self.dtype)
+        fd = self.file.fileno()
+        for j in range(start, stop):
+            _pread_all(fd, out[j - start], j * self.n_rows * self.dtype.itemsize)
+        return out.T
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _pwrite_all(fd: int, values: np.ndarray, offset: int) -> None:
+    view = memoryview(values).cast("B")
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _pread_all(fd: int, out: np.ndarray, offset: int) -> None:
+    view = memoryview(out).cast("B")
+    while view:
+        n = os.preadv(fd, [view], offset)
+        if n == 0:
+            raise OSError(f"the scratch file ended {view.nbytes} bytes early")
+        view, offset = view[n:], offset + n
 
 
 def _checked_nifti_path(path) -> Path:

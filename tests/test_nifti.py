@@ -233,18 +233,76 @@ def test_header(g8):
     backgrounds,
     st.integers(1, 6),
     st.booleans(),
+    st.sampled_from([None, 1, 7, 64]),
 )
-def test_write_nifti_writes_to_niftis_bytes(gv, suffix, background, volumes_held, one_map):
+def test_write_nifti_writes_to_niftis_bytes(gv, suffix, background, volumes_held, one_map, lazy_rows):
     """The streamed writer's file is byte for byte the in-memory image's, however many volumes
-    it holds at once, 3-D or 4-D."""
+    it holds at once, 3-D or 4-D, from values in memory or lazy (dask, rows in chunks of
+    ``lazy_rows``: copied to the scratch file when the volumes take several groups)."""
     grid, values = gv
-    da = fake_da(grid, values[:, 0] if one_map else values)
+    values = values[:, 0] if one_map else values
+    da = fake_da(grid, values)
     per_volume = int(np.prod(grid.shape)) * 4 + grid.n_voxels * 4
     with tempfile.TemporaryDirectory() as tmp:
         whole, streamed = Path(tmp) / f"a{suffix}", Path(tmp) / f"b{suffix}"
         save_nifti(to_nifti(da, background=background), whole)
+        if lazy_rows is not None:
+            import dask.array
+
+            da = da.copy(data=dask.array.from_array(values, chunks=(lazy_rows,) + values.shape[1:]))
         write_nifti(da, streamed, background=background, max_memory=volumes_held * per_volume)
         assert streamed.read_bytes() == whole.read_bytes()
+        assert sorted(p.name for p in Path(tmp).iterdir()) == sorted([whole.name, streamed.name])
+
+
+def _counted_lazy(values, chunks, fail_at=None):
+    """``values`` as a dask array whose computed blocks are recorded (and block ``fail_at`` fails)."""
+    import dask.array
+
+    calls = []
+
+    def count(block):
+        if block.size:  # dask calls it once on an empty block to learn the output's meta
+            calls.append(block.shape)
+            if fail_at is not None and len(calls) == fail_at:
+                raise RuntimeError("a chunk could not be read")
+        return block
+
+    return dask.array.from_array(values, chunks=chunks).map_blocks(count, dtype=values.dtype), calls
+
+
+@pytest.mark.parametrize("room", [True, False])
+def test_write_nifti_reads_a_lazy_array_once(g8, tmp_path, monkeypatch, room):
+    """Six volumes written two at a time from a lazy array chunked by rows and volumes: with room
+    on the disk for the scratch copy every block is computed once (the range included) and
+    nothing is left beside the file; without room each group reads the array again. The same
+    bytes either way."""
+    import shutil
+
+    values = np.random.default_rng(2).normal(size=(g8.n_voxels, 6)).astype(np.float32)
+    values[::97, 1] = np.nan
+    lazy, calls = _counted_lazy(values, chunks=(1000, 3))
+    per_volume = int(np.prod(g8.shape)) * 4 + g8.n_voxels * 4
+    whole = save_nifti(to_nifti(fake_da(g8, values), background=np.nan), tmp_path / "whole.nii.gz")
+    if not room:
+        usage = shutil.disk_usage(tmp_path)
+        monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=10_000))
+    path = write_nifti(fake_da(g8, lazy), tmp_path / "s.nii.gz", background=np.nan, max_memory=2 * per_volume)
+    assert path.read_bytes() == whole.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.nii.gz", "whole.nii.gz"]
+    if room:
+        assert len(calls) == lazy.npartitions
+    else:  # the range, then each group's column chunks again
+        assert len(calls) == 3 * lazy.npartitions
+
+
+def test_write_nifti_leaves_nothing_when_a_read_fails(g8, tmp_path):
+    values = np.ones((g8.n_voxels, 6), np.float32)
+    lazy, _ = _counted_lazy(values, chunks=(1000, 6), fail_at=3)
+    per_volume = int(np.prod(g8.shape)) * 4 + g8.n_voxels * 4
+    with pytest.raises(RuntimeError, match="could not be read"):
+        write_nifti(fake_da(g8, lazy), tmp_path / "s.nii", max_memory=2 * per_volume)
+    assert not list(tmp_path.iterdir())
 
 
 # ------------------------------------------------------------------------------ like=: another grid
