@@ -61,6 +61,7 @@ runs only when the target grid is in an MNI space and the image is not on the ta
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import warnings
@@ -71,6 +72,7 @@ import numpy as np
 import xarray as xr
 
 from ._disk import require_free
+from ._progress import job, step
 from ._version import __version__
 from .grid import MNI152_SPACE, Grid, ijk_to_xyz
 from .store import grid_info
@@ -486,43 +488,47 @@ def write_nifti(
         used = np.zeros(da.sizes["voxel"], dtype=bool)
         used[rows] = True
         used = None if used.all() else np.flatnonzero(used)
-    preloaded = scratch = None
-    if len(blocks) == 1:  # as to_nifti: the range of the values as written
-        preloaded = values(0, n_vol)
-        lo, hi = _finite_range(preloaded if used is None else preloaded[used]) or (np.nan, np.nan)
-    elif (scratch := _VolumeScratch.of(data, dtype, path.parent, used, group=group, reserve=file_bytes)) is not None:
-        values = scratch.volumes
-        lo, hi = scratch.range or (np.nan, np.nan)
-    else:
-        written = data if used is None else data.isel(voxel=used)
-        finite = written.where(np.isfinite(written)) if written.dtype.kind == "f" else written
-        extremes = xr.Dataset({"lo": finite.min(skipna=True), "hi": finite.max(skipna=True)}).compute()
-        lo, hi = float(extremes["lo"].astype(dtype)), float(extremes["hi"].astype(dtype))
-    lo, hi = (np.inf, -np.inf) if np.isnan(lo) else (lo + 0.0, hi + 0.0)  # + 0.0: -0.0 is 0.0
-    if len(ijk) < int(np.prod(shape)) and np.isfinite(background):
-        lo, hi = min(lo, background) + 0.0, max(hi, background) + 0.0
-    cal = (lo, hi) if lo <= hi else None
+    with job(f"export {path.name}", unit="step"):  # one bar: the scratch copy, then the volumes
+        preloaded = None
+        scratch = None if len(blocks) == 1 else _VolumeScratch.of(data, dtype, path.parent, used, group, file_bytes)
+        if len(blocks) == 1:  # as to_nifti: the range of the values as written
+            preloaded = values(0, n_vol)
+            lo, hi = _finite_range(preloaded if used is None else preloaded[used]) or (np.nan, np.nan)
+        elif scratch is not None:
+            values = scratch.volumes
+            lo, hi = scratch.range or (np.nan, np.nan)
+        else:
+            written = data if used is None else data.isel(voxel=used)
+            finite = written.where(np.isfinite(written)) if written.dtype.kind == "f" else written
+            extremes = xr.Dataset({"lo": finite.min(skipna=True), "hi": finite.max(skipna=True)}).compute()
+            lo, hi = float(extremes["lo"].astype(dtype)), float(extremes["hi"].astype(dtype))
+        lo, hi = (np.inf, -np.inf) if np.isnan(lo) else (lo + 0.0, hi + 0.0)  # + 0.0: -0.0 is 0.0
+        if len(ijk) < int(np.prod(shape)) and np.isfinite(background):
+            lo, hi = min(lo, background) + 0.0, max(hi, background) + 0.0
+        cal = (lo, hi) if lo <= hi else None
 
-    img = nib.Nifti1Image(np.broadcast_to(np.zeros((), dtype), full_shape), affine)  # a view: no memory
-    img.header.set_data_dtype(dtype)
-    _set_header(img, affine, space, da, other, cal)
-    img.update_header()
-    hdr = img.header
-    hdr.set_slope_inter(1.0, 0.0)  # what nibabel writes for unscaled data
-    file_map = img.filespec_to_file_map(str(path))
-    with (
-        contextlib.closing(scratch) if scratch is not None else contextlib.nullcontext(),
-        file_map["image"].get_prepare_fileobj(mode="wb") as fobj,
-    ):
-        hdr.write_to(fobj)
-        seek_tell(fobj, hdr.get_data_offset(), write0=True)
-        volume = np.empty(shape, dtype=dtype, order="F")
-        for start, stop in blocks:
-            block = preloaded if preloaded is not None else values(start, stop)
-            for j in range(stop - start):
-                volume.fill(background)
-                volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = block[:, j] if rows is None else block[rows, j]
-                fobj.write(volume.T.data)  # volume.T is C-contiguous: the file's (Fortran) order
+        img = nib.Nifti1Image(np.broadcast_to(np.zeros((), dtype), full_shape), affine)  # a view: no memory
+        img.header.set_data_dtype(dtype)
+        _set_header(img, affine, space, da, other, cal)
+        img.update_header()
+        hdr = img.header
+        hdr.set_slope_inter(1.0, 0.0)  # what nibabel writes for unscaled data
+        file_map = img.filespec_to_file_map(str(path))
+        with (
+            contextlib.closing(scratch) if scratch is not None else contextlib.nullcontext(),
+            file_map["image"].get_prepare_fileobj(mode="wb") as fobj,
+        ):
+            hdr.write_to(fobj)
+            seek_tell(fobj, hdr.get_data_offset(), write0=True)
+            volume = np.empty(shape, dtype=dtype, order="F")
+            with step(n_vol, "writing volumes") as bar:
+                for start, stop in blocks:
+                    block = preloaded if preloaded is not None else values(start, stop)
+                    for j in range(stop - start):
+                        volume.fill(background)
+                        volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = block[:, j] if rows is None else block[rows, j]
+                        fobj.write(volume.T.data)  # volume.T is C-contiguous: the file's (Fortran) order
+                        bar.update(1)
     return path
 
 
@@ -542,7 +548,7 @@ class _VolumeScratch:
         self.range = None
 
     @classmethod
-    def of(cls, data: xr.DataArray, dtype, folder: Path, used=None, *, group: int = 1, reserve: int = 0):
+    def of(cls, data: xr.DataArray, dtype, folder: Path, used=None, group: int = 1, reserve: int = 0):
         """The scratch copy of a dask-backed ``data``; None for an array in memory (slicing it is
         free) or where the disk of ``folder`` lacks room for the copy besides ``reserve`` bytes
         (then each group is read from ``data`` again). ``used``: the rows whose range counts;
@@ -572,14 +578,16 @@ class _VolumeScratch:
             lo, hi = np.inf, -np.inf
             # whole chunks, up to a group's volumes at a time: memory does not grow with the volumes
             columns = row_spans(n_volumes, array.chunks[1], read_rows=max(group, *array.chunks[1]), group=True)
-            for a, b in row_spans(n_rows, array.chunks[0]):
-                for c0, c1 in columns:
+            spans = row_spans(n_rows, array.chunks[0])
+            with step(len(spans) * len(columns), "copying volumes to a scratch file") as bar:
+                for (a, b), (c0, c1) in itertools.product(spans, columns):
                     block = np.asarray(compute_rows(array[:, c0:c1], a, b), dtype=dtype)
                     found = _finite_range(block if keep is None else block[keep[a:b]])
                     if found is not None:
                         lo, hi = min(lo, found[0]), max(hi, found[1])
                     for j in range(c0, c1):
                         _pwrite_all(fd, np.ascontiguousarray(block[:, j - c0]), (j * n_rows + a) * dtype.itemsize)
+                    bar.update(1)
             self.range = (lo, hi) if lo <= hi else None
         except BaseException:
             self.close()

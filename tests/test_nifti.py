@@ -296,6 +296,25 @@ def test_write_nifti_reads_a_lazy_array_once(g8, tmp_path, monkeypatch, room):
         assert len(calls) == 3 * lazy.npartitions
 
 
+def test_write_nifti_shows_one_bar_on_a_terminal(g8, tmp_path, monkeypatch):
+    """A many-volume lazy export counts the scratch copy's blocks and the volumes on one bar."""
+    import io
+    import sys
+
+    import dask.array
+
+    stream = io.StringIO()
+    stream.isatty = lambda: True
+    monkeypatch.setattr(sys, "stderr", stream)
+    values = np.ones((g8.n_voxels, 6), np.float32)
+    per_volume = int(np.prod(g8.shape)) * 4 + g8.n_voxels * 4
+    lazy = fake_da(g8, dask.array.from_array(values, chunks=(1000, 6)))  # 4 row blocks
+    write_nifti(lazy, tmp_path / "s.nii", max_memory=2 * per_volume)
+    text = stream.getvalue()
+    assert "export s.nii" in text and "10/10" in text  # 4 row blocks copied + 6 volumes written
+    assert "writing volumes:" not in text  # the steps count on the export's bar, not bars of their own
+
+
 def test_write_nifti_leaves_nothing_when_a_read_fails(g8, tmp_path):
     values = np.ones((g8.n_voxels, 6), np.float32)
     lazy, _ = _counted_lazy(values, chunks=(1000, 6), fail_at=3)
