@@ -581,7 +581,7 @@ class _VolumeScratch:
             spans = row_spans(n_rows, array.chunks[0])
             with step(len(spans) * len(columns), "copying volumes to a scratch file") as bar:
                 for (a, b), (c0, c1) in itertools.product(spans, columns):
-                    block = np.asarray(compute_rows(array[:, c0:c1], a, b), dtype=dtype)
+                    block = np.asarray(compute_rows(array[:, c0:c1], a, b, scheduler=None), dtype=dtype)
                     found = _finite_range(block if keep is None else block[keep[a:b]])
                     if found is not None:
                         lo, hi = min(lo, found[0]), max(hi, found[1])

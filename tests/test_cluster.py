@@ -60,3 +60,18 @@ def test_python_api_uses_the_client_the_standard_ways(cluster, local):
     assert on_cluster == pytest.approx(expected, rel=1e-9)
     local_fit = brainzarr.read_group(local, "representations/pca/k4")
     np.testing.assert_allclose(again["rmse"].values, local_fit["rmse"].values, rtol=1e-6)
+
+
+def test_a_many_volume_export_reads_on_the_cluster(cluster, local, tmp_path):
+    """Four volumes one at a time (the scratch copy): read by the client's workers, the file the
+    local threads write."""
+    from brainzarr.commands.export import select_variable
+    from brainzarr.nifti import write_nifti
+
+    emb = select_variable(local, "representations/pca/k4/embedding")
+    write_nifti(emb, tmp_path / "local.nii", max_memory=1)
+    with distributed.Client(cluster) as client, distributed.get_task_stream(client) as tasks:
+        write_nifti(emb, tmp_path / "cluster.nii", max_memory=1)
+    assert len(tasks.data) > 0  # the reads ran on the workers
+    assert (tmp_path / "cluster.nii").read_bytes() == (tmp_path / "local.nii").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.nii", "local.nii", "local.zarr"]
