@@ -578,10 +578,11 @@ class _VolumeScratch:
             lo, hi = np.inf, -np.inf
             # whole chunks, up to a group's volumes at a time: memory does not grow with the volumes
             columns = row_spans(n_volumes, array.chunks[1], read_rows=max(group, *array.chunks[1]), group=True)
+            parts = {(c0, c1): array if (c0, c1) == (0, n_volumes) else array[:, c0:c1] for c0, c1 in columns}
             spans = row_spans(n_rows, array.chunks[0])
             with step(len(spans) * len(columns), "copying volumes to a scratch file") as bar:
                 for (a, b), (c0, c1) in itertools.product(spans, columns):
-                    block = np.asarray(compute_rows(array[:, c0:c1], a, b, scheduler=None), dtype=dtype)
+                    block = np.asarray(compute_rows(parts[c0, c1], a, b, scheduler=None), dtype=dtype)
                     found = _finite_range(block if keep is None else block[keep[a:b]])
                     if found is not None:
                         lo, hi = min(lo, found[0]), max(hi, found[1])
