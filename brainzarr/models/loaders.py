@@ -240,13 +240,18 @@ class StreamingLoader:
         try:
             filled = 0
             for (a, b), block in zip(spans, prefetch_spans(self.X, spans, depth=self.prefetch)):
-                if self.mask is not None:
-                    block = block[self.mask[a:b]]
-                while len(block):
-                    take = min(len(block), len(buffer) - filled)
-                    buffer[filled : filled + take] = block[:take]
+                # the selected rows go straight into the buffer: a masked copy of the block
+                # would be one more block (256 MB at all genes) at the loader's peak
+                rows = None if self.mask is None else np.flatnonzero(self.mask[a:b])
+                left, done = (len(block) if rows is None else len(rows)), 0
+                while done < left:
+                    take = min(left - done, len(buffer) - filled)
+                    if rows is None:
+                        buffer[filled : filled + take] = block[done : done + take]
+                    else:
+                        np.take(block, rows[done : done + take], axis=0, out=buffer[filled : filled + take])
                     filled += take
-                    block = block[take:]
+                    done += take
                     if filled >= self.shuffle_buffer:
                         filled = yield from self._drain(buffer, filled, rng, keep_remainder=True)
             yield from self._drain(buffer, filled, rng, keep_remainder=False)
