@@ -168,15 +168,33 @@ def _kill_and_resume(cfg: dict, work: Path) -> dict:
     _run_child("build", dict(small, store=str(whole)))
     cmd = [sys.executable, __file__, "--child", "build", "--cfg", json.dumps(dict(small, store=str(killed)))]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    delay = random.Random(0).uniform(3, 25)
-    time.sleep(delay)
+    # killed once a random share of the row blocks is written (a fixed delay can fall before the
+    # first block: the grid and the interpolation weights come first)
+    share = random.Random(0).uniform(0.1, 0.9)
+    start = time.perf_counter()
+
+    def blocks_done():
+        try:
+            done = np.asarray(zarr.open_array(str(killed / "build_chunk_done"), mode="r")[:])
+        except Exception:  # not created yet
+            return 0, 1
+        return int(done.sum()), done.size
+
+    while proc.poll() is None:
+        done, total = blocks_done()
+        if done >= share * total:
+            break
+        time.sleep(0.2)
+    delay = time.perf_counter() - start
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = int(np.asarray(zarr.open_array(str(killed / "build_chunk_done"))[:]).sum()) if killed.exists() else 0
+    done, total = blocks_done()
     _run_child("build", dict(small, store=str(killed)))
     a = zarr.open_array(str(killed / "expression"))[:]
     b = zarr.open_array(str(whole / "expression"))[:]
-    out.update(killed_after_s=round(delay, 1), blocks_done_at_kill=done, identical=bool(np.array_equal(a, b)))
+    out.update(
+        killed_after_s=round(delay, 1), blocks_done_at_kill=done, blocks=total, identical=bool(np.array_equal(a, b))
+    )
     shutil.rmtree(killed)
     shutil.rmtree(whole)
     return out
@@ -253,7 +271,8 @@ def main(argv=None):
     for r in rows:
         if r["step"] == "kill -9 + resume":
             detail = (
-                f"killed after {r['killed_after_s']} s ({r['blocks_done_at_kill']} blocks); identical: {r['identical']}"
+                f"killed after {r['killed_after_s']} s ({r['blocks_done_at_kill']} of {r.get('blocks', '?')} blocks "
+                f"written); identical: {r['identical']}"
             )
             table.append(f"| {r['resolution']} mm | {r['step']} | | | | | | {detail} |")
             continue
