@@ -91,6 +91,25 @@ def test_streaming_and_memory_loaders_give_each_selected_row_once_per_epoch():
     np.testing.assert_array_equal(interleaved[1][:, 0], orders[1][:192])
 
 
+def test_streaming_loader_holds_no_masked_copy_of_a_block():
+    """The selected rows of a read go straight into the shuffle buffer: an epoch's traced peak is
+    the buffer and the batches, not one more block-sized array (at all genes a block is 256 MB)."""
+    import tracemalloc
+
+    X = np.random.default_rng(0).random((4096, 1024), dtype=np.float32)  # one 16 MB read, in memory
+    mask = np.random.default_rng(1).random(len(X)) < 0.8
+    loader = StreamingLoader(X, 256, mask=mask, read_rows=4096, shuffle_buffer=1024, random_state=0)
+    buffer = (loader.shuffle_buffer + 256) * X.shape[1] * 4  # at least one read: 4,096 rows
+    tracemalloc.start()
+    try:
+        n = sum(len(batch) for batch in loader.epoch(0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert n == mask.sum()
+    assert peak < buffer + 4 * 256 * X.shape[1] * 4, (peak, buffer)  # a masked copy would add 13 MB
+
+
 def test_streaming_reads_whole_aligned_blocks_never_single_rows():
     X = np.random.default_rng(0).random((1000, 3)).astype(np.float32)
     rec = RecordingArray(X, row_chunk=200)

@@ -249,7 +249,9 @@ class StreamingLoader:
                     if rows is None:
                         buffer[filled : filled + take] = block[done : done + take]
                     else:
-                        np.take(block, rows[done : done + take], axis=0, out=buffer[filled : filled + take])
+                        # mode="clip": with the default "raise" numpy buffers `out` (a copy again)
+                        part = rows[done : done + take]
+                        np.take(block, part, axis=0, out=buffer[filled : filled + take], mode="clip")
                     filled += take
                     done += take
                     if filled >= self.shuffle_buffer:
