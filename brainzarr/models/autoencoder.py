@@ -55,8 +55,9 @@ __all__ = ["AutoEncoder", "build_network", "resolve_device", "MAX_VAL_BYTES"]
 MAX_VAL_BYTES = 256 << 20
 #: validation rows of a streamed fit come in runs of this many contiguous training rows
 VAL_RUN = 512
-#: rows per forward pass in transform / inverse_transform / validation
-EVAL_ROWS = 4096
+#: rows per forward pass in transform / inverse_transform / validation (a 1,024-row output of
+#: all genes is 64 MB; the layers' outputs are held twice over while a pass runs)
+EVAL_ROWS = 1024
 #: fraction of free memory the training rows may take to be held there
 HOST_FRACTION, GPU_FRACTION = 0.25, 0.5
 CHECKPOINT, WEIGHTS = "checkpoint.pt", "weights.pt"
@@ -592,16 +593,14 @@ class AutoEncoder(Representation):
         net = self.net_
         device = next(net.parameters()).device
         amp = _amp_dtype(device, self.mixed_precision)
-        out = []
+        width = self.n_components if part == "encoder" else self.n_features_in_
+        out = np.empty((len(X), width), dtype=np.float32)  # filled piece by piece: no concatenation
         net.eval()
         with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             for i in range(0, len(X), EVAL_ROWS):
                 x = torch.from_numpy(np.ascontiguousarray(X[i : i + EVAL_ROWS], dtype=np.float32)).to(device)
-                out.append(net[part](x).float().cpu().numpy())
-        width = self.n_components if part == "encoder" else self.n_features_in_
-        if len(out) == 1:  # a store's row block is one piece: no copy of a block-sized output
-            return out[0]
-        return np.concatenate(out) if out else np.empty((0, width), dtype=np.float32)
+                out[i : i + EVAL_ROWS] = net[part](x).float().cpu().numpy()
+        return out
 
     def _transform_block(self, X: np.ndarray) -> np.ndarray:
         return self._run("encoder", X)
