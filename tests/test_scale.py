@@ -2,7 +2,9 @@
 not grow with the voxels, a gene's map reads only that gene's chunks, passes are counted, and a
 job that lacks disk room refuses before writing."""
 
+import gc
 import tracemalloc
+import weakref
 
 import numpy as np
 import pytest
@@ -59,6 +61,52 @@ def test_a_pass_has_the_same_peak_memory_on_a_grid_with_8x_the_voxels(tmp_path):
     # a few blocks either way (read, prefetched, in use): not 8x more with 8x the voxels
     assert peak_large < peak_small + 2 * block
     assert peak_large < 8 * block
+
+
+def test_a_store_fit_holds_no_voxel_coordinates_while_it_fits_and_writes(tmp_path, monkeypatch):
+    from brainzarr.models import store_fitting
+
+    store = brainzarr.build_store(tmp_path / "s.zarr", genes=20, chunks=(512, 20))
+    opened = []  # weak references to the coordinate arrays of every Dataset the fit opens
+    real_open = store_module._open_dataset
+
+    def spy(*args, **kwargs):
+        ds = real_open(*args, **kwargs)
+        opened.extend(weakref.ref(ds[c].values) for c in ("x", "split", "split_random", "i"))
+        return ds
+
+    def alive():
+        gc.collect()
+        return sum(ref() is not None for ref in opened)
+
+    held = {}
+    cls = store_fitting.model_class("pca")
+    real_fit, real_compute = cls.fit, store_fitting.compute_tasks
+
+    def fit(self, X, y=None):
+        held["fit"] = alive()
+        return real_fit(self, X, y)
+
+    def compute(*args, **kwargs):
+        held["write"] = alive()
+        return real_compute(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "_open_dataset", spy)
+    monkeypatch.setattr(cls, "fit", fit)
+    monkeypatch.setattr(store_fitting, "compute_tasks", compute)
+    result = brainzarr.fit_store(store, "pca", 3, cache_bytes=None)
+    assert len(opened) >= 4  # the fit did open the store's Dataset
+    assert held == {"fit": 0, "write": 0}
+    # the result still carries them, and its RMSE per split is the one of the labels
+    ds = brainzarr.open_store(store)
+    np.testing.assert_array_equal(result["x"].values, ds["x"].values)
+    assert result.attrs["n_train"] == int((ds["split"] == "train").sum())
+    assert result.attrs["n_test"] == int((ds["split"] == "test").sum())
+    sse = ((result["reconstruction"].values - ds["expression"].values) ** 2).sum(axis=1)
+    test = ds["split"].values == "test"
+    np.testing.assert_allclose(
+        float(result["rmse"].sel(split="test")), np.sqrt(sse[test].sum() / (test.sum() * ds.sizes["gene"])), rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize("sharded", [True, False])
