@@ -396,7 +396,7 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
 
 def _forget_coordinates(store) -> None:
     """Let the store's cached Dataset go, and with it the voxel coordinates it holds in memory
-    (~110 bytes a voxel: 0.2 GB at 1 mm, more than a 4,096-row block of all genes). Neither the
+    (~110 bytes a voxel: 0.2 GB at 1 mm, nearly a 4,096-row block of all genes). Neither the
     fit nor the write pass needs them; the Dataset opens again (under a second at 1 mm) to lay
     out the result."""
     store.__dict__.pop("dataset", None)
