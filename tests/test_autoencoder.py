@@ -7,6 +7,8 @@ import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -99,7 +101,7 @@ def test_streaming_loader_holds_no_masked_copy_of_a_block():
     X = np.random.default_rng(0).random((4096, 1024), dtype=np.float32)  # one 16 MB read, in memory
     mask = np.random.default_rng(1).random(len(X)) < 0.8
     loader = StreamingLoader(X, 256, mask=mask, read_rows=4096, shuffle_buffer=1024, random_state=0)
-    buffer = (loader.shuffle_buffer + 256) * X.shape[1] * 4  # at least one read: 4,096 rows
+    buffer = loader.buffer_rows * X.shape[1] * 4  # the pool (at least one read) and one read
     tracemalloc.start()
     try:
         n = sum(len(batch) for batch in loader.epoch(0))
@@ -108,6 +110,115 @@ def test_streaming_loader_holds_no_masked_copy_of_a_block():
         tracemalloc.stop()
     assert n == mask.sum()
     assert peak < buffer + 4 * 256 * X.shape[1] * 4, (peak, buffer)  # a masked copy would add 13 MB
+
+
+def _pools_as_defined(loader, X, epoch):
+    """The batches the loader's docs define: the selected rows of its reads, in the epoch's read
+    order, poured into a pool of ``shuffle_buffer + batch_size`` rows; a read that brings the pool
+    to ``shuffle_buffer`` rows drains it (permuted, full batches out, the rest kept)."""
+    rng = np.random.default_rng([loader.random_state, epoch, 2])
+    spans = [loader.spans[i] for i in rng.permutation(len(loader.spans))]
+    bs, pool = loader.batch_size, X[:0]
+
+    def drain(pool, last):
+        order = rng.permutation(len(pool))
+        full = len(pool) // bs * bs
+        batches = [pool[order[i : i + bs]] for i in range(0, full, bs)]
+        if last and full < len(pool) and not loader.drop_last:
+            batches.append(pool[order[full:]])
+        return batches, pool[order[full:]]
+
+    out = []
+    for a, b in spans:
+        rows = X[a:b] if loader.mask is None else X[a:b][loader.mask[a:b]]
+        while len(rows):
+            take = min(len(rows), loader.shuffle_buffer + bs - len(pool))
+            pool, rows = np.concatenate([pool, rows[:take]]), rows[take:]
+            if len(pool) >= loader.shuffle_buffer:
+                batches, pool = drain(pool, last=False)
+                out += batches
+    return out + drain(pool, last=True)[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    chunk=st.integers(1, 70),
+    batch_size=st.integers(1, 24),
+    block_rows=st.integers(1, 9),
+    shuffle_buffer=st.one_of(st.none(), st.integers(1, 150)),
+    prefetch=st.integers(0, 3),
+    keep=st.one_of(st.none(), st.floats(0.05, 1)),
+    drop_last=st.booleans(),
+    lazy=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_streamed_batches_are_the_pools_the_docs_define(
+    n, chunk, batch_size, block_rows, shuffle_buffer, prefetch, keep, drop_last, lazy, seed
+):
+    """Reads land in the shuffle buffer, some of them ahead (while a pool trains): where and
+    when rows were read never changes a batch."""
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([np.arange(n), rng.random((n, 2))]).astype(np.float32)
+    mask = None if keep is None else rng.random(n) < keep
+    if mask is not None and not mask.any():
+        mask[n // 2] = True
+    loader = StreamingLoader(
+        da.from_array(X, chunks=(chunk, 3)) if lazy else X,
+        batch_size,
+        mask=mask,
+        block_rows=block_rows,
+        shuffle_buffer=shuffle_buffer,
+        prefetch=prefetch,
+        random_state=seed,
+        drop_last=drop_last,
+    )
+    for epoch in (0, 1):
+        got, want = list(loader.epoch(epoch)), _pools_as_defined(loader, X, epoch)
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_streaming_from_a_store_decodes_into_the_shuffle_buffer(tmp_path, monkeypatch):
+    """Over a store's row blocks (what fit_store streams) every read is decoded straight into
+    the loader's buffer, or the validation rows' array: no block is allocated beside them
+    (at all genes one is 256 MB; the reader's pool used to hold three during an epoch)."""
+    import brainzarr
+    from brainzarr.streaming import expression_rows
+    from brainzarr.streaming import reader as reader_mod
+
+    store = brainzarr.build_store(tmp_path / "s.zarr", resolution=8, genes=24, chunks=(512, 24))
+    train = (brainzarr.open_store(store).split == "train").values
+    X = expression_rows(store, mask=train)
+    values = X.compute()
+    fit_rows = np.random.default_rng(0).random(len(values)) < 0.9
+
+    def no_block(*args, **kwargs):
+        raise AssertionError("a block was allocated outside the loader's buffer")
+
+    monkeypatch.setattr(reader_mod._BUFFERS, "get", no_block)
+    loader = StreamingLoader(X, 64, mask=fit_rows, shuffle_buffer=700, prefetch=2, random_state=5)
+    assert len(loader.spans) > 3
+    for epoch in (0, 1):
+        got, want = list(loader.epoch(epoch)), _pools_as_defined(loader, values, epoch)
+        assert len(got) == len(want) > 1
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(loaders.load_rows(X, ~fit_rows), values[~fit_rows])
+
+
+def test_an_abandoned_epoch_leaves_no_read_writing_into_the_buffer():
+    X = da.from_array(np.random.default_rng(0).random((2000, 5), dtype=np.float32), chunks=(100, 5))
+    loader = StreamingLoader(X, 10, shuffle_buffer=150, prefetch=3, random_state=1)
+    whole = list(loader.epoch(0))
+    first = loader.epoch(0)
+    next(first)
+    first.close()  # stopped while reads ahead were under way: they finish before the buffer is reused
+    again = list(loader.epoch(0))
+    assert len(again) == len(whole)
+    for g, w in zip(again, whole):
+        np.testing.assert_array_equal(g, w)
 
 
 def test_streaming_reads_whole_aligned_blocks_never_single_rows():

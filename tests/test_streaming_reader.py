@@ -75,6 +75,12 @@ def test_reads_match_zarr(arrays, a, length, seed, name, masked, direct):
     got = reader(a, b, keep)
     np.testing.assert_array_equal(got, want if keep is None else want[keep])
     assert got.flags.c_contiguous and got.dtype == np.float32
+    # into a caller's rows (e.g. a loader's shuffle buffer): the same values, nothing around them touched
+    rows = len(got)
+    around = np.full((rows + 4, got.shape[1]), -1.0, dtype=np.float32)
+    assert reader(a, b, keep, out=around[2 : 2 + rows]).base is around
+    np.testing.assert_array_equal(around[2 : 2 + rows], got)
+    assert (around[:2] == -1).all() and (around[2 + rows :] == -1).all()
 
 
 def test_read_into_and_errors(arrays):
@@ -87,6 +93,10 @@ def test_read_into_and_errors(arrays):
         reader(90, 110)
     with pytest.raises(ValueError, match="keep has shape"):
         reader(0, 16, np.ones(3, bool))
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous float32 array of shape \(16, 45\)"):
+        reader(0, 16, out=np.empty((15, 45), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        reader(0, 16, out=np.empty((16, 90), np.float32)[:, ::2])
     again = pickle.loads(pickle.dumps(reader))
     np.testing.assert_array_equal(again(0, 103), expected)
 

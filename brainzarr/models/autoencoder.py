@@ -167,8 +167,9 @@ class AutoEncoder(Representation):
         Hold the training rows in (GPU or host) memory, or stream them from the store.
     block_rows, read_rows, shuffle_buffer, prefetch
         Streaming loader settings (:class:`~.loaders.StreamingLoader`). One read ahead keeps
-        the CPU busy (a row block decodes in a fraction of the time it trains) and each queued
-        read is a row block (4,096 voxels x all genes: 256 MB).
+        the CPU busy (a row block decodes in a fraction of the time it trains); reads land in
+        the shuffle buffer, which holds ``1 + prefetch`` row blocks beyond its pool (4,096
+        voxels x all genes: 256 MB each).
     checkpoint_dir : str, optional
         Write a checkpoint every epoch and resume from it. A checkpoint there that was written
         for other data or settings raises :class:`~.base.CheckpointMismatchError`.

@@ -7,12 +7,17 @@ of the selection exactly once per epoch, in an order fixed by ``(random_state, e
   the GPU); each epoch draws a seeded permutation and slices batches from it.
 * :class:`StreamingLoader` — the rows stay in the store. Reads are contiguous, aligned
   *spans* of rows (by default one row of store chunks, e.g. 4096 voxels x all genes, so each
-  read decodes every chunk it touches exactly once), taken in a seeded random order by a
-  background thread (``prefetch`` reads ahead). Spans are pooled in a shuffle buffer of
-  ``shuffle_buffer`` rows, the pooled rows are permuted and cut into batches; the remainder
-  carries over to the next fill. Rows are never read one at a time: random single-row
-  access to a chunked store decodes a whole chunk per row (scverse/annbatch makes the same
-  argument for its random contiguous blocks).
+  read decodes every chunk it touches exactly once), taken in a seeded random order. Spans
+  are pooled in a shuffle buffer of ``shuffle_buffer`` rows, the pooled rows are permuted and
+  cut into batches; the remainder carries over to the next fill. Rows are never read one at a
+  time: random single-row access to a chunked store decodes a whole chunk per row
+  (scverse/annbatch makes the same argument for its random contiguous blocks).
+
+Reads are decoded straight into the shuffle buffer (a store's row blocks, through
+:func:`~brainzarr.streaming.span_reader`): while a pool's batches train, a background thread
+reads the next ``prefetch`` spans in behind it. The loader's memory is its buffer,
+``shuffle_buffer`` rows plus ``1 + prefetch`` reads (:attr:`StreamingLoader.buffer_rows`), and
+no block beside it; the batches do not depend on where or when rows were read.
 
 How random are streamed batches? A batch mixes rows from the ``shuffle_buffer / span``
 spans in the buffer. With the store's 4096-row chunks and a 1 GiB buffer (all 15,633 genes)
@@ -27,13 +32,15 @@ Reads go through :mod:`brainzarr.streaming` (:func:`~brainzarr.streaming.row_spa
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 
 from .._deprecation import renamed_kwargs
 from .._progress import step
-from ..streaming import as_array, row_chunks, row_spans
+from ..streaming import as_array, row_chunks, row_spans, span_reader
 from ..streaming import prefetch as prefetch_spans
 
 __all__ = ["MemoryLoader", "StreamingLoader", "load_rows", "available_memory", "SHUFFLE_BUFFER_BYTES"]
@@ -100,6 +107,13 @@ def load_rows(
     if mask is not None:
         spans = [s for s in spans if mask[s[0] : s[1]].any()]
     pos = 0
+    if isinstance(out, np.ndarray):  # read straight into it: no block-sized temporary
+        read = span_reader(X, spans)
+        with step(len(spans), desc, unit="block") as bar:
+            for i, (a, b) in enumerate(spans):
+                pos += read(i, out[pos:], None if mask is None else mask[a:b])
+                bar.update(1)
+        return out
     with step(len(spans), desc, unit="block") as bar:
         for (a, b), block in zip(spans, prefetch_spans(X, spans, depth=prefetch)):
             if mask is not None:
@@ -186,11 +200,18 @@ class StreamingLoader:
         Rows pooled and permuted before batches are cut; default about
         :data:`SHUFFLE_BUFFER_BYTES` of rows (at least one read, at least 8 batches).
     prefetch : int
-        Reads queued ahead by the background thread.
+        Reads made ahead by a background thread, into the buffer, while a pool's batches train
+        (dask arrays; an in-memory array is only copied, so it is read when needed).
     random_state : int
         Epoch ``e``'s span order and in-buffer permutations come from ``(random_state, e)``.
     drop_last : bool
         Drop a final batch smaller than ``batch_size``.
+
+    Attributes
+    ----------
+    buffer_rows : int
+        Rows of the shuffle buffer: ``shuffle_buffer`` and room for the read that fills the
+        pool and the reads ahead. Its float32 bytes are the loader's memory.
     """
 
     @renamed_kwargs(seed="random_state")
@@ -221,6 +242,12 @@ class StreamingLoader:
         self.prefetch = int(prefetch)
         self.random_state = int(random_state)
         self.drop_last = drop_last
+        self._counts = [b - a if self.mask is None else int(np.count_nonzero(self.mask[a:b])) for a, b in self.spans]
+        # reads ahead overlap decoding with training; an in-memory array is only copied
+        self._ahead = max(self.prefetch, 0) if isinstance(self.X, da.Array) else 0
+        # the read that reaches the pool's size lands whole, the reads ahead land behind it
+        reads = max(self._counts, default=0)
+        self.buffer_rows = max(self.shuffle_buffer, self.batch_size) + (1 + self._ahead) * reads
 
     @property
     def n_rows(self) -> int:
@@ -229,35 +256,57 @@ class StreamingLoader:
     def epoch(self, epoch: int):
         """Yield this epoch's batches as float32 NumPy arrays."""
         rng = np.random.default_rng([self.random_state, int(epoch), 2])
-        spans = [self.spans[i] for i in rng.permutation(len(self.spans))]
-        width = int(self.X.shape[1])
-        shape = (self.shuffle_buffer + self.batch_size, width)
+        order = rng.permutation(len(self.spans))
+        spans = [self.spans[i] for i in order]
+        counts = [self._counts[i] for i in order]
+        selects = [None if self.mask is None else self.mask[a:b] for a, b in spans]
+        read = span_reader(self.X, spans)
+        capacity = self.buffer_rows
+        shape = (capacity, int(self.X.shape[1]))
         # the buffer is reused by the next epoch (first touches of a fresh GiB cost about a
         # second of page faults); an epoch started while another runs gets its own
         buffer, self._spare = getattr(self, "_spare", None), None
         if buffer is None or buffer.shape != shape:
             buffer = np.empty(shape, dtype=np.float32)
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="brainzarr-loader") if self._ahead else None
+        # rows [0, filled) are the pool; [filled, filled + tail) were read ahead (spans k + 1 ...)
+        filled = tail = 0
+        unread = 0  # the first span neither read nor being read
+        pending = []
         try:
-            filled = 0
-            for (a, b), block in zip(spans, prefetch_spans(self.X, spans, depth=self.prefetch)):
-                # the selected rows go straight into the buffer: a masked copy of the block
-                # would be one more block (256 MB at all genes) at the loader's peak
-                rows = None if self.mask is None else np.flatnonzero(self.mask[a:b])
-                left, done = (len(block) if rows is None else len(rows)), 0
-                while done < left:
-                    take = min(left - done, len(buffer) - filled)
-                    if rows is None:
-                        buffer[filled : filled + take] = block[done : done + take]
-                    else:
-                        # mode="clip": with the default "raise" numpy buffers `out` (a copy again)
-                        part = rows[done : done + take]
-                        np.take(block, part, axis=0, out=buffer[filled : filled + take], mode="clip")
-                    filled += take
-                    done += take
-                    if filled >= self.shuffle_buffer:
-                        filled = yield from self._drain(buffer, filled, rng, keep_remainder=True)
+            for k in range(len(spans)):
+                if unread == k:
+                    read(k, buffer[filled : filled + counts[k]], selects[k])
+                    unread = k + 1
+                else:
+                    tail -= counts[k]
+                filled += counts[k]
+                # pools as a buffer of shuffle_buffer + batch_size rows filled block after block
+                # would cut them (the batches do not depend on where or when rows were read)
+                while (size := min(filled, self.shuffle_buffer + self.batch_size)) >= self.shuffle_buffer:
+                    end = filled + tail
+                    while ahead is not None and len(pending) < self._ahead and unread < len(spans):
+                        if end + counts[unread] > capacity:
+                            break
+                        target = buffer[end : end + counts[unread]]
+                        pending.append(ahead.submit(read, unread, target, selects[unread]))
+                        end += counts[unread]
+                        unread += 1
+                    rest = yield from self._drain(buffer, size, rng, keep_remainder=True)
+                    for future in pending:
+                        future.result()
+                    pending = []
+                    tail = end - filled
+                    _move_rows(buffer, size, end, rest)  # the pool's overflow and the reads ahead
+                    filled, overflow = rest + filled - size, filled - size
+                    if not overflow:
+                        break
             yield from self._drain(buffer, filled, rng, keep_remainder=False)
         finally:
+            for future in pending:
+                future.cancel()
+            if ahead is not None:
+                ahead.shutdown(wait=True)  # no read may go on writing into a buffer the next epoch uses
             self._spare = buffer
 
     def _drain(self, buffer, filled, rng, *, keep_remainder):
@@ -273,3 +322,12 @@ class StreamingLoader:
         if len(rest) and not self.drop_last:
             yield buffer[rest]
         return 0
+
+
+def _move_rows(buffer, start: int, end: int, to: int) -> None:
+    """Rows ``[start, end)`` of ``buffer`` moved down to ``to`` (``to <= start``), in strips
+    that never overlap their source, so no temporary the size of the rows is made."""
+    strip = max(1, min(4096, start - to))
+    for i in range(0, end - start, strip) if to < start else ():
+        n = min(strip, end - start - i)
+        buffer[to + i : to + i + n] = buffer[start + i : start + i + n]

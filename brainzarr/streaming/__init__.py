@@ -7,8 +7,8 @@
 * :mod:`.unpack` — :func:`~.unpack.unpack_chunks`: packed chunks to float32 rows in one compiled
   step (numba when installed, numpy otherwise);
 * :mod:`.spans` — :func:`row_spans`: which contiguous row ranges a pass reads;
-* :mod:`.passes` — prefetch, stream, reduce and the parallel pass (:func:`compute_tasks`),
-  locally or on a dask.distributed client;
+* :mod:`.passes` — prefetch, stream, read into a caller's buffer (:func:`span_reader`), reduce
+  and the parallel pass (:func:`compute_tasks`), locally or on a dask.distributed client;
 * :mod:`.rows` — :func:`expression_rows`: a store's array as a dask array of row blocks.
 
 Peak memory of a pass is a few row blocks, whatever the number of voxels.
@@ -23,6 +23,7 @@ from .passes import (
     iter_row_blocks,
     prefetch,
     select_rows,
+    span_reader,
     stream_blocks,
     take_rows,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "row_spans",
     "rows_read",
     "select_rows",
+    "span_reader",
     "stream_blocks",
     "take_rows",
 ]

@@ -35,6 +35,7 @@ __all__ = [
     "as_array",
     "compute_rows",
     "prefetch",
+    "span_reader",
     "iter_row_blocks",
     "stream_blocks",
     "block_reduce",
@@ -94,6 +95,46 @@ def prefetch(X, spans, *, depth: int = 1, dtype=np.float32):
             yield call()
         return
     yield from _threaded(calls, depth)
+
+
+def span_reader(X, spans):
+    """``read(i, out, select=None)``: rows ``spans[i]`` of ``X`` (those where the boolean
+    ``select`` over them is true) written into ``out[:n]``; returns ``n``.
+
+    Arrays made by :func:`~brainzarr.streaming.expression_rows` whose row blocks are the spans
+    are decoded by the store's reader straight into ``out``: no block-sized temporary, which is
+    what lets a loader keep its reads inside its own buffer. Other arrays are read a block at a
+    time and copied.
+    """
+    spans = list(spans)
+    direct = _direct_blocks(X, spans)
+
+    def read(i: int, out: np.ndarray, select=None) -> int:
+        a, b = spans[i]
+        select = None if select is None else np.asarray(select, dtype=bool)
+        if direct is not None:
+            reader, reads = direct
+            s0, s1, keep = reads[i]
+            if select is not None:  # the selected ones among the rows the block keeps
+                chosen = np.zeros(s1 - s0, dtype=bool)
+                chosen[np.arange(s1 - s0) if keep is None else np.flatnonzero(keep)] = select
+                keep = chosen
+            n = s1 - s0 if keep is None else int(np.count_nonzero(keep))
+            reader(s0, s1, keep, out=out[:n])
+            return n
+        if isinstance(X, da.Array):
+            block = np.asarray(compute_rows(X, a, b), dtype=np.float32)
+        else:
+            block = np.asarray(X[a:b], dtype=np.float32)
+        if select is None:
+            out[: len(block)] = block
+            return len(block)
+        rows = np.flatnonzero(select)
+        # mode="clip": with the default "raise" numpy buffers `out` (a block-sized copy again)
+        np.take(block, rows, axis=0, out=out[: len(rows)], mode="clip")
+        return len(rows)
+
+    return read
 
 
 def _direct_blocks(X, spans):

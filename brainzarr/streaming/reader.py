@@ -121,7 +121,8 @@ class RowBlockReader:
     Notes
     -----
     Calling ``reader(a, b, keep=None)`` returns a new float array of rows ``a:b``, or of
-    those rows where the boolean ``keep`` (length ``b - a``) is true. Picklable (it carries
+    those rows where the boolean ``keep`` (length ``b - a``) is true; ``out=`` gives the
+    array to fill instead (C-contiguous, one row per row read). Picklable (it carries
     the path, not the open array), so its calls also run as dask.distributed tasks.
     """
 
@@ -169,7 +170,7 @@ class RowBlockReader:
             packing = self._local.packing = _packing(self.array)
         return packing
 
-    def __call__(self, a: int, b: int, keep=None) -> np.ndarray:
+    def __call__(self, a: int, b: int, keep=None, *, out: np.ndarray | None = None) -> np.ndarray:
         n, width = self.shape
         a, b = int(a), int(b)
         if not 0 <= a <= b <= n:
@@ -182,8 +183,16 @@ class RowBlockReader:
                 keep = None
         rows = b - a if keep is None else int(keep.sum())
         layout = self._direct(a, b)
-        # direct reads reuse released output blocks (page faults); zarr's reads get fresh ones
-        out = _BUFFERS.get((rows, width), self.dtype) if layout is not None else np.empty((rows, width), self.dtype)
+        if out is not None:
+            if out.shape != (rows, width) or out.dtype != self.dtype or not out.flags.c_contiguous:
+                raise ValueError(
+                    f"out must be a C-contiguous {self.dtype} array of shape {(rows, width)}, "
+                    f"not {out.dtype} {out.shape}"
+                )
+        elif layout is not None:  # direct reads reuse released output blocks (page faults)
+            out = _BUFFERS.get((rows, width), self.dtype)
+        else:
+            out = np.empty((rows, width), self.dtype)
         key = self.__dict__.get("_key") or self.__dict__.setdefault("_key", _key(self.path))
         with _READS_LOCK:
             _READS[key] = _READS.get(key, 0) + (b - a)
