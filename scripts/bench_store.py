@@ -260,6 +260,7 @@ def main(argv=None):
 
     import brainzarr
     from brainzarr.layout import Layout
+    from brainzarr.streaming import reusing_buffers
 
     genes = None if args.genes == "all" else int(args.genes)
     chunks = tuple(int(c) for c in args.chunks.split(","))
@@ -295,10 +296,11 @@ def main(argv=None):
             array_dir = layout_dir / "expression"
             files = _files(array_dir)
             nbytes = sum(f.stat().st_size for f in files)
-            warm = min(_pass(array_dir, n, chunks[0], cold=False) for _ in range(args.repeats))
             full = _as_store(base, layout_dir, Layout(**spec).to_attrs())
-            project = _project_pass(full)
-            cold = None if args.no_cold else _pass(array_dir, n, chunks[0], cold=True)
+            with reusing_buffers():  # as inside a fit: passes after the first reuse the output blocks
+                warm = min(_pass(array_dir, n, chunks[0], cold=False) for _ in range(args.repeats))
+                project = _project_pass(full)
+                cold = None if args.no_cold else _pass(array_dir, n, chunks[0], cold=True)
             disk = None if args.no_cold else _disk_rate(layout_dir)
             alone = {
                 stage: min(_decode_alone(array_dir, stage) for _ in range(args.repeats))

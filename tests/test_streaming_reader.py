@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brainzarr.exceptions import ChunkError
-from brainzarr.streaming import RowBlockReader
+from brainzarr.streaming import RowBlockReader, block_reduce, expression_rows, iter_row_blocks, reusing_buffers
 
 
 def _array(path, data, chunks, compressors="zstd", fill=np.nan, skip_chunk=None, shards=None):
@@ -211,3 +211,94 @@ def test_without_the_crc32c_package_checksums_come_from_zarrs_google_crc32c(monk
     framed[3] ^= 1
     with pytest.raises(ChunkError, match="checksum mismatch"):
         _zarr.verify_crc32c(framed, "x", 0)
+
+
+def test_a_read_through_zarr_keeps_rows_without_a_block_sized_copy(tmp_path, monkeypatch):
+    """The fallback (formats brainzarr does not decode itself) picks the kept rows out of its
+    reused scratch straight into the output (np.compress would buffer a copy of it)."""
+    import tracemalloc
+
+    data = np.random.default_rng(1).random((512, 300), dtype=np.float32)
+    _array(tmp_path / "gzip", data, (128, 100), compressors=zarr.codecs.GzipCodec())
+    reader = RowBlockReader(tmp_path / "gzip")
+    keep = np.random.default_rng(2).random(512) < 0.7
+    out = np.empty((int(keep.sum()), 300), dtype=np.float32)
+    reader(0, 512, keep, out=out)  # the first read allocates the thread's scratch
+    np.testing.assert_array_equal(out, data[keep])
+    out[:] = 0
+    monkeypatch.setattr(reader, "_read_zarr", lambda a, b, into: into)  # zarr's own buffers aside
+    tracemalloc.start()
+    try:
+        reader(0, 512, keep, out=out)  # the scratch still holds the rows read above
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(out, data[keep])
+    assert peak < out.nbytes / 4, f"{peak:,} bytes allocated to pick the rows of a {out.nbytes:,}-byte read"
+
+
+def _one_pass(X):
+    for block in iter_row_blocks(X, depth=0):  # one block read at a time: allocations are exact
+        assert np.isfinite(block).all()
+
+
+def test_a_pass_reuses_the_readers_blocks_and_lets_them_go_when_it_ends(tmp_path):
+    import brainzarr
+    from brainzarr.streaming import reader as reader_module
+
+    store = brainzarr.build_store(tmp_path / "s.zarr", genes=20, chunks=(256, 20))
+    X = expression_rows(store)
+    assert X.numblocks[0] >= 6
+    pool = reader_module._BUFFERS
+    before = pool.allocated
+    _one_pass(X)
+    assert pool.allocated - before == 2  # the block being read and the one before it, then reused
+    assert pool._buffers == []  # nothing held once the pass is over
+    with reusing_buffers():  # passes inside one scope (a fit's) share the blocks
+        before = pool.allocated
+        _one_pass(X)
+        between = pool.allocated
+        _one_pass(X)
+        assert (between - before, pool.allocated - between) == (2, 0)
+        block_reduce(X, lambda b: (b.sum(axis=0),))  # a pass in a pass's scope keeps them too
+        assert len(pool._buffers) >= 2
+    assert pool._buffers == []
+
+
+def test_reads_keeping_more_and_more_of_their_blocks_rows_reuse_the_same_blocks(tmp_path):
+    """The training voxels of each block differ in number; a block made for the first must
+    serve the larger ones after it (it is a whole row of chunks large)."""
+    import brainzarr
+    from brainzarr.streaming import reader as reader_module
+
+    store = brainzarr.build_store(tmp_path / "s.zarr", genes=20, chunks=(256, 20))
+    n = brainzarr.open_store(store).sizes["voxel"]
+    mask = np.zeros(n, dtype=bool)
+    for i, a in enumerate(range(0, n, 256)):
+        mask[a : a + 100 + 20 * i] = True  # 100, 120, 140, ... rows of each 256
+    X = expression_rows(store, mask=mask)
+    pool = reader_module._BUFFERS
+    before = pool.allocated
+    _one_pass(X)
+    assert pool.allocated - before == 2
+
+
+def test_an_estimators_fit_lets_the_readers_blocks_go_once_after_all_its_passes(tmp_path, monkeypatch):
+    import brainzarr
+    from brainzarr.models import PCA
+    from brainzarr.streaming import reader as reader_module
+
+    store = brainzarr.build_store(tmp_path / "s.zarr", genes=20, chunks=(256, 20))
+    X = expression_rows(store)
+    pool = reader_module._BUFFERS
+    released = []
+    real_clear = pool.clear
+    monkeypatch.setattr(pool, "clear", lambda: (released.append(len(pool._buffers)), real_clear()))
+    PCA(n_components=3, n_power_iter=3, cache_bytes=None, random_state=0).fit(X)  # 4 passes
+    assert released[0] >= 2 and len(released) == 1  # kept from pass to pass, let go at the end
+    assert pool._buffers == []
+
+    X[:300].compute()  # a dask computation by hand keeps them for the next read ...
+    assert pool._buffers
+    brainzarr.streaming.release_buffers()  # ... until let go
+    assert pool._buffers == []

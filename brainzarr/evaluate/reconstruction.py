@@ -18,7 +18,7 @@ import xarray as xr
 
 from ..models.base import row_sse
 from ..store import as_store, open_store, read_group, resolve_group, write_group
-from ..streaming import RowBlockReader, compute_tasks, expression_rows, iter_row_blocks
+from ..streaming import RowBlockReader, compute_tasks, expression_rows, iter_row_blocks, reusing_buffers
 from .results import find_representations, split_labels
 
 __all__ = [
@@ -199,7 +199,8 @@ def reconstruction_table(stores, *, methods=None, dims=None) -> xr.DataArray:
     """
     single = isinstance(stores, (str, Path)) or hasattr(stores, "fs") or type(stores).__name__ == "Store"
     stores = [stores] if single else list(stores)
-    tables = [_table_one(s, methods, dims) for s in stores]
+    with reusing_buffers():  # one pass per representation: the reader's blocks serve them all
+        tables = [_table_one(s, methods, dims) for s in stores]
     if len(tables) == 1:
         return tables[0]
     out = xr.concat(tables, dim="resolution_mm", join="outer")

@@ -18,7 +18,6 @@ from .._deprecation import renamed_kwargs
 from .._location import location
 from ..preprocess import SPLIT_SCHEMES
 from ..store import check_schema, open_store, write_group
-from ..streaming import release_buffers
 from .prediction import parse_grid, predict_targets
 from .reconstruction import reconstruction_frame, reconstruction_table, save_reconstruction_table, to_markdown
 from .results import find_representations, read_embedding, split_labels
@@ -193,7 +192,6 @@ def run_evaluation(
         out.mkdir(parents=True, exist_ok=True)
 
     table = reconstruction_table(store, methods=methods)
-    release_buffers()  # its passes are over: the reader's reused blocks are not held through the rest
     recon = reconstruction_frame(table)
     written = save_reconstruction_table(store if save_to_store else None, table, out) if table.size else {}
     files.update({k: v for k, v in written.items() if k in ("csv", "markdown")})

@@ -36,6 +36,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._progress import job
 from ..exceptions import CheckpointMismatchError
 from ..streaming.passes import as_array
+from ..streaming.reader import reusing_buffers
 
 __all__ = ["Representation", "CheckpointMismatchError", "rmse", "row_sse"]
 
@@ -123,7 +124,7 @@ class Representation(TransformerMixin, BaseEstimator):
             raise ValueError(f"n_components must be at least 1, got {self.n_components}")
         if self.__sklearn_tags__().input_tags.positive_only and not isinstance(arr, da.Array) and (arr < 0).any():
             raise ValueError(f"Negative values in data passed to {type(self).__name__}.fit")
-        with job(f"{self.method or type(self).__name__} fit", unit="block"):
+        with job(f"{self.method or type(self).__name__} fit", unit="block"), reusing_buffers():
             self._fit(arr)
         if labels is not None:
             self.feature_dim_, self.genes_ = labels

@@ -51,7 +51,7 @@ from .._zarr import checked_compressors, quiet_zarr
 from ..exceptions import CheckpointMismatchError, MethodUnavailableError, ResultExistsError
 from ..options import set_options
 from ..store import VOXEL_COORDS, as_store, group_writer, list_groups, read_group, store_lock
-from ..streaming import compute_tasks, expression_rows, release_buffers, rows_read
+from ..streaming import compute_tasks, expression_rows, reusing_buffers, rows_read
 from . import METHODS, get_model_class
 from .base import row_sse
 
@@ -261,13 +261,11 @@ def fit_store(
     """
     store = as_store(store)
     options = {k: v for k, v in (("progress", progress), ("client", client)) if v is not None}
-    with set_options(**options), store_lock(store.path, exclusive=False, what="fitted"):
-        try:
-            return _fit_store(
-                store, method, int(n_components), overwrite, int(random_state), split, write_reconstruction, params
-            )
-        finally:
-            release_buffers()  # the reader's reused blocks, not held once the fit is over
+    # reusing_buffers: the reader's blocks serve every pass of the fit and its write, then go
+    with set_options(**options), store_lock(store.path, exclusive=False, what="fitted"), reusing_buffers():
+        return _fit_store(
+            store, method, int(n_components), overwrite, int(random_state), split, write_reconstruction, params
+        )
 
 
 def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction, params):

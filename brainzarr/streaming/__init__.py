@@ -27,7 +27,7 @@ from .passes import (
     stream_blocks,
     take_rows,
 )
-from .reader import RowBlockReader, release_buffers, rows_read
+from .reader import RowBlockReader, release_buffers, reusing_buffers, rows_read
 from .rows import expression_rows
 from .spans import row_chunks, row_spans
 
@@ -42,6 +42,7 @@ __all__ = [
     "iter_row_blocks",
     "prefetch",
     "release_buffers",
+    "reusing_buffers",
     "row_chunks",
     "row_spans",
     "rows_read",

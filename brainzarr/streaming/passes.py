@@ -29,6 +29,7 @@ from dask.system import CPU_COUNT
 
 from .._progress import step
 from ..options import current_client
+from .reader import reusing_buffers
 from .spans import row_spans
 
 __all__ = [
@@ -90,11 +91,12 @@ def prefetch(X, spans, *, depth: int = 1, dtype=np.float32):
         calls = [(lambda a=a, b=b: np.asarray(compute_rows(X, a, b), dtype=dtype)) for a, b in spans]
     else:
         calls = [(lambda a=a, b=b: np.asarray(X[a:b], dtype=dtype)) for a, b in spans]
-    if depth < 1 or not isinstance(X, da.Array):
-        for call in calls:
-            yield call()
-        return
-    yield from _threaded(calls, depth)
+    with reusing_buffers():  # the reader's blocks serve block after block, then go with the pass
+        if depth < 1 or not isinstance(X, da.Array):
+            for call in calls:
+                yield call()
+            return
+        yield from _threaded(calls, depth)
 
 
 def span_reader(X, spans):
@@ -285,7 +287,7 @@ def compute_tasks(tasks, *, client=None, desc="working", num_workers=None, track
         return []
     client = current_client(client)
     track = tasks if track is None or client is not None else list(track)
-    with step(len(track), desc, unit="task") as bar:
+    with step(len(track), desc, unit="task") as bar, reusing_buffers():
         if client is not None:
             from distributed import as_completed
 

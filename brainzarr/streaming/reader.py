@@ -24,6 +24,7 @@ A missing chunk or shard, a checksum mismatch or an undecodable chunk raises
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -38,7 +39,7 @@ from .._zarr import quiet_zarr, verify_crc32c
 from ..exceptions import ChunkError
 from .unpack import unpack_chunks, unpack_into
 
-__all__ = ["RowBlockReader", "release_buffers", "rows_read"]
+__all__ = ["RowBlockReader", "release_buffers", "reusing_buffers", "rows_read"]
 
 _READS: dict[str, int] = {}
 _READS_LOCK = threading.Lock()
@@ -50,6 +51,8 @@ class _BufferPool:
     A fresh 256 MB block costs ~65,000 page faults, about as long as decoding it; a pass reads
     block after block, each dropped before the one after next, so a few buffers serve it. A
     buffer is reused only when its reference count says no array (nor any view of it) is alive.
+    Buffers are made ``capacity`` bytes large (a whole row of chunks), so that reads keeping
+    different numbers of a block's rows (the training voxels) all fit in the same ones.
     At most :attr:`MAX_BUFFERS` buffers and :attr:`MAX_BYTES` are kept.
     """
 
@@ -59,23 +62,44 @@ class _BufferPool:
     def __init__(self):
         self._buffers: list[np.ndarray] = []
         self._lock = threading.Lock()
+        self._scopes = 0
+        #: blocks allocated fresh so far (not handed out again): how tests see reuse
+        self.allocated = 0
 
-    def get(self, shape, dtype) -> np.ndarray:
+    def get(self, shape, dtype, capacity: int = 0) -> np.ndarray:
         dtype = np.dtype(dtype)
         n = int(np.prod(shape)) * dtype.itemsize
         with self._lock:
-            for i in range(len(self._buffers)):
-                # references: the list, getrefcount's argument: nothing else holds it
-                if self._buffers[i].nbytes >= n and sys.getrefcount(self._buffers[i]) <= 2:
+            # references: the list, getrefcount's argument: nothing else holds it
+            free = [i for i in range(len(self._buffers)) if sys.getrefcount(self._buffers[i]) <= 2]
+            for i in free:
+                if self._buffers[i].nbytes >= n:
                     return self._buffers[i][:n].view(dtype).reshape(shape)
-            flat = np.empty(n, dtype=np.uint8)
-            if len(self._buffers) < self.MAX_BUFFERS and sum(b.nbytes for b in self._buffers) + n <= self.MAX_BYTES:
+            flat = np.empty(max(n, int(capacity)), dtype=np.uint8)
+            self.allocated += 1
+            if free and len(self._buffers) >= self.MAX_BUFFERS:  # a free one too small makes room
+                del self._buffers[min(free, key=lambda i: self._buffers[i].nbytes)]
+            if (
+                len(self._buffers) < self.MAX_BUFFERS
+                and sum(b.nbytes for b in self._buffers) + flat.nbytes <= self.MAX_BYTES
+            ):
                 self._buffers.append(flat)
-            return flat.view(dtype).reshape(shape)
+            return flat[:n].view(dtype).reshape(shape)
 
     def clear(self) -> None:
         with self._lock:
             self._buffers.clear()
+
+    def enter(self) -> None:
+        with self._lock:
+            self._scopes += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._scopes -= 1
+            last = self._scopes == 0
+        if last:
+            self.clear()
 
 
 _BUFFERS = _BufferPool()
@@ -84,11 +108,29 @@ _BUFFERS = _BufferPool()
 def release_buffers() -> None:
     """Let go of the output blocks kept for the next read (up to three: 0.73 GB at all genes).
 
-    Passes reuse them from block to block and from pass to pass; a job that ends (a fit, an
-    evaluation's reconstruction passes) calls this so that they are not held while a notebook
-    goes on. Blocks still in use stay with whoever holds them.
+    Passes and fits let them go themselves when they end (see :func:`reusing_buffers`); this is
+    for reads made otherwise, e.g. a dask computation over
+    :func:`~brainzarr.streaming.expression_rows` by hand. Blocks still in use stay with whoever
+    holds them.
     """
     _BUFFERS.clear()
+
+
+@contextlib.contextmanager
+def reusing_buffers():
+    """Reuse the reader's output blocks from read to read inside this scope; let them go after.
+
+    Every pass (:func:`~brainzarr.streaming.iter_row_blocks`, :func:`~brainzarr.streaming.block_reduce`,
+    :func:`~brainzarr.streaming.compute_tasks`...) and every fit runs in one. Scopes nest: the
+    blocks are kept from pass to pass until the outermost scope ends (a fit of ten passes
+    allocates its three blocks once), then released, so nothing block-sized stays allocated
+    once a job is over.
+    """
+    _BUFFERS.enter()
+    try:
+        yield
+    finally:
+        _BUFFERS.leave()
 
 
 def rows_read(path) -> int:
@@ -200,7 +242,7 @@ class RowBlockReader:
                     f"not {out.dtype} {out.shape}"
                 )
         elif layout is not None:  # direct reads reuse released output blocks (page faults)
-            out = _BUFFERS.get((rows, width), self.dtype)
+            out = _BUFFERS.get((rows, width), self.dtype, capacity=layout.rows * width * self.dtype.itemsize)
         else:
             out = np.empty((rows, width), self.dtype)
         key = self.__dict__.get("_key") or self.__dict__.setdefault("_key", _key(self.path))
@@ -214,7 +256,8 @@ class RowBlockReader:
             scratch = getattr(self._local, "scratch", None)
             if scratch is None or scratch.shape[0] < b - a:
                 scratch = self._local.scratch = np.empty((b - a, width), dtype=self.dtype)
-            np.compress(keep, self._read_zarr(a, b, scratch[: b - a]), axis=0, out=out)
+            # mode="clip": np.compress (and take's default "raise") buffers `out`, a block-sized copy
+            np.take(self._read_zarr(a, b, scratch[: b - a]), np.flatnonzero(keep), axis=0, out=out, mode="clip")
         return out
 
     def read_into(self, a: int, b: int, out: np.ndarray) -> np.ndarray:
