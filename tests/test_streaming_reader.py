@@ -8,7 +8,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brainzarr.exceptions import ChunkError
-from brainzarr.streaming import RowBlockReader, block_reduce, expression_rows, iter_row_blocks, reusing_buffers
+from brainzarr.streaming import (
+    RowBlockReader,
+    block_reduce,
+    expression_rows,
+    iter_row_blocks,
+    release_buffers,
+    reusing_buffers,
+)
 
 
 def _array(path, data, chunks, compressors="zstd", fill=np.nan, skip_chunk=None, shards=None):
@@ -250,6 +257,7 @@ def test_a_pass_reuses_the_readers_blocks_and_lets_them_go_when_it_ends(tmp_path
     X = expression_rows(store)
     assert X.numblocks[0] >= 6
     pool = reader_module._BUFFERS
+    release_buffers()  # whatever reads by hand in earlier tests left
     before = pool.allocated
     _one_pass(X)
     assert pool.allocated - before == 2  # the block being read and the one before it, then reused
@@ -278,6 +286,7 @@ def test_reads_keeping_more_and_more_of_their_blocks_rows_reuse_the_same_blocks(
         mask[a : a + 100 + 20 * i] = True  # 100, 120, 140, ... rows of each 256
     X = expression_rows(store, mask=mask)
     pool = reader_module._BUFFERS
+    release_buffers()  # whatever reads by hand in earlier tests left
     before = pool.allocated
     _one_pass(X)
     assert pool.allocated - before == 2
@@ -300,5 +309,5 @@ def test_an_estimators_fit_lets_the_readers_blocks_go_once_after_all_its_passes(
 
     X[:300].compute()  # a dask computation by hand keeps them for the next read ...
     assert pool._buffers
-    brainzarr.streaming.release_buffers()  # ... until let go
+    release_buffers()  # ... until let go
     assert pool._buffers == []
