@@ -110,7 +110,7 @@ def test_a_store_fit_holds_no_voxel_coordinates_while_it_fits_and_writes(tmp_pat
 
 
 def test_a_fit_lets_the_readers_reused_blocks_go_when_it_ends(tmp_path):
-    """Passes keep up to three output blocks for the next read (0.73 GB at all genes); a job that
+    """Passes keep up to four output blocks for the next read (977 MiB at all genes); a job that
     has ended does not hold them (measured: 583 MiB held after a 4 mm all-gene PCA fit)."""
     from brainzarr.streaming import reader
 

@@ -53,10 +53,13 @@ class _BufferPool:
     buffer is reused only when its reference count says no array (nor any view of it) is alive.
     Buffers are made ``capacity`` bytes large (a whole row of chunks), so that reads keeping
     different numbers of a block's rows (the training voxels) all fit in the same ones.
-    At most :attr:`MAX_BUFFERS` buffers and :attr:`MAX_BYTES` are kept.
+    At most :attr:`MAX_BUFFERS` buffers and :attr:`MAX_BYTES` are kept: a streamed pass holds
+    three blocks at once (the one in use, one queued, one being read), an evaluation's RMSE
+    tasks four (two threads, each with a block and its reconstruction); a buffer is only kept
+    once it was needed, so keeping more raises no peak.
     """
 
-    MAX_BUFFERS = 3
+    MAX_BUFFERS = 4
     MAX_BYTES = 1 << 30
 
     def __init__(self):
@@ -106,7 +109,7 @@ _BUFFERS = _BufferPool()
 
 
 def release_buffers() -> None:
-    """Let go of the output blocks kept for the next read (up to three: 0.73 GB at all genes).
+    """Let go of the output blocks kept for the next read (up to four: 977 MiB at all genes).
 
     Passes and fits let them go themselves when they end (see :func:`reusing_buffers`); this is
     for reads made otherwise, e.g. a dask computation over
@@ -123,7 +126,7 @@ def reusing_buffers():
     Every pass (:func:`~brainzarr.streaming.iter_row_blocks`, :func:`~brainzarr.streaming.block_reduce`,
     :func:`~brainzarr.streaming.compute_tasks`...) and every fit runs in one. Scopes nest: the
     blocks are kept from pass to pass until the outermost scope ends (a fit of ten passes
-    allocates its three blocks once), then released, so nothing block-sized stays allocated
+    allocates its blocks once), then released, so nothing block-sized stays allocated
     once a job is over.
     """
     _BUFFERS.enter()
