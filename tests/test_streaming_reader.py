@@ -1,3 +1,4 @@
+import gc
 import pickle
 import sys
 
@@ -244,6 +245,16 @@ def test_a_read_through_zarr_keeps_rows_without_a_block_sized_copy(tmp_path, mon
     assert peak < out.nbytes / 4, f"{peak:,} bytes allocated to pick the rows of a {out.nbytes:,}-byte read"
 
 
+def _empty_pool():
+    """The reader's pool, emptied of what earlier tests left (passes abandoned in reference
+    cycles close their scope only when collected)."""
+    from brainzarr.streaming import reader as reader_module
+
+    gc.collect()
+    release_buffers()
+    return reader_module._BUFFERS
+
+
 def _one_pass(X):
     for block in iter_row_blocks(X, depth=0):  # one block read at a time: allocations are exact
         assert np.isfinite(block).all()
@@ -251,13 +262,11 @@ def _one_pass(X):
 
 def test_a_pass_reuses_the_readers_blocks_and_lets_them_go_when_it_ends(tmp_path):
     import brainzarr
-    from brainzarr.streaming import reader as reader_module
 
     store = brainzarr.build_store(tmp_path / "s.zarr", genes=20, chunks=(256, 20))
     X = expression_rows(store)
     assert X.numblocks[0] >= 6
-    pool = reader_module._BUFFERS
-    release_buffers()  # whatever reads by hand in earlier tests left
+    pool = _empty_pool()
     before = pool.allocated
     _one_pass(X)
     assert pool.allocated - before == 2  # the block being read and the one before it, then reused
@@ -277,7 +286,6 @@ def test_reads_keeping_more_and_more_of_their_blocks_rows_reuse_the_same_blocks(
     """The training voxels of each block differ in number; a block made for the first must
     serve the larger ones after it (it is a whole row of chunks large)."""
     import brainzarr
-    from brainzarr.streaming import reader as reader_module
 
     store = brainzarr.build_store(tmp_path / "s.zarr", genes=20, chunks=(256, 20))
     n = brainzarr.open_store(store).sizes["voxel"]
@@ -285,8 +293,7 @@ def test_reads_keeping_more_and_more_of_their_blocks_rows_reuse_the_same_blocks(
     for i, a in enumerate(range(0, n, 256)):
         mask[a : a + 100 + 20 * i] = True  # 100, 120, 140, ... rows of each 256
     X = expression_rows(store, mask=mask)
-    pool = reader_module._BUFFERS
-    release_buffers()  # whatever reads by hand in earlier tests left
+    pool = _empty_pool()
     before = pool.allocated
     _one_pass(X)
     assert pool.allocated - before == 2
@@ -295,11 +302,10 @@ def test_reads_keeping_more_and_more_of_their_blocks_rows_reuse_the_same_blocks(
 def test_an_estimators_fit_lets_the_readers_blocks_go_once_after_all_its_passes(tmp_path, monkeypatch):
     import brainzarr
     from brainzarr.models import PCA
-    from brainzarr.streaming import reader as reader_module
 
     store = brainzarr.build_store(tmp_path / "s.zarr", genes=20, chunks=(256, 20))
     X = expression_rows(store)
-    pool = reader_module._BUFFERS
+    pool = _empty_pool()
     released = []
     real_clear = pool.clear
     monkeypatch.setattr(pool, "clear", lambda: (released.append(len(pool._buffers)), real_clear()))
