@@ -56,7 +56,9 @@ class _BufferPool:
     At most :attr:`MAX_BUFFERS` buffers and :attr:`MAX_BYTES` are kept: a streamed pass holds
     three blocks at once (the one in use, one queued, one being read), an evaluation's RMSE
     tasks four (two threads, each with a block and its reconstruction); a buffer is only kept
-    once it was needed, so keeping more raises no peak.
+    once it was needed, so keeping more raises no peak. Buffers are kept only inside a scope
+    (:func:`reusing_buffers`) and on a dask.distributed worker; a read made otherwise gets a
+    block of its own, as any numpy read would.
     """
 
     MAX_BUFFERS = 4
@@ -72,6 +74,9 @@ class _BufferPool:
     def get(self, shape, dtype, capacity: int = 0) -> np.ndarray:
         dtype = np.dtype(dtype)
         n = int(np.prod(shape)) * dtype.itemsize
+        if self._scopes == 0 and not _in_dask_worker():  # a read by hand: nothing to keep it for
+            self.allocated += 1
+            return np.empty(shape, dtype)
         with self._lock:
             # references: the list, getrefcount's argument: nothing else holds it
             free = [i for i in range(len(self._buffers)) if sys.getrefcount(self._buffers[i]) <= 2]
@@ -108,12 +113,25 @@ class _BufferPool:
 _BUFFERS = _BufferPool()
 
 
+def _in_dask_worker() -> bool:
+    """Whether this thread runs a dask.distributed worker's task: a worker reuses its blocks
+    from task to task for its whole life (each task is a read or a block's work, never a pass)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
 def release_buffers() -> None:
     """Let go of the output blocks kept for the next read (up to four: 977 MiB at all genes).
 
-    Passes and fits let them go themselves when they end (see :func:`reusing_buffers`); this is
-    for reads made otherwise, e.g. a dask computation over
-    :func:`~brainzarr.streaming.expression_rows` by hand. Blocks still in use stay with whoever
+    Passes and fits let them go themselves when they end (see :func:`reusing_buffers`), and
+    reads outside them keep none; a dask.distributed worker keeps its blocks for as long as it
+    lives (``client.run(release_buffers)`` lets them go). Blocks still in use stay with whoever
     holds them.
     """
     _BUFFERS.clear()
@@ -127,7 +145,9 @@ def reusing_buffers():
     :func:`~brainzarr.streaming.compute_tasks`...) and every fit runs in one. Scopes nest: the
     blocks are kept from pass to pass until the outermost scope ends (a fit of ten passes
     allocates its blocks once), then released, so nothing block-sized stays allocated
-    once a job is over.
+    once a job is over. Reads outside any scope (a dask computation over
+    :func:`~brainzarr.streaming.expression_rows` by hand) each get a block of their own: wrap
+    such a computation in this scope to reuse them.
     """
     _BUFFERS.enter()
     try:
