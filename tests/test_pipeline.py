@@ -1,6 +1,7 @@
 """fit_store / load_model / rmse_table and ``brainzarr fit``: results written back into the store."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -226,6 +227,26 @@ def test_checkpointing_estimators_get_a_folder_kept_until_the_result_is_written(
     assert result.attrs["params"]["checkpoint_dir"] == str(folder)
     assert not folder.exists()
     assert not any("checkpoints" in g for g in list_groups(store))
+    # nor the folders above it, which plain zarr and xarray warn about when they open the store
+    assert not (store / ".checkpoints").exists()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xr.open_zarr(store, consolidated=False)
+    assert not [w for w in caught if ".checkpoints" in str(w.message)]
+
+
+def test_a_fits_checkpoint_folders_go_only_when_empty(tmp_path):
+    from brainzarr.models.store_fitting import _remove_checkpoints
+
+    root = tmp_path / "s.zarr" / ".checkpoints"
+    mine, other = root / "random" / "ae" / "k2", root / "random" / "ae" / "k3"
+    for folder in (mine, other):
+        folder.mkdir(parents=True)
+        (folder / "checkpoint.pt").write_text("epoch 1")
+    _remove_checkpoints(mine, root)
+    assert not mine.exists() and (other / "checkpoint.pt").exists()  # another fit's, still resumable
+    _remove_checkpoints(other, root)
+    assert not root.exists() and (tmp_path / "s.zarr").is_dir()  # never above brainzarr's own folder
 
 
 def test_unavailable_method_is_reported(monkeypatch):

@@ -390,9 +390,23 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
                 zarr_store(scratch, read_only=False, strict=False), mode="a", consolidated=False, zarr_format=3
             )
             open_group(scratch, mode="r+").attrs.update(attrs)
-    if params.get("checkpoint_dir") == str(checkpoints):
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the result is written: the next fit starts afresh
+    if params.get("checkpoint_dir") == str(checkpoints):  # the result is written: the next fit starts afresh
+        _remove_checkpoints(checkpoints, checkpoint_folder(store))
     return read_group(store, group)
+
+
+def _remove_checkpoints(folder: Path, root: Path) -> None:
+    """Remove a fit's checkpoint folder, then the folders above it up to ``root`` that it leaves
+    empty: inside a store, a folder that is no Zarr node makes plain zarr and xarray warn on
+    every opening of the store."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:
+        if not parent.is_relative_to(root):
+            break
+        try:
+            parent.rmdir()  # only when empty: another fit's checkpoint stays
+        except OSError:
+            break
 
 
 def _forget_coordinates(store) -> None:
