@@ -79,7 +79,8 @@ class _BufferPool:
         dtype = np.dtype(dtype)
         n = int(np.prod(shape)) * dtype.itemsize
         if self._scopes == 0 and not _in_dask_worker():  # a read by hand: nothing to keep it for
-            self.allocated += 1
+            with self._lock:
+                self.allocated += 1
             return np.empty(shape, dtype)
         with self._lock:
             # references: the list, getrefcount's argument: nothing else holds it
