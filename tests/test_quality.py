@@ -47,6 +47,22 @@ def test_readme_is_short_and_links_the_docs():
         assert page in readme and (ROOT / page).exists(), page
 
 
+def _python_blocks(page):
+    text = (ROOT / page).read_text()
+    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+
+
+def test_the_readmes_python_tour_and_the_store_pages_example_run_as_written(tmp_path, monkeypatch):
+    """A reader copies them as they stand: every name they use exists (e.g. the gene the tour
+    exports is among the store's 300), and the paths they open are the store's."""
+    monkeypatch.chdir(tmp_path)
+    (tour,) = _python_blocks("README.md")
+    exec(compile(tour, "README.md", "exec"), {})
+    assert (tmp_path / "hpca.nii.gz").exists()
+    (opening,) = [b for b in _python_blocks("docs/store.md") if "open_store" in b]
+    exec(compile(opening, "docs/store.md", "exec"), {})
+
+
 def test_every_benchmark_table_says_date_machine_and_load():
     text = (ROOT / "docs" / "benchmarks.md").read_text()
     sections = text.split("\n## ")[1:]
