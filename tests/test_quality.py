@@ -63,6 +63,29 @@ def test_the_readmes_python_tour_and_the_store_pages_example_run_as_written(tmp_
     exec(compile(opening, "docs/store.md", "exec"), {})
 
 
+def test_every_brainzarr_command_line_in_the_docs_parses():
+    """Command lines in the README and docs/ name options that exist (usage synopses with
+    [optional] or a|b parts are left out)."""
+    import re
+    import shlex
+
+    from brainzarr.cli import make_parser
+
+    lines = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for block in re.findall(r"```(?:bash|console|sh)\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.split(r"\s+#", line)[0].strip()
+                if line.startswith("brainzarr ") and not re.search(r"\[|\.\.\.|\|", line):
+                    lines.append((page.name, line))
+    assert len(lines) > 20
+    for page, line in lines:
+        try:
+            make_parser().parse_args(shlex.split(line)[1:])
+        except SystemExit:
+            pytest.fail(f"{page}: {line}")
+
+
 def test_every_benchmark_table_says_date_machine_and_load():
     text = (ROOT / "docs" / "benchmarks.md").read_text()
     sections = text.split("\n## ")[1:]
