@@ -63,6 +63,29 @@ def test_the_readmes_python_tour_and_the_store_pages_example_run_as_written(tmp_
     exec(compile(opening, "docs/store.md", "exec"), {})
 
 
+def test_the_representations_guides_example_runs_as_written(tmp_path, monkeypatch):
+    """The guide's Python fragment on the store the README's tour builds."""
+    import brainzarr
+
+    monkeypatch.chdir(tmp_path)
+    brainzarr.build_store("store/s8.zarr", source="synthetic", resolution=8, genes=300, random_state=1)
+    (example,) = _python_blocks("docs/guide/representations.md")
+    names = {}
+    exec(compile(example, "docs/guide/representations.md", "exec"), names)
+    assert names["Z"].dims == ("voxel", "component") and names["X_hat"].dims == ("voxel", "gene")
+    table = brainzarr.rmse_table("store/s8.zarr")
+    assert list(zip(table["method"], table["dim"])) == [("ae", 8)]
+
+
+@pytest.mark.slow
+def test_the_inr_guides_example_runs_as_written(tmp_path, monkeypatch):
+    """Fits, renders and cross-validates an INR of 200 genes as the guide does (~3 min)."""
+    monkeypatch.chdir(tmp_path)
+    (example,) = _python_blocks("docs/guide/inr.md")
+    exec(compile(example, "docs/guide/inr.md", "exec"), {})
+    assert (tmp_path / "store" / "inr-model").is_dir() and (tmp_path / "store" / "inr-2mm.zarr").is_dir()
+
+
 def test_every_brainzarr_command_line_in_the_docs_parses():
     """Command lines in the README and docs/ name options that exist (usage synopses with
     [optional] or a|b parts are left out)."""
