@@ -8,6 +8,7 @@ exit unless ``--debug``; errors that a flag fixes name the flag.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
@@ -57,35 +58,45 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(quiet: bool) -> logging.Handler:
+@contextlib.contextmanager
+def _command_logging(quiet: bool):
+    """brainzarr's messages on stderr, once each, for the duration of a command.
+
+    They do not propagate to the root logger: a library that configures it on import (abagen
+    calls ``logging.basicConfig``) would print each of them a second time, prefixed "INFO:".
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    saved = log.level, log.propagate
     log.addHandler(handler)
     log.setLevel(logging.WARNING if quiet else logging.INFO)
-    return handler
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.level, log.propagate = saved
 
 
 def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    handler = _configure_logging(getattr(args, "quiet", False))
     from .options import set_options
 
-    try:
-        with warnings.catch_warnings(), set_options(progress=True if getattr(args, "progress", False) else None):
-            warnings.filterwarnings("ignore", message=".*(pkg_resources|unstable|Zarr format 3).*")
-            warnings.simplefilter("ignore", FutureWarning)
-            return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        log.error("brainzarr: interrupted (run the same command again to resume)")
-        return 130
-    except Exception as exc:  # every failure is one clear line unless --debug
-        if args.debug:
-            raise
-        log.error("brainzarr %s: error: %s", args.command, error_message(exc))
-        return 1
-    finally:
-        log.removeHandler(handler)
+    with _command_logging(getattr(args, "quiet", False)):
+        try:
+            with warnings.catch_warnings(), set_options(progress=True if getattr(args, "progress", False) else None):
+                warnings.filterwarnings("ignore", message=".*(pkg_resources|unstable|Zarr format 3).*")
+                warnings.simplefilter("ignore", FutureWarning)
+                return int(args.func(args) or 0)
+        except KeyboardInterrupt:
+            log.error("brainzarr: interrupted (run the same command again to resume)")
+            return 130
+        except Exception as exc:  # every failure is one clear line unless --debug
+            if args.debug:
+                raise
+            log.error("brainzarr %s: error: %s", args.command, error_message(exc))
+            return 1
 
 
 def flag(name: str, value=True) -> str:

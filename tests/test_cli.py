@@ -80,6 +80,26 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, argv, message):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_each_message_is_printed_once_when_the_root_logger_has_a_handler(tmp_path, capsys):
+    """abagen calls logging.basicConfig on import: the CLI's lines must not appear twice."""
+    import logging
+
+    root = logging.getLogger()
+    borrowed = logging.StreamHandler(sys.stderr)
+    borrowed.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    brainzarr_log = logging.getLogger("brainzarr")
+    before = brainzarr_log.level, brainzarr_log.propagate, list(brainzarr_log.handlers)
+    root.addHandler(borrowed)
+    try:
+        code, _, err = run(["build", "--genes", "4", "--out", str(tmp_path / "s.zarr")], capsys)
+        assert code == 0 and err.count("built ") == 1 and "INFO:" not in err, err
+        code, _, err = run(["info", str(tmp_path / "none.zarr")], capsys)
+        assert code == 1 and err.count("no store at") == 1 and "ERROR:" not in err, err
+    finally:
+        root.removeHandler(borrowed)
+    assert (brainzarr_log.level, brainzarr_log.propagate, list(brainzarr_log.handlers)) == before
+
+
 def test_console_script_reports_without_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "brainzarr.cli", "info", str(tmp_path / "none.zarr")], capture_output=True, text=True

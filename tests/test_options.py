@@ -82,8 +82,14 @@ def test_no_bar_in_a_log_unless_asked(monkeypatch):
 def test_messages_go_to_the_brainzarr_logger(tmp_path, caplog):
     from brainzarr.cli import main
 
-    with caplog.at_level(logging.INFO, logger="brainzarr"):
-        assert main(["build", "--genes", "5", "--out", str(tmp_path / "s.zarr")]) == 0
+    brainzarr_log = logging.getLogger("brainzarr")
+    # during a command they do not propagate to the root logger, where caplog listens
+    brainzarr_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="brainzarr"):
+            assert main(["build", "--genes", "5", "--out", str(tmp_path / "s.zarr")]) == 0
+    finally:
+        brainzarr_log.removeHandler(caplog.handler)
     assert any(r.name.startswith("brainzarr") and "built" in r.getMessage() for r in caplog.records)
     assert logging.getLogger("brainzarr").handlers[-1].__class__ is logging.NullHandler  # the CLI's is gone
 
