@@ -531,6 +531,7 @@ def store_partials(path) -> list[Path]:
 
 # ------------------------------------------------------------------------------ ownership
 def removable_store(path) -> None:
+    """Raise :class:`StoreExistsError` unless an overwrite may remove ``path`` (a brainzarr store only)."""
     if is_remote(path):
         _removable_remote(location(path))
         return
@@ -589,6 +590,7 @@ def _lock_path(path) -> Path:
 
 @contextlib.contextmanager
 def store_lock(path, *, exclusive: bool = True, what: str = "writing"):
+    """Hold the store's lock for a job: exclusive for a build, shared for a fit (local stores only)."""
     if is_remote(path):  # object storage has no file locks: one writer at a time is the user's to arrange
         yield
         return

@@ -58,6 +58,7 @@ def location_inputs(xyz, tissue: bool = True) -> np.ndarray:
 
 
 def n_inputs(tissue: bool) -> int:
+    """Inputs per location: x, y, z, and with ``tissue`` the grey- and white-matter masks there."""
     return 5 if tissue else 3
 
 

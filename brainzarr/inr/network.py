@@ -151,6 +151,7 @@ def make_backbone(
     omega: float,
     random_state: int,
 ) -> nn.Module:
+    """The coordinate network ``kind`` (one of :data:`BACKBONES`): inputs -> ``n_features`` features."""
     if kind == "fourier":
         return FourierBackbone(
             n_inputs,
