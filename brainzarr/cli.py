@@ -75,7 +75,8 @@ def _command_logging(quiet: bool):
         yield
     finally:
         log.removeHandler(handler)
-        log.level, log.propagate = saved
+        log.setLevel(saved[0])  # setLevel, not .level: it also clears the loggers' cached levels
+        log.propagate = saved[1]
 
 
 def main(argv=None) -> int:

@@ -88,16 +88,24 @@ def test_each_message_is_printed_once_when_the_root_logger_has_a_handler(tmp_pat
     borrowed = logging.StreamHandler(sys.stderr)
     borrowed.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     brainzarr_log = logging.getLogger("brainzarr")
-    before = brainzarr_log.level, brainzarr_log.propagate, list(brainzarr_log.handlers)
+    child = logging.getLogger("brainzarr.commands.build")  # says "built ..."
+    before = (
+        brainzarr_log.level,
+        brainzarr_log.propagate,
+        list(brainzarr_log.handlers),
+        child.isEnabledFor(logging.INFO),
+    )
     root.addHandler(borrowed)
     try:
         code, _, err = run(["build", "--genes", "4", "--out", str(tmp_path / "s.zarr")], capsys)
         assert code == 0 and err.count("built ") == 1 and "INFO:" not in err, err
+        assert child.isEnabledFor(logging.INFO) == before[-1]  # the level the modules' loggers cache
         code, _, err = run(["info", str(tmp_path / "none.zarr")], capsys)
         assert code == 1 and err.count("no store at") == 1 and "ERROR:" not in err, err
     finally:
         root.removeHandler(borrowed)
-    assert (brainzarr_log.level, brainzarr_log.propagate, list(brainzarr_log.handlers)) == before
+    after = brainzarr_log.level, brainzarr_log.propagate, list(brainzarr_log.handlers), child.isEnabledFor(logging.INFO)
+    assert after == before
 
 
 def test_console_script_reports_without_traceback(tmp_path):
