@@ -299,7 +299,9 @@ def test_sampled_transform_gradient_is_per_point_and_exact_on_a_small_reference(
     f = sampled_kl_divergence("cpu", n_samples=50, random_state=4)
     _, g = f(new.copy(), P, reference_embedding=ref)
     _, g_part = f(new[30:60].copy(), P[30:60], reference_embedding=ref)
-    np.testing.assert_allclose(g_part, g[30:60], rtol=1e-6, atol=1e-9)  # independent of the others
+    # independent of the others: equal up to float32 sums taken in other blocks (1.7e-6 relative
+    # seen on a busy machine); another point's term would differ by the gradient's own size
+    np.testing.assert_allclose(g_part, g[30:60], rtol=1e-5, atol=1e-6 * np.abs(g).max())
     _, g_exact = exact_kl_divergence("cpu")(new.copy(), P, reference_embedding=ref)
     assert not np.allclose(g, g_exact)
     _, g_all = sampled_kl_divergence("cpu", n_samples=300)(new.copy(), P, reference_embedding=ref)
