@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -260,6 +261,22 @@ def test_download_calls_abagen(ahba, monkeypatch):
     t = load_ahba(ahba.root, donors=["9861", "10021"], genes=2, download=True, verbose=True)
     assert calls == [{"data_dir": str(ahba.root / "microarray"), "donors": ["9861", "10021"], "verbose": 1}]
     assert t.sizes["gene"] == 2
+
+
+def test_loading_leaves_the_applications_logging_alone(small):
+    """abagen calls logging.basicConfig on import; the application's own must still take effect."""
+    code = f"""
+import logging
+from brainzarr.sources.ahba import load_ahba
+load_ahba({str(small.root)!r}, reannotated=False, genes=2)
+root = logging.getLogger()
+assert root.handlers == [] and root.level == logging.WARNING, (root.handlers, root.level)
+logging.basicConfig(level=logging.INFO, format="%(name)s|%(message)s")
+logging.getLogger("application").info("shown")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "application|shown" in proc.stderr.splitlines(), proc.stderr
 
 
 # --- agreement with abagen itself ------------------------------------------------------------

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,9 +76,19 @@ def _quiet_abagen():
 
 
 def _abagen():
+    root = logging.getLogger()
+    first_import = "abagen.allen" not in sys.modules
+    handlers, level = list(root.handlers), root.level
     with _quiet_abagen():
         import abagen  # noqa: F401  (needs setuptools<81 for pkg_resources)
         from abagen import correct, io, probes_, samples_
+    if first_import:
+        # abagen.allen calls logging.basicConfig on import; undone, so that the application's
+        # own basicConfig still takes effect and libraries stay silent until it configures logging
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
     return abagen, io, probes_, samples_, correct
 
 
