@@ -80,6 +80,8 @@ def test_gene_requests():
     assert list(t["gene"].values) == ["APOE", "SST"]
     with pytest.raises(UnknownGeneError, match="APOEE.*did you mean APOE"):
         load_source("synthetic", genes="APOEE", random_state=0)
+    with pytest.raises(UnknownGeneError, match=r"apoe \(did you mean APOE\?\); Sst \(did you mean SST\?\)"):
+        load_source("synthetic", genes="apoe,Sst", random_state=0)
     with pytest.raises(ValueError, match="1 to 15633"):
         load_source("synthetic", genes=20_000)
     with pytest.raises(ValueError, match="unknown donor"):

@@ -104,10 +104,12 @@ def resolve_genes(genes, available) -> list[str]:
     known = set(available)
     unknown = [g for g in genes if g not in known]
     if unknown:
-        hints = [
-            f"{g} (did you mean {', '.join(m)}?)" if (m := difflib.get_close_matches(g, available, 2)) else g
-            for g in unknown[:5]
-        ]
+        by_case = {a.casefold(): a for a in available}  # "apoe" -> APOE, which difflib would not find
+
+        def near(g):
+            return [by_case[g.casefold()]] if g.casefold() in by_case else difflib.get_close_matches(g, available, 2)
+
+        hints = [f"{g} (did you mean {', '.join(m)}?)" if (m := near(g)) else g for g in unknown[:5]]
         raise UnknownGeneError(
             f"unknown gene(s): {'; '.join(hints)}" + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         )
