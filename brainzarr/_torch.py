@@ -6,21 +6,14 @@ from __future__ import annotations
 import math
 
 from ._atomic import atomic_file
-from .exceptions import MissingDependencyError
+from ._optional import require
 
 __all__ = ["require_torch", "resolve_device", "EarlyStopping", "save_atomic", "load_weights_only"]
 
 
-def require_torch():
-    """The torch module, or a clear error naming the extra to install."""
-    try:
-        import torch
-    except ImportError:
-        raise MissingDependencyError(
-            "this part of brainzarr needs PyTorch: pip install torch "
-            "(the CPU build: pip install torch==2.13.0), or pip install 'brainzarr[models]'"
-        ) from None
-    return torch
+def require_torch(extra: str = "models"):
+    """The torch module, or a clear error naming the extra to install (``models``, ``inr``)."""
+    return require("torch", "this part of brainzarr", extra)
 
 
 def resolve_device(device="auto"):

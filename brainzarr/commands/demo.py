@@ -44,7 +44,7 @@ def run_demo(
     from ..build import build_store
     from ..evaluate import run_evaluation, write_report, write_synthetic_targets
     from ..exceptions import ResultExistsError
-    from ..models.store_fitting import fit_store, result_group
+    from ..models.store_fitting import check_methods, fit_store, result_group
     from ..nifti import write_nifti
     from ..plots import plot_map
     from ..sources.abagen_data import study_gene_symbols
@@ -53,6 +53,7 @@ def run_demo(
 
     log = log or logger.info
     seed = int(random_state)
+    check_methods(methods, "the demo", also=("xgboost",))  # before anything is written
     log(
         f"brainzarr demo: about {EXPECTED_SECONDS // 60} minutes on 2 idle cores (longer on a busy machine); "
         f"interrupted, it resumes where it stopped. Writing into {out_dir}/"

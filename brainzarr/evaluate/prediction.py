@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .._deprecation import renamed_kwargs
+from .._optional import require
 from .._progress import step
 from ..preprocess import spatial_blocks
 
@@ -118,11 +119,7 @@ def _candidates(grid: dict):
 
 
 def _regressor(params: dict, n_estimators: int, random_state: int):
-    try:
-        from xgboost import XGBRegressor
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError("downstream prediction needs xgboost: pip install 'brainzarr[evaluate]'") from None
-
+    XGBRegressor = require("xgboost", "downstream prediction").XGBRegressor
     return XGBRegressor(**{**FIXED_PARAMS, **params}, n_estimators=n_estimators, random_state=random_state)
 
 

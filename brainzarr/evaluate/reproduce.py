@@ -144,7 +144,7 @@ def reproduce_study(
     -------
     Path of ``reproduce.html``.
     """
-    from ..models.store_fitting import rmse_table
+    from ..models.store_fitting import check_methods, rmse_table
     from .figures import plot_r2_bars, plot_rmse_beside_study
     from .run import run_evaluation, summary_table
     from .synthetic_targets import write_synthetic_targets
@@ -161,6 +161,7 @@ def reproduce_study(
     kept = [int(d) for d in dims if int(d) < ds.sizes["gene"]]
     if not kept:
         raise ValueError(f"no dim in {list(dims)} is below the store's {ds.sizes['gene']} genes")
+    check_methods(methods, "the study's protocol", also=("xgboost",))  # before any fit
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)

@@ -16,6 +16,7 @@ import xarray as xr
 
 from .._deprecation import renamed_kwargs
 from .._location import location
+from .._optional import check_installed
 from ..preprocess import SPLIT_SCHEMES
 from ..store import check_schema, open_store, write_group
 from .prediction import parse_grid, predict_targets
@@ -186,6 +187,8 @@ def run_evaluation(
     if block_mm is None:
         block_mm = float(attrs.get("provenance", {}).get("split", {}).get("block_mm") or 16.0)
     grid = parse_grid(grid)
+    if targets is not None:
+        check_installed("xgboost", "downstream prediction")  # before the reconstruction table
     files = {}
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:

@@ -56,7 +56,7 @@ from .network import BACKBONES, EnsembleBackbone, INRNetwork, ReadoutHead, make_
 from .readout import solve_readout
 from .training import CHECKPOINT_NAME, train
 
-torch = require_torch()
+torch = require_torch("inr")
 
 
 __all__ = ["GeneINR", "SOLVERS", "MODEL_FORMAT"]

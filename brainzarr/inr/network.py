@@ -12,7 +12,7 @@ import math
 from .._torch import require_torch
 from .inputs import MNI_HALF_WIDTH
 
-torch = require_torch()
+torch = require_torch("inr")
 nn = torch.nn
 
 __all__ = [

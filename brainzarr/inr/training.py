@@ -17,7 +17,7 @@ import numpy as np
 from .._progress import step
 from .._torch import load_weights_only, require_torch, save_atomic
 
-torch = require_torch()
+torch = require_torch("inr")
 
 __all__ = ["train", "CHECKPOINT_NAME"]
 

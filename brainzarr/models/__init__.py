@@ -20,8 +20,10 @@ METHODS = {
     "ae": ("autoencoder", "AutoEncoder"),
 }
 _CLASSES = {cls: mod for mod, cls in METHODS.values()}
+#: method name -> the optional packages (import names) its fit needs, imported only then
+REQUIRES = {"tsne": ("openTSNE",), "umap": ("umap",), "ae": ("torch",)}
 
-__all__ = ["METHODS", "get_model_class", "Representation", "rmse", *_CLASSES]
+__all__ = ["METHODS", "REQUIRES", "get_model_class", "Representation", "rmse", *_CLASSES]
 
 
 def get_model_class(method: str) -> type[Representation]:

@@ -21,7 +21,7 @@ and keeps only genes x (passes x l) state, l = k + oversamples:
 
 Nothing grows with the number of voxels; the passes are map-reduces, so they also run on a
 dask.distributed cluster (:func:`brainzarr.set_options`). Power iterations
-matter: the voxel x gene spectrum decays slowly, and dask-ml's ``svd_compressed`` without them
+matter: the voxel x gene spectrum decays slowly, and dask's ``linalg.svd_compressed`` without them
 is inaccurate there.
 
 ``solver="covariance"`` is exact: one pass accumulates ``X^T X`` in float64 plus column sums,

@@ -45,6 +45,7 @@ import zarr
 from .._deprecation import renamed_kwargs
 from .._disk import require_free
 from .._location import open_group, zarr_store
+from .._optional import OPTIONAL, check_installed, install_hint, is_installed
 from .._progress import job
 from .._version import __version__
 from .._zarr import checked_compressors, quiet_zarr
@@ -52,12 +53,13 @@ from ..exceptions import CheckpointMismatchError, MethodUnavailableError, Result
 from ..options import set_options
 from ..store import VOXEL_COORDS, as_store, group_writer, list_groups, read_group, store_lock
 from ..streaming import compute_tasks, expression_rows, reusing_buffers, rows_read
-from . import METHODS, get_model_class
+from . import METHODS, REQUIRES, get_model_class
 from .base import row_sse
 
 __all__ = [
     "fit_store",
     "check_fit",
+    "check_methods",
     "load_model",
     "rmse_table",
     "result_group",
@@ -95,7 +97,12 @@ def split_scheme(store, split: str | None = None) -> str:
 
 
 def model_class(method: str):
-    """The estimator class of ``method``, with a clear error when it cannot be imported."""
+    """The estimator class of ``method``, with a clear error when it cannot be imported or a
+    package its fit needs is not installed (checked without importing it)."""
+    missing = [module for module in REQUIRES.get(method, ()) if not is_installed(module)]
+    if missing:
+        packages = ", ".join(OPTIONAL[module][0] for module in missing)
+        raise MethodUnavailableError(f"method {method!r} needs {packages}: {install_hint(missing)}")
     try:
         return get_model_class(method)
     except ModuleNotFoundError as exc:
@@ -112,6 +119,20 @@ def model_class(method: str):
             f"method {method!r} is not available in this version of brainzarr "
             f"(brainzarr.models.{METHODS[method][0]} has no {METHODS[method][1]})"
         ) from None
+
+
+def check_methods(methods, purpose: str, *, also=()) -> None:
+    """Before a job of several fits starts: every package that the fits of ``methods`` (and the
+    job's other steps: ``also``, import names) need and that is missing, named in one error;
+    then an unknown method.
+
+    Raises
+    ------
+    MissingDependencyError, MethodUnavailableError, ValueError
+    """
+    check_installed([*(module for method in methods for module in REQUIRES.get(method, ())), *also], purpose)
+    for method in methods:
+        model_class(method)
 
 
 @renamed_kwargs(seed="random_state", dim="n_components")

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._optional import require
 from .._progress import step
 from .neighbour import NeighbourEmbedding
 
@@ -226,7 +227,7 @@ class TSNE(NeighbourEmbedding):
 
     # ------------------------------------------------------------------ fitting
     def _embed(self, S):
-        import openTSNE
+        openTSNE = require("openTSNE", "t-SNE")
         from openTSNE.affinity import PerplexityBasedNN
 
         d, n = int(self.n_components), len(S)

@@ -42,6 +42,7 @@ import warnings
 
 import numpy as np
 
+from .._optional import require
 from .knn import NeighbourIndex
 from .neighbour import NeighbourEmbedding
 
@@ -146,7 +147,7 @@ class UMAP(NeighbourEmbedding):
             raise ValueError(f"transform_n_epochs must be at least 1, got {self.transform_n_epochs}")
 
     def _embed(self, S):
-        import umap
+        umap = require("umap", "UMAP")
 
         n, d = len(S), int(self.n_components)
         k = int(self.n_neighbors)
