@@ -45,6 +45,13 @@ def test_build_info_and_rebuild(tmp_path, capsys):
     assert ds.attrs["provenance"]["split"]["scheme"] == "blocked"
     code, stdout, _ = run(["info", str(out)], capsys)
     assert code == 0 and "8 mm" in stdout and "train" in stdout
+    lines = {line[:11].strip(): line[12:] for line in stdout.splitlines()}
+    assert lines["storage"] == (
+        "uint16 (steps of 1/65,535 over [0, 1], read as float32), zstd + crc32c, "
+        "chunks of 3,666 voxels x 12 genes in 1 shard file of 3,666 x 12"
+    )
+    assert lines["assignment"] == "idw, n_neighbors=10, same_hemisphere=False"
+    assert "donors 9861, 10021, 12876, 14380, 15496, 15697" in lines["source"]  # numerically, as abagen
     code, _, err = run(["build", "--resolution", "8", "--genes", "13", "--out", str(out)], capsys)
     assert code == 1 and "other settings" in err and "--overwrite" in err
 

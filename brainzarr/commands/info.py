@@ -26,11 +26,11 @@ def describe(path) -> str:
         f"store       {path}  ({_disk_size(store.path) / 1e6:,.1f} MB on disk)"
         + ("" if attrs.get("build_complete") else "  [INCOMPLETE: run the build again to resume]"),
         f"grid        {attrs['grid_shape']} at {attrs['resolution_mm']:g} mm, {attrs['space']} ({attrs.get('mask')})",
-        f"expression  {ds.sizes['voxel']:,} voxels x {ds.sizes['gene']:,} genes, chunks "
-        f"{tuple(c[0] for c in ds['expression'].chunks)}",
+        f"expression  {ds.sizes['voxel']:,} voxels x {ds.sizes['gene']:,} genes",
+        f"storage     {_storage(store)}",
         f"source      {src.get('name')}  {src.get('n_samples', '?')} samples, "
-        f"donors {', '.join(src.get('donors', []))}",
-        f"assignment  {prov.get('assignment')}",
+        f"donors {', '.join(sorted(src.get('donors', []), key=_donor_order))}",
+        f"assignment  {_settings(prov.get('assignment') or {})}",
         f"split       {prov.get('split', {}).get('scheme')}: {int(np.sum(split == 'train')):,} train / "
         f"{int(np.sum(split == 'test')):,} test (seed {prov.get('split', {}).get('seed')})",
         f"genes       {', '.join(ds['gene'].values[:8].tolist())}{' ...' if ds.sizes['gene'] > 8 else ''}",
@@ -38,9 +38,6 @@ def describe(path) -> str:
     groups = list_groups(store)
     if groups:
         lines.append(f"results     {', '.join(groups)}")
-    codecs = _codecs(store.path / "expression")
-    if codecs:
-        lines.append(f"codecs      {codecs}")
     leftovers = [] if store.remote else stale_partials(store.path)
     if leftovers:
         lines.append(
@@ -50,14 +47,37 @@ def describe(path) -> str:
     return "\n".join(lines)
 
 
-def _codecs(array_dir: Path) -> str:
-    import json
+def _donor_order(donor: str):
+    return (0, int(donor), "") if str(donor).isdigit() else (1, 0, str(donor))  # as abagen: 9861 first
 
-    try:
-        meta = json.loads((array_dir / "zarr.json").read_text())  # a Path or a UPath
-    except (OSError, ValueError):
-        return ""
-    return " + ".join(c.get("name", "?") for c in meta.get("codecs", []))
+
+def _settings(settings: dict) -> str:
+    """{'method': 'idw', 'k': 10} -> 'idw, k=10'."""
+    rest = [f"{k}={v}" for k, v in settings.items() if k != "method"]
+    return ", ".join([str(settings.get("method", "?")), *rest])
+
+
+def _storage(store) -> str:
+    """How ``expression`` is stored: packing, codecs, chunks and shards (from its metadata)."""
+    from .._location import open_group
+    from .._zarr import quiet_zarr
+
+    with quiet_zarr():
+        array = open_group(store.path)["expression"]
+    layout = store.provenance.get("layout") or {}
+    if np.dtype(array.dtype) == np.uint16 and "value_range" in layout:
+        low, high = layout["value_range"]
+        packing = f"uint16 (steps of 1/65,535 over [{low:g}, {high:g}], read as float32)"
+    else:
+        packing = str(np.dtype(array.dtype))
+    codecs = " + ".join(type(c).__name__.removesuffix("Codec").lower() for c in array.compressors) or "uncompressed"
+    rows, cols = array.chunks
+    files = array.shards or array.chunks
+    n_files = int(np.prod([-(-n // s) for n, s in zip(array.shape, files)]))
+    text = f"{packing}, {codecs}, chunks of {rows:,} voxels x {cols:,} genes"
+    if array.shards is None:
+        return f"{text}, a file each ({n_files:,})"
+    return f"{text} in {n_files:,} shard file{'s' if n_files > 1 else ''} of {files[0]:,} x {files[1]:,}"
 
 
 def register(sub):
