@@ -87,7 +87,8 @@ def test_cli_on_s3_info_fit_export_evaluate_report(s3, tmp_path, capsys):
     opt = ["--storage-option", f"endpoint_url={options['endpoint_url']}"]
     assert main(["build", "--genes", "12", "--seed", "2", "--out", url, *opt]) == 0
     assert main(["info", url, *opt]) == 0
-    assert "3,666 voxels x 12 genes" in capsys.readouterr().out
+    info = capsys.readouterr().out
+    assert "3,666 voxels x 12 genes" in info and "zstd + crc32c, chunks of 3,666 voxels x 12 genes" in info
     assert main(["fit", url, "--methods", "pca,nmf", "--dims", "2", "--max-epochs", "2", *opt]) == 0
     out = tmp_path / "pca.nii.gz"
     assert main(["export", url, "representations/random/pca/k2/embedding", "-o", str(out), *opt]) == 0
