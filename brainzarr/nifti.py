@@ -665,7 +665,7 @@ def _target_voxels(target):
         if "voxel" not in coords:
             coords["voxel"] = xr.Variable("voxel", np.arange(len(ijk)))
         i_attrs = {
-            "affine": np.asarray(info["affine"]).tolist(),
+            "affine": np.asarray(info["affine"]).ravel().tolist(),  # netCDF attributes are 1-D
             "grid_shape": list(info["grid_shape"]),
             **{k: info[k] for k in ("space", "resolution_mm") if k in info},
         }

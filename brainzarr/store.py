@@ -283,6 +283,16 @@ def _open_dataset(store: Store, chunks="auto-store") -> xr.Dataset:
     # voxel coordinates are small (a few bytes per voxel): hold them in memory
     ds = ds.assign_coords({c: ds[c].load() for c in (*VOXEL_COORDS, "voxel", "gene")})
     ds.encoding["brainzarr_store"] = store.path
+    return _portable_grid(ds)
+
+
+def _portable_grid(ds: xr.Dataset) -> xr.Dataset:
+    """The affine on coordinate ``i`` as 16 numbers, row by row, instead of a 4 x 4 list:
+    netCDF attributes are one-dimensional, and every variable selected from the store carries
+    ``i`` (``to_netcdf`` refused them all). Stores keep the 4 x 4 list; :func:`grid_info`
+    reads either."""
+    if "i" in ds.coords and np.ndim(ds["i"].attrs.get("affine")) == 2:
+        ds["i"].attrs["affine"] = np.asarray(ds["i"].attrs["affine"], dtype=float).ravel().tolist()
     return ds
 
 
@@ -304,7 +314,7 @@ def grid_info(obj) -> dict:
     for attrs in (obj.attrs, obj["i"].attrs if "i" in obj.coords else {}):
         if "affine" in attrs and "grid_shape" in attrs:
             return {
-                "affine": np.asarray(attrs["affine"], dtype=float),
+                "affine": np.asarray(attrs["affine"], dtype=float).reshape(4, 4),  # 4 x 4 or 16
                 "grid_shape": tuple(int(s) for s in attrs["grid_shape"]),
                 **{k: attrs[k] for k in ("space", "mask", "resolution_mm") if k in attrs},
             }
@@ -421,7 +431,7 @@ def read_group(path, group: str) -> xr.Dataset:
             consolidated=_read_consolidated(store.path),
             mask_and_scale=False,
         )
-    return _unpacked(ds, _local_root(store, group))
+    return _portable_grid(_unpacked(ds, _local_root(store, group)))
 
 
 def _unpacked(ds: xr.Dataset, root=None) -> xr.Dataset:

@@ -52,7 +52,8 @@ def test_result_opens_with_plain_xarray(store, pca8):
     assert {"param_components", "param_mean", "param_explained_variance"} <= set(result.data_vars)
     np.testing.assert_array_equal(result["gene"].values, ds["gene"].values)
     np.testing.assert_array_equal(result["x"].values, ds["x"].values)
-    assert result["i"].attrs["affine"] == ds.attrs["affine"]  # grid travels with the voxels
+    # the grid travels with the voxels (the affine row by row: netCDF attributes are 1-D)
+    np.testing.assert_array_equal(np.reshape(result["i"].attrs["affine"], (4, 4)), ds.attrs["affine"])
     attrs = result.attrs
     assert attrs["method"] == "pca" and attrs["dim"] == 8 and attrs["seed"] == 0 and attrs["split"] == "random"
     assert attrs["params"]["n_components"] == 8 and attrs["fit_seconds"] > 0 and attrs["transform_seconds"] > 0

@@ -118,3 +118,27 @@ def test_expression_rows_tasks_pickle_and_check_the_mask(small_store):
     np.testing.assert_array_equal(again.compute(), X.compute())
     with pytest.raises(ValueError, match="row mask has shape"):
         expression_rows(small_store, mask=mask[:-1])
+
+
+def test_what_a_store_gives_saves_to_netcdf_and_exports_after_the_round_trip(tmp_path):
+    """Every variable taken from a store carries coordinate ``i`` and the grid in its attributes;
+    netCDF holds only one-dimensional attributes, so the affine must be one (it was 4 x 4, and
+    ``to_netcdf`` refused every selection). Back from the file, the grid still exports."""
+    from brainzarr import build_store, fit_store
+
+    store = build_store(tmp_path / "s.zarr", resolution=8, genes=6, random_state=3)
+    fit_store(store, "pca", 2, write_reconstruction=False)
+    ds = open_store(store)
+    selections = {
+        "gene": ds["expression"].isel(gene=4),
+        "embedding": read_group(store, "representations/random/pca/k2")["embedding"],
+    }
+    for name, da in selections.items():
+        path = tmp_path / f"{name}.nc"
+        # scipy's netCDF3 has no uint16: the expression's packing encoding is dropped (float32)
+        da.drop_encoding().to_netcdf(path, engine="scipy")
+        with xr.open_dataarray(path, engine="scipy") as back:
+            np.testing.assert_array_equal(back.values, da.values)
+            again, direct = back.brain.to_nifti(), da.brain.to_nifti()
+            np.testing.assert_array_equal(again.affine, direct.affine)
+            np.testing.assert_array_equal(np.asarray(again.dataobj), np.asarray(direct.dataobj))
