@@ -645,6 +645,7 @@ def _target_voxels(target):
     if isinstance(target, Grid):
         attrs = {**target.to_attrs()}
         attrs.pop("mask", None)
+        attrs["affine"] = target.affine.ravel().tolist()  # netCDF attributes are 1-D
         ijk = target.ijk.astype(np.int64)
         xyz = target.xyz
         coords = {"voxel": ("voxel", np.arange(target.n_voxels))}

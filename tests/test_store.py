@@ -124,7 +124,7 @@ def test_what_a_store_gives_saves_to_netcdf_and_exports_after_the_round_trip(tmp
     """Every variable taken from a store carries coordinate ``i`` and the grid in its attributes;
     netCDF holds only one-dimensional attributes, so the affine must be one (it was 4 x 4, and
     ``to_netcdf`` refused every selection). Back from the file, the grid still exports."""
-    from brainzarr import build_store, fit_store
+    from brainzarr import build_store, fit_store, from_nifti, store_grid
 
     store = build_store(tmp_path / "s.zarr", resolution=8, genes=6, random_state=3)
     fit_store(store, "pca", 2, write_reconstruction=False)
@@ -132,9 +132,10 @@ def test_what_a_store_gives_saves_to_netcdf_and_exports_after_the_round_trip(tmp
     selections = {
         "gene": ds["expression"].isel(gene=4),
         "embedding": read_group(store, "representations/random/pca/k2")["embedding"],
+        "image on the store's grid": from_nifti(ds["expression"].isel(gene=2).brain.to_nifti(), store_grid(ds)),
     }
     for name, da in selections.items():
-        path = tmp_path / f"{name}.nc"
+        path = tmp_path / f"{name.replace(' ', '-')}.nc"
         # scipy's netCDF3 has no uint16: the expression's packing encoding is dropped (float32)
         da.drop_encoding().to_netcdf(path, engine="scipy")
         with xr.open_dataarray(path, engine="scipy") as back:
