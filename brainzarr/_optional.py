@@ -40,15 +40,15 @@ def is_installed(module: str) -> bool:
         return False
 
 
-def check_installed(modules, purpose: str, extra: str | None = None) -> None:
-    """Raise :class:`MissingDependencyError` naming every one of ``modules`` (one import name or
-    several) that is not installed, without importing them: a job checks before it starts work
-    that would stop there. ``purpose`` names what needs them, e.g. ``"t-SNE"``."""
+def check_installed(modules, purpose: str, extra: str | None = None, *, error=MissingDependencyError) -> None:
+    """Raise ``error`` naming every one of ``modules`` (one import name or several) that is not
+    installed, without importing them: a job checks before it starts work that would stop
+    there. ``purpose`` names what needs them, e.g. ``"t-SNE"``."""
     modules = [modules] if isinstance(modules, str) else list(modules)
     missing = [m for m in dict.fromkeys(modules) if not is_installed(m)]
     if missing:
         packages = ", ".join(OPTIONAL[m][0] for m in missing)
-        raise MissingDependencyError(f"{purpose} needs {packages}: {install_hint(missing, extra)}")
+        raise error(f"{purpose} needs {packages}: {install_hint(missing, extra)}")
 
 
 def require(module: str, purpose: str, extra: str | None = None):

@@ -45,7 +45,7 @@ import zarr
 from .._deprecation import renamed_kwargs
 from .._disk import require_free
 from .._location import open_group, zarr_store
-from .._optional import OPTIONAL, check_installed, install_hint, is_installed
+from .._optional import check_installed
 from .._progress import job
 from .._version import __version__
 from .._zarr import checked_compressors, quiet_zarr
@@ -99,10 +99,7 @@ def split_scheme(store, split: str | None = None) -> str:
 def model_class(method: str):
     """The estimator class of ``method``, with a clear error when it cannot be imported or a
     package its fit needs is not installed (checked without importing it)."""
-    missing = [module for module in REQUIRES.get(method, ()) if not is_installed(module)]
-    if missing:
-        packages = ", ".join(OPTIONAL[module][0] for module in missing)
-        raise MethodUnavailableError(f"method {method!r} needs {packages}: {install_hint(missing)}")
+    check_installed(REQUIRES.get(method, ()), f"method {method!r}", error=MethodUnavailableError)
     try:
         return get_model_class(method)
     except ModuleNotFoundError as exc:
