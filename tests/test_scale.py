@@ -244,7 +244,9 @@ def test_cli_layout_flags(tmp_path, capsys):
 
     out = tmp_path / "f.zarr"
     assert main(["build", "--genes", "20", "--dtype", "float32", "--no-shards", "--out", str(out)]) == 0
-    assert "codecs      bytes + zstd + crc32c" in capsys.readouterr().out
+    assert "storage     float32, zstd + crc32c, chunks of 3,666 voxels x 20 genes, a file each (1)" in (
+        capsys.readouterr().out
+    )
     assert brainzarr.Store(out).layout == Layout("float32", shard_genes=None)
 
 
