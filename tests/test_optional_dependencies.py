@@ -86,3 +86,56 @@ def test_a_job_without_an_optional_package_names_it_before_it_writes(tmp_path):
     assert out["TSNE"] == "t-SNE needs openTSNE: pip install 'brainzarr[models]'"
     assert out["UMAP"] == "UMAP needs umap-learn: pip install 'brainzarr[models]'"
     assert out["imported"] == []
+
+
+LOADED = """
+import json, sys
+
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {absent!r}:
+            raise ImportError(f"No module named {{name!r}}")
+
+sys.meta_path.insert(0, Absent())
+
+import numpy as np
+import xarray as xr
+
+from brainzarr.exceptions import MissingDependencyError
+from brainzarr.models import TSNE, UMAP
+
+X = np.load("new.npy")
+out = {{}}
+for cls in (TSNE, UMAP):
+    model = cls.from_dataset(xr.open_zarr(cls.__name__ + ".zarr", consolidated=False))
+    out[cls.__name__ + "_inverse"] = model.inverse_transform(np.zeros((3, 2), np.float32)).shape
+    try:
+        model.transform(X)
+        out[cls.__name__] = None
+    except MissingDependencyError as exc:
+        out[cls.__name__] = str(exc)
+out["imported"] = sorted({{m.split(".")[0] for m in sys.modules}} & set({absent!r}))
+print(json.dumps(out))
+"""
+
+
+def test_a_loaded_model_names_the_package_its_transform_needs(tmp_path):
+    import numpy as np
+
+    from brainzarr.models import TSNE, UMAP
+
+    rng = np.random.default_rng(0)
+    X = rng.random((80, 6), dtype=np.float32)
+    np.save(tmp_path / "new.npy", rng.random((5, 6), dtype=np.float32))
+    for model in (TSNE(n_components=2, random_state=0), UMAP(n_components=2, n_epochs=20, random_state=0)):
+        model.fit(X).to_dataset().to_zarr(tmp_path / f"{type(model).__name__}.zarr", consolidated=False)
+
+    code = textwrap.dedent(LOADED.format(absent=ABSENT))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["TSNE"] == "t-SNE's transform needs openTSNE: pip install 'brainzarr[models]'"
+    assert out["UMAP"] == "UMAP's transform needs umap-learn: pip install 'brainzarr[models]'"
+    # what the package is not needed for still works
+    assert out["TSNE_inverse"] == out["UMAP_inverse"] == [3, 6]
+    assert out["imported"] == []

@@ -38,7 +38,9 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import xarray as xr
+from sklearn.utils.validation import check_is_fitted
 
+from .._optional import check_installed
 from .base import Representation
 from .decoder import DECODERS, make_decoder
 from .knn import NeighbourIndex
@@ -63,8 +65,12 @@ class NeighbourEmbedding(Representation):
     * ``_embed(S) -> Y``: embed the training voxels' PCA inputs S (n, p);
     * ``_placement_neighbours() -> k``: training neighbours ``_place`` needs;
     * ``_place(S, dist, idx) -> Y``: place new rows given their k nearest training voxels;
-    * ``_extra_arrays()`` / ``_set_extra_arrays(ds)``: their own state as arrays.
+    * ``_extra_arrays()`` / ``_set_extra_arrays(ds)``: their own state as arrays;
+
+    and ``_placing = (import name, purpose)``: the package ``_place`` needs.
     """
+
+    _placing: tuple[str, str] | None = None
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, X):
@@ -122,6 +128,14 @@ class NeighbourEmbedding(Representation):
         )
 
     # ------------------------------------------------------------------ applying
+    def transform(self, X):
+        """Embed X: (voxels, genes) -> (voxels, n_components), in X's form."""
+        if self._placing is not None:
+            # a model loaded from a store may meet a machine without the package its fit used
+            check_is_fitted(self)
+            check_installed(*self._placing)
+        return super().transform(X)
+
     def _scores(self, X: np.ndarray, width: int) -> np.ndarray:
         """PCA scores, computed in float64 and rounded to float32.
 

@@ -137,6 +137,7 @@ class TSNE(NeighbourEmbedding):
     """
 
     method = "tsne"
+    _placing = ("openTSNE", "t-SNE's transform")
 
     def __init__(
         self,

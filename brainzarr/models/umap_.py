@@ -101,6 +101,7 @@ class UMAP(NeighbourEmbedding):
     """
 
     method = "umap"
+    _placing = ("umap", "UMAP's transform")
 
     def __init__(
         self,
