@@ -13,16 +13,19 @@ import textwrap
 
 ABSENT = ("openTSNE", "umap", "torch", "xgboost")
 
-SCRIPT = """
-import contextlib, io, json, os, sys
-
+#: makes the ABSENT packages unimportable in the script it opens
+HOOK = f"""
 class Absent:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {absent!r}:
+        if name.split(".")[0] in {ABSENT!r}:
             raise ImportError(f"No module named {{name!r}}")
 
 sys.meta_path.insert(0, Absent())
+"""
 
+SCRIPT = """
+import contextlib, io, json, os, sys
+{hook}
 import numpy as np
 
 from brainzarr import build_store, list_groups
@@ -57,7 +60,7 @@ print(json.dumps(out))
 
 
 def test_a_job_without_an_optional_package_names_it_before_it_writes(tmp_path):
-    code = textwrap.dedent(SCRIPT.format(absent=ABSENT))
+    code = textwrap.dedent(SCRIPT.format(hook=HOOK, absent=ABSENT))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -90,14 +93,7 @@ def test_a_job_without_an_optional_package_names_it_before_it_writes(tmp_path):
 
 LOADED = """
 import json, sys
-
-class Absent:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {absent!r}:
-            raise ImportError(f"No module named {{name!r}}")
-
-sys.meta_path.insert(0, Absent())
-
+{hook}
 import numpy as np
 import xarray as xr
 
@@ -130,7 +126,7 @@ def test_a_loaded_model_names_the_package_its_transform_needs(tmp_path):
     for model in (TSNE(n_components=2, random_state=0), UMAP(n_components=2, n_epochs=20, random_state=0)):
         model.fit(X).to_dataset().to_zarr(tmp_path / f"{type(model).__name__}.zarr", consolidated=False)
 
-    code = textwrap.dedent(LOADED.format(absent=ABSENT))
+    code = textwrap.dedent(LOADED.format(hook=HOOK, absent=ABSENT))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
