@@ -42,6 +42,7 @@ out = {{}}
 out["fit"] = cli("fit", "s.zarr", "--methods", "pca,tsne", "--dims", "2")
 out["fit_groups"] = list(list_groups(store))
 out["demo"] = cli("demo", "--out-dir", "demo", "--genes", "20")
+out["demo_typo"] = cli("demo", "--out-dir", "demo", "--methods", "pca,nope,umap")
 out["reproduce"] = cli("reproduce", "s.zarr", "-o", "repro", "--methods", "pca,nmf", "--dims", "2")
 out["evaluate"] = cli("evaluate", "s.zarr", "--targets", "pet", "-o", "ev")
 out["inr"] = cli("inr", "evaluate", "--source", "synthetic", "--genes", "20", "-o", "inr")
@@ -73,6 +74,11 @@ def test_a_job_without_an_optional_package_names_it_before_it_writes(tmp_path):
     assert code == 1 and lines == [
         "brainzarr demo: error: the demo needs openTSNE, umap-learn, torch, xgboost-cpu: "
         "pip install torch==2.13.0 (PyTorch's CPU build), then pip install 'brainzarr[models,evaluate]'"
+    ]
+    # a typo in --methods comes first: it is the quicker fix
+    assert out["demo_typo"] == [
+        1,
+        ["brainzarr demo: error: unknown method(s) nope; choose from pca, kpca, nmf, tsne, umap, ae"],
     ]
     assert out["reproduce"] == [
         1,

@@ -62,15 +62,13 @@ def method_params(method: str, args, options: dict) -> dict:
 def run_fit(args):
     """Fit every method and dim of ``args``; the RMSE table (DataFrame) of those results."""
     from ..exceptions import ResultExistsError
-    from ..models import METHODS
+    from ..models import check_method_names
     from ..models.store_fitting import check_fit, fit_store, result_group, rmse_table, split_scheme
     from ..store import Store
 
     store = Store(store_path(args))  # validated once for the whole command
     methods, dims = args.methods, args.dims
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    check_method_names(methods)
     options = parse_options(args.option)
     bad = [m for m in options if m is not None and m not in methods]
     if bad:

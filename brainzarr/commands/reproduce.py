@@ -19,12 +19,10 @@ def _run(args):
     import json
 
     from ..evaluate.reproduce import STUDY_DIMS, STUDY_METHODS, reproduce_study
-    from ..models import METHODS
+    from ..models import check_method_names
 
     methods = args.methods.split(",") if args.methods else list(STUDY_METHODS)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    check_method_names(methods)
     splits = ["random", "blocked"] if args.split == "both" else [args.split]
     with dask_client(args):
         index = reproduce_study(

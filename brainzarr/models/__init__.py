@@ -23,13 +23,20 @@ _CLASSES = {cls: mod for mod, cls in METHODS.values()}
 #: method name -> the optional packages (import names) its fit needs, imported only then
 REQUIRES = {"tsne": ("openTSNE",), "umap": ("umap",), "ae": ("torch",)}
 
-__all__ = ["METHODS", "REQUIRES", "get_model_class", "Representation", "rmse", *_CLASSES]
+__all__ = ["METHODS", "REQUIRES", "check_method_names", "get_model_class", "Representation", "rmse", *_CLASSES]
+
+
+def check_method_names(methods) -> None:
+    """Raise ``ValueError`` naming every one of ``methods`` that is not in :data:`METHODS`, and
+    the choices."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(map(str, unknown))}; choose from {', '.join(METHODS)}")
 
 
 def get_model_class(method: str) -> type[Representation]:
     """The estimator class of a method name ('pca', 'kpca', 'nmf', 'tsne', 'umap', 'ae')."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    check_method_names([method])
     module, name = METHODS[method]
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 

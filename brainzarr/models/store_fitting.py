@@ -53,7 +53,7 @@ from ..exceptions import CheckpointMismatchError, MethodUnavailableError, Result
 from ..options import set_options
 from ..store import VOXEL_COORDS, as_store, group_writer, list_groups, read_group, store_lock
 from ..streaming import compute_tasks, expression_rows, reusing_buffers, rows_read
-from . import METHODS, REQUIRES, get_model_class
+from . import METHODS, REQUIRES, check_method_names, get_model_class
 from .base import row_sse
 
 __all__ = [
@@ -119,14 +119,15 @@ def model_class(method: str):
 
 
 def check_methods(methods, purpose: str, *, also=()) -> None:
-    """Before a job of several fits starts: every package that the fits of ``methods`` (and the
-    job's other steps: ``also``, import names) need and that is missing, named in one error;
-    then an unknown method.
+    """Before a job of several fits starts: an unknown method (a typo is the quicker fix); then
+    every package that the fits of ``methods`` (and the job's other steps: ``also``, import
+    names) need and that is missing, named in one error.
 
     Raises
     ------
-    MissingDependencyError, MethodUnavailableError, ValueError
+    ValueError, MissingDependencyError, MethodUnavailableError
     """
+    check_method_names(methods)
     check_installed([*(module for method in methods for module in REQUIRES.get(method, ())), *also], purpose)
     for method in methods:
         model_class(method)
