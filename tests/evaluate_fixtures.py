@@ -3,8 +3,11 @@ so the evaluation can be tested before/independently of brainzarr's own models."
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import xarray as xr
+from sklearn.exceptions import ConvergenceWarning
 
 from brainzarr.store import open_store, voxel_coords, write_group
 
@@ -41,7 +44,9 @@ def write_representations(
     coords = {k: v for k, v in voxel_coords(ds).items() if k != "split"}
     for method in methods:
         for dim in dims:
-            model = _sklearn_model(method, dim, seed).fit(X[train])
+            with warnings.catch_warnings():  # a stand-in for a fit: how well it converged is not tested
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model = _sklearn_model(method, dim, seed).fit(X[train])
             Z = model.transform(X).astype(np.float32)
             out = xr.Dataset(coords={**coords, "component": np.arange(1, dim + 1)})
             out["embedding"] = (("voxel", "component"), Z)
