@@ -202,3 +202,22 @@ def test_accessor_is_registered_by_import():
     import brainzarr  # noqa: F401
 
     assert hasattr(xr.DataArray([1.0], dims="voxel"), "brain")
+
+
+def test_every_positional_argument_says_what_it_is():
+    import argparse
+
+    from brainzarr.cli import make_parser
+
+    def positionals(parser, prefix):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from positionals(sub, f"{prefix} {name}")
+            elif not action.option_strings:
+                yield f"{prefix} {action.dest}", action.help
+
+    found = dict(positionals(make_parser(), "brainzarr"))
+    assert "brainzarr export store" in found and "brainzarr inr render model" in found
+    assert [name for name, text in found.items() if not text] == []
+    assert "s3://" in found["brainzarr info store"]

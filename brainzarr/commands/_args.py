@@ -99,6 +99,11 @@ def add_storage_arguments(p) -> None:
     )
 
 
+def add_store_argument(p, what: str = "a brainzarr store") -> None:
+    """The positional ``store``: a folder or a URL."""
+    p.add_argument("store", help=f"{what}: a folder, or a URL such as s3://bucket/brain.zarr")
+
+
 def store_path(args, attr: str = "store"):
     """The store argument as a location carrying the --storage-option values."""
     from .._location import location

@@ -21,9 +21,9 @@ def register(sub):
         "interrupted writers, and the command that rebuilds what is lost. Exit status 2 when "
         "something is damaged.",
     )
-    p.add_argument("store")
-    from ._args import add_storage_arguments
+    from ._args import add_storage_arguments, add_store_argument
 
+    add_store_argument(p)
     add_storage_arguments(p)
     p.add_argument(
         "--repair",

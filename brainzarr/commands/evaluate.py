@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ._args import add_cluster_arguments, add_storage_arguments, dask_client, positive_float, positive_int, store_path
+from ._args import (
+    add_cluster_arguments,
+    add_storage_arguments,
+    add_store_argument,
+    dask_client,
+    positive_float,
+    positive_int,
+    store_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +64,7 @@ def evaluation_options(args) -> dict:
 
 def add_evaluation_arguments(p) -> None:
     """Arguments shared by ``evaluate`` and ``report``."""
-    p.add_argument("store", help="a brainzarr store with fitted representations")
+    add_store_argument(p, "a brainzarr store with fitted representations")
     add_storage_arguments(p)
     add_cluster_arguments(p)
     p.add_argument(

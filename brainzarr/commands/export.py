@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_file
-from ._args import add_cluster_arguments, add_storage_arguments, dask_client, store_path
+from ._args import add_cluster_arguments, add_storage_arguments, add_store_argument, dask_client, store_path
 
 
 def select_variable(store, var: str, genes=None):
@@ -71,7 +71,7 @@ def _run(args):
 
 def register(sub):
     p = sub.add_parser("export", help="write a voxel array of a store as NIfTI")
-    p.add_argument("store")
+    add_store_argument(p)
     p.add_argument("var", help="'expression' or a result variable, e.g. representations/pca/k8/embedding")
     p.add_argument("--gene", help="gene symbol(s), comma-separated for a 4-D file")
     p.add_argument("-o", "--output", required=True, help="output file, .nii or .nii.gz")

@@ -8,6 +8,7 @@ import time
 from ._args import (
     add_cluster_arguments,
     add_storage_arguments,
+    add_store_argument,
     dask_client,
     int_list,
     name_list,
@@ -149,7 +150,7 @@ def register(sub):
         "reconstruction, parameters and train/test RMSE under "
         "representations/<split>/<method>/k<dim>, and print the RMSE table.",
     )
-    p.add_argument("store", help="a brainzarr store")
+    add_store_argument(p)
     p.add_argument(
         "--methods", type=name_list, default=["pca"], help="comma-separated: pca,kpca,nmf,tsne,umap,ae (default: pca)"
     )

@@ -82,8 +82,8 @@ def _storage(store) -> str:
 
 def register(sub):
     p = sub.add_parser("info", help="describe a store")
-    p.add_argument("store")
-    from ._args import add_storage_arguments, store_path
+    from ._args import add_storage_arguments, add_store_argument, store_path
 
+    add_store_argument(p)
     add_storage_arguments(p)
     p.set_defaults(func=lambda args: print(describe(store_path(args))))

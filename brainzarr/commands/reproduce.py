@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ._args import add_cluster_arguments, add_storage_arguments, dask_client, positive_int, store_path
+from ._args import (
+    add_cluster_arguments,
+    add_storage_arguments,
+    add_store_argument,
+    dask_client,
+    positive_int,
+    store_path,
+)
 
 
 def _ints(text: str) -> list[int]:
@@ -50,7 +57,7 @@ def register(sub):
         "ANOVA + Tukey, and write OUT/reproduce.html beside the study's numbers. Fits already in the "
         "store are reused, so an interrupted run resumes.",
     )
-    p.add_argument("store")
+    add_store_argument(p)
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--targets", nargs="+", metavar="DIR_OR_FILES", help="target maps (default: synthetic ones)")
     p.add_argument("--methods", help="comma-separated (default: pca,kpca,nmf,tsne,umap,ae)")
