@@ -204,20 +204,21 @@ def test_accessor_is_registered_by_import():
     assert hasattr(xr.DataArray([1.0], dims="voxel"), "brain")
 
 
-def test_every_positional_argument_says_what_it_is():
+def test_every_argument_says_what_it_is():
     import argparse
 
     from brainzarr.cli import make_parser
 
-    def positionals(parser, prefix):
+    def arguments(parser, prefix):
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 for name, sub in action.choices.items():
-                    yield from positionals(sub, f"{prefix} {name}")
-            elif not action.option_strings:
-                yield f"{prefix} {action.dest}", action.help
+                    yield from arguments(sub, f"{prefix} {name}")
+            else:
+                yield f"{prefix} {(action.option_strings or [action.dest])[-1]}", action.help
 
-    found = dict(positionals(make_parser(), "brainzarr"))
+    found = dict(arguments(make_parser(), "brainzarr"))
     assert "brainzarr export store" in found and "brainzarr inr render model" in found
+    assert "brainzarr build --probe-selection" in found
     assert [name for name, text in found.items() if not text] == []
     assert "s3://" in found["brainzarr info store"]

@@ -44,7 +44,7 @@ def add_build_arguments(p, *, out_required=True):
     p.add_argument("--k", type=positive_int, dest="n_neighbors", help=argparse.SUPPRESS)  # the old name
     p.add_argument("--same-hemisphere", action="store_true", help="use only samples of the voxel's hemisphere")
     p.add_argument("--split", choices=("random", "blocked"), default="random", help="train/test split scheme")
-    p.add_argument("--test-fraction", type=fraction, default=0.2)
+    p.add_argument("--test-fraction", type=fraction, default=0.2, help="voxels held out for testing (default 0.2)")
     p.add_argument(
         "--block-mm", type=positive_float, help="cube edge of the blocked split (default 48 mm, >= 6 voxels)"
     )
@@ -62,7 +62,7 @@ def add_build_arguments(p, *, out_required=True):
         default="uint16",
         help="uint16: values packed with CF scale_factor (error <= 1/131070; default), or float32",
     )
-    g.add_argument("--compressor", choices=COMPRESSORS, default="zstd")
+    g.add_argument("--compressor", choices=COMPRESSORS, default="zstd", help="chunk compressor (default zstd)")
     g.add_argument("--no-shards", action="store_true", help="one file per chunk instead of shards per row block")
     p.add_argument("--out", required=out_required, help="the store to write, e.g. store/s8.zarr")
     p.add_argument(
@@ -86,8 +86,19 @@ def add_source_arguments(p):
     g.add_argument("--data-dir", help="folder holding microarray/normalized_microarray_donor*/")
     g.add_argument("--donors", help="comma-separated donor ids (default: every donor folder present)")
     g.add_argument("--download", action="store_true", help="let abagen download missing donors (network)")
-    g.add_argument("--probe-selection", default="diff_stability")
-    g.add_argument("--ibf-threshold", type=float, default=0.5)
+    g.add_argument(
+        "--probe-selection",
+        default="diff_stability",
+        help="one value per gene from its probes (abagen's methods): diff_stability (default; two or more "
+        "donors), average, mean, max_intensity or max_variance",
+    )
+    g.add_argument(
+        "--ibf-threshold",
+        type=float,
+        default=0.5,
+        help="keep probes detected in at least this fraction of all samples (abagen's intensity-based "
+        "filter; default 0.5)",
+    )
     g.add_argument("--lr-mirror", default="bidirectional", help="bidirectional, leftright, rightleft or none")
     g = p.add_argument_group("--source parcellated")
     g.add_argument("--table", help="region x gene CSV (first column: atlas label)")

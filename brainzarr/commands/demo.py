@@ -137,5 +137,5 @@ def register(sub):
     p.add_argument("--genes", type=int, default=1000, help="number of synthetic genes")
     p.add_argument("--methods", default=",".join(DEMO_METHODS), help="representations to fit")
     p.add_argument("--dims", default="2,8", help="dimensions to fit (2 is needed for the evaluation)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the data, the splits and every fit (default 0)")
     p.set_defaults(func=_run)

@@ -30,20 +30,32 @@ def _add_model_arguments(p):
     g.add_argument("--features", type=int, default=32, help="feature / gene-embedding length (default 32)")
     g.add_argument("--width", type=int, default=256, help="hidden width of the coordinate network")
     g.add_argument("--depth", type=int, default=2, help="hidden layers of the coordinate network")
-    g.add_argument("--backbone", choices=("fourier", "siren"), default="fourier")
+    g.add_argument(
+        "--backbone",
+        choices=("fourier", "siren"),
+        default="fourier",
+        help="coordinate network: random Fourier features then an MLP (default), or SIREN (sine layers)",
+    )
     g.add_argument(
         "--length-scale", type=float, default=24.0, help="length scale (mm) of the Fourier features (default 24)"
     )
     g.add_argument("--rank", type=int, default=64, help="gene-space components trained on (projected solver)")
-    g.add_argument("--solver", choices=("auto", "projected", "masked"), default="auto")
+    g.add_argument(
+        "--solver",
+        choices=("auto", "projected", "masked"),
+        default="auto",
+        help="auto (default): projected when at least half the genes are observed at every sample, else masked",
+    )
     g.add_argument(
         "--ensemble",
         type=int,
         default=3,
         help="networks trained with seeds S, S+1, ... whose predictions are averaged (default 3)",
     )
-    g.add_argument("--batch-size", type=int, default=256)
-    g.add_argument("--learning-rate", type=positive_float, default=3e-3)
+    g.add_argument("--batch-size", type=int, default=256, help="samples per mini-batch (default 256)")
+    g.add_argument(
+        "--learning-rate", type=positive_float, default=3e-3, help="peak of the one-cycle schedule (default 3e-3)"
+    )
     g.add_argument("--lr", type=positive_float, dest="learning_rate", help=argparse.SUPPRESS)  # the old name
     g.add_argument("--no-tissue", action="store_true", help="do not feed nilearn's grey/white-matter masks")
     g.add_argument("--no-donor-effects", action="store_true", help="no per-donor x gene offsets")
@@ -206,7 +218,7 @@ def register(sub):
     f.add_argument("--max-samples", type=positive_int, default=5000, help="with --store: voxels drawn (seeded)")
     f.add_argument("--seed", type=int, default=0, help="seeds the source (synthetic) and the model")
     f.add_argument("--out", required=True, help="model folder to write, e.g. store/inr-model")
-    f.add_argument("--overwrite", action="store_true")
+    f.add_argument("--overwrite", action="store_true", help="replace a model folder written by brainzarr")
     _add_model_arguments(f)
     f.set_defaults(func=_fit)
 
@@ -229,7 +241,7 @@ def register(sub):
         help="also score maps on the MNI152 grid at this resolution (mm): error against the true "
         "field (synthetic) and agreement with IDW (secondary); 0: skip",
     )
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="seeds the source (synthetic), the folds and the models")
     e.add_argument("-o", "--output", required=True, help="folder for heldout.csv, summary.csv, heldout.png")
     _add_model_arguments(e)
     e.set_defaults(func=_evaluate)
@@ -242,8 +254,8 @@ def register(sub):
     r.add_argument("--out", required=True, help="the store to write, e.g. store/inr-8mm.zarr")
     r.add_argument("--chunks", type=chunk_shape, help="chunk shape voxels,genes (default 4096,128)")
     r.add_argument("--seed", type=int, default=0, help="seeds the store's train/test splits")
-    r.add_argument("--device", default="auto")
+    r.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     add_cluster_arguments(r)
     add_storage_arguments(r)
-    r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--overwrite", action="store_true", help="replace a brainzarr store (never anything else)")
     r.set_defaults(func=_render)

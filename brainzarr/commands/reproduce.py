@@ -62,7 +62,9 @@ def register(sub):
     p.add_argument("--targets", nargs="+", metavar="DIR_OR_FILES", help="target maps (default: synthetic ones)")
     p.add_argument("--methods", help="comma-separated (default: pca,kpca,nmf,tsne,umap,ae)")
     p.add_argument("--dims", help="comma-separated (default: 2,4,8,16,32,64,128)")
-    p.add_argument("--split", choices=("random", "blocked", "both"), default="both")
+    p.add_argument(
+        "--split", choices=("random", "blocked", "both"), default="both", help="split schemes (default: both)"
+    )
     p.add_argument("--params", help='per-method estimator parameters as JSON, e.g. \'{"ae": {"max_epochs": 50}}\'')
     p.add_argument("--grid", default="default", help="XGBoost grid: 'default', 'large' or a JSON object")
     p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds within the training voxels")
