@@ -55,6 +55,7 @@ from .preprocess import (
     merge_tails,
 )
 from .sources import load_source
+from .sources.table import gene_request
 from .store import (
     SCHEMA_VERSION,
     _exists,
@@ -147,8 +148,9 @@ def build_store(
         Grid spacing in mm of nilearn's MNI152 brain mask (ignored when ``mask`` is given).
     mask : str, Path or Nifti1Image, optional
         A mask NIfTI in MNI space defining the voxels instead.
-    genes : None, int, str or list of str
-        All genes, n evenly spaced genes, or these symbols (comma-separated string or list).
+    genes : None, int, str, list of str or path
+        All genes, n evenly spaced genes, or these symbols (comma-separated string, list, or a
+        :class:`~pathlib.Path` to a text file of symbols; the store records the symbols).
     assignment : {'nearest', 'idw'} or block source
         How voxels take sample values ('atlas' is used for parcellated sources), or an object
         with ``prepare(block) -> state``, ``compute(state, values, gene_slice) -> (n, g)
@@ -211,6 +213,7 @@ def build_store(
     with a FutureWarning.
     """
     seed = int(random_state)
+    genes = gene_request(genes)
     out = location(out, storage_options)
     grid = grid_from_mask(mask) if mask is not None else mni152_grid(resolution)
     samples = (

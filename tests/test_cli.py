@@ -63,10 +63,23 @@ def test_named_genes(tmp_path, capsys):
     assert list(open_store(out)["gene"].values) == ["APOE", "SST"]
 
 
+def test_genes_from_a_file(tmp_path, capsys):
+    listed = tmp_path / "genes.txt"
+    listed.write_text("# cell-type markers\nSST\nPVALB, VIP\n")
+    out = tmp_path / "g.zarr"
+    code, _, err = run(["build", "--genes", str(listed), "--out", str(out)], capsys)
+    assert code == 0, err
+    ds = open_store(out)
+    assert list(ds["gene"].values) == ["SST", "PVALB", "VIP"]
+    # the store records the symbols, so its rebuild command does not need the file
+    assert ds.attrs["provenance"]["build_args"]["genes"] == "SST,PVALB,VIP"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["build", "--genes", "APOEX", "--out", "{tmp}/x.zarr"], "unknown gene(s): APOEX"),
+        (["build", "--genes", "{tmp}/genes.txt", "--out", "{tmp}/x.zarr"], "no gene list file"),
         (["build", "--source", "abagen", "--out", "{tmp}/x.zarr"], "needs --data-dir"),
         (
             ["build", "--source", "abagen", "--data-dir", "{tmp}/nothing", "--donors", "9861", "--out", "{tmp}/x.zarr"],

@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from brainzarr.sources import UnknownGeneError, load_source
 from brainzarr.sources.abagen_data import DONOR_SAMPLES, corrected_coordinates, study_gene_symbols
 from brainzarr.sources.synthetic import LATENT_FACTORS, TISSUES, SyntheticModel, load_synthetic, tissue_class
+from brainzarr.sources.table import read_gene_list
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,30 @@ def test_latent_structure_is_low_dimensional_and_nonlinear(table):
     s = np.linalg.svd(centred, compute_uv=False) ** 2
     explained10 = s[:10].sum() / s.sum()
     assert 0.9 < explained10 < 0.9999
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    symbols=st.lists(st.from_regex(r"[A-Z][A-Z0-9.-]{0,9}", fullmatch=True), min_size=1, max_size=30, unique=True),
+    separators=st.lists(st.sampled_from([",", "\n", " ", ", ", "\t", ";", "\r\n"]), min_size=1),
+    comment=st.booleans(),
+)
+def test_a_gene_list_file_reads_back_its_symbols(tmp_path_factory, symbols, separators, comment):
+    text = "".join(g + separators[i % len(separators)] for i, g in enumerate(symbols))
+    if comment:
+        text = "# genes of interest, from a paper\n" + text.replace("\n", "  # a note, SST\n", 1)
+    path = tmp_path_factory.mktemp("genes") / "genes.txt"
+    path.write_text(text)
+    assert read_gene_list(path) == symbols
+
+
+def test_a_gene_list_file_is_a_gene_request(tmp_path):
+    path = tmp_path / "genes.txt"
+    path.write_text("APOE\nSST  # somatostatin\nPVALB\n")
+    assert list(load_source("synthetic", genes=path, random_state=0)["gene"].values) == ["APOE", "SST", "PVALB"]
+    path.write_text("# nothing yet\n\n")
+    with pytest.raises(ValueError, match="lists no genes"):
+        load_source("synthetic", genes=path, random_state=0)
 
 
 def test_tissue_classes():

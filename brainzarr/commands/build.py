@@ -22,13 +22,16 @@ from ._args import (
 
 log = logging.getLogger(__name__)
 
+#: what ``--genes`` says
+GENES_HELP = "N genes (evenly spaced), comma-separated symbols, or a text file of symbols"
+
 
 def add_build_arguments(p, *, out_required=True):
     """Arguments shared by every command that builds a store."""
     add_source_arguments(p)
     p.add_argument("--resolution", type=positive_int, default=8, help="grid spacing in mm (MNI152 brain mask)")
     p.add_argument("--mask", help="a mask NIfTI in MNI space (instead of the MNI152 brain mask)")
-    p.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all)")
+    p.add_argument("--genes", help=f"{GENES_HELP} (default: all)")
     p.add_argument(
         "--assignment",
         choices=("nearest", "idw", "inr"),
@@ -112,9 +115,18 @@ def add_source_arguments(p):
 
 
 def parse_genes(text):
+    """``--genes``: None, a number, a gene list file (read into its symbols) or symbols."""
     if text is None:
         return None
-    return int(text) if text.strip().isdigit() else text
+    if text.strip().isdigit():
+        return int(text)
+    if Path(text).is_file():
+        from ..sources.table import read_gene_list
+
+        return read_gene_list(text)
+    if Path(text).suffix.lower() in (".txt", ".csv", ".tsv", ".lst") or "/" in text:
+        raise FileNotFoundError(f"no gene list file {text}")
+    return text
 
 
 def source_options(args) -> dict:

@@ -16,7 +16,7 @@ from ._args import (
     positive_int,
     store_path,
 )
-from .build import add_source_arguments, parse_genes, source_options
+from .build import GENES_HELP, add_source_arguments, parse_genes, source_options
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def register(sub):
 
     f = inr_sub.add_parser("fit", help="fit an INR on a source's samples (or a store's voxels)")
     add_source_arguments(f)
-    f.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all)")
+    f.add_argument("--genes", help=f"{GENES_HELP} (default: all)")
     f.add_argument("--store", help="fit on the voxels of this store instead of a source's samples")
     f.add_argument("--max-samples", type=positive_int, default=5000, help="with --store: voxels drawn (seeded)")
     f.add_argument("--seed", type=int, default=0, help="seeds the source (synthetic) and the model")
@@ -224,7 +224,7 @@ def register(sub):
 
     e = inr_sub.add_parser("evaluate", help="held-out samples: INR vs nearest, IDW, kriging")
     add_source_arguments(e)
-    e.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all)")
+    e.add_argument("--genes", help=f"{GENES_HELP} (default: all)")
     e.add_argument(
         "--cv",
         choices=("blocks", "donors", "both"),
@@ -250,7 +250,7 @@ def register(sub):
     r.add_argument("model", help="model folder from `brainzarr inr fit`")
     r.add_argument("--resolution", type=positive_int, default=8, help="grid spacing in mm (MNI152 brain mask)")
     r.add_argument("--mask", help="a mask NIfTI in MNI space instead")
-    r.add_argument("--genes", help="N genes (evenly spaced) or comma-separated symbols (default: all the model's)")
+    r.add_argument("--genes", help=f"{GENES_HELP} (default: all the model's)")
     r.add_argument("--out", required=True, help="the store to write, e.g. store/inr-8mm.zarr")
     r.add_argument("--chunks", type=chunk_shape, help="chunk shape voxels,genes (default 4096,128)")
     r.add_argument("--seed", type=int, default=0, help="seeds the store's train/test splits")

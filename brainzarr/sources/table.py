@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+import re
 
 import numpy as np
 import xarray as xr
 
-__all__ = ["make_sample_table", "resolve_genes", "validate_sample_table", "UnknownGeneError"]
+__all__ = ["make_sample_table", "read_gene_list", "resolve_genes", "validate_sample_table", "UnknownGeneError"]
 
 
 class UnknownGeneError(ValueError):
@@ -78,16 +80,33 @@ def validate_sample_table(table: xr.Dataset) -> None:
         raise ValueError("sample coordinates must be finite")
 
 
+def read_gene_list(path) -> list[str]:
+    """Gene symbols from a text file, separated by commas, spaces or line breaks (one a line, or a
+    CSV row); ``#`` starts a comment."""
+    text = "\n".join(line.split("#", 1)[0] for line in open(path, encoding="utf-8").read().splitlines())
+    symbols = [g for g in re.split(r"[\s,;]+", text) if g]
+    if not symbols:
+        raise ValueError(f"{path} lists no genes")
+    return symbols
+
+
+def gene_request(genes):
+    """``genes`` with a gene list file (a path) read into its symbols; anything else as given."""
+    return read_gene_list(genes) if isinstance(genes, os.PathLike) else genes
+
+
 def resolve_genes(genes, available) -> list[str]:
     """Turn a gene request into symbols of ``available``.
 
     Parameters
     ----------
-    genes : None, int, str or list of str
+    genes : None, int, str, list of str or path
         None: all; int n: n genes evenly spaced through ``available`` (so a small store still
-        spans the alphabet and every chromosome); str: comma-separated symbols; list: symbols.
+        spans the alphabet and every chromosome); str: comma-separated symbols; list: symbols;
+        a :class:`~pathlib.Path`: a text file of symbols (:func:`read_gene_list`).
     available : sequence of str
     """
+    genes = gene_request(genes)
     available = [str(g) for g in available]
     if genes is None:
         return available
