@@ -17,6 +17,7 @@ from .exceptions import (
 from .grid import Grid, grid_from_mask, mni152_grid
 from .nifti import from_nifti, to_nifti
 from .options import get_options, set_options
+from .parcellate import parcellate
 from .sources import load_source
 from .store import Store, list_groups, open_store, read_group, store_grid, write_group
 
@@ -51,6 +52,7 @@ __all__ = [
     "grid_from_mask",
     "to_nifti",
     "from_nifti",
+    "parcellate",
     "set_options",
     "get_options",
     "BrainzarrError",

@@ -1,7 +1,8 @@
-"""``da.brain``: the accessor of voxel-indexed DataArrays (NIfTI export, grid, plot).
+"""``da.brain``: the accessor of voxel-indexed DataArrays (NIfTI export, region means, grid, plot).
 
 >>> ds.expression.sel(gene="APOE").brain.to_nifti("apoe.nii.gz")  # doctest: +SKIP
 >>> ds.expression.sel(gene="APOE").brain.plot("apoe.png")  # doctest: +SKIP
+>>> ds.expression.brain.parcellate("atlas.nii.gz")  # (region, gene) means  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ class BrainArrayAccessor:
     def grid(self) -> Grid:
         """The grid of the DataArray's voxels (mask = the voxels present, in the store's affine)."""
         return voxel_grid(self._da)
+
+    def parcellate(self, atlas, *, background: int = 0) -> xr.DataArray:
+        """The mean over each region of ``atlas`` (see :func:`brainzarr.parcellate.parcellate`)."""
+        from .parcellate import parcellate
+
+        return parcellate(self._da, atlas, background=background, _stacklevel=3)
 
     def plot(self, path=None, **kwargs):
         """Plot the map with :func:`brainzarr.plots.plot_map`."""

@@ -18,7 +18,19 @@ from ._version import __version__
 from .exceptions import BrainzarrError
 
 #: sub-command modules, each with ``register(subparsers)`` that sets ``func`` on its parser.
-COMMAND_MODULES = ["build", "info", "check", "export", "fit", "evaluate", "report", "reproduce", "inr", "demo"]
+COMMAND_MODULES = [
+    "build",
+    "info",
+    "check",
+    "export",
+    "parcellate",
+    "fit",
+    "evaluate",
+    "report",
+    "reproduce",
+    "inr",
+    "demo",
+]
 
 log = logging.getLogger("brainzarr")
 
@@ -89,6 +101,8 @@ def main(argv=None) -> int:
             with warnings.catch_warnings(), set_options(progress=True if getattr(args, "progress", False) else None):
                 warnings.filterwarnings("ignore", message=".*(pkg_resources|unstable|Zarr format 3).*")
                 warnings.simplefilter("ignore", FutureWarning)
+                if not args.debug:
+                    warnings.showwarning = _warning_line(args.command)
                 return int(args.func(args) or 0)
         except KeyboardInterrupt:
             log.error("brainzarr: interrupted (run the same command again to resume)")
@@ -98,6 +112,16 @@ def main(argv=None) -> int:
                 raise
             log.error("brainzarr %s: error: %s", args.command, error_message(exc))
             return 1
+
+
+def _warning_line(command: str):
+    """``warnings.showwarning`` for a command: one line on the log, as errors are, instead of
+    Python's file, line number and source line (``--debug`` keeps those)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        log.warning("brainzarr %s: warning: %s", command, " ".join(str(message).split()))
+
+    return show
 
 
 def flag(name: str, value=True) -> str:

@@ -10,8 +10,9 @@ from .._atomic import atomic_file
 from ._args import add_cluster_arguments, add_storage_arguments, add_store_argument, dask_client, store_path
 
 
-def select_variable(store, var: str, genes=None):
-    """The DataArray ``var`` of a store: 'expression' or '<group>/<variable>' of a result."""
+def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
+    """The DataArray ``var`` of a store: 'expression' or '<group>/<variable>' of a result; of
+    ``genes`` when given, else of its one gene (or, with ``all_genes``, of all of them)."""
     from ..sources.table import resolve_genes
     from ..store import open_store, read_group, voxel_coords
 
@@ -23,7 +24,7 @@ def select_variable(store, var: str, genes=None):
             raise KeyError(f"{group} has no variable {name}; it has {', '.join(map(str, result.data_vars))}")
         da = result[name]
         if "voxel" not in da.dims:
-            raise ValueError(f"{var} has no voxel dimension (dims {da.dims}); only voxel arrays export to NIfTI")
+            raise ValueError(f"{var} has no voxel dimension (dims {da.dims}); only voxel arrays export")
         missing = {k: v for k, v in voxel_coords(ds).items() if k not in da.coords}
         da = da.assign_coords(missing)
     else:
@@ -35,7 +36,7 @@ def select_variable(store, var: str, genes=None):
         da = ds[var]
     if "gene" in da.dims:
         if genes is None:
-            if da.sizes["gene"] > 1:
+            if da.sizes["gene"] > 1 and not all_genes:
                 raise ValueError(
                     f"{var} has {da.sizes['gene']:,} genes; choose with --gene (comma-separated genes make a 4-D file)"
                 )

@@ -1,0 +1,55 @@
+"""``brainzarr parcellate``: a voxel array of a store averaged over an atlas's regions -> CSV."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .._atomic import atomic_file
+from ._args import add_storage_arguments, add_store_argument, store_path
+from .build import GENES_HELP, parse_genes
+
+log = logging.getLogger(__name__)
+
+
+def _run(args):
+    from ..parcellate import parcellate
+    from .export import select_variable
+
+    out = Path(args.output)
+    if out.is_dir() or not out.name.lower().endswith(".csv"):
+        raise ValueError(f"-o {args.output}: give a file name ending in .csv")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if not Path(args.atlas).is_file():
+        raise FileNotFoundError(f"no atlas file at {args.atlas}")
+    da = select_variable(store_path(args), args.var, parse_genes(args.gene), all_genes=True)
+    table = parcellate(da, args.atlas, background=args.background)
+    held = table["n_voxels"].values > 0
+    frame = table[held].drop_vars("n_voxels")
+    frame = frame.to_pandas() if frame.ndim == 2 else frame.to_pandas().rename(args.var.rsplit("/", 1)[-1]).to_frame()
+    frame.index.name = "label"
+    with atomic_file(out, suffix=".csv") as tmp:
+        frame.to_csv(tmp)
+    columns = frame.columns.name or "column"
+    print(f"wrote {out}  {len(frame):,} regions x {frame.shape[1]:,} {columns}s")
+
+
+def register(sub):
+    p = sub.add_parser(
+        "parcellate",
+        help="average a voxel array of a store over an atlas's regions (a region x gene CSV)",
+        description="Average a voxel array of a store (expression, or a result's embedding, "
+        "reconstruction or error map) over each region of an atlas in MNI space, in one streamed "
+        "pass. The CSV (first column: the atlas label) is the table `brainzarr build --source "
+        "parcellated` reads; regions that hold no store voxel are left out, with a warning.",
+    )
+    add_store_argument(p)
+    p.add_argument("var", help="'expression' or a result variable, e.g. representations/pca/k8/embedding")
+    p.add_argument("--atlas", required=True, help="a NIfTI of integer region labels in MNI space, any resolution")
+    p.add_argument("--gene", help=f"{GENES_HELP} (default: all)")
+    p.add_argument("--background", type=int, default=0, help="the label of no region (default 0)")
+    p.add_argument("-o", "--output", required=True, help="output file, .csv")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_storage_arguments(p)
+    p.set_defaults(func=_run)

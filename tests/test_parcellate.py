@@ -1,0 +1,141 @@
+"""Region means of a store's voxel arrays over an atlas (``parcellate``, ``brainzarr parcellate``)."""
+
+import shutil
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from brainzarr import build_store, fit_store, from_nifti, open_store, parcellate
+from brainzarr.cli import main
+from brainzarr.grid import mni152_grid
+from brainzarr.store import store_grid
+
+
+def _atlas_4mm(path):
+    """Six regions (hemisphere x three z bands) on a 4 mm grid, and label 99 in a corner that
+    no brain voxel reaches."""
+    grid = mni152_grid(4)
+    vol = np.zeros(grid.shape, np.int16)
+    vol[tuple(grid.ijk.T)] = 1 + (grid.xyz[:, 0] > 0) + 10 * np.digitize(grid.xyz[:, 2], [-20, 20])
+    vol[0, 0, 0] = 99
+    nib.save(nib.Nifti1Image(vol, grid.affine), path)
+    return path
+
+
+def _numpy_means(values, labels, region):
+    return values[labels == region].mean(axis=0)
+
+
+def test_region_means_of_expression_and_results(chunked_store, tmp_path):
+    atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
+    store = shutil.copytree(chunked_store, tmp_path / "c8.zarr")  # the fit below writes into it
+    ds = open_store(store)
+    assert len(ds.expression.data.chunks[0]) > 1  # the pass streams several row blocks
+    labels = from_nifti(atlas, ds, interpolation="nearest").values
+    with pytest.warns(UserWarning, match="1 of 7 regions of .*atlas.nii.gz hold no voxel of the array: 99"):
+        table = ds.expression.brain.parcellate(atlas)
+
+    assert table.dims == ("region", "gene") and list(table["gene"].values) == list(ds["gene"].values)
+    assert list(table["region"].values) == [1, 2, 11, 12, 21, 22, 99]
+    counts = table["n_voxels"].values
+    assert counts[-1] == 0 and counts.sum() == ds.sizes["voxel"]  # every brain voxel in one region
+    assert np.isnan(table.sel(region=99)).all()
+    X = ds.expression.values
+    for region, n in zip(table["region"].values[:-1], counts[:-1]):
+        assert n == (labels == region).sum()
+        np.testing.assert_allclose(table.sel(region=region), _numpy_means(X, labels, region), rtol=1e-5, atol=1e-7)
+
+    # a result's (voxel, component) embedding and (voxel,) error map
+    fit_store(store, "pca", 3)
+    result = ds.brain.read("pca", 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        emb = parcellate(result["embedding"], atlas)
+        err = parcellate(result["voxel_rmse"], atlas)
+    assert emb.dims == ("region", "component") and err.dims == ("region",)
+    Z, E = result["embedding"].values, result["voxel_rmse"].values
+    np.testing.assert_allclose(emb.sel(region=12), _numpy_means(Z, labels, 12), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(err.sel(region=21), _numpy_means(E, labels, 21), rtol=1e-5)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n_regions=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+    voxel_fraction=st.sampled_from([0.05, 0.5, 1.0]),
+)
+def test_region_means_equal_a_group_by(small_store, n_regions, seed, voxel_fraction):
+    """Any atlas on the store's grid, any subset of voxels and genes: pandas' group-by means."""
+    rng = np.random.default_rng(seed)
+    ds = open_store(small_store)
+    grid = store_grid(small_store)
+    vol = np.zeros(grid.shape, np.int32)
+    vol[tuple(grid.ijk.T)] = rng.integers(0, n_regions + 1, grid.n_voxels) * 7  # 0: no region
+    vol[0, 0, 0] = 7 * (n_regions + 1)  # a label outside the brain: always empty
+    atlas = nib.Nifti1Image(vol, grid.affine)
+    voxels = np.sort(rng.choice(ds.sizes["voxel"], max(1, int(voxel_fraction * ds.sizes["voxel"])), replace=False))
+    genes = np.sort(rng.choice(ds.sizes["gene"], 5, replace=False))
+    data = ds.expression.isel(voxel=voxels, gene=genes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        table = parcellate(data, atlas)
+
+    labels = vol[tuple(grid.ijk[voxels].T)]
+    expected = pd.DataFrame(data.values).groupby(labels).mean().drop(index=0, errors="ignore")
+    present = np.unique(vol[vol > 0])
+    assert list(table["region"].values) == list(present)
+    held = table["n_voxels"].values > 0
+    assert list(table["region"].values[held]) == list(expected.index)
+    np.testing.assert_allclose(table.values[held], expected.values, rtol=1e-5, atol=1e-7)
+    assert np.isnan(table.values[~held]).all()
+
+
+def test_bad_atlases_and_arrays_are_refused(small_store):
+    ds = open_store(small_store)
+    grid = store_grid(small_store)
+    data = ds.expression.isel(gene=0)
+    with pytest.raises(ValueError, match="non-integer values"):
+        parcellate(data, nib.Nifti1Image(np.full(grid.shape, 0.5, np.float32), grid.affine))
+    with pytest.raises(ValueError, match="no region"):
+        parcellate(data, nib.Nifti1Image(np.zeros(grid.shape, np.int16), grid.affine))
+    with pytest.raises(ValueError, match="2 volumes"):
+        parcellate(data, nib.Nifti1Image(np.ones((*grid.shape, 2), np.int16), grid.affine))
+    with pytest.raises(ValueError, match="'voxel' dimension"):
+        parcellate(ds["gene"], nib.Nifti1Image(np.ones(grid.shape, np.int16), grid.affine))
+
+
+def test_cli_writes_the_table_that_a_parcellated_build_reads(small_store, tmp_path, capsys):
+    atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
+    out = tmp_path / "regions.csv"
+    code = main(["parcellate", str(small_store), "expression", "--atlas", str(atlas), "--gene", "3", "-o", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.out.strip() == f"wrote {out}  6 regions x 3 genes"
+    # the warning is one line, as errors are
+    assert captured.err.strip().splitlines() == [
+        f"brainzarr parcellate: warning: 1 of 7 regions of {atlas} hold no voxel of the array: 99"
+    ]
+    frame = pd.read_csv(out, index_col=0)
+    assert frame.index.name == "label" and list(frame.index) == [1, 2, 11, 12, 21, 22]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        table = open_store(small_store).expression.sel(gene=list(frame.columns)).brain.parcellate(atlas)
+    np.testing.assert_allclose(frame.values, table.values[:6], rtol=1e-12)
+
+    # the table builds a parcellated store whose regions keep their order gene by gene (region 99,
+    # left out of the table, is dropped by name)
+    store = build_store(
+        tmp_path / "dk.zarr", source="parcellated", table=out, atlas=atlas, resolution=8, missing_regions="drop"
+    )
+    with pytest.warns(UserWarning, match="hold no voxel"):
+        back = open_store(store).expression.brain.parcellate(atlas)
+    for gene in frame.columns:
+        assert np.argsort(back.sel(gene=gene).values[:6]).tolist() == np.argsort(frame[gene].values).tolist()
+
+    assert main(["parcellate", str(small_store), "expression", "--atlas", str(atlas), "-o", str(out)]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
