@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 import brainzarr
 from brainzarr import store as store_module
 from brainzarr.exceptions import ChunkError
+from brainzarr.streaming import reusing_buffers, stream_blocks
 from brainzarr.streaming.chunked import PackedChunks, packed_dask_array
+from brainzarr.streaming.rows import direct_reads
 
 CHECKED = [zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()]
 
@@ -72,6 +74,30 @@ def test_a_dask_array_of_it_reads_the_same_and_pickles(arrays):
     np.testing.assert_array_equal(dask_array[:, 9].compute(), _reference(z, (slice(None), 9)))
     again = pickle.loads(pickle.dumps(PackedChunks(path)))  # what a dask.distributed worker gets
     np.testing.assert_array_equal(again[3:40, 2:30], _reference(z, (slice(3, 40), slice(2, 30))))
+
+
+@pytest.mark.parametrize("name", ["sharded", "offset", "unsharded"])
+def test_a_pass_over_the_whole_array_reads_row_blocks_with_one_reader_call_each(arrays, name, monkeypatch):
+    """What an estimator's fit or parcellate streams from ds.expression: whole row blocks from the
+    store's reader, never dask's chunk by chunk reads, with the same values."""
+    z = arrays[name]
+    path = z.store_path.store.root / z.store_path.path
+    dask_array = packed_dask_array(path, ((16, 16, 16, 13), (7,) * 6 + (3,)))
+    assert direct_reads(dask_array) is not None
+
+    def by_chunk(self, key):
+        raise AssertionError("read chunk by chunk")
+
+    with monkeypatch.context() as m:
+        m.setattr(PackedChunks, "__getitem__", by_chunk)
+        with reusing_buffers():
+            blocks = [block.copy() for block in stream_blocks(dask_array)]
+    assert [len(b) for b in blocks] == [16, 16, 16, 13]
+    np.testing.assert_array_equal(np.concatenate(blocks), _reference(z, slice(None)))
+    # a selection is another array: dask reads it, with the same values
+    part = dask_array[:, 5:30]
+    assert direct_reads(part) is None
+    np.testing.assert_array_equal(np.concatenate(list(stream_blocks(part))), _reference(z, (slice(None), slice(5, 30))))
 
 
 def test_formats_it_does_not_decode_are_left_to_zarr(tmp_path):

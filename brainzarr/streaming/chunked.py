@@ -117,7 +117,7 @@ def packed_dask_array(path, chunks):
         written = os.stat(os.path.join(chunked.path, "zarr.json")).st_mtime_ns  # a rewrite is another array
     except (OSError, ValueError):
         return None
-    return da.from_array(
+    array = da.from_array(
         chunked,
         chunks=chunks,
         name=f"brainzarr-packed-{tokenize(chunked.path, written)}",
@@ -126,3 +126,10 @@ def packed_dask_array(path, chunks):
         lock=False,
         meta=np.empty((0, 0), dtype=np.float32),
     )
+    # a local pass over the whole array (ds.expression.data, as an estimator's fit or parcellate
+    # streams it) reads whole row blocks with one reader call each, not chunk by chunk through
+    # dask (4 mm, all genes: 0.3 s instead of 3.5 s)
+    from .rows import register_direct
+
+    register_direct(array, chunked._reader)
+    return array

@@ -14,7 +14,7 @@ from .._zarr import quiet_zarr
 from ..store import as_store
 from .reader import RowBlockReader
 
-__all__ = ["expression_rows", "direct_reads"]
+__all__ = ["expression_rows", "direct_reads", "register_direct"]
 
 #: name of a dask array made by expression_rows -> (reader, [(a, b, keep) per row block]); a local
 #: pass over such an array calls the reader directly: computing a slice of a dask array walks the
@@ -77,7 +77,18 @@ def expression_rows(store, rows: int | None = None, mask=None, *, variable: str 
     if not blocks:
         return da.zeros((0, width), dtype=dtype, chunks=(1, width))
     out = da.concatenate(blocks, axis=0)
-    _DIRECT[out.name] = (reader, reads)
+    register_direct(out, reader, reads)
+    return out
+
+
+def register_direct(X: da.Array, reader, reads=None) -> None:
+    """Let local passes over ``X`` call ``reader(a, b, keep)`` for its row blocks instead of
+    computing them through dask; ``reads``: one ``(a, b, keep)`` per row chunk of ``X`` (default:
+    the row chunks themselves, every row kept)."""
+    if reads is None:
+        bounds = np.cumsum((0, *X.chunks[0]))
+        reads = [(int(a), int(b), None) for a, b in zip(bounds[:-1], bounds[1:])]
+    _DIRECT[X.name] = (reader, reads)
+    _DIRECT.move_to_end(X.name)
     while len(_DIRECT) > _DIRECT_MAX:
         _DIRECT.popitem(last=False)
-    return out
