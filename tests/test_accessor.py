@@ -46,3 +46,34 @@ def test_a_store_handle_goes_where_a_path_goes(fresh_store):
     assert brainzarr.open_store(handle) is handle.dataset  # opened once, kept
     assert brainzarr.store_grid(handle).n_voxels == handle.dataset.sizes["voxel"]
     assert str(handle) != "" and __import__("os").fspath(handle) == str(fresh_store)
+
+
+@pytest.mark.parametrize("split, scheme", [("train", None), ("test", "random"), ("buffer", "blocked"), (None, None)])
+def test_a_splits_expression_is_read_in_the_stores_row_blocks(chunked_store, split, scheme):
+    from brainzarr.models import PCA
+    from brainzarr.streaming.rows import direct_reads
+
+    ds = brainzarr.open_store(chunked_store)
+    X = ds.brain.expression(split, scheme=scheme)
+    labels = ds["split" if scheme is None else f"split_{scheme}"]
+    idiom = ds["expression"] if split is None else ds["expression"].where(labels == split, drop=True)
+    assert direct_reads(X.data) is not None  # a pass calls the store's reader, one call a row block
+    assert X.dims == idiom.dims and sorted(X.coords) == sorted(idiom.coords)
+    for name in X.coords:
+        np.testing.assert_array_equal(X[name].values, idiom[name].values)
+    np.testing.assert_array_equal(X.values, idiom.values)
+    assert X.attrs == idiom.attrs
+    if split == "train":  # an estimator takes it as it takes the idiom
+        Z = PCA(n_components=2, random_state=0).fit(X).transform(X)
+        assert Z.dims == ("voxel", "component") and Z.sizes["voxel"] == idiom.sizes["voxel"]
+
+
+def test_a_selection_of_the_store_gives_the_same_selection(small_store):
+    ds = brainzarr.open_store(small_store)
+    part = ds.isel(gene=slice(0, 7))
+    X = part.brain.expression("test")
+    np.testing.assert_array_equal(X.values, part["expression"].where(part.split == "test", drop=True).values)
+    with pytest.raises(ValueError, match="split has no 'buffer' voxels; its labels: test, train"):
+        ds.brain.expression("buffer")
+    with pytest.raises(ValueError, match="unknown split scheme 'spatial'"):
+        ds.brain.expression("train", scheme="spatial")
