@@ -51,7 +51,7 @@ def test_a_store_handle_goes_where_a_path_goes(fresh_store):
 @pytest.mark.parametrize("split, scheme", [("train", None), ("test", "random"), ("buffer", "blocked"), (None, None)])
 def test_a_splits_expression_is_read_in_the_stores_row_blocks(chunked_store, split, scheme):
     from brainzarr.models import PCA
-    from brainzarr.streaming.rows import direct_reads
+    from brainzarr.streaming.direct import direct_reads
 
     ds = brainzarr.open_store(chunked_store)
     X = ds.brain.expression(split, scheme=scheme)

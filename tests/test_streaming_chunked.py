@@ -13,7 +13,7 @@ from brainzarr import store as store_module
 from brainzarr.exceptions import ChunkError
 from brainzarr.streaming import reusing_buffers, stream_blocks
 from brainzarr.streaming.chunked import PackedChunks, packed_dask_array
-from brainzarr.streaming.rows import direct_reads
+from brainzarr.streaming.direct import direct_reads
 
 CHECKED = [zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()]
 

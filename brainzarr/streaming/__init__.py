@@ -9,7 +9,8 @@
 * :mod:`.spans` — :func:`row_spans`: which contiguous row ranges a pass reads;
 * :mod:`.passes` — prefetch, stream, read into a caller's buffer (:func:`span_reader`), reduce
   and the parallel pass (:func:`compute_tasks`), locally or on a dask.distributed client;
-* :mod:`.rows` — :func:`expression_rows`: a store's array as a dask array of row blocks.
+* :mod:`.rows` — :func:`expression_rows`: a store's array as a dask array of row blocks;
+* :mod:`.direct` — which dask arrays a local pass reads with one reader call a row block.
 
 Peak memory of a pass is a few row blocks, whatever the number of voxels.
 """

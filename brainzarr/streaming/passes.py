@@ -142,7 +142,7 @@ def span_reader(X, spans):
 def _direct_blocks(X, spans):
     """The reader calls behind ``spans`` when X is an unchanged expression_rows array whose row
     blocks are exactly these spans (in any order), else None."""
-    from .rows import direct_reads
+    from .direct import direct_reads
 
     found = direct_reads(X) if isinstance(X, da.Array) else None
     if found is None:

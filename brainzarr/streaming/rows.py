@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import dask
 import dask.array as da
 import numpy as np
@@ -12,20 +10,10 @@ import zarr
 from .._location import zarr_store
 from .._zarr import quiet_zarr
 from ..store import as_store
+from .direct import direct_reads, register_direct
 from .reader import RowBlockReader
 
 __all__ = ["expression_rows", "direct_reads", "register_direct"]
-
-#: name of a dask array made by expression_rows -> (reader, [(a, b, keep) per row block]); a local
-#: pass over such an array calls the reader directly: computing a slice of a dask array walks the
-#: whole graph (time and memory growing with the number of blocks)
-_DIRECT: OrderedDict = OrderedDict()
-_DIRECT_MAX = 64
-
-
-def direct_reads(X):
-    """(reader, blocks) for a dask array that :func:`expression_rows` returned unchanged, else None."""
-    return _DIRECT.get(getattr(X, "name", None))
 
 
 def expression_rows(store, rows: int | None = None, mask=None, *, variable: str = "expression"):
@@ -79,16 +67,3 @@ def expression_rows(store, rows: int | None = None, mask=None, *, variable: str 
     out = da.concatenate(blocks, axis=0)
     register_direct(out, reader, reads)
     return out
-
-
-def register_direct(X: da.Array, reader, reads=None) -> None:
-    """Let local passes over ``X`` call ``reader(a, b, keep)`` for its row blocks instead of
-    computing them through dask; ``reads``: one ``(a, b, keep)`` per row chunk of ``X`` (default:
-    the row chunks themselves, every row kept)."""
-    if reads is None:
-        bounds = np.cumsum((0, *X.chunks[0]))
-        reads = [(int(a), int(b), None) for a, b in zip(bounds[:-1], bounds[1:])]
-    _DIRECT[X.name] = (reader, reads)
-    _DIRECT.move_to_end(X.name)
-    while len(_DIRECT) > _DIRECT_MAX:
-        _DIRECT.popitem(last=False)
