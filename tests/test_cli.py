@@ -180,6 +180,15 @@ def test_export_gene_maps_to_nifti(small_store, tmp_path, capsys):
         ["export", str(small_store), "expression", "--gene", two, "-o", str(tmp_path / "two.nii.gz")], capsys
     )
     assert code == 0 and nib.load(tmp_path / "two.nii.gz").shape == tuple(ds.attrs["grid_shape"]) + (2,)
+    listed = tmp_path / "genes.txt"
+    listed.write_text("\n".join(ds["gene"].values[[5, 1, 9]]) + "\n")
+    for genes, n in ((str(listed), 3), ("4", 4)):
+        target = tmp_path / f"{n}.nii.gz"
+        code, _, err = run(["export", str(small_store), "expression", "--gene", genes, "-o", str(target)], capsys)
+        assert code == 0, err
+        assert nib.load(target).shape == tuple(ds.attrs["grid_shape"]) + (n,)
+    vol = np.asarray(nib.load(tmp_path / "3.nii.gz").dataobj)[ds["i"].values, ds["j"].values, ds["k"].values]
+    np.testing.assert_allclose(vol, ds["expression"].isel(gene=[5, 1, 9]).values, rtol=1e-6)
     code, _, err = run(["export", str(small_store), "expression", "--gene", gene, "-o", str(out)], capsys)
     assert code == 1 and "exists; pass --overwrite" in err
     code, _, err = run(["export", str(small_store), "expression", "-o", str(out)], capsys)

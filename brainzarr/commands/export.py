@@ -58,7 +58,9 @@ def _run(args):
         raise ValueError(f"-o {args.output}: a NIfTI file name must end in .nii or .nii.gz")
     if args.like is not None:
         _like_grid(args.like)  # a bad --like fails before anything is read
-    da = select_variable(store_path(args), args.var, args.gene)  # lazy: checks the variable and genes
+    from .build import parse_genes
+
+    da = select_variable(store_path(args), args.var, parse_genes(args.gene))  # lazy: checks the variable and genes
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     background = np.nan if args.background.lower() == "nan" else float(args.background)
@@ -74,7 +76,9 @@ def register(sub):
     p = sub.add_parser("export", help="write a voxel array of a store as NIfTI")
     add_store_argument(p)
     p.add_argument("var", help="'expression' or a result variable, e.g. representations/pca/k8/embedding")
-    p.add_argument("--gene", help="gene symbol(s), comma-separated for a 4-D file")
+    p.add_argument(
+        "--gene", help="gene symbol, or several for a 4-D file: comma-separated, N evenly spaced, or a text file"
+    )
     p.add_argument("-o", "--output", required=True, help="output file, .nii or .nii.gz")
     p.add_argument("--background", default="0", help="value outside the brain: 0 (default) or nan")
     p.add_argument(
