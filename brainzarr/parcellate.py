@@ -72,7 +72,7 @@ def parcellate(data: xr.DataArray, atlas, *, background: int = 0, _stacklevel: i
         for block in stream_blocks(X, desc="voxel blocks"):
             rows = slice(start, start + len(block))
             start = rows.stop
-            sums += _region_sums(block, index[rows], inside[rows], len(regions))
+            _add_region_sums(sums, block, index[rows], inside[rows])
     counts = np.bincount(index[inside], minlength=len(regions))
     empty = counts == 0
     if empty.any():
@@ -112,16 +112,21 @@ def _atlas_labels(img, where, background) -> np.ndarray:
     return labels
 
 
-def _region_sums(block: np.ndarray, index: np.ndarray, inside: np.ndarray, n_regions: int) -> np.ndarray:
-    """(n_regions, d) sums of the rows of ``block`` that are ``inside`` a region, by region ``index``.
+def _add_region_sums(sums: np.ndarray, block: np.ndarray, index: np.ndarray, inside: np.ndarray) -> None:
+    """Add to ``sums`` (regions, d) the rows of ``block`` that are ``inside`` a region, by region
+    ``index``.
 
-    A sparse (regions x rows) indicator times the block: no copy of the block, and float32 sums
-    of at most a block's rows (relative error ~1e-7), which the caller adds up in float64.
+    A sparse (regions in the block x rows) indicator times the block: no copy of the block, and
+    float32 sums of at most a block's rows (relative error ~1e-7), added up in float64 only for
+    the regions the block touches.
     """
     from scipy import sparse
 
     rows = np.flatnonzero(inside)
+    if not len(rows):
+        return
+    present, local = np.unique(index[rows], return_inverse=True)
     indicator = sparse.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (index[rows], rows)), shape=(n_regions, len(block))
+        (np.ones(len(rows), dtype=np.float32), (local, rows)), shape=(len(present), len(block))
     )
-    return np.asarray(indicator @ np.asarray(block, dtype=np.float32), dtype=np.float64)
+    sums[present] += indicator @ np.asarray(block, dtype=np.float32)
