@@ -11,6 +11,7 @@ import difflib
 import json
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -83,7 +84,7 @@ def validate_sample_table(table: xr.Dataset) -> None:
 def read_gene_list(path) -> list[str]:
     """Gene symbols from a text file, separated by commas, spaces or line breaks (one a line, or a
     CSV row); ``#`` starts a comment."""
-    text = "\n".join(line.split("#", 1)[0] for line in open(path, encoding="utf-8").read().splitlines())
+    text = "\n".join(line.split("#", 1)[0] for line in Path(path).read_text(encoding="utf-8").splitlines())
     symbols = [g for g in re.split(r"[\s,;]+", text) if g]
     if not symbols:
         raise ValueError(f"{path} lists no genes")
