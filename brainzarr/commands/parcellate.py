@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from .._atomic import atomic_file
 from ._args import add_storage_arguments, add_store_argument, store_path
 from .build import GENES_HELP, parse_genes
-
-log = logging.getLogger(__name__)
 
 
 def _run(args):
