@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import logging
 import sys
@@ -49,6 +50,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         for child in sub[0].choices.values():
             _add_common(child)
         return
+    parser.set_defaults(_leaf_parser=parser)  # whose options an unknown argument is compared with
     names = {s for a in parser._actions for s in a.option_strings}
     g = parser.add_argument_group("output")
     if "--progress" not in names:
@@ -91,9 +93,51 @@ def _command_logging(quiet: bool):
         log.propagate = saved[1]
 
 
+#: what users of scikit-learn, nilearn or abagen may type -> brainzarr's option
+SYNONYMS = {
+    "--n-components": "--dims",
+    "--n_components": "--dims",
+    "--components": "--dims",
+    "--random-state": "--seed",
+    "--random_state": "--seed",
+    "--epochs": "--max-epochs",
+    "--n-epochs": "--max-epochs",
+    "--max_epochs": "--max-epochs",
+    "--n-jobs": "--workers",
+    "--n_jobs": "--workers",
+    "--output": "--out",
+}
+
+
+def unknown_arguments(extras, leaf: argparse.ArgumentParser) -> str:
+    """argparse's message for arguments a command does not take, with the option each one
+    probably meant (a synonym from scikit-learn's vocabulary, or a near spelling)."""
+    options = [s for a in leaf._actions for s in a.option_strings if s.startswith("--")]
+    hints = []
+    for token in extras:
+        name = token.split("=", 1)[0]
+        if not name.startswith("-"):
+            continue
+        meant = SYNONYMS.get(name) or SYNONYMS.get(name.replace("_", "-"))
+        if meant not in options:
+            close = difflib.get_close_matches(name.replace("_", "-"), options, n=1, cutoff=0.75)
+            meant = close[0] if close else None
+        if meant is not None and meant != name:
+            hints.append((name, meant))
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    if len(hints) == 1:
+        return f"{message}; did you mean {hints[0][1]}?"
+    if hints:
+        return f"{message}; did you mean {', '.join(f'{meant} for {name}' for name, meant in hints)}?"
+    return message
+
+
 def main(argv=None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        leaf = getattr(args, "_leaf_parser", parser)
+        leaf.error(unknown_arguments(extras, leaf))
     from .options import set_options
 
     with _command_logging(getattr(args, "quiet", False)):

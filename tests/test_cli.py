@@ -218,6 +218,33 @@ def test_export_gene_maps_to_nifti(small_store, tmp_path, capsys):
     assert code == 1 and "neither a NIfTI file nor one of FSL's grids" in err and not (tmp_path / "b.nii").exists()
 
 
+def test_export_of_a_result_or_a_folder_of_results_names_the_arrays_to_choose(tmp_path, capsys):
+    from brainzarr import build_store
+
+    store = build_store(tmp_path / "s.zarr", resolution=8, genes=10, random_state=0)
+    out = str(tmp_path / "e.nii.gz")
+    code, _, err = run(["export", str(store), "representations", "-o", out], capsys)
+    assert code == 1 and "no variable representations" in err
+    assert run(["fit", str(store), "--methods", "pca,nmf", "--dims", "2", "--quiet"], capsys)[0] == 0
+    code, _, err = run(["export", str(store), "representations/random/pca/k2", "-o", out], capsys)
+    assert code == 1
+    assert "representations/random/pca/k2 is a result; name one of its voxel arrays: " in err
+    named = err.split("voxel arrays: ")[1].strip().split(", ")
+    assert named[0] == "representations/random/pca/k2/embedding"
+    assert set(named) == {f"representations/random/pca/k2/{a}" for a in ("embedding", "reconstruction", "voxel_rmse")}
+    code, _, err = run(["export", str(store), "representations/pca/k2", "-o", out], capsys)  # without the split
+    assert code == 1 and "representations/pca/k2/embedding" in err
+    for folder in ("representations", "representations/random"):
+        code, _, err = run(["export", str(store), folder, "-o", out], capsys)
+        assert code == 1
+        assert "holds results, not an array: representations/random/nmf/k2, representations/random/pca/k2" in err
+    code, _, err = run(["export", str(store), "representations/random/pca/k2/nothing", "-o", out], capsys)
+    assert code == 1 and "has no variable nothing; it has " in err and "embedding" in err
+    for array in named:  # what the message offers exports (one gene of the reconstruction)
+        code, _, err = run(["export", str(store), array, "--gene", "1", "-o", out, "--overwrite"], capsys)
+        assert code == 0, err
+
+
 def test_accessor_is_registered_by_import():
     import xarray as xr
 
@@ -244,3 +271,28 @@ def test_every_argument_says_what_it_is():
     assert "brainzarr build --probe-selection" in found
     assert [name for name, text in found.items() if not text] == []
     assert "s3://" in found["brainzarr info store"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "hint"),
+    [
+        (["--n-components", "8"], "; did you mean --dims?"),
+        (
+            ["--n_components=8", "--random-state", "3"],
+            "; did you mean --dims for --n_components, --seed for --random-state?",
+        ),
+        (["--epochs", "3"], "; did you mean --max-epochs?"),
+        (["--seeed", "3"], "; did you mean --seed?"),
+        (["--bogus"], ""),
+    ],
+)
+def test_an_unknown_option_names_the_one_it_probably_meant(typed, hint, capsys):
+    code, _, err = run(["fit", "s.zarr", *typed], capsys)
+    assert code == 2
+    assert err == f"brainzarr fit: error: unrecognized arguments: {' '.join(typed)}{hint} (see brainzarr fit --help)\n"
+
+
+def test_a_method_spelled_in_capitals_is_pointed_to_its_name(small_store, capsys):
+    code, _, err = run(["fit", str(small_store), "--methods", "PCA,svd"], capsys)
+    assert code == 1
+    assert "unknown method(s) PCA, svd (method names are lower case: pca); choose from pca," in err

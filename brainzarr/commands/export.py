@@ -19,9 +19,15 @@ def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
     ds = open_store(store)
     if "/" in var:
         group, name = var.rsplit("/", 1)
-        result = read_group(store, group)
+        try:
+            result = read_group(store, group)
+        except KeyError as exc:
+            raise KeyError(_not_a_variable(store, var) or exc.args[0]) from None
         if name not in result:
-            raise KeyError(f"{group} has no variable {name}; it has {', '.join(map(str, result.data_vars))}")
+            raise KeyError(
+                _not_a_variable(store, var)
+                or f"{group} has no variable {name}; it has {', '.join(map(str, result.data_vars))}"
+            )
         da = result[name]
         if "voxel" not in da.dims:
             raise ValueError(f"{var} has no voxel dimension (dims {da.dims}); only voxel arrays export")
@@ -30,7 +36,8 @@ def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
     else:
         if var not in ds:
             raise KeyError(
-                f"the store has no variable {var}; try 'expression' or a result such as "
+                _not_a_variable(store, var)
+                or f"the store has no variable {var}; try 'expression' or a result such as "
                 "representations/<split>/<method>/k<dim>/embedding"
             )
         da = ds[var]
@@ -44,6 +51,25 @@ def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
             chosen = resolve_genes(genes, da["gene"].values)
             da = da.sel(gene=chosen[0]) if len(chosen) == 1 else da.sel(gene=chosen)
     return da
+
+
+def _not_a_variable(store, var: str) -> str | None:
+    """Why ``var``, a result or a folder of results, names no array, and which names would."""
+    from ..store import list_groups, read_group
+
+    try:
+        result = read_group(store, var)
+    except (KeyError, ValueError, OSError):
+        result = None
+    if result is not None:  # the name of a result, not of one of its arrays
+        arrays = sorted((a for a, v in result.data_vars.items() if "voxel" in v.dims), key=lambda a: a != "embedding")
+        if arrays:
+            return f"{var} is a result; name one of its voxel arrays: " + ", ".join(f"{var}/{a}" for a in arrays)
+    inside = list_groups(store, var)
+    if inside:
+        shown = ", ".join(inside[:6]) + (f" (and {len(inside) - 6} more)" if len(inside) > 6 else "")
+        return f"{var} holds results, not an array: {shown}; name an array of one, e.g. {inside[0]}/embedding"
+    return None
 
 
 def _run(args):
@@ -75,7 +101,7 @@ def _run(args):
 def register(sub):
     p = sub.add_parser("export", help="write a voxel array of a store as NIfTI")
     add_store_argument(p)
-    p.add_argument("var", help="'expression' or a result variable, e.g. representations/pca/k8/embedding")
+    p.add_argument("var", help="'expression' or a result variable, e.g. representations/random/pca/k8/embedding")
     p.add_argument(
         "--gene", help="gene symbol, or several for a 4-D file: comma-separated, N evenly spaced, or a text file"
     )

@@ -42,7 +42,7 @@ def register(sub):
         "parcellated` reads; regions that hold no store voxel are left out, with a warning.",
     )
     add_store_argument(p)
-    p.add_argument("var", help="'expression' or a result variable, e.g. representations/pca/k8/embedding")
+    p.add_argument("var", help="'expression' or a result variable, e.g. representations/random/pca/k8/embedding")
     p.add_argument("--atlas", required=True, help="a NIfTI of integer region labels in MNI space, any resolution")
     p.add_argument("--gene", help=f"{GENES_HELP} (default: all)")
     p.add_argument("--background", type=int, default=0, help="the label of no region (default 0)")

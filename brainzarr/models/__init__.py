@@ -31,7 +31,9 @@ def check_method_names(methods) -> None:
     the choices."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(map(str, unknown))}; choose from {', '.join(METHODS)}")
+        meant = {m: str(m).lower() for m in unknown if str(m).lower() in METHODS}  # 'PCA', as sklearn spells it
+        hint = f" (method names are lower case: {', '.join(meant.values())})" if meant else ""
+        raise ValueError(f"unknown method(s) {', '.join(map(str, unknown))}{hint}; choose from {', '.join(METHODS)}")
 
 
 def get_model_class(method: str) -> type[Representation]:
