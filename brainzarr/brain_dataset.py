@@ -45,12 +45,15 @@ class BrainDatasetAccessor:
         """The grid of the store's voxels."""
         return store_grid(self._ds)
 
-    def expression(self, split: str | None = None, *, scheme: str | None = None) -> xr.DataArray:
-        """The store's ``expression`` on every voxel, or on one part of a split, streamed in the
-        store's whole row blocks by its reader (what :func:`brainzarr.fit_store` reads).
+    def expression(self, split: str | None = None, *, scheme: str | None = None, where=None) -> xr.DataArray:
+        """The store's ``expression`` on every voxel, on one part of a split, or on the voxels of
+        a mask, streamed in the store's whole row blocks by its reader (what
+        :func:`brainzarr.fit_store` reads).
 
         ``ds.brain.expression("train")`` holds the values and labels of
-        ``ds.expression.where(ds.split == "train", drop=True)``, and a pass over it (an
+        ``ds.expression.where(ds.split == "train", drop=True)``, and
+        ``ds.brain.expression(where=ds.hemisphere == "L")`` those of
+        ``ds.expression.where(ds.hemisphere == "L", drop=True)``; a pass over either (an
         estimator's fit) runs several times faster: dask's boolean indexing reads the store chunk
         by chunk, in row blocks that each straddle two of the store's.
 
@@ -61,6 +64,9 @@ class BrainDatasetAccessor:
             None: every voxel.
         scheme : {'random', 'blocked'}, optional
             Which split (default: the store's, coordinate ``split``).
+        where : boolean DataArray or array over ``voxel``, optional
+            Keep only the voxels where it is true (a region, a hemisphere, a tissue class);
+            with ``split``, the voxels of that part where it is true.
 
         Returns
         -------
@@ -82,11 +88,36 @@ class BrainDatasetAccessor:
             if split not in present:
                 raise ValueError(f"{name} has no {split!r} voxels; its labels: {', '.join(present)}")
             mask = labels == split
+        if where is not None:
+            chosen = self._voxel_mask(where)
+            mask = chosen if mask is None else mask & chosen
         template = ds["expression"] if mask is None else ds["expression"].isel(voxel=np.flatnonzero(mask))
         if not self._is_whole_store():
             return template
         data = expression_rows(self.store, mask=mask)
         return xr.DataArray(data, coords=template.coords, dims=template.dims, name="expression", attrs=template.attrs)
+
+    def _voxel_mask(self, where) -> np.ndarray:
+        """``where`` as a boolean NumPy mask over the Dataset's voxels, aligned on ``voxel``."""
+        n = self._ds.sizes["voxel"]
+        if isinstance(where, xr.DataArray):
+            if where.dims != ("voxel",):
+                raise ValueError(f"where= must lie along voxel alone; it has dims {where.dims}")
+            voxels = self._ds["voxel"].values if "voxel" in self._ds.coords else None
+            if voxels is not None and "voxel" in where.coords and not np.array_equal(where["voxel"].values, voxels):
+                if where.sizes["voxel"] != n or not np.isin(voxels, where["voxel"].values).all():
+                    raise ValueError(
+                        f"where= covers {where.sizes['voxel']:,} voxels, not the Dataset's {n:,}; "
+                        "make it from the Dataset's coordinates, e.g. ds.hemisphere == 'L'"
+                    )
+                where = where.sel(voxel=voxels)  # the Dataset's order
+            where = where.values
+        where = np.asarray(where)
+        if where.dtype != bool:
+            raise TypeError(f"where= must be boolean (a condition such as ds.hemisphere == 'L'); got {where.dtype}")
+        if where.shape != (n,):
+            raise ValueError(f"where= has shape {where.shape}; the Dataset has {n:,} voxels")
+        return where
 
     def _is_whole_store(self) -> bool:
         """Whether the Dataset's expression is the store's, every voxel and gene in order."""

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import brainzarr
 from brainzarr import store as store_module
@@ -66,6 +68,44 @@ def test_a_splits_expression_is_read_in_the_stores_row_blocks(chunked_store, spl
     if split == "train":  # an estimator takes it as it takes the idiom
         Z = PCA(n_components=2, random_state=0).fit(X).transform(X)
         assert Z.dims == ("voxel", "component") and Z.sizes["voxel"] == idiom.sizes["voxel"]
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    density=st.sampled_from([0.0, 0.003, 0.3, 0.97, 1.0]),
+    split=st.sampled_from([None, "train", "test"]),
+)
+def test_the_voxels_of_a_mask_are_read_in_the_stores_row_blocks(chunked_store, seed, density, split):
+    from brainzarr.streaming import stream_blocks
+    from brainzarr.streaming.direct import direct_reads
+
+    ds = brainzarr.open_store(chunked_store)
+    rng = np.random.default_rng(seed)
+    chosen = ds["hemisphere"].copy(data=rng.random(ds.sizes["voxel"]) < density)  # over voxel, with its labels
+    idiom = ds["expression"].where(chosen if split is None else chosen & (ds.split == split), drop=True)
+    X = ds.brain.expression(split, where=chosen)
+    assert direct_reads(X.data) is not None or X.sizes["voxel"] == 0  # no voxel, nothing to read
+    assert X.shape == idiom.shape
+    np.testing.assert_array_equal(X["voxel"].values, idiom["voxel"].values)
+    np.testing.assert_array_equal(X.values, idiom.values)
+    streamed = [b for b in stream_blocks(X.data)]
+    np.testing.assert_array_equal(np.concatenate(streamed) if streamed else X.values[:0], idiom.values)
+
+
+def test_a_mask_must_be_a_condition_on_the_datasets_voxels(small_store):
+    ds = brainzarr.open_store(small_store)
+    left = ds.hemisphere == "L"
+    reordered = ds.brain.expression(where=left.isel(voxel=slice(None, None, -1)))  # aligned on voxel
+    np.testing.assert_array_equal(reordered.values, ds.expression.where(left, drop=True).values)
+    with pytest.raises(TypeError, match="where= must be boolean"):
+        ds.brain.expression(where=ds.x)
+    with pytest.raises(ValueError, match="where= covers 10 voxels, not the Dataset's"):
+        ds.brain.expression(where=left.isel(voxel=slice(0, 10)))
+    with pytest.raises(ValueError, match="where= has shape"):
+        ds.brain.expression(where=np.ones(5, dtype=bool))
+    with pytest.raises(ValueError, match="along voxel alone"):
+        ds.brain.expression(where=ds.expression > 0.5)
 
 
 def test_a_selection_of_the_store_gives_the_same_selection(small_store):
