@@ -723,6 +723,36 @@ def _load(img_or_path):
     raise TypeError(f"expected a NIfTI path or a nibabel image, got {type(img_or_path).__name__}")
 
 
+def _check_overlap(
+    img, img_shape, where: str, ijk, affine, space, *, check_space: bool = True, outside: str = "they are NaN"
+) -> None:
+    """Refuse an image evidently not in MNI space (for an MNI target) or one that misses the
+    target's voxels; warn when some of them lie outside its field of view."""
+    if check_space and _is_mni(space):
+        why = mni_mismatch(img.affine, img_shape)
+        if why is not None:
+            raise ValueError(
+                f"{where} is evidently not in MNI space: {why}. Register it to MNI space "
+                "first (or pass check_space=False if it is)"
+            )
+    # which target voxel centres lie inside the image's field of view (its voxel centres' hull)
+    inv = np.linalg.inv(img.affine)
+    src = ijk_to_xyz(ijk_to_xyz(ijk, affine), inv)
+    inside = np.all((src > -1e-3) & (src < np.asarray(img_shape[:3]) - 1 + 1e-3), axis=1)
+    if not inside.any():
+        tbox = np.column_stack([ijk_to_xyz(ijk, affine).min(axis=0), ijk_to_xyz(ijk, affine).max(axis=0)])
+        raise ValueError(
+            f"{where} does not overlap the target's voxels: its field of view "
+            f"{_fmt_box(_fov_box(img.affine, img_shape))} mm, the target's voxels "
+            f"{_fmt_box(tbox)} mm"
+        )
+    if not inside.all():
+        warnings.warn(
+            f"{(~inside).sum()} of {len(inside)} target voxels lie outside the field of view of {where}; {outside}",
+            stacklevel=3,
+        )
+
+
 def from_nifti(
     img_or_path, target, *, interpolation: str = "continuous", name: str | None = None, check_space: bool = True
 ) -> xr.DataArray:
@@ -777,30 +807,7 @@ def from_nifti(
         data = np.asanyarray(img.dataobj)
         method = "none (same grid)"
     else:
-        if check_space and _is_mni(space):
-            why = mni_mismatch(img.affine, img_shape)
-            if why is not None:
-                raise ValueError(
-                    f"{where} is evidently not in MNI space: {why}. Register it to MNI space "
-                    "first (or pass check_space=False if it is)"
-                )
-        # which target voxel centres lie inside the image's field of view (its voxel centres' hull)
-        inv = np.linalg.inv(img.affine)
-        src = ijk_to_xyz(ijk_to_xyz(ijk, affine), inv)
-        inside = np.all((src > -1e-3) & (src < np.asarray(img_shape[:3]) - 1 + 1e-3), axis=1)
-        if not inside.any():
-            tbox = np.column_stack([ijk_to_xyz(ijk, affine).min(axis=0), ijk_to_xyz(ijk, affine).max(axis=0)])
-            raise ValueError(
-                f"{where} does not overlap the target's voxels: its field of view "
-                f"{_fmt_box(_fov_box(img.affine, img_shape))} mm, the target's voxels "
-                f"{_fmt_box(tbox)} mm"
-            )
-        if not inside.all():
-            warnings.warn(
-                f"{(~inside).sum()} of {len(inside)} target voxels lie outside the field of view "
-                f"of {where}; they are NaN",
-                stacklevel=2,
-            )
+        _check_overlap(img, img_shape, where, ijk, affine, space, check_space=check_space)
         data = np.asanyarray(img.dataobj)
         fdtype = np.result_type(data.dtype, np.float32) if data.dtype.kind == "f" else np.float32
         src_img = nib.Nifti1Image(data.astype(fdtype, copy=False), img.affine)

@@ -21,7 +21,12 @@ from .streaming import reusing_buffers, stream_blocks
 __all__ = ["parcellate"]
 
 
-def parcellate(data: xr.DataArray, atlas, *, background: int = 0, _stacklevel: int = 2) -> xr.DataArray:
+WEIGHTINGS = ("centre", "volume")
+
+
+def parcellate(
+    data: xr.DataArray, atlas, *, background: int = 0, weighting: str = "centre", _stacklevel: int = 2
+) -> xr.DataArray:
     """The mean of ``data`` over the voxels of each region of ``atlas``.
 
     Parameters
@@ -31,36 +36,46 @@ def parcellate(data: xr.DataArray, atlas, *, background: int = 0, _stacklevel: i
         genes or voxels), a result's ``embedding``, ``reconstruction`` or ``voxel_rmse``.
         NumPy- or dask-backed; a dask array is streamed block by block.
     atlas : str, Path or nibabel image
-        Integer labels in MNI space, on any grid: each voxel takes the label at its centre
-        (nearest atlas voxel). ``background`` marks voxels in no region.
+        Integer labels in MNI space, on any grid. ``background`` marks voxels in no region.
     background : int
         The label of no region (default 0).
+    weighting : {'centre', 'volume'}
+        How a voxel counts towards a region. ``'centre'`` (default): a voxel belongs to the
+        region at its centre (the nearest atlas voxel), as nilearn's ``NiftiLabelsMasker``
+        resamples an atlas to the data. ``'volume'``: a voxel counts in each region by the
+        fraction of its volume the region covers (sampled at the atlas's resolution), so a
+        region smaller than a voxel of a coarse store still gets a value, and a voxel on a
+        border counts in both regions; the mean is the volume-weighted one, as averaging the
+        atlas's own voxels with the store's value at each. With an atlas as coarse as the
+        store or coarser the two agree.
 
     Returns
     -------
     xarray.DataArray
         ``(region,)`` or ``(region, d)`` float64, with ``d``'s coordinate (genes, components)
-        and ``n_voxels`` (per region). Every label of the atlas is a region; one that holds no
-        voxel of ``data`` is NaN, with a warning, as abagen leaves regions without samples.
+        and ``n_voxels`` (per region: its voxels; with ``weighting='volume'``, the sum of their
+        fractions). Every label of the atlas is a region; one that holds no voxel of ``data``
+        is NaN, with a warning, as abagen leaves regions without samples.
 
     Raises
     ------
     ValueError
-        ``data`` has no voxel dimension or more than two dimensions, or the atlas holds
-        non-integer values or no region.
+        ``data`` has no voxel dimension or more than two dimensions, the atlas holds
+        non-integer values or no region, or an unknown ``weighting``.
     """
     if not isinstance(data, xr.DataArray) or "voxel" not in data.dims:
         raise ValueError("parcellate needs a DataArray with a 'voxel' dimension (e.g. ds.expression)")
     if data.ndim > 2:
         raise ValueError(f"parcellate takes (voxel,) or (voxel, d) arrays, got dims {data.dims}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     img, path = _load(atlas)
     where = path if path is not None else "the atlas"
     regions = _atlas_labels(img, where, background)
-    labels = from_nifti(img, data, interpolation="nearest", name="region").values
-    labels = np.where(np.isnan(labels), background, np.rint(labels)).astype(np.int64)  # outside its view: none
-    index = np.searchsorted(regions, labels)
-    inside = (labels != background) & (index < len(regions))
-    inside[inside] = regions[index[inside]] == labels[inside]
+    if weighting == "centre":
+        weights = _centre_weights(img, data, regions, background)
+    else:
+        weights = _volume_weights(img, data, regions, background, where)
 
     other = next((d for d in data.dims if d != "voxel"), None)
     X = data.transpose("voxel", ...).data
@@ -70,10 +85,11 @@ def parcellate(data: xr.DataArray, atlas, *, background: int = 0, _stacklevel: i
     with job("parcellate", unit="block"), reusing_buffers():
         start = 0
         for block in stream_blocks(X, desc="voxel blocks"):
-            rows = slice(start, start + len(block))
-            start = rows.stop
-            _add_region_sums(sums, block, index[rows], inside[rows])
-    counts = np.bincount(index[inside], minlength=len(regions))
+            _add_region_sums(sums, block, weights[:, start : start + len(block)])
+            start += len(block)
+    counts = np.asarray(weights.sum(axis=1, dtype=np.float64)).ravel()
+    if weighting == "centre":
+        counts = np.rint(counts).astype(np.int64)
     empty = counts == 0
     if empty.any():
         shown = ", ".join(map(str, regions[empty][:10])) + (" ..." if empty.sum() > 10 else "")
@@ -85,14 +101,19 @@ def parcellate(data: xr.DataArray, atlas, *, background: int = 0, _stacklevel: i
         means = sums / counts[:, None]
     coords = {"region": regions, "n_voxels": ("region", counts)}
     if other is None:
-        return xr.DataArray(means[:, 0], dims="region", coords=coords, name=data.name, attrs=_attrs(where, background))
+        return xr.DataArray(
+            means[:, 0], dims="region", coords=coords, name=data.name, attrs=_attrs(where, background, weighting)
+        )
     if other in data.coords:
         coords[other] = data[other].values
-    return xr.DataArray(means, dims=("region", other), coords=coords, name=data.name, attrs=_attrs(where, background))
+    return xr.DataArray(
+        means, dims=("region", other), coords=coords, name=data.name, attrs=_attrs(where, background, weighting)
+    )
 
 
-def _attrs(where, background) -> dict:
-    return {"statistic": "mean over each region's voxels", "atlas": str(where), "background": int(background)}
+def _attrs(where, background, weighting) -> dict:
+    statistic = "mean over each region's voxels" + (", weighted by the volume in it" if weighting == "volume" else "")
+    return {"statistic": statistic, "atlas": str(where), "background": int(background), "weighting": weighting}
 
 
 def _atlas_labels(img, where, background) -> np.ndarray:
@@ -112,21 +133,81 @@ def _atlas_labels(img, where, background) -> np.ndarray:
     return labels
 
 
-def _add_region_sums(sums: np.ndarray, block: np.ndarray, index: np.ndarray, inside: np.ndarray) -> None:
-    """Add to ``sums`` (regions, d) the rows of ``block`` that are ``inside`` a region, by region
-    ``index``.
+def _region_index(labels: np.ndarray, regions: np.ndarray, background: int) -> tuple[np.ndarray, np.ndarray]:
+    """(index into ``regions``, whether in a region) of integer ``labels``."""
+    index = np.searchsorted(regions, labels)
+    inside = (labels != background) & (index < len(regions))
+    inside[inside] = regions[index[inside]] == labels[inside]
+    return index, inside
 
-    A sparse (regions in the block x rows) indicator times the block: no copy of the block, and
-    float32 sums of at most a block's rows (relative error ~1e-7), added up in float64 only for
-    the regions the block touches.
+
+def _centre_weights(img, data, regions, background):
+    """(regions x voxels) sparse: 1 where the label at a voxel's centre is the region's."""
+    from scipy import sparse
+
+    labels = from_nifti(img, data, interpolation="nearest", name="region").values
+    labels = np.where(np.isnan(labels), background, np.rint(labels)).astype(np.int64)  # outside its view: none
+    index, inside = _region_index(labels, regions, background)
+    voxels = np.flatnonzero(inside)
+    return sparse.csc_matrix(
+        (np.ones(len(voxels), dtype=np.float32), (index[voxels], voxels)), shape=(len(regions), len(labels))
+    )
+
+
+#: sub-voxel points looked up at once (memory: ~50 bytes each)
+_POINTS_AT_ONCE = 1 << 21
+
+
+def _volume_weights(img, data, regions, background, where):
+    """(regions x voxels) sparse: the fraction of each voxel's volume in each region.
+
+    Each voxel is sampled at ``s`` points a side (``s``: how many atlas voxels fit along its
+    side, at least 1), and each point takes the label of the atlas voxel it falls in.
     """
     from scipy import sparse
 
-    rows = np.flatnonzero(inside)
-    if not len(rows):
-        return
-    present, local = np.unique(index[rows], return_inverse=True)
-    indicator = sparse.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (local, rows)), shape=(len(present), len(block))
+    from .nifti import _check_overlap, _target_voxels
+
+    ijk, affine, _, space, _ = _target_voxels(data)
+    affine = np.asarray(affine, dtype=float).reshape(4, 4)
+    values = np.asanyarray(img.dataobj)
+    values = values[..., 0] if values.ndim == 4 else values
+    _check_overlap(img, values.shape, str(where), ijk, affine, space, outside="their centres count in no region")
+    side = np.linalg.norm(affine[:3, :3], axis=0) / np.linalg.norm(img.affine[:3, :3], axis=0).min()
+    steps = np.maximum(1, np.ceil(side - 1e-6)).astype(int)
+    offsets = np.stack(np.meshgrid(*[(np.arange(n) + 0.5) / n - 0.5 for n in steps], indexing="ij"), axis=-1).reshape(
+        -1, 3
     )
-    sums[present] += indicator @ np.asarray(block, dtype=np.float32)
+    to_atlas = np.linalg.inv(img.affine) @ affine
+    n_points, shape = len(offsets), np.asarray(values.shape)
+    rows, cols, vals = [], [], []
+    per_chunk = max(1, _POINTS_AT_ONCE // n_points)
+    for c0 in range(0, len(ijk), per_chunk):
+        points = ijk[c0 : c0 + per_chunk, None, :] + offsets[None]  # (voxels, points, 3), store index space
+        src = np.rint(points @ to_atlas[:3, :3].T + to_atlas[:3, 3]).astype(np.int64).reshape(-1, 3)
+        seen = np.all((src >= 0) & (src < shape), axis=1)
+        labels = np.full(len(src), background, dtype=np.int64)
+        labels[seen] = np.rint(values[src[seen, 0], src[seen, 1], src[seen, 2]])
+        index, inside = _region_index(labels, regions, background)
+        voxel = np.repeat(np.arange(c0, c0 + len(points)), n_points)
+        pairs, hits = np.unique(index[inside] * len(ijk) + voxel[inside], return_counts=True)
+        rows.append(pairs // len(ijk))
+        cols.append(pairs % len(ijk))
+        vals.append(hits.astype(np.float32) / n_points)
+    return sparse.csc_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(regions), len(ijk))
+    )
+
+
+def _add_region_sums(sums: np.ndarray, block: np.ndarray, weights) -> None:
+    """Add to ``sums`` (regions, d) the weighted rows of ``block``: ``weights`` is the sparse
+    (regions x rows of the block) part of the region weights.
+
+    No copy of the block, and float32 sums of at most a block's rows (relative error ~1e-7),
+    added up in float64 only for the regions the block touches.
+    """
+    weights = weights.tocsr()
+    present = np.flatnonzero(np.diff(weights.indptr))
+    if not len(present):
+        return
+    sums[present] += weights[present] @ np.asarray(block, dtype=np.float32)

@@ -95,6 +95,83 @@ def test_region_means_equal_a_group_by(small_store, n_regions, seed, voxel_fract
     assert np.isnan(table.values[~held]).all()
 
 
+def _half_voxel_atlas(grid, labels_of_children):
+    """An atlas on the grid of half the store's voxel size whose voxels nest in the store's: each
+    store voxel holds 2 x 2 x 2 of them (centres at +-1/4 of a store voxel)."""
+    affine = grid.affine.copy()
+    affine[:3, :3] /= 2
+    affine[:3, 3] -= np.diag(grid.affine)[:3] / 4
+    return nib.Nifti1Image(labels_of_children, affine)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n_regions=st.integers(1, 9), seed=st.integers(0, 2**16), voxel_fraction=st.sampled_from([0.1, 1.0]))
+def test_volume_weighting_averages_the_atlas_voxels_with_their_store_voxels_values(
+    small_store, n_regions, seed, voxel_fraction
+):
+    """A fine atlas nested in the store's grid: each region's mean is the mean, over its atlas
+    voxels, of the value of the store voxel that holds each; n_voxels counts eighths."""
+    rng = np.random.default_rng(seed)
+    ds = open_store(small_store)
+    grid = store_grid(small_store)
+    fine = rng.integers(0, n_regions + 1, tuple(2 * n for n in grid.shape)).astype(np.int16) * 3  # 0: none
+    atlas = _half_voxel_atlas(grid, fine)
+    voxels = np.sort(rng.choice(ds.sizes["voxel"], max(1, int(voxel_fraction * ds.sizes["voxel"])), replace=False))
+    data = ds.expression.isel(voxel=voxels, gene=[0, 7, 42])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        table = parcellate(data, atlas, weighting="volume")
+
+    ijk = grid.ijk[voxels]
+    children = np.stack(
+        [fine[2 * ijk[:, 0] + a, 2 * ijk[:, 1] + b, 2 * ijk[:, 2] + c] for a in (0, 1) for b in (0, 1) for c in (0, 1)],
+        axis=1,
+    )  # (voxels, 8) labels
+    values = np.repeat(data.values, 8, axis=0)  # each store voxel's value for each of its atlas voxels
+    expected = pd.DataFrame(values).groupby(children.ravel()).mean().drop(index=0, errors="ignore")
+    counts = pd.Series(children.ravel()).value_counts().drop(index=0, errors="ignore") / 8
+    assert list(table["region"].values) == list(np.unique(fine[fine > 0]))
+    held = table["n_voxels"].values > 0
+    assert list(table["region"].values[held]) == list(expected.index)
+    np.testing.assert_allclose(table.values[held], expected.values, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(table["n_voxels"].values[held], counts.reindex(expected.index).values, rtol=1e-6)
+    assert table.attrs["weighting"] == "volume"
+
+
+def test_volume_weighting_gives_a_region_smaller_than_a_voxel_its_value(small_store):
+    ds = open_store(small_store)
+    grid = store_grid(small_store)
+    fine = np.zeros(tuple(2 * n for n in grid.shape), np.int16)
+    v = 1000
+    i, j, k = grid.ijk[v]
+    fine[2 * i : 2 * i + 2, 2 * j : 2 * j + 2, 2 * k : 2 * k + 2] = 1  # the voxel is region 1 ...
+    fine[2 * i + 1, 2 * j + 1, 2 * k + 1] = 5  # ... but for an eighth of it
+    data = ds.expression.isel(gene=3)
+    table = parcellate(data, _half_voxel_atlas(grid, fine), weighting="volume")
+    np.testing.assert_allclose(table["n_voxels"].values, [7 / 8, 1 / 8])
+    np.testing.assert_allclose(table.values, [data.values[v], data.values[v]], rtol=1e-6)
+    with pytest.warns(UserWarning, match="1 of 2 regions .* hold no voxel of the array"):
+        centre = parcellate(data, _half_voxel_atlas(grid, fine))  # the voxel goes to one of them
+    assert sorted(centre["n_voxels"].values.tolist()) == [0, 1]
+
+
+def test_on_the_stores_grid_volume_and_centre_weighting_agree(small_store):
+    ds = open_store(small_store)
+    atlas = _atlas_4mm_on(store_grid(small_store))
+    a = parcellate(ds.expression.isel(gene=slice(0, 6)), atlas)
+    b = ds.expression.isel(gene=slice(0, 6)).brain.parcellate(atlas, weighting="volume")
+    np.testing.assert_allclose(b.values, a.values, rtol=1e-6)
+    np.testing.assert_array_equal(b["n_voxels"].values, a["n_voxels"].values)
+    with pytest.raises(ValueError, match="weighting must be one of centre, volume"):
+        parcellate(ds.expression.isel(gene=0), atlas, weighting="majority")
+
+
+def _atlas_4mm_on(grid):
+    vol = np.zeros(grid.shape, np.int16)
+    vol[tuple(grid.ijk.T)] = 1 + (grid.xyz[:, 0] > 0) + 10 * np.digitize(grid.xyz[:, 2], [-20, 20])
+    return nib.Nifti1Image(vol, grid.affine)
+
+
 def test_bad_atlases_and_arrays_are_refused(small_store):
     ds = open_store(small_store)
     grid = store_grid(small_store)
@@ -139,3 +216,17 @@ def test_cli_writes_the_table_that_a_parcellated_build_reads(small_store, tmp_pa
 
     assert main(["parcellate", str(small_store), "expression", "--atlas", str(atlas), "-o", str(out)]) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
+
+    fine = tmp_path / "fine.nii.gz"  # the atlas at half the store's voxel size: --weighting volume
+    grid = store_grid(small_store)
+    labels = np.asarray(_atlas_4mm_on(grid).dataobj)
+    nib.save(_half_voxel_atlas(grid, labels.repeat(2, 0).repeat(2, 1).repeat(2, 2)), fine)
+    argv = ["parcellate", str(small_store), "expression", "--atlas", str(fine), "--gene", "3", "-o", str(out)]
+    assert main([*argv, "--overwrite", "--weighting", "volume"]) == 0
+    by_volume = pd.read_csv(out, index_col=0)
+    coarse = _atlas_4mm_on(grid)  # the same regions on the store's grid
+    expected = open_store(small_store).expression.sel(gene=list(by_volume.columns)).brain.parcellate(coarse)
+    np.testing.assert_allclose(by_volume.values, expected.values, rtol=1e-6)
+    with pytest.raises(SystemExit, match="2"):
+        main([*argv, "--overwrite", "--weighting", "majority"])
+    assert "invalid choice: 'majority'" in capsys.readouterr().err

@@ -21,7 +21,7 @@ def _run(args):
     if not Path(args.atlas).is_file():
         raise FileNotFoundError(f"no atlas file at {args.atlas}")
     da = select_variable(store_path(args), args.var, parse_genes(args.gene), all_genes=True)
-    table = parcellate(da, args.atlas, background=args.background)
+    table = parcellate(da, args.atlas, background=args.background, weighting=args.weighting)
     held = table["n_voxels"].values > 0
     frame = table[held].drop_vars("n_voxels")
     frame = frame.to_pandas() if frame.ndim == 2 else frame.to_pandas().rename(args.var.rsplit("/", 1)[-1]).to_frame()
@@ -46,6 +46,13 @@ def register(sub):
     p.add_argument("--atlas", required=True, help="a NIfTI of integer region labels in MNI space, any resolution")
     p.add_argument("--gene", help=f"{GENES_HELP} (default: all)")
     p.add_argument("--background", type=int, default=0, help="the label of no region (default 0)")
+    p.add_argument(
+        "--weighting",
+        choices=("centre", "volume"),
+        default="centre",
+        help="a voxel counts in the region at its centre (default), or in each region by the fraction "
+        "of its volume there (for an atlas finer than the store)",
+    )
     p.add_argument("-o", "--output", required=True, help="output file, .csv")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_storage_arguments(p)
