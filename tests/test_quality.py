@@ -69,10 +69,13 @@ def test_the_representations_guides_example_runs_as_written(tmp_path, monkeypatc
 
     monkeypatch.chdir(tmp_path)
     brainzarr.build_store("store/s8.zarr", source="synthetic", resolution=8, genes=300, random_state=1)
-    (example,) = _python_blocks("docs/guide/representations.md")
     names = {}
-    exec(compile(example, "docs/guide/representations.md", "exec"), names)
+    for example in _python_blocks("docs/guide/representations.md"):  # in order, as a reader runs them
+        exec(compile(example, "docs/guide/representations.md", "exec"), names)
     assert names["Z"].dims == ("voxel", "component") and names["X_hat"].dims == ("voxel", "gene")
+    ds = names["ds"]
+    assert names["left_train"].sizes["voxel"] == int(((ds.hemisphere == "L") & (ds.split == "train")).sum())
+    assert names["pca_left"].components_.shape == (8, 300)
     table = brainzarr.rmse_table("store/s8.zarr")
     assert list(zip(table["method"], table["dim"])) == [("ae", 8)]
 
