@@ -150,6 +150,13 @@ def test_volume_weighting_gives_a_region_smaller_than_a_voxel_its_value(small_st
     table = parcellate(data, _half_voxel_atlas(grid, fine), weighting="volume")
     np.testing.assert_allclose(table["n_voxels"].values, [7 / 8, 1 / 8])
     np.testing.assert_allclose(table.values, [data.values[v], data.values[v]], rtol=1e-6)
+    flipped = _half_voxel_atlas(grid, fine)  # the same atlas stored left-right flipped, as FSL's are
+    affine = flipped.affine.copy()
+    affine[:3, 3] += affine[:3, 0] * (fine.shape[0] - 1)
+    affine[:3, 0] *= -1
+    las = parcellate(data, nib.Nifti1Image(fine[::-1], affine), weighting="volume")
+    np.testing.assert_array_equal(las.values, table.values)
+    np.testing.assert_array_equal(las["n_voxels"].values, table["n_voxels"].values)
     with pytest.warns(UserWarning, match="1 of 2 regions .* hold no voxel of the array"):
         centre = parcellate(data, _half_voxel_atlas(grid, fine))  # the voxel goes to one of them
     assert sorted(centre["n_voxels"].values.tolist()) == [0, 1]
