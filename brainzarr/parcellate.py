@@ -187,7 +187,8 @@ def _volume_weights(img, data, regions, background, where):
         src = np.rint(points @ to_atlas[:3, :3].T + to_atlas[:3, 3]).astype(np.int64).reshape(-1, 3)
         seen = np.all((src >= 0) & (src < shape), axis=1)
         labels = np.full(len(src), background, dtype=np.int64)
-        labels[seen] = np.rint(values[src[seen, 0], src[seen, 1], src[seen, 2]])
+        found = values[src[seen, 0], src[seen, 1], src[seen, 2]]
+        labels[seen] = np.where(np.isfinite(found), np.rint(found), background) if found.dtype.kind == "f" else found
         index, inside = _region_index(labels, regions, background)
         voxel = np.repeat(np.arange(c0, c0 + len(points)), n_points)
         pairs, hits = np.unique(index[inside] * len(ijk) + voxel[inside], return_counts=True)

@@ -179,6 +179,20 @@ def _atlas_4mm_on(grid):
     return nib.Nifti1Image(vol, grid.affine)
 
 
+def test_an_atlas_with_nan_outside_its_regions_counts_them_as_background(small_store):
+    ds = open_store(small_store)
+    grid = store_grid(small_store)
+    fine = np.ones(tuple(2 * n for n in grid.shape), np.float32)
+    fine[: fine.shape[0] // 2] = np.nan  # the left half: no region
+    data = ds.expression.isel(gene=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no cast of NaN to an integer
+        table = parcellate(data, _half_voxel_atlas(grid, fine), weighting="volume")
+    right = grid.ijk[:, 0] >= grid.shape[0] // 2
+    assert table["n_voxels"].values.tolist() == [right.sum()]
+    np.testing.assert_allclose(table.values, [data.values[right].mean()], rtol=1e-6)
+
+
 def test_bad_atlases_and_arrays_are_refused(small_store):
     ds = open_store(small_store)
     grid = store_grid(small_store)
