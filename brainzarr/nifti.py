@@ -103,7 +103,7 @@ FSL_GRIDS = {
 }
 
 _EXTENSION_KEY = "brainzarr"
-_INTERPOLATIONS = ("continuous", "linear", "nearest")
+_INTERPOLATIONS = ("continuous", "linear", "nearest", "mean")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -723,6 +723,48 @@ def _load(img_or_path):
     raise TypeError(f"expected a NIfTI path or a nibabel image, got {type(img_or_path).__name__}")
 
 
+#: sub-voxel points looked up at once by :func:`sub_voxel_samples` (memory: ~50 bytes each)
+_POINTS_AT_ONCE = 1 << 21
+
+
+def sub_voxel_samples(ijk, affine, img_affine, img_shape):
+    """Sample each target voxel at the resolution of an image: yield, for consecutive chunks of
+    the voxels ``ijk`` (on the grid of ``affine``), ``(start, index, seen)``.
+
+    Each voxel is sampled at ``s`` points a side, evenly inside it (``s``: how many image voxels
+    fit along that side, at least 1; one point, the centre, when the image is as coarse or
+    coarser). ``index`` (voxels, points, 3) is the image voxel each point falls in, ``seen``
+    (voxels, points) whether that voxel is inside the image.
+    """
+    affine = np.asarray(affine, dtype=float).reshape(4, 4)
+    img_affine = np.asarray(img_affine, dtype=float)
+    side = np.linalg.norm(affine[:3, :3], axis=0) / np.linalg.norm(img_affine[:3, :3], axis=0).min()
+    steps = np.maximum(1, np.ceil(side - 1e-6)).astype(int)
+    grids = np.meshgrid(*[(np.arange(n) + 0.5) / n - 0.5 for n in steps], indexing="ij")
+    offsets = np.stack(grids, axis=-1).reshape(-1, 3)
+    to_image = np.linalg.inv(img_affine) @ affine
+    shape = np.asarray(img_shape[:3])
+    per_chunk = max(1, _POINTS_AT_ONCE // len(offsets))
+    for start in range(0, len(ijk), per_chunk):
+        points = np.asarray(ijk[start : start + per_chunk], dtype=float)[:, None, :] + offsets[None]
+        index = np.rint(points @ to_image[:3, :3].T + to_image[:3, 3]).astype(np.int64)
+        yield start, index, np.all((index >= 0) & (index < shape), axis=-1)
+
+
+def _box_mean(data: np.ndarray, img_affine, ijk, affine) -> np.ndarray:
+    """The mean of ``data`` (3-D or 4-D) over the image voxels inside each target voxel, sampled
+    by :func:`sub_voxel_samples`; points outside the image are left out (NaN where all are)."""
+    extra = data.shape[3:]
+    out = np.full((len(ijk), *extra), np.nan, dtype=np.result_type(data.dtype, np.float32))
+    for start, index, seen in sub_voxel_samples(ijk, affine, img_affine, data.shape):
+        found = np.zeros((*seen.shape, *extra), dtype=out.dtype)
+        found[seen] = data[index[seen, 0], index[seen, 1], index[seen, 2]]
+        n = seen.sum(axis=1).reshape(-1, *([1] * len(extra)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + len(seen)] = found.sum(axis=1) / n
+    return out
+
+
 def _check_overlap(
     img, img_shape, where: str, ijk, affine, space, *, check_space: bool = True, outside: str = "they are NaN"
 ) -> None:
@@ -753,6 +795,24 @@ def _check_overlap(
         )
 
 
+def _resampled_at(data, img_affine, affine, shape, interpolation: str, ijk) -> np.ndarray:
+    """``data`` resampled by nilearn onto the grid (``affine``, ``shape``), at the voxels ``ijk``."""
+    from nilearn.image import resample_img
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="NaNs or infinite values are present")
+        resampled = resample_img(
+            nib.Nifti1Image(data, img_affine),
+            target_affine=np.asarray(affine, float),
+            target_shape=tuple(shape),
+            interpolation=interpolation,
+            fill_value=np.nan,
+            force_resample=True,
+            copy_header=True,
+        )
+    return np.asanyarray(resampled.dataobj)[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+
+
 def from_nifti(
     img_or_path, target, *, interpolation: str = "continuous", name: str | None = None, check_space: bool = True
 ) -> xr.DataArray:
@@ -765,11 +825,15 @@ def from_nifti(
     target : Grid, store Dataset or DataArray from a store
         Whose voxels the result is defined on. A DataArray target (e.g. the test voxels
         ``ds.expression.where(ds.split == "test", drop=True)``) gives just its voxels.
-    interpolation : {"continuous", "linear", "nearest"}
+    interpolation : {"continuous", "linear", "nearest", "mean"}
         Used only when the image is on another grid (nilearn's ``resample_img``: cubic spline,
-        trilinear, nearest neighbour). Use "nearest" for atlases / label images. Resampling
-        samples the image at the target voxels' centres: it does not average over the larger
-        voxel when going from a fine image to a coarse grid (smooth the image first if needed).
+        trilinear, nearest neighbour). Use "nearest" for atlases / label images. These sample
+        the image at the target voxels' centres: they do not average over the larger voxel when
+        going from a fine image to a coarse grid. "mean" does: each voxel takes the mean of the
+        image voxels inside it (sampled at the image's resolution, as
+        :func:`brainzarr.parcellate` weighs volumes), the box filter that reads a 1 mm PET map
+        onto a 4 mm store without aliasing; on a grid as fine as the image or finer it is the
+        nearest neighbour.
     name : str, optional
         Name of the result; by default the name stored by :func:`to_nifti`, else the file name.
     check_space : bool
@@ -783,7 +847,8 @@ def from_nifti(
         its name and labels when the image was written by :func:`to_nifti`), with the target's
         voxel coordinates (``voxel, i, j, k, x, y, z`` and any other voxel coordinates of a
         store target, grid attributes on ``i``). Voxels outside the image's field of view are NaN
-        (with a warning). Values are float32 for float32/integer images, float64 for float64.
+        (with a warning; with "mean", those with no part inside it). Values are float32 for
+        float32/integer images, float64 for float64.
 
     Raises
     ------
@@ -807,27 +872,17 @@ def from_nifti(
         data = np.asanyarray(img.dataobj)
         method = "none (same grid)"
     else:
-        _check_overlap(img, img_shape, where, ijk, affine, space, check_space=check_space)
+        outside = "the parts inside it are averaged" if interpolation == "mean" else "they are NaN"
+        _check_overlap(img, img_shape, where, ijk, affine, space, check_space=check_space, outside=outside)
         data = np.asanyarray(img.dataobj)
         fdtype = np.result_type(data.dtype, np.float32) if data.dtype.kind == "f" else np.float32
-        src_img = nib.Nifti1Image(data.astype(fdtype, copy=False), img.affine)
-        from nilearn.image import resample_img
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="NaNs or infinite values are present")
-            resampled = resample_img(
-                src_img,
-                target_affine=np.asarray(affine, float),
-                target_shape=tuple(shape),
-                interpolation=interpolation,
-                fill_value=np.nan,
-                force_resample=True,
-                copy_header=True,
-            )
-        data = np.asanyarray(resampled.dataobj)
         method = interpolation
-
-    values = data[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+        if interpolation == "mean":
+            values = _box_mean(data.astype(fdtype, copy=False), img.affine, ijk, affine)
+        else:
+            values = _resampled_at(data.astype(fdtype, copy=False), img.affine, affine, shape, interpolation, ijk)
+    if method == "none (same grid)":
+        values = data[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
     out_dtype = np.result_type(values.dtype, np.float32) if values.dtype.kind == "f" else np.float32
     values = values.astype(out_dtype, copy=False)
     if name is None:

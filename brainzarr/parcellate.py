@@ -154,49 +154,31 @@ def _centre_weights(img, data, regions, background):
     )
 
 
-#: sub-voxel points looked up at once (memory: ~50 bytes each)
-_POINTS_AT_ONCE = 1 << 21
-
-
 def _volume_weights(img, data, regions, background, where):
-    """(regions x voxels) sparse: the fraction of each voxel's volume in each region.
-
-    Each voxel is sampled at ``s`` points a side (``s``: how many atlas voxels fit along its
-    side, at least 1), and each point takes the label of the atlas voxel it falls in.
-    """
+    """(regions x voxels) sparse: the fraction of each voxel's volume in each region, each voxel
+    sampled at the atlas's resolution (:func:`brainzarr.nifti.sub_voxel_samples`)."""
     from scipy import sparse
 
-    from .nifti import _check_overlap, _target_voxels
+    from .nifti import _check_overlap, _target_voxels, sub_voxel_samples
 
     ijk, affine, _, space, _ = _target_voxels(data)
-    affine = np.asarray(affine, dtype=float).reshape(4, 4)
     values = np.asanyarray(img.dataobj)
     values = values[..., 0] if values.ndim == 4 else values
     _check_overlap(img, values.shape, str(where), ijk, affine, space, outside="their centres count in no region")
-    side = np.linalg.norm(affine[:3, :3], axis=0) / np.linalg.norm(img.affine[:3, :3], axis=0).min()
-    steps = np.maximum(1, np.ceil(side - 1e-6)).astype(int)
-    offsets = np.stack(np.meshgrid(*[(np.arange(n) + 0.5) / n - 0.5 for n in steps], indexing="ij"), axis=-1).reshape(
-        -1, 3
-    )
-    to_atlas = np.linalg.inv(img.affine) @ affine
-    n_points, shape = len(offsets), np.asarray(values.shape)
+    n = len(ijk)
     rows, cols, vals = [], [], []
-    per_chunk = max(1, _POINTS_AT_ONCE // n_points)
-    for c0 in range(0, len(ijk), per_chunk):
-        points = ijk[c0 : c0 + per_chunk, None, :] + offsets[None]  # (voxels, points, 3), store index space
-        src = np.rint(points @ to_atlas[:3, :3].T + to_atlas[:3, 3]).astype(np.int64).reshape(-1, 3)
-        seen = np.all((src >= 0) & (src < shape), axis=1)
-        labels = np.full(len(src), background, dtype=np.int64)
-        found = values[src[seen, 0], src[seen, 1], src[seen, 2]]
+    for start, index, seen in sub_voxel_samples(ijk, affine, img.affine, values.shape):
+        labels = np.full(seen.shape, background, dtype=np.int64)
+        found = values[index[seen, 0], index[seen, 1], index[seen, 2]]
         labels[seen] = np.where(np.isfinite(found), np.rint(found), background) if found.dtype.kind == "f" else found
-        index, inside = _region_index(labels, regions, background)
-        voxel = np.repeat(np.arange(c0, c0 + len(points)), n_points)
-        pairs, hits = np.unique(index[inside] * len(ijk) + voxel[inside], return_counts=True)
-        rows.append(pairs // len(ijk))
-        cols.append(pairs % len(ijk))
-        vals.append(hits.astype(np.float32) / n_points)
+        region, inside = _region_index(labels, regions, background)
+        voxel = np.broadcast_to(np.arange(start, start + len(seen))[:, None], seen.shape)
+        pairs, hits = np.unique(region[inside] * n + voxel[inside], return_counts=True)
+        rows.append(pairs // n)
+        cols.append(pairs % n)
+        vals.append(hits.astype(np.float32) / seen.shape[1])
     return sparse.csc_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(regions), len(ijk))
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(regions), n)
     )
 
 

@@ -262,7 +262,7 @@ def test_run_evaluation_tables_and_store(evaluation, store):
     assert maps.sizes["target"] == 2 and maps.dims == ("voxel", "target")
     assert len(result.anova) == 2 and len(result.tukey) == 2 * 3
     record = json.loads((out / "evaluation.json").read_text())
-    assert record["seed"] == 7 and record["grid"] == SMALL_GRID
+    assert record["seed"] == 7 and record["grid"] == SMALL_GRID and record["interpolation"] == "linear"
     assert "mean test R²" in result.describe()
 
 
@@ -429,12 +429,15 @@ def test_cli_evaluate_and_report(store, targets_dir, tmp_path, capsys):
             "--folds",
             "3",
             "--no-store",
+            "--interpolation",
+            "mean",  # the 4 mm maps averaged over each 8 mm voxel
             "-o",
             str(tmp_path / "e"),
         ]
     )
     printed = capsys.readouterr().out
     assert rc == 0
+    assert json.loads((tmp_path / "e" / "evaluation.json").read_text())["interpolation"] == "mean"
     pred = pd.read_csv(tmp_path / "e" / "prediction.csv")
     assert set(pred["representation"]) == {"pca-k2", "nmf-k2"} and len(pred) == 2 * 2 * 2
     assert "pca-k2" in printed and "blocked" in printed and "ANOVA" in printed

@@ -539,6 +539,67 @@ def test_resample_flipped_fsl_grid_nearest(g8):
     np.testing.assert_array_equal(back.values, (smooth(g8.xyz) > 1).astype(np.float32))
 
 
+def _nested_half_voxel_image(grid: Grid, data: np.ndarray, flipped: bool) -> nib.Nifti1Image:
+    """``data`` (2x the grid's shape, and volumes) on half the grid's voxel size, each grid voxel
+    holding 2 x 2 x 2 image voxels; with ``flipped``, stored left-right flipped as FSL's are."""
+    affine = grid.affine.copy()
+    affine[:3, :3] /= 2
+    affine[:3, 3] -= np.diag(grid.affine)[:3] / 4
+    if flipped:
+        affine[:3, 3] += affine[:3, 0] * (data.shape[0] - 1)
+        affine[:3, 0] *= -1
+        data = data[::-1]
+    return nib.Nifti1Image(np.ascontiguousarray(data), affine)
+
+
+def _children(grid: Grid, data: np.ndarray) -> np.ndarray:
+    """(voxels, 8, ...) the values of the image voxels nested in each grid voxel."""
+    i, j, k = (2 * grid.ijk).T
+    return np.stack([data[i + a, j + b, k + c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], axis=1)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), volumes=st.sampled_from([0, 3]), flipped=st.booleans())
+def test_mean_interpolation_averages_the_image_voxels_inside_each_voxel(seed, volumes, flipped):
+    g8 = mni152_grid(8)
+    rng = np.random.default_rng(seed)
+    shape = tuple(2 * n for n in g8.shape) + ((volumes,) if volumes else ())
+    data = rng.random(shape, dtype=np.float32)
+    back = from_nifti(_nested_half_voxel_image(g8, data, flipped), g8, interpolation="mean")
+    assert back.attrs["interpolation"] == "mean" and back.dtype == np.float32
+    assert back.dims == (("voxel", "volume") if volumes else ("voxel",))
+    np.testing.assert_allclose(back.values, _children(g8, data).mean(axis=1), rtol=1e-6)
+    nearest = from_nifti(_nested_half_voxel_image(g8, data, flipped), g8, interpolation="nearest")
+    assert not np.allclose(nearest.values, back.values)  # a centre's sample is one child, not their mean
+
+
+def test_mean_interpolation_on_a_grid_as_fine_as_the_image_is_the_nearest_voxel(g8):
+    affine = g8.affine.copy()
+    affine[:3, 3] += [3.0, -2.0, 1.0]  # the same voxel size, shifted by less than half a voxel
+    img = nib.Nifti1Image(np.random.default_rng(0).random(g8.shape, dtype=np.float32), affine)
+    with pytest.warns(UserWarning, match="1 of 3666 target voxels lie outside .* the parts inside it are averaged"):
+        mean = from_nifti(img, g8, interpolation="mean")
+    with pytest.warns(UserWarning, match="they are NaN"):
+        nearest = from_nifti(img, g8, interpolation="nearest")
+    edge = np.isnan(nearest.values)  # its centre is past the image's last voxel centre, inside that voxel
+    assert edge.sum() == 1 and np.isfinite(mean.values).all()
+    np.testing.assert_array_equal(mean.values[~edge], nearest.values[~edge])
+
+
+def test_a_mean_read_target_averages_only_the_maps_own_voxels(g8):
+    from brainzarr.evaluate.targets import read_map
+
+    rng = np.random.default_rng(1)
+    data = rng.uniform(1, 2, tuple(2 * n for n in g8.shape)).astype(np.float32)
+    data[: data.shape[0] // 2, :, ::2] = 0  # a background that covers half of some voxels
+    values, covered = read_map(_nested_half_voxel_image(g8, data, False), fake_store(g8), interpolation="mean")
+    children = _children(g8, data)
+    valid = (children != 0).sum(axis=1)
+    np.testing.assert_array_equal(covered, valid >= 4)
+    expected = children.sum(axis=1)[covered] / valid[covered]  # the mean of the non-zero children
+    np.testing.assert_allclose(values[covered], expected, rtol=1e-5)
+
+
 def test_partial_field_of_view_warns_and_gives_nan(g8):
     affine = FSL_2MM_AFFINE.copy()
     affine[0] = [2.0, 0, 0, -90]  # left hemisphere only: x in [-90, -2]

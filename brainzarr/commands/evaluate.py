@@ -59,6 +59,7 @@ def evaluation_options(args) -> dict:
         "random_state": args.seed,
         "n_jobs": args.jobs,
         "save_to_store": not args.no_store,
+        "interpolation": args.interpolation,
     }
 
 
@@ -99,6 +100,13 @@ def add_evaluation_arguments(p) -> None:
         default="default",
         help="XGBoost grid: 'default' (6 candidates), 'large' (150) or a JSON object, e.g. "
         '\'{"max_depth": [3, 6], "n_estimators": [100, 200]}\'',
+    )
+    p.add_argument(
+        "--interpolation",
+        choices=("linear", "nearest", "continuous", "mean"),
+        default="linear",
+        help="how target maps are resampled onto the store's grid (default linear; 'mean' averages a "
+        "map finer than the store over each voxel)",
     )
     p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds within the training voxels")
     p.add_argument("--block-mm", type=positive_float, help="cube edge of the blocked CV folds (default: the store's)")

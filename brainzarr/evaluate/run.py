@@ -142,6 +142,7 @@ def run_evaluation(
     n_jobs: int | None = None,
     save_to_store: bool = True,
     progress: bool | None = None,
+    interpolation: str = "linear",
 ) -> EvaluationResult:
     """Evaluate a store's representations (and external embeddings).
 
@@ -178,6 +179,10 @@ def run_evaluation(
         ``evaluation/targets`` into the store (the report reads them).
     progress : bool, optional
         Progress bars.
+    interpolation : {"linear", "nearest", "continuous", "mean"}
+        How target maps are resampled onto the store's grid (see
+        :func:`brainzarr.evaluate.load_targets`); "mean" averages a map finer than the store
+        over each voxel.
     """
     start = time.perf_counter()
     store = location(store)
@@ -202,7 +207,7 @@ def run_evaluation(
     prediction = pd.DataFrame(columns=["representation", "target", "split", "r2", "rmse"])
     target_maps = None
     if targets is not None:
-        target_maps = load_targets(targets, ds)
+        target_maps = load_targets(targets, ds, interpolation=interpolation)
         reps, meta = _embeddings(store, ds, methods, None if dims is None else tuple(dims), embeddings)
         if not reps:
             raise ValueError(
@@ -252,6 +257,7 @@ def run_evaluation(
             "n_splits": n_splits,
             "grid": grid,
             "targets": None if targets is None else str(targets),
+            "interpolation": None if targets is None else interpolation,
             "external_embeddings": {k: str(v) for k, v in (embeddings or {}).items()},
             "seconds": round(time.perf_counter() - start, 2),
         }

@@ -5,14 +5,15 @@ resampled onto the store's grid with :func:`brainzarr.nifti.from_nifti` (nilearn
 scaled to [0, 1] over its valid voxels, so RMSEs are comparable across targets.
 
 Resampling samples the image at the store's voxel centres (it does not average a fine image
-over a coarse voxel; smooth it first if that is wanted). The default is linear interpolation:
-it never overshoots (a cubic spline rings at the brain's edge and around sharp features), and an
-image exported from the store, or on a grid it was upsampled to, comes back unchanged.
+over a coarse voxel; ``interpolation="mean"`` does, or smooth it first). The default is linear
+interpolation: it never overshoots (a cubic spline rings at the brain's edge and around sharp
+features), and an image exported from the store, or on a grid it was upsampled to, comes back
+unchanged.
 
 Background. A map's zeros and NaNs outside its brain are not data. The map's *support* (finite,
 non-zero voxels) is resampled alongside the values; a store voxel is valid for a target when
 the support covers at least half of it (its interpolation weights) and the value is finite. With
-linear interpolation the value is the weighted mean of the valid source voxels only
+linear (or mean) interpolation the value is the weighted mean of the valid source voxels only
 (normalised convolution), so the background does not pull values at the brain's edge towards 0.
 The other voxels are excluded for that target, and counted (``n_excluded``). On the store's own
 grid this is exactly "finite and non-zero".
@@ -89,13 +90,13 @@ def _resample(data: np.ndarray, affine, support: np.ndarray, ds: xr.Dataset, int
         inside = from_nifti(
             nib.Nifti1Image(support.astype(np.float32), affine),
             ds,
-            interpolation="nearest" if interpolation == "nearest" else "linear",
+            interpolation=interpolation if interpolation in ("nearest", "mean") else "linear",
         ).values
     inside = np.nan_to_num(inside, nan=0.0)
     if inside.ndim < values.ndim:
         inside = inside[:, None]
     covered = np.isfinite(values) & (inside >= 0.5)
-    if interpolation == "linear":  # normalised convolution: divide out the background's zero weight
+    if interpolation in ("linear", "mean"):  # normalised convolution: divide out the background's zero weight
         values = np.divide(values, inside, out=np.full_like(values, np.nan), where=covered)
     return values.astype(np.float32), covered
 
@@ -134,8 +135,9 @@ def load_targets(
         A 4-D file gives one target per volume (``<file>_<n>``).
     store_ds : xarray.Dataset
         The opened store (:func:`brainzarr.open_store`).
-    interpolation : {"linear", "nearest", "continuous"}
-        How values are resampled (nilearn); see the module docstring.
+    interpolation : {"linear", "nearest", "continuous", "mean"}
+        How values are resampled (nilearn; "mean": the mean of the image's voxels inside each
+        store voxel, for a map finer than the store); see the module docstring.
     min_valid : int
         Fewest valid voxels a target may have.
 
