@@ -731,15 +731,19 @@ def sub_voxel_samples(ijk, affine, img_affine, img_shape):
     """Sample each target voxel at the resolution of an image: yield, for consecutive chunks of
     the voxels ``ijk`` (on the grid of ``affine``), ``(start, index, seen)``.
 
-    Each voxel is sampled at ``s`` points a side, evenly inside it (``s``: how many image voxels
-    fit along that side, at least 1; one point, the centre, when the image is as coarse or
-    coarser). ``index`` (voxels, points, 3) is the image voxel each point falls in, ``seen``
-    (voxels, points) whether that voxel is inside the image.
+    Each voxel is sampled at ``s`` points a side, evenly inside it: ``s`` is twice the number of
+    image voxels along that side (rounded up), one point (the centre) when the image is as coarse
+    or coarser. Twice, because grids that share voxel centres (nilearn's MNI152 grids at 1, 2, 4
+    and 8 mm do) would otherwise put every point on a border between two image voxels, where
+    rounding sends two points to one voxel and none to its neighbour; at twice, a voxel's image
+    voxels get their exact share of points (a border voxel half of an inner one). ``index``
+    (voxels, points, 3) is the image voxel each point falls in, ``seen`` (voxels, points)
+    whether that voxel is inside the image.
     """
     affine = np.asarray(affine, dtype=float).reshape(4, 4)
     img_affine = np.asarray(img_affine, dtype=float)
     side = np.linalg.norm(affine[:3, :3], axis=0) / np.linalg.norm(img_affine[:3, :3], axis=0).min()
-    steps = np.maximum(1, np.ceil(side - 1e-6)).astype(int)
+    steps = np.where(side > 1 + 1e-6, 2 * np.ceil(side - 1e-6), 1).astype(int)
     grids = np.meshgrid(*[(np.arange(n) + 0.5) / n - 0.5 for n in steps], indexing="ij")
     offsets = np.stack(grids, axis=-1).reshape(-1, 3)
     to_image = np.linalg.inv(img_affine) @ affine
@@ -761,7 +765,7 @@ def _box_mean(data: np.ndarray, img_affine, ijk, affine) -> np.ndarray:
         found[seen] = data[index[seen, 0], index[seen, 1], index[seen, 2]]
         n = seen.sum(axis=1).reshape(-1, *([1] * len(extra)))
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[start : start + len(seen)] = found.sum(axis=1) / n
+            out[start : start + len(seen)] = found.sum(axis=1, dtype=np.float64) / n
     return out
 
 
@@ -830,7 +834,7 @@ def from_nifti(
         trilinear, nearest neighbour). Use "nearest" for atlases / label images. These sample
         the image at the target voxels' centres: they do not average over the larger voxel when
         going from a fine image to a coarse grid. "mean" does: each voxel takes the mean of the
-        image voxels inside it (sampled at the image's resolution, as
+        image voxels inside it (sampled at twice the image's resolution, as
         :func:`brainzarr.parcellate` weighs volumes), the box filter that reads a 1 mm PET map
         onto a 4 mm store without aliasing; on a grid as fine as the image or finer it is the
         nearest neighbour.

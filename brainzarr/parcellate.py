@@ -43,7 +43,7 @@ def parcellate(
         How a voxel counts towards a region. ``'centre'`` (default): a voxel belongs to the
         region at its centre (the nearest atlas voxel), as nilearn's ``NiftiLabelsMasker``
         resamples an atlas to the data. ``'volume'``: a voxel counts in each region by the
-        fraction of its volume the region covers (sampled at the atlas's resolution), so a
+        fraction of its volume the region covers (sampled at twice the atlas's resolution), so a
         region smaller than a voxel of a coarse store still gets a value, and a voxel on a
         border counts in both regions; the mean is the volume-weighted one, as averaging the
         atlas's own voxels with the store's value at each. With an atlas as coarse as the
@@ -156,7 +156,7 @@ def _centre_weights(img, data, regions, background):
 
 def _volume_weights(img, data, regions, background, where):
     """(regions x voxels) sparse: the fraction of each voxel's volume in each region, each voxel
-    sampled at the atlas's resolution (:func:`brainzarr.nifti.sub_voxel_samples`)."""
+    sampled at twice the atlas's resolution (:func:`brainzarr.nifti.sub_voxel_samples`)."""
     from scipy import sparse
 
     from .nifti import _check_overlap, _target_voxels, sub_voxel_samples

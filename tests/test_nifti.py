@@ -573,6 +573,28 @@ def test_mean_interpolation_averages_the_image_voxels_inside_each_voxel(seed, vo
     assert not np.allclose(nearest.values, back.values)  # a centre's sample is one child, not their mean
 
 
+def test_mean_interpolation_on_grids_that_share_voxel_centres_weighs_border_voxels_by_half(g8):
+    """nilearn's 4 and 8 mm MNI grids share voxel centres: an 8 mm voxel holds one 4 mm voxel
+    whole and halves of its neighbours along each axis (weights 1/4, 1/2, 1/4). Sampling at the
+    image's own resolution put every point on a border (two points in one voxel, none in the
+    next); the mean must be the exact partial-volume one."""
+    g4 = mni152_grid(4)
+    data = np.random.default_rng(3).random(g4.shape, dtype=np.float32)
+    back = from_nifti(nib.Nifti1Image(data, g4.affine), g8, interpolation="mean")
+    centre = 2 * g8.ijk  # the 4 mm voxel at each 8 mm centre
+    weights = {-1: 0.25, 0: 0.5, 1: 0.25}
+    expected = sum(
+        weights[a] * weights[b] * weights[c] * data[centre[:, 0] + a, centre[:, 1] + b, centre[:, 2] + c]
+        for a in weights
+        for b in weights
+        for c in weights
+    )
+    # a voxel at the grid's edge averages only its part inside the image
+    inside = np.all((centre >= 1) & (centre + 1 < g4.shape), axis=1)
+    assert (~inside).sum() < 10
+    np.testing.assert_allclose(back.values[inside], expected[inside], rtol=1e-5)
+
+
 def test_mean_interpolation_on_a_grid_as_fine_as_the_image_is_the_nearest_voxel(g8):
     affine = g8.affine.copy()
     affine[:3, 3] += [3.0, -2.0, 1.0]  # the same voxel size, shifted by less than half a voxel
