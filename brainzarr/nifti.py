@@ -723,12 +723,12 @@ def _load(img_or_path):
     raise TypeError(f"expected a NIfTI path or a nibabel image, got {type(img_or_path).__name__}")
 
 
-#: sub-voxel points looked up at once by :func:`sub_voxel_samples` (memory: ~50 bytes each)
+#: sub-voxel points looked up at once by :func:`sub_voxel_samples` (memory: ~60-80 bytes each)
 _POINTS_AT_ONCE = 1 << 21
 
 
 def sub_voxel_samples(ijk, affine, img_affine, img_shape):
-    """Sample each target voxel at the resolution of an image: yield, for consecutive chunks of
+    """Sample each target voxel at twice the resolution of an image: yield, for consecutive chunks of
     the voxels ``ijk`` (on the grid of ``affine``), ``(start, index, seen)``.
 
     Each voxel is sampled at ``s`` points a side, evenly inside it: ``s`` is twice the number of
@@ -874,6 +874,7 @@ def from_nifti(
 
     if _same_grid(img.affine, img_shape[:3], affine, shape):
         data = np.asanyarray(img.dataobj)
+        values = data[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
         method = "none (same grid)"
     else:
         outside = "the parts inside it are averaged" if interpolation == "mean" else "they are NaN"
@@ -885,8 +886,6 @@ def from_nifti(
             values = _box_mean(data.astype(fdtype, copy=False), img.affine, ijk, affine)
         else:
             values = _resampled_at(data.astype(fdtype, copy=False), img.affine, affine, shape, interpolation, ijk)
-    if method == "none (same grid)":
-        values = data[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
     out_dtype = np.result_type(values.dtype, np.float32) if values.dtype.kind == "f" else np.float32
     values = values.astype(out_dtype, copy=False)
     if name is None:
