@@ -5,6 +5,7 @@ t-SNE and UMAP); the slow test runs all six."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -104,8 +105,10 @@ def test_study_computed():
 def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path, capsys):
     store, _ = reproduced
     args = ["reproduce", str(store), "-o", str(tmp_path / "again"), "--dims", "2", "--methods", "pca,nmf"]
-    assert main([*args, "--grid", '{"max_depth": [2], "n_estimators": [20]}', "--folds", "2"]) == 0
+    grid = '{"max_depth": [2], "n_estimators": [20]}'
+    assert main([*args, "--grid", grid, "--folds", "2", "--interpolation", "mean"]) == 0
     out = capsys.readouterr()
+    assert json.loads((tmp_path / "again" / "evaluation.json").read_text())["interpolation"] == "mean"
     assert (
         "reproduce.html" in out.out
         and "0 fits, 4 already in the store" in (tmp_path / "again" / "reproduce.html").read_text()

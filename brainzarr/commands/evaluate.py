@@ -63,6 +63,17 @@ def evaluation_options(args) -> dict:
     }
 
 
+def add_interpolation_argument(p) -> None:
+    """``--interpolation``: how target maps are read onto the store's grid."""
+    p.add_argument(
+        "--interpolation",
+        choices=("linear", "nearest", "continuous", "mean"),
+        default="linear",
+        help="how target maps are resampled onto the store's grid (default linear; 'mean' averages a "
+        "map finer than the store over each voxel)",
+    )
+
+
 def add_evaluation_arguments(p) -> None:
     """Arguments shared by ``evaluate`` and ``report``."""
     add_store_argument(p, "a brainzarr store with fitted representations")
@@ -101,13 +112,7 @@ def add_evaluation_arguments(p) -> None:
         help="XGBoost grid: 'default' (6 candidates), 'large' (150) or a JSON object, e.g. "
         '\'{"max_depth": [3, 6], "n_estimators": [100, 200]}\'',
     )
-    p.add_argument(
-        "--interpolation",
-        choices=("linear", "nearest", "continuous", "mean"),
-        default="linear",
-        help="how target maps are resampled onto the store's grid (default linear; 'mean' averages a "
-        "map finer than the store over each voxel)",
-    )
+    add_interpolation_argument(p)
     p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds within the training voxels")
     p.add_argument("--block-mm", type=positive_float, help="cube edge of the blocked CV folds (default: the store's)")
     p.add_argument("--seed", type=int, default=0, help="seeds the CV folds and XGBoost")

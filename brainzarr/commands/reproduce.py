@@ -10,6 +10,7 @@ from ._args import (
     positive_int,
     store_path,
 )
+from .evaluate import add_interpolation_argument
 
 
 def _ints(text: str) -> list[int]:
@@ -44,6 +45,7 @@ def _run(args):
             grid=args.grid,
             n_splits=args.folds,
             n_jobs=args.jobs,
+            interpolation=args.interpolation,
         )
     print(f"wrote {index}  (open it in a browser)")
 
@@ -60,6 +62,7 @@ def register(sub):
     add_store_argument(p)
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--targets", nargs="+", metavar="DIR_OR_FILES", help="target maps (default: synthetic ones)")
+    add_interpolation_argument(p)
     p.add_argument("--methods", help="comma-separated (default: pca,kpca,nmf,tsne,umap,ae)")
     p.add_argument("--dims", help="comma-separated (default: 2,4,8,16,32,64,128)")
     p.add_argument(

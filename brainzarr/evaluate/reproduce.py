@@ -113,6 +113,7 @@ def reproduce_study(
     n_splits: int = 5,
     n_jobs: int | None = None,
     log=None,
+    interpolation: str = "linear",
 ) -> Path:
     """Run the reference study's protocol on a store and write ``out_dir/reproduce.html``.
 
@@ -139,6 +140,9 @@ def reproduce_study(
         Downstream prediction (see :func:`~brainzarr.evaluate.run_evaluation`).
     log : callable, optional
         Takes one line per step (default: the ``brainzarr`` logger).
+    interpolation : {"linear", "nearest", "continuous", "mean"}
+        How target maps are read onto the store's grid (see
+        :func:`~brainzarr.evaluate.run_evaluation`).
 
     Returns
     -------
@@ -183,6 +187,7 @@ def reproduce_study(
         n_splits=n_splits,
         random_state=random_state,
         n_jobs=n_jobs,
+        interpolation=interpolation,
     )
     rmse = rmse_table(store, methods=list(methods), dims=kept)
     rmse.to_csv(out_dir / "reproduce_rmse.csv", index=False)
