@@ -71,11 +71,12 @@ def parcellate(
         raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     img, path = _load(atlas)
     where = path if path is not None else "the atlas"
-    regions = _atlas_labels(img, where, background)
+    volume = _atlas_volume(img, where)
+    regions = _atlas_labels(volume, where, background)
     if weighting == "centre":
         weights = _centre_weights(img, data, regions, background)
     else:
-        weights = _volume_weights(img, data, regions, background, where)
+        weights = _volume_weights(img, volume, data, regions, background, where)
 
     other = next((d for d in data.dims if d != "voxel"), None)
     X = data.transpose("voxel", ...).data
@@ -116,13 +117,18 @@ def _attrs(where, background, weighting) -> dict:
     return {"statistic": statistic, "atlas": str(where), "background": int(background), "weighting": weighting}
 
 
-def _atlas_labels(img, where, background) -> np.ndarray:
-    """The atlas's region labels (sorted), refusing an image that is not a label image."""
+def _atlas_volume(img, where) -> np.ndarray:
+    """The atlas's one 3-D volume, read once."""
     values = np.asanyarray(img.dataobj)
     if values.ndim == 4:
         if values.shape[3] != 1:
             raise ValueError(f"{where} has {values.shape[3]} volumes; an atlas is one volume of integer labels")
         values = values[..., 0]
+    return values
+
+
+def _atlas_labels(values: np.ndarray, where, background) -> np.ndarray:
+    """The region labels (sorted) of an atlas volume, refusing one that is not a label image."""
     labels = np.unique(values[np.isfinite(values)])
     if not np.array_equal(labels, np.rint(labels)):
         raise ValueError(f"{where} holds non-integer values; an atlas is an image of integer region labels")
@@ -154,7 +160,7 @@ def _centre_weights(img, data, regions, background):
     )
 
 
-def _volume_weights(img, data, regions, background, where):
+def _volume_weights(img, values, data, regions, background, where):
     """(regions x voxels) sparse: the fraction of each voxel's volume in each region, each voxel
     sampled at twice the atlas's resolution (:func:`brainzarr.nifti.sub_voxel_samples`)."""
     from scipy import sparse
@@ -162,8 +168,6 @@ def _volume_weights(img, data, regions, background, where):
     from .nifti import _check_overlap, _target_voxels, sub_voxel_samples
 
     ijk, affine, _, space, _ = _target_voxels(data)
-    values = np.asanyarray(img.dataobj)
-    values = values[..., 0] if values.ndim == 4 else values
     _check_overlap(img, values.shape, str(where), ijk, affine, space, outside="their centres count in no region")
     n = len(ijk)
     rows, cols, vals = [], [], []
