@@ -723,49 +723,110 @@ def _load(img_or_path):
     raise TypeError(f"expected a NIfTI path or a nibabel image, got {type(img_or_path).__name__}")
 
 
-#: sub-voxel points looked up at once by :func:`sub_voxel_samples` (memory: ~60-80 bytes each)
+#: sub-voxel points looked up at once by :func:`sub_voxel_weights` (memory: ~60-80 bytes each)
 _POINTS_AT_ONCE = 1 << 21
 
 
-def sub_voxel_samples(ijk, affine, img_affine, img_shape):
-    """Sample each target voxel at twice the resolution of an image: yield, for consecutive chunks of
-    the voxels ``ijk`` (on the grid of ``affine``), ``(start, index, seen)``.
+def sub_voxel_weights(ijk, affine, img_affine, img_shape):
+    """The share of each target voxel's volume in each image voxel: yield, for consecutive
+    chunks of the voxels ``ijk`` (on the grid of ``affine``), ``(start, index, weight)``.
 
-    Each voxel is sampled at ``s`` points a side, evenly inside it: ``s`` is twice the number of
-    image voxels along that side (rounded up), one point (the centre) when the image is as coarse
-    or coarser. Twice, because grids that share voxel centres (nilearn's MNI152 grids at 1, 2, 4
-    and 8 mm do) would otherwise put every point on a border between two image voxels, where
-    rounding sends two points to one voxel and none to its neighbour; at twice, a voxel's image
-    voxels get their exact share of points (a border voxel half of an inner one). ``index``
-    (voxels, points, 3) is the image voxel each point falls in, ``seen`` (voxels, points)
-    whether that voxel is inside the image.
+    ``index`` (voxels, points, 3) holds image voxels and ``weight`` (voxels, points) the
+    fraction of the target voxel's volume inside each, 0 for an image voxel outside the image
+    (or a point that holds none): a voxel's weights sum to the fraction of it inside the image.
+
+    When the two grids' axes are parallel (any voxel sizes, origins, flips and axis orders:
+    every MNI template and atlas), the fractions are exact, computed axis by axis from where the
+    voxel's edges fall among the image voxels', whether the image is finer or coarser. An
+    oblique grid is sampled instead: ``s`` points a side, evenly inside the voxel, ``s`` twice
+    the number of image voxels along that side (rounded up), one point (the centre) when the
+    image is as coarse or coarser; each point weighs ``1 / s**3``.
     """
     affine = np.asarray(affine, dtype=float).reshape(4, 4)
-    img_affine = np.asarray(img_affine, dtype=float)
-    side = np.linalg.norm(affine[:3, :3], axis=0) / np.linalg.norm(img_affine[:3, :3], axis=0).min()
+    to_image = np.linalg.inv(np.asarray(img_affine, dtype=float)) @ affine
+    axes = _parallel_axes(to_image[:3, :3])
+    ijk = np.asarray(ijk)
+    if axes is None:
+        yield from _sampled_weights(ijk, to_image, np.linalg.norm(affine[:3, :3], axis=0), img_affine, img_shape)
+    else:
+        yield from _overlap_weights(ijk, to_image, axes, img_shape)
+
+
+def _parallel_axes(linear: np.ndarray) -> list[int] | None:
+    """For each target axis, the image axis it runs along, when every one runs along one."""
+    axes = []
+    for column in np.abs(linear).T:
+        along = np.flatnonzero(column > 1e-6 * column.max())
+        if len(along) != 1:
+            return None
+        axes.append(int(along[0]))
+    return axes if len(set(axes)) == 3 else None
+
+
+def _axis_overlaps(centre: np.ndarray, half: float, n: int, width: int):
+    """For intervals ``centre +- half`` (in image voxel units along one axis, voxel m spanning
+    m +- 1/2): the first ``width`` image voxels each may overlap, and the fraction of the
+    interval in each (0 past the image's ``n`` voxels)."""
+    first = np.floor(centre - half + 0.5 + 1e-6).astype(np.int64)
+    voxel = first[:, None] + np.arange(width)
+    share = np.minimum(centre[:, None] + half, voxel + 0.5) - np.maximum(centre[:, None] - half, voxel - 0.5)
+    share = np.where((share > 1e-9 * half) & (voxel >= 0) & (voxel < n), share / (2 * half), 0.0)
+    return voxel, share
+
+
+def _overlap_weights(ijk, to_image, axes, img_shape):
+    scale = to_image[axes, [0, 1, 2]]
+    half = np.abs(scale) / 2
+    centres = [scale[a] * ijk[:, a] + to_image[axes[a], 3] for a in range(3)]
+    # how many image voxels a voxel's side can meet: the most any of them meets
+    widths = [
+        int(np.max(np.ceil(c + h - 0.5 - 1e-6) - np.floor(c - h + 0.5 + 1e-6), initial=0)) + 1
+        for c, h in zip(centres, half, strict=True)
+    ]
+    per_chunk = max(1, _POINTS_AT_ONCE // int(np.prod(widths)))
+    for start in range(0, len(ijk), per_chunk):
+        stop = start + per_chunk
+        index = np.empty((len(ijk[start:stop]), *widths, 3), dtype=np.int64)
+        weight = np.ones(index.shape[:-1])
+        for a in range(3):
+            voxel, share = _axis_overlaps(centres[a][start:stop], half[a], img_shape[axes[a]], widths[a])
+            along = [slice(None)] + [None] * 3
+            along[1 + a] = slice(None)
+            index[..., axes[a]] = voxel[tuple(along)]
+            weight *= share[tuple(along)]
+        yield start, index.reshape(len(index), -1, 3), weight.reshape(len(index), -1)
+
+
+def _sampled_weights(ijk, to_image, voxel_sides, img_affine, img_shape):
+    side = voxel_sides / np.linalg.norm(np.asarray(img_affine, dtype=float)[:3, :3], axis=0).min()
     steps = np.where(side > 1 + 1e-6, 2 * np.ceil(side - 1e-6), 1).astype(int)
     grids = np.meshgrid(*[(np.arange(n) + 0.5) / n - 0.5 for n in steps], indexing="ij")
     offsets = np.stack(grids, axis=-1).reshape(-1, 3)
-    to_image = np.linalg.inv(img_affine) @ affine
     shape = np.asarray(img_shape[:3])
     per_chunk = max(1, _POINTS_AT_ONCE // len(offsets))
     for start in range(0, len(ijk), per_chunk):
         points = np.asarray(ijk[start : start + per_chunk], dtype=float)[:, None, :] + offsets[None]
         index = np.rint(points @ to_image[:3, :3].T + to_image[:3, 3]).astype(np.int64)
-        yield start, index, np.all((index >= 0) & (index < shape), axis=-1)
+        seen = np.all((index >= 0) & (index < shape), axis=-1)
+        yield start, index, seen / len(offsets)
 
 
 def _box_mean(data: np.ndarray, img_affine, ijk, affine) -> np.ndarray:
-    """The mean of ``data`` (3-D or 4-D) over the image voxels inside each target voxel, sampled
-    by :func:`sub_voxel_samples`; points outside the image are left out (NaN where all are)."""
+    """The mean of ``data`` (3-D or 4-D) over the volume of each target voxel, each image voxel
+    weighted by its share of it (:func:`sub_voxel_weights`); the part outside the image is left
+    out (NaN where all is)."""
+    from scipy import sparse
+
     extra = data.shape[3:]
     out = np.full((len(ijk), *extra), np.nan, dtype=np.result_type(data.dtype, np.float32))
-    for start, index, seen in sub_voxel_samples(ijk, affine, img_affine, data.shape):
-        found = np.zeros((*seen.shape, *extra), dtype=out.dtype)
-        found[seen] = data[index[seen, 0], index[seen, 1], index[seen, 2]]
-        n = seen.sum(axis=1).reshape(-1, *([1] * len(extra)))
+    for start, index, weight in sub_voxel_weights(ijk, affine, img_affine, data.shape):
+        seen = weight > 0
+        rows = np.nonzero(seen)[0]
+        found = data[index[seen, 0], index[seen, 1], index[seen, 2]].reshape(len(rows), -1)
+        weights = sparse.csr_matrix((weight[seen], (rows, np.arange(len(rows)))), shape=(len(seen), len(rows)))
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[start : start + len(seen)] = found.sum(axis=1, dtype=np.float64) / n
+            mean = (weights @ found.astype(np.float64)) / weight.sum(axis=1, keepdims=True)
+        out[start : start + len(seen)] = mean.reshape(len(seen), *extra)
     return out
 
 
@@ -834,10 +895,10 @@ def from_nifti(
         trilinear, nearest neighbour). Use "nearest" for atlases / label images. These sample
         the image at the target voxels' centres: they do not average over the larger voxel when
         going from a fine image to a coarse grid. "mean" does: each voxel takes the mean of the
-        image voxels inside it (sampled at twice the image's resolution, as
-        :func:`brainzarr.parcellate` weighs volumes), the box filter that reads a 1 mm PET map
-        onto a 4 mm store without aliasing; on a grid as fine as the image or finer it is the
-        nearest neighbour.
+        image over its volume, each image voxel weighted by the share of the voxel it covers
+        (exact on grids whose axes are parallel, as :func:`brainzarr.parcellate` weighs volumes;
+        sampled inside the voxel for an oblique image), the box filter that reads a 1 mm PET map
+        onto a 4 mm store without aliasing; a voxel inside one image voxel takes its value.
     name : str, optional
         Name of the result; by default the name stored by :func:`to_nifti`, else the file name.
     check_space : bool

@@ -43,11 +43,12 @@ def parcellate(
         How a voxel counts towards a region. ``'centre'`` (default): a voxel belongs to the
         region at its centre (the nearest atlas voxel), as nilearn's ``NiftiLabelsMasker``
         resamples an atlas to the data. ``'volume'``: a voxel counts in each region by the
-        fraction of its volume the region covers (sampled at twice the atlas's resolution), so a
-        region smaller than a voxel of a coarse store still gets a value, and a voxel on a
-        border counts in both regions; the mean is the volume-weighted one, as averaging the
-        atlas's own voxels with the store's value at each. With an atlas as coarse as the
-        store or coarser the two agree.
+        fraction of its volume the region covers (exact when the atlas's axes are parallel to
+        the store's, whatever its voxel size and origin; sampled inside the voxel for an
+        oblique atlas), so a region smaller than a voxel of a coarse store still gets a value,
+        and a voxel on a border counts in both regions; the mean is the volume-weighted one, as
+        averaging the atlas's own voxels with the store's value at each. With an atlas on the
+        store's grid the two agree.
 
     Returns
     -------
@@ -161,26 +162,27 @@ def _centre_weights(img, data, regions, background):
 
 
 def _volume_weights(img, values, data, regions, background, where):
-    """(regions x voxels) sparse: the fraction of each voxel's volume in each region, each voxel
-    sampled at twice the atlas's resolution (:func:`brainzarr.nifti.sub_voxel_samples`)."""
+    """(regions x voxels) sparse: the fraction of each voxel's volume in each region
+    (:func:`brainzarr.nifti.sub_voxel_weights`)."""
     from scipy import sparse
 
-    from .nifti import _check_overlap, _target_voxels, sub_voxel_samples
+    from .nifti import _check_overlap, _target_voxels, sub_voxel_weights
 
     ijk, affine, _, space, _ = _target_voxels(data)
     _check_overlap(img, values.shape, str(where), ijk, affine, space, outside="their centres count in no region")
     n = len(ijk)
     rows, cols, vals = [], [], []
-    for start, index, seen in sub_voxel_samples(ijk, affine, img.affine, values.shape):
+    for start, index, weight in sub_voxel_weights(ijk, affine, img.affine, values.shape):
+        seen = weight > 0
         labels = np.full(seen.shape, background, dtype=np.int64)
         found = values[index[seen, 0], index[seen, 1], index[seen, 2]]
         labels[seen] = np.where(np.isfinite(found), np.rint(found), background) if found.dtype.kind == "f" else found
         region, inside = _region_index(labels, regions, background)
         voxel = np.broadcast_to(np.arange(start, start + len(seen))[:, None], seen.shape)
-        pairs, hits = np.unique(region[inside] * n + voxel[inside], return_counts=True)
+        pairs, pair_of = np.unique(region[inside] * n + voxel[inside], return_inverse=True)
         rows.append(pairs // n)
         cols.append(pairs % n)
-        vals.append(hits.astype(np.float32) / seen.shape[1])
+        vals.append(np.bincount(pair_of, weights=weight[inside], minlength=len(pairs)).astype(np.float32))
     return sparse.csc_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(regions), n)
     )

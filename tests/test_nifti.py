@@ -595,17 +595,112 @@ def test_mean_interpolation_on_grids_that_share_voxel_centres_weighs_border_voxe
     np.testing.assert_allclose(back.values[inside], expected[inside], rtol=1e-5)
 
 
-def test_mean_interpolation_on_a_grid_as_fine_as_the_image_is_the_nearest_voxel(g8):
+def test_mean_interpolation_on_a_shifted_grid_of_the_same_voxel_size_mixes_the_voxels_it_straddles(g8):
+    """Shifted by (3, -2, 1) mm, each 8 mm voxel lies 5/8 and 3/8 across two image voxels along
+    x, 3/4 and 1/4 along y, 1/8 and 7/8 along z: its mean weighs the eight by their shares
+    (it was the nearest voxel's value)."""
     affine = g8.affine.copy()
-    affine[:3, 3] += [3.0, -2.0, 1.0]  # the same voxel size, shifted by less than half a voxel
-    img = nib.Nifti1Image(np.random.default_rng(0).random(g8.shape, dtype=np.float32), affine)
+    affine[:3, 3] += [3.0, -2.0, 1.0]
+    data = np.random.default_rng(0).random(g8.shape, dtype=np.float32)
+    img = nib.Nifti1Image(data, affine)
     with pytest.warns(UserWarning, match="1 of 3666 target voxels lie outside .* the parts inside it are averaged"):
         mean = from_nifti(img, g8, interpolation="mean")
-    with pytest.warns(UserWarning, match="they are NaN"):
-        nearest = from_nifti(img, g8, interpolation="nearest")
-    edge = np.isnan(nearest.values)  # its centre is past the image's last voxel centre, inside that voxel
-    assert edge.sum() == 1 and np.isfinite(mean.values).all()
-    np.testing.assert_array_equal(mean.values[~edge], nearest.values[~edge])
+    i, j, k = g8.ijk.T
+    shares = ({-1: 3 / 8, 0: 5 / 8}, {0: 3 / 4, 1: 1 / 4}, {-1: 1 / 8, 0: 7 / 8})
+    inside = np.all((g8.ijk > 0) & (g8.ijk + 1 < g8.shape), axis=1)
+    expected = sum(
+        wa * wb * wc * data[(i + a)[inside], (j + b)[inside], (k + c)[inside]]
+        for a, wa in shares[0].items()
+        for b, wb in shares[1].items()
+        for c, wc in shares[2].items()
+    )
+    np.testing.assert_allclose(mean.values[inside], expected, rtol=1e-5)
+    assert np.isfinite(mean.values).all()  # the edge voxel whose centre lies past the image's: its part inside
+
+
+def _overlap_fractions(centres, side, image_centres, image_side) -> np.ndarray:
+    """(target voxels, image voxels) along one world axis: the fraction of each target voxel's
+    extent (mm) that lies in each image voxel's."""
+    lo = np.maximum(centres[:, None] - side / 2, image_centres[None] - image_side / 2)
+    hi = np.minimum(centres[:, None] + side / 2, image_centres[None] + image_side / 2)
+    return np.clip(hi - lo, 0, None) / side
+
+
+def _stored(data: np.ndarray, affine: np.ndarray, flips, order) -> nib.Nifti1Image:
+    """``data`` on ``affine`` (axes along x, y, z) stored with some axes flipped and the axes
+    in another order, as images on disk may be: the same image in world space."""
+    affine = affine.copy()
+    for axis, flip in enumerate(flips):
+        if flip:
+            data = np.flip(data, axis)
+            affine[:3, 3] += affine[:3, axis] * (data.shape[axis] - 1)
+            affine[:3, axis] *= -1
+    affine[:, :3] = affine[:, list(order)]
+    return nib.Nifti1Image(np.ascontiguousarray(data.transpose(*order, *range(3, data.ndim))), affine)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sides=st.tuples(*[st.sampled_from([1.0, 1.5, 2.0, 3.0, 4.0])] * 3),
+    image_sides=st.tuples(*[st.floats(0.45, 6.0)] * 3),
+    shifts=st.tuples(*[st.floats(-0.5, 0.5)] * 3),
+    flips=st.tuples(*[st.booleans()] * 3),
+    order=st.permutations([0, 1, 2]),
+    volumes=st.sampled_from([0, 2]),
+    seed=st.integers(0, 2**16),
+)
+def test_mean_interpolation_is_the_volume_weighted_mean_on_any_parallel_grids(
+    sides, image_sides, shifts, flips, order, volumes, seed
+):
+    """Any voxel sizes (image finer, as fine or coarser, per axis), origins, flips and axis
+    orders: each voxel's mean weighs the image voxels by the share of its volume in each,
+    computed here in millimetres from the two grids' voxel boxes."""
+    shape = (5, 4, 6)
+    affine = np.diag([*sides, 1.0])
+    grid = Grid.from_ijk(np.indices(shape).reshape(3, -1).T, shape, affine, space="scanner", name="box")
+    # the image covers the grid's voxels and a margin of at least one of its own voxels
+    image_shape = tuple(int(np.ceil(n * s / w)) + 3 for n, s, w in zip(shape, sides, image_sides, strict=True))
+    image_affine = np.diag([*image_sides, 1.0])
+    image_affine[:3, 3] = [-s / 2 - w + f * w for s, w, f in zip(sides, image_sides, shifts, strict=True)]
+    rng = np.random.default_rng(seed)
+    data = rng.random(image_shape + ((volumes,) if volumes else ()), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a grid voxel's centre may lie past the image's last
+        back = from_nifti(_stored(data, image_affine, flips, order), grid, interpolation="mean", check_space=False)
+
+    fractions = [
+        _overlap_fractions(
+            affine[a, a] * np.arange(shape[a]),
+            sides[a],
+            image_affine[a, 3] + image_sides[a] * np.arange(image_shape[a]),
+            image_sides[a],
+        )
+        for a in range(3)
+    ]
+    expected = np.einsum("im,jn,ko,mno...->ijk...", *fractions, data.astype(np.float64))
+    inside = np.einsum("i,j,k->ijk", *(f.sum(axis=1) for f in fractions))
+    expected = expected / inside.reshape(*shape, *([1] * (data.ndim - 3)))
+    np.testing.assert_allclose(back.values, expected[tuple(grid.ijk.T)], rtol=1e-5, atol=1e-6)
+
+
+def test_mean_interpolation_of_an_oblique_image_samples_each_voxel(g8):
+    """An image rotated against the grid has no per-axis overlaps: each voxel is sampled at
+    points inside it. A linear map's mean over a voxel is its value at the centre."""
+    angle = np.deg2rad(10)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * 2.0
+    affine[:3, 3] = [-120.0, -140.0, -80.0]
+    shape = (130, 150, 95)
+    ijk = np.indices(shape).reshape(3, -1).T
+    x = ijk_to_xyz(ijk, affine)[:, 0].reshape(shape).astype(np.float32)  # the image's values: x (mm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        back = from_nifti(nib.Nifti1Image(x, affine), g8, interpolation="mean", check_space=False)
+    held = np.isfinite(back.values)
+    assert held.mean() > 0.95
+    # a 2 mm image's voxels are up to 1.4 mm from the points that fall in them: their mean errs less
+    np.testing.assert_allclose(back.values[held], g8.xyz[held, 0], atol=0.5)
 
 
 def test_a_mean_read_target_averages_only_the_maps_own_voxels(g8):

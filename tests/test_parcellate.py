@@ -162,6 +162,63 @@ def test_volume_weighting_gives_a_region_smaller_than_a_voxel_its_value(small_st
     assert sorted(centre["n_voxels"].values.tolist()) == [0, 1]
 
 
+def _share_along(centres, side, atlas_centres, atlas_side) -> np.ndarray:
+    """(store voxels, atlas voxels) along one world axis: the fraction of each store voxel's
+    extent (mm) inside each atlas voxel's."""
+    lo = np.maximum(centres[:, None] - side / 2, atlas_centres[None] - atlas_side / 2)
+    hi = np.minimum(centres[:, None] + side / 2, atlas_centres[None] + atlas_side / 2)
+    return np.clip(hi - lo, 0, None) / side
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    atlas_sides=st.tuples(*[st.floats(2.5, 12.0)] * 3),
+    shifts=st.tuples(*[st.floats(0.0, 1.0)] * 3),
+    n_regions=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_volume_weighting_counts_each_voxel_by_the_share_of_its_volume_in_each_region(
+    small_store, atlas_sides, shifts, n_regions, seed
+):
+    """An atlas on any grid parallel to the store's, finer or coarser, its voxels anywhere:
+    each store voxel counts in each region by the share of its volume there, computed here in
+    millimetres from the two grids' voxel boxes (a coarse atlas's border splits the voxels it
+    crosses; the centre's label took them whole)."""
+    ds = open_store(small_store)
+    grid = store_grid(small_store)
+    sides = np.diag(grid.affine)[:3]
+    starts = grid.affine[:3, 3] - sides / 2  # the store grid's corner (mm)
+    atlas_shape = tuple(int(np.ceil(n * s / w)) + 2 for n, s, w in zip(grid.shape, sides, atlas_sides, strict=True))
+    atlas_affine = np.diag([*atlas_sides, 1.0])
+    atlas_affine[:3, 3] = starts - np.asarray(atlas_sides) * (np.asarray(shifts) - 0.5)
+    labels = np.random.default_rng(seed).integers(0, n_regions + 1, atlas_shape).astype(np.int16)
+    data = ds.expression.isel(gene=[0, 9])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        table = parcellate(data, nib.Nifti1Image(labels, atlas_affine), weighting="volume")
+
+    share = [
+        _share_along(
+            grid.affine[a, 3] + sides[a] * np.arange(grid.shape[a]),
+            sides[a],
+            atlas_affine[a, 3] + atlas_sides[a] * np.arange(atlas_shape[a]),
+            atlas_sides[a],
+        )
+        for a in range(3)
+    ]
+    regions = np.unique(labels[labels > 0])
+    in_region = (labels[..., None] == regions).astype(float)  # (atlas voxels..., regions)
+    for a in range(3):  # contract each atlas axis with the store's along it
+        in_region = np.moveaxis(np.tensordot(share[a], in_region, axes=([1], [a])), 0, a)
+    fractions = in_region[tuple(grid.ijk.T)]  # (store voxels, regions)
+    n_voxels = fractions.sum(axis=0)
+    assert list(table["region"].values) == list(regions)
+    np.testing.assert_allclose(table["n_voxels"].values, n_voxels, rtol=1e-5, atol=1e-6)
+    held = n_voxels > 1e-6
+    means = (fractions.T @ data.values.astype(np.float64))[held] / n_voxels[held, None]
+    np.testing.assert_allclose(table.values[held], means, rtol=1e-4, atol=1e-6)
+
+
 def test_on_the_stores_grid_volume_and_centre_weighting_agree(small_store):
     ds = open_store(small_store)
     atlas = _atlas_4mm_on(store_grid(small_store))
