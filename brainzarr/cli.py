@@ -106,6 +106,9 @@ SYNONYMS = {
     "--n-jobs": "--workers",
     "--n_jobs": "--workers",
     "--output": "--out",
+    "--labels": "--lut",  # nilearn's maskers take labels= or lut=
+    "--lookup-table": "--lut",
+    "--look-up-table": "--lut",
 }
 
 

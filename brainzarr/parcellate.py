@@ -10,22 +10,34 @@ plus a few row blocks). Its CSV (``brainzarr parcellate``) is the table that
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from ._progress import job
 from .nifti import _load, from_nifti
 from .streaming import reusing_buffers, stream_blocks
 
-__all__ = ["parcellate"]
+__all__ = ["parcellate", "read_lut"]
+
+#: the name of a region that its atlas's look-up table does not name (as nilearn names it)
+UNKNOWN = "unknown"
 
 
 WEIGHTINGS = ("centre", "volume")
 
 
 def parcellate(
-    data: xr.DataArray, atlas, *, background: int = 0, weighting: str = "centre", _stacklevel: int = 2
+    data: xr.DataArray,
+    atlas,
+    *,
+    background: int = 0,
+    weighting: str = "centre",
+    lut=None,
+    _stacklevel: int = 2,
 ) -> xr.DataArray:
     """The mean of ``data`` over the voxels of each region of ``atlas``.
 
@@ -49,20 +61,29 @@ def parcellate(
         and a voxel on a border counts in both regions; the mean is the volume-weighted one, as
         averaging the atlas's own voxels with the store's value at each. With an atlas on the
         store's grid the two agree.
+    lut : str, Path, pandas.DataFrame or mapping, optional
+        The atlas's look-up table, naming its regions (coordinate ``region_name``): a table
+        with columns ``index`` and ``name`` (BIDS ``dseg.tsv``, as nilearn's ``lut``), a
+        FreeSurfer-style text file of ``index name ...`` rows (``FreeSurferColorLUT.txt``,
+        Schaefer's ``*_order.txt``), or ``{label: name}``. See :func:`read_lut`. A region
+        it does not name is ``"unknown"``, with a warning; names of labels the atlas lacks
+        are left out.
 
     Returns
     -------
     xarray.DataArray
         ``(region,)`` or ``(region, d)`` float64, with ``d``'s coordinate (genes, components)
         and ``n_voxels`` (per region: its voxels; with ``weighting='volume'``, the sum of their
-        fractions). Every label of the atlas is a region; one that holds no voxel of ``data``
-        is NaN, with a warning, as abagen leaves regions without samples.
+        fractions), and ``region_name`` with a ``lut``. Every label of the atlas is a region;
+        one that holds no voxel of ``data`` is NaN, with a warning, as abagen leaves regions
+        without samples.
 
     Raises
     ------
     ValueError
         ``data`` has no voxel dimension or more than two dimensions, the atlas holds
-        non-integer values or no region, or an unknown ``weighting``.
+        non-integer values or no region, an unknown ``weighting``, or a ``lut`` that is not
+        a look-up table.
     """
     if not isinstance(data, xr.DataArray) or "voxel" not in data.dims:
         raise ValueError("parcellate needs a DataArray with a 'voxel' dimension (e.g. ds.expression)")
@@ -74,6 +95,7 @@ def parcellate(
     where = path if path is not None else "the atlas"
     volume = _atlas_volume(img, where)
     regions = _atlas_labels(volume, where, background)
+    names = None if lut is None else _region_names(read_lut(lut), regions, where, _stacklevel + 1)
     if weighting == "centre":
         weights = _centre_weights(img, data, regions, background)
     else:
@@ -102,6 +124,8 @@ def parcellate(
     with np.errstate(invalid="ignore", divide="ignore"):
         means = sums / counts[:, None]
     coords = {"region": regions, "n_voxels": ("region", counts)}
+    if names is not None:
+        coords["region_name"] = ("region", names)
     if other is None:
         return xr.DataArray(
             means[:, 0], dims="region", coords=coords, name=data.name, attrs=_attrs(where, background, weighting)
@@ -116,6 +140,87 @@ def parcellate(
 def _attrs(where, background, weighting) -> dict:
     statistic = "mean over each region's voxels" + (", weighted by the volume in it" if weighting == "volume" else "")
     return {"statistic": statistic, "atlas": str(where), "background": int(background), "weighting": weighting}
+
+
+def read_lut(lut) -> dict[int, str]:
+    """An atlas's look-up table as ``{label: name}``.
+
+    Parameters
+    ----------
+    lut : str, Path, pandas.DataFrame or mapping
+        A table with columns ``index`` and ``name`` (a BIDS ``dseg.tsv``, tab-separated, or a
+        ``.csv``; the format nilearn's ``NiftiLabelsMasker(lut=...)`` reads), a text file of
+        whitespace-separated ``index name ...`` rows without a header, ``#`` starting a comment
+        (FreeSurfer's ``FreeSurferColorLUT.txt``, Schaefer's ``*_order.txt``), or a mapping.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at the path.
+    ValueError
+        Neither format, a label that is not an integer, or a label named twice.
+    """
+    if isinstance(lut, Mapping):
+        pairs = list(lut.items())
+    elif isinstance(lut, pd.DataFrame):
+        if not {"index", "name"} <= set(lut.columns):
+            raise ValueError(f"a look-up table needs columns 'index' and 'name'; this one has {list(lut.columns)}")
+        pairs = list(zip(lut["index"], lut["name"], strict=True))
+    elif isinstance(lut, (str, Path)):
+        pairs = _lut_file(Path(lut))
+    else:
+        raise TypeError(f"lut must be a file, a DataFrame or a mapping, got {type(lut).__name__}")
+    table: dict[int, str] = {}
+    for label, name in pairs:
+        try:
+            number = float(label)
+        except (TypeError, ValueError):
+            number = np.nan
+        if not np.isfinite(number) or number != np.rint(number):
+            raise ValueError(f"look-up table label {label!r} is not an integer")
+        if int(number) in table:
+            raise ValueError(f"the look-up table names label {int(number)} twice")
+        table[int(number)] = str(name)
+    return table
+
+
+def _lut_file(path: Path) -> list:
+    """(label, name) rows of a look-up table file: a table with ``index`` and ``name`` columns,
+    else FreeSurfer-style ``index name ...`` rows."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no look-up table at {path}")
+    try:
+        frame = pd.read_csv(path, sep="," if path.suffix.lower() == ".csv" else "\t", dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        frame = pd.DataFrame()  # ragged rows: not a table with a header
+    if {"index", "name"} <= set(frame.columns):
+        return list(zip(frame["index"], frame["name"], strict=True))
+    rows = []
+    for line in path.read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields:
+            if len(fields) < 2 or not fields[0].lstrip("-").isdigit():
+                raise ValueError(
+                    f"{path} is not a look-up table: give columns 'index' and 'name' (a BIDS dseg.tsv), "
+                    f"or rows 'index name ...' (FreeSurfer's); it has {line.strip()!r}"
+                )
+            rows.append((fields[0], fields[1]))
+    if not rows:
+        raise ValueError(f"{path} is empty: a look-up table names the atlas's labels")
+    return rows
+
+
+def _region_names(table: dict[int, str], regions: np.ndarray, where, stacklevel: int) -> np.ndarray:
+    """Each region's name from the look-up table (``"unknown"``, with a warning, where it has none)."""
+    unnamed = [int(r) for r in regions if int(r) not in table]
+    if unnamed:
+        shown = ", ".join(map(str, unnamed[:10])) + (" ..." if len(unnamed) > 10 else "")
+        warnings.warn(
+            f"{len(unnamed)} of {len(regions)} regions of {where} have no name in the look-up table "
+            f"(named {UNKNOWN!r}): {shown}",
+            stacklevel=stacklevel,
+        )
+    return np.array([table.get(int(r), UNKNOWN) for r in regions], dtype=str)
 
 
 def _atlas_volume(img, where) -> np.ndarray:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from brainzarr import build_store, fit_store, from_nifti, open_store, parcellate
 from brainzarr.cli import main
 from brainzarr.grid import mni152_grid
+from brainzarr.parcellate import read_lut
 from brainzarr.store import store_grid
 
 
@@ -308,3 +309,104 @@ def test_cli_writes_the_table_that_a_parcellated_build_reads(small_store, tmp_pa
     with pytest.raises(SystemExit, match="2"):
         main([*argv, "--overwrite", "--weighting", "majority"])
     assert "invalid choice: 'majority'" in capsys.readouterr().err
+
+
+_NAMES = {1: "L-inferior", 2: "R-inferior", 11: "L-middle", 12: "R-middle", 21: "L-superior", 22: "R-superior"}
+
+
+def _lut_files(folder) -> dict:
+    """The same look-up table in each format it may come in, naming every region of
+    :func:`_atlas_4mm` but 99, and one label the atlas lacks."""
+    named = {**_NAMES, 7: "not-in-the-atlas"}
+    dseg = folder / "atlas_dseg.tsv"  # BIDS: index, name (and more columns)
+    pd.DataFrame({"index": list(named), "name": list(named.values()), "abbreviation": "x"}).to_csv(
+        dseg, sep="\t", index=False
+    )
+    csv = folder / "atlas_lut.csv"
+    pd.DataFrame({"name": list(named.values()), "index": list(named)}).to_csv(csv, index=False)
+    freesurfer = folder / "atlas_LUT.txt"  # FreeSurferColorLUT.txt: comments, blank lines, colours
+    rows = [f"{label:<5d} {name:<20s} 120  18 134   0" for label, name in named.items()]
+    freesurfer.write_text("#$Id: FreeSurferColorLUT.txt\n\n#No. Label Name:  R G B A\n" + "\n".join(rows) + "\n")
+    order = folder / "Schaefer_order.txt"  # Schaefer's: tab-separated, no header
+    order.write_text("".join(f"{label}\t{name}\t120\t18\t134\t0\n" for label, name in named.items()))
+    return {"dseg": dseg, "csv": csv, "freesurfer": freesurfer, "order": order, "mapping": named}
+
+
+def test_a_look_up_table_names_the_regions_in_any_of_its_formats(small_store, tmp_path):
+    atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
+    data = open_store(small_store).expression.isel(gene=[2, 5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        plain = parcellate(data, atlas)
+    for kind, lut in _lut_files(tmp_path).items():
+        with pytest.warns(UserWarning) as caught:
+            table = data.brain.parcellate(atlas, lut=lut)
+        messages = [str(w.message) for w in caught]
+        assert f"1 of 7 regions of {atlas} have no name in the look-up table (named 'unknown'): 99" in messages, kind
+        assert list(table["region_name"].values) == [*_NAMES.values(), "unknown"], kind
+        np.testing.assert_array_equal(table.values, plain.values)
+        assert table.sel(region=12)["region_name"].item() == "R-middle"
+    assert read_lut(pd.DataFrame({"index": [3.0], "name": ["x"]})) == {3: "x"}
+
+
+def test_tables_that_are_not_look_up_tables_are_refused(small_store, tmp_path):
+    atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
+    data = open_store(small_store).expression.isel(gene=0)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("regions of the atlas\n")
+    twice = tmp_path / "twice_dseg.tsv"
+    twice.write_text("index\tname\n1\ta\n1\tb\n")
+    fractional = tmp_path / "fractional_dseg.tsv"
+    fractional.write_text("index\tname\n1.5\ta\n")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing but a comment\n")
+    cases = [
+        (notes, "notes.txt is not a look-up table: give columns 'index' and 'name'"),
+        (twice, "names label 1 twice"),
+        (fractional, "label '1.5' is not an integer"),
+        (empty, "empty.txt is empty"),
+        (pd.DataFrame({"id": [1], "label": ["a"]}), "needs columns 'index' and 'name'; this one has"),
+    ]
+    for lut, message in cases:
+        with pytest.raises(ValueError, match=message):
+            parcellate(data, atlas, lut=lut)
+    with pytest.raises(FileNotFoundError, match="no look-up table at"):
+        parcellate(data, atlas, lut=tmp_path / "missing.tsv")
+    with pytest.raises(TypeError, match="lut must be a file, a DataFrame or a mapping"):
+        parcellate(data, atlas, lut=["a", "b"])
+
+
+def test_cli_names_the_regions_and_the_build_reads_the_named_table(small_store, tmp_path, capsys):
+    atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
+    lut = _lut_files(tmp_path)["dseg"]
+    out = tmp_path / "named.csv"
+    argv = ["parcellate", str(small_store), "expression", "--atlas", str(atlas), "--gene", "3", "-o", str(out)]
+    assert main([*argv, "--lut", str(lut)]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 7 regions of" in err and "have no name in the look-up table (named 'unknown'): 99" in err
+    frame = pd.read_csv(out, index_col=0)
+    assert list(frame.columns[:1]) == ["region_name"] and list(frame["region_name"]) == list(_NAMES.values())
+    genes = list(frame.columns[1:])
+    assert len(genes) == 3
+    # the build leaves the names out: the same store as from the table without them
+    unnamed = tmp_path / "unnamed.csv"
+    frame.drop(columns="region_name").to_csv(unnamed)
+    stores = [
+        build_store(
+            tmp_path / f"{table.stem}.zarr",
+            source="parcellated",
+            table=table,
+            atlas=atlas,
+            resolution=8,
+            missing_regions="drop",
+        )
+        for table in (out, unnamed)
+    ]
+    named_ds, unnamed_ds = (open_store(s) for s in stores)
+    assert list(named_ds["gene"].values) == list(unnamed_ds["gene"].values) == sorted(genes)
+    np.testing.assert_array_equal(named_ds.expression.values, unnamed_ds.expression.values)
+    assert main([*argv, "--overwrite", "--lut", str(tmp_path / "missing.tsv")]) == 1
+    assert "no look-up table at" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):
+        main([*argv, "--overwrite", "--labels", str(lut)])  # nilearn's other name for it
+    assert "unrecognized arguments: --labels" in (err := capsys.readouterr().err) and "did you mean --lut?" in err

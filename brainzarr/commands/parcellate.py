@@ -21,11 +21,15 @@ def _run(args):
     if not Path(args.atlas).is_file():
         raise FileNotFoundError(f"no atlas file at {args.atlas}")
     da = select_variable(store_path(args), args.var, parse_genes(args.gene), all_genes=True)
-    table = parcellate(da, args.atlas, background=args.background, weighting=args.weighting)
+    if args.lut is not None and not Path(args.lut).is_file():
+        raise FileNotFoundError(f"no look-up table at {args.lut}")
+    table = parcellate(da, args.atlas, background=args.background, weighting=args.weighting, lut=args.lut)
     held = table["n_voxels"].values > 0
-    frame = table[held].drop_vars("n_voxels")
+    frame = table[held].drop_vars(["n_voxels", "region_name"], errors="ignore")
     frame = frame.to_pandas() if frame.ndim == 2 else frame.to_pandas().rename(args.var.rsplit("/", 1)[-1]).to_frame()
     frame.index.name = "label"
+    if "region_name" in table.coords:  # the parcellated source leaves this column out
+        frame.insert(0, "region_name", table["region_name"].values[held])
     with atomic_file(out, suffix=".csv") as tmp:
         frame.to_csv(tmp)
     columns = frame.columns.name or "column"
@@ -38,8 +42,9 @@ def register(sub):
         help="average a voxel array of a store over an atlas's regions (a region x gene CSV)",
         description="Average a voxel array of a store (expression, or a result's embedding, "
         "reconstruction or error map) over each region of an atlas in MNI space, in one streamed "
-        "pass. The CSV (first column: the atlas label) is the table `brainzarr build --source "
-        "parcellated` reads; regions that hold no store voxel are left out, with a warning.",
+        "pass. The CSV (first column: the atlas label; with --lut, then the region's name) is the "
+        "table `brainzarr build --source parcellated` reads; regions that hold no store voxel are "
+        "left out, with a warning.",
     )
     add_store_argument(p)
     p.add_argument("var", help="'expression' or a result variable, e.g. representations/random/pca/k8/embedding")
@@ -52,6 +57,11 @@ def register(sub):
         default="centre",
         help="a voxel counts in the region at its centre (default), or in each region by the fraction "
         "of its volume there (for an atlas finer than the store)",
+    )
+    p.add_argument(
+        "--lut",
+        help="the atlas's look-up table, naming its regions (a column region_name): a BIDS dseg.tsv "
+        "(columns index, name) or FreeSurfer-style 'index name ...' rows",
     )
     p.add_argument("-o", "--output", required=True, help="output file, .csv")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")

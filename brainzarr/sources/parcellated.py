@@ -1,7 +1,8 @@
 """A region x gene table plus its atlas: what ``abagen.get_expression_data`` returns.
 
 The table is a CSV whose first column is the atlas label (abagen writes it as ``label``)
-and whose other columns are genes; the atlas is a NIfTI of integer labels in MNI space.
+and whose other columns are genes (a ``region_name`` column, which ``brainzarr parcellate
+--lut`` writes, is left out); the atlas is a NIfTI of integer labels in MNI space.
 Every voxel of the build's mask that lies in a labelled region takes its region's row.
 
 Nothing is dropped or renamed silently: a label twice in the table, a gene column twice, an
@@ -27,6 +28,8 @@ __all__ = ["load_parcellated", "atlas_on_grid", "MISSING_REGIONS"]
 
 #: what to do with atlas regions that have no values in the table
 MISSING_REGIONS = ("error", "drop")
+#: a column of region names in the table, not a gene (``brainzarr parcellate --lut`` writes it)
+REGION_NAME = "region_name"
 
 
 def _shown(values, n: int = 8) -> str:
@@ -113,6 +116,7 @@ def load_parcellated(table, atlas, *, genes=None, missing_regions: str = "error"
     else:
         frame = table
         table_name = "DataFrame"
+    frame = frame.drop(columns=[REGION_NAME], errors="ignore")
     try:
         labels = np.asarray(frame.index, dtype=float)
     except (TypeError, ValueError):
