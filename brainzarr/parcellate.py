@@ -180,7 +180,7 @@ def read_lut(lut) -> dict[int, str]:
             raise ValueError(f"look-up table label {label!r} is not an integer")
         if int(number) in table:
             raise ValueError(f"the look-up table names label {int(number)} twice")
-        table[int(number)] = str(name)
+        table[int(number)] = name.decode() if isinstance(name, bytes) else str(name)
     return table
 
 

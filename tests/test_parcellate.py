@@ -347,6 +347,9 @@ def test_a_look_up_table_names_the_regions_in_any_of_its_formats(small_store, tm
         np.testing.assert_array_equal(table.values, plain.values)
         assert table.sel(region=12)["region_name"].item() == "R-middle"
     assert read_lut(pd.DataFrame({"index": [3.0], "name": ["x"]})) == {3: "x"}
+    # nilearn's atlas fetchers give a DataFrame (index, name, color), names at times as bytes
+    fetched = pd.DataFrame({"index": [0, 1], "name": ["Background", b"7Networks_LH_Vis_1"], "color": "#f00"})
+    assert read_lut(fetched) == {0: "Background", 1: "7Networks_LH_Vis_1"}
 
 
 def test_tables_that_are_not_look_up_tables_are_refused(small_store, tmp_path):
