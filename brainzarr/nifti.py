@@ -727,7 +727,7 @@ def _load(img_or_path):
 _POINTS_AT_ONCE = 1 << 21
 
 
-def sub_voxel_weights(ijk, affine, img_affine, img_shape):
+def sub_voxel_weights(ijk, affine, img_affine, img_shape, *, points: int = _POINTS_AT_ONCE):
     """The share of each target voxel's volume in each image voxel: yield, for consecutive
     chunks of the voxels ``ijk`` (on the grid of ``affine``), ``(start, index, weight)``.
 
@@ -740,16 +740,18 @@ def sub_voxel_weights(ijk, affine, img_affine, img_shape):
     voxel's edges fall among the image voxels', whether the image is finer or coarser. An
     oblique grid is sampled instead: ``s`` points a side, evenly inside the voxel, ``s`` twice
     the number of image voxels along that side (rounded up), one point (the centre) when the
-    image is as coarse or coarser; each point weighs ``1 / s**3``.
+    image is as coarse or coarser; each point weighs ``1 / s**3``. A chunk holds about
+    ``points`` (voxel, image voxel) pairs.
     """
     affine = np.asarray(affine, dtype=float).reshape(4, 4)
     to_image = np.linalg.inv(np.asarray(img_affine, dtype=float)) @ affine
     axes = _parallel_axes(to_image[:3, :3])
     ijk = np.asarray(ijk)
     if axes is None:
-        yield from _sampled_weights(ijk, to_image, np.linalg.norm(affine[:3, :3], axis=0), img_affine, img_shape)
+        sides = np.linalg.norm(affine[:3, :3], axis=0)
+        yield from _sampled_weights(ijk, to_image, sides, img_affine, img_shape, points)
     else:
-        yield from _overlap_weights(ijk, to_image, axes, img_shape)
+        yield from _overlap_weights(ijk, to_image, axes, img_shape, points)
 
 
 def _parallel_axes(linear: np.ndarray) -> list[int] | None:
@@ -774,7 +776,7 @@ def _axis_overlaps(centre: np.ndarray, half: float, n: int, width: int):
     return voxel, share
 
 
-def _overlap_weights(ijk, to_image, axes, img_shape):
+def _overlap_weights(ijk, to_image, axes, img_shape, points):
     scale = to_image[axes, [0, 1, 2]]
     half = np.abs(scale) / 2
     centres = [scale[a] * ijk[:, a] + to_image[axes[a], 3] for a in range(3)]
@@ -783,7 +785,7 @@ def _overlap_weights(ijk, to_image, axes, img_shape):
         int(np.max(np.ceil(c + h - 0.5 - 1e-6) - np.floor(c - h + 0.5 + 1e-6), initial=0)) + 1
         for c, h in zip(centres, half, strict=True)
     ]
-    per_chunk = max(1, _POINTS_AT_ONCE // int(np.prod(widths)))
+    per_chunk = max(1, points // int(np.prod(widths)))
     for start in range(0, len(ijk), per_chunk):
         stop = start + per_chunk
         index = np.empty((len(ijk[start:stop]), *widths, 3), dtype=np.int64)
@@ -797,13 +799,13 @@ def _overlap_weights(ijk, to_image, axes, img_shape):
         yield start, index.reshape(len(index), -1, 3), weight.reshape(len(index), -1)
 
 
-def _sampled_weights(ijk, to_image, voxel_sides, img_affine, img_shape):
+def _sampled_weights(ijk, to_image, voxel_sides, img_affine, img_shape, points):
     side = voxel_sides / np.linalg.norm(np.asarray(img_affine, dtype=float)[:3, :3], axis=0).min()
     steps = np.where(side > 1 + 1e-6, 2 * np.ceil(side - 1e-6), 1).astype(int)
     grids = np.meshgrid(*[(np.arange(n) + 0.5) / n - 0.5 for n in steps], indexing="ij")
     offsets = np.stack(grids, axis=-1).reshape(-1, 3)
     shape = np.asarray(img_shape[:3])
-    per_chunk = max(1, _POINTS_AT_ONCE // len(offsets))
+    per_chunk = max(1, points // len(offsets))
     for start in range(0, len(ijk), per_chunk):
         points = np.asarray(ijk[start : start + per_chunk], dtype=float)[:, None, :] + offsets[None]
         index = np.rint(points @ to_image[:3, :3].T + to_image[:3, 3]).astype(np.int64)
@@ -819,7 +821,9 @@ def _box_mean(data: np.ndarray, img_affine, ijk, affine) -> np.ndarray:
 
     extra = data.shape[3:]
     out = np.full((len(ijk), *extra), np.nan, dtype=np.result_type(data.dtype, np.float32))
-    for start, index, weight in sub_voxel_weights(ijk, affine, img_affine, data.shape):
+    # a chunk's values, float64: about as many as one chunk of points holds, whatever the volumes
+    points = max(1, _POINTS_AT_ONCE // int(np.prod(extra, dtype=np.int64)))
+    for start, index, weight in sub_voxel_weights(ijk, affine, img_affine, data.shape, points=points):
         seen = weight > 0
         rows = np.nonzero(seen)[0]
         found = data[index[seen, 0], index[seen, 1], index[seen, 2]].reshape(len(rows), -1)

@@ -683,6 +683,22 @@ def test_mean_interpolation_is_the_volume_weighted_mean_on_any_parallel_grids(
     np.testing.assert_allclose(back.values, expected[tuple(grid.ijk.T)], rtol=1e-5, atol=1e-6)
 
 
+def test_mean_interpolation_of_a_4d_image_in_small_chunks_is_each_volume_read_alone(g8, monkeypatch):
+    """A 4-D image is read in chunks of fewer voxels (a chunk's values stay bounded, however many
+    volumes): each volume comes out as it does alone, whatever the chunks."""
+    import brainzarr.nifti as nifti
+
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = g8.affine[:3, 3] - 6.5
+    data = np.random.default_rng(2).random((75, 85, 72, 4), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        alone = [from_nifti(nib.Nifti1Image(data[..., v], affine), g8, interpolation="mean").values for v in range(4)]
+        monkeypatch.setattr(nifti, "_POINTS_AT_ONCE", 4096)  # 4096 / 4 volumes / 27 image voxels: 37 voxels a chunk
+        together = from_nifti(nib.Nifti1Image(data, affine), g8, interpolation="mean").values
+    np.testing.assert_allclose(together, np.stack(alone, axis=1), rtol=1e-6)
+
+
 def test_mean_interpolation_of_an_oblique_image_samples_each_voxel(g8):
     """An image rotated against the grid has no per-axis overlaps: each voxel is sampled at
     points inside it. A linear map's mean over a voxel is its value at the centre."""
