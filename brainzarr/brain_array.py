@@ -26,6 +26,14 @@ class BrainArrayAccessor:
     def __init__(self, da: xr.DataArray):
         self._da = da
 
+    def _voxels(self) -> xr.DataArray:
+        """The voxel-indexed array; a region table (from :func:`brainzarr.parcellate`) on its atlas's voxels."""
+        if "voxel" not in self._da.dims and "region" in self._da.dims:
+            from .parcellate import region_map
+
+            return region_map(self._da)
+        return self._da
+
     def to_nifti(
         self, path=None, background: float = 0.0, *, grid=None, dtype=np.float32, like=None
     ) -> nib.Nifti1Image:
@@ -33,22 +41,25 @@ class BrainArrayAccessor:
 
         With ``path`` (.nii or .nii.gz) the file is written a few volumes at a time
         (:func:`brainzarr.nifti.write_nifti`, memory independent of the number of volumes) and
-        the image returned is the saved file, loaded lazily.
+        the image returned is the saved file, loaded lazily. A region table (from
+        :func:`brainzarr.parcellate`) is written on its atlas's grid, each region's voxels
+        taking its value (:func:`brainzarr.parcellate.region_map`).
         """
+        da = self._voxels()
         if path is None:
-            return to_nifti(self._da, grid, background=background, dtype=dtype, like=like)
+            return to_nifti(da, grid, background=background, dtype=dtype, like=like)
         if not str(path).endswith(NIFTI_SUFFIXES):
             raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {Path(path).name!r}")
-        return nib.load(write_nifti(self._da, path, grid, background=background, dtype=dtype, like=like))
+        return nib.load(write_nifti(da, path, grid, background=background, dtype=dtype, like=like))
 
     def to_volume(self, background: float = 0.0, *, grid=None, dtype=None) -> np.ndarray:
         """The values on the full 3-D (or 4-D) grid as a numpy array; ``background`` elsewhere."""
-        return to_volume(self._da, grid, background=background, dtype=dtype)
+        return to_volume(self._voxels(), grid, background=background, dtype=dtype)
 
     @property
     def grid(self) -> Grid:
         """The grid of the DataArray's voxels (mask = the voxels present, in the store's affine)."""
-        return voxel_grid(self._da)
+        return voxel_grid(self._voxels())
 
     def parcellate(self, atlas, *, background: int = 0, weighting: str = "centre", lut=None) -> xr.DataArray:
         """The mean over each region of ``atlas`` (see :func:`brainzarr.parcellate.parcellate`)."""
@@ -57,7 +68,7 @@ class BrainArrayAccessor:
         return parcellate(self._da, atlas, background=background, weighting=weighting, lut=lut, _stacklevel=3)
 
     def plot(self, path=None, **kwargs):
-        """Plot the map with :func:`brainzarr.plots.plot_map`."""
+        """Plot the map with :func:`brainzarr.plots.plot_map` (a region table: on its atlas)."""
         from .plots import plot_map
 
-        return plot_map(self._da, path, **kwargs)
+        return plot_map(self._voxels(), path, **kwargs)

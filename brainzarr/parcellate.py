@@ -21,7 +21,7 @@ from ._progress import job
 from .nifti import _load, from_nifti
 from .streaming import reusing_buffers, stream_blocks
 
-__all__ = ["parcellate", "read_lut"]
+__all__ = ["parcellate", "read_lut", "region_map"]
 
 #: the name of a region that its atlas's look-up table does not name (as nilearn names it)
 UNKNOWN = "unknown"
@@ -140,6 +140,78 @@ def parcellate(
 def _attrs(where, background, weighting) -> dict:
     statistic = "mean over each region's voxels" + (", weighted by the volume in it" if weighting == "volume" else "")
     return {"statistic": statistic, "atlas": str(where), "background": int(background), "weighting": weighting}
+
+
+def region_map(table: xr.DataArray, atlas=None) -> xr.DataArray:
+    """A region table back on its atlas's voxels: each voxel of a region takes the region's
+    value (what nilearn's ``NiftiLabelsMasker.inverse_transform`` does), to look at as an image.
+
+    ``table.brain.to_nifti(path)`` and ``table.brain.plot()`` of a region table go through it.
+
+    Parameters
+    ----------
+    table : xarray.DataArray
+        ``(region,)`` or ``(region, d)``, as :func:`parcellate` gives it (any selection of its
+        regions and columns, e.g. ``table.sel(gene="APOE")``).
+    atlas : str, Path or nibabel image, optional
+        The atlas; by default the one the table was made with (its ``atlas`` attribute), and
+        the same background label.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(voxel,)`` or ``(voxel, d)`` over the atlas's voxels in the table's regions, on the
+        atlas's grid (coordinates ``i, j, k`` with the grid's affine, ``x, y, z``, and ``region``,
+        each voxel's label), lazily: a column is computed when it is read, so that a many-column
+        table is written as NIfTI a few volumes at a time. A region whose value is NaN (it held
+        no voxel) is NaN.
+
+    Raises
+    ------
+    ValueError
+        No ``region`` dimension, more than two dimensions, or no atlas to place the regions in.
+    """
+    import dask.array as dsa
+
+    from .grid import MNI152_SPACE, Grid
+    from .nifti import _target_voxels, mni_mismatch
+
+    if not isinstance(table, xr.DataArray) or "region" not in table.dims or table.ndim > 2:
+        raise ValueError("region_map takes a (region,) or (region, d) table, as parcellate gives it")
+    if atlas is None:
+        atlas = table.attrs.get("atlas")
+        if atlas is None or not Path(str(atlas)).is_file():
+            raise ValueError(
+                f"the table's atlas ({atlas!r}) is not a file here: pass atlas= (the image the table was made with)"
+            )
+    img, path = _load(atlas)
+    where = path if path is not None else "the atlas"
+    labels = _atlas_volume(img, where)
+    labels = np.where(np.isfinite(labels), np.rint(labels), table.attrs.get("background", 0)).astype(np.int64)
+    regions = np.asarray(table["region"].values, dtype=np.int64)
+    order = np.argsort(regions, kind="stable")
+    index, inside = _region_index(labels, regions[order], int(table.attrs.get("background", 0)))
+    if not inside.any():
+        raise ValueError(f"none of the table's regions is a label of {where}")
+    space = MNI152_SPACE if mni_mismatch(img.affine, labels.shape) is None else "aligned"
+    grid = Grid(inside, img.affine, space=space, name=str(where))
+    _, _, _, _, coords = _target_voxels(grid)
+    rows = order[index[tuple(grid.ijk.T)]]  # each voxel's row of the table
+    coords["region"] = ("voxel", regions[rows])
+    coords.update({name: c.values for name, c in table.coords.items() if c.ndim == 0})  # e.g. gene="APOE"
+    attrs = {k: table.attrs[k] for k in ("statistic", "weighting") if k in table.attrs} | {"atlas": str(where)}
+    other = next((d for d in table.dims if d != "region"), None)
+    values = np.asarray(table.transpose("region", ...).values)
+    if other is None:
+        return xr.DataArray(values[rows], dims="voxel", coords=coords, name=table.name, attrs=attrs)
+    if other in table.coords:
+        coords[other] = table[other].values
+    # columns computed a group at a time (64 MiB of voxels); dask's own fancy indexing would
+    # cut the voxels into thousands of pieces, the rows being out of order
+    columns = max(1, 2**26 // (len(rows) * values.itemsize))
+    source = dsa.from_array(values, chunks=(-1, columns))
+    lazy = source.map_blocks(lambda block: block[rows], chunks=((len(rows),), source.chunks[1]), dtype=values.dtype)
+    return xr.DataArray(lazy, dims=("voxel", other), coords=coords, name=table.name, attrs=attrs)
 
 
 def read_lut(lut) -> dict[int, str]:

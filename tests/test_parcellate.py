@@ -385,7 +385,9 @@ def test_cli_names_the_regions_and_the_build_reads_the_named_table(small_store, 
     out = tmp_path / "named.csv"
     argv = ["parcellate", str(small_store), "expression", "--atlas", str(atlas), "--gene", "3", "-o", str(out)]
     assert main([*argv, "--lut", str(lut)]) == 0
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"wrote {out}  6 regions x 3 genes"  # the names are not a gene
+    err = captured.err
     assert "1 of 7 regions of" in err and "have no name in the look-up table (named 'unknown'): 99" in err
     frame = pd.read_csv(out, index_col=0)
     assert list(frame.columns[:1]) == ["region_name"] and list(frame["region_name"]) == list(_NAMES.values())
@@ -410,6 +412,73 @@ def test_cli_names_the_regions_and_the_build_reads_the_named_table(small_store, 
     np.testing.assert_array_equal(named_ds.expression.values, unnamed_ds.expression.values)
     assert main([*argv, "--overwrite", "--lut", str(tmp_path / "missing.tsv")]) == 1
     assert "no look-up table at" in capsys.readouterr().err
+    image = tmp_path / "named.nii.gz"  # the means on the atlas's grid, to look at
+    assert main([*argv, "--overwrite", "--lut", str(lut), "--nifti", str(image)]) == 0
+    assert f"wrote {image}  50 x 59 x 48 x 3 (the atlas's grid)" in capsys.readouterr().out
+    volumes, labels = np.asarray(nib.load(image).dataobj), np.asarray(nib.load(atlas).dataobj)
+    np.testing.assert_array_equal(volumes[labels == 12][0], frame.loc[12, genes].to_numpy(np.float32))
+    assert main([*argv, "--overwrite", "--nifti", str(image)[: -len(".nii.gz")] + ".png"]) == 1
+    assert "must end in .nii or .nii.gz" in capsys.readouterr().err
+    assert main([*argv[:-1], str(tmp_path / "again.csv"), "--nifti", str(image)]) == 1
+    assert f"{image} exists; pass --overwrite" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):
         main([*argv, "--overwrite", "--labels", str(lut)])  # nilearn's other name for it
     assert "unrecognized arguments: --labels" in (err := capsys.readouterr().err) and "did you mean --lut?" in err
+
+
+def test_a_region_table_goes_back_on_its_atlas_as_an_image(small_store, tmp_path):
+    """Each atlas voxel of a region takes the region's value, on the atlas's grid (nilearn's
+    inverse_transform); a many-gene table is written a few volumes at a time and reads back with
+    its gene labels."""
+    from brainzarr.parcellate import region_map
+
+    atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
+    labels = np.asarray(nib.load(atlas).dataobj)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # region 99 holds no voxel
+        table = open_store(small_store).expression.isel(gene=[1, 4, 8]).brain.parcellate(atlas, lut=_NAMES)
+    one = table.sel(gene=table["gene"].values[1])
+    img = one.brain.to_nifti()
+    vol = np.asarray(img.dataobj)
+    assert vol.shape == labels.shape and np.allclose(img.affine, nib.load(atlas).affine)
+    assert img.header.get_sform(coded=True)[1] == 4  # MNI, as the atlas
+    for region in (1, 12, 22):
+        np.testing.assert_array_equal(vol[labels == region], np.float32(one.sel(region=region).item()))
+    assert np.isnan(vol[labels == 99]).all() and (vol[labels == 0] == 0).all()  # no value; no region
+    assert f"gene={table['gene'].values[1]}" in img.header["descrip"].item().decode()
+
+    path = table.brain.to_nifti(tmp_path / "regions.nii.gz").get_filename()
+    four = np.asarray(nib.load(path).dataobj)
+    for g, gene in enumerate(table["gene"].values):
+        np.testing.assert_array_equal(four[labels == 21, g], np.float32(table.sel(region=21, gene=gene).item()))
+    back = from_nifti(path, region_map(table))
+    assert back.dims == ("voxel", "gene") and list(back["gene"].values) == list(table["gene"].values)
+
+    some = region_map(table.sel(region=[11, 2]))  # any selection of regions, in any order
+    assert sorted(set(some["region"].values)) == [2, 11]
+    np.testing.assert_array_equal(
+        some.sel(gene=table["gene"].values[0]).values[some["region"].values == 11], table.sel(region=11).values[0]
+    )
+    assert len(some["voxel"]) == ((labels == 2) | (labels == 11)).sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # nilearn: no cut coordinates found on 8 mm
+        figure = one.brain.plot(tmp_path / "regions.png")
+    assert (tmp_path / "regions.png").stat().st_size > 10_000 and figure is not None
+
+
+def test_a_region_table_without_its_atlas_file_asks_for_it(small_store, tmp_path):
+    from brainzarr.parcellate import region_map
+
+    atlas = nib.load(_atlas_4mm(tmp_path / "atlas.nii.gz"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        table = parcellate(open_store(small_store).expression.isel(gene=0), atlas)  # an image, not a file
+    with pytest.raises(ValueError, match="the table's atlas .* is not a file here: pass atlas="):
+        table.brain.to_nifti()
+    np.testing.assert_array_equal(
+        region_map(table, atlas)["region"].values, np.asarray(atlas.dataobj)[np.asarray(atlas.dataobj) > 0]
+    )
+    with pytest.raises(ValueError, match="takes a \\(region,\\) or \\(region, d\\) table"):
+        region_map(open_store(small_store).expression.isel(gene=0), atlas)
+    with pytest.raises(ValueError, match="none of the table's regions is a label of"):
+        region_map(table.assign_coords(region=table["region"].values + 1000), atlas)

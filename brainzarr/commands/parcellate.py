@@ -10,6 +10,7 @@ from .build import GENES_HELP, parse_genes
 
 
 def _run(args):
+    from ..nifti import _checked_nifti_path
     from ..parcellate import parcellate
     from .export import select_variable
 
@@ -23,17 +24,23 @@ def _run(args):
     da = select_variable(store_path(args), args.var, parse_genes(args.gene), all_genes=True)
     if args.lut is not None and not Path(args.lut).is_file():
         raise FileNotFoundError(f"no look-up table at {args.lut}")
+    nifti = None if args.nifti is None else _checked_nifti_path(args.nifti)
+    if nifti is not None and nifti.exists() and not args.overwrite:
+        raise FileExistsError(f"{nifti} exists; pass --overwrite to replace it")
     table = parcellate(da, args.atlas, background=args.background, weighting=args.weighting, lut=args.lut)
     held = table["n_voxels"].values > 0
     frame = table[held].drop_vars(["n_voxels", "region_name"], errors="ignore")
     frame = frame.to_pandas() if frame.ndim == 2 else frame.to_pandas().rename(args.var.rsplit("/", 1)[-1]).to_frame()
     frame.index.name = "label"
+    shape = f"{len(frame):,} regions x {frame.shape[1]:,} {frame.columns.name or 'column'}s"
     if "region_name" in table.coords:  # the parcellated source leaves this column out
         frame.insert(0, "region_name", table["region_name"].values[held])
     with atomic_file(out, suffix=".csv") as tmp:
         frame.to_csv(tmp)
-    columns = frame.columns.name or "column"
-    print(f"wrote {out}  {len(frame):,} regions x {frame.shape[1]:,} {columns}s")
+    print(f"wrote {out}  {shape}")
+    if nifti is not None:
+        img = table.brain.to_nifti(nifti)  # on the atlas's grid, a few volumes at a time
+        print(f"wrote {nifti}  {' x '.join(map(str, img.shape))} (the atlas's grid)")
 
 
 def register(sub):
@@ -64,6 +71,12 @@ def register(sub):
         "(columns index, name) or FreeSurfer-style 'index name ...' rows",
     )
     p.add_argument("-o", "--output", required=True, help="output file, .csv")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument(
+        "--nifti",
+        metavar="PATH",
+        help="also write the region means on the atlas's grid (.nii.gz; one volume per gene or column), "
+        "to look at in FSLeyes",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_storage_arguments(p)
     p.set_defaults(func=_run)
