@@ -262,13 +262,17 @@ def _lut_file(path: Path) -> list:
     if not path.is_file():
         raise FileNotFoundError(f"no look-up table at {path}")
     try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a look-up table: it is not text (an image given for --lut?)") from None
+    try:
         frame = pd.read_csv(path, sep="," if path.suffix.lower() == ".csv" else "\t", dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError):
         frame = pd.DataFrame()  # ragged rows: not a table with a header
     if {"index", "name"} <= set(frame.columns):
         return list(zip(frame["index"], frame["name"], strict=True))
     rows = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         fields = line.split("#", 1)[0].split()
         if fields:
             if len(fields) < 2 or not fields[0].lstrip("-").isdigit():

@@ -375,6 +375,8 @@ def test_tables_that_are_not_look_up_tables_are_refused(small_store, tmp_path):
             parcellate(data, atlas, lut=lut)
     with pytest.raises(FileNotFoundError, match="no look-up table at"):
         parcellate(data, atlas, lut=tmp_path / "missing.tsv")
+    with pytest.raises(ValueError, match="atlas.nii.gz is not a look-up table: it is not text"):
+        parcellate(data, atlas, lut=atlas)  # the atlas itself, by mistake
     with pytest.raises(TypeError, match="lut must be a file, a DataFrame or a mapping"):
         parcellate(data, atlas, lut=["a", "b"])
 
