@@ -111,7 +111,8 @@ def parcellate(
         for block in stream_blocks(X, desc="voxel blocks"):
             _add_region_sums(sums, block, weights[:, start : start + len(block)])
             start += len(block)
-    counts = np.asarray(weights.sum(axis=1, dtype=np.float64)).ravel()
+    # scipy's sum(dtype=float64) of float32 weights adds in float32: 10 voxels too many over 1.9M at 1 mm
+    counts = np.bincount(weights.tocoo().row, weights=weights.tocoo().data.astype(np.float64), minlength=len(regions))
     if weighting == "centre":
         counts = np.rint(counts).astype(np.int64)
     empty = counts == 0
@@ -373,8 +374,10 @@ def _add_region_sums(sums: np.ndarray, block: np.ndarray, weights) -> None:
     """Add to ``sums`` (regions, d) the weighted rows of ``block``: ``weights`` is the sparse
     (regions x rows of the block) part of the region weights.
 
-    No copy of the block, and float32 sums of at most a block's rows (relative error ~1e-7),
-    added up in float64 only for the regions the block touches.
+    No copy of the block: float32 products over a block's rows, added up in float64 only for
+    the regions the block touches. A float32 sum of many rows errs: a region's mean by up to
+    ~3e-5 relative over 131,072 rows in one block (test), about the stored values' own step
+    (1/65,535). Products in float64 cost 60 % more time (4 mm, all genes).
     """
     weights = weights.tocsr()
     present = np.flatnonzero(np.diff(weights.indptr))
