@@ -118,8 +118,14 @@ def parcellate(
     empty = counts == 0
     if empty.any():
         shown = ", ".join(map(str, regions[empty][:10])) + (" ..." if empty.sum() > 10 else "")
+        hint = ""
+        if weighting == "centre" and _finer(img.affine, data):
+            hint = (
+                " (the atlas is finer than the array's grid: with weighting 'volume', a region that covers"
+                " part of a voxel gets a value)"
+            )
         warnings.warn(
-            f"{empty.sum()} of {len(regions)} regions of {where} hold no voxel of the array: {shown}",
+            f"{empty.sum()} of {len(regions)} regions of {where} hold no voxel of the array: {shown}{hint}",
             stacklevel=_stacklevel,
         )
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -136,6 +142,17 @@ def parcellate(
     return xr.DataArray(
         means, dims=("region", other), coords=coords, name=data.name, attrs=_attrs(where, background, weighting)
     )
+
+
+def _finer(atlas_affine, data: xr.DataArray) -> bool:
+    """Whether an atlas's voxels are smaller than those of the grid ``data`` lies on."""
+    from .store import grid_info
+
+    try:
+        affine = grid_info(data)["affine"]
+    except ValueError:
+        return False
+    return abs(np.linalg.det(atlas_affine[:3, :3])) < abs(np.linalg.det(affine[:3, :3])) * (1 - 1e-6)
 
 
 def _attrs(where, background, weighting) -> dict:

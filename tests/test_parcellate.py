@@ -158,7 +158,9 @@ def test_volume_weighting_gives_a_region_smaller_than_a_voxel_its_value(small_st
     las = parcellate(data, nib.Nifti1Image(fine[::-1], affine), weighting="volume")
     np.testing.assert_array_equal(las.values, table.values)
     np.testing.assert_array_equal(las["n_voxels"].values, table["n_voxels"].values)
-    with pytest.warns(UserWarning, match="1 of 2 regions .* hold no voxel of the array"):
+    with pytest.warns(
+        UserWarning, match=r"1 of 2 regions .* hold no voxel of the array: [15] \(the atlas is finer .* 'volume'"
+    ):
         centre = parcellate(data, _half_voxel_atlas(grid, fine))  # the voxel goes to one of them
     assert sorted(centre["n_voxels"].values.tolist()) == [0, 1]
 
@@ -229,6 +231,11 @@ def test_on_the_stores_grid_volume_and_centre_weighting_agree(small_store):
     np.testing.assert_array_equal(b["n_voxels"].values, a["n_voxels"].values)
     with pytest.raises(ValueError, match="weighting must be one of centre, volume"):
         parcellate(ds.expression.isel(gene=0), atlas, weighting="majority")
+    corner = np.asarray(atlas.dataobj).copy()
+    corner[0, 0, 0] = 99  # outside the brain: no voxel, and no hint (the atlas is not finer)
+    with pytest.warns(UserWarning) as caught:
+        parcellate(ds.expression.isel(gene=0), nib.Nifti1Image(corner, atlas.affine))
+    assert [str(w.message) for w in caught] == ["1 of 7 regions of the atlas hold no voxel of the array: 99"]
 
 
 def _atlas_4mm_on(grid):
@@ -274,7 +281,8 @@ def test_cli_writes_the_table_that_a_parcellated_build_reads(small_store, tmp_pa
     assert captured.out.strip() == f"wrote {out}  6 regions x 3 genes"
     # the warning is one line, as errors are
     assert captured.err.strip().splitlines() == [
-        f"brainzarr parcellate: warning: 1 of 7 regions of {atlas} hold no voxel of the array: 99"
+        f"brainzarr parcellate: warning: 1 of 7 regions of {atlas} hold no voxel of the array: 99 (the atlas is "
+        "finer than the array's grid: with weighting 'volume', a region that covers part of a voxel gets a value)"
     ]
     frame = pd.read_csv(out, index_col=0)
     assert frame.index.name == "label" and list(frame.index) == [1, 2, 11, 12, 21, 22]
