@@ -71,6 +71,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from ._atomic import atomic_file
 from ._disk import require_free
 from ._progress import job, step
 from ._version import __version__
@@ -444,7 +445,9 @@ def write_nifti(
     da, grid, background, dtype, like
         As :func:`to_nifti`.
     path : str or Path
-        Ends in ``.nii`` or ``.nii.gz``; its folder must exist.
+        Ends in ``.nii`` or ``.nii.gz``; its folder must exist. The file appears whole or not at
+        all: it is written beside ``path`` under a scratch name and renamed over it when complete,
+        so an interrupted write leaves an earlier file at ``path`` as it was.
     max_memory : int
         Bytes of volumes held at once (default 256 MiB).
 
@@ -513,10 +516,10 @@ def write_nifti(
         img.update_header()
         hdr = img.header
         hdr.set_slope_inter(1.0, 0.0)  # what nibabel writes for unscaled data
-        file_map = img.filespec_to_file_map(str(path))
         with (
             contextlib.closing(scratch) if scratch is not None else contextlib.nullcontext(),
-            file_map["image"].get_prepare_fileobj(mode="wb") as fobj,
+            atomic_file(path, suffix=_nifti_suffix(path)) as tmp,  # the file appears whole or not at all
+            img.filespec_to_file_map(str(tmp))["image"].get_prepare_fileobj(mode="wb") as fobj,
         ):
             hdr.write_to(fobj)
             seek_tell(fobj, hdr.get_data_offset(), write0=True)
@@ -632,10 +635,16 @@ def _checked_nifti_path(path) -> Path:
     return path
 
 
+def _nifti_suffix(path: Path) -> str:
+    return ".nii.gz" if str(path).endswith(".gz") else ".nii"
+
+
 def save_nifti(img: nib.Nifti1Image, path) -> Path:
-    """Save ``img`` to ``path`` (must end in .nii or .nii.gz); return the path."""
+    """Save ``img`` to ``path`` (must end in .nii or .nii.gz), whole or not at all (a scratch file
+    beside it, renamed over it when written); return the path."""
     path = _checked_nifti_path(path)
-    nib.save(img, str(path))
+    with atomic_file(path, suffix=_nifti_suffix(path)) as tmp:
+        nib.save(img, str(tmp))
     return path
 
 

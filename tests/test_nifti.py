@@ -324,6 +324,40 @@ def test_write_nifti_leaves_nothing_when_a_read_fails(g8, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_an_interrupted_write_leaves_the_earlier_file_as_it_was(g8, tmp_path, monkeypatch, suffix):
+    """Killed while writing its volumes (here: an error after the header and the first volume),
+    write_nifti leaves the file it was replacing whole, and no scratch file; save_nifti too."""
+    import contextlib
+
+    import brainzarr.nifti as nifti
+
+    path = tmp_path / f"map{suffix}"
+    earlier = fake_da(g8, np.full((g8.n_voxels, 3), 7.0, np.float32))
+    write_nifti(earlier, path)
+    before = path.read_bytes()
+
+    @contextlib.contextmanager
+    def failing_after_one_volume(total, desc=None, **kwargs):
+        class Bar:
+            def update(self, n=1):
+                raise KeyboardInterrupt  # as Ctrl-C mid-write
+
+        yield Bar()
+
+    monkeypatch.setattr(nifti, "step", failing_after_one_volume)
+    with pytest.raises(KeyboardInterrupt):
+        write_nifti(fake_da(g8, np.zeros((g8.n_voxels, 3), np.float32)), path)
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
+    monkeypatch.undo()
+
+    monkeypatch.setattr(nib, "save", lambda img, name: (open(name, "wb").write(b"half a header"), 1 / 0))
+    with pytest.raises(ZeroDivisionError):
+        save_nifti(to_nifti(fake_da(g8, np.zeros(g8.n_voxels, np.float32))), path)
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
+    np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj)[tuple(g8.ijk[0])], [7.0, 7.0, 7.0])
+
+
 # ------------------------------------------------------------------------------ like=: another grid
 def nilearn_nearest(img, affine, shape, background):
     """nilearn's own nearest-neighbour resampling: the reference for ``like=``."""

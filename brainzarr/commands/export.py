@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_file
 from ._args import add_cluster_arguments, add_storage_arguments, add_store_argument, dask_client, store_path
 
 
@@ -91,10 +90,10 @@ def _run(args):
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     background = np.nan if args.background.lower() == "nan" else float(args.background)
     replaced = out.exists()
-    suffix = ".nii.gz" if out.name.endswith(".nii.gz") else ".nii"
-    # a few volumes at a time: a 1 mm 128-component embedding is 4.4 GB as one 4-D volume
-    with dask_client(args), atomic_file(out, suffix=suffix) as tmp:  # reads on the cluster's workers when asked
-        write_nifti(da, tmp, background=background, like=args.like)
+    # a few volumes at a time (a 1 mm 128-component embedding is 4.4 GB as one 4-D volume), whole
+    # or not at all
+    with dask_client(args):  # reads on the cluster's workers when asked
+        write_nifti(da, out, background=background, like=args.like)
     print(f"{'replaced' if replaced else 'wrote'} {out}  shape {nib.load(out).shape}")
 
 
