@@ -282,7 +282,9 @@ def _lut_file(path: Path) -> list:
     try:
         text = path.read_text()
     except UnicodeDecodeError:
-        raise ValueError(f"{path} is not a look-up table: it is not text (an image given as the look-up table?)") from None
+        raise ValueError(
+            f"{path} is not a look-up table: it is not text (an image given as the look-up table?)"
+        ) from None
     try:
         frame = pd.read_csv(path, sep="," if path.suffix.lower() == ".csv" else "\t", dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError):
