@@ -16,7 +16,17 @@ import socket
 import uuid
 from pathlib import Path
 
-__all__ = ["atomic_directory", "atomic_file", "stale_partials", "remove_stale_partials", "pid_alive", "HOST"]
+__all__ = [
+    "atomic_directory",
+    "atomic_file",
+    "write_file",
+    "write_text",
+    "suffix_of",
+    "stale_partials",
+    "remove_stale_partials",
+    "pid_alive",
+    "HOST",
+]
 
 #: a short tag of this machine in scratch names (hostnames may hold dots and dashes)
 HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
@@ -80,6 +90,27 @@ def atomic_file(final, *, suffix: str = ""):
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def write_file(path, write) -> Path:
+    """``write(scratch_path)``, then the scratch file (beside ``path``, with its suffix, so that
+    writers choosing a format by the name choose the same) renamed over ``path``: the file
+    appears whole or not at all. Returns ``path``."""
+    path = Path(path)
+    with atomic_file(path, suffix=suffix_of(path)) as tmp:
+        write(tmp)
+    return path
+
+
+def suffix_of(path) -> str:
+    """The suffix that says a file's format: ``.nii.gz`` whole, else the last one."""
+    path = Path(path)
+    return ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+
+
+def write_text(path, text: str) -> Path:
+    """``Path(path).write_text(text, encoding="utf-8")``, whole or not at all."""
+    return write_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _owner(name: str):

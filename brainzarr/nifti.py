@@ -71,7 +71,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from ._atomic import atomic_file
+from ._atomic import atomic_file, suffix_of, write_file
 from ._disk import require_free
 from ._progress import job, step
 from ._version import __version__
@@ -518,7 +518,7 @@ def write_nifti(
         hdr.set_slope_inter(1.0, 0.0)  # what nibabel writes for unscaled data
         with (
             contextlib.closing(scratch) if scratch is not None else contextlib.nullcontext(),
-            atomic_file(path, suffix=_nifti_suffix(path)) as tmp,  # the file appears whole or not at all
+            atomic_file(path, suffix=suffix_of(path)) as tmp,  # the file appears whole or not at all
             img.filespec_to_file_map(str(tmp))["image"].get_prepare_fileobj(mode="wb") as fobj,
         ):
             hdr.write_to(fobj)
@@ -635,17 +635,10 @@ def _checked_nifti_path(path) -> Path:
     return path
 
 
-def _nifti_suffix(path: Path) -> str:
-    return ".nii.gz" if str(path).endswith(".gz") else ".nii"
-
-
 def save_nifti(img: nib.Nifti1Image, path) -> Path:
     """Save ``img`` to ``path`` (must end in .nii or .nii.gz), whole or not at all (a scratch file
     beside it, renamed over it when written); return the path."""
-    path = _checked_nifti_path(path)
-    with atomic_file(path, suffix=_nifti_suffix(path)) as tmp:
-        nib.save(img, str(tmp))
-    return path
+    return write_file(_checked_nifti_path(path), lambda tmp: nib.save(img, str(tmp)))
 
 
 # --------------------------------------------------------------------------- from_nifti

@@ -8,12 +8,11 @@ closed.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from ._atomic import write_file
 from .nifti import _other_dim, to_nifti
 
 __all__ = ["plot_map"]
@@ -95,8 +94,7 @@ def plot_map(
     )
     if path is None:
         return display
-    path = Path(path)
-    display.savefig(str(path), dpi=dpi)
+    path = write_file(path, lambda tmp: display.savefig(str(tmp), dpi=dpi))
     display.close()
     plt.close(figure)
     return path

@@ -225,3 +225,48 @@ def test_leftovers_of_dead_writers_are_reported_and_removed(tmp_path, capsys):
     assert not leftover.exists() and live.exists()
     live.rmdir()
     assert check_store(store).ok
+
+
+@pytest.mark.parametrize("name", ["prediction.csv", "figure.png", "index.html", "map.nii.gz"])
+def test_output_files_appear_whole_or_not_at_all(tmp_path, name):
+    """Every table, figure and page brainzarr writes goes through write_file: the writer sees a
+    scratch name with the same format suffix, and a failure mid-write leaves the earlier file."""
+    from brainzarr._atomic import write_file, write_text
+
+    path = write_text(tmp_path / name, "earlier\n")
+    seen = []
+
+    def half_then_fail(tmp):
+        seen.append(tmp.name)
+        tmp.write_text("half of the new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_file(path, half_then_fail)
+    assert path.read_text() == "earlier\n" and sorted(tmp_path.iterdir()) == [path]
+    assert seen[0].endswith(name.split(".", 1)[1]) and seen[0] != name  # same format, another name
+    write_file(path, lambda tmp: tmp.write_text("new\n"))
+    assert path.read_text() == "new\n" and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_a_figure_whose_drawing_fails_leaves_the_earlier_one(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from brainzarr import mni152_grid
+    from brainzarr.nifti import from_nifti
+
+    grid = mni152_grid(8)
+    import nibabel as nib
+
+    da = from_nifti(nib.Nifti1Image(np.random.default_rng(0).random(grid.shape, dtype=np.float32), grid.affine), grid)
+    path = da.brain.plot(tmp_path / "map.png")
+    before = path.read_bytes()
+
+    def broken(self, fname, *args, **kwargs):
+        open(fname, "wb").write(before[:100])  # a truncated PNG, then the error
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        da.brain.plot(tmp_path / "map.png")
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]

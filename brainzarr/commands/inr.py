@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from .._atomic import write_file
 from ._args import (
     add_cluster_arguments,
     add_storage_arguments,
@@ -142,9 +143,9 @@ def _evaluate(args):
         for cv in schemes
     ]
     heldout = pd.concat(frames, ignore_index=True)
-    heldout.to_csv(out / "heldout.csv", index=False)
+    write_file(out / "heldout.csv", lambda tmp: heldout.to_csv(tmp, index=False))
     summary = summarize(heldout)
-    summary.to_csv(out / "summary.csv", index=False)
+    write_file(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
     plot_heldout(
         heldout,
         out / "heldout.png",
@@ -164,7 +165,7 @@ def _evaluate(args):
         truth = synthetic_truth(table)
         fitted = {m: make_method(m, random_state=args.seed, inr_params=inr_params).fit(table) for m in methods}
         maps = map_scores(fitted, mni152_grid(args.maps_resolution), table["gene"].values, truth=truth)
-        maps.to_csv(out / "maps.csv", index=False)
+        write_file(out / "maps.csv", lambda tmp: maps.to_csv(tmp, index=False))
         cols = [c for c in maps.columns if c.startswith(("rmse_", "r_"))]
         print(
             f"\nmaps at {args.maps_resolution} mm, fitted on all samples (mean over genes; "

@@ -25,6 +25,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
+from .._atomic import write_file  # noqa: E402
+
 __all__ = [
     "plot_embedding_density",
     "plot_brain_maps",
@@ -54,7 +56,7 @@ def _panels(n: int, ncols: int = 3, size=(3.6, 3.2)):
 def _save(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    write_file(path, lambda tmp: fig.savefig(tmp, dpi=_DPI, bbox_inches="tight"))
     plt.close(fig)
     return path
 

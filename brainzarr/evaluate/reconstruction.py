@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .._atomic import write_file, write_text
 from ..models.base import row_sse
 from ..store import as_store, open_store, read_group, resolve_group, write_group
 from ..streaming import RowBlockReader, compute_tasks, expression_rows, iter_row_blocks, reusing_buffers
@@ -243,7 +244,7 @@ def save_reconstruction_table(store, table: xr.DataArray, out_dir=None) -> dict:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         frame = reconstruction_frame(table)
-        frame.to_csv(out_dir / "reconstruction.csv", index=False)
-        (out_dir / "reconstruction.md").write_text(to_markdown(frame) + "\n")
+        write_file(out_dir / "reconstruction.csv", lambda tmp: frame.to_csv(tmp, index=False))
+        write_text(out_dir / "reconstruction.md", to_markdown(frame) + "\n")
         written.update(csv=out_dir / "reconstruction.csv", markdown=out_dir / "reconstruction.md")
     return written

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._atomic import write_text
 from .._location import location
 from .._version import __version__
 from ..exceptions import UnknownGeneError
@@ -438,6 +439,4 @@ def write_report(
         + "\n".join(body)
         + "</body></html>\n"
     )
-    index = out_dir / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index
+    return write_text(out_dir / "index.html", page)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._atomic import write_file, write_text
 from .._location import location
 from .._version import __version__
 from ..store import check_schema, open_store
@@ -190,7 +191,7 @@ def reproduce_study(
         interpolation=interpolation,
     )
     rmse = rmse_table(store, methods=list(methods), dims=kept)
-    rmse.to_csv(out_dir / "reproduce_rmse.csv", index=False)
+    write_file(out_dir / "reproduce_rmse.csv", lambda tmp: rmse.to_csv(tmp, index=False))
     rmse_png = plot_rmse_beside_study(
         rmse,
         STUDY_TEST_RMSE,
@@ -251,11 +252,10 @@ def reproduce_study(
         "padding:.25em .5em;text-align:right}td:first-child{text-align:left}img{max-width:100%}"
         ".note{color:#666;font-size:.9em}td.nc{background:#f3f3f3;color:#777}"
     )
-    index = out_dir / "reproduce.html"
-    index.write_text(
+    index = write_text(
+        out_dir / "reproduce.html",
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>brainzarr: the study's protocol"
         f"</title><style>{css}</style></head><body>" + "\n".join(page) + "</body></html>\n",
-        encoding="utf-8",
     )
     log(f"reproduce: wrote {index} ({time.perf_counter() - start:.0f} s)")
     return index

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .._atomic import write_file, write_text
 from .._deprecation import renamed_kwargs
 from .._location import location
 from .._optional import check_installed
@@ -238,11 +239,14 @@ def run_evaluation(
     anova, tukey = anova_tukey(prediction) if len(prediction) else (pd.DataFrame(), pd.DataFrame())
     if out is not None:
         if len(prediction):
-            prediction.to_csv(out / "prediction.csv", index=False)
-            summary.to_csv(out / "prediction_summary.csv", index=False)
-            (out / "prediction_summary.md").write_text(to_markdown(summary, ".3f") + "\n")
-            anova.to_csv(out / "anova.csv", index=False)
-            tukey.to_csv(out / "tukey.csv", index=False)
+            for name, frame in (
+                ("prediction", prediction),
+                ("prediction_summary", summary),
+                ("anova", anova),
+                ("tukey", tukey),
+            ):
+                write_file(out / f"{name}.csv", lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
+            write_text(out / "prediction_summary.md", to_markdown(summary, ".3f") + "\n")
             files.update(
                 prediction=out / "prediction.csv",
                 summary=out / "prediction_summary.csv",
@@ -261,7 +265,7 @@ def run_evaluation(
             "external_embeddings": {k: str(v) for k, v in (embeddings or {}).items()},
             "seconds": round(time.perf_counter() - start, 2),
         }
-        (out / "evaluation.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+        write_text(out / "evaluation.json", json.dumps(record, indent=1, default=str) + "\n")
         files["record"] = out / "evaluation.json"
     return EvaluationResult(prediction, recon, anova, tukey, summary, files, time.perf_counter() - start, target_maps)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .._atomic import write_text
 from ..nifti import to_nifti
 
 __all__ = ["write_viewer", "embedding_scatter_svg", "MAX_SCATTER_POINTS"]
@@ -83,8 +84,7 @@ def write_viewer(
     page = _FAVICON.sub("", view.get_standalone())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_text(path, page)
 
 
 def embedding_scatter_svg(

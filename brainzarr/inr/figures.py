@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._atomic import write_file
+
 __all__ = ["plot_heldout"]
 
 
@@ -42,7 +44,6 @@ def plot_heldout(df: pd.DataFrame, path, *, title: str | None = None) -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
+    path = write_file(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path
