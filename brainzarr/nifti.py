@@ -809,8 +809,8 @@ def _sampled_weights(ijk, to_image, voxel_sides, img_affine, img_shape, points):
     shape = np.asarray(img_shape[:3])
     per_chunk = max(1, points // len(offsets))
     for start in range(0, len(ijk), per_chunk):
-        points = np.asarray(ijk[start : start + per_chunk], dtype=float)[:, None, :] + offsets[None]
-        index = np.rint(points @ to_image[:3, :3].T + to_image[:3, 3]).astype(np.int64)
+        inside = np.asarray(ijk[start : start + per_chunk], dtype=float)[:, None, :] + offsets[None]
+        index = np.rint(inside @ to_image[:3, :3].T + to_image[:3, 3]).astype(np.int64)
         seen = np.all((index >= 0) & (index < shape), axis=-1)
         yield start, index, seen / len(offsets)
 
