@@ -3,6 +3,7 @@
 >>> ds.expression.sel(gene="APOE").brain.to_nifti("apoe.nii.gz")  # doctest: +SKIP
 >>> ds.expression.sel(gene="APOE").brain.plot("apoe.png")  # doctest: +SKIP
 >>> ds.expression.brain.parcellate("atlas.nii.gz")  # (region, gene) means  # doctest: +SKIP
+>>> regions.sel(gene="APOE").brain.to_nifti("apoe-atlas.nii.gz")  # on the atlas  # doctest: +SKIP
 """
 
 from __future__ import annotations
