@@ -47,8 +47,10 @@ def parcellate(
         ``(voxel,)`` or ``(voxel, d)`` from a store: ``ds.expression`` (or a selection of its
         genes or voxels), a result's ``embedding``, ``reconstruction`` or ``voxel_rmse``.
         NumPy- or dask-backed; a dask array is streamed block by block.
-    atlas : str, Path or nibabel image
-        Integer labels in MNI space, on any grid. ``background`` marks voxels in no region.
+    atlas : str, Path, nibabel image or nilearn atlas
+        Integer labels in MNI space, on any grid. ``background`` marks voxels in no region. What
+        nilearn's atlas fetchers return (``maps`` and ``lut``) gives both the image and its
+        look-up table.
     background : int
         The label of no region (default 0).
     weighting : {'centre', 'volume'}
@@ -91,6 +93,9 @@ def parcellate(
         raise ValueError(f"parcellate takes (voxel,) or (voxel, d) arrays, got dims {data.dims}")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+    if isinstance(atlas, Mapping) and "maps" in atlas:  # a nilearn atlas (a Bunch: maps, lut, ...)
+        lut = atlas.get("lut") if lut is None else lut
+        atlas = atlas["maps"]
     img, path = _load(atlas)
     where = path if path is not None else "the atlas"
     volume = _atlas_volume(img, where)

@@ -356,6 +356,12 @@ def test_a_look_up_table_names_the_regions_in_any_of_its_formats(small_store, tm
         assert table.sel(region=12)["region_name"].item() == "R-middle"
     assert read_lut(pd.DataFrame({"index": [3.0], "name": ["x"]})) == {3: "x"}
     # nilearn's atlas fetchers give a DataFrame (index, name, color), names at times as bytes
+    from sklearn.utils import Bunch
+
+    with pytest.warns(UserWarning) as caught:  # region 99: no voxel, and no name
+        bunch = parcellate(data, Bunch(maps=str(atlas), lut=pd.read_csv(_lut_files(tmp_path)["dseg"], sep="\t")))
+    assert any("have no name in the look-up table" in str(w.message) for w in caught)
+    assert list(bunch["region_name"].values) == [*_NAMES.values(), "unknown"]  # as nilearn's fetchers give it
     fetched = pd.DataFrame({"index": [0, 1], "name": ["Background", b"7Networks_LH_Vis_1"], "color": "#f00"})
     assert read_lut(fetched) == {0: "Background", 1: "7Networks_LH_Vis_1"}
 
