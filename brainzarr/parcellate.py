@@ -116,8 +116,10 @@ def parcellate(
         for block in stream_blocks(X, desc="voxel blocks"):
             _add_region_sums(sums, block, weights[:, start : start + len(block)])
             start += len(block)
-    # scipy's sum(dtype=float64) of float32 weights adds in float32: 10 voxels too many over 1.9M at 1 mm
-    counts = np.bincount(weights.tocoo().row, weights=weights.tocoo().data.astype(np.float64), minlength=len(regions))
+    # scipy's sum(dtype=float64) of float32 weights adds in float32: 10 voxels too many over 1.9M at 1 mm;
+    # in csc form (both weightings' own: no copy) the row indices are the regions
+    csc = weights.tocsc()
+    counts = np.bincount(csc.indices, weights=csc.data.astype(np.float64), minlength=len(regions))
     if weighting == "centre":
         counts = np.rint(counts).astype(np.int64)
     empty = counts == 0
