@@ -62,11 +62,16 @@ class BrainArrayAccessor:
         """The grid of the DataArray's voxels (mask = the voxels present, in the store's affine)."""
         return voxel_grid(self._voxels())
 
-    def parcellate(self, atlas, *, background: int = 0, weighting: str = "centre", lut=None) -> xr.DataArray:
-        """The mean over each region of ``atlas`` (see :func:`brainzarr.parcellate.parcellate`)."""
+    def parcellate(
+        self, atlas, *, background: int = 0, weighting: str = "centre", lut=None, strategy: str = "mean"
+    ) -> xr.DataArray:
+        """The mean (or another ``strategy``) over each region of ``atlas`` (see
+        :func:`brainzarr.parcellate.parcellate`)."""
         from .parcellate import parcellate
 
-        return parcellate(self._da, atlas, background=background, weighting=weighting, lut=lut, _stacklevel=3)
+        return parcellate(
+            self._da, atlas, background=background, weighting=weighting, lut=lut, strategy=strategy, _stacklevel=3
+        )
 
     def plot(self, path=None, **kwargs):
         """Plot the map with :func:`brainzarr.plots.plot_map` (a region table: on its atlas)."""

@@ -1,5 +1,6 @@
-"""Region tables from voxel arrays: the mean of a store's expression (or of a result's
-embedding, reconstruction or error map) over each region of an atlas.
+"""Region tables from voxel arrays: the mean (or sum, variance, standard deviation, minimum,
+maximum) of a store's expression, or of a result's embedding, reconstruction or error map, over
+each region of an atlas.
 
 abagen's ``get_expression_data`` makes a region x gene table from the samples in each region;
 :func:`parcellate` makes one from a store's voxels, in one streamed pass (memory: the table,
@@ -28,6 +29,8 @@ UNKNOWN = "unknown"
 
 
 WEIGHTINGS = ("centre", "volume")
+#: what each region's value is, named as nilearn's ``NiftiLabelsMasker(strategy=...)`` names them
+STRATEGIES = ("mean", "sum", "variance", "standard_deviation", "minimum", "maximum")
 
 
 def parcellate(
@@ -37,9 +40,10 @@ def parcellate(
     background: int = 0,
     weighting: str = "centre",
     lut=None,
+    strategy: str = "mean",
     _stacklevel: int = 2,
 ) -> xr.DataArray:
-    """The mean of ``data`` over the voxels of each region of ``atlas``.
+    """The mean (or another ``strategy``) of ``data`` over the voxels of each region of ``atlas``.
 
     Parameters
     ----------
@@ -70,6 +74,16 @@ def parcellate(
         Schaefer's ``*_order.txt``), or ``{label: name}``. See :func:`read_lut`. A region
         it does not name is ``"unknown"``, with a warning; names of labels the atlas lacks
         are left out.
+    strategy : {'mean', 'sum', 'variance', 'standard_deviation', 'minimum', 'maximum'}
+        Each region's value, as nilearn's ``NiftiLabelsMasker`` names them: the mean
+        (default), the sum, the variance or standard deviation (population: divided by the
+        number of voxels) of its voxels' values, or the smallest or largest of them. With
+        ``weighting='volume'`` each voxel counts by its fraction in the region (the sum adds
+        each value times it; the variance is the weighted one), and the minimum and maximum
+        are over the voxels with any volume in the region. The variance adds values and their
+        squares in float64: for values in [0, 1] it errs by ~1e-14 (a constant region's standard
+        deviation reads ~1e-7, not 0). A median would need all of a region's values at once:
+        the pass streams them.
 
     Returns
     -------
@@ -84,8 +98,8 @@ def parcellate(
     ------
     ValueError
         ``data`` has no voxel dimension or more than two dimensions, the atlas holds
-        non-integer values or no region, an unknown ``weighting``, or a ``lut`` that is not
-        a look-up table.
+        non-integer values or no region, an unknown ``weighting`` or ``strategy``, or a
+        ``lut`` that is not a look-up table.
     """
     if not isinstance(data, xr.DataArray) or "voxel" not in data.dims:
         raise ValueError("parcellate needs a DataArray with a 'voxel' dimension (e.g. ds.expression)")
@@ -93,6 +107,9 @@ def parcellate(
         raise ValueError(f"parcellate takes (voxel,) or (voxel, d) arrays, got dims {data.dims}")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+    if strategy not in STRATEGIES:
+        why = " (a median needs all of a region's values at once; parcellate streams them)" * (strategy == "median")
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}{why}")
     if isinstance(atlas, Mapping) and "maps" in atlas:  # a nilearn atlas (a Bunch: maps, lut, ...)
         lut = atlas.get("lut") if lut is None else lut
         atlas = atlas["maps"]
@@ -110,11 +127,11 @@ def parcellate(
     X = data.transpose("voxel", ...).data
     if other is None:
         X = X.reshape(-1, 1)
-    sums = np.zeros((len(regions), X.shape[1]))
+    statistic = _RegionStatistic(strategy, len(regions), X.shape[1])
     with job("parcellate", unit="block"), reusing_buffers():
         start = 0
         for block in stream_blocks(X, desc="voxel blocks"):
-            _add_region_sums(sums, block, weights[:, start : start + len(block)])
+            statistic.add(block, weights[:, start : start + len(block)])
             start += len(block)
     # scipy's sum(dtype=float64) of float32 weights adds in float32: 10 voxels too many over 1.9M at 1 mm;
     # in csc form (both weightings' own: no copy) the row indices are the regions
@@ -135,20 +152,16 @@ def parcellate(
             f"{empty.sum()} of {len(regions)} regions of {where} hold no voxel of the array: {shown}{hint}",
             stacklevel=_stacklevel,
         )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / counts[:, None]
+    values = statistic.result(counts)
     coords = {"region": regions, "n_voxels": ("region", counts)}
     if names is not None:
         coords["region_name"] = ("region", names)
+    attrs = _attrs(where, background, weighting, strategy)
     if other is None:
-        return xr.DataArray(
-            means[:, 0], dims="region", coords=coords, name=data.name, attrs=_attrs(where, background, weighting)
-        )
+        return xr.DataArray(values[:, 0], dims="region", coords=coords, name=data.name, attrs=attrs)
     if other in data.coords:
         coords[other] = data[other].values
-    return xr.DataArray(
-        means, dims=("region", other), coords=coords, name=data.name, attrs=_attrs(where, background, weighting)
-    )
+    return xr.DataArray(values, dims=("region", other), coords=coords, name=data.name, attrs=attrs)
 
 
 def _finer(atlas_affine, data: xr.DataArray) -> bool:
@@ -162,9 +175,18 @@ def _finer(atlas_affine, data: xr.DataArray) -> bool:
     return abs(np.linalg.det(atlas_affine[:3, :3])) < abs(np.linalg.det(affine[:3, :3])) * (1 - 1e-6)
 
 
-def _attrs(where, background, weighting) -> dict:
-    statistic = "mean over each region's voxels" + (", weighted by the volume in it" if weighting == "volume" else "")
-    return {"statistic": statistic, "atlas": str(where), "background": int(background), "weighting": weighting}
+def _attrs(where, background, weighting, strategy) -> dict:
+    weighted = strategy not in ("minimum", "maximum") and weighting == "volume"
+    statistic = f"{strategy.replace('_', ' ')} over each region's voxels" + (
+        ", weighted by the volume in it" if weighted else ""
+    )
+    return {
+        "statistic": statistic,
+        "strategy": strategy,
+        "atlas": str(where),
+        "background": int(background),
+        "weighting": weighting,
+    }
 
 
 def region_map(table: xr.DataArray, atlas=None) -> xr.DataArray:
@@ -224,7 +246,8 @@ def region_map(table: xr.DataArray, atlas=None) -> xr.DataArray:
     rows = order[index[tuple(grid.ijk.T)]]  # each voxel's row of the table
     coords["region"] = ("voxel", regions[rows])
     coords.update({name: c.values for name, c in table.coords.items() if c.ndim == 0})  # e.g. gene="APOE"
-    attrs = {k: table.attrs[k] for k in ("statistic", "weighting") if k in table.attrs} | {"atlas": str(where)}
+    kept = ("statistic", "strategy", "weighting")
+    attrs = {k: table.attrs[k] for k in kept if k in table.attrs} | {"atlas": str(where)}
     other = next((d for d in table.dims if d != "region"), None)
     values = np.asarray(table.transpose("region", ...).values)
     if other is None:
@@ -410,3 +433,76 @@ def _add_region_sums(sums: np.ndarray, block: np.ndarray, weights) -> None:
     if not len(present):
         return
     sums[present] += weights[present] @ np.asarray(block, dtype=np.float32)
+
+
+class _RegionStatistic:
+    """Each region's ``strategy`` of the rows of a voxel array, added up block by block."""
+
+    def __init__(self, strategy: str, n_regions: int, n_columns: int):
+        self.strategy = strategy
+        if strategy in ("minimum", "maximum"):
+            self.reduce = np.minimum if strategy == "minimum" else np.maximum
+            self.extremes = np.full((n_regions, n_columns), np.inf if strategy == "minimum" else -np.inf)
+        else:
+            self.sums = np.zeros((n_regions, n_columns))
+            self.squares = np.zeros((n_regions, n_columns)) if strategy in ("variance", "standard_deviation") else None
+
+    def add(self, block: np.ndarray, weights) -> None:
+        """Take in a block of rows; ``weights``: the sparse (regions x rows of the block) part of the region weights."""
+        if self.strategy in ("minimum", "maximum"):
+            _add_region_extremes(self.extremes, block, weights, self.reduce)
+        elif self.squares is None:
+            _add_region_sums(self.sums, block, weights)
+        else:
+            _add_region_moments(self.sums, self.squares, block, weights)
+
+    def result(self, counts: np.ndarray) -> np.ndarray:
+        """(regions, columns) float64; NaN for a region of no voxel (``counts`` 0)."""
+        empty = (counts == 0)[:, None]
+        if self.strategy in ("minimum", "maximum"):
+            return np.where(empty, np.nan, self.extremes)
+        if self.strategy == "sum":
+            return np.where(empty, np.nan, self.sums)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = self.sums / counts[:, None]
+            if self.squares is None:
+                return means
+            variance = np.maximum(self.squares / counts[:, None] - means**2, 0.0)  # >= 0 despite rounding
+        return np.sqrt(variance) if self.strategy == "standard_deviation" else variance
+
+
+#: the float64 columns of a block that ``_add_region_moments`` converts at a time (64 MiB)
+_WORK_VALUES = 2**23
+
+
+def _add_region_moments(sums: np.ndarray, squares: np.ndarray, block: np.ndarray, weights) -> None:
+    """Add to ``sums`` and ``squares`` (regions, d) the weighted rows of ``block`` and their
+    squares, in float64 (a variance is a difference of the two: float32's rounding would be a
+    large part of a small one), a few columns at a time."""
+    weights = weights.tocsr()
+    present = np.flatnonzero(np.diff(weights.indptr))
+    if not len(present):
+        return
+    weights = weights[present].astype(np.float64)
+    step = max(1, _WORK_VALUES // max(1, len(block)))
+    for a in range(0, block.shape[1], step):
+        part = np.asarray(block[:, a : a + step], dtype=np.float64)
+        sums[present, a : a + step] += weights @ part
+        part *= part
+        squares[present, a : a + step] += weights @ part
+
+
+def _add_region_extremes(extremes: np.ndarray, block: np.ndarray, weights, reduce) -> None:
+    """Fold into ``extremes`` (regions, d) with ``reduce`` (``np.minimum``, ``np.maximum``) the
+    rows of ``block`` that have any weight in each region, a few columns at a time."""
+    weights = weights.tocsr()
+    weights.eliminate_zeros()  # a share that rounded to 0 in float32 is no part of the region
+    present = np.flatnonzero(np.diff(weights.indptr))
+    if not len(present):
+        return
+    starts = weights.indptr[present]  # each present region's run of rows (the others' runs are empty)
+    step = max(1, _WORK_VALUES // max(1, weights.nnz))
+    for a in range(0, block.shape[1], step):
+        gathered = block[weights.indices, a : a + step]  # (weights, columns): each region's rows, region by region
+        part = reduce.reduceat(gathered, starts, axis=0)
+        extremes[present, a : a + step] = reduce(extremes[present, a : a + step], part)

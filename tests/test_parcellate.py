@@ -542,3 +542,137 @@ def test_an_oblique_atlas_is_sampled_inside_each_voxel(small_store):
     left = np.clip((4 - ds["x"].values) / 8, 0, 1)
     crossed = ((left > 0) & (left < 1)).sum()
     np.testing.assert_allclose(table["n_voxels"].values, [left.sum(), (1 - left).sum()], atol=0.02 * crossed)
+
+
+_PANDAS = {
+    "mean": "mean",
+    "sum": "sum",
+    "variance": lambda g: g.var(ddof=0),
+    "standard_deviation": lambda g: g.std(ddof=0),
+    "minimum": "min",
+    "maximum": "max",
+}
+
+
+def _aggregate(groups, strategy):
+    how = _PANDAS[strategy]
+    return groups.agg(how) if isinstance(how, str) else how(groups)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    strategy=st.sampled_from(list(_PANDAS)),
+    n_regions=st.integers(1, 8),
+    seed=st.integers(0, 2**16),
+    block_rows=st.sampled_from([37, 500, 100_000]),
+    work_values=st.sampled_from([2**23, 50]),
+)
+def test_each_strategy_equals_the_group_by_of_its_name(small_store, strategy, n_regions, seed, block_rows, work_values):
+    """Any atlas on the store's grid, the voxels streamed in blocks of any size (a few columns at
+    a time too): each strategy is pandas' group-by of the same name (population variance, as
+    nilearn's ``np.var``); a region of no voxel is NaN."""
+    import importlib
+    from unittest import mock
+
+    module = importlib.import_module("brainzarr.parcellate")  # the package's name is the function
+    rng = np.random.default_rng(seed)
+    ds = open_store(small_store)
+    grid = store_grid(small_store)
+    vol = np.zeros(grid.shape, np.int32)
+    vol[tuple(grid.ijk.T)] = rng.integers(0, n_regions + 1, grid.n_voxels) * 5
+    vol[0, 0, 0] = 5 * (n_regions + 1)  # outside the brain: no voxel
+    data = ds.expression.isel(gene=np.sort(rng.choice(ds.sizes["gene"], 4, replace=False))).chunk(voxel=block_rows)
+    with warnings.catch_warnings(), mock.patch.object(module, "_WORK_VALUES", work_values):
+        warnings.simplefilter("ignore", UserWarning)
+        table = parcellate(data, nib.Nifti1Image(vol, grid.affine), strategy=strategy)
+
+    labels = vol[tuple(grid.ijk.T)]
+    values = data.values.astype(np.float64)
+    expected = _aggregate(pd.DataFrame(values).groupby(labels), strategy).drop(index=0, errors="ignore")
+    held = table["n_voxels"].values > 0
+    assert list(table["region"].values[held]) == list(expected.index)
+    exact = strategy in ("minimum", "maximum")  # values picked, not computed
+    tolerance = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-5, "atol": 1e-9}
+    np.testing.assert_allclose(table.values[held], expected.values, **tolerance)
+    assert np.isnan(table.values[~held]).all() and table.attrs["strategy"] == strategy
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(strategy=st.sampled_from(list(_PANDAS)), n_regions=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_with_volume_weighting_each_strategy_weighs_a_voxel_by_its_share(small_store, strategy, n_regions, seed):
+    """A fine atlas nested in the store's grid: weighted by the share of its volume in a
+    region, a voxel counts as often as the atlas voxels it holds there. Each strategy equals the
+    same statistic over the atlas's voxels, each taking its store voxel's value (a sum counts in
+    store voxels: an eighth each); the minimum and maximum are over the voxels touching the region."""
+    rng = np.random.default_rng(seed)
+    ds = open_store(small_store)
+    grid = store_grid(small_store)
+    fine = rng.integers(0, n_regions + 1, tuple(2 * n for n in grid.shape)).astype(np.int16) * 3
+    data = ds.expression.isel(gene=[0, 7, 42]).chunk(voxel=700)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        table = parcellate(data, _half_voxel_atlas(grid, fine), weighting="volume", strategy=strategy)
+
+    ijk = grid.ijk
+    children = np.stack(
+        [fine[2 * ijk[:, 0] + a, 2 * ijk[:, 1] + b, 2 * ijk[:, 2] + c] for a in (0, 1) for b in (0, 1) for c in (0, 1)],
+        axis=1,
+    )
+    values = np.repeat(data.values.astype(np.float64), 8, axis=0)
+    expected = _aggregate(pd.DataFrame(values).groupby(children.ravel()), strategy).drop(index=0, errors="ignore")
+    if strategy == "sum":
+        expected /= 8
+    held = table["n_voxels"].values > 0
+    assert list(table["region"].values[held]) == list(expected.index)
+    np.testing.assert_allclose(table.values[held], expected.values, rtol=1e-5, atol=1e-9)
+    weighted = strategy not in ("minimum", "maximum")
+    assert table.attrs["statistic"].endswith("weighted by the volume in it") == weighted
+
+
+def test_a_small_variance_of_large_values_is_not_lost_to_rounding(small_store):
+    """Values 0.5 +- 1e-3 in one region: the variance (1e-6 of E[x^2] = 0.25) is a difference of
+    sums that float32 products would round away (~6e-8 each); float64 keeps it."""
+    ds = open_store(small_store)
+    grid = store_grid(small_store)
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(-1e-3, 1e-3, ds.sizes["voxel"])
+    data = ds.expression.isel(gene=0).copy(data=(0.5 + noise).astype(np.float32))
+    vol = np.zeros(grid.shape, np.int16)
+    vol[tuple(grid.ijk.T)] = 1
+    atlas = nib.Nifti1Image(vol, grid.affine)
+    values = data.values.astype(np.float64)
+    variance = parcellate(data, atlas, strategy="variance")
+    np.testing.assert_allclose(variance.values, [values.var()], rtol=1e-6)
+    std = parcellate(data, atlas, strategy="standard_deviation")
+    np.testing.assert_allclose(std.values, [values.std()], rtol=1e-6)
+    constant = parcellate(data.copy(data=np.full(data.shape, 0.3, np.float32)), atlas, strategy="variance")
+    assert 0 <= constant.item() < 1e-12  # E[x^2] - E[x]^2 in float64: the rounding of 0.09
+
+
+def test_strategies_nilearn_names_but_a_stream_cannot_compute_are_refused_with_why(small_store):
+    ds = open_store(small_store)
+    atlas = _atlas_4mm_on(store_grid(small_store))
+    with pytest.raises(ValueError, match="strategy must be one of mean, sum, .* got 'median' \\(a median needs all"):
+        parcellate(ds.expression.isel(gene=0), atlas, strategy="median")
+    with pytest.raises(ValueError, match="got 'std'$"):
+        ds.expression.isel(gene=0).brain.parcellate(atlas, strategy="std")
+
+
+def test_cli_writes_any_strategy_and_its_image(small_store, tmp_path, capsys):
+    atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
+    out, image = tmp_path / "spread.csv", tmp_path / "spread.nii.gz"
+    argv = ["parcellate", str(small_store), "expression", "--atlas", str(atlas), "--gene", "2", "-o", str(out)]
+    assert main([*argv, "--strategy", "standard_deviation", "--nifti", str(image)]) == 0
+    capsys.readouterr()
+    frame = pd.read_csv(out, index_col=0)
+    ds = open_store(small_store)
+    labels = from_nifti(atlas, ds, interpolation="nearest").values
+    X = ds.expression.sel(gene=list(frame.columns)).values.astype(np.float64)
+    for region in frame.index:
+        np.testing.assert_allclose(frame.loc[region].values, X[labels == region].std(axis=0), rtol=1e-6)
+    vol = np.asarray(nib.load(image).dataobj)
+    region_of = np.asarray(nib.load(atlas).dataobj)
+    np.testing.assert_allclose(vol[region_of == 12, 1], frame.loc[12].values[1], rtol=1e-6)
+    with pytest.raises(SystemExit, match="2"):
+        main([*argv, "--overwrite", "--strategy", "median"])
+    assert "invalid choice: 'median'" in capsys.readouterr().err

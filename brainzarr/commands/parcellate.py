@@ -1,4 +1,5 @@
-"""``brainzarr parcellate``: a voxel array of a store averaged over an atlas's regions -> CSV."""
+"""``brainzarr parcellate``: a voxel array of a store averaged (or summed, ...) over an atlas's
+regions -> CSV."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def _run(args):
     nifti = None if args.nifti is None else _checked_nifti_path(args.nifti)
     if nifti is not None and nifti.exists() and not args.overwrite:
         raise FileExistsError(f"{nifti} exists; pass --overwrite to replace it")
-    table = parcellate(da, args.atlas, background=args.background, weighting=args.weighting, lut=args.lut)
+    table = parcellate(
+        da, args.atlas, background=args.background, weighting=args.weighting, lut=args.lut, strategy=args.strategy
+    )
     held = table["n_voxels"].values > 0
     frame = table[held].drop_vars(["n_voxels", "region_name"], errors="ignore")
     frame = frame.to_pandas() if frame.ndim == 2 else frame.to_pandas().rename(args.var.rsplit("/", 1)[-1]).to_frame()
@@ -64,6 +67,13 @@ def register(sub):
         default="centre",
         help="a voxel counts in the region at its centre (default), or in each region by the fraction "
         "of its volume there (for an atlas finer than the store)",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=("mean", "sum", "variance", "standard_deviation", "minimum", "maximum"),
+        default="mean",
+        help="each region's value, as nilearn's NiftiLabelsMasker names them (default: mean); "
+        "a CSV of another one is not a table that a parcellated build reads",
     )
     p.add_argument(
         "--lut",
