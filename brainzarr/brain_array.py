@@ -53,6 +53,13 @@ class BrainArrayAccessor:
             raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {Path(path).name!r}")
         return nib.load(write_nifti(da, path, grid, background=background, dtype=dtype, like=like))
 
+    def to_netcdf(self, path, **kwargs) -> Path:
+        """Write the array as netCDF, its attributes in forms netCDF holds (see
+        :func:`brainzarr.netcdf.to_netcdf`)."""
+        from .netcdf import to_netcdf
+
+        return to_netcdf(self._da, path, **kwargs)
+
     def to_volume(self, background: float = 0.0, *, grid=None, dtype=None) -> np.ndarray:
         """The values on the full 3-D (or 4-D) grid as a numpy array; ``background`` elsewhere."""
         return to_volume(self._voxels(), grid, background=background, dtype=dtype)

@@ -6,12 +6,15 @@
 >>> ds.brain.read("pca", 8).embedding  # doctest: +SKIP
 >>> ds.brain.results()  # doctest: +SKIP
 >>> X_train = ds.brain.expression("train")  # doctest: +SKIP
+>>> ds.sel(gene=["APOE", "SST"]).brain.to_netcdf("two-genes.nc")  # doctest: +SKIP
 
 The store's schema was checked when the Dataset was opened; the accessor hands the same
 :class:`~brainzarr.store.Store` to every job, which checks nothing again.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -44,6 +47,14 @@ class BrainDatasetAccessor:
     def grid(self) -> Grid:
         """The grid of the store's voxels."""
         return store_grid(self._ds)
+
+    def to_netcdf(self, path, **kwargs) -> Path:
+        """Write the Dataset (or a selection of it, or a result) as netCDF, with its provenance
+        as JSON text and its affine as 16 numbers (see :func:`brainzarr.netcdf.to_netcdf`);
+        xarray's own ``to_netcdf`` refuses their dict and 4 x 4 list."""
+        from .netcdf import to_netcdf
+
+        return to_netcdf(self._ds, path, **kwargs)
 
     def expression(self, split: str | None = None, *, scheme: str | None = None, where=None) -> xr.DataArray:
         """The store's ``expression`` on every voxel, on one part of a split, or on the voxels of

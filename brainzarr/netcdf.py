@@ -1,0 +1,120 @@
+"""netCDF files of what a store gives: ``ds.brain.to_netcdf(path)``, ``da.brain.to_netcdf(path)``.
+
+xarray's own ``to_netcdf`` refuses a store's Dataset, and anything selected from it
+(``ds.sel(gene=["APOE", "SST"])``), or a result read with ``ds.brain.read``: their attributes
+hold the build's ``provenance`` (a dict), the 4 x 4 ``affine`` and a model's ``params``, and
+netCDF attributes are strings, numbers and 1-D lists only. This writes the same data with each
+such attribute in a form netCDF holds:
+
+- a dict, or a list that is not of numbers alone (nested, of strings, mixed): its JSON text
+  (``json.loads`` gives it back);
+- the ``affine``: its 16 numbers, row by row (the form every brainzarr function reads);
+- ``True``/``False``: 1/0; an integer beyond int32: a float; ``None``: left out.
+
+The values are written as they read (float32 for the packed expression: netCDF3, which is all
+xarray writes without netCDF4 or h5netcdf installed, has no uint16). The file reopens with
+``xarray.open_dataset`` and its voxel arrays export to NIfTI, the grid coming along.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from numbers import Real
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ._atomic import write_file
+from ._disk import require_free
+
+__all__ = ["to_netcdf", "netcdf_attrs"]
+
+
+def to_netcdf(obj: xr.Dataset | xr.DataArray, path, **kwargs) -> Path:
+    """Write a Dataset or DataArray taken from a store as a netCDF file, whole or not at all.
+
+    Parameters
+    ----------
+    obj : xarray.Dataset or xarray.DataArray
+        A store's Dataset (``open_store``) or any selection of it, a result (``ds.brain.read``),
+        a voxel array (an embedding, a gene's map), a region table.
+    path : str or Path
+        The file to write (``.nc``); an existing file is replaced.
+    **kwargs
+        Passed to xarray's ``to_netcdf`` (``engine``, ``format``, ``encoding``...).
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    InsufficientDiskError
+        The disk lacks room for the values (checked before anything is written).
+    """
+    path = Path(path)
+    out = obj.copy(deep=False).drop_encoding()  # new variables: obj's attributes stay as they are
+    out.attrs = netcdf_attrs(obj.attrs)
+    if isinstance(out, xr.Dataset):
+        variables = list(out.variables.values())
+    else:
+        variables = [out.variable, *(c.variable for c in out.coords.values())]
+    for variable in variables:
+        variable.attrs = netcdf_attrs(variable.attrs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    require_free(path.parent, int(out.nbytes), f"writing {path.name}")
+    write_file(path, lambda tmp: out.to_netcdf(tmp, **kwargs))
+    return path
+
+
+def netcdf_attrs(attrs: Mapping) -> dict:
+    """``attrs`` with every value in a form a netCDF attribute holds (see the module's text)."""
+    out = {}
+    for key, value in attrs.items():
+        if value is None:
+            continue
+        if key == "affine" and np.shape(value) == (4, 4):
+            out[key] = np.asarray(value, dtype=float).ravel().tolist()
+        else:
+            out[key] = _attribute(value)
+    return out
+
+
+def _attribute(value):
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, (Real, np.number)):
+        return _number(value)
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iuf":
+        value = value.tolist()
+    if isinstance(value, (list, tuple)) and value and all(_is_number(v) for v in value):
+        array = np.asarray(value)
+        if array.dtype.kind in "iu" and -(2**31) <= array.min() and array.max() < 2**31:
+            return [int(v) for v in value]
+        return [float(v) for v in value]
+    return json.dumps(value, default=_plain)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (Real, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def _number(value):
+    """A number netCDF3 holds: integers beyond int32 as float (exact up to 2**53)."""
+    if isinstance(value, (int, np.integer)) and not -(2**31) <= int(value) < 2**31:
+        return float(value)
+    return value
+
+
+def _plain(value):
+    """What JSON cannot write itself: numpy scalars and arrays, paths, anything else as text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,104 @@
+"""netCDF files of a store's Datasets, results and arrays (``ds.brain.to_netcdf``)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from brainzarr import build_store, fit_store, open_store, store_grid
+from brainzarr.exceptions import InsufficientDiskError
+from brainzarr.netcdf import netcdf_attrs
+
+
+def test_a_selection_of_a_store_saves_with_its_provenance_and_exports_after_the_round_trip(small_store, tmp_path):
+    """xarray refuses the store's Dataset (its provenance is a dict, its affine 4 x 4); the
+    accessor writes it, the provenance as JSON, and the file's voxels export to the same NIfTI."""
+    ds = open_store(small_store)
+    two = ds.sel(gene=ds["gene"].values[[3, 40]])
+    with pytest.raises(TypeError, match="Invalid value for attr"):
+        two.to_netcdf(tmp_path / "plain.nc")
+    path = two.brain.to_netcdf(tmp_path / "two.nc")
+
+    with xr.open_dataset(path) as back:
+        np.testing.assert_array_equal(back["expression"].values, two["expression"].values)  # as it reads
+        assert list(back["gene"].values) == list(two["gene"].values)
+        assert json.loads(back.attrs["provenance"]) == ds.attrs["provenance"]
+        np.testing.assert_array_equal(np.reshape(back.attrs["affine"], (4, 4)), ds.attrs["affine"])
+        assert back.attrs["build_complete"] == 1
+        np.testing.assert_array_equal(store_grid(back).mask, store_grid(ds).mask)
+        gene = two["gene"].values[1]
+        again = back["expression"].sel(gene=gene).brain.to_nifti()
+        direct = two["expression"].sel(gene=gene).brain.to_nifti()
+        np.testing.assert_array_equal(again.affine, direct.affine)
+        np.testing.assert_array_equal(np.asarray(again.dataobj), np.asarray(direct.dataobj))
+    assert isinstance(ds.attrs["provenance"], dict) and np.shape(ds.attrs["affine"]) == (4, 4)  # untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["two.nc"]  # no scratch file left
+
+
+def test_a_result_and_an_array_with_its_packing_save(tmp_path):
+    store = build_store(tmp_path / "s.zarr", resolution=8, genes=6, random_state=3)
+    fit_store(store, "pca", 2, write_reconstruction=False)
+    ds = open_store(store)
+    result = ds.brain.read("pca", 2)
+    with xr.open_dataset(result.brain.to_netcdf(tmp_path / "pca.nc")) as back:
+        assert json.loads(back.attrs["params"]) == result.attrs["params"]
+        np.testing.assert_array_equal(back["embedding"].values, result["embedding"].values)
+    gene = ds["expression"].isel(gene=2)  # packed as uint16, which netCDF3 lacks: written as read
+    with xr.open_dataarray(gene.brain.to_netcdf(tmp_path / "gene.nc")) as back:
+        np.testing.assert_array_equal(back.values, gene.values)
+        assert back.dtype == np.float32 and back.attrs["units"] == gene.attrs["units"]
+
+
+def test_a_disk_without_room_is_refused_before_anything_is_written(small_store, tmp_path, monkeypatch):
+    from brainzarr import _disk
+
+    full = _disk.shutil.disk_usage(tmp_path)._replace(free=10 << 20)
+    monkeypatch.setattr(_disk.shutil, "disk_usage", lambda path: full)
+    with pytest.raises(InsufficientDiskError, match="writing all.nc needs about .* free"):
+        open_store(small_store).brain.to_netcdf(tmp_path / "all.nc")
+    assert list(tmp_path.iterdir()) == []
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _same(read, written) -> bool:
+    """What the file gives back equals what was written, in the form the module promises."""
+    if written is None:
+        return read is None
+    if isinstance(written, bool):
+        return read == int(written)
+    if isinstance(written, (int, float)):
+        return math.isclose(float(read), float(written), rel_tol=1e-15)
+    if isinstance(written, str):
+        return read == written
+    if (
+        isinstance(written, list)
+        and written
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in written)
+    ):
+        return np.allclose(np.atleast_1d(np.asarray(read, dtype=float)), np.asarray(written, dtype=float), rtol=1e-15)
+    return json.loads(read) == written
+
+
+@settings(max_examples=60, deadline=None)
+@given(attrs=st.dictionaries(st.from_regex(r"[a-z][a-z_]{0,7}", fullmatch=True), _json, max_size=6))
+def test_any_json_like_attributes_write_to_netcdf_and_read_back(attrs, tmp_path_factory):
+    """Whatever JSON-like attributes a store or result holds: xarray's netCDF3 writer takes the
+    converted ones, and each reads back as itself (a dict or a list not of numbers alone as its
+    JSON text, True as 1, a large integer as a float); None is left out."""
+    path = tmp_path_factory.mktemp("nc") / "a.nc"
+    xr.Dataset({"v": ("x", np.arange(2.0))}, attrs=netcdf_attrs(attrs)).to_netcdf(path)
+    with xr.open_dataset(path) as back:
+        read = dict(back.attrs)
+    assert set(read) == {k for k, v in attrs.items() if v is not None}
+    for key, value in read.items():
+        assert _same(value, attrs[key]), (key, value, attrs[key])
