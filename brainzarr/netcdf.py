@@ -11,14 +11,18 @@ such attribute in a form netCDF holds:
 - the ``affine``: its 16 numbers, row by row (the form every brainzarr function reads);
 - ``True``/``False``: 1/0; an integer beyond int32: a float; ``None``: left out.
 
-The values are written as they read (float32 for the packed expression: netCDF3, which is all
-xarray writes without netCDF4 or h5netcdf installed, has no uint16). The file reopens with
-``xarray.open_dataset`` and its voxel arrays export to NIfTI, the grid coming along.
+The values are written as they read (float32 for the packed expression: its uint16 steps fill
+[0, 1], leaving no integer to mark NaN). With h5netcdf installed (the ``netcdf`` extra) xarray
+writes netCDF4 chunk by chunk, in memory independent of the file's size; without it scipy
+writes netCDF3 and holds the whole file in memory until it closes (a warning above 512 MiB).
+The file reopens with ``xarray.open_dataset`` and its voxel arrays export to NIfTI, the grid
+coming along.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from numbers import Real
 from pathlib import Path
@@ -27,9 +31,12 @@ import numpy as np
 import xarray as xr
 
 from ._atomic import write_file
-from ._disk import require_free
+from ._disk import human, require_free
 
 __all__ = ["to_netcdf", "netcdf_attrs"]
+
+#: above this, writing with scipy (netCDF3, the whole file in memory) warns
+_IN_MEMORY_WARNING_BYTES = 512 << 20
 
 
 def to_netcdf(obj: xr.Dataset | xr.DataArray, path, **kwargs) -> Path:
@@ -56,7 +63,10 @@ def to_netcdf(obj: xr.Dataset | xr.DataArray, path, **kwargs) -> Path:
         The disk lacks room for the values (checked before anything is written).
     """
     path = Path(path)
-    out = obj.copy(deep=False).drop_encoding()  # new variables: obj's attributes stay as they are
+    engine = kwargs.get("engine") or _default_engine()
+    # new variables (obj's attributes stay as they are), written as they read: the store's uint16
+    # packing spends every step of [0, 1] on values, leaving none for a _FillValue to mark NaN
+    out = obj.copy(deep=False).drop_encoding()
     out.attrs = netcdf_attrs(obj.attrs)
     if isinstance(out, xr.Dataset):
         variables = list(out.variables.values())
@@ -66,8 +76,21 @@ def to_netcdf(obj: xr.Dataset | xr.DataArray, path, **kwargs) -> Path:
         variable.attrs = netcdf_attrs(variable.attrs)
     path.parent.mkdir(parents=True, exist_ok=True)
     require_free(path.parent, int(out.nbytes), f"writing {path.name}")
+    if engine == "scipy" and out.nbytes > _IN_MEMORY_WARNING_BYTES:
+        warnings.warn(
+            f"xarray writes this netCDF3 file with scipy, which holds all of it in memory "
+            f"({human(out.nbytes)}) until it closes; with h5netcdf installed (the 'netcdf' extra: "
+            f"pip install 'brainzarr[netcdf]') it is written chunk by chunk",
+            stacklevel=3,
+        )
     write_file(path, lambda tmp: out.to_netcdf(tmp, **kwargs))
     return path
+
+
+def _default_engine() -> str:
+    """The engine xarray's ``to_netcdf`` would take: netCDF4, else h5netcdf, else scipy (netCDF3)."""
+    engines = xr.backends.list_engines()
+    return next((name for name in ("netcdf4", "h5netcdf") if name in engines), "scipy")
 
 
 def netcdf_attrs(attrs: Mapping) -> dict:
