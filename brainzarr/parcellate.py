@@ -20,7 +20,7 @@ import xarray as xr
 
 from ._progress import job
 from .nifti import _load, from_nifti
-from .streaming import reusing_buffers, stream_blocks
+from .streaming import block_reduce, block_spans, reusing_buffers
 
 __all__ = ["parcellate", "read_lut", "region_map"]
 
@@ -128,11 +128,12 @@ def parcellate(
     if other is None:
         X = X.reshape(-1, 1)
     statistic = _RegionStatistic(strategy, len(regions), X.shape[1])
+    # each block's task carries its own columns of the weights (on a cluster: not all of them)
+    parts = [weights[:, a:b] for a, b in block_spans(X)]
     with job("parcellate", unit="block"), reusing_buffers():
-        start = 0
-        for block in stream_blocks(X, desc="voxel blocks"):
-            statistic.add(block, weights[:, start : start + len(block)])
-            start += len(block)
+        statistic.state = block_reduce(
+            X, statistic.of_block, desc="voxel blocks", combine=statistic.combine, per_block=parts
+        )
     # scipy's sum(dtype=float64) of float32 weights adds in float32: 10 voxels too many over 1.9M at 1 mm;
     # in csc form (both weightings' own: no copy) the row indices are the regions
     csc = weights.tocsc()
@@ -436,38 +437,48 @@ def _add_region_sums(sums: np.ndarray, block: np.ndarray, weights) -> None:
 
 
 class _RegionStatistic:
-    """Each region's ``strategy`` of the rows of a voxel array, added up block by block."""
+    """Each region's ``strategy`` of the rows of a voxel array: the state of one row block
+    (:meth:`of_block`), two states made one (:meth:`combine`), the table (:meth:`result`)."""
 
     def __init__(self, strategy: str, n_regions: int, n_columns: int):
-        self.strategy = strategy
-        if strategy in ("minimum", "maximum"):
-            self.reduce = np.minimum if strategy == "minimum" else np.maximum
-            self.extremes = np.full((n_regions, n_columns), np.inf if strategy == "minimum" else -np.inf)
-        else:
-            self.sums = np.zeros((n_regions, n_columns))
-            self.squares = np.zeros((n_regions, n_columns)) if strategy in ("variance", "standard_deviation") else None
+        self.strategy, self.shape = strategy, (n_regions, n_columns)
+        self.state: tuple = ()
 
-    def add(self, block: np.ndarray, weights) -> None:
-        """Take in a block of rows; ``weights``: the sparse (regions x rows of the block) part of the region weights."""
-        if self.strategy in ("minimum", "maximum"):
-            _add_region_extremes(self.extremes, block, weights, self.reduce)
-        elif self.squares is None:
-            _add_region_sums(self.sums, block, weights)
-        else:
-            _add_region_moments(self.sums, self.squares, block, weights)
+    @property
+    def _extreme(self):
+        return {"minimum": np.minimum, "maximum": np.maximum}.get(self.strategy)
+
+    def of_block(self, block: np.ndarray, weights) -> tuple:
+        """The state of one block of rows; ``weights``: the sparse (regions x rows of the block)
+        part of the region weights."""
+        if self._extreme is not None:
+            extremes = np.full(self.shape, np.inf if self.strategy == "minimum" else -np.inf)
+            _add_region_extremes(extremes, block, weights, self._extreme)
+            return (extremes,)
+        sums = np.zeros(self.shape)
+        if self.strategy in ("mean", "sum"):
+            _add_region_sums(sums, block, weights)
+            return (sums,)
+        squares = np.zeros(self.shape)
+        _add_region_moments(sums, squares, block, weights)
+        return sums, squares
+
+    def combine(self, a: tuple, b: tuple) -> tuple:
+        """Two blocks' states as one."""
+        if self._extreme is not None:
+            return (self._extreme(a[0], b[0]),)
+        return tuple(x + y for x, y in zip(a, b, strict=True))
 
     def result(self, counts: np.ndarray) -> np.ndarray:
         """(regions, columns) float64; NaN for a region of no voxel (``counts`` 0)."""
         empty = (counts == 0)[:, None]
-        if self.strategy in ("minimum", "maximum"):
-            return np.where(empty, np.nan, self.extremes)
-        if self.strategy == "sum":
-            return np.where(empty, np.nan, self.sums)
+        if self._extreme is not None or self.strategy == "sum":
+            return np.where(empty, np.nan, self.state[0])
         with np.errstate(invalid="ignore", divide="ignore"):
-            means = self.sums / counts[:, None]
-            if self.squares is None:
+            means = self.state[0] / counts[:, None]
+            if self.strategy == "mean":
                 return means
-            variance = np.maximum(self.squares / counts[:, None] - means**2, 0.0)  # >= 0 despite rounding
+            variance = np.maximum(self.state[1] / counts[:, None] - means**2, 0.0)  # >= 0 despite rounding
         return np.sqrt(variance) if self.strategy == "standard_deviation" else variance
 
 

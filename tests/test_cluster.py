@@ -93,3 +93,38 @@ def test_a_many_volume_export_reads_on_the_cluster(cluster, local, tmp_path):
     assert len(tasks.data) > 0  # the reads ran on the workers
     assert (tmp_path / "cluster.nii").read_bytes() == (tmp_path / "local.nii").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.nii", "local.nii", "local.zarr"]
+
+
+@pytest.mark.parametrize("strategy", ["mean", "variance", "maximum"])
+def test_parcellate_maps_its_blocks_on_the_workers_and_gives_the_local_table(cluster, local, tmp_path, strategy):
+    """Each row block's task carries its own columns of the region weights, its partial table
+    is made on a worker, and the parts merge in a tree (sums added, extremes compared)."""
+    import nibabel as nib
+
+    grid = brainzarr.store_grid(local)
+    atlas = np.zeros(grid.shape, np.int16)
+    atlas[tuple(grid.ijk.T)] = 1 + np.digitize(grid.xyz[:, 1], [-40, 0, 30]) + 10 * (grid.xyz[:, 0] > 0)
+    atlas = nib.Nifti1Image(atlas, grid.affine)
+    X = brainzarr.open_store(local)["expression"]
+    assert len(X.data.chunks[0]) > 1
+    expected = brainzarr.parcellate(X, atlas, strategy=strategy)
+    with distributed.Client(cluster) as client, distributed.get_task_stream(client) as tasks:
+        on_cluster = brainzarr.parcellate(X, atlas, strategy=strategy)
+    assert any("of_block" in str(t["key"]) for t in tasks.data)  # the blocks ran on the workers
+    np.testing.assert_allclose(on_cluster.values, expected.values, rtol=1e-6, atol=1e-12)
+    np.testing.assert_array_equal(on_cluster["n_voxels"].values, expected["n_voxels"].values)
+
+
+def test_cli_parcellate_on_a_cluster(cluster, local, tmp_path):
+    import nibabel as nib
+    import pandas as pd
+
+    grid = brainzarr.store_grid(local)
+    atlas = np.zeros(grid.shape, np.int16)
+    atlas[tuple(grid.ijk.T)] = 1 + (grid.xyz[:, 2] > 10)
+    nib.save(nib.Nifti1Image(atlas, grid.affine), tmp_path / "halves.nii.gz")
+    argv = ["parcellate", str(local), "expression", "--atlas", str(tmp_path / "halves.nii.gz")]
+    assert main([*argv, "-o", str(tmp_path / "local.csv"), "--strategy", "minimum"]) == 0
+    at = ["--scheduler", cluster.scheduler_address]
+    assert main([*argv, "-o", str(tmp_path / "cluster.csv"), "--strategy", "minimum", *at]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cluster.csv"), pd.read_csv(tmp_path / "local.csv"))

@@ -44,6 +44,31 @@ def test_block_reduce_sums_every_row_once(data):
     np.testing.assert_allclose(s, data["train"].sum(axis=0, dtype=np.float64), rtol=1e-10)
 
 
+@pytest.mark.parametrize("block_rows", [None, 7, 100_000])
+def test_block_reduce_gives_each_block_its_own_argument_and_combines_as_asked(data, block_rows):
+    """``per_block``: block i's item goes with block i (here its own rows' indices, so each
+    block checks it got the right rows); ``combine``: any merge, here an element-wise maximum."""
+    from brainzarr.streaming import block_spans
+
+    X = data["dask"]
+    spans = block_spans(X, block_rows)
+    assert spans[0][0] == 0 and spans[-1][1] == X.shape[0] and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    values = data["train"]
+    per_block = [np.arange(a, b) for a, b in spans]
+
+    def fn(block, rows):
+        np.testing.assert_array_equal(block, values[rows])
+        return (block.max(axis=0), len(rows))
+
+    high, n = block_reduce(
+        X, fn, block_rows=block_rows, per_block=per_block, combine=lambda a, b: (np.maximum(a[0], b[0]), a[1] + b[1])
+    )
+    assert n == X.shape[0]
+    np.testing.assert_array_equal(high, values.max(axis=0))
+    with pytest.raises(ValueError, match=f"per_block has {len(spans) + 1} items for {len(spans)} row blocks"):
+        block_reduce(X, fn, block_rows=block_rows, per_block=[*per_block, None])
+
+
 def test_shuffled_blocks_cover_the_rows_once_in_another_order(data):
     X = data["dask"]
     ordered = np.concatenate(list(stream_blocks(X)))

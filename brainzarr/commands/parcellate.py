@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._atomic import atomic_file
-from ._args import add_storage_arguments, add_store_argument, store_path
+from ._args import add_cluster_arguments, add_storage_arguments, add_store_argument, dask_client, store_path
 from .build import GENES_HELP, parse_genes
 
 
@@ -28,9 +28,10 @@ def _run(args):
     nifti = None if args.nifti is None else _checked_nifti_path(args.nifti)
     if nifti is not None and nifti.exists() and not args.overwrite:
         raise FileExistsError(f"{nifti} exists; pass --overwrite to replace it")
-    table = parcellate(
-        da, args.atlas, background=args.background, weighting=args.weighting, lut=args.lut, strategy=args.strategy
-    )
+    with dask_client(args):
+        table = parcellate(
+            da, args.atlas, background=args.background, weighting=args.weighting, lut=args.lut, strategy=args.strategy
+        )
     held = table["n_voxels"].values > 0
     frame = table[held].drop_vars(["n_voxels", "region_name"], errors="ignore")
     frame = frame.to_pandas() if frame.ndim == 2 else frame.to_pandas().rename(args.var.rsplit("/", 1)[-1]).to_frame()
@@ -88,5 +89,6 @@ def register(sub):
         "to look at in FSLeyes",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_cluster_arguments(p)
     add_storage_arguments(p)
     p.set_defaults(func=_run)

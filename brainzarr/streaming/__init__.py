@@ -18,6 +18,7 @@ Peak memory of a pass is a few row blocks, whatever the number of voxels.
 from .passes import (
     as_array,
     block_reduce,
+    block_spans,
     cache_if_small,
     compute_rows,
     compute_tasks,
@@ -36,6 +37,7 @@ __all__ = [
     "RowBlockReader",
     "as_array",
     "block_reduce",
+    "block_spans",
     "cache_if_small",
     "compute_rows",
     "compute_tasks",

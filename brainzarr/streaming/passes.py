@@ -40,6 +40,7 @@ __all__ = [
     "iter_row_blocks",
     "stream_blocks",
     "block_reduce",
+    "block_spans",
     "compute_tasks",
     "cache_if_small",
     "select_rows",
@@ -219,37 +220,78 @@ def stream_blocks(X, *, block_rows: int | None = None, rng: np.random.Generator 
             bar.update(1)
 
 
-def block_reduce(X, fn, *, block_rows: int | None = None, desc: str | None = None):
+def block_reduce(
+    X,
+    fn,
+    *,
+    block_rows: int | None = None,
+    desc: str | None = None,
+    combine=None,
+    per_block=None,
+):
     """Sum ``fn(block)`` (a tuple of arrays) over the row blocks of ``X``: one streamed pass.
 
     Runs on the current dask.distributed client when there is one (tree reduction), else locally.
+
+    Parameters
+    ----------
+    X : array or DataArray
+        (rows, columns), dask or NumPy.
+    fn : callable
+        ``fn(block)`` -> a tuple of arrays (``fn(block, extra)`` with ``per_block``).
+    block_rows : int, optional
+        Rows a block (default: the dask row chunks; all rows for NumPy).
+    desc : str, optional
+        What the job's progress bar counts the blocks as.
+    combine : callable, optional
+        ``combine(a, b)`` -> one part from two (default: their sums, array by array), e.g. an
+        element-wise minimum.
+    per_block : sequence, optional
+        One more argument of ``fn`` for each row block, in order (:func:`block_spans` gives the
+        blocks' rows): e.g. the block's columns of a matrix over the rows, so that each task
+        carries its own part and not the whole.
     """
     X = as_array(X)
+    combine = _sum_two if combine is None else combine
+    if per_block is not None:
+        per_block = list(per_block)
+        if len(per_block) != len(_spans_of(X, block_rows)):
+            raise ValueError(f"per_block has {len(per_block)} items for {len(_spans_of(X, block_rows))} row blocks")
     client = current_client()
     if client is not None and isinstance(X, da.Array):
-        return _distributed_reduce(X, fn, block_rows, client, desc)
+        return _distributed_reduce(X, fn, block_rows, client, desc, combine, per_block)
     total = None
-    for block in stream_blocks(X, block_rows=block_rows, desc=desc):
-        part = fn(block)
-        total = part if total is None else tuple(t + p for t, p in zip(total, part))
+    for i, block in enumerate(stream_blocks(X, block_rows=block_rows, desc=desc)):
+        part = fn(block) if per_block is None else fn(block, per_block[i])
+        total = part if total is None else combine(total, part)
     if total is None:
         raise ValueError("cannot stream an array with no rows")
     return total
 
 
-def _sum_parts(*parts):
-    return reduce(lambda a, b: tuple(x + y for x, y in zip(a, b)), parts)
+def block_spans(X, block_rows: int | None = None) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` rows of each block a pass over ``X`` reads, in order."""
+    return _spans_of(as_array(X), block_rows)
 
 
-def _distributed_reduce(X, fn, block_rows, client, desc):
+def _sum_two(a, b):
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def _combined(combine, *parts):
+    return reduce(combine, parts)
+
+
+def _distributed_reduce(X, fn, block_rows, client, desc, combine, per_block):
     if block_rows is not None:
         X = X.rechunk({0: block_rows})
     blocks = X.rechunk({1: -1}).astype(np.float32).to_delayed().ravel().tolist()
     apply = dask.delayed(fn, pure=True)
-    level = [apply(b) for b in blocks]
+    level = [apply(b) if per_block is None else apply(b, extra) for b, extra in zip(blocks, per_block or blocks)]
     leaves = list(level)
+    merge = dask.delayed(_combined, pure=True)
     while len(level) > 1:
-        level = [dask.delayed(_sum_parts)(*level[i : i + _TREE_FANIN]) for i in range(0, len(level), _TREE_FANIN)]
+        level = [merge(combine, *level[i : i + _TREE_FANIN]) for i in range(0, len(level), _TREE_FANIN)]
     return compute_tasks(level, client=client, desc=desc or "streaming", track=leaves)[0]
 
 
