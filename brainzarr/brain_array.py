@@ -85,3 +85,9 @@ class BrainArrayAccessor:
         from .plots import plot_map
 
         return plot_map(self._voxels(), path, **kwargs)
+
+    def plot_surface(self, path=None, **kwargs):
+        """Plot the map on the cortical surface with :func:`brainzarr.plots.plot_surface`."""
+        from .plots import plot_surface
+
+        return plot_surface(self._voxels(), path, **kwargs)

@@ -1,12 +1,15 @@
 """Figures.
 
 :func:`plot_map` draws any voxel-indexed map (a gene, an embedding component, an error map) on
-the MNI152 template with nilearn. It works without a display: when no interactive matplotlib
-backend can start, matplotlib falls back to Agg, and with ``path`` the figure is written and
-closed.
+the MNI152 template with nilearn, and :func:`plot_surface` on the cortical surface (fsaverage5,
+which nilearn ships: nothing to download). They work without a display: when no interactive
+matplotlib backend can start, matplotlib falls back to Agg, and with ``path`` the figure is
+written and closed.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -15,7 +18,7 @@ import xarray as xr
 from ._atomic import write_file
 from .nifti import _other_dim, to_nifti
 
-__all__ = ["plot_map"]
+__all__ = ["plot_map", "plot_surface"]
 
 
 def _title(da: xr.DataArray) -> str:
@@ -65,18 +68,7 @@ def plot_map(
     import matplotlib.pyplot as plt
     from nilearn import plotting
 
-    other = _other_dim(da)
-    if other is not None:
-        raise ValueError(f"plot_map draws one map: select one entry of {other!r} first, e.g. da.isel({other}=0)")
-    img = to_nifti(da, grid, background=np.nan)
-    values = np.asarray(img.dataobj)
-    shown = np.isfinite(values)  # the map's voxels; everything else stays transparent
-    finite = values[shown]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if lo < 0 < hi:
-        opts = {"cmap": cmap or "RdBu_r", "symmetric_cbar": True}
-    else:
-        opts = {"cmap": cmap or "viridis", "symmetric_cbar": False, "vmin": lo, "vmax": hi}
+    img, shown, opts = _one_map(da, grid, cmap, "plot_map")
     # a threshold would hide true zeros (expression scaled to [0, 1] has them): voxels outside
     # the map are made transparent through a per-voxel alpha image instead
     opts.update(
@@ -87,7 +79,6 @@ def plot_map(
         transparency_range=[0.5, 1.0],
     )
     opts.update(kwargs)
-    img = nib.Nifti1Image(np.where(shown, values, 0).astype(np.float32), img.affine, img.header)
     figure = plt.figure(figsize=(10, 3.6) if display_mode == "ortho" else None)
     display = plotting.plot_stat_map(
         img, display_mode=display_mode, figure=figure, title=title if title is not None else _title(da), **opts
@@ -96,5 +87,96 @@ def plot_map(
         return display
     path = write_file(path, lambda tmp: display.savefig(str(tmp), dpi=dpi))
     display.close()
+    plt.close(figure)
+    return path
+
+
+def _one_map(da: xr.DataArray, grid, cmap, caller: str) -> tuple[nib.Nifti1Image, np.ndarray, dict]:
+    """The map as an image (0 outside its voxels), where its voxels are, and its colours;
+    refusing an array of several maps."""
+    other = _other_dim(da)
+    if other is not None:
+        raise ValueError(f"{caller} draws one map: select one entry of {other!r} first, e.g. da.isel({other}=0)")
+    img = to_nifti(da, grid, background=np.nan)
+    values = np.asarray(img.dataobj)
+    shown = np.isfinite(values)
+    img = nib.Nifti1Image(np.where(shown, values, 0).astype(np.float32), img.affine, img.header)
+    return img, shown, _colours(values[shown], cmap)
+
+
+def _colours(values: np.ndarray, cmap) -> dict:
+    """Diverging and symmetric for a map of both signs (embeddings, residuals), else viridis
+    from the smallest value to the largest (expression)."""
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    if lo < 0 < hi:
+        return {"cmap": cmap or "RdBu_r", "symmetric_cbar": True}
+    return {"cmap": cmap or "viridis", "symmetric_cbar": False, "vmin": lo, "vmax": hi}
+
+
+def plot_surface(
+    da: xr.DataArray,
+    path=None,
+    title: str | None = None,
+    cmap=None,
+    *,
+    grid=None,
+    views=("lateral", "medial"),
+    hemispheres=("left", "right"),
+    inflate: bool = False,
+    dpi: int = 150,
+    **kwargs,
+):
+    """Plot a voxel-indexed map on the cortical surface (``nilearn.plotting.plot_img_on_surf``).
+
+    The map is sampled onto fsaverage5 (which nilearn ships) from its own voxels only: a vertex
+    with no voxel of the map near it is left grey, as a coarse store (8 mm) leaves some.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Dims ``(voxel,)``: a map from a store or a region table (on its atlas), or pass
+        ``grid=``. Select one entry of any other dim first.
+    path : str or Path, optional
+        Save the figure here and close it.
+    title : str, optional
+        By default the DataArray's name and scalar coordinates.
+    cmap : matplotlib colormap, optional
+        As :func:`plot_map`: "RdBu_r", symmetric, for maps of both signs, else "viridis".
+    grid : Grid, optional
+        For DataArrays without grid information.
+    views, hemispheres : sequence of str
+        nilearn's: "lateral", "medial", "dorsal", "ventral", "anterior", "posterior"; "left",
+        "right".
+    inflate : bool
+        Draw the inflated surface.
+    dpi : int
+        Resolution of the saved figure.
+    **kwargs
+        Passed to ``plot_img_on_surf`` (``vmin``, ``vmax``, ``threshold``, ``bg_on_data``...).
+
+    Returns
+    -------
+    The matplotlib figure when ``path`` is None, else the path written.
+    """
+    import matplotlib.pyplot as plt
+    from nilearn import plotting
+
+    img, shown, opts = _one_map(da, grid, cmap, "plot_surface")
+    opts.update(threshold=None, cbar_tick_format="%.2g")
+    opts.update(kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)  # vertices far from the map
+        figure, _ = plotting.plot_img_on_surf(
+            img,
+            mask_img=nib.Nifti1Image(shown.astype(np.int8), img.affine),
+            views=list(views),
+            hemispheres=list(hemispheres),
+            inflate=inflate,
+            title=title if title is not None else _title(da),
+            **opts,
+        )
+    if path is None:
+        return figure
+    path = write_file(path, lambda tmp: figure.savefig(str(tmp), dpi=dpi))
     plt.close(figure)
     return path

@@ -796,6 +796,27 @@ def test_saved_file_opens_in_nilearn_and_plot_map(g8, tmp_path):
         plot_map(fake_da(g8, np.ones((g8.n_voxels, 2), np.float32)))
 
 
+def test_plot_surface_puts_each_side_of_the_map_on_its_hemisphere(g8, tmp_path):
+    """A map of x (negative on the left): on fsaverage5, the left hemisphere's faces are drawn
+    blue and the right's red (the diverging map of a signed map), in every view."""
+    from brainzarr.plots import plot_surface
+
+    figure = fake_da(g8, g8.xyz[:, 0].astype(np.float32)).brain.plot_surface()
+    surfaces = [ax for ax in figure.axes if ax.name == "3d"]
+    assert len(surfaces) == 4  # lateral and medial, left and right
+    redness = [float(np.mean(ax.collections[0].get_facecolors()[:, 0] - ax.collections[0].get_facecolors()[:, 2]))
+               for ax in surfaces]  # fmt: skip
+    assert redness[0] < -0.1 and redness[2] < -0.1  # left: blue
+    assert redness[1] > 0.1 and redness[3] > 0.1  # right: red
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    out = plot_surface(fake_da(g8, smooth(g8.xyz).astype(np.float32)), tmp_path / "s.png", views=("lateral",))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and list(tmp_path.iterdir()) == [out]
+    with pytest.raises(ValueError, match="select one entry"):
+        plot_surface(fake_da(g8, np.ones((g8.n_voxels, 2), np.float32)))
+
+
 # ------------------------------------------------------------------------------ the MNI heuristic
 def test_mni_heuristic_accepts_mni_images_and_crops(g8):
     assert mni_mismatch(FSL_2MM_AFFINE, FSL_2MM_SHAPE) is None
