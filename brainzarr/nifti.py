@@ -104,7 +104,8 @@ FSL_GRIDS = {
 }
 
 _EXTENSION_KEY = "brainzarr"
-_INTERPOLATIONS = ("continuous", "linear", "nearest", "mean")
+#: how :func:`from_nifti` reads an image onto other voxels
+INTERPOLATIONS = ("continuous", "linear", "nearest", "mean")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -929,8 +930,8 @@ def from_nifti(
         Not an image, not 3-D/4-D, an unknown interpolation, an image evidently not in MNI space,
         or an image that does not overlap the target's voxels.
     """
-    if interpolation not in _INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {', '.join(_INTERPOLATIONS)}, got {interpolation!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
     ijk, affine, shape, space, coords = _target_voxels(target)
     img, path = _load(img_or_path)
     img_shape = tuple(int(s) for s in img.shape)

@@ -65,9 +65,11 @@ def evaluation_options(args) -> dict:
 
 def add_interpolation_argument(p) -> None:
     """``--interpolation``: how target maps are read onto the store's grid."""
+    from ..nifti import INTERPOLATIONS
+
     p.add_argument(
         "--interpolation",
-        choices=("linear", "nearest", "continuous", "mean"),
+        choices=INTERPOLATIONS,
         default="linear",
         help="how target maps are resampled onto the store's grid (default linear; 'mean' averages a "
         "map finer than the store over each voxel)",

@@ -48,6 +48,8 @@ def _run(args):
 
 
 def register(sub):
+    from ..parcellate import STRATEGIES, WEIGHTINGS
+
     p = sub.add_parser(
         "parcellate",
         help="average a voxel array of a store over an atlas's regions (a region x gene CSV)",
@@ -64,14 +66,14 @@ def register(sub):
     p.add_argument("--background", type=int, default=0, help="the label of no region (default 0)")
     p.add_argument(
         "--weighting",
-        choices=("centre", "volume"),
+        choices=WEIGHTINGS,
         default="centre",
         help="a voxel counts in the region at its centre (default), or in each region by the fraction "
         "of its volume there (for an atlas finer than the store)",
     )
     p.add_argument(
         "--strategy",
-        choices=("mean", "sum", "variance", "standard_deviation", "minimum", "maximum"),
+        choices=STRATEGIES,
         default="mean",
         help="each region's value, as nilearn's NiftiLabelsMasker names them (default: mean); "
         "a CSV of another one is not a table that a parcellated build reads",
