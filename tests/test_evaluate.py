@@ -292,22 +292,67 @@ def test_external_embedding_on_another_grid_matches_the_store(store, targets_dir
     nib.save(nib.concat_images([nib.load(f) for f in files]), four_d)
     np.testing.assert_allclose(load_embedding(four_d, ds).values, emb.values, rtol=1e-6)
 
-    result = run_evaluation(
-        store,
-        targets_dir / "receptor_gradient.nii.gz",
-        tmp_path / "out",
-        methods=["pca"],
-        embeddings={"mine": files},
-        grid=SMALL_GRID,
-        n_splits=3,
-        random_state=1,
-        n_jobs=2,
-        save_to_store=False,
-    )
+    result = _predict_gradient(store, targets_dir, tmp_path / "out", methods=["pca"], embeddings={"mine": files})
     pred = result.prediction.set_index(["representation", "split"])
     assert set(result.prediction["representation"]) == {"pca-k2", "mine"}
     for split in ("random", "blocked"):
         assert pred.loc[("mine", split), "r2"] == pytest.approx(pred.loc[("pca-k2", split), "r2"], abs=1e-9)
+
+
+def _predict_gradient(store, targets_dir, out, **kwargs):
+    """The receptor gradient predicted from each embedding, quickly (a small grid, 3 folds)."""
+    options = {"grid": SMALL_GRID, "n_splits": 3, "random_state": 1, "n_jobs": 2, "save_to_store": False}
+    return run_evaluation(store, targets_dir / "receptor_gradient.nii.gz", out, **(options | kwargs))
+
+
+def test_an_embedding_made_on_a_finer_grid_is_averaged_over_each_voxel_with_mean(store, targets_dir, tmp_path):
+    """The embedding on a grid of a third of the store's voxel size, each store voxel holding 3 x 3
+    x 3 of its voxels: the centre one is off by +d and the other 26 by -d/26 (d random, voxel by
+    voxel), so their mean is the store's value. Linear interpolation samples the centre (off by
+    d); "mean" gives the store's embedding back, and the evaluation predicts from that."""
+    from brainzarr.evaluate.results import read_embedding
+    from brainzarr.store import store_grid
+
+    ds = open_store(store)
+    grid = store_grid(ds)
+    emb = read_embedding(store, "representations/pca/k2", ds)
+    side = grid.affine[0, 0]
+    affine = grid.affine.copy()
+    affine[:3, :3] /= 3
+    affine[:3, 3] -= side / 3  # fine voxel 3i + 1 is centred on store voxel i
+    fine = np.zeros((*(3 * n for n in grid.shape), 2), np.float32)
+    d = np.random.default_rng(0).uniform(-0.5, 0.5, (grid.n_voxels, 1))
+    offsets = np.full((3, 3, 3), -1 / 26)
+    offsets[1, 1, 1] = 1
+    i, j, k = (grid.ijk[:, a] for a in range(3))
+    for a in range(3):
+        for b in range(3):
+            for c in range(3):
+                fine[3 * i + a, 3 * j + b, 3 * k + c] = emb.values + d * offsets[a, b, c]
+    path = tmp_path / "fine.nii.gz"
+    nib.save(nib.Nifti1Image(fine, affine), path)
+
+    averaged = load_embedding(path, ds, interpolation="mean")
+    np.testing.assert_allclose(averaged.values, emb.values, atol=1e-5)
+    sampled = load_embedding(path, ds)  # linear: the centre voxel
+    np.testing.assert_allclose(sampled.values, emb.values + d, atol=1e-5)
+    assert sampled.attrs["interpolation"] == "linear" and averaged.attrs["interpolation"] == "mean"
+
+    result = _predict_gradient(
+        store,
+        targets_dir,
+        tmp_path / "out",
+        methods=[],
+        embeddings={"fine": path, "averaged": averaged, "sampled": sampled},
+        embedding_interpolation="mean",
+    )
+    pred = result.prediction.set_index(["representation", "split"])
+    for split in ("random", "blocked"):  # XGBoost tells apart embeddings that differ in the 7th digit
+        assert pred.loc[("fine", split), "r2"] == pytest.approx(pred.loc[("averaged", split), "r2"], abs=1e-12)
+        assert pred.loc[("fine", split), "r2"] != pytest.approx(pred.loc[("sampled", split), "r2"], abs=1e-3)
+    assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["embedding_interpolation"] == "mean"
+    with pytest.raises(ValueError, match="embedding_interpolation must be one of continuous, linear, nearest, mean"):
+        run_evaluation(store, targets_dir, None, embedding_interpolation="cubic")
 
 
 def test_split_option_and_errors(store, targets_dir, tmp_path):

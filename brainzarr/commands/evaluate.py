@@ -60,6 +60,7 @@ def evaluation_options(args) -> dict:
         "n_jobs": args.jobs,
         "save_to_store": not args.no_store,
         "interpolation": args.interpolation,
+        "embedding_interpolation": args.embedding_interpolation,
     }
 
 
@@ -73,6 +74,19 @@ def add_interpolation_argument(p) -> None:
         default="linear",
         help="how target maps are resampled onto the store's grid (default linear; 'mean' averages a "
         "map finer than the store over each voxel)",
+    )
+
+
+def add_embedding_interpolation_argument(p) -> None:
+    """``--embedding-interpolation``: how external embeddings are read onto the store's grid."""
+    from ..nifti import INTERPOLATIONS
+
+    p.add_argument(
+        "--embedding-interpolation",
+        choices=INTERPOLATIONS,
+        default="linear",
+        help="how --embedding files are resampled onto the store's grid (default linear: an embedding "
+        "exported from the store comes back unchanged; 'mean' averages one made on a finer grid)",
     )
 
 
@@ -115,6 +129,7 @@ def add_evaluation_arguments(p) -> None:
         '\'{"max_depth": [3, 6], "n_estimators": [100, 200]}\'',
     )
     add_interpolation_argument(p)
+    add_embedding_interpolation_argument(p)
     p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds within the training voxels")
     p.add_argument("--block-mm", type=positive_float, help="cube edge of the blocked CV folds (default: the store's)")
     p.add_argument("--seed", type=int, default=0, help="seeds the CV folds and XGBoost")

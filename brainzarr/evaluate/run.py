@@ -18,6 +18,7 @@ from .._atomic import write_file, write_text
 from .._deprecation import renamed_kwargs
 from .._location import location
 from .._optional import check_installed
+from ..nifti import INTERPOLATIONS
 from ..preprocess import SPLIT_SCHEMES
 from ..store import check_schema, open_store, write_group
 from .prediction import parse_grid, predict_targets
@@ -95,7 +96,7 @@ def summary_table(prediction: pd.DataFrame) -> pd.DataFrame:
     return wide[order].reset_index()
 
 
-def _embeddings(store, ds, methods, dims, embeddings):
+def _embeddings(store, ds, methods, dims, embeddings, interpolation="linear"):
     reps, meta = {}, {}
     if methods is None or len(methods):
         # a method fitted on both splits: the embedding of the store's own split (the study's
@@ -115,7 +116,10 @@ def _embeddings(store, ds, methods, dims, embeddings):
     for name, files in (embeddings or {}).items():
         if name in reps:
             raise ValueError(f"embedding name {name} clashes with a store representation; choose another")
-        emb = files if isinstance(files, xr.DataArray) else load_embedding(files, ds, name=name)
+        if isinstance(files, xr.DataArray):
+            emb = files
+        else:
+            emb = load_embedding(files, ds, name=name, interpolation=interpolation)
         reps[name] = emb
         meta[name] = {
             "method": "external",
@@ -144,6 +148,7 @@ def run_evaluation(
     save_to_store: bool = True,
     progress: bool | None = None,
     interpolation: str = "linear",
+    embedding_interpolation: str = "linear",
 ) -> EvaluationResult:
     """Evaluate a store's representations (and external embeddings).
 
@@ -184,7 +189,14 @@ def run_evaluation(
         How target maps are resampled onto the store's grid (see
         :func:`brainzarr.evaluate.load_targets`); "mean" averages a map finer than the store
         over each voxel.
+    embedding_interpolation : {"linear", "nearest", "continuous", "mean"}
+        How external embeddings given as NIfTI are read onto the store's grid (see
+        :func:`brainzarr.evaluate.load_embedding`): linear (default) gives an embedding exported
+        from the store back unchanged; "mean" averages one made on a finer grid over each voxel.
     """
+    for option, value in (("interpolation", interpolation), ("embedding_interpolation", embedding_interpolation)):
+        if value not in INTERPOLATIONS:
+            raise ValueError(f"{option} must be one of {', '.join(INTERPOLATIONS)}, got {value!r}")
     start = time.perf_counter()
     store = location(store)
     attrs = check_schema(store)
@@ -209,7 +221,9 @@ def run_evaluation(
     target_maps = None
     if targets is not None:
         target_maps = load_targets(targets, ds, interpolation=interpolation)
-        reps, meta = _embeddings(store, ds, methods, None if dims is None else tuple(dims), embeddings)
+        reps, meta = _embeddings(
+            store, ds, methods, None if dims is None else tuple(dims), embeddings, embedding_interpolation
+        )
         if not reps:
             raise ValueError(
                 f"{store} holds no embedding at dims {dims} for methods {methods or 'any'}, and no "
@@ -263,6 +277,7 @@ def run_evaluation(
             "targets": None if targets is None else str(targets),
             "interpolation": None if targets is None else interpolation,
             "external_embeddings": {k: str(v) for k, v in (embeddings or {}).items()},
+            "embedding_interpolation": embedding_interpolation if embeddings else None,
             "seconds": round(time.perf_counter() - start, 2),
         }
         write_text(out / "evaluation.json", json.dumps(record, indent=1, default=str) + "\n")
