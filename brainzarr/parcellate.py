@@ -131,9 +131,7 @@ def parcellate(
     # each block's task carries its own columns of the weights (on a cluster: not all of them)
     parts = [weights[:, a:b] for a, b in block_spans(X)]
     with job("parcellate", unit="block"), reusing_buffers():
-        statistic.state = block_reduce(
-            X, statistic.of_block, desc="voxel blocks", combine=statistic.combine, per_block=parts
-        )
+        state = block_reduce(X, statistic.of_block, desc="voxel blocks", combine=statistic.combine, per_block=parts)
     # scipy's sum(dtype=float64) of float32 weights adds in float32: 10 voxels too many over 1.9M at 1 mm;
     # in csc form (both weightings' own: no copy) the row indices are the regions
     csc = weights.tocsc()
@@ -153,7 +151,7 @@ def parcellate(
             f"{empty.sum()} of {len(regions)} regions of {where} hold no voxel of the array: {shown}{hint}",
             stacklevel=_stacklevel,
         )
-    values = statistic.result(counts)
+    values = statistic.result(state, counts)
     coords = {"region": regions, "n_voxels": ("region", counts)}
     if names is not None:
         coords["region_name"] = ("region", names)
@@ -442,7 +440,6 @@ class _RegionStatistic:
 
     def __init__(self, strategy: str, n_regions: int, n_columns: int):
         self.strategy, self.shape = strategy, (n_regions, n_columns)
-        self.state: tuple = ()
 
     @property
     def _extreme(self):
@@ -469,16 +466,17 @@ class _RegionStatistic:
             return (self._extreme(a[0], b[0]),)
         return tuple(x + y for x, y in zip(a, b, strict=True))
 
-    def result(self, counts: np.ndarray) -> np.ndarray:
-        """(regions, columns) float64; NaN for a region of no voxel (``counts`` 0)."""
+    def result(self, state: tuple, counts: np.ndarray) -> np.ndarray:
+        """(regions, columns) float64 from the whole pass's state; NaN for a region of no voxel
+        (``counts`` 0)."""
         empty = (counts == 0)[:, None]
         if self._extreme is not None or self.strategy == "sum":
-            return np.where(empty, np.nan, self.state[0])
+            return np.where(empty, np.nan, state[0])
         with np.errstate(invalid="ignore", divide="ignore"):
-            means = self.state[0] / counts[:, None]
+            means = state[0] / counts[:, None]
             if self.strategy == "mean":
                 return means
-            variance = np.maximum(self.state[1] / counts[:, None] - means**2, 0.0)  # >= 0 despite rounding
+            variance = np.maximum(state[1] / counts[:, None] - means**2, 0.0)  # >= 0 despite rounding
         return np.sqrt(variance) if self.strategy == "standard_deviation" else variance
 
 

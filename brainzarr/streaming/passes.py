@@ -287,7 +287,10 @@ def _distributed_reduce(X, fn, block_rows, client, desc, combine, per_block):
         X = X.rechunk({0: block_rows})
     blocks = X.rechunk({1: -1}).astype(np.float32).to_delayed().ravel().tolist()
     apply = dask.delayed(fn, pure=True)
-    level = [apply(b) if per_block is None else apply(b, extra) for b, extra in zip(blocks, per_block or blocks)]
+    if per_block is None:
+        level = [apply(b) for b in blocks]
+    else:
+        level = [apply(b, extra) for b, extra in zip(blocks, per_block, strict=True)]
     leaves = list(level)
     merge = dask.delayed(_combined, pure=True)
     while len(level) > 1:
