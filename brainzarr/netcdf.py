@@ -21,6 +21,7 @@ coming along.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import warnings
 from collections.abc import Mapping
@@ -33,7 +34,7 @@ import xarray as xr
 from ._atomic import write_file
 from ._disk import human, require_free
 
-__all__ = ["to_netcdf", "netcdf_attrs"]
+__all__ = ["to_netcdf", "netcdf_attrs", "netcdf_engine"]
 
 #: above this, writing with scipy (netCDF3, the whole file in memory) warns
 _IN_MEMORY_WARNING_BYTES = 512 << 20
@@ -63,7 +64,7 @@ def to_netcdf(obj: xr.Dataset | xr.DataArray, path, **kwargs) -> Path:
         The disk lacks room for the values (checked before anything is written).
     """
     path = Path(path)
-    engine = kwargs.get("engine") or _default_engine()
+    kwargs["engine"] = engine = kwargs.get("engine") or netcdf_engine()
     # new variables (obj's attributes stay as they are), written as they read: the store's uint16
     # packing spends every step of [0, 1] on values, leaving none for a _FillValue to mark NaN
     out = obj.copy(deep=False).drop_encoding()
@@ -87,10 +88,20 @@ def to_netcdf(obj: xr.Dataset | xr.DataArray, path, **kwargs) -> Path:
     return path
 
 
-def _default_engine() -> str:
-    """The engine xarray's ``to_netcdf`` would take: netCDF4, else h5netcdf, else scipy (netCDF3)."""
+def netcdf_engine() -> str:
+    """The netCDF writer that works here: netCDF4, else h5netcdf (with h5py), else scipy
+    (netCDF3), in xarray's order. xarray lists h5netcdf as an engine even without h5py, which
+    it cannot write without."""
     engines = xr.backends.list_engines()
-    return next((name for name in ("netcdf4", "h5netcdf") if name in engines), "scipy")
+    if "netcdf4" in engines:
+        return "netcdf4"
+    if "h5netcdf" in engines and _h5py_installed():
+        return "h5netcdf"
+    return "scipy"
+
+
+def _h5py_installed() -> bool:
+    return importlib.util.find_spec("h5py") is not None
 
 
 def netcdf_attrs(attrs: Mapping) -> dict:
