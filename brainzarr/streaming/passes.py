@@ -254,9 +254,9 @@ def block_reduce(
     X = as_array(X)
     combine = _sum_two if combine is None else combine
     if per_block is not None:
-        per_block = list(per_block)
-        if len(per_block) != len(_spans_of(X, block_rows)):
-            raise ValueError(f"per_block has {len(per_block)} items for {len(_spans_of(X, block_rows))} row blocks")
+        per_block, n_blocks = list(per_block), len(_spans_of(X, block_rows))
+        if len(per_block) != n_blocks:
+            raise ValueError(f"per_block has {len(per_block)} items for {n_blocks} row blocks")
     client = current_client()
     if client is not None and isinstance(X, da.Array):
         return _distributed_reduce(X, fn, block_rows, client, desc, combine, per_block)
