@@ -253,24 +253,45 @@ def test_accessor_is_registered_by_import():
     assert hasattr(xr.DataArray([1.0], dims="voxel"), "brain")
 
 
-def test_every_argument_says_what_it_is():
+def _actions(parser, prefix="brainzarr"):
+    """(command, action) for every option and positional of every (sub)command."""
     import argparse
 
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, f"{prefix} {name}")
+        else:
+            yield prefix, action
+
+
+def test_every_argument_says_what_it_is():
     from brainzarr.cli import make_parser
 
-    def arguments(parser, prefix):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    yield from arguments(sub, f"{prefix} {name}")
-            else:
-                yield f"{prefix} {(action.option_strings or [action.dest])[-1]}", action.help
-
-    found = dict(arguments(make_parser(), "brainzarr"))
+    found = {
+        f"{command} {(action.option_strings or [action.dest])[-1]}": action.help
+        for command, action in _actions(make_parser())
+    }
     assert "brainzarr export store" in found and "brainzarr inr render model" in found
     assert "brainzarr build --probe-selection" in found
     assert [name for name, text in found.items() if not text] == []
     assert "s3://" in found["brainzarr info store"]
+
+
+def test_every_output_option_is_spelt_alike():
+    from brainzarr.cli import make_parser
+
+    spellings = {"-o", "--out", "--output"}
+    outputs = {
+        command: set(action.option_strings)
+        for command, action in _actions(make_parser())
+        if spellings & set(action.option_strings)
+    }
+    assert {"brainzarr build", "brainzarr export", "brainzarr inr fit", "brainzarr inr render"} <= set(outputs)
+    assert {command: options for command, options in outputs.items() if options != spellings} == {}
+    for spelling in spellings:
+        args = make_parser().parse_args(["build", "--resolution", "8", spelling, "s8.zarr"])
+        assert args.out == "s8.zarr"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ __all__ = [
     "int_list",
     "name_list",
     "chunk_shape",
+    "add_output_argument",
     "add_cluster_arguments",
     "dask_client",
     "add_storage_arguments",
@@ -44,6 +45,11 @@ positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 fraction = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
+
+
+def add_output_argument(p, *, dest: str, help: str, **kwargs):
+    """The output option, spelt alike by every command: ``-o``, ``--out`` or ``--output``."""
+    return p.add_argument("-o", "--out", "--output", dest=dest, help=help, **kwargs)
 
 
 def int_list(text: str) -> list[int]:

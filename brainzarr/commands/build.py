@@ -11,6 +11,7 @@ from ..layout import COMPRESSORS, SHARD_GENES, Layout
 from ..sources import SOURCES
 from ._args import (
     add_cluster_arguments,
+    add_output_argument,
     add_storage_arguments,
     chunk_shape,
     dask_client,
@@ -67,7 +68,7 @@ def add_build_arguments(p, *, out_required=True):
     )
     g.add_argument("--compressor", choices=COMPRESSORS, default="zstd", help="chunk compressor (default zstd)")
     g.add_argument("--no-shards", action="store_true", help="one file per chunk instead of shards per row block")
-    p.add_argument("--out", required=out_required, help="the store to write, e.g. store/s8.zarr")
+    add_output_argument(p, dest="out", required=out_required, help="the store to write, e.g. store/s8.zarr")
     p.add_argument(
         "--overwrite",
         action="store_true",

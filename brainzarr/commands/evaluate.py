@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ._args import (
     add_cluster_arguments,
+    add_output_argument,
     add_storage_arguments,
     add_store_argument,
     dask_client,
@@ -135,7 +136,7 @@ def add_evaluation_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the CV folds and XGBoost")
     p.add_argument("--jobs", type=positive_int, help="models fitted at once (default: the CPU count)")
     p.add_argument("--no-store", action="store_true", help="do not save the results into the store")
-    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
+    add_output_argument(p, dest="out", required=True, metavar="OUTDIR", help="output folder")
 
 
 def _run(args):

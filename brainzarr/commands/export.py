@@ -6,7 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._args import add_cluster_arguments, add_storage_arguments, add_store_argument, dask_client, store_path
+from ._args import (
+    add_cluster_arguments,
+    add_output_argument,
+    add_storage_arguments,
+    add_store_argument,
+    dask_client,
+    store_path,
+)
 
 
 def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
@@ -104,7 +111,7 @@ def register(sub):
     p.add_argument(
         "--gene", help="gene symbol, or several for a 4-D file: comma-separated, N evenly spaced, or a text file"
     )
-    p.add_argument("-o", "--output", required=True, help="output file, .nii or .nii.gz")
+    add_output_argument(p, dest="output", required=True, help="output file, .nii or .nii.gz")
     p.add_argument("--background", default="0", help="value outside the brain: 0 (default) or nan")
     p.add_argument(
         "--like",

@@ -10,6 +10,7 @@ from pathlib import Path
 from .._atomic import write_file
 from ._args import (
     add_cluster_arguments,
+    add_output_argument,
     add_storage_arguments,
     chunk_shape,
     dask_client,
@@ -218,7 +219,7 @@ def register(sub):
     f.add_argument("--store", help="fit on the voxels of this store instead of a source's samples")
     f.add_argument("--max-samples", type=positive_int, default=5000, help="with --store: voxels drawn (seeded)")
     f.add_argument("--seed", type=int, default=0, help="seeds the source (synthetic) and the model")
-    f.add_argument("--out", required=True, help="model folder to write, e.g. store/inr-model")
+    add_output_argument(f, dest="out", required=True, help="model folder to write, e.g. store/inr-model")
     f.add_argument("--overwrite", action="store_true", help="replace a model folder written by brainzarr")
     _add_model_arguments(f)
     f.set_defaults(func=_fit)
@@ -243,7 +244,7 @@ def register(sub):
         "field (synthetic) and agreement with IDW (secondary); 0: skip",
     )
     e.add_argument("--seed", type=int, default=0, help="seeds the source (synthetic), the folds and the models")
-    e.add_argument("-o", "--output", required=True, help="folder for heldout.csv, summary.csv, heldout.png")
+    add_output_argument(e, dest="output", required=True, help="folder for heldout.csv, summary.csv, heldout.png")
     _add_model_arguments(e)
     e.set_defaults(func=_evaluate)
 
@@ -252,7 +253,7 @@ def register(sub):
     r.add_argument("--resolution", type=positive_int, default=8, help="grid spacing in mm (MNI152 brain mask)")
     r.add_argument("--mask", help="a mask NIfTI in MNI space instead")
     r.add_argument("--genes", help=f"{GENES_HELP} (default: all the model's)")
-    r.add_argument("--out", required=True, help="the store to write, e.g. store/inr-8mm.zarr")
+    add_output_argument(r, dest="out", required=True, help="the store to write, e.g. store/inr-8mm.zarr")
     r.add_argument("--chunks", type=chunk_shape, help="chunk shape voxels,genes (default 4096,128)")
     r.add_argument("--seed", type=int, default=0, help="seeds the store's train/test splits")
     r.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")

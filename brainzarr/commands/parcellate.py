@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._atomic import atomic_file
-from ._args import add_cluster_arguments, add_storage_arguments, add_store_argument, dask_client, store_path
+from ._args import (
+    add_cluster_arguments,
+    add_output_argument,
+    add_storage_arguments,
+    add_store_argument,
+    dask_client,
+    store_path,
+)
 from .build import GENES_HELP, parse_genes
 
 
@@ -83,7 +90,7 @@ def register(sub):
         help="the atlas's look-up table, naming its regions (a column region_name): a BIDS dseg.tsv "
         "(columns index, name) or FreeSurfer-style 'index name ...' rows",
     )
-    p.add_argument("-o", "--output", required=True, help="output file, .csv")
+    add_output_argument(p, dest="output", required=True, help="output file, .csv")
     p.add_argument(
         "--nifti",
         metavar="PATH",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._args import (
     add_cluster_arguments,
+    add_output_argument,
     add_storage_arguments,
     add_store_argument,
     dask_client,
@@ -60,7 +61,7 @@ def register(sub):
         "store are reused, so an interrupted run resumes.",
     )
     add_store_argument(p)
-    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
+    add_output_argument(p, dest="out", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--targets", nargs="+", metavar="DIR_OR_FILES", help="target maps (default: synthetic ones)")
     add_interpolation_argument(p)
     p.add_argument("--methods", help="comma-separated (default: pca,kpca,nmf,tsne,umap,ae)")
