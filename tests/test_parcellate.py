@@ -1,5 +1,6 @@
 """Region means of a store's voxel arrays over an atlas (``parcellate``, ``brainzarr parcellate``)."""
 
+import json
 import shutil
 import warnings
 
@@ -278,7 +279,15 @@ def test_cli_writes_the_table_that_a_parcellated_build_reads(small_store, tmp_pa
     code = main(["parcellate", str(small_store), "expression", "--atlas", str(atlas), "--gene", "3", "-o", str(out)])
     captured = capsys.readouterr()
     assert code == 0
-    assert captured.out.strip() == f"wrote {out}  6 regions x 3 genes"
+    assert captured.out.strip().splitlines() == [
+        f"wrote {out}  6 regions x 3 genes",
+        f"wrote {tmp_path / 'regions.json'}  (how the table was made)",
+    ]
+    sidecar = json.loads((tmp_path / "regions.json").read_text())  # BIDS: a tabular file's JSON sidecar
+    assert sidecar["strategy"] == "mean" and sidecar["weighting"] == "centre" and sidecar["background"] == 0
+    assert sidecar["Sources"] == [str(small_store), str(atlas)] and sidecar["variable"] == "expression"
+    assert sidecar["GeneratedBy"][0]["Name"] == "brainzarr"
+    assert sidecar["Description"].startswith("mean over each region's voxels of expression")
     # the warning is one line, as errors are
     assert captured.err.strip().splitlines() == [
         f"brainzarr parcellate: warning: 1 of 7 regions of {atlas} hold no voxel of the array: 99 (the atlas is "
@@ -303,6 +312,11 @@ def test_cli_writes_the_table_that_a_parcellated_build_reads(small_store, tmp_pa
 
     assert main(["parcellate", str(small_store), "expression", "--atlas", str(atlas), "-o", str(out)]) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
+    other = tmp_path / "other.csv"
+    (tmp_path / "other.json").write_text("{}")  # a sidecar's place taken: refused before anything is written
+    assert main(["parcellate", str(small_store), "expression", "--atlas", str(atlas), "-o", str(other)]) == 1
+    assert f"{tmp_path / 'other.json'} exists; pass --overwrite" in capsys.readouterr().err
+    assert not other.exists() and (tmp_path / "other.json").read_text() == "{}"
 
     fine = tmp_path / "fine.nii.gz"  # the atlas at half the store's voxel size: --weighting volume
     grid = store_grid(small_store)
@@ -311,6 +325,7 @@ def test_cli_writes_the_table_that_a_parcellated_build_reads(small_store, tmp_pa
     argv = ["parcellate", str(small_store), "expression", "--atlas", str(fine), "--gene", "3", "-o", str(out)]
     assert main([*argv, "--overwrite", "--weighting", "volume"]) == 0
     by_volume = pd.read_csv(out, index_col=0)
+    assert json.loads((tmp_path / "regions.json").read_text())["weighting"] == "volume"
     coarse = _atlas_4mm_on(grid)  # the same regions on the store's grid
     expected = open_store(small_store).expression.sel(gene=list(by_volume.columns)).brain.parcellate(coarse)
     np.testing.assert_allclose(by_volume.values, expected.values, rtol=1e-6)
@@ -402,7 +417,9 @@ def test_cli_names_the_regions_and_the_build_reads_the_named_table(small_store, 
     argv = ["parcellate", str(small_store), "expression", "--atlas", str(atlas), "--gene", "3", "-o", str(out)]
     assert main([*argv, "--lut", str(lut)]) == 0
     captured = capsys.readouterr()
-    assert captured.out.strip() == f"wrote {out}  6 regions x 3 genes"  # the names are not a gene
+    assert captured.out.splitlines()[0] == f"wrote {out}  6 regions x 3 genes"  # the names are not a gene
+    described = json.loads(out.with_suffix(".json").read_text())
+    assert described["Sources"][-1] == str(lut) and str(lut) in described["region_name"]["Description"]
     err = captured.err
     assert "1 of 7 regions of" in err and "have no name in the look-up table (named 'unknown'): 99" in err
     frame = pd.read_csv(out, index_col=0)

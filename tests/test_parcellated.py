@@ -108,3 +108,30 @@ def test_duplicates_missing_regions_and_foreign_grids_are_named(tmp_path, dk_tab
     code = main(["build", "--source", "parcellated", "--table", str(tmp_path / "fewer.csv"), "--atlas", str(atlas),
                  "--resolution", "8", "--out", str(tmp_path / "x.zarr")])  # fmt: skip
     assert code == 1 and not (tmp_path / "x.zarr").exists()
+
+
+def test_a_table_of_another_statistic_than_the_mean_is_refused(tmp_path, dk_table):
+    import json
+
+    from brainzarr.exceptions import InputError
+
+    path, atlas, table = dk_table
+    sidecar = path.with_suffix(".json")  # dk.csv -> dk.json, as brainzarr parcellate writes it
+    for said in ("not json {", json.dumps(["a list"]), json.dumps({"Description": "a user's own"})):
+        sidecar.write_text(said)  # sidecars that say no statistic leave the table a table of means
+        assert load_parcellated(path, atlas, missing_regions="drop").sizes["gene"] == 6
+    for strategy, named in [("mean", None), ("standard_deviation", "standard deviation"), ("maximum", "maximum")]:
+        sidecar.write_text(json.dumps({"strategy": strategy}))
+        if named is None:
+            assert load_parcellated(path, atlas, missing_regions="drop").sizes["gene"] == 6
+            continue
+        with pytest.raises(InputError, match=f"{path} holds each region's {named}, not its mean"):
+            load_parcellated(path, atlas, missing_regions="drop")
+        with pytest.raises(InputError, match=f"{named}, not its mean"):
+            build_store(tmp_path / "s.zarr", source="parcellated", table=path, atlas=atlas, resolution=8,
+                        missing_regions="drop")  # fmt: skip
+        assert not (tmp_path / "s.zarr").exists()
+    frame = table.fillna(0.5)
+    frame.attrs["strategy"] = "variance"
+    with pytest.raises(InputError, match="DataFrame holds each region's variance"):
+        load_parcellated(frame, atlas)

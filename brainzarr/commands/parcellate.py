@@ -3,9 +3,11 @@ regions -> CSV."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from .._atomic import atomic_file
+from .._atomic import atomic_file, write_file
+from ..sources.parcellated import sidecar_path
 from ._args import (
     add_cluster_arguments,
     add_output_argument,
@@ -32,9 +34,11 @@ def _run(args):
     da = select_variable(store_path(args), args.var, parse_genes(args.gene), all_genes=True)
     if args.lut is not None and not Path(args.lut).is_file():
         raise FileNotFoundError(f"no look-up table at {args.lut}")
+    sidecar = sidecar_path(out)
     nifti = None if args.nifti is None else _checked_nifti_path(args.nifti)
-    if nifti is not None and nifti.exists() and not args.overwrite:
-        raise FileExistsError(f"{nifti} exists; pass --overwrite to replace it")
+    for path in (sidecar, nifti):
+        if path is not None and path.exists() and not args.overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     with dask_client(args):
         table = parcellate(
             da, args.atlas, background=args.background, weighting=args.weighting, lut=args.lut, strategy=args.strategy
@@ -49,9 +53,30 @@ def _run(args):
     with atomic_file(out, suffix=".csv") as tmp:
         frame.to_csv(tmp)
     print(f"wrote {out}  {shape}")
+    write_file(sidecar, lambda tmp: tmp.write_text(json.dumps(_sidecar(table, args), indent=2) + "\n"))
+    print(f"wrote {sidecar}  (how the table was made)")
     if nifti is not None:
         img = table.brain.to_nifti(nifti)  # on the atlas's grid, a few volumes at a time
         print(f"wrote {nifti}  {' x '.join(map(str, img.shape))} (the atlas's grid)")
+
+
+def _sidecar(table, args) -> dict:
+    """The CSV's JSON sidecar, as BIDS describes tabular files: what each value is and where it
+    came from (a parcellated build reads the strategy from it)."""
+    from .._version import __version__
+
+    described = {
+        "label": {"Description": f"the label of the region in the atlas {args.atlas}"},
+        "region_name": {"Description": f"the region's name in {args.lut}"},
+    }
+    return {
+        "Description": f"{table.attrs['statistic']} of {args.var} of the store {store_path(args)}",
+        "GeneratedBy": [{"Name": "brainzarr", "Version": __version__}],
+        "Sources": [str(store_path(args)), str(args.atlas)] + ([str(args.lut)] if args.lut else []),
+        **{key: table.attrs[key] for key in ("strategy", "weighting", "background")},
+        "variable": args.var,
+        **{column: text for column, text in described.items() if column != "region_name" or args.lut},
+    }
 
 
 def register(sub):
@@ -63,8 +88,8 @@ def register(sub):
         description="Average a voxel array of a store (expression, or a result's embedding, "
         "reconstruction or error map) over each region of an atlas in MNI space, in one streamed "
         "pass. The CSV (first column: the atlas label; with --lut, then the region's name) is the "
-        "table `brainzarr build --source parcellated` reads; regions that hold no store voxel are "
-        "left out, with a warning.",
+        "table `brainzarr build --source parcellated` reads; a JSON sidecar beside it (dk.csv -> "
+        "dk.json) says how it was made. Regions that hold no store voxel are left out, with a warning.",
     )
     add_store_argument(p)
     p.add_argument("var", help="'expression' or a result variable, e.g. representations/random/pca/k8/embedding")

@@ -14,6 +14,7 @@ choice is recorded with the source's options in the store's provenance.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -24,7 +25,7 @@ import xarray as xr
 from ..exceptions import InputError
 from .table import make_sample_table, resolve_genes
 
-__all__ = ["load_parcellated", "atlas_on_grid", "MISSING_REGIONS"]
+__all__ = ["load_parcellated", "atlas_on_grid", "sidecar_path", "MISSING_REGIONS"]
 
 #: what to do with atlas regions that have no values in the table
 MISSING_REGIONS = ("error", "drop")
@@ -51,6 +52,28 @@ def _read_table(path) -> pd.DataFrame:
     if dupes:
         raise InputError(f"the region table {path} has gene columns more than once: {_shown(sorted(set(dupes)))}")
     return pd.read_csv(path, index_col=0)
+
+
+def sidecar_path(table) -> Path:
+    """The JSON sidecar of a region table (BIDS: the same name, ``.json``): ``dk.csv`` -> ``dk.json``."""
+    return Path(table).with_suffix(".json")
+
+
+def _strategy_of(table) -> str | None:
+    """The statistic a region table holds, where ``brainzarr parcellate``'s sidecar says it."""
+    try:
+        record = json.loads(sidecar_path(table).read_text())
+    except (OSError, ValueError):  # no sidecar, or one that is not JSON: nothing is said
+        return None
+    return record.get("strategy") if isinstance(record, dict) else None
+
+
+def _refuse_other_statistics(strategy, name) -> None:
+    if strategy not in (None, "mean"):
+        raise InputError(
+            f"the region table {name} holds each region's {str(strategy).replace('_', ' ')}, not its mean; "
+            "a parcellated store is built from region means"
+        )
 
 
 def _load_atlas(atlas):
@@ -99,8 +122,10 @@ def load_parcellated(table, atlas, *, genes=None, missing_regions: str = "error"
     Raises
     ------
     InputError
-        A duplicated label or gene column, regions without values (unless dropped), an atlas
-        that is not in MNI space, or table labels absent from the atlas.
+        A table of another statistic than the mean (as the JSON sidecar that
+        ``brainzarr parcellate`` writes beside its CSV says), a duplicated label or gene column,
+        regions without values (unless dropped), an atlas that is not in MNI space, or table
+        labels absent from the atlas.
 
     Returns
     -------
@@ -111,11 +136,13 @@ def load_parcellated(table, atlas, *, genes=None, missing_regions: str = "error"
     if isinstance(table, (str, Path)):
         if not Path(table).exists():
             raise FileNotFoundError(f"region table not found: {table}")
+        _refuse_other_statistics(_strategy_of(table), table)
         frame = _read_table(table)
         table_name = str(table)
     else:
         frame = table
         table_name = "DataFrame"
+        _refuse_other_statistics(frame.attrs.get("strategy"), table_name)
     frame = frame.drop(columns=[REGION_NAME], errors="ignore")
     try:
         labels = np.asarray(frame.index, dtype=float)
