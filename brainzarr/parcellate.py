@@ -418,25 +418,13 @@ def _volume_weights(img, values, data, regions, background, where):
     )
 
 
-def _add_region_sums(sums: np.ndarray, block: np.ndarray, weights) -> None:
-    """Add to ``sums`` (regions, d) the weighted rows of ``block``: ``weights`` is the sparse
-    (regions x rows of the block) part of the region weights.
-
-    No copy of the block: float32 products over a block's rows, added up in float64 only for
-    the regions the block touches. A float32 sum of many rows errs: a region's mean by up to
-    ~3e-5 relative over 131,072 rows in one block (test), about the stored values' own step
-    (1/65,535). Products in float64 cost 60 % more time (4 mm, all genes).
-    """
-    weights = weights.tocsr()
-    present = np.flatnonzero(np.diff(weights.indptr))
-    if not len(present):
-        return
-    sums[present] += weights[present] @ np.asarray(block, dtype=np.float32)
-
-
 class _RegionStatistic:
     """Each region's ``strategy`` of the rows of a voxel array: the state of one row block
-    (:meth:`of_block`), two states made one (:meth:`combine`), the table (:meth:`result`)."""
+    (:meth:`of_block`), two states made one (:meth:`combine`), the table (:meth:`result`).
+
+    A state holds only the regions its rows touch, ``(regions, *arrays)``: the regions sorted,
+    each array a row per region. A row block of a compact atlas touches few of its regions.
+    """
 
     def __init__(self, strategy: str, n_regions: int, n_columns: int):
         self.strategy, self.shape = strategy, (n_regions, n_columns)
@@ -448,70 +436,125 @@ class _RegionStatistic:
     def of_block(self, block: np.ndarray, weights) -> tuple:
         """The state of one block of rows; ``weights``: the sparse (regions x rows of the block)
         part of the region weights."""
+        present, weights = _present(weights)
         if self._extreme is not None:
-            extremes = np.full(self.shape, np.inf if self.strategy == "minimum" else -np.inf)
-            _add_region_extremes(extremes, block, weights, self._extreme)
-            return (extremes,)
-        sums = np.zeros(self.shape)
+            return present, _region_extremes(block, weights, self._extreme)
         if self.strategy in ("mean", "sum"):
-            _add_region_sums(sums, block, weights)
-            return (sums,)
-        squares = np.zeros(self.shape)
-        _add_region_moments(sums, squares, block, weights)
-        return sums, squares
+            return present, _region_sums(block, weights)
+        return (present, *_region_moments(block, weights))
 
     def combine(self, a: tuple, b: tuple) -> tuple:
         """Two blocks' states as one."""
+        regions = np.union1d(a[0], b[0])
+        into_a, into_b = np.searchsorted(regions, a[0]), np.searchsorted(regions, b[0])
+        merged = []
+        for x, y in zip(a[1:], b[1:], strict=True):
+            out = np.zeros((len(regions), *x.shape[1:]), dtype=np.result_type(x, y))
+            out[into_a] = x
+            merged.append(out)
         if self._extreme is not None:
-            return (self._extreme(a[0], b[0]),)
-        return tuple(x + y for x, y in zip(a, b, strict=True))
+            both = np.isin(b[0], a[0])[:, None]
+            merged[0][into_b] = np.where(both, self._extreme(merged[0][into_b], b[1]), b[1])
+        elif self.strategy in ("mean", "sum"):
+            merged[0][into_b] += b[1]
+        else:  # a region only in b has a weight of 0 in a: the update gives b's own part
+            for out, part in zip(merged, _merge_moments(tuple(m[into_b] for m in merged), b[1:]), strict=True):
+                out[into_b] = part
+        return (regions, *merged)
 
     def result(self, state: tuple, counts: np.ndarray) -> np.ndarray:
         """(regions, columns) float64 from the whole pass's state; NaN for a region of no voxel
         (``counts`` 0)."""
-        empty = (counts == 0)[:, None]
+        index, arrays = state[0], state[1:]
+        values = np.full(self.shape, np.nan)
         if self._extreme is not None or self.strategy == "sum":
-            return np.where(empty, np.nan, state[0])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = state[0] / counts[:, None]
-            if self.strategy == "mean":
-                return means
-            variance = np.maximum(state[1] / counts[:, None] - means**2, 0.0)  # >= 0 despite rounding
-        return np.sqrt(variance) if self.strategy == "standard_deviation" else variance
+            values[index] = arrays[0]
+        elif self.strategy == "mean":
+            values[index] = arrays[0] / counts[index, None]
+        else:
+            total, _, squares = arrays
+            values[index] = squares / total[:, None]
+            if self.strategy == "standard_deviation":
+                values = np.sqrt(values)
+        return values
 
 
-#: the float64 columns of a block that ``_add_region_moments`` converts at a time (64 MiB)
+#: the values of a block that a statistic gathers (and makes float64) at a time (64 MiB)
 _WORK_VALUES = 2**23
 
 
-def _add_region_moments(sums: np.ndarray, squares: np.ndarray, block: np.ndarray, weights) -> None:
-    """Add to ``sums`` and ``squares`` (regions, d) the weighted rows of ``block`` and their
-    squares, in float64 (a variance is a difference of the two: float32's rounding would be a
-    large part of a small one), a few columns at a time."""
-    weights = weights.tocsr()
-    present = np.flatnonzero(np.diff(weights.indptr))
-    if not len(present):
-        return
-    weights = weights[present].astype(np.float64)
-    step = max(1, _WORK_VALUES // max(1, len(block)))
-    for a in range(0, block.shape[1], step):
-        part = np.asarray(block[:, a : a + step], dtype=np.float64)
-        sums[present, a : a + step] += weights @ part
-        part *= part
-        squares[present, a : a + step] += weights @ part
-
-
-def _add_region_extremes(extremes: np.ndarray, block: np.ndarray, weights, reduce) -> None:
-    """Fold into ``extremes`` (regions, d) with ``reduce`` (``np.minimum``, ``np.maximum``) the
-    rows of ``block`` that have any weight in each region, a few columns at a time."""
-    weights = weights.tocsr()
+def _present(weights):
+    """The regions (rows of the sparse regions x rows-of-a-block ``weights``) with some weight
+    in the block, and their rows of the weights (csr)."""
+    weights = weights.tocsr(copy=True)
     weights.eliminate_zeros()  # a share that rounded to 0 in float32 is no part of the region
     present = np.flatnonzero(np.diff(weights.indptr))
-    if not len(present):
-        return
-    starts = weights.indptr[present]  # each present region's run of rows (the others' runs are empty)
+    return present, weights[present]
+
+
+def _region_sums(block: np.ndarray, weights) -> np.ndarray:
+    """(regions, d) float64: the weighted rows of ``block`` added up region by region;
+    ``weights``: csr (regions x rows of the block), each region with some weight.
+
+    No copy of the block: float32 products over a block's rows, added up in float64 from block
+    to block. A float32 sum of many rows errs: a region's mean by up to ~3e-5 relative over
+    131,072 rows in one block (test), about the stored values' own step (1/65,535). Products in
+    float64 cost 60 % more time (4 mm, all genes).
+    """
+    return np.asarray(weights @ np.asarray(block, dtype=np.float32), dtype=np.float64)
+
+
+def _region_moments(block: np.ndarray, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each region's total weight (regions,), weighted mean and weighted sum of squared
+    deviations from that mean (regions, d), in float64, a few columns at a time; ``weights`` as
+    for :func:`_region_sums`.
+
+    The values are taken relative to the region's first row in the block: a region whose values
+    are all alike has a variance of exactly 0, and large values' squares do not swamp a small
+    variance (``E[x^2] - E[x]^2`` gave a constant region a standard deviation of ~1e-7).
+    """
+    from scipy import sparse
+
+    starts, runs = weights.indptr[:-1], np.diff(weights.indptr)
+    total = np.add.reduceat(weights.data.astype(np.float64), starts)
+    # the weights over their own entries (regions x entries): its products add each region's run
+    # of gathered rows, as a reduceat would, several times faster
+    runs_of = sparse.csr_matrix(
+        (weights.data.astype(np.float64), np.arange(weights.nnz), weights.indptr), shape=(len(starts), weights.nnz)
+    )
+    rows = weights.indices
+    means = np.empty((len(starts), block.shape[1]))
+    squares = np.empty_like(means)
+    step = max(1, _WORK_VALUES // max(1, 2 * weights.nnz))
+    for a in range(0, block.shape[1], step):
+        cols = slice(a, a + step)
+        shift = block[rows[starts], cols]
+        # (entries, columns), region by region; the differences in float64
+        deviations = np.subtract(block[rows, cols], np.repeat(shift, runs, axis=0), dtype=np.float64)
+        sums = runs_of @ deviations
+        deviations *= deviations
+        means[:, cols] = sums / total[:, None]
+        squares[:, cols] = np.maximum(runs_of @ deviations - sums * means[:, cols], 0.0)
+        means[:, cols] += shift  # float32 values: exact in float64
+    return total, means, squares
+
+
+def _merge_moments(a: tuple, b: tuple) -> tuple:
+    """Two parts' (weight, mean, squared deviations) of the same regions as one (Chan, Golub and
+    LeVeque's pairwise update): exact where both parts' means are equal, as a constant region's are."""
+    total = a[0] + b[0]
+    delta = b[1] - a[1]
+    share = (b[0] / total)[:, None]
+    return total, a[1] + delta * share, a[2] + b[2] + delta * delta * (a[0][:, None] * share)
+
+
+def _region_extremes(block: np.ndarray, weights, reduce) -> np.ndarray:
+    """(regions, d): ``reduce`` (``np.minimum``, ``np.maximum``) of the rows of ``block`` that
+    have some weight in each region, a few columns at a time; ``weights`` as for :func:`_region_sums`."""
+    starts = weights.indptr[:-1]  # each region's run of rows
+    out = np.empty((len(starts), block.shape[1]), dtype=block.dtype)
     step = max(1, _WORK_VALUES // max(1, weights.nnz))
     for a in range(0, block.shape[1], step):
         gathered = block[weights.indices, a : a + step]  # (weights, columns): each region's rows, region by region
-        part = reduce.reduceat(gathered, starts, axis=0)
-        extremes[present, a : a + step] = reduce(extremes[present, a : a + step], part)
+        out[:, a : a + step] = reduce.reduceat(gathered, starts, axis=0)
+    return out

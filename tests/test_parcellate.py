@@ -646,24 +646,50 @@ def test_with_volume_weighting_each_strategy_weighs_a_voxel_by_its_share(small_s
     assert table.attrs["statistic"].endswith("weighted by the volume in it") == weighted
 
 
-def test_a_small_variance_of_large_values_is_not_lost_to_rounding(small_store):
-    """Values 0.5 +- 1e-3 in one region: the variance (1e-6 of E[x^2] = 0.25) is a difference of
-    sums that float32 products would round away (~6e-8 each); float64 keeps it."""
+@pytest.mark.parametrize("block_rows", [100, 100_000])
+def test_a_small_variance_of_large_values_is_not_lost_to_rounding(small_store, block_rows):
+    """Values 0.5 +- 1e-3 in one region, in one row block or many: the variance (1e-6 of E[x^2]
+    = 0.25) is as numpy's two-pass one to 1e-12 (a difference of sums of squares keeps ~1e-6 of it
+    in float64, nothing in float32)."""
     ds = open_store(small_store)
     grid = store_grid(small_store)
     rng = np.random.default_rng(0)
     noise = rng.uniform(-1e-3, 1e-3, ds.sizes["voxel"])
-    data = ds.expression.isel(gene=0).copy(data=(0.5 + noise).astype(np.float32))
+    data = ds.expression.isel(gene=0).copy(data=(0.5 + noise).astype(np.float32)).chunk(voxel=block_rows)
     vol = np.zeros(grid.shape, np.int16)
     vol[tuple(grid.ijk.T)] = 1
     atlas = nib.Nifti1Image(vol, grid.affine)
     values = data.values.astype(np.float64)
     variance = parcellate(data, atlas, strategy="variance")
-    np.testing.assert_allclose(variance.values, [values.var()], rtol=1e-6)
+    np.testing.assert_allclose(variance.values, [values.var()], rtol=1e-12)
     std = parcellate(data, atlas, strategy="standard_deviation")
-    np.testing.assert_allclose(std.values, [values.std()], rtol=1e-6)
-    constant = parcellate(data.copy(data=np.full(data.shape, 0.3, np.float32)), atlas, strategy="variance")
-    assert 0 <= constant.item() < 1e-12  # E[x^2] - E[x]^2 in float64: the rounding of 0.09
+    np.testing.assert_allclose(std.values, [values.std()], rtol=1e-12)
+
+
+@pytest.mark.parametrize("weighting", ["centre", "volume"])
+def test_a_region_of_one_value_varies_by_exactly_nothing(small_store, weighting):
+    """A region whose voxels all hold one value has a variance and standard deviation of 0, not
+    of rounding (E[x^2] - E[x]^2 gave ~1e-7): as a parcellated store's regions are, over row
+    blocks that cut through them."""
+    ds = open_store(small_store)
+    grid = store_grid(small_store)
+    coarse = np.asarray(_atlas_4mm_on(grid).dataobj)
+    labels = coarse[tuple(grid.ijk.T)]
+    level = np.float32(0.1) * labels.astype(np.float32) + np.float32(0.3)  # 1/10 has no exact binary form
+    data = ds.expression.isel(gene=[0, 1]).copy(data=np.repeat(level[:, None], 2, axis=1)).chunk(voxel=37)
+    if weighting == "centre":
+        atlas = _atlas_4mm_on(grid)
+    else:  # a finer atlas nested in the regions: every voxel it touches holds the region's value
+        atlas = _half_voxel_atlas(grid, coarse.repeat(2, 0).repeat(2, 1).repeat(2, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for strategy in ("variance", "standard_deviation"):
+            table = parcellate(data, atlas, weighting=weighting, strategy=strategy)
+            held = table["n_voxels"].values > 0
+            assert held.sum() >= 5 and (table.values[held] == 0).all()
+        means = parcellate(data, atlas, weighting=weighting)
+    held = means["n_voxels"].values > 0
+    np.testing.assert_allclose(means.values[held, 0], 0.1 * means["region"].values[held] + 0.3, rtol=1e-6)
 
 
 def test_strategies_nilearn_names_but_a_stream_cannot_compute_are_refused_with_why(small_store):
