@@ -310,6 +310,15 @@ def test_cli_writes_the_table_that_a_parcellated_build_reads(small_store, tmp_pa
     for gene in frame.columns:
         assert np.argsort(back.sel(gene=gene).values[:6]).tolist() == np.argsort(frame[gene].values).tolist()
 
+    tsv = tmp_path / "regions.tsv"  # tab-separated, as BIDS writes tables
+    assert main(["parcellate", str(small_store), "expression", "--atlas", str(atlas), "--gene", "3", "-o", str(tsv),
+                 "--overwrite"]) == 0  # fmt: skip
+    pd.testing.assert_frame_equal(pd.read_csv(tsv, sep="\t", index_col=0), frame)
+    capsys.readouterr()
+    assert (
+        main(["parcellate", str(small_store), "expression", "--atlas", str(atlas), "-o", str(tmp_path / "r.txt")]) == 1
+    )
+    assert "give a file name ending in .csv (or .tsv" in capsys.readouterr().err
     assert main(["parcellate", str(small_store), "expression", "--atlas", str(atlas), "-o", str(out)]) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
     other = tmp_path / "other.csv"

@@ -135,3 +135,20 @@ def test_a_table_of_another_statistic_than_the_mean_is_refused(tmp_path, dk_tabl
     frame.attrs["strategy"] = "variance"
     with pytest.raises(InputError, match="DataFrame holds each region's variance"):
         load_parcellated(frame, atlas)
+
+
+def test_a_tab_separated_table_reads_as_its_csv(tmp_path, dk_table):
+    """BIDS writes tables tab-separated (.tsv): the same table, the same samples; its duplicated
+    gene columns are found as a CSV's are."""
+    from brainzarr.exceptions import InputError
+
+    path, atlas, table = dk_table
+    tsv = tmp_path / "dk.tsv"
+    table.to_csv(tsv, sep="\t")
+    from_csv = load_parcellated(path, atlas, missing_regions="drop")
+    from_tsv = load_parcellated(tsv, atlas, missing_regions="drop")
+    assert list(from_tsv["gene"].values) == list(table.columns)
+    np.testing.assert_array_equal(from_tsv["expression"].values, from_csv["expression"].values)
+    table.rename(columns={"SST": "APOE"}).to_csv(tsv, sep="\t")
+    with pytest.raises(InputError, match="gene columns more than once: APOE"):
+        load_parcellated(tsv, atlas, missing_regions="drop")

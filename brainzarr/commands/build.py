@@ -105,7 +105,7 @@ def add_source_arguments(p):
     )
     g.add_argument("--lr-mirror", default="bidirectional", help="bidirectional, leftright, rightleft or none")
     g = p.add_argument_group("--source parcellated")
-    g.add_argument("--table", help="region x gene CSV (first column: atlas label)")
+    g.add_argument("--table", help="region x gene CSV, or .tsv (first column: atlas label)")
     g.add_argument("--atlas", help="the atlas NIfTI of the table's labels")
     g.add_argument(
         "--missing-regions",

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .._atomic import atomic_file, write_file
-from ..sources.parcellated import sidecar_path
+from ..sources.parcellated import sidecar_path, table_delimiter
 from ._args import (
     add_cluster_arguments,
     add_output_argument,
@@ -25,8 +25,8 @@ def _run(args):
     from .export import select_variable
 
     out = Path(args.output)
-    if out.is_dir() or not out.name.lower().endswith(".csv"):
-        raise ValueError(f"-o {args.output}: give a file name ending in .csv")
+    if out.is_dir() or out.suffix.lower() not in (".csv", ".tsv"):
+        raise ValueError(f"-o {args.output}: give a file name ending in .csv (or .tsv, tab-separated)")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     if not Path(args.atlas).is_file():
@@ -50,8 +50,8 @@ def _run(args):
     shape = f"{len(frame):,} regions x {frame.shape[1]:,} {frame.columns.name or 'column'}s"
     if "region_name" in table.coords:  # the parcellated source leaves this column out
         frame.insert(0, "region_name", table["region_name"].values[held])
-    with atomic_file(out, suffix=".csv") as tmp:
-        frame.to_csv(tmp)
+    with atomic_file(out, suffix=out.suffix) as tmp:
+        frame.to_csv(tmp, sep=table_delimiter(out))
     print(f"wrote {out}  {shape}")
     write_file(sidecar, lambda tmp: tmp.write_text(json.dumps(_sidecar(table, args), indent=2) + "\n"))
     print(f"wrote {sidecar}  (how the table was made)")
@@ -115,7 +115,7 @@ def register(sub):
         help="the atlas's look-up table, naming its regions (a column region_name): a BIDS dseg.tsv "
         "(columns index, name) or FreeSurfer-style 'index name ...' rows",
     )
-    add_output_argument(p, dest="output", required=True, help="output file, .csv")
+    add_output_argument(p, dest="output", required=True, help="output file, .csv (or .tsv: tab-separated, as BIDS)")
     p.add_argument(
         "--nifti",
         metavar="PATH",

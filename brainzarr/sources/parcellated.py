@@ -1,8 +1,9 @@
 """A region x gene table plus its atlas: what ``abagen.get_expression_data`` returns.
 
-The table is a CSV whose first column is the atlas label (abagen writes it as ``label``)
-and whose other columns are genes (a ``region_name`` column, which ``brainzarr parcellate
---lut`` writes, is left out); the atlas is a NIfTI of integer labels in MNI space.
+The table is a CSV (or a tab-separated ``.tsv``, as BIDS writes tables) whose first column is
+the atlas label (abagen writes it as ``label``) and whose other columns are genes (a
+``region_name`` column, which ``brainzarr parcellate --lut`` writes, is left out); the atlas is
+a NIfTI of integer labels in MNI space.
 Every voxel of the build's mask that lies in a labelled region takes its region's row.
 
 Nothing is dropped or renamed silently: a label twice in the table, a gene column twice, an
@@ -25,7 +26,7 @@ import xarray as xr
 from ..exceptions import InputError
 from .table import make_sample_table, resolve_genes
 
-__all__ = ["load_parcellated", "atlas_on_grid", "sidecar_path", "MISSING_REGIONS"]
+__all__ = ["load_parcellated", "atlas_on_grid", "sidecar_path", "table_delimiter", "MISSING_REGIONS"]
 
 #: what to do with atlas regions that have no values in the table
 MISSING_REGIONS = ("error", "drop")
@@ -38,12 +39,19 @@ def _shown(values, n: int = 8) -> str:
     return ", ".join(map(str, values[:n])) + (f" ... ({len(values)} in all)" if len(values) > n else "")
 
 
+def table_delimiter(path) -> str:
+    """A region table's delimiter by its name: a tab for ``.tsv`` (BIDS), else a comma."""
+    return "\t" if Path(path).suffix.lower() == ".tsv" else ","
+
+
 def _read_table(path) -> pd.DataFrame:
-    """The CSV, refusing duplicated gene columns (pandas would rename the second APOE to APOE.1)."""
+    """The CSV (or TSV), refusing duplicated gene columns (pandas would rename the second APOE
+    to APOE.1)."""
     import csv
 
+    sep = table_delimiter(path)
     with open(path, newline="") as f:
-        header = next(csv.reader(f), [])[1:]
+        header = next(csv.reader(f, delimiter=sep), [])[1:]
     seen, dupes = set(), []
     for name in (h.strip() for h in header):
         if name in seen:
@@ -51,7 +59,7 @@ def _read_table(path) -> pd.DataFrame:
         seen.add(name)
     if dupes:
         raise InputError(f"the region table {path} has gene columns more than once: {_shown(sorted(set(dupes)))}")
-    return pd.read_csv(path, index_col=0)
+    return pd.read_csv(path, index_col=0, sep=sep)
 
 
 def sidecar_path(table) -> Path:
@@ -111,7 +119,8 @@ def load_parcellated(table, atlas, *, genes=None, missing_regions: str = "error"
     Parameters
     ----------
     table : str, Path or pandas.DataFrame
-        Regions in rows (index or first column: the atlas label), genes in columns.
+        Regions in rows (index or first column: the atlas label), genes in columns: a DataFrame,
+        or a file of comma-separated values (tab-separated if its name ends in ``.tsv``).
     atlas : str, Path or Nifti1Image
         Integer-labelled atlas in MNI space.
     genes : None, int, str or list of str
