@@ -447,14 +447,14 @@ class _RegionStatistic:
         """Two blocks' states as one."""
         regions = np.union1d(a[0], b[0])
         into_a, into_b = np.searchsorted(regions, a[0]), np.searchsorted(regions, b[0])
+        empty = {"minimum": np.inf, "maximum": -np.inf}.get(self.strategy, 0)  # what a region of no rows holds
         merged = []
         for x, y in zip(a[1:], b[1:], strict=True):
-            out = np.zeros((len(regions), *x.shape[1:]), dtype=np.result_type(x, y))
+            out = np.full((len(regions), *x.shape[1:]), empty, dtype=np.result_type(x, y))
             out[into_a] = x
             merged.append(out)
         if self._extreme is not None:
-            both = np.isin(b[0], a[0])[:, None]
-            merged[0][into_b] = np.where(both, self._extreme(merged[0][into_b], b[1]), b[1])
+            merged[0][into_b] = self._extreme(merged[0][into_b], b[1])
         elif self.strategy in ("mean", "sum"):
             merged[0][into_b] += b[1]
         else:  # a region only in b has a weight of 0 in a: the update gives b's own part
