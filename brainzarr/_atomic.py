@@ -152,3 +152,10 @@ def remove_stale_partials(root) -> list[Path]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
     return removed
+
+
+def sidecar_path(path) -> Path:
+    """The JSON sidecar of a file, as BIDS names it: the same name, its format's suffix replaced
+    by ``.json`` (``dk.csv`` -> ``dk.json``, ``apoe.nii.gz`` -> ``apoe.json``)."""
+    path = Path(path)
+    return path.with_name(path.name[: len(path.name) - len(suffix_of(path))] + ".json")

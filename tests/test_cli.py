@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -189,6 +190,16 @@ def test_export_gene_maps_to_nifti(small_store, tmp_path, capsys):
         assert nib.load(target).shape == tuple(ds.attrs["grid_shape"]) + (n,)
     vol = np.asarray(nib.load(tmp_path / "3.nii.gz").dataobj)[ds["i"].values, ds["j"].values, ds["k"].values]
     np.testing.assert_allclose(vol, ds["expression"].isel(gene=[5, 1, 9]).values, rtol=1e-6)
+    # each image's JSON sidecar (BIDS) says what it holds: the gene, or the genes of its volumes in order
+    described = json.loads((tmp_path / "3.json").read_text())
+    assert described["VolumeDimension"] == "gene" and described["VolumeLabels"] == list(ds["gene"].values[[5, 1, 9]])
+    assert described["Space"] == ds.attrs["space"] and described["Sources"] == [str(small_store)]
+    one = json.loads((tmp_path / "g.json").read_text())
+    assert one["gene"] == gene and "VolumeLabels" not in one and one["VoxelSizeMM"] == [8.0, 8.0, 8.0]
+    (tmp_path / "mine.json").write_text("{}")  # a sidecar's place taken: refused before anything is written
+    code, _, err = run(["export", str(small_store), "expression", "--gene", gene, "-o", str(tmp_path / "mine.nii")],
+                       capsys)  # fmt: skip
+    assert code == 1 and "mine.json exists; pass --overwrite" in err and not (tmp_path / "mine.nii").exists()
     code, _, err = run(["export", str(small_store), "expression", "--gene", gene, "-o", str(out)], capsys)
     assert code == 1 and "exists; pass --overwrite" in err
     code, _, err = run(["export", str(small_store), "expression", "-o", str(out)], capsys)

@@ -14,6 +14,7 @@ from ._args import (
     dask_client,
     store_path,
 )
+from ._sidecar import sidecar_path, write_sidecar
 
 
 def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
@@ -93,19 +94,55 @@ def _run(args):
     from .build import parse_genes
 
     da = select_variable(store_path(args), args.var, parse_genes(args.gene))  # lazy: checks the variable and genes
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    for path in (out, sidecar_path(out)):
+        if path.exists() and not args.overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     background = np.nan if args.background.lower() == "nan" else float(args.background)
     replaced = out.exists()
     # a few volumes at a time (a 1 mm 128-component embedding is 4.4 GB as one 4-D volume), whole
     # or not at all
     with dask_client(args):  # reads on the cluster's workers when asked
         write_nifti(da, out, background=background, like=args.like)
-    print(f"{'replaced' if replaced else 'wrote'} {out}  shape {nib.load(out).shape}")
+    img = nib.load(out)
+    print(f"{'replaced' if replaced else 'wrote'} {out}  shape {img.shape}")
+    print(f"wrote {write_sidecar(out, _sidecar(da, img, args))}  (what the image holds)")
+
+
+def _sidecar(da, img, args) -> dict:
+    """The image's JSON sidecar, as BIDS describes derivatives: what it holds (the labels of a
+    4-D image's volumes, which a NIfTI viewer does not show), its space and its source."""
+    from ..nifti import _read_meta
+    from ..store import grid_info
+
+    meta = _read_meta(img)  # what brainzarr wrote into the image's header extension
+    coords = meta.get("coords") or {}
+    record = {
+        "Description": " ".join([args.var, *(f"{k}={v}" for k, v in coords.items())])
+        + f" of the store {store_path(args)}",
+        "Sources": [str(store_path(args))],
+        "Space": grid_info(da).get("space"),
+        "Grid": args.like or "the store's",
+        "VoxelSizeMM": [round(float(z), 6) for z in img.header.get_zooms()[:3]],
+        "variable": args.var,
+        **coords,
+        "background": "NaN" if args.background.lower() == "nan" else float(args.background),  # JSON has no NaN
+    }
+    if meta.get("units"):
+        record["Units"] = meta["units"]
+    if meta.get("volume_dim"):
+        record["VolumeDimension"] = meta["volume_dim"]
+        record["VolumeLabels"] = meta.get("volume_labels")
+    return record
 
 
 def register(sub):
-    p = sub.add_parser("export", help="write a voxel array of a store as NIfTI")
+    p = sub.add_parser(
+        "export",
+        help="write a voxel array of a store as NIfTI",
+        description="Write a voxel array of a store (expression, or a result's embedding, reconstruction or "
+        "error map) as a NIfTI image, with a JSON sidecar beside it (apoe.nii.gz -> apoe.json) saying what it "
+        "holds: the variable, the gene, the labels of a 4-D image's volumes, the space and the store.",
+    )
     add_store_argument(p)
     p.add_argument("var", help="'expression' or a result variable, e.g. representations/random/pca/k8/embedding")
     p.add_argument(

@@ -3,11 +3,10 @@ regions -> CSV."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .._atomic import atomic_file, write_file
-from ..sources.parcellated import sidecar_path, table_delimiter
+from .._atomic import atomic_file
+from ..sources.parcellated import table_delimiter
 from ._args import (
     add_cluster_arguments,
     add_output_argument,
@@ -16,6 +15,7 @@ from ._args import (
     dask_client,
     store_path,
 )
+from ._sidecar import sidecar_path, write_sidecar
 from .build import GENES_HELP, parse_genes
 
 
@@ -53,8 +53,7 @@ def _run(args):
     with atomic_file(out, suffix=out.suffix) as tmp:
         frame.to_csv(tmp, sep=table_delimiter(out))
     print(f"wrote {out}  {shape}")
-    write_file(sidecar, lambda tmp: tmp.write_text(json.dumps(_sidecar(table, args), indent=2) + "\n"))
-    print(f"wrote {sidecar}  (how the table was made)")
+    print(f"wrote {write_sidecar(out, _sidecar(table, args))}  (how the table was made)")
     if nifti is not None:
         img = table.brain.to_nifti(nifti)  # on the atlas's grid, a few volumes at a time
         print(f"wrote {nifti}  {' x '.join(map(str, img.shape))} (the atlas's grid)")
@@ -63,15 +62,12 @@ def _run(args):
 def _sidecar(table, args) -> dict:
     """The CSV's JSON sidecar, as BIDS describes tabular files: what each value is and where it
     came from (a parcellated build reads the strategy from it)."""
-    from .._version import __version__
-
     described = {
         "label": {"Description": f"the label of the region in the atlas {args.atlas}"},
         "region_name": {"Description": f"the region's name in {args.lut}"},
     }
     return {
         "Description": f"{table.attrs['statistic']} of {args.var} of the store {store_path(args)}",
-        "GeneratedBy": [{"Name": "brainzarr", "Version": __version__}],
         "Sources": [str(store_path(args)), str(args.atlas)] + ([str(args.lut)] if args.lut else []),
         **{key: table.attrs[key] for key in ("strategy", "weighting", "background")},
         "variable": args.var,

@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .._atomic import sidecar_path
 from ..exceptions import InputError
 from .table import make_sample_table, resolve_genes
 
-__all__ = ["load_parcellated", "atlas_on_grid", "sidecar_path", "table_delimiter", "MISSING_REGIONS"]
+__all__ = ["load_parcellated", "atlas_on_grid", "table_delimiter", "MISSING_REGIONS"]
 
 #: what to do with atlas regions that have no values in the table
 MISSING_REGIONS = ("error", "drop")
@@ -60,11 +61,6 @@ def _read_table(path) -> pd.DataFrame:
     if dupes:
         raise InputError(f"the region table {path} has gene columns more than once: {_shown(sorted(set(dupes)))}")
     return pd.read_csv(path, index_col=0, sep=sep)
-
-
-def sidecar_path(table) -> Path:
-    """The JSON sidecar of a region table (BIDS: the same name, ``.json``): ``dk.csv`` -> ``dk.json``."""
-    return Path(table).with_suffix(".json")
 
 
 def _strategy_of(table) -> str | None:
