@@ -121,7 +121,7 @@ def _sidecar(da, img, args) -> dict:
         + f" of the store {store_path(args)}",
         "Sources": [str(store_path(args))],
         "Space": grid_info(da).get("space"),
-        "Grid": args.like or "the store's",
+        "Grid": args.like or "the store's grid",
         "VoxelSizeMM": [round(float(z), 6) for z in img.header.get_zooms()[:3]],
         "variable": args.var,
         **coords,
