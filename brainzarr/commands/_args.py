@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 
 __all__ = [
     "positive_int",
@@ -18,6 +19,7 @@ __all__ = [
     "name_list",
     "chunk_shape",
     "add_output_argument",
+    "refuse_existing",
     "add_cluster_arguments",
     "dask_client",
     "add_storage_arguments",
@@ -50,6 +52,14 @@ fraction = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclus
 def add_output_argument(p, *, dest: str, help: str, **kwargs):
     """The output option, spelt alike by every command: ``-o``, ``--out`` or ``--output``."""
     return p.add_argument("-o", "--out", "--output", dest=dest, help=help, **kwargs)
+
+
+def refuse_existing(*paths, overwrite: bool) -> None:
+    """Stop before anything is written when one of a command's output files (None: not asked
+    for) exists and ``--overwrite`` was not given."""
+    for path in paths:
+        if path is not None and os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
 def int_list(text: str) -> list[int]:

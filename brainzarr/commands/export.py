@@ -12,6 +12,7 @@ from ._args import (
     add_storage_arguments,
     add_store_argument,
     dask_client,
+    refuse_existing,
     store_path,
 )
 from ._sidecar import sidecar_path, write_sidecar
@@ -94,9 +95,7 @@ def _run(args):
     from .build import parse_genes
 
     da = select_variable(store_path(args), args.var, parse_genes(args.gene))  # lazy: checks the variable and genes
-    for path in (out, sidecar_path(out)):
-        if path.exists() and not args.overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    refuse_existing(out, sidecar_path(out), overwrite=args.overwrite)
     background = np.nan if args.background.lower() == "nan" else float(args.background)
     replaced = out.exists()
     # a few volumes at a time (a 1 mm 128-component embedding is 4.4 GB as one 4-D volume), whole

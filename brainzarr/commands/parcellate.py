@@ -13,6 +13,7 @@ from ._args import (
     add_storage_arguments,
     add_store_argument,
     dask_client,
+    refuse_existing,
     store_path,
 )
 from ._sidecar import sidecar_path, write_sidecar
@@ -27,18 +28,15 @@ def _run(args):
     out = Path(args.output)
     if out.is_dir() or out.suffix.lower() not in (".csv", ".tsv"):
         raise ValueError(f"-o {args.output}: give a file name ending in .csv (or .tsv, tab-separated)")
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    sidecar = sidecar_path(out)
+    refuse_existing(out, sidecar, overwrite=args.overwrite)
     if not Path(args.atlas).is_file():
         raise FileNotFoundError(f"no atlas file at {args.atlas}")
     da = select_variable(store_path(args), args.var, parse_genes(args.gene), all_genes=True)
     if args.lut is not None and not Path(args.lut).is_file():
         raise FileNotFoundError(f"no look-up table at {args.lut}")
-    sidecar = sidecar_path(out)
     nifti = None if args.nifti is None else _checked_nifti_path(args.nifti)
-    for path in (sidecar, nifti):
-        if path is not None and path.exists() and not args.overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    refuse_existing(nifti, overwrite=args.overwrite)
     with dask_client(args):
         table = parcellate(
             da, args.atlas, background=args.background, weighting=args.weighting, lut=args.lut, strategy=args.strategy
