@@ -1,6 +1,8 @@
 """The tree passes ruff (lint and format) and the docs build without a warning: CI runs both
 through this suite, the one command .ci/run calls."""
 
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -51,8 +53,26 @@ def test_readme_is_short_and_links_the_docs():
 
 
 def _python_blocks(page):
-    text = (ROOT / page).read_text()
-    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    return [block for language, block in _code_blocks(page) if language == "python"]
+
+
+def _code_blocks(page) -> list[tuple[str, str]]:
+    """A page's fenced code blocks in order: (language, text)."""
+    return re.findall(r"```(\w*)\n(.*?)```", (ROOT / page).read_text(), re.S)
+
+
+def _command_lines(page) -> list[str]:
+    """The ``brainzarr`` command lines of a page's shell blocks in order, comments dropped and
+    continued lines joined; usage synopses (with [optional] or a|b parts) left out."""
+    lines = []
+    for language, block in _code_blocks(page):
+        if language not in ("bash", "console", "sh"):
+            continue
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.split(r"\s+#", line)[0].strip()
+            if line.startswith("brainzarr ") and not re.search(r"\[|\.\.\.|\|", line):
+                lines.append(line)
+    return lines
 
 
 def test_the_readmes_python_tour_and_the_store_pages_example_run_as_written(tmp_path, monkeypatch):
@@ -83,6 +103,85 @@ def test_the_representations_guides_example_runs_as_written(tmp_path, monkeypatc
     assert list(zip(table["method"], table["dim"])) == [("ae", 8)]
 
 
+def _label_atlas(path, resolution: int, n_regions: int):
+    """Labels 1 .. n_regions over the MNI152 brain at ``resolution`` mm, each voxel taking the
+    label of the nearest of ``n_regions`` voxel centres of the 8 mm grid (so that each region
+    holds a voxel of an 8 mm store), 0 outside."""
+    import nibabel as nib
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    from brainzarr.grid import mni152_grid
+
+    coarse = mni152_grid(8).xyz
+    centres = coarse[np.linspace(0, len(coarse) - 1, n_regions).astype(int)]
+    grid = mni152_grid(resolution)
+    volume = np.zeros(grid.shape, np.int16)
+    volume[tuple(grid.ijk.T)] = 1 + cKDTree(centres).query(grid.xyz)[1]
+    nib.save(nib.Nifti1Image(volume, grid.affine), path)
+
+
+def _files_the_guides_name():
+    """In the working folder: the README tour's store with PCA k = 8, a 4 mm store holding APOE
+    and SST with PCA k = 8, the atlases and look-up tables, and a 1 mm image."""
+    import nibabel as nib
+    import numpy as np
+
+    import brainzarr
+    from brainzarr.nifti import FSL_GRIDS
+
+    brainzarr.build_store("store/s8.zarr", source="synthetic", resolution=8, genes=300, random_state=1)
+    genes = [*brainzarr.open_store("store/s8.zarr").gene.values[:30].tolist(), "APOE", "SST"]
+    brainzarr.build_store("store/s4.zarr", source="synthetic", resolution=4, genes=genes, random_state=1)
+    for store in ("store/s8.zarr", "store/s4.zarr"):
+        brainzarr.fit_store(store, "pca", 8)
+    _label_atlas("dk.nii.gz", 2, 68)
+    _label_atlas("dk-1mm.nii.gz", 1, 68)
+    _label_atlas("schaefer-400.nii.gz", 2, 400)
+    Path("dk_dseg.tsv").write_text("index\tname\n" + "".join(f"{r}\tregion-{r}\n" for r in range(1, 69)))
+    hemisphere = ["LH"] * 200 + ["RH"] * 200
+    Path("Schaefer_400_order.txt").write_text(
+        "".join(f"{r}\t7Networks_{hemisphere[r - 1]}_Vis_{r}\t120\t18\t134\t0\n" for r in range(1, 401))
+    )
+    shape, affine = FSL_GRIDS["MNI152_T1_1mm"]
+    pet = np.random.default_rng(0).random(shape, dtype=np.float32)
+    nib.save(nib.Nifti1Image(pet, np.array(affine, float)), "pet-1mm.nii.gz")
+
+
+def test_the_maps_and_regions_guides_run_as_written(tmp_path, monkeypatch):
+    """Each guide's Python fragments and command lines, in the order a reader meets them, on
+    files of the names they use: every gene they name is in the store, and no command writes
+    over a file an earlier one made (or over its atlas)."""
+    import nibabel as nib
+    import pandas as pd
+
+    from brainzarr.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _files_the_guides_name()
+    for page in ("docs/guide/maps.md", "docs/guide/regions.md"):
+        names = {}
+        for language, block in _code_blocks(page):
+            if language == "python":
+                exec(compile(block, page, "exec"), names)
+        for line in _command_lines(page):
+            assert main(shlex.split(line)[1:]) == 0, f"{page}: {line}"
+    shapes = {
+        "apoe.nii.gz": (50, 59, 48),  # the store's grid
+        "pca-k8.nii.gz": (50, 59, 48, 8),
+        "apoe-1mm.nii.gz": (182, 218, 182),  # FSL's
+        "two-genes.nii.gz": (50, 59, 48, 2),
+        "pca-k8-fsl2mm.nii.gz": (91, 109, 91, 8),
+        "hpca-dk.nii.gz": (99, 117, 95),  # the atlas's
+        "dk-two-map.nii.gz": (99, 117, 95, 2),
+    }
+    assert {name: nib.load(name).shape for name in shapes} == shapes
+    assert all(Path(png).stat().st_size > 10_000 for png in ("apoe.png", "apoe-surface.png", "hpca-dk.png"))
+    for table, columns in {"dk.csv": 300, "dk-max.csv": 300, "dk-named.csv": 301, "dk-two.csv": 2}.items():
+        assert pd.read_csv(table, index_col=0).shape == (68, columns), table
+    assert names["named"].sizes["region"] == 400 and "region_name" in names["named"].coords
+
+
 @pytest.mark.slow
 def test_the_inr_guides_example_runs_as_written(tmp_path, monkeypatch):
     """Fits, renders and cross-validates an INR of 200 genes as the guide does (~3 min)."""
@@ -95,18 +194,10 @@ def test_the_inr_guides_example_runs_as_written(tmp_path, monkeypatch):
 def test_every_brainzarr_command_line_in_the_docs_parses():
     """Command lines in the README and docs/ name options that exist (usage synopses with
     [optional] or a|b parts are left out)."""
-    import re
-    import shlex
-
     from brainzarr.cli import make_parser
 
-    lines = []
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
-        for block in re.findall(r"```(?:bash|console|sh)\n(.*?)```", page.read_text(), re.S):
-            for line in block.replace("\\\n", " ").splitlines():
-                line = re.split(r"\s+#", line)[0].strip()
-                if line.startswith("brainzarr ") and not re.search(r"\[|\.\.\.|\|", line):
-                    lines.append((page.name, line))
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    lines = [(page.name, line) for page in pages for line in _command_lines(page.relative_to(ROOT))]
     assert len(lines) > 20
     for page, line in lines:
         try:
