@@ -728,3 +728,39 @@ def test_cli_writes_any_strategy_and_its_image(small_store, tmp_path, capsys):
     with pytest.raises(SystemExit, match="2"):
         main([*argv, "--overwrite", "--strategy", "median"])
     assert "invalid choice: 'median'" in capsys.readouterr().err
+
+
+def test_cli_describes_the_region_image_in_a_sidecar_of_its_own_or_the_tables(small_store, tmp_path, capsys):
+    """``--nifti`` writes a sidecar as ``brainzarr export`` does: what each volume is; when the
+    image and the table share a name (dk.csv, dk.nii.gz) their one sidecar describes both."""
+    atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
+    genes = list(open_store(small_store).gene.values[:3])
+    argv = ["parcellate", str(small_store), "expression", "--atlas", str(atlas), "--gene", ",".join(genes)]
+    assert (
+        main([*argv, "--strategy", "maximum", "-o", str(tmp_path / "dk.csv"), "--nifti", str(tmp_path / "map.nii.gz")])
+        == 0
+    )
+    assert f"wrote {tmp_path / 'map.json'}  (what the image holds)" in capsys.readouterr().out
+    image = json.loads((tmp_path / "map.json").read_text())
+    assert image["VolumeDimension"] == "gene" and image["VolumeLabels"] == genes
+    assert image["strategy"] == "maximum" and image["Grid"] == str(atlas) and image["VoxelSizeMM"] == [4.0] * 3
+    assert image["background"] == 0.0 and image["Space"] == "MNI152NLin2009cAsym"
+    assert image["GeneratedBy"][0]["Name"] == "brainzarr"
+    table = json.loads((tmp_path / "dk.json").read_text())
+    assert "VolumeLabels" not in table and table["strategy"] == "maximum"
+
+    (tmp_path / "own.json").write_text("{}")  # the image's sidecar's place taken: refused before anything is written
+    assert main([*argv, "-o", str(tmp_path / "x.csv"), "--nifti", str(tmp_path / "own.nii.gz")]) == 1
+    assert f"{tmp_path / 'own.json'} exists; pass --overwrite" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists() and (tmp_path / "own.json").read_text() == "{}"
+
+    assert (
+        main([*argv, "--background", "99", "-o", str(tmp_path / "dk2.tsv"), "--nifti", str(tmp_path / "dk2.nii.gz")])
+        == 0
+    )
+    assert f"wrote {tmp_path / 'dk2.json'}  (how the table and the image were made)" in capsys.readouterr().out
+    both = json.loads((tmp_path / "dk2.json").read_text())
+    assert both["VolumeLabels"] == genes and both["Grid"] == str(atlas) and both["strategy"] == "mean"
+    assert both["background"] == 99 and "label" in both  # the table's keys stand
+    assert "dk2.nii.gz: the same on the atlas's grid" in both["Description"]
+    assert nib.load(tmp_path / "dk2.nii.gz").shape[-1] == 3

@@ -1,6 +1,7 @@
 """The tree passes ruff (lint and format) and the docs build without a warning: CI runs both
 through this suite, the one command .ci/run calls."""
 
+import json
 import re
 import shlex
 import shutil
@@ -180,6 +181,7 @@ def test_the_maps_and_regions_guides_run_as_written(tmp_path, monkeypatch):
     for table, columns in {"dk.csv": 300, "dk-max.csv": 300, "dk-named.csv": 301, "dk-two.csv": 2}.items():
         assert pd.read_csv(table, index_col=0).shape == (68, columns), table
     assert names["named"].sizes["region"] == 400 and "region_name" in names["named"].coords
+    assert json.loads(Path("dk-two-map.json").read_text())["VolumeLabels"] == ["HPCA", "APOA2"]  # as the guide says
 
 
 @pytest.mark.slow

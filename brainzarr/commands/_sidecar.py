@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .._atomic import sidecar_path, write_text
 
-__all__ = ["sidecar_path", "write_sidecar"]
+__all__ = ["image_fields", "sidecar_path", "write_sidecar"]
 
 
 def write_sidecar(path, record: dict) -> Path:
@@ -18,3 +18,19 @@ def write_sidecar(path, record: dict) -> Path:
 
     record = {**record, "GeneratedBy": [{"Name": "brainzarr", "Version": __version__}]}
     return write_text(sidecar_path(path), json.dumps(record, indent=2) + "\n")
+
+
+def image_fields(img) -> tuple[dict, dict]:
+    """What a NIfTI image that brainzarr wrote holds, for its sidecar: the scalar coordinates of
+    its array (e.g. ``gene``), and its voxel size, units and, for a 4-D image, the labels of its
+    volumes in order (which a NIfTI viewer does not show)."""
+    from ..nifti import _read_meta
+
+    meta = _read_meta(img)  # what brainzarr wrote into the image's header extension
+    fields = {"VoxelSizeMM": [round(float(z), 6) for z in img.header.get_zooms()[:3]]}
+    if meta.get("units"):
+        fields["Units"] = meta["units"]
+    if meta.get("volume_dim"):
+        fields["VolumeDimension"] = meta["volume_dim"]
+        fields["VolumeLabels"] = meta.get("volume_labels")
+    return meta.get("coords") or {}, fields

@@ -15,7 +15,7 @@ from ._args import (
     refuse_existing,
     store_path,
 )
-from ._sidecar import sidecar_path, write_sidecar
+from ._sidecar import image_fields, sidecar_path, write_sidecar
 
 
 def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
@@ -110,28 +110,20 @@ def _run(args):
 def _sidecar(da, img, args) -> dict:
     """The image's JSON sidecar, as BIDS describes derivatives: what it holds (the labels of a
     4-D image's volumes, which a NIfTI viewer does not show), its space and its source."""
-    from ..nifti import _read_meta
     from ..store import grid_info
 
-    meta = _read_meta(img)  # what brainzarr wrote into the image's header extension
-    coords = meta.get("coords") or {}
-    record = {
+    coords, fields = image_fields(img)
+    return {
         "Description": " ".join([args.var, *(f"{k}={v}" for k, v in coords.items())])
         + f" of the store {store_path(args)}",
         "Sources": [str(store_path(args))],
         "Space": grid_info(da).get("space"),
         "Grid": args.like or "the store's grid",
-        "VoxelSizeMM": [round(float(z), 6) for z in img.header.get_zooms()[:3]],
         "variable": args.var,
         **coords,
+        **fields,
         "background": "NaN" if args.background.lower() == "nan" else float(args.background),  # JSON has no NaN
     }
-    if meta.get("units"):
-        record["Units"] = meta["units"]
-    if meta.get("volume_dim"):
-        record["VolumeDimension"] = meta["volume_dim"]
-        record["VolumeLabels"] = meta.get("volume_labels")
-    return record
 
 
 def register(sub):

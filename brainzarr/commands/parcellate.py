@@ -16,7 +16,7 @@ from ._args import (
     refuse_existing,
     store_path,
 )
-from ._sidecar import sidecar_path, write_sidecar
+from ._sidecar import image_fields, sidecar_path, write_sidecar
 from .build import GENES_HELP, parse_genes
 
 
@@ -36,7 +36,7 @@ def _run(args):
     if args.lut is not None and not Path(args.lut).is_file():
         raise FileNotFoundError(f"no look-up table at {args.lut}")
     nifti = None if args.nifti is None else _checked_nifti_path(args.nifti)
-    refuse_existing(nifti, overwrite=args.overwrite)
+    refuse_existing(nifti, None if nifti is None else sidecar_path(nifti), overwrite=args.overwrite)
     with dask_client(args):
         table = parcellate(
             da, args.atlas, background=args.background, weighting=args.weighting, lut=args.lut, strategy=args.strategy
@@ -51,10 +51,21 @@ def _run(args):
     with atomic_file(out, suffix=out.suffix) as tmp:
         frame.to_csv(tmp, sep=table_delimiter(out))
     print(f"wrote {out}  {shape}")
-    print(f"wrote {write_sidecar(out, _sidecar(table, args))}  (how the table was made)")
-    if nifti is not None:
-        img = table.brain.to_nifti(nifti)  # on the atlas's grid, a few volumes at a time
-        print(f"wrote {nifti}  {' x '.join(map(str, img.shape))} (the atlas's grid)")
+    record = _sidecar(table, args)
+    print(f"wrote {write_sidecar(out, record)}  (how the table was made)")
+    if nifti is None:
+        return
+    img = table.brain.to_nifti(nifti)  # on the atlas's grid, a few volumes at a time
+    print(f"wrote {nifti}  {' x '.join(map(str, img.shape))} (the atlas's grid)")
+    image = _image_sidecar(da, table, img, args)
+    if sidecar_path(nifti) != sidecar:
+        print(f"wrote {write_sidecar(nifti, image)}  (what the image holds)")
+        return
+    # dk.csv and dk.nii.gz: one sidecar describes both, as BIDS's inheritance principle has it;
+    # the table's keys stand (its background is the atlas's label of no region)
+    both = {**record, **{key: value for key, value in image.items() if key not in record}}
+    both["Description"] = f"{record['Description']}; {nifti.name}: the same on the atlas's grid"
+    print(f"wrote {write_sidecar(out, both)}  (how the table and the image were made)")
 
 
 def _sidecar(table, args) -> dict:
@@ -70,6 +81,26 @@ def _sidecar(table, args) -> dict:
         **{key: table.attrs[key] for key in ("strategy", "weighting", "background")},
         "variable": args.var,
         **{column: text for column, text in described.items() if column != "region_name" or args.lut},
+    }
+
+
+def _image_sidecar(da, table, img, args) -> dict:
+    """The region image's JSON sidecar, as ``brainzarr export`` writes one: the statistic, the
+    labels of its volumes (the genes or columns), its grid (the atlas's) and its sources."""
+    from ..store import grid_info
+
+    coords, fields = image_fields(img)
+    return {
+        "Description": f"{table.attrs['statistic']} of {args.var} of the store {store_path(args)} in each "
+        f"region of {args.atlas}, on the atlas's grid (a region that holds no store voxel is NaN)",
+        "Sources": [str(store_path(args)), str(args.atlas)] + ([str(args.lut)] if args.lut else []),
+        "Space": grid_info(da).get("space"),
+        "Grid": str(args.atlas),
+        **{key: table.attrs[key] for key in ("strategy", "weighting")},
+        "variable": args.var,
+        **coords,
+        **fields,
+        "background": 0.0,  # outside the atlas's regions
     }
 
 
@@ -114,7 +145,8 @@ def register(sub):
         "--nifti",
         metavar="PATH",
         help="also write the region means on the atlas's grid (.nii.gz; one volume per gene or column), "
-        "to look at in FSLeyes",
+        "to look at in FSLeyes, with a JSON sidecar (dk_map.nii.gz -> dk_map.json; the table's, when they "
+        "share a name)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_cluster_arguments(p)
