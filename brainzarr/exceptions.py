@@ -22,6 +22,7 @@ __all__ = [
     "MissingDependencyError",
     "UnknownGeneError",
     "InputError",
+    "DataNotFoundError",
     "python_spelling",
 ]
 
@@ -95,3 +96,7 @@ class UnknownGeneError(BrainzarrError, ValueError):
 
 class InputError(BrainzarrError, ValueError):
     """Input data (a table, an atlas, a mask) that brainzarr cannot use as given."""
+
+
+class DataNotFoundError(BrainzarrError, FileNotFoundError):
+    """Input data (e.g. the AHBA donor folders) is not where it was looked for."""

@@ -82,7 +82,8 @@ def _root_attrs(path) -> dict:
             group = zarr.open_group(zarr_store(path, strict=False), mode="r", zarr_format=3)
     except Exception as exc:  # zarr raises several kinds for "not a group"
         raise StoreError(
-            f"{path} is not a Zarr v3 group ({type(exc).__name__}); build a store with brainzarr.build_store"
+            f"{path} is not a Zarr v3 group ({type(exc).__name__}); build a store first "
+            "(brainzarr.build_store, or brainzarr build)"
         ) from None
     return dict(group.attrs)
 

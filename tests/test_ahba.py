@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent))
 from ahba_fixture import leaf_id, write_donor_folders  # noqa: E402
 
+from brainzarr.cli import error_message, main  # noqa: E402
 from brainzarr.sources import abagen_compat as compat  # noqa: E402
 from brainzarr.sources.abagen_data import corrected_coordinates  # noqa: E402
 from brainzarr.sources.ahba import load_ahba, resolve_donors  # noqa: E402
@@ -202,8 +203,16 @@ def test_missing_donor_and_missing_file(ahba, tmp_path):
     (root / "microarray" / "normalized_microarray_donor9861" / "PACall.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"AHBA donor 9861: missing file .*PACall\.csv"):
         load_ahba(root, donors="9861", probe_selection="average")
-    with pytest.raises(FileNotFoundError, match="no AHBA donor folders"):
+    with pytest.raises(FileNotFoundError, match="no AHBA donor folders") as err:
         load_ahba(tmp_path / "empty")
+    assert str(err.value).endswith("; pass download=True")  # in Python; the command line names its flag
+    assert error_message(err.value).endswith("let abagen download the missing ones; pass --download")
+
+
+def test_the_command_line_offers_its_download_flag(tmp_path, capsys):
+    assert main(["build", "--source", "abagen", "--data-dir", str(tmp_path), "-o", str(tmp_path / "s.zarr")]) == 1
+    assert capsys.readouterr().err.strip().endswith("; pass --download")
+    assert not (tmp_path / "s.zarr").exists()
 
 
 def test_data_dir_forms_and_donor_ids(ahba):

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..exceptions import DataNotFoundError
 from . import abagen_compat
 from .abagen_data import DONOR_SAMPLES, reannotated_probes
 from .table import UnknownGeneError, make_sample_table, resolve_genes
@@ -117,9 +118,10 @@ def resolve_donors(donors, root: Path | None = None) -> list[str]:
         ]
         ids = [d for d in found if d in DONOR_SAMPLES]
         if not ids:
-            raise FileNotFoundError(
-                f"no AHBA donor folders ({_FOLDER.format('<ID>')}) in {root}; download them with "
-                "abagen.fetch_microarray(data_dir=...) or pass download=True"
+            raise DataNotFoundError(
+                f"no AHBA donor folders ({_FOLDER.format('<ID>')}) in {root}: download them with "
+                "abagen.fetch_microarray(data_dir=...), or let abagen download the missing ones",
+                options={"download": True},
             )
         return sorted(ids, key=int)
     if donors is None or (isinstance(donors, str) and donors == "all"):
@@ -150,9 +152,10 @@ def _donor_files(root: Path, donors: list[str]) -> dict[str, dict[str, Path]]:
         for path in paths.values():
             if not path.is_file():
                 what = "folder" if not folder.is_dir() else "file"
-                raise FileNotFoundError(
+                raise DataNotFoundError(
                     f"AHBA donor {d}: missing {what} {folder if what == 'folder' else path} "
-                    f"(abagen.fetch_microarray downloads it; or pass download=True)"
+                    "(abagen.fetch_microarray downloads it), or let abagen download the missing ones",
+                    options={"download": True},
                 )
         files[d] = paths
     return files
