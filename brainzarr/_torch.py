@@ -7,6 +7,7 @@ import math
 
 from ._atomic import atomic_file
 from ._optional import require
+from .exceptions import InputError
 
 __all__ = ["require_torch", "resolve_device", "EarlyStopping", "save_atomic", "load_weights_only"]
 
@@ -33,8 +34,10 @@ def resolve_device(device="auto"):
         raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={device!r} but CUDA is not available to torch {torch.__version__}; use device='cpu' or 'auto'"
+            raise InputError(
+                f"device={device!r} but CUDA is not available to torch {torch.__version__} "
+                "('auto' takes CUDA where there is one)",
+                options={"device": "cpu"},
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) present")

@@ -95,7 +95,7 @@ class UnknownGeneError(BrainzarrError, ValueError):
 
 
 class InputError(BrainzarrError, ValueError):
-    """Input data (a table, an atlas, a mask) that brainzarr cannot use as given."""
+    """Input (a table, an atlas, a mask, a device) that brainzarr cannot use as given."""
 
 
 class DataNotFoundError(BrainzarrError, FileNotFoundError):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
+from brainzarr.cli import error_message  # noqa: E402
 from brainzarr.models import AutoEncoder, _bench, get_model_class, loaders  # noqa: E402
 from brainzarr.models import autoencoder as ae_mod  # noqa: E402
 from brainzarr.models.loaders import MemoryLoader, StreamingLoader  # noqa: E402
@@ -266,8 +267,9 @@ def test_load_rows_fills_a_tensor_with_the_selected_rows():
 def test_device_and_precision_choices(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert ae_mod.resolve_device("auto").type == "cpu"
-    with pytest.raises(ValueError, match="CUDA is not available"):
+    with pytest.raises(ValueError, match="CUDA is not available") as err:
         ae_mod.resolve_device("cuda")
+    assert str(err.value).endswith("pass device='cpu'") and error_message(err.value).endswith("pass --device cpu")
     with pytest.raises(ValueError, match="unsupported device"):
         ae_mod.resolve_device("meta")
     assert ae_mod._amp_dtype(torch.device("cpu"), True) is None

@@ -126,8 +126,13 @@ def test_save_load_roundtrip_without_pickles(tmp_path, table, fitted):
     xyz = _xyz(table)[:100]
     np.testing.assert_array_equal(loaded.predict(xyz), fitted.predict(xyz))
     assert loaded.weights_sha1() == fitted.weights_sha1()
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="holds a fitted model; pass overwrite=True"):
         fitted.save(path)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("a user's")
+    with pytest.raises(FileExistsError, match="not a brainzarr INR model"):
+        fitted.save(tmp_path / "notes", overwrite=True)
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "a user's"
     with pytest.raises(FileNotFoundError, match="no INR model"):
         GeneINR.load(tmp_path / "nothing")
 
@@ -277,7 +282,12 @@ def test_cli_fit_render_and_build(tmp_path, capsys):
     assert main(["inr", "fit", "--genes", "12", "--epochs", "3", "--width", "32", "--out", str(model)]) == 0
     assert "fitted in" in capsys.readouterr().out
     assert main(["inr", "fit", "--genes", "12", "--epochs", "3", "--out", str(model)]) == 1
-    assert "--overwrite" in capsys.readouterr().err
+    assert f"{model} holds a fitted model; pass --overwrite" in capsys.readouterr().err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("a user's")  # refused before the fit, even with --overwrite
+    assert main(["inr", "fit", "--genes", "12", "--epochs", "3", "--out", str(tmp_path / "notes"), "--overwrite"]) == 1
+    assert "not a brainzarr INR model" in capsys.readouterr().err
+    assert not (tmp_path / "notes.checkpoint").exists()  # no fit began
     assert main(["inr", "render", str(model), "--resolution", "8", "--out", str(tmp_path / "r.zarr")]) == 0
     assert open_store(tmp_path / "r.zarr").sizes["gene"] == 12
     genes = ",".join(json.loads((model / "config.json").read_text())["genes"][:3])

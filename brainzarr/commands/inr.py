@@ -96,10 +96,10 @@ def _load_table(args):
 
 def _fit(args):
     from ..inr import GeneINR
+    from ..inr.model import check_save_path
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite and (out / "config.json").exists():
-        raise FileExistsError(f"{out} holds a fitted model; pass --overwrite to replace it")
+    check_save_path(out, overwrite=args.overwrite)  # before the fit, not after it
     table = _load_table(args)
     log.info("fitting an INR on %s samples x %s genes", f"{table.sizes['sample']:,}", f"{table.sizes['gene']:,}")
     checkpoints = out.with_name(out.name + ".checkpoint")  # an interrupted fit resumes from here

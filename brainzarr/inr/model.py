@@ -49,6 +49,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._atomic import atomic_directory
 from .._deprecation import renamed_kwargs
 from .._torch import load_weights_only, require_torch, resolve_device
+from ..exceptions import ResultExistsError
 from ..sources.table import validate_sample_table
 from .genes import gene_positions
 from .inputs import location_inputs, n_inputs
@@ -404,13 +405,9 @@ class GeneINR(BaseEstimator):
         read back with ``weights_only=True``) and ``sites.npz`` (the training samples' locations)."""
         check_is_fitted(self, "backbone_")
         path = Path(path)
+        check_save_path(path, overwrite=overwrite)
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-            if not _is_model_folder(path):
-                raise FileExistsError(f"{path} exists and is not a brainzarr INR model; refusing to replace it")
         with atomic_directory(path) as tmp:
             (tmp / "config.json").write_text(json.dumps(self._config(), indent=1, default=str))
             torch.save(self._state_dict(), tmp / "weights.pt")
@@ -514,6 +511,18 @@ def _gene_space_projection(z: np.ndarray, rank: int, random_state: int):
     total = sum(float(np.einsum("ij,ij->", c, c, dtype=np.float64)) for c in np.array_split(z, max(1, n // 512)))
     residual = max(total - float((s.astype(np.float64) ** 2).sum()), 0.0) / (n * g)
     return (u * s).astype(np.float32), residual
+
+
+def check_save_path(path, *, overwrite: bool = False) -> None:
+    """Refuse, before a fit, a path that :meth:`GeneINR.save` would refuse after it: anything
+    but an empty folder or a model folder (always), or a model folder without ``overwrite``."""
+    path = Path(path)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    if not _is_model_folder(path):
+        raise FileExistsError(f"{path} exists and is not a brainzarr INR model; refusing to replace it")
+    if not overwrite:
+        raise ResultExistsError(f"{path} holds a fitted model", options={"overwrite": True})
 
 
 def _is_model_folder(path: Path) -> bool:
