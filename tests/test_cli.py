@@ -200,6 +200,10 @@ def test_export_gene_maps_to_nifti(small_store, tmp_path, capsys):
     code, _, err = run(["export", str(small_store), "expression", "--gene", gene, "-o", str(tmp_path / "mine.nii")],
                        capsys)  # fmt: skip
     assert code == 1 and "mine.json exists; pass --overwrite" in err and not (tmp_path / "mine.nii").exists()
+    code, _, err = run(["export", str(small_store), "expression", "--gene", gene, "-o", str(tmp_path / "mine.nii"),
+                        "--overwrite"], capsys)  # fmt: skip
+    assert code == 1 and "mine.json exists and brainzarr did not write it: give mine.nii another name" in err
+    assert (tmp_path / "mine.json").read_text() == "{}" and not (tmp_path / "mine.nii").exists()  # a user's file stays
     code, _, err = run(["export", str(small_store), "expression", "--gene", gene, "-o", str(out)], capsys)
     assert code == 1 and "exists; pass --overwrite" in err
     code, _, err = run(["export", str(small_store), "expression", "-o", str(out)], capsys)

@@ -753,6 +753,14 @@ def test_cli_describes_the_region_image_in_a_sidecar_of_its_own_or_the_tables(sm
     assert main([*argv, "-o", str(tmp_path / "x.csv"), "--nifti", str(tmp_path / "own.nii.gz")]) == 1
     assert f"{tmp_path / 'own.json'} exists; pass --overwrite" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists() and (tmp_path / "own.json").read_text() == "{}"
+    # an atlas's own sidecar (dk3.json beside dk3.nii.gz): not replaced by the table's, even with --overwrite
+    (tmp_path / "dk3.json").write_text('{"Name": "an atlas"}')
+    for out, image in (("dk3.csv", None), ("other.csv", "dk3.nii.gz")):
+        nifti = [] if image is None else ["--nifti", str(tmp_path / image)]
+        assert main([*argv, "-o", str(tmp_path / out), *nifti, "--overwrite"]) == 1
+        assert "dk3.json exists and brainzarr did not write it" in capsys.readouterr().err
+        assert not (tmp_path / out).exists() and json.loads((tmp_path / "dk3.json").read_text()) == {"Name": "an atlas"}
+    assert main([*argv, "--strategy", "maximum", "-o", str(tmp_path / "dk.csv"), "--overwrite"]) == 0  # brainzarr's own
 
     assert (
         main([*argv, "--background", "99", "-o", str(tmp_path / "dk2.tsv"), "--nifti", str(tmp_path / "dk2.nii.gz")])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .._atomic import sidecar_path, write_text
 
-__all__ = ["image_fields", "sidecar_path", "write_sidecar"]
+__all__ = ["image_fields", "refuse_foreign_sidecars", "sidecar_path", "write_sidecar"]
 
 
 def write_sidecar(path, record: dict) -> Path:
@@ -18,6 +18,27 @@ def write_sidecar(path, record: dict) -> Path:
 
     record = {**record, "GeneratedBy": [{"Name": "brainzarr", "Version": __version__}]}
     return write_text(sidecar_path(path), json.dumps(record, indent=2) + "\n")
+
+
+def refuse_foreign_sidecars(*paths) -> None:
+    """Stop before anything is written when the sidecar of one of ``paths`` (None: not asked
+    for) exists and brainzarr did not write it: a file's own sidecar, e.g. an atlas's
+    ``dk.json`` beside ``dk.nii.gz``, which ``--overwrite`` (asked for the output) must not replace."""
+    for path in paths:
+        sidecar = None if path is None else sidecar_path(path)
+        if sidecar is not None and sidecar.exists() and not _written_by_brainzarr(sidecar):
+            raise FileExistsError(
+                f"{sidecar} exists and brainzarr did not write it: give {Path(path).name} another name "
+                "(its sidecar would replace that file)"
+            )
+
+
+def _written_by_brainzarr(sidecar: Path) -> bool:
+    try:
+        record = json.loads(sidecar.read_text())
+        return any(entry.get("Name") == "brainzarr" for entry in record.get("GeneratedBy", []))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
 
 
 def image_fields(img) -> tuple[dict, dict]:

@@ -15,7 +15,7 @@ from ._args import (
     refuse_existing,
     store_path,
 )
-from ._sidecar import image_fields, sidecar_path, write_sidecar
+from ._sidecar import image_fields, refuse_foreign_sidecars, sidecar_path, write_sidecar
 
 
 def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
@@ -96,6 +96,7 @@ def _run(args):
 
     da = select_variable(store_path(args), args.var, parse_genes(args.gene))  # lazy: checks the variable and genes
     refuse_existing(out, sidecar_path(out), overwrite=args.overwrite)
+    refuse_foreign_sidecars(out)
     background = np.nan if args.background.lower() == "nan" else float(args.background)
     replaced = out.exists()
     # a few volumes at a time (a 1 mm 128-component embedding is 4.4 GB as one 4-D volume), whole

@@ -16,7 +16,7 @@ from ._args import (
     refuse_existing,
     store_path,
 )
-from ._sidecar import image_fields, sidecar_path, write_sidecar
+from ._sidecar import image_fields, refuse_foreign_sidecars, sidecar_path, write_sidecar
 from .build import GENES_HELP, parse_genes
 
 
@@ -37,6 +37,7 @@ def _run(args):
         raise FileNotFoundError(f"no look-up table at {args.lut}")
     nifti = None if args.nifti is None else _checked_nifti_path(args.nifti)
     refuse_existing(nifti, None if nifti is None else sidecar_path(nifti), overwrite=args.overwrite)
+    refuse_foreign_sidecars(out, nifti)
     with dask_client(args):
         table = parcellate(
             da, args.atlas, background=args.background, weighting=args.weighting, lut=args.lut, strategy=args.strategy
