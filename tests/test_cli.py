@@ -204,6 +204,11 @@ def test_export_gene_maps_to_nifti(small_store, tmp_path, capsys):
                         "--overwrite"], capsys)  # fmt: skip
     assert code == 1 and "mine.json exists and brainzarr did not write it: give mine.nii another name" in err
     assert (tmp_path / "mine.json").read_text() == "{}" and not (tmp_path / "mine.nii").exists()  # a user's file stays
+    like = tmp_path / "g.nii.gz"  # written above: as --like, it is read, so never written over
+    before = like.read_bytes()
+    code, _, err = run(["export", str(small_store), "expression", "--gene", gene, "-o", str(like), "--like", str(like),
+                        "--overwrite"], capsys)  # fmt: skip
+    assert code == 1 and "is the --like image, which this command reads" in err and like.read_bytes() == before
     code, _, err = run(["export", str(small_store), "expression", "--gene", gene, "-o", str(out)], capsys)
     assert code == 1 and "exists; pass --overwrite" in err
     code, _, err = run(["export", str(small_store), "expression", "-o", str(out)], capsys)

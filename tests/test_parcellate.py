@@ -772,3 +772,33 @@ def test_cli_describes_the_region_image_in_a_sidecar_of_its_own_or_the_tables(sm
     assert both["background"] == 99 and "label" in both  # the table's keys stand
     assert "dk2.nii.gz: the same on the atlas's grid" in both["Description"]
     assert nib.load(tmp_path / "dk2.nii.gz").shape[-1] == 3
+
+
+def test_cli_never_writes_over_the_atlas_or_look_up_table_it_reads(small_store, tmp_path, capsys):
+    atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
+    lut = tmp_path / "atlas.tsv"
+    lut.write_text("index\tname\n1\tone\n")
+    before = atlas.read_bytes()
+    argv = ["parcellate", str(small_store), "expression", "--atlas", str(atlas), "--lut", str(lut), "--gene", "2"]
+    for outputs in (["-o", str(tmp_path / "t.csv"), "--nifti", str(atlas)], ["-o", str(lut)]):
+        assert main([*argv, *outputs, "--overwrite"]) == 1
+        assert "which this command reads: name the output otherwise" in capsys.readouterr().err
+    assert atlas.read_bytes() == before and lut.read_text() == "index\tname\n1\tone\n"
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_cli_names_the_column_of_one_gene_by_the_gene(small_store, tmp_path, capsys):
+    """``--gene HPCA`` gives a column HPCA (not the array's name), which a parcellated build reads
+    as that gene; the image of one gene is 3-D."""
+    atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
+    gene = str(open_store(small_store).gene.values[7])
+    out, image = tmp_path / "one.csv", tmp_path / "one-map.nii.gz"
+    argv = ["parcellate", str(small_store), "expression", "--atlas", str(atlas), "--gene", gene]
+    assert main([*argv, "-o", str(out), "--nifti", str(image)]) == 0
+    assert "6 regions x 1 gene\n" in capsys.readouterr().out
+    assert pd.read_csv(out, index_col=0).columns.tolist() == [gene]
+    assert nib.load(image).ndim == 3 and json.loads((tmp_path / "one-map.json").read_text())["gene"] == gene
+    rebuilt = build_store(
+        tmp_path / "r.zarr", source="parcellated", table=out, atlas=atlas, resolution=8, missing_regions="drop"
+    )
+    assert open_store(rebuilt).gene.values.tolist() == [gene]

@@ -20,6 +20,7 @@ __all__ = [
     "chunk_shape",
     "add_output_argument",
     "refuse_existing",
+    "refuse_writing_over_inputs",
     "add_cluster_arguments",
     "dask_client",
     "add_storage_arguments",
@@ -60,6 +61,18 @@ def refuse_existing(*paths, overwrite: bool) -> None:
     for path in paths:
         if path is not None and os.path.exists(path) and not overwrite:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def refuse_writing_over_inputs(outputs, inputs: dict) -> None:
+    """Stop before anything is written when one of a command's output files (None: not asked
+    for) is one of its input files, ``{"the atlas": path}``: ``--overwrite`` replaces outputs,
+    never a file the command reads."""
+    read = {os.path.realpath(path): (role, path) for role, path in inputs.items() if path and os.path.isfile(path)}
+    for path in outputs:
+        if path is not None and os.path.realpath(path) in read:
+            role, source = read[os.path.realpath(path)]
+            same = "" if str(source) == str(path) else f" ({source})"
+            raise ValueError(f"{path} is {role}{same}, which this command reads: name the output otherwise")
 
 
 def int_list(text: str) -> list[int]:

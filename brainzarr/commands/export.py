@@ -13,6 +13,7 @@ from ._args import (
     add_store_argument,
     dask_client,
     refuse_existing,
+    refuse_writing_over_inputs,
     store_path,
 )
 from ._sidecar import image_fields, refuse_foreign_sidecars, sidecar_path, write_sidecar
@@ -95,6 +96,7 @@ def _run(args):
     from .build import parse_genes
 
     da = select_variable(store_path(args), args.var, parse_genes(args.gene))  # lazy: checks the variable and genes
+    refuse_writing_over_inputs([out, sidecar_path(out)], {"the --like image": args.like})
     refuse_existing(out, sidecar_path(out), overwrite=args.overwrite)
     refuse_foreign_sidecars(out)
     background = np.nan if args.background.lower() == "nan" else float(args.background)

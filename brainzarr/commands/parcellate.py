@@ -14,6 +14,7 @@ from ._args import (
     add_store_argument,
     dask_client,
     refuse_existing,
+    refuse_writing_over_inputs,
     store_path,
 )
 from ._sidecar import image_fields, refuse_foreign_sidecars, sidecar_path, write_sidecar
@@ -29,15 +30,20 @@ def _run(args):
     if out.is_dir() or out.suffix.lower() not in (".csv", ".tsv"):
         raise ValueError(f"-o {args.output}: give a file name ending in .csv (or .tsv, tab-separated)")
     sidecar = sidecar_path(out)
-    refuse_existing(out, sidecar, overwrite=args.overwrite)
+    nifti = None if args.nifti is None else _checked_nifti_path(args.nifti)
+    image_sidecar = None if nifti is None else sidecar_path(nifti)
+    inputs = {"the atlas": args.atlas, "the look-up table": args.lut}
+    refuse_writing_over_inputs([out, sidecar, nifti, image_sidecar], inputs)
+    refuse_existing(out, sidecar, nifti, image_sidecar, overwrite=args.overwrite)
+    refuse_foreign_sidecars(out, nifti)
     if not Path(args.atlas).is_file():
         raise FileNotFoundError(f"no atlas file at {args.atlas}")
     da = select_variable(store_path(args), args.var, parse_genes(args.gene), all_genes=True)
     if args.lut is not None and not Path(args.lut).is_file():
         raise FileNotFoundError(f"no look-up table at {args.lut}")
-    nifti = None if args.nifti is None else _checked_nifti_path(args.nifti)
-    refuse_existing(nifti, None if nifti is None else sidecar_path(nifti), overwrite=args.overwrite)
-    refuse_foreign_sidecars(out, nifti)
+    one_gene = "gene" in da.coords and da["gene"].ndim == 0
+    if one_gene:  # a column named by its gene, as with several (a parcellated build reads it so)
+        da = da.expand_dims("gene", axis=-1)
     with dask_client(args):
         table = parcellate(
             da, args.atlas, background=args.background, weighting=args.weighting, lut=args.lut, strategy=args.strategy
@@ -46,7 +52,8 @@ def _run(args):
     frame = table[held].drop_vars(["n_voxels", "region_name"], errors="ignore")
     frame = frame.to_pandas() if frame.ndim == 2 else frame.to_pandas().rename(args.var.rsplit("/", 1)[-1]).to_frame()
     frame.index.name = "label"
-    shape = f"{len(frame):,} regions x {frame.shape[1]:,} {frame.columns.name or 'column'}s"
+    columns = frame.columns.name or "column"
+    shape = f"{len(frame):,} regions x {frame.shape[1]:,} {columns}{'s' if frame.shape[1] != 1 else ''}"
     if "region_name" in table.coords:  # the parcellated source leaves this column out
         frame.insert(0, "region_name", table["region_name"].values[held])
     with atomic_file(out, suffix=out.suffix) as tmp:
@@ -56,10 +63,11 @@ def _run(args):
     print(f"wrote {write_sidecar(out, record)}  (how the table was made)")
     if nifti is None:
         return
-    img = table.brain.to_nifti(nifti)  # on the atlas's grid, a few volumes at a time
+    # on the atlas's grid, a few volumes at a time
+    img = (table.squeeze("gene") if one_gene else table).brain.to_nifti(nifti)
     print(f"wrote {nifti}  {' x '.join(map(str, img.shape))} (the atlas's grid)")
     image = _image_sidecar(da, table, img, args)
-    if sidecar_path(nifti) != sidecar:
+    if image_sidecar != sidecar:
         print(f"wrote {write_sidecar(nifti, image)}  (what the image holds)")
         return
     # dk.csv and dk.nii.gz: one sidecar describes both, as BIDS's inheritance principle has it;
