@@ -290,6 +290,11 @@ def test_cli_fit_render_and_build(tmp_path, capsys):
     assert not (tmp_path / "notes.checkpoint").exists()  # no fit began
     assert main(["inr", "render", str(model), "--resolution", "8", "--out", str(tmp_path / "r.zarr")]) == 0
     assert open_store(tmp_path / "r.zarr").sizes["gene"] == 12
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "r.zarr")]) == 0  # the model's settings named, not dumped as dicts
+    (assignment,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("assignment")]
+    assert f"inr, model={model}, weights_sha1=" in assignment and "{" not in assignment
+    assert assignment.endswith("params, trained_on: in the store's provenance")
     genes = ",".join(json.loads((model / "config.json").read_text())["genes"][:3])
     assert (
         main(

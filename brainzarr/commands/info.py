@@ -52,9 +52,13 @@ def _donor_order(donor: str):
 
 
 def _settings(settings: dict) -> str:
-    """{'method': 'idw', 'k': 10} -> 'idw, k=10'."""
-    rest = [f"{k}={v}" for k, v in settings.items() if k != "method"]
-    return ", ".join([str(settings.get("method", "?")), *rest])
+    """{'method': 'idw', 'k': 10} -> 'idw, k=10'; settings that are themselves tables (an INR's
+    hyper-parameters) named only, as the store's provenance holds them whole."""
+    plain = {k: v for k, v in settings.items() if k != "method" and not isinstance(v, (dict, list))}
+    rest = [f"{k}={v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}" for k, v in plain.items()]
+    nested = [k for k, v in settings.items() if isinstance(v, (dict, list))]
+    text = ", ".join([str(settings.get("method", "?")), *rest])
+    return text + (f"; {', '.join(nested)}: in the store's provenance" if nested else "")
 
 
 def _storage(store) -> str:
