@@ -91,6 +91,12 @@ def test_a_gene_list_file_is_a_gene_request(tmp_path):
     path = tmp_path / "genes.txt"
     path.write_text("APOE\nSST  # somatostatin\nPVALB\n")
     assert list(load_source("synthetic", genes=path, random_state=0)["gene"].values) == ["APOE", "SST", "PVALB"]
+    for header in ("gene", "gene_symbol", "Symbol"):  # a column's header, as pandas or abagen writes one
+        path.write_text(f"{header}\nAPOE\nSST\n")
+        assert list(load_source("synthetic", genes=path, random_state=0)["gene"].values) == ["APOE", "SST"]
+    path.write_text("GENE\nAPOE\n")  # upper case: a symbol, which the source does not have
+    with pytest.raises(ValueError, match="unknown gene"):
+        load_source("synthetic", genes=path, random_state=0)
     path.write_text("# nothing yet\n\n")
     with pytest.raises(ValueError, match="lists no genes"):
         load_source("synthetic", genes=path, random_state=0)

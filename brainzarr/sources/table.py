@@ -81,11 +81,20 @@ def validate_sample_table(table: xr.Dataset) -> None:
         raise ValueError("sample coordinates must be finite")
 
 
+#: a gene list file's column header (as pandas writes one, or abagen names its columns): not a gene
+_GENE_LIST_HEADERS = {"gene", "genes", "symbol", "symbols", "gene_symbol", "gene_symbols", "gene symbol"}
+
+
 def read_gene_list(path) -> list[str]:
     """Gene symbols from a text file, separated by commas, spaces or line breaks (one a line, or a
-    CSV row); ``#`` starts a comment."""
-    text = "\n".join(line.split("#", 1)[0] for line in Path(path).read_text(encoding="utf-8").splitlines())
-    symbols = [g for g in re.split(r"[\s,;]+", text) if g]
+    CSV row); ``#`` starts a comment; a first line that is a column header (``gene``,
+    ``gene_symbol``, ``Symbol``: not in upper case, as human gene symbols are) is left out."""
+    lines = [line.split("#", 1)[0] for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line.strip()]
+    first = lines[0].strip().strip("\"'") if lines else ""
+    if first.casefold() in _GENE_LIST_HEADERS and first != first.upper():  # human gene symbols are upper case
+        lines = lines[1:]
+    symbols = [g for g in re.split(r"[\s,;]+", "\n".join(lines)) if g]
     if not symbols:
         raise ValueError(f"{path} lists no genes")
     return symbols
