@@ -58,8 +58,11 @@ def test_bad_tables(tmp_path, dk_table):
     bad = table.copy()
     bad.index = ["a"] * len(bad)
     bad.to_csv(tmp_path / "bad.csv")
-    with pytest.raises(ValueError, match="integer labels"):
+    with pytest.raises(ValueError, match="integer labels$"):
         load_parcellated(tmp_path / "bad.csv", atlas)
+    table.T.to_csv(tmp_path / "genes-by-regions.csv")  # genes down the first column, labels across
+    with pytest.raises(ValueError, match=r"integer labels; its header holds integers .* transpose it"):
+        load_parcellated(tmp_path / "genes-by-regions.csv", atlas)
     partial = table.copy()
     partial.iloc[0, 0] = np.nan
     partial.to_csv(tmp_path / "partial.csv")

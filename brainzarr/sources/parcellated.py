@@ -63,6 +63,16 @@ def _read_table(path) -> pd.DataFrame:
     return pd.read_csv(path, index_col=0, sep=sep)
 
 
+def _not_labels(frame: pd.DataFrame) -> str:
+    """Why a table's first column is not a column of atlas labels (and whether the table looks
+    transposed: genes down its first column, labels across its header)."""
+    why = "the region table's first column must hold the atlas's integer labels"
+    header = pd.to_numeric(pd.Index(frame.columns).astype(str), errors="coerce")
+    if len(header) and np.all(np.isfinite(header)) and np.allclose(header, np.rint(header)):
+        return f"{why}; its header holds integers instead: is it genes x regions? transpose it (DataFrame.T)"
+    return why
+
+
 def _strategy_of(table) -> str | None:
     """The statistic a region table holds, where ``brainzarr parcellate``'s sidecar says it."""
     try:
@@ -152,9 +162,9 @@ def load_parcellated(table, atlas, *, genes=None, missing_regions: str = "error"
     try:
         labels = np.asarray(frame.index, dtype=float)
     except (TypeError, ValueError):
-        raise ValueError("the region table's first column must hold the atlas's integer labels") from None
+        raise ValueError(_not_labels(frame)) from None
     if not np.all(np.isfinite(labels)) or not np.allclose(labels, np.rint(labels)):
-        raise ValueError("the region table's first column must hold the atlas's integer labels")
+        raise ValueError(_not_labels(frame))
     if missing_regions not in MISSING_REGIONS:
         raise ValueError(f"missing_regions must be one of {', '.join(MISSING_REGIONS)}, got {missing_regions!r}")
     labels = np.rint(labels).astype(np.int64)
