@@ -101,6 +101,26 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, argv, message):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_mask_is_its_own_grid_and_a_resolution_beside_it_must_agree(tmp_path, capsys):
+    """``--resolution 8 --mask mask-4mm.nii.gz`` built on the mask's 4 mm voxels, ignoring the 8:
+    refused now, before anything is written; the mask's own voxel size, or none, builds."""
+    import nibabel as nib
+
+    from brainzarr.grid import mni152_grid
+
+    grid = mni152_grid(4)
+    mask = np.zeros(grid.shape, np.uint8)
+    mask[tuple(grid.ijk[grid.xyz[:, 0] < 0].T)] = 1  # the left hemisphere
+    nib.save(nib.Nifti1Image(mask, grid.affine), tmp_path / "left-4mm.nii.gz")
+    argv = ["build", "--genes", "3", "--mask", str(tmp_path / "left-4mm.nii.gz")]
+    code, _, err = run([*argv, "--resolution", "8", "-o", str(tmp_path / "a.zarr")], capsys)
+    assert code == 1 and "has its own grid (4 x 4 x 4 mm voxels), which --resolution 8 does not change" in err
+    assert not (tmp_path / "a.zarr").exists()
+    for name, resolution in (("b.zarr", ["--resolution", "4"]), ("c.zarr", [])):
+        assert run([*argv, *resolution, "-o", str(tmp_path / name)], capsys)[0] == 0
+        assert open_store(tmp_path / name).sizes["voxel"] == int(mask.sum())
+
+
 def test_each_message_is_printed_once_when_the_root_logger_has_a_handler(tmp_path, capsys):
     """abagen calls logging.basicConfig on import: the CLI's lines must not appear twice."""
     import logging

@@ -21,6 +21,8 @@ __all__ = [
     "add_output_argument",
     "refuse_existing",
     "refuse_writing_over_inputs",
+    "add_grid_arguments",
+    "grid_resolution",
     "add_cluster_arguments",
     "dask_client",
     "add_storage_arguments",
@@ -73,6 +75,39 @@ def refuse_writing_over_inputs(outputs, inputs: dict) -> None:
             role, source = read[os.path.realpath(path)]
             same = "" if str(source) == str(path) else f" ({source})"
             raise ValueError(f"{path} is {role}{same}, which this command reads: name the output otherwise")
+
+
+RESOLUTION_HELP = "grid spacing in mm of the MNI152 brain mask (default 8; a --mask has its own grid)"
+
+
+def add_grid_arguments(p) -> None:
+    """``--resolution`` and ``--mask``: the grid of a store to build or render."""
+    p.add_argument("--resolution", type=positive_int, help=RESOLUTION_HELP)
+    p.add_argument(
+        "--mask",
+        help="a mask NIfTI in MNI space: its non-zero voxels, on its own grid, instead of the MNI152 brain mask",
+    )
+
+
+def grid_resolution(args) -> int:
+    """``--resolution`` (8 unless given); refused beside a ``--mask`` of another voxel size, which
+    it would not change: a mask's own voxels are the grid."""
+    if args.mask is None or args.resolution is None:
+        return 8 if args.resolution is None else args.resolution
+    import nibabel as nib
+    import numpy as np
+
+    try:
+        zooms = nib.load(args.mask).header.get_zooms()[:3]
+    except (OSError, ValueError):
+        return args.resolution  # the build names what is wrong with the mask
+    if not np.allclose(zooms, args.resolution, atol=1e-3):
+        size = " x ".join(f"{z:g}" for z in zooms)
+        raise ValueError(
+            f"--mask {args.mask} has its own grid ({size} mm voxels), which --resolution {args.resolution} does "
+            f"not change: resample the mask to {args.resolution} mm first, or leave --resolution out"
+        )
+    return args.resolution
 
 
 def int_list(text: str) -> list[int]:

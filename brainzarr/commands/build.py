@@ -11,11 +11,13 @@ from ..layout import COMPRESSORS, SHARD_GENES, Layout
 from ..sources import SOURCES
 from ._args import (
     add_cluster_arguments,
+    add_grid_arguments,
     add_output_argument,
     add_storage_arguments,
     chunk_shape,
     dask_client,
     fraction,
+    grid_resolution,
     positive_float,
     positive_int,
     store_path,
@@ -30,8 +32,7 @@ GENES_HELP = "N genes (evenly spaced), comma-separated symbols, or a text file o
 def add_build_arguments(p, *, out_required=True):
     """Arguments shared by every command that builds a store."""
     add_source_arguments(p)
-    p.add_argument("--resolution", type=positive_int, default=8, help="grid spacing in mm (MNI152 brain mask)")
-    p.add_argument("--mask", help="a mask NIfTI in MNI space (instead of the MNI152 brain mask)")
+    add_grid_arguments(p)
     p.add_argument("--genes", help=f"{GENES_HELP} (default: all)")
     p.add_argument(
         "--assignment",
@@ -153,7 +154,7 @@ def run_build(args) -> Path:
     from ..build import build_store
 
     common = dict(
-        resolution=args.resolution,
+        resolution=grid_resolution(args),
         mask=args.mask,
         split=args.split,
         test_fraction=args.test_fraction,

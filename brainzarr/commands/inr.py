@@ -10,10 +10,12 @@ from pathlib import Path
 from .._atomic import write_file
 from ._args import (
     add_cluster_arguments,
+    add_grid_arguments,
     add_output_argument,
     add_storage_arguments,
     chunk_shape,
     dask_client,
+    grid_resolution,
     positive_float,
     positive_int,
     store_path,
@@ -194,7 +196,7 @@ def _render_store(args, chunks):
     return render_store(
         args.model,
         store_path(args, "out"),
-        resolution=args.resolution,
+        resolution=grid_resolution(args),
         mask=args.mask,
         genes=parse_genes(args.genes),
         chunks=chunks,
@@ -250,8 +252,7 @@ def register(sub):
 
     r = inr_sub.add_parser("render", help="render a fitted INR into a voxel x gene store")
     r.add_argument("model", help="model folder from `brainzarr inr fit`")
-    r.add_argument("--resolution", type=positive_int, default=8, help="grid spacing in mm (MNI152 brain mask)")
-    r.add_argument("--mask", help="a mask NIfTI in MNI space instead")
+    add_grid_arguments(r)
     r.add_argument("--genes", help=f"{GENES_HELP} (default: all the model's)")
     add_output_argument(r, dest="out", required=True, help="the store to write, e.g. store/inr-8mm.zarr")
     r.add_argument("--chunks", type=chunk_shape, help="chunk shape voxels,genes (default 4096,128)")
