@@ -186,6 +186,20 @@ def test_on_a_dask_cluster_gives_the_local_result(store, pca8):
 def test_parameter_errors_are_clear(store):
     with pytest.raises(ValueError, match="does not take bogus"):
         make_model("pca", 2, bogus=1)
+    # a value of another kind than the default's is refused before the fit, named
+    for method, params, kind in [
+        ("pca", {"n_power_iter": "x"}, "an integer"),
+        ("pca", {"n_power_iter": True}, "an integer"),
+        ("nmf", {"tol": "small"}, "a number"),
+        ("ae", {"mixed_precision": 1}, "true or false"),
+    ]:
+        (name,) = params
+        with pytest.raises(ValueError, match=f"{method}'s {name} takes {kind} \\(default "):
+            make_model(method, 2, **params)
+    assert make_model("pca", 2, cache_bytes=2e8, n_oversamples=np.int64(4)).get_params()["cache_bytes"] == 200_000_000
+    assert make_model("nmf", 2, tol=1).tol == 1 and make_model("tsne", 2, learning_rate=200).learning_rate == 200
+    code = main(["fit", str(store), "--methods", "pca", "--dims", "2", "--option", "pca.n_power_iter=x"])
+    assert code == 1
     with pytest.raises(ValueError, match="unknown method"):
         fit_store(store, "svd", 2)
     with pytest.raises(ValueError, match="split"):

@@ -49,7 +49,7 @@ from .._optional import check_installed
 from .._progress import job
 from .._version import __version__
 from .._zarr import checked_compressors, quiet_zarr
-from ..exceptions import CheckpointMismatchError, MethodUnavailableError, ResultExistsError
+from ..exceptions import CheckpointMismatchError, InputError, MethodUnavailableError, ResultExistsError
 from ..options import set_options
 from ..store import VOXEL_COORDS, as_store, group_writer, list_groups, read_group, store_lock
 from ..streaming import compute_tasks, expression_rows, reusing_buffers, rows_read
@@ -147,9 +147,33 @@ def make_model(method: str, n_components: int, *, random_state: int = 0, **param
     unknown = sorted(set(params) - names)
     if unknown:
         raise ValueError(f"{method} does not take {', '.join(unknown)}; its parameters: {', '.join(sorted(names))}")
+    params = {name: _of_the_defaults_kind(method, cls, name, value) for name, value in params.items()}
     if "random_state" in names and "random_state" not in params:
         params["random_state"] = int(random_state)
     return cls(n_components=int(n_components), **params)
+
+
+def _of_the_defaults_kind(method: str, cls, name: str, value):
+    """``value`` for the parameter ``name``, refused when its default is a bool, an integer or a
+    float and it is not one (a whole float given for an integer, e.g. ``cache_bytes=2e9``, is
+    taken): the estimator would fail later, inside the fit, with a less plain message."""
+    import inspect
+    import numbers
+
+    default = inspect.signature(cls.__init__).parameters[name].default
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        ok, kind = isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, numbers.Real):
+        ok, kind = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
+    else:
+        return value  # None, a string or a tuple: the estimator checks what it accepts
+    if not ok:
+        raise InputError(f"{method}'s {name} takes {kind} (default {default!r}), got {value!r}")
+    return value
 
 
 def _split_labels(ds: xr.Dataset, split: str | None) -> tuple[str, str, np.ndarray]:
