@@ -143,13 +143,15 @@ def main(argv=None) -> int:
         leaf.error(unknown_arguments(extras, leaf))
     from .options import set_options
 
+    leaf = getattr(args, "_leaf_parser", None)
+    command = leaf.prog.removeprefix(f"{parser.prog} ") if leaf is not None else args.command  # "inr render"
     with _command_logging(getattr(args, "quiet", False)):
         try:
             with warnings.catch_warnings(), set_options(progress=True if getattr(args, "progress", False) else None):
                 warnings.filterwarnings("ignore", message=".*(pkg_resources|unstable|Zarr format 3).*")
                 warnings.simplefilter("ignore", FutureWarning)
                 if not args.debug:
-                    warnings.showwarning = _warning_line(args.command)
+                    warnings.showwarning = _warning_line(command)
                 return int(args.func(args) or 0)
         except KeyboardInterrupt:
             log.error("brainzarr: interrupted (run the same command again to resume)")
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
         except Exception as exc:  # every failure is one clear line unless --debug
             if args.debug:
                 raise
-            log.error("brainzarr %s: error: %s", args.command, error_message(exc))
+            log.error("brainzarr %s: error: %s", command, error_message(exc))
             return 1
 
 

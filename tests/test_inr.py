@@ -282,7 +282,7 @@ def test_cli_fit_render_and_build(tmp_path, capsys):
     assert main(["inr", "fit", "--genes", "12", "--epochs", "3", "--width", "32", "--out", str(model)]) == 0
     assert "fitted in" in capsys.readouterr().out
     assert main(["inr", "fit", "--genes", "12", "--epochs", "3", "--out", str(model)]) == 1
-    assert f"{model} holds a fitted model; pass --overwrite" in capsys.readouterr().err
+    assert f"brainzarr inr fit: error: {model} holds a fitted model; pass --overwrite" in capsys.readouterr().err
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "mine.txt").write_text("a user's")  # refused before the fit, even with --overwrite
     assert main(["inr", "fit", "--genes", "12", "--epochs", "3", "--out", str(tmp_path / "notes"), "--overwrite"]) == 1
