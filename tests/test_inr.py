@@ -114,6 +114,17 @@ def test_nan_values_count_as_unobserved(table):
         GeneINR(random_state=0, **(SMALL | {"max_epochs": 2})).fit(t)
 
 
+def test_the_projected_solver_without_a_complete_gene_says_which_solver_to_use(table):
+    from brainzarr.cli import error_message
+
+    t = table.isel(gene=slice(0, 4)).copy(deep=True)
+    for g in range(4):  # every gene missing at some sample
+        t["expression"].values[g, g] = np.nan
+    with pytest.raises(ValueError, match="needs genes observed at every sample") as err:
+        GeneINR(random_state=0, solver="projected", **(SMALL | {"max_epochs": 1})).fit(t)
+    assert str(err.value).endswith("pass solver='masked'") and error_message(err.value).endswith("pass --solver masked")
+
+
 def test_save_load_roundtrip_without_pickles(tmp_path, table, fitted):
     path = fitted.save(tmp_path / "model")
     config = json.loads((path / "config.json").read_text())

@@ -49,7 +49,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._atomic import atomic_directory
 from .._deprecation import renamed_kwargs
 from .._torch import load_weights_only, require_torch, resolve_device
-from ..exceptions import ResultExistsError
+from ..exceptions import InputError, ResultExistsError
 from ..sources.table import validate_sample_table
 from .genes import gene_positions
 from .inputs import location_inputs, n_inputs
@@ -248,7 +248,7 @@ class GeneINR(BaseEstimator):
         if solver == "auto":
             solver = "projected" if complete.mean() >= 0.5 else "masked"
         if solver == "projected" and not complete.any():
-            raise ValueError("solver 'projected' needs genes observed at every sample; use solver='masked'")
+            raise InputError("solver 'projected' needs genes observed at every sample", options={"solver": "masked"})
         inputs = location_inputs(xyz, self.tissue)
 
         if solver == "projected":
