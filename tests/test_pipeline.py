@@ -198,6 +198,7 @@ def test_parameter_errors_are_clear(store):
             make_model(method, 2, **params)
     assert make_model("pca", 2, cache_bytes=2e8, n_oversamples=np.int64(4)).get_params()["cache_bytes"] == 200_000_000
     assert make_model("nmf", 2, tol=1).tol == 1 and make_model("tsne", 2, learning_rate=200).learning_rate == 200
+    assert make_model("pca", 2, cache_bytes=None).cache_bytes is None  # None: no cache
     code = main(["fit", str(store), "--methods", "pca", "--dims", "2", "--option", "pca.n_power_iter=x"])
     assert code == 1
     with pytest.raises(ValueError, match="unknown method"):

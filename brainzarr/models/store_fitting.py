@@ -155,12 +155,15 @@ def make_model(method: str, n_components: int, *, random_state: int = 0, **param
 
 def _of_the_defaults_kind(method: str, cls, name: str, value):
     """``value`` for the parameter ``name``, refused when its default is a bool, an integer or a
-    float and it is not one (a whole float given for an integer, e.g. ``cache_bytes=2e9``, is
-    taken): the estimator would fail later, inside the fit, with a less plain message."""
+    float and it is neither one nor None (a whole float given for an integer, e.g.
+    ``cache_bytes=2e9``, is taken): the estimator would fail later, inside the fit, with a less
+    plain message."""
     import inspect
     import numbers
 
     default = inspect.signature(cls.__init__).parameters[name].default
+    if value is None:  # e.g. cache_bytes=None: no cache; the estimator says where None is no value
+        return value
     if isinstance(default, bool):
         ok, kind = isinstance(value, bool), "true or false"
     elif isinstance(default, numbers.Integral):
