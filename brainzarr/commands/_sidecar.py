@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from .._atomic import sidecar_path, write_text
+from ._args import refuse_existing, refuse_writing_over_inputs
 
-__all__ = ["image_fields", "refuse_foreign_sidecars", "sidecar_path", "write_sidecar"]
+__all__ = ["image_fields", "refuse_foreign_sidecars", "refuse_unsafe_outputs", "sidecar_path", "write_sidecar"]
 
 
 def write_sidecar(path, record: dict) -> Path:
@@ -18,6 +19,17 @@ def write_sidecar(path, record: dict) -> Path:
 
     record = {**record, "GeneratedBy": [{"Name": "brainzarr", "Version": __version__}]}
     return write_text(sidecar_path(path), json.dumps(record, indent=2) + "\n")
+
+
+def refuse_unsafe_outputs(files, *, inputs: dict, overwrite: bool) -> None:
+    """Stop before anything is written when one of a command's output files (None: not asked
+    for) or its sidecar is a file the command reads (``inputs``: ``{"the atlas": path}``), exists
+    without ``overwrite``, or is a sidecar that brainzarr did not write."""
+    files = [Path(f) for f in files if f is not None]
+    paths = [path for f in files for path in (f, sidecar_path(f))]
+    refuse_writing_over_inputs(paths, inputs)
+    refuse_existing(*paths, overwrite=overwrite)
+    refuse_foreign_sidecars(*files)
 
 
 def refuse_foreign_sidecars(*paths) -> None:

@@ -12,11 +12,9 @@ from ._args import (
     add_storage_arguments,
     add_store_argument,
     dask_client,
-    refuse_existing,
-    refuse_writing_over_inputs,
     store_path,
 )
-from ._sidecar import image_fields, refuse_foreign_sidecars, sidecar_path, write_sidecar
+from ._sidecar import image_fields, refuse_unsafe_outputs, write_sidecar
 
 
 def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
@@ -96,9 +94,7 @@ def _run(args):
     from .build import parse_genes
 
     da = select_variable(store_path(args), args.var, parse_genes(args.gene))  # lazy: checks the variable and genes
-    refuse_writing_over_inputs([out, sidecar_path(out)], {"the --like image": args.like})
-    refuse_existing(out, sidecar_path(out), overwrite=args.overwrite)
-    refuse_foreign_sidecars(out)
+    refuse_unsafe_outputs([out], inputs={"the --like image": args.like}, overwrite=args.overwrite)
     background = np.nan if args.background.lower() == "nan" else float(args.background)
     replaced = out.exists()
     # a few volumes at a time (a 1 mm 128-component embedding is 4.4 GB as one 4-D volume), whole

@@ -13,11 +13,9 @@ from ._args import (
     add_storage_arguments,
     add_store_argument,
     dask_client,
-    refuse_existing,
-    refuse_writing_over_inputs,
     store_path,
 )
-from ._sidecar import image_fields, refuse_foreign_sidecars, sidecar_path, write_sidecar
+from ._sidecar import image_fields, refuse_unsafe_outputs, sidecar_path, write_sidecar
 from .build import GENES_HELP, parse_genes
 
 
@@ -29,13 +27,9 @@ def _run(args):
     out = Path(args.output)
     if out.is_dir() or out.suffix.lower() not in (".csv", ".tsv"):
         raise ValueError(f"-o {args.output}: give a file name ending in .csv (or .tsv, tab-separated)")
-    sidecar = sidecar_path(out)
     nifti = None if args.nifti is None else _checked_nifti_path(args.nifti)
-    image_sidecar = None if nifti is None else sidecar_path(nifti)
     inputs = {"the atlas": args.atlas, "the look-up table": args.lut}
-    refuse_writing_over_inputs([out, sidecar, nifti, image_sidecar], inputs)
-    refuse_existing(out, sidecar, nifti, image_sidecar, overwrite=args.overwrite)
-    refuse_foreign_sidecars(out, nifti)
+    refuse_unsafe_outputs([out, nifti], inputs=inputs, overwrite=args.overwrite)
     if not Path(args.atlas).is_file():
         raise FileNotFoundError(f"no atlas file at {args.atlas}")
     da = select_variable(store_path(args), args.var, parse_genes(args.gene), all_genes=True)
@@ -67,7 +61,7 @@ def _run(args):
     img = (table.squeeze("gene") if one_gene else table).brain.to_nifti(nifti)
     print(f"wrote {nifti}  {' x '.join(map(str, img.shape))} (the atlas's grid)")
     image = _image_sidecar(da, table, img, args)
-    if image_sidecar != sidecar:
+    if sidecar_path(nifti) != sidecar_path(out):
         print(f"wrote {write_sidecar(nifti, image)}  (what the image holds)")
         return
     # dk.csv and dk.nii.gz: one sidecar describes both, as BIDS's inheritance principle has it;
