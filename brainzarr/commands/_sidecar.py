@@ -9,7 +9,7 @@ from pathlib import Path
 from .._atomic import sidecar_path, write_text
 from ._args import refuse_existing, refuse_writing_over_inputs
 
-__all__ = ["image_fields", "refuse_foreign_sidecars", "refuse_unsafe_outputs", "sidecar_path", "write_sidecar"]
+__all__ = ["image_fields", "refuse_unsafe_outputs", "sidecar_path", "write_sidecar"]
 
 
 def write_sidecar(path, record: dict) -> Path:
@@ -29,18 +29,18 @@ def refuse_unsafe_outputs(files, *, inputs: dict, overwrite: bool) -> None:
     paths = [path for f in files for path in (f, sidecar_path(f))]
     refuse_writing_over_inputs(paths, inputs)
     refuse_existing(*paths, overwrite=overwrite)
-    refuse_foreign_sidecars(*files)
+    _refuse_foreign_sidecars(files)
 
 
-def refuse_foreign_sidecars(*paths) -> None:
-    """Stop before anything is written when the sidecar of one of ``paths`` (None: not asked
-    for) exists and brainzarr did not write it: a file's own sidecar, e.g. an atlas's
-    ``dk.json`` beside ``dk.nii.gz``, which ``--overwrite`` (asked for the output) must not replace."""
-    for path in paths:
-        sidecar = None if path is None else sidecar_path(path)
-        if sidecar is not None and sidecar.exists() and not _written_by_brainzarr(sidecar):
+def _refuse_foreign_sidecars(files: list[Path]) -> None:
+    """Stop when the sidecar of one of ``files`` exists and brainzarr did not write it: a file's
+    own sidecar, e.g. an atlas's ``dk.json`` beside ``dk.nii.gz``, which ``--overwrite`` (asked for
+    the output) must not replace."""
+    for path in files:
+        sidecar = sidecar_path(path)
+        if sidecar.exists() and not _written_by_brainzarr(sidecar):
             raise FileExistsError(
-                f"{sidecar} exists and brainzarr did not write it: give {Path(path).name} another name "
+                f"{sidecar} exists and brainzarr did not write it: give {path.name} another name "
                 "(its sidecar would replace that file)"
             )
 

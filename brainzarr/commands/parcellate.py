@@ -80,11 +80,16 @@ def _sidecar(table, args) -> dict:
     }
     return {
         "Description": f"{table.attrs['statistic']} of {args.var} of the store {store_path(args)}",
-        "Sources": [str(store_path(args)), str(args.atlas)] + ([str(args.lut)] if args.lut else []),
+        "Sources": _sources(args),
         **{key: table.attrs[key] for key in ("strategy", "weighting", "background")},
         "variable": args.var,
         **{column: text for column, text in described.items() if column != "region_name" or args.lut},
     }
+
+
+def _sources(args) -> list[str]:
+    """The files a region table or image is made from: the store, the atlas and its look-up table."""
+    return [str(store_path(args)), str(args.atlas)] + ([str(args.lut)] if args.lut else [])
 
 
 def _image_sidecar(da, table, img, args) -> dict:
@@ -96,7 +101,7 @@ def _image_sidecar(da, table, img, args) -> dict:
     return {
         "Description": f"{table.attrs['statistic']} of {args.var} of the store {store_path(args)} in each "
         f"region of {args.atlas}, on the atlas's grid (a region that holds no store voxel is NaN)",
-        "Sources": [str(store_path(args)), str(args.atlas)] + ([str(args.lut)] if args.lut else []),
+        "Sources": _sources(args),
         "Space": grid_info(da).get("space"),
         "Grid": str(args.atlas),
         **{key: table.attrs[key] for key in ("strategy", "weighting")},
