@@ -36,6 +36,7 @@ from brainzarr.evaluate import (
 )
 from brainzarr.evaluate.prediction import FIXED_PARAMS, cv_folds, grid_search, parse_grid  # noqa: E402
 from brainzarr.evaluate.synthetic_targets import SYNTHETIC_TARGETS, model_from_store, synthetic_target_values  # noqa: E402
+from brainzarr.exceptions import InputError  # noqa: E402
 from brainzarr.grid import mni152_grid  # noqa: E402
 from brainzarr.nifti import to_nifti  # noqa: E402
 
@@ -371,6 +372,34 @@ def test_split_option_and_errors(store, targets_dir, tmp_path):
         run_evaluation(store, targets_dir, None, split="spatial")
     with pytest.raises(ValueError, match="no embedding at dims"):
         run_evaluation(store, targets_dir, None, dims=(64,), save_to_store=False)
+
+
+def test_a_method_named_but_not_fitted_is_refused_before_the_targets_are_read(store, targets_dir, tmp_path):
+    # a typo or a fit not made used to leave the method's rows out without a word
+    missing_targets = tmp_path / "not-there"
+    with pytest.raises(ValueError, match=r"unknown method\(s\) pcaa; choose from pca, kpca"):
+        run_evaluation(store, missing_targets, None, methods=["pca", "pcaa"])
+    with pytest.raises(InputError, match=r"holds no fitted umap \(it holds ica-k2, nmf-k2, nmf-k4, pca-k2, pca-k4\)"):
+        run_evaluation(store, None, None, methods=["pca", "umap"])
+    with pytest.raises(InputError, match="holds no fitted nmf at dim 3 "):
+        run_evaluation(store, missing_targets, None, methods=["nmf"], dims=(3,))
+    with pytest.raises(InputError, match="holds no fitted umap"):
+        write_report(store, tmp_path / "report", methods=["umap"])
+    with pytest.raises(InputError, match="only used to predict target maps: give the targets too"):
+        run_evaluation(store, None, None, embeddings={"mine": [targets_dir / "spatial_control.nii.gz"]})
+    assert not (tmp_path / "report").exists()
+    # a method the store holds, though brainzarr does not fit it, and one name as a string
+    result = run_evaluation(
+        store,
+        targets_dir / "spatial_control.nii.gz",
+        None,
+        methods="ica",
+        split="random",
+        grid=SMALL_GRID,
+        n_splits=3,
+        save_to_store=False,
+    )
+    assert list(result.prediction["representation"]) == ["ica-k2"]
 
 
 # --------------------------------------------------------------------------------- report and CLI

@@ -27,7 +27,7 @@ from ..exceptions import UnknownGeneError
 from ..store import check_schema, open_store
 from . import figures
 from .reconstruction import reconstruction_frame, reconstruction_histogram, reconstruction_table
-from .results import find_representations, read_embedding, split_labels
+from .results import check_fitted, find_representations, read_embedding, split_labels
 from .run import load_evaluation, run_evaluation, summary_table
 from .stats import anova_tukey
 from .synthetic_targets import DESCRIPTIONS
@@ -341,8 +341,9 @@ def write_report(
         Evaluate these target maps first (:func:`~brainzarr.evaluate.run_evaluation`, outputs in
         ``out_dir``). Without targets the report shows the evaluation last saved in the store
         (by ``brainzarr evaluate``), if any.
-    methods : list of str, optional
-        Representations shown (default: all).
+    methods : str or list of str, optional
+        Representations shown (default: all); a method named that the store holds no fit of is
+        refused.
     dims : tuple of int
         Embedding dims evaluated for prediction when ``targets`` are given.
     split : {"random", "blocked", "both"}
@@ -362,13 +363,16 @@ def write_report(
     store, out_dir = location(store), Path(out_dir)
     attrs = check_schema(store)
     ds = open_store(store)
+    methods = [methods] if isinstance(methods, str) else methods
+    reps = find_representations(store, methods=methods, require=None)
+    check_fitted(store, methods, reps)
     gene = str(ds["gene"].values[0]) if gene is None else gene
     if gene not in set(ds["gene"].values):
         raise UnknownGeneError(f"gene {gene!r} is not in the store ({ds.sizes['gene']:,} genes)")
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     record = {}
-    if targets is not None or embeddings:
+    if targets is not None:
         result = run_evaluation(
             store,
             targets,
@@ -390,7 +394,6 @@ def write_report(
     if (out_dir / "evaluation.json").exists():
         record = json.loads((out_dir / "evaluation.json").read_text())
 
-    reps = find_representations(store, methods=methods, require=None)
     frame = reconstruction_frame(reconstruction_table(store, methods=methods))
     embeddings_2d = {
         r.name: read_embedding(store, r.group, ds) for r in reps if r.dim == 2 and "embedding" in r.variables

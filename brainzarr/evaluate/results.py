@@ -15,10 +15,12 @@ import numpy as np
 import xarray as xr
 
 from .._location import location
+from ..exceptions import InputError
+from ..models import check_method_names
 from ..preprocess import SPLIT_SCHEMES
 from ..store import list_groups, read_group
 
-__all__ = ["RepresentationGroup", "find_representations", "split_labels", "read_embedding"]
+__all__ = ["RepresentationGroup", "find_representations", "check_fitted", "split_labels", "read_embedding"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,33 @@ def find_representations(store, *, methods=None, dims=None, require="embedding")
             RepresentationGroup(group, method, dim, _scheme_of(ds.attrs), tuple(map(str, ds.data_vars)), dict(ds.attrs))
         )
     return sorted(found, key=lambda g: (g.method, g.dim, g.group))
+
+
+def check_fitted(store, methods, found, dims=None) -> None:
+    """Refuse a selection of ``methods`` that names a method ``found`` (what
+    :func:`find_representations` gave for it) lacks: a typo or a fit not made would otherwise
+    only leave rows out of the results.
+
+    Raises
+    ------
+    ValueError
+        A name that is neither a brainzarr method nor the method of a result in the store.
+    InputError
+        A method the store holds no fitted representation of (at ``dims``, when given).
+    """
+    if methods is None:
+        return
+    missing = [m for m in dict.fromkeys(methods) if m not in {r.method for r in found}]
+    if not missing:
+        return
+    held = find_representations(store, require=None)
+    check_method_names([m for m in missing if m not in {r.method for r in held}])
+    at = "" if dims is None else f" at dim {', '.join(map(str, dims))}"
+    raise InputError(
+        f"{location(store).name} holds no fitted {', '.join(missing)}{at} (it holds "
+        f"{', '.join(sorted({r.name for r in held})) or 'no representation'}): fit it first (`brainzarr fit`) "
+        "or leave it out of the methods"
+    )
 
 
 def split_labels(ds: xr.Dataset, scheme: str) -> np.ndarray:

@@ -18,12 +18,13 @@ from .._atomic import write_file, write_text
 from .._deprecation import renamed_kwargs
 from .._location import location
 from .._optional import check_installed
+from ..exceptions import InputError
 from ..nifti import INTERPOLATIONS
 from ..preprocess import SPLIT_SCHEMES
 from ..store import check_schema, open_store, write_group
 from .prediction import parse_grid, predict_targets
 from .reconstruction import reconstruction_frame, reconstruction_table, save_reconstruction_table, to_markdown
-from .results import find_representations, read_embedding, split_labels
+from .results import check_fitted, find_representations, read_embedding, split_labels
 from .stats import anova_tukey
 from .targets import load_embedding, load_targets
 
@@ -103,6 +104,7 @@ def _embeddings(store, ds, methods, dims, embeddings, interpolation="linear"):
         # random one, usually) predicts under every scheme, as the study's did
         default = ds.attrs.get("provenance", {}).get("split", {}).get("scheme", "random")
         found = sorted(find_representations(store, methods=methods, dims=dims), key=lambda r: r.split_scheme != default)
+        check_fitted(store, methods, found, dims)
         for rep in found:
             if rep.name in reps:
                 continue
@@ -162,8 +164,9 @@ def run_evaluation(
     out_dir : str or Path, optional
         Where ``prediction.csv``, ``prediction_summary.csv``, ``anova.csv``, ``tukey.csv``,
         ``reconstruction.csv``/``.md`` and ``evaluation.json`` go.
-    methods : list of str, optional
+    methods : str or list of str, optional
         Store representations to evaluate (default: all; ``[]`` for none, e.g. only external ones).
+        A method named that the store holds no fit of (at ``dims``, with targets) is refused.
     dims : tuple of int or None
         Embedding dims used for prediction (default 2-D, as the study; None: all).
     split : {"random", "blocked", "both"}
@@ -197,10 +200,14 @@ def run_evaluation(
     for option, value in (("interpolation", interpolation), ("embedding_interpolation", embedding_interpolation)):
         if value not in INTERPOLATIONS:
             raise ValueError(f"{option} must be one of {', '.join(INTERPOLATIONS)}, got {value!r}")
+    methods = [methods] if isinstance(methods, str) else methods
+    if embeddings and targets is None:
+        raise InputError("an external embedding is only used to predict target maps: give the targets too")
     start = time.perf_counter()
     store = location(store)
     attrs = check_schema(store)
     ds = open_store(store)
+    check_fitted(store, methods, find_representations(store, methods=methods, require=None))
     schemes = split_schemes(split)
     if block_mm is None:
         block_mm = float(attrs.get("provenance", {}).get("split", {}).get("block_mm") or 16.0)
@@ -220,7 +227,6 @@ def run_evaluation(
     prediction = pd.DataFrame(columns=["representation", "target", "split", "r2", "rmse"])
     target_maps = None
     if targets is not None:
-        target_maps = load_targets(targets, ds, interpolation=interpolation)
         reps, meta = _embeddings(
             store, ds, methods, None if dims is None else tuple(dims), embeddings, embedding_interpolation
         )
@@ -229,6 +235,7 @@ def run_evaluation(
                 f"{store} holds no embedding at dims {dims} for methods {methods or 'any'}, and no "
                 "external embedding was given; fit representations first (`brainzarr fit`)"
             )
+        target_maps = load_targets(targets, ds, interpolation=interpolation)
         splits = {s: split_labels(ds, s) for s in schemes}
         xyz = np.column_stack([ds[c].values for c in "xyz"])
         prediction = predict_targets(
