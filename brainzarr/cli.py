@@ -112,9 +112,39 @@ SYNONYMS = {
 }
 
 
-def unknown_arguments(extras, leaf: argparse.ArgumentParser) -> str:
+def _list_hints(extras, argv, leaf: argparse.ArgumentParser) -> list[str]:
+    """'--methods pca nmf': for each option that takes one comma-separated list and is followed
+    by words the command did not take, the list as one word (``--methods pca,nmf``)."""
+    lists = {
+        s for a in leaf._actions for s in a.option_strings if a.nargs is None and "comma-separated" in (a.help or "")
+    }
+    unplaced = sum(not token.startswith("-") for token in extras)  # words that went nowhere
+    hints, i = [], 0
+    while i < len(argv) and unplaced:
+        name, sep, value = argv[i].partition("=")
+        i += 1
+        if name not in lists:
+            continue
+        values = [value] if sep else argv[i : i + 1]
+        i += 0 if sep else 1
+        stray = []
+        while i < len(argv) and not argv[i].startswith("-") and len(stray) < unplaced:
+            stray.append(argv[i])
+            i += 1
+        if values and stray:
+            unplaced -= len(stray)
+            hints.append(f"{name} takes one comma-separated list: {name} {','.join(values + stray)}")
+    return hints
+
+
+def unknown_arguments(extras, leaf: argparse.ArgumentParser, argv=()) -> str:
     """argparse's message for arguments a command does not take, with the option each one
-    probably meant (a synonym from scikit-learn's vocabulary, or a near spelling)."""
+    probably meant (a synonym from scikit-learn's vocabulary, or a near spelling), and for
+    words after a comma-separated list's option (``argv``: the command line) the list they
+    probably continue."""
+    lists = _list_hints(extras, list(argv), leaf)
+    if lists:
+        return f"unrecognized arguments: {' '.join(extras)}; {'; '.join(lists)}"
     options = [s for a in leaf._actions for s in a.option_strings if s.startswith("--")]
     hints = []
     for token in extras:
@@ -137,10 +167,11 @@ def unknown_arguments(extras, leaf: argparse.ArgumentParser) -> str:
 
 def main(argv=None) -> int:
     parser = make_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, extras = parser.parse_known_args(argv)
     if extras:
         leaf = getattr(args, "_leaf_parser", parser)
-        leaf.error(unknown_arguments(extras, leaf))
+        leaf.error(unknown_arguments(extras, leaf, argv))
     from .options import set_options
 
     leaf = getattr(args, "_leaf_parser", None)

@@ -353,6 +353,32 @@ def test_an_unknown_option_names_the_one_it_probably_meant(typed, hint, capsys):
     assert err == f"brainzarr fit: error: unrecognized arguments: {' '.join(typed)}{hint} (see brainzarr fit --help)\n"
 
 
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (
+            ["fit", "s.zarr", "--methods", "pca", "nmf"],
+            "nmf; --methods takes one comma-separated list: --methods pca,nmf",
+        ),
+        (
+            ["fit", "s.zarr", "--methods=pca", "nmf", "--dims", "2", "8", "16"],
+            "nmf 8 16; --methods takes one comma-separated list: --methods pca,nmf; --dims takes one comma-separated "
+            "list: --dims 2,8,16",
+        ),
+        # the second method taken for the store: the store is the word left over
+        (
+            ["fit", "--methods", "pca", "nmf", "s.zarr"],
+            "s.zarr; --methods takes one comma-separated list: --methods pca,nmf",
+        ),
+        (["export", "s.zarr", "expression", "--gene", "HPCA", "APOE", "-o", "x.nii.gz"], "APOE; --gene takes one"),
+    ],
+)
+def test_words_after_a_list_option_are_pointed_to_one_comma_separated_list(argv, hint, capsys):
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert err.startswith(f"brainzarr {argv[0]}: error: unrecognized arguments: {hint}")
+
+
 def test_a_method_spelled_in_capitals_is_pointed_to_its_name(small_store, capsys):
     code, _, err = run(["fit", str(small_store), "--methods", "PCA,svd"], capsys)
     assert code == 1
