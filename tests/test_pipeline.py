@@ -307,5 +307,12 @@ def test_cli_fit_errors_are_one_line(store, pca8, capsys):
     assert "unknown method" in capsys.readouterr().err
     assert main(["fit", str(store), "--methods", "pca", "--dims", "2", "--option", "pca.bogus=1"]) == 1
     assert "bogus" in capsys.readouterr().err
+    # the dims' and the seed's own parameters: a TypeError from inside before
+    for option, flag in (("n_components=3", "--dims"), ("pca.random-state=3", "--seed")):
+        assert main(["fit", str(store), "--methods", "pca", "--dims", "2", "--option", option]) == 1
+        err = capsys.readouterr().err
+        assert (
+            err.startswith(f"brainzarr fit: error: --option {option.split('=')[0]}=...: ") and f"set by {flag}" in err
+        )
     assert main(["fit", str(store), "--methods", "pca", "--dims", "8,9", "--skip-existing", "--no-reconstruction"]) == 0
     assert "pca k8: exists, skipped" in capsys.readouterr().err

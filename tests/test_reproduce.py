@@ -117,7 +117,16 @@ def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path,
         (["--methods", "pca,lda"], "unknown method(s) lda"),
         (["--dims", "2,x"], "--dims takes comma-separated integers"),
         (["--dims", "64"], "no dim in [64] is below the store's 40 genes"),
+        # --params is checked before any fit (k3 would be a new one): a parameter outside its
+        # method's mapping, or under a name that is no method, was ignored; the dims' own crashed
+        (["--dims", "3", "--params", '{"max_epochs": 5}'], "the per-method parameters take {method: {parameter"),
+        (["--dims", "3", "--params", '{"AE": {"max_epochs": 5}}'], "parameters given for AE, which is not a method"),
+        (["--dims", "3", "--params", '{"pca": {"n_components": 5}}'], "pca's n_components: set by the protocol's dims"),
+        (["--dims", "3", "--params", '{"nmf": {"bogus": 1}}'], "nmf does not take bogus"),
+        (["--dims", "3", "--params", "{pca: {}}"], "--params takes a JSON object such as"),
     ):
-        assert main(["reproduce", str(store), "-o", str(tmp_path / "bad"), *bad]) == 1
+        methods = [] if "--methods" in bad else ["--methods", "pca,nmf"]
+        assert main(["reproduce", str(store), "-o", str(tmp_path / "bad"), *methods, *bad]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+    assert not [g for g in list_groups(store) if g.endswith("/k3")]

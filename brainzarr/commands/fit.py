@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 #: options of the command line that go to every estimator taking a parameter of that name
 GENERIC_OPTIONS = {"max_epochs": "--max-epochs", "device": "--device"}
+#: estimator parameters that the command sets from its own options, never from --option
+OWN_OPTIONS = {"n_components": "--dims", "random_state": "--seed"}
 
 
 def parse_options(pairs) -> dict:
@@ -39,7 +41,10 @@ def parse_options(pairs) -> dict:
             parsed = json.loads(value)
         except json.JSONDecodeError:
             parsed = value
-        out.setdefault(method or None, {})[name.replace("-", "_")] = parsed
+        name = name.replace("-", "_")
+        if name in OWN_OPTIONS:
+            raise ValueError(f"--option {key}=...: {name} is set by {OWN_OPTIONS[name]}, for every method")
+        out.setdefault(method or None, {})[name] = parsed
     return out
 
 

@@ -24,9 +24,22 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def _run(args):
+def _params(text: str | None) -> dict | None:
+    """--params: a JSON object of per-method estimator parameters."""
     import json
 
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ValueError(
+            '--params takes a JSON object such as \'{"ae": {"max_epochs": 50}}\' (names in double quotes), '
+            f"got {text!r}"
+        ) from None
+
+
+def _run(args):
     from ..evaluate.reproduce import STUDY_DIMS, STUDY_METHODS, reproduce_study
     from ..models import check_method_names
 
@@ -42,7 +55,7 @@ def _run(args):
             dims=_ints(args.dims) if args.dims else STUDY_DIMS,
             splits=splits,
             random_state=args.seed,
-            method_params=json.loads(args.params) if args.params else None,
+            method_params=_params(args.params),
             grid=args.grid,
             n_splits=args.folds,
             n_jobs=args.jobs,

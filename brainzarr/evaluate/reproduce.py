@@ -51,6 +51,35 @@ def study_computed(method: str, dim: int, resolution_mm: float) -> bool:
     return True
 
 
+def check_method_params(method_params, methods, dims) -> dict:
+    """``method_params`` checked before any fit: a mapping of method names to parameters that
+    the estimator of each one of ``methods`` takes (at the first of ``dims``), never the dims' or
+    the seed's own."""
+    from ..models import METHODS
+    from ..models.store_fitting import make_model
+
+    method_params = {} if method_params is None else method_params
+    if not isinstance(method_params, dict) or not all(isinstance(p, dict) for p in method_params.values()):
+        raise ValueError(
+            "the per-method parameters take {method: {parameter: value}}, e.g. "
+            f'{{"ae": {{"max_epochs": 50}}}}, got {method_params!r}'
+        )
+    other = [m for m in method_params if m not in METHODS]
+    if other:
+        raise ValueError(
+            f"parameters given for {', '.join(map(str, other))}, which is not a method "
+            f"({', '.join(METHODS)}); they go by method: {{method: {{parameter: value}}}}"
+        )
+    for method, params in method_params.items():
+        if method not in methods:  # one mapping may serve runs of several method subsets
+            continue
+        own = [name for name in ("n_components", "random_state") if name in params]
+        if own:
+            raise ValueError(f"{method}'s {' and '.join(own)}: set by the protocol's dims and seed, for every fit")
+        make_model(method, dims[0], **params)
+    return method_params
+
+
 def _fit_all(store, methods, dims, splits, random_state, method_params, log):
     from ..exceptions import ResultExistsError
     from ..models.store_fitting import fit_store
@@ -167,12 +196,13 @@ def reproduce_study(
     if not kept:
         raise ValueError(f"no dim in {list(dims)} is below the store's {ds.sizes['gene']} genes")
     check_methods(methods, "the study's protocol", also=("xgboost",))  # before any fit
+    method_params = check_method_params(method_params, methods, kept)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
 
     log(f"reproduce: {len(methods)} methods x {len(kept)} dims x {len(splits)} splits on {store.name}")
-    fitted, reused = _fit_all(store, methods, kept, splits, random_state, method_params or {}, log)
+    fitted, reused = _fit_all(store, methods, kept, splits, random_state, method_params, log)
     if targets is None:
         log("reproduce: no targets given: the synthetic targets made from the store's synthetic truth")
         targets = write_synthetic_targets(out_dir / "targets", store=store)[0].parent
