@@ -81,11 +81,52 @@ def _root_attrs(path) -> dict:
         with quiet_zarr():
             group = zarr.open_group(zarr_store(path, strict=False), mode="r", zarr_format=3)
     except Exception as exc:  # zarr raises several kinds for "not a group"
-        raise StoreError(
-            f"{path} is not a Zarr v3 group ({type(exc).__name__}); build a store first "
-            "(brainzarr.build_store, or brainzarr build)"
-        ) from None
+        raise StoreError(_not_a_group(path, exc)) from None
     return dict(group.attrs)
+
+
+def _not_a_group(path, exc: Exception) -> str:
+    """Why ``path`` opens as no store: a file, a part of a store, a folder of stores, or not Zarr."""
+    local = None if is_remote(path) else Path(path)
+    if local is not None and local.is_file():
+        return f"{path} is a file; a store is a folder (such as store/s8.zarr)"
+    enclosing = _enclosing_store(path)
+    if enclosing is not None:
+        return f"{path} is inside the store {enclosing}, not a store itself: give {enclosing}"
+    stores = [] if local is None else _stores_in(local)
+    if stores:
+        return f"{path} is a folder of stores: give one of them ({', '.join(stores[:5])}{', ...' * (len(stores) > 5)})"
+    return (
+        f"{path} is not a Zarr v3 group ({type(exc).__name__}); build a store first "
+        "(brainzarr.build_store, or brainzarr build)"
+    )
+
+
+def _is_store_root(folder: Path) -> bool:
+    try:
+        return "brainzarr_schema_version" in json.loads((folder / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _stores_in(folder: Path, *, look_at: int = 1000) -> list[str]:
+    """The brainzarr stores among a folder's first ``look_at`` entries."""
+    import itertools
+
+    try:
+        return sorted(str(c) for c in itertools.islice(folder.iterdir(), look_at) if _is_store_root(c))
+    except OSError:  # not a folder, or not readable
+        return []
+
+
+def _enclosing_store(path) -> str | None:
+    """The brainzarr store that a local ``path`` lies inside (``path`` itself not included)."""
+    if is_remote(path):
+        return None
+    for parent in Path(path).parents:
+        if _is_store_root(parent):
+            return str(Path.cwd() if parent == Path(".") else parent)
+    return None
 
 
 def _exists(path) -> bool:
@@ -125,6 +166,9 @@ def check_schema(path) -> dict:
     attrs = _root_attrs(path)
     version = attrs.get("brainzarr_schema_version")
     if version is None:
+        enclosing = _enclosing_store(path)
+        if enclosing is not None:
+            raise StoreError(f"{path} is inside the store {enclosing}, not a store itself: give {enclosing}")
         raise StoreError(f"{path} is a Zarr group but not a brainzarr store (no brainzarr_schema_version)")
     if version != SCHEMA_VERSION:
         raise StoreError(

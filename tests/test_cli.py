@@ -280,6 +280,8 @@ def test_export_of_a_result_or_a_folder_of_results_names_the_arrays_to_choose(tm
         assert "holds results, not an array: representations/random/nmf/k2, representations/random/pca/k2" in err
     code, _, err = run(["export", str(store), "representations/random/pca/k2/nothing", "-o", out], capsys)
     assert code == 1 and "has no variable nothing; it has " in err and "embedding" in err
+    code, _, err = run(["export", str(store), "nmf-k2", "-o", out], capsys)  # as the evaluation's tables name it
+    assert code == 1 and err.strip().endswith("its embedding is representations/random/nmf/k2/embedding")
     for array in named:  # what the message offers exports (one gene of the reconstruction)
         code, _, err = run(["export", str(store), array, "--gene", "1", "-o", out, "--overwrite"], capsys)
         assert code == 0, err

@@ -1,5 +1,6 @@
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from brainzarr import ResultExistsError, StoreError, list_groups, open_store, read_group, write_group
+from brainzarr import ResultExistsError, StoreError, build_store, list_groups, open_store, read_group, write_group
 from brainzarr.store import group_writer
 from brainzarr.streaming import expression_rows
 
@@ -32,6 +33,24 @@ def test_not_a_store(tmp_path):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w", zarr_format=3)
     with pytest.raises(StoreError, match="not a brainzarr store"):
         open_store(tmp_path / "plain.zarr")
+
+
+def test_a_path_near_a_store_is_pointed_to_it(tmp_path, monkeypatch):
+    # a file, an array or a group inside a store, and the folder of a store: each said only
+    # "not a Zarr v3 group (ContainsArrayError)" or "not a brainzarr store"
+    store = build_store(tmp_path / "stores" / "s8.zarr", resolution=8, genes=5, random_state=0)
+    (tmp_path / "map.nii.gz").write_bytes(b"")
+    with pytest.raises(StoreError, match=r"map.nii.gz is a file; a store is a folder"):
+        open_store(tmp_path / "map.nii.gz")
+    write_group(store, "representations/mine", xr.Dataset({"w": ("voxel", np.zeros(3))}))
+    for inside in ("expression", "split_random", "representations", "representations/mine"):
+        with pytest.raises(StoreError, match=f"{inside} is inside the store {re.escape(str(store))}, not a store"):
+            open_store(store / inside)
+    with pytest.raises(StoreError, match=f"is a folder of stores: give one of them \\({re.escape(str(store))}\\)$"):
+        open_store(tmp_path / "stores")
+    monkeypatch.chdir(store)
+    with pytest.raises(StoreError, match=f"give {re.escape(str(store.resolve()))}$"):
+        open_store("expression")
 
 
 def _copy(src, dst):

@@ -72,6 +72,12 @@ def _not_a_variable(store, var: str) -> str | None:
         arrays = sorted((a for a, v in result.data_vars.items() if "voxel" in v.dims), key=lambda a: a != "embedding")
         if arrays:
             return f"{var} is a result; name one of its voxel arrays: " + ", ".join(f"{var}/{a}" for a in arrays)
+    method, dash, dim = var.rpartition("-k")
+    named = [g for g in list_groups(store) if dash and dim.isdigit() and g.endswith(f"/{method}/k{dim}")]
+    if named:  # 'pca-k8', as the evaluation's tables name a result
+        return f"{var} is how the tables name a result; its embedding is " + " or ".join(
+            f"{g}/embedding" for g in named
+        )
     inside = list_groups(store, var)
     if inside:
         shown = ", ".join(inside[:6]) + (f" (and {len(inside) - 6} more)" if len(inside) > 6 else "")
