@@ -345,6 +345,22 @@ def test_cli_fit_render_and_build(tmp_path, capsys):
         == 1
     )
     assert "does not know" in capsys.readouterr().err
+    # without --genes: the model's own (all of the source's, 15,633, are more than it knows)
+    argv = [
+        "build",
+        "--assignment",
+        "inr",
+        "--inr-model",
+        str(model),
+        "--resolution",
+        "8",
+        "-o",
+        str(tmp_path / "d.zarr"),
+    ]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert (
+        list(open_store(tmp_path / "d.zarr")["gene"].values) == json.loads((model / "config.json").read_text())["genes"]
+    )
     assert main(["inr", "render", str(tmp_path / "nope"), "--out", str(tmp_path / "x.zarr")]) == 1
     assert "no INR model" in capsys.readouterr().err
 

@@ -43,7 +43,8 @@ def add_build_arguments(p, *, out_required=True):
     )
     p.add_argument(
         "--inr-model",
-        help="with --assignment inr: a model from `brainzarr inr fit` (default: fit one on the source's samples first)",
+        help="with --assignment inr: a model from `brainzarr inr fit`, whose genes the store has unless --genes "
+        "says otherwise (default: fit one on the source's samples first)",
     )
     p.add_argument("--n-neighbors", type=positive_int, default=10, help="neighbours of --assignment idw")
     p.add_argument("--k", type=positive_int, dest="n_neighbors", help=argparse.SUPPRESS)  # the old name

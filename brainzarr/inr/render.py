@@ -154,20 +154,23 @@ def build_inr_store(
 
     The source's samples are loaded; ``model`` (a fitted GeneINR or a saved one's folder)
     renders them, or a new GeneINR (``inr_params``, ``seed``) is fitted on them first. The
-    store has the source's genes; the model must know all of them.
+    store has the ``genes`` of the source (default: with a model, the model's genes; without,
+    all of the source's); the model must know all of them.
     """
+    path = None
+    if model is not None and not isinstance(model, GeneINR):
+        path = Path(model)
+        model = GeneINR.load(path)
+    if genes is None and model is not None and not isinstance(source, xr.Dataset):
+        genes = [str(g) for g in model.genes_]  # it can render no other
     table = (
         source
         if isinstance(source, xr.Dataset)
         else load_source(source, genes=genes, random_state=random_state, **(source_options or {}))
     )
-    path = None
     if model is None:
         with set_options(**({} if progress is None else {"progress": progress})):
             model = GeneINR(**({"random_state": random_state} | (inr_params or {}))).fit(table)
-    elif not isinstance(model, GeneINR):
-        path = Path(model)
-        model = GeneINR.load(path)
     genes_needed = table["gene"].values.astype(str)
     missing = np.setdiff1d(genes_needed, model.genes_)
     if len(missing):
