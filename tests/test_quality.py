@@ -185,6 +185,24 @@ def test_the_maps_and_regions_guides_run_as_written(tmp_path, monkeypatch):
         assert json.loads(Path(image).read_text())["VolumeLabels"] == genes  # as the guides say
 
 
+def test_the_inr_guides_commands_name_genes_its_model_knows():
+    """The guide fits its model on 200 synthetic genes; a gene its render or export lines name
+    must be one of them (APOE and SST were not: both lines failed as written)."""
+    from brainzarr import load_source
+
+    lines = [
+        line
+        for language, block in _code_blocks("docs/guide/inr.md")
+        if language == "bash"
+        for line in block.splitlines()
+    ]
+    assert any("inr fit --source synthetic --genes 200 " in line for line in lines)
+    named = {g for line in lines for spec in re.findall(r"--genes? ([A-Za-z][\w,-]*)", line) for g in spec.split(",")}
+    assert len(named) >= 2
+    known = set(load_source("synthetic", genes=200)["gene"].values.astype(str))
+    assert named - known == set()
+
+
 @pytest.mark.slow
 def test_the_inr_guides_example_runs_as_written(tmp_path, monkeypatch):
     """Fits, renders and cross-validates an INR of 200 genes as the guide does (~3 min)."""
