@@ -329,8 +329,17 @@ def test_every_output_option_is_spelt_alike():
         for command, action in _actions(make_parser())
         if spellings & set(action.option_strings)
     }
-    assert {"brainzarr build", "brainzarr export", "brainzarr inr fit", "brainzarr inr render"} <= set(outputs)
-    assert {command: options for command, options in outputs.items() if options != spellings} == {}
+    assert {
+        "brainzarr build",
+        "brainzarr export",
+        "brainzarr inr fit",
+        "brainzarr inr render",
+        "brainzarr demo",
+    } <= set(outputs)
+    older = {"brainzarr demo": {"--out-dir"}}  # spellings kept from earlier versions
+    assert {
+        command: options for command, options in outputs.items() if options != spellings | older.get(command, set())
+    } == {}
     for spelling in spellings:
         args = make_parser().parse_args(["build", "--resolution", "8", spelling, "s8.zarr"])
         assert args.out == "s8.zarr"

@@ -133,7 +133,15 @@ def _run(args):
 
 def register(sub):
     p = sub.add_parser("demo", help="the whole pipeline on synthetic data: build, fit, export, evaluate, report")
-    p.add_argument("--out-dir", default="store", help="where the demo writes (default: store/)")
+    p.add_argument(
+        "-o",
+        "--out",
+        "--output",
+        "--out-dir",
+        dest="out_dir",
+        default="store",
+        help="folder the demo writes into (default: store/)",
+    )
     p.add_argument("--genes", type=int, default=1000, help="number of synthetic genes")
     p.add_argument("--methods", default=",".join(DEMO_METHODS), help="representations to fit, comma-separated")
     p.add_argument("--dims", default="2,8", help="comma-separated dimensions to fit (2 is needed for the evaluation)")
