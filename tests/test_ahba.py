@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ahba_fixture import leaf_id, write_donor_folders  # noqa: E402
 
 from brainzarr.cli import error_message, main  # noqa: E402
+from brainzarr.exceptions import InputError  # noqa: E402
 from brainzarr.sources import abagen_compat as compat  # noqa: E402
 from brainzarr.sources.abagen_data import corrected_coordinates  # noqa: E402
 from brainzarr.sources.ahba import load_ahba, resolve_donors  # noqa: E402
@@ -222,6 +223,11 @@ def test_data_dir_forms_and_donor_ids(ahba):
     assert resolve_donors(None, ahba.root / "microarray") == list(DONORS)
     with pytest.raises(ValueError, match="unknown AHBA donor"):
         resolve_donors(["1234"])
+    # a donor's own folder: the data folder above it is named, and the donor (it read
+    # "no AHBA donor folders in .../normalized_microarray_donor9861/microarray")
+    with pytest.raises(InputError, match=r"is the folder of one donor \(9861\), not the data folder") as err:
+        load_ahba(ahba.root / "microarray" / "normalized_microarray_donor9861", probe_selection="average")
+    assert error_message(err.value).endswith(f"; pass --data-dir {ahba.root} --donors 9861")
 
 
 def test_settings_validated(ahba):

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..exceptions import DataNotFoundError
+from ..exceptions import DataNotFoundError, InputError
 from . import abagen_compat
 from .abagen_data import DONOR_SAMPLES, reannotated_probes
 from .table import UnknownGeneError, make_sample_table, resolve_genes
@@ -101,6 +101,14 @@ def microarray_dir(data_dir=None) -> Path:
     if data_dir is None:
         data_dir = os.environ.get("ABAGEN_DATA") or "~/abagen-data"
     path = Path(data_dir).expanduser()
+    one = re.fullmatch(_FOLDER.format(r"(\w+)"), path.name)
+    if one:  # a donor's own folder, where the one that holds microarray/ was meant
+        parent = path.parent.parent if path.parent.name == "microarray" else path.parent
+        raise InputError(
+            f"{data_dir} is the folder of one donor ({one.group(1)}), not the data folder that holds "
+            "microarray/; name that one, and the donor if you want it alone",
+            options={"data_dir": str(parent), "donors": one.group(1)},
+        )
     return path if path.name == "microarray" else path / "microarray"
 
 
