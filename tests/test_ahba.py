@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -216,9 +217,17 @@ def test_the_command_line_offers_its_download_flag(tmp_path, capsys):
     assert not (tmp_path / "s.zarr").exists()
 
 
-def test_data_dir_forms_and_donor_ids(ahba):
+def test_data_dir_forms_and_donor_ids(ahba, tmp_path):
     t = load_ahba(ahba.root / "microarray", donors=["H0351.2001", 10021], genes=2)
     assert sorted(set(t["donor"].values)) == ["10021", "9861"]
+    # the donor folders straight in the data folder, without microarray/ (the Allen zips' layout)
+    for donor in DONORS:
+        (tmp_path / f"normalized_microarray_donor{donor}").symlink_to(
+            ahba.root / "microarray" / f"normalized_microarray_donor{donor}"
+        )
+    flat = load_ahba(tmp_path, genes=2)
+    assert sorted(set(flat["donor"].values), key=int) == list(DONORS)
+    xr.testing.assert_identical(flat.drop_attrs(), load_ahba(ahba.root, genes=2).drop_attrs())
     assert resolve_donors("all") == ["9861", "10021", "12876", "14380", "15496", "15697"]
     assert resolve_donors(None, ahba.root / "microarray") == list(DONORS)
     with pytest.raises(ValueError, match="unknown AHBA donor"):

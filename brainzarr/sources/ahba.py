@@ -94,7 +94,8 @@ def _abagen():
 
 
 def microarray_dir(data_dir=None) -> Path:
-    """The ``microarray/`` folder for ``data_dir`` (its parent or itself), as abagen lays it out.
+    """The ``microarray/`` folder for ``data_dir`` (its parent or itself), as abagen lays it out,
+    or ``data_dir`` itself when it holds the donor folders without that level.
 
     ``data_dir=None`` follows abagen: ``$ABAGEN_DATA``, else ``~/abagen-data``.
     """
@@ -109,6 +110,8 @@ def microarray_dir(data_dir=None) -> Path:
             "microarray/; name that one, and the donor if you want it alone",
             options={"data_dir": str(parent), "donors": one.group(1)},
         )
+    if path.name != "microarray" and not (path / "microarray").exists() and any(path.glob(_FOLDER.format("*"))):
+        return path  # donor folders unzipped straight into it, as the Allen Institute's zips hold them
     return path if path.name == "microarray" else path / "microarray"
 
 
