@@ -220,7 +220,7 @@ def test_the_command_line_offers_its_download_flag(tmp_path, capsys):
 def test_data_dir_forms_and_donor_ids(ahba, tmp_path):
     t = load_ahba(ahba.root / "microarray", donors=["H0351.2001", 10021], genes=2)
     assert sorted(set(t["donor"].values)) == ["10021", "9861"]
-    # the donor folders straight in the data folder, without microarray/ (the Allen zips' layout)
+    # the donor folders straight in the data folder, without microarray/ (a download by hand)
     for donor in DONORS:
         (tmp_path / f"normalized_microarray_donor{donor}").symlink_to(
             ahba.root / "microarray" / f"normalized_microarray_donor{donor}"

@@ -111,7 +111,7 @@ def microarray_dir(data_dir=None) -> Path:
             options={"data_dir": str(parent), "donors": one.group(1)},
         )
     if path.name != "microarray" and not (path / "microarray").exists() and any(path.glob(_FOLDER.format("*"))):
-        return path  # donor folders unzipped straight into it, as the Allen Institute's zips hold them
+        return path  # donor folders straight in it, as a download by hand may leave them
     return path if path.name == "microarray" else path / "microarray"
 
 
