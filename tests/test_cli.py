@@ -285,6 +285,12 @@ def test_export_of_a_result_or_a_folder_of_results_names_the_arrays_to_choose(tm
     for array in named:  # what the message offers exports (one gene of the reconstruction)
         code, _, err = run(["export", str(store), array, "--gene", "1", "-o", out, "--overwrite"], capsys)
         assert code == 0, err
+    # named without its split (as earlier versions laid results out): the sidecar says which one was read
+    code, _, err = run(["export", str(store), "representations/pca/k2/embedding", "-o", out, "--overwrite"], capsys)
+    assert code == 0, err
+    sidecar = json.loads((tmp_path / "e.json").read_text())
+    assert sidecar["variable"] == "representations/random/pca/k2/embedding"
+    assert sidecar["Description"].startswith("representations/random/pca/k2/embedding ")
 
 
 def test_accessor_is_registered_by_import():

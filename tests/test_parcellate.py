@@ -273,6 +273,19 @@ def test_bad_atlases_and_arrays_are_refused(small_store):
         parcellate(ds["gene"], nib.Nifti1Image(np.ones(grid.shape, np.int16), grid.affine))
 
 
+def test_a_result_named_without_its_split_is_recorded_as_read(tmp_path, capsys):
+    store = build_store(tmp_path / "s8.zarr", resolution=8, genes=6, random_state=0)
+    fit_store(store, "pca", 2, progress=False)
+    atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
+    argv = ["parcellate", str(store), "representations/pca/k2/embedding", "--atlas", str(atlas)]
+    assert main([*argv, "-o", str(tmp_path / "pca.csv"), "--nifti", str(tmp_path / "pca.nii.gz")]) == 0, (
+        capsys.readouterr()
+    )
+    record = json.loads((tmp_path / "pca.json").read_text())  # the table's and the image's (one stem)
+    assert record["variable"] == "representations/random/pca/k2/embedding"
+    assert "of representations/random/pca/k2/embedding of the store" in record["Description"]
+
+
 def test_cli_writes_the_table_that_a_parcellated_build_reads(small_store, tmp_path, capsys):
     atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
     out = tmp_path / "regions.csv"

@@ -60,6 +60,18 @@ def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
     return da
 
 
+def resolved_variable(store, var: str) -> str:
+    """``var`` as the store holds it: a result named without its split level
+    (``representations/pca/k8/embedding``, the layout of earlier versions) with the split it was
+    read from, for the sidecars' record."""
+    from ..store import as_store, resolve_group
+
+    if "/" not in var:
+        return var
+    group, name = var.rsplit("/", 1)
+    return f"{resolve_group(as_store(store, allow_incomplete=True), group)}/{name}"
+
+
 def _not_a_variable(store, var: str) -> str | None:
     """Why ``var``, a result or a folder of results, names no array, and which names would."""
     from ..store import list_groups, read_group
@@ -100,6 +112,7 @@ def _run(args):
     from .build import parse_genes
 
     da = select_variable(store_path(args), args.var, parse_genes(args.gene))  # lazy: checks the variable and genes
+    args.var = resolved_variable(store_path(args), args.var)
     refuse_unsafe_outputs([out], inputs={"the --like image": args.like}, overwrite=args.overwrite)
     background = np.nan if args.background.lower() == "nan" else float(args.background)
     replaced = out.exists()

@@ -22,7 +22,7 @@ from .build import GENES_HELP, parse_genes
 def _run(args):
     from ..nifti import _checked_nifti_path
     from ..parcellate import parcellate
-    from .export import select_variable
+    from .export import resolved_variable, select_variable
 
     out = Path(args.output)
     if out.is_dir() or out.suffix.lower() not in (".csv", ".tsv"):
@@ -33,6 +33,7 @@ def _run(args):
     if not Path(args.atlas).is_file():
         raise FileNotFoundError(f"no atlas file at {args.atlas}")
     da = select_variable(store_path(args), args.var, parse_genes(args.gene), all_genes=True)
+    args.var = resolved_variable(store_path(args), args.var)
     if args.lut is not None and not Path(args.lut).is_file():
         raise FileNotFoundError(f"no look-up table at {args.lut}")
     one_gene = "gene" in da.coords and da["gene"].ndim == 0
