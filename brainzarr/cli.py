@@ -172,6 +172,7 @@ def main(argv=None) -> int:
     if extras:
         leaf = getattr(args, "_leaf_parser", parser)
         leaf.error(unknown_arguments(extras, leaf, argv))
+    from .commands._args import refuse_outputs_in_a_store
     from .options import set_options
 
     leaf = getattr(args, "_leaf_parser", None)
@@ -183,6 +184,7 @@ def main(argv=None) -> int:
                 warnings.simplefilter("ignore", FutureWarning)
                 if not args.debug:
                     warnings.showwarning = _warning_line(command)
+                refuse_outputs_in_a_store(args)
                 return int(args.func(args) or 0)
         except KeyboardInterrupt:
             log.error("brainzarr: interrupted (run the same command again to resume)")

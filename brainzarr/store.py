@@ -90,7 +90,7 @@ def _not_a_group(path, exc: Exception) -> str:
     local = None if is_remote(path) else Path(path)
     if local is not None and local.is_file():
         return f"{path} is a file; a store is a folder (such as store/s8.zarr)"
-    enclosing = _enclosing_store(path)
+    enclosing = enclosing_store(path)
     if enclosing is not None:
         return f"{path} is inside the store {enclosing}, not a store itself: give {enclosing}"
     stores = [] if local is None else _stores_in(local)
@@ -119,13 +119,15 @@ def _stores_in(folder: Path, *, look_at: int = 1000) -> list[str]:
         return []
 
 
-def _enclosing_store(path) -> str | None:
-    """The brainzarr store that a local ``path`` lies inside (``path`` itself not included)."""
+def enclosing_store(path, *, itself: bool = False) -> str | None:
+    """The brainzarr store that a local ``path`` lies inside (or is, with ``itself``), else None."""
     if is_remote(path):
         return None
-    for parent in Path(path).parents:
-        if _is_store_root(parent):
-            return str(Path.cwd() if parent == Path(".") else parent)
+    path = Path(path)
+    candidates = [path] * itself + list(path.parents) + ([] if path.is_absolute() else list(Path.cwd().parents))
+    for candidate in candidates:
+        if _is_store_root(candidate):
+            return str(Path.cwd() if candidate == Path(".") else candidate)
     return None
 
 
@@ -166,7 +168,7 @@ def check_schema(path) -> dict:
     attrs = _root_attrs(path)
     version = attrs.get("brainzarr_schema_version")
     if version is None:
-        enclosing = _enclosing_store(path)
+        enclosing = enclosing_store(path)
         if enclosing is not None:
             raise StoreError(f"{path} is inside the store {enclosing}, not a store itself: give {enclosing}")
         raise StoreError(f"{path} is a Zarr group but not a brainzarr store (no brainzarr_schema_version)")

@@ -293,6 +293,29 @@ def test_export_of_a_result_or_a_folder_of_results_names_the_arrays_to_choose(tm
     assert sidecar["Description"].startswith("representations/random/pca/k2/embedding ")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "{store}", "-o", "{store}"],
+        ["evaluate", "{store}", "-o", "{store}/eval"],
+        ["reproduce", "{store}", "-o", "{store}/repro"],
+        ["export", "{store}", "expression", "--gene", "1", "-o", "{store}/gene.nii.gz"],
+        ["parcellate", "{store}", "expression", "--atlas", "a.nii.gz", "-o", "r.csv", "--nifti", "{store}/r.nii.gz"],
+        ["build", "--genes", "3", "-o", "{store}/inner.zarr"],
+        ["inr", "fit", "--genes", "3", "-o", "{store}/representations/model"],
+        ["demo", "-o", "{store}/demo"],
+    ],
+)
+def test_an_output_inside_a_store_is_refused_before_anything_is_written(small_store, tmp_path, capsys, argv):
+    # the store would hold files brainzarr did not write there, and --overwrite refuse to remove it
+    before = sorted(p.relative_to(small_store) for p in small_store.rglob("*"))
+    code, _, err = run([a.replace("{store}", str(small_store)) for a in argv], capsys)
+    assert code == 1
+    assert err.startswith(f"brainzarr {' '.join(argv[: 2 if argv[0] == 'inr' else 1])}: error: {small_store}")
+    assert "which holds only what brainzarr writes there: write elsewhere" in err
+    assert sorted(p.relative_to(small_store) for p in small_store.rglob("*")) == before
+
+
 def test_accessor_is_registered_by_import():
     import xarray as xr
 

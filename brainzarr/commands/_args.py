@@ -19,6 +19,8 @@ __all__ = [
     "name_list",
     "chunk_shape",
     "add_output_argument",
+    "mark_output",
+    "refuse_outputs_in_a_store",
     "refuse_existing",
     "refuse_writing_over_inputs",
     "add_grid_arguments",
@@ -52,9 +54,39 @@ positive_float = _number(float, lambda v: v > 0, "a positive number")
 fraction = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
 
 
-def add_output_argument(p, *, dest: str, help: str, **kwargs):
-    """The output option, spelt alike by every command: ``-o``, ``--out`` or ``--output``."""
-    return p.add_argument("-o", "--out", "--output", dest=dest, help=help, **kwargs)
+def add_output_argument(p, *, dest: str, help: str, writes_a_store: bool = False, **kwargs):
+    """The output option, spelt alike by every command: ``-o``, ``--out`` or ``--output``;
+    marked as an output (:func:`mark_output`)."""
+    action = p.add_argument("-o", "--out", "--output", dest=dest, help=help, **kwargs)
+    mark_output(p, dest, writes_a_store=writes_a_store)
+    return action
+
+
+def mark_output(p, dest: str, *, writes_a_store: bool = False) -> None:
+    """Register the argument ``dest`` of parser ``p`` as a path the command writes, which
+    :func:`refuse_outputs_in_a_store` checks before the command runs; ``writes_a_store``: the
+    path is a store the command builds (or resumes), which may exist but not lie in another."""
+    p.set_defaults(_outputs={**(p.get_default("_outputs") or {}), dest: writes_a_store})
+
+
+def refuse_outputs_in_a_store(args) -> None:
+    """Stop before anything is written when an output of the command lies inside a brainzarr
+    store (or is one, unless the command writes a store): the store would then hold files that
+    brainzarr did not put there, which ``--overwrite`` refuses to remove with it."""
+    from ..exceptions import InputError
+    from ..store import enclosing_store
+
+    for dest, writes_a_store in (getattr(args, "_outputs", None) or {}).items():
+        path = getattr(args, dest, None)
+        if path is None:
+            continue
+        holder = enclosing_store(str(path), itself=not writes_a_store)
+        if holder is None:
+            continue
+        where = (
+            "a brainzarr store" if os.path.abspath(holder) == os.path.abspath(path) else f"inside the store {holder}"
+        )
+        raise InputError(f"{path} is {where}, which holds only what brainzarr writes there: write elsewhere")
 
 
 def refuse_existing(*paths, overwrite: bool) -> None:

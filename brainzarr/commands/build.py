@@ -70,7 +70,9 @@ def add_build_arguments(p, *, out_required=True):
     )
     g.add_argument("--compressor", choices=COMPRESSORS, default="zstd", help="chunk compressor (default zstd)")
     g.add_argument("--no-shards", action="store_true", help="one file per chunk instead of shards per row block")
-    add_output_argument(p, dest="out", required=out_required, help="the store to write, e.g. store/s8.zarr")
+    add_output_argument(
+        p, dest="out", required=out_required, writes_a_store=True, help="the store to write, e.g. store/s8.zarr"
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",

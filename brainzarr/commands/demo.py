@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .._deprecation import renamed_kwargs
+from ._args import mark_output
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def register(sub):
         default="store",
         help="folder the demo writes into (default: store/)",
     )
+    mark_output(p, "out_dir")
     p.add_argument("--genes", type=int, default=1000, help="number of synthetic genes")
     p.add_argument("--methods", default=",".join(DEMO_METHODS), help="representations to fit, comma-separated")
     p.add_argument("--dims", default="2,8", help="comma-separated dimensions to fit (2 is needed for the evaluation)")

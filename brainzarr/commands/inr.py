@@ -254,7 +254,9 @@ def register(sub):
     r.add_argument("model", help="model folder from `brainzarr inr fit`")
     add_grid_arguments(r)
     r.add_argument("--genes", help=f"{GENES_HELP} (default: all the model's)")
-    add_output_argument(r, dest="out", required=True, help="the store to write, e.g. store/inr-8mm.zarr")
+    add_output_argument(
+        r, dest="out", required=True, writes_a_store=True, help="the store to write, e.g. store/inr-8mm.zarr"
+    )
     r.add_argument("--chunks", type=chunk_shape, help="chunk shape voxels,genes (default 4096,128)")
     r.add_argument("--seed", type=int, default=0, help="seeds the store's train/test splits")
     r.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")

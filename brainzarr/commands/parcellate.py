@@ -13,6 +13,7 @@ from ._args import (
     add_storage_arguments,
     add_store_argument,
     dask_client,
+    mark_output,
     store_path,
 )
 from ._sidecar import image_fields, refuse_unsafe_outputs, sidecar_path, write_sidecar
@@ -157,6 +158,7 @@ def register(sub):
         "to look at in FSLeyes, with a JSON sidecar (dk_map.nii.gz -> dk_map.json; the table's, when they "
         "share a name)",
     )
+    mark_output(p, "nifti")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_cluster_arguments(p)
     add_storage_arguments(p)
