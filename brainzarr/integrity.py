@@ -37,10 +37,11 @@ class CheckReport:
     partials: list = field(default_factory=list)
     repaired: list = field(default_factory=list)
     commands: list = field(default_factory=list)
+    unfinished: list = field(default_factory=list)  # expression's row blocks a build has yet to write
 
     @property
     def ok(self) -> bool:
-        return not self.damaged and not self.partials
+        return not self.damaged and not self.partials and not self.unfinished
 
     def describe(self) -> str:
         lines = [f"checked {self.chunks_checked:,} chunks or shards of {self.arrays_checked} arrays in {self.store}"]
@@ -52,10 +53,15 @@ class CheckReport:
                 lines.append(f"  ... and {len(items) - 10} more")
         for path in self.partials:
             lines.append(f"LEFTOVER {path} (scratch folder of a writer that died)")
+        if self.unfinished:
+            lines.append(
+                f"UNFINISHED build: {len(self.unfinished)} row block(s) of expression not written yet "
+                "(the build stopped before it finished)"
+            )
         for item in self.repaired:
             lines.append(f"REPAIRED {item}")
         if self.commands:
-            lines.append("to rebuild what is lost, run:")
+            lines.append("to rebuild what is lost, run:" if self.damaged else "to finish the build, run:")
             lines += [f"  {c}" for c in self.commands]
         if self.ok:
             lines.append("the store is whole")
@@ -133,10 +139,20 @@ def check_store(path, *, repair: bool = False) -> CheckReport:
         if damaged:
             report.damaged[name] = damaged
     report.partials = [] if store.remote else [str(p) for p in stale_partials(store.path)]
+    if not store.complete:  # the blocks the build has not marked done are to come, not damaged
+        with quiet_zarr():
+            done = np.asarray(open_group(store.path, mode="r")["build_chunk_done"][:])
+        report.unfinished = [int(b) for b in np.flatnonzero(done == 0)]
+        pending = set(report.unfinished)
+        kept = [(index, reason) for index, reason in report.damaged.pop("expression", []) if index[0] not in pending]
+        if kept:
+            report.damaged["expression"] = kept
     blocks = sorted({index[0] for index, _ in report.damaged.get("expression", [])})
+    command = rebuild_command(store) or "the `brainzarr build` command that made this store (same settings)"
     if blocks:
-        command = rebuild_command(store) or "the `brainzarr build` command that made this store (same settings)"
         report.commands.append(command + ("" if repair else "   (after `brainzarr check --repair`)"))
+    elif report.unfinished:
+        report.commands.append(command)
     for name in report.damaged:
         if name.startswith("representations/"):
             group = name.rsplit("/", 1)[0]

@@ -3,6 +3,7 @@ chunks named, one writer at a time, checks before computing, leftovers of dead w
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -140,6 +141,29 @@ def test_check_finds_the_damage_and_a_repaired_build_restores_it(damaged, capsys
     report = check_store(store, repair=True)
     assert "marked row block(s) [1, 3]" in report.describe()
     _build(store, genes=20, chunks=(1024, 8), layout=layout)  # the same build resumes the marked blocks
+    np.testing.assert_array_equal(zarr.open_array(str(store / "expression"))[:], before)
+    assert check_store(store).ok
+
+
+def test_check_tells_a_stopped_build_from_damage(damaged, capsys):
+    # the row blocks a stopped build has not written yet were all reported DAMAGED (missing)
+    store, lost, _, layout = damaged
+    before = zarr.open_array(str(store / "expression"))[:]
+    root = zarr.open_group(str(store), mode="r+")
+    root["build_chunk_done"][3] = 0  # as a build stopped before its last row block leaves it
+    root.attrs.update({"build_complete": False})
+    shutil.rmtree(store / "expression" / "c" / "3")
+    code, out, _ = _run(["check", str(store)], capsys)
+    assert code == 2 and "DAMAGED" not in out
+    assert "UNFINISHED build: 1 row block(s) of expression not written yet" in out
+    assert "to finish the build, run:\n  brainzarr build " in out
+    lost.unlink()  # and a block the build had finished loses a file: that one is damage
+    code, out, _ = _run(["check", str(store)], capsys)
+    assert code == 2 and "UNFINISHED build: 1 row block(s)" in out
+    assert "DAMAGED expression: 1 chunk(s) or shard(s)" in out and f"(1, {lost.name})" in out
+    report = check_store(store, repair=True)
+    assert report.unfinished == [3] and "marked row block(s) [1] of expression as not built" in report.describe()
+    _build(store, genes=20, chunks=(1024, 8), layout=layout)
     np.testing.assert_array_equal(zarr.open_array(str(store / "expression"))[:], before)
     assert check_store(store).ok
 
