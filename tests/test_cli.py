@@ -316,6 +316,24 @@ def test_an_output_inside_a_store_is_refused_before_anything_is_written(small_st
     assert sorted(p.relative_to(small_store) for p in small_store.rglob("*")) == before
 
 
+def test_info_lists_the_results_per_split_and_method_with_dims_in_order():
+    from brainzarr.commands.info import _results
+
+    groups = [  # list_groups' order: lexical, k128 before k16 before k2
+        "representations/blocked/pca/k2",
+        "representations/random/nmf/k8",
+        "representations/random/pca/k128",
+        "representations/random/pca/k16",
+        "representations/random/pca/k2",
+        "representations/mine",
+    ]
+    assert _results(groups) == [
+        "representations/blocked: pca k2",
+        "representations/random: nmf k8; pca k2, k16, k128",
+        "representations/mine",
+    ]
+
+
 def test_accessor_is_registered_by_import():
     import xarray as xr
 

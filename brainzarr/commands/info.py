@@ -35,9 +35,10 @@ def describe(path) -> str:
         f"{int(np.sum(split == 'test')):,} test (seed {prov.get('split', {}).get('seed')})",
         f"genes       {', '.join(ds['gene'].values[:8].tolist())}{' ...' if ds.sizes['gene'] > 8 else ''}",
     ]
-    groups = list_groups(store)
-    if groups:
-        lines.append(f"results     {', '.join(groups)}")
+    results = _results(list_groups(store))
+    if results:
+        lines.append(f"results     {results[0]}")
+        lines += [f"            {line}" for line in results[1:]]
     leftovers = [] if store.remote else stale_partials(store.path)
     if leftovers:
         lines.append(
@@ -45,6 +46,24 @@ def describe(path) -> str:
             f"(e.g. {leftovers[0].relative_to(store.path)}); `brainzarr check --repair` removes them"
         )
     return "\n".join(lines)
+
+
+def _results(groups) -> list[str]:
+    """One line per split of the fitted representations, each method's dims in numeric order
+    (``representations/random: pca k2, k8, k32; nmf k8``), then any other group as it is."""
+    fitted, other = {}, []
+    for group in groups:
+        parts = group.split("/")
+        if len(parts) == 4 and parts[0] == "representations" and parts[3][:1] == "k" and parts[3][1:].isdigit():
+            fitted.setdefault("/".join(parts[:2]), {}).setdefault(parts[2], []).append(int(parts[3][1:]))
+        else:
+            other.append(group)
+    lines = [
+        f"{split}: "
+        + "; ".join(f"{method} " + ", ".join(f"k{d}" for d in sorted(dims)) for method, dims in methods.items())
+        for split, methods in fitted.items()
+    ]
+    return lines + other
 
 
 def _donor_order(donor: str):
