@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +25,7 @@ SMALL = {
     "umap": {"n_epochs": 100},
 }
 GRID = {"max_depth": [2], "n_estimators": [20, 40]}
+MNI_2MM_ORIGIN = np.array([[0, 0, 0, -90], [0, 0, 0, -126], [0, 0, 0, -72], [0, 0, 0, 0]])
 
 
 FOUR = ("pca", "nmf", "tsne", "umap")
@@ -134,6 +136,8 @@ def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path,
         "reproduce.html" in out.out
         and "0 fits, 4 already in the store" in (tmp_path / "again" / "reproduce.html").read_text()
     )
+    constant = tmp_path / "constant.nii.gz"  # a target that cannot be predicted: found before the fits
+    nib.save(nib.Nifti1Image(np.ones((91, 109, 91), np.float32), np.diag([2.0, 2, 2, 1]) + MNI_2MM_ORIGIN), constant)
     for bad, message in (
         (["--methods", "pca,lda"], "unknown method(s) lda"),
         (["--dims", "2,x"], "--dims takes comma-separated integers"),
@@ -145,6 +149,7 @@ def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path,
         (["--dims", "3", "--params", '{"pca": {"n_components": 5}}'], "pca's n_components: set by the protocol's dims"),
         (["--dims", "3", "--params", '{"nmf": {"bogus": 1}}'], "nmf does not take bogus"),
         (["--dims", "3", "--params", "{pca: {}}"], "--params takes a JSON object such as"),
+        (["--dims", "3", "--targets", str(constant)], "target(s) constant are constant on the store's voxels"),
     ):
         methods = [] if "--methods" in bad else ["--methods", "pca,nmf"]
         assert main(["reproduce", str(store), "-o", str(tmp_path / "bad"), *methods, *bad]) == 1

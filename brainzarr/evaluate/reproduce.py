@@ -183,6 +183,7 @@ def reproduce_study(
     from .figures import plot_r2_bars, plot_rmse_beside_study
     from .run import run_evaluation, summary_table
     from .synthetic_targets import model_from_store, write_synthetic_targets
+    from .targets import load_targets
 
     start = time.perf_counter()
     log = log or logger.info
@@ -203,6 +204,8 @@ def reproduce_study(
             model_from_store(store)
         except ValueError as exc:
             raise InputError(f"{exc}: give the target maps to predict", options={"targets": "DIR"}) from None
+    else:  # a target that cannot be used (no maps, a constant one, not in MNI space) too
+        load_targets(targets, ds, interpolation=interpolation)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
