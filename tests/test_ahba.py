@@ -183,9 +183,19 @@ def test_gene_subset_holds_the_full_tables_values(study, ahba):
     assert t5.sizes["gene"] == 5 and set(t5["gene"].values) <= set(study["gene"].values)
 
 
-def test_unknown_and_filtered_genes(ahba):
-    with pytest.raises(UnknownGeneError, match="NOTAGENE"):
-        load_ahba(ahba.root, genes=["NOTAGENE"])
+def test_unknown_and_filtered_genes(ahba, monkeypatch):
+    from brainzarr.sources.ahba import _abagen
+
+    abagen_io = _abagen()[1]  # imported as brainzarr imports it (quiet)
+    with monkeypatch.context() as patch:  # a symbol no probe measures: known from Probes.csv alone
+        patch.setattr(abagen_io, "read_microarray", lambda *a, **k: pytest.fail("read the expression files"))
+        with pytest.raises(UnknownGeneError, match=r"NOTAGENE.*\(no probe of Probes.csv measures it\)"):
+            load_ahba(ahba.root, genes=["NOTAGENE"])
+        lower = ahba.stable_gene.lower()
+        with pytest.raises(
+            UnknownGeneError, match=rf"unknown gene\(s\): {lower} \(did you mean {ahba.stable_gene}\?\)"
+        ):
+            load_ahba(ahba.root, genes=lower)
     with pytest.raises(UnknownGeneError, match="intensity-based filter"):
         load_ahba(ahba.root, genes=[ahba.lowq_gene])
 

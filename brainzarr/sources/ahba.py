@@ -308,6 +308,12 @@ def load_ahba(
         first = donor_ids[0]
         probe_info = _read_probes(files[first]["Probes.csv"], first, reannotated, probes_, io)
         _say(verbose, f"{len(probe_info)} probes with a gene{' (reannotated)' if reannotated else ''}")
+        if genes is not None and not isinstance(genes, (int, np.integer)):
+            # a symbol no probe measures fails now, not after the donors' expression files are read
+            try:
+                resolve_genes(genes, np.unique(probe_info["gene_symbol"].astype(str)))
+            except UnknownGeneError as err:
+                raise UnknownGeneError(f"{err} (no probe of Probes.csv measures it)") from None
 
         # 2. samples: coordinates, mirroring, hemisphere check, structure class
         annotation = {}
