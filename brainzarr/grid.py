@@ -8,6 +8,7 @@ batches of the store local.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,4 +164,26 @@ def grid_from_mask(mask, *, space: str = MNI152_SPACE) -> Grid:
         data = data[..., 0]
     if data.ndim != 3:
         raise ValueError(f"a mask must be a 3-D image, {name} has shape {data.shape}")
-    return Grid(np.nan_to_num(data) != 0, img.affine, space=space, name=name)
+    inside = np.nan_to_num(data) != 0
+    _warn_unless_a_mask(data[inside], name)
+    return Grid(inside, img.affine, space=space, name=name)
+
+
+#: more distinct non-zero values than a label image (an atlas) holds: an intensity image
+_MOST_LABELS = 1000
+
+
+def _warn_unless_a_mask(values: np.ndarray, name: str) -> None:
+    """Warn when a mask's non-zero values are those of a probability map or an intensity image
+    (a T1 template given for its brain mask), whose every non-zero voxel, skull and scalp
+    included, would be taken as brain."""
+    fractional = values.dtype.kind == "f" and not np.array_equal(values, np.round(values))
+    distinct = np.unique(values).size
+    if fractional or distinct > _MOST_LABELS:
+        what = "fractional values" if fractional else f"{distinct:,} distinct values"
+        warnings.warn(
+            f"{name} holds {what}, as a probability map or an image does, not a binary mask or "
+            f"labels: all {values.size:,} of its non-zero voxels are taken as brain; threshold it first "
+            "(e.g. nilearn.image.binarize_img(img, threshold=0.5)) unless that is meant",
+            stacklevel=3,
+        )

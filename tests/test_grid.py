@@ -1,3 +1,5 @@
+import warnings
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -52,6 +54,25 @@ def test_user_mask_from_file(tmp_path):
     grid = grid_from_mask(path)
     assert grid.n_voxels == 6 and grid.shape == (5, 6, 7)
     np.testing.assert_allclose(grid.xyz[0], [-7, -14, -21])
+
+
+def test_a_probability_map_or_an_image_given_as_mask_is_warned_of():
+    # a T1 template given for its brain mask made a store of the head, skull and scalp, silently
+    rng = np.random.default_rng(0)
+    inside = np.zeros((16, 16, 16), bool)
+    inside[1:15, 1:15, 1:15] = True  # 2,744 voxels: more than an atlas has labels
+    probability = np.where(inside, rng.uniform(0.01, 1, inside.shape), 0).astype(np.float32)
+    intensity = np.where(inside, rng.integers(1, 4000, inside.shape), 0).astype(np.int16)
+    for data, what in ((probability, "fractional values"), (intensity, r"\d,?\d* distinct values")):
+        with pytest.warns(
+            UserWarning, match=rf"holds {what}, as a probability map .* all 2,744 of its non-zero voxels"
+        ):
+            assert grid_from_mask(nib.Nifti1Image(data, np.eye(4))).n_voxels == 2744
+    labels = np.where(inside, rng.integers(1, 400, inside.shape), 0).astype(np.int16)  # an atlas
+    for data in (inside.astype(np.uint8), inside.astype(np.float32), labels, labels.astype(np.float64)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert grid_from_mask(nib.Nifti1Image(data, np.eye(4))).n_voxels == 2744
 
 
 affines = st.builds(
