@@ -250,8 +250,9 @@ def test_data_dir_forms_and_donor_ids(ahba, tmp_path):
 
 
 def test_settings_validated(ahba):
-    with pytest.raises(ValueError, match="two or more donors"):
+    with pytest.raises(ValueError, match="needs two or more") as err:
         load_ahba(ahba.root, donors="9861")
+    assert error_message(err.value).endswith("; pass --probe-selection average")  # not probe_selection='average'
     with pytest.raises(ValueError, match="probe_selection"):
         load_ahba(ahba.root, probe_selection="pc_loading")
     with pytest.raises(ValueError, match="lr_mirror"):

@@ -299,8 +299,10 @@ def load_ahba(
         donor_ids = resolve_donors(donors, root)
     files = _donor_files(root, donor_ids)
     if probe_selection == "diff_stability" and len(donor_ids) < 2:
-        raise ValueError(
-            "probe_selection='diff_stability' needs two or more donors; use more donors or probe_selection='average'"
+        raise InputError(
+            f"the diff_stability probe selection compares donors: it needs two or more (donor {donor_ids[0]} "
+            "alone); use more donors, or average each gene's probes",
+            options={"probe_selection": "average"},
         )
 
     with _quiet_abagen():
