@@ -115,8 +115,10 @@ def test_gene_requests():
         load_source("synthetic", genes="APOEE", random_state=0)
     with pytest.raises(UnknownGeneError, match=r"apoe \(did you mean APOE\?\); Sst \(did you mean SST\?\)"):
         load_source("synthetic", genes="apoe,Sst", random_state=0)
-    with pytest.raises(ValueError, match="1 to 15633"):
+    with pytest.raises(ValueError, match="asked for 20,000 genes; this source has 1 to 15,633"):
         load_source("synthetic", genes=20_000)
+    with pytest.raises(ValueError, match="the gene list names APOE, SST more than once"):
+        load_source("synthetic", genes="SST,APOE,SST,GAD1,APOE", random_state=0)
     with pytest.raises(ValueError, match="unknown donor"):
         load_synthetic(5, donors=["123"])
     assert set(load_synthetic(5, donors=["9861"])["donor"].values) == {"9861"}

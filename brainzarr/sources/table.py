@@ -122,7 +122,7 @@ def resolve_genes(genes, available) -> list[str]:
         return available
     if isinstance(genes, (int, np.integer)) and not isinstance(genes, bool):
         if not 1 <= genes <= len(available):
-            raise ValueError(f"asked for {genes} genes; this source has 1 to {len(available)}")
+            raise ValueError(f"asked for {genes:,} genes; this source has 1 to {len(available):,}")
         pick = np.unique(np.linspace(0, len(available) - 1, int(genes)).round().astype(int))
         return [available[i] for i in pick]
     if isinstance(genes, str):
@@ -143,5 +143,6 @@ def resolve_genes(genes, available) -> list[str]:
             f"unknown gene(s): {'; '.join(hints)}" + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         )
     if len(set(genes)) != len(genes):
-        raise ValueError("the gene list has duplicates")
+        twice = sorted({g for g in genes if genes.count(g) > 1})
+        raise ValueError(f"the gene list names {', '.join(twice[:5])}{' ...' * (len(twice) > 5)} more than once")
     return genes
