@@ -14,6 +14,7 @@ import importlib
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 from ._version import __version__
 from .exceptions import BrainzarrError
@@ -39,8 +40,31 @@ log = logging.getLogger("brainzarr")
 class _Parser(argparse.ArgumentParser):
     """Reports a bad argument as one line (no usage block), as every other error."""
 
+    argv: list | None = None  # the command line being parsed, set by main() for its hints
+
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        hint = _swallowed_store(message, self.argv, self) if self.argv is not None else ""
+        self.exit(2, f"{self.prog}: error: {message}{hint} (see {self.prog} --help)\n")
+
+
+def _swallowed_store(message: str, argv: list, parser: argparse.ArgumentParser) -> str:
+    """'; S was taken as one of --targets' values ...' when the store is missing because an
+    option that takes several values (``--targets a b``) took it, as it does with the store last."""
+    if not message.startswith("the following arguments are required") or "store" not in message:
+        return ""
+    from .store import is_store_root
+
+    several = {s for a in parser._actions if a.nargs in ("+", "*") for s in a.option_strings}
+    option = None
+    for token in argv:
+        if token.startswith("-"):
+            option = token.split("=", 1)[0]
+        elif option in several and (token.rstrip("/").endswith(".zarr") or is_store_root(Path(token))):
+            return (
+                f"; {token} was taken as one of the values of {option}, which takes several: name the store "
+                f"first ({parser.prog} {token} {option} ...)"
+            )
+    return ""
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +83,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         )
     if "--quiet" not in names:
         g.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+
+
+def _parsers(parser: argparse.ArgumentParser):
+    """A parser and every sub-command's parser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -168,6 +201,8 @@ def unknown_arguments(extras, leaf: argparse.ArgumentParser, argv=()) -> str:
 def main(argv=None) -> int:
     parser = make_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    for each in _parsers(parser):
+        each.argv = argv
     args, extras = parser.parse_known_args(argv)
     if extras:
         leaf = getattr(args, "_leaf_parser", parser)

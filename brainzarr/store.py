@@ -102,7 +102,8 @@ def _not_a_group(path, exc: Exception) -> str:
     )
 
 
-def _is_store_root(folder: Path) -> bool:
+def is_store_root(folder: Path) -> bool:
+    """Whether a local folder is the root of a brainzarr store (its zarr.json says so)."""
     try:
         return "brainzarr_schema_version" in json.loads((folder / "zarr.json").read_text()).get("attributes", {})
     except (OSError, ValueError, AttributeError):
@@ -114,7 +115,7 @@ def _stores_in(folder: Path, *, look_at: int = 1000) -> list[str]:
     import itertools
 
     try:
-        return sorted(str(c) for c in itertools.islice(folder.iterdir(), look_at) if _is_store_root(c))
+        return sorted(str(c) for c in itertools.islice(folder.iterdir(), look_at) if is_store_root(c))
     except OSError:  # not a folder, or not readable
         return []
 
@@ -126,7 +127,7 @@ def enclosing_store(path, *, itself: bool = False) -> str | None:
     path = Path(path)
     candidates = [path] * itself + list(path.parents) + ([] if path.is_absolute() else list(Path.cwd().parents))
     for candidate in candidates:
-        if _is_store_root(candidate):
+        if is_store_root(candidate):
             return str(Path.cwd() if candidate == Path(".") else candidate)
     return None
 

@@ -437,6 +437,20 @@ def test_words_after_a_list_option_are_pointed_to_one_comma_separated_list(argv,
     assert err.startswith(f"brainzarr {argv[0]}: error: unrecognized arguments: {hint}")
 
 
+@pytest.mark.parametrize("option", ["--targets", "--methods", "--embedding", "--dims"])
+def test_a_store_taken_by_an_option_of_several_values_is_named(small_store, tmp_path, option, capsys):
+    # "the following arguments are required: store" alone, with the store on the command line
+    value = {"--embedding": "mine=c1.nii.gz", "--dims": "2"}.get(option, "pca")
+    code, _, err = run(["evaluate", option, value, str(small_store), "-o", str(tmp_path / "e")], capsys)
+    assert code == 2
+    assert err == (
+        f"brainzarr evaluate: error: the following arguments are required: store; {small_store} was taken as one "
+        f"of the values of {option}, which takes several: name the store first (brainzarr evaluate {small_store} "
+        f"{option} ...) (see brainzarr evaluate --help)\n"
+    )
+    assert not (tmp_path / "e").exists()
+
+
 def test_a_method_spelled_in_capitals_is_pointed_to_its_name(small_store, capsys):
     code, _, err = run(["fit", str(small_store), "--methods", "PCA,svd"], capsys)
     assert code == 1
