@@ -207,7 +207,8 @@ def run_evaluation(
     store = location(store)
     attrs = check_schema(store)
     ds = open_store(store)
-    check_fitted(store, methods, find_representations(store, methods=methods, require=None))
+    if methods is not None:
+        check_fitted(store, methods, find_representations(store, methods=methods, require=None))
     schemes = split_schemes(split)
     if block_mm is None:
         block_mm = float(attrs.get("provenance", {}).get("split", {}).get("block_mm") or 16.0)
