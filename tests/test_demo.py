@@ -27,6 +27,13 @@ def test_demo_pipeline_small(tmp_path):
     assert again["store"] == written["store"]
 
 
+def test_a_demo_without_dim_2_is_refused_before_anything_is_written(tmp_path):
+    # it fitted every method, then found no 2-D embedding to predict the targets from
+    with pytest.raises(ValueError, match=r"its dims must include 2, got \(8,\)"):
+        run_demo(tmp_path / "demo", genes=40, methods=("pca",), dims=(8,), log=lambda *a: None)
+    assert not (tmp_path / "demo").exists()
+
+
 @pytest.mark.slow
 def test_full_demo(tmp_path):
     from brainzarr.commands.demo import DEMO_METHODS

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from .._deprecation import renamed_kwargs
-from ._args import mark_output
+from ._args import int_list, mark_output, name_list
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ def run_demo(
     log = log or logger.info
     seed = int(random_state)
     check_methods(methods, "the demo", also=("xgboost",))  # before anything is written
+    if 2 not in dims:
+        raise ValueError(f"the demo predicts its targets from 2-D embeddings: its dims must include 2, got {dims}")
     log(
         f"brainzarr demo: about {EXPECTED_SECONDS // 60} minutes on 2 idle cores (longer on a busy machine); "
         f"interrupted, it resumes where it stopped. Writing into {out_dir}/"
@@ -93,8 +95,6 @@ def run_demo(
 
     log("[4/6] exporting 2-D embeddings as NIfTI")
     for method in methods:
-        if 2 not in dims:
-            break
         emb = read_group(store, result_group(method, 2))["embedding"]
         emb = emb.assign_coords({c: ds[c] for c in ("i", "j", "k") if c not in emb.coords})
         path = maps_dir / f"{method}-k2-embedding.nii.gz"
@@ -117,8 +117,7 @@ def _run(args):
     from .info import describe
 
     start = time.perf_counter()
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    dims = tuple(int(d) for d in args.dims.split(","))
+    methods, dims = tuple(args.methods), tuple(args.dims)
     written = run_demo(args.out_dir, genes=args.genes, random_state=args.seed, methods=methods, dims=dims)
     print()
     print(describe(written["store"]))
@@ -145,7 +144,14 @@ def register(sub):
     )
     mark_output(p, "out_dir")
     p.add_argument("--genes", type=int, default=1000, help="number of synthetic genes")
-    p.add_argument("--methods", default=",".join(DEMO_METHODS), help="representations to fit, comma-separated")
-    p.add_argument("--dims", default="2,8", help="comma-separated dimensions to fit (2 is needed for the evaluation)")
+    p.add_argument(
+        "--methods", type=name_list, default=",".join(DEMO_METHODS), help="representations to fit, comma-separated"
+    )
+    p.add_argument(
+        "--dims",
+        type=int_list,
+        default="2,8",
+        help="comma-separated dimensions to fit (2 is needed for the evaluation)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds the data, the splits and every fit (default 0)")
     p.set_defaults(func=_run)
