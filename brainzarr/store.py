@@ -132,6 +132,24 @@ def enclosing_store(path, *, itself: bool = False) -> str | None:
     return None
 
 
+def refuse_output_in_a_store(path, *, may_be_a_store: bool = False) -> None:
+    """Stop before anything is written when ``path`` (an output) lies inside a brainzarr store,
+    or is one (unless ``may_be_a_store``: a store being built or resumed): the store would then
+    hold files brainzarr did not put there, which an overwrite refuses to remove with it.
+
+    Raises
+    ------
+    InputError
+    """
+    from .exceptions import InputError
+
+    holder = enclosing_store(str(path), itself=not may_be_a_store)
+    if holder is None:
+        return
+    where = "a brainzarr store" if os.path.abspath(holder) == os.path.abspath(path) else f"inside the store {holder}"
+    raise InputError(f"{path} is {where}, which holds only what brainzarr writes there: write elsewhere")
+
+
 def _exists(path) -> bool:
     """Whether a local path or a URL exists; a remote one's bucket must exist and be readable."""
     if not is_remote(path):

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from brainzarr import open_store
+from brainzarr import build_store, open_store
 from brainzarr.commands.demo import run_demo
 
 
@@ -27,11 +27,15 @@ def test_demo_pipeline_small(tmp_path):
     assert again["store"] == written["store"]
 
 
-def test_a_demo_without_dim_2_is_refused_before_anything_is_written(tmp_path):
-    # it fitted every method, then found no 2-D embedding to predict the targets from
+def test_a_demo_that_cannot_work_is_refused_before_anything_is_written(tmp_path):
+    # without dim 2 it fitted every method, then found no 2-D embedding to predict the targets from
     with pytest.raises(ValueError, match=r"its dims must include 2, got \(8,\)"):
         run_demo(tmp_path / "demo", genes=40, methods=("pca",), dims=(8,), log=lambda *a: None)
     assert not (tmp_path / "demo").exists()
+    store = build_store(tmp_path / "s.zarr", resolution=8, genes=5, random_state=0)
+    with pytest.raises(ValueError, match="inside the store .*write elsewhere"):  # a folder in a store
+        run_demo(store / "demo", genes=40, methods=("pca",), dims=(2,), log=lambda *a: None)
+    assert not (store / "demo").exists()
 
 
 @pytest.mark.slow

@@ -402,6 +402,20 @@ def test_a_method_named_but_not_fitted_is_refused_before_the_targets_are_read(st
     assert list(result.prediction["representation"]) == ["ica-k2"]
 
 
+def test_an_output_folder_inside_the_store_is_refused_in_python_too(store, tmp_path):
+    from brainzarr.evaluate import reproduce_study
+
+    before = sorted(store.rglob("*"))
+    for write, out in (
+        (lambda out: run_evaluation(store, None, out), store / "eval"),
+        (lambda out: write_report(store, out), store),
+        (lambda out: reproduce_study(store, out, methods=("pca",), dims=(2,)), store / "repro"),
+    ):
+        with pytest.raises(InputError, match="which holds only what brainzarr writes there: write elsewhere"):
+            write(out)
+    assert sorted(store.rglob("*")) == before
+
+
 # --------------------------------------------------------------------------------- report and CLI
 def test_report_links_existing_figures_and_names_both_splits(evaluation, store):
     _, out = evaluation

@@ -71,22 +71,13 @@ def mark_output(p, dest: str, *, writes_a_store: bool = False) -> None:
 
 def refuse_outputs_in_a_store(args) -> None:
     """Stop before anything is written when an output of the command lies inside a brainzarr
-    store (or is one, unless the command writes a store): the store would then hold files that
-    brainzarr did not put there, which ``--overwrite`` refuses to remove with it."""
-    from ..exceptions import InputError
-    from ..store import enclosing_store
+    store (or is one, unless the command writes a store); see
+    :func:`brainzarr.store.refuse_output_in_a_store`."""
+    from ..store import refuse_output_in_a_store
 
     for dest, writes_a_store in (getattr(args, "_outputs", None) or {}).items():
-        path = getattr(args, dest, None)
-        if path is None:
-            continue
-        holder = enclosing_store(str(path), itself=not writes_a_store)
-        if holder is None:
-            continue
-        where = (
-            "a brainzarr store" if os.path.abspath(holder) == os.path.abspath(path) else f"inside the store {holder}"
-        )
-        raise InputError(f"{path} is {where}, which holds only what brainzarr writes there: write elsewhere")
+        if getattr(args, dest, None) is not None:
+            refuse_output_in_a_store(getattr(args, dest), may_be_a_store=writes_a_store)
 
 
 def refuse_existing(*paths, overwrite: bool) -> None:

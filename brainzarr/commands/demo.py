@@ -50,13 +50,14 @@ def run_demo(
     from ..plots import plot_map
     from ..sources.abagen_data import study_gene_symbols
     from ..sources.table import resolve_genes
-    from ..store import open_store, read_group
+    from ..store import open_store, read_group, refuse_output_in_a_store
 
     log = log or logger.info
     seed = int(random_state)
     check_methods(methods, "the demo", also=("xgboost",))  # before anything is written
     if 2 not in dims:
         raise ValueError(f"the demo predicts its targets from 2-D embeddings: its dims must include 2, got {dims}")
+    refuse_output_in_a_store(out_dir)
     log(
         f"brainzarr demo: about {EXPECTED_SECONDS // 60} minutes on 2 idle cores (longer on a busy machine); "
         f"interrupted, it resumes where it stopped. Writing into {out_dir}/"

@@ -24,7 +24,7 @@ from .._atomic import write_text
 from .._location import location
 from .._version import __version__
 from ..exceptions import UnknownGeneError
-from ..store import check_schema, open_store
+from ..store import check_schema, open_store, refuse_output_in_a_store
 from . import figures
 from .reconstruction import reconstruction_frame, reconstruction_histogram, reconstruction_table
 from .results import check_fitted, find_representations, read_embedding, split_labels
@@ -361,6 +361,7 @@ def write_report(
     """
     start = time.perf_counter()
     store, out_dir = location(store), Path(out_dir)
+    refuse_output_in_a_store(out_dir)
     attrs = check_schema(store)
     ds = open_store(store)
     methods = [methods] if isinstance(methods, str) else methods

@@ -22,7 +22,7 @@ from .._atomic import write_file, write_text
 from .._location import location
 from .._version import __version__
 from ..exceptions import InputError
-from ..store import check_schema, open_store
+from ..store import check_schema, open_store, refuse_output_in_a_store
 
 __all__ = ["reproduce_study", "STUDY_METHODS", "STUDY_DIMS", "STUDY_TEST_RMSE", "study_computed"]
 
@@ -188,6 +188,7 @@ def reproduce_study(
     start = time.perf_counter()
     log = log or logger.info
     store, out_dir = location(store), Path(out_dir)
+    refuse_output_in_a_store(out_dir)
     attrs = check_schema(store)
     ds = open_store(store)
     resolution = float(attrs["resolution_mm"])

@@ -21,7 +21,7 @@ from .._optional import check_installed
 from ..exceptions import InputError
 from ..nifti import INTERPOLATIONS
 from ..preprocess import SPLIT_SCHEMES
-from ..store import check_schema, open_store, write_group
+from ..store import check_schema, open_store, refuse_output_in_a_store, write_group
 from .prediction import parse_grid, predict_targets
 from .reconstruction import reconstruction_frame, reconstruction_table, save_reconstruction_table, to_markdown
 from .results import check_fitted, find_representations, read_embedding, split_labels
@@ -217,6 +217,8 @@ def run_evaluation(
         check_installed("xgboost", "downstream prediction")  # before the reconstruction table
     files = {}
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        refuse_output_in_a_store(out)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
 
