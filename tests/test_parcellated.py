@@ -51,6 +51,20 @@ def test_every_voxel_takes_its_regions_row(tmp_path, dk_table):
         assert np.corrcoef(region_vals.values, raw.values)[0, 1] > 0.99
 
 
+def test_info_names_the_regions_and_the_files(tmp_path, dk_table, capsys):
+    from brainzarr.cli import main
+
+    path, atlas, table = dk_table
+    out = build_store(
+        tmp_path / "dk.zarr", source="parcellated", table=path, atlas=atlas, resolution=8, missing_regions="drop"
+    )
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    (source,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("source")]
+    n = int(table.notna().all(axis=1).sum())  # it said "82 samples, donors all"
+    assert source == f"source      parcellated  {n} regions of {path} on the atlas {atlas}"
+
+
 def test_bad_tables(tmp_path, dk_table):
     path, atlas, table = dk_table
     with pytest.raises(FileNotFoundError, match="region table"):

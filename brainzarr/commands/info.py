@@ -28,8 +28,7 @@ def describe(path) -> str:
         f"grid        {attrs['grid_shape']} at {attrs['resolution_mm']:g} mm, {attrs['space']} ({attrs.get('mask')})",
         f"expression  {ds.sizes['voxel']:,} voxels x {ds.sizes['gene']:,} genes",
         f"storage     {_storage(store)}",
-        f"source      {src.get('name')}  {src.get('n_samples', '?')} samples, "
-        f"donors {', '.join(sorted(src.get('donors', []), key=_donor_order))}",
+        f"source      {_source(src)}",
         f"assignment  {_settings(prov.get('assignment') or {})}",
         f"split       {prov.get('split', {}).get('scheme')}: {int(np.sum(split == 'train')):,} train / "
         f"{int(np.sum(split == 'test')):,} test (seed {prov.get('split', {}).get('seed')})",
@@ -64,6 +63,16 @@ def _results(groups) -> list[str]:
         for split, methods in fitted.items()
     ]
     return lines + other
+
+
+def _source(src: dict) -> str:
+    """'synthetic  3702 samples, donors 9861, ...'; a region table's regions and files instead."""
+    if src.get("name") == "parcellated":
+        options = src.get("options", {})
+        regions = f"{src.get('n_samples', '?')} regions of {options.get('table')}"
+        return f"parcellated  {regions} on the atlas {options.get('atlas')}"
+    donors = ", ".join(sorted(src.get("donors", []), key=_donor_order))
+    return f"{src.get('name')}  {src.get('n_samples', '?')} samples, donors {donors}"
 
 
 def _donor_order(donor: str):
