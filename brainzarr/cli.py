@@ -69,20 +69,18 @@ def _swallowed_store(message: str, argv: list, parser: argparse.ArgumentParser) 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     """--progress / --quiet on every leaf command."""
-    sub = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if sub:
-        for child in sub[0].choices.values():
-            _add_common(child)
-        return
-    parser.set_defaults(_leaf_parser=parser)  # whose options an unknown argument is compared with
-    names = {s for a in parser._actions for s in a.option_strings}
-    g = parser.add_argument_group("output")
-    if "--progress" not in names:
-        g.add_argument(
-            "--progress", action="store_true", help="always draw progress bars (default: only on a terminal)"
-        )
-    if "--quiet" not in names:
-        g.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    for leaf in _parsers(parser):
+        if any(isinstance(a, argparse._SubParsersAction) for a in leaf._actions):
+            continue
+        leaf.set_defaults(_leaf_parser=leaf)  # whose options an unknown argument is compared with
+        names = {s for a in leaf._actions for s in a.option_strings}
+        g = leaf.add_argument_group("output")
+        if "--progress" not in names:
+            g.add_argument(
+                "--progress", action="store_true", help="always draw progress bars (default: only on a terminal)"
+            )
+        if "--quiet" not in names:
+            g.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
 
 
 def _parsers(parser: argparse.ArgumentParser):
