@@ -7,6 +7,7 @@ Coordinates on ``sample``: ``x, y, z`` (MNI mm), ``donor``, ``hemisphere`` ('L',
 
 from __future__ import annotations
 
+import collections
 import difflib
 import json
 import os
@@ -143,6 +144,6 @@ def resolve_genes(genes, available) -> list[str]:
             f"unknown gene(s): {'; '.join(hints)}" + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         )
     if len(set(genes)) != len(genes):
-        twice = sorted({g for g in genes if genes.count(g) > 1})
+        twice = sorted(g for g, n in collections.Counter(genes).items() if n > 1)
         raise ValueError(f"the gene list names {', '.join(twice[:5])}{' ...' * (len(twice) > 5)} more than once")
     return genes
