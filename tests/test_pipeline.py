@@ -9,7 +9,8 @@ import xarray as xr
 from conftest import CHUNKS
 
 from brainzarr.cli import main
-from brainzarr.models import METHODS
+from brainzarr.commands.fit import OWN_OPTIONS
+from brainzarr.models import JOB_PARAMS, METHODS
 from brainzarr.models.pca import PCA
 from brainzarr.models.store_fitting import (
     MethodUnavailableError,
@@ -314,5 +315,6 @@ def test_cli_fit_errors_are_one_line(store, pca8, capsys):
         assert (
             err.startswith(f"brainzarr fit: error: --option {option.split('=')[0]}=...: ") and f"set by {flag}" in err
         )
+    assert set(OWN_OPTIONS) == set(JOB_PARAMS)  # fit refuses what reproduce refuses
     assert main(["fit", str(store), "--methods", "pca", "--dims", "8,9", "--skip-existing", "--no-reconstruction"]) == 0
     assert "pca k8: exists, skipped" in capsys.readouterr().err

@@ -140,7 +140,6 @@ def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path,
     nib.save(nib.Nifti1Image(np.ones((91, 109, 91), np.float32), np.diag([2.0, 2, 2, 1]) + MNI_2MM_ORIGIN), constant)
     for bad, message in (
         (["--methods", "pca,lda"], "unknown method(s) lda"),
-        (["--dims", "2,x"], "--dims takes comma-separated integers"),
         (["--dims", "64"], "no dim in [64] is below the store's 40 genes"),
         # --params is checked before any fit (k3 would be a new one): a parameter outside its
         # method's mapping, or under a name that is no method, was ignored; the dims' own crashed
@@ -156,3 +155,11 @@ def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
     assert not [g for g in list_groups(store) if g.endswith("/k3")]
+    # the lists parse as the other commands' do: a usage error, the option named
+    for bad, message in (
+        (["--dims", "2,x"], "argument --dims: expected a positive integer, got 'x'"),
+        (["--methods", ","], "argument --methods: expected comma-separated names"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(["reproduce", str(store), "-o", str(tmp_path / "bad"), *bad])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 #: options of the command line that go to every estimator taking a parameter of that name
 GENERIC_OPTIONS = {"max_epochs": "--max-epochs", "device": "--device"}
-#: estimator parameters that the command sets from its own options, never from --option
+#: the options that set the estimator parameters every method shares (models.JOB_PARAMS)
 OWN_OPTIONS = {"n_components": "--dims", "random_state": "--seed"}
 
 

@@ -8,20 +8,12 @@ from ._args import (
     add_storage_arguments,
     add_store_argument,
     dask_client,
+    int_list,
+    name_list,
     positive_int,
     store_path,
 )
 from .evaluate import add_interpolation_argument
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--dims takes comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ValueError(f"--dims takes positive integers, got {text!r}")
-    return values
 
 
 def _params(text: str | None) -> dict | None:
@@ -43,7 +35,7 @@ def _run(args):
     from ..evaluate.reproduce import STUDY_DIMS, STUDY_METHODS, reproduce_study
     from ..models import check_method_names
 
-    methods = args.methods.split(",") if args.methods else list(STUDY_METHODS)
+    methods = args.methods or list(STUDY_METHODS)
     check_method_names(methods)
     splits = ["random", "blocked"] if args.split == "both" else [args.split]
     with dask_client(args):
@@ -52,7 +44,7 @@ def _run(args):
             args.out,
             args.targets,
             methods=methods,
-            dims=_ints(args.dims) if args.dims else STUDY_DIMS,
+            dims=args.dims or STUDY_DIMS,
             splits=splits,
             random_state=args.seed,
             method_params=_params(args.params),
@@ -77,8 +69,8 @@ def register(sub):
     add_output_argument(p, dest="out", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--targets", nargs="+", metavar="DIR_OR_FILES", help="target maps (default: synthetic ones)")
     add_interpolation_argument(p)
-    p.add_argument("--methods", help="comma-separated (default: pca,kpca,nmf,tsne,umap,ae)")
-    p.add_argument("--dims", help="comma-separated (default: 2,4,8,16,32,64,128)")
+    p.add_argument("--methods", type=name_list, help="comma-separated (default: pca,kpca,nmf,tsne,umap,ae)")
+    p.add_argument("--dims", type=int_list, help="comma-separated (default: 2,4,8,16,32,64,128)")
     p.add_argument(
         "--split", choices=("random", "blocked", "both"), default="both", help="split schemes (default: both)"
     )

@@ -56,7 +56,7 @@ def check_method_params(method_params, methods, dims) -> dict:
     """``method_params`` checked before any fit: a mapping of method names to parameters that
     the estimator of each one of ``methods`` takes (at the first of ``dims``), never the dims' or
     the seed's own."""
-    from ..models import METHODS
+    from ..models import JOB_PARAMS, METHODS
     from ..models.store_fitting import make_model
 
     method_params = {} if method_params is None else method_params
@@ -74,7 +74,7 @@ def check_method_params(method_params, methods, dims) -> dict:
     for method, params in method_params.items():
         if method not in methods:  # one mapping may serve runs of several method subsets
             continue
-        own = [name for name in ("n_components", "random_state") if name in params]
+        own = [name for name in JOB_PARAMS if name in params]
         if own:
             raise ValueError(f"{method}'s {' and '.join(own)}: set by the protocol's dims and seed, for every fit")
         make_model(method, dims[0], **params)

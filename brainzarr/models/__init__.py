@@ -22,8 +22,20 @@ METHODS = {
 _CLASSES = {cls: mod for mod, cls in METHODS.values()}
 #: method name -> the optional packages (import names) its fit needs, imported only then
 REQUIRES = {"tsne": ("openTSNE",), "umap": ("umap",), "ae": ("torch",)}
+#: estimator parameters that a job sets for every method it fits (its dims and its seed), never
+#: per method
+JOB_PARAMS = ("n_components", "random_state")
 
-__all__ = ["METHODS", "REQUIRES", "check_method_names", "get_model_class", "Representation", "rmse", *_CLASSES]
+__all__ = [
+    "JOB_PARAMS",
+    "METHODS",
+    "REQUIRES",
+    "check_method_names",
+    "get_model_class",
+    "Representation",
+    "rmse",
+    *_CLASSES,
+]
 
 
 def check_method_names(methods) -> None:
