@@ -92,3 +92,46 @@ def test_array_likes_and_feature_checks():
         model.transform(np.zeros((3, 5)))
     with pytest.raises(ValueError, match="Negative values"):
         NMF(2).fit(-np.ones((10, 4)))
+
+
+#: scikit-learn's checks of output names and set_output; check_estimator leaves them to
+#: scikit-learn's own test suite, so they run here by name
+OUTPUT_CHECKS = [
+    "check_get_feature_names_out_error",
+    "check_transformer_get_feature_names_out",
+    "check_transformer_get_feature_names_out_pandas",
+    "check_set_output_transform",
+    "check_global_output_transform_pandas",
+]
+
+
+@pytest.mark.parametrize("check", OUTPUT_CHECKS)
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_output_names_and_set_output(estimator, check):
+    import sklearn.utils.estimator_checks as checks
+
+    getattr(checks, check)(type(estimator).__name__, clone(estimator))
+
+
+def test_set_output_leaves_lazy_results_lazy():
+    """A global pandas output (common in notebooks) applies to in-memory inputs; a dask or
+    labelled input keeps its lazy result, so a store-sized transform is never loaded."""
+    import dask.array as da
+    import pandas as pd
+    import sklearn
+
+    X = np.random.default_rng(2).random((60, 8)).astype(np.float32)
+    lazy = da.from_array(X, chunks=(20, 8))
+    labelled = xr.DataArray(lazy, dims=("voxel", "gene"))
+    model = PCA(3).fit(X)
+    assert list(model.get_feature_names_out()) == ["pca0", "pca1", "pca2"]
+    with sklearn.config_context(transform_output="pandas"):
+        frame = model.transform(X)
+        assert isinstance(frame, pd.DataFrame) and list(frame.columns) == ["pca0", "pca1", "pca2"]
+        assert isinstance(model.transform(lazy), da.Array)
+        assert isinstance(clone(model).fit_transform(lazy), da.Array)
+        Z = model.transform(labelled)
+        assert isinstance(Z, xr.DataArray) and isinstance(Z.data, da.Array)
+        np.testing.assert_allclose(Z.values, frame.to_numpy(), rtol=1e-6, atol=1e-6)
+    assert isinstance(model.transform(X), np.ndarray)  # the setting did not stay
+    assert isinstance(clone(model).set_output(transform="pandas").fit_transform(X), pd.DataFrame)

@@ -30,7 +30,8 @@ from typing import ClassVar
 import dask.array as da
 import numpy as np
 import xarray as xr
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils._set_output import _wrap_data_with_container
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._progress import job
@@ -57,8 +58,21 @@ def row_sse(R: np.ndarray, X: np.ndarray, step: int = 512) -> np.ndarray:
     return out
 
 
-class Representation(TransformerMixin, BaseEstimator):
-    """Base class of brainzarr's representations (see the module docstring)."""
+class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+    """Base class of brainzarr's representations (see the module docstring).
+
+    As scikit-learn's decompositions, it names its outputs ``pca0, pca1, ...``
+    (``get_feature_names_out``) and takes ``set_output(transform="pandas")``, which applies to
+    in-memory inputs: a dask or DataArray input gives its lazy, labelled result whatever the
+    output setting, so a global ``sklearn.set_config(transform_output="pandas")`` never makes a
+    store-sized pass load into memory.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        # scikit-learn would wrap every transform a subclass defines, turning a lazy dask
+        # result into a DataFrame (computing it); transform wraps in-memory results itself
+        super().__init_subclass__(auto_wrap_output_keys=None, **kwargs)
+        cls._sklearn_auto_wrap_output_keys = _WRAPPED
 
     #: short name used in store paths: representations/<split>/<method>/k<dim>
     method: ClassVar[str] = ""
@@ -134,7 +148,14 @@ class Representation(TransformerMixin, BaseEstimator):
         """Embed X: (voxels, genes) -> (voxels, n_components), in X's form."""
         check_is_fitted(self)
         arr = self._validate_input(X, reset=False)
-        return self._apply(X, arr, self._transform_block, self._embedding_width(), "component")
+        out = self._apply(X, arr, self._transform_block, self._embedding_width(), "component")
+        if isinstance(out, np.ndarray):  # in memory: as set_output asks (a DataFrame, ...)
+            return _wrap_data_with_container("transform", out, X, self)
+        return out
+
+    def fit_transform(self, X, y=None):
+        """Fit to X, then embed it (scikit-learn's wraps its result whatever the input)."""
+        return self.fit(X, y).transform(X)
 
     def inverse_transform(self, X):
         """Reconstruct: (voxels, n_components) -> (voxels, genes), in the input's form."""
@@ -152,6 +173,12 @@ class Representation(TransformerMixin, BaseEstimator):
 
     def _embedding_width(self) -> int:
         return int(self.n_components)
+
+    @property
+    def _n_features_out(self) -> int:
+        """The embedding's width, once fitted (what ``get_feature_names_out`` counts)."""
+        check_is_fitted(self)
+        return self._embedding_width()
 
     def _apply(self, X, arr, fn, width, new_dim):
         if isinstance(arr, da.Array):
@@ -216,3 +243,8 @@ def _jsonable(v):
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
     return v if isinstance(v, (int, float, str, bool, type(None), dict)) else str(v)
+
+
+#: the outputs that follow ``set_output`` (scikit-learn reads this to offer ``set_output``)
+_WRAPPED = {"transform"}
+Representation._sklearn_auto_wrap_output_keys = _WRAPPED
