@@ -33,6 +33,7 @@ import xarray as xr
 
 from ._atomic import write_file
 from ._disk import human, require_free
+from .store import refuse_output_in_a_store
 
 __all__ = ["to_netcdf", "netcdf_attrs", "netcdf_engine"]
 
@@ -64,6 +65,7 @@ def to_netcdf(obj: xr.Dataset | xr.DataArray, path, **kwargs) -> Path:
         The disk lacks room for the values (checked before anything is written).
     """
     path = Path(path)
+    refuse_output_in_a_store(path)
     kwargs["engine"] = engine = kwargs.get("engine") or netcdf_engine()
     # new variables (obj's attributes stay as they are), written as they read: the store's uint16
     # packing spends every step of [0, 1] on values, leaving none for a _FillValue to mark NaN

@@ -76,7 +76,7 @@ from ._disk import require_free
 from ._progress import job, step
 from ._version import __version__
 from .grid import MNI152_SPACE, Grid, ijk_to_xyz
-from .store import grid_info
+from .store import grid_info, refuse_output_in_a_store
 
 __all__ = [
     "to_nifti",
@@ -631,6 +631,7 @@ def _checked_nifti_path(path) -> Path:
     path = Path(path)
     if not str(path).endswith(NIFTI_SUFFIXES):
         raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {path.name!r}")
+    refuse_output_in_a_store(path)
     if not path.parent.exists():
         raise FileNotFoundError(f"folder {path.parent} does not exist")
     return path

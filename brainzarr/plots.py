@@ -17,6 +17,7 @@ import xarray as xr
 
 from ._atomic import write_file
 from .nifti import _other_dim, to_nifti
+from .store import refuse_output_in_a_store
 
 __all__ = ["plot_map", "plot_surface"]
 
@@ -68,6 +69,8 @@ def plot_map(
     import matplotlib.pyplot as plt
     from nilearn import plotting
 
+    if path is not None:
+        refuse_output_in_a_store(path)
     img, shown, opts = _one_map(da, grid, cmap, "plot_map")
     # a threshold would hide true zeros (expression scaled to [0, 1] has them): voxels outside
     # the map are made transparent through a per-voxel alpha image instead
@@ -161,6 +164,8 @@ def plot_surface(
     import matplotlib.pyplot as plt
     from nilearn import plotting
 
+    if path is not None:
+        refuse_output_in_a_store(path)
     img, shown, opts = _one_map(da, grid, cmap, "plot_surface")
     opts.update(threshold=None, cbar_tick_format="%.2g")
     opts.update(kwargs)

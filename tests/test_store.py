@@ -163,3 +163,27 @@ def test_what_a_store_gives_saves_to_netcdf_and_exports_after_the_round_trip(tmp
             again, direct = back.brain.to_nifti(), da.brain.to_nifti()
             np.testing.assert_array_equal(again.affine, direct.affine)
             np.testing.assert_array_equal(np.asarray(again.dataobj), np.asarray(direct.dataobj))
+
+
+def test_python_writers_refuse_files_inside_a_store(small_store, tmp_path):
+    """The NIfTI, netCDF and figure writers refuse a path in a store, as the commands do: the
+    store would hold a file brainzarr did not put there (and an overwrite would not remove)."""
+    import shutil
+
+    from brainzarr.exceptions import InputError
+
+    store = shutil.copytree(small_store, tmp_path / "s.zarr")
+    ds = open_store(store)
+    gene = ds.expression.isel(gene=0)
+    before = sorted(store.rglob("*"))
+    for write, path in (
+        (lambda p: gene.brain.to_nifti(p), store / "gene.nii.gz"),
+        (lambda p: ds.expression.isel(gene=[0, 1]).brain.to_nifti(p), store / "expression" / "two.nii"),
+        (lambda p: gene.brain.to_netcdf(p), store / "gene.nc"),
+        (lambda p: ds.brain.to_netcdf(p), store),
+        (lambda p: gene.brain.plot(p), store / "gene.png"),
+    ):
+        with pytest.raises(InputError, match="which holds only what brainzarr writes there: write elsewhere"):
+            write(path)
+    assert sorted(store.rglob("*")) == before
+    assert gene.brain.to_nifti(tmp_path / "gene.nii.gz").shape == (26, 30, 25)  # beside it: written
