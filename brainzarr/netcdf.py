@@ -7,7 +7,8 @@ netCDF attributes are strings, numbers and 1-D lists only. This writes the same 
 such attribute in a form netCDF holds:
 
 - a dict, or a list that is not of numbers alone (nested, of strings, mixed): its JSON text
-  (``json.loads`` gives it back);
+  (``json.loads`` gives it back); so is a string holding a NUL character, which netCDF strings
+  cannot (netCDF3 cuts it off there, netCDF4 refuses it);
 - the ``affine``: its 16 numbers, row by row (the form every brainzarr function reads);
 - ``True``/``False``: 1/0; an integer beyond int32: a float; ``None``: left out.
 
@@ -122,6 +123,8 @@ def netcdf_attrs(attrs: Mapping) -> dict:
 def _attribute(value):
     if isinstance(value, (bool, np.bool_)):
         return int(value)
+    if isinstance(value, str) and "\x00" in value:
+        return json.dumps(value)  # escaped as \u0000
     if isinstance(value, (str, bytes)):
         return value
     if isinstance(value, (Real, np.number)):
