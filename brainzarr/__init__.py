@@ -10,6 +10,7 @@ from .exceptions import (
     BrainzarrError,
     ChunkError,
     ResultExistsError,
+    ResultNotFoundError,
     StoreError,
     StoreExistsError,
     StoreLockedError,
@@ -59,6 +60,7 @@ __all__ = [
     "StoreError",
     "StoreExistsError",
     "ResultExistsError",
+    "ResultNotFoundError",
     "StoreLockedError",
     "ChunkError",
 ]

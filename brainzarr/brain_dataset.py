@@ -153,10 +153,11 @@ class BrainDatasetAccessor:
         return fit_store(self.store, method, n_components, **kwargs)
 
     def read(self, method: str, n_components: int, split: str | None = None) -> xr.Dataset:
-        """The result group ``representations/<split>/<method>/k<n_components>`` (the store's split by default)."""
-        from .models.store_fitting import result_group, split_scheme
+        """The result group ``representations/<split>/<method>/k<n_components>`` (the store's split by
+        default); :class:`~brainzarr.ResultNotFoundError` names the results the store holds."""
+        from .models.store_fitting import read_result
 
-        return self.store.read(result_group(method, n_components, split_scheme(self.store, split)))
+        return read_result(self.store, method, n_components, split)
 
     def model(self, method: str, n_components: int, split: str | None = None):
         """The fitted estimator of a result, rebuilt from its arrays."""

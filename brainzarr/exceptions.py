@@ -14,6 +14,7 @@ __all__ = [
     "StoreError",
     "StoreExistsError",
     "ResultExistsError",
+    "ResultNotFoundError",
     "StoreLockedError",
     "ChunkError",
     "InsufficientDiskError",
@@ -64,6 +65,10 @@ class StoreExistsError(BrainzarrError, FileExistsError):
 
 class ResultExistsError(BrainzarrError, FileExistsError):
     """A result group exists and ``overwrite`` was not given."""
+
+
+class ResultNotFoundError(BrainzarrError, KeyError):
+    """A result (method and dimension, on a split) that the store does not hold."""
 
 
 class StoreLockedError(BrainzarrError, RuntimeError):

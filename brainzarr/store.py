@@ -483,6 +483,24 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
         )
 
 
+def results_by_split(groups) -> list[str]:
+    """One line per split of the fitted representations, each method's dims in numeric order
+    (``representations/random: pca k2, k8, k32; nmf k8``), then any other group as it is."""
+    fitted, other = {}, []
+    for group in groups:
+        parts = group.split("/")
+        if len(parts) == 4 and parts[0] == "representations" and parts[3][:1] == "k" and parts[3][1:].isdigit():
+            fitted.setdefault("/".join(parts[:2]), {}).setdefault(parts[2], []).append(int(parts[3][1:]))
+        else:
+            other.append(group)
+    lines = [
+        f"{split}: "
+        + "; ".join(f"{method} " + ", ".join(f"k{d}" for d in sorted(dims)) for method, dims in methods.items())
+        for split, methods in fitted.items()
+    ]
+    return lines + other
+
+
 def read_group(path, group: str) -> xr.Dataset:
     """Open a result group written with :func:`write_group` (dask-backed)."""
     store = as_store(path, allow_incomplete=True)

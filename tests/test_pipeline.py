@@ -318,3 +318,31 @@ def test_cli_fit_errors_are_one_line(store, pca8, capsys):
     assert set(OWN_OPTIONS) == set(JOB_PARAMS)  # fit refuses what reproduce refuses
     assert main(["fit", str(store), "--methods", "pca", "--dims", "8,9", "--skip-existing", "--no-reconstruction"]) == 0
     assert "pca k8: exists, skipped" in capsys.readouterr().err
+
+
+def test_a_result_not_in_the_store_names_those_it_holds(store, pca8):
+    """ds.brain.read / .model of a fit not made said only 'no group representations/...'."""
+    from brainzarr import ResultNotFoundError
+
+    ds = open_store(store)
+    fit_store(store, "pca", 2, write_reconstruction=False)
+    for call, message in (
+        (
+            lambda: ds.brain.read("pca", 3),
+            "holds no pca k3 fitted on the random split: fit it first "
+            "(fit_store(store, 'pca', 3)); it holds representations/random: pca k2, k8",
+        ),
+        (
+            lambda: ds.brain.model("pca", 8, split="blocked"),
+            "holds no pca k8 fitted on the blocked split: fit it first (fit_store(store, 'pca', 8, split='blocked'))",
+        ),
+        (
+            lambda: ds.brain.read("PCA", 8),
+            "holds no PCA k8 fitted on the random split (method names are lower case: pca)",
+        ),
+    ):
+        with pytest.raises(ResultNotFoundError) as info:
+            call()
+        assert message in str(info.value)
+        assert isinstance(info.value, KeyError)  # `except KeyError` still catches it
+    assert ds.brain.read("pca", 8)["embedding"].shape[1] == 8

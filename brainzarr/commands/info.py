@@ -15,7 +15,7 @@ def _disk_size(path) -> int:
 
 def describe(path) -> str:
     from .._atomic import stale_partials
-    from ..store import Store, list_groups
+    from ..store import Store, list_groups, results_by_split
 
     store = Store(path, allow_incomplete=True)
     attrs, ds = store.attrs, store.dataset
@@ -34,7 +34,7 @@ def describe(path) -> str:
         f"{int(np.sum(split == 'test')):,} test (seed {prov.get('split', {}).get('seed')})",
         f"genes       {', '.join(ds['gene'].values[:8].tolist())}{' ...' if ds.sizes['gene'] > 8 else ''}",
     ]
-    results = _results(list_groups(store))
+    results = results_by_split(list_groups(store))
     if results:
         lines.append(f"results     {results[0]}")
         lines += [f"            {line}" for line in results[1:]]
@@ -45,24 +45,6 @@ def describe(path) -> str:
             f"(e.g. {leftovers[0].relative_to(store.path)}); `brainzarr check --repair` removes them"
         )
     return "\n".join(lines)
-
-
-def _results(groups) -> list[str]:
-    """One line per split of the fitted representations, each method's dims in numeric order
-    (``representations/random: pca k2, k8, k32; nmf k8``), then any other group as it is."""
-    fitted, other = {}, []
-    for group in groups:
-        parts = group.split("/")
-        if len(parts) == 4 and parts[0] == "representations" and parts[3][:1] == "k" and parts[3][1:].isdigit():
-            fitted.setdefault("/".join(parts[:2]), {}).setdefault(parts[2], []).append(int(parts[3][1:]))
-        else:
-            other.append(group)
-    lines = [
-        f"{split}: "
-        + "; ".join(f"{method} " + ", ".join(f"k{d}" for d in sorted(dims)) for method, dims in methods.items())
-        for split, methods in fitted.items()
-    ]
-    return lines + other
 
 
 def _source(src: dict) -> str:

@@ -49,9 +49,15 @@ from .._optional import check_installed
 from .._progress import job
 from .._version import __version__
 from .._zarr import checked_compressors, quiet_zarr
-from ..exceptions import CheckpointMismatchError, InputError, MethodUnavailableError, ResultExistsError
+from ..exceptions import (
+    CheckpointMismatchError,
+    InputError,
+    MethodUnavailableError,
+    ResultExistsError,
+    ResultNotFoundError,
+)
 from ..options import set_options
-from ..store import VOXEL_COORDS, as_store, group_writer, list_groups, read_group, store_lock
+from ..store import VOXEL_COORDS, as_store, group_writer, list_groups, read_group, results_by_split, store_lock
 from ..streaming import compute_tasks, expression_rows, reusing_buffers, rows_read
 from . import METHODS, REQUIRES, check_method_names, get_model_class
 from .base import row_sse
@@ -527,9 +533,36 @@ def _write_block(model, X, scratch, a: int, b: int, rec_layout):
     return sse, sse2
 
 
+def read_result(store, method: str, n_components: int, split: str | None = None) -> xr.Dataset:
+    """The result of ``method`` at ``n_components`` fitted on ``split`` (default the store's).
+
+    Raises
+    ------
+    ResultNotFoundError
+        The store holds no such result (the message lists those it holds).
+    """
+    store = as_store(store)
+    scheme = split_scheme(store, split)
+    group = result_group(method, n_components, scheme)
+    try:
+        return read_group(store, group)
+    except KeyError:
+        pass
+    held = results_by_split(list_groups(store, RESULTS_PREFIX))
+    if method not in METHODS and str(method).lower() in METHODS:
+        todo = f" (method names are lower case: {str(method).lower()})"
+    else:
+        on = "" if split is None else f", split={scheme!r}"
+        todo = f": fit it first (fit_store(store, {method!r}, {int(n_components)}{on}))"
+    raise ResultNotFoundError(
+        f"{store.path.name} holds no {method} k{int(n_components)} fitted on the {scheme} split{todo}; "
+        f"it holds {' | '.join(held) if held else 'no result'}"
+    )
+
+
 def load_model(store, method: str, n_components: int, split: str | None = None):
     """The fitted estimator of a result (on ``split``, default the store's), rebuilt from its arrays."""
-    result = read_group(store, result_group(method, n_components, split_scheme(store, split)))
+    result = read_result(store, method, n_components, split)
     model = model_class(method).from_dataset(result)
     if "gene" in result.coords:
         model.genes_ = result["gene"].values
