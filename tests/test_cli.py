@@ -317,7 +317,7 @@ def test_an_output_inside_a_store_is_refused_before_anything_is_written(small_st
 
 
 def test_info_lists_the_results_per_split_and_method_with_dims_in_order():
-    from brainzarr.commands.info import _results
+    from brainzarr.store import results_by_split
 
     groups = [  # list_groups' order: lexical, k128 before k16 before k2
         "representations/blocked/pca/k2",
@@ -327,7 +327,7 @@ def test_info_lists_the_results_per_split_and_method_with_dims_in_order():
         "representations/random/pca/k2",
         "representations/mine",
     ]
-    assert _results(groups) == [
+    assert results_by_split(groups) == [
         "representations/blocked: pca k2",
         "representations/random: nmf k8; pca k2, k16, k128",
         "representations/mine",
