@@ -537,3 +537,21 @@ def test_cli_evaluate_and_report(store, targets_dir, tmp_path, capsys):
     rc = main(["report", str(store), "-o", str(tmp_path / "r"), "--methods", "pca"])
     assert rc == 0 and (tmp_path / "r" / "index.html").exists()
     assert "figures/brain_pca-k2.png" in (tmp_path / "r" / "index.html").read_text()
+
+
+def test_a_partial_evaluation_that_replaces_the_saved_one_says_so(evaluation, store, targets_dir, tmp_path, capsys):
+    """The store keeps one evaluation, the last (the report shows it): `evaluate --methods pca`
+    after a full evaluation replaced it silently, leaving the report with PCA alone."""
+    import shutil
+
+    from brainzarr.commands.evaluate import saved_representations
+
+    copy = shutil.copytree(store, tmp_path / "s8.zarr")  # the fixture's store holds the full evaluation
+    assert {"pca-k2", "nmf-k2", "ica-k2"} <= set(saved_representations(copy))
+    args = ["evaluate", str(copy), "--targets", str(targets_dir), "--grid", json.dumps(SMALL_GRID), "--folds", "2"]
+    assert main([*args, "--methods", "pca", "--no-store", "-o", str(tmp_path / "a")]) == 0
+    assert "saved evaluation" not in capsys.readouterr().err  # nothing replaced
+    assert main([*args, "--methods", "pca", "-o", str(tmp_path / "b")]) == 0
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "saved evaluation" in line]
+    assert "also held ica-k2, nmf-k2; it now holds this one's 1 representation(s)" in line
+    assert saved_representations(copy) == ["pca-k2"]

@@ -139,6 +139,17 @@ def add_evaluation_arguments(p) -> None:
     add_output_argument(p, dest="out", required=True, metavar="OUTDIR", help="output folder")
 
 
+def saved_representations(store) -> list[str]:
+    """The representations of the evaluation saved in ``store`` (the one the report shows)."""
+    import json
+
+    from ..store import list_groups, read_group
+
+    if "evaluation/prediction" not in list_groups(store, prefix="evaluation"):
+        return []
+    return list(json.loads(read_group(store, "evaluation/prediction").attrs.get("representations", "{}")))
+
+
 def _run(args):
     from ..evaluate import run_evaluation
 
@@ -147,8 +158,18 @@ def _run(args):
     targets = resolve_targets(args.targets, store, args.out)
     if targets is None and not options["embeddings"]:
         log.info("no --targets given: writing the reconstruction table only")
+    replaces = targets is not None and options["save_to_store"]
+    before = saved_representations(store) if replaces else []
     with dask_client(args):
         result = run_evaluation(store, targets, args.out, **options)
+    dropped = sorted(set(before) - set(result.prediction["representation"]))
+    if dropped:  # a partial evaluation (--methods pca) replaced a fuller one in the report
+        log.warning(
+            "the store's saved evaluation, which `brainzarr report` shows, also held %s; it now holds "
+            "this one's %d representation(s) (--no-store leaves the saved evaluation as it is)",
+            ", ".join(dropped),
+            result.prediction["representation"].nunique(),
+        )
     print(result.describe())
     log.info("evaluation finished in %.0f s", result.seconds)
 
