@@ -548,10 +548,17 @@ def test_a_partial_evaluation_that_replaces_the_saved_one_says_so(evaluation, st
 
     copy = shutil.copytree(store, tmp_path / "s8.zarr")  # the fixture's store holds the full evaluation
     assert {"pca-k2", "nmf-k2", "ica-k2"} <= set(saved_representations(copy))
-    args = ["evaluate", str(copy), "--targets", str(targets_dir), "--grid", json.dumps(SMALL_GRID), "--folds", "2"]
-    assert main([*args, "--methods", "pca", "--no-store", "-o", str(tmp_path / "a")]) == 0
-    assert "saved evaluation" not in capsys.readouterr().err  # nothing replaced
-    assert main([*args, "--methods", "pca", "-o", str(tmp_path / "b")]) == 0
-    (line,) = [line for line in capsys.readouterr().err.splitlines() if "saved evaluation" in line]
-    assert "also held ica-k2, nmf-k2; it now holds this one's 1 representation(s)" in line
+    options = ["--targets", str(targets_dir), "--grid", json.dumps(SMALL_GRID), "--folds", "2"]
+
+    def warning():
+        return [line for line in capsys.readouterr().err.splitlines() if "saved evaluation" in line]
+
+    assert main(["evaluate", str(copy), *options, "--methods", "pca", "--no-store", "-o", str(tmp_path / "a")]) == 0
+    assert not warning()  # nothing replaced
+    assert main(["evaluate", str(copy), *options, "--methods", "pca,nmf", "-o", str(tmp_path / "b")]) == 0
+    (line,) = warning()
+    assert "also held ica-k2; it now holds this one's 2 representation(s)" in line
+    assert main(["report", str(copy), *options, "--methods", "pca", "-o", str(tmp_path / "c")]) == 0
+    (line,) = warning()
+    assert "also held nmf-k2; it now holds this one's 1 representation(s)" in line
     assert saved_representations(copy) == ["pca-k2"]

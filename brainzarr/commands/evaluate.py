@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -150,6 +151,23 @@ def saved_representations(store) -> list[str]:
     return list(json.loads(read_group(store, "evaluation/prediction").attrs.get("representations", "{}")))
 
 
+@contextlib.contextmanager
+def warn_if_the_saved_evaluation_shrinks(store):
+    """Warn when the job inside replaces the store's saved evaluation, which the report shows,
+    with one of fewer representations (``--methods pca`` after a full evaluation)."""
+    before = saved_representations(store)
+    yield
+    after = saved_representations(store) if before else []
+    dropped = sorted(set(before) - set(after))
+    if dropped and after:
+        log.warning(
+            "the store's saved evaluation, which `brainzarr report` shows, also held %s; it now holds "
+            "this one's %d representation(s) (--no-store leaves the saved evaluation as it is)",
+            ", ".join(dropped),
+            len(after),
+        )
+
+
 def _run(args):
     from ..evaluate import run_evaluation
 
@@ -158,18 +176,8 @@ def _run(args):
     targets = resolve_targets(args.targets, store, args.out)
     if targets is None and not options["embeddings"]:
         log.info("no --targets given: writing the reconstruction table only")
-    replaces = targets is not None and options["save_to_store"]
-    before = saved_representations(store) if replaces else []
-    with dask_client(args):
+    with dask_client(args), warn_if_the_saved_evaluation_shrinks(store):
         result = run_evaluation(store, targets, args.out, **options)
-    dropped = sorted(set(before) - set(result.prediction["representation"]))
-    if dropped:  # a partial evaluation (--methods pca) replaced a fuller one in the report
-        log.warning(
-            "the store's saved evaluation, which `brainzarr report` shows, also held %s; it now holds "
-            "this one's %d representation(s) (--no-store leaves the saved evaluation as it is)",
-            ", ".join(dropped),
-            result.prediction["representation"].nunique(),
-        )
     print(result.describe())
     log.info("evaluation finished in %.0f s", result.seconds)
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from .evaluate import add_evaluation_arguments, evaluation_options, resolve_targets
+from .evaluate import (
+    add_evaluation_arguments,
+    evaluation_options,
+    resolve_targets,
+    warn_if_the_saved_evaluation_shrinks,
+)
 
 
 def _run(args):
@@ -13,7 +18,7 @@ def _run(args):
 
     store = store_path(args)
     targets = resolve_targets(args.targets, store, args.out)
-    with dask_client(args):
+    with dask_client(args), warn_if_the_saved_evaluation_shrinks(store):
         index = write_report(store, args.out, targets, gene=args.gene, **options)
     print(f"wrote {index}  (open it in a browser; figures and viewers in {index.parent})")
 
