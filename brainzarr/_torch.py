@@ -9,12 +9,22 @@ from ._atomic import atomic_file
 from ._optional import require
 from .exceptions import InputError
 
-__all__ = ["require_torch", "resolve_device", "EarlyStopping", "save_atomic", "load_weights_only"]
+__all__ = ["require_torch", "resolve_device", "float_tensor", "EarlyStopping", "save_atomic", "load_weights_only"]
 
 
 def require_torch(extra: str = "models"):
     """The torch module, or a clear error naming the extra to install (``models``, ``inr``)."""
     return require("torch", "this part of brainzarr", extra)
+
+
+def float_tensor(values):
+    """``values`` as a float32 CPU tensor, sharing its memory where it can: a read-only array (a
+    DataFrame's values, a read-only memmap) is copied, as torch may not share memory it cannot
+    write (it warns and would allow writes)."""
+    import numpy as np
+
+    array = np.ascontiguousarray(values, dtype=np.float32)
+    return require_torch().from_numpy(array if array.flags.writeable else array.copy())
 
 
 def resolve_device(device="auto"):

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import warnings
 
 import dask.array as da
 import numpy as np
@@ -562,3 +563,29 @@ def test_models_import_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install 'brainzarr[models]'" in out
+
+
+def test_float_tensor_shares_a_writable_array_and_copies_a_read_only_one():
+    """torch.from_numpy of a read-only array (a DataFrame's values under pandas' copy-on-write, a
+    read-only memmap) warns and hands out a tensor whose writes would change the user's data."""
+    from brainzarr._torch import float_tensor
+
+    X = np.arange(12, dtype=np.float32).reshape(4, 3)
+    assert np.shares_memory(float_tensor(X).numpy(), X)
+    X.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = float_tensor(X)
+    assert not np.shares_memory(t.numpy(), X) and t.numpy().flags.writeable
+    np.testing.assert_array_equal(t.numpy(), X)
+    assert float_tensor(X[:, 1]).dtype == torch.float32  # a strided column: a contiguous copy
+
+
+def test_set_output_pandas_round_trips_through_the_auto_encoder():
+    import pandas as pd
+
+    X = np.random.default_rng(4).random((90, 7)).astype(np.float32)
+    model = AutoEncoder(2, hidden=(8,), max_epochs=2, device="cpu", random_state=0)
+    Z = model.set_output(transform="pandas").fit_transform(X)
+    assert isinstance(Z, pd.DataFrame) and list(Z.columns) == ["autoencoder0", "autoencoder1"]
+    np.testing.assert_array_equal(model.inverse_transform(Z), model.inverse_transform(Z.to_numpy()))

@@ -44,7 +44,7 @@ import xarray as xr
 
 from .._deprecation import renamed_kwargs
 from .._progress import step
-from .._torch import EarlyStopping, load_weights_only, require_torch, resolve_device, save_atomic
+from .._torch import EarlyStopping, float_tensor, load_weights_only, require_torch, resolve_device, save_atomic
 from ..exceptions import CheckpointMismatchError
 from .base import Representation
 from .loaders import MemoryLoader, StreamingLoader, available_memory, load_rows
@@ -475,7 +475,7 @@ class AutoEncoder(Representation):
         common = {"random_state": int(self.random_state)}
         if in_memory:
             if isinstance(X, np.ndarray) and device.type == "cpu":
-                data = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+                data = float_tensor(X)
             else:
                 data = load_rows(
                     X,
@@ -599,7 +599,7 @@ class AutoEncoder(Representation):
         net.eval()
         with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             for i in range(0, len(X), EVAL_ROWS):
-                x = torch.from_numpy(np.ascontiguousarray(X[i : i + EVAL_ROWS], dtype=np.float32)).to(device)
+                x = float_tensor(X[i : i + EVAL_ROWS]).to(device)
                 out[i : i + EVAL_ROWS] = net[part](x).float().cpu().numpy()
         return out
 
