@@ -75,6 +75,7 @@ from ._atomic import atomic_file, suffix_of, write_file
 from ._disk import require_free
 from ._progress import job, step
 from ._version import __version__
+from .exceptions import InputError
 from .grid import MNI152_SPACE, Grid, ijk_to_xyz
 from .store import grid_info, refuse_output_in_a_store
 
@@ -838,18 +839,38 @@ def _box_mean(data: np.ndarray, img_affine, ijk, affine) -> np.ndarray:
     return out
 
 
+def refuse_if_not_mni(img, where: str, target, *, offer_switch: bool = False) -> None:
+    """Raise :class:`~brainzarr.exceptions.InputError` when ``target`` (a Grid, a store Dataset
+    or DataArray, or its space's name) is in an MNI space and ``img`` is evidently not (see the
+    module docstring).
+
+    ``offer_switch`` names ``check_space=False`` in the error, for callers that take it
+    (:func:`from_nifti`); the others (target maps, atlases) read images that must be in MNI space.
+    """
+    if isinstance(target, Grid):
+        space = target.space
+    elif isinstance(target, (xr.Dataset, xr.DataArray)):
+        space = grid_info(target).get("space")
+    else:
+        space = target
+    if not _is_mni(space):
+        return
+    why = mni_mismatch(img.affine, tuple(int(s) for s in img.shape[:3]))
+    if why is None:
+        return
+    message = f"{where} is evidently not in MNI space: {why}; register it to MNI space first"
+    if offer_switch:
+        raise InputError(message + ", or, if it is in MNI space, skip this check", options={"check_space": False})
+    raise InputError(message)
+
+
 def _check_overlap(
     img, img_shape, where: str, ijk, affine, space, *, check_space: bool = True, outside: str = "they are NaN"
 ) -> None:
     """Refuse an image evidently not in MNI space (for an MNI target) or one that misses the
     target's voxels; warn when some of them lie outside its field of view."""
-    if check_space and _is_mni(space):
-        why = mni_mismatch(img.affine, img_shape)
-        if why is not None:
-            raise ValueError(
-                f"{where} is evidently not in MNI space: {why}. Register it to MNI space "
-                "first (or pass check_space=False if it is)"
-            )
+    if check_space:
+        refuse_if_not_mni(img, where, space, offer_switch=True)
     # which target voxel centres lie inside the image's field of view (its voxel centres' hull)
     inv = np.linalg.inv(img.affine)
     src = ijk_to_xyz(ijk_to_xyz(ijk, affine), inv)

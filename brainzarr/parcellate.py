@@ -19,7 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from ._progress import job
-from .nifti import _load, from_nifti
+from .nifti import _load, from_nifti, refuse_if_not_mni
 from .streaming import block_reduce, block_spans, reusing_buffers
 
 __all__ = ["parcellate", "read_lut", "region_map"]
@@ -98,8 +98,10 @@ def parcellate(
     ------
     ValueError
         ``data`` has no voxel dimension or more than two dimensions, the atlas holds
-        non-integer values or no region, an unknown ``weighting`` or ``strategy``, or a
-        ``lut`` that is not a look-up table.
+        non-integer values or no region, an unknown ``weighting`` or ``strategy``, a
+        ``lut`` that is not a look-up table, or an atlas evidently not in MNI space when
+        ``data``'s grid is (:class:`~brainzarr.exceptions.InputError`; see
+        :mod:`brainzarr.nifti`).
     """
     if not isinstance(data, xr.DataArray) or "voxel" not in data.dims:
         raise ValueError("parcellate needs a DataArray with a 'voxel' dimension (e.g. ds.expression)")
@@ -115,6 +117,7 @@ def parcellate(
         atlas = atlas["maps"]
     img, path = _load(atlas)
     where = path if path is not None else "the atlas"
+    refuse_if_not_mni(img, where, data)
     volume = _atlas_volume(img, where)
     regions = _atlas_labels(volume, where, background)
     names = None if lut is None else _region_names(read_lut(lut), regions, where, _stacklevel + 1)
@@ -382,7 +385,7 @@ def _centre_weights(img, data, regions, background):
     """(regions x voxels) sparse: 1 where the label at a voxel's centre is the region's."""
     from scipy import sparse
 
-    labels = from_nifti(img, data, interpolation="nearest", name="region").values
+    labels = from_nifti(img, data, interpolation="nearest", name="region", check_space=False).values
     labels = np.where(np.isnan(labels), background, np.rint(labels)).astype(np.int64)  # outside its view: none
     index, inside = _region_index(labels, regions, background)
     voxels = np.flatnonzero(inside)
@@ -399,7 +402,9 @@ def _volume_weights(img, values, data, regions, background, where):
     from .nifti import _check_overlap, _target_voxels, sub_voxel_weights
 
     ijk, affine, _, space, _ = _target_voxels(data)
-    _check_overlap(img, values.shape, str(where), ijk, affine, space, outside="their centres count in no region")
+    _check_overlap(
+        img, values.shape, str(where), ijk, affine, space, check_space=False, outside="their centres count in no region"
+    )
     n = len(ijk)
     rows, cols, vals = [], [], []
     for start, index, weight in sub_voxel_weights(ijk, affine, img.affine, values.shape):

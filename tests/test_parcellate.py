@@ -815,3 +815,46 @@ def test_cli_names_the_column_of_one_gene_by_the_gene(small_store, tmp_path, cap
         tmp_path / "r.zarr", source="parcellated", table=out, atlas=atlas, resolution=8, missing_regions="drop"
     )
     assert open_store(rebuilt).gene.values.tolist() == [gene]
+
+
+def test_images_evidently_not_in_mni_space_are_refused_by_name_with_the_fix_each_caller_takes(
+    small_store, tmp_path, capsys
+):
+    """An atlas, a target map or an embedding written in native scanner space (voxel indices as
+    millimetres) is named in the refusal, which offers ``check_space=False`` only where the
+    caller takes it (``from_nifti``)."""
+    from brainzarr.evaluate import load_embedding, load_targets
+    from brainzarr.exceptions import InputError
+
+    ds = open_store(small_store)
+    rng = np.random.default_rng(0)
+    native = tmp_path / "native_atlas.nii.gz"
+    nib.save(nib.Nifti1Image(rng.integers(1, 5, (128, 128, 88)).astype(np.int16), np.diag([2.0, 2, 2, 1])), native)
+    scan = tmp_path / "native_map.nii.gz"
+    nib.save(nib.Nifti1Image(rng.random((128, 128, 88)).astype(np.float32), np.diag([2.0, 2, 2, 1])), scan)
+
+    refusals = []
+    for weighting in ("centre", "volume"):
+        with pytest.raises(InputError) as info:
+            parcellate(ds.expression.isel(gene=0), native, weighting=weighting)
+        refusals.append(info.value)
+    for read in (load_targets, lambda path, ds: load_embedding(path, ds, name="native")):
+        with pytest.raises(InputError) as info:
+            read(scan, ds)
+        refusals.append(info.value)
+    for exc, name in zip(refusals, ["native_atlas", "native_atlas", "native_map", "native_map"]):
+        text = str(exc)
+        assert f"{name}.nii.gz is evidently not in MNI space" in text
+        assert text.endswith("register it to MNI space first") and not exc.options
+
+    with pytest.raises(InputError, match="native_map.nii.gz is evidently not in MNI space") as info:
+        from_nifti(scan, ds)
+    assert info.value.options == {"check_space": False}
+    assert str(info.value).endswith("pass check_space=False")
+    with pytest.warns(UserWarning, match="outside the field of view"):  # the switch reads it as it is
+        assert from_nifti(scan, ds, check_space=False).notnull().any()
+
+    assert main(["parcellate", str(small_store), "expression", "--atlas", str(native), "-o", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert "native_atlas.nii.gz is evidently not in MNI space" in err and "check-space" not in err
+    assert not (tmp_path / "p.csv").exists()

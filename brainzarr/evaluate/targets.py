@@ -28,7 +28,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from ..nifti import from_nifti
+from ..nifti import from_nifti, refuse_if_not_mni
 
 __all__ = ["nifti_files", "load_targets", "load_embedding", "read_map", "MIN_VALID_VOXELS"]
 
@@ -85,12 +85,16 @@ def _resample(data: np.ndarray, affine, support: np.ndarray, ds: xr.Dataset, int
         # the support is binary on purpose: its linear resampling is the fraction covered
         warnings.filterwarnings("ignore", message=".*Resampling binary images.*")
         values = from_nifti(
-            nib.Nifti1Image(np.where(keep, data, 0.0).astype(np.float32), affine), ds, interpolation=interpolation
+            nib.Nifti1Image(np.where(keep, data, 0.0).astype(np.float32), affine),
+            ds,
+            interpolation=interpolation,
+            check_space=False,  # the callers check it, naming the file
         ).values
         inside = from_nifti(
             nib.Nifti1Image(support.astype(np.float32), affine),
             ds,
             interpolation=interpolation if interpolation in ("nearest", "mean") else "linear",
+            check_space=False,
         ).values
     inside = np.nan_to_num(inside, nan=0.0)
     if inside.ndim < values.ndim:
@@ -115,6 +119,7 @@ def read_map(img_or_path, ds: xr.Dataset, *, interpolation: str = "linear") -> t
         support with the same weights; nearest neighbour for "nearest") and the value is finite.
     """
     img, where = _load(img_or_path)
+    refuse_if_not_mni(img, where, ds)
     data = np.asarray(img.dataobj, dtype=np.float32)
     if data.ndim not in (3, 4):
         raise ValueError(f"{where}: expected a 3-D or 4-D image, got shape {data.shape}")
@@ -230,6 +235,7 @@ def load_embedding(
     volumes, affine, shape = [], None, None
     for item in paths:
         img, where = _load(item)
+        refuse_if_not_mni(img, where, store_ds)
         data = np.asarray(img.dataobj, dtype=np.float32)
         if data.ndim not in (3, 4):
             raise ValueError(f"{where}: expected a 3-D or 4-D image, got shape {data.shape}")
