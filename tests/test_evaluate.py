@@ -544,7 +544,7 @@ def test_a_partial_evaluation_that_replaces_the_saved_one_says_so(evaluation, st
     after a full evaluation replaced it silently, leaving the report with PCA alone."""
     import shutil
 
-    from brainzarr.commands.evaluate import saved_representations
+    from brainzarr.evaluate.run import saved_representations
 
     copy = shutil.copytree(store, tmp_path / "s8.zarr")  # the fixture's store holds the full evaluation
     assert {"pca-k2", "nmf-k2", "ica-k2"} <= set(saved_representations(copy))

@@ -140,21 +140,12 @@ def add_evaluation_arguments(p) -> None:
     add_output_argument(p, dest="out", required=True, metavar="OUTDIR", help="output folder")
 
 
-def saved_representations(store) -> list[str]:
-    """The representations of the evaluation saved in ``store`` (the one the report shows)."""
-    import json
-
-    from ..store import list_groups, read_group
-
-    if "evaluation/prediction" not in list_groups(store, prefix="evaluation"):
-        return []
-    return list(json.loads(read_group(store, "evaluation/prediction").attrs.get("representations", "{}")))
-
-
 @contextlib.contextmanager
 def warn_if_the_saved_evaluation_shrinks(store):
     """Warn when the job inside replaces the store's saved evaluation, which the report shows,
     with one of fewer representations (``--methods pca`` after a full evaluation)."""
+    from ..evaluate.run import saved_representations
+
     before = saved_representations(store)
     yield
     after = saved_representations(store) if before else []

@@ -317,6 +317,20 @@ def _save_prediction(store, prediction: pd.DataFrame, targets: xr.DataArray, gri
     write_group(store, "evaluation/targets", targets.to_dataset(name="target_map"), overwrite=True)
 
 
+def saved_representations(store) -> list[str]:
+    """The representations of the evaluation saved in ``store`` (the one the report shows)."""
+    from ..store import list_groups, read_group
+
+    if "evaluation/prediction" not in list_groups(store, prefix="evaluation"):
+        return []
+    return list(_representations(read_group(store, "evaluation/prediction")))
+
+
+def _representations(prediction: xr.Dataset) -> dict:
+    """name -> {method, dim, fitted_split} of a saved prediction table."""
+    return json.loads(prediction.attrs.get("representations", "{}"))
+
+
 def load_evaluation(store) -> tuple[pd.DataFrame, xr.DataArray | None]:
     """The prediction table and target maps saved in a store by :func:`run_evaluation` (or empty/None)."""
     from ..store import list_groups, read_group
@@ -325,13 +339,13 @@ def load_evaluation(store) -> tuple[pd.DataFrame, xr.DataArray | None]:
     if "evaluation/prediction" not in groups:
         return pd.DataFrame(), None
     res = read_group(store, "evaluation/prediction").load()
+    meta = _representations(res)
     frame = (
         res[["r2", "rmse", "cv_rmse", "n_train", "n_test", "n_excluded"]]
         .to_dataframe()
         .dropna(subset=["r2"])
         .reset_index()
     )
-    meta = json.loads(res.attrs.get("representations", "{}"))
     frame["method"] = frame["representation"].map(lambda r: meta.get(r, {}).get("method"))
     frame["dim"] = frame["representation"].map(lambda r: meta.get(r, {}).get("dim"))
     frame["fitted_split"] = frame["representation"].map(lambda r: meta.get(r, {}).get("fitted_split"))
