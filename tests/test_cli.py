@@ -149,6 +149,27 @@ def test_each_message_is_printed_once_when_the_root_logger_has_a_handler(tmp_pat
     assert after == before
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["info"],
+        ["check"],
+        ["fit", "--method", "pca", "--dims", "2"],
+        ["evaluate", "-o", "{tmp}/eval"],
+        ["report", "-o", "{tmp}/report"],
+        ["export", "expression", "--gene", "APOE", "-o", "{tmp}/apoe.nii.gz"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_missing_store_is_the_one_line_a_command_prints(argv, tmp_path, capsys):
+    missing = tmp_path / "none.zarr"
+    argv = [argv[0], str(missing), *(a.format(tmp=tmp_path) for a in argv[1:])]
+    code, out, err = run(argv, capsys)
+    assert code == 1 and out == ""
+    assert err.strip() == f"brainzarr {argv[0]}: error: no store at {missing}", err
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing written
+
+
 def test_console_script_reports_without_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "brainzarr.cli", "info", str(tmp_path / "none.zarr")], capture_output=True, text=True

@@ -161,9 +161,11 @@ def warn_if_the_saved_evaluation_shrinks(store):
 
 def _run(args):
     from ..evaluate import run_evaluation
+    from ..store import check_schema
 
     options = evaluation_options(args)
     store = store_path(args)
+    check_schema(store)  # a missing store is the one line printed, not after the line below
     targets = resolve_targets(args.targets, store, args.out)
     if targets is None and not options["embeddings"]:
         log.info("no --targets given: writing the reconstruction table only")
