@@ -349,7 +349,7 @@ def _open_dataset(store: Store, chunks="auto-store") -> xr.Dataset:
     # voxel coordinates are small (a few bytes per voxel): hold them in memory
     ds = ds.assign_coords({c: ds[c].load() for c in (*VOXEL_COORDS, "voxel", "gene")})
     ds.encoding["brainzarr_store"] = store.path
-    return _portable_grid(ds)
+    return _in_a_fixed_order(_portable_grid(ds))
 
 
 def _portable_grid(ds: xr.Dataset) -> xr.Dataset:
@@ -515,7 +515,43 @@ def read_group(path, group: str) -> xr.Dataset:
             consolidated=_read_consolidated(store.path),
             mask_and_scale=False,
         )
-    return _portable_grid(_unpacked(ds, _local_root(store, group)))
+    return _in_a_fixed_order(_portable_grid(_unpacked(ds, _local_root(store, group))))
+
+
+#: variables in this order first, the others after them by name
+_FIRST = (
+    "expression",
+    "embedding",
+    "reconstruction",
+    "voxel_rmse",
+    "rmse",
+    "voxel",
+    "gene",
+    "component",
+    *VOXEL_COORDS,
+)
+
+
+def _in_a_fixed_order(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its data variables and coordinates in one order, every time it is opened.
+
+    Zarr lists a group's arrays as an asynchronous listing returns them, and xarray keeps that
+    order (and a set's, which changes with each process's hash seed), so without this the
+    columns of ``to_dataframe()``, a netCDF file's variables and the repr changed from run to run.
+    """
+
+    def rank(name):
+        return (0, _FIRST.index(name), "") if name in _FIRST else (1, 0, str(name))
+
+    coords = xr.Coordinates(
+        {name: ds.coords[name].variable for name in sorted(ds.coords, key=rank)}, indexes=dict(ds.xindexes)
+    )
+    out = xr.Dataset(
+        {name: ds[name].variable for name in sorted(ds.data_vars, key=rank)}, coords=coords, attrs=ds.attrs
+    )
+    out.encoding = ds.encoding
+    out.set_close(ds.close)
+    return out
 
 
 def _unpacked(ds: xr.Dataset, root=None) -> xr.Dataset:

@@ -1,4 +1,5 @@
 import json
+import os
 import pickle
 import re
 
@@ -187,3 +188,41 @@ def test_python_writers_refuse_files_inside_a_store(small_store, tmp_path):
             write(path)
     assert sorted(store.rglob("*")) == before
     assert gene.brain.to_nifti(tmp_path / "gene.nii.gz").shape == (26, 30, 25)  # beside it: written
+
+
+def test_a_store_opens_with_its_variables_in_one_order_in_every_process(tmp_path):
+    """Zarr lists a group's arrays in no fixed order and xarray keeps it (and a set's, which
+    follows the process's hash seed): the columns of ``to_dataframe()`` changed from run to run."""
+    import subprocess
+    import sys
+
+    from brainzarr import fit_store
+
+    store = build_store(tmp_path / "s8.zarr", resolution=8, genes=6, random_state=0)
+    fit_store(store, "pca", 2, progress=False)
+    script = (
+        "import json, sys, brainzarr\n"
+        "ds = brainzarr.open_store(sys.argv[1])\n"
+        "result = ds.brain.read('pca', 2)\n"
+        "print(json.dumps([list(ds.variables), list(result.variables),\n"
+        "    list(result.embedding.to_dataframe().columns), list(ds.expression.to_dataframe().columns)]))\n"
+    )
+    seen = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", script, str(store)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            ).stdout
+        )
+        for seed in (1, 2, 3)
+    ]
+    assert seen[0] == seen[1] == seen[2]
+    store_vars, result_vars, embedding_columns, expression_columns = seen[0]
+    assert store_vars[:3] == ["expression", "clamp_high", "clamp_low"]
+    assert store_vars[3:11] == ["voxel", "gene", "i", "j", "k", "x", "y", "z"]
+    assert result_vars[:4] == ["embedding", "reconstruction", "voxel_rmse", "rmse"]
+    assert embedding_columns[:6] == ["i", "j", "k", "x", "y", "z"] and embedding_columns[-1] == "embedding"
+    assert expression_columns[:6] == ["i", "j", "k", "x", "y", "z"]
