@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -402,6 +403,25 @@ def test_a_method_named_but_not_fitted_is_refused_before_the_targets_are_read(st
     assert list(result.prediction["representation"]) == ["ica-k2"]
 
 
+def test_embeddings_and_targets_that_cannot_be_used_are_refused_before_anything_is_written(
+    store, targets_dir, tmp_path
+):
+    """The store's saved reconstruction table and the output folder are left as they were."""
+    copy = shutil.copytree(store, tmp_path / "copy.zarr")
+    native = tmp_path / "native.nii.gz"  # voxel indices as millimetres: evidently not MNI
+    nib.save(_image_on(np.eye(4), (256, 256, 20), lambda xyz: xyz[:, 0] + 1), native)
+    out = tmp_path / "eval"
+    files = {path: path.stat().st_mtime_ns for path in Path(copy).rglob("*")}
+    for targets, dims, why in (
+        (targets_dir, (7,), r"holds no embedding at dims \(7,\)"),
+        (native, (2,), "native.nii.gz is evidently not in MNI space"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            run_evaluation(copy, targets, out, dims=dims, grid=SMALL_GRID, n_splits=3)
+        assert not out.exists()
+        assert {path: path.stat().st_mtime_ns for path in Path(copy).rglob("*")} == files
+
+
 def test_an_output_folder_inside_the_store_is_refused_in_python_too(store, tmp_path):
     from brainzarr.evaluate import reproduce_study
 
@@ -542,7 +562,6 @@ def test_cli_evaluate_and_report(store, targets_dir, tmp_path, capsys):
 def test_a_partial_evaluation_that_replaces_the_saved_one_says_so(evaluation, store, targets_dir, tmp_path, capsys):
     """The store keeps one evaluation, the last (the report shows it): `evaluate --methods pca`
     after a full evaluation replaced it silently, leaving the report with PCA alone."""
-    import shutil
 
     from brainzarr.evaluate.run import saved_representations
 

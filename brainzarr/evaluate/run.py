@@ -213,23 +213,12 @@ def run_evaluation(
     if block_mm is None:
         block_mm = float(attrs.get("provenance", {}).get("split", {}).get("block_mm") or 16.0)
     grid = parse_grid(grid)
-    if targets is not None:
-        check_installed("xgboost", "downstream prediction")  # before the reconstruction table
-    files = {}
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         refuse_output_in_a_store(out)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-
-    table = reconstruction_table(store, methods=methods)
-    recon = reconstruction_frame(table)
-    written = save_reconstruction_table(store if save_to_store else None, table, out) if table.size else {}
-    files.update({k: v for k, v in written.items() if k in ("csv", "markdown")})
-
-    prediction = pd.DataFrame(columns=["representation", "target", "split", "r2", "rmse"])
     target_maps = None
-    if targets is not None:
+    if targets is not None:  # what cannot be used is refused before anything is written
+        check_installed("xgboost", "downstream prediction")
         reps, meta = _embeddings(
             store, ds, methods, None if dims is None else tuple(dims), embeddings, embedding_interpolation
         )
@@ -239,6 +228,17 @@ def run_evaluation(
                 "external embedding was given; fit representations first (`brainzarr fit`)"
             )
         target_maps = load_targets(targets, ds, interpolation=interpolation)
+    files = {}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    table = reconstruction_table(store, methods=methods)
+    recon = reconstruction_frame(table)
+    written = save_reconstruction_table(store if save_to_store else None, table, out) if table.size else {}
+    files.update({k: v for k, v in written.items() if k in ("csv", "markdown")})
+
+    prediction = pd.DataFrame(columns=["representation", "target", "split", "r2", "rmse"])
+    if targets is not None:
         splits = {s: split_labels(ds, s) for s in schemes}
         xyz = np.column_stack([ds[c].values for c in "xyz"])
         prediction = predict_targets(
