@@ -406,7 +406,7 @@ def test_a_method_named_but_not_fitted_is_refused_before_the_targets_are_read(st
 def test_embeddings_and_targets_that_cannot_be_used_are_refused_before_anything_is_written(
     store, targets_dir, tmp_path
 ):
-    """The store's saved reconstruction table and the output folder are left as they were."""
+    """The store's saved reconstruction table and the output folder (or report) are left as they were."""
     copy = shutil.copytree(store, tmp_path / "copy.zarr")
     native = tmp_path / "native.nii.gz"  # voxel indices as millimetres: evidently not MNI
     nib.save(_image_on(np.eye(4), (256, 256, 20), lambda xyz: xyz[:, 0] + 1), native)
@@ -418,6 +418,8 @@ def test_embeddings_and_targets_that_cannot_be_used_are_refused_before_anything_
     ):
         with pytest.raises(ValueError, match=why):
             run_evaluation(copy, targets, out, dims=dims, grid=SMALL_GRID, n_splits=3)
+        with pytest.raises(ValueError, match=why):
+            write_report(copy, out, targets, dims=dims, grid=SMALL_GRID, n_splits=3)
         assert not out.exists()
         assert {path: path.stat().st_mtime_ns for path in Path(copy).rglob("*")} == files
 

@@ -370,10 +370,8 @@ def write_report(
     gene = str(ds["gene"].values[0]) if gene is None else gene
     if gene not in set(ds["gene"].values):
         raise UnknownGeneError(f"gene {gene!r} is not in the store ({ds.sizes['gene']:,} genes)")
-    fig_dir = out_dir / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
     record = {}
-    if targets is not None:
+    if targets is not None:  # refuses what it cannot use before it writes
         result = run_evaluation(
             store,
             targets,
@@ -392,6 +390,8 @@ def write_report(
             prediction = pd.read_csv(out_dir / "prediction.csv")
         if methods is not None and len(prediction):
             prediction = prediction[prediction["method"].isin(methods)]
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / "evaluation.json").exists():
         record = json.loads((out_dir / "evaluation.json").read_text())
 
