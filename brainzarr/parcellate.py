@@ -122,7 +122,7 @@ def parcellate(
     regions = _atlas_labels(volume, where, background)
     names = None if lut is None else _region_names(read_lut(lut), regions, where, _stacklevel + 1)
     if weighting == "centre":
-        weights = _centre_weights(img, data, regions, background)
+        weights = _centre_weights(img, data, regions, background, where)
     else:
         weights = _volume_weights(img, volume, data, regions, background, where)
 
@@ -381,11 +381,21 @@ def _region_index(labels: np.ndarray, regions: np.ndarray, background: int) -> t
     return index, inside
 
 
-def _centre_weights(img, data, regions, background):
+#: what becomes of the store's voxels outside the atlas's field of view
+_OUTSIDE = "their centres count in no region"
+
+
+def _centre_weights(img, data, regions, background, where):
     """(regions x voxels) sparse: 1 where the label at a voxel's centre is the region's."""
     from scipy import sparse
 
-    labels = from_nifti(img, data, interpolation="nearest", name="region", check_space=False).values
+    from .nifti import _check_overlap, _target_voxels
+
+    ijk, affine, _, space, _ = _target_voxels(data)
+    _check_overlap(img, img.shape, str(where), ijk, affine, space, check_space=False, outside=_OUTSIDE)
+    with warnings.catch_warnings():  # warned of above, by the atlas's name
+        warnings.filterwarnings("ignore", message=".*outside the field of view.*")
+        labels = from_nifti(img, data, interpolation="nearest", name="region", check_space=False).values
     labels = np.where(np.isnan(labels), background, np.rint(labels)).astype(np.int64)  # outside its view: none
     index, inside = _region_index(labels, regions, background)
     voxels = np.flatnonzero(inside)
@@ -402,9 +412,7 @@ def _volume_weights(img, values, data, regions, background, where):
     from .nifti import _check_overlap, _target_voxels, sub_voxel_weights
 
     ijk, affine, _, space, _ = _target_voxels(data)
-    _check_overlap(
-        img, values.shape, str(where), ijk, affine, space, check_space=False, outside="their centres count in no region"
-    )
+    _check_overlap(img, values.shape, str(where), ijk, affine, space, check_space=False, outside=_OUTSIDE)
     n = len(ijk)
     rows, cols, vals = [], [], []
     for start, index, weight in sub_voxel_weights(ijk, affine, img.affine, values.shape):

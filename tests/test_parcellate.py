@@ -858,3 +858,24 @@ def test_images_evidently_not_in_mni_space_are_refused_by_name_with_the_fix_each
     err = capsys.readouterr().err
     assert "native_atlas.nii.gz is evidently not in MNI space" in err and "check-space" not in err
     assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("weighting", ["centre", "volume"])
+def test_an_atlas_that_covers_part_of_the_brain_is_warned_of_by_name(small_store, tmp_path, weighting):
+    """Store voxels outside a cropped atlas count in no region, and the warning says so, naming
+    the atlas, under either weighting (``centre`` said 'the image; they are NaN')."""
+    ds = open_store(small_store)
+    atlas = nib.load(_atlas_4mm(tmp_path / "atlas.nii.gz"))
+    affine = atlas.affine.copy()
+    affine[:3, 3] += atlas.affine[:3, :3] @ [0, 0, 25]  # its slices from the 25th up, where they were
+    top = nib.Nifti1Image(np.asanyarray(atlas.dataobj)[:, :, 25:], affine)
+    nib.save(top, tmp_path / "top.nii.gz")
+    below = int((ds["z"].values < top.affine[2, 3] - 2).sum())  # centres below the atlas's lowest voxel
+    with pytest.warns(UserWarning) as caught:
+        table = parcellate(ds.expression.isel(gene=0), tmp_path / "top.nii.gz", weighting=weighting)
+    (warning,) = [w for w in caught if "field of view" in str(w.message)]
+    text = str(warning.message)
+    assert "outside the field of view of " in text and text.endswith("top.nii.gz; their centres count in no region")
+    outside = int(text.split(" of ")[0])
+    assert 0 < below <= outside < ds.sizes["voxel"]
+    assert 0 < table["n_voxels"].sum() < ds.sizes["voxel"]
