@@ -45,6 +45,7 @@ from .assign import Assignment
 from .exceptions import InputError, StoreError, StoreExistsError
 from .grid import Grid, grid_from_mask, mni152_grid
 from .layout import Layout
+from .nifti import refuse_if_not_mni
 from .options import set_options
 from .preprocess import (
     TailAccumulator,
@@ -216,6 +217,8 @@ def build_store(
     genes = gene_request(genes)
     out = location(out, storage_options)
     grid = grid_from_mask(mask) if mask is not None else mni152_grid(resolution)
+    if mask is not None:  # the samples' coordinates are MNI millimetres
+        refuse_if_not_mni(grid, f"the mask {grid.name}", grid)
     samples = (
         source
         if isinstance(source, xr.Dataset)

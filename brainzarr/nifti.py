@@ -841,8 +841,8 @@ def _box_mean(data: np.ndarray, img_affine, ijk, affine) -> np.ndarray:
 
 def refuse_if_not_mni(img, where: str, target, *, offer_switch: bool = False) -> None:
     """Raise :class:`~brainzarr.exceptions.InputError` when ``target`` (a Grid, a store Dataset
-    or DataArray, or its space's name) is in an MNI space and ``img`` is evidently not (see the
-    module docstring).
+    or DataArray, or its space's name) is in an MNI space and ``img`` (an image, or a Grid made
+    from one) is evidently not (see the module docstring).
 
     ``offer_switch`` names ``check_space=False`` in the error, for callers that take it
     (:func:`from_nifti`); the others (target maps, atlases) read images that must be in MNI space.

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import nibabel as nib
 import numpy as np
 import pytest
 import zarr
@@ -172,3 +173,25 @@ def test_percentiles_in_gene_groups_equal_one_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "_TAIL_BYTES", 1000)  # forces groups of 8 genes
     grouped = build_store(tmp_path / "grouped.zarr", resolution=8, genes=50, random_state=3, chunks=(1000, 8))
     assert checksum(one) == checksum(grouped)
+
+
+def test_a_mask_evidently_not_in_mni_space_is_refused_before_anything_is_written(tmp_path, capsys):
+    """The samples sit at MNI coordinates: a mask in native scanner space (voxel indices as
+    millimetres) made a store whose every voxel took its nearest sample from far away."""
+    from brainzarr.cli import main
+    from brainzarr.exceptions import InputError
+
+    mask = np.zeros((64, 64, 44), np.uint8)
+    mask[10:50, 10:55, 5:40] = 1
+    nib.save(nib.Nifti1Image(mask, np.diag([4.0, 4.0, 4.0, 1.0])), tmp_path / "native.nii.gz")
+    with pytest.raises(InputError, match=r"the mask .*native.nii.gz is evidently not in MNI space: .*; register"):
+        build_store(tmp_path / "s.zarr", mask=tmp_path / "native.nii.gz", genes=4)
+    argv = ["build", "--mask", str(tmp_path / "native.nii.gz"), "--genes", "4", "-o", str(tmp_path / "s.zarr")]
+    assert main(argv) == 1
+    assert "evidently not in MNI space" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["native.nii.gz"]
+    # the same mask where MNI space has it (origin at the MNI origin's voxel) builds
+    placed = np.diag([4.0, 4.0, 4.0, 1.0])
+    placed[:3, 3] = [-120, -140, -80]
+    nib.save(nib.Nifti1Image(mask, placed), tmp_path / "mni.nii.gz")
+    assert open_store(build_store(tmp_path / "s.zarr", mask=tmp_path / "mni.nii.gz", genes=4)).sizes["voxel"] == 63_000
