@@ -40,10 +40,10 @@ Each output voxel takes the value of the store voxel whose centre is nearest (no
 interpolation, nilearn's ``interpolation="nearest"``); on a grid of the same voxel size whose
 origin differs by whole voxels, as FSL's and nilearn's MNI152 grids do, that is an exact
 re-indexing. Store voxels whose centres fall outside the other grid are dropped with a
-warning.
+warning. A grid evidently not in MNI space (the check below) is refused for a store in MNI space.
 
-The MNI-space check of :func:`from_nifti`
------------------------------------------
+The MNI-space check
+-------------------
 The header's xform codes are not trusted (many MNI-space files carry code 1 "scanner", many
 tools write 2), so the check is geometric: the image's field of view in millimetres (the box
 spanned by its voxel centres) is compared with the MNI brain box
@@ -55,7 +55,9 @@ native scan written with voxel indices as millimetres, e.g. a 256 x 256 x 176 im
 origin in its corner, lies at about 2.1). Native-space scans whose scanner coordinates happen
 to be centred near the MNI origin pass the check: it catches evident mistakes only. The check
 runs only when the target grid is in an MNI space and the image is not on the target's own grid;
-``check_space=False`` turns it off.
+``check_space=False`` turns it off. The same check refuses an atlas (:func:`brainzarr.parcellate`),
+a target map or an external embedding (:mod:`brainzarr.evaluate`), a build's mask and a
+``like=`` grid evidently not in MNI space; these take no switch: each must be in MNI space.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -225,13 +228,23 @@ def _like_grid(like) -> tuple[np.ndarray, tuple[int, int, int]]:
     return np.asarray(img.affine, float), tuple(int(n) for n in img.shape[:3])
 
 
-def _onto(ijk, affine, shape, like, stacklevel=2):
-    """Nearest-voxel placement of a store's voxels on the grid of ``like``.
+class _Extent(NamedTuple):
+    """An image's affine and shape, without its data."""
+
+    affine: np.ndarray
+    shape: tuple
+
+
+def _onto(ijk, affine, shape, like, space, stacklevel=2):
+    """Nearest-voxel placement of a store's voxels on the grid of ``like`` (refused when the
+    store's grid is in MNI space and that one evidently is not).
 
     Returns (output ijk, rows, output affine, output shape): output voxel ``ijk[n]`` takes the
     value of input voxel ``rows[n]``.
     """
     t_affine, t_shape = _like_grid(like)
+    where = f"the output grid {like}" if isinstance(like, (str, os.PathLike)) else "the output grid"
+    refuse_if_not_mni(_Extent(t_affine, t_shape), where, space)
     shape = tuple(int(n) for n in shape)
     at = ijk_to_xyz(ijk_to_xyz(ijk, affine), np.linalg.inv(t_affine))
     outside = int((~np.all((at > -0.5) & (at < np.asarray(t_shape) - 0.5), axis=1)).sum())
@@ -319,7 +332,7 @@ def _volume(da: xr.DataArray, grid, background, dtype, like=None, stacklevel=1):
     ijk, affine, shape, space = _placement(da, grid)
     rows = None
     if like is not None:
-        ijk, rows, affine, shape = _onto(ijk, affine, shape, like, stacklevel + 1)
+        ijk, rows, affine, shape = _onto(ijk, affine, shape, like, space, stacklevel + 1)
     dtype = _out_dtype(da, background, dtype)
     data = da.transpose("voxel", *([other] if other else [])).data
     if not isinstance(data, np.ndarray):  # dask (or another lazy array): compute once
@@ -465,7 +478,7 @@ def write_nifti(
     ijk, affine, shape, space = _placement(da, grid)
     rows = None
     if like is not None:
-        ijk, rows, affine, shape = _onto(ijk, affine, shape, like, stacklevel=2)
+        ijk, rows, affine, shape = _onto(ijk, affine, shape, like, space, stacklevel=2)
     dtype = _out_dtype(da, background, dtype)
     data = da.transpose("voxel", *([other] if other else []))
     n_vol = da.sizes[other] if other else 1
@@ -855,7 +868,7 @@ def refuse_if_not_mni(img, where: str, target, *, offer_switch: bool = False) ->
         space = target
     if not _is_mni(space):
         return
-    why = mni_mismatch(img.affine, tuple(int(s) for s in img.shape[:3]))
+    why = mni_mismatch(img.affine, img.shape[:3])
     if why is None:
         return
     message = f"{where} is evidently not in MNI space: {why}; register it to MNI space first"
