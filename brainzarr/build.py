@@ -218,7 +218,7 @@ def build_store(
     out = location(out, storage_options)
     grid = grid_from_mask(mask) if mask is not None else mni152_grid(resolution)
     if mask is not None:  # the samples' coordinates are MNI millimetres
-        refuse_if_not_mni(grid, f"the mask {grid.name}", grid)
+        refuse_if_not_mni(grid.affine, grid.shape, f"the mask {grid.name}", grid)
     samples = (
         source
         if isinstance(source, xr.Dataset)

@@ -68,7 +68,6 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -228,13 +227,6 @@ def _like_grid(like) -> tuple[np.ndarray, tuple[int, int, int]]:
     return np.asarray(img.affine, float), tuple(int(n) for n in img.shape[:3])
 
 
-class _Extent(NamedTuple):
-    """An image's affine and shape, without its data."""
-
-    affine: np.ndarray
-    shape: tuple
-
-
 def _onto(ijk, affine, shape, like, space, stacklevel=2):
     """Nearest-voxel placement of a store's voxels on the grid of ``like`` (refused when the
     store's grid is in MNI space and that one evidently is not).
@@ -244,7 +236,7 @@ def _onto(ijk, affine, shape, like, space, stacklevel=2):
     """
     t_affine, t_shape = _like_grid(like)
     where = f"the output grid {like}" if isinstance(like, (str, os.PathLike)) else "the output grid"
-    refuse_if_not_mni(_Extent(t_affine, t_shape), where, space)
+    refuse_if_not_mni(t_affine, t_shape, where, space)
     shape = tuple(int(n) for n in shape)
     at = ijk_to_xyz(ijk_to_xyz(ijk, affine), np.linalg.inv(t_affine))
     outside = int((~np.all((at > -0.5) & (at < np.asarray(t_shape) - 0.5), axis=1)).sum())
@@ -852,10 +844,10 @@ def _box_mean(data: np.ndarray, img_affine, ijk, affine) -> np.ndarray:
     return out
 
 
-def refuse_if_not_mni(img, where: str, target, *, offer_switch: bool = False) -> None:
+def refuse_if_not_mni(affine, shape, where: str, target, *, offer_switch: bool = False) -> None:
     """Raise :class:`~brainzarr.exceptions.InputError` when ``target`` (a Grid, a store Dataset
-    or DataArray, or its space's name) is in an MNI space and ``img`` (an image, or a Grid made
-    from one) is evidently not (see the module docstring).
+    or DataArray, or its space's name) is in an MNI space and the image ``where`` (its affine and
+    shape) is evidently not (see the module docstring).
 
     ``offer_switch`` names ``check_space=False`` in the error, for callers that take it
     (:func:`from_nifti`); the others (target maps, atlases) read images that must be in MNI space.
@@ -868,7 +860,7 @@ def refuse_if_not_mni(img, where: str, target, *, offer_switch: bool = False) ->
         space = target
     if not _is_mni(space):
         return
-    why = mni_mismatch(img.affine, img.shape[:3])
+    why = mni_mismatch(affine, tuple(shape)[:3])
     if why is None:
         return
     message = f"{where} is evidently not in MNI space: {why}; register it to MNI space first"
@@ -883,7 +875,7 @@ def _check_overlap(
     """Refuse an image evidently not in MNI space (for an MNI target) or one that misses the
     target's voxels; warn when some of them lie outside its field of view."""
     if check_space:
-        refuse_if_not_mni(img, where, space, offer_switch=True)
+        refuse_if_not_mni(img.affine, img_shape, where, space, offer_switch=True)
     # which target voxel centres lie inside the image's field of view (its voxel centres' hull)
     inv = np.linalg.inv(img.affine)
     src = ijk_to_xyz(ijk_to_xyz(ijk, affine), inv)

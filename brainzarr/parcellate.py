@@ -117,7 +117,7 @@ def parcellate(
         atlas = atlas["maps"]
     img, path = _load(atlas)
     where = path if path is not None else "the atlas"
-    refuse_if_not_mni(img, where, data)
+    refuse_if_not_mni(img.affine, img.shape, where, data)
     volume = _atlas_volume(img, where)
     regions = _atlas_labels(volume, where, background)
     names = None if lut is None else _region_names(read_lut(lut), regions, where, _stacklevel + 1)

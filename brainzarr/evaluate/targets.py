@@ -119,7 +119,7 @@ def read_map(img_or_path, ds: xr.Dataset, *, interpolation: str = "linear") -> t
         support with the same weights; nearest neighbour for "nearest") and the value is finite.
     """
     img, where = _load(img_or_path)
-    refuse_if_not_mni(img, where, ds)
+    refuse_if_not_mni(img.affine, img.shape, where, ds)
     data = np.asarray(img.dataobj, dtype=np.float32)
     if data.ndim not in (3, 4):
         raise ValueError(f"{where}: expected a 3-D or 4-D image, got shape {data.shape}")
@@ -235,7 +235,7 @@ def load_embedding(
     volumes, affine, shape = [], None, None
     for item in paths:
         img, where = _load(item)
-        refuse_if_not_mni(img, where, store_ds)
+        refuse_if_not_mni(img.affine, img.shape, where, store_ds)
         data = np.asarray(img.dataobj, dtype=np.float32)
         if data.ndim not in (3, 4):
             raise ValueError(f"{where}: expected a 3-D or 4-D image, got shape {data.shape}")

@@ -176,11 +176,10 @@ def load_parcellated(table, atlas, *, genes=None, missing_regions: str = "error"
         raise InputError(f"the region table has gene columns more than once: {_shown(dupes)}")
     frame = frame.apply(pd.to_numeric, errors="coerce")
     img = _load_atlas(atlas)
-    from ..nifti import mni_mismatch
+    from ..grid import MNI152_SPACE
+    from ..nifti import refuse_if_not_mni
 
-    why = mni_mismatch(img.affine, img.shape[:3])
-    if why:
-        raise InputError(f"the atlas {atlas} is not in MNI space: {why}")
+    refuse_if_not_mni(img.affine, img.shape, f"the atlas {atlas}", MNI152_SPACE)
     data = np.rint(np.nan_to_num(np.asarray(img.dataobj))).astype(np.int64)
     if data.ndim == 4:
         data = data[..., 0]
