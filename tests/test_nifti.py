@@ -844,6 +844,27 @@ def test_mni_heuristic_accepts_mni_images_and_crops(g8):
         ), crop
 
 
+_BRAIN_4MM = mni152_grid(4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, _BRAIN_4MM.n_voxels - 1),
+    st.tuples(*[st.integers(0, 12)] * 3),
+    st.sampled_from([1.0, 2.0, 3.0]),
+    st.booleans(),
+)
+def test_mni_heuristic_accepts_any_region_of_the_brain(voxel, half_widths, zoom, flip_x):
+    """A region's image (a build's ROI mask, a cropped map) around any brain voxel, from one
+    voxel to 25 voxels a side, in any voxel size, with x either way, is taken as MNI."""
+    centre = _BRAIN_4MM.xyz[voxel]
+    half = np.array(half_widths)
+    affine = np.diag([-zoom if flip_x else zoom, zoom, zoom, 1.0])
+    corner = centre - np.array([-1 if flip_x else 1, 1, 1]) * half * zoom
+    affine[:3, 3] = corner
+    assert mni_mismatch(affine, tuple(int(n) for n in 2 * half + 1)) is None
+
+
 def test_mni_heuristic_rejects_native_scans():
     corner = np.diag([1.0, 1.0, 1.0, 1.0])  # voxel indices as millimetres
     assert "half-widths" in mni_mismatch(corner, (256, 256, 176))
