@@ -15,6 +15,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ._volumes import load_volume
+
 __all__ = ["Grid", "mni152_grid", "grid_from_mask", "ijk_to_xyz", "xyz_to_ijk"]
 
 MNI152_SPACE = "MNI152NLin2009cAsym"
@@ -155,10 +157,9 @@ def mni152_grid(resolution: int = 4, *, threshold: float = 0.2) -> Grid:
 def grid_from_mask(mask, *, space: str = MNI152_SPACE) -> Grid:
     """A grid from a user's mask NIfTI (path or image): every non-zero voxel is in the brain."""
     name = str(mask) if isinstance(mask, (str, Path)) else "user mask"
-    try:
-        img = nib.load(str(mask)) if isinstance(mask, (str, Path)) else mask
-    except FileNotFoundError:
-        raise FileNotFoundError(f"mask file not found: {mask}") from None
+    if isinstance(mask, (str, Path)) and not Path(mask).exists():
+        raise FileNotFoundError(f"mask file not found: {mask}")
+    img = load_volume(mask) if isinstance(mask, (str, Path)) else mask
     data = np.asarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

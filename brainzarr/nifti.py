@@ -77,6 +77,7 @@ from ._atomic import atomic_file, suffix_of, write_file
 from ._disk import require_free
 from ._progress import job, step
 from ._version import __version__
+from ._volumes import load_volume
 from .exceptions import InputError
 from .grid import MNI152_SPACE, Grid, ijk_to_xyz
 from .store import grid_info, refuse_output_in_a_store
@@ -721,13 +722,7 @@ def mni_mismatch(affine, shape) -> str | None:
 
 def _load(img_or_path):
     if isinstance(img_or_path, (str, os.PathLike)):
-        path = Path(img_or_path)
-        if not path.exists():
-            raise FileNotFoundError(f"no image file at {path}")
-        try:
-            return nib.load(str(path)), path
-        except Exception as exc:
-            raise ValueError(f"{path} could not be read as an image ({type(exc).__name__}: {exc})") from None
+        return load_volume(img_or_path), Path(img_or_path)
     if isinstance(img_or_path, nib.spatialimages.SpatialImage):
         return img_or_path, None
     raise TypeError(f"expected a NIfTI path or a nibabel image, got {type(img_or_path).__name__}")

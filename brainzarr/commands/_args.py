@@ -117,11 +117,12 @@ def grid_resolution(args) -> int:
     it would not change: a mask's own voxels are the grid."""
     if args.mask is None or args.resolution is None:
         return 8 if args.resolution is None else args.resolution
-    import nibabel as nib
     import numpy as np
 
+    from .._volumes import load_volume
+
     try:
-        zooms = nib.load(args.mask).header.get_zooms()[:3]
+        zooms = load_volume(args.mask).header.get_zooms()[:3]
     except (OSError, ValueError):
         return args.resolution  # the build names what is wrong with the mask
     if not np.allclose(zooms, args.resolution, atol=1e-3):

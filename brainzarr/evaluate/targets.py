@@ -28,6 +28,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from .._volumes import load_volume
 from ..nifti import from_nifti, refuse_if_not_mni
 
 __all__ = ["nifti_files", "load_targets", "load_embedding", "read_map", "MIN_VALID_VOXELS"]
@@ -64,13 +65,7 @@ def nifti_files(spec) -> list[Path]:
 def _load(img_or_path):
     if isinstance(img_or_path, nib.spatialimages.SpatialImage):
         return img_or_path, "image"
-    path = Path(img_or_path)
-    if not path.exists():
-        raise FileNotFoundError(f"no image file at {path}")
-    try:
-        return nib.load(str(path)), str(path)
-    except Exception as exc:
-        raise ValueError(f"{path} could not be read as an image ({type(exc).__name__}: {exc})") from None
+    return load_volume(img_or_path), str(img_or_path)
 
 
 def _resample(data: np.ndarray, affine, support: np.ndarray, ds: xr.Dataset, interpolation: str):

@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from .._atomic import sidecar_path
+from .._volumes import load_volume
 from ..exceptions import InputError
 from .table import make_sample_table, resolve_genes
 
@@ -94,7 +94,7 @@ def _load_atlas(atlas):
     if isinstance(atlas, (str, Path)):
         if not Path(atlas).exists():
             raise FileNotFoundError(f"atlas file not found: {atlas}")
-        return nib.load(str(atlas))
+        return load_volume(atlas)
     return atlas
 
 
