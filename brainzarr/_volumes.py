@@ -8,7 +8,7 @@ import nibabel as nib
 
 from .exceptions import InputError
 
-__all__ = ["load_volume"]
+__all__ = ["load_volume", "checked_volume"]
 
 #: what nibabel's non-volume images hold, as a user knows them
 _NOT_VOLUMES = {"GiftiImage": "a surface map (GIFTI)", "Cifti2Image": "a CIFTI grayordinate map"}
@@ -34,10 +34,15 @@ def load_volume(path) -> nib.spatialimages.SpatialImage:
         img = nib.load(str(path))
     except Exception as exc:
         raise ValueError(f"{path} could not be read as an image ({type(exc).__name__}: {exc})") from None
+    return checked_volume(img, str(path))
+
+
+def checked_volume(img, name: str = "the image"):
+    """``img`` if it is a volume; else :class:`~brainzarr.exceptions.InputError` saying what it is."""
     if not isinstance(img, nib.spatialimages.SpatialImage):
         kind = _NOT_VOLUMES.get(type(img).__name__, f"a {type(img).__name__}")
         raise InputError(
-            f"{path} is {kind}, not a volume: brainzarr reads images in MNI volume space (NIfTI); "
+            f"{name} is {kind}, not a volume: brainzarr reads images in MNI volume space (NIfTI); "
             "project the map into the volume first"
         )
     return img

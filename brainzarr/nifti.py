@@ -77,7 +77,7 @@ from ._atomic import atomic_file, suffix_of, write_file
 from ._disk import require_free
 from ._progress import job, step
 from ._version import __version__
-from ._volumes import load_volume
+from ._volumes import checked_volume, load_volume
 from .exceptions import InputError
 from .grid import MNI152_SPACE, Grid, ijk_to_xyz
 from .store import grid_info, refuse_output_in_a_store
@@ -723,8 +723,8 @@ def mni_mismatch(affine, shape) -> str | None:
 def _load(img_or_path):
     if isinstance(img_or_path, (str, os.PathLike)):
         return load_volume(img_or_path), Path(img_or_path)
-    if isinstance(img_or_path, nib.spatialimages.SpatialImage):
-        return img_or_path, None
+    if isinstance(img_or_path, nib.filebasedimages.FileBasedImage):
+        return checked_volume(img_or_path), None
     raise TypeError(f"expected a NIfTI path or a nibabel image, got {type(img_or_path).__name__}")
 
 
