@@ -28,7 +28,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from .._volumes import load_volume
+from ..nifti import _load as load_image
 from ..nifti import from_nifti, refuse_if_not_mni
 
 __all__ = ["nifti_files", "load_targets", "load_embedding", "read_map", "MIN_VALID_VOXELS"]
@@ -63,9 +63,9 @@ def nifti_files(spec) -> list[Path]:
 
 
 def _load(img_or_path):
-    if isinstance(img_or_path, nib.spatialimages.SpatialImage):
-        return img_or_path, "image"
-    return load_volume(img_or_path), str(img_or_path)
+    """(image, its name in messages)."""
+    img, path = load_image(img_or_path)
+    return img, "image" if path is None else str(path)
 
 
 def _resample(data: np.ndarray, affine, support: np.ndarray, ds: xr.Dataset, interpolation: str):
