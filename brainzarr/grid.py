@@ -15,7 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ._volumes import load_volume
+from ._volumes import checked_volume, load_volume
 
 __all__ = ["Grid", "mni152_grid", "grid_from_mask", "ijk_to_xyz", "xyz_to_ijk"]
 
@@ -159,7 +159,7 @@ def grid_from_mask(mask, *, space: str = MNI152_SPACE) -> Grid:
     name = str(mask) if isinstance(mask, (str, Path)) else "user mask"
     if isinstance(mask, (str, Path)) and not Path(mask).exists():
         raise FileNotFoundError(f"mask file not found: {mask}")
-    img = load_volume(mask) if isinstance(mask, (str, Path)) else mask
+    img = load_volume(mask) if isinstance(mask, (str, Path)) else checked_volume(mask, name)
     data = np.asarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

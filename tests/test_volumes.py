@@ -52,8 +52,14 @@ def test_a_surface_or_cifti_file_is_named_for_what_it_is_wherever_a_volume_is_re
     for read in readers.values():
         with pytest.raises(InputError, match=why):
             read()
-    for read in (lambda img: from_nifti(img, ds), lambda img: load_targets({"map": img}, ds)):  # in memory
-        with pytest.raises(InputError, match=f"image is {kind}, not a volume"):
+    in_memory = (
+        lambda img: from_nifti(img, ds),
+        lambda img: load_targets({"map": img}, ds),
+        lambda img: build_store(tmp_path / "s.zarr", mask=img, genes=3),
+        lambda img: load_parcellated(table, img),
+    )
+    for read in in_memory:
+        with pytest.raises(InputError, match=f"(image|mask|atlas) is {kind}, not a volume"):
             read(nib.load(path))
     # target maps and embeddings are taken by their names, .nii or .nii.gz
     for read in (lambda: load_targets(path, ds), lambda: load_embedding(path, ds, name="e")):

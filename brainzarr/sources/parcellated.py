@@ -23,7 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from .._atomic import sidecar_path
-from .._volumes import load_volume
+from .._volumes import checked_volume, load_volume
 from ..exceptions import InputError
 from .table import make_sample_table, resolve_genes
 
@@ -95,7 +95,7 @@ def _load_atlas(atlas):
         if not Path(atlas).exists():
             raise FileNotFoundError(f"atlas file not found: {atlas}")
         return load_volume(atlas)
-    return atlas
+    return checked_volume(atlas, "the atlas")
 
 
 def atlas_on_grid(atlas, grid) -> np.ndarray:
