@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import xarray as xr
 from conftest import CHUNKS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from brainzarr.cli import main
 from brainzarr.commands.fit import OWN_OPTIONS
@@ -14,6 +16,7 @@ from brainzarr.models import JOB_PARAMS, METHODS
 from brainzarr.models.pca import PCA
 from brainzarr.models.store_fitting import (
     MethodUnavailableError,
+    as_n_components,
     fit_store,
     load_model,
     make_model,
@@ -346,3 +349,45 @@ def test_a_result_not_in_the_store_names_those_it_holds(store, pca8):
         assert message in str(info.value)
         assert isinstance(info.value, KeyError)  # `except KeyError` still catches it
     assert ds.brain.read("pca", 8)["embedding"].shape[1] == 8
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.one_of(
+        st.integers(1, 10_000),
+        st.integers(1, 10_000).map(np.int64),
+        st.integers(1, 10_000).map(float),
+    )
+)
+def test_n_components_is_any_whole_number(value):
+    assert as_n_components(value) == int(value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not float(v).is_integer()),
+        st.booleans(),
+        st.text(max_size=6),
+        st.none(),
+    )
+)
+def test_n_components_that_is_not_a_whole_number_is_refused(value):
+    """int() took 2.5 as 2 and True as 1: another result than the one named was fitted or read."""
+    from brainzarr.exceptions import InputError
+
+    with pytest.raises(InputError, match="n_components must be a whole number, got "):
+        as_n_components(value)
+
+
+def test_a_fit_or_read_named_with_a_group_name_or_in_the_wrong_order_says_so(store):
+    ds = open_store(store)
+    for call, hint in (
+        (lambda: fit_store(store, "pca", 2.5), "got 2.5$"),
+        (lambda: ds.brain.fit("pca", "k8"), r"got 'k8' \(k8 in a group's name is n_components=8\)"),
+        (lambda: ds.brain.read("pca", "k8"), r"got 'k8' \(k8 in a group's name is n_components=8\)"),
+        (lambda: fit_store(store, 8, "pca"), r"got 'pca' \(the method comes before n_components\)"),
+    ):
+        with pytest.raises(ValueError, match=hint):
+            call()
+    assert list_groups(store, "representations") == []

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import numbers
 import os
+import re
 import shutil
 import time
 import warnings
@@ -90,7 +92,24 @@ def result_group(method: str, n_components: int, split: str = "random") -> str:
     random and on the blocked split live side by side. Results of earlier versions sit at
     ``representations/<method>/k<n>``; :func:`brainzarr.read_group` still finds them, and reads
     the old path of a new store's result as its split's."""
-    return f"{RESULTS_PREFIX}/{split}/{method}/k{int(n_components)}"
+    return f"{RESULTS_PREFIX}/{split}/{method}/k{as_n_components(n_components)}"
+
+
+def as_n_components(value) -> int:
+    """``value`` as a number of components: a whole number (``8``, ``np.int64(8)``, ``8.0``).
+
+    ``int()`` took ``2.5`` as 2 and ``True`` as 1, fitting and reading another result than the
+    one named, and said ``invalid literal for int()`` of ``"k8"``.
+    """
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
+    if whole and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    hint = ""
+    if isinstance(value, str) and re.fullmatch(r"k\d+", value):
+        hint = f" (k{value[1:]} in a group's name is n_components={value[1:]})"
+    elif isinstance(value, str) and value in METHODS:
+        hint = " (the method comes before n_components)"
+    raise InputError(f"n_components must be a whole number, got {value!r}{hint}")
 
 
 def split_scheme(store, split: str | None = None) -> str:
@@ -156,7 +175,7 @@ def make_model(method: str, n_components: int, *, random_state: int = 0, **param
     params = {name: _of_the_defaults_kind(method, cls, name, value) for name, value in params.items()}
     if "random_state" in names and "random_state" not in params:
         params["random_state"] = int(random_state)
-    return cls(n_components=int(n_components), **params)
+    return cls(n_components=as_n_components(n_components), **params)
 
 
 def _of_the_defaults_kind(method: str, cls, name: str, value):
@@ -312,11 +331,19 @@ def fit_store(
     release, with a FutureWarning.
     """
     store = as_store(store)
+    n_components = as_n_components(n_components)
     options = {k: v for k, v in (("progress", progress), ("client", client)) if v is not None}
     # reusing_buffers: the reader's blocks serve every pass of the fit and its write, then go
     with set_options(**options), store_lock(store.path, exclusive=False, what="fitted"), reusing_buffers():
         return _fit_store(
-            store, method, int(n_components), overwrite, int(random_state), split, write_reconstruction, params
+            store,
+            method,
+            as_n_components(n_components),
+            overwrite,
+            int(random_state),
+            split,
+            write_reconstruction,
+            params,
         )
 
 
@@ -543,6 +570,7 @@ def read_result(store, method: str, n_components: int, split: str | None = None)
     """
     store = as_store(store)
     scheme = split_scheme(store, split)
+    n_components = as_n_components(n_components)
     group = result_group(method, n_components, scheme)
     try:
         return read_group(store, group)
