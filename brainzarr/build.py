@@ -40,6 +40,7 @@ from ._deprecation import renamed_kwargs
 from ._disk import require_free
 from ._location import is_remote, location, open_group, zarr_store
 from ._progress import job
+from ._validation import SEED, whole_number
 from ._zarr import quiet_zarr
 from .assign import Assignment
 from .exceptions import InputError, StoreError, StoreExistsError
@@ -213,7 +214,7 @@ def build_store(
     ``k=`` and ``seed=`` (now ``n_neighbors`` and ``random_state``) still work for this release,
     with a FutureWarning.
     """
-    seed = int(random_state)
+    seed = whole_number(random_state, "random_state", hint=SEED)
     genes = gene_request(genes)
     out = location(out, storage_options)
     grid = grid_from_mask(mask) if mask is not None else mni152_grid(resolution)

@@ -135,3 +135,17 @@ def test_set_output_leaves_lazy_results_lazy():
         np.testing.assert_allclose(Z.values, frame.to_numpy(), rtol=1e-6, atol=1e-6)
     assert isinstance(model.transform(X), np.ndarray)  # the setting did not stay
     assert isinstance(clone(model).set_output(transform="pandas").fit_transform(X), pd.DataFrame)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("random_state", [None, np.random.RandomState(0), 1.5, "0"], ids=repr)
+def test_random_state_is_a_seed_in_every_estimator(estimator, random_state):
+    """A seed is recorded (get_params, the store's result) so that the fit can be repeated: NMF and
+    the auto-encoder raised `int() argument must be ... not 'NoneType'`, PCA, kernel PCA, t-SNE and
+    UMAP fitted with a fresh, unrecorded seed, and 1.5 was taken as 1."""
+    from brainzarr.exceptions import InputError
+
+    X = np.random.default_rng(0).random((60, 6)).astype(np.float32)
+    with pytest.raises(InputError, match=r"random_state must be a whole number, got .* \(a seed"):
+        clone(estimator).set_params(random_state=random_state).fit(X)
+    clone(estimator).set_params(random_state=np.int64(3)).fit(X)  # numpy's integers are seeds

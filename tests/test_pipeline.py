@@ -391,3 +391,15 @@ def test_a_fit_or_read_named_with_a_group_name_or_in_the_wrong_order_says_so(sto
         with pytest.raises(ValueError, match=hint):
             call()
     assert list_groups(store, "representations") == []
+
+
+def test_a_job_without_a_seed_is_refused_before_it_writes(store, tmp_path):
+    from brainzarr import build_store
+
+    for call in (
+        lambda: fit_store(store, "pca", 2, random_state=None),
+        lambda: build_store(tmp_path / "s.zarr", genes=3, random_state=None),
+    ):
+        with pytest.raises(ValueError, match=r"random_state must be a whole number, got None \(a seed"):
+            call()
+    assert list_groups(store, "representations") == [] and not (tmp_path / "s.zarr").exists()

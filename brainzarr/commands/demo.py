@@ -42,6 +42,7 @@ def run_demo(
 
     ``log`` (a callable taking one line) reports each step; default: the ``brainzarr`` logger.
     """
+    from .._validation import SEED, whole_number
     from ..build import build_store
     from ..evaluate import run_evaluation, write_report, write_synthetic_targets
     from ..exceptions import ResultExistsError
@@ -53,7 +54,7 @@ def run_demo(
     from ..store import open_store, read_group, refuse_output_in_a_store
 
     log = log or logger.info
-    seed = int(random_state)
+    seed = whole_number(random_state, "random_state", hint=SEED)
     check_methods(methods, "the demo", also=("xgboost",))  # before anything is written
     if 2 not in dims:
         raise ValueError(f"the demo predicts its targets from 2-D embeddings: its dims must include 2, got {dims}")

@@ -35,6 +35,7 @@ from sklearn.utils._set_output import _wrap_data_with_container
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._progress import job
+from .._validation import SEED, whole_number
 from ..exceptions import CheckpointMismatchError
 from ..streaming.passes import as_array
 from ..streaming.reader import reusing_buffers
@@ -134,8 +135,10 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """Learn the representation from X (voxels, genes): array-like, dask or DataArray."""
         labels = _feature_labels(X)
         arr = self._validate_input(X, reset=True)
-        if int(self.n_components) < 1:
+        if whole_number(self.n_components, "n_components") < 1:
             raise ValueError(f"n_components must be at least 1, got {self.n_components}")
+        if "random_state" in self.get_params(deep=False):
+            whole_number(self.random_state, "random_state", hint=SEED)
         if self.__sklearn_tags__().input_tags.positive_only and not isinstance(arr, da.Array) and (arr < 0).any():
             raise ValueError(f"Negative values in data passed to {type(self).__name__}.fit")
         with job(f"{self.method or type(self).__name__} fit", unit="block"), reusing_buffers():

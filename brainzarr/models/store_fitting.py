@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import numbers
 import os
 import re
 import shutil
@@ -49,6 +48,7 @@ from .._disk import require_free
 from .._location import open_group, zarr_store
 from .._optional import check_installed
 from .._progress import job
+from .._validation import SEED, whole_number
 from .._version import __version__
 from .._zarr import checked_compressors, quiet_zarr
 from ..exceptions import (
@@ -101,15 +101,12 @@ def as_n_components(value) -> int:
     ``int()`` took ``2.5`` as 2 and ``True`` as 1, fitting and reading another result than the
     one named, and said ``invalid literal for int()`` of ``"k8"``.
     """
-    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
-    if whole and not isinstance(value, (bool, np.bool_)):
-        return int(value)
     hint = ""
     if isinstance(value, str) and re.fullmatch(r"k\d+", value):
         hint = f" (k{value[1:]} in a group's name is n_components={value[1:]})"
     elif isinstance(value, str) and value in METHODS:
         hint = " (the method comes before n_components)"
-    raise InputError(f"n_components must be a whole number, got {value!r}{hint}")
+    return whole_number(value, "n_components", hint=hint)
 
 
 def split_scheme(store, split: str | None = None) -> str:
@@ -331,16 +328,16 @@ def fit_store(
     release, with a FutureWarning.
     """
     store = as_store(store)
-    n_components = as_n_components(n_components)
+    n_components, random_state = as_n_components(n_components), whole_number(random_state, "random_state", hint=SEED)
     options = {k: v for k, v in (("progress", progress), ("client", client)) if v is not None}
     # reusing_buffers: the reader's blocks serve every pass of the fit and its write, then go
     with set_options(**options), store_lock(store.path, exclusive=False, what="fitted"), reusing_buffers():
         return _fit_store(
             store,
             method,
-            as_n_components(n_components),
+            n_components,
             overwrite,
-            int(random_state),
+            random_state,
             split,
             write_reconstruction,
             params,

@@ -1,0 +1,28 @@
+"""Checks of parameters that several layers take (a job, an estimator): one message for each."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .exceptions import InputError
+
+__all__ = ["whole_number", "SEED"]
+
+#: why ``random_state`` must be a whole number, for its messages
+SEED = " (a seed: brainzarr records it so that the run can be repeated)"
+
+
+def whole_number(value, name: str, *, hint: str = "") -> int:
+    """``value`` as an int when it is a whole number (``8``, ``np.int64(8)``, ``8.0``); else
+    :class:`~brainzarr.exceptions.InputError` naming ``name`` and what was given.
+
+    ``int()`` took ``2.5`` as 2, ``True`` as 1 and ``"8"`` as 8, and said ``int() argument must
+    be ... not 'NoneType'`` of None.
+    """
+    integral = isinstance(value, numbers.Integral)
+    whole = integral or (isinstance(value, numbers.Real) and np.isfinite(value) and float(value).is_integer())
+    if whole and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    raise InputError(f"{name} must be a whole number, got {value!r}{hint}")
