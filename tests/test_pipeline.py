@@ -395,11 +395,17 @@ def test_a_fit_or_read_named_with_a_group_name_or_in_the_wrong_order_says_so(sto
 
 def test_a_job_without_a_seed_is_refused_before_it_writes(store, tmp_path):
     from brainzarr import build_store
+    from brainzarr.evaluate import reproduce_study, run_evaluation
+    from brainzarr.inr import GeneINR
+    from brainzarr.sources import load_source
 
     for call in (
         lambda: fit_store(store, "pca", 2, random_state=None),
         lambda: build_store(tmp_path / "s.zarr", genes=3, random_state=None),
+        lambda: run_evaluation(store, None, tmp_path / "eval", random_state=None),
+        lambda: reproduce_study(store, tmp_path / "repro", random_state=None),
+        lambda: GeneINR(random_state=None).fit(load_source("synthetic", genes=3)),
     ):
         with pytest.raises(ValueError, match=r"random_state must be a whole number, got None \(a seed"):
             call()
-    assert list_groups(store, "representations") == [] and not (tmp_path / "s.zarr").exists()
+    assert list_groups(store, "representations") == [] and list(tmp_path.iterdir()) == [store]

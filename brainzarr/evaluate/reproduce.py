@@ -20,6 +20,7 @@ import pandas as pd
 
 from .._atomic import write_file, write_text
 from .._location import location
+from .._validation import SEED, whole_number
 from .._version import __version__
 from ..exceptions import InputError
 from ..store import check_schema, open_store, refuse_output_in_a_store
@@ -185,6 +186,7 @@ def reproduce_study(
     from .synthetic_targets import model_from_store, write_synthetic_targets
     from .targets import load_targets
 
+    random_state = whole_number(random_state, "random_state", hint=SEED)
     start = time.perf_counter()
     log = log or logger.info
     store, out_dir = location(store), Path(out_dir)

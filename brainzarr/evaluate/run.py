@@ -18,6 +18,7 @@ from .._atomic import write_file, write_text
 from .._deprecation import renamed_kwargs
 from .._location import location
 from .._optional import check_installed
+from .._validation import SEED, whole_number
 from ..exceptions import InputError
 from ..nifti import INTERPOLATIONS
 from ..preprocess import SPLIT_SCHEMES
@@ -203,6 +204,7 @@ def run_evaluation(
     methods = [methods] if isinstance(methods, str) else methods
     if embeddings and targets is None:
         raise InputError("an external embedding is only used to predict target maps: give the targets too")
+    random_state = whole_number(random_state, "random_state", hint=SEED)
     start = time.perf_counter()
     store = location(store)
     attrs = check_schema(store)

@@ -49,6 +49,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._atomic import atomic_directory
 from .._deprecation import renamed_kwargs
 from .._torch import load_weights_only, require_torch, resolve_device
+from .._validation import SEED, whole_number
 from ..exceptions import InputError, ResultExistsError
 from ..sources.table import validate_sample_table
 from .genes import gene_positions
@@ -201,8 +202,9 @@ class GeneINR(BaseEstimator):
             "checkpoint_every",
             "n_ensemble",
         ):
-            if int(getattr(self, name)) < 1:
+            if whole_number(getattr(self, name), name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        whole_number(self.random_state, "random_state", hint=SEED)
         for name in ("length_scale_mm", "learning_rate", "omega", "donor_penalty"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
