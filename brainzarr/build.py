@@ -42,14 +42,16 @@ from ._location import is_remote, location, open_group, zarr_store
 from ._progress import job
 from ._validation import SEED, whole_number
 from ._zarr import quiet_zarr
-from .assign import Assignment
+from .assign import ASSIGNMENT_METHODS, Assignment
 from .exceptions import InputError, StoreError, StoreExistsError
 from .grid import Grid, grid_from_mask, mni152_grid
 from .layout import Layout
 from .nifti import refuse_if_not_mni
 from .options import set_options
 from .preprocess import (
+    SPLIT_SCHEMES,
     TailAccumulator,
+    check_fraction,
     clamp_scale,
     default_block_mm,
     default_buffer_mm,
@@ -215,6 +217,8 @@ def build_store(
     with a FutureWarning.
     """
     seed = whole_number(random_state, "random_state", hint=SEED)
+    chunks = _check_settings(split, assignment, n_neighbors, test_fraction, chunks)
+    layout = Layout.from_spec(layout)
     genes = gene_request(genes)
     out = location(out, storage_options)
     grid = grid_from_mask(mask) if mask is not None else mni152_grid(resolution)
@@ -242,8 +246,7 @@ def build_store(
             same_hemisphere=same_hemisphere,
             affine=grid.affine,
         )
-    chunks = (min(int(chunks[0]), grid.n_voxels), min(int(chunks[1]), samples.sizes["gene"]))
-    layout = Layout.from_spec(layout)
+    chunks = (min(chunks[0], grid.n_voxels), min(chunks[1], samples.sizes["gene"]))
     block_mm = default_block_mm(grid.resolution_mm) if block_mm is None else float(block_mm)
     buffer_mm = default_buffer_mm(grid.resolution_mm) if buffer_mm is None else float(buffer_mm)
     config = {
@@ -318,6 +321,24 @@ def build_store(
             _create_template(out, grid, samples, splits, split, chunks, provenance, layout)
         _run_build(out, grid, samples, assign, voxel_labels, chunks, clamp_percentiles, layout)
     return out
+
+
+def _check_settings(split, assignment, n_neighbors, test_fraction, chunks) -> tuple[int, int]:
+    """Refuse what can be refused before a source is read (an AHBA source reads for minutes) or
+    anything is written; return ``chunks`` as two ints."""
+    if split not in SPLIT_SCHEMES:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_SCHEMES)}, got {split!r}")
+    if isinstance(assignment, str) and assignment not in ASSIGNMENT_METHODS:
+        raise ValueError(f"unknown assignment {assignment!r}; choose from {', '.join(ASSIGNMENT_METHODS)}")
+    if whole_number(n_neighbors, "n_neighbors") < 1:
+        raise ValueError(f"n_neighbors must be at least 1, got {n_neighbors}")
+    check_fraction(test_fraction)
+    if isinstance(chunks, (str, bytes)) or np.ndim(chunks) != 1 or len(chunks) != 2:
+        raise InputError(f"chunks must be (voxels, genes), two whole numbers, got {chunks!r}")
+    chunks = tuple(whole_number(c, "each of chunks") for c in chunks)
+    if min(chunks) < 1:
+        raise InputError(f"chunks must be (voxels, genes), two whole numbers, got {chunks!r}")
+    return chunks
 
 
 def _check_disk(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, clamp_percentiles, layout, resume):

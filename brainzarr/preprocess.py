@@ -133,7 +133,7 @@ def clamp_scale(block: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndar
 @renamed_kwargs(seed="random_state")
 def random_split(n: int, *, test_fraction: float = 0.2, random_state: int = 0) -> np.ndarray:
     """'train'/'test' labels: a seeded random ``test_fraction`` of the rows is test (the study's)."""
-    _check_fraction(test_fraction)
+    check_fraction(test_fraction)
     n_test = int(round(test_fraction * n))
     labels = np.full(n, "train", dtype="<U5")
     labels[np.random.default_rng(random_state).permutation(n)[:n_test]] = "test"
@@ -161,7 +161,7 @@ def blocked_split(
     ``'buffer'``: in neither set, as spatial cross-validation's exclusion zone, since a test
     voxel's neighbour across a cube face is otherwise a near-copy in training.
     """
-    _check_fraction(test_fraction)
+    check_fraction(test_fraction)
     if buffer_mm < 0:
         raise ValueError(f"buffer_mm must be >= 0, got {buffer_mm}")
     xyz = np.asarray(xyz, dtype=float)
@@ -207,6 +207,6 @@ def make_split(scheme: str, xyz, *, test_fraction=0.2, random_state=0, block_mm=
     raise ValueError(f"unknown split {scheme!r}; choose from {', '.join(SPLIT_SCHEMES)}")
 
 
-def _check_fraction(f):
+def check_fraction(f):
     if not 0 < f < 1:
         raise ValueError(f"test fraction must be between 0 and 1, got {f}")

@@ -195,3 +195,43 @@ def test_a_mask_evidently_not_in_mni_space_is_refused_before_anything_is_written
     placed[:3, 3] = [-120, -140, -80]
     nib.save(nib.Nifti1Image(mask, placed), tmp_path / "mni.nii.gz")
     assert open_store(build_store(tmp_path / "s.zarr", mask=tmp_path / "mni.nii.gz", genes=4)).sizes["voxel"] == 63_000
+
+
+@pytest.mark.parametrize(
+    "settings, why",
+    [
+        ({"chunks": (100,)}, r"chunks must be \(voxels, genes\), two whole numbers, got \(100,\)"),
+        ({"chunks": "big"}, r"chunks must be \(voxels, genes\)"),
+        ({"chunks": (100.5, 8)}, "each of chunks must be a whole number, got 100.5"),
+        ({"split": "kfold"}, "split must be one of random, blocked, got 'kfold'"),
+        ({"assignment": "kriging"}, "unknown assignment 'kriging'"),
+        ({"assignment": "idw", "n_neighbors": 2.5}, "n_neighbors must be a whole number, got 2.5"),
+        ({"test_fraction": 1.5}, "test fraction must be between 0 and 1"),
+        ({"layout": "float16"}, "dtype must be 'uint16' or 'float32'"),
+    ],
+    ids=lambda v: str(v) if isinstance(v, dict) else "",
+)
+def test_bad_settings_are_refused_before_the_source_is_read(settings, why, tmp_path, monkeypatch):
+    """An AHBA source reads for minutes: an IndexError (chunks), a KeyError (split) or an unknown
+    assignment came after it, or after the output was prepared."""
+
+    def read(*args, **kwargs):
+        raise AssertionError("the source was read")
+
+    monkeypatch.setattr("brainzarr.build.load_source", read)
+    with pytest.raises(ValueError, match=why):
+        build_store(tmp_path / "s.zarr", genes=3, **settings)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_option_the_source_does_not_take_is_named_with_those_it_takes(tmp_path):
+    """``dtype=`` went to the synthetic model: ``SyntheticModel.__init__() got an unexpected
+    keyword argument 'dtype'``."""
+    from brainzarr.exceptions import InputError
+
+    with pytest.raises(InputError, match=r"the synthetic source takes no dtype; its options: .*noise_sd.*; a store's"):
+        build_store(tmp_path / "s.zarr", genes=3, dtype="float32")
+    with pytest.raises(InputError, match="the synthetic source takes no n_factors; its options: "):
+        build_store(tmp_path / "s.zarr", genes=3, n_factors=2)
+    assert list(tmp_path.iterdir()) == []
+    assert open_store(build_store(tmp_path / "s.zarr", genes=3, noise_sd=0.1, layout="float32")).sizes["gene"] == 3

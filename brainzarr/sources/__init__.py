@@ -28,6 +28,9 @@ def load_source(name: str, *, genes=None, random_state: int = 0, **options):
     ``random_state`` drives the synthetic source; the others ignore it. Other keyword arguments go
     to the source's loader.
     """
+    if name not in SOURCES:
+        raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES)}")
+    _check_options(name, options)
     if name == "synthetic":
         from .synthetic import load_synthetic
 
@@ -36,8 +39,50 @@ def load_source(name: str, *, genes=None, random_state: int = 0, **options):
         from .ahba import load_ahba
 
         return load_ahba(genes=genes, **options)
-    if name == "parcellated":
+    from .parcellated import load_parcellated
+
+    return load_parcellated(genes=genes, **options)
+
+
+def source_options(name: str) -> list[str]:
+    """The options the loader of source ``name`` takes (besides ``genes`` and ``random_state``)."""
+    import inspect
+
+    if name == "synthetic":
+        from dataclasses import fields
+
+        from .synthetic import SyntheticModel, load_synthetic
+
+        loader, extra = load_synthetic, [f.name for f in fields(SyntheticModel)]
+    elif name == "abagen":
+        from .ahba import load_ahba
+
+        loader, extra = load_ahba, []
+    else:
         from .parcellated import load_parcellated
 
-        return load_parcellated(genes=genes, **options)
-    raise ValueError(f"unknown source {name!r}; choose from {', '.join(SOURCES)}")
+        loader, extra = load_parcellated, []
+    taken = [p.name for p in inspect.signature(loader).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    return sorted(set(taken + extra) - {"genes", "random_state"})
+
+
+#: build settings a user may give as a source's option; brainzarr.build_store takes them in layout=
+_LAYOUT_FIELDS = ("dtype", "compressor", "shard_genes", "checksum", "value_range")
+
+
+def _check_options(name: str, options: dict) -> None:
+    """Refuse options the source's loader does not take, before it loads anything."""
+    from ..exceptions import InputError
+
+    unknown = sorted(set(options) - set(source_options(name)))
+    if not unknown:
+        return
+    hint = ""
+    if set(unknown) & set(_LAYOUT_FIELDS):
+        hint = (
+            "; a store's dtype, compressor and shards are its layout: "
+            "layout=brainzarr.layout.Layout(dtype=..., compressor=...), or layout='float32'"
+        )
+    raise InputError(
+        f"the {name} source takes no {', '.join(unknown)}; its options: {', '.join(source_options(name))}{hint}"
+    )
