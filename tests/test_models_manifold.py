@@ -103,7 +103,9 @@ def test_new_voxels_land_next_to_their_training_neighbours(fitted, data, name):
     in_embedding = NearestNeighbors(n_neighbors=k).fit(model.embedding_).kneighbors(Z, return_distance=False)
     agreement = np.mean([len(set(a) & set(b)) / k for a, b in zip(in_data, in_embedding)])
     chance = k / len(train)
-    assert agreement > 40 * chance, (agreement, chance)
+    # UMAP k = 2 keeps 0.271-0.277 of the neighbours depending on the BLAS/numba threads (0.0068 by
+    # chance): 40 x chance (0.273) sat inside that spread and failed one CI run in some
+    assert agreement > 30 * chance, (agreement, chance)
     assert agreement > 0.15
 
 
