@@ -16,6 +16,8 @@ import socket
 import uuid
 from pathlib import Path
 
+from .exceptions import StoreExistsError
+
 __all__ = [
     "atomic_directory",
     "atomic_file",
@@ -65,7 +67,7 @@ def atomic_directory(final, *, replace: bool = True):
         old = None
         if final.exists():
             if not replace:
-                raise FileExistsError(f"{final} appeared while it was being written")
+                raise StoreExistsError(f"{final} appeared while it was being written")
             old = final.parent / f".{final.name}.old-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             final.rename(old)
         scratch.rename(final)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import warnings
 
+from .exceptions import InputTypeError
+
 __all__ = ["renamed_kwargs"]
 
 #: what a dropped keyword's warning says instead of a new name
@@ -34,7 +36,7 @@ def renamed_kwargs(**renames):
                     warnings.warn(f"{where}({old}=...) is deprecated: {hint}", FutureWarning, stacklevel=2)
                     continue
                 if new in kwargs:
-                    raise TypeError(f"{where}() got both {old}= (its old name) and {new}=")
+                    raise InputTypeError(f"{where}() got both {old}= (its old name) and {new}=")
                 warnings.warn(
                     f"{where}({old}=...) is renamed {new}=...; the old name stops working in the next release",
                     FutureWarning,

@@ -41,7 +41,7 @@ def resolve_device(device="auto"):
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from None
+        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(
@@ -50,9 +50,9 @@ def resolve_device(device="auto"):
                 options={"device": "cpu"},
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise InputError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
     elif dev.type != "cpu":
-        raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda'")
+        raise InputError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda'")
     return dev
 
 
@@ -66,7 +66,7 @@ class EarlyStopping:
 
     def __init__(self, patience: int):
         if int(patience) < 1:
-            raise ValueError(f"patience must be at least 1, got {patience}")
+            raise InputError(f"patience must be at least 1, got {patience}")
         self.patience = int(patience)
         self.best = math.inf
         self.best_epoch = 0

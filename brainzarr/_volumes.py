@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nibabel as nib
 
-from .exceptions import InputError
+from .exceptions import DataNotFoundError, InputError
 
 __all__ = ["load_volume", "checked_volume"]
 
@@ -29,11 +29,11 @@ def load_volume(path) -> nib.spatialimages.SpatialImage:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no image file at {path}")
+        raise DataNotFoundError(f"no image file at {path}")
     try:
         img = nib.load(str(path))
     except Exception as exc:
-        raise ValueError(f"{path} could not be read as an image ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{path} could not be read as an image ({type(exc).__name__}: {exc})") from None
     return checked_volume(img, str(path))
 
 

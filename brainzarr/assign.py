@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from .exceptions import InputError
 from .grid import xyz_to_ijk
 
 __all__ = ["Assignment", "ASSIGNMENT_METHODS"]
@@ -65,20 +66,20 @@ class Assignment:
 
     def __post_init__(self):
         if self.method not in ASSIGNMENT_METHODS:
-            raise ValueError(f"unknown assignment {self.method!r}; choose from {', '.join(ASSIGNMENT_METHODS)}")
+            raise InputError(f"unknown assignment {self.method!r}; choose from {', '.join(ASSIGNMENT_METHODS)}")
         if self.method == "atlas":
             if self.region_labels is None:
-                raise ValueError("assignment 'atlas' needs region_labels")
+                raise InputError("assignment 'atlas' needs region_labels")
             self.n_rows = len(self.region_labels)
             return
         self.sample_xyz = np.asarray(self.sample_xyz, dtype=float)
         self.n_rows = len(self.sample_xyz)
         if self.method == "idw" and not 1 <= self.n_neighbors:
-            raise ValueError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
+            raise InputError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
         if self.method == "nearest" and self.affine is None:
-            raise ValueError("assignment 'nearest' needs the grid's affine")
+            raise InputError("assignment 'nearest' needs the grid's affine")
         if self.same_hemisphere and self.sample_hemisphere is None:
-            raise ValueError("same_hemisphere needs the samples' hemispheres")
+            raise InputError("same_hemisphere needs the samples' hemispheres")
         hemi = np.asarray(self.sample_hemisphere).astype(str) if self.same_hemisphere else None
         self._pools = {}
         for side in ("L", "R", "M"):
@@ -166,7 +167,7 @@ class Assignment:
         position = {int(lab): row for row, lab in enumerate(np.asarray(self.region_labels))}
         cols = np.array([position.get(int(lab), -1) for lab in voxel_labels], dtype=np.int64)
         if (cols < 0).any():
-            raise ValueError("some voxels have an atlas label with no row in the region table")
+            raise InputError("some voxels have an atlas label with no row in the region table")
         n = len(voxel_labels)
         return sp.csr_matrix((np.ones(n, dtype=np.float32), (np.arange(n), cols)), shape=(n, self.n_rows))
 

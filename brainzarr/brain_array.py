@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from .exceptions import InputError
 from .grid import Grid
 from .nifti import NIFTI_SUFFIXES, to_nifti, to_volume, voxel_grid, write_nifti
 
@@ -50,7 +51,7 @@ class BrainArrayAccessor:
         if path is None:
             return to_nifti(da, grid, background=background, dtype=dtype, like=like)
         if not str(path).endswith(NIFTI_SUFFIXES):
-            raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {Path(path).name!r}")
+            raise InputError(f"a NIfTI file name must end in .nii or .nii.gz, got {Path(path).name!r}")
         return nib.load(write_nifti(da, path, grid, background=background, dtype=dtype, like=like))
 
     def to_netcdf(self, path, **kwargs) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .exceptions import InputError, InputTypeError
 from .grid import Grid
 from .store import Store, store_grid
 
@@ -39,7 +40,7 @@ class BrainDatasetAccessor:
         if self._store is None:
             path = self._ds.encoding.get("brainzarr_store")
             if path is None:
-                raise ValueError("this Dataset was not opened with brainzarr.open_store; it has no store")
+                raise InputError("this Dataset was not opened with brainzarr.open_store; it has no store")
             self._store = Store.trusted(path, self._ds)
         return self._store
 
@@ -91,13 +92,13 @@ class BrainDatasetAccessor:
         ds = self._ds
         name = "split" if scheme is None else f"split_{scheme}"
         if name not in ds.coords:
-            raise ValueError(f"unknown split scheme {scheme!r}; choose from random, blocked")
+            raise InputError(f"unknown split scheme {scheme!r}; choose from random, blocked")
         mask = None
         if split is not None:
             labels = ds[name].values
             present = sorted(set(labels.tolist()))
             if split not in present:
-                raise ValueError(f"{name} has no {split!r} voxels; its labels: {', '.join(present)}")
+                raise InputError(f"{name} has no {split!r} voxels; its labels: {', '.join(present)}")
             mask = labels == split
         if where is not None:
             chosen = self._voxel_mask(where)
@@ -113,11 +114,11 @@ class BrainDatasetAccessor:
         n = self._ds.sizes["voxel"]
         if isinstance(where, xr.DataArray):
             if where.dims != ("voxel",):
-                raise ValueError(f"where= must lie along voxel alone; it has dims {where.dims}")
+                raise InputError(f"where= must lie along voxel alone; it has dims {where.dims}")
             voxels = self._ds["voxel"].values if "voxel" in self._ds.coords else None
             if voxels is not None and "voxel" in where.coords and not np.array_equal(where["voxel"].values, voxels):
                 if where.sizes["voxel"] != n or not np.isin(voxels, where["voxel"].values).all():
-                    raise ValueError(
+                    raise InputError(
                         f"where= covers {where.sizes['voxel']:,} voxels, not the Dataset's {n:,}; "
                         "make it from the Dataset's coordinates, e.g. ds.hemisphere == 'L'"
                     )
@@ -125,9 +126,11 @@ class BrainDatasetAccessor:
             where = where.values
         where = np.asarray(where)
         if where.dtype != bool:
-            raise TypeError(f"where= must be boolean (a condition such as ds.hemisphere == 'L'); got {where.dtype}")
+            raise InputTypeError(
+                f"where= must be boolean (a condition such as ds.hemisphere == 'L'); got {where.dtype}"
+            )
         if where.shape != (n,):
-            raise ValueError(f"where= has shape {where.shape}; the Dataset has {n:,} voxels")
+            raise InputError(f"where= has shape {where.shape}; the Dataset has {n:,} voxels")
         return where
 
     def _is_whole_store(self) -> bool:

@@ -237,7 +237,7 @@ def build_store(
         assign = assignment  # a block source of its own (e.g. a fitted INR), see the module docstring
     else:
         if assignment == "atlas":
-            raise ValueError("assignment 'atlas' is for region tables (source='parcellated')")
+            raise InputError("assignment 'atlas' is for region tables (source='parcellated')")
         assign = Assignment(
             assignment,
             np.column_stack([samples[c].values for c in "xyz"]),
@@ -327,11 +327,11 @@ def _check_settings(split, assignment, n_neighbors, test_fraction, chunks) -> tu
     """Refuse what can be refused before a source is read (an AHBA source reads for minutes) or
     anything is written; return ``chunks`` as two ints."""
     if split not in SPLIT_SCHEMES:
-        raise ValueError(f"split must be one of {', '.join(SPLIT_SCHEMES)}, got {split!r}")
+        raise InputError(f"split must be one of {', '.join(SPLIT_SCHEMES)}, got {split!r}")
     if isinstance(assignment, str) and assignment not in ASSIGNMENT_METHODS:
-        raise ValueError(f"unknown assignment {assignment!r}; choose from {', '.join(ASSIGNMENT_METHODS)}")
+        raise InputError(f"unknown assignment {assignment!r}; choose from {', '.join(ASSIGNMENT_METHODS)}")
     if whole_number(n_neighbors, "n_neighbors") < 1:
-        raise ValueError(f"n_neighbors must be at least 1, got {n_neighbors}")
+        raise InputError(f"n_neighbors must be at least 1, got {n_neighbors}")
     check_fraction(test_fraction)
     if isinstance(chunks, (str, bytes)) or np.ndim(chunks) != 1 or len(chunks) != 2:
         raise InputError(f"chunks must be (voxels, genes), two whole numbers, got {chunks!r}")
@@ -381,7 +381,7 @@ def _run_build(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, cla
     client = current_client()
     values = np.ascontiguousarray(samples["expression"].values, dtype=np.float32)
     if not np.isfinite(values).all():
-        raise ValueError("the sample table has missing (NaN) or infinite values")
+        raise InputError("the sample table has missing (NaN) or infinite values")
     n_vox, n_genes = grid.n_voxels, values.shape[1]
     blocks = [(a, min(a + chunks[0], n_vox)) for a in range(0, n_vox, chunks[0])]
     xyz, hemi = grid.xyz, grid.hemisphere

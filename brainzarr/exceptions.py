@@ -5,6 +5,10 @@ Each class also derives from the builtin it replaced, so ``except ValueError`` (
 names it in ``options`` (e.g. ``{"overwrite": True}``): the message then ends with the Python
 spelling (``pass overwrite=True``), and the command line prints its own flag instead
 (``--overwrite``), see :func:`brainzarr.cli.error_message`.
+
+Python's protocol errors stay builtins: ``IndexError`` from indexing out of range,
+``AttributeError`` for a missing attribute, ``NotImplementedError`` from an abstract method; so
+does a ``RuntimeError`` from a check of brainzarr's own bookkeeping, which reports a bug.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ __all__ = [
     "MissingDependencyError",
     "UnknownGeneError",
     "InputError",
+    "InputTypeError",
     "DataNotFoundError",
+    "StoreReadOnlyError",
+    "ClusterError",
     "python_spelling",
 ]
 
@@ -60,7 +67,8 @@ class StoreError(BrainzarrError, ValueError):
 
 
 class StoreExistsError(BrainzarrError, FileExistsError):
-    """The output exists: another store, a store built with other settings, or not a store at all."""
+    """The output exists and brainzarr will not replace it: another store, a store built with other
+    settings, a file brainzarr did not write, or not a store at all."""
 
 
 class ResultExistsError(BrainzarrError, FileExistsError):
@@ -100,8 +108,22 @@ class UnknownGeneError(BrainzarrError, ValueError):
 
 
 class InputError(BrainzarrError, ValueError):
-    """Input (a table, an atlas, a mask, a device) that brainzarr cannot use as given."""
+    """Input that brainzarr cannot use as given: a parameter's value, a table, an atlas, a mask,
+    a target map, a device."""
+
+
+class InputTypeError(BrainzarrError, TypeError):
+    """An argument of a type that brainzarr does not take (a path where a Grid is needed...)."""
 
 
 class DataNotFoundError(BrainzarrError, FileNotFoundError):
-    """Input data (e.g. the AHBA donor folders) is not where it was looked for."""
+    """A file or folder that brainzarr was pointed to is not there: the AHBA donor folders, a
+    mask, an atlas, target maps, a fitted model."""
+
+
+class StoreReadOnlyError(BrainzarrError, PermissionError):
+    """The store cannot be written (a read-only folder); nothing was computed."""
+
+
+class ClusterError(BrainzarrError, ConnectionError):
+    """The Dask scheduler that was named cannot be reached."""

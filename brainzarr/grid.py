@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from ._volumes import checked_volume, load_volume
+from .exceptions import DataNotFoundError, InputError
 
 __all__ = ["Grid", "mni152_grid", "grid_from_mask", "ijk_to_xyz", "xyz_to_ijk"]
 
@@ -63,11 +64,11 @@ class Grid:
         mask = np.asarray(self.mask).astype(bool)
         affine = np.asarray(self.affine, dtype=float)
         if mask.ndim != 3:
-            raise ValueError(f"a grid mask must be 3-D, got shape {mask.shape}")
+            raise InputError(f"a grid mask must be 3-D, got shape {mask.shape}")
         if affine.shape != (4, 4):
-            raise ValueError(f"an affine must be 4x4, got shape {affine.shape}")
+            raise InputError(f"an affine must be 4x4, got shape {affine.shape}")
         if not mask.any():
-            raise ValueError("the mask has no voxels")
+            raise InputError("the mask has no voxels")
         object.__setattr__(self, "mask", mask)
         object.__setattr__(self, "affine", affine)
         object.__setattr__(self, "_ijk", np.stack(np.nonzero(mask), axis=1).astype(np.int32))
@@ -137,7 +138,7 @@ class Grid:
         mask[tuple(ijk.T)] = True
         grid = cls(mask, affine, space=space, name=name)
         if len(ijk) != grid.n_voxels or not np.array_equal(grid.ijk, ijk):
-            raise ValueError("voxel indices are not unique and in C order")
+            raise InputError("voxel indices are not unique and in C order")
         return grid
 
 
@@ -149,7 +150,7 @@ def mni152_grid(resolution: int = 4, *, threshold: float = 0.2) -> Grid:
     from nilearn.datasets import load_mni152_brain_mask
 
     if int(resolution) != resolution or resolution < 1:
-        raise ValueError(f"resolution must be a positive integer number of mm, got {resolution!r}")
+        raise InputError(f"resolution must be a positive integer number of mm, got {resolution!r}")
     img = load_mni152_brain_mask(resolution=int(resolution), threshold=threshold)
     return Grid(np.asarray(img.dataobj) > 0, img.affine, name=f"nilearn MNI152 brain mask {int(resolution)}mm")
 
@@ -158,13 +159,13 @@ def grid_from_mask(mask, *, space: str = MNI152_SPACE) -> Grid:
     """A grid from a user's mask NIfTI (path or image): every non-zero voxel is in the brain."""
     name = str(mask) if isinstance(mask, (str, Path)) else "user mask"
     if isinstance(mask, (str, Path)) and not Path(mask).exists():
-        raise FileNotFoundError(f"mask file not found: {mask}")
+        raise DataNotFoundError(f"mask file not found: {mask}")
     img = load_volume(mask) if isinstance(mask, (str, Path)) else checked_volume(mask, name)
     data = np.asarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise ValueError(f"a mask must be a 3-D image, {name} has shape {data.shape}")
+        raise InputError(f"a mask must be a 3-D image, {name} has shape {data.shape}")
     inside = np.nan_to_num(data) != 0
     _warn_unless_a_mask(data[inside], name)
     return Grid(inside, img.affine, space=space, name=name)

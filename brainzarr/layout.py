@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .exceptions import InputError, InputTypeError
+
 __all__ = ["Layout", "DEFAULT_LAYOUT", "COMPRESSORS", "SHARD_GENES", "RECONSTRUCTION_RANGE", "unpack"]
 
 #: genes per shard: 16 chunks of 128 genes; a 1 mm row block of 15,633 genes is 8 shards
@@ -40,7 +42,7 @@ def _compressor(name: str):
         "none": lambda: None,
     }
     if name not in table:
-        raise ValueError(f"unknown compressor {name!r}; choose from {', '.join(table)}")
+        raise InputError(f"unknown compressor {name!r}; choose from {', '.join(table)}")
     return table[name]()
 
 
@@ -75,13 +77,13 @@ class Layout:
 
     def __post_init__(self):
         if self.dtype not in ("uint16", "float32"):
-            raise ValueError(f"dtype must be 'uint16' or 'float32', got {self.dtype!r}")
+            raise InputError(f"dtype must be 'uint16' or 'float32', got {self.dtype!r}")
         _compressor(self.compressor)
         if self.shard_genes is not None and int(self.shard_genes) < 1:
-            raise ValueError(f"shard_genes must be positive or None, got {self.shard_genes}")
+            raise InputError(f"shard_genes must be positive or None, got {self.shard_genes}")
         low, high = (float(v) for v in self.value_range)
         if not high > low:
-            raise ValueError(f"value_range must be (low, high) with high > low, got {self.value_range}")
+            raise InputError(f"value_range must be (low, high) with high > low, got {self.value_range}")
 
     @property
     def packed(self) -> bool:
@@ -152,7 +154,7 @@ class Layout:
             return cls(dtype=spec)
         if isinstance(spec, dict):
             return cls(**{k: tuple(v) if k == "value_range" else v for k, v in spec.items()})
-        raise TypeError(f"a layout is a Layout, a dict or 'uint16'/'float32', got {type(spec).__name__}")
+        raise InputTypeError(f"a layout is a Layout, a dict or 'uint16'/'float32', got {type(spec).__name__}")
 
     def for_reconstruction(self) -> Layout:
         """The same layout over :data:`RECONSTRUCTION_RANGE`."""

@@ -78,7 +78,7 @@ from ._disk import require_free
 from ._progress import job, step
 from ._version import __version__
 from ._volumes import checked_volume, load_volume
-from .exceptions import InputError
+from .exceptions import DataNotFoundError, InputError, InputTypeError
 from .grid import MNI152_SPACE, Grid, ijk_to_xyz
 from .store import grid_info, refuse_output_in_a_store
 
@@ -129,7 +129,9 @@ def _grid_of_target(obj) -> tuple[np.ndarray, tuple[int, int, int], str | None]:
     if isinstance(obj, (xr.Dataset, xr.DataArray)):
         info = grid_info(obj)
         return info["affine"], info["grid_shape"], info.get("space")
-    raise TypeError(f"expected a brainzarr Grid, a store Dataset or a DataArray from a store, got {type(obj).__name__}")
+    raise InputTypeError(
+        f"expected a brainzarr Grid, a store Dataset or a DataArray from a store, got {type(obj).__name__}"
+    )
 
 
 def _coord_ijk(obj) -> np.ndarray | None:
@@ -142,17 +144,17 @@ def _check_ijk(ijk: np.ndarray, shape) -> np.ndarray:
     ijk = np.asarray(ijk)
     if ijk.dtype.kind == "f":
         if not np.all(np.isfinite(ijk)) or not np.array_equal(ijk, np.round(ijk)):
-            raise ValueError("coordinates i, j, k must be whole numbers (grid indices)")
+            raise InputError("coordinates i, j, k must be whole numbers (grid indices)")
     elif ijk.dtype.kind not in "iu":
-        raise ValueError(f"coordinates i, j, k must be integers, got dtype {ijk.dtype}")
+        raise InputError(f"coordinates i, j, k must be integers, got dtype {ijk.dtype}")
     ijk = ijk.astype(np.int64)
     if len(ijk) and (ijk.min() < 0 or np.any(ijk.max(axis=0) >= np.asarray(shape))):
-        raise ValueError(f"voxel indices i, j, k fall outside the grid of shape {tuple(shape)}")
+        raise InputError(f"voxel indices i, j, k fall outside the grid of shape {tuple(shape)}")
     flat = np.ravel_multi_index(tuple(ijk.T), tuple(shape))
     seen = np.zeros(int(np.prod(shape)), dtype=bool)  # O(voxels); np.unique sorts (1.4 s at 1 mm)
     seen[flat] = True
     if np.count_nonzero(seen) != len(flat):
-        raise ValueError(
+        raise InputError(
             "some voxels occur more than once (repeated i, j, k); a NIfTI volume holds one value per voxel"
         )
     return ijk
@@ -173,13 +175,13 @@ def _placement(da: xr.DataArray, grid) -> tuple[np.ndarray, np.ndarray, tuple, s
     ijk = _coord_ijk(da)
     if grid is None:
         if own is None:
-            raise ValueError(
+            raise InputError(
                 "no grid information: the DataArray carries no affine/grid_shape (coordinate 'i' of a "
                 "brainzarr store has them). Select the data from a store, or pass grid=Grid(...) "
                 "(e.g. brainzarr.store_grid(ds) or mni152_grid(8))"
             )
         if ijk is None:
-            raise ValueError(
+            raise InputError(
                 "the DataArray has grid information but no voxel coordinates i, j, k; "
                 "pass grid= to place its voxels in store order"
             )
@@ -190,9 +192,9 @@ def _placement(da: xr.DataArray, grid) -> tuple[np.ndarray, np.ndarray, tuple, s
 
         grid = store_grid(grid)
     if not isinstance(grid, Grid):
-        raise TypeError(f"grid must be a brainzarr Grid or a store Dataset, got {type(grid).__name__}")
+        raise InputTypeError(f"grid must be a brainzarr Grid or a store Dataset, got {type(grid).__name__}")
     if own is not None and not _same_grid(own["affine"], own["grid_shape"], grid.affine, grid.shape):
-        raise ValueError(
+        raise InputError(
             "the DataArray comes from another grid than grid= (affine or shape differ); "
             "use from_nifti(to_nifti(da), grid) to resample it"
         )
@@ -202,12 +204,12 @@ def _placement(da: xr.DataArray, grid) -> tuple[np.ndarray, np.ndarray, tuple, s
     if "voxel" in da.coords and np.asarray(da["voxel"].values).dtype.kind in "iu":
         rows = np.asarray(da["voxel"].values).astype(np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= grid.n_voxels):
-            raise ValueError(
+            raise InputError(
                 f"voxel numbers run from {rows.min()} to {rows.max()}, but the grid has {grid.n_voxels} voxels"
             )
         return _check_ijk(grid.ijk[rows], grid.shape), grid.affine, grid.shape, grid.space
     if n != grid.n_voxels:
-        raise ValueError(
+        raise InputError(
             f"the DataArray has {n} voxels and no i, j, k or voxel coordinates; the grid has {grid.n_voxels} voxels"
         )
     return grid.ijk.astype(np.int64), grid.affine, grid.shape, grid.space
@@ -221,10 +223,10 @@ def _like_grid(like) -> tuple[np.ndarray, tuple[int, int, int]]:
     if isinstance(like, Grid):
         return np.asarray(like.affine, float), tuple(like.shape)
     if isinstance(like, str) and not like.endswith(NIFTI_SUFFIXES) and not Path(like).exists():
-        raise ValueError(f"like={like!r} is neither a NIfTI file nor one of FSL's grids ({', '.join(FSL_GRIDS)})")
+        raise InputError(f"like={like!r} is neither a NIfTI file nor one of FSL's grids ({', '.join(FSL_GRIDS)})")
     img, _ = _load(like)
     if len(img.shape) not in (3, 4):
-        raise ValueError(f"like= must be a 3-D or 4-D image, got shape {tuple(img.shape)}")
+        raise InputError(f"like= must be a 3-D or 4-D image, got shape {tuple(img.shape)}")
     return np.asarray(img.affine, float), tuple(int(n) for n in img.shape[:3])
 
 
@@ -242,7 +244,7 @@ def _onto(ijk, affine, shape, like, space, stacklevel=2):
     at = ijk_to_xyz(ijk_to_xyz(ijk, affine), np.linalg.inv(t_affine))
     outside = int((~np.all((at > -0.5) & (at < np.asarray(t_shape) - 0.5), axis=1)).sum())
     if outside == len(ijk):
-        raise ValueError(
+        raise InputError(
             f"none of the {len(ijk):,} voxels lies inside the output grid {t_shape} (its field of view "
             f"{_fmt_box(_fov_box(t_affine, t_shape))} mm): is like= an image in the store's space?"
         )
@@ -269,15 +271,15 @@ def _onto(ijk, affine, shape, like, space, stacklevel=2):
 
 def _other_dim(da: xr.DataArray) -> str | None:
     if not isinstance(da, xr.DataArray):
-        raise TypeError(f"expected an xarray.DataArray, got {type(da).__name__}")
+        raise InputTypeError(f"expected an xarray.DataArray, got {type(da).__name__}")
     if "voxel" not in da.dims:
-        raise ValueError(
+        raise InputError(
             f"the DataArray has no 'voxel' dimension (dims: {da.dims}); only voxel-indexed "
             "data can be written as an image"
         )
     others = [d for d in da.dims if d != "voxel"]
     if len(others) > 1:
-        raise ValueError(
+        raise InputError(
             f"the DataArray has dims {da.dims}: at most one dimension besides 'voxel' can "
             f"become the image's 4th axis; select or reduce over the others, e.g. "
             f"da.sel({others[0]}=...)"
@@ -315,7 +317,7 @@ def _out_dtype(da: xr.DataArray, background: float, dtype) -> np.dtype:
         dtype = np.result_type(da.dtype, np.float32) if np.isnan(background) else da.dtype
     dtype = np.dtype(dtype)
     if np.isnan(background) and dtype.kind != "f":
-        raise ValueError(f"background NaN needs a floating dtype, got {dtype}")
+        raise InputError(f"background NaN needs a floating dtype, got {dtype}")
     return dtype
 
 
@@ -637,10 +639,10 @@ def _pread_all(fd: int, out: np.ndarray, offset: int) -> None:
 def _checked_nifti_path(path) -> Path:
     path = Path(path)
     if not str(path).endswith(NIFTI_SUFFIXES):
-        raise ValueError(f"a NIfTI file name must end in .nii or .nii.gz, got {path.name!r}")
+        raise InputError(f"a NIfTI file name must end in .nii or .nii.gz, got {path.name!r}")
     refuse_output_in_a_store(path)
     if not path.parent.exists():
-        raise FileNotFoundError(f"folder {path.parent} does not exist")
+        raise DataNotFoundError(f"folder {path.parent} does not exist")
     return path
 
 
@@ -668,10 +670,10 @@ def _target_voxels(target):
     if isinstance(target, (xr.Dataset, xr.DataArray)):
         info = grid_info(target)
         if "voxel" not in target.dims:
-            raise ValueError("the target has no 'voxel' dimension")
+            raise InputError("the target has no 'voxel' dimension")
         ijk = _coord_ijk(target)
         if ijk is None:
-            raise ValueError("the target has no voxel coordinates i, j, k; pass a Grid or a store Dataset")
+            raise InputError("the target has no voxel coordinates i, j, k; pass a Grid or a store Dataset")
         ijk = _check_ijk(ijk, info["grid_shape"])
         coords = {name: c.variable for name, c in target.coords.items() if c.dims == ("voxel",)}
         if "voxel" not in coords:
@@ -686,7 +688,7 @@ def _target_voxels(target):
         for n, c in enumerate("xyz"):
             coords.setdefault(c, xr.Variable("voxel", xyz[:, n]))
         return ijk, info["affine"], info["grid_shape"], info.get("space"), coords
-    raise TypeError(
+    raise InputTypeError(
         f"target must be a brainzarr Grid, a store Dataset or a DataArray from a store, got {type(target).__name__}"
     )
 
@@ -725,7 +727,7 @@ def _load(img_or_path):
         return load_volume(img_or_path), Path(img_or_path)
     if isinstance(img_or_path, nib.filebasedimages.FileBasedImage):
         return checked_volume(img_or_path), None
-    raise TypeError(f"expected a NIfTI path or a nibabel image, got {type(img_or_path).__name__}")
+    raise InputTypeError(f"expected a NIfTI path or a nibabel image, got {type(img_or_path).__name__}")
 
 
 #: sub-voxel points looked up at once by :func:`sub_voxel_weights` (memory: ~60-80 bytes each)
@@ -877,7 +879,7 @@ def _check_overlap(
     inside = np.all((src > -1e-3) & (src < np.asarray(img_shape[:3]) - 1 + 1e-3), axis=1)
     if not inside.any():
         tbox = np.column_stack([ijk_to_xyz(ijk, affine).min(axis=0), ijk_to_xyz(ijk, affine).max(axis=0)])
-        raise ValueError(
+        raise InputError(
             f"{where} does not overlap the target's voxels: its field of view "
             f"{_fmt_box(_fov_box(img.affine, img_shape))} mm, the target's voxels "
             f"{_fmt_box(tbox)} mm"
@@ -953,12 +955,12 @@ def from_nifti(
         or an image that does not overlap the target's voxels.
     """
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+        raise InputError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
     ijk, affine, shape, space, coords = _target_voxels(target)
     img, path = _load(img_or_path)
     img_shape = tuple(int(s) for s in img.shape)
     if len(img_shape) not in (3, 4):
-        raise ValueError(f"expected a 3-D or 4-D image, got shape {img_shape}")
+        raise InputError(f"expected a 3-D or 4-D image, got shape {img_shape}")
     meta = _read_meta(img)
     where = f"{path}" if path is not None else "the image"
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import sys
 
+from .exceptions import InputError, InputTypeError
+
 __all__ = ["set_options", "get_options", "current_client", "show_progress"]
 
 
@@ -38,13 +40,13 @@ def _check_progress(value):
     if value == "auto":
         return None
     if value not in (None, True, False):
-        raise ValueError(f"progress must be True, False or None ('auto'), got {value!r}")
+        raise InputError(f"progress must be True, False or None ('auto'), got {value!r}")
     return value
 
 
 def _check_client(value):
     if value is not None and not (hasattr(value, "compute") and hasattr(value, "submit")):
-        raise TypeError(f"client must be a distributed.Client or None, got {type(value).__name__}")
+        raise InputTypeError(f"client must be a distributed.Client or None, got {type(value).__name__}")
     return value
 
 
@@ -64,7 +66,7 @@ class set_options:  # noqa: N801 - a function-like context manager, as xarray's
     def __init__(self, **options):
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
+            raise InputError(f"unknown option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
         checked = {name: _VALIDATORS[name](value) for name, value in options.items()}
         self._old = {name: OPTIONS[name] for name in checked}
         OPTIONS.update(checked)

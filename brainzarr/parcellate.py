@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from ._progress import job
+from .exceptions import DataNotFoundError, InputError, InputTypeError
 from .nifti import _load, from_nifti, refuse_if_not_mni
 from .streaming import block_reduce, block_spans, reusing_buffers
 
@@ -104,14 +105,14 @@ def parcellate(
         :mod:`brainzarr.nifti`).
     """
     if not isinstance(data, xr.DataArray) or "voxel" not in data.dims:
-        raise ValueError("parcellate needs a DataArray with a 'voxel' dimension (e.g. ds.expression)")
+        raise InputError("parcellate needs a DataArray with a 'voxel' dimension (e.g. ds.expression)")
     if data.ndim > 2:
-        raise ValueError(f"parcellate takes (voxel,) or (voxel, d) arrays, got dims {data.dims}")
+        raise InputError(f"parcellate takes (voxel,) or (voxel, d) arrays, got dims {data.dims}")
     if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+        raise InputError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     if strategy not in STRATEGIES:
         why = " (a median needs all of a region's values at once; parcellate streams them)" * (strategy == "median")
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}{why}")
+        raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}{why}")
     if isinstance(atlas, Mapping) and "maps" in atlas:  # a nilearn atlas (a Bunch: maps, lut, ...)
         lut = atlas.get("lut") if lut is None else lut
         atlas = atlas["maps"]
@@ -226,11 +227,11 @@ def region_map(table: xr.DataArray, atlas=None) -> xr.DataArray:
     from .nifti import _target_voxels, mni_mismatch
 
     if not isinstance(table, xr.DataArray) or "region" not in table.dims or table.ndim > 2:
-        raise ValueError("region_map takes a (region,) or (region, d) table, as parcellate gives it")
+        raise InputError("region_map takes a (region,) or (region, d) table, as parcellate gives it")
     if atlas is None:
         atlas = table.attrs.get("atlas")
         if atlas is None or not Path(str(atlas)).is_file():
-            raise ValueError(
+            raise InputError(
                 f"the table's atlas ({atlas!r}) is not a file here: pass atlas= (the image the table was made with)"
             )
     img, path = _load(atlas)
@@ -241,7 +242,7 @@ def region_map(table: xr.DataArray, atlas=None) -> xr.DataArray:
     order = np.argsort(regions, kind="stable")
     index, inside = _region_index(labels, regions[order], int(table.attrs.get("background", 0)))
     if not inside.any():
-        raise ValueError(f"none of the table's regions is a label of {where}")
+        raise InputError(f"none of the table's regions is a label of {where}")
     space = MNI152_SPACE if mni_mismatch(img.affine, labels.shape) is None else "aligned"
     grid = Grid(inside, img.affine, space=space, name=str(where))
     _, _, _, _, coords = _target_voxels(grid)
@@ -286,12 +287,12 @@ def read_lut(lut) -> dict[int, str]:
         pairs = list(lut.items())
     elif isinstance(lut, pd.DataFrame):
         if not {"index", "name"} <= set(lut.columns):
-            raise ValueError(f"a look-up table needs columns 'index' and 'name'; this one has {list(lut.columns)}")
+            raise InputError(f"a look-up table needs columns 'index' and 'name'; this one has {list(lut.columns)}")
         pairs = list(zip(lut["index"], lut["name"], strict=True))
     elif isinstance(lut, (str, Path)):
         pairs = _lut_file(Path(lut))
     else:
-        raise TypeError(f"lut must be a file, a DataFrame or a mapping, got {type(lut).__name__}")
+        raise InputTypeError(f"lut must be a file, a DataFrame or a mapping, got {type(lut).__name__}")
     table: dict[int, str] = {}
     for label, name in pairs:
         try:
@@ -299,9 +300,9 @@ def read_lut(lut) -> dict[int, str]:
         except (TypeError, ValueError):
             number = np.nan
         if not np.isfinite(number) or number != np.rint(number):
-            raise ValueError(f"look-up table label {label!r} is not an integer")
+            raise InputError(f"look-up table label {label!r} is not an integer")
         if int(number) in table:
-            raise ValueError(f"the look-up table names label {int(number)} twice")
+            raise InputError(f"the look-up table names label {int(number)} twice")
         table[int(number)] = name.decode() if isinstance(name, bytes) else str(name)
     return table
 
@@ -310,11 +311,11 @@ def _lut_file(path: Path) -> list:
     """(label, name) rows of a look-up table file: a table with ``index`` and ``name`` columns,
     else FreeSurfer-style ``index name ...`` rows."""
     if not path.is_file():
-        raise FileNotFoundError(f"no look-up table at {path}")
+        raise DataNotFoundError(f"no look-up table at {path}")
     try:
         text = path.read_text()
     except UnicodeDecodeError:
-        raise ValueError(
+        raise InputError(
             f"{path} is not a look-up table: it is not text (an image given as the look-up table?)"
         ) from None
     try:
@@ -328,13 +329,13 @@ def _lut_file(path: Path) -> list:
         fields = line.split("#", 1)[0].split()
         if fields:
             if len(fields) < 2 or not fields[0].lstrip("-").isdigit():
-                raise ValueError(
+                raise InputError(
                     f"{path} is not a look-up table: give columns 'index' and 'name' (a BIDS dseg.tsv), "
                     f"or rows 'index name ...' (FreeSurfer's); it has {line.strip()!r}"
                 )
             rows.append((fields[0], fields[1]))
     if not rows:
-        raise ValueError(f"{path} is empty: a look-up table names the atlas's labels")
+        raise InputError(f"{path} is empty: a look-up table names the atlas's labels")
     return rows
 
 
@@ -356,7 +357,7 @@ def _atlas_volume(img, where) -> np.ndarray:
     values = np.asanyarray(img.dataobj)
     if values.ndim == 4:
         if values.shape[3] != 1:
-            raise ValueError(f"{where} has {values.shape[3]} volumes; an atlas is one volume of integer labels")
+            raise InputError(f"{where} has {values.shape[3]} volumes; an atlas is one volume of integer labels")
         values = values[..., 0]
     return values
 
@@ -365,11 +366,11 @@ def _atlas_labels(values: np.ndarray, where, background) -> np.ndarray:
     """The region labels (sorted) of an atlas volume, refusing one that is not a label image."""
     labels = np.unique(values[np.isfinite(values)])
     if not np.array_equal(labels, np.rint(labels)):
-        raise ValueError(f"{where} holds non-integer values; an atlas is an image of integer region labels")
+        raise InputError(f"{where} holds non-integer values; an atlas is an image of integer region labels")
     labels = labels.astype(np.int64)
     labels = labels[labels != background]
     if not len(labels):
-        raise ValueError(f"{where} has no region: every voxel is the background label {background}")
+        raise InputError(f"{where} has no region: every voxel is the background label {background}")
     return labels
 
 

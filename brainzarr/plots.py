@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from ._atomic import write_file
+from .exceptions import InputError
 from .nifti import _other_dim, to_nifti
 from .store import refuse_output_in_a_store
 
@@ -99,7 +100,7 @@ def _one_map(da: xr.DataArray, grid, cmap, caller: str) -> tuple[nib.Nifti1Image
     refusing an array of several maps."""
     other = _other_dim(da)
     if other is not None:
-        raise ValueError(f"{caller} draws one map: select one entry of {other!r} first, e.g. da.isel({other}=0)")
+        raise InputError(f"{caller} draws one map: select one entry of {other!r} first, e.g. da.isel({other}=0)")
     img = to_nifti(da, grid, background=np.nan)
     values = np.asarray(img.dataobj)
     shown = np.isfinite(values)

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ._deprecation import renamed_kwargs
+from .exceptions import InputError
 
 __all__ = [
     "TailAccumulator",
@@ -57,7 +58,7 @@ class TailAccumulator:
     def __init__(self, n_rows: int, percentiles=(0.01, 99.9)):
         q_lo, q_hi = (p / 100.0 for p in percentiles)
         if not 0 <= q_lo <= q_hi <= 1:
-            raise ValueError(f"percentiles must satisfy 0 <= low <= high <= 100, got {percentiles}")
+            raise InputError(f"percentiles must satisfy 0 <= low <= high <= 100, got {percentiles}")
         self.n_rows = int(n_rows)
         self._lo_rank, self._lo_frac = _rank_window(self.n_rows, q_lo)
         self._hi_rank, self._hi_frac = _rank_window(self.n_rows, q_hi)
@@ -143,7 +144,7 @@ def random_split(n: int, *, test_fraction: float = 0.2, random_state: int = 0) -
 def spatial_blocks(xyz, block_mm: float) -> np.ndarray:
     """Index of the ``block_mm`` cube (on a grid anchored at MNI 0) holding each point."""
     if block_mm <= 0:
-        raise ValueError("block size must be positive")
+        raise InputError("block size must be positive")
     cube = np.floor(np.asarray(xyz, dtype=float) / block_mm).astype(np.int64)
     _, block = np.unique(cube, axis=0, return_inverse=True)
     return block.reshape(-1)
@@ -163,7 +164,7 @@ def blocked_split(
     """
     check_fraction(test_fraction)
     if buffer_mm < 0:
-        raise ValueError(f"buffer_mm must be >= 0, got {buffer_mm}")
+        raise InputError(f"buffer_mm must be >= 0, got {buffer_mm}")
     xyz = np.asarray(xyz, dtype=float)
     block = spatial_blocks(xyz, block_mm)
     counts = np.bincount(block)
@@ -204,9 +205,9 @@ def make_split(scheme: str, xyz, *, test_fraction=0.2, random_state=0, block_mm=
         return blocked_split(
             xyz, block_mm=block_mm, test_fraction=test_fraction, random_state=random_state, buffer_mm=buffer_mm
         )
-    raise ValueError(f"unknown split {scheme!r}; choose from {', '.join(SPLIT_SCHEMES)}")
+    raise InputError(f"unknown split {scheme!r}; choose from {', '.join(SPLIT_SCHEMES)}")
 
 
 def check_fraction(f):
     if not 0 < f < 1:
-        raise ValueError(f"test fraction must be between 0 and 1, got {f}")
+        raise InputError(f"test fraction must be between 0 and 1, got {f}")

@@ -29,7 +29,6 @@ function here takes either a path or a Store (a path is validated, a Store is tr
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -45,7 +44,15 @@ import zarr
 from ._atomic import atomic_directory, remove_stale_partials, stale_partials
 from ._location import StoreLocationError, is_remote, location, open_group, zarr_store
 from ._zarr import checked_compressors, quiet_zarr
-from .exceptions import ResultExistsError, StoreError, StoreExistsError, StoreLockedError
+from .exceptions import (
+    InputError,
+    ResultExistsError,
+    ResultNotFoundError,
+    StoreError,
+    StoreExistsError,
+    StoreLockedError,
+    StoreReadOnlyError,
+)
 from .grid import Grid
 
 __all__ = [
@@ -292,11 +299,11 @@ class Store:
         return is_remote(self.path)
 
     def check_writable(self) -> None:
-        """Raise PermissionError when the store cannot be written (before any computation)."""
+        """Raise StoreReadOnlyError (a PermissionError) when the store cannot be written (before any computation)."""
         if self.remote:
             return  # object storage says so at the first write
         if not os.access(self.path, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, f"the store {self.path} is read-only", str(self.path))
+            raise StoreReadOnlyError(f"the store {self.path} is read-only")
 
 
 def as_store(store, *, allow_incomplete: bool = False) -> Store:
@@ -384,7 +391,7 @@ def grid_info(obj) -> dict:
                 "grid_shape": tuple(int(s) for s in attrs["grid_shape"]),
                 **{k: attrs[k] for k in ("space", "mask", "resolution_mm") if k in attrs},
             }
-    raise ValueError(
+    raise InputError(
         "no grid information (affine, grid_shape): select the data from a brainzarr store, or pass the grid explicitly"
     )
 
@@ -398,7 +405,7 @@ def voxel_coords(ds: xr.Dataset) -> dict:
 def _group_dir(path, group: str):
     group = group.strip("/")
     if not group or ".." in group.split("/"):
-        raise ValueError(f"bad group name {group!r}")
+        raise InputError(f"bad group name {group!r}")
     return location(path) / group
 
 
@@ -507,7 +514,7 @@ def read_group(path, group: str) -> xr.Dataset:
     group = resolve_group(store, group)
     if not _exists(_group_dir(store.path, group) / "zarr.json"):
         groups = ", ".join(list_groups(store)) or "none"
-        raise KeyError(f"no group {group} in {store.path}; groups: {groups}")
+        raise ResultNotFoundError(f"no group {group} in {store.path}; groups: {groups}")
     with quiet_zarr():
         ds = xr.open_zarr(
             zarr_store(store.path),

@@ -10,6 +10,8 @@ import argparse
 import contextlib
 import os
 
+from ..exceptions import ClusterError, InputError, StoreExistsError
+
 __all__ = [
     "positive_int",
     "nonnegative_int",
@@ -85,7 +87,7 @@ def refuse_existing(*paths, overwrite: bool) -> None:
     for) exists and ``--overwrite`` was not given."""
     for path in paths:
         if path is not None and os.path.exists(path) and not overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+            raise StoreExistsError(f"{path} exists", options={"overwrite": True})
 
 
 def refuse_writing_over_inputs(outputs, inputs: dict) -> None:
@@ -97,7 +99,7 @@ def refuse_writing_over_inputs(outputs, inputs: dict) -> None:
         if path is not None and os.path.realpath(path) in read:
             role, source = read[os.path.realpath(path)]
             same = "" if str(source) == str(path) else f" ({source})"
-            raise ValueError(f"{path} is {role}{same}, which this command reads: name the output otherwise")
+            raise InputError(f"{path} is {role}{same}, which this command reads: name the output otherwise")
 
 
 RESOLUTION_HELP = "grid spacing in mm of the MNI152 brain mask (default 8; a --mask has its own grid)"
@@ -127,7 +129,7 @@ def grid_resolution(args) -> int:
         return args.resolution  # the build names what is wrong with the mask
     if not np.allclose(zooms, args.resolution, atol=1e-3):
         size = " x ".join(f"{z:g}" for z in zooms)
-        raise ValueError(
+        raise InputError(
             f"--mask {args.mask} has its own grid ({size} mm voxels), which --resolution {args.resolution} does "
             f"not change: resample the mask to {args.resolution} mm first, or leave --resolution out"
         )
@@ -221,7 +223,7 @@ def dask_client(args):
         try:
             client = Client(address, timeout="10s")
         except (OSError, TimeoutError) as exc:
-            raise ConnectionError(f"cannot reach the dask scheduler at {address} ({exc})") from None
+            raise ClusterError(f"cannot reach the dask scheduler at {address} ({exc})") from None
     else:
         client = Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
     try:

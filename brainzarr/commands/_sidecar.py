@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .._atomic import sidecar_path, write_text
+from ..exceptions import StoreExistsError
 from ._args import refuse_existing, refuse_writing_over_inputs
 
 __all__ = ["image_fields", "refuse_unsafe_outputs", "sidecar_path", "write_sidecar"]
@@ -39,7 +40,7 @@ def _refuse_foreign_sidecars(files: list[Path]) -> None:
     for path in files:
         sidecar = sidecar_path(path)
         if sidecar.exists() and not _written_by_brainzarr(sidecar):
-            raise FileExistsError(
+            raise StoreExistsError(
                 f"{sidecar} exists and brainzarr did not write it: give {path.name} another name "
                 "(its sidecar would replace that file)"
             )

@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..exceptions import DataNotFoundError, InputError
 from ..layout import COMPRESSORS, SHARD_GENES, Layout
 from ..sources import SOURCES
 from ._args import (
@@ -130,14 +131,14 @@ def parse_genes(text):
 
         return read_gene_list(text)
     if Path(text).suffix.lower() in (".txt", ".csv", ".tsv", ".lst") or "/" in text:
-        raise FileNotFoundError(f"no gene list file {text}")
+        raise DataNotFoundError(f"no gene list file {text}")
     return text
 
 
 def source_options(args) -> dict:
     if args.source == "abagen":
         if not args.data_dir and not args.download:
-            raise ValueError("--source abagen needs --data-dir (or --download to fetch the data)")
+            raise InputError("--source abagen needs --data-dir (or --download to fetch the data)")
         return {
             "data_dir": args.data_dir,
             "download": args.download,
@@ -148,7 +149,7 @@ def source_options(args) -> dict:
         }
     if args.source == "parcellated":
         if not args.table or not args.atlas:
-            raise ValueError("--source parcellated needs --table and --atlas")
+            raise InputError("--source parcellated needs --table and --atlas")
         return {"table": args.table, "atlas": args.atlas, "missing_regions": args.missing_regions}
     return {}
 

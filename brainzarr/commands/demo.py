@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .._deprecation import renamed_kwargs
+from ..exceptions import InputError
 from ._args import int_list, mark_output, name_list
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def run_demo(
     seed = whole_number(random_state, "random_state", hint=SEED)
     check_methods(methods, "the demo", also=("xgboost",))  # before anything is written
     if 2 not in dims:
-        raise ValueError(f"the demo predicts its targets from 2-D embeddings: its dims must include 2, got {dims}")
+        raise InputError(f"the demo predicts its targets from 2-D embeddings: its dims must include 2, got {dims}")
     refuse_output_in_a_store(out_dir)
     log(
         f"brainzarr demo: about {EXPECTED_SECONDS // 60} minutes on 2 idle cores (longer on a busy machine); "

@@ -6,6 +6,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from ..exceptions import InputError
 from ._args import (
     add_cluster_arguments,
     add_output_argument,
@@ -24,7 +25,7 @@ def parse_embedding(spec: str) -> tuple[str, list[str]]:
     """'NAME=a.nii.gz,b.nii.gz' -> ('NAME', ['a.nii.gz', 'b.nii.gz'])."""
     name, sep, files = spec.partition("=")
     if not sep or not name.strip() or not files.strip():
-        raise ValueError(f"--embedding takes NAME=file1.nii.gz,file2.nii.gz (or NAME=4d.nii.gz), got {spec!r}")
+        raise InputError(f"--embedding takes NAME=file1.nii.gz,file2.nii.gz (or NAME=4d.nii.gz), got {spec!r}")
     return name.strip(), [f.strip() for f in files.split(",") if f.strip()]
 
 
@@ -48,7 +49,7 @@ def evaluation_options(args) -> dict:
     """Keyword arguments of run_evaluation / write_report from the shared CLI arguments."""
     embeddings = dict(parse_embedding(s) for s in args.embedding or [])
     if len(embeddings) != len(args.embedding or []):
-        raise ValueError("each --embedding NAME must be unique")
+        raise InputError("each --embedding NAME must be unique")
     dims = None if args.dims == ["all"] else tuple(int(d) for d in _split_list(args.dims))
     return {
         "methods": _split_list(args.methods),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..exceptions import InputError, ResultNotFoundError
 from ._args import (
     add_cluster_arguments,
     add_output_argument,
@@ -29,20 +30,20 @@ def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
         try:
             result = read_group(store, group)
         except KeyError as exc:
-            raise KeyError(_not_a_variable(store, var) or exc.args[0]) from None
+            raise ResultNotFoundError(_not_a_variable(store, var) or exc.args[0]) from None
         if name not in result:
-            raise KeyError(
+            raise ResultNotFoundError(
                 _not_a_variable(store, var)
                 or f"{group} has no variable {name}; it has {', '.join(map(str, result.data_vars))}"
             )
         da = result[name]
         if "voxel" not in da.dims:
-            raise ValueError(f"{var} has no voxel dimension (dims {da.dims}); only voxel arrays export")
+            raise InputError(f"{var} has no voxel dimension (dims {da.dims}); only voxel arrays export")
         missing = {k: v for k, v in voxel_coords(ds).items() if k not in da.coords}
         da = da.assign_coords(missing)
     else:
         if var not in ds:
-            raise KeyError(
+            raise ResultNotFoundError(
                 _not_a_variable(store, var)
                 or f"the store has no variable {var}; try 'expression' or a result such as "
                 "representations/<split>/<method>/k<dim>/embedding"
@@ -51,7 +52,7 @@ def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
     if "gene" in da.dims:
         if genes is None:
             if da.sizes["gene"] > 1 and not all_genes:
-                raise ValueError(
+                raise InputError(
                     f"{var} has {da.sizes['gene']:,} genes; choose with --gene (comma-separated genes make a 4-D file)"
                 )
         else:
@@ -104,9 +105,9 @@ def _run(args):
 
     out = Path(args.output)
     if out.is_dir() or str(args.output).endswith(("/", "\\")):
-        raise IsADirectoryError(f"-o {args.output} is a folder; give a file name ending in .nii or .nii.gz")
+        raise InputError(f"-o {args.output} is a folder; give a file name ending in .nii or .nii.gz")
     if not out.name.endswith(NIFTI_SUFFIXES):
-        raise ValueError(f"-o {args.output}: a NIfTI file name must end in .nii or .nii.gz")
+        raise InputError(f"-o {args.output}: a NIfTI file name must end in .nii or .nii.gz")
     if args.like is not None:
         _like_grid(args.like)  # a bad --like fails before anything is read
     from .build import parse_genes

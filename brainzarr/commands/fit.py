@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from ..exceptions import InputError
 from ._args import (
     add_cluster_arguments,
     add_storage_arguments,
@@ -35,7 +36,7 @@ def parse_options(pairs) -> dict:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--option takes NAME=VALUE or METHOD.NAME=VALUE, got {pair!r}")
+            raise InputError(f"--option takes NAME=VALUE or METHOD.NAME=VALUE, got {pair!r}")
         method, _, name = key.rpartition(".")
         try:
             parsed = json.loads(value)
@@ -43,7 +44,7 @@ def parse_options(pairs) -> dict:
             parsed = value
         name = name.replace("-", "_")
         if name in OWN_OPTIONS:
-            raise ValueError(f"--option {key}=...: {name} is set by {OWN_OPTIONS[name]}, for every method")
+            raise InputError(f"--option {key}=...: {name} is set by {OWN_OPTIONS[name]}, for every method")
         out.setdefault(method or None, {})[name] = parsed
     return out
 
@@ -78,7 +79,7 @@ def run_fit(args):
     options = parse_options(args.option)
     bad = [m for m in options if m is not None and m not in methods]
     if bad:
-        raise ValueError(f"--option for {', '.join(bad)}, which is not among --methods")
+        raise InputError(f"--option for {', '.join(bad)}, which is not among --methods")
     params = {method: method_params(method, args, options) for method in methods}
     for name, flag in GENERIC_OPTIONS.items():
         if getattr(args, name) is not None and not any(name in params[m] for m in methods):

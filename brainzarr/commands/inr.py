@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .._atomic import write_file
+from ..exceptions import InputError
 from ._args import (
     add_cluster_arguments,
     add_grid_arguments,
@@ -126,7 +127,7 @@ def _evaluate(args):
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHOD_CHOICES]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_CHOICES)}")
+        raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_CHOICES)}")
     schemes = list(CV_SCHEMES) if args.cv == "both" else [args.cv]
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._atomic import atomic_file
+from ..exceptions import DataNotFoundError, InputError
 from ..sources.parcellated import table_delimiter
 from ._args import (
     add_cluster_arguments,
@@ -27,16 +28,16 @@ def _run(args):
 
     out = Path(args.output)
     if out.is_dir() or out.suffix.lower() not in (".csv", ".tsv"):
-        raise ValueError(f"-o {args.output}: give a file name ending in .csv (or .tsv, tab-separated)")
+        raise InputError(f"-o {args.output}: give a file name ending in .csv (or .tsv, tab-separated)")
     nifti = None if args.nifti is None else _checked_nifti_path(args.nifti)
     inputs = {"the atlas": args.atlas, "the look-up table": args.lut}
     refuse_unsafe_outputs([out, nifti], inputs=inputs, overwrite=args.overwrite)
     if not Path(args.atlas).is_file():
-        raise FileNotFoundError(f"no atlas file at {args.atlas}")
+        raise DataNotFoundError(f"no atlas file at {args.atlas}")
     da = select_variable(store_path(args), args.var, parse_genes(args.gene), all_genes=True)
     args.var = resolved_variable(store_path(args), args.var)
     if args.lut is not None and not Path(args.lut).is_file():
-        raise FileNotFoundError(f"no look-up table at {args.lut}")
+        raise DataNotFoundError(f"no look-up table at {args.lut}")
     one_gene = "gene" in da.coords and da["gene"].ndim == 0
     if one_gene:  # a column named by its gene, as with several (a parcellated build reads it so)
         da = da.expand_dims("gene", axis=-1)

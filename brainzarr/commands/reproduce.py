@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..exceptions import InputError
 from ._args import (
     add_cluster_arguments,
     add_output_argument,
@@ -25,7 +26,7 @@ def _params(text: str | None) -> dict | None:
     try:
         return json.loads(text)
     except ValueError:
-        raise ValueError(
+        raise InputError(
             '--params takes a JSON object such as \'{"ae": {"max_epochs": 50}}\' (names in double quotes), '
             f"got {text!r}"
         ) from None

@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from .._atomic import write_file  # noqa: E402
+from ..exceptions import InputError
 
 __all__ = [
     "plot_embedding_density",
@@ -64,7 +65,7 @@ def _save(fig, path) -> Path:
 def _xy(emb) -> np.ndarray:
     arr = np.asarray(getattr(emb, "values", emb), dtype=float)
     if arr.ndim != 2 or arr.shape[1] < 2:
-        raise ValueError(f"a 2-D embedding needs at least two components, got shape {arr.shape}")
+        raise InputError(f"a 2-D embedding needs at least two components, got shape {arr.shape}")
     return arr[:, :2]
 
 

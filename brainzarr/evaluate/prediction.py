@@ -40,6 +40,7 @@ import pandas as pd
 from .._deprecation import renamed_kwargs
 from .._optional import require
 from .._progress import step
+from ..exceptions import InputError
 from ..preprocess import spatial_blocks
 
 __all__ = [
@@ -75,12 +76,12 @@ def cv_folds(n: int, *, n_splits: int = 5, groups=None, random_state: int = 0) -
 
     if groups is None:
         if n < n_splits:
-            raise ValueError(f"{n} training voxels cannot make {n_splits} CV folds")
+            raise InputError(f"{n} training voxels cannot make {n_splits} CV folds")
         return list(KFold(n_splits, shuffle=True, random_state=random_state).split(np.zeros(n)))
     groups = np.asarray(groups)
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
-        raise ValueError(
+        raise InputError(
             f"the training voxels span {n_groups} spatial blocks, too few for {n_splits} "
             "blocked CV folds; use smaller blocks (block_mm) or fewer folds"
         )
@@ -99,12 +100,12 @@ def parse_grid(spec) -> dict:
         try:
             grid = json.loads(spec)
         except (TypeError, ValueError):
-            raise ValueError(
+            raise InputError(
                 f"grid must be one of {', '.join(GRIDS)} or a JSON object such as "
                 '\'{"max_depth": [3, 6], "n_estimators": [100]}\''
             ) from None
     if not isinstance(grid, dict) or not grid:
-        raise ValueError("the grid must be a non-empty mapping of XGBoost parameter -> values")
+        raise InputError("the grid must be a non-empty mapping of XGBoost parameter -> values")
     return grid
 
 
@@ -113,7 +114,7 @@ def _candidates(grid: dict):
     grid = {k: list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v] for k, v in grid.items()}
     sizes = sorted(int(n) for n in grid.pop("n_estimators", [100]))
     if not sizes or sizes[0] < 1:
-        raise ValueError("n_estimators in the grid must be positive integers")
+        raise InputError("n_estimators in the grid must be positive integers")
     keys = sorted(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))], sizes
 
@@ -224,13 +225,13 @@ def predict_targets(
     groups = None
     if "blocked" in splits:
         if xyz is None:
-            raise ValueError("the blocked split needs voxel coordinates (xyz) for its CV folds")
+            raise InputError("the blocked split needs voxel coordinates (xyz) for its CV folds")
         groups = spatial_blocks(xyz, block_mm)
     tasks = []
     for rep, emb in embeddings.items():
         X = np.asarray(getattr(emb, "values", emb), dtype=np.float32)
         if X.ndim != 2 or len(X) != len(Y):
-            raise ValueError(f"embedding {rep} has shape {X.shape}; expected ({len(Y)}, n_components)")
+            raise InputError(f"embedding {rep} has shape {X.shape}; expected ({len(Y)}, n_components)")
         for t, name in enumerate(target_names):
             for scheme, labels in splits.items():
                 tasks.append((rep, X, name, t, scheme, np.asarray(labels).astype(str)))
@@ -241,7 +242,7 @@ def predict_targets(
         ok = np.isfinite(y) & np.isfinite(X).all(axis=1)
         train, test = np.flatnonzero(ok & (labels == "train")), np.flatnonzero(ok & (labels == "test"))
         if len(test) < 2:
-            raise ValueError(f"{rep} -> {name} ({scheme}): {len(test)} test voxels with data")
+            raise InputError(f"{rep} -> {name} ({scheme}): {len(test)} test voxels with data")
         rows = np.concatenate([train, test])
         Xs, ys = X[rows], y[rows]
         tr, te = np.arange(len(train)), np.arange(len(train), len(rows))

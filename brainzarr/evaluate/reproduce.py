@@ -62,13 +62,13 @@ def check_method_params(method_params, methods, dims) -> dict:
 
     method_params = {} if method_params is None else method_params
     if not isinstance(method_params, dict) or not all(isinstance(p, dict) for p in method_params.values()):
-        raise ValueError(
+        raise InputError(
             "the per-method parameters take {method: {parameter: value}}, e.g. "
             f'{{"ae": {{"max_epochs": 50}}}}, got {method_params!r}'
         )
     other = [m for m in method_params if m not in METHODS]
     if other:
-        raise ValueError(
+        raise InputError(
             f"parameters given for {', '.join(map(str, other))}, which is not a method "
             f"({', '.join(METHODS)}); they go by method: {{method: {{parameter: value}}}}"
         )
@@ -77,7 +77,7 @@ def check_method_params(method_params, methods, dims) -> dict:
             continue
         own = [name for name in JOB_PARAMS if name in params]
         if own:
-            raise ValueError(f"{method}'s {' and '.join(own)}: set by the protocol's dims and seed, for every fit")
+            raise InputError(f"{method}'s {' and '.join(own)}: set by the protocol's dims and seed, for every fit")
         make_model(method, dims[0], **params)
     return method_params
 
@@ -196,10 +196,10 @@ def reproduce_study(
     resolution = float(attrs["resolution_mm"])
     bad = sorted(set(splits) - {"random", "blocked"})
     if bad or not splits:
-        raise ValueError(f"splits must be 'random' and/or 'blocked', got {list(splits)}")
+        raise InputError(f"splits must be 'random' and/or 'blocked', got {list(splits)}")
     kept = [int(d) for d in dims if int(d) < ds.sizes["gene"]]
     if not kept:
-        raise ValueError(f"no dim in {list(dims)} is below the store's {ds.sizes['gene']} genes")
+        raise InputError(f"no dim in {list(dims)} is below the store's {ds.sizes['gene']} genes")
     check_methods(methods, "the study's protocol", also=("xgboost",))  # before any fit
     method_params = check_method_params(method_params, methods, kept)
     if targets is None:  # the synthetic targets need a synthetic store: known before any fit

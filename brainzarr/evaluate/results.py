@@ -120,7 +120,7 @@ def check_fitted(store, methods, found, dims=None) -> None:
 def split_labels(ds: xr.Dataset, scheme: str) -> np.ndarray:
     """'train'/'test' labels of every voxel under ``scheme`` ('random' or 'blocked')."""
     if scheme not in SPLIT_SCHEMES:
-        raise ValueError(f"unknown split {scheme!r}; choose from {', '.join(SPLIT_SCHEMES)}")
+        raise InputError(f"unknown split {scheme!r}; choose from {', '.join(SPLIT_SCHEMES)}")
     return np.asarray(ds[f"split_{scheme}"].values).astype(str)
 
 

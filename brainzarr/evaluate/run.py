@@ -81,7 +81,7 @@ def split_schemes(split: str) -> tuple[str, ...]:
     if split == "both":
         return SPLIT_SCHEMES
     if split not in SPLIT_SCHEMES:
-        raise ValueError(f"split must be 'random', 'blocked' or 'both', got {split!r}")
+        raise InputError(f"split must be 'random', 'blocked' or 'both', got {split!r}")
     return (split,)
 
 
@@ -118,7 +118,7 @@ def _embeddings(store, ds, methods, dims, embeddings, interpolation="linear"):
             }
     for name, files in (embeddings or {}).items():
         if name in reps:
-            raise ValueError(f"embedding name {name} clashes with a store representation; choose another")
+            raise InputError(f"embedding name {name} clashes with a store representation; choose another")
         if isinstance(files, xr.DataArray):
             emb = files
         else:
@@ -200,7 +200,7 @@ def run_evaluation(
     """
     for option, value in (("interpolation", interpolation), ("embedding_interpolation", embedding_interpolation)):
         if value not in INTERPOLATIONS:
-            raise ValueError(f"{option} must be one of {', '.join(INTERPOLATIONS)}, got {value!r}")
+            raise InputError(f"{option} must be one of {', '.join(INTERPOLATIONS)}, got {value!r}")
     methods = [methods] if isinstance(methods, str) else methods
     if embeddings and targets is None:
         raise InputError("an external embedding is only used to predict target maps: give the targets too")
@@ -225,7 +225,7 @@ def run_evaluation(
             store, ds, methods, None if dims is None else tuple(dims), embeddings, embedding_interpolation
         )
         if not reps:
-            raise ValueError(
+            raise InputError(
                 f"{store} holds no embedding at dims {dims} for methods {methods or 'any'}, and no "
                 "external embedding was given; fit representations first (`brainzarr fit`)"
             )

@@ -40,6 +40,7 @@ import numpy as np
 import xarray as xr
 
 from .._deprecation import renamed_kwargs
+from ..exceptions import InputError
 from ..grid import mni152_grid
 from ..sources.synthetic import LATENT_FACTORS, SyntheticModel
 
@@ -80,7 +81,7 @@ def synthetic_target_values(model: SyntheticModel, xyz, names=SYNTHETIC_TARGETS)
     f = {name: u[:, i] for i, name in enumerate(LATENT_FACTORS)}
     unknown = sorted(set(names) - set(SYNTHETIC_TARGETS))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"unknown synthetic target(s) {', '.join(unknown)}; choose from {', '.join(SYNTHETIC_TARGETS)}"
         )
     out = {}
@@ -107,7 +108,7 @@ def model_from_store(store) -> SyntheticModel:
 
     source = check_schema(store).get("provenance", {}).get("source", {})
     if source.get("name") != "synthetic":
-        raise ValueError(
+        raise InputError(
             f"{store} was not built from the synthetic source (source: {source.get('name')}); "
             "synthetic targets need the synthetic truth"
         )

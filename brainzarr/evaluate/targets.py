@@ -28,6 +28,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from ..exceptions import DataNotFoundError, InputError
 from ..nifti import _load as load_image
 from ..nifti import from_nifti, refuse_if_not_mni
 
@@ -53,12 +54,12 @@ def nifti_files(spec) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith("."))
         if not files:
-            raise FileNotFoundError(f"no .nii or .nii.gz files in {path}")
+            raise DataNotFoundError(f"no .nii or .nii.gz files in {path}")
         return files
     if not path.exists():
-        raise FileNotFoundError(f"no such file or directory: {path}")
+        raise DataNotFoundError(f"no such file or directory: {path}")
     if not path.name.endswith(NIFTI_SUFFIXES):
-        raise ValueError(f"{path} is not a NIfTI file (.nii or .nii.gz)")
+        raise InputError(f"{path} is not a NIfTI file (.nii or .nii.gz)")
     return [path]
 
 
@@ -72,7 +73,7 @@ def _resample(data: np.ndarray, affine, support: np.ndarray, ds: xr.Dataset, int
     """Values and coverage on the store's voxels of ``data`` (3-D or 4-D) whose valid voxels are
     ``support`` (the same shape, or 3-D: one brain shared by every volume); see :func:`read_map`."""
     if not support.any():
-        raise ValueError("the image holds no finite non-zero value")
+        raise InputError("the image holds no finite non-zero value")
     keep = support if support.ndim == data.ndim else support[..., None]
     with warnings.catch_warnings():
         # voxels outside the image's field of view come back NaN: they are excluded and counted
@@ -117,11 +118,11 @@ def read_map(img_or_path, ds: xr.Dataset, *, interpolation: str = "linear") -> t
     refuse_if_not_mni(img.affine, img.shape, where, ds)
     data = np.asarray(img.dataobj, dtype=np.float32)
     if data.ndim not in (3, 4):
-        raise ValueError(f"{where}: expected a 3-D or 4-D image, got shape {data.shape}")
+        raise InputError(f"{where}: expected a 3-D or 4-D image, got shape {data.shape}")
     try:
         return _resample(data, img.affine, np.isfinite(data) & (data != 0), ds, interpolation)
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise InputError(f"{where}: {exc}") from None
 
 
 def load_targets(
@@ -172,23 +173,23 @@ def load_targets(
             columns.append(values[:, col])
             sources.append(str(item) if not isinstance(item, nib.spatialimages.SpatialImage) else "image")
     if not names:
-        raise ValueError("no target maps given")
+        raise InputError("no target maps given")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)} (rename the files)")
+        raise InputError(f"target names must be unique; repeated: {', '.join(dupes)} (rename the files)")
     raw = np.column_stack(columns)
     valid = np.isfinite(raw)
     n_valid = valid.sum(axis=0)
     for name, n in zip(names, n_valid):
         if n < min_valid:
-            raise ValueError(
+            raise InputError(
                 f"target {name} has {n} valid voxels on the store's grid (needs {min_valid}); "
                 "is it in MNI space and does it cover the brain?"
             )
     lo, hi = np.nanmin(raw, axis=0), np.nanmax(raw, axis=0)
     constant = [n for n, a, b in zip(names, lo, hi) if not b > a]
     if constant:
-        raise ValueError(f"target(s) {', '.join(constant)} are constant on the store's voxels")
+        raise InputError(f"target(s) {', '.join(constant)} are constant on the store's voxels")
     scaled = ((raw - lo) / (hi - lo)).astype(np.float32)
     coords = {c: store_ds[c] for c in ("voxel", "i", "j", "k", "x", "y", "z", "hemisphere") if c in store_ds.coords}
     coords.update(
@@ -233,11 +234,11 @@ def load_embedding(
         refuse_if_not_mni(img.affine, img.shape, where, store_ds)
         data = np.asarray(img.dataobj, dtype=np.float32)
         if data.ndim not in (3, 4):
-            raise ValueError(f"{where}: expected a 3-D or 4-D image, got shape {data.shape}")
+            raise InputError(f"{where}: expected a 3-D or 4-D image, got shape {data.shape}")
         if affine is None:
             affine, shape = img.affine, data.shape[:3]
         elif data.shape[:3] != shape or not np.allclose(img.affine, affine, atol=1e-4):
-            raise ValueError(f"the components of embedding {name} must share one grid; {where} differs from {paths[0]}")
+            raise InputError(f"the components of embedding {name} must share one grid; {where} differs from {paths[0]}")
         volumes.append(data if data.ndim == 4 else data[..., None])
     data = np.concatenate(volumes, axis=3)
     # one brain for all components: a component may be exactly 0 inside it (NMF often is)
@@ -246,10 +247,10 @@ def load_embedding(
     try:
         values, covered = _resample(data, affine, support, store_ds, interpolation)
     except ValueError as exc:
-        raise ValueError(f"embedding {name}: {exc}") from None
+        raise InputError(f"embedding {name}: {exc}") from None
     keep = covered.all(axis=1) & np.isfinite(values).all(axis=1)
     if keep.sum() < MIN_VALID_VOXELS:
-        raise ValueError(f"embedding {name} covers {keep.sum()} of the store's voxels; is it in MNI space?")
+        raise InputError(f"embedding {name} covers {keep.sum()} of the store's voxels; is it in MNI space?")
     out = np.where(keep[:, None], values, np.nan).astype(np.float32)
     coords = {c: store_ds[c] for c in ("voxel", "i", "j", "k", "x", "y", "z") if c in store_ds.coords}
     coords["component"] = np.arange(1, out.shape[1] + 1)

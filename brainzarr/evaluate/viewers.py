@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from .._atomic import write_text
+from ..exceptions import InputError
 from ..nifti import to_nifti
 
 __all__ = ["write_viewer", "embedding_scatter_svg", "MAX_SCATTER_POINTS"]
@@ -62,7 +63,7 @@ def write_viewer(
     values = np.asarray(da.values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     if finite.size == 0:
-        raise ValueError(f"{title}: the map has no finite value to show")
+        raise InputError(f"{title}: the map has no finite value to show")
     if symmetric is None:
         symmetric = bool(finite.min() < 0 < finite.max())
     cmap = cmap or ("cold_hot" if symmetric else "viridis")

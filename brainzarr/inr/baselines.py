@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._deprecation import renamed_kwargs
 from ..assign import Assignment
+from ..exceptions import InputError
 from ..sources.table import validate_sample_table
 from .genes import gene_positions
 
@@ -34,7 +35,7 @@ class _TableInterpolator(BaseEstimator):
         validate_sample_table(table)
         values = np.asarray(table["expression"].values, dtype=np.float32)
         if not np.isfinite(values).all():
-            raise ValueError(f"{type(self).__name__} needs a complete table (no NaN values)")
+            raise InputError(f"{type(self).__name__} needs a complete table (no NaN values)")
         self.genes_ = table["gene"].values.astype(str)
         self.xyz_ = np.column_stack([table[c].values for c in "xyz"]).astype(float)
         return values
@@ -97,7 +98,7 @@ def kernel_matrix(dist: np.ndarray, length_scale: float, kind: str) -> np.ndarra
         return (1.0 + a + a * a / 3.0) * np.exp(-a)
     if kind == "rbf":
         return np.exp(-0.5 * r * r)
-    raise ValueError(f"unknown kernel {kind!r}; choose from {', '.join(KERNELS)}")
+    raise InputError(f"unknown kernel {kind!r}; choose from {', '.join(KERNELS)}")
 
 
 class KrigingInterpolator(_TableInterpolator):
@@ -141,7 +142,7 @@ class KrigingInterpolator(_TableInterpolator):
 
     def fit(self, table) -> KrigingInterpolator:
         if self.kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {self.kernel!r}; choose from {', '.join(KERNELS)}")
+            raise InputError(f"unknown kernel {self.kernel!r}; choose from {', '.join(KERNELS)}")
         values = self._read_table(table)
         self.mean_ = values.mean(axis=0)
         scale = values.std(axis=0)
@@ -214,4 +215,4 @@ def make_baseline(name: str, *, random_state: int = 0, **params):
         return IDWInterpolator(**params)
     if name == "kriging":
         return KrigingInterpolator(random_state=random_state, **params)
-    raise ValueError(f"unknown baseline {name!r}; choose from nearest, idw, kriging")
+    raise InputError(f"unknown baseline {name!r}; choose from nearest, idw, kriging")

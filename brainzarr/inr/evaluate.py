@@ -22,6 +22,7 @@ import pandas as pd
 
 from .._deprecation import renamed_kwargs
 from .._progress import step
+from ..exceptions import InputError
 from ..preprocess import spatial_blocks
 from .baselines import make_baseline
 from .model import GeneINR
@@ -45,12 +46,12 @@ def make_folds(table, cv: str = "blocks", *, n_folds: int = 5, block_mm: float =
     """
     if cv == "blocks":
         if n_folds < 2:
-            raise ValueError("blocked cross-validation needs at least 2 folds")
+            raise InputError("blocked cross-validation needs at least 2 folds")
         xyz = np.column_stack([table[c].values for c in "xyz"])
         block = spatial_blocks(xyz, block_mm)
         counts = np.bincount(block)
         if len(counts) < n_folds:
-            raise ValueError(f"only {len(counts)} blocks of {block_mm} mm for {n_folds} folds; use smaller blocks")
+            raise InputError(f"only {len(counts)} blocks of {block_mm} mm for {n_folds} folds; use smaller blocks")
         fold_of_block = np.empty(len(counts), dtype=np.int64)
         sizes = np.zeros(n_folds, dtype=np.int64)
         for b in np.random.default_rng(random_state).permutation(len(counts)):
@@ -62,10 +63,10 @@ def make_folds(table, cv: str = "blocks", *, n_folds: int = 5, block_mm: float =
     elif cv == "donors":
         labels, fold = np.unique(table["donor"].values.astype(str), return_inverse=True)
         if len(labels) < 2:
-            raise ValueError("leave-one-donor-out needs at least 2 donors")
+            raise InputError("leave-one-donor-out needs at least 2 donors")
         names = [f"donor{d}" for d in labels]
     else:
-        raise ValueError(f"unknown cv {cv!r}; choose from {', '.join(CV_SCHEMES)}")
+        raise InputError(f"unknown cv {cv!r}; choose from {', '.join(CV_SCHEMES)}")
     return [(name, np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f, name in enumerate(names)]
 
 
@@ -137,7 +138,7 @@ def cross_validate(
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        raise InputError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     if truth is None:
         truth = synthetic_truth(table)
     genes = table["gene"].values.astype(str)

@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..exceptions import InputError
+
 __all__ = ["MNI_CENTER", "MNI_HALF_WIDTH", "scale_coordinates", "tissue_inputs", "location_inputs", "n_inputs"]
 
 MNI_CENTER = np.array([0.0, -18.0, 18.0])
@@ -67,7 +69,7 @@ def _as_points(xyz) -> np.ndarray:
     if xyz.ndim == 1 and xyz.shape == (3,):
         xyz = xyz[None]
     if xyz.ndim != 2 or xyz.shape[1] != 3:
-        raise ValueError(f"locations must be an (n, 3) array of MNI x, y, z in mm, got shape {xyz.shape}")
+        raise InputError(f"locations must be an (n, 3) array of MNI x, y, z in mm, got shape {xyz.shape}")
     if not np.isfinite(xyz).all():
-        raise ValueError("locations must be finite")
+        raise InputError("locations must be finite")
     return xyz

@@ -50,7 +50,7 @@ from .._atomic import atomic_directory
 from .._deprecation import renamed_kwargs
 from .._torch import load_weights_only, require_torch, resolve_device
 from .._validation import SEED, whole_number
-from ..exceptions import InputError, ResultExistsError
+from ..exceptions import DataNotFoundError, InputError, ResultExistsError, StoreExistsError
 from ..sources.table import validate_sample_table
 from .genes import gene_positions
 from .inputs import location_inputs, n_inputs
@@ -188,9 +188,9 @@ class GeneINR(BaseEstimator):
 
     def _check_params(self):
         if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONES)}")
+            raise InputError(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONES)}")
         if self.solver not in SOLVERS:
-            raise ValueError(f"unknown solver {self.solver!r}; choose from {', '.join(SOLVERS)}")
+            raise InputError(f"unknown solver {self.solver!r}; choose from {', '.join(SOLVERS)}")
         for name in (
             "n_features",
             "width",
@@ -203,11 +203,11 @@ class GeneINR(BaseEstimator):
             "n_ensemble",
         ):
             if whole_number(getattr(self, name), name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+                raise InputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         whole_number(self.random_state, "random_state", hint=SEED)
         for name in ("length_scale_mm", "learning_rate", "omega", "donor_penalty"):
             if not float(getattr(self, name)) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+                raise InputError(f"{name} must be positive, got {getattr(self, name)!r}")
 
     def fit(self, table: xr.Dataset, mask=None, *, callback=None) -> GeneINR:
         """Fit on a sample table (``expression (sample, gene)`` with x, y, z, donor, ...).
@@ -230,12 +230,12 @@ class GeneINR(BaseEstimator):
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
             if mask.shape != values.shape:
-                raise ValueError(f"mask has shape {mask.shape}, the table's expression {values.shape}")
+                raise InputError(f"mask has shape {mask.shape}, the table's expression {values.shape}")
             observed &= mask
         counts = observed.sum(axis=0)
         if (counts == 0).any():
             bad = table["gene"].values[counts == 0]
-            raise ValueError(f"{len(bad)} gene(s) have no observed value (e.g. {bad[0]})")
+            raise InputError(f"{len(bad)} gene(s) have no observed value (e.g. {bad[0]})")
         device = resolve_device(self.device)
         xyz = np.column_stack([table[c].values for c in "xyz"]).astype(float)
         self.donors_, donor = np.unique(table["donor"].values.astype(str), return_inverse=True)
@@ -454,14 +454,14 @@ class GeneINR(BaseEstimator):
         path = Path(path)
         config_file = path / "config.json"
         if not config_file.exists():
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"no INR model at {path} (expected {config_file}); fit one with `brainzarr inr fit`"
             )
         config = json.loads(config_file.read_text())
         if config.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{path} is not a brainzarr INR model")
+            raise InputError(f"{path} is not a brainzarr INR model")
         if config.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"{path} has INR model format {config.get('format_version')}; this brainzarr reads "
                 f"{_FORMAT_VERSION}: fit it again"
             )
@@ -522,7 +522,7 @@ def check_save_path(path, *, overwrite: bool = False) -> None:
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return
     if not _is_model_folder(path):
-        raise FileExistsError(f"{path} exists and is not a brainzarr INR model; refusing to replace it")
+        raise StoreExistsError(f"{path} exists and is not a brainzarr INR model; refusing to replace it")
     if not overwrite:
         raise ResultExistsError(f"{path} holds a fitted model", options={"overwrite": True})
 

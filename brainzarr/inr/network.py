@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from .._torch import require_torch
+from ..exceptions import InputError
 from .inputs import MNI_HALF_WIDTH
 
 torch = require_torch("inr")
@@ -164,4 +165,4 @@ def make_backbone(
         )
     if kind == "siren":
         return SirenBackbone(n_inputs, n_features=n_features, width=width, depth=depth, omega=omega)
-    raise ValueError(f"unknown backbone {kind!r}; choose from {', '.join(BACKBONES)}")
+    raise InputError(f"unknown backbone {kind!r}; choose from {', '.join(BACKBONES)}")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..exceptions import InputError
+
 __all__ = ["solve_readout"]
 
 
@@ -53,7 +55,7 @@ def solve_readout(
     n, d = F.shape
     use_donors = donor is not None and n_donors > 0
     if use_donors and donor_penalty <= 0:
-        raise ValueError("donor_penalty must be positive (donor offsets and the intercept are collinear)")
+        raise InputError("donor_penalty must be positive (donor offsets and the intercept are collinear)")
     cols = [F, np.ones((n, 1))]
     if use_donors:
         cols.append(np.eye(n_donors)[np.asarray(donor)])

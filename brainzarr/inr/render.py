@@ -17,6 +17,7 @@ import xarray as xr
 
 from .._deprecation import renamed_kwargs
 from ..build import DEFAULT_CHUNKS, build_store
+from ..exceptions import InputError
 from ..options import set_options
 from ..sources import load_source, make_sample_table
 from .model import GeneINR
@@ -174,7 +175,7 @@ def build_inr_store(
     genes_needed = table["gene"].values.astype(str)
     missing = np.setdiff1d(genes_needed, model.genes_)
     if len(missing):
-        raise ValueError(
+        raise InputError(
             f"the INR model does not know {len(missing)} of the source's genes (e.g. {missing[0]}); "
             "fit it on these genes or choose genes it has"
         )
@@ -196,7 +197,7 @@ def table_from_store(path, *, n_samples: int = 5000, random_state: int = 0) -> x
     ds = open_store(path)
     n_vox = ds.sizes["voxel"]
     if n_samples < 1:
-        raise ValueError("n_samples must be positive")
+        raise InputError("n_samples must be positive")
     rows = (
         np.arange(n_vox)
         if n_samples >= n_vox

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from ..exceptions import InputError
 from .base import Representation, rmse
 
 #: method name (as in store paths and ``--methods``) -> (module, class)
@@ -45,7 +46,7 @@ def check_method_names(methods) -> None:
     if unknown:
         meant = {m: str(m).lower() for m in unknown if str(m).lower() in METHODS}  # 'PCA', as sklearn spells it
         hint = f" (method names are lower case: {', '.join(meant.values())})" if meant else ""
-        raise ValueError(f"unknown method(s) {', '.join(map(str, unknown))}{hint}; choose from {', '.join(METHODS)}")
+        raise InputError(f"unknown method(s) {', '.join(map(str, unknown))}{hint}; choose from {', '.join(METHODS)}")
 
 
 def get_model_class(method: str) -> type[Representation]:

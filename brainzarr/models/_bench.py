@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from ..exceptions import InputError
 from ..streaming import as_array
 from .autoencoder import AutoEncoder
 from .loaders import MemoryLoader, StreamingLoader, load_rows
@@ -49,14 +50,14 @@ def loader_rate(
     if max_rows is not None and X.shape[0] > max_rows:
         X = X[:max_rows]
     if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
+        raise InputError(f"epochs must be at least 1, got {epochs}")
     t0 = time.perf_counter()
     if mode == "memory":
         loader = MemoryLoader(load_rows(X), batch_size, random_state=random_state)
     elif mode == "stream":
         loader = StreamingLoader(X, batch_size, random_state=random_state, **loader_options)
     else:
-        raise ValueError(f"unknown loader mode {mode!r}; choose 'memory' or 'stream'")
+        raise InputError(f"unknown loader mode {mode!r}; choose 'memory' or 'stream'")
     load_s = time.perf_counter() - t0
     rates = []
     for epoch in range(int(epochs)):

@@ -45,7 +45,7 @@ import xarray as xr
 from .._deprecation import renamed_kwargs
 from .._progress import step
 from .._torch import EarlyStopping, float_tensor, load_weights_only, require_torch, resolve_device, save_atomic
-from ..exceptions import CheckpointMismatchError
+from ..exceptions import CheckpointMismatchError, InputError
 from .base import Representation
 from .loaders import MemoryLoader, StreamingLoader, available_memory, load_rows
 
@@ -291,15 +291,15 @@ class AutoEncoder(Representation):
     # ------------------------------------------------------------------ Representation
     def _check_params(self):
         if list(self.hidden) and min(int(h) for h in self.hidden) < 1:
-            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
+            raise InputError(f"hidden widths must be positive, got {self.hidden}")
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.batch_size < 2:
-            raise ValueError("batch_size must be at least 2 (batch norm needs two rows)")
+            raise InputError("batch_size must be at least 2 (batch norm needs two rows)")
         if self.max_epochs < 1 or self.patience < 1:
-            raise ValueError("max_epochs and patience must be at least 1")
+            raise InputError("max_epochs and patience must be at least 1")
         if self.in_memory not in ("auto", True, False):
-            raise ValueError(f"in_memory must be 'auto', True or False, got {self.in_memory!r}")
+            raise InputError(f"in_memory must be 'auto', True or False, got {self.in_memory!r}")
 
     def _setup(self, n_features, device):
         """Network (seeded), optimiser, loss scaler and autocast dtype."""
@@ -379,7 +379,7 @@ class AutoEncoder(Representation):
         self._check_params()
         n_rows, n_features = (int(s) for s in X.shape)
         if n_rows < 3:
-            raise ValueError(f"the auto-encoder needs at least 3 training rows, got {n_rows}")
+            raise InputError(f"the auto-encoder needs at least 3 training rows, got {n_rows}")
         device = resolve_device(self.device)
         in_memory = self._plan_in_memory(4 * n_rows * n_features, device)
         val_idx, train_idx = self._split_rows(n_rows, n_features, runs=not in_memory)

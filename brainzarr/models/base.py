@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._progress import job
 from .._validation import SEED, whole_number
-from ..exceptions import CheckpointMismatchError
+from ..exceptions import CheckpointMismatchError, InputError
 from ..streaming.passes import as_array
 from ..streaming.reader import reusing_buffers
 
@@ -110,16 +110,16 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         arr = as_array(X)
         if isinstance(arr, da.Array):
             if arr.ndim != 2:
-                raise ValueError(f"expected a 2-D (voxels, genes) array, got shape {arr.shape}")
+                raise InputError(f"expected a 2-D (voxels, genes) array, got shape {arr.shape}")
             if reset:
                 self.n_features_in_ = int(arr.shape[1])
             elif int(arr.shape[1]) != self.n_features_in_:
-                raise ValueError(
+                raise InputError(
                     f"X has {arr.shape[1]} features, but {type(self).__name__} is expecting "
                     f"{self.n_features_in_} features as input"
                 )
             if arr.dtype.kind not in "fiub":
-                raise ValueError(f"expected numbers, got dtype {arr.dtype}")
+                raise InputError(f"expected numbers, got dtype {arr.dtype}")
             return arr
         return validate_data(
             self,
@@ -136,11 +136,11 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         labels = _feature_labels(X)
         arr = self._validate_input(X, reset=True)
         if whole_number(self.n_components, "n_components") < 1:
-            raise ValueError(f"n_components must be at least 1, got {self.n_components}")
+            raise InputError(f"n_components must be at least 1, got {self.n_components}")
         if "random_state" in self.get_params(deep=False):
             whole_number(self.random_state, "random_state", hint=SEED)
         if self.__sklearn_tags__().input_tags.positive_only and not isinstance(arr, da.Array) and (arr < 0).any():
-            raise ValueError(f"Negative values in data passed to {type(self).__name__}.fit")
+            raise InputError(f"Negative values in data passed to {type(self).__name__}.fit")
         with job(f"{self.method or type(self).__name__} fit", unit="block"), reusing_buffers():
             self._fit(arr)
         if labels is not None:
@@ -169,7 +169,7 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             if arr.dtype.kind not in "fc":
                 arr = arr.astype(np.float64)
         if arr.ndim != 2 or arr.shape[1] != self._embedding_width():
-            raise ValueError(
+            raise InputError(
                 f"inverse_transform expects ({self._embedding_width()},) components per row, got shape {arr.shape}"
             )
         return self._apply(X, arr, self._inverse_block, self.n_features_in_, getattr(self, "feature_dim_", "gene"))

@@ -41,6 +41,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..exceptions import InputError
 from .knn import NeighbourIndex
 
 __all__ = ["DECODERS", "Decoder", "KNNDecoder", "MLPDecoder", "make_decoder"]
@@ -79,7 +80,7 @@ def make_decoder(kind: str = "knn", options: dict | None = None, *, random_state
         options.setdefault("random_state", random_state)
         options.setdefault("device", device)
         return MLPDecoder(**options)
-    raise ValueError(f"unknown decoder {kind!r}; choose from {', '.join(DECODERS)}")
+    raise InputError(f"unknown decoder {kind!r}; choose from {', '.join(DECODERS)}")
 
 
 class KNNDecoder:
@@ -95,7 +96,7 @@ class KNNDecoder:
 
     def __init__(self, n_neighbors: int = 10):
         if int(n_neighbors) < 1:
-            raise ValueError(f"n_neighbors must be at least 1, got {n_neighbors}")
+            raise InputError(f"n_neighbors must be at least 1, got {n_neighbors}")
         self.n_neighbors = int(n_neighbors)
 
     def fit(self, Z: np.ndarray, T: np.ndarray):
@@ -169,7 +170,7 @@ class MLPDecoder:
         self.random_state = int(random_state)
         self.device = device
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+            raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
 
     def _network(self, n_in: int, n_out: int):
         import torch
@@ -196,7 +197,7 @@ class MLPDecoder:
         n_val = max(1, round(self.val_fraction * len(Z)))
         val, train = order[:n_val], order[n_val:]
         if len(train) == 0:
-            raise ValueError("too few training voxels for the MLP decoder's validation split")
+            raise InputError("too few training voxels for the MLP decoder's validation split")
         torch.manual_seed(self.random_state)
         net = self._network(Z.shape[1], T.shape[1]).to(device)
         Zs = torch.from_numpy((Z - self.z_mean_) / self.z_scale_).to(device)
@@ -257,7 +258,7 @@ class MLPDecoder:
         self.z_scale_ = ds["decoder_z_scale"].values.astype(np.float32)
         n_layers = sum(1 for k in ds.data_vars if str(k).startswith("decoder_weight"))
         if n_layers != len(self.hidden) + 1:
-            raise ValueError(
+            raise InputError(
                 f"stored MLP decoder has {n_layers} layers; hidden={self.hidden} needs {len(self.hidden) + 1}"
             )
         net = self._network(len(self.z_mean_), ds[f"decoder_bias{n_layers - 1}"].size)

@@ -15,6 +15,8 @@ import numpy as np
 from sklearn import config_context
 from sklearn.neighbors import NearestNeighbors
 
+from ..exceptions import InputError
+
 __all__ = ["NeighbourIndex"]
 
 #: working memory (MiB) of scikit-learn's blocked distance computations
@@ -27,7 +29,7 @@ class NeighbourIndex:
     def __init__(self, reference: np.ndarray):
         reference = np.ascontiguousarray(reference, dtype=np.float32)
         if reference.ndim != 2 or len(reference) == 0:
-            raise ValueError(f"need a non-empty 2-D reference, got shape {reference.shape}")
+            raise InputError(f"need a non-empty 2-D reference, got shape {reference.shape}")
         _, counts = np.unique(reference, axis=0, return_counts=True)
         self.n_samples = len(reference)
         self.max_copies = int(counts.max())

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
+from ..exceptions import InputError
 from ..streaming.passes import as_array, take_rows
 from .base import Representation
 from .pca import PCA
@@ -117,7 +118,7 @@ class KernelPCA(Representation):
     # ------------------------------------------------------------------ fitting
     def _fit(self, X):
         if self.kernel != "rbf":
-            raise ValueError(f"only kernel='rbf' is implemented, got {self.kernel!r}")
+            raise InputError(f"only kernel='rbf' is implemented, got {self.kernel!r}")
         n, d = X.shape
         rng = np.random.default_rng(self.random_state)
         m = min(int(self.n_landmarks), n)
@@ -134,7 +135,7 @@ class KernelPCA(Representation):
         self.normalization_ = np.ascontiguousarray(evecs[:, keep] / np.sqrt(evals[keep]), dtype=np.float32)
         r = int(keep.sum())
         if int(self.n_components) > r:
-            raise ValueError(
+            raise InputError(
                 f"n_components={self.n_components} exceeds the rank of the landmark kernel ({r}); "
                 "use more landmarks or a larger gamma"
             )
@@ -271,10 +272,10 @@ def _resolve_gamma(gamma, sq, n_features) -> float:
         return 1.0 / n_features
     if isinstance(gamma, str):
         if gamma != "median":
-            raise ValueError(f"gamma must be a number, None or 'median', got {gamma!r}")
+            raise InputError(f"gamma must be a number, None or 'median', got {gamma!r}")
         off = sq[np.triu_indices(len(sq), 1)]
         med = float(np.median(off)) if off.size else 0.0
         return 1.0 / med if med > 0 else 1.0 / n_features
     if float(gamma) <= 0:
-        raise ValueError("gamma must be positive")
+        raise InputError("gamma must be positive")
     return float(gamma)

@@ -40,6 +40,7 @@ import numpy as np
 
 from .._deprecation import renamed_kwargs
 from .._progress import step
+from ..exceptions import InputError
 from ..streaming import as_array, row_chunks, row_spans, span_reader
 from ..streaming import prefetch as prefetch_spans
 
@@ -79,7 +80,7 @@ def _select(mask, n_rows):
         return None
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != (n_rows,):
-        raise ValueError(f"row mask has shape {mask.shape}, expected ({n_rows},)")
+        raise InputError(f"row mask has shape {mask.shape}, expected ({n_rows},)")
     return mask
 
 

@@ -41,6 +41,7 @@ import xarray as xr
 from sklearn.utils.validation import check_is_fitted
 
 from .._optional import check_installed
+from ..exceptions import InputError
 from .base import Representation
 from .decoder import DECODERS, make_decoder
 from .knn import NeighbourIndex
@@ -79,7 +80,7 @@ class NeighbourEmbedding(Representation):
         n, g = X.shape
         for name in ("pca_components", "decoder_components"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         self._check_params()  # before the PCA pass, so bad settings fail at once
         decoder = self._new_decoder()
         q = min(max(int(self.pca_components), int(self.decoder_components)), n, g)
@@ -112,7 +113,7 @@ class NeighbourEmbedding(Representation):
         if kind is None or kind == self.decoder:
             return None
         if kind not in DECODERS:
-            raise ValueError(f"unknown second_decoder {kind!r}; choose from {', '.join(DECODERS)}")
+            raise InputError(f"unknown second_decoder {kind!r}; choose from {', '.join(DECODERS)}")
         # a smaller, shorter-trained network than decoder="mlp" gets: the second reading is
         # computed by default, so it must stay cheap (seconds at 8 mm, a minute or two at 4 mm)
         options = SECOND_MLP if kind == "mlp" else None

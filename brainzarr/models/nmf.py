@@ -29,6 +29,7 @@ import numpy as np
 from sklearn.decomposition import MiniBatchNMF
 from sklearn.decomposition._nmf import _initialize_nmf
 
+from ..exceptions import InputError
 from ..streaming.passes import block_reduce, cache_if_small, stream_blocks, take_rows
 from .base import Representation
 
@@ -121,12 +122,12 @@ class NMF(Representation):
     def _fit(self, X):
         X, self._block_rows = cache_if_small(X, self.cache_bytes, self.block_rows)
         if int(self.max_epochs) < 1:
-            raise ValueError("max_epochs must be at least 1")
+            raise InputError("max_epochs must be at least 1")
         if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+            raise InputError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         k = int(self.n_components)
         if k > min(X.shape):
-            raise ValueError(f"n_components={k} must be at most min(n_samples, n_features) = {min(X.shape)}")
+            raise InputError(f"n_components={k} must be at most min(n_samples, n_features) = {min(X.shape)}")
         rng = np.random.default_rng(self.random_state)
         fit = self._fit_anls if self.solver == "anls" else self._fit_minibatch
         H, losses = fit(X, rng)
@@ -220,7 +221,7 @@ class NMF(Representation):
 
 def _check_nonnegative(block):
     if block.size and block.min() < 0:
-        raise ValueError("Negative values in data passed to NMF: it needs non-negative data")
+        raise InputError("Negative values in data passed to NMF: it needs non-negative data")
 
 
 def _hals(M, G, R, max_sweeps, tol=0.0, floor=0.0):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from ..exceptions import InputError
 from ..streaming.passes import block_reduce, cache_if_small
 from .base import Representation
 
@@ -106,9 +107,9 @@ class PCA(Representation):
         n, d = X.shape
         k = int(self.n_components)
         if k > min(n, d):
-            raise ValueError(f"n_components={k} must be at most min(n_samples, n_features) = {min(n, d)}")
+            raise InputError(f"n_components={k} must be at most min(n_samples, n_features) = {min(n, d)}")
         if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+            raise InputError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         if self.solver == "covariance":
             evals, evecs, mean, total_var = self._fit_covariance(X)
         else:

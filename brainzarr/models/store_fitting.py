@@ -114,7 +114,7 @@ def split_scheme(store, split: str | None = None) -> str:
     if split is None:
         return str(as_store(store).provenance.get("split", {}).get("scheme", "random"))
     if split not in ("random", "blocked"):
-        raise ValueError(f"split must be 'random' or 'blocked', got {split!r}")
+        raise InputError(f"split must be 'random' or 'blocked', got {split!r}")
     return split
 
 
@@ -168,7 +168,7 @@ def make_model(method: str, n_components: int, *, random_state: int = 0, **param
     names = set(cls._get_param_names())
     unknown = sorted(set(params) - names)
     if unknown:
-        raise ValueError(f"{method} does not take {', '.join(unknown)}; its parameters: {', '.join(sorted(names))}")
+        raise InputError(f"{method} does not take {', '.join(unknown)}; its parameters: {', '.join(sorted(names))}")
     params = {name: _of_the_defaults_kind(method, cls, name, value) for name, value in params.items()}
     if "random_state" in names and "random_state" not in params:
         params["random_state"] = int(random_state)
@@ -207,7 +207,7 @@ def _split_labels(ds: xr.Dataset, split: str | None) -> tuple[str, str, np.ndarr
         scheme = ds.attrs.get("provenance", {}).get("split", {}).get("scheme", "random")
         return scheme, "split", np.asarray(ds["split"].values)
     if split not in ("random", "blocked"):
-        raise ValueError(f"split must be 'random' or 'blocked', got {split!r}")
+        raise InputError(f"split must be 'random' or 'blocked', got {split!r}")
     return split, f"split_{split}", np.asarray(ds[f"split_{split}"].values)
 
 
@@ -233,7 +233,7 @@ def check_fit(
     model = make_model(method, n_components, **dict(params or {}))
     n_genes = int(store.dataset.sizes["gene"])
     if getattr(type(model), "components_within_features", False) and int(n_components) > n_genes:
-        raise ValueError(
+        raise InputError(
             f"{method} with {n_components} components needs at least as many genes; the store has {n_genes}"
         )
     store.check_writable()
@@ -371,7 +371,7 @@ def _fit_store(store, method, dim, overwrite, seed, split, write_reconstruction,
     del labels
     train = in_split == _SPLITS.index("train")
     if not train.any():
-        raise ValueError(f"the store has no training voxels in {split_coord}")
+        raise InputError(f"the store has no training voxels in {split_coord}")
     X = expression_rows(store)  # whole-row blocks, one read each
 
     n_voxels = int(ds.sizes["voxel"])
@@ -516,7 +516,7 @@ def _result_template(ds: xr.Dataset, model, write_reconstruction: bool, rec_layo
     params = model.to_dataset()
     clash = [dim for dim in params.dims if dim in out.dims and params.sizes[dim] != out.sizes[dim]]
     if clash:
-        raise ValueError(
+        raise InputError(
             f"{type(model).__name__}'s parameter arrays use dims {clash} with other sizes "
             "than the result's; rename them"
         )

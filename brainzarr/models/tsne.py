@@ -59,6 +59,7 @@ import numpy as np
 
 from .._optional import require
 from .._progress import step
+from ..exceptions import InputError
 from .neighbour import NeighbourEmbedding
 
 __all__ = ["GRADIENT_METHODS", "TSNE", "barnes_hut_kl_divergence", "exact_kl_divergence", "sampled_kl_divergence"]
@@ -186,9 +187,9 @@ class TSNE(NeighbourEmbedding):
         ``gradient_method_``)."""
         d, method = int(self.n_components), self.negative_gradient_method
         if method not in GRADIENT_METHODS:
-            raise ValueError(f"negative_gradient_method must be one of {GRADIENT_METHODS}, got {method!r}")
+            raise InputError(f"negative_gradient_method must be one of {GRADIENT_METHODS}, got {method!r}")
         if int(self.negative_samples) < 2:
-            raise ValueError(f"negative_samples must be at least 2, got {self.negative_samples}")
+            raise InputError(f"negative_samples must be at least 2, got {self.negative_samples}")
         if method == "auto":
             if d <= MAX_DIM["fft"]:
                 return "fft"
@@ -197,13 +198,13 @@ class TSNE(NeighbourEmbedding):
             on_cpu = resolve_device(self.device).type == "cpu"
             return "sampled" if on_cpu and (n_train or 0) > EXACT_MAX_N else "exact"
         if method == "fft" and d > MAX_DIM["fft"]:
-            raise ValueError(
+            raise InputError(
                 f"negative_gradient_method='fft' (openTSNE's interpolation) supports 1-2 "
                 f"dimensions, not n_components={d}; use 'exact' (any dimension, O(n^2) per "
                 "iteration) or 'auto'"
             )
         if method == "bh" and d > MAX_DIM["bh"]:
-            raise ValueError(
+            raise InputError(
                 f"negative_gradient_method='bh' is limited to {MAX_DIM['bh']} dimensions "
                 f"(openTSNE's Barnes-Hut tree has 2^d children per node: unstable, and slower "
                 f"than 'exact' above that), not n_components={d}; use 'exact' or 'auto'"
@@ -234,7 +235,7 @@ class TSNE(NeighbourEmbedding):
         d, n = int(self.n_components), len(S)
         method = self._gradient_method(n)
         if n < 4:
-            raise ValueError(f"t-SNE needs at least 4 training voxels, got {n}")
+            raise InputError(f"t-SNE needs at least 4 training voxels, got {n}")
         affinities = PerplexityBasedNN(
             S,
             perplexity=min(float(self.perplexity), (n - 1) / 3),
@@ -375,7 +376,7 @@ def exact_kl_divergence(device="cpu"):
 
     def kl_divergence_exact(embedding, P, dof=1, reference_embedding=None, should_eval_error=False, n_jobs=1, **_):
         if dof != 1:
-            raise ValueError("the exact t-SNE gradient is implemented for dof=1 (Cauchy kernel) only")
+            raise InputError("the exact t-SNE gradient is implemented for dof=1 (Cauchy kernel) only")
         pairwise = reference_embedding is None
         Y = np.ascontiguousarray(embedding, dtype=np.float64)
         R = Y if pairwise else np.ascontiguousarray(reference_embedding, dtype=np.float64)
@@ -409,7 +410,7 @@ def sampled_kl_divergence(device="cpu", n_samples: int = 1024, random_state: int
         embedding, P, dof=1, reference_embedding=None, should_eval_error=False, n_jobs=1, **kwargs
     ):
         if dof != 1:
-            raise ValueError("the sampled t-SNE gradient is implemented for dof=1 (Cauchy kernel) only")
+            raise InputError("the sampled t-SNE gradient is implemented for dof=1 (Cauchy kernel) only")
         Y = np.ascontiguousarray(embedding, dtype=np.float64)
         if reference_embedding is None:
             n = len(Y)
@@ -498,7 +499,7 @@ def barnes_hut_kl_divergence(
     from openTSNE.quad_tree import QuadTree
 
     if dof != 1:
-        raise ValueError("brainzarr's t-SNE uses dof=1 (Cauchy kernel) only")
+        raise InputError("brainzarr's t-SNE uses dof=1 (Cauchy kernel) only")
     pairwise = reference_embedding is None
     R = embedding if pairwise else reference_embedding
     gradient = np.zeros_like(embedding, dtype=np.float64, order="C")

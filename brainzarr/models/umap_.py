@@ -43,6 +43,7 @@ import warnings
 import numpy as np
 
 from .._optional import require
+from ..exceptions import InputError
 from .knn import NeighbourIndex
 from .neighbour import NeighbourEmbedding
 
@@ -143,9 +144,9 @@ class UMAP(NeighbourEmbedding):
     # ------------------------------------------------------------------ fitting
     def _check_params(self):
         if int(self.n_neighbors) < 2:
-            raise ValueError(f"n_neighbors must be at least 2, got {self.n_neighbors}")
+            raise InputError(f"n_neighbors must be at least 2, got {self.n_neighbors}")
         if int(self.transform_n_epochs) < 1:
-            raise ValueError(f"transform_n_epochs must be at least 1, got {self.transform_n_epochs}")
+            raise InputError(f"transform_n_epochs must be at least 1, got {self.transform_n_epochs}")
 
     def _embed(self, S):
         umap = require("umap", "UMAP")
@@ -153,7 +154,7 @@ class UMAP(NeighbourEmbedding):
         n, d = len(S), int(self.n_components)
         k = int(self.n_neighbors)
         if n <= max(k, d + 1):
-            raise ValueError(
+            raise InputError(
                 f"UMAP with n_neighbors={k} and n_components={d} needs more than "
                 f"{max(k, d + 1)} training voxels, got {n}"
             )

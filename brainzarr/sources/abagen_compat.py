@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from ..exceptions import InputError
+
 __all__ = [
     "PROBE_SELECTIONS",
     "DonorProbes",
@@ -77,9 +79,9 @@ class DonorProbes:
         self.columns = np.asarray(self.columns, dtype=np.intp)
         self.structure_id = np.asarray(self.structure_id)
         if self.columns.shape != self.structure_id.shape:
-            raise ValueError("columns and structure_id need one entry per annotation row")
+            raise InputError("columns and structure_id need one entry per annotation row")
         if self.columns.size and (self.columns.min() < 0 or self.columns.max() >= self.values.shape[1]):
-            raise ValueError("annotation rows point at columns outside the expression matrix")
+            raise InputError("annotation rows point at columns outside the expression matrix")
 
 
 @dataclass
@@ -142,7 +144,7 @@ def spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(a) != len(b):
-        raise ValueError("arrays need the same number of rows")
+        raise InputError("arrays need the same number of rows")
     if len(a) < 2:
         return np.full(a.shape[1], np.nan)
     ra, rb = rankdata(a, axis=0), rankdata(b, axis=0)
@@ -156,7 +158,7 @@ def diff_stability(donors: list[DonorProbes]) -> np.ndarray:
     """Differential stability of every probe: mean over donor pairs of the Spearman
     correlation of its structure-averaged expression across the pair's common structures."""
     if len(donors) < 2:
-        raise ValueError("diff_stability needs at least two donors")
+        raise InputError("diff_stability needs at least two donors")
     region = [region_average(d) for d in donors]
     n_probes = donors[0].values.shape[0]
     pairs = list(itertools.combinations(region, 2))
@@ -208,13 +210,13 @@ def collapse_probes(
     method : one of :data:`PROBE_SELECTIONS`
     """
     if method not in PROBE_SELECTIONS:
-        raise ValueError(f"probe_selection {method!r} is not supported; use one of {list(PROBE_SELECTIONS)}")
+        raise InputError(f"probe_selection {method!r} is not supported; use one of {list(PROBE_SELECTIONS)}")
     gene_symbol = np.asarray(gene_symbol).astype(str)
     probe_id = np.asarray(probe_id)
     if not donors:
-        raise ValueError("no donors")
+        raise InputError("no donors")
     if any(d.values.shape[0] != len(gene_symbol) for d in donors):
-        raise ValueError("every donor needs one row per probe")
+        raise InputError("every donor needs one row per probe")
     genes_all, gene_of_row, n_per_gene = np.unique(gene_symbol, return_inverse=True, return_counts=True)
     if method in ("average", "mean"):
         order = np.argsort(gene_of_row, kind="stable")

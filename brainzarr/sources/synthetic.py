@@ -37,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from .._deprecation import renamed_kwargs
+from ..exceptions import InputError
 from .abagen_data import corrected_coordinates, study_gene_symbols
 from .table import make_sample_table, resolve_genes
 
@@ -235,7 +236,7 @@ def load_synthetic(genes=None, *, random_state: int = 0, donors=None, **model_op
         donors = [str(d) for d in donors]
         unknown = sorted(set(donors) - set(sites["donor"]))
         if unknown:
-            raise ValueError(f"unknown donor(s) {unknown}; AHBA donors are {sorted(set(sites['donor']))}")
+            raise InputError(f"unknown donor(s) {unknown}; AHBA donors are {sorted(set(sites['donor']))}")
         sites = sites[sites["donor"].isin(donors)]
     xyz = sites[["x", "y", "z"]].to_numpy()
     latent = model.latent(xyz)

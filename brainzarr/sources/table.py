@@ -17,11 +17,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..exceptions import InputError, UnknownGeneError
+
 __all__ = ["make_sample_table", "read_gene_list", "resolve_genes", "validate_sample_table", "UnknownGeneError"]
-
-
-class UnknownGeneError(ValueError):
-    """A requested gene symbol is not in the source."""
 
 
 def hemisphere_of(x) -> np.ndarray:
@@ -69,17 +67,17 @@ def make_sample_table(
 def validate_sample_table(table: xr.Dataset) -> None:
     """Raise ValueError unless ``table`` has the sample-table schema."""
     if "expression" not in table or table["expression"].dims != ("sample", "gene"):
-        raise ValueError("a sample table needs expression with dims (sample, gene)")
+        raise InputError("a sample table needs expression with dims (sample, gene)")
     missing = [c for c in ("x", "y", "z", "donor", "hemisphere", "structure", "gene") if c not in table.coords]
     if missing:
-        raise ValueError(f"a sample table needs the coordinates {missing}")
+        raise InputError(f"a sample table needs the coordinates {missing}")
     if table.sizes["sample"] == 0 or table.sizes["gene"] == 0:
-        raise ValueError("the sample table is empty")
+        raise InputError("the sample table is empty")
     genes = table["gene"].values
     if len(set(genes)) != len(genes):
-        raise ValueError("gene symbols in a sample table must be unique")
+        raise InputError("gene symbols in a sample table must be unique")
     if not np.all(np.isfinite(np.column_stack([table[c].values for c in "xyz"]))):
-        raise ValueError("sample coordinates must be finite")
+        raise InputError("sample coordinates must be finite")
 
 
 #: a gene list file's column header (as pandas writes one, or abagen names its columns): not a gene
@@ -97,7 +95,7 @@ def read_gene_list(path) -> list[str]:
         lines = lines[1:]
     symbols = [g for g in re.split(r"[\s,;]+", "\n".join(lines)) if g]
     if not symbols:
-        raise ValueError(f"{path} lists no genes")
+        raise InputError(f"{path} lists no genes")
     return symbols
 
 
@@ -123,14 +121,14 @@ def resolve_genes(genes, available) -> list[str]:
         return available
     if isinstance(genes, (int, np.integer)) and not isinstance(genes, bool):
         if not 1 <= genes <= len(available):
-            raise ValueError(f"asked for {genes:,} genes; this source has 1 to {len(available):,}")
+            raise InputError(f"asked for {genes:,} genes; this source has 1 to {len(available):,}")
         pick = np.unique(np.linspace(0, len(available) - 1, int(genes)).round().astype(int))
         return [available[i] for i in pick]
     if isinstance(genes, str):
         genes = [g.strip() for g in genes.split(",") if g.strip()]
     genes = [str(g) for g in genes]
     if not genes:
-        raise ValueError("the gene list is empty")
+        raise InputError("the gene list is empty")
     known = set(available)
     unknown = [g for g in genes if g not in known]
     if unknown:
@@ -145,5 +143,5 @@ def resolve_genes(genes, available) -> list[str]:
         )
     if len(set(genes)) != len(genes):
         twice = sorted(g for g, n in collections.Counter(genes).items() if n > 1)
-        raise ValueError(f"the gene list names {', '.join(twice[:5])}{' ...' * (len(twice) > 5)} more than once")
+        raise InputError(f"the gene list names {', '.join(twice[:5])}{' ...' * (len(twice) > 5)} more than once")
     return genes

@@ -28,6 +28,7 @@ from dask.callbacks import Callback
 from dask.system import CPU_COUNT
 
 from .._progress import step
+from ..exceptions import InputError
 from ..options import current_client
 from .reader import reusing_buffers
 from .spans import row_spans
@@ -256,7 +257,7 @@ def block_reduce(
     if per_block is not None:
         per_block, n_blocks = list(per_block), len(_spans_of(X, block_rows))
         if len(per_block) != n_blocks:
-            raise ValueError(f"per_block has {len(per_block)} items for {n_blocks} row blocks")
+            raise InputError(f"per_block has {len(per_block)} items for {n_blocks} row blocks")
     client = current_client()
     if client is not None and isinstance(X, da.Array):
         return _distributed_reduce(X, fn, block_rows, client, desc, combine, per_block)
@@ -265,7 +266,7 @@ def block_reduce(
         part = fn(block) if per_block is None else fn(block, per_block[i])
         total = part if total is None else combine(total, part)
     if total is None:
-        raise ValueError("cannot stream an array with no rows")
+        raise InputError("cannot stream an array with no rows")
     return total
 
 

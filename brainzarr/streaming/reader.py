@@ -37,7 +37,7 @@ import zarr
 
 from .._location import location, zarr_store
 from .._zarr import quiet_zarr, verify_crc32c
-from ..exceptions import ChunkError
+from ..exceptions import ChunkError, InputError
 from ..options import current_client
 from .unpack import unpack_chunks, unpack_into
 
@@ -246,7 +246,7 @@ class RowBlockReader:
                 root = location(self.path)
                 array = zarr.open_array(zarr_store(root.parent), path=root.name, mode="r")
             if array.ndim != 2:
-                raise ValueError(f"{self.path} has {array.ndim} dimensions; RowBlockReader reads 2-D arrays")
+                raise InputError(f"{self.path} has {array.ndim} dimensions; RowBlockReader reads 2-D arrays")
             self._local.array = array
             self._local.layout = _direct_layout(array) if self.direct else None
         return array
@@ -276,14 +276,14 @@ class RowBlockReader:
         if keep is not None:
             keep = np.asarray(keep, dtype=bool)
             if keep.shape != (b - a,):
-                raise ValueError(f"keep has shape {keep.shape}, expected ({b - a},)")
+                raise InputError(f"keep has shape {keep.shape}, expected ({b - a},)")
             if keep.all():
                 keep = None
         rows = b - a if keep is None else int(keep.sum())
         layout = self._direct(a, b)
         if out is not None:
             if out.shape != (rows, width) or out.dtype != self.dtype or not out.flags.c_contiguous:
-                raise ValueError(
+                raise InputError(
                     f"out must be a C-contiguous {self.dtype} array of shape {(rows, width)}, "
                     f"not {out.dtype} {out.shape}"
                 )

@@ -9,6 +9,7 @@ import zarr
 
 from .._location import zarr_store
 from .._zarr import quiet_zarr
+from ..exceptions import InputError
 from ..store import as_store
 from .direct import direct_reads, register_direct
 from .reader import RowBlockReader
@@ -48,7 +49,7 @@ def expression_rows(store, rows: int | None = None, mask=None, *, variable: str 
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (n,):
-            raise ValueError(f"row mask has shape {mask.shape}, expected ({n},)")
+            raise InputError(f"row mask has shape {mask.shape}, expected ({n},)")
     reader = RowBlockReader(path)
     dtype = reader.dtype  # float32 for packed arrays
     where = str(path) if "://" in str(path) else str(path.resolve())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..exceptions import InputError
+
 __all__ = ["row_spans", "row_chunks"]
 
 
@@ -41,7 +43,7 @@ def row_spans(
         Join whole consecutive chunks into one span while it stays within ``read_rows``.
     """
     if int(align) < 1:
-        raise ValueError(f"align (block_rows) must be at least 1, got {align}")
+        raise InputError(f"align (block_rows) must be at least 1, got {align}")
     bounds = np.cumsum((0, *tuple(chunks))) if chunks else np.array([0, n_rows])
     if read_rows is None:
         read_rows = int(max(np.diff(bounds))) if chunks else max(int(n_rows), 1)

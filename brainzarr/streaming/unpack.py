@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..exceptions import MissingDependencyError
+
 __all__ = ["unpack_chunks", "unpack_into", "compiled"]
 
 #: block rows unpacked across all of a task's chunks before moving down: each output row
@@ -123,7 +125,7 @@ def unpack_chunks(src, out, c0s, scale, offset, r0, r1, dest, *, use_numba: bool
     if use_numba is None:
         use_numba = compiled()
     elif use_numba and not compiled():
-        raise ImportError("use_numba=True needs numba: pip install 'brainzarr[fast]'")
+        raise MissingDependencyError("use_numba=True needs numba: pip install 'brainzarr[fast]'")
     if use_numba and out.flags.c_contiguous and src.flags.c_contiguous:
         _compiled_kernel()(src, out, np.asarray(c0s, dtype=np.int64), scale, offset, int(r0), int(r1), dest, STRIP)
     else:
