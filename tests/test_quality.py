@@ -234,3 +234,19 @@ def test_every_benchmark_table_says_date_machine_and_load():
     for section in sections:
         stamp = next((line for line in section.splitlines() if line.startswith("*Measured ")), "")
         assert stamp and "machine" in stamp and ("idle" in stamp or "contended" in stamp), section[:80]
+
+
+def test_the_package_version_is_the_changelogs_newest():
+    """A build of the tree says which release it leads to (0.2.0.dev0 before 0.2.0), in ``--version``,
+    the report and every NIfTI sidecar, as the CHANGELOG's newest heading does."""
+    import tomllib
+
+    from packaging.version import Version
+
+    version = Version(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
+    heading = re.search(r"^## (.+)$", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE).group(1)
+    number = Version(re.search(r"\d+\.\d+\.\d+", heading).group(0))
+    if heading.startswith("Unreleased"):
+        assert version.is_devrelease and version.release == number.release, (str(version), heading)
+    else:
+        assert version == number, (str(version), heading)
