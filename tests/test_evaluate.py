@@ -424,6 +424,33 @@ def test_embeddings_and_targets_that_cannot_be_used_are_refused_before_anything_
         assert {path: path.stat().st_mtime_ns for path in Path(copy).rglob("*")} == files
 
 
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_synthetic_targets_made_for_a_job_that_refuses_are_taken_back(store, tmp_path, capsys, command):
+    """``--targets synthetic`` writes its maps into OUT/synthetic_targets before the job's own
+    checks; a refusal removes them and the folders made for them, and nothing a user had."""
+    argv = [command, str(store), "--targets", "synthetic", "--dims", "7", "--no-store"]
+    out = tmp_path / "eval"
+    assert main([*argv, "-o", str(out)]) == 1
+    assert "holds no embedding at dims (7,)" in capsys.readouterr().err
+    assert not out.exists()
+    earlier = tmp_path / "earlier"
+    (earlier / "synthetic_targets").mkdir(parents=True)
+    (earlier / "notes.txt").write_text("a user's")
+    (earlier / "synthetic_targets" / "mine.nii.gz").write_bytes(b"a user's")
+    assert main([*argv, "-o", str(earlier)]) == 1
+    assert sorted(p.name for p in earlier.rglob("*")) == [
+        "expression_program.nii.gz",  # in a folder that was there: kept, as an earlier run's would be
+        "field_interaction.nii.gz",
+        "mine.nii.gz",
+        "myelin_like.nii.gz",
+        "notes.txt",
+        "receptor_gradient.nii.gz",
+        "spatial_control.nii.gz",
+        "synthetic_targets",
+    ]
+    assert (earlier / "notes.txt").read_text() == "a user's"
+
+
 def test_an_output_folder_inside_the_store_is_refused_in_python_too(store, tmp_path):
     from brainzarr.evaluate import reproduce_study
 

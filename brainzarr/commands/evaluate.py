@@ -33,16 +33,30 @@ def _split_list(values):
     return None if values is None else [v for item in values for v in str(item).split(",") if v]
 
 
-def resolve_targets(targets, store, out_dir):
-    """The --targets argument: files/directories, or 'synthetic' (maps made from a synthetic store's
-    truth, written to OUT/synthetic_targets/)."""
-    if targets is None:
-        return None
-    if targets == ["synthetic"] and not Path("synthetic").exists():
-        from ..evaluate.synthetic_targets import write_synthetic_targets
+@contextlib.contextmanager
+def resolved_targets(targets, store, out_dir):
+    """The --targets argument: files/directories, or 'synthetic': maps made from a synthetic
+    store's truth, written to OUT/synthetic_targets/. A job that then refuses (or fails) takes
+    them back, with the folders it made for them, so that a refusal leaves nothing behind."""
+    if targets != ["synthetic"] or Path("synthetic").exists():
+        yield targets
+        return
+    from ..evaluate.synthetic_targets import write_synthetic_targets
 
-        return write_synthetic_targets(Path(out_dir) / "synthetic_targets", store=store)
-    return targets
+    out_dir = Path(out_dir)
+    folder = out_dir / "synthetic_targets"
+    made = [path for path in (folder, out_dir) if not path.exists()]
+    paths = write_synthetic_targets(folder, store=store)
+    try:
+        yield paths
+    except BaseException:
+        if folder in made:  # maps an earlier run left in a folder that was there stay
+            for file in paths:
+                file.unlink(missing_ok=True)
+            for path in made:  # a folder the job wrote its own files into stays
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        raise
 
 
 def evaluation_options(args) -> dict:
@@ -167,11 +181,11 @@ def _run(args):
     options = evaluation_options(args)
     store = store_path(args)
     check_schema(store)  # a missing store is the one line printed, not after the line below
-    targets = resolve_targets(args.targets, store, args.out)
-    if targets is None and not options["embeddings"]:
+    if args.targets is None and not options["embeddings"]:
         log.info("no --targets given: writing the reconstruction table only")
-    with dask_client(args), warn_if_the_saved_evaluation_shrinks(store):
-        result = run_evaluation(store, targets, args.out, **options)
+    with resolved_targets(args.targets, store, args.out) as targets:
+        with dask_client(args), warn_if_the_saved_evaluation_shrinks(store):
+            result = run_evaluation(store, targets, args.out, **options)
     print(result.describe())
     log.info("evaluation finished in %.0f s", result.seconds)
 

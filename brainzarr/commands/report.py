@@ -5,7 +5,7 @@ from __future__ import annotations
 from .evaluate import (
     add_evaluation_arguments,
     evaluation_options,
-    resolve_targets,
+    resolved_targets,
     warn_if_the_saved_evaluation_shrinks,
 )
 
@@ -17,9 +17,9 @@ def _run(args):
     from ._args import dask_client, store_path
 
     store = store_path(args)
-    targets = resolve_targets(args.targets, store, args.out)
-    with dask_client(args), warn_if_the_saved_evaluation_shrinks(store):
-        index = write_report(store, args.out, targets, gene=args.gene, **options)
+    with resolved_targets(args.targets, store, args.out) as targets:
+        with dask_client(args), warn_if_the_saved_evaluation_shrinks(store):
+            index = write_report(store, args.out, targets, gene=args.gene, **options)
     print(f"wrote {index}  (open it in a browser; figures and viewers in {index.parent})")
 
 
