@@ -46,6 +46,7 @@ from ._location import StoreLocationError, is_remote, location, open_group, zarr
 from ._zarr import checked_compressors, quiet_zarr
 from .exceptions import (
     InputError,
+    InputTypeError,
     ResultExistsError,
     ResultNotFoundError,
     StoreError,
@@ -410,8 +411,16 @@ def _group_dir(path, group: str):
 
 
 def list_groups(path, prefix: str = "representations") -> list[str]:
-    """Result groups under ``prefix`` that hold arrays (e.g. 'representations/pca/k8')."""
+    """Result groups under ``prefix`` that hold arrays (e.g. 'representations/pca/k8').
+
+    Raises
+    ------
+    StoreError
+        Nothing is at ``path`` (a mistyped path lists no groups otherwise).
+    """
     root = location(path.path if isinstance(path, Store) else path)
+    if not _exists(root):
+        raise StoreError(f"no store at {root}")
     if is_remote(root):
         return _list_groups_remote(root, prefix)
     base = _group_dir(root, prefix)
@@ -470,6 +479,8 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
     information is attached to coordinate ``i`` when the data has voxel coordinates.
     """
     store = as_store(path)
+    if not isinstance(data, (xr.Dataset, xr.DataArray)):
+        raise InputTypeError(f"write_group writes an xarray Dataset or DataArray, got {type(data).__name__}")
     ds = data.to_dataset(name=data.name or "data") if isinstance(data, xr.DataArray) else data
     if attrs:
         ds = ds.assign_attrs(**attrs)

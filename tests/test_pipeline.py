@@ -207,6 +207,8 @@ def test_parameter_errors_are_clear(store):
     assert code == 1
     with pytest.raises(ValueError, match="unknown method"):
         fit_store(store, "svd", 2)
+    with pytest.raises(TypeError, match=r"method is one name such as 'pca', got list \['pca', 'nmf'\]"):
+        fit_store(store, ["pca", "nmf"], 2)
     with pytest.raises(ValueError, match="split"):
         fit_store(store, "pca", 5, split="diagonal")
 

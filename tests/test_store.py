@@ -87,6 +87,10 @@ def test_write_and_read_a_labelled_result(small_store):
     plain = xr.open_zarr(str(small_store), group="representations/test/k1", consolidated=False)
     assert "mean_expression" in plain
     assert "representations/test/k1" in list_groups(small_store)
+    with pytest.raises(StoreError, match="no store at"):  # a mistyped path lists no groups otherwise
+        list_groups(small_store.parent / "typo.zarr")
+    with pytest.raises(TypeError, match="an xarray Dataset or DataArray, got ndarray"):
+        write_group(small_store, "representations/test/k2", mean_map.values)
     with pytest.raises(ResultExistsError, match="overwrite"):
         write_group(small_store, "representations/test/k1", mean_map)
     write_group(small_store, "representations/test/k1", (mean_map * 2).rename("mean_expression"), overwrite=True)

@@ -54,6 +54,7 @@ from .._zarr import checked_compressors, quiet_zarr
 from ..exceptions import (
     CheckpointMismatchError,
     InputError,
+    InputTypeError,
     MethodUnavailableError,
     ResultExistsError,
     ResultNotFoundError,
@@ -121,6 +122,10 @@ def split_scheme(store, split: str | None = None) -> str:
 def model_class(method: str):
     """The estimator class of ``method``, with a clear error when it cannot be imported or a
     package its fit needs is not installed (checked without importing it)."""
+    if not isinstance(method, str):
+        raise InputTypeError(
+            f"method is one name such as 'pca', got {type(method).__name__} {method!r}: fit one method per call"
+        )
     check_installed(REQUIRES.get(method, ()), f"method {method!r}", error=MethodUnavailableError)
     try:
         return get_model_class(method)
