@@ -34,6 +34,7 @@ import xarray as xr
 
 from ._atomic import write_file
 from ._disk import human, require_free
+from .exceptions import InputError
 from .store import refuse_output_in_a_store
 
 __all__ = ["to_netcdf", "netcdf_attrs", "netcdf_engine"]
@@ -64,8 +65,12 @@ def to_netcdf(obj: xr.Dataset | xr.DataArray, path, **kwargs) -> Path:
     ------
     InsufficientDiskError
         The disk lacks room for the values (checked before anything is written).
+    InputError
+        ``path`` is a folder.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name, e.g. {path / 'data.nc'}")
     refuse_output_in_a_store(path)
     kwargs["engine"] = engine = kwargs.get("engine") or netcdf_engine()
     # new variables (obj's attributes stay as they are), written as they read: the store's uint16

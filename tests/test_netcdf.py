@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from brainzarr import build_store, fit_store, open_store, store_grid
-from brainzarr.exceptions import InsufficientDiskError
+from brainzarr.exceptions import InputError, InsufficientDiskError
 from brainzarr.netcdf import netcdf_attrs, netcdf_engine
 
 
@@ -61,6 +61,12 @@ def test_a_disk_without_room_is_refused_before_anything_is_written(small_store, 
     monkeypatch.setattr(_disk.shutil, "disk_usage", lambda path: full)
     with pytest.raises(InsufficientDiskError, match="writing all.nc needs about .* free"):
         open_store(small_store).brain.to_netcdf(tmp_path / "all.nc")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_is_refused_before_anything_is_written(small_store, tmp_path):
+    with pytest.raises(InputError, match=f"{tmp_path} is a folder; give a file name, e.g. .*data.nc"):
+        open_store(small_store).brain.to_netcdf(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
