@@ -177,6 +177,12 @@ def unknown_arguments(extras, leaf: argparse.ArgumentParser, argv=()) -> str:
     if lists:
         return f"unrecognized arguments: {' '.join(extras)}; {'; '.join(lists)}"
     options = [s for a in leaf._actions for s in a.option_strings if s.startswith("--")]
+    if "--store" in options:  # ``inr fit s.zarr``: the command takes its store as an option
+        from .store import is_store_root
+
+        stores = [t for t in extras if t.rstrip("/").endswith(".zarr") or is_store_root(Path(t))]
+        if stores:
+            return f"unrecognized arguments: {' '.join(extras)}; {leaf.prog} takes a store as --store {stores[0]}"
     hints = []
     for token in extras:
         name = token.split("=", 1)[0]

@@ -458,6 +458,15 @@ def test_words_after_a_list_option_are_pointed_to_one_comma_separated_list(argv,
     assert err.startswith(f"brainzarr {argv[0]}: error: unrecognized arguments: {hint}")
 
 
+def test_a_store_given_to_a_command_that_takes_it_as_an_option_is_pointed_there(capsys):
+    code, _, err = run(["inr", "fit", "s.zarr", "-o", "model"], capsys)
+    assert code == 2
+    assert err.startswith(
+        "brainzarr inr fit: error: unrecognized arguments: s.zarr; brainzarr inr fit takes a store as "
+        "--store s.zarr (see"
+    )
+
+
 @pytest.mark.parametrize("option", ["--targets", "--methods", "--embedding", "--dims"])
 def test_a_store_taken_by_an_option_of_several_values_is_named(small_store, tmp_path, option, capsys):
     # "the following arguments are required: store" alone, with the store on the command line
