@@ -165,6 +165,11 @@ def test_load_targets_resamples_scales_and_excludes_background(store, tmp_path):
     assert np.nanmin(t.values) == 0.0 and np.nanmax(t.values) == 1.0
     xv = x[valid]
     np.testing.assert_allclose(t.values[valid], (xv - xv.min()) / (xv.max() - xv.min()), atol=1e-5)
+    image = nib.load(tmp_path / "ramp.nii.gz")  # images in a list, as the docstring offers, are named in order
+    both = load_targets([image, tmp_path / "ramp.nii.gz", image], ds, interpolation="linear")
+    assert list(both["target"].values) == ["image_1", "ramp", "image_3"]
+    assert list(both["source"].values) == ["image", str(tmp_path / "ramp.nii.gz"), "image"]
+    np.testing.assert_array_equal(both.sel(target="image_1").values, t.values)
 
 
 def test_load_targets_errors(store, tmp_path):
@@ -293,12 +298,19 @@ def test_external_embedding_on_another_grid_matches_the_store(store, targets_dir
     four_d = tmp_path / "both.nii.gz"
     nib.save(nib.concat_images([nib.load(f) for f in files]), four_d)
     np.testing.assert_allclose(load_embedding(four_d, ds).values, emb.values, rtol=1e-6)
+    in_memory = load_embedding([nib.load(f) for f in files], ds)  # images, as nilearn takes them
+    np.testing.assert_allclose(in_memory.values, emb.values, rtol=1e-6)
+    assert in_memory.attrs["source"] == "image,image"
 
-    result = _predict_gradient(store, targets_dir, tmp_path / "out", methods=["pca"], embeddings={"mine": files})
+    images = [nib.load(f) for f in files]
+    result = _predict_gradient(store, targets_dir, tmp_path / "out", methods=["pca"], embeddings={"mine": images})
     pred = result.prediction.set_index(["representation", "split"])
     assert set(result.prediction["representation"]) == {"pca-k2", "mine"}
     for split in ("random", "blocked"):
         assert pred.loc[("mine", split), "r2"] == pytest.approx(pred.loc[("pca-k2", split), "r2"], abs=1e-9)
+    record = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert record["external_embeddings"] == {"mine": ["Nifti1Image", "Nifti1Image"]}  # not their repr
+    assert record["targets"] == str(targets_dir / "receptor_gradient.nii.gz")
 
 
 def _predict_gradient(store, targets_dir, out, **kwargs):

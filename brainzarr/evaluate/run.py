@@ -286,15 +286,27 @@ def run_evaluation(
             "seed": random_state,
             "n_splits": n_splits,
             "grid": grid,
-            "targets": None if targets is None else str(targets),
+            "targets": None if targets is None else _described(targets),
             "interpolation": None if targets is None else interpolation,
-            "external_embeddings": {k: str(v) for k, v in (embeddings or {}).items()},
+            "external_embeddings": _described(embeddings or {}),
             "embedding_interpolation": embedding_interpolation if embeddings else None,
             "seconds": round(time.perf_counter() - start, 2),
         }
         write_text(out / "evaluation.json", json.dumps(record, indent=1, default=str) + "\n")
         files["record"] = out / "evaluation.json"
     return EvaluationResult(prediction, recon, anova, tukey, summary, files, time.perf_counter() - start, target_maps)
+
+
+def _described(spec):
+    """A targets or embeddings argument as evaluation.json records it: paths as they are, an image
+    or array given in memory by its kind (``Nifti1Image``), not its many-line repr."""
+    if isinstance(spec, dict):
+        return {str(name): _described(value) for name, value in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return [_described(value) for value in spec]
+    if isinstance(spec, (str, Path)):
+        return str(spec)
+    return type(spec).__name__
 
 
 def _save_prediction(store, prediction: pd.DataFrame, targets: xr.DataArray, grid: dict) -> None:

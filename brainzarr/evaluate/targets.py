@@ -39,13 +39,26 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MIN_VALID_VOXELS = 20
 
 
-def _stem(path: Path) -> str:
-    return path.name.removesuffix(".gz").removesuffix(".nii")
+def _stem(item, n: int) -> str:
+    """A map's name: its file's, or ``image_<n>`` for an image given in memory."""
+    if _in_memory(item):
+        return f"image_{n}"
+    return item.name.removesuffix(".gz").removesuffix(".nii")
 
 
-def nifti_files(spec) -> list[Path]:
+def _in_memory(item) -> bool:
+    return isinstance(item, nib.spatialimages.SpatialImage)
+
+
+def _source(item) -> str:
+    return "image" if _in_memory(item) else str(item)
+
+
+def nifti_files(spec) -> list:
     """NIfTI files named by ``spec``: a directory (its ``*.nii``/``*.nii.gz``, sorted), a file,
-    a comma-separated string of files, or a list of any of these."""
+    a comma-separated string of files, a nibabel image (kept as it is), or a list of these."""
+    if _in_memory(spec):
+        return [spec]
     if isinstance(spec, (list, tuple)):
         return [f for item in spec for f in nifti_files(item)]
     if isinstance(spec, str) and "," in spec:
@@ -158,7 +171,7 @@ def load_targets(
     if isinstance(targets, dict):
         items = list(targets.items())
     else:
-        items = [(_stem(p), p) for p in nifti_files(targets)]
+        items = [(_stem(p, n), p) for n, p in enumerate(nifti_files(targets), 1)]
     names, columns, sources = [], [], []
     for name, item in items:
         values, valid = read_map(item, store_ds, interpolation=interpolation)
@@ -171,7 +184,7 @@ def load_targets(
         for col, label in enumerate(labels):
             names.append(label)
             columns.append(values[:, col])
-            sources.append(str(item) if not isinstance(item, nib.spatialimages.SpatialImage) else "image")
+            sources.append(_source(item))
     if not names:
         raise InputError("no target maps given")
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -227,7 +240,7 @@ def load_embedding(
     the same embedding (voxels filled from the same tissue sample), and a cubic spline's small
     perturbations change its test R² noticeably.
     """
-    paths = [files] if isinstance(files, nib.spatialimages.SpatialImage) else nifti_files(files)
+    paths = nifti_files(files)
     volumes, affine, shape = [], None, None
     for item in paths:
         img, where = _load(item)
@@ -238,7 +251,9 @@ def load_embedding(
         if affine is None:
             affine, shape = img.affine, data.shape[:3]
         elif data.shape[:3] != shape or not np.allclose(img.affine, affine, atol=1e-4):
-            raise InputError(f"the components of embedding {name} must share one grid; {where} differs from {paths[0]}")
+            raise InputError(
+                f"the components of embedding {name} must share one grid; {where} differs from {_source(paths[0])}"
+            )
         volumes.append(data if data.ndim == 4 else data[..., None])
     data = np.concatenate(volumes, axis=3)
     # one brain for all components: a component may be exactly 0 inside it (NMF often is)
@@ -259,5 +274,5 @@ def load_embedding(
         dims=("voxel", "component"),
         coords=coords,
         name=name,
-        attrs={"source": ",".join(map(str, paths)), "interpolation": interpolation},
+        attrs={"source": ",".join(map(_source, paths)), "interpolation": interpolation},
     )
