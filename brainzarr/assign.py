@@ -27,12 +27,22 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from ._validation import whole_number
 from .exceptions import InputError
 from .grid import xyz_to_ijk
 
-__all__ = ["Assignment", "ASSIGNMENT_METHODS"]
+__all__ = ["Assignment", "ASSIGNMENT_METHODS", "check_assignment"]
 
 ASSIGNMENT_METHODS = ("nearest", "idw", "atlas")
+
+
+def check_assignment(method: str | None, n_neighbors: int = 10) -> None:
+    """Refuse an unknown assignment method (None: a block source of the caller's, not checked
+    here) or a number of neighbours that is not a whole number of at least 1."""
+    if method is not None and method not in ASSIGNMENT_METHODS:
+        raise InputError(f"unknown assignment {method!r}; choose from {', '.join(ASSIGNMENT_METHODS)}")
+    if whole_number(n_neighbors, "n_neighbors") < 1:
+        raise InputError(f"n_neighbors must be at least 1, got {n_neighbors}")
 
 
 @dataclass
@@ -65,8 +75,7 @@ class Assignment:
     region_labels: np.ndarray | None = None
 
     def __post_init__(self):
-        if self.method not in ASSIGNMENT_METHODS:
-            raise InputError(f"unknown assignment {self.method!r}; choose from {', '.join(ASSIGNMENT_METHODS)}")
+        check_assignment(self.method, self.n_neighbors)
         if self.method == "atlas":
             if self.region_labels is None:
                 raise InputError("assignment 'atlas' needs region_labels")
@@ -74,8 +83,6 @@ class Assignment:
             return
         self.sample_xyz = np.asarray(self.sample_xyz, dtype=float)
         self.n_rows = len(self.sample_xyz)
-        if self.method == "idw" and not 1 <= self.n_neighbors:
-            raise InputError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
         if self.method == "nearest" and self.affine is None:
             raise InputError("assignment 'nearest' needs the grid's affine")
         if self.same_hemisphere and self.sample_hemisphere is None:

@@ -42,7 +42,7 @@ from ._location import is_remote, location, open_group, zarr_store
 from ._progress import job
 from ._validation import SEED, whole_number
 from ._zarr import quiet_zarr
-from .assign import ASSIGNMENT_METHODS, Assignment
+from .assign import Assignment, check_assignment
 from .exceptions import InputError, StoreError, StoreExistsError
 from .grid import Grid, grid_from_mask, mni152_grid
 from .layout import Layout
@@ -328,10 +328,7 @@ def _check_settings(split, assignment, n_neighbors, test_fraction, chunks) -> tu
     anything is written; return ``chunks`` as two ints."""
     if split not in SPLIT_SCHEMES:
         raise InputError(f"split must be one of {', '.join(SPLIT_SCHEMES)}, got {split!r}")
-    if isinstance(assignment, str) and assignment not in ASSIGNMENT_METHODS:
-        raise InputError(f"unknown assignment {assignment!r}; choose from {', '.join(ASSIGNMENT_METHODS)}")
-    if whole_number(n_neighbors, "n_neighbors") < 1:
-        raise InputError(f"n_neighbors must be at least 1, got {n_neighbors}")
+    check_assignment(assignment if isinstance(assignment, str) else None, n_neighbors)  # None: a block source
     check_fraction(test_fraction)
     if isinstance(chunks, (str, bytes)) or np.ndim(chunks) != 1 or len(chunks) != 2:
         raise InputError(f"chunks must be (voxels, genes), two whole numbers, got {chunks!r}")

@@ -58,5 +58,9 @@ def test_atlas_and_bad_arguments():
         a.weights(None, None, np.array([5]))
     with pytest.raises(ValueError, match="unknown assignment"):
         Assignment("kriging", np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="n_neighbors must be a whole number, got 2.5"):
+        Assignment("idw", np.zeros((2, 3)), n_neighbors=2.5)
+    with pytest.raises(ValueError, match="n_neighbors must be at least 1, got 0"):
+        Assignment("idw", np.zeros((2, 3)), n_neighbors=0)
     with pytest.raises(ValueError, match="affine"):
         Assignment("nearest", np.zeros((2, 3)))

@@ -206,6 +206,7 @@ def test_a_mask_evidently_not_in_mni_space_is_refused_before_anything_is_written
         ({"split": "kfold"}, "split must be one of random, blocked, got 'kfold'"),
         ({"assignment": "kriging"}, "unknown assignment 'kriging'"),
         ({"assignment": "idw", "n_neighbors": 2.5}, "n_neighbors must be a whole number, got 2.5"),
+        ({"assignment": "idw", "n_neighbors": 0}, "n_neighbors must be at least 1, got 0"),
         ({"test_fraction": 1.5}, "test fraction must be between 0 and 1"),
         ({"layout": "float16"}, "dtype must be 'uint16' or 'float32'"),
     ],
