@@ -154,6 +154,17 @@ def test_pca_rejects_too_many_components(data):
         PCA(2, solver="svd").fit(data["train"])
 
 
+@pytest.mark.parametrize("method", ["pca", "nmf", "ae"])
+def test_a_store_or_its_dataset_given_for_the_array_points_to_fit_store(method, small_store):
+    """``PCA(8).fit(ds)`` or ``.fit("s8.zarr")``: the array is ds.expression, and fit_store fits a store."""
+    model = get_model_class(method)(2)
+    for given, what in ((open_store(small_store), "not the Dataset"), (str(small_store), "not the path")):
+        with pytest.raises(
+            TypeError, match=f"takes a \\(voxels, genes\\) array such as ds.expression, {what}.*fit_store"
+        ):
+            model.fit(given)
+
+
 def test_pca_on_a_dask_cluster_equals_local(data):
     distributed = pytest.importorskip("distributed")
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:

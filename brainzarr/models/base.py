@@ -25,6 +25,7 @@ Subclasses implement
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar
 
 import dask.array as da
@@ -36,7 +37,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._progress import job
 from .._validation import SEED, whole_number
-from ..exceptions import CheckpointMismatchError, InputError
+from ..exceptions import CheckpointMismatchError, InputError, InputTypeError
 from ..streaming.passes import as_array
 from ..streaming.reader import reusing_buffers
 
@@ -107,6 +108,12 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     def _validate_input(self, X, *, reset: bool):
         """X as a float NumPy array (validated) or a dask array (shape checked); labels kept apart."""
+        if isinstance(X, (xr.Dataset, str, os.PathLike)):
+            what = "the Dataset" if isinstance(X, xr.Dataset) else f"the path {X}"
+            raise InputTypeError(
+                f"{type(self).__name__} takes a (voxels, genes) array such as ds.expression, not {what}; "
+                "to fit a store and write the result into it: brainzarr.fit_store(store, method, n_components)"
+            )
         arr = as_array(X)
         if isinstance(arr, da.Array):
             if arr.ndim != 2:
