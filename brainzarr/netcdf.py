@@ -69,9 +69,9 @@ def to_netcdf(obj: xr.Dataset | xr.DataArray, path, **kwargs) -> Path:
         ``path`` is a folder.
     """
     path = Path(path)
+    refuse_output_in_a_store(path)  # first: a store is a folder, and a file name in it is no answer
     if path.is_dir():
         raise InputError(f"{path} is a folder; give a file name, e.g. {path / 'data.nc'}")
-    refuse_output_in_a_store(path)
     kwargs["engine"] = engine = kwargs.get("engine") or netcdf_engine()
     # new variables (obj's attributes stay as they are), written as they read: the store's uint16
     # packing spends every step of [0, 1] on values, leaving none for a _FillValue to mark NaN
