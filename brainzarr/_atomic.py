@@ -16,6 +16,7 @@ import socket
 import uuid
 from pathlib import Path
 
+from ._location import user_path
 from .exceptions import StoreExistsError
 
 __all__ = [
@@ -58,7 +59,7 @@ def atomic_directory(final, *, replace: bool = True):
     (two renames) and then removed; without it, an existing ``final`` raises FileExistsError
     at the swap. On any failure the scratch folder is removed and ``final`` is untouched.
     """
-    final = Path(final)
+    final = user_path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = _scratch_name(final)
     scratch.mkdir()
@@ -84,7 +85,7 @@ def atomic_file(final, *, suffix: str = ""):
     ``suffix`` ends the temporary name (writers that choose a format by the name, e.g. nibabel's
     ``.nii.gz``).
     """
-    final = Path(final)
+    final = user_path(final)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
     try:
         yield tmp
@@ -98,7 +99,7 @@ def write_file(path, write) -> Path:
     """``write(scratch_path)``, then the scratch file (beside ``path``, with its suffix, so that
     writers choosing a format by the name choose the same) renamed over ``path``: the file
     appears whole or not at all. Returns ``path``."""
-    path = Path(path)
+    path = user_path(path)
     with atomic_file(path, suffix=suffix_of(path)) as tmp:
         write(tmp)
     return path
@@ -159,5 +160,5 @@ def remove_stale_partials(root) -> list[Path]:
 def sidecar_path(path) -> Path:
     """The JSON sidecar of a file, as BIDS names it: the same name, its format's suffix replaced
     by ``.json`` (``dk.csv`` -> ``dk.json``, ``apoe.nii.gz`` -> ``apoe.json``)."""
-    path = Path(path)
+    path = user_path(path)
     return path.with_name(path.name[: len(path.name) - len(suffix_of(path))] + ".json")

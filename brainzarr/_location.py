@@ -17,11 +17,17 @@ from pathlib import Path
 
 from .exceptions import StoreError
 
-__all__ = ["location", "is_remote", "zarr_store", "open_group", "storage_options_of", "StoreLocationError"]
+__all__ = ["location", "user_path", "is_remote", "zarr_store", "open_group", "storage_options_of", "StoreLocationError"]
 
 
 class StoreLocationError(StoreError):
     """A store URL that cannot be reached: no such bucket, bad credentials, unknown protocol."""
+
+
+def user_path(path) -> Path:
+    """A local path a user gave, with ``~`` expanded (``~/maps/pet.nii.gz``) as nibabel, xarray and
+    pandas expand it; unexpanded, a writer made a folder named ``~`` in the working directory."""
+    return (path if isinstance(path, Path) else Path(str(path))).expanduser()
 
 
 def is_remote(path) -> bool:
@@ -40,10 +46,10 @@ def location(path, storage_options: dict | None = None):
     if hasattr(path, "storage_options") and hasattr(path, "fs") and not storage_options:
         return path  # a UPath already
     if isinstance(path, Path) and not storage_options:
-        return path
+        return path.expanduser()
     text = str(path)
     if not is_remote(text):
-        return Path(text.removeprefix("file://"))
+        return user_path(text.removeprefix("file://"))
     try:
         from upath import UPath
     except ImportError:  # pragma: no cover - an install without the cloud extra

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nibabel as nib
 
+from ._location import user_path
 from .exceptions import DataNotFoundError, InputError
 
 __all__ = ["load_volume", "checked_volume"]
@@ -27,7 +26,7 @@ def load_volume(path) -> nib.spatialimages.SpatialImage:
         It is not a volume (a GIFTI surface map, a CIFTI file): brainzarr reads volumes in MNI
         space, and such a map must be projected into one first.
     """
-    path = Path(path)
+    path = user_path(path)
     if not path.exists():
         raise DataNotFoundError(f"no image file at {path}")
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ._location import user_path
 from ._volumes import checked_volume, load_volume
 from .exceptions import DataNotFoundError, InputError
 
@@ -158,7 +159,7 @@ def mni152_grid(resolution: int = 4, *, threshold: float = 0.2) -> Grid:
 def grid_from_mask(mask, *, space: str = MNI152_SPACE) -> Grid:
     """A grid from a user's mask NIfTI (path or image): every non-zero voxel is in the brain."""
     name = str(mask) if isinstance(mask, (str, Path)) else "user mask"
-    if isinstance(mask, (str, Path)) and not Path(mask).exists():
+    if isinstance(mask, (str, Path)) and not user_path(mask).exists():
         raise DataNotFoundError(f"mask file not found: {mask}")
     img = load_volume(mask) if isinstance(mask, (str, Path)) else checked_volume(mask, name)
     data = np.asarray(img.dataobj)

@@ -34,6 +34,7 @@ import xarray as xr
 
 from ._atomic import write_file
 from ._disk import human, require_free
+from ._location import user_path
 from .exceptions import InputError
 from .store import refuse_output_in_a_store
 
@@ -68,7 +69,7 @@ def to_netcdf(obj: xr.Dataset | xr.DataArray, path, **kwargs) -> Path:
     InputError
         ``path`` is a folder.
     """
-    path = Path(path)
+    path = user_path(path)
     refuse_output_in_a_store(path)  # first: a store is a folder, and a file name in it is no answer
     if path.is_dir():
         raise InputError(f"{path} is a folder; give a file name, e.g. {path / 'data.nc'}")

@@ -75,6 +75,7 @@ import xarray as xr
 
 from ._atomic import atomic_file, suffix_of, write_file
 from ._disk import require_free
+from ._location import user_path
 from ._progress import job, step
 from ._version import __version__
 from ._volumes import checked_volume, load_volume
@@ -222,7 +223,7 @@ def _like_grid(like) -> tuple[np.ndarray, tuple[int, int, int]]:
         return np.asarray(affine, float), tuple(shape)
     if isinstance(like, Grid):
         return np.asarray(like.affine, float), tuple(like.shape)
-    if isinstance(like, str) and not like.endswith(NIFTI_SUFFIXES) and not Path(like).exists():
+    if isinstance(like, str) and not like.endswith(NIFTI_SUFFIXES) and not user_path(like).exists():
         raise InputError(f"like={like!r} is neither a NIfTI file nor one of FSL's grids ({', '.join(FSL_GRIDS)})")
     img, _ = _load(like)
     if len(img.shape) not in (3, 4):
@@ -637,7 +638,7 @@ def _pread_all(fd: int, out: np.ndarray, offset: int) -> None:
 
 
 def _checked_nifti_path(path) -> Path:
-    path = Path(path)
+    path = user_path(path)
     if not str(path).endswith(NIFTI_SUFFIXES):
         raise InputError(f"a NIfTI file name must end in .nii or .nii.gz, got {path.name!r}")
     refuse_output_in_a_store(path)
@@ -724,7 +725,7 @@ def mni_mismatch(affine, shape) -> str | None:
 
 def _load(img_or_path):
     if isinstance(img_or_path, (str, os.PathLike)):
-        return load_volume(img_or_path), Path(img_or_path)
+        return load_volume(img_or_path), user_path(img_or_path)
     if isinstance(img_or_path, nib.filebasedimages.FileBasedImage):
         return checked_volume(img_or_path), None
     raise InputTypeError(f"expected a NIfTI path or a nibabel image, got {type(img_or_path).__name__}")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ._location import user_path
 from ._progress import job
 from .exceptions import DataNotFoundError, InputError, InputTypeError
 from .nifti import _load, from_nifti, refuse_if_not_mni
@@ -230,7 +231,7 @@ def region_map(table: xr.DataArray, atlas=None) -> xr.DataArray:
         raise InputError("region_map takes a (region,) or (region, d) table, as parcellate gives it")
     if atlas is None:
         atlas = table.attrs.get("atlas")
-        if atlas is None or not Path(str(atlas)).is_file():
+        if atlas is None or not user_path(atlas).is_file():
             raise InputError(
                 f"the table's atlas ({atlas!r}) is not a file here: pass atlas= (the image the table was made with)"
             )
@@ -290,7 +291,7 @@ def read_lut(lut) -> dict[int, str]:
             raise InputError(f"a look-up table needs columns 'index' and 'name'; this one has {list(lut.columns)}")
         pairs = list(zip(lut["index"], lut["name"], strict=True))
     elif isinstance(lut, (str, Path)):
-        pairs = _lut_file(Path(lut))
+        pairs = _lut_file(user_path(lut))
     else:
         raise InputTypeError(f"lut must be a file, a DataFrame or a mapping, got {type(lut).__name__}")
     table: dict[int, str] = {}

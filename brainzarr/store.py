@@ -42,7 +42,7 @@ import xarray as xr
 import zarr
 
 from ._atomic import atomic_directory, remove_stale_partials, stale_partials
-from ._location import StoreLocationError, is_remote, location, open_group, zarr_store
+from ._location import StoreLocationError, is_remote, location, open_group, user_path, zarr_store
 from ._zarr import checked_compressors, quiet_zarr
 from .exceptions import (
     InputError,
@@ -95,7 +95,7 @@ def _root_attrs(path) -> dict:
 
 def _not_a_group(path, exc: Exception) -> str:
     """Why ``path`` opens as no store: a file, a part of a store, a folder of stores, or not Zarr."""
-    local = None if is_remote(path) else Path(path)
+    local = None if is_remote(path) else user_path(path)
     if local is not None and local.is_file():
         return f"{path} is a file; a store is a folder (such as store/s8.zarr)"
     enclosing = enclosing_store(path)
@@ -132,7 +132,7 @@ def enclosing_store(path, *, itself: bool = False) -> str | None:
     """The brainzarr store that a local ``path`` lies inside (or is, with ``itself``), else None."""
     if is_remote(path):
         return None
-    path = Path(path)
+    path = user_path(path)
     candidates = [path] * itself + list(path.parents) + ([] if path.is_absolute() else list(Path.cwd().parents))
     for candidate in candidates:
         if is_store_root(candidate):
@@ -161,7 +161,7 @@ def refuse_output_in_a_store(path, *, may_be_a_store: bool = False) -> None:
 def _exists(path) -> bool:
     """Whether a local path or a URL exists; a remote one's bucket must exist and be readable."""
     if not is_remote(path):
-        return Path(path).exists()
+        return user_path(path).exists()
     fs = path.fs
     protocol, rest = str(path).split("://", 1)
     bucket = rest.split("/", 1)[0] if protocol in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl") else None
@@ -705,7 +705,7 @@ def _removable_local(path) -> None:
     ``brainzarr_schema_version``) holding nothing but what brainzarr writes may be removed;
     never the current directory or one of its parents.
     """
-    path = Path(str(path))
+    path = user_path(path)
     resolved = path.resolve()
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
@@ -732,7 +732,7 @@ def _brainzarr_entry(p: Path) -> bool:
 
 # ---------------------------------------------------------------------------------- locking
 def _lock_path(path) -> Path:
-    path = Path(path)
+    path = user_path(path)
     return path.parent / f".{path.name}.lock"
 
 

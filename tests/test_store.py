@@ -230,3 +230,32 @@ def test_a_store_opens_with_its_variables_in_one_order_in_every_process(tmp_path
     assert result_vars[:4] == ["embedding", "reconstruction", "voxel_rmse", "rmse"]
     assert embedding_columns[:6] == ["i", "j", "k", "x", "y", "z"] and embedding_columns[-1] == "embedding"
     assert expression_columns[:6] == ["i", "j", "k", "x", "y", "z"]
+
+
+def test_a_tilde_in_a_path_is_the_home_folder(small_store, tmp_path, monkeypatch):
+    """``~/s.zarr`` is read and written in the home folder, as nibabel, xarray and pandas take it;
+    unexpanded, ``build_store("~/b.zarr")`` made a folder named ``~`` in the working directory."""
+    import shutil
+
+    from brainzarr import fit_store
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(small_store, home / "s.zarr")
+    build_store("~/b.zarr", resolution=8, genes=3)
+    fit_store("~/s.zarr", "pca", 2)
+    gene = open_store("~/s.zarr").expression.isel(gene=0)
+    gene.brain.to_nifti("~/g.nii.gz")
+    gene.brain.to_netcdf("~/g.nc")
+    gene.brain.plot("~/g.png")
+    assert sorted(p.name for p in home.iterdir() if not p.name.startswith(".")) == [
+        "b.zarr",
+        "g.nc",
+        "g.nii.gz",
+        "g.png",
+        "s.zarr",
+    ]
+    assert not (tmp_path / "~").exists()
+    assert list_groups("~/s.zarr") == ["representations/random/pca/k2"]

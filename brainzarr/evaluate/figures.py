@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from .._atomic import write_file  # noqa: E402
+from .._location import user_path
 from ..exceptions import InputError
 
 __all__ = [
@@ -55,7 +56,7 @@ def _panels(n: int, ncols: int = 3, size=(3.6, 3.2)):
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
+    path = user_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_file(path, lambda tmp: fig.savefig(tmp, dpi=_DPI, bbox_inches="tight"))
     plt.close(fig)

@@ -17,6 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from .._atomic import write_file, write_text
+from .._location import user_path
 from ..models.base import row_sse
 from ..store import as_store, open_store, read_group, resolve_group, write_group
 from ..streaming import RowBlockReader, compute_tasks, expression_rows, iter_row_blocks, reusing_buffers
@@ -241,7 +242,7 @@ def save_reconstruction_table(store, table: xr.DataArray, out_dir=None) -> dict:
         write_group(store, "evaluation/reconstruction", table.to_dataset(name="rmse"), overwrite=True)
         written["store"] = f"{store}/evaluation/reconstruction"
     if out_dir is not None and table.size:
-        out_dir = Path(out_dir)
+        out_dir = user_path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         frame = reconstruction_frame(table)
         write_file(out_dir / "reconstruction.csv", lambda tmp: frame.to_csv(tmp, index=False))

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .._atomic import write_text
-from .._location import location
+from .._location import location, user_path
 from .._version import __version__
 from ..exceptions import UnknownGeneError
 from ..store import check_schema, open_store, refuse_output_in_a_store
@@ -360,7 +360,7 @@ def write_report(
     Path of ``index.html``.
     """
     start = time.perf_counter()
-    store, out_dir = location(store), Path(out_dir)
+    store, out_dir = location(store), user_path(out_dir)
     refuse_output_in_a_store(out_dir)
     attrs = check_schema(store)
     ds = open_store(store)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .._atomic import write_file, write_text
-from .._location import location
+from .._location import location, user_path
 from .._validation import SEED, whole_number
 from .._version import __version__
 from ..exceptions import InputError
@@ -189,7 +189,7 @@ def reproduce_study(
     random_state = whole_number(random_state, "random_state", hint=SEED)
     start = time.perf_counter()
     log = log or logger.info
-    store, out_dir = location(store), Path(out_dir)
+    store, out_dir = location(store), user_path(out_dir)
     refuse_output_in_a_store(out_dir)
     attrs = check_schema(store)
     ds = open_store(store)

@@ -16,7 +16,7 @@ import xarray as xr
 
 from .._atomic import write_file, write_text
 from .._deprecation import renamed_kwargs
-from .._location import location
+from .._location import location, user_path
 from .._optional import check_installed
 from .._validation import SEED, whole_number
 from ..exceptions import InputError
@@ -215,7 +215,7 @@ def run_evaluation(
     if block_mm is None:
         block_mm = float(attrs.get("provenance", {}).get("split", {}).get("block_mm") or 16.0)
     grid = parse_grid(grid)
-    out = Path(out_dir) if out_dir is not None else None
+    out = user_path(out_dir) if out_dir is not None else None
     if out is not None:
         refuse_output_in_a_store(out)
     target_maps = None

@@ -40,6 +40,7 @@ import numpy as np
 import xarray as xr
 
 from .._deprecation import renamed_kwargs
+from .._location import user_path
 from ..exceptions import InputError
 from ..grid import mni152_grid
 from ..sources.synthetic import LATENT_FACTORS, SyntheticModel
@@ -139,7 +140,7 @@ def write_synthetic_targets(
 
     model = model_from_store(store) if store is not None else SyntheticModel(random_state=random_state)
     grid = mni152_grid(resolution)
-    out_dir = Path(out_dir)
+    out_dir = user_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, values in synthetic_target_values(model, grid.xyz, names).items():

@@ -22,12 +22,12 @@ grid this is exactly "finite and non-zero".
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from .._location import user_path
 from ..exceptions import DataNotFoundError, InputError
 from ..nifti import _load as load_image
 from ..nifti import from_nifti, refuse_if_not_mni
@@ -63,7 +63,7 @@ def nifti_files(spec) -> list:
         return [f for item in spec for f in nifti_files(item)]
     if isinstance(spec, str) and "," in spec:
         return nifti_files([s for s in spec.split(",") if s.strip()])
-    path = Path(str(spec).strip())
+    path = user_path(str(spec).strip())
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith("."))
         if not files:

@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from .._atomic import write_text
+from .._location import user_path
 from ..exceptions import InputError
 from ..nifti import to_nifti
 
@@ -83,7 +84,7 @@ def write_viewer(
             black_bg=False,
         )
     page = _FAVICON.sub("", view.get_standalone())
-    path = Path(path)
+    path = user_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_text(path, page)
 

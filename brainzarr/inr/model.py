@@ -48,6 +48,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._atomic import atomic_directory
 from .._deprecation import renamed_kwargs
+from .._location import user_path
 from .._torch import load_weights_only, require_torch, resolve_device
 from .._validation import SEED, whole_number
 from ..exceptions import DataNotFoundError, InputError, ResultExistsError, StoreExistsError
@@ -351,7 +352,7 @@ class GeneINR(BaseEstimator):
         if not self.checkpoint_dir:
             return None
         name = CHECKPOINT_NAME if int(self.n_ensemble) == 1 else CHECKPOINT_NAME.replace(".pt", f"-{member}.pt")
-        return Path(self.checkpoint_dir) / name
+        return user_path(self.checkpoint_dir) / name
 
     def _fingerprint(self, inputs, targets, mask, donor, solver, member: int = 0) -> str:
         h = hashlib.sha1(json.dumps(self.model_params(), sort_keys=True, default=str).encode())
@@ -406,7 +407,7 @@ class GeneINR(BaseEstimator):
         """Write the model to a folder: ``config.json``, ``weights.pt`` (a state dict of tensors,
         read back with ``weights_only=True``) and ``sites.npz`` (the training samples' locations)."""
         check_is_fitted(self, "backbone_")
-        path = Path(path)
+        path = user_path(path)
         check_save_path(path, overwrite=overwrite)
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()
@@ -451,7 +452,7 @@ class GeneINR(BaseEstimator):
     @classmethod
     def load(cls, path, *, device: str = "auto") -> GeneINR:
         """Read a model written by :meth:`save` (no pickles: tensors only)."""
-        path = Path(path)
+        path = user_path(path)
         config_file = path / "config.json"
         if not config_file.exists():
             raise DataNotFoundError(
@@ -518,7 +519,7 @@ def _gene_space_projection(z: np.ndarray, rank: int, random_state: int):
 def check_save_path(path, *, overwrite: bool = False) -> None:
     """Refuse, before a fit, a path that :meth:`GeneINR.save` would refuse after it: anything
     but an empty folder or a model folder (always), or a model folder without ``overwrite``."""
-    path = Path(path)
+    path = user_path(path)
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return
     if not _is_model_folder(path):

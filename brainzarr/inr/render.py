@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from .._deprecation import renamed_kwargs
+from .._location import user_path
 from ..build import DEFAULT_CHUNKS, build_store
 from ..exceptions import InputError
 from ..options import set_options
@@ -119,7 +120,7 @@ def render_store(
     """
     path = None
     if not isinstance(model, GeneINR):
-        path = Path(model)
+        path = user_path(model)
         model = GeneINR.load(path, device=device)
     table = table_from_model(model, genes)
     source = INRBlockSource(model, table["gene"].values, model_path=path)
@@ -160,7 +161,7 @@ def build_inr_store(
     """
     path = None
     if model is not None and not isinstance(model, GeneINR):
-        path = Path(model)
+        path = user_path(model)
         model = GeneINR.load(path)
     if genes is None and model is not None and not isinstance(source, xr.Dataset):
         genes = [str(g) for g in model.genes_]  # it can render no other

@@ -43,6 +43,7 @@ import numpy as np
 import xarray as xr
 
 from .._deprecation import renamed_kwargs
+from .._location import user_path
 from .._progress import step
 from .._torch import EarlyStopping, float_tensor, load_weights_only, require_torch, resolve_device, save_atomic
 from ..exceptions import CheckpointMismatchError, InputError
@@ -272,14 +273,14 @@ class AutoEncoder(Representation):
 
     def save_weights(self, path) -> Path:
         """Write the fitted weights and sizes (loadable with ``torch.load(weights_only=True)``)."""
-        path = Path(path)
+        path = user_path(path)
         save_atomic(self._weights_payload(_clone_state(self.net_)), path)
         return path
 
     @classmethod
     def load_weights(cls, path, **params):
         """An auto-encoder from :meth:`save_weights`' (or ``weights.pt``'s) file."""
-        payload = load_weights_only(Path(path), map_location="cpu")
+        payload = load_weights_only(user_path(path), map_location="cpu")
         config = dict(payload["config"])
         model = cls(**{**config.pop("params"), **params})
         model.n_features_in_ = int(config["n_features_in"])
@@ -522,7 +523,7 @@ class AutoEncoder(Representation):
     def _checkpoint_path(self) -> Path | None:
         if self.checkpoint_dir is None:
             return None
-        folder = Path(self.checkpoint_dir)
+        folder = user_path(self.checkpoint_dir)
         folder.mkdir(parents=True, exist_ok=True)
         return folder / CHECKPOINT
 

@@ -23,6 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from .._atomic import sidecar_path
+from .._location import user_path
 from .._volumes import checked_volume, load_volume
 from ..exceptions import DataNotFoundError, InputError
 from .table import make_sample_table, resolve_genes
@@ -92,7 +93,7 @@ def _refuse_other_statistics(strategy, name) -> None:
 
 def _load_atlas(atlas):
     if isinstance(atlas, (str, Path)):
-        if not Path(atlas).exists():
+        if not user_path(atlas).exists():
             raise DataNotFoundError(f"atlas file not found: {atlas}")
         return load_volume(atlas)
     return checked_volume(atlas, "the atlas")
@@ -149,7 +150,7 @@ def load_parcellated(table, atlas, *, genes=None, missing_regions: str = "error"
         region's centroid), with ``attrs['atlas']`` and ``attrs['region_labels']``.
     """
     if isinstance(table, (str, Path)):
-        if not Path(table).exists():
+        if not user_path(table).exists():
             raise DataNotFoundError(f"region table not found: {table}")
         _refuse_other_statistics(_strategy_of(table), table)
         frame = _read_table(table)
