@@ -523,9 +523,12 @@ def read_group(path, group: str) -> xr.Dataset:
     """Open a result group written with :func:`write_group` (dask-backed)."""
     store = as_store(path, allow_incomplete=True)
     group = resolve_group(store, group)
-    if not _exists(_group_dir(store.path, group) / "zarr.json"):
+    meta = _group_dir(store.path, group) / "zarr.json"
+    if not _exists(meta):
         groups = ", ".join(list_groups(store)) or "none"
         raise ResultNotFoundError(f"no group {group} in {store.path}; groups: {groups}")
+    if json.loads(meta.read_text()).get("node_type") == "array":
+        raise InputError(f"{group} is an array of the store, not a result group: open_store(store)[{group!r}]")
     with quiet_zarr():
         ds = xr.open_zarr(
             zarr_store(store.path),

@@ -87,6 +87,11 @@ def test_write_and_read_a_labelled_result(small_store):
     plain = xr.open_zarr(str(small_store), group="representations/test/k1", consolidated=False)
     assert "mean_expression" in plain
     assert "representations/test/k1" in list_groups(small_store)
+    with pytest.raises(
+        ValueError,
+        match=r"expression is an array of the store, not a result group: open_store\(store\)\['expression'\]",
+    ):
+        read_group(small_store, "expression")
     with pytest.raises(StoreError, match="no store at"):  # a mistyped path lists no groups otherwise
         list_groups(small_store.parent / "typo.zarr")
     with pytest.raises(TypeError, match="an xarray Dataset or DataArray, got ndarray"):
