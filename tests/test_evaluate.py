@@ -463,6 +463,15 @@ def test_synthetic_targets_made_for_a_job_that_refuses_are_taken_back(store, tmp
     assert (earlier / "notes.txt").read_text() == "a user's"
 
 
+def test_a_report_of_a_gene_the_store_lacks_names_the_one_meant(store, tmp_path):
+    from brainzarr.exceptions import UnknownGeneError
+
+    first = str(open_store(store)["gene"].values[0])
+    with pytest.raises(UnknownGeneError, match=f"unknown gene\\(s\\): {first.lower()} \\(did you mean {first}"):
+        write_report(store, tmp_path / "report", gene=first.lower())
+    assert not (tmp_path / "report").exists()
+
+
 def test_an_output_folder_inside_the_store_is_refused_in_python_too(store, tmp_path):
     from brainzarr.evaluate import reproduce_study
 

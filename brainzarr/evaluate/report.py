@@ -23,7 +23,7 @@ import pandas as pd
 from .._atomic import write_text
 from .._location import location, user_path
 from .._version import __version__
-from ..exceptions import UnknownGeneError
+from ..sources.table import resolve_genes
 from ..store import check_schema, open_store, refuse_output_in_a_store
 from . import figures
 from .reconstruction import reconstruction_frame, reconstruction_histogram, reconstruction_table
@@ -367,9 +367,8 @@ def write_report(
     methods = [methods] if isinstance(methods, str) else methods
     reps = find_representations(store, methods=methods, require=None)
     check_fitted(store, methods, reps)
-    gene = str(ds["gene"].values[0]) if gene is None else gene
-    if gene not in set(ds["gene"].values):
-        raise UnknownGeneError(f"gene {gene!r} is not in the store ({ds.sizes['gene']:,} genes)")
+    # a gene the store lacks is named with the nearest it holds ("apoe": APOE), before any work
+    gene = str(ds["gene"].values[0]) if gene is None else resolve_genes([str(gene)], ds["gene"].values)[0]
     record = {}
     if targets is not None:  # refuses what it cannot use before it writes
         result = run_evaluation(
