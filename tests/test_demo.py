@@ -32,6 +32,10 @@ def test_a_demo_that_cannot_work_is_refused_before_anything_is_written(tmp_path)
     with pytest.raises(ValueError, match=r"its dims must include 2, got \(8,\)"):
         run_demo(tmp_path / "demo", genes=40, methods=("pca",), dims=(8,), log=lambda *a: None)
     assert not (tmp_path / "demo").exists()
+    # with fewer genes than a dim it built, exported and fitted, then stopped at PCA k8
+    with pytest.raises(ValueError, match="pca with 8 components needs at least as many genes; the demo's store has 4"):
+        run_demo(tmp_path / "demo", genes=1, methods=("pca",), dims=(2, 8), log=lambda *a: None)
+    assert not (tmp_path / "demo").exists()
     store = build_store(tmp_path / "s.zarr", resolution=8, genes=5, random_state=0)
     with pytest.raises(ValueError, match="inside the store .*write elsewhere"):  # a folder in a store
         run_demo(store / "demo", genes=40, methods=("pca",), dims=(2,), log=lambda *a: None)

@@ -47,7 +47,7 @@ def run_demo(
     from ..build import build_store
     from ..evaluate import run_evaluation, write_report, write_synthetic_targets
     from ..exceptions import ResultExistsError
-    from ..models.store_fitting import check_methods, fit_store, result_group
+    from ..models.store_fitting import check_methods, check_n_components, fit_store, result_group
     from ..nifti import write_nifti
     from ..plots import plot_map
     from ..sources.abagen_data import study_gene_symbols
@@ -60,6 +60,9 @@ def run_demo(
     if 2 not in dims:
         raise InputError(f"the demo predicts its targets from 2-D embeddings: its dims must include 2, got {dims}")
     refuse_output_in_a_store(out_dir)
+    gene_list = sorted(set(resolve_genes(genes, study_gene_symbols())) | set(DEMO_GENES))
+    for method in methods:
+        check_n_components(method, max(dims), len(gene_list), where="the demo's store")
     log(
         f"brainzarr demo: about {EXPECTED_SECONDS // 60} minutes on 2 idle cores (longer on a busy machine); "
         f"interrupted, it resumes where it stopped. Writing into {out_dir}/"
@@ -71,7 +74,6 @@ def run_demo(
     written = {"maps": [], "embeddings": []}
 
     log(f"[1/6] building an 8 mm synthetic store with {genes} genes")
-    gene_list = sorted(set(resolve_genes(genes, study_gene_symbols())) | set(DEMO_GENES))
     store = build_store(out_dir / "demo-8mm.zarr", source="synthetic", resolution=8, genes=gene_list, random_state=seed)
     written["store"] = store
     ds = open_store(store)

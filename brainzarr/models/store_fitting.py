@@ -216,6 +216,13 @@ def _split_labels(ds: xr.Dataset, split: str | None) -> tuple[str, str, np.ndarr
     return split, f"split_{split}", np.asarray(ds[f"split_{split}"].values)
 
 
+def check_n_components(method: str, n_components: int, n_genes: int, where: str = "the store") -> None:
+    """Refuse ``n_components`` above ``n_genes`` for a method whose components live among the
+    genes (PCA, NMF), before anything is fitted."""
+    if getattr(model_class(method), "components_within_features", False) and int(n_components) > n_genes:
+        raise InputError(f"{method} with {n_components} components needs at least as many genes; {where} has {n_genes}")
+
+
 def check_fit(
     store,
     method: str,
@@ -236,11 +243,7 @@ def check_fit(
     """
     store = as_store(store)
     model = make_model(method, n_components, **dict(params or {}))
-    n_genes = int(store.dataset.sizes["gene"])
-    if getattr(type(model), "components_within_features", False) and int(n_components) > n_genes:
-        raise InputError(
-            f"{method} with {n_components} components needs at least as many genes; the store has {n_genes}"
-        )
+    check_n_components(method, n_components, int(store.dataset.sizes["gene"]))
     store.check_writable()
     group = result_group(method, n_components, split_scheme(store, split))
     if store.group_path(group).exists() and not overwrite:
