@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import brainzarr
 from brainzarr import open_store
 from brainzarr._torch import resolve_device
 from brainzarr.grid import mni152_grid
@@ -306,6 +307,13 @@ def test_cli_fit_render_and_build(tmp_path, capsys):
     (assignment,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("assignment")]
     assert f"inr, model={model}, weights_sha1=" in assignment and "{" not in assignment
     assert assignment.endswith("params, trained_on: in the store's provenance")
+    # rendered again with other settings over a store holding a fit: the flag named is one render takes
+    render = ["inr", "render", str(model), "--resolution", "8", "--seed", "1", "--out", str(tmp_path / "r.zarr")]
+    brainzarr.fit_store(tmp_path / "r.zarr", "pca", 2)
+    assert main([*render, "--overwrite"]) == 1
+    assert "removes its 1 fitted result(s)" in (err := capsys.readouterr().err) and "--discard-results" in err
+    assert main([*render, "--overwrite", "--discard-results"]) == 0
+    assert brainzarr.list_groups(tmp_path / "r.zarr") == []
     genes = ",".join(json.loads((model / "config.json").read_text())["genes"][:3])
     assert (
         main(

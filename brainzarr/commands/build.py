@@ -74,6 +74,13 @@ def add_build_arguments(p, *, out_required=True):
     add_output_argument(
         p, dest="out", required=out_required, writes_a_store=True, help="the store to write, e.g. store/s8.zarr"
     )
+    add_overwrite_arguments(p)
+    add_cluster_arguments(p)
+    add_storage_arguments(p)
+
+
+def add_overwrite_arguments(p) -> None:
+    """``--overwrite`` and ``--discard-results``, for the commands that write a store."""
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -84,8 +91,6 @@ def add_build_arguments(p, *, out_required=True):
         action="store_true",
         help="with --overwrite: also when the store holds fitted results (they are removed with it)",
     )
-    add_cluster_arguments(p)
-    add_storage_arguments(p)
 
 
 def add_source_arguments(p):

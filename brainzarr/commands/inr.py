@@ -21,7 +21,7 @@ from ._args import (
     positive_int,
     store_path,
 )
-from .build import GENES_HELP, add_source_arguments, parse_genes, source_options
+from .build import GENES_HELP, add_overwrite_arguments, add_source_arguments, parse_genes, source_options
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,7 @@ def _render_store(args, chunks):
         chunks=chunks,
         random_state=args.seed,
         overwrite=args.overwrite,
+        discard_results=args.discard_results,
         device=args.device,
     )
 
@@ -263,5 +264,5 @@ def register(sub):
     r.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     add_cluster_arguments(r)
     add_storage_arguments(r)
-    r.add_argument("--overwrite", action="store_true", help="replace a brainzarr store (never anything else)")
+    add_overwrite_arguments(r)
     r.set_defaults(func=_render)
