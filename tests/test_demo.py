@@ -1,8 +1,9 @@
 import pandas as pd
 import pytest
 
-from brainzarr import build_store, open_store
+from brainzarr import build_store, list_groups, open_store
 from brainzarr.commands.demo import run_demo
+from brainzarr.exceptions import StoreExistsError
 
 
 def _check(written, methods):
@@ -25,6 +26,15 @@ def test_demo_pipeline_small(tmp_path):
     # a second run reuses the store and the fitted results
     again = run_demo(tmp_path, genes=40, methods=methods, dims=(2,), log=lambda *a: None)
     assert again["store"] == written["store"]
+    # with another seed the store is the demo's to replace, with its fits, when asked
+    with pytest.raises(StoreExistsError, match="built with other settings") as info:
+        run_demo(tmp_path, genes=40, random_state=1, methods=("pca",), dims=(2,), log=lambda *a: None)
+    assert info.value.options == {"overwrite": True}  # a flag the demo takes: --overwrite
+    other = run_demo(
+        tmp_path, genes=40, random_state=1, methods=("pca",), dims=(2,), overwrite=True, log=lambda *a: None
+    )
+    assert open_store(other["store"]).attrs["provenance"]["split"]["seed"] == 1
+    assert list_groups(other["store"]) == ["representations/random/pca/k2"]
 
 
 def test_a_demo_that_cannot_work_is_refused_before_anything_is_written(tmp_path):

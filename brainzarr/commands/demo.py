@@ -37,10 +37,19 @@ EXPECTED_SECONDS = 210
 
 @renamed_kwargs(seed="random_state", progress=None)
 def run_demo(
-    out_dir="store", *, genes=DEMO_N_GENES, random_state=0, methods=DEMO_METHODS, dims=(2, 8), log=None
+    out_dir="store",
+    *,
+    genes=DEMO_N_GENES,
+    random_state=0,
+    methods=DEMO_METHODS,
+    dims=(2, 8),
+    overwrite: bool = False,
+    log=None,
 ) -> dict:
     """Run the pipeline into ``out_dir`` and return the paths written.
 
+    A second run with the same settings reuses the store and its fits; with other ``genes`` or
+    ``random_state`` it needs ``overwrite``, which replaces the demo's store and its fits.
     ``log`` (a callable taking one line) reports each step; default: the ``brainzarr`` logger.
     """
     from .._validation import SEED, whole_number
@@ -74,7 +83,15 @@ def run_demo(
     written = {"maps": [], "embeddings": []}
 
     log(f"[1/6] building an 8 mm synthetic store with {genes} genes")
-    store = build_store(out_dir / "demo-8mm.zarr", source="synthetic", resolution=8, genes=gene_list, random_state=seed)
+    store = build_store(
+        out_dir / "demo-8mm.zarr",
+        source="synthetic",
+        resolution=8,
+        genes=gene_list,
+        random_state=seed,
+        overwrite=overwrite,
+        discard_results=overwrite,  # the demo's own fits, made with the other settings
+    )
     written["store"] = store
     ds = open_store(store)
 
@@ -123,7 +140,9 @@ def _run(args):
 
     start = time.perf_counter()
     methods, dims = tuple(args.methods), tuple(args.dims)
-    written = run_demo(args.out_dir, genes=args.genes, random_state=args.seed, methods=methods, dims=dims)
+    written = run_demo(
+        args.out_dir, genes=args.genes, random_state=args.seed, methods=methods, dims=dims, overwrite=args.overwrite
+    )
     print()
     print(describe(written["store"]))
     print()
@@ -159,4 +178,9 @@ def register(sub):
         help="comma-separated dimensions to fit (2 is needed for the evaluation)",
     )
     p.add_argument("--seed", type=int, default=0, help="seeds the data, the splits and every fit (default 0)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the demo's store and its fits when they were made with other --genes or --seed",
+    )
     p.set_defaults(func=_run)
