@@ -231,7 +231,8 @@ def main(argv=None) -> int:
         except Exception as exc:  # every failure is one clear line unless --debug
             if args.debug:
                 raise
-            log.error("brainzarr %s: error: %s", command, error_message(exc))
+            flags = {s for a in (leaf or parser)._actions for s in a.option_strings}
+            log.error("brainzarr %s: error: %s", command, error_message(exc, flags))
             return 1
 
 
@@ -251,12 +252,15 @@ def flag(name: str, value=True) -> str:
     return text if value is True else f"{text} {value}"
 
 
-def error_message(exc: BaseException) -> str:
-    """One line for an error, with flag hints for brainzarr's own errors."""
+def error_message(exc: BaseException, flags=None) -> str:
+    """One line for an error, with flag hints for brainzarr's own errors. ``flags``: the option
+    strings of the command that failed; a hint it could not follow (a flag it does not take) is
+    left out rather than given wrong."""
     if isinstance(exc, BrainzarrError):
         text = exc.message.strip().splitlines()[0] if exc.message.strip() else type(exc).__name__
-        if exc.options:
-            text += "; pass " + " ".join(flag(k, v) for k, v in exc.options.items())
+        hints = [flag(k, v) for k, v in exc.options.items()]
+        if hints and (flags is None or all(h.split()[0] in flags for h in hints)):
+            text += "; pass " + " ".join(hints)
         return text
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, KeyError):

@@ -24,6 +24,9 @@ def test_python_spelling_in_the_library_and_flags_in_the_cli():
     assert error_message(exc) == "x; pass --overwrite --discard-results"
     with pytest.raises(FileExistsError):  # except FileExistsError keeps working
         raise exc
+    # a command that does not take a flag is not told to pass it
+    assert error_message(exc, flags={"--overwrite", "--discard-results"}) == "x; pass --overwrite --discard-results"
+    assert error_message(exc, flags={"--overwrite", "--quiet"}) == "x"
 
 
 def test_library_messages_speak_python(small_store):
