@@ -371,6 +371,8 @@ def test_cli_fit_render_and_build(tmp_path, capsys):
     )
     assert main(["inr", "render", str(tmp_path / "nope"), "--out", str(tmp_path / "x.zarr")]) == 1
     assert "no INR model" in capsys.readouterr().err
+    assert main(["inr", "render", str(tmp_path / "d.zarr"), "--out", str(tmp_path / "x.zarr")]) == 1
+    assert "d.zarr is a brainzarr store, not an INR model: give the folder an INR fit wrote" in capsys.readouterr().err
 
 
 def test_build_inr_store_fits_and_renders_in_one_step(tmp_path, table):

@@ -455,6 +455,10 @@ class GeneINR(BaseEstimator):
         path = user_path(path)
         config_file = path / "config.json"
         if not config_file.exists():
+            from ..store import is_store_root
+
+            if is_store_root(path):
+                raise InputError(f"{path} is a brainzarr store, not an INR model: give the folder an INR fit wrote")
             raise DataNotFoundError(
                 f"no INR model at {path} (expected {config_file}); fit one with `brainzarr inr fit`"
             )
