@@ -6,6 +6,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from .._location import user_path
 from ..exceptions import InputError
 from ._args import (
     add_cluster_arguments,
@@ -43,7 +44,7 @@ def resolved_targets(targets, store, out_dir):
         return
     from ..evaluate.synthetic_targets import write_synthetic_targets
 
-    out_dir = Path(out_dir)
+    out_dir = user_path(out_dir)  # as run_evaluation reads it
     folder = out_dir / "synthetic_targets"
     made = [path for path in (folder, out_dir) if not path.exists()]
     paths = write_synthetic_targets(folder, store=store)
