@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .._location import user_path
 from ..exceptions import DataNotFoundError, InputError
 from . import abagen_compat
 from .abagen_data import DONOR_SAMPLES, reannotated_probes
@@ -101,7 +102,7 @@ def microarray_dir(data_dir=None) -> Path:
     """
     if data_dir is None:
         data_dir = os.environ.get("ABAGEN_DATA") or "~/abagen-data"
-    path = Path(data_dir).expanduser()
+    path = user_path(data_dir)
     one = re.fullmatch(_FOLDER.format(r"(\w+)"), path.name)
     if one:  # a donor's own folder, where the one that holds microarray/ was meant
         parent = path.parent.parent if path.parent.name == "microarray" else path.parent
