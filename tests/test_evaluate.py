@@ -313,6 +313,50 @@ def test_external_embedding_on_another_grid_matches_the_store(store, targets_dir
     assert record["targets"] == str(targets_dir / "receptor_gradient.nii.gz")
 
 
+def test_arrays_on_the_store_voxels_are_aligned_by_their_voxel_coordinate(store, targets_dir, tmp_path):
+    """An embedding or a target given as a DataArray is placed by its ``voxel`` coordinate, as
+    xarray aligns: shuffled and transposed it predicts exactly as the store's own embedding does;
+    a subset leaves the other voxels out; one from another grid, or unplaceable, is refused."""
+    from brainzarr.evaluate.results import read_embedding
+    from brainzarr.exceptions import InputTypeError
+
+    ds = open_store(store)
+    emb = read_embedding(store, "representations/pca/k2", ds)
+    shuffled = emb.isel(voxel=np.random.default_rng(0).permutation(emb.sizes["voxel"])).transpose()
+    np.testing.assert_array_equal(load_embedding(shuffled, ds, name="mine").values, emb.values)
+    result = _predict_gradient(store, targets_dir, tmp_path / "out", methods=["pca"], embeddings={"mine": shuffled})
+    pred = result.prediction.set_index(["representation", "split"])
+    for split in ("random", "blocked"):
+        assert pred.loc[("mine", split), "r2"] == pytest.approx(pred.loc[("pca-k2", split), "r2"], abs=1e-9)
+    assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["external_embeddings"] == {
+        "mine": "DataArray"
+    }
+
+    half = emb.isel(voxel=slice(0, None, 2))
+    loaded = load_embedding(half, ds).values
+    assert np.isnan(loaded[1::2]).all() and np.array_equal(loaded[::2], emb.values[::2])
+
+    maps = load_targets(targets_dir, ds)
+    again = load_targets(maps.isel(voxel=slice(None, None, -1)), ds)  # reversed: placed back
+    np.testing.assert_allclose(again.values, maps.values, atol=1e-6, equal_nan=True)
+    assert list(again["target"].values) == list(maps["target"].values) and set(again["source"].values) == {"DataArray"}
+    one = load_targets({"gradient": maps.sel(target="receptor_gradient").drop_vars("target")}, ds)
+    assert list(one["target"].values) == ["gradient"]
+    np.testing.assert_allclose(one.values[:, 0], maps.sel(target="receptor_gradient").values, atol=1e-6)
+
+    other_grid = emb.assign_coords(i=emb["i"] + 1)
+    with pytest.raises(InputError, match="another grid"):
+        load_embedding(other_grid, ds)
+    with pytest.raises(InputError, match="no voxel coordinate"):
+        load_embedding(emb.drop_vars("voxel").isel(voxel=slice(0, 50)), ds)
+    with pytest.raises(InputError, match=r"dims \(voxel,\)"):
+        load_targets(emb.rename(voxel="v"), ds)
+    with pytest.raises(InputTypeError, match="got ndarray"):
+        load_embedding(emb.values, ds)
+    with pytest.raises(InputTypeError, match="got ndarray"):
+        run_evaluation(store, maps.values, methods=["pca"], save_to_store=False)
+
+
 def _predict_gradient(store, targets_dir, out, **kwargs):
     """The receptor gradient predicted from each embedding, quickly (a small grid, 3 folds)."""
     options = {"grid": SMALL_GRID, "n_splits": 3, "random_state": 1, "n_jobs": 2, "save_to_store": False}

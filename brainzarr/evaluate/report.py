@@ -399,7 +399,7 @@ def write_report(
         r.name: read_embedding(store, r.group, ds) for r in reps if r.dim == 2 and "embedding" in r.variables
     }
     for name, files in (embeddings or {}).items():
-        emb = files if hasattr(files, "sizes") else load_embedding(files, ds, name=name)
+        emb = load_embedding(files, ds, name=name)
         if emb.sizes["component"] >= 2:
             embeddings_2d[name] = emb.isel(component=slice(0, 2))
     fitted = {r.name: r.split_scheme or "unknown" for r in reps}

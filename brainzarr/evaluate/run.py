@@ -119,10 +119,7 @@ def _embeddings(store, ds, methods, dims, embeddings, interpolation="linear"):
     for name, files in (embeddings or {}).items():
         if name in reps:
             raise InputError(f"embedding name {name} clashes with a store representation; choose another")
-        if isinstance(files, xr.DataArray):
-            emb = files
-        else:
-            emb = load_embedding(files, ds, name=name, interpolation=interpolation)
+        emb = load_embedding(files, ds, name=name, interpolation=interpolation)
         reps[name] = emb
         meta[name] = {
             "method": "external",
@@ -159,9 +156,10 @@ def run_evaluation(
     ----------
     store : str or Path
         A brainzarr store, with fitted representations under ``representations/``.
-    targets : directory, files or dict, optional
-        Target maps (NIfTI in MNI space); see :func:`brainzarr.evaluate.load_targets`. Without
-        targets only the reconstruction table is made.
+    targets : directory, files, DataArray or dict, optional
+        Target maps (NIfTI in MNI space, or a DataArray on the store's voxels); see
+        :func:`brainzarr.evaluate.load_targets`. Without targets only the reconstruction table
+        is made.
     out_dir : str or Path, optional
         Where ``prediction.csv``, ``prediction_summary.csv``, ``anova.csv``, ``tukey.csv``,
         ``reconstruction.csv``/``.md`` and ``evaluation.json`` go.

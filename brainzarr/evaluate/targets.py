@@ -21,6 +21,7 @@ grid this is exactly "finite and non-zero".
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import nibabel as nib
@@ -28,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from .._location import user_path
-from ..exceptions import DataNotFoundError, InputError
+from ..exceptions import DataNotFoundError, InputError, InputTypeError
 from ..nifti import _load as load_image
 from ..nifti import from_nifti, refuse_if_not_mni
 
@@ -61,6 +62,11 @@ def nifti_files(spec) -> list:
         return [spec]
     if isinstance(spec, (list, tuple)):
         return [f for item in spec for f in nifti_files(item)]
+    if not isinstance(spec, (str, os.PathLike)):
+        raise InputTypeError(
+            f"expected NIfTI files (a folder, a file, a list of files or nibabel images) or a DataArray "
+            f"on the store's voxels, got {type(spec).__name__}"
+        )
     if isinstance(spec, str) and "," in spec:
         return nifti_files([s for s in spec.split(",") if s.strip()])
     path = user_path(str(spec).strip())
@@ -114,6 +120,54 @@ def _resample(data: np.ndarray, affine, support: np.ndarray, ds: xr.Dataset, int
     return values.astype(np.float32), covered
 
 
+def on_store_voxels(da, ds: xr.Dataset, what: str) -> tuple[np.ndarray, list | None]:
+    """A ``(voxel,)`` or ``(voxel, d)`` DataArray's values in the store's voxel order.
+
+    Values are placed by the ``voxel`` coordinate (the store's row numbers) when ``da`` has one,
+    as xarray aligns: reordered or a subset of the voxels is fine, and voxels ``da`` lacks are
+    NaN. Without one, ``da`` must hold every voxel in the store's order. Where ``da`` carries
+    ``i, j, k`` they must be the store's at those voxels: an array from another grid is refused
+    rather than misplaced.
+
+    Returns
+    -------
+    values : (n_voxels, n_columns) float32
+    labels : the second dim's coordinate values as str, or None (no coordinate, or 1-D)
+    """
+    if not isinstance(da, xr.DataArray):
+        raise InputTypeError(f"{what}: expected an xarray.DataArray, got {type(da).__name__}")
+    if "voxel" not in da.dims or da.ndim > 2:
+        raise InputError(f"{what} must have dims (voxel,) or (voxel, d) on the store's voxels; it has {da.dims}")
+    n = ds.sizes["voxel"]
+    other = [d for d in da.dims if d != "voxel"]
+    da = da.transpose("voxel", *other)
+    if "voxel" in da.indexes:
+        rows = np.asarray(da["voxel"].values)
+        if not np.issubdtype(rows.dtype, np.integer) or len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise InputError(
+                f"{what}: its voxel coordinate is not the store's rows 0..{n - 1}; is it from another store?"
+            )
+        if len(np.unique(rows)) != len(rows):
+            raise InputError(f"{what}: its voxel coordinate repeats voxels")
+        for c in ("i", "j", "k"):
+            if c in da.coords and c in ds.coords and not np.array_equal(da[c].values, ds[c].values[rows]):
+                raise InputError(
+                    f"{what}: its {c} coordinates differ from the store's at the same voxels; it is on another grid"
+                )
+        values = np.full((n,) + da.shape[1:], np.nan, dtype=np.float32)
+        values[rows] = np.asarray(da.values, dtype=np.float32)
+    elif da.sizes["voxel"] == n:
+        values = np.asarray(da.values, dtype=np.float32)
+    else:
+        raise InputError(
+            f"{what} has {da.sizes['voxel']} voxels and no voxel coordinate to place them; the store has {n}"
+        )
+    if values.ndim == 1:
+        return values[:, None], None
+    labels = [str(v) for v in da[other[0]].values] if other[0] in da.coords else None
+    return values, labels
+
+
 def read_map(img_or_path, ds: xr.Dataset, *, interpolation: str = "linear") -> tuple[np.ndarray, np.ndarray]:
     """An image on the store's voxels: its resampled values and where its support covers them.
 
@@ -145,8 +199,11 @@ def load_targets(
 
     Parameters
     ----------
-    targets : directory, file, comma-separated files, list of files/images, or dict name -> file/image
-        A 4-D file gives one target per volume (``<file>_<n>``).
+    targets : directory, file, comma-separated files, list of files/images, DataArray, or dict name -> any of these
+        A 4-D file gives one target per volume (``<file>_<n>``). A ``(voxel,)`` or
+        ``(voxel, d)`` DataArray holds maps already on the store's voxels (placed by its
+        ``voxel`` coordinate; voxels it lacks or holds NaN at are excluded); a 2-D one gives a
+        target per column, named by its second dim's coordinate.
     store_ds : xarray.Dataset
         The opened store (:func:`brainzarr.open_store`).
     interpolation : {"linear", "nearest", "continuous", "mean"}
@@ -164,27 +221,38 @@ def load_targets(
 
     Raises
     ------
-    FileNotFoundError, ValueError
-        Missing files, unreadable or empty images, repeated names, constant maps, too few valid
-        voxels, images not in MNI space.
+    DataNotFoundError
+        Missing files.
+    InputError
+        Unreadable or empty images, repeated names, constant maps, too few valid voxels, images
+        not in MNI space, a DataArray not on the store's voxels.
+    InputTypeError
+        ``targets`` of a type not listed above.
     """
-    if isinstance(targets, dict):
+    if isinstance(targets, xr.DataArray):
+        items = [(None, targets)]
+    elif isinstance(targets, dict):
         items = list(targets.items())
     else:
         items = [(_stem(p, n), p) for n, p in enumerate(nifti_files(targets), 1)]
     names, columns, sources = [], [], []
     for name, item in items:
-        values, valid = read_map(item, store_ds, interpolation=interpolation)
-        values = np.where(valid, values, np.nan)
-        if values.ndim == 1:
-            values = values[:, None]
-            labels = [str(name)]
+        if isinstance(item, xr.DataArray):
+            values, labels = _array_targets(item, store_ds, name)
+            source = "DataArray"
         else:
-            labels = [f"{name}_{n}" for n in range(values.shape[1])]
+            values, valid = read_map(item, store_ds, interpolation=interpolation)
+            values = np.where(valid, values, np.nan)
+            if values.ndim == 1:
+                values = values[:, None]
+                labels = [str(name)]
+            else:
+                labels = [f"{name}_{n}" for n in range(values.shape[1])]
+            source = _source(item)
         for col, label in enumerate(labels):
             names.append(label)
             columns.append(values[:, col])
-            sources.append(_source(item))
+            sources.append(source)
     if not names:
         raise InputError("no target maps given")
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -226,13 +294,29 @@ def load_targets(
     )
 
 
+def _array_targets(da: xr.DataArray, ds: xr.Dataset, name) -> tuple[np.ndarray, list[str]]:
+    """Target maps given as a DataArray on the store's voxels, and their names: ``name`` (the
+    dict's key, else the array's name, else "target") for a 1-D array; for a 2-D one its second
+    dim's labels (prefixed ``name_`` under a dict key), else ``<name>_<n>``."""
+    values, labels = on_store_voxels(da, ds, "the targets" if name is None else f"target {name}")
+    base = str(name if name is not None else da.name or "target")
+    if da.ndim == 1:
+        return values, [base]
+    if labels is None:
+        return values, [f"{base}_{n}" for n in range(values.shape[1])]
+    return values, labels if name is None else [f"{name}_{label}" for label in labels]
+
+
 def load_embedding(
     files, store_ds: xr.Dataset, *, name: str = "external", interpolation: str = "linear"
 ) -> xr.DataArray:
-    """An embedding made elsewhere, from NIfTI: one file per component, or one 4-D file.
+    """An embedding made elsewhere, from NIfTI (one file per component, or one 4-D file) or a
+    DataArray on the store's voxels.
 
     Returns ``(voxel, component)`` float32 on the store's voxels; a voxel outside the
     embedding's brain (every component zero/NaN there) or outside its field of view is NaN.
+    A ``(voxel,)`` or ``(voxel, d)`` DataArray is placed by its ``voxel`` coordinate, as xarray
+    aligns (see :func:`on_store_voxels`): voxels it lacks, or a row with a NaN, are NaN.
 
     Interpolation is linear by default (see the module docstring): an embedding exported from a
     store (or on a grid it was upsampled to) comes back unchanged. This matters more than it
@@ -240,6 +324,10 @@ def load_embedding(
     the same embedding (voxels filled from the same tissue sample), and a cubic spline's small
     perturbations change its test R² noticeably.
     """
+    if isinstance(files, xr.DataArray):
+        values, _ = on_store_voxels(files, store_ds, f"embedding {name}")
+        values[~np.isfinite(values).all(axis=1)] = np.nan
+        return _embedding(values, store_ds, name, {"source": "DataArray"})
     paths = nifti_files(files)
     volumes, affine, shape = [], None, None
     for item in paths:
@@ -264,15 +352,16 @@ def load_embedding(
     except ValueError as exc:
         raise InputError(f"embedding {name}: {exc}") from None
     keep = covered.all(axis=1) & np.isfinite(values).all(axis=1)
-    if keep.sum() < MIN_VALID_VOXELS:
-        raise InputError(f"embedding {name} covers {keep.sum()} of the store's voxels; is it in MNI space?")
     out = np.where(keep[:, None], values, np.nan).astype(np.float32)
-    coords = {c: store_ds[c] for c in ("voxel", "i", "j", "k", "x", "y", "z") if c in store_ds.coords}
-    coords["component"] = np.arange(1, out.shape[1] + 1)
-    return xr.DataArray(
-        out,
-        dims=("voxel", "component"),
-        coords=coords,
-        name=name,
-        attrs={"source": ",".join(map(_source, paths)), "interpolation": interpolation},
-    )
+    return _embedding(out, store_ds, name, {"source": ",".join(map(_source, paths)), "interpolation": interpolation})
+
+
+def _embedding(values: np.ndarray, ds: xr.Dataset, name: str, attrs: dict) -> xr.DataArray:
+    """``(voxel, component)`` on the store's voxels, NaN rows where it has no value; refused when
+    it covers too few voxels to predict from."""
+    covered = int(np.isfinite(values).all(axis=1).sum())
+    if covered < MIN_VALID_VOXELS:
+        raise InputError(f"embedding {name} covers {covered} of the store's voxels; is it in MNI space?")
+    coords = {c: ds[c] for c in ("voxel", "i", "j", "k", "x", "y", "z") if c in ds.coords}
+    coords["component"] = np.arange(1, values.shape[1] + 1)
+    return xr.DataArray(values, dims=("voxel", "component"), coords=coords, name=name, attrs=attrs)
