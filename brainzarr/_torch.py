@@ -32,7 +32,7 @@ def resolve_device(device="auto"):
 
     Raises
     ------
-    ValueError
+    InputError
         An unknown device, or CUDA asked for where torch sees none.
     """
     torch = require_torch()

@@ -18,9 +18,9 @@ def load_volume(path) -> nib.spatialimages.SpatialImage:
 
     Raises
     ------
-    FileNotFoundError
+    DataNotFoundError
         No file at ``path``.
-    ValueError
+    InputError
         nibabel cannot read it.
     InputError
         It is not a volume (a GIFTI surface map, a CIFTI file): brainzarr reads volumes in MNI

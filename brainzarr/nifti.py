@@ -417,7 +417,7 @@ def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.f
 
     Raises
     ------
-    ValueError
+    InputError
         No ``voxel`` dim, more than two dims, no grid information, voxels outside the grid or
         repeated, a grid that contradicts the DataArray's own, NaN background with an integer dtype.
     """
@@ -949,9 +949,9 @@ def from_nifti(
 
     Raises
     ------
-    FileNotFoundError
+    DataNotFoundError
         No file at the path.
-    ValueError
+    InputError
         Not an image, not 3-D/4-D, an unknown interpolation, an image evidently not in MNI space,
         or an image that does not overlap the target's voxels.
     """

@@ -98,7 +98,7 @@ def parcellate(
 
     Raises
     ------
-    ValueError
+    InputError
         ``data`` has no voxel dimension or more than two dimensions, the atlas holds
         non-integer values or no region, an unknown ``weighting`` or ``strategy``, a
         ``lut`` that is not a look-up table, or an atlas evidently not in MNI space when
@@ -219,7 +219,7 @@ def region_map(table: xr.DataArray, atlas=None) -> xr.DataArray:
 
     Raises
     ------
-    ValueError
+    InputError
         No ``region`` dimension, more than two dimensions, or no atlas to place the regions in.
     """
     import dask.array as dsa
@@ -279,9 +279,9 @@ def read_lut(lut) -> dict[int, str]:
 
     Raises
     ------
-    FileNotFoundError
+    DataNotFoundError
         No file at the path.
-    ValueError
+    InputError
         Neither format, a label that is not an integer, or a label named twice.
     """
     if isinstance(lut, Mapping):

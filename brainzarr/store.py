@@ -216,6 +216,9 @@ class Store:
         The store (a directory such as ``store/s8.zarr``).
     allow_incomplete : bool
         Accept a store whose build was interrupted.
+    storage_options : dict, optional
+        For a store at a URL (``s3://bucket/x.zarr``): fsspec options such as ``endpoint_url``,
+        ``key``, ``secret`` (credentials otherwise come from the environment).
 
     Raises
     ------

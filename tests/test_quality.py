@@ -250,3 +250,57 @@ def test_the_package_version_is_the_changelogs_newest():
         assert version.is_devrelease and version.release == number.release, (str(version), heading)
     else:
         assert version == number, (str(version), heading)
+
+
+def _documented_callables():
+    """(file, node, docstring) of every function and class in the package with a docstring."""
+    import ast
+
+    for path in sorted((ROOT / "brainzarr").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and ast.get_docstring(node):
+                yield path.relative_to(ROOT), node, ast.get_docstring(node)
+
+
+def _section(doc: str, title: str) -> list[str]:
+    """The entry lines (not their descriptions) of a numpy docstring section."""
+    match = re.search(rf"^{title}\n-+\n(.*?)(?:\n\n[A-Z][A-Za-z ]+\n-+\n|\Z)", doc, re.S | re.M)
+    return [line for line in match.group(1).splitlines() if line and not line.startswith(" ")] if match else []
+
+
+def test_docstrings_document_parameters_that_exist():
+    """A parameter renamed (``seed`` -> ``random_state``) or removed leaves no stale entry in the
+    numpy docstrings that mkdocstrings renders."""
+    import ast
+
+    stale = []
+    for path, node, doc in _documented_callables():
+        if isinstance(node, ast.ClassDef):
+            node = next((b for b in node.body if isinstance(b, ast.FunctionDef) and b.name == "__init__"), None)
+            if node is None:
+                continue
+        a = node.args
+        taken = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs} | {x.arg for x in (a.vararg, a.kwarg) if x}
+        for entry in _section(doc, "Parameters"):
+            names = [n.strip().lstrip("*") for n in entry.split(":")[0].split(",")]
+            stale += [f"{path}:{node.lineno} {name}" for name in names if name and name not in taken]
+    assert not stale, "documented but not parameters:\n" + "\n".join(stale)
+
+
+def test_raises_sections_name_brainzarrs_classes():
+    """Errors are brainzarr's classes (tests/test_exceptions.py); a docstring that says
+    ``ValueError`` where ``InputError`` is raised tells a reader to catch too much."""
+    import brainzarr.exceptions as exc
+
+    replaced = {
+        base.__name__
+        for cls in vars(exc).values()
+        if isinstance(cls, type) and issubclass(cls, exc.BrainzarrError)
+        for base in cls.__bases__
+        if base.__module__ == "builtins" and base not in (Exception, RuntimeError)
+    }
+    builtin = []
+    for path, node, doc in _documented_callables():
+        for entry in _section(doc, "Raises"):
+            builtin += [f"{path}:{node.lineno} {entry}" for name in re.findall(r"\w+", entry) if name in replaced]
+    assert not builtin, "Raises names a builtin; name brainzarr's class:\n" + "\n".join(builtin)

@@ -112,6 +112,10 @@ def plot_brain_maps(maps: dict, path, *, title: str | None = None, symmetric: bo
     Parameters
     ----------
     maps : dict label -> (voxel,) DataArray from a store (carrying its grid)
+    path : str or Path
+        The figure file (PNG).
+    title : str, optional
+        Above the figure.
     symmetric : bool, optional
         Diverging colours centred on 0 (default: when a map has both signs).
     """

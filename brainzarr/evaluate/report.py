@@ -352,8 +352,10 @@ def write_report(
         External embeddings (see :func:`~brainzarr.evaluate.run_evaluation`).
     gene : str, optional
         The gene shown in an interactive viewer (default: the store's first gene).
+    progress : bool, optional
+        Progress bars (default: :func:`brainzarr.set_options`'s, on a terminal).
     **evaluate_options
-        Passed to :func:`~brainzarr.evaluate.run_evaluation` (grid, seed, n_jobs, ...).
+        Passed to :func:`~brainzarr.evaluate.run_evaluation` (grid, random_state, n_jobs, ...).
 
     Returns
     -------

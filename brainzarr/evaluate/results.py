@@ -97,7 +97,7 @@ def check_fitted(store, methods, found, dims=None) -> None:
 
     Raises
     ------
-    ValueError
+    InputError
         A name that is neither a brainzarr method nor the method of a result in the store.
     InputError
         A method the store holds no fitted representation of (at ``dims``, when given).

@@ -130,11 +130,13 @@ def write_synthetic_targets(
     store : str or Path, optional
         A synthetic store: the targets come from the model it was built from. Otherwise from
         ``SyntheticModel(random_state=random_state)``.
-    seed : int
+    random_state : int
         Seed of the synthetic model when no store is given.
     resolution : int
         Grid of the files in mm (nilearn's MNI152 brain mask): 2 mm by default, finer than the
         store, like real PET maps.
+    names : sequence of str
+        Which targets (default: all of ``SYNTHETIC_TARGETS``).
     """
     from ..nifti import save_nifti, to_nifti
 

@@ -115,6 +115,8 @@ class KrigingInterpolator(_TableInterpolator):
     length_scale_mm, noise : float, optional
         Fixed hyperparameters; by default both maximise the marginal likelihood summed over
         genes, computed on at most ``max_fit_samples`` samples (a seeded subset).
+    max_fit_samples : int
+        Size of that subset (the likelihood costs its cube).
     random_state : int
         Draws that subset.
 

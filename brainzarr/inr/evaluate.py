@@ -123,6 +123,17 @@ def cross_validate(
     table : xarray.Dataset
         A complete sample table.
     methods : sequence of {'inr', 'idw', 'nearest', 'kriging'}
+    cv : {'blocks', 'donors'}
+        Spatial blocks of ``block_mm`` dealt to ``n_folds`` folds, or leave-one-donor-out (see
+        :func:`make_folds`).
+    n_folds : int
+        Folds of ``'blocks'``.
+    block_mm : float
+        Cube edge of ``'blocks'``, in mm.
+    random_state : int
+        Seeds the folds and every method's fit.
+    inr_params, kriging_params : dict, optional
+        Parameters of :class:`~brainzarr.inr.GeneINR` and of :class:`~brainzarr.inr.KrigingInterpolator`.
     truth : callable(xyz, genes) -> (n, g), optional
         The true field (default: the synthetic source's, when the table is synthetic); adds
         rows for method ``'true_field'``, the noise floor.
@@ -130,6 +141,8 @@ def cross_validate(
         With 'inr', add rows ``'inr_donor'``: the population map plus the held-out sample's
         donor offsets (learned from that donor's training samples; blocks only, since a
         left-out donor has none).
+    progress : bool, optional
+        A progress bar over the fits (default: :func:`brainzarr.set_options`'s, on a terminal).
 
     Returns
     -------
@@ -241,6 +254,10 @@ def map_scores(
         The true field: adds ``rmse_vs_truth`` and ``r_vs_truth`` per method and gene.
     reference : str
         The method whose map the others are correlated with (``r_vs_<reference>``, secondary).
+    block_rows, gene_block : int
+        Voxels and genes predicted at once (memory grows with their product).
+    progress : bool, optional
+        A progress bar over the voxel blocks (default: :func:`brainzarr.set_options`'s).
 
     Returns
     -------

@@ -44,6 +44,8 @@ def solve_readout(
     donor : (n,) int, optional
         Donor index per sample; None fits no donor offsets.
     n_donors : int
+    feature_penalty, donor_penalty : float
+        Ridge penalties of the embeddings and of the donor offsets.
 
     Returns
     -------

@@ -109,12 +109,24 @@ def render_store(
     model : GeneINR or str or Path
     out : str or Path
         The store to write (resumable, like any build).
-    resolution, mask :
-        The grid: nilearn's MNI152 brain mask at ``resolution`` mm, or a mask NIfTI.
+    resolution : int
+        Grid spacing in mm of nilearn's MNI152 brain mask (ignored when ``mask`` is given).
+    mask : str, Path or Nifti1Image, optional
+        A mask NIfTI in MNI space defining the voxels instead.
     genes : None, int or list of str
         All of the model's genes, ``n`` evenly spaced ones, or these symbols.
-    seed : int
-        Seeds the store's train/test splits.
+    chunks : (int, int)
+        Voxels x genes per chunk of the store (see :func:`brainzarr.build_store`).
+    random_state : int
+        Seeds the store's train/test splits (recorded in its provenance).
+    overwrite : bool
+        Replace an existing brainzarr store at ``out`` (see :func:`brainzarr.build_store`).
+    progress : bool, optional
+        Progress bars (default: :func:`brainzarr.set_options`'s, on a terminal).
+    client : dask.distributed.Client, optional
+        Render the blocks on this cluster.
+    device : str
+        Where a saved model is loaded: 'auto' (CUDA when available), 'cpu' or 'cuda'.
     **build_options
         Other :func:`brainzarr.build_store` options (``split``, ``test_fraction``, ``block_mm``).
     """

@@ -152,7 +152,7 @@ def check_methods(methods, purpose: str, *, also=()) -> None:
 
     Raises
     ------
-    ValueError, MissingDependencyError, MethodUnavailableError
+    InputError, MissingDependencyError, MethodUnavailableError
     """
     check_method_names(methods)
     check_installed([*(module for method in methods for module in REQUIRES.get(method, ())), *also], purpose)
@@ -166,7 +166,7 @@ def make_model(method: str, n_components: int, *, random_state: int = 0, **param
 
     Raises
     ------
-    ValueError
+    InputError
         For a parameter the estimator does not take.
     """
     cls = model_class(method)
@@ -239,7 +239,7 @@ def check_fit(
 
     Raises
     ------
-    ResultExistsError, PermissionError, ValueError, MethodUnavailableError, InsufficientDiskError
+    ResultExistsError, StoreReadOnlyError, InputError, MethodUnavailableError, InsufficientDiskError
     """
     store = as_store(store)
     model = make_model(method, n_components, **dict(params or {}))

@@ -267,9 +267,9 @@ def load_ahba(
 
     Raises
     ------
-    FileNotFoundError
+    DataNotFoundError
         A donor folder or one of its five files is missing (the message names both).
-    ValueError
+    InputError
         Bad settings, ``diff_stability`` with one donor, an incomplete ``Probes.csv`` with
         ``reannotated=True``, or no probe passing the filter.
     UnknownGeneError
