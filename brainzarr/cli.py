@@ -271,7 +271,16 @@ def error_message(exc: BaseException, flags=None) -> str:
             text += f": {exc.filename}"
     if isinstance(exc, (ValueError, OSError, KeyError, ImportError, ConnectionError)):
         return text
+    if _from_object_storage(exc):  # the endpoint went away, or refused a request, mid-job
+        unreachable = any(c.__name__ == "ConnectionError" for c in type(exc).__mro__)
+        return f"{'cannot reach the object store' if unreachable else 'object storage'}: {text}"
     return f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
+
+
+def _from_object_storage(exc: BaseException) -> bool:
+    """Whether ``exc`` is botocore's (s3fs's client), told by module so that botocore need not
+    be installed for the CLI to run."""
+    return type(exc).__module__.partition(".")[0] in ("botocore", "aiobotocore")
 
 
 if __name__ == "__main__":  # pragma: no cover

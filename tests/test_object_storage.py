@@ -155,6 +155,49 @@ def test_bad_object_storage_input_is_one_line(s3, s3_endpoint, monkeypatch, caps
     one_line(["build", "--genes", "4", "--out", f"s3://{bucket}/y.zarr", *opt], "credentials")
 
 
+def test_an_endpoint_lost_mid_build_is_one_line(monkeypatch, capsys):
+    """The S3 server stops after the build has written two row blocks: botocore's error is told
+    as one line that says what happened, as at the start of a job."""
+    import uuid
+
+    import s3fs
+
+    from brainzarr import build as build_module
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    endpoint, bucket = f"http://127.0.0.1:{port}", f"b{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem(endpoint_url=endpoint).mkdir(bucket)
+    real, written = build_module._write_block, []
+
+    def then_stop(*args, **kwargs):
+        if len(written) == 2:
+            server.stop()
+        written.append(real(*args, **kwargs))
+
+    monkeypatch.setattr(build_module, "_write_block", then_stop)
+    fast = 'config_kwargs={"connect_timeout": 1, "retries": {"max_attempts": 1}}'
+    argv = ["build", "--genes", "8", "--chunks", "512,8", "--out", f"s3://{bucket}/lost.zarr"]
+    try:
+        code = main([*argv, "--storage-option", f"endpoint_url={endpoint}", "--storage-option", fast])
+    finally:
+        if len(written) <= 2:
+            server.stop()
+        s3fs.S3FileSystem.clear_instance_cache()
+    err = capsys.readouterr().err
+    assert len(written) == 2 and code == 1, err
+    assert "error: cannot reach the object store: Could not connect to the endpoint URL" in err, err
+    assert "--debug" not in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     code = main(["build", "--genes", "4", "--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "x.zarr")])
     err = capsys.readouterr().err
