@@ -15,15 +15,21 @@ pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
+def _start_moto():
+    """A moto S3 server on a free port of 127.0.0.1: (server, endpoint URL)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    yield f"http://127.0.0.1:{port}"
+    return server, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    server, endpoint = _start_moto()
+    yield endpoint
     server.stop()
 
 
@@ -164,16 +170,11 @@ def test_an_endpoint_lost_mid_build_is_one_line(monkeypatch, capsys):
 
     from brainzarr import build as build_module
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server, endpoint = _start_moto()
     for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    endpoint, bucket = f"http://127.0.0.1:{port}", f"b{uuid.uuid4().hex[:12]}"
+    bucket = f"b{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem.clear_instance_cache()
     s3fs.S3FileSystem(endpoint_url=endpoint).mkdir(bucket)
     real, written = build_module._write_block, []
