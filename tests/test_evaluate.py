@@ -339,7 +339,19 @@ def test_arrays_on_the_store_voxels_are_aligned_by_their_voxel_coordinate(store,
     maps = load_targets(targets_dir, ds)
     again = load_targets(maps.isel(voxel=slice(None, None, -1)), ds)  # reversed: placed back
     np.testing.assert_allclose(again.values, maps.values, atol=1e-6, equal_nan=True)
-    assert list(again["target"].values) == list(maps["target"].values) and set(again["source"].values) == {"DataArray"}
+    for coord in ("target", "source", "n_valid"):  # maps from load_targets keep their files
+        assert list(again[coord].values) == list(maps[coord].values)
+    np.testing.assert_allclose(again["raw_max"], maps["raw_max"], rtol=1e-6)
+    # a subset of the voxels is scaled again over its own, in the units of the files
+    low = (maps.sel(target="spatial_control") < 0.5).reset_coords(drop=True)
+    low_half = maps.where(low).isel(voxel=slice(0, None, 2))
+    sub = load_targets(low_half, ds).sel(target="spatial_control")
+    assert float(sub.max()) == 1 and float(sub.min()) == 0
+    raw = maps["raw_min"] + maps * (maps["raw_max"] - maps["raw_min"])
+    raw_sub = raw.sel(target="spatial_control").where(np.isfinite(sub))
+    np.testing.assert_allclose([sub["raw_min"], sub["raw_max"]], [raw_sub.min(), raw_sub.max()], rtol=1e-5)
+    plain = load_targets(maps.drop_vars(["source", "raw_min", "raw_max"]) * 3, ds)
+    assert set(plain["source"].values) == {"DataArray"} and float(plain["raw_max"].max()) == pytest.approx(3)
     one = load_targets({"gradient": maps.sel(target="receptor_gradient").drop_vars("target")}, ds)
     assert list(one["target"].values) == ["gradient"]
     np.testing.assert_allclose(one.values[:, 0], maps.sel(target="receptor_gradient").values, atol=1e-6)

@@ -125,6 +125,23 @@ def test_without_targets_a_store_of_real_data_is_refused_before_any_fit(tmp_path
     assert list_groups(store) == [] and not (tmp_path / "out").exists()
 
 
+def test_target_maps_given_are_read_once(reproduced, tmp_path, monkeypatch):
+    """The maps are checked before any fit and then evaluated: one read of each file, not two
+    (at 1 mm ~1 s a map), and evaluation.json still names the files."""
+    from brainzarr.evaluate import targets as targets_module
+
+    store, index = reproduced
+    files = sorted((index.parent / "targets").glob("*.nii.gz"))
+    real, read = targets_module.read_map, []
+    monkeypatch.setattr(targets_module, "read_map", lambda item, *a, **k: read.append(item) or real(item, *a, **k))
+    out = tmp_path / "given"
+    reproduce_study(store, out, index.parent / "targets", methods=("pca",), dims=(2,), grid=GRID, n_splits=2)
+    assert sorted(read) == files
+    assert json.loads((out / "evaluation.json").read_text())["targets"] == [str(f) for f in files]
+    prediction = pd.read_csv(out / "prediction.csv")
+    assert set(prediction["target"]) == {f.name.removesuffix(".nii.gz") for f in files}
+
+
 def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path, capsys):
     store, _ = reproduced
     args = ["reproduce", str(store), "-o", str(tmp_path / "again"), "--dims", "2", "--methods", "pca,nmf"]

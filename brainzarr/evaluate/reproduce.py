@@ -207,8 +207,8 @@ def reproduce_study(
             model_from_store(store)
         except ValueError as exc:
             raise InputError(f"{exc}: give the target maps to predict", options={"targets": "DIR"}) from None
-    else:  # a target that cannot be used (no maps, a constant one, not in MNI space) too
-        load_targets(targets, ds, interpolation=interpolation)
+    else:  # a target that cannot be used (no maps, a constant one, not in MNI space) too; read once
+        targets = load_targets(targets, ds, interpolation=interpolation)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)

@@ -304,6 +304,9 @@ def _described(spec):
         return [_described(value) for value in spec]
     if isinstance(spec, (str, Path)):
         return str(spec)
+    if isinstance(spec, xr.DataArray) and "source" in spec.coords and spec["source"].ndim == 1:
+        sources = [str(s) for s in spec["source"].values]  # maps from load_targets: their files
+        return sorted(set(sources), key=sources.index)
     return type(spec).__name__
 
 

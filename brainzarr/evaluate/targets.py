@@ -235,11 +235,11 @@ def load_targets(
         items = list(targets.items())
     else:
         items = [(_stem(p, n), p) for n, p in enumerate(nifti_files(targets), 1)]
-    names, columns, sources = [], [], []
+    names, columns, origins = [], [], []
     for name, item in items:
         if isinstance(item, xr.DataArray):
             values, labels = _array_targets(item, store_ds, name)
-            source = "DataArray"
+            origin = _array_origins(item, values.shape[1])
         else:
             values, valid = read_map(item, store_ds, interpolation=interpolation)
             values = np.where(valid, values, np.nan)
@@ -248,11 +248,10 @@ def load_targets(
                 labels = [str(name)]
             else:
                 labels = [f"{name}_{n}" for n in range(values.shape[1])]
-            source = _source(item)
-        for col, label in enumerate(labels):
-            names.append(label)
-            columns.append(values[:, col])
-            sources.append(source)
+            origin = [(_source(item), 0.0, 1.0)] * values.shape[1]
+        names += labels
+        columns += list(values.T)
+        origins += origin
     if not names:
         raise InputError("no target maps given")
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -272,6 +271,8 @@ def load_targets(
     if constant:
         raise InputError(f"target(s) {', '.join(constant)} are constant on the store's voxels")
     scaled = ((raw - lo) / (hi - lo)).astype(np.float32)
+    sources, o_lo, o_hi = (np.asarray(column) for column in zip(*origins))
+    lo, hi = o_lo + lo * (o_hi - o_lo), o_lo + hi * (o_hi - o_lo)  # in the units of the maps as first read
     coords = {c: store_ds[c] for c in ("voxel", "i", "j", "k", "x", "y", "z", "hemisphere") if c in store_ds.coords}
     coords.update(
         target=np.asarray(names),
@@ -305,6 +306,17 @@ def _array_targets(da: xr.DataArray, ds: xr.Dataset, name) -> tuple[np.ndarray, 
     if labels is None:
         return values, [f"{base}_{n}" for n in range(values.shape[1])]
     return values, labels if name is None else [f"{name}_{label}" for label in labels]
+
+
+def _array_origins(da: xr.DataArray, n_columns: int) -> list[tuple[str, float, float]]:
+    """Per column of a DataArray of targets: its source, and the raw values that its 0 and 1
+    stand for. Maps that :func:`load_targets` returned keep their files and raw range (so that
+    they can be given again, reordered or as a subset of voxels); other values are raw."""
+    if da.ndim == 2 and all(c in da.coords and da[c].ndim == 1 for c in ("source", "raw_min", "raw_max")):
+        d = [dim for dim in da.dims if dim != "voxel"][0]
+        if all(da[c].dims == (d,) for c in ("source", "raw_min", "raw_max")):
+            return list(zip(map(str, da["source"].values), da["raw_min"].values, da["raw_max"].values))
+    return [("DataArray", 0.0, 1.0)] * n_columns
 
 
 def load_embedding(
