@@ -29,6 +29,12 @@ Header written by :func:`to_nifti`
   4-D images, the name and labels of the 4th axis, so that :func:`from_nifti` gives back a
   ``(voxel, component)`` array with its labels. Other tools ignore it.
 
+Labels (``ds.split``, ``ds.hemisphere``: strings) are written as a label image: 0 outside the
+brain, ``1, 2, ...`` for the labels in sorted order (``uint8``, or ``int16`` beyond 255 labels),
+intent ``NIFTI_INTENT_LABEL``, and ``{code: label}`` in the extension and, as far as it fits,
+in ``descrip`` (``brainzarr split 1=test 2=train``); :func:`from_nifti` gives back the labels
+on the grid the image was written on (or with ``interpolation="nearest"``).
+
 Writing onto another grid (``like=``)
 ------------------------------------
 :func:`to_nifti` and :func:`write_nifti` write on the store's own grid by default (nilearn's
@@ -322,6 +328,22 @@ def _out_dtype(da: xr.DataArray, background: float, dtype) -> np.dtype:
     return dtype
 
 
+def _label_codes(da: xr.DataArray, background: float, dtype) -> tuple[xr.DataArray, dict | None, object]:
+    """A DataArray of labels (strings) as integer codes ``1..n`` in sorted order, the
+    ``{code: label}`` table and the codes' dtype; any other DataArray as it is (no table)."""
+    if da.dtype.kind not in "USO":
+        return da, None, dtype
+    if not np.isfinite(background) or background != 0:
+        raise InputError(f"a label image ({da.name or 'labels'}) has background 0 (no label), got {background}")
+    labels = np.asarray(da.values).astype(str)
+    names, codes = np.unique(labels, return_inverse=True)
+    code_dtype = np.uint8 if len(names) < 256 else np.int16
+    if len(names) > np.iinfo(np.int16).max:
+        raise InputError(f"{da.name or 'the array'} holds {len(names):,} distinct labels; a label image holds 32,767")
+    coded = da.copy(data=(codes.reshape(labels.shape) + 1).astype(code_dtype))
+    return coded, {int(n): str(name) for n, name in enumerate(names, 1)}, code_dtype
+
+
 def _volume(da: xr.DataArray, grid, background, dtype, like=None, stacklevel=1):
     """(volume, affine, space, other_dim): the DataArray's values placed on its grid."""
     other = _other_dim(da)
@@ -346,7 +368,7 @@ def _finite_range(values) -> tuple[float, float] | None:
     return (float(finite.min()) + 0.0, float(finite.max()) + 0.0) if finite.size else None
 
 
-def _set_header(img: nib.Nifti1Image, affine, space, da: xr.DataArray, other, cal) -> None:
+def _set_header(img: nib.Nifti1Image, affine, space, da: xr.DataArray, other, cal, labels=None) -> None:
     code = "mni" if _is_mni(space) else "aligned"
     img.set_sform(affine, code=code)
     img.set_qform(affine, code=code)
@@ -357,10 +379,11 @@ def _set_header(img: nib.Nifti1Image, affine, space, da: xr.DataArray, other, ca
     scalars = _scalar_coords(da)
     name = str(da.name) if da.name is not None else ""
     label = next(iter(scalars.values()), name) if len(scalars) == 1 else name
-    hdr.set_intent("estimate", name=label.encode("ascii", "replace").decode()[:15])
+    hdr.set_intent("label" if labels else "estimate", name=label.encode("ascii", "replace").decode()[:15])
     if cal is not None:
         hdr["cal_min"], hdr["cal_max"] = cal
-    descrip = " ".join(["brainzarr", name] + [f"{k}={v}" for k, v in scalars.items()]).strip()
+    table = [f"{code}={text}" for code, text in (labels or {}).items()]
+    descrip = " ".join(["brainzarr", name] + [f"{k}={v}" for k, v in scalars.items()] + table).strip()
     hdr["descrip"] = descrip.encode("ascii", "replace")[:79]
     meta = {
         _EXTENSION_KEY: _version(),
@@ -368,6 +391,8 @@ def _set_header(img: nib.Nifti1Image, affine, space, da: xr.DataArray, other, ca
         "coords": scalars,
         "units": da.attrs.get("units"),
     }
+    if labels:
+        meta["labels"] = {str(code): text for code, text in labels.items()}
     if other is not None:
         meta["volume_dim"] = str(other)
         meta["volume_labels"] = _jsonable(da[other].values) if other in da.coords else None
@@ -404,7 +429,7 @@ def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.f
     background : float
         Value of voxels outside the brain (or not in ``da``): 0 (default) or NaN.
     dtype : numpy dtype
-        Data type of the image (float32 by default).
+        Data type of the image (float32 by default; a label image's is its codes').
     like : str, Path, nibabel image, Grid or FSL grid name, optional
         Write on this grid instead of the store's, each voxel taking the nearest store voxel's
         value (see the module docstring), e.g. ``like="MNI152_T1_1mm"`` for FSL's
@@ -421,10 +446,11 @@ def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.f
         No ``voxel`` dim, more than two dims, no grid information, voxels outside the grid or
         repeated, a grid that contradicts the DataArray's own, NaN background with an integer dtype.
     """
+    da, labels, dtype = _label_codes(da, float(background), dtype)
     vol, affine, space, other = _volume(da, grid, float(background), dtype, like, stacklevel=2)
     img = nib.Nifti1Image(vol, affine)
     img.header.set_data_dtype(vol.dtype)
-    _set_header(img, affine, space, da, other, _finite_range(vol))
+    _set_header(img, affine, space, da, other, _finite_range(vol), labels)
     return img
 
 
@@ -470,6 +496,7 @@ def write_nifti(
 
     path = _checked_nifti_path(path)
     background = float(background)
+    da, labels, dtype = _label_codes(da, background, dtype)
     other = _other_dim(da)
     ijk, affine, shape, space = _placement(da, grid)
     rows = None
@@ -523,7 +550,7 @@ def write_nifti(
 
         img = nib.Nifti1Image(np.broadcast_to(np.zeros((), dtype), full_shape), affine)  # a view: no memory
         img.header.set_data_dtype(dtype)
-        _set_header(img, affine, space, da, other, cal)
+        _set_header(img, affine, space, da, other, cal, labels)
         img.update_header()
         hdr = img.header
         hdr.set_slope_inter(1.0, 0.0)  # what nibabel writes for unscaled data
@@ -945,7 +972,8 @@ def from_nifti(
         voxel coordinates (``voxel, i, j, k, x, y, z`` and any other voxel coordinates of a
         store target, grid attributes on ``i``). Voxels outside the image's field of view are NaN
         (with a warning; with "mean", those with no part inside it). Values are float32 for
-        float32/integer images, float64 for float64.
+        float32/integer images, float64 for float64, and the labels (strings) of a label image
+        that :func:`to_nifti` wrote, read on its grid or with "nearest".
 
     Raises
     ------
@@ -980,7 +1008,13 @@ def from_nifti(
         else:
             values = _resampled_at(data.astype(fdtype, copy=False), img.affine, affine, shape, interpolation, ijk)
     out_dtype = np.result_type(values.dtype, np.float32) if values.dtype.kind == "f" else np.float32
-    values = values.astype(out_dtype, copy=False)
+    table = meta.get("labels") if method in ("none (same grid)", "nearest") and values.ndim == 1 else None
+    if table:  # a label image that brainzarr wrote: its labels back, "" where it has none
+        names = np.array([""] + [table.get(str(code), "") for code in range(1, max(map(int, table)) + 1)])
+        codes = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0).astype(np.int64)
+        values = names[np.where((codes >= 0) & (codes < len(names)), codes, 0)]
+    else:
+        values = values.astype(out_dtype, copy=False)
     if name is None:
         name = meta.get("name") or (
             Path(str(path)).name.removesuffix(".gz").removesuffix(".nii") if path is not None else None

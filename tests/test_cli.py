@@ -304,8 +304,12 @@ def test_export_of_a_result_or_a_folder_of_results_names_the_arrays_to_choose(tm
     code, _, err = run(["export", str(store), "nmf-k2", "-o", out], capsys)  # as the evaluation's tables name it
     assert code == 1 and err.strip().endswith("its embedding is representations/random/nmf/k2/embedding")
     for array in named:  # what the message offers exports (one gene of the reconstruction)
-        code, _, err = run(["export", str(store), array, "--gene", "1", "-o", out, "--overwrite"], capsys)
+        gene = ["--gene", "1"] if array.endswith("reconstruction") else []
+        code, _, err = run(["export", str(store), array, *gene, "-o", out, "--overwrite"], capsys)
         assert code == 0, err
+    # a gene asked of an array without genes: refused, not ignored (the file held every component)
+    code, _, err = run(["export", str(store), named[0], "--gene", "1", "-o", out, "--overwrite"], capsys)
+    assert code == 1 and "has no gene dimension (dims voxel, component)" in err
     # named without its split (as earlier versions laid results out): the sidecar says which one was read
     code, _, err = run(["export", str(store), "representations/pca/k2/embedding", "-o", out, "--overwrite"], capsys)
     assert code == 0, err

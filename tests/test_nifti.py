@@ -157,6 +157,47 @@ def test_round_trip_4d(gv, background, labels, transpose):
 
 
 @FAST
+@given(grids(), st.data(), st.sampled_from([".nii", ".nii.gz"]))
+def test_labels_round_trip_as_a_label_image(grid, data, suffix):
+    """Strings (``ds.split``) become a label image: 0 outside the brain, 1..n in sorted order,
+    intent label, the table in the header; from_nifti gives the strings back, and write_nifti
+    writes to_nifti's bytes."""
+    alphabet = data.draw(st.lists(st.text("abcXYZ _-", min_size=1, max_size=6), min_size=1, max_size=4, unique=True))
+    values = np.asarray(data.draw(st.lists(st.sampled_from(alphabet), min_size=grid.n_voxels, max_size=grid.n_voxels)))
+    da = fake_da(grid, values, name="split")
+    img = to_nifti(da)
+    vol = np.asarray(img.dataobj)
+    names = sorted(set(values.tolist()))
+    assert vol.dtype == np.uint8 and img.header.get_intent()[0] == "label"
+    np.testing.assert_array_equal(vol[~grid.mask], 0)
+    np.testing.assert_array_equal(vol[tuple(grid.ijk.T)], [names.index(v) + 1 for v in values])
+    assert img.header["descrip"].tobytes().startswith(b"brainzarr split 1=")
+    back = from_nifti(img, grid)
+    assert back.dims == ("voxel",) and back.values.tolist() == values.tolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_nifti(da, Path(tmp) / f"split{suffix}")
+        np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), vol)
+        assert from_nifti(path, grid).values.tolist() == values.tolist()
+    with pytest.raises(InputError, match="background 0"):
+        to_nifti(da, background=np.nan)
+
+
+def test_a_stores_split_exports_as_a_label_image_with_its_table_in_the_sidecar(tmp_path, capsys):
+    from brainzarr import build_store, open_store
+    from brainzarr.cli import main
+
+    store = build_store(tmp_path / "s8.zarr", resolution=8, genes=4, split="blocked")
+    out = tmp_path / "split.nii.gz"
+    assert main(["export", str(store), "split", "-o", str(out)]) == 0
+    assert json.loads(out.with_name("split.json").read_text())["Labels"] == {"1": "buffer", "2": "test", "3": "train"}
+    ds = open_store(store)
+    back = from_nifti(out, ds)
+    assert back.values.tolist() == ds["split"].values.tolist() and set(back.values) == {"buffer", "test", "train"}
+    err = [main(["export", str(store), "split", "-o", str(tmp_path / "n.nii.gz"), "--background", "nan"])]
+    assert err == [1] and "background 0 (no label)" in capsys.readouterr().err
+
+
+@FAST
 @given(grids(), st.data())
 def test_subset_of_voxels(grid, data):
     """Voxels not in the DataArray (e.g. a test split) get the background; the target's voxels come back."""

@@ -64,6 +64,8 @@ def image_fields(img) -> tuple[dict, dict]:
     fields = {"VoxelSizeMM": [round(float(z), 6) for z in img.header.get_zooms()[:3]]}
     if meta.get("units"):
         fields["Units"] = meta["units"]
+    if meta.get("labels"):
+        fields["Labels"] = meta["labels"]
     if meta.get("volume_dim"):
         fields["VolumeDimension"] = meta["volume_dim"]
         fields["VolumeLabels"] = meta.get("volume_labels")

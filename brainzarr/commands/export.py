@@ -58,6 +58,11 @@ def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
         else:
             chosen = resolve_genes(genes, da["gene"].values)
             da = da.sel(gene=chosen[0]) if len(chosen) == 1 else da.sel(gene=chosen)
+    elif genes is not None:  # ignored, the user would get every component while asking for a gene
+        raise InputError(
+            f"{var} has no gene dimension (dims {', '.join(map(str, da.dims))}); --gene picks genes of "
+            "expression or of a reconstruction"
+        )
     return da
 
 
