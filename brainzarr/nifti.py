@@ -938,7 +938,13 @@ def _resampled_at(data, img_affine, affine, shape, interpolation: str, ijk) -> n
 
 
 def from_nifti(
-    img_or_path, target, *, interpolation: str = "continuous", name: str | None = None, check_space: bool = True
+    img_or_path,
+    target,
+    *,
+    interpolation: str = "continuous",
+    name: str | None = None,
+    check_space: bool = True,
+    labels: bool = True,
 ) -> xr.DataArray:
     """Read an image onto the voxels of a store (or of a Grid).
 
@@ -963,6 +969,9 @@ def from_nifti(
     check_space : bool
         Refuse images evidently not in MNI space (see the module docstring); only when the
         target's space is an MNI space and the image is not on the target's grid.
+    labels : bool
+        A label image that :func:`to_nifti` wrote (``ds.split``) gives back its labels
+        (strings) when read on its own grid or with "nearest"; False: its integer codes.
 
     Returns
     -------
@@ -1008,7 +1017,7 @@ def from_nifti(
         else:
             values = _resampled_at(data.astype(fdtype, copy=False), img.affine, affine, shape, interpolation, ijk)
     out_dtype = np.result_type(values.dtype, np.float32) if values.dtype.kind == "f" else np.float32
-    table = meta.get("labels") if method in ("none (same grid)", "nearest") and values.ndim == 1 else None
+    table = meta.get("labels") if labels and method in ("none (same grid)", "nearest") and values.ndim == 1 else None
     if table:  # a label image that brainzarr wrote: its labels back, "" where it has none
         names = np.array([""] + [table.get(str(code), "") for code in range(1, max(map(int, table)) + 1)])
         codes = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0).astype(np.int64)

@@ -21,7 +21,7 @@ import xarray as xr
 from ._location import user_path
 from ._progress import job
 from .exceptions import DataNotFoundError, InputError, InputTypeError
-from .nifti import _load, from_nifti, refuse_if_not_mni
+from .nifti import _load, _read_meta, from_nifti, refuse_if_not_mni
 from .streaming import block_reduce, block_spans, reusing_buffers
 
 __all__ = ["parcellate", "read_lut", "region_map"]
@@ -109,6 +109,8 @@ def parcellate(
         raise InputError("parcellate needs a DataArray with a 'voxel' dimension (e.g. ds.expression)")
     if data.ndim > 2:
         raise InputError(f"parcellate takes (voxel,) or (voxel, d) arrays, got dims {data.dims}")
+    if data.dtype.kind in "USO":
+        raise InputError(f"{data.name or 'the array'} holds labels, not values to average over regions")
     if weighting not in WEIGHTINGS:
         raise InputError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     if strategy not in STRATEGIES:
@@ -118,6 +120,8 @@ def parcellate(
         lut = atlas.get("lut") if lut is None else lut
         atlas = atlas["maps"]
     img, path = _load(atlas)
+    if lut is None:  # a label image that brainzarr wrote (ds.hemisphere, ...) names its regions itself
+        lut = {int(code): name for code, name in _read_meta(img).get("labels", {}).items()} or None
     where = path if path is not None else "the atlas"
     refuse_if_not_mni(img.affine, img.shape, where, data)
     volume = _atlas_volume(img, where)
@@ -397,7 +401,7 @@ def _centre_weights(img, data, regions, background, where):
     _check_overlap(img, img.shape, str(where), ijk, affine, space, check_space=False, outside=_OUTSIDE)
     with warnings.catch_warnings():  # warned of above, by the atlas's name
         warnings.filterwarnings("ignore", message=".*outside the field of view.*")
-        labels = from_nifti(img, data, interpolation="nearest", name="region", check_space=False).values
+        labels = from_nifti(img, data, interpolation="nearest", name="region", check_space=False, labels=False).values
     labels = np.where(np.isnan(labels), background, np.rint(labels)).astype(np.int64)  # outside its view: none
     index, inside = _region_index(labels, regions, background)
     voxels = np.flatnonzero(inside)

@@ -273,6 +273,19 @@ def test_bad_atlases_and_arrays_are_refused(small_store):
         parcellate(ds["gene"], nib.Nifti1Image(np.ones(grid.shape, np.int16), grid.affine))
 
 
+def test_a_label_image_brainzarr_wrote_is_an_atlas_that_names_its_regions(small_store, tmp_path):
+    """``ds.hemisphere`` exported (a label image with its table) parcellates by hemisphere, the
+    regions named L and R without a look-up table; the labels themselves are not averaged."""
+    ds = open_store(small_store)
+    atlas = ds.hemisphere.brain.to_nifti(tmp_path / "hemi.nii.gz")
+    means = parcellate(ds.expression, atlas)
+    assert means["region"].values.tolist() == [1, 2] and means["region_name"].values.tolist() == ["L", "R"]
+    expected = ds.expression.groupby(ds.hemisphere).mean().sel(hemisphere=["L", "R"])
+    np.testing.assert_allclose(means.values, expected.values, rtol=1e-5)
+    with pytest.raises(ValueError, match="holds labels, not values"):
+        parcellate(ds.split, atlas)
+
+
 def test_a_result_named_without_its_split_is_recorded_as_read(tmp_path, capsys):
     store = build_store(tmp_path / "s8.zarr", resolution=8, genes=6, random_state=0)
     fit_store(store, "pca", 2, progress=False)

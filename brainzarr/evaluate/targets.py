@@ -104,12 +104,14 @@ def _resample(data: np.ndarray, affine, support: np.ndarray, ds: xr.Dataset, int
             ds,
             interpolation=interpolation,
             check_space=False,  # the callers check it, naming the file
+            labels=False,
         ).values
         inside = from_nifti(
             nib.Nifti1Image(support.astype(np.float32), affine),
             ds,
             interpolation=interpolation if interpolation in ("nearest", "mean") else "linear",
             check_space=False,
+            labels=False,
         ).values
     inside = np.nan_to_num(inside, nan=0.0)
     if inside.ndim < values.ndim:
