@@ -75,7 +75,8 @@ def parcellate(
         FreeSurfer-style text file of ``index name ...`` rows (``FreeSurferColorLUT.txt``,
         Schaefer's ``*_order.txt``), or ``{label: name}``. See :func:`read_lut`. A region
         it does not name is ``"unknown"``, with a warning; names of labels the atlas lacks
-        are left out.
+        are left out. Default: the table of a label image that brainzarr wrote
+        (``ds.hemisphere.brain.to_nifti(...)``), else no names.
     strategy : {'mean', 'sum', 'variance', 'standard_deviation', 'minimum', 'maximum'}
         Each region's value, as nilearn's ``NiftiLabelsMasker`` names them: the mean
         (default), the sum, the variance or standard deviation (population: divided by the
