@@ -45,7 +45,8 @@ def plot_map(
     ----------
     da : xarray.DataArray
         Dims ``(voxel,)``: a map from a store (or pass ``grid=``). Select one entry of any other
-        dim first, e.g. ``emb.sel(component=0)``.
+        dim first, e.g. ``emb.sel(component=0)``. Labels (``ds.split``, ``ds.hemisphere``) are
+        drawn as regions of distinct colours (``nilearn.plotting.plot_roi``) with a legend.
     path : str or Path, optional
         Save the figure here (PNG, or any format matplotlib knows from the suffix) and close it.
     title : str, optional
@@ -72,6 +73,9 @@ def plot_map(
 
     if path is not None:
         refuse_output_in_a_store(path)
+    if da.dtype.kind in "USO":
+        display, figure = _plot_labels(da, grid, title, cmap, display_mode, kwargs)
+        return _saved(display, figure, path, dpi)
     img, shown, opts = _one_map(da, grid, cmap, "plot_map")
     # a threshold would hide true zeros (expression scaled to [0, 1] has them): voxels outside
     # the map are made transparent through a per-voxel alpha image instead
@@ -87,12 +91,52 @@ def plot_map(
     display = plotting.plot_stat_map(
         img, display_mode=display_mode, figure=figure, title=title if title is not None else _title(da), **opts
     )
+    return _saved(display, figure, path, dpi)
+
+
+def _saved(display, figure, path, dpi):
+    """The display, or with ``path`` the path it was saved to (the figure closed)."""
+    import matplotlib.pyplot as plt
+
     if path is None:
         return display
     path = write_file(path, lambda tmp: display.savefig(str(tmp), dpi=dpi))
     display.close()
     plt.close(figure)
     return path
+
+
+def _plot_labels(da: xr.DataArray, grid, title, cmap, display_mode, kwargs):
+    """A map of labels (``ds.split``, ``ds.hemisphere``) as regions of distinct colours over the
+    template (``nilearn.plotting.plot_roi``), named in a legend."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+    from nilearn import plotting
+
+    from .nifti import _read_meta
+
+    if _other_dim(da) is not None:
+        raise InputError(f"plot_map draws one map: select one entry of {_other_dim(da)!r} first")
+    img = to_nifti(da, grid)  # codes 1..n, the table in its header
+    table = {int(code): name for code, name in _read_meta(img)["labels"].items()}
+    palette = plt.get_cmap(cmap or ("tab10" if len(table) <= 10 else "tab20"))
+    colours = [palette(n % palette.N) for n in range(len(table))]
+    figure = plt.figure(figsize=(10, 3.6) if display_mode == "ortho" else None)
+    opts = {"black_bg": False, "draw_cross": False, "colorbar": False, "alpha": 0.8} | kwargs
+    display = plotting.plot_roi(
+        img,
+        display_mode=display_mode,
+        figure=figure,
+        title=title if title is not None else _title(da),
+        cmap=ListedColormap(colours),
+        vmin=0.5,
+        vmax=len(table) + 0.5,
+        **opts,
+    )
+    handles = [Patch(facecolor=colour, label=table[code]) for code, colour in zip(sorted(table), colours)]
+    figure.legend(handles=handles, loc="lower right", ncols=min(len(handles), 6), frameon=False, fontsize=8)
+    return display, figure
 
 
 def _one_map(da: xr.DataArray, grid, cmap, caller: str) -> tuple[nib.Nifti1Image, np.ndarray, dict]:
@@ -167,6 +211,8 @@ def plot_surface(
 
     if path is not None:
         refuse_output_in_a_store(path)
+    if da.dtype.kind in "USO":
+        raise InputError(f"plot_surface draws values; {da.name or 'these'} are labels: draw them with plot_map")
     img, shown, opts = _one_map(da, grid, cmap, "plot_surface")
     opts.update(threshold=None, cbar_tick_format="%.2g")
     opts.update(kwargs)

@@ -867,6 +867,38 @@ def test_plot_surface_puts_each_side_of_the_map_on_its_hemisphere(g8, tmp_path):
         plot_surface(fake_da(g8, np.ones((g8.n_voxels, 2), np.float32)))
 
 
+def test_labels_are_drawn_as_coloured_regions_named_in_a_legend(g8, tmp_path):
+    """``ds.hemisphere.brain.plot()``: each label its own colour, the left of the brain the
+    first's and the right the second's, named in the legend; the surface plot, which draws
+    values, says to use plot_map."""
+    import matplotlib.pyplot as plt
+
+    from brainzarr.plots import plot_map, plot_surface
+
+    hemisphere = fake_da(g8, np.where(g8.xyz[:, 0] < 0, "L", "R"), name="hemisphere")
+    display = plot_map(hemisphere, display_mode="z", cut_coords=[10])
+    figure = display.frame_axes.figure
+    legend = figure.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["L", "R"]
+    colours = [tuple(h.get_facecolor()) for h in legend.legend_handles]
+    assert colours[0] != colours[1]
+    figure.canvas.draw()
+    pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3].astype(float) / 255
+    box = next(iter(display.axes.values())).ax.get_window_extent()  # the slice, in pixels
+    height = pixels.shape[0]
+    brain = pixels[int(height - box.y1) : int(height - box.y0), int(box.x0) : int(box.x1)]
+    half = brain.shape[1] // 2
+    for n, colour in enumerate(colours):  # blended with the template: near, not equal
+        near = np.abs(brain - np.asarray(colour[:3])).sum(axis=2) < 0.35
+        own, other = (near[:, :half], near[:, half:]) if n == 0 else (near[:, half:], near[:, :half])
+        assert own.sum() > 5000 and other.sum() < own.sum() / 10, (n, own.sum(), other.sum())
+    plt.close(figure)
+    out = plot_map(hemisphere, tmp_path / "hemisphere.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(InputError, match="draw them with plot_map"):
+        plot_surface(hemisphere)
+
+
 # ------------------------------------------------------------------------------ the MNI heuristic
 def test_mni_heuristic_accepts_mni_images_and_crops(g8):
     assert mni_mismatch(FSL_2MM_AFFINE, FSL_2MM_SHAPE) is None
