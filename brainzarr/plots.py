@@ -10,6 +10,7 @@ written and closed.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 
 import nibabel as nib
 import numpy as np
@@ -53,7 +54,8 @@ def plot_map(
         By default the DataArray's name and scalar coordinates (e.g. ``expression gene=APOE``).
     cmap : matplotlib colormap, optional
         By default "RdBu_r" with a symmetric colour bar for maps with both signs (embeddings,
-        residuals), "viridis" from the smallest value for non-negative maps (expression).
+        residuals), "viridis" from the smallest value for non-negative maps (expression). For
+        labels, a qualitative colormap ("tab10" by default) or ``{label: colour}``.
     display_mode : str
         nilearn's display mode: "ortho", "x", "y", "z", "mosaic", "tiled", ...
     grid : Grid, optional
@@ -110,7 +112,7 @@ def _plot_labels(da: xr.DataArray, grid, title, cmap, display_mode, kwargs):
     """A map of labels (``ds.split``, ``ds.hemisphere``) as regions of distinct colours over the
     template (``nilearn.plotting.plot_roi``), named in a legend."""
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
+    from matplotlib.colors import ListedColormap, to_rgba
     from matplotlib.patches import Patch
     from nilearn import plotting
 
@@ -120,8 +122,9 @@ def _plot_labels(da: xr.DataArray, grid, title, cmap, display_mode, kwargs):
         raise InputError(f"plot_map draws one map: select one entry of {_other_dim(da)!r} first")
     img = to_nifti(da, grid)  # codes 1..n, the table in its header
     table = {int(code): name for code, name in _read_meta(img)["labels"].items()}
-    palette = plt.get_cmap(cmap or ("tab10" if len(table) <= 10 else "tab20"))
-    colours = [palette(n % palette.N) for n in range(len(table))]
+    named = cmap if isinstance(cmap, Mapping) else {}
+    palette = plt.get_cmap(("tab10" if len(table) <= 10 else "tab20") if named or cmap is None else cmap)
+    colours = [to_rgba(named.get(table[code], palette(n % palette.N))) for n, code in enumerate(sorted(table))]
     figure = plt.figure(figsize=(10, 3.6) if display_mode == "ortho" else None)
     opts = {"black_bg": False, "draw_cross": False, "colorbar": False, "alpha": 0.8} | kwargs
     display = plotting.plot_roi(

@@ -556,11 +556,23 @@ def test_report_links_existing_figures_and_names_both_splits(evaluation, store):
         "figures/brain_pca-k2.png",
         "figures/targets_1.png",
         "figures/embedding_by_receptor_gradient.png",
+        "figures/split_random.png",
+        "figures/split_blocked.png",
     }
     assert expected <= set(sources)
     for src in sources:
         png = plt_image(out / src)
         assert png.shape[0] > 200 and png.shape[1] > 200 and png.std() > 0.05, src
+    from matplotlib.colors import to_rgb
+
+    from brainzarr.evaluate.report import SPLIT_COLOURS
+
+    def pixels_of(scheme, label):  # drawn in the label's colour, blended with the template
+        png = plt_image(out / f"figures/split_{scheme}.png")[..., :3]
+        return int((np.abs(png - np.asarray(to_rgb(SPLIT_COLOURS[label]))).sum(axis=2) < 0.25).sum())
+
+    assert min(pixels_of(scheme, label) for scheme in ("random", "blocked") for label in ("train", "test")) > 1000
+    assert pixels_of("blocked", "buffer") > 5 * pixels_of("random", "buffer")  # the random split has none
     assert "random split</b>: the reference study" in page and "blocked split</b>: the honest split" in page
     assert "Test R² per target (random / blocked)" in page
     labels = store_split_labels(store)

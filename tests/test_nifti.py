@@ -895,6 +895,9 @@ def test_labels_are_drawn_as_coloured_regions_named_in_a_legend(g8, tmp_path):
     plt.close(figure)
     out = plot_map(hemisphere, tmp_path / "hemisphere.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    chosen = plot_map(hemisphere, cmap={"R": "red"}).frame_axes.figure  # a colour per label; others the palette's
+    assert [tuple(h.get_facecolor()) for h in chosen.legends[0].legend_handles] == [colours[0], (1.0, 0.0, 0.0, 1.0)]
+    plt.close(chosen)
     with pytest.raises(InputError, match="draw them with plot_map"):
         plot_surface(hemisphere)
 

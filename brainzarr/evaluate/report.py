@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from .._atomic import write_text
 from .._location import location, user_path
@@ -88,10 +89,21 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]+", "_", str(name)).strip("_")
 
 
-def _split_section(ds, attrs, block_mm, fitted) -> str:
-    parts = ["<h2>Train/test splits</h2>"]
+#: one colour per label in both splits' figures; the buffer, in neither set, grey
+SPLIT_COLOURS = {"train": "#1f77b4", "test": "#d62728", "buffer": "#bdbdbd"}
+
+
+def _split_section(ds, attrs, block_mm, fitted, out_dir, fig_dir) -> str:
+    from ..plots import plot_map
+
+    parts, maps = ["<h2>Train/test splits</h2>"], []
     for scheme in ("random", "blocked"):
         labels = split_labels(ds, scheme)
+        shown = xr.DataArray(
+            labels, dims="voxel", coords={c: ds[c] for c in ("voxel", "i", "j", "k") if c in ds.coords}
+        )
+        path = plot_map(shown.rename(f"{scheme} split"), fig_dir / f"split_{scheme}.png", cmap=SPLIT_COLOURS, dpi=100)
+        maps.append(_figure(path, out_dir, f"The {scheme} split's voxels on the brain."))
         n_test, n_train = int((labels == "test").sum()), int((labels == "train").sum())
         n_buffer = len(labels) - n_test - n_train
         split_prov = attrs.get("provenance", {}).get("split", {})
@@ -109,6 +121,7 @@ def _split_section(ds, attrs, block_mm, fitted) -> str:
             f"<br>{n_train:,} training and {n_test:,} test voxels{buffered} "
             f"(seed {attrs.get('provenance', {}).get('split', {}).get('seed', '?')}).</div>"
         )
+    parts.append("<div class='grid'>" + "".join(maps) + "</div>")
     if fitted:
         listing = ", ".join(f"{html.escape(k)}: <b>{html.escape(str(v))}</b>" for k, v in sorted(fitted.items()))
         parts.append(
@@ -428,7 +441,7 @@ def write_report(
     body = [
         f"<h1>brainzarr report: {html.escape(store.name)}</h1>",
         _table(overview, classes="kv"),
-        _split_section(ds, attrs, block_mm, fitted),
+        _split_section(ds, attrs, block_mm, fitted, out_dir, fig_dir),
         _recon_section(store, frame, reps, out_dir, fig_dir, ds, error_maps),
         _embedding_section(embeddings_2d, out_dir, fig_dir),
         _interactive_section(embeddings_2d, ds["expression"].sel(gene=gene).compute(), error_maps, out_dir),
