@@ -307,6 +307,9 @@ def test_export_of_a_result_or_a_folder_of_results_names_the_arrays_to_choose(tm
         gene = ["--gene", "1"] if array.endswith("reconstruction") else []
         code, _, err = run(["export", str(store), array, *gene, "-o", out, "--overwrite"], capsys)
         assert code == 0, err
+    for array, dims in (("gene", "gene"), ("representations/random/pca/k2/rmse", "split")):  # not maps
+        code, _, err = run(["export", str(store), array, "-o", out, "--overwrite"], capsys)
+        assert code == 1 and f"{array} has no voxel dimension (dims {dims}); only voxel arrays export" in err
     # a gene asked of an array without genes: refused, not ignored (the file held every component)
     code, _, err = run(["export", str(store), named[0], "--gene", "1", "-o", out, "--overwrite"], capsys)
     assert code == 1 and "has no gene dimension (dims voxel, component)" in err

@@ -37,9 +37,7 @@ def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
                 or f"{group} has no variable {name}; it has {', '.join(map(str, result.data_vars))}"
             )
         da = result[name]
-        if "voxel" not in da.dims:
-            raise InputError(f"{var} has no voxel dimension (dims {da.dims}); only voxel arrays export")
-        missing = {k: v for k, v in voxel_coords(ds).items() if k not in da.coords}
+        missing = {k: v for k, v in voxel_coords(ds).items() if k not in da.coords and "voxel" in da.dims}
         da = da.assign_coords(missing)
     else:
         if var not in ds:
@@ -49,6 +47,10 @@ def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
                 "representations/<split>/<method>/k<dim>/embedding"
             )
         da = ds[var]
+    if "voxel" not in da.dims:
+        raise InputError(
+            f"{var} has no voxel dimension (dims {', '.join(map(str, da.dims))}); only voxel arrays export"
+        )
     if "gene" in da.dims:
         if genes is None:
             if da.sizes["gene"] > 1 and not all_genes:
