@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -69,7 +70,11 @@ def test_predict_selects_genes_and_donors(table, fitted):
     np.testing.assert_allclose(fitted.predict(xyz, genes), full[:, [5, 2]], rtol=1e-5, atol=1e-6)
     donor_aware = fitted.predict(xyz, donor="12876")
     assert not np.allclose(donor_aware, full)
-    np.testing.assert_allclose(fitted.predict(xyz, donor="unknown-donor"), full, atol=1e-6)
+    with pytest.warns(UserWarning, match="donor\\(s\\) unknown-donor not among the model's"):
+        np.testing.assert_allclose(fitted.predict(xyz, donor="unknown-donor"), full, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # expected unknown (a held-out donor): silent
+        np.testing.assert_allclose(fitted.predict(xyz, donor="unknown-donor", warn_unknown=False), full, atol=1e-6)
     np.testing.assert_allclose(fitted.features(xyz, batch_rows=7), fitted.features(xyz), rtol=1e-5, atol=1e-5)
 
 

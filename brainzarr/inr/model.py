@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -381,7 +382,7 @@ class GeneINR(BaseEstimator):
             (self.bias_[idx] * scale + self.gene_mean_[idx]).astype(np.float32),
         )
 
-    def predict(self, xyz, genes=None, *, donor=None) -> np.ndarray:
+    def predict(self, xyz, genes=None, *, donor=None, warn_unknown: bool = True) -> np.ndarray:
         """Expression (n, g) float32 on the table's scale at MNI points.
 
         Parameters
@@ -389,7 +390,10 @@ class GeneINR(BaseEstimator):
         xyz : (n, 3) array of MNI mm
         genes : None, int, list of str, or index array
         donor : str or (n,) array of str, optional
-            Add these donors' offsets (unknown donors get none). Default: the population map.
+            Add these donors' offsets. Default: the population map. A donor the model was not
+            fitted on (``donors_``) gets none, with a warning naming it (a misspelt donor
+            would otherwise give the population map unseen); ``warn_unknown=False`` silences
+            it where that is expected (a held-out donor).
         """
         idx = self.gene_index(genes)
         E, b = self.readout(idx)
@@ -399,6 +403,14 @@ class GeneINR(BaseEstimator):
             position = {d: i for i, d in enumerate(self.donors_)}
             rows = np.array([position.get(d, -1) for d in labels])
             known = rows >= 0
+            if warn_unknown and not known.all():
+                unknown = ", ".join(sorted(set(labels[~known].tolist())))
+                warnings.warn(
+                    f"donor(s) {unknown} not among the model's ({', '.join(self.donors_)}): "
+                    "the population map there, without donor offsets",
+                    UserWarning,
+                    stacklevel=2,
+                )
             out[known] += self.donor_offsets_[rows[known]][:, idx] * self.gene_scale_[idx]
         return out
 
