@@ -1045,9 +1045,14 @@ def from_nifti(
 def to_volume(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=None) -> np.ndarray:
     """The values on the full 3-D (or 4-D) grid as a numpy array; ``background`` elsewhere.
 
-    ``dtype`` defaults to the DataArray's (promoted to float for a NaN background).
+    ``dtype`` defaults to the DataArray's (promoted to float for a NaN background). Labels
+    (``ds.split``) give an array of strings, ``""`` outside the brain.
     """
-    return _volume(da, grid, float(background), dtype)[0]
+    coded, labels, code_dtype = _label_codes(da, float(background), dtype)
+    if labels is None:
+        return _volume(da, grid, float(background), dtype)[0]
+    names = np.array([""] + [labels[code] for code in sorted(labels)])
+    return names[_volume(coded, grid, 0.0, code_dtype)[0]]
 
 
 def voxel_grid(da: xr.DataArray) -> Grid:

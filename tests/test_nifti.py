@@ -28,6 +28,7 @@ from brainzarr.nifti import (  # noqa: E402
     mni_mismatch,
     save_nifti,
     to_nifti,
+    to_volume,
     write_nifti,
 )
 
@@ -174,6 +175,8 @@ def test_labels_round_trip_as_a_label_image(grid, data, suffix):
     assert img.header["descrip"].tobytes().startswith(b"brainzarr split 1=")
     back = from_nifti(img, grid)
     assert back.dims == ("voxel",) and back.values.tolist() == values.tolist()
+    strings = to_volume(da)  # the labels themselves on the grid, "" outside the brain
+    assert (strings[~grid.mask] == "").all() and strings[tuple(grid.ijk.T)].tolist() == values.tolist()
     with tempfile.TemporaryDirectory() as tmp:
         path = write_nifti(da, Path(tmp) / f"split{suffix}")
         np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), vol)
