@@ -422,3 +422,12 @@ def test_cli_fit_from_a_store(tmp_path, capsys):
     assert "600 samples x 10 genes" in capsys.readouterr().err
     loaded = GeneINR.load(model)
     assert loaded.source_["name"] == "store" and loaded.n_samples_ == 600
+    # --genes picks the store's genes (it was ignored: every gene was fitted)
+    some = ["inr", "fit", "--store", str(store), "--max-samples", "300", "--max-epochs", "2", "--width", "16"]
+    assert main([*some, "--genes", "3", "--out", str(tmp_path / "three")]) == 0
+    assert list(GeneINR.load(tmp_path / "three").genes_) == list(open_store(store)["gene"].values[[0, 4, 9]])
+    # --max-samples draws a store's voxels: without --store it was ignored
+    capsys.readouterr()
+    assert main(["inr", "fit", "--genes", "4", "--max-samples", "10", "--out", str(tmp_path / "no")]) == 1
+    assert "--max-samples draws voxels of a store: it goes with --store" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()

@@ -26,6 +26,8 @@ from .build import GENES_HELP, add_overwrite_arguments, add_source_arguments, pa
 log = logging.getLogger(__name__)
 
 METHOD_CHOICES = ("inr", "idw", "nearest", "kriging")
+#: voxels of a store an INR is fitted on (`inr fit --store`)
+DEFAULT_STORE_SAMPLES = 5000
 
 
 def _add_model_arguments(p):
@@ -93,7 +95,10 @@ def _load_table(args):
     if getattr(args, "store", None):
         from ..inr.render import table_from_store
 
-        return table_from_store(args.store, n_samples=args.max_samples, random_state=args.seed)
+        samples = DEFAULT_STORE_SAMPLES if args.max_samples is None else args.max_samples
+        return table_from_store(args.store, n_samples=samples, genes=parse_genes(args.genes), random_state=args.seed)
+    if getattr(args, "max_samples", None) is not None:
+        raise InputError("--max-samples draws voxels of a store: it goes with --store")
     return load_source(args.source, genes=parse_genes(args.genes), random_state=args.seed, **source_options(args))
 
 
@@ -221,7 +226,11 @@ def register(sub):
     add_source_arguments(f)
     f.add_argument("--genes", help=f"{GENES_HELP} (default: all)")
     f.add_argument("--store", help="fit on the voxels of this store instead of a source's samples")
-    f.add_argument("--max-samples", type=positive_int, default=5000, help="with --store: voxels drawn (seeded)")
+    f.add_argument(
+        "--max-samples",
+        type=positive_int,
+        help=f"with --store: voxels drawn (seeded; default {DEFAULT_STORE_SAMPLES:,})",
+    )
     f.add_argument("--seed", type=int, default=0, help="seeds the source (synthetic) and the model")
     add_output_argument(f, dest="out", required=True, help="model folder to write, e.g. store/inr-model")
     f.add_argument("--overwrite", action="store_true", help="replace a model folder written by brainzarr")

@@ -199,15 +199,19 @@ def build_inr_store(
 
 
 @renamed_kwargs(seed="random_state")
-def table_from_store(path, *, n_samples: int = 5000, random_state: int = 0) -> xr.Dataset:
+def table_from_store(path, *, n_samples: int = 5000, genes=None, random_state: int = 0) -> xr.Dataset:
     """A sample table of ``n_samples`` voxels of a store (a seeded random subset, read in store order).
 
     Lets an INR be fitted to a built store (e.g. to learn a continuous version of it). Every
-    voxel counts as one sample of a single pseudo-donor ``'store'``.
+    voxel counts as one sample of a single pseudo-donor ``'store'``. ``genes``: all of the
+    store's, ``n`` evenly spaced ones, or these symbols (as :func:`brainzarr.build_store`).
     """
+    from ..sources.table import resolve_genes
     from ..store import open_store
 
     ds = open_store(path)
+    if genes is not None:
+        ds = ds.sel(gene=resolve_genes(genes, ds["gene"].values))
     n_vox = ds.sizes["voxel"]
     if n_samples < 1:
         raise InputError("n_samples must be positive")
