@@ -328,10 +328,17 @@ def _out_dtype(da: xr.DataArray, background: float, dtype) -> np.dtype:
     return dtype
 
 
+def is_labels(da: xr.DataArray) -> bool:
+    """Whether ``da`` holds labels (strings: ``ds.split``, ``ds.hemisphere``) rather than values."""
+    if da.dtype.kind in "US":
+        return True
+    return da.dtype.kind == "O" and da.size > 0 and all(isinstance(v, str) for v in np.asarray(da.values).ravel())
+
+
 def _label_codes(da: xr.DataArray, background: float, dtype) -> tuple[xr.DataArray, dict | None, object]:
     """A DataArray of labels (strings) as integer codes ``1..n`` in sorted order, the
     ``{code: label}`` table and the codes' dtype; any other DataArray as it is (no table)."""
-    if da.dtype.kind not in "USO":
+    if not is_labels(da):
         return da, None, dtype
     if not np.isfinite(background) or background != 0:
         raise InputError(f"a label image ({da.name or 'labels'}) has background 0 (no label), got {background}")

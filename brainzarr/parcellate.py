@@ -21,7 +21,7 @@ import xarray as xr
 from ._location import user_path
 from ._progress import job
 from .exceptions import DataNotFoundError, InputError, InputTypeError
-from .nifti import _load, _read_meta, from_nifti, refuse_if_not_mni
+from .nifti import _load, _read_meta, from_nifti, is_labels, refuse_if_not_mni
 from .streaming import block_reduce, block_spans, reusing_buffers
 
 __all__ = ["parcellate", "read_lut", "region_map"]
@@ -110,7 +110,7 @@ def parcellate(
         raise InputError("parcellate needs a DataArray with a 'voxel' dimension (e.g. ds.expression)")
     if data.ndim > 2:
         raise InputError(f"parcellate takes (voxel,) or (voxel, d) arrays, got dims {data.dims}")
-    if data.dtype.kind in "USO":
+    if is_labels(data):
         raise InputError(f"{data.name or 'the array'} holds labels, not values to average over regions")
     if weighting not in WEIGHTINGS:
         raise InputError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")

@@ -18,7 +18,7 @@ import xarray as xr
 
 from ._atomic import write_file
 from .exceptions import InputError
-from .nifti import _other_dim, to_nifti
+from .nifti import _other_dim, is_labels, to_nifti
 from .store import refuse_output_in_a_store
 
 __all__ = ["plot_map", "plot_surface"]
@@ -75,7 +75,7 @@ def plot_map(
 
     if path is not None:
         refuse_output_in_a_store(path)
-    if da.dtype.kind in "USO":
+    if is_labels(da):
         display, figure = _plot_labels(da, grid, title, cmap, display_mode, kwargs)
         return _saved(display, figure, path, dpi)
     img, shown, opts = _one_map(da, grid, cmap, "plot_map")
@@ -214,7 +214,7 @@ def plot_surface(
 
     if path is not None:
         refuse_output_in_a_store(path)
-    if da.dtype.kind in "USO":
+    if is_labels(da):
         raise InputError(f"plot_surface draws values; {da.name or 'these'} are labels: draw them with plot_map")
     img, shown, opts = _one_map(da, grid, cmap, "plot_surface")
     opts.update(threshold=None, cbar_tick_format="%.2g")

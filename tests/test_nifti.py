@@ -175,6 +175,10 @@ def test_labels_round_trip_as_a_label_image(grid, data, suffix):
     assert img.header["descrip"].tobytes().startswith(b"brainzarr split 1=")
     back = from_nifti(img, grid)
     assert back.dims == ("voxel",) and back.values.tolist() == values.tolist()
+    as_objects = to_nifti(da.astype(object))  # strings in an object array are labels too, numbers are not
+    np.testing.assert_array_equal(np.asarray(as_objects.dataobj), vol)
+    numbers = to_nifti(fake_da(grid, np.arange(grid.n_voxels).astype(object)), dtype=np.float32)
+    assert numbers.header.get_intent()[0] == "estimate"
     strings = to_volume(da)  # the labels themselves on the grid, "" outside the brain
     assert (strings[~grid.mask] == "").all() and strings[tuple(grid.ijk.T)].tolist() == values.tolist()
     with tempfile.TemporaryDirectory() as tmp:
