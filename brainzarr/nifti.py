@@ -330,6 +330,8 @@ def _out_dtype(da: xr.DataArray, background: float, dtype) -> np.dtype:
 
 def is_labels(da: xr.DataArray) -> bool:
     """Whether ``da`` holds labels (strings: ``ds.split``, ``ds.hemisphere``) rather than values."""
+    if not isinstance(da, xr.DataArray):  # refused by the caller, naming what it takes
+        return False
     if da.dtype.kind in "US":
         return True
     return da.dtype.kind == "O" and da.size > 0 and all(isinstance(v, str) for v in np.asarray(da.values).ravel())
