@@ -365,6 +365,8 @@ def test_arrays_on_the_store_voxels_are_aligned_by_their_voxel_coordinate(store,
         load_targets(emb.rename(voxel="v"), ds)
     with pytest.raises(InputTypeError, match="got ndarray"):
         load_embedding(emb.values, ds)
+    with pytest.raises(InputError, match=r"holds labels \(split\), not values"):
+        load_targets(ds["split"], ds)
     with pytest.raises(InputTypeError, match="got ndarray"):
         run_evaluation(store, maps.values, methods=["pca"], save_to_store=False)
 

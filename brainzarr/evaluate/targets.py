@@ -31,7 +31,7 @@ import xarray as xr
 from .._location import user_path
 from ..exceptions import DataNotFoundError, InputError, InputTypeError
 from ..nifti import _load as load_image
-from ..nifti import from_nifti, refuse_if_not_mni
+from ..nifti import from_nifti, is_labels, refuse_if_not_mni
 
 __all__ = ["nifti_files", "load_targets", "load_embedding", "read_map", "MIN_VALID_VOXELS"]
 
@@ -140,6 +140,8 @@ def on_store_voxels(da, ds: xr.Dataset, what: str) -> tuple[np.ndarray, list | N
         raise InputTypeError(f"{what}: expected an xarray.DataArray, got {type(da).__name__}")
     if "voxel" not in da.dims or da.ndim > 2:
         raise InputError(f"{what} must have dims (voxel,) or (voxel, d) on the store's voxels; it has {da.dims}")
+    if is_labels(da):
+        raise InputError(f"{what} holds labels ({da.name or 'strings'}), not values")
     n = ds.sizes["voxel"]
     other = [d for d in da.dims if d != "voxel"]
     da = da.transpose("voxel", *other)
