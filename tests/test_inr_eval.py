@@ -179,7 +179,8 @@ def test_cli_evaluate_writes_heldout_csv(tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out
-    assert "true_field" in printed and "idw" in printed
+    assert "true_field: the noise-free" in printed and "idw" in printed
+    assert "inr_donor" not in printed  # leave-one-donor-out has no donor-aware rows to explain
     df = pd.read_csv(out / "heldout.csv")
     assert set(df["method"]) == {"inr", "idw", "nearest", "true_field"}
     assert df["fold"].nunique() == 6 and df["gene"].nunique() == 8
