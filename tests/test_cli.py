@@ -52,7 +52,7 @@ def test_build_info_and_rebuild(tmp_path, capsys):
         "chunks of 3,666 voxels x 12 genes in 1 shard file of 3,666 x 12"
     )
     assert lines["assignment"] == "idw, n_neighbors=10, same_hemisphere=False"
-    assert "donors 9861, 10021, 12876, 14380, 15496, 15697" in lines["source"]  # numerically, as abagen
+    assert lines["source"] == "synthetic  3,702 samples, donors 9861, 10021, 12876, 14380, 15496, 15697"  # numerically
     code, _, err = run(["build", "--resolution", "8", "--genes", "13", "--out", str(out)], capsys)
     assert code == 1 and "other settings" in err and "--overwrite" in err
 

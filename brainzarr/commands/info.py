@@ -48,13 +48,14 @@ def describe(path) -> str:
 
 
 def _source(src: dict) -> str:
-    """'synthetic  3702 samples, donors 9861, ...'; a region table's regions and files instead."""
+    """'synthetic  3,702 samples, donors 9861, ...'; a region table's regions and files instead."""
+    n = src.get("n_samples")
+    count = f"{n:,}" if isinstance(n, int) else "?"
     if src.get("name") == "parcellated":
         options = src.get("options", {})
-        regions = f"{src.get('n_samples', '?')} regions of {options.get('table')}"
-        return f"parcellated  {regions} on the atlas {options.get('atlas')}"
+        return f"parcellated  {count} regions of {options.get('table')} on the atlas {options.get('atlas')}"
     donors = ", ".join(sorted(src.get("donors", []), key=_donor_order))
-    return f"{src.get('name')}  {src.get('n_samples', '?')} samples, donors {donors}"
+    return f"{src.get('name')}  {count} samples, donors {donors}"
 
 
 def _donor_order(donor: str):
