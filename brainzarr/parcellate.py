@@ -280,7 +280,10 @@ def read_lut(lut) -> dict[int, str]:
         A table with columns ``index`` and ``name`` (a BIDS ``dseg.tsv``, tab-separated, or a
         ``.csv``; the format nilearn's ``NiftiLabelsMasker(lut=...)`` reads), a text file of
         whitespace-separated ``index name ...`` rows without a header, ``#`` starting a comment
-        (FreeSurfer's ``FreeSurferColorLUT.txt``, Schaefer's ``*_order.txt``), or a mapping.
+        (FreeSurfer's ``FreeSurferColorLUT.txt``, Schaefer's ``*_order.txt``), an FSL atlas
+        description (``$FSLDIR/data/atlases/HarvardOxford-Cortical.xml``: for a probabilistic
+        atlas, the names of its summary ``maxprob`` image, whose values are one more than the
+        file's indices), or a mapping.
 
     Raises
     ------
@@ -318,6 +321,8 @@ def _lut_file(path: Path) -> list:
     else FreeSurfer-style ``index name ...`` rows."""
     if not path.is_file():
         raise DataNotFoundError(f"no look-up table at {path}")
+    if path.suffix.lower() == ".xml":
+        return _fsl_atlas_labels(path)
     try:
         text = path.read_text()
     except UnicodeDecodeError:
@@ -342,6 +347,39 @@ def _lut_file(path: Path) -> list:
             rows.append((fields[0], fields[1]))
     if not rows:
         raise InputError(f"{path} is empty: a look-up table names the atlas's labels")
+    return rows
+
+
+def _fsl_atlas_labels(path: Path) -> list:
+    """(label, name) rows of an FSL atlas description (``$FSLDIR/data/atlases/*.xml``). Its
+    ``<label index=...>`` is the voxel value in a "Label" atlas's image, and one less than it in
+    the summary (max-probability) image of a "Probabilistic" atlas, as fslpy reads them; a
+    ``value`` attribute, where a file gives one, is the voxel value itself."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as exc:
+        raise InputError(f"{path} is not an FSL atlas description: {exc}") from None
+    kind = (root.findtext("header/type") or "").strip().lower()
+    labels = root.findall("data/label")
+    if root.tag != "atlas" or not labels or kind not in ("label", "probabilistic", "probabalistic"):
+        raise InputError(
+            f"{path} is not an FSL atlas description (<atlas> with a header type Label or Probabilistic "
+            "and <data><label index=...>name</label>)"
+        )
+    shift = 0 if kind == "label" else 1  # "probabalistic": a spelling some of FSL's own files have
+    rows = []
+    for label in labels:
+        given = label.get("value")
+        index = label.get("index") if given is None else given
+        if index is None:
+            raise InputError(f"{path}: a <label> without an index: {ElementTree.tostring(label, 'unicode').strip()}")
+        try:
+            value = int(index) + (shift if given is None else 0)
+        except ValueError:
+            value = index  # read_lut names it: not an integer
+        rows.append((value, (label.text or "").strip()))
     return rows
 
 

@@ -387,7 +387,23 @@ def _lut_files(folder) -> dict:
     freesurfer.write_text("#$Id: FreeSurferColorLUT.txt\n\n#No. Label Name:  R G B A\n" + "\n".join(rows) + "\n")
     order = folder / "Schaefer_order.txt"  # Schaefer's: tab-separated, no header
     order.write_text("".join(f"{label}\t{name}\t120\t18\t134\t0\n" for label, name in named.items()))
-    return {"dseg": dseg, "csv": csv, "freesurfer": freesurfer, "order": order, "mapping": named}
+    # FSL's atlas descriptions: a label atlas's index is the voxel value; a probabilistic one's is
+    # its volume, and its summary (maxprob) image holds index + 1 (as FSL's own misspelling)
+    fsl = {}
+    for kind, shift in (("Label", 0), ("Probabalistic", 1)):
+        fsl[kind] = folder / f"atlas_{kind}.xml"
+        labels = "".join(
+            f'<label index="{label - shift}" x="0" y="0" z="0">{name}</label>' for label, name in named.items()
+        )
+        fsl[kind].write_text(
+            f'<?xml version="1.0" encoding="ISO-8859-1"?>\n<atlas version="1.0"><header><name>test</name>'
+            f"<type>{kind}</type><images><imagefile>/a</imagefile><summaryimagefile>/a</summaryimagefile>"
+            f"</images></header><data>{labels}</data></atlas>\n"
+        )
+    return {
+        "dseg": dseg, "csv": csv, "freesurfer": freesurfer, "order": order, "mapping": named,
+        "fsl_label": fsl["Label"], "fsl_probabilistic": fsl["Probabalistic"],
+    }  # fmt: skip
 
 
 def test_a_look_up_table_names_the_regions_in_any_of_its_formats(small_store, tmp_path):
@@ -414,6 +430,13 @@ def test_a_look_up_table_names_the_regions_in_any_of_its_formats(small_store, tm
     assert list(bunch["region_name"].values) == [*_NAMES.values(), "unknown"]  # as nilearn's fetchers give it
     fetched = pd.DataFrame({"index": [0, 1], "name": ["Background", b"7Networks_LH_Vis_1"], "color": "#f00"})
     assert read_lut(fetched) == {0: "Background", 1: "7Networks_LH_Vis_1"}
+    spaced = tmp_path / "HarvardOxford-like.xml"  # names with spaces; an explicit value is the voxel value
+    spaced.write_text(
+        "<atlas><header><type>Probabilistic</type></header><data>"
+        '<label index="0" x="1" y="2" z="3">Frontal Pole</label><label index="1" value="7">Insular Cortex</label>'
+        "</data></atlas>"
+    )
+    assert read_lut(spaced) == {1: "Frontal Pole", 7: "Insular Cortex"}
 
 
 def test_tables_that_are_not_look_up_tables_are_refused(small_store, tmp_path):
@@ -427,8 +450,14 @@ def test_tables_that_are_not_look_up_tables_are_refused(small_store, tmp_path):
     fractional.write_text("index\tname\n1.5\ta\n")
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing but a comment\n")
+    not_fsl = tmp_path / "other.xml"
+    not_fsl.write_text("<svg><g/></svg>")
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<atlas><header>")
     cases = [
         (notes, "notes.txt is not a look-up table: give columns 'index' and 'name'"),
+        (not_fsl, "other.xml is not an FSL atlas description"),
+        (broken, "broken.xml is not an FSL atlas description: "),
         (twice, "names label 1 twice"),
         (fractional, "label '1.5' is not an integer"),
         (empty, "empty.txt is empty"),
