@@ -401,7 +401,10 @@ def _atlas_volume(img, where) -> np.ndarray:
     values = np.asanyarray(img.dataobj)
     if values.ndim == 4:
         if values.shape[3] != 1:
-            raise InputError(f"{where} has {values.shape[3]} volumes; an atlas is one volume of integer labels")
+            raise InputError(
+                f"{where} has {values.shape[3]} volumes; an atlas is one volume of integer labels (of a "
+                "probabilistic atlas, its max-probability image: FSL's *-maxprob-thr25-2mm, say)"
+            )
         values = values[..., 0]
     return values
 

@@ -267,7 +267,10 @@ def test_bad_atlases_and_arrays_are_refused(small_store):
         parcellate(data, nib.Nifti1Image(np.full(grid.shape, 0.5, np.float32), grid.affine))
     with pytest.raises(ValueError, match="no region"):
         parcellate(data, nib.Nifti1Image(np.zeros(grid.shape, np.int16), grid.affine))
-    with pytest.raises(ValueError, match="2 volumes"):
+    with pytest.raises(
+        ValueError,
+        match="2 volumes; an atlas is one volume of integer labels .of a probabilistic atlas, its max-probability",
+    ):
         parcellate(data, nib.Nifti1Image(np.ones((*grid.shape, 2), np.int16), grid.affine))
     with pytest.raises(ValueError, match="'voxel' dimension"):
         parcellate(ds["gene"], nib.Nifti1Image(np.ones(grid.shape, np.int16), grid.affine))
