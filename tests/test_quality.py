@@ -175,9 +175,13 @@ def test_the_maps_and_regions_guides_run_as_written(tmp_path, monkeypatch):
         "pca-k8-fsl2mm.nii.gz": (91, 109, 91, 8),
         "hpca-dk.nii.gz": (99, 117, 95),  # the atlas's
         "dk-two-map.nii.gz": (99, 117, 95, 2),
+        "split.nii.gz": (50, 59, 48),
     }
     assert {name: nib.load(name).shape for name in shapes} == shapes
-    assert all(Path(png).stat().st_size > 10_000 for png in ("apoe.png", "apoe-surface.png", "hpca-dk.png"))
+    assert all(
+        Path(png).stat().st_size > 10_000 for png in ("apoe.png", "apoe-surface.png", "hpca-dk.png", "split.png")
+    )
+    assert json.loads(Path("split.json").read_text())["Labels"] == {"1": "buffer", "2": "test", "3": "train"}
     for table, columns in {"dk.csv": 300, "dk-max.csv": 300, "dk-named.csv": 301, "dk-two.csv": 2}.items():
         assert pd.read_csv(table, index_col=0).shape == (68, columns), table
     assert names["named"].sizes["region"] == 400 and "region_name" in names["named"].coords
