@@ -350,7 +350,7 @@ def write_report(
         The store.
     out_dir : str or Path
         The report folder: ``index.html``, ``figures/`` and ``viewers/``.
-    targets : directory or files, optional
+    targets : directory, files or DataArray, optional
         Evaluate these target maps first (:func:`~brainzarr.evaluate.run_evaluation`, outputs in
         ``out_dir``). Without targets the report shows the evaluation last saved in the store
         (by ``brainzarr evaluate``), if any.

@@ -156,8 +156,9 @@ def reproduce_study(
     out_dir : str or Path
         Folder of the page, its figures, the evaluation's tables and (without ``targets``) the
         synthetic target maps.
-    targets : directory or files, optional
-        Target maps (NIfTI, MNI space), e.g. the study's PET maps. Default: the five synthetic
+    targets : directory, files or DataArray, optional
+        Target maps (NIfTI, MNI space, or maps on the store's voxels; see
+        :func:`~brainzarr.evaluate.load_targets`), e.g. the study's PET maps. Default: the five synthetic
         targets made from the store's synthetic truth (a store from ``source='synthetic'``).
     methods, dims : sequences
         Default: the study's six methods at 2, 4, ..., 128 (dims not below the gene count are
