@@ -113,6 +113,14 @@ def _versions() -> dict:
     return out
 
 
+#: build_store's own parameters: a source option close to one is a misspelling of it
+_BUILD_PARAMETERS = (
+    "source", "resolution", "mask", "genes", "assignment", "n_neighbors", "same_hemisphere", "split",
+    "test_fraction", "block_mm", "buffer_mm", "random_state", "clamp_percentiles", "chunks", "layout",
+    "storage_options", "client", "overwrite", "discard_results", "progress",
+)  # fmt: skip
+
+
 @renamed_kwargs(k="n_neighbors", seed="random_state")
 def build_store(
     out,
@@ -227,7 +235,7 @@ def build_store(
     samples = (
         source
         if isinstance(source, xr.Dataset)
-        else load_source(source, genes=genes, random_state=seed, **source_options)
+        else load_source(source, genes=genes, random_state=seed, _also=_BUILD_PARAMETERS, **source_options)
     )
     voxel_labels = None
     if "region_labels" in samples.attrs:  # a region table: every voxel takes its region's row

@@ -234,5 +234,14 @@ def test_an_option_the_source_does_not_take_is_named_with_those_it_takes(tmp_pat
         build_store(tmp_path / "s.zarr", genes=3, dtype="float32")
     with pytest.raises(InputError, match="the synthetic source takes no n_factors; its options: "):
         build_store(tmp_path / "s.zarr", genes=3, n_factors=2)
+    # a misspelt parameter of build_store (British n_neighbours) or of the source: what was meant
+    for misspelt, meant in (("n_neighbours", "n_neighbors"), ("test_fractions", "test_fraction"), ("donor", "donors")):
+        with pytest.raises(InputError, match=f"unknown option {misspelt}: did you mean {meant}\\?"):
+            build_store(tmp_path / "s.zarr", genes=3, assignment="idw", **{misspelt: 5})
     assert list(tmp_path.iterdir()) == []
+    import inspect
+
+    from brainzarr.build import _BUILD_PARAMETERS
+
+    assert set(_BUILD_PARAMETERS) == set(inspect.signature(build_store).parameters) - {"out", "source_options"}
     assert open_store(build_store(tmp_path / "s.zarr", genes=3, noise_sd=0.1, layout="float32")).sizes["gene"] == 3

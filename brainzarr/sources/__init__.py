@@ -23,7 +23,7 @@ SOURCES = ("synthetic", "abagen", "parcellated")
 
 
 @renamed_kwargs(seed="random_state")
-def load_source(name: str, *, genes=None, random_state: int = 0, **options):
+def load_source(name: str, *, genes=None, random_state: int = 0, _also=(), **options):
     """Load the sample table of source ``name`` (see :data:`SOURCES`).
 
     ``random_state`` drives the synthetic source; the others ignore it. Other keyword arguments go
@@ -31,7 +31,7 @@ def load_source(name: str, *, genes=None, random_state: int = 0, **options):
     """
     if name not in SOURCES:
         raise InputError(f"unknown source {name!r}; choose from {', '.join(SOURCES)}")
-    _check_options(name, options)
+    _check_options(name, options, also=_also)
     if name == "synthetic":
         from .synthetic import load_synthetic
 
@@ -71,13 +71,21 @@ def source_options(name: str) -> list[str]:
 _LAYOUT_FIELDS = ("dtype", "compressor", "shard_genes", "checksum", "value_range")
 
 
-def _check_options(name: str, options: dict) -> None:
-    """Refuse options the source's loader does not take, before it loads anything."""
+def _check_options(name: str, options: dict, *, also=()) -> None:
+    """Refuse options the source's loader does not take, before it loads anything; an option
+    close to one it takes, or to one of ``also`` (the caller's own parameters: ``n_neighbours``
+    for build_store's ``n_neighbors``), is named as what was likely meant."""
+    import difflib
+
     from ..exceptions import InputError
 
     unknown = sorted(set(options) - set(source_options(name)))
     if not unknown:
         return
+    for option in unknown:
+        meant = difflib.get_close_matches(option, [*source_options(name), *also], n=1, cutoff=0.8)
+        if meant:
+            raise InputError(f"unknown option {option}: did you mean {meant[0]}?")
     hint = ""
     if set(unknown) & set(_LAYOUT_FIELDS):
         hint = (
