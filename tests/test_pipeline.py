@@ -188,8 +188,11 @@ def test_on_a_dask_cluster_gives_the_local_result(store, pca8):
 
 
 def test_parameter_errors_are_clear(store):
-    with pytest.raises(ValueError, match="does not take bogus"):
+    with pytest.raises(ValueError, match="does not take bogus; its parameters: "):
         make_model("pca", 2, bogus=1)
+    for method, misspelt, meant in (("umap", "n_neighbours", "n_neighbors"), ("tsne", "perplexty", "perplexity")):
+        with pytest.raises(ValueError, match=f"{method} does not take {misspelt} \\(did you mean {meant}\\?\\)"):
+            make_model(method, 2, **{misspelt: 5})
     # a value of another kind than the default's is refused before the fit, named
     for method, params, kind in [
         ("pca", {"n_power_iter": "x"}, "an integer"),

@@ -173,7 +173,13 @@ def make_model(method: str, n_components: int, *, random_state: int = 0, **param
     names = set(cls._get_param_names())
     unknown = sorted(set(params) - names)
     if unknown:
-        raise InputError(f"{method} does not take {', '.join(unknown)}; its parameters: {', '.join(sorted(names))}")
+        import difflib
+
+        meant = [m for u in unknown for m in difflib.get_close_matches(u, sorted(names), n=1, cutoff=0.7)]
+        hint = f" (did you mean {', '.join(meant)}?)" if meant else ""
+        raise InputError(
+            f"{method} does not take {', '.join(unknown)}{hint}; its parameters: {', '.join(sorted(names))}"
+        )
     params = {name: _of_the_defaults_kind(method, cls, name, value) for name, value in params.items()}
     if "random_state" in names and "random_state" not in params:
         params["random_state"] = int(random_state)
