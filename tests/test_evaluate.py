@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).parent))
 from evaluate_fixtures import write_representations  # noqa: E402
@@ -354,6 +355,10 @@ def test_arrays_on_the_store_voxels_are_aligned_by_their_voxel_coordinate(store,
     assert set(plain["source"].values) == {"DataArray"} and float(plain["raw_max"].max()) == pytest.approx(3)
     one = load_targets({"gradient": maps.sel(target="receptor_gradient").drop_vars("target")}, ds)
     assert list(one["target"].values) == ["gradient"]
+    as_dataset = xr.Dataset({"a": ds["x"], "b": ds["z"] * 2})  # one target per variable
+    by_variable = load_targets(as_dataset, ds)
+    assert list(by_variable["target"].values) == ["a", "b"]
+    np.testing.assert_allclose(by_variable.sel(target="b").values, load_targets(ds["z"], ds).values[:, 0], atol=1e-6)
     np.testing.assert_allclose(one.values[:, 0], maps.sel(target="receptor_gradient").values, atol=1e-6)
 
     other_grid = emb.assign_coords(i=emb["i"] + 1)

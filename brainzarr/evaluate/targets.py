@@ -203,11 +203,11 @@ def load_targets(
 
     Parameters
     ----------
-    targets : directory, file, comma-separated files, list of files/images, DataArray, or dict name -> any of these
+    targets : directory, files (a list or comma-separated), images, DataArray, Dataset, or dict name -> these
         A 4-D file gives one target per volume (``<file>_<n>``). A ``(voxel,)`` or
         ``(voxel, d)`` DataArray holds maps already on the store's voxels (placed by its
         ``voxel`` coordinate; voxels it lacks or holds NaN at are excluded); a 2-D one gives a
-        target per column, named by its second dim's coordinate.
+        target per column, named by its second dim's coordinate; a Dataset, one per variable.
     store_ds : xarray.Dataset
         The opened store (:func:`brainzarr.open_store`).
     interpolation : {"linear", "nearest", "continuous", "mean"}
@@ -235,6 +235,8 @@ def load_targets(
     """
     if isinstance(targets, xr.DataArray):
         items = [(None, targets)]
+    elif isinstance(targets, xr.Dataset):  # one target per variable, named by it
+        items = [(str(name), var) for name, var in targets.data_vars.items()]
     elif isinstance(targets, dict):
         items = list(targets.items())
     else:
