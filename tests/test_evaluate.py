@@ -370,6 +370,10 @@ def test_arrays_on_the_store_voxels_are_aligned_by_their_voxel_coordinate(store,
         load_targets(emb.rename(voxel="v"), ds)
     with pytest.raises(InputTypeError, match="got ndarray"):
         load_embedding(emb.values, ds)
+    from brainzarr.evaluate.prediction import predict_targets  # the low-level step matches rows by position
+
+    with pytest.raises(InputError, match="lists the voxels in another order than the targets"):
+        predict_targets({"mine": shuffled.T}, maps, {"random": ds["split"].values})
     with pytest.raises(InputError, match=r"holds labels \(split\), not values"):
         load_targets(ds["split"], ds)
     with pytest.raises(InputTypeError, match="got ndarray"):

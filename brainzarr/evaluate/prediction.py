@@ -228,10 +228,17 @@ def predict_targets(
             raise InputError("the blocked split needs voxel coordinates (xyz) for its CV folds")
         groups = spatial_blocks(xyz, block_mm)
     tasks = []
+    voxels = targets["voxel"].values if "voxel" in targets.coords else None
     for rep, emb in embeddings.items():
         X = np.asarray(getattr(emb, "values", emb), dtype=np.float32)
         if X.ndim != 2 or len(X) != len(Y):
             raise InputError(f"embedding {rep} has shape {X.shape}; expected ({len(Y)}, n_components)")
+        if voxels is not None and hasattr(emb, "coords") and "voxel" in emb.coords:
+            if not np.array_equal(emb["voxel"].values, voxels):  # rows are matched by position below
+                raise InputError(
+                    f"embedding {rep} lists the voxels in another order than the targets; read both onto "
+                    "the store's voxels (load_embedding, load_targets)"
+                )
         for t, name in enumerate(target_names):
             for scheme, labels in splits.items():
                 tasks.append((rep, X, name, t, scheme, np.asarray(labels).astype(str)))
