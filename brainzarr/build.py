@@ -58,7 +58,7 @@ from .preprocess import (
     make_split,
     merge_tails,
 )
-from .sources import load_source
+from .sources import SOURCES, check_options, load_source
 from .sources.table import gene_request
 from .store import (
     SCHEMA_VERSION,
@@ -227,6 +227,8 @@ def build_store(
     seed = whole_number(random_state, "random_state", hint=SEED)
     chunks = _check_settings(split, assignment, n_neighbors, test_fraction, chunks)
     layout = Layout.from_spec(layout)
+    if isinstance(source, str) and source in SOURCES:  # a misspelt parameter of build_store: named as such
+        check_options(source, source_options, also=_BUILD_PARAMETERS)
     genes = gene_request(genes)
     out = location(out, storage_options)
     grid = grid_from_mask(mask) if mask is not None else mni152_grid(resolution)
@@ -235,7 +237,7 @@ def build_store(
     samples = (
         source
         if isinstance(source, xr.Dataset)
-        else load_source(source, genes=genes, random_state=seed, _also=_BUILD_PARAMETERS, **source_options)
+        else load_source(source, genes=genes, random_state=seed, **source_options)
     )
     voxel_labels = None
     if "region_labels" in samples.attrs:  # a region table: every voxel takes its region's row

@@ -23,7 +23,7 @@ SOURCES = ("synthetic", "abagen", "parcellated")
 
 
 @renamed_kwargs(seed="random_state")
-def load_source(name: str, *, genes=None, random_state: int = 0, _also=(), **options):
+def load_source(name: str, *, genes=None, random_state: int = 0, **options):
     """Load the sample table of source ``name`` (see :data:`SOURCES`).
 
     ``random_state`` drives the synthetic source; the others ignore it. Other keyword arguments go
@@ -31,7 +31,7 @@ def load_source(name: str, *, genes=None, random_state: int = 0, _also=(), **opt
     """
     if name not in SOURCES:
         raise InputError(f"unknown source {name!r}; choose from {', '.join(SOURCES)}")
-    _check_options(name, options, also=_also)
+    check_options(name, options)
     if name == "synthetic":
         from .synthetic import load_synthetic
 
@@ -71,7 +71,7 @@ def source_options(name: str) -> list[str]:
 _LAYOUT_FIELDS = ("dtype", "compressor", "shard_genes", "checksum", "value_range")
 
 
-def _check_options(name: str, options: dict, *, also=()) -> None:
+def check_options(name: str, options: dict, *, also=()) -> None:
     """Refuse options the source's loader does not take, before it loads anything; an option
     close to one it takes, or to one of ``also`` (the caller's own parameters: ``n_neighbours``
     for build_store's ``n_neighbors``), is named as what was likely meant."""
