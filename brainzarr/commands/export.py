@@ -157,11 +157,16 @@ def register(sub):
         "export",
         help="write a voxel array of a store as NIfTI",
         description="Write a voxel array of a store (expression, or a result's embedding, reconstruction or "
-        "error map) as a NIfTI image, with a JSON sidecar beside it (apoe.nii.gz -> apoe.json) saying what it "
-        "holds: the variable, the gene, the labels of a 4-D image's volumes, the space and the store.",
+        "error map, or a label coordinate such as the split) as a NIfTI image, with a JSON sidecar beside it "
+        "(apoe.nii.gz -> apoe.json) saying what it holds: the variable, the gene, the labels of a 4-D image's "
+        "volumes or of a label image's values, the space and the store.",
     )
     add_store_argument(p)
-    p.add_argument("var", help="'expression' or a result variable, e.g. representations/random/pca/k8/embedding")
+    p.add_argument(
+        "var",
+        help="'expression', a result variable (e.g. representations/random/pca/k8/embedding), or a voxel "
+        "coordinate: split_blocked or hemisphere become a label image",
+    )
     p.add_argument(
         "--gene", help="gene symbol, or several for a 4-D file: comma-separated, N evenly spaced, or a text file"
     )
