@@ -22,6 +22,7 @@ coming along.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import warnings
@@ -84,6 +85,8 @@ def to_netcdf(obj: xr.Dataset | xr.DataArray, path, **kwargs) -> Path:
         variables = [out.variable, *(c.variable for c in out.coords.values())]
     for variable in variables:
         variable.attrs = netcdf_attrs(variable.attrs)
+    if engine == "scipy":
+        _clear_of_scipy_names(out, variables)
     path.parent.mkdir(parents=True, exist_ok=True)
     require_free(path.parent, int(out.nbytes), f"writing {path.name}")
     if engine == "scipy" and out.nbytes > _IN_MEMORY_WARNING_BYTES:
@@ -95,6 +98,42 @@ def to_netcdf(obj: xr.Dataset | xr.DataArray, path, **kwargs) -> Path:
         )
     write_file(path, lambda tmp: out.to_netcdf(tmp, **kwargs))
     return path
+
+
+def _clear_of_scipy_names(out, variables) -> None:
+    """Rename attributes that scipy's netCDF3 writer would take for its own (it keeps a file's
+    and a variable's attributes as Python attributes of its objects: ``fp`` replaced its file,
+    ``close`` its method), with a warning naming them: ``fp`` is written as ``fp_``."""
+    file_names, variable_names = _scipy_names()
+    renamed = []
+    for holder, reserved in ((out, file_names), *((v, variable_names) for v in variables)):
+        for key in [k for k in holder.attrs if k in reserved]:
+            new = key + "_"
+            while new in holder.attrs or new in reserved:
+                new += "_"
+            holder.attrs[new] = holder.attrs.pop(key)
+            renamed.append(f"{key} as {new}")
+    if renamed:
+        warnings.warn(
+            f"scipy's netCDF3 writer uses these attribute names itself; written {', '.join(renamed)} "
+            "(with h5netcdf installed, the 'netcdf' extra, they are written as they are)",
+            stacklevel=4,
+        )
+
+
+@functools.cache
+def _scipy_names() -> tuple[frozenset, frozenset]:
+    """The names scipy's netCDF3 file and variable objects hold themselves (attributes, methods)."""
+    import io
+
+    from scipy.io import netcdf_file
+
+    file = netcdf_file(io.BytesIO(), "w")
+    file.createDimension("x", 1)
+    variable = file.createVariable("v", "d", ("x",))
+    return frozenset(vars(file)) | frozenset(dir(type(file))), frozenset(vars(variable)) | frozenset(
+        dir(type(variable))
+    )
 
 
 def netcdf_engine() -> str:

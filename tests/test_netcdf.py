@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from brainzarr import build_store, fit_store, open_store, store_grid
 from brainzarr.exceptions import InputError, InsufficientDiskError
-from brainzarr.netcdf import netcdf_attrs, netcdf_engine
+from brainzarr.netcdf import netcdf_engine
 
 
 def test_a_selection_of_a_store_saves_with_its_provenance_and_exports_after_the_round_trip(small_store, tmp_path):
@@ -101,21 +101,54 @@ _ENGINES = ["scipy"] + ["h5netcdf"] * (netcdf_engine() == "h5netcdf")
 
 @settings(max_examples=60, deadline=None)
 @example(attrs={"a": "\x00", "b": "x\x00y", "c": ["\x00"]})  # found by hypothesis: a NUL cut or refused
+@example(attrs={"fp": [], "close": 1, "fp_": 2})  # found by hypothesis: scipy took "fp" for its file
 @given(attrs=st.dictionaries(st.from_regex(r"[a-z][a-z_]{0,7}", fullmatch=True), _json, max_size=6))
 def test_any_json_like_attributes_write_to_netcdf_and_read_back(attrs, tmp_path_factory):
     """Whatever JSON-like attributes a store or result holds: xarray's netCDF3 (scipy) and
     netCDF4 (h5netcdf) writers take the converted ones, and each reads back as itself (a dict
     or a list not of numbers alone as its JSON text, True as 1, a large integer as a float, a
-    string with a NUL as its JSON text); None is left out."""
+    string with a NUL as its JSON text); None is left out. scipy keeps attributes as Python
+    attributes of its file object: a name it uses itself (``fp``, its file) is written with a
+    ``_`` after it, with a warning."""
+    from brainzarr.netcdf import _scipy_names, to_netcdf
+
     folder = tmp_path_factory.mktemp("nc")
+    reserved = _scipy_names()[0]
     for engine in _ENGINES:
         path = folder / f"{engine}.nc"
-        xr.Dataset({"v": ("x", np.arange(2.0))}, attrs=netcdf_attrs(attrs)).to_netcdf(path, engine=engine)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            to_netcdf(xr.Dataset({"v": ("x", np.arange(2.0))}, attrs=attrs), path, engine=engine)
         with xr.open_dataset(path, engine=engine) as back:
             read = dict(back.attrs)
-        assert set(read) == {k for k, v in attrs.items() if v is not None}
-        for key, value in read.items():
-            assert _same(value, attrs[key]), (engine, key, value, attrs[key])
+        names = {k: _free(k, attrs, reserved) if engine == "scipy" else k for k, v in attrs.items() if v is not None}
+        assert set(read) == set(names.values()), (engine, read, names)
+        for key, name in names.items():
+            assert _same(read[name], attrs[key]), (engine, key, read[name], attrs[key])
+        renamed = engine == "scipy" and any(k in reserved for k in names)
+        assert renamed == any("scipy's netCDF3 writer uses these attribute names" in str(w.message) for w in caught)
+
+
+def _free(key, taken, reserved):
+    """``key``, or, where scipy uses it, with as many ``_`` after it as make it a free name."""
+    if key not in reserved:
+        return key
+    name = key + "_"
+    while name in taken or name in reserved:
+        name += "_"
+    return name
+
+
+def test_a_variables_attribute_scipy_uses_itself_is_renamed(tmp_path):
+    """A variable's attributes too: scipy's variable object holds ``data`` and ``dimensions``."""
+    from brainzarr.netcdf import to_netcdf
+
+    data = xr.Dataset({"v": ("x", np.arange(2.0), {"data": "raw", "dimensions": 3, "units": "mm"})})
+    with pytest.warns(UserWarning, match="written data as data_, dimensions as dimensions_"):
+        to_netcdf(data, tmp_path / "v.nc", engine="scipy")
+    with xr.open_dataset(tmp_path / "v.nc", engine="scipy") as back:
+        assert dict(back["v"].attrs) == {"data_": "raw", "dimensions_": 3, "units": "mm"}
+        np.testing.assert_array_equal(back["v"].values, [0.0, 1.0])
 
 
 @pytest.mark.parametrize("engine", _ENGINES)
