@@ -43,7 +43,11 @@ class _Parser(argparse.ArgumentParser):
     argv: list | None = None  # the command line being parsed, set by main() for its hints
 
     def error(self, message):
-        hint = _swallowed_store(message, self.argv, self) if self.argv is not None else ""
+        hint = (
+            (_swallowed_store(message, self.argv, self) or _output_as_a_word(message, self.argv, self))
+            if self.argv is not None
+            else ""
+        )
         self.exit(2, f"{self.prog}: error: {message}{hint} (see {self.prog} --help)\n")
 
 
@@ -65,6 +69,30 @@ def _swallowed_store(message: str, argv: list, parser: argparse.ArgumentParser) 
                 f"first ({parser.prog} {token} {option} ...)"
             )
     return ""
+
+
+def _output_as_a_word(message: str, argv: list, parser: argparse.ArgumentParser) -> str:
+    """'; give s8.zarr with -o ...' when the required output is missing and the command line has a
+    word the command takes no place for (``brainzarr build s8.zarr``, as ``brainzarr info s8.zarr``)."""
+    if not message.startswith("the following arguments are required") or "-o/--out/--output" not in message:
+        return ""
+    words, takes_value = [], False
+    for token in argv:
+        if takes_value:
+            takes_value = False
+        elif token.startswith("-"):
+            action = parser._option_string_actions.get(token.split("=", 1)[0])
+            takes_value = "=" not in token and action is not None and action.nargs != 0
+        else:
+            words.append(token)
+    commands = parser.prog.split()[1:]  # "brainzarr inr fit" -> inr, fit
+    if words[: len(commands)] == commands:
+        words = words[len(commands) :]
+    positionals = [a for a in parser._actions if not a.option_strings]
+    stray = words[len(positionals) :]
+    if len(stray) != 1:
+        return ""
+    return f"; {parser.prog} takes what it writes as -o: {parser.prog} ... -o {stray[0]}"
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

@@ -474,6 +474,31 @@ def test_a_store_given_to_a_command_that_takes_it_as_an_option_is_pointed_there(
     )
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["build", "s8.zarr", "--resolution", "8"],
+        ["build", "--genes", "20", "s8.zarr", "--quiet"],
+        ["inr", "fit", "--store", "s.zarr", "s8.zarr"],
+        ["export", "s.zarr", "expression", "s8.zarr"],
+    ],
+)
+def test_an_output_given_as_a_word_is_pointed_to_o(argv, capsys):
+    # every other command takes its store first, so ``brainzarr build s8.zarr`` is natural to type
+    code, _, err = run(argv, capsys)
+    prog = "brainzarr " + " ".join(argv[: 2 if argv[0] == "inr" else 1])
+    assert code == 2
+    assert err == (
+        f"{prog}: error: the following arguments are required: -o/--out/--output; {prog} takes what it writes "
+        f"as -o: {prog} ... -o s8.zarr (see {prog} --help)\n"
+    )
+
+
+def test_a_missing_output_without_a_stray_word_has_no_hint(capsys):
+    code, _, err = run(["build", "--resolution", "8", "--genes", "20"], capsys)
+    assert code == 2 and "takes what it writes" not in err
+
+
 @pytest.mark.parametrize("option", ["--targets", "--methods", "--embedding", "--dims"])
 def test_a_store_taken_by_an_option_of_several_values_is_named(small_store, tmp_path, option, capsys):
     # "the following arguments are required: store" alone, with the store on the command line
