@@ -353,6 +353,11 @@ def test_arrays_on_the_store_voxels_are_aligned_by_their_voxel_coordinate(store,
     np.testing.assert_allclose([sub["raw_min"], sub["raw_max"]], [raw_sub.min(), raw_sub.max()], rtol=1e-5)
     plain = load_targets(maps.drop_vars(["source", "raw_min", "raw_max"]) * 3, ds)
     assert set(plain["source"].values) == {"DataArray"} and float(plain["raw_max"].max()) == pytest.approx(3)
+    selected = load_targets(maps.sel(target="receptor_gradient").isel(voxel=slice(None, None, -1)), ds)
+    kept = maps.sel(target=["receptor_gradient"])  # one map selected keeps its name, file and raw range
+    assert selected["target"].values.tolist() == ["receptor_gradient"]
+    assert selected["source"].values.tolist() == kept["source"].values.tolist()
+    np.testing.assert_allclose([selected.raw_min, selected.raw_max], [kept.raw_min, kept.raw_max], rtol=1e-6)
     one = load_targets({"gradient": maps.sel(target="receptor_gradient").drop_vars("target")}, ds)
     assert list(one["target"].values) == ["gradient"]
     as_dataset = xr.Dataset({"a": ds["x"], "b": ds["z"] * 2})  # one target per variable

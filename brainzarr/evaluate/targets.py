@@ -304,8 +304,13 @@ def load_targets(
 def _array_targets(da: xr.DataArray, ds: xr.Dataset, name) -> tuple[np.ndarray, list[str]]:
     """Target maps given as a DataArray on the store's voxels, and their names: ``name`` (the
     dict's key, else the array's name, else "target") for a 1-D array; for a 2-D one its second
-    dim's labels (prefixed ``name_`` under a dict key), else ``<name>_<n>``."""
+    dim's labels (prefixed ``name_`` under a dict key), else ``<name>_<n>``. A map selected from
+    :func:`load_targets`' result (``t.sel(target="PET")``: a scalar coordinate named as the array)
+    keeps its name."""
     values, labels = on_store_voxels(da, ds, "the targets" if name is None else f"target {name}")
+    own = da.coords.get(da.name) if da.name is not None else None
+    if name is None and own is not None and own.ndim == 0:  # a map selected from load_targets' result
+        name = own.values
     base = str(name if name is not None else da.name or "target")
     if da.ndim == 1:
         return values, [base]
@@ -318,6 +323,8 @@ def _array_origins(da: xr.DataArray, n_columns: int) -> list[tuple[str, float, f
     """Per column of a DataArray of targets: its source, and the raw values that its 0 and 1
     stand for. Maps that :func:`load_targets` returned keep their files and raw range (so that
     they can be given again, reordered or as a subset of voxels); other values are raw."""
+    if da.ndim == 1 and all(c in da.coords and da[c].ndim == 0 for c in ("source", "raw_min", "raw_max")):
+        return [(str(da["source"].values), float(da["raw_min"]), float(da["raw_max"]))]  # one map, selected
     if da.ndim == 2 and all(c in da.coords and da[c].ndim == 1 for c in ("source", "raw_min", "raw_max")):
         d = [dim for dim in da.dims if dim != "voxel"][0]
         if all(da[c].dims == (d,) for c in ("source", "raw_min", "raw_max")):
