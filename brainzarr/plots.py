@@ -21,7 +21,11 @@ from .exceptions import InputError
 from .nifti import _other_dim, is_labels, to_nifti
 from .store import refuse_output_in_a_store
 
-__all__ = ["plot_map", "plot_surface"]
+__all__ = ["LABEL_COLOURS", "label_colours", "plot_map", "plot_surface"]
+
+#: the colours a label always has, in figures, the report and the lookup tables that ``brainzarr
+#: export`` writes: the splits' train blue, test red, and the buffer (in neither set) grey
+LABEL_COLOURS = {"train": "#1f77b4", "test": "#d62728", "buffer": "#bdbdbd"}
 
 
 def _title(da: xr.DataArray) -> str:
@@ -112,7 +116,7 @@ def _plot_labels(da: xr.DataArray, grid, title, cmap, display_mode, kwargs):
     """A map of labels (``ds.split``, ``ds.hemisphere``) as regions of distinct colours over the
     template (``nilearn.plotting.plot_roi``), named in a legend."""
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap, to_rgba
+    from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
     from nilearn import plotting
 
@@ -122,9 +126,7 @@ def _plot_labels(da: xr.DataArray, grid, title, cmap, display_mode, kwargs):
         raise InputError(f"plot_map draws one map: select one entry of {_other_dim(da)!r} first")
     img = to_nifti(da, grid)  # codes 1..n, the table in its header
     table = {int(code): name for code, name in _read_meta(img)["labels"].items()}
-    named = cmap if isinstance(cmap, Mapping) else {}
-    palette = plt.get_cmap(("tab10" if len(table) <= 10 else "tab20") if named or cmap is None else cmap)
-    colours = [to_rgba(named.get(table[code], palette(n % palette.N))) for n, code in enumerate(sorted(table))]
+    colours = label_colours([table[code] for code in sorted(table)], cmap)
     figure = plt.figure(figsize=(10, 3.6) if display_mode == "ortho" else None)
     opts = {"black_bg": False, "draw_cross": False, "colorbar": False, "alpha": 0.8} | kwargs
     display = plotting.plot_roi(
@@ -140,6 +142,26 @@ def _plot_labels(da: xr.DataArray, grid, title, cmap, display_mode, kwargs):
     handles = [Patch(facecolor=colour, label=table[code]) for code, colour in zip(sorted(table), colours)]
     figure.legend(handles=handles, loc="lower right", ncols=min(len(handles), 6), frameon=False, fontsize=8)
     return display, figure
+
+
+def label_colours(names, cmap=None) -> list[tuple[float, float, float, float]]:
+    """One RGBA colour per label, in the order given.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The labels, e.g. ``["test", "train"]``.
+    cmap : None, str or dict label -> colour
+        ``{label: colour}`` first (any matplotlib colour), then :data:`LABEL_COLOURS`, then a
+        qualitative palette by position ("tab10", "tab20" beyond 10 labels); a colormap's name
+        colours every label from that colormap by position.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    named = {**LABEL_COLOURS, **cmap} if isinstance(cmap, Mapping) else LABEL_COLOURS if cmap is None else {}
+    palette = plt.get_cmap(("tab10" if len(names) <= 10 else "tab20") if cmap is None or named else cmap)
+    return [to_rgba(named.get(name, palette(n % palette.N))) for n, name in enumerate(names)]
 
 
 def _one_map(da: xr.DataArray, grid, cmap, caller: str) -> tuple[nib.Nifti1Image, np.ndarray, dict]:

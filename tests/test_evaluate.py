@@ -581,7 +581,7 @@ def test_report_links_existing_figures_and_names_both_splits(evaluation, store):
         assert png.shape[0] > 200 and png.shape[1] > 200 and png.std() > 0.05, src
     from matplotlib.colors import to_rgb
 
-    from brainzarr.evaluate.report import SPLIT_COLOURS
+    from brainzarr.plots import LABEL_COLOURS as SPLIT_COLOURS
 
     def pixels_of(scheme, label):  # drawn in the label's colour, blended with the template
         png = plt_image(out / f"figures/split_{scheme}.png")[..., :3]

@@ -190,8 +190,11 @@ def test_labels_round_trip_as_a_label_image(grid, data, suffix):
 
 
 def test_a_stores_split_exports_as_a_label_image_with_its_table_in_the_sidecar(tmp_path, capsys):
+    from matplotlib.colors import to_rgb
+
     from brainzarr import build_store, open_store
     from brainzarr.cli import main
+    from brainzarr.plots import LABEL_COLOURS
 
     store = build_store(tmp_path / "s8.zarr", resolution=8, genes=4, split="blocked")
     out = tmp_path / "split.nii.gz"
@@ -202,6 +205,24 @@ def test_a_stores_split_exports_as_a_label_image_with_its_table_in_the_sidecar(t
     assert back.values.tolist() == ds["split"].values.tolist() and set(back.values) == {"buffer", "test", "train"}
     err = [main(["export", str(store), "split", "-o", str(tmp_path / "n.nii.gz"), "--background", "nan"])]
     assert err == [1] and "background 0 (no label)" in capsys.readouterr().err
+
+    # FSLeyes' lookup table: value, colour in [0, 1] and name per line, ascending, named in the sidecar
+    lut = out.with_name("split.lut")
+    rows = [line.split() for line in lut.read_text().splitlines()]
+    assert [(int(r[0]), r[4]) for r in rows] == [(1, "buffer"), (2, "test"), (3, "train")]
+    rgb = {r[4]: tuple(float(c) for c in r[1:4]) for r in rows}
+    np.testing.assert_allclose(rgb["test"], to_rgb(LABEL_COLOURS["test"]), atol=1e-5)
+    np.testing.assert_allclose(rgb["train"], to_rgb(LABEL_COLOURS["train"]), atol=1e-5)
+    assert json.loads(out.with_name("split.json").read_text())["LookupTable"] == "split.lut"
+    assert main(["export", str(store), "split", "-o", str(out), "--overwrite"]) == 0  # its own: replaced
+    mine = tmp_path / "hemi.lut"
+    mine.write_text("1 1 0 0 left\n")
+    assert main(["export", str(store), "hemisphere", "-o", str(tmp_path / "hemi.nii.gz"), "--overwrite"]) == 1
+    assert "hemi.lut exists and brainzarr did not write it" in capsys.readouterr().err
+    assert mine.read_text() == "1 1 0 0 left\n" and not (tmp_path / "hemi.nii.gz").exists()
+    gene = str(ds["gene"].values[0])
+    assert main(["export", str(store), "expression", "--gene", gene, "-o", str(tmp_path / "g.nii.gz")]) == 0
+    assert not (tmp_path / "g.lut").exists()  # values have no lookup table
 
 
 @FAST
@@ -879,8 +900,9 @@ def test_labels_are_drawn_as_coloured_regions_named_in_a_legend(g8, tmp_path):
     first's and the right the second's, named in the legend; the surface plot, which draws
     values, says to use plot_map."""
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
 
-    from brainzarr.plots import plot_map, plot_surface
+    from brainzarr.plots import LABEL_COLOURS, label_colours, plot_map, plot_surface
 
     hemisphere = fake_da(g8, np.where(g8.xyz[:, 0] < 0, "L", "R"), name="hemisphere")
     display = plot_map(hemisphere, display_mode="z", cut_coords=[10])
@@ -902,6 +924,11 @@ def test_labels_are_drawn_as_coloured_regions_named_in_a_legend(g8, tmp_path):
     plt.close(figure)
     out = plot_map(hemisphere, tmp_path / "hemisphere.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    split = plot_map(hemisphere.copy(data=np.where(g8.xyz[:, 0] < 0, "test", "train")), display_mode="z")
+    handles = split.frame_axes.figure.legends[0].legend_handles  # the splits' own colours, as in the report
+    assert [tuple(h.get_facecolor()) for h in handles] == [to_rgba(LABEL_COLOURS[s]) for s in ("test", "train")]
+    plt.close(split.frame_axes.figure)
+    assert label_colours(["test", "x"], cmap="Set1")[0] == plt.get_cmap("Set1")(0)  # a named palette for all
     chosen = plot_map(hemisphere, cmap={"R": "red"}).frame_axes.figure  # a colour per label; others the palette's
     assert [tuple(h.get_facecolor()) for h in chosen.legends[0].legend_handles] == [colours[0], (1.0, 0.0, 0.0, 1.0)]
     plt.close(chosen)

@@ -10,7 +10,14 @@ from .._atomic import sidecar_path, write_text
 from ..exceptions import StoreExistsError
 from ._args import refuse_existing, refuse_writing_over_inputs
 
-__all__ = ["image_fields", "refuse_unsafe_outputs", "sidecar_path", "write_sidecar"]
+__all__ = [
+    "image_fields",
+    "lookup_table_path",
+    "refuse_unsafe_outputs",
+    "sidecar_path",
+    "write_lookup_table",
+    "write_sidecar",
+]
 
 
 def write_sidecar(path, record: dict) -> Path:
@@ -20,6 +27,28 @@ def write_sidecar(path, record: dict) -> Path:
 
     record = {**record, "GeneratedBy": [{"Name": "brainzarr", "Version": __version__}]}
     return write_text(sidecar_path(path), json.dumps(record, indent=2) + "\n")
+
+
+def lookup_table_path(path) -> Path:
+    """The FSLeyes lookup table beside a label image: ``split.nii.gz`` -> ``split.lut``."""
+    return sidecar_path(path).with_suffix(".lut")
+
+
+def write_lookup_table(path, labels: dict) -> Path:
+    """Write ``labels`` (code -> name, as a label image's header holds them) as the FSLeyes
+    lookup table of the image ``path`` (``split.lut``: ``value r g b name`` per line, ascending,
+    colours in [0, 1], as FSLeyes' manual describes), whole or not at all; returns its path.
+    FSLeyes' lookup table panel loads it to show a label image's names and colours."""
+    from ..plots import label_colours
+
+    labels = {int(code): str(name) for code, name in labels.items()}
+    codes = sorted(labels)
+    names = [labels[code] for code in codes]
+    rows = [
+        f"{code} {r:.5f} {g:.5f} {b:.5f} {' '.join(name.split()) or '(empty)'}"
+        for code, name, (r, g, b, _) in zip(codes, names, label_colours(names))
+    ]
+    return write_text(lookup_table_path(path), "\n".join(rows) + "\n")
 
 
 def refuse_unsafe_outputs(files, *, inputs: dict, overwrite: bool) -> None:
@@ -39,6 +68,13 @@ def _refuse_foreign_sidecars(files: list[Path]) -> None:
     the output) must not replace."""
     for path in files:
         sidecar = sidecar_path(path)
+        if path.suffix == ".lut":  # a label image's lookup table: brainzarr's when its sidecar names it
+            if path.exists() and not _written_by_brainzarr(sidecar, names=path.name):
+                raise StoreExistsError(
+                    f"{path} exists and brainzarr did not write it: give the image another name "
+                    "(its lookup table would replace that file)"
+                )
+            continue
         if sidecar.exists() and not _written_by_brainzarr(sidecar):
             raise StoreExistsError(
                 f"{sidecar} exists and brainzarr did not write it: give {path.name} another name "
@@ -46,9 +82,13 @@ def _refuse_foreign_sidecars(files: list[Path]) -> None:
             )
 
 
-def _written_by_brainzarr(sidecar: Path) -> bool:
+def _written_by_brainzarr(sidecar: Path, names: str | None = None) -> bool:
+    """Whether brainzarr wrote ``sidecar`` (and, with ``names``, listed that file as the image's
+    lookup table)."""
     try:
         record = json.loads(sidecar.read_text())
+        if names is not None and record.get("LookupTable") != names:
+            return False
         return any(entry.get("Name") == "brainzarr" for entry in record.get("GeneratedBy", []))
     except (OSError, ValueError, AttributeError, TypeError):
         return False

@@ -15,7 +15,7 @@ from ._args import (
     dask_client,
     store_path,
 )
-from ._sidecar import image_fields, refuse_unsafe_outputs, write_sidecar
+from ._sidecar import image_fields, lookup_table_path, refuse_unsafe_outputs, write_lookup_table, write_sidecar
 
 
 def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
@@ -108,7 +108,7 @@ def _not_a_variable(store, var: str) -> str | None:
 def _run(args):
     import nibabel as nib
 
-    from ..nifti import NIFTI_SUFFIXES, _like_grid, write_nifti
+    from ..nifti import NIFTI_SUFFIXES, _like_grid, is_labels, write_nifti
 
     out = Path(args.output)
     if out.is_dir() or str(args.output).endswith(("/", "\\")):
@@ -121,7 +121,8 @@ def _run(args):
 
     da = select_variable(store_path(args), args.var, parse_genes(args.gene))  # lazy: checks the variable and genes
     args.var = resolved_variable(store_path(args), args.var)
-    refuse_unsafe_outputs([out], inputs={"the --like image": args.like}, overwrite=args.overwrite)
+    lut = lookup_table_path(out) if is_labels(da) else None  # FSLeyes shows a label image's names with it
+    refuse_unsafe_outputs([out, lut], inputs={"the --like image": args.like}, overwrite=args.overwrite)
     background = np.nan if args.background.lower() == "nan" else float(args.background)
     replaced = out.exists()
     # a few volumes at a time (a 1 mm 128-component embedding is 4.4 GB as one 4-D volume), whole
@@ -130,7 +131,12 @@ def _run(args):
         write_nifti(da, out, background=background, like=args.like)
     img = nib.load(out)
     print(f"{'replaced' if replaced else 'wrote'} {out}  shape {img.shape}")
-    print(f"wrote {write_sidecar(out, _sidecar(da, img, args))}  (what the image holds)")
+    record = _sidecar(da, img, args)
+    if lut is not None:
+        record["LookupTable"] = write_lookup_table(out, record["Labels"]).name
+    print(f"wrote {write_sidecar(out, record)}  (what the image holds)")
+    if lut is not None:
+        print(f"wrote {lut}  (its labels' names and colours: load it in FSLeyes' lookup table panel)")
 
 
 def _sidecar(da, img, args) -> dict:

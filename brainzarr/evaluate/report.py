@@ -89,10 +89,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]+", "_", str(name)).strip("_")
 
 
-#: one colour per label in both splits' figures; the buffer, in neither set, grey
-SPLIT_COLOURS = {"train": "#1f77b4", "test": "#d62728", "buffer": "#bdbdbd"}
-
-
 def _split_section(ds, attrs, block_mm, fitted, out_dir, fig_dir) -> str:
     from ..plots import plot_map
 
@@ -102,7 +98,7 @@ def _split_section(ds, attrs, block_mm, fitted, out_dir, fig_dir) -> str:
         shown = xr.DataArray(
             labels, dims="voxel", coords={c: ds[c] for c in ("voxel", "i", "j", "k") if c in ds.coords}
         )
-        path = plot_map(shown.rename(f"{scheme} split"), fig_dir / f"split_{scheme}.png", cmap=SPLIT_COLOURS, dpi=100)
+        path = plot_map(shown.rename(f"{scheme} split"), fig_dir / f"split_{scheme}.png", dpi=100)
         maps.append(_figure(path, out_dir, f"The {scheme} split's voxels on the brain."))
         n_test, n_train = int((labels == "test").sum()), int((labels == "train").sum())
         n_buffer = len(labels) - n_test - n_train
