@@ -303,6 +303,13 @@ def test_export_of_a_result_or_a_folder_of_results_names_the_arrays_to_choose(tm
     assert code == 1 and "has no variable nothing; it has " in err and "embedding" in err
     code, _, err = run(["export", str(store), "nmf-k2", "-o", out], capsys)  # as the evaluation's tables name it
     assert code == 1 and err.strip().endswith("its embedding is representations/random/nmf/k2/embedding")
+    code, _, err = run(["export", str(store), "pca/k2", "-o", out], capsys)  # the last levels of a result
+    assert code == 1 and "pca/k2 is short for representations/random/pca/k2, a result; name one of its " in err
+    for short in ("pca/k2/embedding", "random/nmf/k2/voxel_rmse"):
+        code, _, err = run(["export", str(store), short, "-o", out], capsys)
+        full = f"representations/{'random/' * (not short.startswith('random'))}{short}"
+        assert code == 1 and err.strip().endswith(f"did you mean {full}?")
+        assert run(["export", str(store), full, "-o", out, "--overwrite"], capsys)[0] == 0
     for array in named:  # what the message offers exports (one gene of the reconstruction)
         gene = ["--gene", "1"] if array.endswith("reconstruction") else []
         code, _, err = run(["export", str(store), array, *gene, "-o", out, "--overwrite"], capsys)

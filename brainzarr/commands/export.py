@@ -93,11 +93,19 @@ def _not_a_variable(store, var: str) -> str | None:
         if arrays:
             return f"{var} is a result; name one of its voxel arrays: " + ", ".join(f"{var}/{a}" for a in arrays)
     method, dash, dim = var.rpartition("-k")
-    named = [g for g in list_groups(store) if dash and dim.isdigit() and g.endswith(f"/{method}/k{dim}")]
+    groups = list_groups(store)
+    named = [g for g in groups if dash and dim.isdigit() and g.endswith(f"/{method}/k{dim}")]
     if named:  # 'pca-k8', as the evaluation's tables name a result
         return f"{var} is how the tables name a result; its embedding is " + " or ".join(
             f"{g}/embedding" for g in named
         )
+    short = [g for g in groups if g.endswith("/" + var.strip("/"))]
+    if short:  # 'pca/k8': a result named by its last levels
+        return f"{var} is short for {' or '.join(short)}, a result; name one of its arrays, e.g. {short[0]}/embedding"
+    group, _, name = var.strip("/").rpartition("/")
+    short = [g for g in groups if group and g.endswith("/" + group)]
+    if short:  # 'pca/k8/embedding'
+        return f"no result {group} in the store; did you mean " + " or ".join(f"{g}/{name}" for g in short) + "?"
     inside = list_groups(store, var)
     if inside:
         shown = ", ".join(inside[:6]) + (f" (and {len(inside) - 6} more)" if len(inside) > 6 else "")
