@@ -33,7 +33,8 @@ Labels (``ds.split``, ``ds.hemisphere``: strings) are written as a label image: 
 brain, ``1, 2, ...`` for the labels in sorted order (``uint8``, or ``int16`` beyond 255 labels),
 intent ``NIFTI_INTENT_LABEL``, and ``{code: label}`` in the extension and, as far as it fits,
 in ``descrip`` (``brainzarr split 1=test 2=train``); :func:`from_nifti` gives back the labels
-on the grid the image was written on (or with ``interpolation="nearest"``).
+on the grid the image was written on, and on another grid by nearest neighbour (its default for
+an image of intent label).
 
 Writing onto another grid (``like=``)
 ------------------------------------
@@ -946,11 +947,20 @@ def _resampled_at(data, img_affine, affine, shape, interpolation: str, ijk) -> n
     return np.asanyarray(resampled.dataobj)[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
 
 
+def _intent(img) -> str | None:
+    """The NIfTI intent of an image ("label", "estimate", ...; None for other formats)."""
+    get_intent = getattr(img.header, "get_intent", None)
+    try:
+        return get_intent()[0] if get_intent is not None else None
+    except (KeyError, TypeError):  # an intent code nibabel does not know
+        return None
+
+
 def from_nifti(
     img_or_path,
     target,
     *,
-    interpolation: str = "continuous",
+    interpolation: str | None = None,
     name: str | None = None,
     check_space: bool = True,
     labels: bool = True,
@@ -964,9 +974,11 @@ def from_nifti(
     target : Grid, store Dataset or DataArray from a store
         Whose voxels the result is defined on. A DataArray target (e.g. the test voxels
         ``ds.expression.where(ds.split == "test", drop=True)``) gives just its voxels.
-    interpolation : {"continuous", "linear", "nearest", "mean"}
+    interpolation : {"continuous", "linear", "nearest", "mean"}, optional
         Used only when the image is on another grid (nilearn's ``resample_img``: cubic spline,
-        trilinear, nearest neighbour). Use "nearest" for atlases / label images. These sample
+        trilinear, nearest neighbour). By default "nearest" for a label image (NIfTI intent
+        ``label``, as :func:`to_nifti` writes ``ds.split``: interpolated codes are no labels),
+        else "continuous". Use "nearest" for atlases without that intent. These sample
         the image at the target voxels' centres: they do not average over the larger voxel when
         going from a fine image to a coarse grid. "mean" does: each voxel takes the mean of the
         image over its volume, each image voxel weighted by the share of the voxel it covers
@@ -1001,10 +1013,12 @@ def from_nifti(
         Not an image, not 3-D/4-D, an unknown interpolation, an image evidently not in MNI space,
         or an image that does not overlap the target's voxels.
     """
-    if interpolation not in INTERPOLATIONS:
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
         raise InputError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
     ijk, affine, shape, space, coords = _target_voxels(target)
     img, path = _load(img_or_path)
+    if interpolation is None:
+        interpolation = "nearest" if _intent(img) == "label" else "continuous"
     img_shape = tuple(int(s) for s in img.shape)
     if len(img_shape) not in (3, 4):
         raise InputError(f"expected a 3-D or 4-D image, got shape {img_shape}")

@@ -206,6 +206,12 @@ def test_a_stores_split_exports_as_a_label_image_with_its_table_in_the_sidecar(t
     err = [main(["export", str(store), "split", "-o", str(tmp_path / "n.nii.gz"), "--background", "nan"])]
     assert err == [1] and "background 0 (no label)" in capsys.readouterr().err
 
+    fsl = tmp_path / "split-fsl2mm.nii.gz"  # on another grid: read back by nearest neighbour, as labels
+    assert main(["export", str(store), "split", "-o", str(fsl), "--like", "MNI152_T1_2mm"]) == 0
+    again = from_nifti(fsl, ds)
+    assert again.attrs["interpolation"] == "nearest" and again.values.tolist() == ds["split"].values.tolist()
+    assert from_nifti(fsl, ds, interpolation="linear").dtype == np.float32  # asked for: codes, interpolated
+
     # FSLeyes' lookup table: value, colour in [0, 1] and name per line, ascending, named in the sidecar
     lut = out.with_name("split.lut")
     rows = [line.split() for line in lut.read_text().splitlines()]
