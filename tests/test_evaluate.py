@@ -494,11 +494,16 @@ def test_embeddings_and_targets_that_cannot_be_used_are_refused_before_anything_
     copy = shutil.copytree(store, tmp_path / "copy.zarr")
     native = tmp_path / "native.nii.gz"  # voxel indices as millimetres: evidently not MNI
     nib.save(_image_on(np.eye(4), (256, 256, 20), lambda xyz: xyz[:, 0] + 1), native)
+    split = tmp_path / "split.nii.gz"  # a label image: codes, not values
+    open_store(copy)["split_blocked"].brain.to_nifti(split)
+    with pytest.raises(ValueError, match="split.nii.gz is a label image .* not an embedding"):
+        load_embedding(split, open_store(copy))
     out = tmp_path / "eval"
     files = {path: path.stat().st_mtime_ns for path in Path(copy).rglob("*")}
     for targets, dims, why in (
         (targets_dir, (7,), r"holds no embedding at dims \(7,\)"),
         (native, (2,), "native.nii.gz is evidently not in MNI space"),
+        (split, (2,), "split.nii.gz is a label image .* not a target map"),
     ):
         with pytest.raises(ValueError, match=why):
             run_evaluation(copy, targets, out, dims=dims, grid=SMALL_GRID, n_splits=3)

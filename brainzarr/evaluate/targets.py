@@ -30,8 +30,8 @@ import xarray as xr
 
 from .._location import user_path
 from ..exceptions import DataNotFoundError, InputError, InputTypeError
+from ..nifti import _intent, from_nifti, is_labels, refuse_if_not_mni
 from ..nifti import _load as load_image
-from ..nifti import from_nifti, is_labels, refuse_if_not_mni
 
 __all__ = ["nifti_files", "load_targets", "load_embedding", "read_map", "MIN_VALID_VOXELS"]
 
@@ -172,6 +172,16 @@ def on_store_voxels(da, ds: xr.Dataset, what: str) -> tuple[np.ndarray, list | N
     return values, labels
 
 
+def _refuse_label_image(img, where: str, what: str) -> None:
+    """Stop when an image given as values is a label image (NIfTI intent label: an exported split,
+    an atlas), whose codes would be scaled and predicted as if they were a map."""
+    if _intent(img) == "label":
+        raise InputError(
+            f"{where} is a label image (NIfTI intent label: region codes, not values), not {what}; "
+            "parcellate takes it as an atlas, to average a store's arrays over its regions"
+        )
+
+
 def read_map(img_or_path, ds: xr.Dataset, *, interpolation: str = "linear") -> tuple[np.ndarray, np.ndarray]:
     """An image on the store's voxels: its resampled values and where its support covers them.
 
@@ -186,6 +196,7 @@ def read_map(img_or_path, ds: xr.Dataset, *, interpolation: str = "linear") -> t
         support with the same weights; nearest neighbour for "nearest") and the value is finite.
     """
     img, where = _load(img_or_path)
+    _refuse_label_image(img, where, "a target map")
     refuse_if_not_mni(img.affine, img.shape, where, ds)
     data = np.asarray(img.dataobj, dtype=np.float32)
     if data.ndim not in (3, 4):
@@ -357,6 +368,7 @@ def load_embedding(
     volumes, affine, shape = [], None, None
     for item in paths:
         img, where = _load(item)
+        _refuse_label_image(img, where, "an embedding")
         refuse_if_not_mni(img.affine, img.shape, where, store_ds)
         data = np.asarray(img.dataobj, dtype=np.float32)
         if data.ndim not in (3, 4):
