@@ -204,6 +204,10 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "cannot reach the dask scheduler at tcp://127.0.0.1:9" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.zarr").exists()
+    code = main(["build", "--genes", "4", "--scheduler", "localhost", "--out", str(tmp_path / "x.zarr")])
+    err = capsys.readouterr().err  # no port: said in one line, with what an address looks like
+    assert code == 1 and err.startswith("brainzarr build: error: --scheduler localhost: ")
+    assert err.strip().endswith("e.g. tcp://127.0.0.1:8786") and not (tmp_path / "x.zarr").exists()
 
 
 def test_a_memory_url_is_a_store_too():

@@ -224,6 +224,10 @@ def dask_client(args):
             client = Client(address, timeout="10s")
         except (OSError, TimeoutError) as exc:
             raise ClusterError(f"cannot reach the dask scheduler at {address} ({exc})") from None
+        except ValueError as exc:  # not an address: 'localhost' without its port
+            raise ClusterError(
+                f"--scheduler {address}: {exc}; give the address the scheduler prints, e.g. tcp://127.0.0.1:8786"
+            ) from None
     else:
         client = Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
     try:
