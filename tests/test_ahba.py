@@ -221,6 +221,17 @@ def test_missing_donor_and_missing_file(ahba, tmp_path):
     assert error_message(err.value).endswith("let abagen download the missing ones; pass --download")
 
 
+def test_donor_zip_files_not_yet_unpacked_are_named(tmp_path):
+    # Allen's download, normalized_microarray_donor9861.zip, next to where the folders go
+    for where in (tmp_path / "a", tmp_path / "b" / "microarray"):
+        where.mkdir(parents=True)
+        (where / "normalized_microarray_donor9861.zip").write_bytes(b"PK")
+        with pytest.raises(FileNotFoundError, match=r"but 1 donor zip file\(s\) in .*: unzip each") as err:
+            load_ahba(where.parent if where.name == "microarray" else where)
+        zipped = where / "normalized_microarray_donor9861.zip"
+        assert str(err.value).endswith(f"e.g. unzip {zipped} -d {where / 'normalized_microarray_donor9861'}")
+
+
 def test_the_command_line_offers_its_download_flag(tmp_path, capsys):
     assert main(["build", "--source", "abagen", "--data-dir", str(tmp_path), "-o", str(tmp_path / "s.zarr")]) == 1
     assert capsys.readouterr().err.strip().endswith("; pass --download")

@@ -129,6 +129,14 @@ def resolve_donors(donors, root: Path | None = None) -> list[str]:
             if p.is_dir() and (m := re.fullmatch(_FOLDER.format(r"(\w+)"), p.name))
         ]
         ids = [d for d in found if d in DONOR_SAMPLES]
+        zips = sorted({p for base in (Path(root), Path(root).parent) for p in base.glob(_FOLDER.format("*") + ".zip")})
+        if not ids and zips:  # Allen's own download, not yet unpacked
+            first = zips[0]
+            raise DataNotFoundError(
+                f"no AHBA donor folders ({_FOLDER.format('<ID>')}) in {root}, but {len(zips)} donor zip file(s) "
+                f"in {first.parent}: unzip each into a folder of its name, e.g. unzip {first} -d "
+                f"{first.with_suffix('')}"
+            )
         if not ids:
             raise DataNotFoundError(
                 f"no AHBA donor folders ({_FOLDER.format('<ID>')}) in {root}: download them with "
