@@ -254,7 +254,8 @@ def main(argv=None) -> int:
                 refuse_outputs_in_a_store(args)
                 return int(args.func(args) or 0)
         except KeyboardInterrupt:
-            log.error("brainzarr: interrupted (run the same command again to resume)")
+            resume = getattr(args, "_resume", None)
+            log.error("brainzarr: interrupted (%s)", resume(args) if resume else "run the same command again to resume")
             return 130
         except Exception as exc:  # every failure is one clear line unless --debug
             if args.debug:

@@ -524,3 +524,28 @@ def test_a_method_spelled_in_capitals_is_pointed_to_its_name(small_store, capsys
     code, _, err = run(["fit", str(small_store), "--methods", "PCA,svd"], capsys)
     assert code == 1
     assert "unknown method(s) PCA, svd (method names are lower case: pca); choose from pca," in err
+
+
+def test_an_interrupted_fit_says_how_to_keep_what_it_wrote(tmp_path, capsys, monkeypatch):
+    # each result is written whole; the same command again would refuse those written
+    import brainzarr.models.store_fitting as store_fitting
+    from brainzarr import build_store
+
+    store = build_store(tmp_path / "s.zarr", resolution=8, genes=20, random_state=0)
+    real, calls = store_fitting.fit_store, []
+
+    def interrupted_after_one(*args, **kwargs):
+        calls.append(args[1:3])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store_fitting, "fit_store", interrupted_after_one)
+    argv = ["fit", str(store), "--methods", "pca", "--dims", "2,3", "--quiet"]
+    code, _, err = run(argv, capsys)
+    assert code == 130 and "interrupted (run it again with --skip-existing to keep the results" in err
+    monkeypatch.setattr(store_fitting, "fit_store", real)
+    assert run(argv, capsys)[0] == 1  # as said: the same command refuses the result it wrote
+    code, _, err = run([*argv, "--skip-existing"], capsys)
+    assert code == 0, err
+    assert open_store(store).brain.results() == ["representations/random/pca/k2", "representations/random/pca/k3"]

@@ -148,6 +148,14 @@ def _run(args):
     log.info("fit finished in %.0f s", time.perf_counter() - start)
 
 
+def _resume(args) -> str:
+    """How to go on after an interruption: each result is written whole, and those written are
+    kept by --skip-existing (the same command again refuses them, or with --overwrite refits)."""
+    if args.skip_existing:
+        return "run the same command again to resume"
+    return "run it again with --skip-existing to keep the results already written and fit the rest"
+
+
 def register(sub):
     p = sub.add_parser(
         "fit",
@@ -180,6 +188,7 @@ def register(sub):
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--skip-existing", action="store_true", help="keep existing results and fit only the missing ones")
+    p.set_defaults(_resume=_resume)
     add_cluster_arguments(p)
     add_storage_arguments(p)
     p.set_defaults(func=_run)
