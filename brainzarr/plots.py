@@ -59,7 +59,8 @@ def plot_map(
     cmap : matplotlib colormap, optional
         By default "RdBu_r" with a symmetric colour bar for maps with both signs (embeddings,
         residuals), "viridis" from the smallest value for non-negative maps (expression). For
-        labels, a qualitative colormap ("tab10" by default) or ``{label: colour}``.
+        labels, ``{label: colour}`` or a qualitative colormap; by default the splits' own colours
+        (:data:`LABEL_COLOURS`) and "tab10" for other labels (see :func:`label_colours`).
     display_mode : str
         nilearn's display mode: "ortho", "x", "y", "z", "mosaic", "tiled", ...
     grid : Grid, optional
