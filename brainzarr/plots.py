@@ -154,15 +154,19 @@ def label_colours(names, cmap=None) -> list[tuple[float, float, float, float]]:
         The labels, e.g. ``["test", "train"]``.
     cmap : None, str or dict label -> colour
         ``{label: colour}`` first (any matplotlib colour), then :data:`LABEL_COLOURS`, then a
-        qualitative palette by position ("tab10", "tab20" beyond 10 labels); a colormap's name
-        colours every label from that colormap by position.
+        qualitative palette ("tab10", "tab20" beyond 10 labels) in turn, skipping the colours
+        taken; a colormap's name colours every label from that colormap in turn.
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_rgba
 
     named = {**LABEL_COLOURS, **cmap} if isinstance(cmap, Mapping) else LABEL_COLOURS if cmap is None else {}
     palette = plt.get_cmap(("tab10" if len(names) <= 10 else "tab20") if cmap is None or named else cmap)
-    return [to_rgba(named.get(name, palette(n % palette.N))) for n, name in enumerate(names)]
+    taken = {to_rgba(named[name]) for name in names if name in named}
+    spread = np.arange(palette.N) if palette.N <= 20 else np.linspace(0, 1, len(names))  # "viridis": evenly
+    free = [c for c in map(to_rgba, palette(spread)) if c not in taken] or [palette(0)]
+    unnamed = iter(range(len(names)))  # the others take the palette's colours in turn, skipping those taken
+    return [to_rgba(named[name]) if name in named else free[next(unnamed) % len(free)] for name in names]
 
 
 def _one_map(da: xr.DataArray, grid, cmap, caller: str) -> tuple[nib.Nifti1Image, np.ndarray, dict]:

@@ -935,6 +935,10 @@ def test_labels_are_drawn_as_coloured_regions_named_in_a_legend(g8, tmp_path):
     assert [tuple(h.get_facecolor()) for h in handles] == [to_rgba(LABEL_COLOURS[s]) for s in ("test", "train")]
     plt.close(split.frame_axes.figure)
     assert label_colours(["test", "x"], cmap="Set1")[0] == plt.get_cmap("Set1")(0)  # a named palette for all
+    mixed = label_colours(["A", "train", "B"])  # the others skip the colour train has
+    assert mixed[1] == to_rgba(LABEL_COLOURS["train"]) and len(set(mixed)) == 3
+    spread = label_colours(["a", "b", "c"], cmap="viridis")  # a continuous colormap: its ends and middle
+    assert spread[0] == plt.get_cmap("viridis")(0.0) and spread[2] == plt.get_cmap("viridis")(1.0)
     chosen = plot_map(hemisphere, cmap={"R": "red"}).frame_axes.figure  # a colour per label; others the palette's
     assert [tuple(h.get_facecolor()) for h in chosen.legends[0].legend_handles] == [colours[0], (1.0, 0.0, 0.0, 1.0)]
     plt.close(chosen)
