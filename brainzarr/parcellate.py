@@ -280,7 +280,9 @@ def read_lut(lut) -> dict[int, str]:
         A table with columns ``index`` and ``name`` (a BIDS ``dseg.tsv``, tab-separated, or a
         ``.csv``; the format nilearn's ``NiftiLabelsMasker(lut=...)`` reads), a text file of
         whitespace-separated ``index name ...`` rows without a header, ``#`` starting a comment
-        (FreeSurfer's ``FreeSurferColorLUT.txt``, Schaefer's ``*_order.txt``), an FSL atlas
+        (FreeSurfer's ``FreeSurferColorLUT.txt``, Schaefer's ``*_order.txt``), or of FSLeyes'
+        ``value r g b name`` rows (its ``.lut`` files, which ``brainzarr export`` writes beside a
+        label image), an FSL atlas
         description (``$FSLDIR/data/atlases/HarvardOxford-Cortical.xml``: for a probabilistic
         atlas, the names of its summary ``maxprob`` image, whose values are one more than the
         file's indices), or a mapping.
@@ -344,10 +346,19 @@ def _lut_file(path: Path) -> list:
                     f"{path} is not a look-up table: give columns 'index' and 'name' (a BIDS dseg.tsv), "
                     f"or rows 'index name ...' (FreeSurfer's); it has {line.strip()!r}"
                 )
-            rows.append((fields[0], fields[1]))
+            rows.append((fields[0], " ".join(fields[4:]) if _fsleyes_row(fields) else fields[1]))
     if not rows:
         raise InputError(f"{path} is empty: a look-up table names the atlas's labels")
     return rows
+
+
+def _fsleyes_row(fields: list[str]) -> bool:
+    """Whether a row is FSLeyes' ``value r g b name`` (colours in [0, 1]; the name may hold
+    spaces) rather than FreeSurfer's ``index name r g b a``, whose names are never numbers."""
+    try:
+        return len(fields) >= 5 and all(0 <= float(c) <= 1 for c in fields[1:4])
+    except ValueError:
+        return False
 
 
 def _fsl_atlas_labels(path: Path) -> list:

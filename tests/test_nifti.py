@@ -194,6 +194,7 @@ def test_a_stores_split_exports_as_a_label_image_with_its_table_in_the_sidecar(t
 
     from brainzarr import build_store, open_store
     from brainzarr.cli import main
+    from brainzarr.parcellate import read_lut
     from brainzarr.plots import LABEL_COLOURS
 
     store = build_store(tmp_path / "s8.zarr", resolution=8, genes=4, split="blocked")
@@ -220,6 +221,10 @@ def test_a_stores_split_exports_as_a_label_image_with_its_table_in_the_sidecar(t
     np.testing.assert_allclose(rgb["test"], to_rgb(LABEL_COLOURS["test"]), atol=1e-5)
     np.testing.assert_allclose(rgb["train"], to_rgb(LABEL_COLOURS["train"]), atol=1e-5)
     assert json.loads(out.with_name("split.json").read_text())["LookupTable"] == "split.lut"
+    assert read_lut(lut) == {1: "buffer", 2: "test", 3: "train"}  # parcellate reads it back
+    spaced = tmp_path / "ho.lut"  # FSLeyes' names may hold spaces
+    spaced.write_text("1  0.00000 0.93333 0.00000 Frontal Pole\n2  0.62745 0.32157 0.17647 Insular Cortex\n")
+    assert read_lut(spaced) == {1: "Frontal Pole", 2: "Insular Cortex"}
     assert main(["export", str(store), "split", "-o", str(out), "--overwrite"]) == 0  # its own: replaced
     mine = tmp_path / "hemi.lut"
     mine.write_text("1 1 0 0 left\n")

@@ -388,6 +388,8 @@ def _lut_files(folder) -> dict:
     freesurfer = folder / "atlas_LUT.txt"  # FreeSurferColorLUT.txt: comments, blank lines, colours
     rows = [f"{label:<5d} {name:<20s} 120  18 134   0" for label, name in named.items()]
     freesurfer.write_text("#$Id: FreeSurferColorLUT.txt\n\n#No. Label Name:  R G B A\n" + "\n".join(rows) + "\n")
+    fsleyes = folder / "atlas.lut"  # FSLeyes' (and brainzarr export's): value r g b name
+    fsleyes.write_text("".join(f"{label} 0.12157 0.46667 1.00000 {name}\n" for label, name in named.items()))
     order = folder / "Schaefer_order.txt"  # Schaefer's: tab-separated, no header
     order.write_text("".join(f"{label}\t{name}\t120\t18\t134\t0\n" for label, name in named.items()))
     # FSL's atlas descriptions: a label atlas's index is the voxel value; a probabilistic one's is
@@ -404,7 +406,7 @@ def _lut_files(folder) -> dict:
             f"</images></header><data>{labels}</data></atlas>\n"
         )
     return {
-        "dseg": dseg, "csv": csv, "freesurfer": freesurfer, "order": order, "mapping": named,
+        "dseg": dseg, "csv": csv, "freesurfer": freesurfer, "fsleyes": fsleyes, "order": order, "mapping": named,
         "fsl_label": fsl["Label"], "fsl_probabilistic": fsl["Probabalistic"],
     }  # fmt: skip
 
