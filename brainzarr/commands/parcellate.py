@@ -149,7 +149,7 @@ def register(sub):
     p.add_argument(
         "--lut",
         help="the atlas's look-up table, naming its regions (a column region_name): a BIDS dseg.tsv "
-        "(columns index, name), FreeSurfer-style 'index name ...' rows, or an FSL atlas .xml",
+        "(columns index, name), FreeSurfer-style 'index name ...' rows, an FSLeyes .lut, or an FSL atlas .xml",
     )
     add_output_argument(p, dest="output", required=True, help="output file, .csv (or .tsv: tab-separated, as BIDS)")
     p.add_argument(
