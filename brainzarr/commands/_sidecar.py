@@ -69,7 +69,7 @@ def _refuse_foreign_sidecars(files: list[Path]) -> None:
     for path in files:
         sidecar = sidecar_path(path)
         if path.suffix == ".lut":  # a label image's lookup table: brainzarr's when its sidecar names it
-            if path.exists() and not _written_by_brainzarr(sidecar, names=path.name):
+            if path.exists() and not _written_by_brainzarr(sidecar, lookup_table=path.name):
                 raise StoreExistsError(
                     f"{path} exists and brainzarr did not write it: give the image another name "
                     "(its lookup table would replace that file)"
@@ -82,12 +82,12 @@ def _refuse_foreign_sidecars(files: list[Path]) -> None:
             )
 
 
-def _written_by_brainzarr(sidecar: Path, names: str | None = None) -> bool:
-    """Whether brainzarr wrote ``sidecar`` (and, with ``names``, listed that file as the image's
-    lookup table)."""
+def _written_by_brainzarr(sidecar: Path, lookup_table: str | None = None) -> bool:
+    """Whether brainzarr wrote ``sidecar`` (and, given ``lookup_table``, named that file as the
+    image's lookup table)."""
     try:
         record = json.loads(sidecar.read_text())
-        if names is not None and record.get("LookupTable") != names:
+        if lookup_table is not None and record.get("LookupTable") != lookup_table:
             return False
         return any(entry.get("Name") == "brainzarr" for entry in record.get("GeneratedBy", []))
     except (OSError, ValueError, AttributeError, TypeError):
