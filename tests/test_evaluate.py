@@ -501,7 +501,7 @@ def test_embeddings_and_targets_that_cannot_be_used_are_refused_before_anything_
     out = tmp_path / "eval"
     files = {path: path.stat().st_mtime_ns for path in Path(copy).rglob("*")}
     for targets, dims, why in (
-        (targets_dir, (7,), r"holds no embedding at dims \(7,\)"),
+        (targets_dir, (7,), r"holds no embedding of any method at dim 7, .* it holds representations/.*pca/k2"),
         (native, (2,), "native.nii.gz is evidently not in MNI space"),
         (split, (2,), "split.nii.gz is a label image .* not a target map"),
     ):
@@ -520,7 +520,7 @@ def test_synthetic_targets_made_for_a_job_that_refuses_are_taken_back(store, tmp
     argv = [command, str(store), "--targets", "synthetic", "--dims", "7", "--no-store"]
     out = tmp_path / "eval"
     assert main([*argv, "-o", str(out)]) == 1
-    assert "holds no embedding at dims (7,)" in capsys.readouterr().err
+    assert "holds no embedding of any method at dim 7, and no external embedding" in capsys.readouterr().err
     assert not out.exists()
     earlier = tmp_path / "earlier"
     (earlier / "synthetic_targets").mkdir(parents=True)

@@ -22,7 +22,7 @@ from .._validation import SEED, whole_number
 from ..exceptions import InputError
 from ..nifti import INTERPOLATIONS
 from ..preprocess import SPLIT_SCHEMES
-from ..store import check_schema, open_store, refuse_output_in_a_store, write_group
+from ..store import check_schema, list_groups, open_store, refuse_output_in_a_store, results_by_split, write_group
 from .prediction import parse_grid, predict_targets
 from .reconstruction import reconstruction_frame, reconstruction_table, save_reconstruction_table, to_markdown
 from .results import check_fitted, find_representations, read_embedding, split_labels
@@ -223,9 +223,11 @@ def run_evaluation(
             store, ds, methods, None if dims is None else tuple(dims), embeddings, embedding_interpolation
         )
         if not reps:
+            held = "; ".join(results_by_split(list_groups(store))) or "no fitted representation"
+            at = "at any dim" if dims is None else f"at dim {', '.join(map(str, dims))}"
             raise InputError(
-                f"{store} holds no embedding at dims {dims} for methods {methods or 'any'}, and no "
-                "external embedding was given; fit representations first (`brainzarr fit`)"
+                f"{store} holds no embedding of {', '.join(methods) if methods else 'any method'} {at}, and no "
+                f"external embedding was given; it holds {held} (fit representations first: `brainzarr fit`)"
             )
         target_maps = load_targets(targets, ds, interpolation=interpolation)
     files = {}
@@ -334,7 +336,7 @@ def _save_prediction(store, prediction: pd.DataFrame, targets: xr.DataArray, gri
 
 def saved_representations(store) -> list[str]:
     """The representations of the evaluation saved in ``store`` (the one the report shows)."""
-    from ..store import list_groups, read_group
+    from ..store import read_group
 
     if "evaluation/prediction" not in list_groups(store, prefix="evaluation"):
         return []
@@ -348,7 +350,7 @@ def _representations(prediction: xr.Dataset) -> dict:
 
 def load_evaluation(store) -> tuple[pd.DataFrame, xr.DataArray | None]:
     """The prediction table and target maps saved in a store by :func:`run_evaluation` (or empty/None)."""
-    from ..store import list_groups, read_group
+    from ..store import read_group
 
     groups = set(list_groups(store, prefix="evaluation"))
     if "evaluation/prediction" not in groups:
