@@ -763,8 +763,9 @@ def mni_mismatch(affine, shape) -> str | None:
 def _load(img_or_path):
     if isinstance(img_or_path, (str, os.PathLike)):
         return load_volume(img_or_path), user_path(img_or_path)
-    if isinstance(img_or_path, nib.filebasedimages.FileBasedImage):
-        return checked_volume(img_or_path), None
+    if isinstance(img_or_path, nib.filebasedimages.FileBasedImage):  # named by its file, if loaded from one
+        filename = img_or_path.get_filename()
+        return checked_volume(img_or_path), (Path(filename) if filename else None)
     raise InputTypeError(f"expected a NIfTI path or a nibabel image, got {type(img_or_path).__name__}")
 
 

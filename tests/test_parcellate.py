@@ -571,12 +571,17 @@ def test_a_region_table_goes_back_on_its_atlas_as_an_image(small_store, tmp_path
 def test_a_region_table_without_its_atlas_file_asks_for_it(small_store, tmp_path):
     from brainzarr.parcellate import region_map
 
-    atlas = nib.load(_atlas_4mm(tmp_path / "atlas.nii.gz"))
+    loaded = nib.load(_atlas_4mm(tmp_path / "atlas.nii.gz"))
+    atlas = nib.Nifti1Image(np.asarray(loaded.dataobj), loaded.affine)  # an image made in memory, not a file
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        table = parcellate(open_store(small_store).expression.isel(gene=0), atlas)  # an image, not a file
+        table = parcellate(open_store(small_store).expression.isel(gene=0), atlas)
+        from_file = parcellate(open_store(small_store).expression.isel(gene=0), loaded)
     with pytest.raises(ValueError, match="the table's atlas .* is not a file here: pass atlas="):
         table.brain.to_nifti()
+    # an image loaded from a file is named by it: the table finds its atlas again
+    assert from_file.attrs["atlas"] == str(tmp_path / "atlas.nii.gz")
+    assert from_file.brain.to_nifti().shape == loaded.shape
     np.testing.assert_array_equal(
         region_map(table, atlas)["region"].values, np.asarray(atlas.dataobj)[np.asarray(atlas.dataobj) > 0]
     )
