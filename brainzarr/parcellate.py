@@ -10,6 +10,7 @@ plus a few row blocks). Its CSV (``brainzarr parcellate``) is the table that
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -325,14 +326,15 @@ def _lut_file(path: Path) -> list:
         raise DataNotFoundError(f"no look-up table at {path}")
     if path.suffix.lower() == ".xml":
         return _fsl_atlas_labels(path)
+    raw = path.read_bytes()
     try:
-        text = path.read_text()
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise InputError(
-            f"{path} is not a look-up table: it is not text (an image given as the look-up table?)"
-        ) from None
+        text = None if b"\0" in raw else raw.decode("latin-1")  # an older tool's accented names
+    if text is None or "\0" in text:
+        raise InputError(f"{path} is not a look-up table: it is not text (an image given as the look-up table?)")
     try:
-        frame = pd.read_csv(path, sep="," if path.suffix.lower() == ".csv" else "\t", dtype=str)
+        frame = pd.read_csv(io.StringIO(text), sep="," if path.suffix.lower() == ".csv" else "\t", dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError):
         frame = pd.DataFrame()  # ragged rows: not a table with a header
     if {"index", "name"} <= set(frame.columns):

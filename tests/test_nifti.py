@@ -236,6 +236,28 @@ def test_a_stores_split_exports_as_a_label_image_with_its_table_in_the_sidecar(t
     assert not (tmp_path / "g.lut").exists()  # values have no lookup table
 
 
+_LABEL_NAMES = st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"], exclude_characters="#")).filter(
+    lambda t: bool(t.split())
+)
+
+
+@FAST
+@given(st.lists(_LABEL_NAMES, min_size=1, max_size=12, unique_by=lambda t: " ".join(t.split())))
+def test_a_lookup_table_reads_back_its_labels(names):
+    """The FSLeyes lookup table written beside a label image gives back its labels (runs of
+    whitespace as one space: a row is one line of space-separated fields)."""
+    import tempfile
+
+    from brainzarr.commands._sidecar import write_lookup_table
+    from brainzarr.parcellate import read_lut
+
+    labels = {str(code): name for code, name in enumerate(names, 1)}
+    with tempfile.TemporaryDirectory() as tmp:
+        lut = write_lookup_table(Path(tmp) / "labels.nii.gz", labels)
+        assert lut.name == "labels.lut"
+        assert read_lut(lut) == {code: " ".join(name.split()) for code, name in enumerate(names, 1)}
+
+
 @FAST
 @given(grids(), st.data())
 def test_subset_of_voxels(grid, data):

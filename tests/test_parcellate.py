@@ -479,6 +479,17 @@ def test_tables_that_are_not_look_up_tables_are_refused(small_store, tmp_path):
         parcellate(data, atlas, lut=["a", "b"])
 
 
+def test_look_up_tables_in_other_encodings_are_read(tmp_path):
+    from brainzarr.parcellate import read_lut
+
+    latin = tmp_path / "latin.txt"  # an older tool's file: accented names in Latin-1
+    latin.write_bytes("1 Région-gauche 120 18 134 0\n".encode("latin-1"))
+    assert read_lut(latin) == {1: "Région-gauche"}
+    bom = tmp_path / "excel_dseg.tsv"  # saved by a spreadsheet: UTF-8 with a byte-order mark
+    bom.write_text("index\tname\n1\tRégion\n", encoding="utf-8-sig")
+    assert read_lut(bom) == {1: "Région"}
+
+
 def test_cli_names_the_regions_and_the_build_reads_the_named_table(small_store, tmp_path, capsys):
     atlas = _atlas_4mm(tmp_path / "atlas.nii.gz")
     lut = _lut_files(tmp_path)["dseg"]
