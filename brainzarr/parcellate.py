@@ -21,6 +21,7 @@ import xarray as xr
 
 from ._location import user_path
 from ._progress import job
+from ._text import read_user_text
 from .exceptions import DataNotFoundError, InputError, InputTypeError
 from .nifti import _load, _read_meta, from_nifti, is_labels, refuse_if_not_mni
 from .streaming import block_reduce, block_spans, reusing_buffers
@@ -326,13 +327,7 @@ def _lut_file(path: Path) -> list:
         raise DataNotFoundError(f"no look-up table at {path}")
     if path.suffix.lower() == ".xml":
         return _fsl_atlas_labels(path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = None if b"\0" in raw else raw.decode("latin-1")  # an older tool's accented names
-    if text is None or "\0" in text:
-        raise InputError(f"{path} is not a look-up table: it is not text (an image given as the look-up table?)")
+    text = read_user_text(path, "a look-up table")
     try:
         frame = pd.read_csv(io.StringIO(text), sep="," if path.suffix.lower() == ".csv" else "\t", dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError):

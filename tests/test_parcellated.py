@@ -102,6 +102,11 @@ def test_duplicates_missing_regions_and_foreign_grids_are_named(tmp_path, dk_tab
     full.rename(columns={"SST": "APOE"}).to_csv(text)  # two APOE columns: pandas would call one APOE.1
     with pytest.raises(InputError, match="gene columns more than once: APOE"):
         load_parcellated(text, atlas)
+    latin = tmp_path / "latin.csv"  # Latin-1 (an older tool's gene or column names), read as such
+    full.rename(columns={"SST": "SSTé"}).to_csv(latin, encoding="latin-1")
+    assert "SSTé" in load_parcellated(latin, atlas)["gene"].values
+    with pytest.raises(InputError, match="is not a region table: it is not text"):
+        load_parcellated(atlas, atlas)  # the atlas given as the table
     fewer = full.drop(index=full.index[[0, 7]])
     fewer.to_csv(tmp_path / "fewer.csv")
     with pytest.raises(InputError, match=f"2 atlas region.* {full.index[0]}, {full.index[7]}"):

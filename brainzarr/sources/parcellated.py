@@ -50,10 +50,13 @@ def _read_table(path) -> pd.DataFrame:
     """The CSV (or TSV), refusing duplicated gene columns (pandas would rename the second APOE
     to APOE.1)."""
     import csv
+    import io
+
+    from .._text import read_user_text
 
     sep = table_delimiter(path)
-    with open(path, newline="") as f:
-        header = next(csv.reader(f, delimiter=sep), [])[1:]
+    text = read_user_text(path, "a region table")
+    header = next(csv.reader(io.StringIO(text, newline=""), delimiter=sep), [])[1:]
     seen, dupes = set(), []
     for name in (h.strip() for h in header):
         if name in seen:
@@ -61,7 +64,7 @@ def _read_table(path) -> pd.DataFrame:
         seen.add(name)
     if dupes:
         raise InputError(f"the region table {path} has gene columns more than once: {_shown(sorted(set(dupes)))}")
-    return pd.read_csv(path, index_col=0, sep=sep)
+    return pd.read_csv(io.StringIO(text), index_col=0, sep=sep)
 
 
 def _not_labels(frame: pd.DataFrame) -> str:
