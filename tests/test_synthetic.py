@@ -77,13 +77,14 @@ def test_latent_structure_is_low_dimensional_and_nonlinear(table):
     symbols=st.lists(st.from_regex(r"[A-Z][A-Z0-9.-]{0,9}", fullmatch=True), min_size=1, max_size=30, unique=True),
     separators=st.lists(st.sampled_from([",", "\n", " ", ", ", "\t", ";", "\r\n"]), min_size=1),
     comment=st.booleans(),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "latin-1"]),  # utf-8-sig: a spreadsheet's byte-order mark
 )
-def test_a_gene_list_file_reads_back_its_symbols(tmp_path_factory, symbols, separators, comment):
+def test_a_gene_list_file_reads_back_its_symbols(tmp_path_factory, symbols, separators, comment, encoding):
     text = "".join(g + separators[i % len(separators)] for i, g in enumerate(symbols))
     if comment:
         text = "# genes of interest, from a paper\n" + text.replace("\n", "  # a note, SST\n", 1)
     path = tmp_path_factory.mktemp("genes") / "genes.txt"
-    path.write_text(text)
+    path.write_text(text, encoding=encoding)
     assert read_gene_list(path) == symbols
 
 

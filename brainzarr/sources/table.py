@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from .._location import user_path
+from .._text import read_user_text
 from ..exceptions import InputError, UnknownGeneError
 
 __all__ = ["make_sample_table", "read_gene_list", "resolve_genes", "validate_sample_table", "UnknownGeneError"]
@@ -88,7 +89,7 @@ def read_gene_list(path) -> list[str]:
     """Gene symbols from a text file, separated by commas, spaces or line breaks (one a line, or a
     CSV row); ``#`` starts a comment; a first line that is a column header (``gene``,
     ``gene_symbol``, ``Symbol``: not in upper case, as human gene symbols are) is left out."""
-    lines = [line.split("#", 1)[0] for line in user_path(path).read_text(encoding="utf-8").splitlines()]
+    lines = [line.split("#", 1)[0] for line in read_user_text(user_path(path), "a gene list").splitlines()]
     lines = [line for line in lines if line.strip()]
     first = lines[0].strip().strip("\"'") if lines else ""
     if first.casefold() in _GENE_LIST_HEADERS and first != first.upper():  # human gene symbols are upper case
