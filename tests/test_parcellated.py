@@ -102,6 +102,12 @@ def test_duplicates_missing_regions_and_foreign_grids_are_named(tmp_path, dk_tab
     full.rename(columns={"SST": "APOE"}).to_csv(text)  # two APOE columns: pandas would call one APOE.1
     with pytest.raises(InputError, match="gene columns more than once: APOE"):
         load_parcellated(text, atlas)
+    semicolons = tmp_path / "excel.csv"  # Excel where the decimal mark is a comma: ';' and '0,5'
+    table.to_csv(semicolons, sep=";", decimal=",")
+    np.testing.assert_array_equal(
+        load_parcellated(semicolons, atlas, missing_regions="drop")["expression"].values,
+        load_parcellated(path, atlas, missing_regions="drop")["expression"].values,
+    )
     latin = tmp_path / "latin.csv"  # Latin-1 (an older tool's gene or column names), read as such
     full.rename(columns={"SST": "SSTé"}).to_csv(latin, encoding="latin-1")
     assert "SSTé" in load_parcellated(latin, atlas)["gene"].values

@@ -16,6 +16,7 @@ choice is recorded with the source's options in the store's provenance.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,8 @@ def table_delimiter(path) -> str:
 
 def _read_table(path) -> pd.DataFrame:
     """The CSV (or TSV), refusing duplicated gene columns (pandas would rename the second APOE
-    to APOE.1)."""
+    to APOE.1). A CSV separated by semicolons, with decimal commas or not, is read as Excel
+    writes one in locales whose decimal mark is a comma."""
     import csv
     import io
 
@@ -56,6 +58,10 @@ def _read_table(path) -> pd.DataFrame:
 
     sep = table_delimiter(path)
     text = read_user_text(path, "a region table")
+    first = text.split("\n", 1)[0]
+    if sep not in first and ";" in first:  # a CSV as Excel writes it where the decimal mark is a comma
+        sep = ";"
+    decimal = "," if sep == ";" and re.search(r"\d,\d", text) else "."
     header = next(csv.reader(io.StringIO(text, newline=""), delimiter=sep), [])[1:]
     seen, dupes = set(), []
     for name in (h.strip() for h in header):
@@ -64,7 +70,7 @@ def _read_table(path) -> pd.DataFrame:
         seen.add(name)
     if dupes:
         raise InputError(f"the region table {path} has gene columns more than once: {_shown(sorted(set(dupes)))}")
-    return pd.read_csv(io.StringIO(text), index_col=0, sep=sep)
+    return pd.read_csv(io.StringIO(text), index_col=0, sep=sep, decimal=decimal)
 
 
 def _not_labels(frame: pd.DataFrame) -> str:
