@@ -108,6 +108,13 @@ def test_duplicates_missing_regions_and_foreign_grids_are_named(tmp_path, dk_tab
         load_parcellated(semicolons, atlas, missing_regions="drop")["expression"].values,
         load_parcellated(path, atlas, missing_regions="drop")["expression"].values,
     )
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("label,APOE\n1,0.5,0.7,0.1\n2,0.5\n")
+    with pytest.raises(InputError, match="the region table .*ragged.csv is not a comma-separated table: "):
+        load_parcellated(ragged, atlas)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(InputError, match="empty.csv is not a comma-separated table: "):
+        load_parcellated(tmp_path / "empty.csv", atlas)
     latin = tmp_path / "latin.csv"  # Latin-1 (an older tool's gene or column names), read as such
     full.rename(columns={"SST": "SSTé"}).to_csv(latin, encoding="latin-1")
     assert "SSTé" in load_parcellated(latin, atlas)["gene"].values

@@ -70,7 +70,11 @@ def _read_table(path) -> pd.DataFrame:
         seen.add(name)
     if dupes:
         raise InputError(f"the region table {path} has gene columns more than once: {_shown(sorted(set(dupes)))}")
-    return pd.read_csv(io.StringIO(text), index_col=0, sep=sep, decimal=decimal)
+    try:
+        return pd.read_csv(io.StringIO(text), index_col=0, sep=sep, decimal=decimal)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        kind = {",": "comma", ";": "semicolon", "\t": "tab"}[sep]
+        raise InputError(f"the region table {path} is not a {kind}-separated table: {exc}") from None
 
 
 def _not_labels(frame: pd.DataFrame) -> str:
