@@ -238,6 +238,19 @@ def test_the_command_line_offers_its_download_flag(tmp_path, capsys):
     assert not (tmp_path / "s.zarr").exists()
 
 
+def test_a_store_built_from_the_donor_folders_says_its_samples_include_their_mirror_images(ahba, tmp_path, capsys):
+    # the study mirrors every sample across the midline: twice the samples the donors hold
+    counts = {}
+    for mirror in ("bidirectional", "none"):
+        out = tmp_path / f"{mirror}.zarr"
+        argv = ["build", "--source", "abagen", "--data-dir", str(ahba.root), "--genes", "4", "--lr-mirror", mirror]
+        assert main([*argv, "-o", str(out), "--quiet"]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("source"))
+        counts[mirror] = int(line.split()[2].replace(",", ""))
+        assert ("with their left-right mirror images: lr_mirror=bidirectional" in line) == (mirror != "none")
+    assert counts == {"bidirectional": 2 * len(DONORS) * N, "none": len(DONORS) * N}
+
+
 def test_data_dir_forms_and_donor_ids(ahba, tmp_path):
     t = load_ahba(ahba.root / "microarray", donors=["H0351.2001", 10021], genes=2)
     assert sorted(set(t["donor"].values)) == ["10021", "9861"]

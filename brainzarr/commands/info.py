@@ -55,7 +55,9 @@ def _source(src: dict) -> str:
         options = src.get("options", {})
         return f"parcellated  {count} regions of {options.get('table')} on the atlas {options.get('atlas')}"
     donors = ", ".join(sorted(src.get("donors", []), key=_donor_order))
-    return f"{src.get('name')}  {count} samples, donors {donors}"
+    mirror = src.get("options", {}).get("lr_mirror")  # abagen's: the count includes the mirror images
+    mirrored = f" (with their left-right mirror images: lr_mirror={mirror})" if mirror else ""
+    return f"{src.get('name')}  {count} samples{mirrored}, donors {donors}"
 
 
 def _donor_order(donor: str):
