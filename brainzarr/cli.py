@@ -12,6 +12,7 @@ import contextlib
 import difflib
 import importlib
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -47,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
             (_swallowed_store(message, self.argv, self) or _output_as_a_word(message, self.argv, self))
             if self.argv is not None
             else ""
-        )
+        ) or _closest_choice(message)
         self.exit(2, f"{self.prog}: error: {message}{hint} (see {self.prog} --help)\n")
 
 
@@ -69,6 +70,20 @@ def _swallowed_store(message: str, argv: list, parser: argparse.ArgumentParser) 
                 f"first ({parser.prog} {token} {option} ...)"
             )
     return ""
+
+
+def _closest_choice(message: str) -> str:
+    """'; did you mean export?' for argparse's "invalid choice: 'exprot' (choose from ...)"."""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    given = found.group(1).casefold()
+    if given in ("spatial", "block") and "blocked" in choices:  # what papers call the blocked split
+        return "; did you mean blocked (the spatially blocked split)?"
+    by_folded = {c.casefold(): c for c in choices}
+    close = difflib.get_close_matches(given, list(by_folded), n=1, cutoff=0.6)
+    return f"; did you mean {by_folded[close[0]]}?" if close else ""
 
 
 def _output_as_a_word(message: str, argv: list, parser: argparse.ArgumentParser) -> str:

@@ -549,3 +549,19 @@ def test_an_interrupted_fit_says_how_to_keep_what_it_wrote(tmp_path, capsys, mon
     code, _, err = run([*argv, "--skip-existing"], capsys)
     assert code == 0, err
     assert open_store(store).brain.results() == ["representations/random/pca/k2", "representations/random/pca/k3"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["exprot", "s.zarr", "split", "-o", "x.nii.gz"], "; did you mean export?"),
+        (["inr", "rendr", "model", "-o", "x.zarr"], "; did you mean render?"),
+        (["build", "--assignment", "IDW", "-o", "x.zarr"], "; did you mean idw?"),
+        (["fit", "s.zarr", "--split", "spatial"], "; did you mean blocked (the spatially blocked split)?"),
+        (["build", "--source", "allen", "-o", "x.zarr"], ""),  # nothing close: the choices alone
+    ],
+)
+def test_a_mistyped_choice_is_answered_with_the_closest(argv, hint, capsys):
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "invalid choice" in err
+    assert err.split(")", 1)[1].startswith(f"{hint} (see brainzarr")
