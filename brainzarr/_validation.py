@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import numbers
 
 import numpy as np
 
 from .exceptions import InputError
 
-__all__ = ["whole_number", "SEED"]
+__all__ = ["whole_number", "did_you_mean", "SEED"]
 
 #: why ``random_state`` must be a whole number, for its messages
 SEED = " (a seed: brainzarr records it so that the run can be repeated)"
@@ -26,3 +27,11 @@ def whole_number(value, name: str, *, hint: str = "") -> int:
     if whole and not isinstance(value, (bool, np.bool_)):
         return int(value)
     raise InputError(f"{name} must be a whole number, got {value!r}{hint}")
+
+
+def did_you_mean(value, choices) -> str:
+    """``"; did you mean idw?"`` for a value close to one of ``choices`` (case aside), else ``""``:
+    the tail of a message that lists the choices."""
+    by_folded = {str(c).casefold(): str(c) for c in choices}
+    close = difflib.get_close_matches(str(value).casefold(), list(by_folded), n=1, cutoff=0.6)
+    return f"; did you mean {by_folded[close[0]]}?" if close else ""

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
-from ._validation import whole_number
+from ._validation import did_you_mean, whole_number
 from .exceptions import InputError
 from .grid import xyz_to_ijk
 
@@ -39,8 +39,16 @@ ASSIGNMENT_METHODS = ("nearest", "idw", "atlas")
 def check_assignment(method: str | None, n_neighbors: int = 10) -> None:
     """Refuse an unknown assignment method (None: a block source of the caller's, not checked
     here) or a number of neighbours that is not a whole number of at least 1."""
+    if method == "inr":  # the command line's --assignment inr: a model renders the store instead
+        raise InputError(
+            "assignment 'inr' is a store rendered by an implicit neural representation: "
+            "brainzarr.inr.render.build_inr_store(path, source=..., model=...) builds it"
+        )
     if method is not None and method not in ASSIGNMENT_METHODS:
-        raise InputError(f"unknown assignment {method!r}; choose from {', '.join(ASSIGNMENT_METHODS)}")
+        raise InputError(
+            f"unknown assignment {method!r}; choose from {', '.join(ASSIGNMENT_METHODS)}"
+            f"{did_you_mean(method, ASSIGNMENT_METHODS)}"
+        )
     if whole_number(n_neighbors, "n_neighbors") < 1:
         raise InputError(f"n_neighbors must be at least 1, got {n_neighbors}")
 

@@ -17,6 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from ._validation import did_you_mean
 from ._version import __version__
 from .exceptions import BrainzarrError
 
@@ -81,9 +82,7 @@ def _closest_choice(message: str) -> str:
     given = found.group(1).casefold()
     if given in ("spatial", "block") and "blocked" in choices:  # what papers call the blocked split
         return "; did you mean blocked (the spatially blocked split)?"
-    by_folded = {c.casefold(): c for c in choices}
-    close = difflib.get_close_matches(given, list(by_folded), n=1, cutoff=0.6)
-    return f"; did you mean {by_folded[close[0]]}?" if close else ""
+    return did_you_mean(given, choices)
 
 
 def _output_as_a_word(message: str, argv: list, parser: argparse.ArgumentParser) -> str:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ._validation import did_you_mean
 from .exceptions import InputError, InputTypeError
 
 __all__ = ["Layout", "DEFAULT_LAYOUT", "COMPRESSORS", "SHARD_GENES", "RECONSTRUCTION_RANGE", "unpack"]
@@ -42,7 +43,7 @@ def _compressor(name: str):
         "none": lambda: None,
     }
     if name not in table:
-        raise InputError(f"unknown compressor {name!r}; choose from {', '.join(table)}")
+        raise InputError(f"unknown compressor {name!r}; choose from {', '.join(table)}{did_you_mean(name, table)}")
     return table[name]()
 
 

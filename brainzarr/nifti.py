@@ -84,6 +84,7 @@ from ._atomic import atomic_file, suffix_of, write_file
 from ._disk import require_free
 from ._location import user_path
 from ._progress import job, step
+from ._validation import did_you_mean
 from ._version import __version__
 from ._volumes import checked_volume, load_volume
 from .exceptions import DataNotFoundError, InputError, InputTypeError
@@ -1015,7 +1016,10 @@ def from_nifti(
         or an image that does not overlap the target's voxels.
     """
     if interpolation is not None and interpolation not in INTERPOLATIONS:
-        raise InputError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+        raise InputError(
+            f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}"
+            f"{did_you_mean(interpolation, INTERPOLATIONS)}"
+        )
     ijk, affine, shape, space, coords = _target_voxels(target)
     img, path = _load(img_or_path)
     if interpolation is None:

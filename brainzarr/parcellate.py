@@ -22,6 +22,7 @@ import xarray as xr
 from ._location import user_path
 from ._progress import job
 from ._text import read_user_text
+from ._validation import did_you_mean
 from .exceptions import DataNotFoundError, InputError, InputTypeError
 from .nifti import _load, _read_meta, from_nifti, is_labels, refuse_if_not_mni
 from .streaming import block_reduce, block_spans, reusing_buffers
@@ -115,10 +116,15 @@ def parcellate(
     if is_labels(data):
         raise InputError(f"{data.name or 'the array'} holds labels, not values to average over regions")
     if weighting not in WEIGHTINGS:
-        raise InputError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+        raise InputError(
+            f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}{did_you_mean(weighting, WEIGHTINGS)}"
+        )
     if strategy not in STRATEGIES:
         why = " (a median needs all of a region's values at once; parcellate streams them)" * (strategy == "median")
-        raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}{why}")
+        raise InputError(
+            f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
+            f"{why or did_you_mean(strategy, STRATEGIES)}"
+        )
     if isinstance(atlas, Mapping) and "maps" in atlas:  # a nilearn atlas (a Bunch: maps, lut, ...)
         lut = atlas.get("lut") if lut is None else lut
         atlas = atlas["maps"]

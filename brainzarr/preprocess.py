@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ._deprecation import renamed_kwargs
+from ._validation import did_you_mean
 from .exceptions import InputError
 
 __all__ = [
@@ -205,7 +206,9 @@ def make_split(scheme: str, xyz, *, test_fraction=0.2, random_state=0, block_mm=
         return blocked_split(
             xyz, block_mm=block_mm, test_fraction=test_fraction, random_state=random_state, buffer_mm=buffer_mm
         )
-    raise InputError(f"unknown split {scheme!r}; choose from {', '.join(SPLIT_SCHEMES)}")
+    raise InputError(
+        f"unknown split {scheme!r}; choose from {', '.join(SPLIT_SCHEMES)}{did_you_mean(scheme, SPLIT_SCHEMES)}"
+    )
 
 
 def check_fraction(f):

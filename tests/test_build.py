@@ -204,7 +204,10 @@ def test_a_mask_evidently_not_in_mni_space_is_refused_before_anything_is_written
         ({"chunks": "big"}, r"chunks must be \(voxels, genes\)"),
         ({"chunks": (100.5, 8)}, "each of chunks must be a whole number, got 100.5"),
         ({"split": "kfold"}, "split must be one of random, blocked, got 'kfold'"),
-        ({"assignment": "kriging"}, "unknown assignment 'kriging'"),
+        ({"assignment": "kriging"}, "unknown assignment 'kriging'; choose from nearest, idw, atlas$"),
+        ({"assignment": "IDW"}, "unknown assignment 'IDW'; choose from nearest, idw, atlas; did you mean idw[?]"),
+        ({"assignment": "inr"}, r"brainzarr.inr.render.build_inr_store\(path, source=..., model=...\) builds it"),
+        ({"split": "blocks"}, "got 'blocks'; did you mean blocked[?]"),
         ({"assignment": "idw", "n_neighbors": 2.5}, "n_neighbors must be a whole number, got 2.5"),
         ({"assignment": "idw", "n_neighbors": 0}, "n_neighbors must be at least 1, got 0"),
         ({"test_fraction": 1.5}, "test fraction must be between 0 and 1"),
@@ -222,6 +225,12 @@ def test_bad_settings_are_refused_before_the_source_is_read(settings, why, tmp_p
     monkeypatch.setattr("brainzarr.build.load_source", read)
     with pytest.raises(ValueError, match=why):
         build_store(tmp_path / "s.zarr", genes=3, **settings)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mistyped_source_is_answered_with_the_closest(tmp_path):
+    with pytest.raises(ValueError, match="choose from synthetic, abagen, parcellated; did you mean synthetic[?]"):
+        build_store(tmp_path / "s.zarr", source="synth", genes=3)
     assert list(tmp_path.iterdir()) == []
 
 

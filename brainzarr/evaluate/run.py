@@ -18,7 +18,7 @@ from .._atomic import write_file, write_text
 from .._deprecation import renamed_kwargs
 from .._location import location, user_path
 from .._optional import check_installed
-from .._validation import SEED, whole_number
+from .._validation import SEED, did_you_mean, whole_number
 from ..exceptions import InputError
 from ..nifti import INTERPOLATIONS
 from ..preprocess import SPLIT_SCHEMES
@@ -198,7 +198,10 @@ def run_evaluation(
     """
     for option, value in (("interpolation", interpolation), ("embedding_interpolation", embedding_interpolation)):
         if value not in INTERPOLATIONS:
-            raise InputError(f"{option} must be one of {', '.join(INTERPOLATIONS)}, got {value!r}")
+            raise InputError(
+                f"{option} must be one of {', '.join(INTERPOLATIONS)}, got {value!r}"
+                f"{did_you_mean(value, INTERPOLATIONS)}"
+            )
     methods = [methods] if isinstance(methods, str) else methods
     if embeddings and targets is None:
         raise InputError("an external embedding is only used to predict target maps: give the targets too")

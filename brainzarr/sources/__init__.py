@@ -14,6 +14,7 @@ structure.
 from __future__ import annotations
 
 from .._deprecation import renamed_kwargs
+from .._validation import did_you_mean
 from ..exceptions import InputError
 from .table import UnknownGeneError, make_sample_table, resolve_genes, validate_sample_table
 
@@ -30,7 +31,7 @@ def load_source(name: str, *, genes=None, random_state: int = 0, **options):
     to the source's loader.
     """
     if name not in SOURCES:
-        raise InputError(f"unknown source {name!r}; choose from {', '.join(SOURCES)}")
+        raise InputError(f"unknown source {name!r}; choose from {', '.join(SOURCES)}{did_you_mean(name, SOURCES)}")
     check_options(name, options)
     if name == "synthetic":
         from .synthetic import load_synthetic

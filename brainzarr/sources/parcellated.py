@@ -25,6 +25,7 @@ import xarray as xr
 
 from .._atomic import sidecar_path
 from .._location import user_path
+from .._validation import did_you_mean
 from .._volumes import checked_volume, load_volume
 from ..exceptions import DataNotFoundError, InputError
 from .table import make_sample_table, resolve_genes
@@ -180,7 +181,10 @@ def load_parcellated(table, atlas, *, genes=None, missing_regions: str = "error"
     if not np.all(np.isfinite(labels)) or not np.allclose(labels, np.rint(labels)):
         raise InputError(_not_labels(frame))
     if missing_regions not in MISSING_REGIONS:
-        raise InputError(f"missing_regions must be one of {', '.join(MISSING_REGIONS)}, got {missing_regions!r}")
+        raise InputError(
+            f"missing_regions must be one of {', '.join(MISSING_REGIONS)}, got {missing_regions!r}"
+            f"{did_you_mean(missing_regions, MISSING_REGIONS)}"
+        )
     labels = np.rint(labels).astype(np.int64)
     values, counts = np.unique(labels, return_counts=True)
     if (counts > 1).any():
