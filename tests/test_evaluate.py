@@ -272,6 +272,9 @@ def test_run_evaluation_tables_and_store(evaluation, store):
     record = json.loads((out / "evaluation.json").read_text())
     assert record["seed"] == 7 and record["grid"] == SMALL_GRID and record["interpolation"] == "linear"
     assert "mean test R²" in result.describe()
+    from brainzarr.commands.info import describe
+
+    assert "evaluation  3 representations x 2 target maps, the latest saved" in describe(store)
 
 
 def test_external_embedding_on_another_grid_matches_the_store(store, targets_dir, tmp_path):

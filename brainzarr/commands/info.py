@@ -15,7 +15,7 @@ def _disk_size(path) -> int:
 
 def describe(path) -> str:
     from .._atomic import stale_partials
-    from ..store import Store, list_groups, results_by_split
+    from ..store import Store, list_groups, read_group, results_by_split
 
     store = Store(path, allow_incomplete=True)
     attrs, ds = store.attrs, store.dataset
@@ -38,6 +38,12 @@ def describe(path) -> str:
     if results:
         lines.append(f"results     {results[0]}")
         lines += [f"            {line}" for line in results[1:]]
+    if "evaluation/prediction" in list_groups(store, prefix="evaluation"):  # the latest, kept for the report
+        sizes = read_group(store, "evaluation/prediction").sizes
+        lines.append(
+            f"evaluation  {sizes.get('representation', 0):,} representations x {sizes.get('target', 0):,} target "
+            "maps, the latest saved (`brainzarr report` shows it)"
+        )
     leftovers = [] if store.remote else stale_partials(store.path)
     if leftovers:
         lines.append(
