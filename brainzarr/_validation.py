@@ -9,7 +9,7 @@ import numpy as np
 
 from .exceptions import InputError
 
-__all__ = ["whole_number", "did_you_mean", "SEED"]
+__all__ = ["whole_number", "did_you_mean", "SEED", "SPLIT_SYNONYMS"]
 
 #: why ``random_state`` must be a whole number, for its messages
 SEED = " (a seed: brainzarr records it so that the run can be repeated)"
@@ -29,9 +29,17 @@ def whole_number(value, name: str, *, hint: str = "") -> int:
     raise InputError(f"{name} must be a whole number, got {value!r}{hint}")
 
 
-def did_you_mean(value, choices) -> str:
-    """``"; did you mean idw?"`` for a value close to one of ``choices`` (case aside), else ``""``:
-    the tail of a message that lists the choices."""
+#: what papers call the split schemes, for :func:`did_you_mean`
+SPLIT_SYNONYMS = {"spatial": "blocked (the spatially blocked split)", "block": "blocked"}
+
+
+def did_you_mean(value, choices, synonyms: dict | None = None) -> str:
+    """``"; did you mean idw?"`` for a value close to one of ``choices`` (case aside) or one of
+    ``synonyms`` (``{"spatial": "blocked (...)"}``), else ``""``: the tail of a message that lists
+    the choices."""
+    meant = (synonyms or {}).get(str(value).casefold())
+    if meant is not None:
+        return f"; did you mean {meant}?"
     by_folded = {str(c).casefold(): str(c) for c in choices}
     close = difflib.get_close_matches(str(value).casefold(), list(by_folded), n=1, cutoff=0.6)
     return f"; did you mean {by_folded[close[0]]}?" if close else ""

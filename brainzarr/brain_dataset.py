@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ._validation import SPLIT_SYNONYMS, did_you_mean
 from .exceptions import InputError, InputTypeError
 from .grid import Grid
 from .store import Store, store_grid
@@ -87,12 +88,14 @@ class BrainDatasetAccessor:
             Dataset that is a selection of the store (fewer voxels or genes), the same
             selection through xarray.
         """
+        from .preprocess import SPLIT_SCHEMES
         from .streaming import expression_rows
 
         ds = self._ds
         name = "split" if scheme is None else f"split_{scheme}"
         if name not in ds.coords:
-            raise InputError(f"unknown split scheme {scheme!r}; choose from random, blocked")
+            hint = did_you_mean(scheme, SPLIT_SCHEMES, SPLIT_SYNONYMS)
+            raise InputError(f"unknown split scheme {scheme!r}; choose from random, blocked{hint}")
         mask = None
         if split is not None:
             labels = ds[name].values

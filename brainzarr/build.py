@@ -40,7 +40,7 @@ from ._deprecation import renamed_kwargs
 from ._disk import require_free
 from ._location import is_remote, location, open_group, zarr_store
 from ._progress import job
-from ._validation import SEED, did_you_mean, whole_number
+from ._validation import SEED, SPLIT_SYNONYMS, did_you_mean, whole_number
 from ._zarr import quiet_zarr
 from .assign import Assignment, check_assignment
 from .exceptions import InputError, StoreError, StoreExistsError
@@ -338,7 +338,8 @@ def _check_settings(split, assignment, n_neighbors, test_fraction, chunks) -> tu
     anything is written; return ``chunks`` as two ints."""
     if split not in SPLIT_SCHEMES:
         raise InputError(
-            f"split must be one of {', '.join(SPLIT_SCHEMES)}, got {split!r}{did_you_mean(split, SPLIT_SCHEMES)}"
+            f"split must be one of {', '.join(SPLIT_SCHEMES)}, got {split!r}"
+            f"{did_you_mean(split, SPLIT_SCHEMES, SPLIT_SYNONYMS)}"
         )
     check_assignment(assignment if isinstance(assignment, str) else None, n_neighbors)  # None: a block source
     check_fraction(test_fraction)

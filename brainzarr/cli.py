@@ -17,7 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ._validation import did_you_mean
+from ._validation import SPLIT_SYNONYMS, did_you_mean
 from ._version import __version__
 from .exceptions import BrainzarrError
 
@@ -79,10 +79,7 @@ def _closest_choice(message: str) -> str:
     if not found:
         return ""
     choices = re.findall(r"'([^']*)'", found.group(2))
-    given = found.group(1).casefold()
-    if given in ("spatial", "block") and "blocked" in choices:  # what papers call the blocked split
-        return "; did you mean blocked (the spatially blocked split)?"
-    return did_you_mean(given, choices)
+    return did_you_mean(found.group(1), choices, SPLIT_SYNONYMS if "blocked" in choices else None)
 
 
 def _output_as_a_word(message: str, argv: list, parser: argparse.ArgumentParser) -> str:

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ._deprecation import renamed_kwargs
-from ._validation import did_you_mean
+from ._validation import SPLIT_SYNONYMS, did_you_mean
 from .exceptions import InputError
 
 __all__ = [
@@ -207,7 +207,8 @@ def make_split(scheme: str, xyz, *, test_fraction=0.2, random_state=0, block_mm=
             xyz, block_mm=block_mm, test_fraction=test_fraction, random_state=random_state, buffer_mm=buffer_mm
         )
     raise InputError(
-        f"unknown split {scheme!r}; choose from {', '.join(SPLIT_SCHEMES)}{did_you_mean(scheme, SPLIT_SCHEMES)}"
+        f"unknown split {scheme!r}; choose from {', '.join(SPLIT_SCHEMES)}"
+        f"{did_you_mean(scheme, SPLIT_SCHEMES, SPLIT_SYNONYMS)}"
     )
 
 

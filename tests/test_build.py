@@ -208,6 +208,7 @@ def test_a_mask_evidently_not_in_mni_space_is_refused_before_anything_is_written
         ({"assignment": "IDW"}, "unknown assignment 'IDW'; choose from nearest, idw, atlas; did you mean idw[?]"),
         ({"assignment": "inr"}, r"brainzarr.inr.render.build_inr_store\(path, source=..., model=...\) builds it"),
         ({"split": "blocks"}, "got 'blocks'; did you mean blocked[?]"),
+        ({"split": "spatial"}, r"got 'spatial'; did you mean blocked \(the spatially blocked split\)[?]"),
         ({"assignment": "idw", "n_neighbors": 2.5}, "n_neighbors must be a whole number, got 2.5"),
         ({"assignment": "idw", "n_neighbors": 0}, "n_neighbors must be at least 1, got 0"),
         ({"test_fraction": 1.5}, "test fraction must be between 0 and 1"),
