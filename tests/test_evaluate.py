@@ -456,7 +456,7 @@ def test_split_option_and_errors(store, targets_dir, tmp_path):
         save_to_store=False,
     )
     assert set(result.prediction["split"]) == {"blocked"} and len(result.prediction) == 1
-    with pytest.raises(ValueError, match="'random', 'blocked' or 'both'"):
+    with pytest.raises(ValueError, match=r"or 'both', got 'spatial'; did you mean blocked \(the spatially blocked"):
         run_evaluation(store, targets_dir, None, split="spatial")
     with pytest.raises(ValueError, match="no embedding of any method at dim"):
         run_evaluation(store, targets_dir, None, dims=(64,), save_to_store=False)

@@ -18,7 +18,7 @@ from .._atomic import write_file, write_text
 from .._deprecation import renamed_kwargs
 from .._location import location, user_path
 from .._optional import check_installed
-from .._validation import SEED, did_you_mean, whole_number
+from .._validation import SEED, SPLIT_SYNONYMS, did_you_mean, whole_number
 from ..exceptions import InputError
 from ..nifti import INTERPOLATIONS
 from ..preprocess import SPLIT_SCHEMES
@@ -81,7 +81,10 @@ def split_schemes(split: str) -> tuple[str, ...]:
     if split == "both":
         return SPLIT_SCHEMES
     if split not in SPLIT_SCHEMES:
-        raise InputError(f"split must be 'random', 'blocked' or 'both', got {split!r}")
+        raise InputError(
+            f"split must be 'random', 'blocked' or 'both', got {split!r}"
+            f"{did_you_mean(split, ('random', 'blocked', 'both'), SPLIT_SYNONYMS)}"
+        )
     return (split,)
 
 
