@@ -958,6 +958,13 @@ def _intent(img) -> str | None:
         return None
 
 
+def _looks_like_labels(data: np.ndarray, most: int = 5000) -> bool:
+    """Whether an image's data (nibabel gives scaled images as floats) are an atlas's codes:
+    integers with 3 to ``most`` distinct values (a binary mask, whose interpolation is a
+    coverage, is not)."""
+    return data.dtype.kind in "iu" and 3 <= len(np.unique(data)) <= most
+
+
 def from_nifti(
     img_or_path,
     target,
@@ -1022,6 +1029,7 @@ def from_nifti(
         )
     ijk, affine, shape, space, coords = _target_voxels(target)
     img, path = _load(img_or_path)
+    asked = interpolation
     if interpolation is None:
         interpolation = "nearest" if _intent(img) == "label" else "continuous"
     img_shape = tuple(int(s) for s in img.shape)
@@ -1038,6 +1046,14 @@ def from_nifti(
         outside = "the parts inside it are averaged" if interpolation == "mean" else "they are NaN"
         _check_overlap(img, img_shape, where, ijk, affine, space, check_space=check_space, outside=outside)
         data = np.asanyarray(img.dataobj)
+        if asked is None and interpolation != "nearest" and _looks_like_labels(data):
+            warnings.warn(
+                f"{where} looks like a label image (an atlas: whole numbers in {data.dtype}, few distinct "
+                f"values): its codes are interpolated ({interpolation}); pass interpolation='nearest' to read "
+                "its labels",
+                UserWarning,
+                stacklevel=2,
+            )
         fdtype = np.result_type(data.dtype, np.float32) if data.dtype.kind == "f" else np.float32
         method = interpolation
         if interpolation == "mean":

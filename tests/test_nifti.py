@@ -189,6 +189,27 @@ def test_labels_round_trip_as_a_label_image(grid, data, suffix):
         to_nifti(da, background=np.nan)
 
 
+def test_an_atlas_without_the_label_intent_read_by_interpolation_is_warned_of(g8, tmp_path):
+    """Codes 1..6 in int16 (an FSL or FreeSurfer atlas) on a 3 mm grid, read onto 8 mm: the
+    default cubic spline blends them, which a researcher meant as labels; nearest does not, and
+    a float map or a binary mask (whose interpolation is a coverage) is not warned of."""
+    import warnings
+
+    fine = mni152_grid(3)
+    codes = (1 + (fine.xyz[:, 2] > 0) + 2 * (fine.xyz[:, 1] > 0) + (fine.xyz[:, 0] > 20)).astype(np.int16)
+    atlas = to_nifti(fake_da(fine, codes), background=0, dtype=np.int16)
+    atlas = nib.Nifti1Image(np.asarray(atlas.dataobj), atlas.affine)  # no intent: as other tools write atlases
+    with pytest.warns(UserWarning, match="looks like a label image .*pass interpolation='nearest'"):
+        blended = from_nifti(atlas, g8)
+    assert not np.allclose(blended.values[np.isfinite(blended.values)] % 1, 0)  # codes between codes
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert set(np.unique(from_nifti(atlas, g8, interpolation="nearest").values)) <= set(range(7))
+        from_nifti(nib.Nifti1Image(np.asarray(atlas.dataobj, dtype=np.float32) * 0.37, atlas.affine), g8)
+        from_nifti(nib.Nifti1Image((np.asarray(atlas.dataobj) > 0).astype(np.uint8), atlas.affine), g8)
+    assert not [w for w in caught if "looks like a label image" in str(w.message)]
+
+
 def test_a_stores_split_exports_as_a_label_image_with_its_table_in_the_sidecar(tmp_path, capsys):
     from matplotlib.colors import to_rgb
 
