@@ -501,6 +501,11 @@ def test_embeddings_and_targets_that_cannot_be_used_are_refused_before_anything_
     open_store(copy)["split_blocked"].brain.to_nifti(split)
     with pytest.raises(ValueError, match="split.nii.gz is a label image .* not an embedding"):
         load_embedding(split, open_store(copy))
+    codes = nib.load(split)  # the same codes as another tool writes an atlas: int16, no intent
+    atlas = tmp_path / "atlas.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(codes.dataobj).astype(np.int16), codes.affine), atlas)
+    with pytest.warns(UserWarning, match="atlas.nii.gz looks like an atlas .* parcellate takes an atlas"):
+        load_targets(atlas, open_store(copy))
     out = tmp_path / "eval"
     files = {path: path.stat().st_mtime_ns for path in Path(copy).rglob("*")}
     for targets, dims, why in (

@@ -30,7 +30,7 @@ import xarray as xr
 
 from .._location import user_path
 from ..exceptions import DataNotFoundError, InputError, InputTypeError
-from ..nifti import _intent, from_nifti, is_labels, refuse_if_not_mni
+from ..nifti import _intent, _looks_like_labels, from_nifti, is_labels, refuse_if_not_mni
 from ..nifti import _load as load_image
 
 __all__ = ["nifti_files", "load_targets", "load_embedding", "read_map", "MIN_VALID_VOXELS"]
@@ -198,7 +198,15 @@ def read_map(img_or_path, ds: xr.Dataset, *, interpolation: str = "linear") -> t
     img, where = _load(img_or_path)
     _refuse_label_image(img, where, "a target map")
     refuse_if_not_mni(img.affine, img.shape, where, ds)
-    data = np.asarray(img.dataobj, dtype=np.float32)
+    data = np.asanyarray(img.dataobj)
+    if _looks_like_labels(data):
+        warnings.warn(
+            f"{where} looks like an atlas (whole numbers in {data.dtype}, few distinct values): as a target map "
+            "its codes are scaled and predicted as values; parcellate takes an atlas",
+            UserWarning,
+            stacklevel=3,
+        )
+    data = data.astype(np.float32, copy=False)
     if data.ndim not in (3, 4):
         raise InputError(f"{where}: expected a 3-D or 4-D image, got shape {data.shape}")
     try:
