@@ -15,6 +15,8 @@ choice is recorded with the source's options in the store's provenance.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -25,6 +27,7 @@ import xarray as xr
 
 from .._atomic import sidecar_path
 from .._location import user_path
+from .._text import read_user_text
 from .._validation import did_you_mean
 from .._volumes import checked_volume, load_volume
 from ..exceptions import DataNotFoundError, InputError
@@ -52,11 +55,6 @@ def _read_table(path) -> pd.DataFrame:
     """The CSV (or TSV), refusing duplicated gene columns (pandas would rename the second APOE
     to APOE.1). A CSV separated by semicolons, with decimal commas or not, is read as Excel
     writes one in locales whose decimal mark is a comma."""
-    import csv
-    import io
-
-    from .._text import read_user_text
-
     sep = table_delimiter(path)
     text = read_user_text(path, "a region table")
     first = text.split("\n", 1)[0]
