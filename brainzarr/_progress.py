@@ -4,7 +4,7 @@ A *job* (a build, a fit, an export, a training run) opens one bar with :func:`jo
 inside it (:func:`step`) add their work to that bar instead of drawing their own, so a log
 never fills with a bar per pass. Outside any job a pass opens a job of its own. Bars are drawn
 only when :func:`brainzarr.options.show_progress` says so (a terminal, or asked); drawn into a
-file they update at most every 30 s.
+file they update at most every 30 s, each state on a line of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +23,22 @@ _LOCK = threading.Lock()
 _ACTIVE: list = []
 
 
+class _Lines:
+    """stderr for a bar drawn into a log: each state on a line of its own (a terminal redraws one
+    line with a carriage return, which in a file runs into the log's next message)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").rstrip()
+        if text:
+            self._stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
 class _Bar:
     """A tqdm bar whose total grows as the passes of a job announce their work."""
 
@@ -36,6 +52,8 @@ class _Bar:
             leave=show,
             mininterval=0.1 if tty else 30.0,
             dynamic_ncols=tty,
+            file=sys.stderr if tty else _Lines(sys.stderr),
+            ascii=not tty,  # '#' in a log, not block characters
         )
 
     def add_total(self, n: int) -> None:

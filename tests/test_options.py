@@ -75,8 +75,11 @@ def test_one_bar_per_job_on_a_terminal(monkeypatch):
 def test_no_bar_in_a_log_unless_asked(monkeypatch):
     assert _draw(monkeypatch, tty=False, progress=None) == ""
     asked = _draw(monkeypatch, tty=False, progress=True)
-    # asked for in a log: one bar, redrawn at most every 30 s (here: its first and last state)
-    assert 0 < asked.count("\r") + asked.count("\n") <= 3
+    # asked for in a log: one bar, redrawn at most every 30 s (here: its first and last state),
+    # each state a line of its own (a carriage return would run into the log's next message)
+    lines = asked.splitlines()
+    assert "\r" not in asked and asked.endswith("\n") and 0 < len(lines) <= 3
+    assert "12/12" in lines[-1] and "#" in lines[-1]
 
 
 def test_messages_go_to_the_brainzarr_logger(tmp_path, caplog):
