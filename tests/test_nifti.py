@@ -242,6 +242,9 @@ def test_a_stores_split_exports_as_a_label_image_with_its_table_in_the_sidecar(t
     np.testing.assert_allclose(rgb["test"], to_rgb(LABEL_COLOURS["test"]), atol=1e-5)
     np.testing.assert_allclose(rgb["train"], to_rgb(LABEL_COLOURS["train"]), atol=1e-5)
     assert json.loads(out.with_name("split.json").read_text())["LookupTable"] == "split.lut"
+    shown = f"fsleyes {out} -ot label -l {lut})"  # FSLeyes' command line takes a lookup table file
+    assert main(["export", str(store), "split", "-o", str(out), "--overwrite"]) == 0
+    assert capsys.readouterr().out.strip().endswith(shown)
     assert read_lut(lut) == {1: "buffer", 2: "test", 3: "train"}  # parcellate reads it back
     spaced = tmp_path / "ho.lut"  # FSLeyes' names may hold spaces
     spaced.write_text("1  0.00000 0.93333 0.00000 Frontal Pole\n2  0.62745 0.32157 0.17647 Insular Cortex\n")

@@ -38,7 +38,8 @@ def write_lookup_table(path, labels: dict) -> Path:
     """Write ``labels`` (code -> name, as a label image's header holds them) as the FSLeyes
     lookup table of the image ``path`` (``split.lut``: ``value r g b name`` per line, ascending,
     colours in [0, 1], as FSLeyes' manual describes), whole or not at all; returns its path.
-    FSLeyes' lookup table panel loads it to show a label image's names and colours."""
+    ``fsleyes split.nii.gz -ot label -l split.lut`` (or FSLeyes' lookup table panel) shows a
+    label image's names and colours with it."""
     from ..plots import label_colours
 
     labels = {int(code): str(name) for code, name in labels.items()}

@@ -144,7 +144,7 @@ def _run(args):
         record["LookupTable"] = write_lookup_table(out, record["Labels"]).name
     print(f"wrote {write_sidecar(out, record)}  (what the image holds)")
     if lut is not None:
-        print(f"wrote {lut}  (its labels' names and colours: load it in FSLeyes' lookup table panel)")
+        print(f"wrote {lut}  (its labels' names and colours: fsleyes {out} -ot label -l {lut})")
 
 
 def _sidecar(da, img, args) -> dict:
