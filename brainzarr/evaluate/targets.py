@@ -198,7 +198,8 @@ def read_map(img_or_path, ds: xr.Dataset, *, interpolation: str = "linear") -> t
     img, where = _load(img_or_path)
     _refuse_label_image(img, where, "a target map")
     refuse_if_not_mni(img.affine, img.shape, where, ds)
-    data = np.asanyarray(img.dataobj)
+    integers = np.dtype(img.get_data_dtype()).kind in "iu"  # only then look at the raw values: no float64 copy
+    data = np.asanyarray(img.dataobj) if integers else np.asarray(img.dataobj, dtype=np.float32)
     if _looks_like_labels(data):
         warnings.warn(
             f"{where} looks like an atlas (whole numbers in {data.dtype}, few distinct values): as a target map "
