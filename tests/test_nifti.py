@@ -258,6 +258,13 @@ def test_a_stores_split_exports_as_a_label_image_with_its_table_in_the_sidecar(t
     gene = str(ds["gene"].values[0])
     assert main(["export", str(store), "expression", "--gene", gene, "-o", str(tmp_path / "g.nii.gz")]) == 0
     assert not (tmp_path / "g.lut").exists()  # values have no lookup table
+    # values written over a label image: its lookup table goes with it, another's stays
+    assert main(["export", str(store), "expression", "--gene", gene, "-o", str(out), "--overwrite"]) == 0
+    assert "removed " in capsys.readouterr().out and not lut.exists()
+    assert "LookupTable" not in json.loads(out.with_name("split.json").read_text())
+    hemi_values = tmp_path / "hemi.nii.gz"
+    assert main(["export", str(store), "expression", "--gene", gene, "-o", str(hemi_values)]) == 0
+    assert mine.read_text() == "1 1 0 0 left\n"  # not brainzarr's: left as it was
 
 
 _LABEL_NAMES = st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"], exclude_characters="#")).filter(

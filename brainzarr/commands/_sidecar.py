@@ -13,6 +13,7 @@ from ._args import refuse_existing, refuse_writing_over_inputs
 __all__ = [
     "image_fields",
     "lookup_table_path",
+    "own_lookup_table",
     "refuse_unsafe_outputs",
     "sidecar_path",
     "write_lookup_table",
@@ -50,6 +51,15 @@ def write_lookup_table(path, labels: dict) -> Path:
         for code, name, (r, g, b, _) in zip(codes, names, label_colours(names))
     ]
     return write_text(lookup_table_path(path), "\n".join(rows) + "\n")
+
+
+def own_lookup_table(path) -> Path | None:
+    """The lookup table beside the image ``path`` that brainzarr wrote with it (its sidecar names
+    it), or None: what an export of values over that image leaves stale."""
+    lut = lookup_table_path(path)
+    if lut.exists() and _written_by_brainzarr(sidecar_path(path), lookup_table=lut.name):
+        return lut
+    return None
 
 
 def refuse_unsafe_outputs(files, *, inputs: dict, overwrite: bool) -> None:

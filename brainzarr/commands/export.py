@@ -15,7 +15,14 @@ from ._args import (
     dask_client,
     store_path,
 )
-from ._sidecar import image_fields, lookup_table_path, refuse_unsafe_outputs, write_lookup_table, write_sidecar
+from ._sidecar import (
+    image_fields,
+    lookup_table_path,
+    own_lookup_table,
+    refuse_unsafe_outputs,
+    write_lookup_table,
+    write_sidecar,
+)
 
 
 def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
@@ -133,6 +140,7 @@ def _run(args):
     refuse_unsafe_outputs([out, lut], inputs={"the --like image": args.like}, overwrite=args.overwrite)
     background = np.nan if args.background.lower() == "nan" else float(args.background)
     replaced = out.exists()
+    stale = own_lookup_table(out) if lut is None else None  # of the label image this one replaces
     # a few volumes at a time (a 1 mm 128-component embedding is 4.4 GB as one 4-D volume), whole
     # or not at all
     with dask_client(args):  # reads on the cluster's workers when asked
@@ -143,6 +151,9 @@ def _run(args):
     if lut is not None:
         record["LookupTable"] = write_lookup_table(out, record["Labels"]).name
     print(f"wrote {write_sidecar(out, record)}  (what the image holds)")
+    if stale is not None:  # it named the labels of the image replaced, not of this one
+        stale.unlink(missing_ok=True)
+        print(f"removed {stale}  (the lookup table of the label image replaced)")
     if lut is not None:
         print(f"wrote {lut}  (its labels' names and colours: fsleyes {out} -ot label -l {lut})")
 
