@@ -462,11 +462,11 @@ def _prepare_output(out: Path, config_hash: str, overwrite: bool, discard_result
     if not overwrite:
         raise StoreExistsError(f"{out} exists and was built with other settings", options={"overwrite": True})
     removable_store(out)
-    results = list_groups(out)
+    results = list_groups(out, prefix=None)  # fitted, evaluated, or written by the user's own code
     if results and not discard_results:
         shown = ", ".join(results[:6]) + (f" and {len(results) - 6} more" if len(results) > 6 else "")
         raise StoreExistsError(
-            f"rebuilding {out} with other settings removes its {len(results)} fitted result(s) ({shown})",
+            f"rebuilding {out} with other settings removes the {len(results)} result(s) it holds ({shown})",
             options={"overwrite": True, "discard_results": True},
         )
     remove_tree(out)

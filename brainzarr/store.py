@@ -43,6 +43,7 @@ import zarr
 
 from ._atomic import atomic_directory, remove_stale_partials, stale_partials
 from ._location import StoreLocationError, is_remote, location, open_group, user_path, zarr_store
+from ._validation import did_you_mean
 from ._zarr import checked_compressors, quiet_zarr
 from .exceptions import (
     InputError,
@@ -413,8 +414,10 @@ def _group_dir(path, group: str):
     return location(path) / group
 
 
-def list_groups(path, prefix: str = "representations") -> list[str]:
-    """Result groups under ``prefix`` that hold arrays (e.g. 'representations/pca/k8').
+def list_groups(path, prefix: str | None = "representations") -> list[str]:
+    """Result groups under ``prefix`` that hold arrays (e.g. 'representations/pca/k8'); with
+    ``prefix=None``, every group of the store that holds arrays (the evaluation's, and those
+    written with :func:`write_group` under names of one's own), the store itself aside.
 
     Raises
     ------
@@ -426,11 +429,11 @@ def list_groups(path, prefix: str = "representations") -> list[str]:
         raise StoreError(f"no store at {root}")
     if is_remote(root):
         return _list_groups_remote(root, prefix)
-    base = _group_dir(root, prefix)
+    base = root if prefix is None else _group_dir(root, prefix)
     found = []
     for meta in sorted(base.rglob("zarr.json")) if base.exists() else []:
         d = meta.parent
-        if any(part.startswith(".") for part in d.relative_to(root).parts):
+        if d == root or any(part.startswith(".") for part in d.relative_to(root).parts):
             continue
         node = json.loads(meta.read_text())
         if node.get("node_type") == "group" and any(
@@ -528,8 +531,11 @@ def read_group(path, group: str) -> xr.Dataset:
     group = resolve_group(store, group)
     meta = _group_dir(store.path, group) / "zarr.json"
     if not _exists(meta):
-        groups = ", ".join(list_groups(store)) or "none"
-        raise ResultNotFoundError(f"no group {group} in {store.path}; groups: {groups}")
+        held = list_groups(store, prefix=None)
+        groups = ", ".join(held[:12]) + (f" and {len(held) - 12} more" if len(held) > 12 else "")
+        raise ResultNotFoundError(
+            f"no group {group} in {store.path}; groups: {groups or 'none'}{did_you_mean(group, held)}"
+        )
     if json.loads(meta.read_text()).get("node_type") == "array":
         raise InputError(f"{group} is an array of the store, not a result group: open_store(store)[{group!r}]")
     with quiet_zarr():
@@ -636,7 +642,7 @@ def consolidate(path) -> None:
         zarr.consolidate_metadata(zarr_store(path, read_only=False, strict=False))
 
 
-def _list_groups_remote(root, prefix: str) -> list[str]:
+def _list_groups_remote(root, prefix: str | None) -> list[str]:
     """Result groups on object storage, from the node listing (consolidated when present)."""
     with quiet_zarr():
         group = zarr.open_group(zarr_store(root), mode="r", zarr_format=3)
@@ -644,7 +650,8 @@ def _list_groups_remote(root, prefix: str) -> list[str]:
     found = set()
     for name, node in nodes.items():
         parts = name.split("/")
-        if isinstance(node, zarr.Array) and len(parts) > 1 and name.startswith(prefix.strip("/") + "/"):
+        under = prefix is None or name.startswith(prefix.strip("/") + "/")
+        if isinstance(node, zarr.Array) and len(parts) > 1 and under:
             parent = "/".join(parts[:-1])
             if not any(p.startswith(".") for p in parts):
                 found.add(parent)

@@ -316,7 +316,7 @@ def test_cli_fit_render_and_build(tmp_path, capsys):
     render = ["inr", "render", str(model), "--resolution", "8", "--seed", "1", "--out", str(tmp_path / "r.zarr")]
     brainzarr.fit_store(tmp_path / "r.zarr", "pca", 2)
     assert main([*render, "--overwrite"]) == 1
-    assert "removes its 1 fitted result(s)" in (err := capsys.readouterr().err) and "--discard-results" in err
+    assert "removes the 1 result(s) it holds" in (err := capsys.readouterr().err) and "--discard-results" in err
     assert main([*render, "--overwrite", "--discard-results"]) == 0
     assert brainzarr.list_groups(tmp_path / "r.zarr") == []
     genes = ",".join(json.loads((model / "config.json").read_text())["genes"][:3])

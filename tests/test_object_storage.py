@@ -217,3 +217,8 @@ def test_a_memory_url_is_a_store_too():
     assert ds.sizes["gene"] == 6 and np.isfinite(ds["expression"].values).all()
     brainzarr.fit_store(url, "pca", 2)
     assert brainzarr.list_groups(url) == ["representations/random/pca/k2"]
+    import xarray as xr
+
+    mine = xr.Dataset({"score": ("voxel", np.zeros(ds.sizes["voxel"], "float32"))})
+    brainzarr.write_group(url, "analyses/zeros", mine)  # a group of one's own, listed with the others
+    assert brainzarr.list_groups(url, prefix=None) == ["analyses/zeros", "representations/random/pca/k2"]

@@ -74,7 +74,7 @@ def test_rebuild_with_results_needs_discard_results_and_same_settings_keep_them(
     store = _build(tmp_path / "s.zarr")
     brainzarr.fit_store(store, "pca", 2)
     brainzarr.fit_store(store, "pca", 3)
-    with pytest.raises(StoreExistsError, match=r"removes its 2 fitted result\(s\).*pca/k2") as info:
+    with pytest.raises(StoreExistsError, match=r"removes the 2 result\(s\) it holds.*pca/k2") as info:
         _build(store, genes=5, overwrite=True)
     assert "discard_results=True" in str(info.value)
     assert brainzarr.list_groups(store) == ["representations/random/pca/k2", "representations/random/pca/k3"]
@@ -84,6 +84,29 @@ def test_rebuild_with_results_needs_discard_results_and_same_settings_keep_them(
     assert code == 1 and "--discard-results" in err
     _build(store, genes=5, overwrite=True, discard_results=True)
     assert brainzarr.list_groups(store) == [] and brainzarr.open_store(store).sizes["gene"] == 5
+
+
+def test_a_group_of_ones_own_is_a_result_a_rebuild_keeps_and_info_lists(tmp_path, capsys):
+    """A group written with write_group under a name of one's own (not representations/) is a
+    result like a fit: a rebuild with other settings does not remove it unasked, ``info`` lists
+    it, and a misspelt name of it is answered with it."""
+    import xarray as xr
+
+    store = _build(tmp_path / "s.zarr")
+    n_voxels = brainzarr.open_store(store).sizes["voxel"]
+    gradient = xr.Dataset({"score": ("voxel", np.linspace(0, 1, n_voxels, dtype="float32"))})
+    brainzarr.write_group(store, "analyses/gradient", gradient)
+    assert brainzarr.list_groups(store) == []  # the fitted representations only, as before
+    assert brainzarr.list_groups(store, prefix=None) == ["analyses/gradient"]
+    assert main(["info", str(store)]) == 0
+    assert "results     analyses/gradient" in capsys.readouterr().out
+    with pytest.raises(brainzarr.ResultNotFoundError, match="did you mean analyses/gradient"):
+        brainzarr.read_group(store, "analyses/gradent")
+    with pytest.raises(StoreExistsError, match=r"removes the 1 result\(s\) it holds \(analyses/gradient\)"):
+        _build(store, genes=5, overwrite=True)
+    np.testing.assert_array_equal(brainzarr.read_group(store, "analyses/gradient")["score"], gradient["score"])
+    _build(store, genes=5, overwrite=True, discard_results=True)
+    assert brainzarr.list_groups(store, prefix=None) == []
 
 
 # ------------------------------------------------------------------ 4. damaged chunks named

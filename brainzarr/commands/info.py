@@ -34,11 +34,13 @@ def describe(path) -> str:
         f"{int(np.sum(split == 'test')):,} test (seed {prov.get('split', {}).get('seed')})",
         f"genes       {', '.join(ds['gene'].values[:8].tolist())}{' ...' if ds.sizes['gene'] > 8 else ''}",
     ]
-    results = results_by_split(list_groups(store))
+    groups = list_groups(store, prefix=None)
+    # the fitted representations by split, then groups written under names of one's own
+    results = results_by_split(g for g in groups if not g.startswith("evaluation/"))
     if results:
         lines.append(f"results     {results[0]}")
         lines += [f"            {line}" for line in results[1:]]
-    if "evaluation/prediction" in list_groups(store, prefix="evaluation"):  # the latest, kept for the report
+    if "evaluation/prediction" in groups:  # the latest, kept for the report
         sizes = read_group(store, "evaluation/prediction").sizes
         lines.append(
             f"evaluation  {sizes.get('representation', 0):,} representations x {sizes.get('target', 0):,} target "
