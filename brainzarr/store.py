@@ -482,12 +482,16 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
     """Write a labelled Dataset or DataArray into the store under ``group``, atomically.
 
     Dask-backed variables are computed and written chunk by chunk (streamed). Grid
-    information is attached to coordinate ``i`` when the data has voxel coordinates.
+    information is attached to coordinate ``i`` when the data has voxel coordinates; data on a
+    ``voxel`` dimension without them (an array computed with numpy, one value per voxel of the
+    store, or rows named by a ``voxel`` coordinate of row numbers) get the store's, so that the
+    group reads back as a map (``read_group(...)[name].brain.to_nifti()``, ``brainzarr export``).
     """
     store = as_store(path)
     if not isinstance(data, (xr.Dataset, xr.DataArray)):
         raise InputTypeError(f"write_group writes an xarray Dataset or DataArray, got {type(data).__name__}")
     ds = data.to_dataset(name=data.name or "data") if isinstance(data, xr.DataArray) else data
+    ds = _with_voxel_coords(ds, store)
     if attrs:
         ds = ds.assign_attrs(**attrs)
     if "i" in ds.coords and "affine" not in ds["i"].attrs:
@@ -505,6 +509,23 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
             zarr_format=3,
             encoding=encoding,
         )
+
+
+def _with_voxel_coords(ds: xr.Dataset, store: Store) -> xr.Dataset:
+    """``ds`` with the store's voxel coordinates (i, j, k, x, ...) where it has a ``voxel``
+    dimension without them: all of them for one row per voxel of the store, those of its rows
+    for a ``voxel`` coordinate of row numbers; as it is otherwise (rows it cannot place)."""
+    if "voxel" not in ds.dims or "i" in ds.coords:
+        return ds
+    coords = voxel_coords(store.dataset)
+    if "voxel" in ds.coords:
+        rows = np.asarray(ds["voxel"].values)
+        if not np.issubdtype(rows.dtype, np.integer) or not np.isin(rows, coords["voxel"].values).all():
+            return ds
+        coords = {name: c.sel(voxel=rows) for name, c in coords.items()}
+    elif ds.sizes["voxel"] != store.dataset.sizes["voxel"]:
+        return ds
+    return ds.assign_coords({name: c.variable for name, c in coords.items()})
 
 
 def results_by_split(groups) -> list[str]:

@@ -107,6 +107,35 @@ def test_write_and_read_a_labelled_result(small_store):
     assert open_store(small_store).sizes["voxel"] == 3666  # the store is still readable
 
 
+def test_a_result_computed_with_numpy_is_written_as_a_map_of_the_store(tmp_path, capsys):
+    """Values on ``voxel`` without the store's coordinates (computed with numpy) get them, all of
+    them or those of the rows a ``voxel`` coordinate names, so the group exports as an image."""
+    from brainzarr.cli import main
+
+    store = build_store(tmp_path / "s8.zarr", resolution=8, genes=4, random_state=0)
+    ds = open_store(store)
+    n = ds.sizes["voxel"]
+    write_group(store, "analyses/gradient", xr.Dataset({"score": ("voxel", np.arange(n, dtype="float32"))}))
+    score = read_group(store, "analyses/gradient")["score"]
+    vol = score.brain.to_nifti().get_fdata()
+    i, j, k = (ds[c].values for c in "ijk")
+    np.testing.assert_array_equal(vol[i, j, k], np.arange(n))  # each value at its own voxel
+    assert main(["export", str(store), "analyses", "-o", str(tmp_path / "g.nii.gz")]) == 1
+    assert "e.g. analyses/gradient/score" in capsys.readouterr().err  # an array it holds
+    assert main(["export", str(store), "analyses/gradient/score", "-o", str(tmp_path / "g.nii.gz")]) == 0
+
+    rows = np.flatnonzero(ds["split"].values == "test")  # rows named by their voxel numbers
+    write_group(store, "analyses/test", xr.DataArray(rows * 1.0, dims="voxel", coords={"voxel": rows}, name="row"))
+    back = read_group(store, "analyses/test")
+    np.testing.assert_array_equal(back["i"].values, ds["i"].values[rows])
+    assert set(back["split"].values.tolist()) == {"test"}
+    vol = back["row"].brain.to_nifti().get_fdata()
+    np.testing.assert_array_equal(vol[i[rows], j[rows], k[rows]], rows)
+
+    write_group(store, "analyses/other", xr.DataArray(np.ones(5), dims="voxel", name="ones"))  # rows it cannot place
+    assert "i" not in read_group(store, "analyses/other").coords
+
+
 def test_interrupted_result_write_keeps_the_previous_result(small_store):
     ds = open_store(small_store)
     # float32: a packed copy written by hand would warn that it has no _FillValue (none is needed)

@@ -96,7 +96,7 @@ def _not_a_variable(store, var: str) -> str | None:
     except (KeyError, ValueError, OSError):
         result = None
     if result is not None:  # the name of a result, not of one of its arrays
-        arrays = sorted((a for a, v in result.data_vars.items() if "voxel" in v.dims), key=lambda a: a != "embedding")
+        arrays = _voxel_arrays(result)
         if arrays:
             return f"{var} is a result; name one of its voxel arrays: " + ", ".join(f"{var}/{a}" for a in arrays)
     method, dash, dim = var.rpartition("-k")
@@ -116,8 +116,14 @@ def _not_a_variable(store, var: str) -> str | None:
     inside = list_groups(store, var)
     if inside:
         shown = ", ".join(inside[:6]) + (f" (and {len(inside) - 6} more)" if len(inside) > 6 else "")
-        return f"{var} holds results, not an array: {shown}; name an array of one, e.g. {inside[0]}/embedding"
+        example = (_voxel_arrays(read_group(store, inside[0])) or ["embedding"])[0]
+        return f"{var} holds results, not an array: {shown}; name an array of one, e.g. {inside[0]}/{example}"
     return None
+
+
+def _voxel_arrays(result) -> list[str]:
+    """The arrays of a result group that export as images, its embedding first."""
+    return sorted((a for a, v in result.data_vars.items() if "voxel" in v.dims), key=lambda a: a != "embedding")
 
 
 def _run(args):
