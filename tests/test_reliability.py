@@ -230,7 +230,10 @@ def test_fit_fails_before_computing(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(store_fitting, "_fit_store", lambda *a, **k: fitted.append(a) or real(*a, **k))
     code, _, err = _run(["fit", str(store), "--methods", "pca", "--dims", "2,4,8"], capsys)
     assert code == 1 and "8 components needs at least as many genes" in err and fitted == []
+    assert "the store has 6: give --dims 2,4 (those of 2,4,8 that fit)" in err  # what to type instead
     assert brainzarr.list_groups(store) == []  # k2 and k4 were not written first
+    code, _, err = _run(["fit", str(store), "--methods", "umap,nmf"], capsys)  # the study's dims, 2 to 128
+    assert code == 1 and "nmf with 8 components" in err and "give --dims 2,4 (those of 2,4,8,16,32,64,128" in err
     brainzarr.fit_store(store, "pca", 2)
     code, _, err = _run(["fit", str(store), "--methods", "pca,nmf", "--dims", "2,3"], capsys)
     assert code == 1 and "pca/k2 exist" in err and len(fitted) == 1

@@ -84,6 +84,7 @@ def run_fit(args):
     for name, flag in GENERIC_OPTIONS.items():
         if getattr(args, name) is not None and not any(name in params[m] for m in methods):
             log.warning("brainzarr fit: note: %s applies to none of %s", flag, ", ".join(methods))
+    _refuse_dims_above_genes(methods, dims, int(store.dataset.sizes["gene"]))
     # everything that can fail without computing fails now: methods, options, dims, writability
     todo, existing = [], []
     for method in methods:
@@ -134,6 +135,27 @@ def run_fit(args):
     return rmse_table(store, methods=methods, dims=dims)
 
 
+def _refuse_dims_above_genes(methods, dims, n_genes: int) -> None:
+    """Refuse dims above the store's genes for a method whose components live among the genes,
+    naming the ``--dims`` that would fit (the default, the study's 2 to 128, asks for more
+    genes than a small store has)."""
+    from ..models.store_fitting import model_class
+
+    within = [m for m in methods if getattr(model_class(m), "components_within_features", False)]
+    over = sorted(d for d in set(dims) if d > n_genes)
+    if not within or not over:
+        return
+    fit = [d for d in dims if d <= n_genes]
+    hint = (
+        f"give --dims {','.join(map(str, fit))} (those of {','.join(map(str, dims))} that fit)"
+        if fit
+        else f"give --dims of at most {n_genes}"
+    )
+    raise InputError(
+        f"{within[0]} with {over[0]} components needs at least as many genes; the store has {n_genes}: {hint}"
+    )
+
+
 def format_table(table) -> str:
     if table.empty:
         return "no results"
@@ -168,7 +190,12 @@ def register(sub):
     p.add_argument(
         "--methods", type=name_list, default=["pca"], help="comma-separated: pca,kpca,nmf,tsne,umap,ae (default: pca)"
     )
-    p.add_argument("--dims", type=int_list, default=[2, 4, 8, 16, 32, 64, 128], help="comma-separated dimensions")
+    p.add_argument(
+        "--dims",
+        type=int_list,
+        default=[2, 4, 8, 16, 32, 64, 128],
+        help="comma-separated dimensions (default: 2,4,8,16,32,64,128, the study's)",
+    )
     p.add_argument("--max-epochs", type=positive_int, help="epochs at most (methods that train in epochs: nmf, ae)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="torch device (methods that take one)")
     p.add_argument(
