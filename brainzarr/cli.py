@@ -39,10 +39,31 @@ COMMAND_MODULES = [
 log = logging.getLogger("brainzarr")
 
 
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Each option's help ends with its default where the text does not give it already
+    (``(default: nearest)``), as ``ArgumentDefaultsHelpFormatter`` does, without repeating a
+    default said in words or showing those of flags."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        unsaid = default is None or default is False or default == argparse.SUPPRESS  # 0 is a default
+        if not action.option_strings or unsaid or "default" in text.lower():
+            return text
+        if isinstance(default, (list, tuple)):
+            default = ",".join(map(str, default))
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
 class _Parser(argparse.ArgumentParser):
-    """Reports a bad argument as one line (no usage block), as every other error."""
+    """Reports a bad argument as one line (no usage block), as every other error; says each
+    option's default in its help."""
 
     argv: list | None = None  # the command line being parsed, set by main() for its hints
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsHelp)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         hint = (

@@ -402,6 +402,30 @@ def test_every_argument_says_what_it_is():
     assert "s3://" in found["brainzarr info store"]
 
 
+def test_every_option_with_a_default_says_it_in_its_help(capsys):
+    """What an option is when left out is in --help: in its own words, else ``(default: ...)``
+    (the default --assignment, --seed 0 and --chunks 4096,128 went unsaid)."""
+    import argparse
+
+    from brainzarr.cli import main, make_parser
+
+    parser = make_parser()
+    unsaid = []
+    for command, action in _actions(parser):
+        default = action.default
+        if not action.option_strings or default is None or default is False or default == argparse.SUPPRESS:
+            continue
+        formatter = parser._get_formatter()
+        if "default" not in formatter._expand_help(action):
+            unsaid.append(f"{command} {action.option_strings[-1]}")
+    assert unsaid == []
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: nearest)" in shown and "(default: 0)" in shown and "(default: 4096,128)" in shown
+    assert "(default: False)" not in shown and "default 0.2)" in shown  # flags, and defaults said in words
+
+
 def test_every_output_option_is_spelt_alike():
     from brainzarr.cli import make_parser
 
