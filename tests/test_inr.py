@@ -431,3 +431,29 @@ def test_cli_fit_from_a_store(tmp_path, capsys):
     assert main(["inr", "fit", "--genes", "4", "--max-samples", "10", "--out", str(tmp_path / "no")]) == 1
     assert "--max-samples draws voxels of a store: it goes with --store" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+def test_cli_a_device_it_cannot_use_stops_before_the_source_is_loaded(tmp_path, capsys, monkeypatch):
+    """``--device cuda`` where torch sees no GPU stops fit, evaluate and render before a source is
+    read (an AHBA source takes minutes); 'gpu' is answered with 'cuda'."""
+    import torch
+
+    from brainzarr.cli import main
+    from brainzarr.commands import inr as inr_command
+
+    loaded = []
+    monkeypatch.setattr(inr_command, "_load_table", lambda args: loaded.append(args) or pytest.fail("loaded"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["inr", "fit", "--genes", "4", "--device", "gpu", "-o", str(tmp_path / "m")])
+    assert stopped.value.code == 2
+    assert "got 'gpu'; did you mean cuda?" in capsys.readouterr().err
+    if torch.cuda.is_available():
+        return
+    for argv in (
+        ["inr", "fit", "--genes", "4", "--device", "cuda", "-o", str(tmp_path / "m")],
+        ["inr", "evaluate", "--genes", "4", "--device", "cuda:0", "-o", str(tmp_path / "e")],
+        ["inr", "render", str(tmp_path / "m"), "--device", "cuda", "-o", str(tmp_path / "r.zarr")],
+    ):
+        assert main(argv) == 1
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert loaded == [] and not (tmp_path / "r.zarr").exists()

@@ -232,6 +232,13 @@ def test_fit_fails_before_computing(tmp_path, capsys, monkeypatch):
     assert code == 1 and "8 components needs at least as many genes" in err and fitted == []
     assert "the store has 6: give --dims 2,4 (those of 2,4,8 that fit)" in err  # what to type instead
     assert brainzarr.list_groups(store) == []  # k2 and k4 were not written first
+    import importlib.util
+
+    if importlib.util.find_spec("torch") and not __import__("torch").cuda.is_available():  # said before PCA's fit
+        code, _, err = _run(["fit", str(store), "--methods", "pca,ae", "--dims", "2", "--device", "cuda:0"], capsys)
+        assert code == 1 and "CUDA is not available" in err and fitted == []
+    code, _, err = _run(["fit", str(store), "--methods", "ae", "--dims", "2", "--device", "gpu"], capsys)
+    assert code == 2 and "expected auto, cpu, cuda or cuda:N, got 'gpu'; did you mean cuda?" in err
     code, _, err = _run(["fit", str(store), "--methods", "umap,nmf"], capsys)  # the study's dims, 2 to 128
     assert code == 1 and "nmf with 8 components" in err and "give --dims 2,4 (those of 2,4,8,16,32,64,128" in err
     brainzarr.fit_store(store, "pca", 2)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 
+from .._validation import did_you_mean
 from ..exceptions import ClusterError, InputError, StoreExistsError
 
 __all__ = [
@@ -161,6 +163,18 @@ def chunk_shape(text: str) -> tuple[int, int]:
         return positive_int(parts[0]), positive_int(parts[1])
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected two positive integers voxels,genes, got {text!r}") from None
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def device_name(text: str) -> str:
+    """A torch device as ``--device`` takes it: auto (CUDA when available), cpu, cuda or cuda:N
+    (a GPU of several)."""
+    if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
+        return text
+    hint = did_you_mean(text, DEVICES, {"gpu": "cuda", "nvidia": "cuda"})
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}{hint}")
 
 
 def storage_option(text: str) -> tuple[str, object]:

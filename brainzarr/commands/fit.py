@@ -11,6 +11,7 @@ from ._args import (
     add_storage_arguments,
     add_store_argument,
     dask_client,
+    device_name,
     int_list,
     name_list,
     positive_int,
@@ -197,7 +198,12 @@ def register(sub):
         help="comma-separated dimensions (default: 2,4,8,16,32,64,128, the study's)",
     )
     p.add_argument("--max-epochs", type=positive_int, help="epochs at most (methods that train in epochs: nmf, ae)")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="torch device (methods that take one)")
+    p.add_argument(
+        "--device",
+        type=device_name,
+        help="torch device of the methods that take one: auto (CUDA when available; their default), cpu, "
+        "cuda or cuda:N",
+    )
     p.add_argument(
         "--option",
         action="append",

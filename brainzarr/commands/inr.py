@@ -16,6 +16,7 @@ from ._args import (
     add_storage_arguments,
     chunk_shape,
     dask_client,
+    device_name,
     grid_resolution,
     positive_float,
     positive_int,
@@ -66,7 +67,7 @@ def _add_model_arguments(p):
     g.add_argument("--lr", type=positive_float, dest="learning_rate", help=argparse.SUPPRESS)  # the old name
     g.add_argument("--no-tissue", action="store_true", help="do not feed nilearn's grey/white-matter masks")
     g.add_argument("--no-donor-effects", action="store_true", help="no per-donor x gene offsets")
-    g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    g.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
 def _inr_params(args) -> dict:
@@ -89,6 +90,13 @@ def _inr_params(args) -> dict:
     }
 
 
+def _check_device(args) -> None:
+    """CUDA asked for where torch sees none stops the command before it loads or computes."""
+    from .._torch import resolve_device
+
+    resolve_device(args.device)
+
+
 def _load_table(args):
     from ..sources import load_source
 
@@ -108,6 +116,7 @@ def _fit(args):
 
     out = Path(args.out)
     check_save_path(out, overwrite=args.overwrite)  # before the fit, not after it
+    _check_device(args)
     table = _load_table(args)
     log.info("fitting an INR on %s samples x %s genes", f"{table.sizes['sample']:,}", f"{table.sizes['gene']:,}")
     checkpoints = out.with_name(out.name + ".checkpoint")  # an interrupted fit resumes from here
@@ -134,6 +143,7 @@ def _evaluate(args):
     if unknown:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_CHOICES)}")
     schemes = list(CV_SCHEMES) if args.cv == "both" else [args.cv]
+    _check_device(args)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     table = _load_table(args)
@@ -189,6 +199,7 @@ def _render(args):
     from .info import describe
 
     chunks = tuple(args.chunks) if args.chunks else DEFAULT_CHUNKS
+    _check_device(args)
     start = time.perf_counter()
     with dask_client(args):
         out = _render_store(args, chunks)
@@ -270,7 +281,7 @@ def register(sub):
     )
     r.add_argument("--chunks", type=chunk_shape, help="chunk shape voxels,genes (default 4096,128)")
     r.add_argument("--seed", type=int, default=0, help="seeds the store's train/test splits")
-    r.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    r.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     add_cluster_arguments(r)
     add_storage_arguments(r)
     add_overwrite_arguments(r)

@@ -239,9 +239,9 @@ def check_fit(
     write_reconstruction: bool = True,
     split: str | None = None,
 ):
-    """Everything a fit can check before it computes: the method and its parameters, the number
-    of components against the genes, writability, an existing result and the room on the disk
-    for what it will write. Returns the model.
+    """Everything a fit can check before it computes: the method and its parameters (its torch
+    device among them), the number of components against the genes, writability, an existing
+    result and the room on the disk for what it will write. Returns the model.
 
     Raises
     ------
@@ -249,6 +249,10 @@ def check_fit(
     """
     store = as_store(store)
     model = make_model(method, n_components, **dict(params or {}))
+    if "device" in model.get_params():  # CUDA asked for where there is none: before any method is fitted
+        from .._torch import resolve_device
+
+        resolve_device(model.get_params()["device"])
     check_n_components(method, n_components, int(store.dataset.sizes["gene"]))
     store.check_writable()
     group = result_group(method, n_components, split_scheme(store, split))
