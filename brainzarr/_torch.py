@@ -7,6 +7,7 @@ import math
 
 from ._atomic import atomic_file
 from ._optional import require
+from ._validation import did_you_mean
 from .exceptions import InputError
 
 __all__ = ["require_torch", "resolve_device", "float_tensor", "EarlyStopping", "save_atomic", "load_weights_only"]
@@ -27,6 +28,10 @@ def float_tensor(values):
     return require_torch().from_numpy(array if array.flags.writeable else array.copy())
 
 
+#: what users may call a torch device -> the one brainzarr takes
+DEVICE_SYNONYMS = {"gpu": "cuda", "nvidia": "cuda"}
+
+
 def resolve_device(device="auto"):
     """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N', as a torch.device.
 
@@ -41,7 +46,8 @@ def resolve_device(device="auto"):
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from None
+        hint = did_you_mean(device, ("auto", "cpu", "cuda"), DEVICE_SYNONYMS)
+        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'{hint}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(

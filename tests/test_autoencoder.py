@@ -273,6 +273,8 @@ def test_device_and_precision_choices(monkeypatch):
     assert str(err.value).endswith("pass device='cpu'") and error_message(err.value).endswith("pass --device cpu")
     with pytest.raises(ValueError, match="unsupported device"):
         ae_mod.resolve_device("meta")
+    with pytest.raises(ValueError, match="unknown device 'gpu'.*; did you mean cuda"):
+        ae_mod.resolve_device("gpu")
     assert ae_mod._amp_dtype(torch.device("cpu"), True) is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert ae_mod.resolve_device("auto").type == "cuda"

@@ -173,7 +173,9 @@ def device_name(text: str) -> str:
     (a GPU of several)."""
     if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
         return text
-    hint = did_you_mean(text, DEVICES, {"gpu": "cuda", "nvidia": "cuda"})
+    from .._torch import DEVICE_SYNONYMS
+
+    hint = did_you_mean(text, DEVICES, DEVICE_SYNONYMS)
     raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}{hint}")
 
 
