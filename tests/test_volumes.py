@@ -61,10 +61,13 @@ def test_a_surface_or_cifti_file_is_named_for_what_it_is_wherever_a_volume_is_re
     for read in in_memory:
         with pytest.raises(InputError, match=f"(image|mask|atlas) is {kind}, not a volume"):
             read(nib.load(path))
-    # target maps and embeddings are taken by their names, .nii or .nii.gz
+    # target maps and embeddings: a surface map given by name is said to be one, as the image is
     for read in (lambda: load_targets(path, ds), lambda: load_embedding(path, ds, name="e")):
-        with pytest.raises(ValueError, match=why if path.name.endswith(".nii") else "is not a NIfTI file"):
+        with pytest.raises(ValueError, match=why):
             read()
+    if make is _gifti:  # a folder of surface maps holds no target map, and says what it holds
+        with pytest.raises(FileNotFoundError, match=f"it holds 1 GIFTI surface map.*{path.name}.*project them"):
+            load_targets(tmp_path, ds)
     argv = ["parcellate", str(small_store), "expression", "--atlas", str(path), "-o", str(tmp_path / "p.csv")]
     assert main(argv) == 1
     assert capsys.readouterr().err.count(f"{path.name} is ") == 1

@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from .._location import user_path
+from .._volumes import load_volume
 from ..exceptions import DataNotFoundError, InputError, InputTypeError
 from ..nifti import _intent, _looks_like_labels, from_nifti, is_labels, refuse_if_not_mni
 from ..nifti import _load as load_image
@@ -73,11 +74,20 @@ def nifti_files(spec) -> list:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith("."))
         if not files:
-            raise DataNotFoundError(f"no .nii or .nii.gz files in {path}")
+            surfaces = [p for p in path.iterdir() if p.name.endswith(".gii")]
+            held = (
+                f" (it holds {len(surfaces)} GIFTI surface map(s), e.g. {surfaces[0].name}: brainzarr reads maps "
+                "in MNI volume space; project them into the volume first)"
+                if surfaces
+                else ""
+            )
+            raise DataNotFoundError(f"no .nii or .nii.gz files in {path}{held}")
         return files
     if not path.exists():
         raise DataNotFoundError(f"no such file or directory: {path}")
     if not path.name.endswith(NIFTI_SUFFIXES):
+        if path.name.endswith(".gii"):
+            load_volume(path)  # says what a surface map is, and what to do with it
         raise InputError(f"{path} is not a NIfTI file (.nii or .nii.gz)")
     return [path]
 
