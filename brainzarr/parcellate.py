@@ -287,7 +287,7 @@ def read_lut(lut) -> dict[int, str]:
     lut : str, Path, pandas.DataFrame or mapping
         A table with columns ``index`` and ``name`` (a BIDS ``dseg.tsv``, tab-separated, or a
         ``.csv``; the format nilearn's ``NiftiLabelsMasker(lut=...)`` reads), a text file of
-        whitespace-separated ``index name ...`` rows without a header, ``#`` starting a comment
+        whitespace-separated ``index name ...`` rows without a header, ``#`` starting a comment line
         (FreeSurfer's ``FreeSurferColorLUT.txt``, Schaefer's ``*_order.txt``), or of FSLeyes'
         ``value r g b name`` rows (its ``.lut`` files, which ``brainzarr export`` writes beside a
         label image), an FSL atlas
@@ -342,7 +342,8 @@ def _lut_file(path: Path) -> list:
         return list(zip(frame["index"], frame["name"], strict=True))
     rows = []
     for line in text.splitlines():
-        fields = line.split("#", 1)[0].split()
+        # a comment is a line of its own: a '#' inside a row is part of a name ("Area #1")
+        fields = [] if line.lstrip().startswith("#") else line.split()
         if fields:
             if len(fields) < 2 or not fields[0].lstrip("-").isdigit():
                 raise InputError(
