@@ -51,7 +51,8 @@ def plot_map(
     da : xarray.DataArray
         Dims ``(voxel,)``: a map from a store (or pass ``grid=``). Select one entry of any other
         dim first, e.g. ``emb.sel(component=0)``. Labels (``ds.split``, ``ds.hemisphere``) are
-        drawn as regions of distinct colours (``nilearn.plotting.plot_roi``) with a legend.
+        drawn as regions of distinct colours (``nilearn.plotting.plot_roi``) with a legend (up
+        to 30 labels; more are counted, not named).
     path : str or Path, optional
         Save the figure here (PNG, or any format matplotlib knows from the suffix) and close it.
     title : str, optional
@@ -113,6 +114,10 @@ def _saved(display, figure, path, dpi):
     return path
 
 
+#: the most labels a label map's legend names (six columns of five rows under the slices)
+MAX_LEGEND_LABELS = 30
+
+
 def _plot_labels(da: xr.DataArray, grid, title, cmap, display_mode, kwargs):
     """A map of labels (``ds.split``, ``ds.hemisphere``) as regions of distinct colours over the
     template (``nilearn.plotting.plot_roi``), named in a legend."""
@@ -140,6 +145,9 @@ def _plot_labels(da: xr.DataArray, grid, title, cmap, display_mode, kwargs):
         vmax=len(table) + 0.5,
         **opts,
     )
+    if len(table) > MAX_LEGEND_LABELS:  # an atlas of hundreds of regions: a legend would cover the brain
+        figure.text(0.99, 0.01, f"{len(table):,} labels (too many to name here)", ha="right", fontsize=8)
+        return display, figure
     handles = [Patch(facecolor=colour, label=table[code]) for code, colour in zip(sorted(table), colours)]
     figure.legend(handles=handles, loc="lower right", ncols=min(len(handles), 6), frameon=False, fontsize=8)
     return display, figure
@@ -155,7 +163,8 @@ def label_colours(names, cmap=None) -> list[tuple[float, float, float, float]]:
     cmap : None, str or dict label -> colour
         ``{label: colour}`` first (any matplotlib colour), then :data:`LABEL_COLOURS`, then a
         qualitative palette ("tab10", "tab20" beyond 10 labels) in turn, skipping the colours
-        taken; a colormap's name colours every label from that colormap in turn.
+        taken, and beyond its 20 colours distinct hues a golden-ratio step apart (no colour
+        twice); a colormap's name colours every label from that colormap in turn.
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_rgba
@@ -165,8 +174,22 @@ def label_colours(names, cmap=None) -> list[tuple[float, float, float, float]]:
     taken = {to_rgba(named[name]) for name in names if name in named}
     spread = np.arange(palette.N) if palette.N <= 20 else np.linspace(0, 1, len(names))  # "viridis": evenly
     free = [c for c in map(to_rgba, palette(spread)) if c not in taken] or [palette(0)]
+    n_unnamed = sum(name not in named for name in names)
+    if palette.N <= 20 and n_unnamed > len(free):  # an atlas of hundreds: no colour twice, none near its neighbour's
+        free += [c for c in _golden_colours(n_unnamed) if c not in taken and c not in free][: n_unnamed - len(free)]
     unnamed = iter(range(len(names)))  # the others take the palette's colours in turn, skipping those taken
     return [to_rgba(named[name]) if name in named else free[next(unnamed) % len(free)] for name in names]
+
+
+def _golden_colours(n: int) -> list[tuple[float, float, float, float]]:
+    """``n`` distinct colours, hues a golden-ratio step apart (consecutive ones far apart on the
+    colour wheel), in three shades of saturation and brightness."""
+    from matplotlib.colors import hsv_to_rgb
+
+    i = np.arange(n)
+    shades = np.array([[0.75, 0.9], [0.55, 0.7], [0.9, 0.55]])[i % 3]
+    hsv = np.column_stack([(0.11 + i * 0.6180339887) % 1.0, shades])
+    return [(*map(float, rgb), 1.0) for rgb in hsv_to_rgb(hsv)]
 
 
 def _one_map(da: xr.DataArray, grid, cmap, caller: str) -> tuple[nib.Nifti1Image, np.ndarray, dict]:

@@ -995,6 +995,13 @@ def test_labels_are_drawn_as_coloured_regions_named_in_a_legend(g8, tmp_path):
     assert label_colours(["test", "x"], cmap="Set1")[0] == plt.get_cmap("Set1")(0)  # a named palette for all
     mixed = label_colours(["A", "train", "B"])  # the others skip the colour train has
     assert mixed[1] == to_rgba(LABEL_COLOURS["train"]) and len(set(mixed)) == 3
+    atlas = np.array(label_colours([f"region {i}" for i in range(400)]))[:, :3]  # beyond tab20's 20 colours
+    assert len({tuple(c) for c in atlas}) == 400 and (atlas[:20] == plt.get_cmap("tab20")(range(20))[:, :3]).all()
+    assert np.linalg.norm(np.diff(atlas, axis=0), axis=1).min() > 0.2  # neighbouring labels far apart
+    parcels = plot_map(hemisphere.copy(data=[f"p{v % 40}" for v in range(g8.n_voxels)]), display_mode="z")
+    figure = parcels.frame_axes.figure  # 40 labels: counted, not named over the slices
+    assert not figure.legends and "40 labels (too many to name here)" in [t.get_text() for t in figure.texts]
+    plt.close(figure)
     spread = label_colours(["a", "b", "c"], cmap="viridis")  # a continuous colormap: its ends and middle
     assert spread[0] == plt.get_cmap("viridis")(0.0) and spread[2] == plt.get_cmap("viridis")(1.0)
     chosen = plot_map(hemisphere, cmap={"R": "red"}).frame_axes.figure  # a colour per label; others the palette's
