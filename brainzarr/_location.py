@@ -30,6 +30,13 @@ def user_path(path) -> Path:
     return (path if isinstance(path, Path) else Path(str(path))).expanduser()
 
 
+def task_path(path):
+    """``path`` as a task carries it to a worker: a local path made absolute (a worker of a
+    cluster runs in a working directory of its own, where a relative path names another
+    folder, or none), a URL as it is."""
+    return path if is_remote(path) else user_path(path).absolute()
+
+
 def is_remote(path) -> bool:
     """Whether ``path`` is a URL of an fsspec filesystem other than the local one."""
     text = str(path)
@@ -88,7 +95,7 @@ def zarr_store(path, *, read_only: bool = True, strict: bool = True):
         from zarr.storage import LocalStore
 
         cls = StrictLocalStore if strict else LocalStore
-        return cls(Path(str(path)), read_only=read_only)
+        return cls(task_path(str(path)), read_only=read_only)  # absolute: its arrays are read by workers too
     url = str(path)
     options = storage_options_of(path)
     if strict:

@@ -38,7 +38,7 @@ import xarray as xr
 from ._atomic import atomic_directory
 from ._deprecation import renamed_kwargs
 from ._disk import require_free
-from ._location import is_remote, location, open_group, zarr_store
+from ._location import is_remote, location, open_group, task_path, zarr_store
 from ._progress import job
 from ._validation import SEED, SPLIT_SYNONYMS, did_you_mean, whole_number
 from ._zarr import quiet_zarr
@@ -428,7 +428,9 @@ def _run_build(out: Path, grid: Grid, samples, assign, voxel_labels, chunks, cla
     todo = [c for c in range(len(blocks)) if not done[c]]
     step = layout.write_step(chunks, n_genes)  # whole shards per write: no two writers share one
     writes = [
-        dask.delayed(_write_block)(out, c, blocks[c], assign_ref, values_ref, block_args[c], lo, hi, step, layout)
+        dask.delayed(_write_block)(
+            task_path(out), c, blocks[c], assign_ref, values_ref, block_args[c], lo, hi, step, layout
+        )
         for c in todo
     ]
     compute_tasks(writes, client=client, desc=f"writing {out.name}")

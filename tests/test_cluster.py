@@ -128,3 +128,43 @@ def test_cli_parcellate_on_a_cluster(cluster, local, tmp_path):
     at = ["--scheduler", cluster.scheduler_address]
     assert main([*argv, "-o", str(tmp_path / "cluster.csv"), "--strategy", "minimum", *at]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cluster.csv"), pd.read_csv(tmp_path / "local.csv"))
+
+
+def test_the_cluster_and_options_guides_python_runs_on_a_cluster(cluster, tmp_path, monkeypatch):
+    """The Python of docs/guide/cluster.md (its scheduler address and ``Client(n_workers=4)``
+    pointed at this module's cluster) and of docs/guide/options.md, as written, on stores of the
+    names they use: the fits they make are in the stores."""
+    import re
+
+    from test_quality import _python_blocks
+
+    monkeypatch.chdir(tmp_path)
+    brainzarr.build_store("store/s1.zarr", genes=130, random_state=0)  # PCA k = 128 needs 128 genes
+    brainzarr.build_store("store/s4.zarr", genes=20, random_state=0)
+    opening, *_ = _python_blocks("docs/guide/cluster.md")
+    address = cluster.scheduler_address
+    code = opening.replace('"tcp://scheduler:8786"', repr(address))
+    code = re.sub(r"Client\(n_workers=\d+\)", f"Client({address!r})", code)
+    assert code != opening and "n_workers" not in code
+    (options,) = _python_blocks("docs/guide/options.md")
+    saved = brainzarr.get_options()
+    names = {}
+    try:
+        exec(compile(code, "docs/guide/cluster.md", "exec"), names)
+        names["client"] = names["brainzarr"].get_options()["client"]  # the guide's own client
+        exec(compile(options, "docs/guide/options.md", "exec"), names)
+    finally:
+        client = brainzarr.get_options()["client"]
+        brainzarr.set_options(**saved)
+        if client is not None:
+            client.close()
+    assert brainzarr.list_groups("store/s1.zarr") == ["representations/random/pca/k128"]
+    assert brainzarr.list_groups("store/s4.zarr") == ["representations/random/pca/k16"]
+    # the workers run in a folder of their own: a path relative to this one is sent as the folder it names
+    with distributed.Client(cluster) as client:
+        assert set(client.run(lambda: __import__("os").getcwd()).values()) != {str(tmp_path)}
+        brainzarr.build_store("store/remote.zarr", genes=20, random_state=0)
+    np.testing.assert_array_equal(
+        brainzarr.open_store("store/remote.zarr")["expression"].values,
+        brainzarr.open_store("store/s4.zarr")["expression"].values,
+    )

@@ -45,7 +45,7 @@ import zarr
 
 from .._deprecation import renamed_kwargs
 from .._disk import require_free
-from .._location import open_group, zarr_store
+from .._location import open_group, task_path, zarr_store
 from .._optional import check_installed
 from .._progress import job
 from .._validation import SEED, whole_number
@@ -554,7 +554,7 @@ def _write_tasks(X, model, scratch: Path, rec_layout) -> list:
     shared_model = dask.delayed(model, traverse=False)  # one copy per worker, not one per task
     write = dask.delayed(_write_block, pure=False)
     return [
-        write(shared_model, block, scratch, int(a), int(b), rec_layout)
+        write(shared_model, block, task_path(scratch), int(a), int(b), rec_layout)
         for block, a, b in zip(blocks, bounds[:-1], bounds[1:])
     ]
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .._location import location, zarr_store
+from .._location import location, task_path, zarr_store
 from .._zarr import quiet_zarr, verify_crc32c
 from ..exceptions import ChunkError, InputError
 from ..options import current_client
@@ -225,7 +225,7 @@ class RowBlockReader:
     """
 
     def __init__(self, path, *, direct: bool = True):
-        self.path = path if "://" in str(path) else str(path)  # a URL keeps its storage options
+        self.path = path if "://" in str(path) else str(task_path(path))  # a URL keeps its storage options
         self.direct = bool(direct)
         self._local = threading.local()
 
