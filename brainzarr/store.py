@@ -460,6 +460,7 @@ def group_writer(path, group: str, *, overwrite: bool = False):
     """
     store = as_store(path)
     final = _group_dir(store.path, group)
+    _refuse_what_is_not_a_result(store, group)
     if _exists(final / "zarr.json") and not overwrite:
         raise ResultExistsError(f"{group} exists in {store.path}", options={"overwrite": True})
     # parents must be Zarr groups so that DataTree and zarr can walk the tree
@@ -476,6 +477,28 @@ def group_writer(path, group: str, *, overwrite: bool = False):
         with atomic_directory(final) as scratch:
             yield scratch
     consolidate(store.path)
+
+
+def _refuse_what_is_not_a_result(store: Store, group: str) -> None:
+    """Stop a result written over what is not one: an array of the store (``expression``,
+    ``split``: an overwrite would have replaced the store's data), a place inside one, a folder
+    brainzarr keeps (``.checkpoints``), or a folder of results (``representations``, whose
+    overwrite would remove every fit)."""
+    parts = group.strip("/").split("/")
+    if any(part.startswith(".") for part in parts):
+        raise InputError(f"{group}: a result's name has no part starting with '.' (brainzarr keeps its folders there)")
+    for depth in range(1, len(parts) + 1):
+        name = "/".join(parts[:depth])
+        meta = _group_dir(store.path, name) / "zarr.json"
+        if _exists(meta) and json.loads(meta.read_text()).get("node_type") == "array":
+            raise InputError(
+                f"{name} is an array of the store {store.path}, not a result: give the result a name of its own, "
+                f"e.g. analyses/{parts[-1]}"
+            )
+    inside = list_groups(store, group)
+    if inside and group.strip("/") not in inside:
+        shown = ", ".join(inside[:4]) + (f" and {len(inside) - 4} more" if len(inside) > 4 else "")
+        raise InputError(f"{group} holds results ({shown}), not arrays of its own: name a result group of its own")
 
 
 def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict | None = None) -> None:

@@ -136,6 +136,33 @@ def test_a_result_computed_with_numpy_is_written_as_a_map_of_the_store(tmp_path,
     assert "i" not in read_group(store, "analyses/other").coords
 
 
+def test_a_result_is_never_written_over_the_stores_own_arrays_or_a_folder_of_results(tmp_path):
+    """``write_group(store, "expression", ..., overwrite=True)`` replaced the store's data with
+    the result (the store no longer opened); ``"representations"`` would have removed every fit."""
+    from brainzarr import fit_store
+    from brainzarr.exceptions import InputError
+
+    store = build_store(tmp_path / "s.zarr", resolution=8, genes=4, random_state=0)
+    fit_store(store, "pca", 2)
+    before = open_store(store)["expression"].values
+    data = xr.Dataset({"a": ("voxel", np.zeros(before.shape[0], "float32"))})
+    refused = {
+        "expression": "expression is an array of the store",
+        "split": "split is an array of the store",
+        "expression/sub": "expression is an array of the store",
+        ".checkpoints/x": "no part starting with '.'",
+        "representations": r"holds results \(representations/random/pca/k2\)",
+        "representations/random": "holds results",
+    }
+    for group, why in refused.items():
+        with pytest.raises(InputError, match=why):
+            write_group(store, group, data, overwrite=True)
+    np.testing.assert_array_equal(open_store(store)["expression"].values, before)
+    assert list_groups(store, prefix=None) == ["representations/random/pca/k2"]
+    write_group(store, "representations/random/pca/k2", data, overwrite=True)  # a result: replaced when asked
+    assert list(read_group(store, "representations/random/pca/k2").data_vars) == ["a"]
+
+
 def test_interrupted_result_write_keeps_the_previous_result(small_store):
     ds = open_store(small_store)
     # float32: a packed copy written by hand would warn that it has no _FillValue (none is needed)
