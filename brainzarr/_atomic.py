@@ -28,6 +28,7 @@ __all__ = [
     "stale_partials",
     "remove_stale_partials",
     "pid_alive",
+    "refuse_foreign_outputs",
     "HOST",
 ]
 
@@ -162,3 +163,16 @@ def sidecar_path(path) -> Path:
     by ``.json`` (``dk.csv`` -> ``dk.json``, ``apoe.nii.gz`` -> ``apoe.json``)."""
     path = user_path(path)
     return path.with_name(path.name[: len(path.name) - len(suffix_of(path))] + ".json")
+
+
+def refuse_foreign_outputs(folder, names, *, ours: bool, job: str) -> None:
+    """Stop before ``job`` writes into ``folder`` when a file it would replace (one of ``names``)
+    is there and the folder is not one brainzarr wrote (``ours``): a researcher's own
+    ``prediction.csv`` or ``index.html`` is never written over."""
+    folder = user_path(folder)
+    clash = [name for name in names if (folder / name).exists()]
+    if clash and not ours:
+        shown = ", ".join(clash[:3]) + (f" and {len(clash) - 3} more" if len(clash) > 3 else "")
+        raise StoreExistsError(
+            f"{folder} holds {shown}, which brainzarr did not write and {job} would replace: give another folder"
+        )

@@ -571,6 +571,30 @@ def test_an_output_folder_inside_the_store_is_refused_in_python_too(store, tmp_p
     assert sorted(store.rglob("*")) == before
 
 
+def test_files_of_ones_own_in_the_output_folder_are_never_written_over(store, targets_dir, tmp_path, capsys):
+    """A folder holding a researcher's own prediction.csv or index.html is refused, before
+    anything is written (they were replaced); a folder brainzarr evaluated into is written again."""
+    from brainzarr.exceptions import StoreExistsError
+
+    mine = tmp_path / "analysis"
+    mine.mkdir()
+    (mine / "prediction.csv").write_text("a user's\n")
+    (mine / "index.html").write_text("<html>a user's</html>\n")
+    with pytest.raises(StoreExistsError, match="holds prediction.csv, which brainzarr did not write"):
+        run_evaluation(store, targets_dir, mine, methods=["pca"], progress=False)
+    with pytest.raises(StoreExistsError, match="holds index.html, which brainzarr did not write"):
+        write_report(store, mine, progress=False)
+    argv = ["evaluate", str(store), "--targets", "synthetic", "--methods", "pca", "--no-store", "-o", str(mine)]
+    assert main(argv) == 1 and "give another folder" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["index.html", "prediction.csv"]  # its synthetic maps taken back
+    assert (mine / "prediction.csv").read_text() == "a user's\n"
+    ours = tmp_path / "ours"
+    for _ in range(2):  # brainzarr's own evaluation and report: written over when run again
+        run_evaluation(store, targets_dir, ours, methods=["pca"], save_to_store=False, progress=False)
+        write_report(store, ours, progress=False)
+    assert "GeneratedBy" in json.loads((ours / "evaluation.json").read_text())
+
+
 # --------------------------------------------------------------------------------- report and CLI
 def test_report_links_existing_figures_and_names_both_splits(evaluation, store):
     _, out = evaluation

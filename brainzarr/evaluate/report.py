@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .._atomic import write_text
+from .._atomic import refuse_foreign_outputs, write_text
 from .._location import location, user_path
 from .._version import __version__
 from ..sources.table import resolve_genes
@@ -29,7 +29,7 @@ from ..store import check_schema, open_store, refuse_output_in_a_store
 from . import figures
 from .reconstruction import reconstruction_frame, reconstruction_histogram, reconstruction_table
 from .results import check_fitted, find_representations, read_embedding, split_labels
-from .run import load_evaluation, run_evaluation, summary_table
+from .run import is_evaluation_folder, load_evaluation, run_evaluation, summary_table
 from .stats import anova_tukey
 from .synthetic_targets import DESCRIPTIONS
 from .targets import load_embedding
@@ -325,6 +325,15 @@ def _prediction_section(prediction, target_maps, embeddings, out_dir, fig_dir) -
     return "\n".join(parts)
 
 
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` is a report that brainzarr wrote (by its title)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "<title>brainzarr report:" in f.read(4096)
+    except OSError:
+        return False
+
+
 def write_report(
     store,
     out_dir,
@@ -373,6 +382,7 @@ def write_report(
     start = time.perf_counter()
     store, out_dir = location(store), user_path(out_dir)
     refuse_output_in_a_store(out_dir)
+    refuse_foreign_outputs(out_dir, ["index.html"], ours=_is_report(out_dir / "index.html"), job="the report")
     attrs = check_schema(store)
     ds = open_store(store)
     methods = [methods] if isinstance(methods, str) else methods
@@ -396,13 +406,14 @@ def write_report(
         prediction, target_maps = result.prediction, result.target_maps
     else:
         prediction, target_maps = load_evaluation(store)
-        if prediction.empty and (out_dir / "prediction.csv").exists():  # evaluated with --no-store
+        evaluated_here = is_evaluation_folder(out_dir) and (out_dir / "prediction.csv").exists()
+        if prediction.empty and evaluated_here:  # evaluated with --no-store
             prediction = pd.read_csv(out_dir / "prediction.csv")
         if methods is not None and len(prediction):
             prediction = prediction[prediction["method"].isin(methods)]
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / "evaluation.json").exists():
+    if is_evaluation_folder(out_dir):
         record = json.loads((out_dir / "evaluation.json").read_text())
 
     frame = reconstruction_frame(reconstruction_table(store, methods=methods))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .._atomic import write_file, write_text
+from .._atomic import refuse_foreign_outputs, write_file, write_text
 from .._deprecation import renamed_kwargs
 from .._location import location, user_path
 from .._optional import check_installed
@@ -133,6 +133,31 @@ def _embeddings(store, ds, methods, dims, embeddings, interpolation="linear"):
     return reps, meta
 
 
+#: the files an evaluation writes into its output folder
+EVALUATION_FILES = (
+    "reconstruction.csv",
+    "reconstruction.md",
+    "prediction.csv",
+    "prediction_summary.csv",
+    "prediction_summary.md",
+    "anova.csv",
+    "tukey.csv",
+    "evaluation.json",
+)
+
+
+def is_evaluation_folder(folder) -> bool:
+    """Whether ``folder`` holds an evaluation that brainzarr wrote (its ``evaluation.json``)."""
+    try:
+        record = json.loads((user_path(folder) / "evaluation.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and (
+        any(entry.get("Name") == "brainzarr" for entry in record.get("GeneratedBy", []) if isinstance(entry, dict))
+        or {"store", "splits", "targets"} <= set(record)  # written before GeneratedBy
+    )
+
+
 @renamed_kwargs(seed="random_state")
 def run_evaluation(
     store,
@@ -222,6 +247,7 @@ def run_evaluation(
     out = user_path(out_dir) if out_dir is not None else None
     if out is not None:
         refuse_output_in_a_store(out)
+        refuse_foreign_outputs(out, EVALUATION_FILES, ours=is_evaluation_folder(out), job="the evaluation")
     target_maps = None
     if targets is not None:  # what cannot be used is refused before anything is written
         check_installed("xgboost", "downstream prediction")
@@ -285,7 +311,10 @@ def run_evaluation(
                 anova=out / "anova.csv",
                 tukey=out / "tukey.csv",
             )
+        from .._version import __version__
+
         record = {
+            "GeneratedBy": [{"Name": "brainzarr", "Version": __version__}],
             "store": str(store),
             "splits": list(schemes),
             "block_mm": block_mm,
