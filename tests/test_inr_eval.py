@@ -187,3 +187,12 @@ def test_cli_evaluate_writes_heldout_csv(tmp_path, capsys):
     assert (out / "summary.csv").exists() and (out / "heldout.png").stat().st_size > 10_000
     assert main(["inr", "evaluate", "--methods", "inr,magic", "-o", str(out)]) == 1
     assert "unknown method" in capsys.readouterr().err
+    # a folder of one's own holding a summary.csv is refused before anything is fitted or written
+    mine = tmp_path / "analysis"
+    mine.mkdir()
+    (mine / "summary.csv").write_text("a user's\n")
+    assert main(["inr", "evaluate", "--genes", "4", "--methods", "idw", "--folds", "2", "-o", str(mine)]) == 1
+    assert "holds summary.csv, which brainzarr did not write" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["summary.csv"] and (mine / "summary.csv").read_text() == "a user's\n"
+    # its own folder is written again
+    assert main(["inr", "evaluate", "--genes", "4", "--methods", "idw", "--folds", "2", "-o", str(out)]) == 0

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from .._atomic import write_file
+from .._atomic import refuse_foreign_outputs, write_file
 from ..exceptions import InputError
 from ._args import (
     add_cluster_arguments,
@@ -90,6 +90,19 @@ def _inr_params(args) -> dict:
     }
 
 
+#: the files ``inr evaluate`` writes into its output folder
+INR_EVALUATION_FILES = ("heldout.csv", "summary.csv", "heldout.png", "maps.csv")
+
+
+def _is_inr_evaluation(folder: Path) -> bool:
+    """Whether ``folder`` holds a held-out table that ``inr evaluate`` wrote (by its columns)."""
+    try:
+        with open(folder / "heldout.csv", encoding="utf-8") as f:
+            return f.readline().startswith("cv,method,gene,fold,")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _check_device(args) -> None:
     """CUDA asked for where torch sees none stops the command before it loads or computes."""
     from .._torch import resolve_device
@@ -145,6 +158,7 @@ def _evaluate(args):
     schemes = list(CV_SCHEMES) if args.cv == "both" else [args.cv]
     _check_device(args)
     out = Path(args.output)
+    refuse_foreign_outputs(out, INR_EVALUATION_FILES, ours=_is_inr_evaluation(out), job="inr evaluate")
     out.mkdir(parents=True, exist_ok=True)
     table = _load_table(args)
     inr_params = _inr_params(args)
