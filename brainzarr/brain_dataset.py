@@ -171,9 +171,11 @@ class BrainDatasetAccessor:
 
         return load_model(self.store, method, n_components, split)
 
-    def results(self) -> list[str]:
-        """The result groups in the store."""
-        return self.store.results()
+    def results(self, prefix: str | None = "representations") -> list[str]:
+        """The result groups in the store: the fitted representations, or those under another
+        ``prefix``; ``prefix=None`` gives every group (the evaluation's, and those written with
+        :func:`~brainzarr.write_group` under names of one's own)."""
+        return self.store.results(prefix)
 
     def rmse_table(self, **kwargs):
         """Train and test RMSE of every result (:func:`brainzarr.rmse_table`)."""

@@ -290,7 +290,7 @@ class Store:
     def group_path(self, group: str) -> Path:
         return _group_dir(self.path, group)
 
-    def results(self, prefix: str = "representations") -> list[str]:
+    def results(self, prefix: str | None = "representations") -> list[str]:
         return list_groups(self, prefix)
 
     def read(self, group: str) -> xr.Dataset:

@@ -134,6 +134,11 @@ def test_a_result_computed_with_numpy_is_written_as_a_map_of_the_store(tmp_path,
 
     write_group(store, "analyses/other", xr.DataArray(np.ones(5), dims="voxel", name="ones"))  # rows it cannot place
     assert "i" not in read_group(store, "analyses/other").coords
+    assert ds.brain.results() == [] and ds.brain.results(prefix=None) == [
+        "analyses/gradient",
+        "analyses/other",
+        "analyses/test",
+    ]
 
 
 def test_a_result_is_never_written_over_the_stores_own_arrays_or_a_folder_of_results(tmp_path):
