@@ -69,9 +69,10 @@ class CheckReport:
 
 
 def _voxel_arrays(store: Store) -> list[str]:
-    """Paths (inside the store) of the arrays to check: expression and every result's voxel arrays."""
+    """Paths (inside the store) of the arrays to check: expression and the voxel arrays of every
+    result group (fits, the evaluation's target maps, groups of one's own)."""
     out = ["expression"]
-    for group in list_groups(store):
+    for group in list_groups(store, prefix=None):
         for child in sorted((store.path / group).iterdir()):
             meta = child / "zarr.json"
             if meta.exists():

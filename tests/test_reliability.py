@@ -168,6 +168,26 @@ def test_check_finds_the_damage_and_a_repaired_build_restores_it(damaged, capsys
     assert check_store(store).ok
 
 
+def test_check_finds_damage_in_a_group_of_ones_own(tmp_path, capsys):
+    """``brainzarr check`` read the fits' arrays only: a damaged array of a group written with
+    write_group (values in memory, which it wrote without checksums) went unnoticed."""
+    import xarray as xr
+
+    store = _build(tmp_path / "s.zarr")
+    n = brainzarr.open_store(store).sizes["voxel"]
+    values = np.random.default_rng(0).random(n, dtype=np.float32)
+    brainzarr.write_group(store, "analyses/gradient", xr.Dataset({"score": ("voxel", values)}))
+    assert check_store(store).ok
+    score = store / "analyses" / "gradient" / "score"
+    assert "crc32c" in json.dumps(json.loads((score / "zarr.json").read_text())["codecs"])
+    (chunk,) = [p for p in score.rglob("*") if p.is_file() and p.name != "zarr.json"]
+    damaged = bytearray(chunk.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte
+    chunk.write_bytes(bytes(damaged))
+    code, out, _ = _run(["check", str(store)], capsys)
+    assert code == 2 and "DAMAGED analyses/gradient/score" in out
+
+
 def test_check_tells_a_stopped_build_from_damage(damaged, capsys):
     # the row blocks a stopped build has not written yet were all reported DAMAGED (missing)
     store, lost, _, layout = damaged
