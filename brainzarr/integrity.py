@@ -156,9 +156,11 @@ def check_store(path, *, repair: bool = False) -> CheckReport:
         report.commands.append(command)
     for name in report.damaged:
         if name.startswith("representations/"):
-            group = name.rsplit("/", 1)[0]
-            method, dim = group.split("/")[-2], group.split("/")[-1].lstrip("k")
+            parts = name.rsplit("/", 1)[0].split("/")
+            method, dim = parts[-2], parts[-1].lstrip("k")
             command = f"brainzarr fit {shlex.quote(str(store.path))} --methods {method} --dims {dim} --overwrite"
+            if len(parts) == 4:  # representations/<split>/<method>/k<dim>: refitted on the split it was fitted on
+                command += f" --split {parts[1]}"
             if command not in report.commands:
                 report.commands.append(command)
     if repair:

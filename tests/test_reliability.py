@@ -3,6 +3,7 @@ chunks named, one writer at a time, checks before computing, leftovers of dead w
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -186,6 +187,18 @@ def test_check_finds_damage_in_a_group_of_ones_own(tmp_path, capsys):
     chunk.write_bytes(bytes(damaged))
     code, out, _ = _run(["check", str(store)], capsys)
     assert code == 2 and "DAMAGED analyses/gradient/score" in out
+    brainzarr.write_group(store, "analyses/gradient", xr.Dataset({"score": ("voxel", values)}), overwrite=True)
+
+    # a damaged fit of the other split: the command given refits it on that split, and mends it
+    brainzarr.fit_store(store, "pca", 2, split="blocked")
+    embedding = store / "representations" / "blocked" / "pca" / "k2" / "embedding"
+    chunk = next(p for p in embedding.rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    code, out, _ = _run(["check", str(store)], capsys)
+    (command,) = [line.strip() for line in out.splitlines() if line.strip().startswith("brainzarr fit")]
+    assert code == 2 and command.endswith("--methods pca --dims 2 --overwrite --split blocked")
+    assert _run(shlex.split(command)[1:], capsys)[0] == 0
+    assert check_store(store).ok and brainzarr.list_groups(store) == ["representations/blocked/pca/k2"]
 
 
 def test_check_tells_a_stopped_build_from_damage(damaged, capsys):
