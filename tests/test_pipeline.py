@@ -166,6 +166,17 @@ def test_blocked_split_is_used_and_recorded(store):
     X = ds["expression"].values
     test_rmse = _np_rmse(ref.inverse_transform(ref.transform(X[blocked == "test"])), X[blocked == "test"])
     assert float(result["rmse"].sel(split="test")) == pytest.approx(test_rmse, rel=1e-4)
+    # its reconstruction asked for: how to get it, and the Python it names gives it
+    from brainzarr.commands.export import select_variable
+    from brainzarr.exceptions import ResultNotFoundError
+
+    with pytest.raises(ResultNotFoundError, match="fitted without its reconstruction") as missing:
+        select_variable(store, "representations/blocked/pca/k2/reconstruction", ["G1"])
+    assert "--methods pca --dims 2 --overwrite --split blocked" in str(missing.value)
+    assert "brainzarr.load_model(store, 'pca', 2, split='blocked').inverse_transform(" in str(missing.value)
+    model = __import__("brainzarr").load_model(store, "pca", 2, split="blocked")
+    rebuilt = model.inverse_transform(result["embedding"].values[:3])
+    np.testing.assert_allclose(rebuilt, ref.inverse_transform(ref.transform(X[:3])), atol=1e-4)
 
 
 def test_rmse_table(store, pca8):

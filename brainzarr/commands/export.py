@@ -41,6 +41,7 @@ def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
         if name not in result:
             raise ResultNotFoundError(
                 _not_a_variable(store, var)
+                or _no_reconstruction(store, group, name, result)
                 or f"{group} has no variable {name}; it has {', '.join(map(str, result.data_vars))}"
             )
         da = result[name]
@@ -119,6 +120,22 @@ def _not_a_variable(store, var: str) -> str | None:
         example = (_voxel_arrays(read_group(store, inside[0])) or ["embedding"])[0]
         return f"{var} holds results, not an array: {shown}; name an array of one, e.g. {inside[0]}/{example}"
     return None
+
+
+def _no_reconstruction(store, group: str, name: str, result) -> str | None:
+    """How to get the reconstruction of a fit written without one (``--no-reconstruction``)."""
+    method, dim = result.attrs.get("method"), result.attrs.get("dim")
+    if name != "reconstruction" or "embedding" not in result or method is None or dim is None:
+        return None
+    split = group.strip("/").split("/")[1] if group.count("/") == 3 else None
+    again = f"brainzarr fit {store} --methods {method} --dims {dim} --overwrite" + (
+        f" --split {split}" if split else ""
+    )
+    return (
+        f"{group} was fitted without its reconstruction (--no-reconstruction): `{again}` writes it, or in Python "
+        f"brainzarr.load_model(store, {method!r}, {dim}{f', split={split!r}' if split else ''}).inverse_transform(...) "
+        "reconstructs the voxels you need from the embedding"
+    )
 
 
 def _voxel_arrays(result) -> list[str]:
