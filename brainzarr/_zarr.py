@@ -135,8 +135,9 @@ class _Strict:
                 raw = await super().get(f"{array}/zarr.json" if array else "zarr.json", prototype)
                 meta = json.loads(raw.to_bytes()) if raw is not None else {}
             except (OSError, ValueError):
-                meta = {}
-            self._arrays[array] = _kind_of(meta)
+                raw, meta = b"", {}
+            # an array whose metadata is not there: the store is not at this path for this reader
+            self._arrays[array] = {**_kind_of(meta), "unseen": raw is None}
         return self._arrays[array]
 
     def _where(self) -> str:
@@ -170,6 +171,11 @@ class _Strict:
         what = "shard" if kind["shard"] else "chunk"
         name = array or "the array"
         if value is None:
+            if kind.get("unseen"):  # its chunks would read as the fill value: wrong numbers, silently
+                raise ChunkError(
+                    f"{name} is not in {self._where()} as seen here (its zarr.json is missing): the store "
+                    "moved, or a dask worker does not see the folder it is in (give every worker the same path)"
+                )
             if kind["must_exist"]:
                 raise ChunkError(
                     f"{what} {index} of {name} is missing from {self._where()}; "

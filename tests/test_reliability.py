@@ -201,6 +201,22 @@ def test_check_finds_damage_in_a_group_of_ones_own(tmp_path, capsys):
     assert check_store(store).ok and brainzarr.list_groups(store) == ["representations/blocked/pca/k2"]
 
 
+def test_an_array_read_where_the_store_is_not_fails_instead_of_reading_fill_values(tmp_path):
+    """A lazy array read after its store moved (or by a dask worker that does not see the store's
+    folder) read as its fill value, zeros, without a word: it fails, saying why."""
+    import xarray as xr
+
+    store = _build(tmp_path / "s.zarr")
+    n = brainzarr.open_store(store).sizes["voxel"]
+    brainzarr.write_group(store, "analyses/ints", xr.Dataset({"a": ("voxel", np.arange(1, n + 1, dtype="int32"))}))
+    lazy = brainzarr.read_group(store, "analyses/ints")["a"]
+    np.testing.assert_array_equal(lazy.values[:3], [1, 2, 3])
+    lazy = brainzarr.read_group(store, "analyses/ints")["a"]
+    store.rename(tmp_path / "moved.zarr")
+    with pytest.raises(ChunkError, match=r"analyses/ints/a is not in .*s\.zarr as seen here .*does not see the folder"):
+        _ = lazy.values
+
+
 def test_check_tells_a_stopped_build_from_damage(damaged, capsys):
     # the row blocks a stopped build has not written yet were all reported DAMAGED (missing)
     store, lost, _, layout = damaged
