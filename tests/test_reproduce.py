@@ -172,6 +172,14 @@ def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
     assert not [g for g in list_groups(store) if g.endswith("/k3")]
+    mine = tmp_path / "analysis"  # a folder of one's own: refused before the k3 fits, nothing written over
+    mine.mkdir()
+    (mine / "prediction.csv").write_text("a user's\n")
+    assert main(["reproduce", str(store), "-o", str(mine), "--methods", "pca", "--dims", "3"]) == 1
+    assert "holds prediction.csv, which brainzarr did not write" in capsys.readouterr().err
+    assert not [g for g in list_groups(store) if g.endswith("/k3")] and [p.name for p in mine.iterdir()] == [
+        "prediction.csv"
+    ]
     # the lists parse as the other commands' do: a usage error, the option named
     for bad, message in (
         (["--dims", "2,x"], "argument --dims: expected a positive integer, got 'x'"),

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._atomic import write_file, write_text
+from .._atomic import refuse_foreign_outputs, write_file, write_text
 from .._location import location, user_path
 from .._validation import SEED, whole_number
 from .._version import __version__
@@ -183,7 +183,7 @@ def reproduce_study(
     """
     from ..models.store_fitting import check_methods, rmse_table
     from .figures import plot_r2_bars, plot_rmse_beside_study
-    from .run import run_evaluation, summary_table
+    from .run import EVALUATION_FILES, is_evaluation_folder, run_evaluation, summary_table
     from .synthetic_targets import model_from_store, write_synthetic_targets
     from .targets import load_targets
 
@@ -192,6 +192,12 @@ def reproduce_study(
     log = log or logger.info
     store, out_dir = location(store), user_path(out_dir)
     refuse_output_in_a_store(out_dir)
+    refuse_foreign_outputs(  # before the fits (hours at full scale), not at the evaluation after them
+        out_dir,
+        (*EVALUATION_FILES, "reproduce.html", "reproduce_rmse.csv"),
+        ours=is_evaluation_folder(out_dir),
+        job="the reproduction",
+    )
     attrs = check_schema(store)
     ds = open_store(store)
     resolution = float(attrs["resolution_mm"])
