@@ -52,7 +52,10 @@ class _DefaultsHelp(argparse.HelpFormatter):
             return text
         if isinstance(default, (list, tuple)):
             default = ",".join(map(str, default))
-        return f"{text} (default: {str(default).replace('%', '%%')})"
+        said = str(default).replace("%", "%%")
+        if text.endswith(")"):  # "... (see `brainzarr inr`)": the default joins the last brackets
+            return f"{text[:-1]}; default: {said})"
+        return f"{text} (default: {said})"
 
 
 class _Parser(argparse.ArgumentParser):

@@ -422,7 +422,8 @@ def test_every_option_with_a_default_says_it_in_its_help(capsys):
     with pytest.raises(SystemExit):
         main(["build", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
-    assert "(default: nearest)" in shown and "(default: 0)" in shown and "(default: 4096,128)" in shown
+    assert "(see `brainzarr inr`; default: nearest)" in shown  # in the brackets the text ends with
+    assert "(default: 0)" in shown and "(default: 4096,128)" in shown
     assert "(default: False)" not in shown and "default 0.2)" in shown  # flags, and defaults said in words
 
 
