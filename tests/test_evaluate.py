@@ -272,6 +272,9 @@ def test_run_evaluation_tables_and_store(evaluation, store):
     record = json.loads((out / "evaluation.json").read_text())
     assert record["seed"] == 7 and record["grid"] == SMALL_GRID and record["interpolation"] == "linear"
     assert "mean test R²" in result.describe()
+    written = result.describe().split("wrote:\n")[1].splitlines()  # each file with what it holds
+    assert len(written) == len(result.files) == 7 and all(line.endswith(")") and " (" in line for line in written)
+    assert f"  {out / 'evaluation.json'}  (the settings and inputs of this evaluation)" in written
     from brainzarr.commands.info import describe
 
     assert "evaluation  3 representations x 2 target maps, the latest saved" in describe(store)

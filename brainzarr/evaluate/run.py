@@ -71,9 +71,23 @@ class EvaluationResult:
                 f"ANOVA across representations ({row.split} split): F({row.df_between}, {row.df_within}) "
                 f"= {row.F:.2f}, p = {row.p:.3g}"
             )
+        if self.files:
+            lines.append("wrote:")
         for name, path in self.files.items():
-            lines.append(f"{name:<15} {path}")
+            lines.append(f"  {path}  ({_FILE_LABELS.get(name, name)})")
         return "\n".join(lines)
+
+
+#: what each file of :attr:`EvaluationResult.files` holds, as the printed summary says it
+_FILE_LABELS = {
+    "csv": "reconstruction RMSE of each method and dim",
+    "markdown": "the same table in Markdown",
+    "prediction": "R² and RMSE of each representation, target and split",
+    "summary": "mean and SD of R² and RMSE per representation and split",
+    "anova": "one-way ANOVA across representations",
+    "tukey": "Tukey's pairwise comparisons",
+    "record": "the settings and inputs of this evaluation",
+}
 
 
 def split_schemes(split: str) -> tuple[str, ...]:
