@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .._atomic import sidecar_path, write_text
+from .._version import generated_by, made_by_brainzarr
 from ..exceptions import StoreExistsError
 from ._args import refuse_existing, refuse_writing_over_inputs
 
@@ -24,9 +25,7 @@ __all__ = [
 def write_sidecar(path, record: dict) -> Path:
     """Write ``record`` (with ``GeneratedBy``: brainzarr and its version) as the sidecar of
     ``path``, whole or not at all; returns the sidecar's path."""
-    from .._version import __version__
-
-    record = {**record, "GeneratedBy": [{"Name": "brainzarr", "Version": __version__}]}
+    record = {**record, "GeneratedBy": generated_by()}
     return write_text(sidecar_path(path), json.dumps(record, indent=2) + "\n")
 
 
@@ -100,7 +99,7 @@ def _written_by_brainzarr(sidecar: Path, lookup_table: str | None = None) -> boo
         record = json.loads(sidecar.read_text())
         if lookup_table is not None and record.get("LookupTable") != lookup_table:
             return False
-        return any(entry.get("Name") == "brainzarr" for entry in record.get("GeneratedBy", []))
+        return made_by_brainzarr(record)
     except (OSError, ValueError, AttributeError, TypeError):
         return False
 

@@ -19,6 +19,7 @@ from .._deprecation import renamed_kwargs
 from .._location import location, user_path
 from .._optional import check_installed
 from .._validation import SEED, SPLIT_SYNONYMS, did_you_mean, whole_number
+from .._version import generated_by, made_by_brainzarr
 from ..exceptions import InputError
 from ..nifti import INTERPOLATIONS
 from ..preprocess import SPLIT_SCHEMES
@@ -166,9 +167,8 @@ def is_evaluation_folder(folder) -> bool:
         record = json.loads((user_path(folder) / "evaluation.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(record, dict) and (
-        any(entry.get("Name") == "brainzarr" for entry in record.get("GeneratedBy", []) if isinstance(entry, dict))
-        or {"store", "splits", "targets"} <= set(record)  # written before GeneratedBy
+    return made_by_brainzarr(record) or (
+        isinstance(record, dict) and {"store", "splits", "targets"} <= set(record)  # written before GeneratedBy
     )
 
 
@@ -325,10 +325,8 @@ def run_evaluation(
                 anova=out / "anova.csv",
                 tukey=out / "tukey.csv",
             )
-        from .._version import __version__
-
         record = {
-            "GeneratedBy": [{"Name": "brainzarr", "Version": __version__}],
+            "GeneratedBy": generated_by(),
             "store": str(store),
             "splits": list(schemes),
             "block_mm": block_mm,
