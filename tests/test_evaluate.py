@@ -596,6 +596,12 @@ def test_files_of_ones_own_in_the_output_folder_are_never_written_over(store, ta
         run_evaluation(store, targets_dir, ours, methods=["pca"], save_to_store=False, progress=False)
         write_report(store, ours, progress=False)
     assert "GeneratedBy" in json.loads((ours / "evaluation.json").read_text())
+    (ours / "evaluation.json").unlink()  # stopped before its last file: its own tables are known by their heads
+    run_evaluation(store, targets_dir, ours, methods=["pca"], save_to_store=False, progress=False)
+    (ours / "evaluation.json").unlink()
+    (ours / "tukey.csv").write_text("a user's\n")  # beside one table that is not brainzarr's: refused
+    with pytest.raises(StoreExistsError, match="which brainzarr did not write"):
+        run_evaluation(store, targets_dir, ours, methods=["pca"], save_to_store=False, progress=False)
 
 
 # --------------------------------------------------------------------------------- report and CLI

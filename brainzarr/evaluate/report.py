@@ -12,7 +12,6 @@ side, and the page says which is which.
 from __future__ import annotations
 
 import html
-import json
 import re
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from ..store import check_schema, open_store, refuse_output_in_a_store
 from . import figures
 from .reconstruction import reconstruction_frame, reconstruction_histogram, reconstruction_table
 from .results import check_fitted, find_representations, read_embedding, split_labels
-from .run import is_evaluation_folder, load_evaluation, run_evaluation, summary_table
+from .run import evaluation_record, is_evaluation_folder, load_evaluation, run_evaluation, summary_table
 from .stats import anova_tukey
 from .synthetic_targets import DESCRIPTIONS
 from .targets import load_embedding
@@ -413,8 +412,7 @@ def write_report(
             prediction = prediction[prediction["method"].isin(methods)]
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    if is_evaluation_folder(out_dir):
-        record = json.loads((out_dir / "evaluation.json").read_text())
+    record = evaluation_record(out_dir) or record
 
     frame = reconstruction_frame(reconstruction_table(store, methods=methods))
     embeddings_2d = {

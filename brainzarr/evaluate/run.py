@@ -161,15 +161,45 @@ EVALUATION_FILES = (
 )
 
 
-def is_evaluation_folder(folder) -> bool:
-    """Whether ``folder`` holds an evaluation that brainzarr wrote (its ``evaluation.json``)."""
+#: how each table an evaluation writes begins (an evaluation stopped before its evaluation.json
+#: is known by them)
+_TABLE_HEADS = {
+    "reconstruction.csv": "method,dim,",
+    "reconstruction.md": "| method | dim |",
+    "prediction.csv": "representation,method,dim,",
+    "prediction_summary.csv": "representation,r2_mean",
+    "prediction_summary.md": "| representation |",
+    "anova.csv": "split,F,p,",
+    "tukey.csv": "split,group_a,group_b,",
+}
+
+
+def evaluation_record(folder) -> dict | None:
+    """The ``evaluation.json`` that brainzarr wrote in ``folder``, or None."""
     try:
         record = json.loads((user_path(folder) / "evaluation.json").read_text())
     except (OSError, ValueError):
+        return None
+    legacy = isinstance(record, dict) and {"store", "splits", "targets"} <= set(record)  # before GeneratedBy
+    return record if made_by_brainzarr(record) or legacy else None
+
+
+def is_evaluation_folder(folder) -> bool:
+    """Whether ``folder`` holds an evaluation that brainzarr wrote: its ``evaluation.json``, or,
+    for one stopped before it wrote that, tables that all begin as brainzarr's do."""
+    if evaluation_record(folder) is not None:
+        return True
+    folder = user_path(folder)
+    tables = [name for name in _TABLE_HEADS if (folder / name).is_file()]
+    return bool(tables) and all(_begins_with(folder / name, _TABLE_HEADS[name]) for name in tables)
+
+
+def _begins_with(path, head: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(len(head)) == head
+    except (OSError, UnicodeDecodeError):
         return False
-    return made_by_brainzarr(record) or (
-        isinstance(record, dict) and {"store", "splits", "targets"} <= set(record)  # written before GeneratedBy
-    )
 
 
 @renamed_kwargs(seed="random_state")
