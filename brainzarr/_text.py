@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .exceptions import InputError
 
-__all__ = ["read_user_text"]
+__all__ = ["read_user_text", "text_head"]
 
 
 def read_user_text(path, what: str) -> str:
@@ -21,3 +21,13 @@ def read_user_text(path, what: str) -> str:
     if text is None or "\0" in text:
         raise InputError(f"{path} is not {what}: it is not text (an image given as {what}?)")
     return text
+
+
+def text_head(path, n: int) -> str:
+    """The first ``n`` characters of a UTF-8 text file, or "" when it cannot be read as one: how
+    brainzarr knows a file it wrote (a table's columns, a report's title) before writing over it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(n)
+    except (OSError, UnicodeDecodeError):
+        return ""

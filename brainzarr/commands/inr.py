@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .._atomic import refuse_foreign_outputs, write_file
+from .._text import text_head
 from ..exceptions import InputError
 from ._args import (
     add_cluster_arguments,
@@ -96,11 +97,8 @@ INR_EVALUATION_FILES = ("heldout.csv", "summary.csv", "heldout.png", "maps.csv")
 
 def _is_inr_evaluation(folder: Path) -> bool:
     """Whether ``folder`` holds a held-out table that ``inr evaluate`` wrote (by its columns)."""
-    try:
-        with open(folder / "heldout.csv", encoding="utf-8") as f:
-            return f.readline().startswith("cv,method,gene,fold,")
-    except (OSError, UnicodeDecodeError):
-        return False
+    head = "cv,method,gene,fold,"
+    return text_head(folder / "heldout.csv", len(head)) == head
 
 
 def _check_device(args) -> None:

@@ -22,6 +22,7 @@ import xarray as xr
 
 from .._atomic import refuse_foreign_outputs, write_text
 from .._location import location, user_path
+from .._text import text_head
 from .._version import __version__
 from ..sources.table import resolve_genes
 from ..store import check_schema, open_store, refuse_output_in_a_store
@@ -326,11 +327,7 @@ def _prediction_section(prediction, target_maps, embeddings, out_dir, fig_dir) -
 
 def _is_report(path: Path) -> bool:
     """Whether ``path`` is a report that brainzarr wrote (by its title)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return "<title>brainzarr report:" in f.read(4096)
-    except OSError:
-        return False
+    return "<title>brainzarr report:" in text_head(path, 4096)
 
 
 def write_report(

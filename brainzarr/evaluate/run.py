@@ -18,6 +18,7 @@ from .._atomic import refuse_foreign_outputs, write_file, write_text
 from .._deprecation import renamed_kwargs
 from .._location import location, user_path
 from .._optional import check_installed
+from .._text import text_head
 from .._validation import SEED, SPLIT_SYNONYMS, did_you_mean, whole_number
 from .._version import generated_by, made_by_brainzarr
 from ..exceptions import InputError
@@ -190,16 +191,8 @@ def is_evaluation_folder(folder) -> bool:
     if evaluation_record(folder) is not None:
         return True
     folder = user_path(folder)
-    tables = [name for name in _TABLE_HEADS if (folder / name).is_file()]
-    return bool(tables) and all(_begins_with(folder / name, _TABLE_HEADS[name]) for name in tables)
-
-
-def _begins_with(path, head: str) -> bool:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read(len(head)) == head
-    except (OSError, UnicodeDecodeError):
-        return False
+    heads = {name: head for name, head in _TABLE_HEADS.items() if (folder / name).is_file()}
+    return bool(heads) and all(text_head(folder / name, len(head)) == head for name, head in heads.items())
 
 
 @renamed_kwargs(seed="random_state")
