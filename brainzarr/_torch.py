@@ -28,6 +28,8 @@ def float_tensor(values):
     return require_torch().from_numpy(array if array.flags.writeable else array.copy())
 
 
+#: the torch devices brainzarr takes by name (and "cuda:N")
+DEVICES = ("auto", "cpu", "cuda")
 #: what users may call a torch device -> the one brainzarr takes
 DEVICE_SYNONYMS = {"gpu": "cuda", "nvidia": "cuda"}
 
@@ -46,7 +48,7 @@ def resolve_device(device="auto"):
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        hint = did_you_mean(device, ("auto", "cpu", "cuda"), DEVICE_SYNONYMS)
+        hint = did_you_mean(device, DEVICES, DEVICE_SYNONYMS)
         raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'{hint}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():

@@ -165,16 +165,13 @@ def chunk_shape(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected two positive integers voxels,genes, got {text!r}") from None
 
 
-DEVICES = ("auto", "cpu", "cuda")
-
-
 def device_name(text: str) -> str:
     """A torch device as ``--device`` takes it: auto (CUDA when available), cpu, cuda or cuda:N
     (a GPU of several)."""
+    from .._torch import DEVICE_SYNONYMS, DEVICES  # torch itself is not imported
+
     if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
         return text
-    from .._torch import DEVICE_SYNONYMS
-
     hint = did_you_mean(text, DEVICES, DEVICE_SYNONYMS)
     raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}{hint}")
 
