@@ -167,7 +167,8 @@ def test_load_targets_resamples_scales_and_excludes_background(store, tmp_path):
     xv = x[valid]
     np.testing.assert_allclose(t.values[valid], (xv - xv.min()) / (xv.max() - xv.min()), atol=1e-5)
     image = nib.load(tmp_path / "ramp.nii.gz")  # images in a list, as the docstring offers, are named in order
-    both = load_targets([image, tmp_path / "ramp.nii.gz", image], ds, interpolation="linear")
+    with pytest.warns(UserWarning, match="targets image_1 and ramp are one map"):  # one map thrice
+        both = load_targets([image, tmp_path / "ramp.nii.gz", image], ds, interpolation="linear")
     assert list(both["target"].values) == ["image_1", "ramp", "image_3"]
     assert list(both["source"].values) == ["image", str(tmp_path / "ramp.nii.gz"), "image"]
     np.testing.assert_array_equal(both.sel(target="image_1").values, t.values)
@@ -186,8 +187,41 @@ def test_load_targets_errors(store, tmp_path):
     nib.save(_image_on(native, (256, 256, 20), lambda xyz: xyz[:, 0] + 1), tmp_path / "native.nii.gz")
     with pytest.raises(ValueError, match="not in MNI space"):
         load_targets(tmp_path / "native.nii.gz", ds)
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(ValueError, match="a target map is given twice: .*flat.nii.gz$"):
         load_targets([tmp_path / "flat.nii.gz", tmp_path / "flat.nii.gz"], ds)
+    (tmp_path / "other").mkdir()
+    shutil.copy(tmp_path / "flat.nii.gz", tmp_path / "other" / "flat.nii.gz")
+    with pytest.raises(ValueError, match=r"repeated: flat \(.*flat.nii.gz and .*other/flat.nii.gz\): rename"):
+        load_targets([tmp_path / "flat.nii.gz", tmp_path / "other"], ds)
+
+
+def test_a_target_given_twice_under_two_names_is_named(store, recwarn):
+    """One map under two names (a copy, or one tracer in other units) counts twice in the mean R²
+    and the ANOVA's observations: the load says so, and only of that pair."""
+    ds = open_store(store)
+    x, y, z = (ds[c] for c in ("x", "y", "z"))
+    maps = xr.Dataset({"gradient": x + 0.5 * z, "kbq": 37.0 * (x + 0.5 * z) - 4, "other": y * z, "flipped": -y * z})
+    load_targets(maps, ds)
+    said = sorted(str(w.message).split(" are ")[0] for w in recwarn if "one map up to scale" in str(w.message))
+    assert said == ["targets gradient and kbq", "targets other and flipped"]
+    recwarn.clear()
+    near = xr.Dataset({"gradient": x + 0.5 * z, "gradient_and_y": x + 0.5 * z + 0.5 * y})  # r ~0.9, distinct maps
+    load_targets(near, ds)
+    assert not [w for w in recwarn if "one map up to scale" in str(w.message)]
+
+
+def test_a_test_without_spread_says_so_and_warns_of_nothing(recwarn):
+    """Each representation's R² the same on every target (targets that are one map): the F test
+    has no spread to test against; the summary says that instead of numpy's divide warnings."""
+    from brainzarr.evaluate import EvaluationResult
+
+    for r2, said in (([0.5, 0.5, 0.3, 0.3], "= inf: each"), ([0.4] * 4, "undefined: each")):
+        frame = pd.DataFrame({"representation": ["a", "a", "b", "b"], "r2": r2, "split": "random"})
+        anova, tukey = anova_tukey(frame)
+        empty = pd.DataFrame()
+        text = EvaluationResult(frame, empty, anova, tukey, empty).describe()
+        assert f"ANOVA across representations (random split): F(1, 2) {said} representation's R² is the same" in text
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
 def test_synthetic_targets_follow_the_truth(store, targets_dir):

@@ -69,10 +69,14 @@ class EvaluationResult:
         if len(self.prediction) and self.anova.empty:
             lines.append("ANOVA across representations: needs at least two representations and two targets")
         for row in self.anova.itertuples(index=False):
-            lines.append(
-                f"ANOVA across representations ({row.split} split): F({row.df_between}, {row.df_within}) "
-                f"= {row.F:.2f}, p = {row.p:.3g}"
-            )
+            test = f"ANOVA across representations ({row.split} split): F({row.df_between}, {row.df_within})"
+            if np.isfinite(row.F):
+                lines.append(f"{test} = {row.F:.2f}, p = {row.p:.3g}")
+            else:
+                lines.append(
+                    f"{test} {'= inf' if row.F > 0 else 'undefined'}: each representation's R² is the same on "
+                    "every target, so there is no spread to test against"
+                )
         if self.files:
             lines.append("wrote:")
         for name, path in self.files.items():

@@ -8,6 +8,7 @@ like the reference study this uses the one-way (independent groups) tests of
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["anova_tukey"]
@@ -51,7 +52,12 @@ def anova_tukey(
         samples = [frame.loc[frame[by] == n, value].dropna().to_numpy(float) for n in names]
         if len(names) < 2 or min(len(s) for s in samples) < 2:
             continue
-        f = stats.f_oneway(*samples)
+        # no spread within groups (each representation's R² the same on every target): F is
+        # infinite or undefined, said by the caller; numpy's divide warnings would say nothing
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = stats.f_oneway(*samples)
+            tukey = stats.tukey_hsd(*samples)
+            ci = tukey.confidence_interval(confidence_level=confidence)
         n_obs = sum(len(s) for s in samples)
         anova_rows.append(
             {
@@ -64,8 +70,6 @@ def anova_tukey(
                 "n_obs": n_obs,
             }
         )
-        tukey = stats.tukey_hsd(*samples)
-        ci = tukey.confidence_interval(confidence_level=confidence)
         for a in range(len(names)):
             for b in range(a + 1, len(names)):
                 tukey_rows.append(

@@ -262,6 +262,12 @@ def load_targets(
         not in MNI space, a DataArray not on the store's voxels.
     InputTypeError
         ``targets`` of a type not listed above.
+
+    Warns
+    -----
+    UserWarning
+        Two targets that are one map up to scale and offset (``|r| >= 0.9999``): each would
+        count as a target in the mean R² and the ANOVA.
     """
     if isinstance(targets, xr.DataArray):
         items = [(None, targets)]
@@ -290,9 +296,7 @@ def load_targets(
         origins += origin
     if not names:
         raise InputError("no target maps given")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"target names must be unique; repeated: {', '.join(dupes)} (rename the files)")
+    _refuse_repeated_names(names, [o[0] for o in origins])
     raw = np.column_stack(columns)
     valid = np.isfinite(raw)
     n_valid = valid.sum(axis=0)
@@ -307,6 +311,7 @@ def load_targets(
     if constant:
         raise InputError(f"target(s) {', '.join(constant)} are constant on the store's voxels")
     scaled = ((raw - lo) / (hi - lo)).astype(np.float32)
+    _warn_of_copies(scaled, names)
     sources, o_lo, o_hi = (np.asarray(column) for column in zip(*origins))
     lo, hi = o_lo + lo * (o_hi - o_lo), o_lo + hi * (o_hi - o_lo)  # in the units of the maps as first read
     coords = {c: store_ds[c] for c in ("voxel", "i", "j", "k", "x", "y", "z", "hemisphere") if c in store_ds.coords}
@@ -329,6 +334,49 @@ def load_targets(
             "background": "support (finite, non-zero) resampled linearly < 0.5",
         },
     )
+
+
+def _refuse_repeated_names(names: list[str], sources: list[str]) -> None:
+    """Targets are told apart by name: a file given twice, or two files of one name in two
+    folders, would be one target counted twice or two targets under one name."""
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if not dupes:
+        return
+    twice = sorted({s for n, s in zip(names, sources) if n in dupes and s != "image" and sources.count(s) > 1})
+    if twice:
+        raise InputError(f"a target map is given twice: {', '.join(twice)}")
+    places = [s for n, s in zip(names, sources) if n == dupes[0]]
+    raise InputError(
+        f"target names must be unique; repeated: {', '.join(dupes)} ({' and '.join(places[:2])}): rename the files"
+        if len(places) > 1 and "image" not in places
+        else f"target names must be unique; repeated: {', '.join(dupes)} (rename the files)"
+    )
+
+
+#: two targets whose values correlate at least this much are one map counted twice
+SAME_MAP_CORRELATION = 0.9999
+
+
+def _warn_of_copies(scaled: np.ndarray, names: list[str]) -> None:
+    """Warn of targets that are one map up to scale and offset (a copy under another name, one
+    tracer's map in two units): each counts as a target in the mean R² and in the ANOVA across
+    representations, whose test then counts one observation as two. Judged on the voxels valid
+    in every target; without enough of them there is nothing to judge on."""
+    if len(names) < 2:
+        return
+    shared = np.isfinite(scaled).all(axis=1)
+    if shared.sum() < MIN_VALID_VOXELS:
+        return
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.corrcoef(scaled[shared].T.astype(np.float64))
+    a, b = np.nonzero(np.triu(np.abs(r) >= SAME_MAP_CORRELATION, k=1))
+    for i, j in zip(a, b):
+        warnings.warn(
+            f"targets {names[i]} and {names[j]} are one map up to scale and offset on the store's voxels "
+            f"(r = {r[i, j]:.4f}): each counts as a target in the mean R² and the ANOVA; leave one out",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _array_targets(da: xr.DataArray, ds: xr.Dataset, name) -> tuple[np.ndarray, list[str]]:
