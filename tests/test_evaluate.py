@@ -167,8 +167,9 @@ def test_load_targets_resamples_scales_and_excludes_background(store, tmp_path):
     xv = x[valid]
     np.testing.assert_allclose(t.values[valid], (xv - xv.min()) / (xv.max() - xv.min()), atol=1e-5)
     image = nib.load(tmp_path / "ramp.nii.gz")  # images in a list, as the docstring offers, are named in order
-    with pytest.warns(UserWarning, match="targets image_1 and ramp are one map"):  # one map thrice
+    with pytest.warns(UserWarning, match="targets image_1, ramp and image_3 are one map") as said:  # thrice
         both = load_targets([image, tmp_path / "ramp.nii.gz", image], ds, interpolation="linear")
+    assert len([w for w in said if "one map up to scale" in str(w.message)]) == 1
     assert list(both["target"].values) == ["image_1", "ramp", "image_3"]
     assert list(both["source"].values) == ["image", str(tmp_path / "ramp.nii.gz"), "image"]
     np.testing.assert_array_equal(both.sel(target="image_1").values, t.values)

@@ -369,11 +369,19 @@ def _warn_of_copies(scaled: np.ndarray, names: list[str]) -> None:
         return
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.corrcoef(scaled[shared].T.astype(np.float64))
-    a, b = np.nonzero(np.triu(np.abs(r) >= SAME_MAP_CORRELATION, k=1))
-    for i, j in zip(a, b):
+    same = np.abs(r) >= SAME_MAP_CORRELATION
+    seen = set()
+    for i in range(len(names)):
+        copies = [j for j in range(i + 1, len(names)) if same[i, j] and j not in seen]
+        if i in seen or not copies:
+            continue
+        seen.update(copies)
+        group = [names[n] for n in (i, *copies)]
+        listed = ", ".join(group[:-1]) + f" and {group[-1]}"
+        least = min(abs(r[i, j]) for j in copies)
         warnings.warn(
-            f"targets {names[i]} and {names[j]} are one map up to scale and offset on the store's voxels "
-            f"(r = {r[i, j]:.4f}): each counts as a target in the mean R² and the ANOVA; leave one out",
+            f"targets {listed} are one map up to scale and offset on the store's voxels (|r| >= {least:.4f}): "
+            f"each counts as a target in the mean R² and the ANOVA; keep one of them",
             UserWarning,
             stacklevel=3,
         )
