@@ -105,10 +105,12 @@ def _not_a_group(path, exc: Exception) -> str:
     stores = [] if local is None else _stores_in(local)
     if stores:
         return f"{path} is a folder of stores: give one of them ({', '.join(stores[:5])}{', ...' * (len(stores) > 5)})"
-    return (
-        f"{path} is not a Zarr v3 group ({type(exc).__name__}); build a store first "
-        "(brainzarr.build_store, or brainzarr build)"
-    )
+    build = "build a store first (brainzarr.build_store, or brainzarr build)"
+    if local is not None and (local / ".zgroup").is_file():
+        return f"{path} is a Zarr v2 group; a brainzarr store is a Zarr v3 group: {build}"
+    if local is not None and local.is_dir() and not (local / "zarr.json").exists():
+        return f"{path} is a folder, not a Zarr store (it has no zarr.json): {build}"
+    return f"{path} is not a Zarr v3 group ({type(exc).__name__}): {build}"
 
 
 def is_store_root(folder: Path) -> bool:

@@ -89,7 +89,7 @@ def test_genes_from_a_file(tmp_path, capsys):
         (["build", "--source", "parcellated", "--out", "{tmp}/x.zarr"], "needs --table and --atlas"),
         (["build", "--chunks", "12", "--out", "{tmp}/x.zarr"], "--chunks"),
         (["build", "--mask", "{tmp}/none.nii.gz", "--out", "{tmp}/x.zarr"], "mask file not found"),
-        (["info", "{tmp}"], "not a Zarr v3 group"),
+        (["info", "{tmp}"], "is a folder, not a Zarr store (it has no zarr.json): build a store first"),
         (["info", "{tmp}/none.zarr"], "no store"),
     ],
 )

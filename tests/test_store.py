@@ -29,8 +29,14 @@ def test_not_a_store(tmp_path):
     with pytest.raises(StoreError, match="no store"):
         open_store(tmp_path / "missing.zarr")
     (tmp_path / "dir").mkdir()
-    with pytest.raises(StoreError, match="not a Zarr v3 group"):
+    with pytest.raises(StoreError, match=r"dir is a folder, not a Zarr store \(it has no zarr.json\)"):
         open_store(tmp_path / "dir")
+    zarr.open_group(str(tmp_path / "v2.zarr"), mode="w", zarr_format=2)  # zarr-python 2's default
+    with pytest.raises(StoreError, match="v2.zarr is a Zarr v2 group; a brainzarr store is a Zarr v3 group: build"):
+        open_store(tmp_path / "v2.zarr")
+    zarr.create_array(str(tmp_path / "array.zarr"), shape=(3,), dtype="f4")
+    with pytest.raises(StoreError, match=r"array.zarr is not a Zarr v3 group \(ContainsArrayError\)"):
+        open_store(tmp_path / "array.zarr")
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w", zarr_format=3)
     with pytest.raises(StoreError, match="not a brainzarr store"):
         open_store(tmp_path / "plain.zarr")
