@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from brainzarr.cli import main
 from brainzarr.commands.fit import OWN_OPTIONS
+from brainzarr.exceptions import InputError
 from brainzarr.models import JOB_PARAMS, METHODS
 from brainzarr.models.pca import PCA
 from brainzarr.models.store_fitting import (
@@ -86,6 +87,29 @@ def test_load_model_round_trip(store, pca8):
     np.testing.assert_allclose(
         model.inverse_transform(pca8["embedding"].values), pca8["reconstruction"].values, atol=1 / 65535 + 1e-6
     )
+
+
+def test_a_model_takes_a_dataarrays_genes_by_label(store, pca8):
+    """The same genes in another order (a store built from another gene list, a ``.sel`` by a
+    sorted list) embed as the fit's genes, not by position; extra genes are left out and a
+    missing one is named. A NumPy array is taken by position, as scikit-learn does."""
+    expression = open_store(store)["expression"]
+    model = load_model(store, "pca", 8)
+    shuffled = expression.isel(gene=np.random.default_rng(0).permutation(expression.sizes["gene"]))
+    np.testing.assert_allclose(model.transform(shuffled).values, pca8["embedding"].values, atol=1e-5)
+    by_position = model.transform(shuffled.values)  # no labels: the columns are taken as they come
+    assert np.abs(by_position - pca8["embedding"].values).max() > 0.1
+    fitted = PCA(n_components=3, random_state=0).fit(expression.isel(gene=slice(0, 30)))
+    on_all = fitted.transform(expression)  # the 30 genes of the fit among all the store's
+    np.testing.assert_allclose(on_all.values, fitted.transform(expression.isel(gene=slice(0, 30)).values), atol=1e-5)
+    lacking = expression.isel(gene=slice(2, None))
+    gone = ", ".join(expression["gene"].values[:2])
+    with pytest.raises(
+        InputError, match=f"X lacks 2 of the {expression.sizes['gene']} genes PCA was fitted on: {gone}$"
+    ):
+        model.transform(lacking)
+    with pytest.raises(InputError, match="X repeats genes"):
+        model.transform(expression.isel(gene=[0, *range(expression.sizes["gene"])]))
 
 
 @pytest.mark.parametrize("method, params", [("nmf", {"max_epochs": 3}), ("kpca", {"n_landmarks": 300})])
@@ -390,8 +414,6 @@ def test_n_components_is_any_whole_number(value):
 )
 def test_n_components_that_is_not_a_whole_number_is_refused(value):
     """int() took 2.5 as 2 and True as 1: another result than the one named was fitted or read."""
-    from brainzarr.exceptions import InputError
-
     with pytest.raises(InputError, match="n_components must be a whole number, got "):
         as_n_components(value)
 

@@ -157,11 +157,36 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     def transform(self, X):
         """Embed X: (voxels, genes) -> (voxels, n_components), in X's form."""
         check_is_fitted(self)
+        X = self._with_fitted_genes(X)
         arr = self._validate_input(X, reset=False)
         out = self._apply(X, arr, self._transform_block, self._embedding_width(), "component")
         if isinstance(out, np.ndarray):  # in memory: as set_output asks (a DataFrame, ...)
             return _wrap_data_with_container("transform", out, X, self)
         return out
+
+    def _with_fitted_genes(self, X):
+        """A DataArray's genes taken by label, in the order of the fit: the same genes in another
+        order (a store built from another gene list, a ``.sel`` by a sorted list) would otherwise
+        be embedded by position, each gene weighted as another. Genes beyond the fit's are left
+        out; a gene of the fit that X lacks is refused, naming it."""
+        genes = getattr(self, "genes_", None)
+        dim = getattr(self, "feature_dim_", "gene")
+        if genes is None or not isinstance(X, xr.DataArray) or X.ndim != 2 or dim not in X.coords:
+            return X
+        genes = np.asarray(genes)
+        have = np.asarray(X[dim].values)
+        if have.shape == genes.shape and (have == genes).all():
+            return X
+        present = set(have.tolist())
+        missing = [g for g in genes.tolist() if g not in present]
+        if missing:
+            shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5:,} more" if len(missing) > 5 else "")
+            raise InputError(
+                f"X lacks {len(missing):,} of the {len(genes):,} {dim}s {type(self).__name__} was fitted on: {shown}"
+            )
+        if len(present) < len(have):
+            raise InputError(f"X repeats {dim}s ({len(have) - len(present):,} of {len(have):,}): select each once")
+        return X.sel({dim: genes})
 
     def fit_transform(self, X, y=None):
         """Fit to X, then embed it (scikit-learn's wraps its result whatever the input)."""
