@@ -110,6 +110,10 @@ def test_a_model_takes_a_dataarrays_genes_by_label(store, pca8):
         model.transform(lacking)
     with pytest.raises(InputError, match="X repeats genes"):
         model.transform(expression.isel(gene=[0, *range(expression.sizes["gene"])]))
+    with pytest.raises(InputError, match=r"X has dims \('gene', 'voxel'\); .*: give X.transpose\('voxel', 'gene'\)$"):
+        model.transform(expression.T)
+    unlabelled = xr.DataArray(shuffled.values, dims=("voxel", "gene"))  # genes without a coordinate
+    np.testing.assert_allclose(model.transform(unlabelled).values, by_position, atol=1e-6)
 
 
 @pytest.mark.parametrize("method, params", [("nmf", {"max_epochs": 3}), ("kpca", {"n_landmarks": 300})])

@@ -171,7 +171,15 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         out; a gene of the fit that X lacks is refused, naming it."""
         genes = getattr(self, "genes_", None)
         dim = getattr(self, "feature_dim_", "gene")
-        if genes is None or not isinstance(X, xr.DataArray) or X.ndim != 2 or dim not in X.coords:
+        if genes is None or not isinstance(X, xr.DataArray) or X.ndim != 2 or dim not in X.dims:
+            return X
+        if X.dims[1] != dim:
+            rows = next(d for d in X.dims if d != dim)
+            raise InputError(
+                f"X has dims {X.dims}; {type(self).__name__} embeds rows of {rows} with its {dim}s as columns: "
+                f"give X.transpose({rows!r}, {dim!r})"
+            )
+        if dim not in X.coords:  # no labels to go by: by position, as an array
             return X
         genes = np.asarray(genes)
         have = np.asarray(X[dim].values)
