@@ -125,6 +125,42 @@ def test_pca_covariance_solver_is_exact(data):
     np.testing.assert_allclose(np.abs(np.sum(ours.components_ * ref.components_, axis=1)), 1, atol=1e-4)
 
 
+def test_pca_likelihood_is_scikit_learns(data):
+    """score_samples and score are scikit-learn's probabilistic PCA log-likelihood (float64
+    reference), from a fit with few components to one that keeps every direction but one (noise
+    tiny: the residual must not be had by cancellation) or all of them; streamed and lazy alike."""
+    X64 = data["train"][:, :40].astype(np.float64)  # 40 genes: every n_components up to all of them
+    test = data["test"][:200, :40]
+    for k in (1, 8, 39, 40):
+        ref = SKPCA(k, svd_solver="full").fit(X64)
+        ours = PCA(k, solver="covariance").fit(data["train"][:, :40])
+        assert ours.noise_variance_ == pytest.approx(ref.noise_variance_, rel=1e-5, abs=1e-12)
+        expected = ref.score_samples(test.astype(np.float64))
+        np.testing.assert_allclose(ours.score_samples(test), expected, rtol=1e-5, err_msg=f"k={k}")
+        assert ours.score(test) == pytest.approx(ref.score(test.astype(np.float64)), rel=1e-5)
+    streamed = PCA(8, cache_bytes=None).fit(data["dask"])
+    lazy = streamed.score_samples(data["dask"])
+    assert isinstance(lazy, da.Array) and lazy.shape == (data["dask"].shape[0],)
+    np.testing.assert_allclose(lazy.compute(), streamed.score_samples(data["train"]), rtol=1e-9)
+    assert streamed.score(data["dask"]) == pytest.approx(float(np.mean(lazy.compute())), rel=1e-9)
+    with pytest.raises(ValueError, match="no variance outside its 20 components"):
+        PCA(20, solver="covariance").fit(data["train"][:20]).score(data["test"])
+
+
+def test_grid_search_without_scoring_finds_the_rank_as_scikit_learns_pca():
+    """GridSearchCV(PCA(), {"n_components": ...}) with no ``scoring`` uses ``score``: on rank 4
+    plus noise it picks 4, as it does with scikit-learn's PCA, with the same CV scores."""
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(600, 4)) @ rng.normal(size=(4, 40)) + 0.3 * rng.normal(size=(600, 40))).astype(np.float32)
+    grid = {"n_components": [1, 2, 4, 8, 20]}
+    ours = GridSearchCV(PCA(solver="covariance"), grid, cv=KFold(5)).fit(X)
+    ref = GridSearchCV(SKPCA(svd_solver="full"), grid, cv=KFold(5)).fit(X.astype(np.float64))
+    assert ours.best_params_ == ref.best_params_ == {"n_components": 4}
+    np.testing.assert_allclose(ours.cv_results_["mean_test_score"], ref.cv_results_["mean_test_score"], rtol=1e-5)
+
+
 def test_pca_randomized_needs_its_power_iterations_on_a_slow_spectrum():
     rng = np.random.default_rng(0)
     n, d = 1500, 400

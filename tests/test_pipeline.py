@@ -83,6 +83,12 @@ def test_load_model_round_trip(store, pca8):
     model = load_model(store, "pca", 8)
     X = open_store(store)["expression"].values
     np.testing.assert_allclose(model.transform(X), pca8["embedding"].values, atol=1e-5)
+    # the likelihood comes back too: labelled by voxel on the store's DataArray
+    left_out = min(model.n_samples_, X.shape[1]) - 8
+    assert model.noise_variance_ == pytest.approx((model.total_variance_ - model.explained_variance_.sum()) / left_out)
+    scores = model.score_samples(open_store(store)["expression"])
+    assert scores.dims == ("voxel",) and "x" in scores.coords
+    np.testing.assert_allclose(scores.values, model.score_samples(X), rtol=1e-9)
     # the stored reconstruction is packed (uint16 over [-0.5, 1.5]: step 2/65535, error <= 1/65535)
     np.testing.assert_allclose(
         model.inverse_transform(pca8["embedding"].values), pca8["reconstruction"].values, atol=1 / 65535 + 1e-6

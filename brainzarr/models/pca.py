@@ -31,8 +31,11 @@ genes) and its pass costs n x genes^2, so it suits few genes or few voxels.
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import scipy.linalg
+import xarray as xr
+from sklearn.utils.validation import check_is_fitted
 
 from ..exceptions import InputError
 from ..streaming.passes import block_reduce, cache_if_small
@@ -77,6 +80,9 @@ class PCA(Representation):
     singular_values_ : ndarray (n_components,)
         Singular values of the centred training data.
     n_samples_ : int
+    noise_variance_ : float
+        The mean variance of the components left out (scikit-learn's), the noise of the
+        probabilistic PCA model behind :meth:`score_samples` and :meth:`score`.
     """
 
     method = "pca"
@@ -131,6 +137,13 @@ class PCA(Representation):
         self.explained_variance_ = evals / ddof
         self.total_variance_ = float(total_var) / ddof
         self.explained_variance_ratio_ = self.explained_variance_ / max(self.total_variance_, np.finfo(float).tiny)
+        self._set_noise_variance()
+
+    def _set_noise_variance(self):
+        """scikit-learn's ``noise_variance_``: the mean variance of the components left out."""
+        left_out = min(self.n_samples_, self.components_.shape[1]) - len(self.components_)
+        rest = self.total_variance_ - float(np.sum(self.explained_variance_))
+        self.noise_variance_ = max(rest, 0.0) / left_out if left_out > 0 else 0.0
 
     def _fit_covariance(self, X):
         def moments(B):
@@ -211,6 +224,69 @@ class PCA(Representation):
         self.total_variance_ = float(ds["total_variance"].values)
         self.n_samples_ = int(ds["n_samples"].values)
         self.explained_variance_ratio_ = self.explained_variance_ / max(self.total_variance_, np.finfo(float).tiny)
+        self._set_noise_variance()
+
+    # ------------------------------------------------------------------ likelihood
+    def score_samples(self, X):
+        """Log-likelihood of each row under the probabilistic PCA model (Tipping & Bishop 1999),
+        as :meth:`sklearn.decomposition.PCA.score_samples`: Gaussian, with covariance
+        ``components_.T @ diag(explained_variance_ - noise_variance_) @ components_ +
+        noise_variance_ * I``. Computed from the components alone (never a genes x genes matrix)
+        and streamed: lazy for dask or a dask-backed DataArray, labelled like X's rows."""
+        check_is_fitted(self)
+        X = self._with_fitted_genes(X)
+        arr = self._validate_input(X, reset=False)
+        rows = self._log_likelihood_rows()
+        if isinstance(arr, da.Array):
+            out = arr.map_blocks(rows, drop_axis=1, dtype=np.float64)
+        else:
+            out = rows(arr)
+        if isinstance(X, xr.DataArray):
+            row_dim = X.dims[0]
+            coords = {k: v for k, v in X.coords.items() if v.dims == (row_dim,)}
+            return xr.DataArray(out, dims=(row_dim,), coords=coords, name="log_likelihood")
+        return out
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of the rows of X (:meth:`score_samples`): what
+        :class:`~sklearn.model_selection.GridSearchCV` maximises when given no ``scoring``, as
+        for scikit-learn's PCA; the mean is taken in one streamed pass."""
+        out = self.score_samples(X)
+        out = out.data if isinstance(out, xr.DataArray) else out
+        return float(out.mean().compute() if isinstance(out, da.Array) else np.mean(out))
+
+    def _log_likelihood_rows(self):
+        """A function of a row block giving each row's log-likelihood (float64)."""
+        C = self.components_.astype(np.float64)
+        mean = self.mean_.astype(np.float64)
+        n_features = C.shape[1]
+        noise = float(self.noise_variance_)
+        kept = np.clip(np.asarray(self.explained_variance_, np.float64) - noise, 0.0, None)
+        if noise <= 0.0 and len(C) < n_features:
+            raise InputError(
+                f"the fit leaves no variance outside its {len(C)} components (n_components equals the "
+                f"{self.n_samples_} training rows): the likelihood of a new row is not defined"
+            )
+        if noise > 0.0:
+            # the covariance's inverse, the components being orthonormal rows: 1 / (kept + noise)
+            # along each component, 1 / noise across the residual
+            shrink = 1.0 / (kept + noise)
+            logdet = float(np.sum(np.log(kept + noise)) + (n_features - len(C)) * np.log(noise))
+        else:  # every direction a component: the covariance is C^T diag(kept) C itself
+            shrink = None
+            logdet = float(np.sum(np.log(kept)))
+        constant = -0.5 * (n_features * np.log(2 * np.pi) + logdet)
+
+        def rows(B):
+            B = np.asarray(B, dtype=np.float64) - mean
+            Z = B @ C.T
+            if shrink is None:
+                quad = np.sum(Z**2 / kept, axis=1)
+            else:  # the residual itself, not |B|^2 - |Z|^2: that cancels where the noise is small
+                quad = np.sum(shrink * Z**2, axis=1) + np.sum((B - Z @ C) ** 2, axis=1) / noise
+            return -0.5 * quad + constant
+
+        return rows
 
 
 def _orth(M):
