@@ -7,6 +7,7 @@ import pytest
 from sklearn.decomposition import PCA as SKPCA
 from sklearn.decomposition import KernelPCA as SKKernelPCA
 
+from brainzarr.exceptions import InputError
 from brainzarr.models import get_model_class
 from brainzarr.models.kpca import KernelPCA
 from brainzarr.models.nmf import NMF
@@ -199,6 +200,39 @@ def test_a_store_or_its_dataset_given_for_the_array_points_to_fit_store(method, 
             TypeError, match=f"takes a \\(voxels, genes\\) array such as ds.expression, {what}.*fit_store"
         ):
             model.fit(given)
+
+
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        ("pca", {}),
+        ("pca", {"solver": "covariance", "cache_bytes": None}),
+        ("nmf", {}),
+        ("nmf", {"solver": "minibatch"}),
+        ("kpca", {}),
+        ("tsne", {}),
+        ("umap", {}),
+        ("ae", {"max_epochs": 1}),
+        ("ae", {"max_epochs": 1, "in_memory": False}),
+    ],
+)
+def test_nan_rows_of_a_lazy_array_are_refused_by_every_method(method, params, small_store):
+    """``ds.expression.where(mask)`` keeps the masked rows as NaN, and a lazy array is not
+    validated up front: PCA and t-SNE stopped with numpy's 'SVD did not converge', NMF with
+    scipy's message, kernel PCA blamed its landmarks' rank, and the auto-encoder returned its
+    untrained weights (loss NaN). Each says what X holds and how to keep only the voxels."""
+    ds = open_store(small_store)
+    masked = ds["expression"].where(ds["hemisphere"] == "L")
+    assert masked.chunks is not None  # lazy: scikit-learn's validation never sees the values
+    with pytest.raises(InputError, match=r"X holds NaN or infinite values.*ds.brain.expression\(where=...\)"):
+        get_model_class(method)(2, **params).fit(masked)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_an_auto_encoder_whose_loss_is_not_finite_says_so_instead_of_keeping_its_first_weights(in_memory):
+    huge = da.from_array(np.random.default_rng(0).random((600, 20)).astype(np.float32) * 1e30, chunks=(200, 20))
+    with pytest.raises(InputError, match="loss is not finite in epoch 1, though X is: the training diverged"):
+        get_model_class("ae")(2, max_epochs=1, in_memory=in_memory).fit(huge)
 
 
 def test_pca_on_a_dask_cluster_equals_local(data):

@@ -47,7 +47,7 @@ from .._location import user_path
 from .._progress import step
 from .._torch import EarlyStopping, float_tensor, load_weights_only, require_torch, resolve_device, save_atomic
 from ..exceptions import CheckpointMismatchError, InputError
-from .base import Representation
+from .base import Representation, non_finite_input
 from .loaders import MemoryLoader, StreamingLoader, available_memory, load_rows
 
 __all__ = ["AutoEncoder", "build_network", "resolve_device", "MAX_VAL_BYTES"]
@@ -417,6 +417,8 @@ class AutoEncoder(Representation):
                     seen += len(batch)
                 train_loss = float(total) / max(seen, 1)
                 val_loss = self._mse(net, val, amp) if len(val) else train_loss
+                if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                    self._refuse_lost_training(loader, val, epoch)
                 self._update(state, net, train_loss, val_loss)
                 if ckpt is not None:
                     save_atomic(self._checkpoint(state, fingerprint, net, opt, scaler), ckpt)
@@ -443,6 +445,20 @@ class AutoEncoder(Representation):
         self.n_epochs_ = int(state["epoch"])
         if ckpt is not None:
             self.save_weights(ckpt.parent / WEIGHTS)
+
+    def _refuse_lost_training(self, loader, val, epoch: int) -> None:
+        """A loss that is NaN or infinite: the weights are lost (early stopping would quietly
+        keep the untrained ones). Say whether X holds values that are not finite (the rows held
+        in memory, else the epoch's batches read once more: on the way to an error) or the
+        training diverged."""
+        torch = _torch()
+        held = [val, loader.data] if isinstance(loader, MemoryLoader) else [val, *loader.epoch(epoch)]
+        if any(not bool(torch.isfinite(torch.as_tensor(rows)).all()) for rows in held if len(rows)):
+            raise non_finite_input()
+        raise InputError(
+            f"the auto-encoder's loss is not finite in epoch {epoch + 1}, though X is: the training diverged; "
+            f"give a lower learning_rate than {self.learning_rate}, or scale X (its squares must fit in float32)"
+        )
 
     def _update(self, state, net, train_loss, val_loss):
         """Record an epoch and the early-stopping state (kept in ``state``, which checkpoints hold)."""

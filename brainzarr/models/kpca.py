@@ -36,7 +36,7 @@ import numpy as np
 
 from ..exceptions import InputError
 from ..streaming.passes import as_array, take_rows
-from .base import Representation
+from .base import Representation, non_finite_input
 from .pca import PCA
 
 __all__ = ["KernelPCA"]
@@ -124,6 +124,8 @@ class KernelPCA(Representation):
         m = min(int(self.n_landmarks), n)
         rows = np.sort(rng.choice(n, size=m, replace=False))
         L = take_rows(X, rows)
+        if not np.isfinite(L).all():  # the rows beyond the landmarks meet PCA's check
+            raise non_finite_input(" (among the landmark rows)")
         self.center_ = L.mean(axis=0)
         self.landmarks_ = L
         Lc = L - self.center_

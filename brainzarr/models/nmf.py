@@ -31,7 +31,7 @@ from sklearn.decomposition._nmf import _initialize_nmf
 
 from ..exceptions import InputError
 from ..streaming.passes import block_reduce, cache_if_small, stream_blocks, take_rows
-from .base import Representation
+from .base import Representation, non_finite_input
 
 __all__ = ["NMF", "SOLVERS"]
 
@@ -220,7 +220,10 @@ class NMF(Representation):
 
 
 def _check_nonnegative(block):
-    if block.size and block.min() < 0:
+    low = block.min() if block.size else 0
+    if np.isnan(low):
+        raise non_finite_input()
+    if low < 0:
         raise InputError("Negative values in data passed to NMF: it needs non-negative data")
 
 

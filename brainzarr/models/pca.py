@@ -39,7 +39,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..exceptions import InputError
 from ..streaming.passes import block_reduce, cache_if_small
-from .base import Representation
+from .base import Representation, non_finite_input
 
 __all__ = ["PCA", "SOLVERS"]
 
@@ -151,6 +151,7 @@ class PCA(Representation):
             return len(B), B64.sum(axis=0), B64.T @ B64
 
         n, s, S = block_reduce(X, moments, block_rows=self._block_rows, desc="PCA covariance pass")
+        _refuse_non_finite(s, np.diagonal(S))
         mean = s / n
         S -= n * np.outer(mean, mean)  # float64: the cancellation costs ~1e-15 relative
         total_var = float(np.trace(S))
@@ -175,6 +176,7 @@ class PCA(Representation):
             )
 
         n, s, ss, G = block_reduce(X, first, block_rows=self._block_rows, desc="PCA pass 1")
+        _refuse_non_finite(s, ss)
         mean = s / n
         G -= np.outer(s, s @ omega) / n
         total_var = float(np.sum(ss - n * mean**2))
@@ -287,6 +289,13 @@ class PCA(Representation):
             return -0.5 * quad + constant
 
         return rows
+
+
+def _refuse_non_finite(sums, squares) -> None:
+    """A column's sum or sum of squares is finite only if every value in it is."""
+    bad = ~(np.isfinite(sums) & np.isfinite(squares))
+    if bad.any():
+        raise non_finite_input(f" (in {int(bad.sum()):,} of {len(bad):,} columns)")
 
 
 def _orth(M):
