@@ -958,11 +958,32 @@ def _intent(img) -> str | None:
         return None
 
 
+#: values of a float image looked at first: one that is not whole is not an atlas
+_LABEL_SAMPLE = 100_000
+
+
 def _looks_like_labels(data: np.ndarray, most: int = 5000) -> bool:
     """Whether an image's data (nibabel gives scaled images as floats) are an atlas's codes:
-    integers with 3 to ``most`` distinct values (a binary mask, whose interpolation is a
-    coverage, is not)."""
-    return data.dtype.kind in "iu" and 3 <= len(np.unique(data)) <= most
+    whole numbers with 3 to ``most`` distinct values (a binary mask, whose interpolation is a
+    coverage, is not). Atlases are often stored as floats (float32 codes 1.0, 2.0, ...); a map
+    of values shows a fraction among a strided sample, so it costs no full look."""
+    if data.dtype.kind == "f":
+        flat = data.reshape(-1)
+        sample = flat[:: max(flat.size // _LABEL_SAMPLE, 1)]
+        if not _whole(sample):
+            return False
+        finite = flat[np.isfinite(flat)]
+        if not finite.size or not _whole(finite):
+            return False
+        data = finite
+    elif data.dtype.kind not in "iu":
+        return False
+    return 3 <= len(np.unique(data)) <= most
+
+
+def _whole(values: np.ndarray) -> bool:
+    finite = values[np.isfinite(values)]
+    return bool(np.all(finite == np.round(finite)))
 
 
 def from_nifti(

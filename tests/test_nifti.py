@@ -190,8 +190,8 @@ def test_labels_round_trip_as_a_label_image(grid, data, suffix):
 
 
 def test_an_atlas_without_the_label_intent_read_by_interpolation_is_warned_of(g8, tmp_path):
-    """Codes 1..6 in int16 (an FSL or FreeSurfer atlas) on a 3 mm grid, read onto 8 mm: the
-    default cubic spline blends them, which a researcher meant as labels; nearest does not, and
+    """Codes 1..6 in int16 (an FSL or FreeSurfer atlas) or as floats on a 3 mm grid, read onto
+    8 mm: the default cubic spline blends them, which a researcher meant as labels; nearest does not, and
     a float map or a binary mask (whose interpolation is a coverage) is not warned of."""
     import warnings
 
@@ -202,6 +202,9 @@ def test_an_atlas_without_the_label_intent_read_by_interpolation_is_warned_of(g8
     with pytest.warns(UserWarning, match="looks like a label image .*pass interpolation='nearest'"):
         blended = from_nifti(atlas, g8)
     assert not np.allclose(blended.values[np.isfinite(blended.values)] % 1, 0)  # codes between codes
+    as_floats = nib.Nifti1Image(np.asarray(atlas.dataobj, dtype=np.float32), atlas.affine)  # codes 1.0, 2.0, ...
+    with pytest.warns(UserWarning, match="whole numbers in float32, few distinct values"):
+        from_nifti(as_floats, g8)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert set(np.unique(from_nifti(atlas, g8, interpolation="nearest").values)) <= set(range(7))
