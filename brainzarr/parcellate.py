@@ -170,6 +170,7 @@ def parcellate(
             stacklevel=_stacklevel,
         )
     values = statistic.result(state, counts)
+    _warn_of_nan_voxels(values, empty, regions, where, _stacklevel + 1)
     coords = {"region": regions, "n_voxels": ("region", counts)}
     if names is not None:
         coords["region_name"] = ("region", names)
@@ -492,6 +493,21 @@ def _volume_weights(img, values, data, regions, background, where):
     return sparse.csc_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(regions), n)
     )
+
+
+def _warn_of_nan_voxels(values: np.ndarray, empty: np.ndarray, regions: np.ndarray, where: str, stacklevel: int):
+    """A NaN among a region's voxels makes its value NaN, as numpy's mean does: say so, or the
+    NaN reads as a region of no voxel (NaN values come from a map read beyond its field of
+    view, or an array masked with ``.where`` without ``drop=True``)."""
+    lost = ~empty & np.isnan(values).any(axis=1)
+    if lost.any():
+        shown = ", ".join(map(str, regions[lost][:10])) + (" ..." if lost.sum() > 10 else "")
+        warnings.warn(
+            f"{lost.sum()} of {len(regions)} regions of {where} hold voxels whose values are NaN, so their "
+            f"values are NaN: {shown}; to summarise the other voxels, leave the NaN ones out first "
+            "(data.dropna('voxel'))",
+            stacklevel=stacklevel,
+        )
 
 
 class _RegionStatistic:

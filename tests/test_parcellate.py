@@ -259,6 +259,32 @@ def test_an_atlas_with_nan_outside_its_regions_counts_them_as_background(small_s
     np.testing.assert_allclose(table.values, [data.values[right].mean()], rtol=1e-6)
 
 
+@pytest.mark.parametrize("strategy", ["mean", "maximum", "variance"])
+def test_regions_whose_voxels_hold_nan_are_named(small_store, strategy):
+    """A map read beyond its field of view (or masked with .where) holds NaN: a region with such
+    a voxel is NaN, as numpy's statistics are, which read as a region of no voxel. The warning
+    names those regions and only those; without the NaN voxels each region is its other voxels'."""
+    ds = open_store(small_store)
+    grid = store_grid(small_store)
+    atlas = _atlas_4mm_on(grid)
+    data = ds.expression.isel(gene=[2, 3]).compute()
+    right = ds["x"] > 0
+    masked = data.where(right | (ds["z"] > 20))  # NaN in the lower left
+    with pytest.warns(UserWarning, match="hold voxels whose values are NaN") as said:
+        table = parcellate(masked, atlas, strategy=strategy)
+    named = str(next(w.message for w in said if "NaN" in str(w.message)))
+    labels = np.asarray(atlas.dataobj)[tuple(grid.ijk.T)]
+    with_nan = np.unique(labels[np.isnan(masked.values).any(axis=1)])
+    assert named.startswith(f"{len(with_nan)} of {table.sizes['region']} regions ")
+    assert named.split(": ")[1].split(";")[0] == ", ".join(map(str, with_nan))
+    assert np.isnan(table.sel(region=with_nan).values).all()
+    with pytest.warns(UserWarning, match="hold no voxel of the array"):  # the regions of NaN voxels only
+        kept = parcellate(masked.dropna("voxel"), atlas, strategy=strategy)
+    frame = pd.DataFrame(masked.values).groupby(labels)  # pandas skips NaN
+    expected = {"mean": frame.mean(), "maximum": frame.max(), "variance": frame.var(ddof=0)}[strategy]
+    np.testing.assert_allclose(kept.values, expected.loc[kept["region"].values].values, rtol=1e-5, atol=1e-9)
+
+
 def test_bad_atlases_and_arrays_are_refused(small_store):
     ds = open_store(small_store)
     grid = store_grid(small_store)
