@@ -41,7 +41,11 @@ class BrainDatasetAccessor:
         if self._store is None:
             path = self._ds.encoding.get("brainzarr_store")
             if path is None:
-                raise InputError("this Dataset was not opened with brainzarr.open_store; it has no store")
+                raise InputError(
+                    "this Dataset has no store: it was not opened with brainzarr.open_store, or an xarray "
+                    "operation that keeps no encoding (.where, arithmetic, merge) made it; select voxels "
+                    "with .sel or .isel (ds.sel(voxel=ds.hemisphere == 'L')), which keep the store"
+                )
             self._store = Store.trusted(path, self._ds)
         return self._store
 
@@ -136,15 +140,19 @@ class BrainDatasetAccessor:
             raise InputError(f"where= has shape {where.shape}; the Dataset has {n:,} voxels")
         return where
 
-    def _is_whole_store(self) -> bool:
-        """Whether the Dataset's expression is the store's, every voxel and gene in order."""
+    def _store_rows_and_genes(self) -> tuple[int, np.ndarray]:
+        """The store's number of voxels and its genes, as written (not the Dataset's selection)."""
         from ._location import open_group
         from ._zarr import quiet_zarr
 
-        ds = self._ds
         with quiet_zarr():
             root = open_group(self.store.path, mode="r")
-            n_voxels, genes = root["expression"].shape[0], np.asarray(root["gene"][:]).astype(str)
+            return root["expression"].shape[0], np.asarray(root["gene"][:]).astype(str)
+
+    def _is_whole_store(self) -> bool:
+        """Whether the Dataset's expression is the store's, every voxel and gene in order."""
+        ds = self._ds
+        n_voxels, genes = self._store_rows_and_genes()
         voxels = ds["voxel"].values if "voxel" in ds.coords else np.arange(ds.sizes["voxel"])
         return (
             ds["expression"].dims == ("voxel", "gene")
@@ -153,9 +161,29 @@ class BrainDatasetAccessor:
         )
 
     def fit(self, method: str, n_components: int, **kwargs) -> xr.Dataset:
-        """Fit ``method`` on the training voxels and write the result (:func:`brainzarr.fit_store`)."""
+        """Fit ``method`` on the store's training voxels and write the result
+        (:func:`brainzarr.fit_store`). On a selection of the store (fewer voxels or genes) it is
+        refused: the fit would read and write the whole store, not the selection; an estimator
+        fits a selection (``PCA(8).fit(sub.brain.expression("train"))``)."""
         from .models.store_fitting import fit_store
 
+        if not self._is_whole_store():
+            from .models import get_model_class
+
+            n_voxels, genes = self._store_rows_and_genes()
+            ours = self._ds.sizes
+            shown = (
+                f"{ours['voxel']:,} of {n_voxels:,} voxels, {ours['gene']:,} of {len(genes):,} genes"
+                if (ours["voxel"], ours["gene"]) != (n_voxels, len(genes))
+                else "its voxels or genes in another order"
+            )
+            estimator = get_model_class(method).__name__
+            raise InputError(
+                f"this Dataset is a selection of the store ({shown}), and ds.brain.fit fits and writes the "
+                f"whole store; fit the selection with an estimator, e.g. brainzarr.models.{estimator}"
+                f"(n_components={n_components}).fit(ds.brain.expression('train')), or call fit on "
+                "brainzarr.open_store(...) itself"
+            )
         return fit_store(self.store, method, n_components, **kwargs)
 
     def read(self, method: str, n_components: int, split: str | None = None) -> xr.Dataset:

@@ -28,11 +28,32 @@ def test_dataset_accessor_fits_reads_and_lists(fresh_store):
     assert list(table["method"]) == ["pca"] and table["test_rmse"].iloc[0] > 0
 
 
-def test_accessor_needs_a_store():
+def test_a_fit_on_a_selection_of_the_store_is_refused_not_made_on_the_whole_store(fresh_store):
+    """ds.isel(gene=...).brain.fit fitted every gene and voxel of the store, as if the selection
+    were not there; it is refused, naming the selection and the estimator that fits it."""
+    ds = brainzarr.open_store(fresh_store)
+    for part, shown in (
+        (ds.isel(gene=slice(0, 10)), f"{ds.sizes['voxel']:,} of {ds.sizes['voxel']:,} voxels, 10 of 30 genes"),
+        (ds.sel(voxel=ds.hemisphere == "L"), "voxels, 30 of 30 genes"),
+        (ds.isel(gene=slice(None, None, -1)), "its voxels or genes in another order"),
+    ):
+        offer = "brainzarr.models.PCA\\(n_components=3\\)"
+        with pytest.raises(ValueError, match=f"a selection of the store \\(.*{shown}\\).*{offer}"):
+            part.brain.fit("pca", 3)
+    assert ds.brain.results() == []  # nothing was fitted or written
+    model = brainzarr.models.PCA(n_components=3).fit(ds.isel(gene=slice(0, 10)).brain.expression("train"))
+    assert list(model.genes_) == list(ds["gene"].values[:10])  # what the message offers fits the selection
+
+
+def test_accessor_needs_a_store(small_store):
     import xarray as xr
 
     with pytest.raises(ValueError, match="not opened with brainzarr.open_store"):
         _ = xr.Dataset().brain.store
+    ds = brainzarr.open_store(small_store)
+    with pytest.raises(ValueError, match=r"or an xarray operation that keeps no encoding \(.where"):
+        _ = ds.where(ds.hemisphere == "L", drop=True).brain.store  # xarray drops the encoding
+    assert ds.sel(voxel=ds.hemisphere == "L").brain.store.path == ds.brain.store.path  # as the message says
 
 
 def test_a_fit_checks_the_schema_once(fresh_store, monkeypatch, capsys):
