@@ -50,6 +50,8 @@ def location(path, storage_options: dict | None = None):
     :class:`brainzarr.Store` gives its own)."""
     if type(path).__name__ == "Store" and hasattr(path, "attrs"):
         return path.path
+    if type(path).__name__ == "Dataset" and hasattr(path, "encoding"):
+        return _dataset_store(path, storage_options)
     if hasattr(path, "storage_options") and hasattr(path, "fs") and not storage_options:
         return path  # a UPath already
     if isinstance(path, Path) and not storage_options:
@@ -65,6 +67,22 @@ def location(path, storage_options: dict | None = None):
         return UPath(text, **(storage_options or {}))
     except (ImportError, ValueError) as exc:
         raise StoreLocationError(f"cannot open {text}: {exc}") from None
+
+
+def _dataset_store(ds, storage_options):
+    """The store a Dataset from :func:`brainzarr.open_store` was opened from (kept in its
+    encoding), given where a store goes: ``fit_store(ds, "pca", 8)``. Without one, the
+    Dataset's text would be taken for a file name."""
+    from .exceptions import InputTypeError
+
+    path = ds.encoding.get("brainzarr_store")
+    if path is None:
+        raise InputTypeError(
+            "a store is a path (or a Dataset from brainzarr.open_store); this Dataset has none: it was not "
+            "opened with brainzarr.open_store, or an xarray operation that keeps no encoding (.where, "
+            "arithmetic, merge) made it"
+        )
+    return location(path, storage_options)
 
 
 def storage_options_of(path) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .exceptions import InputError
 
-__all__ = ["whole_number", "did_you_mean", "SEED", "SPLIT_SYNONYMS"]
+__all__ = ["whole_number", "did_you_mean", "non_finite_input", "SEED", "SPLIT_SYNONYMS"]
 
 #: why ``random_state`` must be a whole number, for its messages
 SEED = " (a seed: brainzarr records it so that the run can be repeated)"
@@ -43,3 +43,14 @@ def did_you_mean(value, choices, synonyms: dict | None = None) -> str:
     by_folded = {str(c).casefold(): str(c) for c in choices}
     close = difflib.get_close_matches(str(value).casefold(), list(by_folded), n=1, cutoff=0.6)
     return f"; did you mean {by_folded[close[0]]}?" if close else ""
+
+
+def non_finite_input(detail: str = "") -> InputError:
+    """The error of a fit that met NaN or infinite values in a lazy X (NumPy input is checked
+    up front by scikit-learn's validation). Models find them where a pass already looks at
+    every value (PCA's column sums, NMF's block minimum, the auto-encoder's loss), so a pass
+    over a store costs nothing more."""
+    return InputError(
+        f"X holds NaN or infinite values{detail}: a DataArray's .where(...) without drop=True keeps "
+        "the rows it masks as NaN (ds.brain.expression(where=...) keeps only the voxels where it is true)"
+    )

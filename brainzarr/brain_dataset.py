@@ -22,7 +22,7 @@ import xarray as xr
 from ._validation import SPLIT_SYNONYMS, did_you_mean
 from .exceptions import InputError, InputTypeError
 from .grid import Grid
-from .store import Store, store_grid
+from .store import Store, selection_of_store, store_grid
 
 __all__ = ["BrainDatasetAccessor"]
 
@@ -140,25 +140,9 @@ class BrainDatasetAccessor:
             raise InputError(f"where= has shape {where.shape}; the Dataset has {n:,} voxels")
         return where
 
-    def _store_rows_and_genes(self) -> tuple[int, np.ndarray]:
-        """The store's number of voxels and its genes, as written (not the Dataset's selection)."""
-        from ._location import open_group
-        from ._zarr import quiet_zarr
-
-        with quiet_zarr():
-            root = open_group(self.store.path, mode="r")
-            return root["expression"].shape[0], np.asarray(root["gene"][:]).astype(str)
-
     def _is_whole_store(self) -> bool:
         """Whether the Dataset's expression is the store's, every voxel and gene in order."""
-        ds = self._ds
-        n_voxels, genes = self._store_rows_and_genes()
-        voxels = ds["voxel"].values if "voxel" in ds.coords else np.arange(ds.sizes["voxel"])
-        return (
-            ds["expression"].dims == ("voxel", "gene")
-            and np.array_equal(voxels, np.arange(n_voxels))
-            and np.array_equal(ds["gene"].values.astype(str), genes)
-        )
+        return selection_of_store(self._ds, self.store) is None
 
     def fit(self, method: str, n_components: int, **kwargs) -> xr.Dataset:
         """Fit ``method`` on the store's training voxels and write the result
@@ -167,24 +151,7 @@ class BrainDatasetAccessor:
         fits a selection (``PCA(8).fit(sub.brain.expression("train"))``)."""
         from .models.store_fitting import fit_store
 
-        if not self._is_whole_store():
-            from .models import get_model_class
-
-            n_voxels, genes = self._store_rows_and_genes()
-            ours = self._ds.sizes
-            shown = (
-                f"{ours['voxel']:,} of {n_voxels:,} voxels, {ours['gene']:,} of {len(genes):,} genes"
-                if (ours["voxel"], ours["gene"]) != (n_voxels, len(genes))
-                else "its voxels or genes in another order"
-            )
-            estimator = get_model_class(method).__name__
-            raise InputError(
-                f"this Dataset is a selection of the store ({shown}), and ds.brain.fit fits and writes the "
-                f"whole store; fit the selection with an estimator, e.g. brainzarr.models.{estimator}"
-                f"(n_components={n_components}).fit(ds.brain.expression('train')), or call fit on "
-                "brainzarr.open_store(...) itself"
-            )
-        return fit_store(self.store, method, n_components, **kwargs)
+        return fit_store(self._ds, method, n_components, **kwargs)
 
     def read(self, method: str, n_components: int, split: str | None = None) -> xr.Dataset:
         """The result group ``representations/<split>/<method>/k<n_components>`` (the store's split by

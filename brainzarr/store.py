@@ -71,6 +71,7 @@ __all__ = [
     "group_writer",
     "store_lock",
     "removable_store",
+    "selection_of_store",
     "VOXEL_COORDS",
     "quiet_zarr",
 ]
@@ -318,6 +319,28 @@ def as_store(store, *, allow_incomplete: bool = False) -> Store:
     if isinstance(store, Store):
         return store
     return Store(store, allow_incomplete=allow_incomplete)
+
+
+def selection_of_store(ds: xr.Dataset, store: Store | None = None) -> str | None:
+    """How a Dataset from :func:`open_store` differs from its whole store ("10 of 30 genes",
+    ...), or None when it is the store's expression, every voxel and gene in order. A job that
+    reads and writes the whole store (a fit) must not take such a Dataset for the store."""
+    store = as_store(ds) if store is None else store
+    with quiet_zarr():
+        root = open_group(store.path, mode="r")
+        n_voxels, genes = root["expression"].shape[0], np.asarray(root["gene"][:]).astype(str)
+    voxels = ds["voxel"].values if "voxel" in ds.coords else np.arange(ds.sizes["voxel"])
+    if (
+        "expression" in ds
+        and ds["expression"].dims == ("voxel", "gene")
+        and np.array_equal(voxels, np.arange(n_voxels))
+        and np.array_equal(ds["gene"].values.astype(str), genes)
+    ):
+        return None
+    ours = (ds.sizes.get("voxel", 0), ds.sizes.get("gene", 0))
+    if ours == (n_voxels, len(genes)):
+        return "its voxels or genes in another order"
+    return f"{ours[0]:,} of {n_voxels:,} voxels, {ours[1]:,} of {len(genes):,} genes"
 
 
 def open_store(path, *, allow_incomplete: bool = False, chunks="auto-store") -> xr.Dataset:

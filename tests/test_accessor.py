@@ -45,6 +45,24 @@ def test_a_fit_on_a_selection_of_the_store_is_refused_not_made_on_the_whole_stor
     assert list(model.genes_) == list(ds["gene"].values[:10])  # what the message offers fits the selection
 
 
+def test_the_dataset_from_open_store_goes_where_a_store_goes(fresh_store):
+    """fit_store(ds, ...), write_group(ds, ...): the Dataset's text was taken for a file name
+    ('File name too long'); it stands for its store, and a selection is refused by the fit."""
+    import xarray as xr
+
+    ds = brainzarr.open_store(fresh_store)
+    result = brainzarr.fit_store(ds, "pca", 2)
+    assert brainzarr.list_groups(ds) == ["representations/random/pca/k2"]
+    model = brainzarr.load_model(ds, "pca", 2)
+    np.testing.assert_allclose(model.transform(ds["expression"]).values, result["embedding"].values, atol=1e-5)
+    brainzarr.write_group(ds, "analyses/mean", ds["expression"].mean("gene").to_dataset(name="mean"))
+    assert "mean" in brainzarr.read_group(ds, "analyses/mean")
+    with pytest.raises(ValueError, match=r"a selection of the store \(.*10 of 30 genes\)"):
+        brainzarr.fit_store(ds.isel(gene=slice(0, 10)), "pca", 3)
+    with pytest.raises(TypeError, match="a store is a path .*this Dataset has none"):
+        brainzarr.fit_store(xr.Dataset(), "pca", 3)
+
+
 def test_accessor_needs_a_store(small_store):
     import xarray as xr
 

@@ -46,8 +46,9 @@ from .._deprecation import renamed_kwargs
 from .._location import user_path
 from .._progress import step
 from .._torch import EarlyStopping, float_tensor, load_weights_only, require_torch, resolve_device, save_atomic
+from .._validation import non_finite_input
 from ..exceptions import CheckpointMismatchError, InputError
-from .base import Representation, non_finite_input
+from .base import Representation
 from .loaders import MemoryLoader, StreamingLoader, available_memory, load_rows
 
 __all__ = ["AutoEncoder", "build_network", "resolve_device", "MAX_VAL_BYTES"]

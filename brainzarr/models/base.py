@@ -41,7 +41,7 @@ from ..exceptions import CheckpointMismatchError, InputError, InputTypeError
 from ..streaming.passes import as_array
 from ..streaming.reader import reusing_buffers
 
-__all__ = ["Representation", "CheckpointMismatchError", "non_finite_input", "rmse", "row_sse"]
+__all__ = ["Representation", "CheckpointMismatchError", "rmse", "row_sse"]
 
 
 def rmse(X, X_hat) -> float:
@@ -269,17 +269,6 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         arrays = xr.Dataset({k[len("param_") :]: v for k, v in ds.data_vars.items() if k.startswith("param_")})
         model._set_param_arrays(arrays.load())
         return model
-
-
-def non_finite_input(detail: str = "") -> InputError:
-    """The error of a fit that met NaN or infinite values in a lazy X (NumPy input is checked
-    up front by scikit-learn's validation). Models find them where a pass already looks at
-    every value (PCA's column sums, NMF's block minimum, the auto-encoder's loss), so a pass
-    over a store costs nothing more."""
-    return InputError(
-        f"X holds NaN or infinite values{detail}: a DataArray's .where(...) without drop=True keeps "
-        "the rows it masks as NaN (ds.brain.expression(where=...) keeps only the voxels where it is true)"
-    )
 
 
 def _feature_labels(X):

@@ -34,9 +34,10 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
+from .._validation import non_finite_input
 from ..exceptions import InputError
 from ..streaming.passes import as_array, take_rows
-from .base import Representation, non_finite_input
+from .base import Representation
 from .pca import PCA
 
 __all__ = ["KernelPCA"]

@@ -29,9 +29,10 @@ import numpy as np
 from sklearn.decomposition import MiniBatchNMF
 from sklearn.decomposition._nmf import _initialize_nmf
 
+from .._validation import non_finite_input
 from ..exceptions import InputError
 from ..streaming.passes import block_reduce, cache_if_small, stream_blocks, take_rows
-from .base import Representation, non_finite_input
+from .base import Representation
 
 __all__ = ["NMF", "SOLVERS"]
 

@@ -37,9 +37,10 @@ import scipy.linalg
 import xarray as xr
 from sklearn.utils.validation import check_is_fitted
 
+from .._validation import non_finite_input
 from ..exceptions import InputError
 from ..streaming.passes import block_reduce, cache_if_small
-from .base import Representation, non_finite_input
+from .base import Representation
 
 __all__ = ["PCA", "SOLVERS"]
 

@@ -60,7 +60,16 @@ from ..exceptions import (
     ResultNotFoundError,
 )
 from ..options import set_options
-from ..store import VOXEL_COORDS, as_store, group_writer, list_groups, read_group, results_by_split, store_lock
+from ..store import (
+    VOXEL_COORDS,
+    as_store,
+    group_writer,
+    list_groups,
+    read_group,
+    results_by_split,
+    selection_of_store,
+    store_lock,
+)
 from ..streaming import compute_tasks, expression_rows, reusing_buffers, rows_read
 from . import METHODS, REQUIRES, check_method_names, get_model_class
 from .base import row_sse
@@ -286,6 +295,20 @@ def _folder_bytes(path: Path) -> int:
 
 
 @renamed_kwargs(seed="random_state", dim="n_components")
+def _refuse_a_selection(ds: xr.Dataset, store, method: str, n_components: int) -> None:
+    """A Dataset that is a selection of its store (``ds.isel(gene=...)``) was fitted as the
+    whole store, the selection unseen."""
+    shown = selection_of_store(ds, store)
+    if shown is None:
+        return
+    estimator = get_model_class(method).__name__
+    raise InputError(
+        f"this Dataset is a selection of the store ({shown}), and a store's fit fits and writes the whole "
+        f"store; fit the selection with an estimator, e.g. brainzarr.models.{estimator}"
+        f"(n_components={n_components}).fit(ds.brain.expression('train')), or fit the store itself"
+    )
+
+
 def fit_store(
     store,
     method: str,
@@ -303,8 +326,9 @@ def fit_store(
 
     Parameters
     ----------
-    store : str, Path or Store
-        A brainzarr store.
+    store : str, Path, Store or Dataset
+        A brainzarr store, or the Dataset :func:`brainzarr.open_store` gave (a selection of it
+        is refused: the fit reads and writes the whole store).
     method : str
         'pca', 'kpca', 'nmf', 'tsne', 'umap' or 'ae' (see :data:`brainzarr.models.METHODS`).
     n_components : int
@@ -345,8 +369,11 @@ def fit_store(
     ``dim=`` and ``seed=`` (now ``n_components`` and ``random_state``) still work for this
     release, with a FutureWarning.
     """
+    given = store
     store = as_store(store)
     n_components, random_state = as_n_components(n_components), whole_number(random_state, "random_state", hint=SEED)
+    if isinstance(given, xr.Dataset):
+        _refuse_a_selection(given, store, method, n_components)
     options = {k: v for k, v in (("progress", progress), ("client", client)) if v is not None}
     # reusing_buffers: the reader's blocks serve every pass of the fit and its write, then go
     with set_options(**options), store_lock(store.path, exclusive=False, what="fitted"), reusing_buffers():
