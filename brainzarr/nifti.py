@@ -965,8 +965,10 @@ _LABEL_SAMPLE = 100_000
 def _looks_like_labels(data: np.ndarray, most: int = 5000) -> bool:
     """Whether an image's data (nibabel gives scaled images as floats) are an atlas's codes:
     whole numbers with 3 to ``most`` distinct values (a binary mask, whose interpolation is a
-    coverage, is not). Atlases are often stored as floats (float32 codes 1.0, 2.0, ...); a map
-    of values shows a fraction among a strided sample, so it costs no full look."""
+    coverage, is not), in patches (:func:`_in_patches`). Atlases are often stored as floats
+    (float32 codes 1.0, 2.0, ...); a map of values shows a fraction among a strided sample, so it
+    costs no full look."""
+    volume = data
     if data.dtype.kind == "f":
         flat = data.reshape(-1)
         sample = flat[:: max(flat.size // _LABEL_SAMPLE, 1)]
@@ -978,7 +980,29 @@ def _looks_like_labels(data: np.ndarray, most: int = 5000) -> bool:
         data = finite
     elif data.dtype.kind not in "iu":
         return False
-    return 3 <= len(np.unique(data)) <= most
+    return 3 <= len(np.unique(data)) <= most and _in_patches(volume)
+
+
+#: the least share of neighbouring voxels (inside the image's regions) that hold the same value
+#: along every axis, for whole numbers to be an atlas's codes rather than a map's values
+_PATCHY = 0.5
+
+
+def _in_patches(volume: np.ndarray) -> bool:
+    """Whether the non-zero values come in patches, as an atlas's regions do: most neighbours
+    along each axis share their value. A map of whole numbers (a gradient in mm, a count)
+    changes from voxel to voxel along some axis."""
+    if volume.ndim < 3:
+        return False
+    volume = volume.reshape(volume.shape[:3] + (-1,))[..., 0]
+    shares = []
+    for axis in range(3):
+        moved = np.moveaxis(volume, axis, 0)
+        left, right = moved[:-1], moved[1:]
+        inside = (left != 0) & (right != 0) & np.isfinite(left) & np.isfinite(right)
+        if inside.any():
+            shares.append(float(np.mean(left[inside] == right[inside])))
+    return bool(shares) and min(shares) >= _PATCHY
 
 
 def _whole(values: np.ndarray) -> bool:

@@ -210,6 +210,8 @@ def test_an_atlas_without_the_label_intent_read_by_interpolation_is_warned_of(g8
         assert set(np.unique(from_nifti(atlas, g8, interpolation="nearest").values)) <= set(range(7))
         from_nifti(nib.Nifti1Image(np.asarray(atlas.dataobj, dtype=np.float32) * 0.37, atlas.affine), g8)
         from_nifti(nib.Nifti1Image((np.asarray(atlas.dataobj) > 0).astype(np.uint8), atlas.affine), g8)
+        ramp = to_nifti(fake_da(fine, (fine.xyz[:, 0] + 200).astype(np.float32)))  # whole mm: not in patches
+        from_nifti(nib.Nifti1Image(np.asarray(ramp.dataobj), ramp.affine), g8)
     assert not [w for w in caught if "looks like a label image" in str(w.message)]
 
 
