@@ -355,6 +355,8 @@ def _refuse_repeated_names(names: list[str], sources: list[str]) -> None:
 
 #: two targets whose values correlate at least this much are one map counted twice
 SAME_MAP_CORRELATION = 0.9999
+#: rows of the targets made float64 at a time for their correlations
+_CORRELATION_ROWS = 65_536
 
 
 def _warn_of_copies(scaled: np.ndarray, names: list[str]) -> None:
@@ -364,11 +366,21 @@ def _warn_of_copies(scaled: np.ndarray, names: list[str]) -> None:
     in every target; without enough of them there is nothing to judge on."""
     if len(names) < 2:
         return
-    shared = np.isfinite(scaled).all(axis=1)
-    if shared.sum() < MIN_VALID_VOXELS:
+    rows = np.flatnonzero(np.isfinite(scaled).all(axis=1))
+    if len(rows) < MIN_VALID_VOXELS:
         return
+    # the correlations from sums over row blocks: no float64 copy of a 1 mm table of maps
+    n = len(names)
+    total, products = np.zeros(n), np.zeros((n, n))
+    for a in range(0, len(rows), _CORRELATION_ROWS):
+        block = scaled[rows[a : a + _CORRELATION_ROWS]].astype(np.float64)
+        total += block.sum(axis=0)
+        products += block.T @ block
+    mean = total / len(rows)
+    covariance = products / len(rows) - np.outer(mean, mean)
+    spread = np.sqrt(np.clip(np.diag(covariance), 0, None))
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.corrcoef(scaled[shared].T.astype(np.float64))
+        r = covariance / np.outer(spread, spread)
     same = np.abs(r) >= SAME_MAP_CORRELATION
     seen = set()
     for i in range(len(names)):
