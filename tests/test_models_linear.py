@@ -126,7 +126,7 @@ def test_pca_covariance_solver_is_exact(data):
     np.testing.assert_allclose(np.abs(np.sum(ours.components_ * ref.components_, axis=1)), 1, atol=1e-4)
 
 
-def test_pca_likelihood_is_scikit_learns(data):
+def test_pca_likelihood_is_scikit_learns(data, monkeypatch):
     """score_samples and score are scikit-learn's probabilistic PCA log-likelihood (float64
     reference), from a fit with few components to one that keeps every direction but one (noise
     tiny: the residual must not be had by cancellation) or all of them; streamed and lazy alike."""
@@ -144,6 +144,11 @@ def test_pca_likelihood_is_scikit_learns(data):
     assert isinstance(lazy, da.Array) and lazy.shape == (data["dask"].shape[0],)
     np.testing.assert_allclose(lazy.compute(), streamed.score_samples(data["train"]), rtol=1e-9)
     assert streamed.score(data["dask"]) == pytest.approx(float(np.mean(lazy.compute())), rel=1e-9)
+    import brainzarr.models.pca as pca_module
+
+    whole = streamed.score_samples(data["train"])
+    monkeypatch.setattr(pca_module, "_SCORE_VALUES", 7 * data["train"].shape[1])  # 7 rows at a time
+    np.testing.assert_allclose(streamed.score_samples(data["train"]), whole, rtol=1e-12)  # BLAS rounding
     with pytest.raises(ValueError, match="no variance outside its 20 components"):
         PCA(20, solver="covariance").fit(data["train"][:20]).score(data["test"])
 

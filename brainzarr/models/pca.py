@@ -45,6 +45,8 @@ from .base import Representation
 __all__ = ["PCA", "SOLVERS"]
 
 SOLVERS = ("randomized", "covariance")
+#: values of a row block made float64 at a time by :meth:`PCA.score_samples` (64 MiB)
+_SCORE_VALUES = 2**23
 
 
 class PCA(Representation):
@@ -281,13 +283,18 @@ class PCA(Representation):
         constant = -0.5 * (n_features * np.log(2 * np.pi) + logdet)
 
         def rows(B):
-            B = np.asarray(B, dtype=np.float64) - mean
-            Z = B @ C.T
-            if shrink is None:
-                quad = np.sum(Z**2 / kept, axis=1)
-            else:  # the residual itself, not |B|^2 - |Z|^2: that cancels where the noise is small
-                quad = np.sum(shrink * Z**2, axis=1) + np.sum((B - Z @ C) ** 2, axis=1) / noise
-            return -0.5 * quad + constant
+            out = np.empty(len(B))
+            step = max(1, _SCORE_VALUES // max(n_features, 1))  # float64 rows at a time, not a block's
+            for a in range(0, len(B), step):
+                part = np.asarray(B[a : a + step], dtype=np.float64) - mean
+                Z = part @ C.T
+                if shrink is None:
+                    quad = np.sum(Z**2 / kept, axis=1)
+                else:  # the residual itself, not |B|^2 - |Z|^2: that cancels where the noise is small
+                    part -= Z @ C
+                    quad = np.sum(shrink * Z**2, axis=1) + np.einsum("ij,ij->i", part, part) / noise
+                out[a : a + step] = -0.5 * quad + constant
+            return out
 
         return rows
 
