@@ -35,6 +35,7 @@ torch is imported only when an auto-encoder is built or trained.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from pathlib import Path
@@ -453,8 +454,8 @@ class AutoEncoder(Representation):
         in memory, else the epoch's batches read once more: on the way to an error) or the
         training diverged."""
         torch = _torch()
-        held = [val, loader.data] if isinstance(loader, MemoryLoader) else [val, *loader.epoch(epoch)]
-        if any(not bool(torch.isfinite(torch.as_tensor(rows)).all()) for rows in held if len(rows)):
+        held = [loader.data] if isinstance(loader, MemoryLoader) else loader.epoch(epoch)  # batch by batch
+        if any(not bool(torch.isfinite(torch.as_tensor(rows)).all()) for rows in itertools.chain([val], held)):
             raise non_finite_input()
         raise InputError(
             f"the auto-encoder's loss is not finite in epoch {epoch + 1}, though X is: the training diverged; "
