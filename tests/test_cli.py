@@ -317,6 +317,22 @@ def test_export_of_a_result_or_a_folder_of_results_names_the_arrays_to_choose(tm
     for array, dims in (("gene", "gene"), ("representations/random/pca/k2/rmse", "split")):  # not maps
         code, _, err = run(["export", str(store), array, "-o", out, "--overwrite"], capsys)
         assert code == 1 and f"{array} has no voxel dimension (dims {dims}); only voxel arrays export" in err
+    # a region table written into the store: its image is on its atlas's grid, and the message says how
+    import nibabel as nib
+
+    import brainzarr
+
+    ds = brainzarr.open_store(store)
+    atlas = tmp_path / "halves.nii.gz"
+    halves = (ds["x"] > 0).astype(np.int16) + 1
+    nib.save(halves.brain.to_nifti(dtype=np.int16), atlas)
+    table = brainzarr.parcellate(ds["expression"], atlas)
+    brainzarr.write_group(store, "analyses/halves", table.to_dataset(name="means"))
+    code, _, err = run(["export", str(store), "analyses/halves/means", "--gene", "1", "-o", out, "--overwrite"], capsys)
+    offered = err.split("in Python, ")[1].split(" writes it there")[0]
+    assert code == 1 and "analyses/halves/means is a region table (dims region, gene)" in err
+    image = eval(offered.replace("'out.nii.gz'", repr(str(tmp_path / "halves-means.nii.gz"))), {"brainzarr": brainzarr})
+    assert image.shape[-1] == ds.sizes["gene"]  # one volume per gene, each region its mean
     # a gene asked of an array without genes: refused, not ignored (the file held every component)
     code, _, err = run(["export", str(store), named[0], "--gene", "1", "-o", out, "--overwrite"], capsys)
     assert code == 1 and "has no gene dimension (dims voxel, component)" in err

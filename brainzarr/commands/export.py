@@ -56,9 +56,15 @@ def select_variable(store, var: str, genes=None, *, all_genes: bool = False):
             )
         da = ds[var]
     if "voxel" not in da.dims:
-        raise InputError(
-            f"{var} has no voxel dimension (dims {', '.join(map(str, da.dims))}); only voxel arrays export"
-        )
+        dims = ", ".join(map(str, da.dims))
+        if "region" in da.dims and "/" in var:  # a table of parcellate written into the store
+            group, name = var.rsplit("/", 1)
+            raise InputError(
+                f"{var} is a region table (dims {dims}), whose image lies on its atlas's grid; in Python, "
+                f"brainzarr.read_group({str(store)!r}, {group!r})[{name!r}].brain.to_nifti('out.nii.gz') "
+                "writes it there"
+            )
+        raise InputError(f"{var} has no voxel dimension (dims {dims}); only voxel arrays export")
     if "gene" in da.dims:
         if genes is None:
             if da.sizes["gene"] > 1 and not all_genes:
