@@ -208,6 +208,14 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err  # no port: said in one line, with what an address looks like
     assert code == 1 and err.startswith("brainzarr build: error: --scheduler localhost: ")
     assert err.strip().endswith("e.g. tcp://127.0.0.1:8786") and not (tmp_path / "x.zarr").exists()
+    # the clients that failed to connect are not left as dask's default: a later job in the same
+    # process (the next test) ran on the broken one ('missing port number in address')
+    import dask
+    from distributed import default_client
+
+    with pytest.raises(ValueError, match="No clients found"):
+        default_client()
+    assert dask.config.get("scheduler", None) is None
 
 
 def test_a_memory_url_is_a_store_too():

@@ -230,11 +230,14 @@ def dask_client(args):
     if not workers and not address:
         yield None
         return
+    import dask
     from distributed import Client, LocalCluster
 
+    # set_as_default=False: a Client that fails to connect stays dask's default client and
+    # scheduler for the rest of the process; this one is made the default for the block only
     if address:
         try:
-            client = Client(address, timeout="10s")
+            client = Client(address, timeout="10s", set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise ClusterError(f"cannot reach the dask scheduler at {address} ({exc})") from None
         except ValueError as exc:  # not an address: 'localhost' without its port
@@ -242,9 +245,12 @@ def dask_client(args):
                 f"--scheduler {address}: {exc}; give the address the scheduler prints, e.g. tcp://127.0.0.1:8786"
             ) from None
     else:
-        client = Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
+        client = Client(
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None),
+            set_as_default=False,
+        )
     try:
-        with set_options(client=client):
+        with set_options(client=client), client.as_current(), dask.config.set(scheduler=client):
             yield client
     finally:
         cluster = client.cluster if not address else None
