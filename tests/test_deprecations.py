@@ -17,6 +17,10 @@ def test_old_keyword_names_warn_and_work(tmp_path):
     assert brainzarr.open_store(tmp_path / "a.zarr").attrs["provenance"]["assignment"]["n_neighbors"] == 4
     with pytest.raises(TypeError, match="both seed= .* and random_state="):
         random_split(10, seed=1, random_state=1)
+    with pytest.warns(FutureWarning) as said:  # one warning for each old name
+        result = brainzarr.fit_store(tmp_path / "a.zarr", "pca", dim=2, seed=5)
+    assert sorted(str(w.message).split(" is ")[0] for w in said) == ["fit_store(dim=...)", "fit_store(seed=...)"]
+    assert result.attrs["dim"] == 2 and result.attrs["seed"] == 5
 
 
 def test_estimator_renames_keep_get_params_clean():

@@ -294,7 +294,6 @@ def _folder_bytes(path: Path) -> int:
     return total
 
 
-@renamed_kwargs(seed="random_state", dim="n_components")
 def _refuse_a_selection(ds: xr.Dataset, store, method: str, n_components: int) -> None:
     """A Dataset that is a selection of its store (``ds.isel(gene=...)``) was fitted as the
     whole store, the selection unseen."""
@@ -309,6 +308,7 @@ def _refuse_a_selection(ds: xr.Dataset, store, method: str, n_components: int) -
     )
 
 
+@renamed_kwargs(seed="random_state", dim="n_components")
 def fit_store(
     store,
     method: str,
