@@ -69,18 +69,32 @@ def location(path, storage_options: dict | None = None):
         raise StoreLocationError(f"cannot open {text}: {exc}") from None
 
 
+#: why a Dataset has no store, in the messages of whatever looks for one
+NO_STORE = (
+    "it was not opened with brainzarr.open_store, or an xarray operation that keeps no encoding "
+    "(.where, arithmetic, merge) made it"
+)
+
+
+#: where :func:`brainzarr.open_store` keeps a Dataset's store, in its encoding
+STORE_KEY = "brainzarr_store"
+
+
+def dataset_store(ds):
+    """The path of the store a Dataset from :func:`brainzarr.open_store` was opened from (kept
+    in its encoding), or None."""
+    return ds.encoding.get(STORE_KEY)
+
+
 def _dataset_store(ds, storage_options):
-    """The store a Dataset from :func:`brainzarr.open_store` was opened from (kept in its
-    encoding), given where a store goes: ``fit_store(ds, "pca", 8)``. Without one, the
-    Dataset's text would be taken for a file name."""
+    """A Dataset's store, given where a store goes: ``fit_store(ds, "pca", 8)``. Without one,
+    the Dataset's text would be taken for a file name."""
     from .exceptions import InputTypeError
 
-    path = ds.encoding.get("brainzarr_store")
+    path = dataset_store(ds)
     if path is None:
         raise InputTypeError(
-            "a store is a path (or a Dataset from brainzarr.open_store); this Dataset has none: it was not "
-            "opened with brainzarr.open_store, or an xarray operation that keeps no encoding (.where, "
-            "arithmetic, merge) made it"
+            f"a store is a path (or a Dataset from brainzarr.open_store); this Dataset has none: {NO_STORE}"
         )
     return location(path, storage_options)
 

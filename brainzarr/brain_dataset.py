@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ._location import NO_STORE, dataset_store
 from ._validation import SPLIT_SYNONYMS, did_you_mean
 from .exceptions import InputError, InputTypeError
 from .grid import Grid
@@ -39,12 +40,11 @@ class BrainDatasetAccessor:
     def store(self) -> Store:
         """The store the Dataset was opened from."""
         if self._store is None:
-            path = self._ds.encoding.get("brainzarr_store")
+            path = dataset_store(self._ds)
             if path is None:
                 raise InputError(
-                    "this Dataset has no store: it was not opened with brainzarr.open_store, or an xarray "
-                    "operation that keeps no encoding (.where, arithmetic, merge) made it; select voxels "
-                    "with .sel or .isel (ds.sel(voxel=ds.hemisphere == 'L')), which keep the store"
+                    f"this Dataset has no store: {NO_STORE}; select voxels with .sel or .isel "
+                    "(ds.sel(voxel=ds.hemisphere == 'L')), which keep the store"
                 )
             self._store = Store.trusted(path, self._ds)
         return self._store

@@ -42,7 +42,7 @@ import xarray as xr
 import zarr
 
 from ._atomic import atomic_directory, remove_stale_partials, stale_partials
-from ._location import StoreLocationError, is_remote, location, open_group, user_path, zarr_store
+from ._location import STORE_KEY, StoreLocationError, is_remote, location, open_group, user_path, zarr_store
 from ._validation import did_you_mean
 from ._zarr import checked_compressors, quiet_zarr
 from .exceptions import (
@@ -385,7 +385,7 @@ def _open_dataset(store: Store, chunks="auto-store") -> xr.Dataset:
     ds = ds.set_coords([c for c in VOXEL_COORDS if c in ds.data_vars])
     # voxel coordinates are small (a few bytes per voxel): hold them in memory
     ds = ds.assign_coords({c: ds[c].load() for c in (*VOXEL_COORDS, "voxel", "gene")})
-    ds.encoding["brainzarr_store"] = store.path
+    ds.encoding[STORE_KEY] = store.path
     return _in_a_fixed_order(_portable_grid(ds))
 
 
