@@ -12,6 +12,7 @@ import torch
 import brainzarr
 from brainzarr import open_store
 from brainzarr._torch import resolve_device
+from brainzarr.exceptions import InputError
 from brainzarr.grid import mni152_grid
 from brainzarr.inr import GeneINR
 from brainzarr.inr.inputs import location_inputs, scale_coordinates
@@ -76,6 +77,11 @@ def test_predict_selects_genes_and_donors(table, fitted):
         warnings.simplefilter("error")  # expected unknown (a held-out donor): silent
         np.testing.assert_allclose(fitted.predict(xyz, donor="unknown-donor", warn_unknown=False), full, atol=1e-6)
     np.testing.assert_allclose(fitted.features(xyz, batch_rows=7), fitted.features(xyz), rtol=1e-5, atol=1e-5)
+    each = fitted.predict(xyz[:3], donor=["12876", "15496", "12876"])
+    np.testing.assert_allclose(each[[0, 2]], fitted.predict(xyz[[0, 2]], donor="12876"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(each[1], fitted.predict(xyz[1], donor=["15496"])[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="donor has 2 labels for 3 locations: give one donor, or one per location"):
+        fitted.predict(xyz[:3], donor=["12876", "15496"])
 
 
 def test_a_gene_seen_at_few_samples_borrows_structure_from_the_others(table):

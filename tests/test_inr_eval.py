@@ -8,6 +8,7 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from brainzarr.assign import Assignment
+from brainzarr.exceptions import InputError
 from brainzarr.grid import mni152_grid
 from brainzarr.inr import IDWInterpolator, KrigingInterpolator, NearestInterpolator
 from brainzarr.inr.baselines import kernel_matrix
@@ -82,6 +83,22 @@ def test_kriging_is_gp_regression_with_one_shared_kernel():
     assert 0.6 * length < fitted.length_scale_mm_ < 1.6 * length
     assert 0.4 * noise < fitted.noise_ < 2.5 * noise
     assert fitted.alpha_.shape == (250, 150)
+
+
+@pytest.mark.parametrize("cls", [NearestInterpolator, IDWInterpolator, KrigingInterpolator])
+def test_baselines_take_locations_as_the_inr_does(table, cls):
+    model = cls().fit(table)
+    xyz = _xyz(table)[:4] + 1.5
+    expected = model.predict(xyz)
+    np.testing.assert_allclose(model.predict(list(xyz[2])), expected[2:3], rtol=1e-5, atol=1e-6)  # one point (x, y, z)
+    with pytest.raises(InputError, match=r"\(n, 3\) array .* got shape \(3, 4\); .* xyz\.T"):
+        model.predict(xyz.T)  # rows of x, y and z
+    with pytest.raises(InputError, match=r"got shape \(4, 2\)$"):
+        model.predict(xyz[:, :2])
+    nan = xyz.copy()
+    nan[1, 0] = np.nan  # kriging gave a row of NaN, the others scipy's message
+    with pytest.raises(InputError, match="locations must be finite"):
+        model.predict(nan)
 
 
 def test_cross_validate_scores_every_method_gene_and_fold(table):

@@ -24,6 +24,7 @@ from ..assign import Assignment
 from ..exceptions import InputError
 from ..sources.table import validate_sample_table
 from .genes import gene_positions
+from .inputs import as_points
 
 __all__ = ["NearestInterpolator", "IDWInterpolator", "KrigingInterpolator", "KERNELS", "make_baseline"]
 
@@ -57,9 +58,9 @@ class _WeightedInterpolator(_TableInterpolator):
         return self
 
     def predict(self, xyz, genes=None) -> np.ndarray:
-        """(n, g) float32: the weighted mean of sample values at MNI points."""
+        """(n, g) float32: the weighted mean of sample values at MNI points ((n, 3) or one point)."""
         idx = self.gene_index(genes)
-        weights = self.assignment_.weights(np.asarray(xyz, dtype=float))
+        weights = self.assignment_.weights(as_points(xyz))
         return np.asarray(weights @ self.values_[:, idx], dtype=np.float32)
 
 
@@ -197,9 +198,9 @@ class KrigingInterpolator(_TableInterpolator):
         return length, profile(length)[1]
 
     def predict(self, xyz, genes=None, *, block_rows: int = 4096) -> np.ndarray:
-        """(n, g) float32 kriging mean at MNI points."""
+        """(n, g) float32 kriging mean at MNI points ((n, 3) or one point)."""
         idx = self.gene_index(genes)
-        xyz = np.asarray(xyz, dtype=float)
+        xyz = as_points(xyz)
         out = np.empty((len(xyz), len(idx)), dtype=np.float32)
         alpha = self.alpha_[:, idx]
         for a in range(0, len(xyz), block_rows):

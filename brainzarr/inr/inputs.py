@@ -18,7 +18,15 @@ import numpy as np
 
 from ..exceptions import InputError
 
-__all__ = ["MNI_CENTER", "MNI_HALF_WIDTH", "scale_coordinates", "tissue_inputs", "location_inputs", "n_inputs"]
+__all__ = [
+    "MNI_CENTER",
+    "MNI_HALF_WIDTH",
+    "scale_coordinates",
+    "tissue_inputs",
+    "location_inputs",
+    "n_inputs",
+    "as_points",
+]
 
 MNI_CENTER = np.array([0.0, -18.0, 18.0])
 MNI_HALF_WIDTH = 108.0
@@ -26,7 +34,7 @@ MNI_HALF_WIDTH = 108.0
 
 def scale_coordinates(xyz) -> np.ndarray:
     """MNI millimetres (n, 3) -> (n, 3) float32, the template's field of view in [-1, 1]."""
-    xyz = _as_points(xyz)
+    xyz = as_points(xyz)
     return ((xyz - MNI_CENTER) / MNI_HALF_WIDTH).astype(np.float32)
 
 
@@ -44,7 +52,7 @@ def tissue_inputs(xyz) -> np.ndarray:
     """(n, 2) float32: nilearn's MNI152 grey-matter and white-matter masks at each point."""
     from ..grid import xyz_to_ijk
 
-    xyz = _as_points(xyz)
+    xyz = as_points(xyz)
     masks, affine = _tissue_masks()
     ijk = xyz_to_ijk(xyz, affine)
     inside = np.all((ijk >= 0) & (ijk < np.array(masks.shape[:3])), axis=1)
@@ -64,12 +72,14 @@ def n_inputs(tissue: bool) -> int:
     return 5 if tissue else 3
 
 
-def _as_points(xyz) -> np.ndarray:
+def as_points(xyz) -> np.ndarray:
+    """(n, 3) float64 MNI points from an (n, 3) array or one point (x, y, z); refuses other shapes and NaN."""
     xyz = np.asarray(xyz, dtype=float)
     if xyz.ndim == 1 and xyz.shape == (3,):
         xyz = xyz[None]
     if xyz.ndim != 2 or xyz.shape[1] != 3:
-        raise InputError(f"locations must be an (n, 3) array of MNI x, y, z in mm, got shape {xyz.shape}")
+        hint = "; for rows of x, y and z give the transpose, xyz.T" if xyz.ndim == 2 and xyz.shape[0] == 3 else ""
+        raise InputError(f"locations must be an (n, 3) array of MNI x, y, z in mm, got shape {xyz.shape}{hint}")
     if not np.isfinite(xyz).all():
         raise InputError("locations must be finite")
     return xyz

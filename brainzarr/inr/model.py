@@ -387,7 +387,7 @@ class GeneINR(BaseEstimator):
 
         Parameters
         ----------
-        xyz : (n, 3) array of MNI mm
+        xyz : (n, 3) array of MNI mm, or one point (x, y, z)
         genes : None, int, list of str, or index array
         donor : str or (n,) array of str, optional
             Add these donors' offsets. Default: the population map. A donor the model was not
@@ -399,7 +399,13 @@ class GeneINR(BaseEstimator):
         E, b = self.readout(idx)
         out = self.features(xyz) @ E + b
         if donor is not None:
-            labels = np.broadcast_to(np.asarray(donor).astype(str), (len(out),))
+            labels = np.asarray(donor).astype(str).ravel()
+            if labels.size == 1:
+                labels = np.broadcast_to(labels, (len(out),))
+            elif labels.size != len(out):
+                raise InputError(
+                    f"donor has {labels.size} labels for {len(out)} locations: give one donor, or one per location"
+                )
             position = {d: i for i, d in enumerate(self.donors_)}
             rows = np.array([position.get(d, -1) for d in labels])
             known = rows >= 0
