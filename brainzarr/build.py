@@ -59,7 +59,7 @@ from .preprocess import (
     merge_tails,
 )
 from .sources import SOURCES, check_options, load_source
-from .sources.table import gene_request
+from .sources.table import gene_request, validate_sample_table, warn_of_samples_outside_the_brain
 from .store import (
     SCHEMA_VERSION,
     _exists,
@@ -239,6 +239,7 @@ def build_store(
         if isinstance(source, xr.Dataset)
         else load_source(source, genes=genes, random_state=seed, **source_options)
     )
+    validate_sample_table(samples)
     voxel_labels = None
     if "region_labels" in samples.attrs:  # a region table: every voxel takes its region's row
         grid, voxel_labels = _restrict_to_atlas(grid, samples)
@@ -248,6 +249,7 @@ def build_store(
     else:
         if assignment == "atlas":
             raise InputError("assignment 'atlas' is for region tables (source='parcellated')")
+        warn_of_samples_outside_the_brain(samples, stacklevel=3)  # past renamed_kwargs
         assign = Assignment(
             assignment,
             np.column_stack([samples[c].values for c in "xyz"]),

@@ -255,3 +255,32 @@ def test_an_option_the_source_does_not_take_is_named_with_those_it_takes(tmp_pat
 
     assert set(_BUILD_PARAMETERS) == set(inspect.signature(build_store).parameters) - {"out", "source_options"}
     assert open_store(build_store(tmp_path / "s.zarr", genes=3, noise_sd=0.1, layout="float32")).sizes["gene"] == 3
+
+
+def test_a_sample_table_in_voxel_indices_is_warned_of_and_one_without_its_schema_refused(tmp_path):
+    """A table of the researcher's own, with its x, y, z as 1 mm voxel indices (or its axes
+    swapped), built a store without a word: every voxel took the nearest wrong samples."""
+    import warnings
+
+    from brainzarr.exceptions import InputError
+    from brainzarr.grid import xyz_to_ijk
+
+    table = load_synthetic(4, random_state=2)
+    with warnings.catch_warnings(record=True) as caught:  # the AHBA's own sites: no warning
+        warnings.simplefilter("always")
+        build_store(tmp_path / "ok.zarr", source=table, resolution=8, progress=False)
+    assert not [w for w in caught if "outside the MNI152 brain" in str(w.message)]
+    ijk = xyz_to_ijk(np.column_stack([table[c].values for c in "xyz"]), mni152_grid(1).affine).astype(float)
+    indices = table.assign_coords({c: ("sample", ijk[:, n]) for n, c in enumerate("xyz")})
+    with pytest.warns(UserWarning, match=r"3,702 of 3,702 samples lie more than 10 mm outside the MNI152 brain") as w:
+        build_store(tmp_path / "ijk.zarr", source=indices, resolution=8, progress=False)
+    assert "not voxel indices" in str(w[0].message) and w[0].filename == __file__
+    one = table["x"].values.copy()
+    one[7] = 150.0  # one stray sample, 60 mm right of the brain
+    with pytest.warns(UserWarning, match=r"^1 of 3,702 samples .* \(the farthest \d+ mm, at x, y, z = 150, "):
+        build_store(tmp_path / "one.zarr", source=table.assign_coords(x=("sample", one)), resolution=8, progress=False)
+    for broken, why in ((table.drop_vars("structure"), r"needs the coordinates \['structure'\]"),
+                        (table.rename(sample="site"), "needs expression with dims")):  # fmt: skip
+        with pytest.raises(InputError, match=why):  # was built, or a KeyError: 'sample'
+            build_store(tmp_path / "bad.zarr", source=broken, resolution=8, progress=False)
+    assert not (tmp_path / "bad.zarr").exists()

@@ -254,6 +254,13 @@ def test_device_resolution(monkeypatch):
         resolve_device("cuda:3")
 
 
+def test_samples_outside_the_brain_are_warned_of(table):
+    swapped = table.assign_coords(y=table["z"], z=table["y"])  # two axes swapped
+    with pytest.warns(UserWarning, match=r"of 833 samples lie more than 10 mm outside the MNI152 brain") as w:
+        GeneINR(random_state=0, **(SMALL | {"max_epochs": 1})).fit(swapped)
+    assert w[0].filename == __file__
+
+
 def test_bad_parameters_are_clear(table):
     with pytest.raises(ValueError, match="backbone"):
         GeneINR(backbone="mlp").fit(table)

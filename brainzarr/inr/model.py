@@ -53,7 +53,7 @@ from .._location import user_path
 from .._torch import load_weights_only, require_torch, resolve_device
 from .._validation import SEED, whole_number
 from ..exceptions import DataNotFoundError, InputError, ResultExistsError, StoreExistsError
-from ..sources.table import validate_sample_table
+from ..sources.table import validate_sample_table, warn_of_samples_outside_the_brain
 from .genes import gene_positions
 from .inputs import location_inputs, n_inputs
 from .network import BACKBONES, EnsembleBackbone, INRNetwork, ReadoutHead, make_backbone
@@ -226,6 +226,7 @@ class GeneINR(BaseEstimator):
         """
         self._check_params()
         validate_sample_table(table)
+        warn_of_samples_outside_the_brain(table)
         start = time.perf_counter()
         values = np.asarray(table["expression"].values, dtype=np.float32)
         observed = np.isfinite(values)
