@@ -196,6 +196,19 @@ def test_pca_rejects_too_many_components(data):
         PCA(2, solver="svd").fit(data["train"])
 
 
+def test_a_fraction_of_the_variance_is_answered_with_how_to_choose_k(data):
+    """scikit-learn's PCA(0.9) keeps the components that explain 90 %; a streamed fit has no
+    whole spectrum. The message says how to choose k, and the recipe it gives is scikit-learn's."""
+    for n_components in (0.9, None, "mle"):
+        with pytest.raises(InputError, match=r"got .*; a fraction of the variance .*explained_variance_ratio_\.cumsum"):
+            PCA(n_components).fit(data["train"])
+    X = np.asarray(data["train"])
+    ours = PCA(12, solver="covariance").fit(X).explained_variance_ratio_.cumsum()
+    np.testing.assert_allclose(ours, SKPCA(12).fit(X).explained_variance_ratio_.cumsum(), rtol=1e-4)
+    for fraction in (0.5, 0.7):
+        assert np.searchsorted(ours, fraction) + 1 == SKPCA(fraction, svd_solver="full").fit(X).n_components_
+
+
 @pytest.mark.parametrize("method", ["pca", "nmf", "ae"])
 def test_a_store_or_its_dataset_given_for_the_array_points_to_fit_store(method, small_store):
     """``PCA(8).fit(ds)`` or ``.fit("s8.zarr")``: the array is ds.expression, and fit_store fits a store."""

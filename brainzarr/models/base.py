@@ -82,6 +82,8 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     has_inverse: ClassVar[bool] = True
     #: fewest training rows the method can fit
     min_samples: ClassVar[int] = 2
+    #: said when n_components is not a whole number (PCA: how to choose k by explained variance)
+    _n_components_hint: ClassVar[str] = ""
 
     # ------------------------------------------------------------------ to implement
     def _fit(self, X):  # pragma: no cover - abstract
@@ -142,7 +144,7 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """Learn the representation from X (voxels, genes): array-like, dask or DataArray."""
         labels = _feature_labels(X)
         arr = self._validate_input(X, reset=True)
-        if whole_number(self.n_components, "n_components") < 1:
+        if whole_number(self.n_components, "n_components", hint=self._n_components_hint) < 1:
             raise InputError(f"n_components must be at least 1, got {self.n_components}")
         if "random_state" in self.get_params(deep=False):
             whole_number(self.random_state, "random_state", hint=SEED)

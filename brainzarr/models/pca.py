@@ -89,6 +89,11 @@ class PCA(Representation):
     """
 
     method = "pca"
+    _n_components_hint = (
+        "; a fraction of the variance (0.9), None or 'mle', as scikit-learn's PCA takes them, needs the"
+        " whole spectrum, which a streamed fit does not compute: fit a large enough k and read"
+        " pca.explained_variance_ratio_.cumsum() (each component's share of the total variance)"
+    )
     components_within_features = True
 
     def __init__(
