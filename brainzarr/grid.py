@@ -74,6 +74,12 @@ class Grid:
         object.__setattr__(self, "affine", affine)
         object.__setattr__(self, "_ijk", np.stack(np.nonzero(mask), axis=1).astype(np.int32))
 
+    def __repr__(self) -> str:  # the dataclass's printed the whole mask
+        return (
+            f"Grid(name={self.name!r}, shape={self.shape}, resolution_mm={self.resolution_mm:g}, "
+            f"n_voxels={self.n_voxels}, space={self.space!r})"
+        )
+
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.mask.shape)

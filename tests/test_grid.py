@@ -17,6 +17,14 @@ def test_mni152_voxel_counts(resolution, n_voxels):
     assert grid.ijk.shape == (n_voxels, 3)
 
 
+def test_a_grid_prints_what_it_is_not_its_mask():
+    text = repr(mni152_grid(1))  # the dataclass's repr printed the mask, a 197 x 233 x 189 array
+    assert text == (
+        "Grid(name='nilearn MNI152 brain mask 1mm', shape=(197, 233, 189), resolution_mm=1, "
+        "n_voxels=1882989, space='MNI152NLin2009cAsym')"
+    )
+
+
 def test_voxels_are_in_c_order_and_inside_the_mask():
     grid = mni152_grid(8)
     flat = grid.flat_index()
