@@ -460,6 +460,41 @@ def test_written_back_by_the_pipeline_and_reloaded(small_store, tmp_path):
     assert 0 < train < mean and 0 < test < mean
 
 
+def test_a_model_fitted_on_a_gpu_loads_on_a_laptop_without_the_fits_checkpoint_folder(
+    small_store, tmp_path, monkeypatch
+):
+    """load_model of an auto-encoder fitted with device='cuda' stopped where CUDA is missing,
+    telling the user to pass device='cpu', which load_model does not take; and the loaded model
+    kept the fit's checkpoint folder (``<store>/.checkpoints/...``, relative to where the fit ran),
+    so a refit of it elsewhere wrote a stray ``s8.zarr/.checkpoints`` into the working directory."""
+    import shutil
+
+    import zarr
+
+    from brainzarr.models.store_fitting import fit_store, load_model
+
+    store = tmp_path / "fitted" / "s8.zarr"
+    shutil.copytree(small_store, store)
+    result = fit_store(store, "ae", 2, hidden=(16,), max_epochs=2, device="cpu")
+    group = zarr.open_group(store / "representations" / "random" / "ae" / "k2", mode="r+")
+    params = dict(group.attrs["params"])
+    assert params["checkpoint_dir"].endswith("k2")  # the fit's own folder, recorded
+    group.attrs["params"] = params | {"device": "cuda"}  # as a fit on a GPU machine records it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match=r"trained with device='cuda', which this machine lacks; it runs on cpu"):
+        model = load_model(store, "ae", 2)
+    assert model.device_ == "cpu" and model.checkpoint_dir is None
+    from brainzarr.store import open_store
+
+    data = open_store(store)["expression"].values
+    np.testing.assert_allclose(model.transform(data), result["embedding"].values, atol=1e-5)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model.set_params(max_epochs=1).fit(data)
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_pipeline_discards_its_own_stale_checkpoint_but_not_the_callers(small_store, tmp_path):
     import shutil
 

@@ -38,6 +38,7 @@ import contextlib
 import itertools
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -629,6 +630,29 @@ class AutoEncoder(Representation):
         return self._run("decoder", Z)
 
     # ------------------------------------------------------------------ persistence
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset) -> AutoEncoder:
+        """Rebuild a fitted auto-encoder written by :meth:`to_dataset`, to run on this machine.
+
+        The fit's ``checkpoint_dir`` is not carried: it named a folder of the store the model was
+        fitted in (relative to where that fit ran), where a refit of the loaded model would write.
+        A model trained on a device this machine lacks (``device='cuda'``, loaded on a laptop)
+        runs where ``'auto'`` puts it, with a warning.
+        """
+        params = dict(ds.attrs.get("params", {}), checkpoint_dir=None)
+        trained_on = params.get("device", "auto")
+        try:
+            resolve_device(trained_on)
+        except InputError:
+            params["device"] = "auto"
+            warnings.warn(
+                f"the auto-encoder was trained with device={trained_on!r}, which this machine lacks; "
+                f"it runs on {resolve_device('auto').type}",
+                UserWarning,
+                stacklevel=3,
+            )
+        return super().from_dataset(ds.assign_attrs(params=params))
+
     def _param_arrays(self) -> dict:
         state = self.net_.state_dict()
         widths = layer_widths(self.n_features_in_, self.n_components, self.hidden)
