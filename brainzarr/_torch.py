@@ -3,6 +3,7 @@ early stopping and atomic checkpoint files (loaded back with ``weights_only=True
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 from ._atomic import atomic_file
@@ -10,7 +11,15 @@ from ._optional import require
 from ._validation import did_you_mean
 from .exceptions import InputError
 
-__all__ = ["require_torch", "resolve_device", "float_tensor", "EarlyStopping", "save_atomic", "load_weights_only"]
+__all__ = [
+    "require_torch",
+    "resolve_device",
+    "seeded",
+    "float_tensor",
+    "EarlyStopping",
+    "save_atomic",
+    "load_weights_only",
+]
 
 
 def require_torch(extra: str = "models"):
@@ -32,6 +41,17 @@ def float_tensor(values):
 DEVICES = ("auto", "cpu", "cuda")
 #: what users may call a torch device -> the one brainzarr takes
 DEVICE_SYNONYMS = {"gpu": "cuda", "nvidia": "cuda"}
+
+
+@contextlib.contextmanager
+def seeded(random_state):
+    """torch's (CPU) random generator seeded with ``random_state`` inside the block and given
+    back its state after it: a network's initial weights follow the seed without reseeding the
+    caller's own torch code (``torch.manual_seed`` alone did)."""
+    torch = require_torch()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(random_state))
+        yield
 
 
 def resolve_device(device="auto"):

@@ -1,4 +1,7 @@
-"""Figures of the evaluation (PNG; matplotlib, and nilearn for brains). Headless-safe (Agg).
+"""Figures of the evaluation (PNG; matplotlib, and nilearn for brains).
+
+Headless-safe without choosing matplotlib's backend: where no display is available matplotlib
+falls back to Agg itself, and setting it here switched a notebook's backend on import.
 
 Every function writes one PNG and returns its path:
 
@@ -17,15 +20,13 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm
 
-matplotlib.use("Agg")  # noqa: E402  - figures are files; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-
-from .._atomic import write_file  # noqa: E402
+from .._atomic import write_file
 from .._location import user_path
 from ..exceptions import InputError
 

@@ -14,9 +14,6 @@ __all__ = ["plot_heldout"]
 
 def plot_heldout(df: pd.DataFrame, path, *, title: str | None = None) -> Path:
     """Box plots of per-gene pooled RMSE per method (one panel per cv scheme) and INR vs IDW scatter."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     d = df.assign(sq=df["rmse"] ** 2 * df["n_test"])

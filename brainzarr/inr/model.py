@@ -50,7 +50,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._atomic import atomic_directory
 from .._deprecation import renamed_kwargs
 from .._location import user_path
-from .._torch import load_weights_only, require_torch, resolve_device
+from .._torch import load_weights_only, require_torch, resolve_device, seeded
 from .._validation import SEED, whole_number
 from ..exceptions import DataNotFoundError, InputError, ResultExistsError, StoreExistsError
 from ..sources.table import validate_sample_table, warn_of_samples_outside_the_brain
@@ -265,10 +265,10 @@ class GeneINR(BaseEstimator):
         members, histories, readouts = [], [], []
         for k in range(n_members):
             random_state = int(self.random_state) + k
-            torch.manual_seed(random_state)
-            network = INRNetwork(
-                self._make_backbone(random_state), ReadoutHead(self.n_features, targets.shape[1], n_donors)
-            )
+            with seeded(random_state):
+                network = INRNetwork(
+                    self._make_backbone(random_state), ReadoutHead(self.n_features, targets.shape[1], n_donors)
+                )
             fingerprint = self._fingerprint(inputs, targets, train_mask, donor, solver, k)
             checkpoint = self._checkpoint_path(k)
             history = train(

@@ -47,7 +47,15 @@ import xarray as xr
 from .._deprecation import renamed_kwargs
 from .._location import user_path
 from .._progress import step
-from .._torch import EarlyStopping, float_tensor, load_weights_only, require_torch, resolve_device, save_atomic
+from .._torch import (
+    EarlyStopping,
+    float_tensor,
+    load_weights_only,
+    require_torch,
+    resolve_device,
+    save_atomic,
+    seeded,
+)
 from .._validation import non_finite_input
 from ..exceptions import CheckpointMismatchError, InputError
 from .base import Representation
@@ -308,8 +316,7 @@ class AutoEncoder(Representation):
     def _setup(self, n_features, device):
         """Network (seeded), optimiser, loss scaler and autocast dtype."""
         torch = _torch()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.random_state))
+        with seeded(self.random_state):
             net = build_network(n_features, self.n_components, self.hidden)
         net = net.to(device)
         # the penalty weight_decay * mean(w^2) over the non-bias weights has the gradient

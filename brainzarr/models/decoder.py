@@ -185,7 +185,7 @@ class MLPDecoder:
     def fit(self, Z: np.ndarray, T: np.ndarray):
         import torch
 
-        from .._torch import resolve_device
+        from .._torch import resolve_device, seeded
 
         device = resolve_device(self.device)
         Z = np.asarray(Z, dtype=np.float32)
@@ -198,8 +198,8 @@ class MLPDecoder:
         val, train = order[:n_val], order[n_val:]
         if len(train) == 0:
             raise InputError("too few training voxels for the MLP decoder's validation split")
-        torch.manual_seed(self.random_state)
-        net = self._network(Z.shape[1], T.shape[1]).to(device)
+        with seeded(self.random_state):
+            net = self._network(Z.shape[1], T.shape[1]).to(device)
         Zs = torch.from_numpy((Z - self.z_mean_) / self.z_scale_).to(device)
         Tt = torch.from_numpy(T).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
