@@ -59,7 +59,7 @@ from .preprocess import (
     merge_tails,
 )
 from .sources import SOURCES, check_options, load_source
-from .sources.table import gene_request, validate_sample_table, warn_of_samples_outside_the_brain
+from .sources.table import gene_request, resolve_genes, validate_sample_table, warn_of_samples_outside_the_brain
 from .store import (
     SCHEMA_VERSION,
     _exists,
@@ -119,6 +119,19 @@ _BUILD_PARAMETERS = (
     "test_fraction", "block_mm", "buffer_mm", "random_state", "clamp_percentiles", "chunks", "layout",
     "storage_options", "client", "overwrite", "discard_results", "progress",
 )  # fmt: skip
+
+
+def _own_table(table: xr.Dataset, genes, source_options: dict) -> xr.Dataset:
+    """A sample table given as the source, with the genes asked for: ``genes=`` and a source's
+    options were ignored for it (a store of all the table's genes, ``data_dir=`` unused)."""
+    if source_options:
+        names = sorted(source_options)
+        raise InputError(
+            f"a sample table given as source takes no source options ({', '.join(names)}); they are for "
+            f"the sources named {', '.join(SOURCES)}{did_you_mean(names[0], _BUILD_PARAMETERS)}"
+        )
+    validate_sample_table(table)
+    return table if genes is None else table.sel(gene=resolve_genes(genes, table["gene"].values))
 
 
 @renamed_kwargs(k="n_neighbors", seed="random_state")
@@ -234,11 +247,10 @@ def build_store(
     grid = grid_from_mask(mask) if mask is not None else mni152_grid(resolution)
     if mask is not None:  # the samples' coordinates are MNI millimetres
         refuse_if_not_mni(grid.affine, grid.shape, f"the mask {grid.name}", grid)
-    samples = (
-        source
-        if isinstance(source, xr.Dataset)
-        else load_source(source, genes=genes, random_state=seed, **source_options)
-    )
+    if isinstance(source, xr.Dataset):
+        samples = _own_table(source, genes, source_options)
+    else:
+        samples = load_source(source, genes=genes, random_state=seed, **source_options)
     validate_sample_table(samples)
     voxel_labels = None
     if "region_labels" in samples.attrs:  # a region table: every voxel takes its region's row

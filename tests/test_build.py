@@ -284,3 +284,24 @@ def test_a_sample_table_in_voxel_indices_is_warned_of_and_one_without_its_schema
         with pytest.raises(InputError, match=why):  # was built, or a KeyError: 'sample'
             build_store(tmp_path / "bad.zarr", source=broken, resolution=8, progress=False)
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_a_sample_table_given_as_source_takes_the_genes_asked_for_and_no_source_options(tmp_path):
+    """``genes=`` and a source's options were ignored for a table: a store of all its genes."""
+    from brainzarr.exceptions import InputError, UnknownGeneError
+
+    table = load_synthetic(10, random_state=2)
+    two = [str(table["gene"].values[3]), str(table["gene"].values[0])]
+    ds = open_store(build_store(tmp_path / "two.zarr", source=table, genes=two, resolution=8, progress=False))
+    assert ds["gene"].values.tolist() == two
+    whole = open_store(build_store(tmp_path / "all.zarr", source=table, resolution=8, progress=False))
+    np.testing.assert_array_equal(ds["expression"].values, whole["expression"].sel(gene=two).values)
+    three = open_store(build_store(tmp_path / "three.zarr", source=table, genes=3, resolution=8, progress=False))
+    assert three["gene"].values.tolist() == [table["gene"].values[i] for i in (0, 4, 9)]  # evenly spaced
+    with pytest.raises(UnknownGeneError, match=r"unknown gene\(s\): a1bg \(did you mean A1BG\?\)"):
+        build_store(tmp_path / "bad.zarr", source=table, genes=["a1bg"], resolution=8)
+    with pytest.raises(InputError, match=r"takes no source options \(data_dir\)"):
+        build_store(tmp_path / "bad.zarr", source=table, data_dir=tmp_path, resolution=8)
+    with pytest.raises(InputError, match=r"\(n_neighbours\); .*; did you mean n_neighbors\?"):
+        build_store(tmp_path / "bad.zarr", source=table, assignment="idw", n_neighbours=4, resolution=8)
+    assert not (tmp_path / "bad.zarr").exists()
