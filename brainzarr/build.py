@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import inspect
 import json
 import logging
 import warnings
@@ -254,6 +255,7 @@ def build_store(
     validate_sample_table(samples)
     voxel_labels = None
     if "region_labels" in samples.attrs:  # a region table: every voxel takes its region's row
+        _refuse_what_a_region_table_ignores(assignment, n_neighbors, same_hemisphere)
         grid, voxel_labels = _restrict_to_atlas(grid, samples)
         assign = Assignment("atlas", region_labels=samples["label"].values)
     elif not isinstance(assignment, str):
@@ -345,6 +347,22 @@ def build_store(
             _create_template(out, grid, samples, splits, split, chunks, provenance, layout)
         _run_build(out, grid, samples, assign, voxel_labels, chunks, clamp_percentiles, layout)
     return out
+
+
+def _refuse_what_a_region_table_ignores(assignment, n_neighbors, same_hemisphere) -> None:
+    """A region table's voxels take their region's row: an interpolation's settings were ignored."""
+    given = [] if assignment in ("nearest", "atlas") else [f"assignment={assignment!r}"]
+    if not isinstance(assignment, str):
+        given = ["an assignment of its own (a block source)"]
+    defaults = inspect.signature(build_store).parameters
+    for name, value in (("n_neighbors", n_neighbors), ("same_hemisphere", same_hemisphere)):
+        if value != defaults[name].default:
+            given.append(f"{name}={value!r}")
+    if given:
+        raise InputError(
+            f"a region table gives every voxel its region's row (assignment 'atlas'); "
+            f"{', '.join(given)} would be ignored: leave {'it' if len(given) == 1 else 'them'} out"
+        )
 
 
 def _check_settings(split, assignment, n_neighbors, test_fraction, chunks) -> tuple[int, int]:

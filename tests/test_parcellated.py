@@ -51,6 +51,23 @@ def test_every_voxel_takes_its_regions_row(tmp_path, dk_table):
         assert np.corrcoef(region_vals.values, raw.values)[0, 1] > 0.99
 
 
+@pytest.mark.parametrize(
+    "settings, named",
+    [
+        ({"assignment": "idw"}, r"assignment='idw' would be ignored: leave it out"),
+        ({"assignment": "idw", "n_neighbors": 4}, r"assignment='idw', n_neighbors=4 would be ignored: leave them out"),
+        ({"same_hemisphere": True}, r"same_hemisphere=True would be ignored"),
+    ],
+)
+def test_interpolation_settings_given_with_a_region_table_are_refused(tmp_path, dk_table, settings, named):
+    """They were ignored: the store was the region table's, as if they had not been given."""
+    path, atlas, _ = dk_table
+    with pytest.raises(ValueError, match=r"a region table gives every voxel its region's row .*; " + named):
+        build_store(tmp_path / "dk.zarr", source="parcellated", table=path, atlas=atlas, resolution=8,
+                    missing_regions="drop", **settings)  # fmt: skip
+    assert not (tmp_path / "dk.zarr").exists()
+
+
 def test_info_names_the_regions_and_the_files(tmp_path, dk_table, capsys):
     from brainzarr.cli import main
 
