@@ -330,6 +330,30 @@ def _out_dtype(da: xr.DataArray, background: float, dtype) -> np.dtype:
     return dtype
 
 
+def _as_dtype(values, dtype, what) -> np.ndarray:
+    """``values`` as ``dtype``, which must hold them exactly when it is an integer type: a cast
+    truncated 0.37 to 0, wrapped 40,000 to -25,536 in int16 and turned NaN into any number."""
+    values = np.asarray(values)
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu" or values.dtype.kind not in "iuf" or values.size == 0:
+        return values.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    problem = None
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        problem = "NaN or infinite values"
+    elif values.min() < info.min or values.max() > info.max:
+        problem = f"values from {values.min():g} to {values.max():g}, beyond {info.min:,} to {info.max:,}"
+    elif values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        fraction = values[values != np.round(values)][0]
+        problem = f"values that are not whole numbers (e.g. {fraction:.4g})"
+    if problem is not None:
+        raise InputError(
+            f"{what} holds {problem}, which dtype {dtype} cannot hold: write it as float32 (the default), "
+            "or scale it to whole numbers in range first"
+        )
+    return values.astype(dtype, copy=False)
+
+
 def is_labels(da: xr.DataArray) -> bool:
     """Whether ``da`` holds labels (strings: ``ds.split``, ``ds.hemisphere``) rather than values."""
     if not isinstance(da, xr.DataArray):  # refused by the caller, naming what it takes
@@ -369,7 +393,7 @@ def _volume(da: xr.DataArray, grid, background, dtype, like=None, stacklevel=1):
     data = np.asarray(data) if rows is None else np.asarray(data)[rows]
     n_vol = () if other is None else (da.sizes[other],)
     vol = np.full(tuple(shape) + n_vol, background, dtype=dtype)
-    vol[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = data
+    vol[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = _as_dtype(data, dtype, da.name or "the array")
     return vol, np.asarray(affine, float), space, other
 
 
@@ -440,7 +464,8 @@ def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.f
     background : float
         Value of voxels outside the brain (or not in ``da``): 0 (default) or NaN.
     dtype : numpy dtype
-        Data type of the image (float32 by default; a label image's is its codes').
+        Data type of the image (float32 by default; a label image's is its codes'). An integer
+        type must hold the values exactly: whole numbers in its range, no NaN.
     like : str, Path, nibabel image, Grid or FSL grid name, optional
         Write on this grid instead of the store's, each voxel taking the nearest store voxel's
         value (see the module docstring), e.g. ``like="MNI152_T1_1mm"`` for FSL's
@@ -455,7 +480,8 @@ def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.f
     ------
     InputError
         No ``voxel`` dim, more than two dims, no grid information, voxels outside the grid or
-        repeated, a grid that contradicts the DataArray's own, NaN background with an integer dtype.
+        repeated, a grid that contradicts the DataArray's own, NaN background with an integer dtype,
+        values that an integer ``dtype`` cannot hold.
     """
     da, labels, dtype = _label_codes(da, float(background), dtype)
     vol, affine, space, other = _volume(da, grid, float(background), dtype, like, stacklevel=2)
@@ -519,7 +545,7 @@ def write_nifti(
 
     def values(start, stop):
         part = data if other is None else data.isel({other: slice(start, stop)})
-        out = np.asarray(part.values, dtype=dtype)
+        out = _as_dtype(part.values, dtype, da.name or "the array")
         return out.reshape(len(out), -1)
 
     shape = tuple(int(n) for n in shape)
@@ -634,7 +660,9 @@ class _VolumeScratch:
             spans = row_spans(n_rows, array.chunks[0])
             with step(len(spans) * len(columns), "copying volumes to a scratch file") as bar:
                 for (a, b), (c0, c1) in itertools.product(spans, columns):
-                    block = np.asarray(compute_rows(parts[c0, c1], a, b, scheduler=None), dtype=dtype)
+                    block = _as_dtype(
+                        compute_rows(parts[c0, c1], a, b, scheduler=None), dtype, data.name or "the array"
+                    )
                     found = _finite_range(block if keep is None else block[keep[a:b]])
                     if found is not None:
                         lo, hi = min(lo, found[0]), max(hi, found[1])

@@ -435,6 +435,43 @@ def test_write_nifti_reads_a_lazy_array_once(g8, tmp_path, monkeypatch, room):
         assert len(calls) == 3 * lazy.npartitions
 
 
+@pytest.mark.parametrize("path", ["in memory", "one group", "scratch copy", "read again"])
+def test_an_integer_dtype_is_refused_for_values_it_cannot_hold(g8, tmp_path, monkeypatch, path):
+    """``dtype=np.int16`` truncated a [0, 1] map to 0 and 1, wrapped 40,000 to -25,536 and turned
+    NaN into a number, without a word; whole numbers in range are written exactly."""
+    import shutil
+
+    import dask.array
+
+    per_volume = int(np.prod(g8.shape)) * 4 + g8.n_voxels * 4
+    held = {"in memory": None, "one group": 64 * per_volume}.get(path, 2 * per_volume)
+    if path == "read again":  # no room for the scratch copy: each group is read from the array
+        usage = shutil.disk_usage(tmp_path)
+        monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=10_000))
+
+    def write(values, dtype):
+        da = fake_da(g8, dask.array.from_array(values, chunks=(1000, 3)))
+        if held is None:
+            return to_nifti(da, dtype=dtype)
+        return nib.load(write_nifti(da, tmp_path / "s.nii.gz", dtype=dtype, max_memory=held))
+
+    codes = np.random.default_rng(0).integers(0, 300, size=(g8.n_voxels, 6)).astype(np.float32)
+    img = write(codes, np.int16)
+    assert img.get_data_dtype() == np.int16
+    np.testing.assert_array_equal(np.asarray(img.dataobj)[tuple(g8.ijk.T)], codes)
+    first = (tmp_path / "s.nii.gz").read_bytes() if held else None
+    for values, dtype, problem in (
+        (codes / 7, np.int16, r"values that are not whole numbers \(e\.g\. [\d.]+\)"),
+        (codes * 200, np.int16, r"values from 0 to \d+, beyond -32,768 to 32,767"),
+        (codes, np.uint8, r"values from 0 to 299, beyond 0 to 255"),
+        (np.where(codes > 250, np.nan, codes), np.int16, "NaN or infinite values"),
+    ):
+        with pytest.raises(InputError, match=rf"holds {problem}, which dtype {np.dtype(dtype)} cannot hold: write"):
+            write(values, dtype)
+        assert [p.name for p in tmp_path.iterdir()] == (["s.nii.gz"] if held else [])
+        assert not held or (tmp_path / "s.nii.gz").read_bytes() == first  # the first file, as it was
+
+
 def test_write_nifti_shows_one_bar_on_a_terminal(g8, tmp_path, monkeypatch):
     """A many-volume lazy export counts the scratch copy's blocks and the volumes on one bar."""
     import io
