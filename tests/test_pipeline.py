@@ -224,6 +224,25 @@ def test_rmse_table(store, pca8):
     assert list(rmse_table(store, methods=["pca"], dims=[8])["dim"]) == [8]
 
 
+def test_a_selection_of_methods_is_names_not_letters(store, pca8):
+    """``methods="kpca"`` was taken for a collection of letters: ``"pca" in "kpca"`` kept PCA's
+    rows; ``"PCA"`` (scikit-learn's spelling) gave an empty table; ``dims=8`` a TypeError."""
+    from brainzarr.evaluate.reconstruction import reconstruction_table
+
+    fit_store(store, "nmf", 2, max_epochs=2)
+    assert rmse_table(store, methods="nmf")["method"].tolist() == ["nmf"]
+    assert rmse_table(store, methods="nmf,pca")["method"].tolist() == ["pca", "nmf"]
+    assert rmse_table(store, dims=8)[["method", "dim"]].values.tolist() == [["pca", 8]]
+    assert rmse_table(store, methods=["kpca"]).empty  # a method not fitted: no row
+    with pytest.raises(InputError, match=r"unknown method\(s\) PCA \(method names are lower case: pca\)"):
+        rmse_table(store, methods=["PCA"])
+    kpca = fit_store(store, "kpca", 2)
+    assert reconstruction_table(store, methods="kpca")["method"].values.tolist() == ["kpca"]
+    assert float(reconstruction_table(store, methods="kpca").sel(set="test").squeeze()) == pytest.approx(
+        float(kpca["rmse"].sel(split="test")), rel=1e-6
+    )
+
+
 def test_on_a_dask_cluster_gives_the_local_result(store, pca8):
     distributed = pytest.importorskip("distributed")
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:

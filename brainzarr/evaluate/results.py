@@ -17,6 +17,7 @@ import xarray as xr
 from .._location import location
 from ..exceptions import InputError
 from ..models import check_method_names
+from ..models.store_fitting import selected_dims, selected_methods
 from ..preprocess import SPLIT_SCHEMES
 from ..store import list_groups, read_group
 
@@ -72,6 +73,7 @@ def find_representations(store, *, methods=None, dims=None, require="embedding")
         Keep only groups holding this variable (``"embedding"``, ``"reconstruction"``, ``"rmse"``).
     """
     path = location(store)
+    methods, dims = selected_methods(methods), selected_dims(dims)
     found = []
     for group in list_groups(path):
         ds = read_group(path, group)

@@ -105,6 +105,26 @@ def result_group(method: str, n_components: int, split: str = "random") -> str:
     return f"{RESULTS_PREFIX}/{split}/{method}/k{as_n_components(n_components)}"
 
 
+def selected_methods(methods) -> tuple[str, ...] | None:
+    """A selection of methods as a tuple of names: None (all), a name or comma-separated names,
+    or an iterable of names. ``m in "kpca"`` held for ``"pca"``: a string taken for a collection
+    selected PCA's results too."""
+    if methods is None:
+        return None
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    return tuple(methods)
+
+
+def selected_dims(dims) -> tuple[int, ...] | None:
+    """A selection of dims as a tuple of ints: None (all), one dim, or an iterable of dims."""
+    if dims is None:
+        return None
+    if isinstance(dims, str) or not np.iterable(dims):
+        dims = [dims]
+    return tuple(as_n_components(d) for d in dims)
+
+
 def as_n_components(value) -> int:
     """``value`` as a number of components: a whole number (``8``, ``np.int64(8)``, ``8.0``).
 
@@ -654,13 +674,15 @@ def rmse_table(store, *, methods=None, dims=None) -> pd.DataFrame:
     methods have one row, ``reconstruction``.
     """
     store = as_store(store)
-    rows = []
+    methods, dims = selected_methods(methods), selected_dims(dims)
+    rows, held = [], set()
     for group in list_groups(store, RESULTS_PREFIX):
         with quiet_zarr():
             node = open_group(store.path / group, mode="r")
             attrs = dict(node.attrs)
             if "rmse" not in node or "method" not in attrs:
                 continue
+            held.add(attrs["method"])
             splits = np.asarray(node["split"][:]).astype(str)
             readings = {None: dict(zip(splits, np.asarray(node["rmse"][:], dtype=float)))}
             if "rmse_by_decoder" in node:
@@ -682,6 +704,7 @@ def rmse_table(store, *, methods=None, dims=None) -> pd.DataFrame:
                     "transform_seconds": attrs.get("transform_seconds"),
                 }
             )
+    check_method_names([m for m in methods or () if m not in held])  # a typo, not a fit not made yet
     columns = ["method", "dim", "split", "reading", "train_rmse", "test_rmse", "fit_seconds", "transform_seconds"]
     table = pd.DataFrame(rows, columns=columns)
     order = {m: i for i, m in enumerate(METHODS)}
