@@ -514,18 +514,19 @@ def test_a_method_named_but_not_fitted_is_refused_before_the_targets_are_read(st
     with pytest.raises(InputError, match="only used to predict target maps: give the targets too"):
         run_evaluation(store, None, None, embeddings={"mine": [targets_dir / "spatial_control.nii.gz"]})
     assert not (tmp_path / "report").exists()
-    # a method the store holds, though brainzarr does not fit it, and one name as a string
+    # a method the store holds, though brainzarr does not fit it, names in a string, one dim
     result = run_evaluation(
         store,
         targets_dir / "spatial_control.nii.gz",
         None,
-        methods="ica",
+        methods="ica,nmf",
+        dims=2,  # tuple(2): a TypeError
         split="random",
         grid=SMALL_GRID,
         n_splits=3,
         save_to_store=False,
     )
-    assert list(result.prediction["representation"]) == ["ica-k2"]
+    assert sorted(result.prediction["representation"]) == ["ica-k2", "nmf-k2"]
 
 
 def test_embeddings_and_targets_that_cannot_be_used_are_refused_before_anything_is_written(

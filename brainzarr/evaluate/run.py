@@ -22,6 +22,7 @@ from .._text import text_head
 from .._validation import SEED, SPLIT_SYNONYMS, did_you_mean, whole_number
 from .._version import generated_by, made_by_brainzarr
 from ..exceptions import InputError
+from ..models.store_fitting import selected_dims, selected_methods
 from ..nifti import INTERPOLATIONS
 from ..preprocess import SPLIT_SCHEMES
 from ..store import check_schema, list_groups, open_store, refuse_output_in_a_store, results_by_split, write_group
@@ -271,7 +272,7 @@ def run_evaluation(
                 f"{option} must be one of {', '.join(INTERPOLATIONS)}, got {value!r}"
                 f"{did_you_mean(value, INTERPOLATIONS)}"
             )
-    methods = [methods] if isinstance(methods, str) else methods
+    methods, dims = selected_methods(methods), selected_dims(dims)
     if embeddings and targets is None:
         raise InputError("an external embedding is only used to predict target maps: give the targets too")
     random_state = whole_number(random_state, "random_state", hint=SEED)
@@ -292,9 +293,7 @@ def run_evaluation(
     target_maps = None
     if targets is not None:  # what cannot be used is refused before anything is written
         check_installed("xgboost", "downstream prediction")
-        reps, meta = _embeddings(
-            store, ds, methods, None if dims is None else tuple(dims), embeddings, embedding_interpolation
-        )
+        reps, meta = _embeddings(store, ds, methods, dims, embeddings, embedding_interpolation)
         if not reps:
             held = "; ".join(results_by_split(list_groups(store))) or "no fitted representation"
             at = "at any dim" if dims is None else f"at dim {', '.join(map(str, dims))}"
