@@ -24,6 +24,7 @@ from .._atomic import refuse_foreign_outputs, write_text
 from .._location import location, user_path
 from .._text import text_head
 from .._version import __version__
+from ..models.store_fitting import selected_methods
 from ..sources.table import resolve_genes
 from ..store import check_schema, open_store, refuse_output_in_a_store
 from . import figures
@@ -381,7 +382,7 @@ def write_report(
     refuse_foreign_outputs(out_dir, ["index.html"], ours=_is_report(out_dir / "index.html"), job="the report")
     attrs = check_schema(store)
     ds = open_store(store)
-    methods = [methods] if isinstance(methods, str) else methods
+    methods = selected_methods(methods)
     reps = find_representations(store, methods=methods, require=None)
     check_fitted(store, methods, reps)
     # a gene the store lacks is named with the nearest it holds ("apoe": APOE), before any work

@@ -181,7 +181,7 @@ def reproduce_study(
     -------
     Path of ``reproduce.html``.
     """
-    from ..models.store_fitting import check_methods, rmse_table
+    from ..models.store_fitting import check_methods, rmse_table, selected_dims, selected_methods
     from .figures import plot_r2_bars, plot_rmse_beside_study
     from .run import EVALUATION_FILES, is_evaluation_folder, run_evaluation, summary_table
     from .synthetic_targets import model_from_store, write_synthetic_targets
@@ -204,7 +204,8 @@ def reproduce_study(
     bad = sorted(set(splits) - {"random", "blocked"})
     if bad or not splits:
         raise InputError(f"splits must be 'random' and/or 'blocked', got {list(splits)}")
-    kept = [int(d) for d in dims if int(d) < ds.sizes["gene"]]
+    methods, dims = selected_methods(methods) or STUDY_METHODS, selected_dims(dims) or STUDY_DIMS
+    kept = [d for d in dims if d < ds.sizes["gene"]]
     if not kept:
         raise InputError(f"no dim in {list(dims)} is below the store's {ds.sizes['gene']} genes")
     check_methods(methods, "the study's protocol", also=("xgboost",))  # before any fit
