@@ -23,7 +23,15 @@ from zarr.storage import LocalStore
 
 from .exceptions import ChunkError
 
-__all__ = ["quiet_zarr", "StrictLocalStore", "StrictFsspecStore", "chunk_index", "verify_crc32c", "checked_compressors"]
+__all__ = [
+    "quiet_zarr",
+    "StrictLocalStore",
+    "StrictFsspecStore",
+    "chunk_index",
+    "verify_crc32c",
+    "checked_compressors",
+    "every_chunk",
+]
 
 
 def checked_compressors() -> list:
@@ -31,6 +39,14 @@ def checked_compressors() -> list:
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
     return [ZstdCodec(), Crc32cCodec()]
+
+
+def every_chunk(array):
+    """``array`` writing every chunk, those that hold only its fill value too. zarr skips them
+    by default, and a missing chunk of a packed array reads as damage (``ChunkError``): a gene
+    at its minimum over a whole row block packs to zeros, the fill value, and such a store could
+    not be read."""
+    return array.with_config({"write_empty_chunks": True})
 
 
 @contextlib.contextmanager

@@ -42,7 +42,7 @@ from ._disk import require_free
 from ._location import is_remote, location, open_group, task_path, zarr_store
 from ._progress import job
 from ._validation import SEED, SPLIT_SYNONYMS, did_you_mean, whole_number
-from ._zarr import quiet_zarr
+from ._zarr import every_chunk, quiet_zarr
 from .assign import Assignment, check_assignment
 from .exceptions import InputError, StoreError, StoreExistsError
 from .grid import Grid, grid_from_mask, mni152_grid
@@ -630,7 +630,7 @@ def _write_block(path: str, chunk_index: int, rows, assign, values, args, low, h
     a, b = rows
     with quiet_zarr():
         group = open_group(path, mode="r+")
-        expression = group["expression"]
+        expression = every_chunk(group["expression"])
         state = assign.prepare(args)
         for gs in _gene_slices(len(low), gene_step):
             expression[a:b, gs] = layout.pack(clamp_scale(assign.compute(state, values, gs), low[gs], high[gs]))

@@ -50,7 +50,7 @@ from .._optional import check_installed
 from .._progress import job
 from .._validation import SEED, whole_number
 from .._version import __version__
-from .._zarr import checked_compressors, quiet_zarr
+from .._zarr import checked_compressors, every_chunk, quiet_zarr
 from ..exceptions import (
     CheckpointMismatchError,
     InputError,
@@ -618,7 +618,7 @@ def _write_block(model, X, scratch, a: int, b: int, rec_layout):
         group["embedding"][a:b] = Z
         group["voxel_rmse"][a:b] = np.sqrt(sse / X.shape[1]).astype(np.float32)
         if rec_layout is not None:
-            group["reconstruction"][a:b] = rec_layout.pack(R)
+            every_chunk(group["reconstruction"])[a:b] = rec_layout.pack(R)
     return sse, sse2
 
 

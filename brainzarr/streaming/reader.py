@@ -379,7 +379,11 @@ class _DirectLayout:
         return view[:got]
 
     def _decode(self, raw, index, out: np.ndarray) -> np.ndarray:
-        """One inner chunk decoded into ``out`` (rows x cols of the stored dtype)."""
+        """One inner chunk decoded into ``out`` (rows x cols of the stored dtype); ``raw`` None:
+        an empty chunk of a shard, the fill value."""
+        if raw is None:
+            out.fill(self.array.fill_value)
+            return out
         if self.crc:
             raw = verify_crc32c(raw, self.name, index)
         flat = out.reshape(-1)
@@ -404,12 +408,12 @@ class _DirectLayout:
         table = self._index_table(raw[-size:], i, s)
         n_chunks = -(-int(self.array.shape[1]) // self.cols)  # the last shard may reach past the genes
         for k in range(min(self.per_shard, n_chunks - s * self.per_shard)):
-            offset, nbytes = self._chunk_range(table, i, s, k, len(raw) - size)
-            yield s * self.per_shard + k, raw[offset : offset + nbytes]
+            span = self._chunk_range(table, i, s, k, len(raw) - size)
+            yield s * self.per_shard + k, None if span is None else raw[span[0] : span[0] + span[1]]
 
     def inner_chunk(self, i: int, j: int) -> np.ndarray:
         """The encoded bytes of inner chunk (i, j) alone: two positioned reads of its shard (the
-        index, then the chunk), not the whole file."""
+        index, then the chunk), not the whole file; None for a chunk its shard marks empty."""
         if not self.sharded:
             return self._file(i, j)
         s, k = divmod(j, self.per_shard)
@@ -423,7 +427,10 @@ class _DirectLayout:
             if size < index_size:
                 raise ChunkError(f"shard {(i, s)} of {self.name} is truncated ({size} bytes)")
             index = np.frombuffer(os.pread(fd, index_size, size - index_size), dtype=np.uint8)
-            offset, nbytes = self._chunk_range(self._index_table(index, i, s), i, s, k, size - index_size)
+            span = self._chunk_range(self._index_table(index, i, s), i, s, k, size - index_size)
+            if span is None:
+                return None
+            offset, nbytes = span
             raw = np.frombuffer(os.pread(fd, nbytes, offset), dtype=np.uint8)
         finally:
             os.close(fd)
@@ -441,11 +448,13 @@ class _DirectLayout:
         n = self.per_shard * (self.shard_rows // self.rows)
         return np.frombuffer(index[: 16 * n].tobytes(), dtype="<u8").reshape(n, 2)
 
-    def _chunk_range(self, table: np.ndarray, i: int, s: int, k: int, payload: int) -> tuple[int, int]:
-        """(offset, nbytes) of inner chunk k of shard (i, s), checked against the shard's payload."""
+    def _chunk_range(self, table: np.ndarray, i: int, s: int, k: int, payload: int) -> tuple[int, int] | None:
+        """(offset, nbytes) of inner chunk k of shard (i, s), checked against the shard's payload;
+        None for a chunk the shard's index marks empty: zarr's way of storing one that holds only
+        the fill value (a shard brainzarr wrote before it wrote every chunk), not damage."""
         offset, nbytes = (int(v) for v in table[k])
-        if offset == 2**64 - 1:
-            raise self._missing((i, s * self.per_shard + k))
+        if offset == 2**64 - 1 and nbytes == 2**64 - 1:
+            return None
         if offset + nbytes > payload:
             raise ChunkError(f"chunk {(i, s * self.per_shard + k)} of {self.name} lies outside its shard")
         return offset, nbytes
