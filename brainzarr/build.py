@@ -53,6 +53,7 @@ from .preprocess import (
     SPLIT_SCHEMES,
     TailAccumulator,
     check_fraction,
+    check_percentiles,
     clamp_scale,
     default_block_mm,
     default_buffer_mm,
@@ -240,6 +241,7 @@ def build_store(
     """
     seed = whole_number(random_state, "random_state", hint=SEED)
     chunks = _check_settings(split, assignment, n_neighbors, test_fraction, chunks)
+    clamp_percentiles = check_percentiles(clamp_percentiles)
     layout = Layout.from_spec(layout)
     if isinstance(source, str) and source in SOURCES:  # a misspelt parameter of build_store: named as such
         check_options(source, source_options, also=_BUILD_PARAMETERS)

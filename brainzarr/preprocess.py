@@ -20,6 +20,7 @@ from .exceptions import InputError
 __all__ = [
     "TailAccumulator",
     "clamp_scale",
+    "check_percentiles",
     "random_split",
     "blocked_split",
     "spatial_blocks",
@@ -210,6 +211,18 @@ def make_split(scheme: str, xyz, *, test_fraction=0.2, random_state=0, block_mm=
         f"unknown split {scheme!r}; choose from {', '.join(SPLIT_SCHEMES)}"
         f"{did_you_mean(scheme, SPLIT_SCHEMES, SPLIT_SYNONYMS)}"
     )
+
+
+def check_percentiles(percentiles) -> tuple[float, float]:
+    """``(low, high)`` clamp percentiles as floats with 0 <= low < high <= 100. Equal ones clamped
+    every gene to one value, a store of zeros; others stopped in numpy or in unpacking."""
+    try:
+        low, high = (float(p) for p in percentiles)
+    except (TypeError, ValueError):
+        raise InputError(f"clamp percentiles must be two numbers (low, high), got {percentiles!r}") from None
+    if not 0 <= low < high <= 100:
+        raise InputError(f"clamp percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}")
+    return low, high
 
 
 def check_fraction(f):

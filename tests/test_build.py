@@ -213,6 +213,10 @@ def test_a_mask_evidently_not_in_mni_space_is_refused_before_anything_is_written
         ({"assignment": "idw", "n_neighbors": 0}, "n_neighbors must be at least 1, got 0"),
         ({"test_fraction": 1.5}, "test fraction must be between 0 and 1"),
         ({"layout": "float16"}, "dtype must be 'uint16' or 'float32'"),
+        # equal percentiles built a store of zeros that could not be read; the others stopped in numpy
+        ({"clamp_percentiles": (50, 50)}, r"satisfy 0 <= low < high <= 100, got \(50, 50\)"),
+        ({"clamp_percentiles": (-1, 99)}, r"satisfy 0 <= low < high <= 100, got \(-1, 99\)"),
+        ({"clamp_percentiles": "0.01,99.9"}, r"must be two numbers \(low, high\), got '0.01,99.9'"),
     ],
     ids=lambda v: str(v) if isinstance(v, dict) else "",
 )
