@@ -539,7 +539,9 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
     if not isinstance(data, (xr.Dataset, xr.DataArray)):
         raise InputTypeError(f"write_group writes an xarray Dataset or DataArray, got {type(data).__name__}")
     ds = data.to_dataset(name=data.name or "data") if isinstance(data, xr.DataArray) else data
-    ds = _with_voxel_coords(ds, store)
+    # the encodings it was read with (the store's chunks on its coordinates) conflict with a
+    # rechunked array's: xarray refused `.chunk({"voxel": 500})` naming split_blocked
+    ds = _with_voxel_coords(ds.drop_encoding(), store)
     if attrs:
         ds = ds.assign_attrs(**attrs)
     if "i" in ds.coords and "affine" not in ds["i"].attrs:
@@ -556,6 +558,7 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
             consolidated=False,
             zarr_format=3,
             encoding=encoding,
+            write_empty_chunks=True,  # a chunk of NaN alone is written: a missing one reads as damage
         )
 
 

@@ -113,6 +113,26 @@ def test_write_and_read_a_labelled_result(small_store):
     assert open_store(small_store).sizes["voxel"] == 3666  # the store is still readable
 
 
+def test_a_rechunked_map_with_nan_row_blocks_is_written_and_reads_back(small_store, tmp_path):
+    """``write_group`` of ``.chunk({"voxel": 500})`` stopped in xarray (the store's chunks, kept in
+    the coordinates' encoding, overlapped the new ones: "split_blocked ... would overlap multiple
+    Dask chunks"); and a chunk of NaN alone (a map of one hemisphere) is not written by zarr,
+    which brainzarr's reads take for damage."""
+    import shutil
+
+    store = tmp_path / "s8.zarr"
+    shutil.copytree(small_store, store)
+    ds = open_store(store)
+    left = ds["expression"].mean("gene").where(ds["x"] < -20).rename("left_mean").chunk({"voxel": 500})
+    assert np.isnan(left.values[-500:]).all()  # at least one whole block of NaN
+    write_group(store, "analyses/left", left)
+    back = read_group(store, "analyses/left")["left_mean"]
+    np.testing.assert_array_equal(back.values, left.values)
+    assert back.chunks == ((500,) * 7 + (166,),)
+    img = back.brain.to_nifti()
+    assert np.isnan(np.asarray(img.dataobj)).sum() == np.isnan(left.values).sum()
+
+
 def test_a_result_computed_with_numpy_is_written_as_a_map_of_the_store(tmp_path, capsys):
     """Values on ``voxel`` without the store's coordinates (computed with numpy) get them, all of
     them or those of the rows a ``voxel`` coordinate names, so the group exports as an image."""

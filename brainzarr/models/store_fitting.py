@@ -615,8 +615,8 @@ def _write_block(model, X, scratch, a: int, b: int, rec_layout):
     sse2 = None if second is None else row_sse(model.inverse_transform_second(Z), X)
     with quiet_zarr():
         group = open_group(scratch, mode="r+")
-        group["embedding"][a:b] = Z
-        group["voxel_rmse"][a:b] = np.sqrt(sse / X.shape[1]).astype(np.float32)
+        every_chunk(group["embedding"])[a:b] = Z
+        every_chunk(group["voxel_rmse"])[a:b] = np.sqrt(sse / X.shape[1]).astype(np.float32)
         if rec_layout is not None:
             every_chunk(group["reconstruction"])[a:b] = rec_layout.pack(R)
     return sse, sse2
