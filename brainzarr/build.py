@@ -254,7 +254,6 @@ def build_store(
         samples = _own_table(source, genes, source_options)
     else:
         samples = load_source(source, genes=genes, random_state=seed, **source_options)
-    validate_sample_table(samples)
     voxel_labels = None
     if "region_labels" in samples.attrs:  # a region table: every voxel takes its region's row
         _refuse_what_a_region_table_ignores(assignment, n_neighbors, same_hemisphere)
