@@ -325,8 +325,17 @@ def _out_dtype(da: xr.DataArray, background: float, dtype) -> np.dtype:
     if dtype is None:
         dtype = np.result_type(da.dtype, np.float32) if np.isnan(background) else da.dtype
     dtype = np.dtype(dtype)
+    if np.isinf(background):  # a viewer's window and the sidecar's JSON (no Infinity) take finite values
+        raise InputError(f"background must be a finite number or NaN, got {background}")
     if np.isnan(background) and dtype.kind != "f":
         raise InputError(f"background NaN needs a floating dtype, got {dtype}")
+    if dtype.kind in "iu" and not (
+        background == round(background) and np.iinfo(dtype).min <= background <= np.iinfo(dtype).max
+    ):  # -1 in uint8 wraps to 255, 0.5 in int16 truncates to 0
+        info = np.iinfo(dtype)
+        raise InputError(
+            f"background {background:g} is not a value of dtype {dtype} (whole numbers {info.min:,} to {info.max:,})"
+        )
     return dtype
 
 
@@ -480,8 +489,8 @@ def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.f
     ------
     InputError
         No ``voxel`` dim, more than two dims, no grid information, voxels outside the grid or
-        repeated, a grid that contradicts the DataArray's own, NaN background with an integer dtype,
-        values that an integer ``dtype`` cannot hold.
+        repeated, a grid that contradicts the DataArray's own, an infinite background, a background
+        or values that ``dtype`` cannot hold (NaN, or a fraction, in an integer type).
     """
     da, labels, dtype = _label_codes(da, float(background), dtype)
     vol, affine, space, other = _volume(da, grid, float(background), dtype, like, stacklevel=2)

@@ -472,6 +472,55 @@ def test_an_integer_dtype_is_refused_for_values_it_cannot_hold(g8, tmp_path, mon
         assert not held or (tmp_path / "s.nii.gz").read_bytes() == first  # the first file, as it was
 
 
+@pytest.mark.parametrize("write", ["to_nifti", "write_nifti", "to_volume"])
+def test_a_background_the_image_cannot_hold_is_refused(g8, tmp_path, write):
+    """``background=-1`` with ``dtype=np.uint8`` wrapped to 255 and ``0.5`` with ``np.int16``
+    truncated to 0 outside the brain; an infinite background made the sidecar invalid JSON."""
+    da = fake_da(g8, np.ones(g8.n_voxels, np.float32))
+
+    def image(background, dtype):
+        if write == "to_volume":
+            return to_volume(da, background=background, dtype=dtype)
+        if write == "to_nifti":
+            return np.asarray(to_nifti(da, background=background, dtype=dtype).dataobj)
+        return np.asarray(nib.load(write_nifti(da, tmp_path / "s.nii.gz", background=background, dtype=dtype)).dataobj)
+
+    outside = np.ones(g8.shape, bool)
+    outside[tuple(g8.ijk.T)] = False
+    for background, dtype, problem in (
+        (-1, np.uint8, r"background -1 is not a value of dtype uint8 \(whole numbers 0 to 255\)"),
+        (0.5, np.int16, r"background 0.5 is not a value of dtype int16 \(whole numbers -32,768 to 32,767\)"),
+        (70000, np.int16, "background 70000 is not a value of dtype int16"),
+        (np.inf, np.float32, "background must be a finite number or NaN, got inf"),
+        (-np.inf, np.float32, "got -inf"),
+    ):
+        with pytest.raises(InputError, match=problem):
+            image(background, dtype)
+    assert not (tmp_path / "s.nii.gz").exists()
+    for background, dtype in ((-1, np.int16), (255, np.uint8), (-1.0, np.float32)):
+        vol = image(background, dtype)
+        assert vol.dtype == dtype and (vol[outside] == background).all() and (vol[~outside] == 1).all()
+
+
+def test_export_reads_its_background_as_a_number_or_nan(tmp_path, capsys):
+    """``--background abc`` stopped with Python's ``could not convert string to float``, and
+    ``--background inf`` wrote ``"background": Infinity`` into the sidecar, which is not JSON."""
+    from brainzarr import build_store
+    from brainzarr.cli import main
+
+    store = build_store(tmp_path / "s8.zarr", resolution=8, genes=4)
+    out = tmp_path / "g.nii.gz"
+    for bad in ("abc", "inf", "Infinity"):
+        with pytest.raises(SystemExit):
+            main(["export", str(store), "expression", "--gene", "1", "-o", str(out), "--background", bad])
+        assert f"--background: expected a number or nan, got '{bad}'" in capsys.readouterr().err
+        assert not out.exists()
+    for text, recorded in (("NaN", "NaN"), ("-1", -1.0), ("0", 0.0)):
+        args = ["export", str(store), "expression", "--gene", "1", "-o", str(out), "--overwrite"]
+        assert main([*args, "--background", text]) == 0
+        assert json.loads(out.with_name("g.json").read_text())["background"] == recorded
+
+
 def test_write_nifti_shows_one_bar_on_a_terminal(g8, tmp_path, monkeypatch):
     """A many-volume lazy export counts the scratch copy's blocks and the volumes on one bar."""
     import io

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import re
 
@@ -19,6 +20,7 @@ __all__ = [
     "nonnegative_int",
     "positive_float",
     "fraction",
+    "finite_or_nan",
     "int_list",
     "name_list",
     "chunk_shape",
@@ -56,6 +58,7 @@ positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 fraction = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
+finite_or_nan = _number(float, lambda v: not math.isinf(v), "a number or nan")
 
 
 def add_output_argument(p, *, dest: str, help: str, writes_a_store: bool = False, **kwargs):

@@ -13,6 +13,7 @@ from ._args import (
     add_storage_arguments,
     add_store_argument,
     dask_client,
+    finite_or_nan,
     store_path,
 )
 from ._sidecar import (
@@ -167,7 +168,7 @@ def _run(args):
     args.var = resolved_variable(store_path(args), args.var)
     lut = lookup_table_path(out) if is_labels(da) else None  # FSLeyes shows a label image's names with it
     refuse_unsafe_outputs([out, lut], inputs={"the --like image": args.like}, overwrite=args.overwrite)
-    background = np.nan if args.background.lower() == "nan" else float(args.background)
+    background = args.background
     replaced = out.exists()
     stale = own_lookup_table(out) if lut is None else None  # of the label image this one replaces
     # a few volumes at a time (a 1 mm 128-component embedding is 4.4 GB as one 4-D volume), whole
@@ -202,7 +203,7 @@ def _sidecar(da, img, args) -> dict:
         "variable": args.var,
         **coords,
         **fields,
-        "background": "NaN" if args.background.lower() == "nan" else float(args.background),  # JSON has no NaN
+        "background": "NaN" if np.isnan(args.background) else args.background,  # JSON has no NaN
     }
 
 
@@ -225,7 +226,7 @@ def register(sub):
         "--gene", help="gene symbol, or several for a 4-D file: comma-separated, N evenly spaced, or a text file"
     )
     add_output_argument(p, dest="output", required=True, help="output file, .nii or .nii.gz")
-    p.add_argument("--background", default="0", help="value outside the brain: 0 (default) or nan")
+    p.add_argument("--background", type=finite_or_nan, default=0.0, help="value outside the brain: 0 (default) or nan")
     p.add_argument(
         "--like",
         metavar="IMAGE",
