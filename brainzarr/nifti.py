@@ -280,7 +280,13 @@ def _onto(ijk, affine, shape, like, space, stacklevel=2):
 
 def _other_dim(da: xr.DataArray) -> str | None:
     if not isinstance(da, xr.DataArray):
-        raise InputTypeError(f"expected an xarray.DataArray, got {type(da).__name__}")
+        hint = ""
+        if isinstance(da, np.ndarray):  # nilearn's unmask(X, mask_img) takes one; here the grid places them
+            hint = (
+                "; values in a store's voxel order go on its grid as xr.DataArray(values, dims='voxel')"
+                " (or dims=('voxel', 'component')) with grid=ds"
+            )
+        raise InputTypeError(f"expected an xarray.DataArray, got {type(da).__name__}{hint}")
     if "voxel" not in da.dims:
         raise InputError(
             f"the DataArray has no 'voxel' dimension (dims: {da.dims}); only voxel-indexed "

@@ -1171,8 +1171,10 @@ def test_to_nifti_errors(g8):
         to_nifti(da, mni152_grid_like(g8, shift=4.0))
     with pytest.raises(ValueError, match="10 voxels"):
         to_nifti(xr.DataArray(np.zeros(10), dims="voxel"), g8)
-    with pytest.raises(TypeError, match="DataArray"):
+    with pytest.raises(TypeError, match="DataArray, got ndarray; values in a store's voxel order go on its grid as"):
         to_nifti(np.zeros(10))
+    with pytest.raises(TypeError, match=r"DataArray, got list$"):
+        to_nifti([0.0] * 10)
     with pytest.raises(TypeError, match="Grid"):
         to_nifti(xr.DataArray(np.zeros(10), dims="voxel"), "8mm")
 
