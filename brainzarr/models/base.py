@@ -244,7 +244,9 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             coords["component"] = np.arange(1, width + 1)
         elif getattr(self, "genes_", None) is not None:
             coords[new_dim] = self.genes_
-        return xr.DataArray(out, dims=(row_dim, new_dim), coords=coords)
+        # named as a fit in the store names them; unnamed, xarray took the dask graph's key ('lambda-9bec...')
+        name = "embedding" if new_dim == "component" else "reconstruction"
+        return xr.DataArray(out, dims=(row_dim, new_dim), coords=coords, name=name)
 
     # ------------------------------------------------------------------ persistence
     def to_dataset(self) -> xr.Dataset:
