@@ -45,6 +45,33 @@ def test_a_fit_does_not_reseed_torchs_global_generator(name):
         torch.set_rng_state(before)
 
 
+def test_a_resumed_auto_encoder_fit_leaves_torchs_global_generator_alone(tmp_path):
+    """A resume restored torch's global random state saved in the checkpoint: after it, the
+    caller's torch.rand drew what the interrupted fit's caller had been about to draw."""
+    from brainzarr.models import AutoEncoder
+
+    X = np.random.default_rng(0).random((200, 12)).astype(np.float32)
+    params = {"n_components": 2, "hidden": (8,), "max_epochs": 3, "device": "cpu", "checkpoint_dir": tmp_path}
+
+    def interrupt(model, info):
+        if info["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    before = torch.get_rng_state()
+    try:
+        torch.manual_seed(1)  # the state the interrupted fit's checkpoint held
+        with pytest.raises(KeyboardInterrupt):
+            AutoEncoder(**params).fit(X, callback=interrupt)
+        torch.manual_seed(12345)
+        expected = torch.rand(3)
+        torch.manual_seed(12345)
+        resumed = AutoEncoder(**params).fit(X)
+        assert len(resumed.history_["train_loss"]) == 3  # it resumed, from epoch 2
+        assert torch.equal(torch.rand(3), expected)
+    finally:
+        torch.set_rng_state(before)
+
+
 def test_importing_the_evaluation_and_drawing_keeps_the_callers_matplotlib_backend(tmp_path):
     """``import brainzarr.evaluate`` switched a notebook's backend to Agg (inline figures stopped
     showing); the INR's held-out figure did it when drawn."""

@@ -568,17 +568,14 @@ class AutoEncoder(Representation):
         }
 
     def _checkpoint(self, state, fingerprint, net, opt, scaler) -> dict:
-        torch = _torch()
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        # no random state: batches come from numpy generators seeded per epoch and the network
+        # draws nothing, so torch's global generator (the caller's) is neither saved nor restored
         return {
             "format": _CHECKPOINT_FORMAT,
             "fingerprint": fingerprint,
             "model": net.state_dict(),
             "optimizer": opt.state_dict(),
             "scaler": scaler.state_dict(),
-            "rng": rng,
             **{
                 k: state[k]
                 for k in ("epoch", "best_val", "best_epoch", "bad_epochs", "stopped", "history", "best_state")
@@ -586,8 +583,7 @@ class AutoEncoder(Representation):
         }
 
     def _resume(self, path, fingerprint, net, opt, scaler) -> dict:
-        torch = _torch()
-        ckpt = load_weights_only(path, map_location="cpu")  # RNG states must stay on the CPU
+        ckpt = load_weights_only(path, map_location="cpu")
         if ckpt.get("format") != _CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint:
             raise CheckpointMismatchError(
                 f"the checkpoint {path} was written for other data or settings "
@@ -597,9 +593,7 @@ class AutoEncoder(Representation):
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        # checkpoints of earlier versions hold torch's global random state too ("rng"), left unread
         state = {k: ckpt[k] for k in ("epoch", "best_val", "best_epoch", "bad_epochs", "stopped", "history")}
         state["best_state"] = {k: v.to("cpu") for k, v in ckpt["best_state"].items()}
         # a finished run asked for more epochs continues; early stopping still decides
