@@ -544,6 +544,7 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
     ds = _with_voxel_coords(ds.drop_encoding(), store)
     if attrs:
         ds = ds.assign_attrs(**attrs)
+    ds = _with_json_attrs(ds)
     if "i" in ds.coords and "affine" not in ds["i"].attrs:
         ds["i"].attrs.update({k: store.attrs[k] for k in ("affine", "grid_shape", "space", "resolution_mm")})
     encoding = {  # every array checksummed, in memory or dask-backed: `brainzarr check` finds damage in it
@@ -560,6 +561,56 @@ def write_group(path, group: str, data, *, overwrite: bool = False, attrs: dict 
             encoding=encoding,
             write_empty_chunks=True,  # a chunk of NaN alone is written: a missing one reads as damage
         )
+
+
+def _json_value(value, where: str):
+    """``value`` as zarr's JSON attributes hold it: a date or time as ISO 8601 text, a path as
+    text, a set as a sorted list, numpy scalars and arrays as numbers and lists; anything else
+    is refused, naming it (xarray said only ``Invalid attribute in Dataset.attrs``)."""
+    import datetime
+
+    def plain(v):
+        if isinstance(v, (datetime.date, datetime.time)):
+            return v.isoformat()
+        if isinstance(v, os.PathLike):
+            return os.fspath(v)
+        if isinstance(v, (set, frozenset)):
+            return sorted(v, key=str)
+        if isinstance(v, np.generic):
+            return v.item()
+        if isinstance(v, np.ndarray):
+            return v.tolist()
+        raise InputTypeError(
+            f"attribute {where} is a {type(v).__name__!r}, which a store's attributes (JSON) cannot hold; "
+            "give it as text, a number, a list or a dict"
+        )
+
+    return json.loads(json.dumps(value, default=plain))
+
+
+def _with_json_attrs(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the attributes of it and of its variables in a form zarr writes (see
+    :func:`_json_value`); those already so are kept as they are (numpy arrays too: xarray
+    writes them)."""
+
+    def fixed(attrs, owner):
+        out = {}
+        for key, value in attrs.items():
+            try:
+                json.dumps(value)
+                out[key] = value
+            except (TypeError, ValueError):
+                if isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind in "biuf":
+                    out[key] = value
+                else:
+                    out[key] = _json_value(value, f"{key!r}{owner}")
+        return out
+
+    ds = ds.copy(deep=False)
+    ds.attrs = fixed(ds.attrs, "")
+    for name, variable in ds.variables.items():
+        variable.attrs = fixed(variable.attrs, f" of {name}")
+    return ds
 
 
 def _with_voxel_coords(ds: xr.Dataset, store: Store) -> xr.Dataset:

@@ -2,6 +2,7 @@ import json
 import os
 import pickle
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brainzarr import ResultExistsError, StoreError, build_store, list_groups, open_store, read_group, write_group
+from brainzarr.exceptions import InputTypeError
 from brainzarr.store import group_writer
 from brainzarr.streaming import expression_rows
 
@@ -131,6 +133,43 @@ def test_a_rechunked_map_with_nan_row_blocks_is_written_and_reads_back(small_sto
     assert back.chunks == ((500,) * 7 + (166,),)
     img = back.brain.to_nifti()
     assert np.isnan(np.asarray(img.dataobj)).sum() == np.isnan(left.values).sum()
+
+
+def test_attributes_json_cannot_hold_are_written_as_text_or_named(small_store, tmp_path):
+    """A date, a path or a set among a result's attributes (its ``attrs`` or ``attrs=``) stopped
+    in xarray with ``Invalid attribute in Dataset.attrs``, naming neither the attribute nor its
+    type. They are written as zarr's JSON holds them; anything else is refused, named."""
+    import datetime
+    import shutil
+
+    store = tmp_path / "s8.zarr"
+    shutil.copytree(small_store, store)
+    mean = open_store(store)["expression"].mean("gene").rename("mean").compute()
+    given = mean.assign_attrs(
+        made=datetime.datetime(2026, 12, 8, 3, 4, 5),
+        atlas=Path("atlases/dk.nii.gz"),
+        labels={"b", "a"},
+        meta={"day": datetime.date(2026, 1, 2), "n": np.int64(3)},
+        weights=np.arange(3.0),
+        note="as it is",
+    )
+    write_group(store, "analyses/dated", given, attrs={"run": datetime.date(2026, 12, 8)})
+    back = read_group(store, "analyses/dated")
+    assert {k: back["mean"].attrs[k] for k in ("made", "atlas", "labels", "meta", "weights", "note")} == {
+        "made": "2026-12-08T03:04:05",
+        "atlas": "atlases/dk.nii.gz",
+        "labels": ["a", "b"],
+        "meta": {"day": "2026-01-02", "n": 3},
+        "weights": [0.0, 1.0, 2.0],
+        "note": "as it is",
+    }
+    assert back.attrs["run"] == "2026-12-08"
+    assert isinstance(given.attrs["made"], datetime.datetime)  # the caller's array is as it was
+    with pytest.raises(
+        InputTypeError, match=r"attribute 'fn' of mean is a 'builtin_function_or_method', which a store's"
+    ):
+        write_group(store, "analyses/fn", mean.assign_attrs(fn=len))
+    assert "analyses/fn" not in list_groups(store, prefix="analyses")
 
 
 def test_a_result_computed_with_numpy_is_written_as_a_map_of_the_store(tmp_path, capsys):
