@@ -101,6 +101,24 @@ def test_cv_folds_random_partition_and_blocked_keep_groups_whole():
         cv_folds(8, n_splits=5, groups=np.repeat([0, 1, 2], [3, 3, 2]))
 
 
+def test_check_grid_asks_xgboost_which_parameters_it_uses():
+    """A misspelt parameter (``depth``, ``lr``) was passed to XGBoost, which ignores it without a
+    word: every candidate of the search was the same model."""
+    from brainzarr.evaluate.prediction import check_grid
+
+    assert check_grid(None) is parse_grid("default") and check_grid("large") is parse_grid("large")
+    for grid in ({"max_depth": [2, 4], "n_estimators": [5]}, {"eta": [0.3], "lambda": [1.0]}, {"n_estimators": [9]}):
+        assert check_grid(grid) == grid  # XGBoost's own names and aliases pass, as they are
+    with pytest.raises(ValueError, match=r"parameter depth; did you mean max_depth\? \(it would ignore it,"):
+        check_grid('{"depth": [2, 4]}')
+    with pytest.raises(ValueError, match=r"parameters depht, lr \(it would ignore them"):
+        check_grid({"max_depth": 2, "lr": [0.1], "depht": [3]})
+    with pytest.raises(ValueError, match=r"refuses the grid's max_depth=deep: Invalid Parameter format for max_depth"):
+        check_grid({"max_depth": [3, "deep"]})
+    with pytest.raises(ValueError, match=r"refuses the grid's subsample=2: value 2 for Parameter subsample exceed"):
+        check_grid({"subsample": [0.5, 2]})
+
+
 def test_parse_grid():
     assert parse_grid("large")["max_depth"] == [2, 3, 4, 6, 8]
     assert parse_grid('{"max_depth": [3]}') == {"max_depth": [3]}
@@ -547,15 +565,22 @@ def test_embeddings_and_targets_that_cannot_be_used_are_refused_before_anything_
         load_targets(atlas, open_store(copy))
     out = tmp_path / "eval"
     files = {path: path.stat().st_mtime_ns for path in Path(copy).rglob("*")}
-    for targets, dims, why in (
-        (targets_dir, (7,), r"holds no embedding of any method at dim 7, .* it holds representations/.*pca/k2"),
-        (native, (2,), "native.nii.gz is evidently not in MNI space"),
-        (split, (2,), "split.nii.gz is a label image .* not a target map"),
+    for targets, dims, grid, why in (
+        (
+            targets_dir,
+            (7,),
+            SMALL_GRID,
+            r"holds no embedding of any method at dim 7, .* holds representations/.*pca/k2",
+        ),
+        (native, (2,), SMALL_GRID, "native.nii.gz is evidently not in MNI space"),
+        (split, (2,), SMALL_GRID, "split.nii.gz is a label image .* not a target map"),
+        (targets_dir, (2,), {"depth": [2]}, "XGBoost does not use the grid's parameter depth; did you mean max_depth"),
+        (targets_dir, (2,), {"learning_rate": [0.1, -1]}, "XGBoost refuses the grid's learning_rate=-1: value -1"),
     ):
         with pytest.raises(ValueError, match=why):
-            run_evaluation(copy, targets, out, dims=dims, grid=SMALL_GRID, n_splits=3)
+            run_evaluation(copy, targets, out, dims=dims, grid=grid, n_splits=3)
         with pytest.raises(ValueError, match=why):
-            write_report(copy, out, targets, dims=dims, grid=SMALL_GRID, n_splits=3)
+            write_report(copy, out, targets, dims=dims, grid=grid, n_splits=3)
         assert not out.exists()
         assert {path: path.stat().st_mtime_ns for path in Path(copy).rglob("*")} == files
 

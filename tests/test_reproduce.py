@@ -168,6 +168,7 @@ def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path,
         (["--dims", "3", "--params", '{"nmf": {"bogus": 1}}'], "nmf does not take bogus"),
         (["--dims", "3", "--params", "{pca: {}}"], "--params takes a JSON object such as"),
         (["--dims", "3", "--targets", str(constant)], "target(s) constant are constant on the store's voxels"),
+        (["--dims", "3", "--grid", '{"depth": [2]}'], "XGBoost does not use the grid's parameter depth; did you"),
     ):
         methods = [] if "--methods" in bad else ["--methods", "pca,nmf"]
         assert main(["reproduce", str(store), "-o", str(tmp_path / "bad"), *methods, *bad]) == 1

@@ -32,6 +32,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
@@ -40,6 +42,7 @@ import pandas as pd
 from .._deprecation import renamed_kwargs
 from .._optional import require
 from .._progress import step
+from .._validation import did_you_mean
 from ..exceptions import InputError
 from ..preprocess import spatial_blocks
 
@@ -48,6 +51,7 @@ __all__ = [
     "LARGE_GRID",
     "GRIDS",
     "parse_grid",
+    "check_grid",
     "FIXED_PARAMS",
     "cv_folds",
     "grid_search",
@@ -106,6 +110,52 @@ def parse_grid(spec) -> dict:
             ) from None
     if not isinstance(grid, dict) or not grid:
         raise InputError("the grid must be a non-empty mapping of XGBoost parameter -> values")
+    return grid
+
+
+def check_grid(grid) -> dict:
+    """``grid`` (see :func:`parse_grid`), checked by XGBoost itself on a few rows, each value of
+    each parameter once: XGBoost ignores a parameter it does not use without a word (``depth``
+    for ``max_depth``: every candidate of the search was the same model), and a value it refuses
+    stopped the evaluation only once its first model was fitted.
+
+    Raises
+    ------
+    InputError
+        A parameter XGBoost does not use (with the closest one it does), or a value it refuses.
+    """
+    grid = parse_grid(grid)
+    if any(grid is preset for preset in GRIDS.values()):
+        return grid
+    xgboost = require("xgboost", "downstream prediction")
+    candidates, sizes = _candidates(grid)
+    first = candidates[0]
+    rows, y = np.arange(16, dtype=np.float32).reshape(8, 2), np.arange(8.0)
+    for key, value in [(None, None)] + [(k, v) for k in first for v in {str(c[k]): c[k] for c in candidates}.values()]:
+        params = {**FIXED_PARAMS, **first, **({key: value} if key else {}), "verbosity": 1, "validate_parameters": True}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                xgboost.XGBRegressor(**params, n_estimators=1).fit(rows, y)
+            except xgboost.core.XGBoostError as error:
+                reason = str(error).strip().splitlines()[0]
+                raise InputError(
+                    f"XGBoost refuses the grid's {key or 'parameters'}={value if key else first}: {reason}"
+                ) from None
+        unused = [
+            name
+            for warning in caught
+            if (found := re.search(r"Parameters: \{(.*?)\} (are|is) not used", str(warning.message), re.S))
+            for name in re.findall(r'"([^"]+)"', found.group(1))
+        ]
+        if unused:
+            known = xgboost.XGBRegressor().get_params()
+            raise InputError(
+                f"XGBoost does not use the grid's parameter{'s' * (len(unused) > 1)} {', '.join(unused)}"
+                f"{did_you_mean(unused[0], known)} (it would ignore {'them' if len(unused) > 1 else 'it'}, and "
+                "every candidate would be the same model; its parameters: "
+                "https://xgboost.readthedocs.io/en/stable/parameter.html)"
+            )
     return grid
 
 
@@ -220,6 +270,7 @@ def predict_targets(
         One row per representation x target x split: ``representation, target, split, r2, rmse,
         cv_rmse, n_train, n_test, n_excluded, best_params, seed, block_mm``.
     """
+    grid = check_grid(grid)
     target_names = [str(t) for t in np.asarray(targets["target"].values)]
     Y = np.asarray(targets.transpose("voxel", "target").values, dtype=np.float64)
     groups = None

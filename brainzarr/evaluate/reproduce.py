@@ -183,6 +183,7 @@ def reproduce_study(
     """
     from ..models.store_fitting import check_methods, rmse_table, selected_dims, selected_methods
     from .figures import plot_r2_bars, plot_rmse_beside_study
+    from .prediction import check_grid
     from .run import EVALUATION_FILES, is_evaluation_folder, run_evaluation, summary_table
     from .synthetic_targets import model_from_store, write_synthetic_targets
     from .targets import load_targets
@@ -210,6 +211,7 @@ def reproduce_study(
         raise InputError(f"no dim in {list(dims)} is below the store's {ds.sizes['gene']} genes")
     check_methods(methods, "the study's protocol", also=("xgboost",))  # before any fit
     method_params = check_method_params(method_params, methods, kept)
+    grid = check_grid(grid)  # a misspelt parameter is known before the fits too
     if targets is None:  # the synthetic targets need a synthetic store: known before any fit
         try:
             model_from_store(store)
