@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from ._location import user_path
+from ._validation import whole_number
 from ._volumes import checked_volume, load_volume
 from .exceptions import DataNotFoundError, InputError
 
@@ -156,10 +157,16 @@ def mni152_grid(resolution: int = 4, *, threshold: float = 0.2) -> Grid:
     """
     from nilearn.datasets import load_mni152_brain_mask
 
-    if int(resolution) != resolution or resolution < 1:
-        raise InputError(f"resolution must be a positive integer number of mm, got {resolution!r}")
-    img = load_mni152_brain_mask(resolution=int(resolution), threshold=threshold)
-    return Grid(np.asarray(img.dataobj) > 0, img.affine, name=f"nilearn MNI152 brain mask {int(resolution)}mm")
+    # int() read "2mm" as Python's `invalid literal for int()`, None as a TypeError and True as 1 mm
+    wrong = InputError(f"resolution must be a positive integer number of mm, got {resolution!r}")
+    try:
+        resolution = whole_number(resolution, "resolution")
+    except InputError:
+        raise wrong from None
+    if resolution < 1:
+        raise wrong
+    img = load_mni152_brain_mask(resolution=resolution, threshold=threshold)
+    return Grid(np.asarray(img.dataobj) > 0, img.affine, name=f"nilearn MNI152 brain mask {resolution}mm")
 
 
 def grid_from_mask(mask, *, space: str = MNI152_SPACE) -> Grid:

@@ -41,8 +41,13 @@ def test_hemispheres_follow_x():
 
 
 def test_bad_resolution_and_masks(tmp_path):
-    with pytest.raises(ValueError, match="positive integer"):
-        mni152_grid(2.5)
+    from brainzarr.exceptions import InputError
+
+    # int() read "2mm" with Python's own message, None as a TypeError, and True as 1 mm
+    for bad in (2.5, "2mm", "2", None, True, 0, -4, float("nan")):
+        with pytest.raises(InputError, match=rf"resolution must be a positive integer number of mm, got {bad!r}$"):
+            mni152_grid(bad)
+    assert mni152_grid(8.0).shape == mni152_grid(np.int64(8)).shape == (26, 30, 25)
     with pytest.raises(ValueError, match="no voxels"):
         Grid(np.zeros((3, 3, 3)), np.eye(4))
     with pytest.raises(FileNotFoundError, match="mask file not found"):
