@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import difflib
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 
 from .exceptions import InputError
 
-__all__ = ["whole_number", "did_you_mean", "non_finite_input", "SEED", "SPLIT_SYNONYMS"]
+__all__ = ["whole_number", "Bound", "check_params", "did_you_mean", "non_finite_input", "SEED", "SPLIT_SYNONYMS"]
 
 #: why ``random_state`` must be a whole number, for its messages
 SEED = " (a seed: brainzarr records it so that the run can be repeated)"
@@ -27,6 +28,59 @@ def whole_number(value, name: str, *, hint: str = "") -> int:
     if whole and not isinstance(value, (bool, np.bool_)):
         return int(value)
     raise InputError(f"{name} must be a whole number, got {value!r}{hint}")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What a numeric parameter takes, as scikit-learn's ``Interval`` says it: a whole number
+    (``integer``) or any finite real, from ``low`` (above it when ``low_open``) to ``high`` (below
+    it when ``high_open``); besides, ``None`` when ``none`` and the strings of ``words``."""
+
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    low_open: bool = False
+    high_open: bool = False
+    none: bool = False
+    words: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            what = f"in {'(['[not self.low_open]}{self.low:g}, {self.high:g}{')]'[not self.high_open]}"
+        elif self.low is not None:
+            what = f"{'above' if self.low_open else 'at least'} {self.low:g}"
+        elif self.high is not None:
+            what = f"{'below' if self.high_open else 'at most'} {self.high:g}"
+        else:
+            what = "a number"
+        if self.integer:
+            what += " (a whole number)" if what != "a number" else ""
+            what = "a whole number" if what == "a number" else what
+        parts = [what, *(repr(w) for w in self.words), *["None"] * self.none]
+        return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else what
+
+    def holds(self, value) -> bool:
+        if value is None:
+            return self.none
+        if isinstance(value, str):
+            return value in self.words
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+            return False
+        if self.integer and not (isinstance(value, numbers.Integral) or float(value).is_integer()):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+
+def check_params(owner, bounds: dict) -> None:
+    """Refuse the first parameter of ``owner`` (an estimator) outside its :class:`Bound`, naming
+    it, what it takes and what it got: ``int()`` and numpy took ``2.5`` iterations as 2, ``True``
+    epochs as 1 and a negative count as none, or stopped with their own messages."""
+    for name, bound in bounds.items():
+        value = getattr(owner, name)
+        if not bound.holds(value):
+            raise InputError(f"{name} must be {bound.describe()}, got {value!r}")
 
 
 #: what papers call the split schemes, for :func:`did_you_mean`

@@ -159,3 +159,42 @@ def test_random_state_is_a_seed_in_every_estimator(estimator, random_state):
     with pytest.raises(InputError, match=r"random_state must be a whole number, got .* \(a seed"):
         clone(estimator).set_params(random_state=random_state).fit(X)
     clone(estimator).set_params(random_state=np.int64(3)).fit(X)  # numpy's integers are seeds
+
+
+@pytest.mark.parametrize("cls", [PCA, NMF, KernelPCA, TSNE, UMAP, AutoEncoder])
+def test_numeric_parameters_outside_their_range_are_refused_naming_them(cls):
+    """As scikit-learn's ``_parameter_constraints``: ``int()`` and numpy took ``n_power_iter=1.5``
+    as 1, ``max_epochs=True`` as one epoch and ``n_power_iter=-1`` as none, a zero learning rate
+    trained nothing, and ``n_landmarks=0`` or ``max_epochs="3"`` stopped in numpy or Python."""
+    import re
+
+    from brainzarr.exceptions import InputError
+
+    X = np.random.default_rng(0).random((40, 6)).astype(np.float32)
+    defaults = cls().get_params()
+    assert cls._bounds and set(cls._bounds) <= set(defaults)
+    for name, bound in cls._bounds.items():
+        assert bound.holds(defaults[name]), name  # the default is a value the parameter takes
+        bad = [True, "x", float("nan"), float("inf")]
+        bad += [] if bound.none else [None]
+        bad += [(bound.low or 0) + 1.5] if bound.integer else []
+        bad += [] if bound.low is None else [bound.low if bound.low_open else bound.low - 1]
+        bad += [] if bound.high is None else [bound.high if bound.high_open else bound.high + 1]
+        for value in bad:
+            with pytest.raises(InputError, match=rf"^{name} must be .+, got {re.escape(repr(value))}$"):
+                cls(n_components=2, **{name: value}).fit(X)
+
+
+def test_the_auto_encoders_hidden_layers_take_one_width_or_several():
+    """``hidden=8`` (one layer, as scikit-learn's ``hidden_layer_sizes``) stopped with ``'int'
+    object is not iterable``; ``(8.5,)`` was taken as 8 units."""
+    from brainzarr.exceptions import InputError
+
+    X = np.random.default_rng(0).random((60, 6)).astype(np.float32)
+    one = AutoEncoder(2, hidden=8, max_epochs=2).fit(X)
+    same = AutoEncoder(2, hidden=(8,), max_epochs=2).fit(X)
+    assert [tuple(p.shape) for p in one.net_.parameters()] == [tuple(p.shape) for p in same.net_.parameters()]
+    np.testing.assert_array_equal(one.transform(X), same.transform(X))
+    for bad in ((8.5,), (0,), (True,), "8", None):
+        with pytest.raises(InputError, match=r"hidden must be layer widths, whole numbers of at least 1"):
+            AutoEncoder(2, hidden=bad, max_epochs=1).fit(X)

@@ -37,9 +37,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import numbers
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import xarray as xr
@@ -56,7 +59,7 @@ from .._torch import (
     save_atomic,
     seeded,
 )
-from .._validation import non_finite_input
+from .._validation import Bound, non_finite_input
 from ..exceptions import CheckpointMismatchError, InputError
 from .base import Representation
 from .loaders import MemoryLoader, StreamingLoader, available_memory, load_rows
@@ -87,9 +90,24 @@ def _amp_dtype(device, mixed_precision: bool):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def hidden_widths(hidden) -> list[int]:
+    """``hidden`` as a list of layer widths: one width alone is one layer, as scikit-learn's
+    ``hidden_layer_sizes`` takes it; each a whole number of units, at least one (``int()`` took
+    ``256.7`` as 256)."""
+    if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
+        hidden = (hidden,)
+    if isinstance(hidden, Iterable) and not isinstance(hidden, (str, bytes)):
+        hidden = tuple(hidden)
+    if not isinstance(hidden, tuple) or not all(map(Bound(1, integer=True).holds, hidden)):
+        raise InputError(
+            f"hidden must be layer widths, whole numbers of at least 1 such as (500, 250, 125), got {hidden!r}"
+        )
+    return [int(h) for h in hidden]
+
+
 def layer_widths(n_features: int, n_components: int, hidden) -> list[int]:
     """Widths of every layer, input to output: genes, hidden..., k, reversed hidden..., genes."""
-    hidden = [int(h) for h in hidden]
+    hidden = hidden_widths(hidden)
     return [int(n_features), *hidden, int(n_components), *hidden[::-1], int(n_features)]
 
 
@@ -102,7 +120,7 @@ def build_network(n_features: int, n_components: int, hidden=(500, 250, 125)):
     torch = _torch()
     nn = torch.nn
     widths = layer_widths(n_features, n_components, hidden)
-    middle = len(hidden) + 1
+    middle = len(hidden_widths(hidden)) + 1
 
     def block(a, b):
         return [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ELU()]
@@ -151,7 +169,7 @@ class AutoEncoder(Representation):
     ----------
     n_components : int
         Width of the code (the embedding).
-    hidden : tuple of int
+    hidden : int or tuple of int
         Encoder hidden widths (mirrored in the decoder). The study's (500, 250, 125) narrows
         to 125 units next to the code, so a 128-wide code has at most 125 independent
         directions; on the synthetic data this costs nothing measurable (the signal has ~12),
@@ -206,6 +224,18 @@ class AutoEncoder(Representation):
     """
 
     method = "ae"
+    _bounds: ClassVar[dict] = {
+        "learning_rate": Bound(0, low_open=True),
+        "batch_size": Bound(2, integer=True),  # batch norm needs two rows
+        "weight_decay": Bound(0),
+        "max_epochs": Bound(1, integer=True),
+        "patience": Bound(1, integer=True),
+        "val_fraction": Bound(0, 1, high_open=True),
+        "block_rows": Bound(1, integer=True),
+        "read_rows": Bound(1, integer=True, none=True),
+        "shuffle_buffer": Bound(1, integer=True, none=True),
+        "prefetch": Bound(0, integer=True),
+    }
 
     @renamed_kwargs(lr="learning_rate", progress=None)
     def __init__(
@@ -302,14 +332,7 @@ class AutoEncoder(Representation):
 
     # ------------------------------------------------------------------ Representation
     def _check_params(self):
-        if list(self.hidden) and min(int(h) for h in self.hidden) < 1:
-            raise InputError(f"hidden widths must be positive, got {self.hidden}")
-        if not 0 <= self.val_fraction < 1:
-            raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.batch_size < 2:
-            raise InputError("batch_size must be at least 2 (batch norm needs two rows)")
-        if self.max_epochs < 1 or self.patience < 1:
-            raise InputError("max_epochs and patience must be at least 1")
+        hidden_widths(self.hidden)  # the numbers are checked by fit (_bounds)
         if self.in_memory not in ("auto", True, False):
             raise InputError(f"in_memory must be 'auto', True or False, got {self.in_memory!r}")
 

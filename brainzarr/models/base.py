@@ -36,7 +36,7 @@ from sklearn.utils._set_output import _wrap_data_with_container
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._progress import job
-from .._validation import SEED, whole_number
+from .._validation import SEED, check_params, whole_number
 from ..exceptions import CheckpointMismatchError, InputError, InputTypeError
 from ..streaming.passes import as_array
 from ..streaming.reader import reusing_buffers
@@ -84,6 +84,9 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     min_samples: ClassVar[int] = 2
     #: said when n_components is not a whole number (PCA: how to choose k by explained variance)
     _n_components_hint: ClassVar[str] = ""
+    #: what each numeric parameter takes, checked when fitting (as scikit-learn's
+    #: ``_parameter_constraints``)
+    _bounds: ClassVar[dict] = {}
 
     # ------------------------------------------------------------------ to implement
     def _fit(self, X):  # pragma: no cover - abstract
@@ -148,6 +151,7 @@ class Representation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             raise InputError(f"n_components must be at least 1, got {self.n_components}")
         if "random_state" in self.get_params(deep=False):
             whole_number(self.random_state, "random_state", hint=SEED)
+        check_params(self, self._bounds)
         if self.__sklearn_tags__().input_tags.positive_only and not isinstance(arr, da.Array) and (arr < 0).any():
             raise InputError(f"Negative values in data passed to {type(self).__name__}.fit")
         with job(f"{self.method or type(self).__name__} fit", unit="block"), reusing_buffers():

@@ -31,10 +31,12 @@ PCA pass at 2,000 landmarks.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import dask.array as da
 import numpy as np
 
-from .._validation import non_finite_input
+from .._validation import Bound, non_finite_input
 from ..exceptions import InputError
 from ..streaming.passes import as_array, take_rows
 from .base import Representation
@@ -92,6 +94,14 @@ class KernelPCA(Representation):
     """
 
     method = "kpca"
+    _bounds: ClassVar[dict] = {
+        "gamma": Bound(0, low_open=True, none=True, words=("median",)),
+        "n_landmarks": Bound(1, integer=True),
+        "n_preimage": Bound(1, integer=True, none=True),
+        "alpha": Bound(0, none=True),
+        "inverse_gamma": Bound(0, low_open=True, none=True),
+        "block_rows": Bound(1, integer=True, none=True),
+    }
 
     def __init__(
         self,

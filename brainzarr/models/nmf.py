@@ -25,11 +25,13 @@ non-negative by construction.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from sklearn.decomposition import MiniBatchNMF
 from sklearn.decomposition._nmf import _initialize_nmf
 
-from .._validation import non_finite_input
+from .._validation import Bound, non_finite_input
 from ..exceptions import InputError
 from ..streaming.passes import block_reduce, cache_if_small, stream_blocks, take_rows
 from .base import Representation
@@ -82,6 +84,18 @@ class NMF(Representation):
     """
 
     method = "nmf"
+    _bounds: ClassVar[dict] = {
+        "max_epochs": Bound(1, integer=True),
+        "tol": Bound(0),
+        "batch_size": Bound(1, integer=True),
+        "forget_factor": Bound(0, 1),
+        "init_rows": Bound(1, integer=True),
+        "hals_sweeps": Bound(1, integer=True),
+        "w_max_iter": Bound(1, integer=True),
+        "w_tol": Bound(0),
+        "block_rows": Bound(1, integer=True, none=True),
+        "cache_bytes": Bound(0, integer=True, none=True),
+    }
     components_within_features = True
 
     def __sklearn_tags__(self):

@@ -31,13 +31,15 @@ genes) and its pass costs n x genes^2, so it suits few genes or few voxels.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import dask.array as da
 import numpy as np
 import scipy.linalg
 import xarray as xr
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import non_finite_input
+from .._validation import Bound, non_finite_input
 from ..exceptions import InputError
 from ..streaming.passes import block_reduce, cache_if_small
 from .base import Representation
@@ -89,6 +91,12 @@ class PCA(Representation):
     """
 
     method = "pca"
+    _bounds: ClassVar[dict] = {
+        "n_oversamples": Bound(0, integer=True),
+        "n_power_iter": Bound(1, integer=True),
+        "block_rows": Bound(1, integer=True, none=True),
+        "cache_bytes": Bound(0, integer=True, none=True),
+    }
     _n_components_hint = (
         "; a fraction of the variance (0.9), None or 'mle', as scikit-learn's PCA takes them, needs the"
         " whole spectrum, which a streamed fit does not compute: fit a large enough k and read"

@@ -55,10 +55,13 @@ embedding by default), embedding -> PCA scores -> genes.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from .._optional import require
 from .._progress import step
+from .._validation import Bound
 from ..exceptions import InputError
 from .neighbour import NeighbourEmbedding
 
@@ -138,6 +141,18 @@ class TSNE(NeighbourEmbedding):
     """
 
     method = "tsne"
+    _bounds: ClassVar[dict] = {
+        "perplexity": Bound(0, low_open=True),
+        "n_iter": Bound(0, integer=True),
+        "early_exaggeration_iter": Bound(0, integer=True),
+        "early_exaggeration": Bound(0, low_open=True),
+        "learning_rate": Bound(0, low_open=True, words=("auto",)),
+        "negative_samples": Bound(2, integer=True),
+        "transform_perplexity": Bound(0, low_open=True),
+        "transform_n_iter": Bound(0, integer=True),
+        "pca_components": Bound(1, integer=True),
+        "decoder_components": Bound(1, integer=True),
+    }
     _placing = ("openTSNE", "t-SNE's transform")
 
     def __init__(

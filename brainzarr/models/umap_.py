@@ -39,10 +39,12 @@ regression in the embedding by default), embedding -> PCA scores -> genes.
 from __future__ import annotations
 
 import warnings
+from typing import ClassVar
 
 import numpy as np
 
 from .._optional import require
+from .._validation import Bound
 from ..exceptions import InputError
 from .knn import NeighbourIndex
 from .neighbour import NeighbourEmbedding
@@ -102,6 +104,17 @@ class UMAP(NeighbourEmbedding):
     """
 
     method = "umap"
+    _bounds: ClassVar[dict] = {
+        "n_neighbors": Bound(2, integer=True),
+        "min_dist": Bound(0),
+        "spread": Bound(0, low_open=True),
+        "n_epochs": Bound(1, integer=True, none=True),
+        "learning_rate": Bound(0, low_open=True),
+        "negative_sample_rate": Bound(0, integer=True),
+        "transform_n_epochs": Bound(1, integer=True),
+        "pca_components": Bound(1, integer=True),
+        "decoder_components": Bound(1, integer=True),
+    }
     _placing = ("umap", "UMAP's transform")
 
     def __init__(
