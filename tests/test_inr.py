@@ -270,6 +270,22 @@ def test_bad_parameters_are_clear(table):
         GeneINR(**SMALL).fit(table, mask=np.ones((3, 3), dtype=bool))
 
 
+def test_numeric_parameters_outside_their_range_are_refused_naming_them(table):
+    """``float()`` took ``True`` as 1 and stopped with Python's message on text; a negative
+    ``weight_decay`` or ``feature_penalty`` was used as given."""
+    import re
+
+    from brainzarr.exceptions import InputError
+
+    defaults = GeneINR().get_params()
+    assert set(GeneINR._bounds) <= set(defaults)
+    for name, bound in GeneINR._bounds.items():
+        assert bound.holds(defaults[name]), name
+        for value in (True, "x", float("nan"), bound.low - 1, *([bound.low] if bound.low_open else [])):
+            with pytest.raises(InputError, match=rf"^{name} must be .+, got {re.escape(repr(value))}$"):
+                GeneINR(**{name: value}).fit(table)
+
+
 def test_siren_backbone_trains(table):
     model = GeneINR(backbone="siren", omega=10.0, random_state=0, **(SMALL | {"max_epochs": 15})).fit(
         table.isel(gene=slice(0, 40))

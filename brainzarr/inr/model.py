@@ -41,6 +41,7 @@ import json
 import time
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import xarray as xr
@@ -51,7 +52,7 @@ from .._atomic import atomic_directory
 from .._deprecation import renamed_kwargs
 from .._location import user_path
 from .._torch import load_weights_only, require_torch, resolve_device, seeded
-from .._validation import SEED, whole_number
+from .._validation import SEED, Bound, check_params, whole_number
 from ..exceptions import DataNotFoundError, InputError, ResultExistsError, StoreExistsError
 from ..sources.table import validate_sample_table, warn_of_samples_outside_the_brain
 from .genes import gene_positions
@@ -188,28 +189,33 @@ class GeneINR(BaseEstimator):
         """The parameters that decide what a fit computes (JSON-able)."""
         return {k: v for k, v in self.get_params().items() if k not in _RUNTIME_PARAMS}
 
+    #: what each numeric parameter takes (``float()`` took ``True`` as 1 and stopped on text)
+    _bounds: ClassVar[dict] = {
+        **dict.fromkeys(
+            (
+                "n_features",
+                "width",
+                "depth",
+                "n_fourier",
+                "rank",
+                "max_epochs",
+                "batch_size",
+                "checkpoint_every",
+                "n_ensemble",
+            ),
+            Bound(1, integer=True),
+        ),
+        **dict.fromkeys(("length_scale_mm", "learning_rate", "omega", "donor_penalty"), Bound(0, low_open=True)),
+        **dict.fromkeys(("weight_decay", "feature_penalty"), Bound(0)),
+    }
+
     def _check_params(self):
         if self.backbone not in BACKBONES:
             raise InputError(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONES)}")
         if self.solver not in SOLVERS:
             raise InputError(f"unknown solver {self.solver!r}; choose from {', '.join(SOLVERS)}")
-        for name in (
-            "n_features",
-            "width",
-            "depth",
-            "n_fourier",
-            "rank",
-            "max_epochs",
-            "batch_size",
-            "checkpoint_every",
-            "n_ensemble",
-        ):
-            if whole_number(getattr(self, name), name) < 1:
-                raise InputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         whole_number(self.random_state, "random_state", hint=SEED)
-        for name in ("length_scale_mm", "learning_rate", "omega", "donor_penalty"):
-            if not float(getattr(self, name)) > 0:
-                raise InputError(f"{name} must be positive, got {getattr(self, name)!r}")
+        check_params(self, self._bounds)
 
     def fit(self, table: xr.Dataset, mask=None, *, callback=None) -> GeneINR:
         """Fit on a sample table (``expression (sample, gene)`` with x, y, z, donor, ...).
