@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import difflib
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .exceptions import InputError
 
-__all__ = ["whole_number", "Bound", "check_params", "did_you_mean", "non_finite_input", "SEED", "SPLIT_SYNONYMS"]
+__all__ = [
+    "whole_number",
+    "Bound",
+    "checked",
+    "check_params",
+    "hidden_widths",
+    "did_you_mean",
+    "non_finite_input",
+    "SEED",
+    "SPLIT_SYNONYMS",
+]
 
 #: why ``random_state`` must be a whole number, for its messages
 SEED = " (a seed: brainzarr records it so that the run can be repeated)"
@@ -73,14 +84,35 @@ class Bound:
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
 
+def checked(value, name: str, bound: Bound):
+    """``value``, when ``bound`` holds it; else :class:`~brainzarr.exceptions.InputError` naming
+    ``name``, what it takes and what it got."""
+    if not bound.holds(value):
+        raise InputError(f"{name} must be {bound.describe()}, got {value!r}")
+    return value
+
+
 def check_params(owner, bounds: dict) -> None:
     """Refuse the first parameter of ``owner`` (an estimator) outside its :class:`Bound`, naming
     it, what it takes and what it got: ``int()`` and numpy took ``2.5`` iterations as 2, ``True``
     epochs as 1 and a negative count as none, or stopped with their own messages."""
     for name, bound in bounds.items():
-        value = getattr(owner, name)
-        if not bound.holds(value):
-            raise InputError(f"{name} must be {bound.describe()}, got {value!r}")
+        checked(getattr(owner, name), name, bound)
+
+
+def hidden_widths(hidden) -> list[int]:
+    """``hidden`` as a list of layer widths: one width alone is one layer, as scikit-learn's
+    ``hidden_layer_sizes`` takes it; each a whole number of units, at least one (``int()`` took
+    ``256.7`` as 256)."""
+    if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
+        hidden = (hidden,)
+    if isinstance(hidden, Iterable) and not isinstance(hidden, (str, bytes)):
+        hidden = tuple(hidden)
+    if not isinstance(hidden, tuple) or not all(map(Bound(1, integer=True).holds, hidden)):
+        raise InputError(
+            f"hidden must be layer widths, whole numbers of at least 1 such as (500, 250, 125), got {hidden!r}"
+        )
+    return [int(h) for h in hidden]
 
 
 #: what papers call the split schemes, for :func:`did_you_mean`

@@ -331,6 +331,30 @@ def test_sampled_tsne_embeds_nearly_as_well_as_exact(data):
     assert kl["sampled"] < 1.15 * kl["exact"]
 
 
+def test_decoder_options_outside_their_range_are_refused_before_the_pca_pass(monkeypatch):
+    """``decoder_options={"n_neighbors": 2.5}`` was taken as 2, ``{"max_epochs": 2.5}`` as 2 and
+    ``{"hidden": [8.5]}`` as 8 units, by int()."""
+    from brainzarr.models import pca as pca_module
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the PCA pass ran before the decoder's options were checked")
+
+    monkeypatch.setattr(pca_module.PCA, "fit", no_pass)
+    X = np.random.default_rng(0).random((60, 8)).astype(np.float32)
+    for decoder, options, message in (
+        ("knn", {"n_neighbors": 2.5}, r"n_neighbors must be at least 1 \(a whole number\), got 2.5"),
+        ("knn", {"n_neighbors": 0}, r"n_neighbors must be at least 1 \(a whole number\), got 0"),
+        ("mlp", {"max_epochs": 2.5}, r"max_epochs must be at least 1 \(a whole number\), got 2.5"),
+        ("mlp", {"hidden": [8.5]}, r"hidden must be layer widths, whole numbers of at least 1 .*, got \(8.5,\)"),
+        ("mlp", {"learning_rate": True}, "learning_rate must be above 0, got True"),
+        ("mlp", {"val_fraction": 0}, r"val_fraction must be in \(0, 1\), got 0"),
+        ("mlp", {"random_state": 1.5}, "random_state must be a whole number, got 1.5"),
+    ):
+        for cls in (TSNE, UMAP):
+            with pytest.raises(ValueError, match=message):
+                cls(2, decoder=decoder, decoder_options=options).fit(X)
+
+
 def test_knn_decoder_interpolates_and_reproduces_training_pairs():
     rng = np.random.default_rng(0)
     Z = rng.uniform(-1, 1, size=(400, 2))

@@ -37,10 +37,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import numbers
 import time
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
 
@@ -59,7 +57,7 @@ from .._torch import (
     save_atomic,
     seeded,
 )
-from .._validation import Bound, non_finite_input
+from .._validation import Bound, hidden_widths, non_finite_input
 from ..exceptions import CheckpointMismatchError, InputError
 from .base import Representation
 from .loaders import MemoryLoader, StreamingLoader, available_memory, load_rows
@@ -88,21 +86,6 @@ def _amp_dtype(device, mixed_precision: bool):
     if not mixed_precision or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def hidden_widths(hidden) -> list[int]:
-    """``hidden`` as a list of layer widths: one width alone is one layer, as scikit-learn's
-    ``hidden_layer_sizes`` takes it; each a whole number of units, at least one (``int()`` took
-    ``256.7`` as 256)."""
-    if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
-        hidden = (hidden,)
-    if isinstance(hidden, Iterable) and not isinstance(hidden, (str, bytes)):
-        hidden = tuple(hidden)
-    if not isinstance(hidden, tuple) or not all(map(Bound(1, integer=True).holds, hidden)):
-        raise InputError(
-            f"hidden must be layer widths, whole numbers of at least 1 such as (500, 250, 125), got {hidden!r}"
-        )
-    return [int(h) for h in hidden]
 
 
 def layer_widths(n_features: int, n_components: int, hidden) -> list[int]:

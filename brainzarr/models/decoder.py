@@ -41,6 +41,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .._validation import SEED, Bound, checked, hidden_widths, whole_number
 from ..exceptions import InputError
 from .knn import NeighbourIndex
 
@@ -95,9 +96,7 @@ class KNNDecoder:
     kind = "knn"
 
     def __init__(self, n_neighbors: int = 10):
-        if int(n_neighbors) < 1:
-            raise InputError(f"n_neighbors must be at least 1, got {n_neighbors}")
-        self.n_neighbors = int(n_neighbors)
+        self.n_neighbors = int(checked(n_neighbors, "n_neighbors", Bound(1, integer=True)))
 
     def fit(self, Z: np.ndarray, T: np.ndarray):
         """Remember the training pairs (embedding Z, targets T) and index Z."""
@@ -160,17 +159,17 @@ class MLPDecoder:
         random_state: int = 0,
         device: str = "auto",
     ):
-        self.hidden = tuple(int(h) for h in hidden)
-        self.max_epochs = int(max_epochs)
-        self.batch_size = int(batch_size)
-        self.learning_rate = float(learning_rate)
-        self.weight_decay = float(weight_decay)
-        self.patience = int(patience)
-        self.val_fraction = float(val_fraction)
-        self.random_state = int(random_state)
+        # given as a neighbour embedding's decoder_options: int() took 2.5 epochs as 2
+        count, positive = Bound(1, integer=True), Bound(0, low_open=True)
+        self.hidden = tuple(hidden_widths(hidden))
+        self.max_epochs = int(checked(max_epochs, "max_epochs", count))
+        self.batch_size = int(checked(batch_size, "batch_size", count))
+        self.learning_rate = float(checked(learning_rate, "learning_rate", positive))
+        self.weight_decay = float(checked(weight_decay, "weight_decay", Bound(0)))
+        self.patience = int(checked(patience, "patience", count))
+        self.val_fraction = float(checked(val_fraction, "val_fraction", Bound(0, 1, low_open=True, high_open=True)))
+        self.random_state = whole_number(random_state, "random_state", hint=SEED)
         self.device = device
-        if not 0 < self.val_fraction < 1:
-            raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
 
     def _network(self, n_in: int, n_out: int):
         import torch

@@ -78,9 +78,6 @@ class NeighbourEmbedding(Representation):
         from .pca import PCA
 
         n, g = X.shape
-        for name in ("pca_components", "decoder_components"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         self._check_params()  # before the PCA pass, so bad settings fail at once
         decoder = self._new_decoder()
         q = min(max(int(self.pca_components), int(self.decoder_components)), n, g)
