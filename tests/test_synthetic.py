@@ -118,6 +118,11 @@ def test_gene_requests():
         load_source("synthetic", genes="apoe,Sst", random_state=0)
     with pytest.raises(ValueError, match="asked for 20,000 genes; this source has 1 to 15,633"):
         load_source("synthetic", genes=20_000)
+    # iterating them said only "'float' object is not iterable"; a whole float is the number
+    for bad in (2.5, True, object()):
+        with pytest.raises(TypeError, match=r"genes must be None \(all\), a number of genes, .*; got "):
+            load_source("synthetic", genes=bad)
+    assert load_source("synthetic", genes=3.0, random_state=0).sizes["gene"] == 3
     with pytest.raises(ValueError, match="the gene list names APOE, SST more than once"):
         load_source("synthetic", genes="SST,APOE,SST,GAD1,APOE", random_state=0)
     with pytest.raises(ValueError, match="unknown donor"):

@@ -14,13 +14,14 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
 import xarray as xr
 
 from .._location import user_path
 from .._text import read_user_text
-from ..exceptions import InputError, UnknownGeneError
+from ..exceptions import InputError, InputTypeError, UnknownGeneError
 
 __all__ = ["make_sample_table", "read_gene_list", "resolve_genes", "validate_sample_table", "UnknownGeneError"]
 
@@ -157,7 +158,16 @@ def resolve_genes(genes, available) -> list[str]:
     available = [str(g) for g in available]
     if genes is None:
         return available
-    if isinstance(genes, (int, np.integer)) and not isinstance(genes, bool):
+    if isinstance(genes, (float, np.floating)) and float(genes).is_integer():
+        genes = int(genes)
+    if isinstance(genes, (bool, np.bool_, float, np.floating)) or not isinstance(
+        genes, (int, np.integer, str, Iterable)
+    ):
+        raise InputTypeError(  # iterating 2.5 or True said only "'float' object is not iterable"
+            "genes must be None (all), a number of genes, comma-separated symbols, a list of symbols or the "
+            f"path of a file of them; got {genes!r}"
+        )
+    if isinstance(genes, (int, np.integer)):
         if not 1 <= genes <= len(available):
             raise InputError(f"asked for {genes:,} genes; this source has 1 to {len(available):,}")
         pick = np.unique(np.linspace(0, len(available) - 1, int(genes)).round().astype(int))
