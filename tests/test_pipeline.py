@@ -454,6 +454,9 @@ def test_a_fit_or_read_named_with_a_group_name_or_in_the_wrong_order_says_so(sto
         (lambda: ds.brain.fit("pca", "k8"), r"got 'k8' \(k8 in a group's name is n_components=8\)"),
         (lambda: ds.brain.read("pca", "k8"), r"got 'k8' \(k8 in a group's name is n_components=8\)"),
         (lambda: fit_store(store, 8, "pca"), r"got 'pca' \(the method comes before n_components\)"),
+        (lambda: rmse_table(store, dims=[2, 2.5]), r"^dims must be a whole number, got 2.5$"),  # not n_components
+        (lambda: fit_store(store, "pca", 2, split="Random"), r"got 'Random'; did you mean random\?$"),
+        (lambda: fit_store(store, "pca", 2, split="spatial"), r"did you mean blocked \(the spatially blocked split\)"),
     ):
         with pytest.raises(ValueError, match=hint):
             call()

@@ -48,7 +48,7 @@ from .._disk import require_free
 from .._location import open_group, task_path, zarr_store
 from .._optional import check_installed
 from .._progress import job
-from .._validation import SEED, whole_number
+from .._validation import SEED, SPLIT_SYNONYMS, did_you_mean, whole_number
 from .._version import __version__
 from .._zarr import checked_compressors, every_chunk, quiet_zarr
 from ..exceptions import (
@@ -122,10 +122,10 @@ def selected_dims(dims) -> tuple[int, ...] | None:
         return None
     if isinstance(dims, str) or not np.iterable(dims):
         dims = [dims]
-    return tuple(as_n_components(d) for d in dims)
+    return tuple(as_n_components(d, "dims") for d in dims)
 
 
-def as_n_components(value) -> int:
+def as_n_components(value, name: str = "n_components") -> int:
     """``value`` as a number of components: a whole number (``8``, ``np.int64(8)``, ``8.0``).
 
     ``int()`` took ``2.5`` as 2 and ``True`` as 1, fitting and reading another result than the
@@ -136,15 +136,20 @@ def as_n_components(value) -> int:
         hint = f" (k{value[1:]} in a group's name is n_components={value[1:]})"
     elif isinstance(value, str) and value in METHODS:
         hint = " (the method comes before n_components)"
-    return whole_number(value, "n_components", hint=hint)
+    return whole_number(value, name, hint=hint)
 
 
 def split_scheme(store, split: str | None = None) -> str:
     """The split scheme a fit uses: ``split``, else the store's (``provenance['split']['scheme']``)."""
     if split is None:
         return str(as_store(store).provenance.get("split", {}).get("scheme", "random"))
+    return _checked_split(split)
+
+
+def _checked_split(split: str) -> str:
     if split not in ("random", "blocked"):
-        raise InputError(f"split must be 'random' or 'blocked', got {split!r}")
+        hint = did_you_mean(split, ("random", "blocked"), SPLIT_SYNONYMS)
+        raise InputError(f"split must be 'random' or 'blocked', got {split!r}{hint}")
     return split
 
 
@@ -246,8 +251,7 @@ def _split_labels(ds: xr.Dataset, split: str | None) -> tuple[str, str, np.ndarr
     if split is None:
         scheme = ds.attrs.get("provenance", {}).get("split", {}).get("scheme", "random")
         return scheme, "split", np.asarray(ds["split"].values)
-    if split not in ("random", "blocked"):
-        raise InputError(f"split must be 'random' or 'blocked', got {split!r}")
+    split = _checked_split(split)
     return split, f"split_{split}", np.asarray(ds[f"split_{split}"].values)
 
 
