@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -281,8 +282,9 @@ def test_settings_validated(ahba):
         load_ahba(ahba.root, probe_selection="pc_loading")
     with pytest.raises(ValueError, match="lr_mirror"):
         load_ahba(ahba.root, lr_mirror="both")
-    with pytest.raises(ValueError, match="ibf_threshold"):
-        load_ahba(ahba.root, ibf_threshold=1.5)
+    for bad in (1.5, -0.1, True, "0.5", None):  # float() took True as 1 and stopped on text
+        with pytest.raises(ValueError, match=rf"^ibf_threshold must be in \[0, 1\], got {re.escape(repr(bad))}$"):
+            load_ahba(ahba.root, ibf_threshold=bad)
 
 
 def test_reannotation_needs_every_probe(small):

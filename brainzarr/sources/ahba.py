@@ -45,6 +45,7 @@ import pandas as pd
 import xarray as xr
 
 from .._location import user_path
+from .._validation import Bound, checked
 from ..exceptions import DataNotFoundError, InputError
 from . import abagen_compat
 from .abagen_data import DONOR_SAMPLES, reannotated_probes
@@ -293,8 +294,7 @@ def load_ahba(
         raise InputError(
             f"probe_selection must be one of {list(abagen_compat.PROBE_SELECTIONS)}, not {probe_selection!r}"
         )
-    if not 0.0 <= float(ibf_threshold) <= 1.0:
-        raise InputError(f"ibf_threshold must lie in [0, 1], not {ibf_threshold}")
+    checked(ibf_threshold, "ibf_threshold", Bound(0, 1))  # float() took True as 1 and stopped on text
     root = microarray_dir(data_dir)
 
     abagen, io, probes_, samples_, correct = _abagen()
