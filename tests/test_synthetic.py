@@ -130,3 +130,20 @@ def test_gene_requests():
     assert set(load_synthetic(5, donors=["9861"])["donor"].values) == {"9861"}
     with pytest.raises(ValueError, match="unknown source"):
         load_source("nope")
+
+
+def test_the_models_settings_outside_their_range_are_refused_naming_them():
+    """numpy drew with a negative noise_sd as its magnitude and took True as 1; hidden=2.5 and
+    signal_scale="a" stopped in numpy. A whole float is the number (hidden=4.0 is 4 units)."""
+    for options, message in (
+        ({"noise_sd": -1}, "noise_sd must be at least 0, got -1"),
+        ({"donor_sd": True}, "donor_sd must be at least 0, got True"),
+        ({"hidden": 2.5}, r"hidden must be at least 1 \(a whole number\), got 2.5"),
+        ({"hidden": 0}, r"hidden must be at least 1 \(a whole number\), got 0"),
+        ({"length_scale_mm": -5}, "length_scale_mm must be above 0, got -5"),
+        ({"signal_scale": "a"}, "signal_scale must be at least 0, got 'a'"),
+    ):
+        with pytest.raises(ValueError, match=rf"^{message}$"):
+            load_source("synthetic", genes=3, random_state=0, **options)
+    four = load_source("synthetic", genes=3, random_state=0, hidden=4.0)
+    np.testing.assert_array_equal(four["expression"].values, load_synthetic(3, hidden=4)["expression"].values)

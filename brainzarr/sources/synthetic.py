@@ -37,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from .._deprecation import renamed_kwargs
+from .._validation import Bound, check_params
 from ..exceptions import InputError
 from .abagen_data import corrected_coordinates, study_gene_symbols
 from .table import make_sample_table, resolve_genes
@@ -111,6 +112,18 @@ class SyntheticModel:
     noise_sd: float = 0.25
     donor_sd: float = 0.05
     donor_gene_sd: float = 0.08
+
+    def __post_init__(self):
+        # numpy took a negative noise_sd as its magnitude, True as 1, and stopped on hidden=2.5
+        check_params(
+            self,
+            {
+                "length_scale_mm": Bound(0, low_open=True),
+                "hidden": Bound(1, integer=True),
+                **dict.fromkeys(("signal_scale", "noise_sd", "donor_sd", "donor_gene_sd"), Bound(0)),
+            },
+        )
+        object.__setattr__(self, "hidden", int(self.hidden))  # 4.0 units are 4 (a frozen dataclass)
 
     @property
     def genes(self) -> tuple[str, ...]:
