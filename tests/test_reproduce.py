@@ -135,13 +135,17 @@ def test_target_maps_given_are_read_once(reproduced, tmp_path, monkeypatch):
     real, read = targets_module.read_map, []
     monkeypatch.setattr(targets_module, "read_map", lambda item, *a, **k: read.append(item) or real(item, *a, **k))
     out = tmp_path / "given"
-    # one name as a string, one dim as a number (dims=2 stopped with a TypeError)
-    reproduce_study(store, out, index.parent / "targets", methods="pca", dims=2, grid=GRID, n_splits=2)
+    # one name as a string, one dim as a number (dims=2 stopped with a TypeError), one split as a
+    # string (it was read letter by letter: "got ['r', 'a', 'n', 'd', 'o', 'm']")
+    reproduce_study(store, out, index.parent / "targets", methods="pca", dims=2, splits="random", grid=GRID, n_splits=2)
     assert sorted(read) == files
     assert json.loads((out / "evaluation.json").read_text())["targets"] == [str(f) for f in files]
     prediction = pd.read_csv(out / "prediction.csv")
     assert set(prediction["target"]) == {f.name.removesuffix(".nii.gz") for f in files}
-    assert set(prediction["representation"]) == {"pca-k2"}
+    assert set(prediction["representation"]) == {"pca-k2"} and set(prediction["fitted_split"]) == {"random"}
+    with pytest.raises(ValueError, match=r"got \['random', 'spatial'\]; did you mean blocked \(the spatially"):
+        reproduce_study(store, tmp_path / "no", methods="pca", dims=2, splits="random,spatial")
+    assert not (tmp_path / "no").exists()
 
 
 def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path, capsys):

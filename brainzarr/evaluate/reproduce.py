@@ -20,7 +20,7 @@ import pandas as pd
 
 from .._atomic import refuse_foreign_outputs, write_file, write_text
 from .._location import location, user_path
-from .._validation import SEED, whole_number
+from .._validation import SEED, SPLIT_SYNONYMS, did_you_mean, whole_number
 from .._version import __version__
 from ..exceptions import InputError
 from ..store import check_schema, open_store, refuse_output_in_a_store
@@ -163,8 +163,9 @@ def reproduce_study(
     methods, dims : sequences
         Default: the study's six methods at 2, 4, ..., 128 (dims not below the gene count are
         left out).
-    splits : sequence of {'random', 'blocked'}
-        Each method and dim is fitted once per split (``representations/<split>/...``).
+    splits : str or sequence of {'random', 'blocked'}
+        Each method and dim is fitted once per split (``representations/<split>/...``); one name,
+        comma-separated names or a list.
     random_state : int
         Seeds every fit, the CV folds and XGBoost; recorded in the store's results.
     method_params : dict, optional
@@ -202,9 +203,13 @@ def reproduce_study(
     attrs = check_schema(store)
     ds = open_store(store)
     resolution = float(attrs["resolution_mm"])
-    bad = sorted(set(splits) - {"random", "blocked"})
+    if isinstance(splits, str):  # one split, or comma-separated ones: read letter by letter, 'random' was r, a, n, ...
+        splits = [s.strip() for s in splits.split(",") if s.strip()]
+    splits = list(dict.fromkeys(splits))
+    bad = [s for s in splits if s not in ("random", "blocked")]
     if bad or not splits:
-        raise InputError(f"splits must be 'random' and/or 'blocked', got {list(splits)}")
+        hint = did_you_mean(bad[0], ("random", "blocked"), SPLIT_SYNONYMS) if bad else ""
+        raise InputError(f"splits must be 'random' and/or 'blocked', got {splits}{hint}")
     methods, dims = selected_methods(methods) or STUDY_METHODS, selected_dims(dims) or STUDY_DIMS
     kept = [d for d in dims if d < ds.sizes["gene"]]
     if not kept:
