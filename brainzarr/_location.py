@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .exceptions import StoreError
+from .exceptions import InputError, StoreError
 
 __all__ = ["location", "user_path", "is_remote", "zarr_store", "open_group", "storage_options_of", "StoreLocationError"]
 
@@ -58,6 +58,11 @@ def location(path, storage_options: dict | None = None):
         return path.expanduser()
     text = str(path)
     if not is_remote(text):
+        if storage_options:  # a URL's scheme left out: the store was written here, the options unused
+            raise InputError(
+                f"{text} is a local path, and storage options ({', '.join(map(str, storage_options))}) are for a "
+                "store at a URL, such as s3://bucket/brain.zarr"
+            )
         return user_path(text.removeprefix("file://"))
     try:
         from upath import UPath

@@ -390,3 +390,21 @@ def test_a_tilde_in_a_path_is_the_home_folder(small_store, tmp_path, monkeypatch
     ]
     assert not (tmp_path / "~").exists()
     assert "representations/random/pca/k2" in list_groups("~/s.zarr")
+
+
+def test_storage_options_with_a_local_path_are_refused(small_store, tmp_path, capsys):
+    """A URL's scheme left out (``store/s8.zarr`` for ``s3://store/s8.zarr``) built the store on the
+    local disk and left the storage options unused, without a word."""
+    from brainzarr import Store
+    from brainzarr.cli import main
+
+    out = tmp_path / "s8.zarr"
+    for where in (out, str(out)):
+        with pytest.raises(ValueError, match=r"s8.zarr is a local path, and storage options \(anon\) are for a store"):
+            build_store(where, resolution=8, genes=3, storage_options={"anon": True})
+    assert not out.exists()
+    with pytest.raises(ValueError, match="storage options"):
+        Store(small_store, storage_options={"endpoint_url": "http://127.0.0.1:9"})
+    assert main(["info", str(small_store), "--storage-option", "endpoint_url=http://127.0.0.1:9"]) == 1
+    assert "is a local path, and storage options (endpoint_url) are for a store at a URL" in capsys.readouterr().err
+    assert Store(small_store, storage_options={}).path == Store(small_store).path  # none given: as before
