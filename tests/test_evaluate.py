@@ -117,6 +117,24 @@ def test_check_grid_asks_xgboost_which_parameters_it_uses():
         check_grid({"max_depth": [3, "deep"]})
     with pytest.raises(ValueError, match=r"refuses the grid's subsample=2: value 2 for Parameter subsample exceed"):
         check_grid({"subsample": [0.5, 2]})
+    # XGBoost's own warning of unused parameters reaches Python only in the thread that imported
+    # it (an evaluation's worker threads may have): the check does not rely on it
+    import threading
+
+    import xgboost  # noqa: F401  (imported here, in this thread; the check runs in another)
+
+    said = []
+
+    def in_a_thread():
+        try:
+            check_grid({"depth": [2]})
+        except ValueError as error:
+            said.append(str(error))
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join()
+    assert len(said) == 1 and "does not use the grid's parameter depth" in said[0]
 
 
 def test_parse_grid():

@@ -32,8 +32,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import re
-import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
@@ -119,6 +117,10 @@ def check_grid(grid) -> dict:
     for ``max_depth``: every candidate of the search was the same model), and a value it refuses
     stopped the evaluation only once its first model was fitted.
 
+    A parameter is one XGBoost uses when the configuration of a booster fitted with it names it
+    (aliases such as ``eta`` included), or the scikit-learn interface takes it. XGBoost's own
+    warning of unused parameters reaches Python only in the thread that imported it.
+
     Raises
     ------
     InputError
@@ -128,35 +130,37 @@ def check_grid(grid) -> dict:
     if any(grid is preset for preset in GRIDS.values()):
         return grid
     xgboost = require("xgboost", "downstream prediction")
-    candidates, sizes = _candidates(grid)
+    candidates, _ = _candidates(grid)
     first = candidates[0]
     rows, y = np.arange(16, dtype=np.float32).reshape(8, 2), np.arange(8.0)
+    wrapper = set(xgboost.XGBRegressor().get_params())
     for key, value in [(None, None)] + [(k, v) for k in first for v in {str(c[k]): c[k] for c in candidates}.values()]:
-        params = {**FIXED_PARAMS, **first, **({key: value} if key else {}), "verbosity": 1, "validate_parameters": True}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                xgboost.XGBRegressor(**params, n_estimators=1).fit(rows, y)
-            except xgboost.core.XGBoostError as error:
-                reason = str(error).strip().splitlines()[0]
-                raise InputError(
-                    f"XGBoost refuses the grid's {key or 'parameters'}={value if key else first}: {reason}"
-                ) from None
-        unused = [
-            name
-            for warning in caught
-            if (found := re.search(r"Parameters: \{(.*?)\} (are|is) not used", str(warning.message), re.S))
-            for name in re.findall(r'"([^"]+)"', found.group(1))
-        ]
+        params = {**FIXED_PARAMS, **first, **({key: value} if key else {})}
+        try:
+            model = xgboost.XGBRegressor(**params, n_estimators=1).fit(rows, y)
+        except xgboost.core.XGBoostError as error:
+            reason = str(error).strip().splitlines()[0]
+            given = f"{key}={value}" if key else f"parameters {first}"
+            raise InputError(f"XGBoost refuses the grid's {given}: {reason}") from None
+        named = _config_names(json.loads(model.get_booster().save_config()))
+        unused = [name for name in sorted(params) if name not in named | wrapper]
         if unused:
-            known = xgboost.XGBRegressor().get_params()
             raise InputError(
                 f"XGBoost does not use the grid's parameter{'s' * (len(unused) > 1)} {', '.join(unused)}"
-                f"{did_you_mean(unused[0], known)} (it would ignore {'them' if len(unused) > 1 else 'it'}, and "
-                "every candidate would be the same model; its parameters: "
-                "https://xgboost.readthedocs.io/en/stable/parameter.html)"
+                f"{did_you_mean(unused[0], sorted(named | wrapper))} (it would ignore "
+                f"{'them' if len(unused) > 1 else 'it'}, and every candidate would be the same model; its "
+                "parameters: https://xgboost.readthedocs.io/en/stable/parameter.html)"
             )
     return grid
+
+
+def _config_names(config) -> set[str]:
+    """Every key of a booster's saved configuration (nested), the names of its parameters."""
+    if isinstance(config, dict):
+        return set(config).union(*(_config_names(v) for v in config.values()))
+    if isinstance(config, list):
+        return set().union(*(_config_names(v) for v in config))
+    return set()
 
 
 def _candidates(grid: dict):
