@@ -137,6 +137,17 @@ def test_check_grid_asks_xgboost_which_parameters_it_uses():
     assert len(said) == 1 and "does not use the grid's parameter depth" in said[0]
 
 
+def test_n_jobs_is_read_as_joblib_reads_it(monkeypatch):
+    """``n_jobs=-1`` (every CPU, as scikit-learn and joblib read it) ran one thread."""
+    import os
+
+    from brainzarr.evaluate.prediction import check_cv
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert [check_cv(5, n)[1] for n in (None, -1, -2, -8, -20, 1, 3)] == [8, 8, 7, 1, 1, 1, 3]
+    assert check_cv(3.0, None) == (3, 8)
+
+
 def test_parse_grid():
     assert parse_grid("large")["max_depth"] == [2, 3, 4, 6, 8]
     assert parse_grid('{"max_depth": [3]}') == {"max_depth": [3]}
@@ -599,6 +610,16 @@ def test_embeddings_and_targets_that_cannot_be_used_are_refused_before_anything_
             run_evaluation(copy, targets, out, dims=dims, grid=grid, n_splits=3)
         with pytest.raises(ValueError, match=why):
             write_report(copy, out, targets, dims=dims, grid=grid, n_splits=3)
+        assert not out.exists()
+        assert {path: path.stat().st_mtime_ns for path in Path(copy).rglob("*")} == files
+    # scikit-learn refused 1 or 2.5 folds once the reconstruction table was written
+    for options, why in (
+        ({"n_splits": 1}, r"n_splits must be at least 2 \(a whole number\), got 1$"),
+        ({"n_splits": 2.5}, r"n_splits must be at least 2 \(a whole number\), got 2.5$"),
+        ({"n_jobs": 0}, "n_jobs must be a positive number of threads, or -1 for every CPU"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            run_evaluation(copy, targets_dir, out, grid=SMALL_GRID, **options)
         assert not out.exists()
         assert {path: path.stat().st_mtime_ns for path in Path(copy).rglob("*")} == files
 

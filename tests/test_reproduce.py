@@ -191,6 +191,7 @@ def test_a_rerun_reuses_the_fits_and_bad_input_is_one_line(reproduced, tmp_path,
     for bad, message in (
         (["--dims", "2,x"], "argument --dims: expected a positive integer, got 'x'"),
         (["--methods", ","], "argument --methods: expected comma-separated names"),
+        (["--folds", "1"], "argument --folds: expected an integer >= 2 (cross-validation folds), got '1'"),
     ):
         with pytest.raises(SystemExit) as exit_:
             main(["reproduce", str(store), "-o", str(tmp_path / "bad"), *bad])

@@ -20,6 +20,7 @@ __all__ = [
     "nonnegative_int",
     "positive_float",
     "fraction",
+    "folds",
     "finite_or_nan",
     "int_list",
     "name_list",
@@ -55,6 +56,7 @@ def _number(cast, ok, what: str):
 
 
 positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+folds = _number(int, lambda v: v >= 2, "an integer >= 2 (cross-validation folds)")
 nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 fraction = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")

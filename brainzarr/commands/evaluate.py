@@ -14,6 +14,7 @@ from ._args import (
     add_storage_arguments,
     add_store_argument,
     dask_client,
+    folds,
     positive_float,
     positive_int,
     store_path,
@@ -148,7 +149,7 @@ def add_evaluation_arguments(p) -> None:
     )
     add_interpolation_argument(p)
     add_embedding_interpolation_argument(p)
-    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds within the training voxels")
+    p.add_argument("--folds", type=folds, default=5, help="cross-validation folds within the training voxels")
     p.add_argument("--block-mm", type=positive_float, help="cube edge of the blocked CV folds (default: the store's)")
     p.add_argument("--seed", type=int, default=0, help="seeds the CV folds and XGBoost")
     p.add_argument("--jobs", type=positive_int, help="models fitted at once (default: the CPU count)")

@@ -18,6 +18,7 @@ from ._args import (
     chunk_shape,
     dask_client,
     device_name,
+    folds,
     grid_resolution,
     positive_float,
     positive_int,
@@ -269,7 +270,7 @@ def register(sub):
         default="blocks",
         help="held-out folds: spatial blocks (k-fold) or leave-one-donor-out",
     )
-    e.add_argument("--folds", type=positive_int, default=5, help="folds of --cv blocks")
+    e.add_argument("--folds", type=folds, default=5, help="folds of --cv blocks")
     e.add_argument("--block-mm", type=positive_float, default=16.0, help="cube edge of the spatial blocks (mm)")
     e.add_argument("--methods", default=",".join(METHOD_CHOICES), help="comma-separated methods")
     e.add_argument(

@@ -9,6 +9,7 @@ from ._args import (
     add_storage_arguments,
     add_store_argument,
     dask_client,
+    folds,
     int_list,
     name_list,
     positive_int,
@@ -77,7 +78,7 @@ def register(sub):
     )
     p.add_argument("--params", help='per-method estimator parameters as JSON, e.g. \'{"ae": {"max_epochs": 50}}\'')
     p.add_argument("--grid", default="default", help="XGBoost grid: 'default', 'large' or a JSON object")
-    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds within the training voxels")
+    p.add_argument("--folds", type=folds, default=5, help="cross-validation folds within the training voxels")
     p.add_argument("--seed", type=int, default=0, help="seeds every fit, the CV folds and XGBoost")
     p.add_argument("--jobs", type=positive_int, help="models fitted at once (default: the CPU count)")
     add_storage_arguments(p)

@@ -40,7 +40,7 @@ import pandas as pd
 from .._deprecation import renamed_kwargs
 from .._optional import require
 from .._progress import step
-from .._validation import did_you_mean
+from .._validation import Bound, checked, did_you_mean
 from ..exceptions import InputError
 from ..preprocess import spatial_blocks
 
@@ -50,6 +50,7 @@ __all__ = [
     "GRIDS",
     "parse_grid",
     "check_grid",
+    "check_cv",
     "FIXED_PARAMS",
     "cv_folds",
     "grid_search",
@@ -163,6 +164,20 @@ def _config_names(config) -> set[str]:
     return set()
 
 
+def check_cv(n_splits, n_jobs) -> tuple[int, int]:
+    """``n_splits`` (at least 2 folds) and the threads ``n_jobs`` asks for, as joblib reads it:
+    None or -1 every CPU, -2 all but one. scikit-learn refused 1 or 2.5 folds only once the
+    evaluation had written its reconstruction table, and ``n_jobs=-1`` ran one thread."""
+    n_splits = int(checked(n_splits, "n_splits", Bound(2, integer=True)))
+    checked(n_jobs, "n_jobs", Bound(integer=True, none=True))
+    cpus = os.cpu_count() or 1
+    if n_jobs is None:
+        return n_splits, cpus
+    if n_jobs == 0:
+        raise InputError("n_jobs must be a positive number of threads, or -1 for every CPU (-2: all but one), got 0")
+    return n_splits, int(n_jobs) if n_jobs > 0 else max(1, cpus + 1 + int(n_jobs))
+
+
 def _candidates(grid: dict):
     """Parameter sets without n_estimators, and the sorted n_estimators values to score."""
     grid = {k: list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v] for k, v in grid.items()}
@@ -264,7 +279,8 @@ def predict_targets(
     random_state : int
         Seeds the folds and XGBoost.
     n_jobs : int, optional
-        Models fitted at once (threads; each XGBoost uses one). Default: the CPU count.
+        Models fitted at once (threads; each XGBoost uses one). Default, or -1: every CPU; -2:
+        all but one.
     progress : bool, optional
         Show a progress bar (default: on a terminal).
 
@@ -321,7 +337,7 @@ def predict_targets(
             "block_mm": float(block_mm) if scheme == "blocked" else np.nan,
         }
 
-    workers = max(1, n_jobs or os.cpu_count() or 1)
+    n_splits, workers = check_cv(n_splits, n_jobs)
     with (
         ThreadPoolExecutor(workers) as pool,
         step(len(tasks), "prediction", unit="model", progress=progress) as bar,

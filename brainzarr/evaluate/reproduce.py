@@ -184,7 +184,7 @@ def reproduce_study(
     """
     from ..models.store_fitting import check_methods, rmse_table, selected_dims, selected_methods
     from .figures import plot_r2_bars, plot_rmse_beside_study
-    from .prediction import check_grid
+    from .prediction import check_cv, check_grid
     from .run import EVALUATION_FILES, is_evaluation_folder, run_evaluation, summary_table
     from .synthetic_targets import model_from_store, write_synthetic_targets
     from .targets import load_targets
@@ -217,6 +217,7 @@ def reproduce_study(
     check_methods(methods, "the study's protocol", also=("xgboost",))  # before any fit
     method_params = check_method_params(method_params, methods, kept)
     grid = check_grid(grid)  # a misspelt parameter is known before the fits too
+    check_cv(n_splits, n_jobs)
     if targets is None:  # the synthetic targets need a synthetic store: known before any fit
         try:
             model_from_store(store)

@@ -26,7 +26,7 @@ from ..models.store_fitting import selected_dims, selected_methods
 from ..nifti import INTERPOLATIONS
 from ..preprocess import SPLIT_SCHEMES
 from ..store import check_schema, list_groups, open_store, refuse_output_in_a_store, results_by_split, write_group
-from .prediction import check_grid, parse_grid, predict_targets
+from .prediction import check_cv, check_grid, parse_grid, predict_targets
 from .reconstruction import reconstruction_frame, reconstruction_table, save_reconstruction_table, to_markdown
 from .results import check_fitted, find_representations, read_embedding, split_labels
 from .stats import anova_tukey
@@ -251,7 +251,7 @@ def run_evaluation(
     random_state : int
         Seeds the CV folds and XGBoost (recorded as ``seed``).
     n_jobs : int, optional
-        Models fitted at once (default: the CPU count).
+        Models fitted at once (default, or -1: every CPU; -2: all but one).
     save_to_store : bool
         Also write ``evaluation/reconstruction``, ``evaluation/prediction`` and
         ``evaluation/targets`` into the store (the report reads them).
@@ -294,6 +294,7 @@ def run_evaluation(
     if targets is not None:  # what cannot be used is refused before anything is written
         check_installed("xgboost", "downstream prediction")
         check_grid(grid)
+        check_cv(n_splits, n_jobs)
         reps, meta = _embeddings(store, ds, methods, dims, embeddings, embedding_interpolation)
         if not reps:
             held = "; ".join(results_by_split(list_groups(store))) or "no fitted representation"
