@@ -128,6 +128,19 @@ def test_cross_validate_scores_every_method_gene_and_fold(table):
     assert summary.loc["inr", "rmse_mean"] < summary.loc["nearest", "rmse_mean"]
 
 
+def test_cross_validate_takes_one_method_by_name_and_checks_its_folds(table):
+    """``methods="idw"`` was read letter by letter (``unknown method(s) ['i', 'd', 'w']``), and
+    ``n_folds=2.5`` stopped in numpy."""
+    one = cross_validate(table, methods="idw", n_folds=2, random_state=0)
+    assert set(one["method"]) == {"idw", "true_field"} and set(one["fold"]) == {"block0", "block1"}
+    assert set(cross_validate(table, methods="nearest, idw", n_folds=2)["method"]) == {"idw", "nearest", "true_field"}
+    with pytest.raises(InputError, match=r"unknown method\(s\) \['krigging'\]; .*did you mean kriging\?"):
+        cross_validate(table, methods="idw,krigging")
+    for bad in (2.5, 1, True):
+        with pytest.raises(InputError, match=rf"n_folds must be at least 2 \(a whole number\), got {bad!r}$"):
+            cross_validate(table, methods="idw", n_folds=bad)
+
+
 def test_summary_pools_each_gene_over_folds():
     df = pd.DataFrame(
         {

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .._deprecation import renamed_kwargs
 from .._progress import step
+from .._validation import Bound, checked, did_you_mean
 from ..exceptions import InputError
 from ..preprocess import spatial_blocks
 from .baselines import make_baseline
@@ -122,7 +123,8 @@ def cross_validate(
     ----------
     table : xarray.Dataset
         A complete sample table.
-    methods : sequence of {'inr', 'idw', 'nearest', 'kriging'}
+    methods : str or sequence of {'inr', 'idw', 'nearest', 'kriging'}
+        One name, comma-separated names or a list.
     cv : {'blocks', 'donors'}
         Spatial blocks of ``block_mm`` dealt to ``n_folds`` folds, or leave-one-donor-out (see
         :func:`make_folds`).
@@ -149,9 +151,13 @@ def cross_validate(
     pandas.DataFrame
         One row per method x gene x fold: ``cv, method, gene, fold, rmse, pearson_r, n_test``.
     """
+    if isinstance(methods, str):  # one name, or comma-separated: read letter by letter, 'idw' was i, d, w
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise InputError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    if unknown or not methods:
+        hint = did_you_mean(unknown[0], METHODS) if unknown else ""
+        raise InputError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}{hint}")
+    n_folds = int(checked(n_folds, "n_folds", Bound(2, integer=True)))
     if truth is None:
         truth = synthetic_truth(table)
     genes = table["gene"].values.astype(str)
