@@ -378,6 +378,23 @@ def is_labels(da: xr.DataArray) -> bool:
     return da.dtype.kind == "O" and da.size > 0 and all(isinstance(v, str) for v in np.asarray(da.values).ravel())
 
 
+#: the number types a NIfTI-1 image holds that viewers read (float16 and bool stopped in nibabel,
+#: text in numpy, and complex values were written with a ComplexWarning)
+NIFTI_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64")
+
+
+def _check_nifti_dtype(dtype) -> None:
+    try:
+        given = np.dtype(dtype)
+    except TypeError:
+        raise InputError(f"dtype must be a numpy number type such as np.float32, got {dtype!r}") from None
+    if given.name not in NIFTI_DTYPES:
+        hint = " (uint8 for a mask of 0 and 1)" if given.kind == "b" else ""
+        raise InputError(
+            f"dtype {given} is not a type a NIfTI image holds; choose from {', '.join(NIFTI_DTYPES)}{hint}"
+        )
+
+
 def _label_codes(da: xr.DataArray, background: float, dtype) -> tuple[xr.DataArray, dict | None, object]:
     """A DataArray of labels (strings) as integer codes ``1..n`` in sorted order, the
     ``{code: label}`` table and the codes' dtype; any other DataArray as it is (no table)."""
@@ -498,6 +515,7 @@ def to_nifti(da: xr.DataArray, grid=None, *, background: float = 0.0, dtype=np.f
         repeated, a grid that contradicts the DataArray's own, an infinite background, a background
         or values that ``dtype`` cannot hold (NaN, or a fraction, in an integer type).
     """
+    _check_nifti_dtype(dtype)
     da, labels, dtype = _label_codes(da, float(background), dtype)
     vol, affine, space, other = _volume(da, grid, float(background), dtype, like, stacklevel=2)
     img = nib.Nifti1Image(vol, affine)
@@ -548,6 +566,7 @@ def write_nifti(
 
     path = _checked_nifti_path(path)
     background = float(background)
+    _check_nifti_dtype(dtype)
     da, labels, dtype = _label_codes(da, background, dtype)
     other = _other_dim(da)
     ijk, affine, shape, space = _placement(da, grid)

@@ -502,6 +502,35 @@ def test_a_background_the_image_cannot_hold_is_refused(g8, tmp_path, write):
         assert vol.dtype == dtype and (vol[outside] == background).all() and (vol[~outside] == 1).all()
 
 
+@pytest.mark.parametrize("write", ["to_nifti", "write_nifti"])
+def test_a_dtype_a_nifti_image_does_not_hold_is_refused(g8, tmp_path, write):
+    """float16 and bool stopped in nibabel (``HeaderDataError``), text in numpy, and a complex
+    dtype was written with a ComplexWarning."""
+    da = fake_da(g8, np.ones(g8.n_voxels, np.float32))
+    out = tmp_path / "s.nii.gz"
+
+    def image(dtype):
+        if write == "to_nifti":
+            return to_nifti(da, dtype=dtype)
+        return nib.load(write_nifti(da, out, dtype=dtype))
+
+    mask = r" \(uint8 for a mask of 0 and 1\)"
+    for dtype, name, tail in (
+        (np.float16, "float16", ""),
+        (bool, "bool", mask),
+        (np.complex64, "complex64", ""),
+        ("U3", "<U3", ""),
+    ):
+        holds = rf"^dtype {name} is not a type a NIfTI image holds; choose from uint8, .*, float64{tail}$"
+        with pytest.raises(InputError, match=holds):
+            image(dtype)
+    with pytest.raises(InputError, match="dtype must be a numpy number type such as np.float32, got 'banana'"):
+        image("banana")
+    assert not out.exists()
+    for dtype in (np.uint8, np.int16, np.float64, "f4"):
+        assert image(dtype).get_data_dtype() == np.dtype(dtype)
+
+
 def test_export_reads_its_background_as_a_number_or_nan(tmp_path, capsys):
     """``--background abc`` stopped with Python's ``could not convert string to float``, and
     ``--background inf`` wrote ``"background": Infinity`` into the sidecar, which is not JSON."""
