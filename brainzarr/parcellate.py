@@ -22,7 +22,7 @@ import xarray as xr
 from ._location import user_path
 from ._progress import job
 from ._text import read_user_text
-from ._validation import did_you_mean
+from ._validation import did_you_mean, whole_number
 from .exceptions import DataNotFoundError, InputError, InputTypeError
 from .nifti import _load, _read_meta, from_nifti, is_labels, refuse_if_not_mni
 from .streaming import block_reduce, block_spans, reusing_buffers
@@ -125,6 +125,8 @@ def parcellate(
             f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
             f"{why or did_you_mean(strategy, STRATEGIES)}"
         )
+    # 0.5 matched no label (the outside of the brain became a region), True was 1, None stopped in int()
+    background = whole_number(background, "background", hint=" (the atlas's label of no region)")
     if isinstance(atlas, Mapping) and "maps" in atlas:  # a nilearn atlas (a Bunch: maps, lut, ...)
         lut = atlas.get("lut") if lut is None else lut
         atlas = atlas["maps"]

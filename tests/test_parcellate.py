@@ -1,6 +1,7 @@
 """Region means of a store's voxel arrays over an atlas (``parcellate``, ``brainzarr parcellate``)."""
 
 import json
+import re
 import shutil
 import warnings
 
@@ -300,6 +301,13 @@ def test_bad_atlases_and_arrays_are_refused(small_store):
         parcellate(data, nib.Nifti1Image(np.ones((*grid.shape, 2), np.int16), grid.affine))
     with pytest.raises(ValueError, match="'voxel' dimension"):
         parcellate(ds["gene"], nib.Nifti1Image(np.ones(grid.shape, np.int16), grid.affine))
+    # background=0.5 matched no label, so the outside of the brain became a region; True was 1
+    halves = nib.Nifti1Image(np.where(grid.mask, 1 + (np.indices(grid.shape)[0] > 12), 0).astype(np.int16), grid.affine)
+    for bad in (0.5, True, "0", None):
+        with pytest.raises(ValueError, match=rf"^background must be a whole number, got {re.escape(repr(bad))} \(the"):
+            parcellate(data, halves, background=bad)
+    with pytest.warns(UserWarning, match="1 of 2 regions of the atlas hold no voxel of the array: 0"):
+        assert list(parcellate(data, halves, background=2.0)["region"].values) == [0, 1]  # 0: outside the brain
 
 
 def test_a_label_image_brainzarr_wrote_is_an_atlas_that_names_its_regions(small_store, tmp_path):
