@@ -48,6 +48,11 @@ def test_bad_resolution_and_masks(tmp_path):
         with pytest.raises(InputError, match=rf"resolution must be a positive integer number of mm, got {bad!r}$"):
             mni152_grid(bad)
     assert mni152_grid(8.0).shape == mni152_grid(np.int64(8)).shape == (26, 30, 25)
+    # of the template's brain probability: -1 made the whole box the brain, "0.2" stopped in numpy
+    for bad in (-1, 1, 1.5, "0.2", True, None):
+        with pytest.raises(InputError, match=rf"^threshold must be in \[0, 1\), got {bad!r}$"):
+            mni152_grid(8, threshold=bad)
+    assert mni152_grid(8, threshold=0).n_voxels > mni152_grid(8).n_voxels == 3666
     with pytest.raises(ValueError, match="no voxels"):
         Grid(np.zeros((3, 3, 3)), np.eye(4))
     with pytest.raises(FileNotFoundError, match="mask file not found"):
