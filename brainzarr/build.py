@@ -41,7 +41,7 @@ from ._deprecation import renamed_kwargs
 from ._disk import require_free
 from ._location import is_remote, location, open_group, task_path, zarr_store
 from ._progress import job
-from ._validation import SEED, SPLIT_SYNONYMS, did_you_mean, whole_number
+from ._validation import SEED, SPLIT_SYNONYMS, Bound, checked, did_you_mean, whole_number
 from ._zarr import every_chunk, quiet_zarr
 from .assign import Assignment, check_assignment
 from .exceptions import InputError, StoreError, StoreExistsError
@@ -242,6 +242,9 @@ def build_store(
     seed = whole_number(random_state, "random_state", hint=SEED)
     chunks = _check_settings(split, assignment, n_neighbors, test_fraction, chunks)
     clamp_percentiles = check_percentiles(clamp_percentiles)
+    # float() took "48" and True as millimetres
+    checked(block_mm, "block_mm", Bound(0, low_open=True, none=True))
+    checked(buffer_mm, "buffer_mm", Bound(0, none=True))
     layout = Layout.from_spec(layout)
     if isinstance(source, str) and source in SOURCES:  # a misspelt parameter of build_store: named as such
         check_options(source, source_options, also=_BUILD_PARAMETERS)

@@ -217,6 +217,10 @@ def test_a_mask_evidently_not_in_mni_space_is_refused_before_anything_is_written
         ({"clamp_percentiles": (50, 50)}, r"satisfy 0 <= low < high <= 100, got \(50, 50\)"),
         ({"clamp_percentiles": (-1, 99)}, r"satisfy 0 <= low < high <= 100, got \(-1, 99\)"),
         ({"clamp_percentiles": "0.01,99.9"}, r"must be two numbers \(low, high\), got '0.01,99.9'"),
+        # float() took "48" and True as millimetres; a negative block stopped after the source was read
+        ({"split": "blocked", "block_mm": "48"}, "block_mm must be above 0 or None, got '48'"),
+        ({"split": "blocked", "block_mm": -8}, "block_mm must be above 0 or None, got -8"),
+        ({"split": "blocked", "buffer_mm": True}, "buffer_mm must be at least 0 or None, got True"),
     ],
     ids=lambda v: str(v) if isinstance(v, dict) else "",
 )
