@@ -148,6 +148,20 @@ def test_n_jobs_is_read_as_joblib_reads_it(monkeypatch):
     assert check_cv(3.0, None) == (3, 8)
 
 
+def test_anova_tukey_refuses_a_percentage_and_a_column_the_results_lack():
+    """``confidence=95`` was refused by scipy in its own words, and a misspelt column raised a
+    KeyError naming only the column."""
+    frame = pd.DataFrame({"representation": np.repeat(["a", "b"], 3), "r2": np.arange(6.0), "split": "random"})
+    with pytest.raises(ValueError, match=r"^confidence must be in \(0, 1\), got 95$"):
+        anova_tukey(frame, confidence=95)
+    with pytest.raises(
+        ValueError, match=r"^the results have no column 'R2'; did you mean r2\?; they have representation"
+    ):
+        anova_tukey(frame, value="R2")
+    anova, tukey = anova_tukey(frame, confidence=0.9)
+    assert len(anova) == len(tukey) == 1
+
+
 def test_parse_grid():
     assert parse_grid("large")["max_depth"] == [2, 3, 4, 6, 8]
     assert parse_grid('{"max_depth": [3]}') == {"max_depth": [3]}

@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._validation import Bound, checked, did_you_mean
+from ..exceptions import InputError
+
 __all__ = ["anova_tukey"]
 
 
@@ -44,6 +47,15 @@ def anova_tukey(
     """
     from scipy import stats
 
+    # scipy refused 95 (a percentage) with its own message, only once a level had two groups
+    checked(confidence, "confidence", Bound(0, 1, low_open=True, high_open=True))
+    missing = [c for c in (value, by, within) if c and c not in results.columns]
+    if missing:  # a KeyError named only the column
+        columns = [str(c) for c in results.columns]
+        raise InputError(
+            f"the results have no column {', '.join(map(repr, missing))}{did_you_mean(missing[0], columns)}; "
+            f"they have {', '.join(columns)}"
+        )
     anova_rows, tukey_rows = [], []
     levels = results[within].unique() if within else [None]
     for level in levels:
