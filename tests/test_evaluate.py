@@ -639,6 +639,18 @@ def test_embeddings_and_targets_that_cannot_be_used_are_refused_before_anything_
 
 
 @pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_dims_are_positive_integers_or_all(store, targets_dir, tmp_path, capsys, command):
+    """``--dims 2.5`` said ``invalid literal for int() with base 10``, and ``--dims 0`` was taken."""
+    for dims in ("2.5", "0", "2,x"):
+        out = tmp_path / "eval"
+        argv = [command, str(store), "--targets", str(targets_dir), "--dims", dims, "--no-store", "-o", str(out)]
+        assert main(argv) == 1
+        bad = dims.split(",")[-1]
+        assert f"--dims takes positive integers, or all, got '{bad}'" in capsys.readouterr().err
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "report"])
 def test_synthetic_targets_made_for_a_job_that_refuses_are_taken_back(store, tmp_path, capsys, command):
     """``--targets synthetic`` writes its maps into OUT/synthetic_targets before the job's own
     checks; a refusal removes them and the folders made for them, and nothing a user had."""

@@ -66,10 +66,9 @@ def evaluation_options(args) -> dict:
     embeddings = dict(parse_embedding(s) for s in args.embedding or [])
     if len(embeddings) != len(args.embedding or []):
         raise InputError("each --embedding NAME must be unique")
-    dims = None if args.dims == ["all"] else tuple(int(d) for d in _split_list(args.dims))
     return {
         "methods": _split_list(args.methods),
-        "dims": dims,
+        "dims": _dims(args.dims),
         "split": args.split,
         "embeddings": embeddings,
         "grid": args.grid,
@@ -81,6 +80,20 @@ def evaluation_options(args) -> dict:
         "interpolation": args.interpolation,
         "embedding_interpolation": args.embedding_interpolation,
     }
+
+
+def _dims(values) -> tuple[int, ...] | None:
+    """``--dims``: positive integers (space- or comma-separated), or ``all`` (None); int() said
+    ``invalid literal for int() with base 10: '2.5'`` and took 0."""
+    if values == ["all"]:
+        return None
+    dims = []
+    for text in _split_list(values):
+        dim = int(text) if text.strip().isdigit() else 0
+        if dim < 1:
+            raise InputError(f"--dims takes positive integers, or all, got {text!r}")
+        dims.append(dim)
+    return tuple(dims)
 
 
 def add_interpolation_argument(p) -> None:
