@@ -136,8 +136,6 @@ class NMF(Representation):
 
     def _fit(self, X):
         X, self._block_rows = cache_if_small(X, self.cache_bytes, self.block_rows)
-        if int(self.max_epochs) < 1:
-            raise InputError("max_epochs must be at least 1")
         if self.solver not in SOLVERS:
             raise InputError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         k = int(self.n_components)

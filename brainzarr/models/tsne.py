@@ -203,8 +203,6 @@ class TSNE(NeighbourEmbedding):
         d, method = int(self.n_components), self.negative_gradient_method
         if method not in GRADIENT_METHODS:
             raise InputError(f"negative_gradient_method must be one of {GRADIENT_METHODS}, got {method!r}")
-        if int(self.negative_samples) < 2:
-            raise InputError(f"negative_samples must be at least 2, got {self.negative_samples}")
         if method == "auto":
             if d <= MAX_DIM["fft"]:
                 return "fft"

@@ -155,12 +155,6 @@ class UMAP(NeighbourEmbedding):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
-    def _check_params(self):
-        if int(self.n_neighbors) < 2:
-            raise InputError(f"n_neighbors must be at least 2, got {self.n_neighbors}")
-        if int(self.transform_n_epochs) < 1:
-            raise InputError(f"transform_n_epochs must be at least 1, got {self.transform_n_epochs}")
-
     def _embed(self, S):
         umap = require("umap", "UMAP")
 
