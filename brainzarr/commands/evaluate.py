@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 from pathlib import Path
@@ -89,10 +90,10 @@ def _dims(values) -> tuple[int, ...] | None:
         return None
     dims = []
     for text in _split_list(values):
-        dim = int(text) if text.strip().isdigit() else 0
-        if dim < 1:
-            raise InputError(f"--dims takes positive integers, or all, got {text!r}")
-        dims.append(dim)
+        try:
+            dims.append(positive_int(text))
+        except argparse.ArgumentTypeError:
+            raise InputError(f"--dims takes positive integers, or all, got {text!r}") from None
     return tuple(dims)
 
 
